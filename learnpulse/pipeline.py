@@ -1,0 +1,138 @@
+"""Process wiring: builds each stage from settings and runs it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+from prometheus_client import start_http_server
+
+from producers.kafka import ProducerParameters, StatementProducer
+from producers.publisher import StatementPublisher
+from producers.simulator import SimulationConfig, simulate
+from schemas.clickhouse.engine import ClickHouse
+from schemas.clickhouse.migrate import migrate
+from schemas.topics import Topic
+from sinks.consumer import KafkaClickHouseSink, SinkConfig
+from sinks.engines import engine_from_url
+from sinks.rows import COLUMNS, activity_rows, statement_rows
+
+from .errors import UserError
+from .settings import Settings
+
+log = logging.getLogger("learnpulse")
+
+
+def serve_metrics(port: int) -> None:
+    """Expose this process's Prometheus metrics on 127.0.0.1:``port``/metrics."""
+    try:
+        start_http_server(port, addr="127.0.0.1")
+    except OSError as err:
+        raise UserError(f"metrics port {port} is taken ({err}); set LEARNPULSE_METRICS_PORT_BASE") from err
+
+
+def open_clickhouse(settings: Settings, migrate_schema: bool = True) -> ClickHouse:
+    url = settings.clickhouse_url
+    try:
+        ch = engine_from_url(url)
+        ch.server_version()
+    except ValueError as err:
+        raise UserError(str(err)) from err
+    except Exception as err:
+        where = urlparse(url)._replace(netloc=urlparse(url).hostname or "").geturl()
+        raise UserError(f"ClickHouse not reachable at {where}: {err}") from err
+    if migrate_schema:
+        migrate(ch)
+    return ch
+
+
+@dataclass
+class SinkThreads:
+    stop: threading.Event
+    threads: list[threading.Thread]
+    errors: list[BaseException]
+
+    def join(self, timeout: float = 30) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout)
+
+
+def start_sinks(settings: Settings, ch: ClickHouse) -> SinkThreads:
+    """Run the statement and derived-record sinks in threads of this process."""
+    k = settings.kafka
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    specs = [
+        ("statements", Topic.STATEMENTS, statement_rows),
+        ("activity", Topic.ACTIVITY, activity_rows),
+    ]
+    threads = []
+    for name, topic, to_rows in specs:
+        cfg = SinkConfig(
+            name=name,
+            bootstrap=k.bootstrap_servers,
+            topic=topic.physical(k.topic_prefix),
+            group_id=f"{k.topic_prefix}learnpulse-sink-{name}",
+            deadletter_topic=Topic.DEADLETTER.physical(k.topic_prefix),
+            max_rows=settings.sink.max_rows,
+            max_wait_s=settings.sink.max_wait_s,
+        )
+        sink = KafkaClickHouseSink(cfg, ch, to_rows, COLUMNS)
+
+        def run(sink=sink):
+            try:
+                sink.run(stop)
+            except BaseException as err:  # surfaced to the owner, which exits non-zero
+                log.error("sink %s stopped: %s", sink.config.name, err)
+                errors.append(err)
+                stop.set()
+
+        t = threading.Thread(target=run, name=f"sink-{name}", daemon=True)
+        t.start()
+        threads.append(t)
+    return SinkThreads(stop, threads, errors)
+
+
+def make_publisher(settings: Settings, stage: str) -> StatementPublisher:
+    k = settings.kafka
+    producer = StatementProducer(
+        ProducerParameters(bootstrap=k.bootstrap_servers, topic=Topic.STATEMENTS.physical(k.topic_prefix), stage=stage)
+    )
+    return StatementPublisher(producer, settings.pseudonym_secret.get_secret_value().encode())
+
+
+def run_simulator(
+    settings: Settings,
+    config: SimulationConfig,
+    count: int | None,
+    rate: float | None,
+    stop: threading.Event | None = None,
+    progress=None,
+) -> int:
+    """Produce ``count`` statements (None: until stopped) at ``rate``/s (None: as fast as possible)."""
+    publisher = make_publisher(settings, "simulator")
+    sent = 0
+    started = time.monotonic()
+    try:
+        for item in simulate(config):
+            if (count is not None and sent >= count) or (stop is not None and stop.is_set()):
+                break
+            publisher.publish(item.school, item.statement)
+            sent += 1
+            if sent % 500 == 0:
+                publisher.poll()
+                if progress:
+                    progress(sent)
+            if rate:
+                ahead = sent / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    publisher.poll()
+                    time.sleep(min(ahead, 0.5))
+        publisher.flush()
+    finally:
+        publisher.producer.close()
+    return sent

@@ -1,0 +1,59 @@
+"""Typed settings, read once from the environment in the CLI entry point.
+
+Every variable is ``LEARNPULSE_<GROUP>__<FIELD>`` (e.g. ``LEARNPULSE_KAFKA__PORT=19092``)
+or ``LEARNPULSE_<FIELD>`` for top-level fields. Sub-objects are handed to the stages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 19092
+    controller_port: int = 19093
+    # Set to use an external cluster instead of the local broker (host:port,...).
+    bootstrap: str | None = None
+    topic_prefix: str = ""
+    replication: int = 1
+    heap: str = "512m"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.bootstrap or f"{self.host}:{self.port}"
+
+
+class ClickHouseSettings(BaseModel):
+    # chdb:///path (embedded, default) or clickhouse://user:pass@host:9000/db
+    url: str = ""
+    # Ports for the local Debian clickhouse-server started by `learnpulse stack up --clickhouse-server`.
+    server_tcp_port: int = 19000
+    server_http_port: int = 18123
+
+
+class SinkSettings(BaseModel):
+    max_rows: int = 20_000
+    max_wait_s: float = 1.0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LEARNPULSE_", env_nested_delimiter="__", extra="ignore")
+
+    home: Path = Path(".learnpulse")
+    kafka: KafkaSettings = KafkaSettings()
+    clickhouse: ClickHouseSettings = ClickHouseSettings()
+    sink: SinkSettings = SinkSettings()
+    # Key of the learner pseudonym HMAC. The default is for local demos only.
+    pseudonym_secret: SecretStr = SecretStr("learnpulse-local-demo-secret")
+    metrics_port_base: int = 19100
+    web_port: int = 8080
+    streams_web_port: int = 19066
+    log_level: str = "WARNING"
+
+    @property
+    def clickhouse_url(self) -> str:
+        return self.clickhouse.url or f"chdb://{self.home.resolve() / 'chdb'}"

@@ -1,0 +1,334 @@
+"""The local stack: a real Kafka broker (KRaft) and, optionally, Debian's clickhouse-server.
+
+Everything lives under the data directory (``LEARNPULSE_HOME``, default ``.learnpulse``):
+jars, configs, data, logs and pid files. Servers bind to 127.0.0.1 only. ``up`` is
+idempotent; ``down`` also cleans up after a crash (stale pid files).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+from .settings import Settings
+
+log = logging.getLogger("learnpulse.stack")
+
+REPO = Path(__file__).resolve().parent.parent
+KAFKA_POM = REPO / "deploy" / "kafka" / "pom.xml"
+CLICKHOUSE_BINARY = "/usr/sbin/clickhouse-server"
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); read its state.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+@dataclass
+class Service:
+    """A server process we start, track by pid file, and stop."""
+
+    name: str
+    dir: Path
+    host: str
+    ports: tuple[int, ...]
+
+    @property
+    def pidfile(self) -> Path:
+        return self.dir / f"{self.name}.pid"
+
+    @property
+    def logfile(self) -> Path:
+        return self.dir / "logs" / f"{self.name}.out"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _pid_alive(pid) else None
+
+    def status(self) -> str:
+        pid = self.pid()
+        if pid is None:
+            return "stopped" + (" (stale pid file)" if self.pidfile.exists() else "")
+        listening = all(port_open(self.host, p) for p in self.ports)
+        return f"running (pid {pid}, {'listening on ' + ','.join(map(str, self.ports)) if listening else 'not listening yet'})"
+
+    def _check_ports_free(self) -> None:
+        for p in self.ports:
+            if port_open(self.host, p):
+                raise UserError(
+                    f"{self.name}: port {p} on {self.host} is already taken by another process; "
+                    f"stop it or choose other ports (see `learnpulse stack up --help`)"
+                )
+
+    def _spawn(self, cmd: list[str], env: dict[str, str] | None = None) -> int:
+        self.logfile.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.logfile, "ab") as out:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, env={**os.environ, **(env or {})}, cwd=self.dir,
+            )
+        self.pidfile.write_text(str(proc.pid))
+        return proc.pid
+
+    def _wait_ready(self, ready, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                tail = self.logfile.read_text(errors="replace").strip().splitlines()[-5:] if self.logfile.exists() else []
+                raise UserError(f"{self.name} exited during start-up; last log lines: {' | '.join(tail)} (log: {self.logfile})")
+            if ready():
+                return
+            time.sleep(0.3)
+        raise UserError(f"{self.name} did not become ready in {timeout:.0f}s; see {self.logfile}")
+
+    def stop(self, timeout: float = 20) -> bool:
+        """SIGTERM, then SIGKILL after ``timeout``; removes the pid file. True if it was running."""
+        pid = self.pid()
+        if pid is None:
+            self.pidfile.unlink(missing_ok=True)
+            return False
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _pid_alive(pid):
+            time.sleep(0.2)
+        if _pid_alive(pid):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        # Reap it if it is our child (tests start the stack in-process).
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        self.pidfile.unlink(missing_ok=True)
+        return True
+
+
+class KafkaBroker(Service):
+    def __init__(self, settings: Settings) -> None:
+        k = settings.kafka
+        super().__init__("kafka", settings.home.resolve() / "kafka", k.host, (k.port, k.controller_port))
+        self.settings = k
+
+    @property
+    def libs(self) -> Path:
+        return self.dir / "libs"
+
+    def ensure_jars(self) -> None:
+        """Resolve the broker jars from Maven Central once; later starts are offline."""
+        marker = self.libs / ".complete"
+        if marker.exists():
+            return
+        for tool, pkg in (("java", "openjdk-17-jre-headless"), ("mvn", "maven")):
+            if shutil.which(tool) is None:
+                raise UserError(f"`{tool}` not found: install it (apt-get install {pkg}) and retry")
+        if not KAFKA_POM.exists():
+            raise UserError(f"{KAFKA_POM} missing: run learnpulse from a checkout of the repository")
+        log.warning("resolving Kafka jars from Maven Central (first start only)")
+        self.libs.mkdir(parents=True, exist_ok=True)
+        res = subprocess.run(
+            ["mvn", "-q", "-B", "-f", str(KAFKA_POM), "dependency:copy-dependencies",
+             f"-DoutputDirectory={self.libs}", "-DincludeScope=runtime"],
+            capture_output=True, text=True,
+        )
+        if res.returncode != 0:
+            raise UserError(f"Maven could not resolve the Kafka jars (exit {res.returncode}): {res.stdout[-400:]} {res.stderr[-400:]}")
+        marker.write_text("ok\n")
+
+    def _write_config(self) -> Path:
+        k = self.settings
+        data = self.dir / "data"
+        props = self.dir / "server.properties"
+        props.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@{k.host}:{k.controller_port}",
+                    f"listeners=PLAINTEXT://{k.host}:{k.port},CONTROLLER://{k.host}:{k.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://{k.host}:{k.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    f"log.dirs={data}",
+                    "num.partitions=1",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=12",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    # Topics are created by learnpulse with their declared partitions.
+                    "auto.create.topics.enable=false",
+                    "log.retention.check.interval.ms=60000",
+                ]
+            )
+            + "\n"
+        )
+        (self.dir / "log4j.properties").write_text(
+            "log4j.rootLogger=WARN, file\n"
+            "log4j.appender.file=org.apache.log4j.RollingFileAppender\n"
+            f"log4j.appender.file.File={self.dir / 'logs' / 'server.log'}\n"
+            "log4j.appender.file.MaxFileSize=20MB\nlog4j.appender.file.MaxBackupIndex=2\n"
+            "log4j.appender.file.layout=org.apache.log4j.PatternLayout\n"
+            "log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
+            "log4j.logger.kafka=WARN\nlog4j.logger.org.apache.kafka=WARN\n"
+        )
+        if not (data / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            res = subprocess.run(
+                self._java() + ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+                capture_output=True, text=True,
+            )
+            if res.returncode != 0:
+                raise UserError(f"formatting Kafka storage failed: {res.stdout[-300:]} {res.stderr[-300:]}")
+        return props
+
+    def _java(self) -> list[str]:
+        return [
+            "java", f"-Xmx{self.settings.heap}", f"-Xms{self.settings.heap}", "-XX:+UseG1GC",
+            f"-Dlog4j.configuration=file:{self.dir / 'log4j.properties'}",
+            "-Djava.awt.headless=true", "-cp", f"{self.libs}/*",
+        ]
+
+    def up(self, timeout: float = 90) -> str:
+        if self.pid() is not None:
+            self._wait_ready(self.ready, timeout)
+            return "already running"
+        self.pidfile.unlink(missing_ok=True)
+        self._check_ports_free()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "logs").mkdir(exist_ok=True)
+        self.ensure_jars()
+        props = self._write_config()
+        self._spawn(self._java() + ["kafka.Kafka", str(props)])
+        self._wait_ready(self.ready, timeout)
+        return "started"
+
+    def ready(self) -> bool:
+        if not port_open(self.settings.host, self.settings.port):
+            return False
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=self.settings.bootstrap_servers, request_timeout_ms=3000, api_version_auto_timeout_ms=3000
+            )
+        except (KafkaError, OSError, ValueError):
+            return False
+        try:
+            return bool(admin.describe_cluster().get("brokers"))
+        except (KafkaError, OSError):
+            return False
+        finally:
+            admin.close()
+
+
+class ClickHouseServer(Service):
+    """Debian's clickhouse-server on loopback ports with a private data directory."""
+
+    def __init__(self, settings: Settings) -> None:
+        c = settings.clickhouse
+        super().__init__("clickhouse", settings.home.resolve() / "clickhouse", "127.0.0.1", (c.server_tcp_port,))
+        self.settings = c
+
+    def _write_config(self) -> Path:
+        d = self.dir
+        for sub in ("data", "tmp", "user_files", "format_schemas", "logs"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        (d / "users.xml").write_text(_USERS_XML)
+        cfg = d / "config.xml"
+        cfg.write_text(
+            f"""<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>{d}/logs/server.log</log><errorlog>{d}/logs/server.err.log</errorlog><size>20M</size><count>2</count></logger>
+  <tcp_port>{self.settings.server_tcp_port}</tcp_port>
+  <http_port>{self.settings.server_http_port}</http_port>
+  <listen_host>127.0.0.1</listen_host>
+  <path>{d}/data/</path>
+  <tmp_path>{d}/tmp/</tmp_path>
+  <user_files_path>{d}/user_files/</user_files_path>
+  <format_schema_path>{d}/format_schemas/</format_schema_path>
+  <users_config>{d}/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>268435456</mark_cache_size>
+  <max_concurrent_queries>100</max_concurrent_queries>
+</yandex>
+"""
+        )
+        return cfg
+
+    def up(self, timeout: float = 60) -> str:
+        if self.pid() is not None:
+            self._wait_ready(self.ready, timeout)
+            return "already running"
+        if not Path(CLICKHOUSE_BINARY).exists():
+            raise UserError(f"{CLICKHOUSE_BINARY} not found: apt-get install clickhouse-server (or run `make setup`)")
+        self.pidfile.unlink(missing_ok=True)
+        self._check_ports_free()
+        cfg = self._write_config()
+        self._spawn([CLICKHOUSE_BINARY, f"--config-file={cfg}"])
+        self._wait_ready(self.ready, timeout)
+        return "started"
+
+    def ready(self) -> bool:
+        if not port_open("127.0.0.1", self.settings.server_tcp_port):
+            return False
+        from clickhouse_driver import Client
+
+        try:
+            Client("127.0.0.1", port=self.settings.server_tcp_port, connect_timeout=2).execute("SELECT 1")
+            return True
+        except Exception:  # any failure means "not ready yet"
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"clickhouse://default:@127.0.0.1:{self.settings.server_tcp_port}/learnpulse"
+
+
+_USERS_XML = """<?xml version="1.0"?>
+<yandex>
+  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
+  <users>
+    <default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default>
+  </users>
+  <quotas><default></default></quotas>
+</yandex>
+"""

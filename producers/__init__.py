@@ -1,0 +1,1 @@
+"""Everything that writes statements to ``xapi.statements``."""

@@ -1,0 +1,77 @@
+"""Group a learner's consecutive statements into one envelope (bounded count, bytes, linger).
+
+Faust's cost is per message, not per byte, so one message carries a batch of one
+learner's statements (see DESIGN.md). Order within a learner is preserved.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from schemas.envelope import StatementEntry, StatementEnvelope
+
+
+@dataclass
+class _Open:
+    school: str
+    learner: str
+    received_ms: int
+    entries: list[StatementEntry] = field(default_factory=list)
+    size: int = 0
+    opened: float = 0.0
+
+
+class LearnerBatcher:
+    """Collects entries per (school, learner); calls ``emit`` with full envelopes.
+
+    An envelope closes at ``max_count`` statements, ``max_bytes`` of statement JSON, or
+    ``linger_s`` after it opened (checked on :meth:`add` and :meth:`poll`).
+    """
+
+    def __init__(
+        self,
+        emit: Callable[[StatementEnvelope], Any],
+        max_count: int = 20,
+        max_bytes: int = 256 * 1024,
+        linger_s: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.emit = emit
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+        self.linger_s = linger_s
+        self.clock = clock
+        self._open: dict[tuple[str, str], _Open] = {}
+
+    def add(self, school: str, learner: str, received_ms: int, entry: StatementEntry) -> None:
+        key = (school, learner)
+        size = len(orjson.dumps(entry.statement))
+        current = self._open.get(key)
+        if current is not None and (current.size + size > self.max_bytes):
+            self._close(key)
+            current = None
+        if current is None:
+            current = self._open[key] = _Open(school, learner, received_ms, opened=self.clock())
+        current.entries.append(entry)
+        current.size += size
+        if len(current.entries) >= self.max_count:
+            self._close(key)
+
+    def poll(self) -> None:
+        """Close envelopes older than ``linger_s``."""
+        now = self.clock()
+        for key in [k for k, o in self._open.items() if now - o.opened >= self.linger_s]:
+            self._close(key)
+
+    def flush(self) -> None:
+        for key in list(self._open):
+            self._close(key)
+
+    def _close(self, key: tuple[str, str]) -> None:
+        o = self._open.pop(key)
+        self.emit(StatementEnvelope(o.school, o.learner, o.received_ms, tuple(o.entries)))

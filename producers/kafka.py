@@ -1,0 +1,80 @@
+"""The one kafka-python producer set-up every producer uses.
+
+Idempotent, ``acks=all``, lz4-compressed, keyed per learner. Delivery failures are
+surfaced: :meth:`StatementProducer.flush` raises if any send failed, so no caller can
+report success for a statement Kafka did not acknowledge.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from schemas import metrics
+from schemas.envelope import StatementEnvelope
+
+log = logging.getLogger("learnpulse.producer")
+
+
+class DeliveryFailed(Exception):
+    """Kafka did not acknowledge one or more messages."""
+
+
+@dataclass(frozen=True)
+class ProducerParameters:
+    bootstrap: str
+    topic: str
+    stage: str
+    linger_ms: int = 10
+    batch_bytes: int = 512 * 1024
+    compression: str = "lz4"
+
+
+class StatementProducer:
+    """Sends envelopes to ``xapi.statements`` and tracks their acknowledgements."""
+
+    def __init__(self, params: ProducerParameters) -> None:
+        self.params = params
+        self._producer = KafkaProducer(
+            bootstrap_servers=params.bootstrap,
+            client_id=f"learnpulse-{params.stage}",
+            acks="all",
+            enable_idempotence=True,
+            compression_type=params.compression,
+            linger_ms=params.linger_ms,
+            batch_size=params.batch_bytes,
+            max_request_size=4 * 1024 * 1024,
+            retries=2**31 - 1,  # with idempotence, retries cannot duplicate or reorder
+            delivery_timeout_ms=120_000,
+        )
+        self._failures: list[BaseException] = []
+        self._out = metrics.MESSAGES_OUT.labels(params.stage, params.topic)
+        self._statements = metrics.STATEMENTS_OUT.labels(params.stage)
+
+    def send(self, envelope: StatementEnvelope):
+        """Queue one envelope; returns the kafka-python future."""
+        future = self._producer.send(self.params.topic, key=envelope.key, value=envelope.encode())
+        n = len(envelope.entries)
+        future.add_callback(lambda _md: (self._out.inc(), self._statements.inc(n)))
+        future.add_errback(self._failed)
+        return future
+
+    def _failed(self, err: BaseException) -> None:
+        metrics.ERRORS.labels(self.params.stage, "delivery").inc()
+        self._failures.append(err)
+
+    def flush(self, timeout: float | None = 60) -> None:
+        """Wait for every queued message; raise :class:`DeliveryFailed` if any failed."""
+        try:
+            self._producer.flush(timeout=timeout)
+        except KafkaError as err:
+            raise DeliveryFailed(f"Kafka did not acknowledge in {timeout}s: {err}") from err
+        if self._failures:
+            failures, self._failures = self._failures, []
+            raise DeliveryFailed(f"{len(failures)} messages not acknowledged by Kafka; first: {failures[0]!r}")
+
+    def close(self) -> None:
+        self._producer.close(timeout=30)

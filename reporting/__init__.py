@@ -1,0 +1,1 @@
+"""ClickHouse → people: LRS reads, the live view, documented research queries."""

@@ -1,0 +1,44 @@
+"""Live per-school figures for the terminal view and the dashboard API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.clickhouse.engine import ClickHouse
+
+# Statements and learners per school, straight from ClickHouse. FINAL collapses rows a
+# replay wrote twice, so these are the exact counts researchers get with the same SQL.
+SCHOOL_SUMMARY_SQL = """
+SELECT s.school, s.statements, s.learners, s.courses, toString(s.latest), ifNull(a.active, 0)
+FROM (
+    SELECT school, count() AS statements, uniqExact(learner) AS learners, uniqExact(course) AS courses,
+           max(timestamp) AS latest
+    FROM {db}.statements FINAL
+    GROUP BY school
+) AS s
+LEFT JOIN (
+    -- learners active in the newest event-time hour of each school
+    SELECT school, uniqExact(learner) AS active
+    FROM {db}.learner_activity_hourly FINAL
+    WHERE (school, hour) IN (SELECT school, max(hour) FROM {db}.learner_activity_hourly GROUP BY school)
+    GROUP BY school
+) AS a ON a.school = s.school
+ORDER BY s.school
+"""
+
+
+@dataclass(frozen=True)
+class SchoolSummary:
+    school: str
+    statements: int
+    learners: int
+    courses: int
+    latest: str
+    active_last_hour: int
+
+
+def school_summaries(ch: ClickHouse) -> list[SchoolSummary]:
+    return [
+        SchoolSummary(r[0], int(r[1]), int(r[2]), int(r[3]), str(r[4]), int(r[5]))
+        for r in ch.query(SCHOOL_SUMMARY_SQL)
+    ]

@@ -1,0 +1,1 @@
+"""ClickHouse contract: the access Protocol, DDL as versioned migrations, the DDL renderer."""

@@ -1,0 +1,30 @@
+"""Every Prometheus metric learnpulse exports, named once.
+
+Alert rules in ``deploy/prometheus/`` refer to these names; each process serves them on
+``/metrics``. Labels stay low-cardinality (stage, topic, table, school — never learner).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# Records read from Kafka by a consumer (sink or stream), by topic.
+MESSAGES_IN = Counter("learnpulse_messages_in_total", "Kafka messages consumed", ["stage", "topic"])
+# Records written: to Kafka by producers/streams, to ClickHouse by sinks (rows).
+MESSAGES_OUT = Counter("learnpulse_messages_out_total", "Kafka messages produced", ["stage", "topic"])
+STATEMENTS_OUT = Counter("learnpulse_statements_produced_total", "xAPI statements produced to Kafka", ["stage"])
+ROWS_WRITTEN = Counter("learnpulse_rows_written_total", "Rows inserted into ClickHouse", ["table"])
+# Failures, by stage and a short kind ("clickhouse_unavailable", "deadletter", "delivery").
+ERRORS = Counter("learnpulse_errors_total", "Errors by stage and kind", ["stage", "kind"])
+DEADLETTERS = Counter("learnpulse_deadletter_total", "Records sent to the dead-letter topic", ["stage", "rule"])
+BATCH_ROWS = Histogram(
+    "learnpulse_sink_batch_rows",
+    "Rows per ClickHouse insert",
+    ["table"],
+    buckets=(1, 10, 100, 1_000, 5_000, 10_000, 50_000, 100_000),
+)
+INSERT_SECONDS = Histogram("learnpulse_sink_insert_seconds", "Duration of one ClickHouse insert", ["table"])
+# Messages between a consumer's committed offset and the partition end.
+CONSUMER_LAG = Gauge("learnpulse_consumer_lag", "Consumer lag in messages", ["group", "topic", "partition"])
+# Seconds between the LRS receiving a statement and the sink committing it.
+FRESHNESS = Gauge("learnpulse_sink_freshness_seconds", "Receive-to-commit delay of the last batch", ["sink"])

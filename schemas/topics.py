@@ -1,0 +1,62 @@
+"""Every logical Kafka topic, its key, partitioning and configuration.
+
+Physical names are ``<prefix><logical name>``; the prefix comes from settings so that
+tests and several pipelines can share one broker.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """How a topic is created. ``key`` documents what the message key is."""
+
+    partitions: int
+    key: str
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+# Statements are kept 7 days: enough to rebuild every derived table and ClickHouse
+# after an outage; the durable archive is the ClickHouse raw table.
+_WEEK_MS = str(7 * 24 * 3600 * 1000)
+
+
+class Topic(enum.Enum):
+    """Logical topics. The value is the logical name."""
+
+    STATEMENTS = "xapi.statements"
+    DEADLETTER = "xapi.deadletter"
+    ACTIVITY = "learnpulse.activity"
+    ENGAGEMENT = "learnpulse.engagement"
+    MASTERY = "learnpulse.mastery"
+    ALERTS = "learnpulse.alerts"
+
+    def physical(self, prefix: str = "") -> str:
+        return f"{prefix}{self.value}"
+
+    @property
+    def spec(self) -> TopicSpec:
+        return TOPIC_SPECS[self]
+
+
+# Keying: everything about one learner stays in one partition, in order, so the stream
+# processor can keep per-learner state locally (co-partitioned changelogs) and a sink
+# sees a learner's records in production order. 12 partitions = 2 cores today, room for
+# 12 workers/sink consumers before repartitioning.
+TOPIC_SPECS: dict[Topic, TopicSpec] = {
+    Topic.STATEMENTS: TopicSpec(
+        12,
+        "learner pseudonym (hex)",
+        {"retention.ms": _WEEK_MS, "compression.type": "producer", "max.message.bytes": "4194304"},
+    ),
+    Topic.DEADLETTER: TopicSpec(
+        1, "original key", {"retention.ms": str(30 * 24 * 3600 * 1000), "max.message.bytes": "8388608"}
+    ),
+    Topic.ACTIVITY: TopicSpec(12, "learner pseudonym", {"retention.ms": _WEEK_MS}),
+    Topic.ENGAGEMENT: TopicSpec(12, "learner pseudonym", {"retention.ms": _WEEK_MS}),
+    Topic.MASTERY: TopicSpec(12, "learner pseudonym", {"retention.ms": _WEEK_MS}),
+    Topic.ALERTS: TopicSpec(1, "school|course|cohort", {"retention.ms": str(90 * 24 * 3600 * 1000)}),
+}

@@ -1,0 +1,1 @@
+"""xAPI statements: canonical form, time handling, (later) full validation."""

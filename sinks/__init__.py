@@ -1,0 +1,1 @@
+"""Kafka → ClickHouse writers and the ClickHouse engines they write through."""

@@ -1,0 +1,179 @@
+"""The two real implementations of :class:`schemas.clickhouse.engine.ClickHouse`."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import orjson
+
+from schemas.clickhouse.engine import ClickHouse, ClickHouseUnavailable
+
+_PARAM = re.compile(r"\{(\w+):([^{}]+)\}")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat(sep=" ")
+    raise TypeError(f"cannot send {type(value).__name__} to ClickHouse")
+
+
+class ChdbEngine:
+    """chDB: the current ClickHouse engine in this process, on a data directory.
+
+    One process owns a path; all access goes through one session guarded by a lock
+    (chDB sessions are not safe for concurrent use from several threads).
+    """
+
+    def __init__(self, path: str, database: str = "learnpulse") -> None:
+        from chdb import session
+
+        self.database = database
+        self.path = path
+        self._lock = threading.Lock()
+        self._session = session.Session(path)
+
+    def server_version(self) -> tuple[int, ...]:
+        (row,) = self.query("SELECT version()")
+        return tuple(int(x) for x in row[0].split(".")[:3])
+
+    def _run(self, sql: str, params: Mapping[str, Any] | None, fmt: str):
+        sql = sql.replace("{db}", self.database)
+        with self._lock:
+            try:
+                return self._session.query(sql, fmt, params=_stringify(params) if params else None)
+            except Exception as err:  # chDB raises plain RuntimeError/ChdbError for SQL errors
+                raise RuntimeError(f"chDB: {err}") from err
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        self._run(sql, params, "CSV")
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        res = self._run(sql, params, "JSONCompact")
+        raw = res.bytes()
+        if not raw:
+            return []
+        return [tuple(r) for r in orjson.loads(raw)["data"]]
+
+    def insert(self, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> int:
+        if not data or not len(data[0]):
+            return 0
+        payload = orjson.dumps(list(data), default=_json_default)
+        sql = (
+            f"INSERT INTO {table} ({', '.join(columns)}) "
+            "SETTINGS date_time_input_format='best_effort', input_format_null_as_default=0 "
+            "FORMAT JSONCompactColumns "
+        )
+        with self._lock:
+            try:
+                self._session.query(sql + payload.decode(), "CSV")
+            except Exception as err:
+                raise RuntimeError(f"chDB insert into {table}: {err}") from err
+        return len(data[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._session.close()
+
+
+def _stringify(params: Mapping[str, Any]) -> dict[str, str]:
+    # chDB binds query parameters from their text form.
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, datetime):
+            out[k] = v.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        elif isinstance(v, (list, tuple)):
+            out[k] = "[" + ",".join("'" + str(x).replace("\\", "\\\\").replace("'", "\\'") + "'" for x in v) + "]"
+        else:
+            out[k] = str(v)
+    return out
+
+
+class ServerEngine:
+    """A ClickHouse server over the native protocol (clickhouse-driver).
+
+    ``{name:Type}`` parameters are bound server-side where the server supports it
+    (>= 19.15) and escaped by the driver for older servers.
+    """
+
+    def __init__(self, host: str, port: int, user: str, password: str, database: str, connect_timeout: float = 5):
+        from clickhouse_driver import Client
+
+        self.database = database
+        self._client = Client(
+            host=host,
+            port=port,
+            user=user,
+            password=password,
+            database="default",
+            connect_timeout=connect_timeout,
+            send_receive_timeout=300,
+            settings={"insert_block_size": 1_048_576},
+        )
+        self._lock = threading.Lock()
+        self._version: tuple[int, ...] | None = None
+
+    def server_version(self) -> tuple[int, ...]:
+        if self._version is None:
+            (row,) = self._call("SELECT version()", None)
+            self._version = tuple(int(x) for x in row[0].split(".")[:3])
+        return self._version
+
+    def _call(self, sql: str, params: Mapping[str, Any] | None, **kw: Any):
+        from clickhouse_driver import errors as cherr
+
+        sql = sql.replace("{db}", self.database)
+        if params:
+            # %-style escaping by the driver; works on every server version.
+            sql = _PARAM.sub(lambda m: f"%({m.group(1)})s", sql.replace("%", "%%"))
+        with self._lock:
+            try:
+                return self._client.execute(sql, params or None, **kw)
+            except (cherr.NetworkError, cherr.SocketTimeoutError, EOFError, ConnectionError, OSError) as err:
+                self._client.disconnect()
+                raise ClickHouseUnavailable(f"ClickHouse server not reachable: {err}") from err
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        self._call(sql, params)
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self._call(sql, params)]
+
+    def insert(self, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> int:
+        if not data or not len(data[0]):
+            return 0
+        from clickhouse_driver import errors as cherr
+
+        with self._lock:
+            try:
+                return self._client.execute(
+                    f"INSERT INTO {table} ({', '.join(columns)}) VALUES", list(data), columnar=True
+                )
+            except (cherr.NetworkError, cherr.SocketTimeoutError, EOFError, ConnectionError, OSError) as err:
+                self._client.disconnect()
+                raise ClickHouseUnavailable(f"ClickHouse server not reachable: {err}") from err
+
+    def close(self) -> None:
+        self._client.disconnect()
+
+
+def engine_from_url(url: str) -> ClickHouse:
+    """``chdb:///abs/path[?database=db]`` or ``clickhouse://user:pass@host:port/db``."""
+    parsed = urlparse(url)
+    if parsed.scheme == "chdb":
+        path = unquote(parsed.path) or "./.learnpulse/chdb"
+        db = dict(p.split("=", 1) for p in parsed.query.split("&") if "=" in p).get("database", "learnpulse")
+        return ChdbEngine(path, db)
+    if parsed.scheme == "clickhouse":
+        return ServerEngine(
+            host=parsed.hostname or "127.0.0.1",
+            port=parsed.port or 9000,
+            user=unquote(parsed.username or "default"),
+            password=unquote(parsed.password or ""),
+            database=(parsed.path or "/learnpulse").lstrip("/") or "learnpulse",
+        )
+    raise ValueError(f"unsupported ClickHouse URL scheme {parsed.scheme!r}: use chdb:///path or clickhouse://host:port/db")

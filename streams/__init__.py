@@ -1,0 +1,1 @@
+"""The Faust stream processors: one app, agents per domain, state in Faust tables."""
