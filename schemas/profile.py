@@ -39,3 +39,8 @@ class SchoolProfile:
                 course = obj.get("id", UNKNOWN)
         cohort = (context.get("extensions") or {}).get(self.cohort_extension)
         return course, str(cohort) if cohort else course
+
+# Skills an activity exercises: an activity-definition extension whose value is a skill id
+# or a list of them. Streams map attempts to skills with it (plus objectives and per-course
+# mapping files); the simulator writes it.
+SKILL_EXTENSION = "https://learnpulse.dev/xapi/extensions/skills"

@@ -32,6 +32,7 @@ class Topic(enum.Enum):
     ACTIVITY = "learnpulse.activity"
     ENGAGEMENT = "learnpulse.engagement"
     MASTERY = "learnpulse.mastery"
+    COHORT_HEALTH = "learnpulse.cohort_health"
     ALERTS = "learnpulse.alerts"
 
     def physical(self, prefix: str = "") -> str:
@@ -58,5 +59,6 @@ TOPIC_SPECS: dict[Topic, TopicSpec] = {
     Topic.ACTIVITY: TopicSpec(12, "learner pseudonym", {"retention.ms": _WEEK_MS}),
     Topic.ENGAGEMENT: TopicSpec(12, "learner pseudonym", {"retention.ms": _WEEK_MS}),
     Topic.MASTERY: TopicSpec(12, "learner pseudonym", {"retention.ms": _WEEK_MS}),
+    Topic.COHORT_HEALTH: TopicSpec(4, "school|course|cohort", {"retention.ms": _WEEK_MS}),
     Topic.ALERTS: TopicSpec(1, "school|course|cohort", {"retention.ms": str(90 * 24 * 3600 * 1000)}),
 }
