@@ -126,6 +126,7 @@ def worker(settings: Settings) -> None:
 
     serve_metrics(int(os.environ.get("LEARNPULSE_METRICS_PORT", settings.metrics_port_base + 1)))
     k = settings.kafka
+    (settings.home.resolve() / "streams").mkdir(parents=True, exist_ok=True)
     app = create_app(
         StreamsParameters(
             bootstrap=k.bootstrap_servers,

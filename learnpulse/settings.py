@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LEARNPULSE_", env_nested_delimiter="__", extra="ignore")
 
     home: Path = Path(".learnpulse")
+    # Downloads shared by every data directory on this machine (Kafka jars): the second
+    # start, and every test run, is offline.
+    cache_dir: Path = Path.home() / ".cache" / "learnpulse"
     kafka: KafkaSettings = KafkaSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     sink: SinkSettings = SinkSettings()
@@ -53,6 +56,20 @@ class Settings(BaseSettings):
     web_port: int = 8080
     streams_web_port: int = 19066
     log_level: str = "WARNING"
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``LEARNPULSE_*`` variables, for child processes."""
+        env: dict[str, str] = {}
+
+        def put(prefix: str, value: object) -> None:
+            if isinstance(value, BaseModel):
+                for name in type(value).model_fields:
+                    put(f"{prefix}__{name.upper()}" if prefix else name.upper(), getattr(value, name))
+            elif value is not None:
+                env[f"LEARNPULSE_{prefix}"] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+        put("", self)
+        return env
 
     @property
     def clickhouse_url(self) -> str:

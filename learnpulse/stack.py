@@ -8,12 +8,15 @@ idempotent; ``down`` also cleans up after a crash (stale pid files).
 from __future__ import annotations
 
 import base64
+import fcntl
+import hashlib
 import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -144,10 +147,13 @@ class KafkaBroker(Service):
         k = settings.kafka
         super().__init__("kafka", settings.home.resolve() / "kafka", k.host, (k.port, k.controller_port))
         self.settings = k
+        self.cache_dir = settings.cache_dir
 
     @property
     def libs(self) -> Path:
-        return self.dir / "libs"
+        # Keyed by the pom's content, so changing the Kafka version resolves anew.
+        digest = hashlib.sha256(KAFKA_POM.read_bytes()).hexdigest()[:12] if KAFKA_POM.exists() else "nopom"
+        return self.cache_dir.expanduser().resolve() / f"kafka-jars-{digest}"
 
     def ensure_jars(self) -> None:
         """Resolve the broker jars from Maven Central once; later starts are offline."""
@@ -160,15 +166,29 @@ class KafkaBroker(Service):
         if not KAFKA_POM.exists():
             raise UserError(f"{KAFKA_POM} missing: run learnpulse from a checkout of the repository")
         log.warning("resolving Kafka jars from Maven Central (first start only)")
-        self.libs.mkdir(parents=True, exist_ok=True)
-        res = subprocess.run(
-            ["mvn", "-q", "-B", "-f", str(KAFKA_POM), "dependency:copy-dependencies",
-             f"-DoutputDirectory={self.libs}", "-DincludeScope=runtime"],
-            capture_output=True, text=True,
-        )
-        if res.returncode != 0:
-            raise UserError(f"Maven could not resolve the Kafka jars (exit {res.returncode}): {res.stdout[-400:]} {res.stderr[-400:]}")
-        marker.write_text("ok\n")
+        self.libs.parent.mkdir(parents=True, exist_ok=True)
+        # Two first starts at once (a demo and a test run) must not interleave: take a
+        # lock, resolve into a private directory, then rename it into place.
+        with open(self.libs.parent / ".kafka-jars.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if marker.exists():
+                return
+            staging = Path(tempfile.mkdtemp(prefix="kafka-jars-", dir=self.libs.parent))
+            res = subprocess.run(
+                ["mvn", "-q", "-B", "-f", str(KAFKA_POM), "dependency:copy-dependencies",
+                 f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
+                capture_output=True, text=True,
+            )
+            if res.returncode != 0:
+                shutil.rmtree(staging, ignore_errors=True)
+                tail = (res.stdout + res.stderr).strip().splitlines()[-3:]
+                raise UserError(
+                    f"Maven could not resolve the Kafka jars (exit {res.returncode}); is Maven Central reachable? "
+                    + " | ".join(tail)
+                )
+            (staging / ".complete").write_text("ok\n")
+            shutil.rmtree(self.libs, ignore_errors=True)
+            staging.rename(self.libs)
 
     def _write_config(self) -> Path:
         k = self.settings
@@ -247,7 +267,7 @@ class KafkaBroker(Service):
 
         try:
             admin = KafkaAdminClient(
-                bootstrap_servers=self.settings.bootstrap_servers, request_timeout_ms=3000, api_version_auto_timeout_ms=3000
+                bootstrap_servers=self.settings.bootstrap_servers, request_timeout_ms=3000, bootstrap_timeout_ms=3000
             )
         except (KafkaError, OSError, ValueError):
             return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,45 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot send {type(value).__name__} to ClickHouse")
 
 
+class _SharedChdb:
+    """chDB runs one embedded server per process, bound to one path. Every engine on
+    that path shares it (each with its own database); it closes with the last engine."""
+
+    def __init__(self, path: str) -> None:
+        from chdb import session
+
+        self.path = path
+        self.lock = threading.Lock()
+        self.session = session.Session(path)
+        self.users = 0
+
+
+_CHDB: dict[str, _SharedChdb] = {}
+_CHDB_LOCK = threading.Lock()
+
+
+def _acquire_chdb(path: str) -> _SharedChdb:
+    path = os.path.abspath(path)
+    with _CHDB_LOCK:
+        shared = _CHDB.get(path)
+        if shared is None:
+            if _CHDB:
+                (other,) = _CHDB
+                raise ValueError(f"this process already runs chDB on {other}; one process can own only one chDB path")
+            shared = _CHDB[path] = _SharedChdb(path)
+        shared.users += 1
+        return shared
+
+
+def _release_chdb(shared: _SharedChdb) -> None:
+    with _CHDB_LOCK:
+        shared.users -= 1
+        if shared.users == 0:
+            with shared.lock:
+                shared.session.close()
+            _CHDB.pop(shared.path, None)
+
+
 class ChdbEngine:
     """chDB: the current ClickHouse engine in this process, on a data directory.
 
@@ -30,12 +70,12 @@ class ChdbEngine:
     """
 
     def __init__(self, path: str, database: str = "learnpulse") -> None:
-        from chdb import session
-
         self.database = database
         self.path = path
-        self._lock = threading.Lock()
-        self._session = session.Session(path)
+        self._shared = _acquire_chdb(path)
+        self._lock = self._shared.lock
+        self._session = self._shared.session
+        self._closed = False
 
     def server_version(self) -> tuple[int, ...]:
         (row,) = self.query("SELECT version()")
@@ -76,8 +116,9 @@ class ChdbEngine:
         return len(data[0])
 
     def close(self) -> None:
-        with self._lock:
-            self._session.close()
+        if not self._closed:
+            self._closed = True
+            _release_chdb(self._shared)
 
 
 def _stringify(params: Mapping[str, Any]) -> dict[str, str]:

@@ -1,0 +1,198 @@
+"""Shared fixtures: real services started once per test session with our own launcher.
+
+Unit tests (``tests/unit``) take none of these. A test that needs a service asks for the
+fixture *and* carries the marker (``kafka``, ``clickhouse_server``); the fixtures refuse
+to serve an unmarked test, so ``pytest -m "not kafka"`` really runs without Kafka.
+
+Every test gets its own topic prefix and its own ClickHouse database on the shared
+broker/engine, so tests never see each other's data. Ports are chosen free at start-up,
+so a test run never collides with a running demo.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from learnpulse.settings import ClickHouseSettings, KafkaSettings, Settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _require_marker(request: pytest.FixtureRequest, marker: str) -> None:
+    if request.node.get_closest_marker(marker) is None:
+        pytest.fail(f"{request.node.nodeid} uses a real service but is not marked @pytest.mark.{marker}")
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.25):
+    """Poll ``predicate`` until it returns a truthy value; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+# -- Kafka -----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("stack")
+
+
+@pytest.fixture(scope="session")
+def kafka_settings(stack_home: Path) -> Iterator[KafkaSettings]:
+    """One real Kafka broker (KRaft) for the whole session, via ``learnpulse.stack``."""
+    from learnpulse.stack import KafkaBroker
+
+    settings = Settings(home=stack_home, kafka=KafkaSettings(port=free_port(), controller_port=free_port()))
+    broker = KafkaBroker(settings)
+    broker.up(timeout=120)
+    try:
+        yield settings.kafka
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def kafka(request: pytest.FixtureRequest, kafka_settings: KafkaSettings) -> KafkaSettings:
+    """The session broker with a topic prefix private to this test; topics created."""
+    _require_marker(request, "kafka")
+    from learnpulse.topics import ensure_topics
+
+    k = kafka_settings.model_copy(update={"topic_prefix": f"t{uuid.uuid4().hex[:8]}."})
+    ensure_topics(k.bootstrap_servers, k.topic_prefix, k.replication)
+    return k
+
+
+# -- ClickHouse ------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # chDB: one embedded server per process and path, so one path for the session and a
+    # database per test.
+    return tmp_path_factory.mktemp("chdb")
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server_settings(stack_home: Path) -> Iterator[ClickHouseSettings]:
+    """Debian's clickhouse-server on free loopback ports in a private directory."""
+    from learnpulse.stack import ClickHouseServer
+
+    settings = Settings(
+        home=stack_home,
+        clickhouse=ClickHouseSettings(server_tcp_port=free_port(), server_http_port=free_port()),
+    )
+    server = ClickHouseServer(settings)
+    server.up(timeout=90)
+    try:
+        yield settings.clickhouse
+    finally:
+        server.stop()
+
+
+def _database() -> str:
+    return f"t_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def chdb_url(chdb_path: Path) -> str:
+    return f"chdb://{chdb_path}?database={_database()}"
+
+
+@pytest.fixture
+def server_url(request: pytest.FixtureRequest, clickhouse_server_settings: ClickHouseSettings) -> str:
+    _require_marker(request, "clickhouse_server")
+    return f"clickhouse://default:@127.0.0.1:{clickhouse_server_settings.server_tcp_port}/{_database()}"
+
+
+@pytest.fixture(params=["chdb", "server"])
+def clickhouse_url(request: pytest.FixtureRequest) -> str:
+    """Both real engines: chDB embedded and Debian's clickhouse-server (native protocol)."""
+    if request.param == "chdb":
+        return request.getfixturevalue("chdb_url")
+    return request.getfixturevalue("server_url")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The server half of `clickhouse_url` needs the server marker too.
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("clickhouse_url") == "server":
+            item.add_marker(pytest.mark.clickhouse_server)
+
+
+# -- pipeline processes ----------------------------------------------------------------
+@pytest.fixture
+def settings(tmp_path: Path, kafka: KafkaSettings, clickhouse_url: str) -> Settings:
+    """Settings for one pipeline under test: private home, topics and database."""
+    return Settings(
+        home=tmp_path / "home",
+        kafka=kafka,
+        clickhouse=ClickHouseSettings(url=clickhouse_url),
+        metrics_port_base=free_port(),
+        web_port=free_port(),
+        streams_web_port=free_port(),
+        log_level="WARNING",
+    )
+
+
+class Proc:
+    """A learnpulse subcommand running as its own process, its output in a log file."""
+
+    def __init__(self, args: list[str], settings: Settings, log: Path, extra_env: dict[str, str] | None = None):
+        self.log = log
+        env = {**os.environ, **settings.to_env(), **(extra_env or {})}
+        self._out = open(log, "ab")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "learnpulse", *args], cwd=REPO, env=env,
+            stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(10)
+        self._out.close()
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        self.popen.kill()
+        self.popen.wait(10)
+
+    def tail(self, n: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
+    """Start learnpulse subcommands as processes; all are stopped at teardown."""
+    procs: list[Proc] = []
+
+    def start(args: list[str], settings: Settings, name: str, extra_env: dict[str, str] | None = None) -> Proc:
+        p = Proc(args, settings, tmp_path / f"{name}.log", extra_env)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        p.stop()
