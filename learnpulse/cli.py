@@ -96,93 +96,6 @@ def stack_status(settings: Settings) -> None:
         click.echo(f"{svc.name}: {svc.status()}")
 
 
-@main.group()
-def db() -> None:
-    """ClickHouse schema."""
-
-
-@db.command("migrate")
-@click.pass_obj
-def db_migrate(settings: Settings) -> None:
-    """Apply pending migrations (safe to run twice or concurrently)."""
-    from schemas.clickhouse.migrate import migrate
-
-    from .pipeline import open_clickhouse
-
-    ch = open_clickhouse(settings, migrate_schema=False)
-    applied = migrate(ch, click.echo)
-    click.echo(f"{len(applied)} migrations applied; schema up to date")
-
-
-@main.command()
-@click.pass_obj
-def worker(settings: Settings) -> None:
-    """Run the Faust stream processor (xapi.statements → derived topics)."""
-    import faust
-
-    from streams.app import StreamsParameters, create_app
-
-    from .pipeline import serve_metrics
-
-    serve_metrics(int(os.environ.get("LEARNPULSE_METRICS_PORT", settings.metrics_port_base + 1)))
-    k = settings.kafka
-    (settings.home.resolve() / "streams").mkdir(parents=True, exist_ok=True)
-    app = create_app(
-        StreamsParameters(
-            bootstrap=k.bootstrap_servers,
-            topic_prefix=k.topic_prefix,
-            app_id=f"{k.topic_prefix}learnpulse-streams",
-            datadir=settings.home.resolve() / "streams",
-            web_port=settings.streams_web_port,
-            replication=k.replication,
-        )
-    )
-    sys.argv = [sys.argv[0], "worker"]
-    faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
-
-
-@main.command()
-@click.pass_obj
-def serve(settings: Settings) -> None:
-    """Run the sinks and the web surface (live view, /metrics) against ClickHouse."""
-    from .pipeline import open_clickhouse, start_sinks
-    from .web import make_app, start_web_thread
-
-    ch = open_clickhouse(settings)
-    sinks = start_sinks(settings, ch)
-    start_web_thread(make_app(ch), settings.web_port)
-    click.echo(f"serving on http://127.0.0.1:{settings.web_port}/ ; Ctrl-C stops")
-    try:
-        while not sinks.stop.wait(1):
-            pass
-    except KeyboardInterrupt:
-        pass
-    sinks.join()
-    if sinks.errors:
-        raise UserError(f"sink failed: {sinks.errors[0]}")
-
-
-@main.command()
-@click.option("--count", type=int, default=None, help="Stop after this many statements (default: run until stopped).")
-@click.option("--rate", type=float, default=None, help="Target statements per second (default: as fast as possible).")
-@click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--schools", type=int, default=3, show_default=True)
-@click.pass_obj
-def simulate(settings: Settings, count: int | None, rate: float | None, seed: int, schools: int) -> None:
-    """Produce simulated xAPI statements of virtual schools to Kafka."""
-    from producers.simulator import SimulationConfig
-
-    from .pipeline import run_simulator, serve_metrics
-
-    serve_metrics(int(os.environ.get("LEARNPULSE_METRICS_PORT", settings.metrics_port_base + 2)))
-    progress = (lambda n: click.echo(f"\r{n} statements sent", nl=False, err=True)) if sys.stderr.isatty() else None
-    try:
-        sent = run_simulator(settings, SimulationConfig(seed=seed, schools=schools), count, rate, threading.Event(), progress)
-    except KeyboardInterrupt:
-        return
-    click.echo(f"{sent} statements sent and acknowledged by Kafka")
-
-
 @main.command()
 @click.option("--duration", type=float, default=None, help="Stop by itself after this many seconds.")
 @click.option("--rate", type=float, default=200, show_default=True, help="Simulated statements per second.")
@@ -193,6 +106,11 @@ def demo(settings: Settings, duration: float | None, rate: float) -> None:
 
     run_demo(settings, duration, rate, click.echo)
 
+
+from .commands import AREAS  # noqa: E402  (the group must exist first)
+
+for _area in AREAS:
+    _area.register(main)
 
 if __name__ == "__main__":
     main()
