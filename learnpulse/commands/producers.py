@@ -8,7 +8,6 @@ import threading
 
 import click
 
-from ..errors import UserError
 from ..settings import Settings
 
 

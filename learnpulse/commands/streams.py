@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 
 import click
 
-from ..errors import UserError
 from ..settings import Settings
 
 
