@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
 
 from .errors import UserError
+from .logs import configure as configure_logs
 from .settings import Settings
 
 
@@ -21,9 +21,7 @@ class _Group(click.Group):
             click.echo(f"learnpulse: {err}", err=True)
             sys.exit(2)
         except Exception as err:
-            from kafka.errors import NoBrokersAvailable
-
-            if isinstance(err, NoBrokersAvailable):
+            if _kafka_unreachable(err):
                 s: Settings = ctx.obj
                 click.echo(
                     f"learnpulse: Kafka not reachable at {s.kafka.bootstrap_servers}; "
@@ -32,6 +30,17 @@ class _Group(click.Group):
                 )
                 sys.exit(2)
             raise
+
+
+def _kafka_unreachable(err: BaseException) -> bool:
+    # kafka-python 2.x raises NoBrokersAvailable; 3.x a KafkaTimeoutError while bootstrapping.
+    import kafka.errors as kerr
+
+    kinds = tuple(
+        getattr(kerr, name) for name in ("NoBrokersAvailable", "KafkaTimeoutError", "KafkaConnectionError")
+        if hasattr(kerr, name)
+    )
+    return isinstance(err, kinds)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,10 +55,7 @@ def main(ctx: click.Context) -> None:
     Settings come from LEARNPULSE_* environment variables (see README).
     """
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
-    )
+    configure_logs(settings.log_level, settings.client_log_level)
     ctx.obj = settings
 
 

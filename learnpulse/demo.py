@@ -18,11 +18,11 @@ from .topics import ensure_topics
 from .web import make_app, start_web_thread
 
 
-def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+def _spawn(args: list[str], log: Path, settings: Settings, env: dict[str, str]) -> subprocess.Popen:
     out = open(log, "ab")
     return subprocess.Popen(
         [sys.executable, "-m", "learnpulse", *args], stdout=out, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, env={**os.environ, **env},
+        stdin=subprocess.DEVNULL, env={**os.environ, **settings.to_env(), **env},
     )
 
 
@@ -38,9 +38,9 @@ def run_demo(settings: Settings, duration: float | None, rate: float, echo) -> i
     logs.mkdir(parents=True, exist_ok=True)
     base = settings.metrics_port_base
     children = {
-        "worker": _spawn(["worker"], logs / "worker.log", {"LEARNPULSE_METRICS_PORT": str(base + 1)}),
+        "worker": _spawn(["worker"], logs / "worker.log", settings, {"LEARNPULSE_METRICS_PORT": str(base + 1)}),
         "simulator": _spawn(
-            ["simulate", "--rate", str(rate)], logs / "simulator.log", {"LEARNPULSE_METRICS_PORT": str(base + 2)}
+            ["simulate", "--rate", str(rate)], logs / "simulator.log", settings, {"LEARNPULSE_METRICS_PORT": str(base + 2)}
         ),
     }
     sinks = start_sinks(settings, ch)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -12,7 +11,7 @@ from prometheus_client import start_http_server
 
 from producers.kafka import ProducerParameters, StatementProducer
 from producers.publisher import StatementPublisher
-from producers.simulator import SimulationConfig, simulate
+from producers.simulator import SimulationConfig
 from schemas.clickhouse.engine import ClickHouse
 from schemas.clickhouse.migrate import migrate
 from schemas.topics import Topic
@@ -42,7 +41,9 @@ def open_clickhouse(settings: Settings, migrate_schema: bool = True) -> ClickHou
     except ValueError as err:
         raise UserError(str(err)) from err
     except Exception as err:
-        where = urlparse(url)._replace(netloc=urlparse(url).hostname or "").geturl()
+        parsed = urlparse(url)  # shown without credentials
+        netloc = f"{parsed.hostname}:{parsed.port}" if parsed.port else (parsed.hostname or "")
+        where = parsed._replace(netloc=netloc).geturl()
         raise UserError(f"ClickHouse not reachable at {where}: {err}") from err
     if migrate_schema:
         migrate(ch)
@@ -112,27 +113,29 @@ def run_simulator(
     rate: float | None,
     stop: threading.Event | None = None,
     progress=None,
+    *,
+    speed: float | None = None,
+    until_ms: int | None = None,
+    truth=None,
 ) -> int:
-    """Produce ``count`` statements (None: until stopped) at ``rate``/s (None: as fast as possible)."""
+    """Produce ``count`` statements (None: until stopped or event time ``until_ms``).
+
+    ``rate``: statements/s, ``speed``: event-time/wall-time ratio (None: as fast as
+    possible). ``truth``: a ``producers.truth.TruthSink`` receiving the ground truth of
+    exactly the statements sent; closed at the end.
+    """
+    from producers.runner import run_simulation
+    from producers.simulator import Simulation
+
     publisher = make_publisher(settings, "simulator")
-    sent = 0
-    started = time.monotonic()
+    sim = Simulation(config, on_truth=truth.write if truth is not None else None)
     try:
-        for item in simulate(config):
-            if (count is not None and sent >= count) or (stop is not None and stop.is_set()):
-                break
-            publisher.publish(item.school, item.statement)
-            sent += 1
-            if sent % 500 == 0:
-                publisher.poll()
-                if progress:
-                    progress(sent)
-            if rate:
-                ahead = sent / rate - (time.monotonic() - started)
-                if ahead > 0:
-                    publisher.poll()
-                    time.sleep(min(ahead, 0.5))
-        publisher.flush()
+        return run_simulation(
+            publisher, sim, count=count, until_ms=until_ms, rate=rate, speed=speed, stop=stop, progress=progress
+        )
     finally:
         publisher.producer.close()
-    return sent
+        if truth is not None:
+            for record in sim.finish():
+                truth.write(record)
+            truth.close()

@@ -53,9 +53,16 @@ class Settings(BaseSettings):
     # Key of the learner pseudonym HMAC. The default is for local demos only.
     pseudonym_secret: SecretStr = SecretStr("learnpulse-local-demo-secret")
     metrics_port_base: int = 19100
+    # This process's /metrics port; unset: metrics_port_base + the process's offset.
+    metrics_port: int | None = None
     web_port: int = 8080
     streams_web_port: int = 19066
     log_level: str = "WARNING"
+    # Kafka client libraries (kafka-python, aiokafka): they log every retry.
+    client_log_level: str = "CRITICAL"
+
+    def metrics_port_for(self, offset: int) -> int:
+        return self.metrics_port if self.metrics_port is not None else self.metrics_port_base + offset
 
     def to_env(self) -> dict[str, str]:
         """These settings as ``LEARNPULSE_*`` variables, for child processes."""

@@ -40,6 +40,11 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def _require_tool(tool: str, debian_package: str) -> None:
+    if shutil.which(tool) is None:
+        raise UserError(f"`{tool}` not found: install it (apt-get install {debian_package}, or `make setup`) and retry")
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -160,9 +165,7 @@ class KafkaBroker(Service):
         marker = self.libs / ".complete"
         if marker.exists():
             return
-        for tool, pkg in (("java", "openjdk-17-jre-headless"), ("mvn", "maven")):
-            if shutil.which(tool) is None:
-                raise UserError(f"`{tool}` not found: install it (apt-get install {pkg}) and retry")
+        _require_tool("mvn", "maven")
         if not KAFKA_POM.exists():
             raise UserError(f"{KAFKA_POM} missing: run learnpulse from a checkout of the repository")
         log.warning("resolving Kafka jars from Maven Central (first start only)")
@@ -250,6 +253,7 @@ class KafkaBroker(Service):
             self._wait_ready(self.ready, timeout)
             return "already running"
         self.pidfile.unlink(missing_ok=True)
+        _require_tool("java", "openjdk-17-jre-headless")
         self._check_ports_free()
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "logs").mkdir(exist_ok=True)

@@ -1,41 +1,149 @@
-"""Producer commands: the simulator (and replay, bridge)."""
+"""Producer commands: the simulator, file replay and the LRS bridge."""
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
+from pathlib import Path
 
 import click
 
+from ..errors import UserError
 from ..settings import Settings
+
+# Offsets from ``metrics_port_base`` of each long-running producer's /metrics port.
+SIMULATOR_METRICS = 2
+REPLAY_METRICS = 3
+BRIDGE_METRICS = 4
+
+
+def _metrics_port(settings: Settings, offset: int) -> int:
+    return settings.metrics_port_for(offset)
+
+
+def _progress_printer(enabled: bool):
+    """A progress callback drawing one line on stderr (a bar when the total is known), or None."""
+    if not enabled:
+        return None
+    from producers.simulator import format_ts
+
+    def show(p) -> None:
+        when = format_ts(p.event_ms)[:16].replace("T", " ") if p.event_ms is not None else "-"
+        line = f"{p.sent:>12,} sent  {p.acked:>12,} acked  {p.rate:>9,.0f}/s  event time {when}"
+        if p.total:
+            done = min(1.0, p.sent / p.total)
+            line = f"[{'#' * int(done * 24):<24}] {done:4.0%} " + line
+        click.echo("\r" + line, nl=False, err=True)
+
+    return show
 
 
 def register(main: click.Group) -> None:
     """Add this area's subcommands to ``main``."""
 
     @main.command()
+    @click.option("--count", type=int, default=None, help="Stop after this many statements.")
+    @click.option("--days", type=float, default=None, help="Stop when event time has advanced this many days.")
+    @click.option("--rate", type=float, default=None, help="Target statements per second (default: as fast as possible).")
     @click.option(
-        "--count", type=int, default=None, help="Stop after this many statements (default: run until stopped)."
-    )
-    @click.option(
-        "--rate", type=float, default=None, help="Target statements per second (default: as fast as possible)."
+        "--speed", type=float, default=None, help="Event-time seconds per wall second (1 = real time; default: unpaced)."
     )
     @click.option("--seed", type=int, default=42, show_default=True)
-    @click.option("--schools", type=int, default=3, show_default=True)
+    @click.option(
+        "--scale",
+        type=click.Choice(["demo", "medium", "large"]),
+        default="demo",
+        show_default=True,
+        help="demo: 3 schools, 270 learners; medium: 20 schools, 10,000; large: 100 schools, 100,000.",
+    )
+    @click.option("--schools", type=int, default=None, help="Number of schools (overrides --scale).")
+    @click.option("--courses", type=int, default=None, help="Courses per school (overrides --scale).")
+    @click.option("--learners", type=int, default=None, help="Learners per course (overrides --scale).")
+    @click.option("--cohorts", type=int, default=2, show_default=True, help="Cohorts per course.")
+    @click.option("--term-days", type=int, default=112, show_default=True, help="Term length; planted onsets fall in it.")
+    @click.option(
+        "--disengaging", type=float, default=0.25, show_default=True, help="Share of cohorts made to disengage."
+    )
+    @click.option("--start", default=None, help="Event time of the start: ISO 8601, or 'now' (default 2026-01-01Z).")
+    @click.option("--truth", "truth_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                  help="Write the ground truth here (JSON Lines; .gz compresses).")
+    @click.option("--truth-clickhouse", is_flag=True, help="Also write the truth to the sim_truth table in ClickHouse.")
     @click.pass_obj
-    def simulate(settings: Settings, count: int | None, rate: float | None, seed: int, schools: int) -> None:
-        """Produce simulated xAPI statements of virtual schools to Kafka."""
-        from producers.simulator import SimulationConfig
+    def simulate(
+        settings: Settings,
+        count: int | None,
+        days: float | None,
+        rate: float | None,
+        speed: float | None,
+        seed: int,
+        scale: str,
+        schools: int | None,
+        courses: int | None,
+        learners: int | None,
+        cohorts: int,
+        term_days: int,
+        disengaging: float,
+        start: str | None,
+        truth_path: Path | None,
+        truth_clickhouse: bool,
+    ) -> None:
+        """Produce statements of simulated virtual schools to Kafka, with their ground truth."""
+        from producers.simulator import DAY_MS, SCALES, SimulationConfig
 
         from ..pipeline import run_simulator, serve_metrics
 
-        serve_metrics(int(os.environ.get("LEARNPULSE_METRICS_PORT", settings.metrics_port_base + 2)))
-        progress = (lambda n: click.echo(f"\r{n} statements sent", nl=False, err=True)) if sys.stderr.isatty() else None
+        fields: dict = dict(SCALES[scale], seed=seed, cohorts_per_course=cohorts, days=term_days)
+        fields["disengaging_share"] = disengaging
+        for name, value in (("schools", schools), ("courses_per_school", courses), ("learners_per_course", learners)):
+            if value is not None:
+                fields[name] = value
+        if start is not None:
+            fields["start_ms"] = _parse_start(start)
+        try:
+            config = SimulationConfig(**fields)
+        except ValueError as err:
+            raise UserError(str(err)) from err
+        truth = _truth_sinks(settings, truth_path, truth_clickhouse, config)
+        serve_metrics(_metrics_port(settings, SIMULATOR_METRICS))
+        until = config.start_ms + int(days * DAY_MS) if days is not None else None
+        stop = threading.Event()
         try:
             sent = run_simulator(
-                settings, SimulationConfig(seed=seed, schools=schools), count, rate, threading.Event(), progress
-            )
+                settings, config, count, rate, stop, _progress_printer(sys.stderr.isatty()),
+                speed=speed, until_ms=until, truth=truth,
+            )  # fmt: skip
         except KeyboardInterrupt:
             return
+        if sys.stderr.isatty():
+            click.echo("", err=True)
         click.echo(f"{sent} statements sent and acknowledged by Kafka")
+
+
+def _parse_start(value: str) -> int:
+    import time
+
+    from schemas.errors import InvalidStatement
+    from schemas.xapi.timefmt import parse_ms
+
+    if value == "now":
+        return int(time.time() * 1000)
+    try:
+        return parse_ms(value, "--start")
+    except InvalidStatement as err:
+        raise UserError(f"--start: {err.message}") from err
+
+
+def _truth_sinks(settings: Settings, path: Path | None, clickhouse: bool, config):
+    from producers.truth import ClickHouseTruthWriter, JsonlTruthWriter, TruthFanout
+
+    sinks = []
+    if path is not None:
+        sinks.append(JsonlTruthWriter(path))
+    if clickhouse:
+        from ..pipeline import open_clickhouse
+
+        run_id = f"seed-{config.seed}-{config.start_ms}"
+        sinks.append(ClickHouseTruthWriter(open_clickhouse(settings, migrate_schema=False), run_id))
+    if not sinks:
+        return None
+    return sinks[0] if len(sinks) == 1 else TruthFanout(sinks)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -23,7 +22,7 @@ def register(main: click.Group) -> None:
 
         from ..pipeline import serve_metrics
 
-        serve_metrics(int(os.environ.get("LEARNPULSE_METRICS_PORT", settings.metrics_port_base + 1)))
+        serve_metrics(settings.metrics_port_for(1))
         k = settings.kafka
         (settings.home.resolve() / "streams").mkdir(parents=True, exist_ok=True)
         app = create_app(

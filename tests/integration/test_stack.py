@@ -1,0 +1,127 @@
+"""`learnpulse stack` and the one-line errors of the CLI, run as a user runs them.
+
+Each test that starts a broker uses its own data directory and free ports, so it never
+touches the session broker or a running demo.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from learnpulse.settings import ClickHouseSettings, KafkaSettings, Settings
+from tests.conftest import REPO, free_port
+
+
+def run_cli(args: list[str], settings: Settings, env: dict[str, str] | None = None, timeout: float = 180):
+    full_env = {**os.environ, **settings.to_env(), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "learnpulse", *args], cwd=REPO, env=full_env,
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def assert_one_line_error(res: subprocess.CompletedProcess, *needles: str) -> None:
+    """Non-zero exit, one short line on stderr that says what to do, no traceback."""
+    assert res.returncode != 0, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr, res.stderr
+    lines = [line for line in res.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, res.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path, stack_home: Path) -> Settings:
+    # Shares the session's jar cache (offline start) but not its data directory or ports.
+    return Settings(
+        home=tmp_path / "home",
+        kafka=KafkaSettings(port=free_port(), controller_port=free_port()),
+        clickhouse=ClickHouseSettings(server_tcp_port=free_port(), server_http_port=free_port()),
+    )
+
+
+@pytest.mark.kafka
+def test_stack_up_twice_is_harmless_and_down_stops(own_stack: Settings):
+    try:
+        first = run_cli(["stack", "up"], own_stack)
+        assert first.returncode == 0, first.stderr
+        assert "kafka: started" in first.stdout
+        assert "topics: 7 created" in first.stdout
+        second = run_cli(["stack", "up"], own_stack)
+        assert second.returncode == 0, second.stderr
+        assert "kafka: already running" in second.stdout
+        assert "topics: 0 created" in second.stdout
+        status = run_cli(["stack", "status"], own_stack)
+        assert f"listening on {own_stack.kafka.port}" in status.stdout
+    finally:
+        down = run_cli(["stack", "down"], own_stack)
+    assert "kafka: stopped" in down.stdout
+    status = run_cli(["stack", "status"], own_stack)
+    assert "kafka: stopped" in status.stdout
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", own_stack.kafka.port), timeout=1).close()
+
+
+@pytest.mark.kafka
+def test_stack_down_after_crash_cleans_stale_pid_and_up_restarts(own_stack: Settings):
+    pidfile = own_stack.home / "kafka" / "kafka.pid"
+    try:
+        assert run_cli(["stack", "up"], own_stack).returncode == 0
+        pid = int(pidfile.read_text())
+        os.killpg(pid, signal.SIGKILL)  # a crash: no clean shutdown, pid file left behind
+        for _ in range(50):
+            if "stale" in run_cli(["stack", "status"], own_stack).stdout:
+                break
+        assert "stopped (stale pid file)" in run_cli(["stack", "status"], own_stack).stdout
+        down = run_cli(["stack", "down"], own_stack)
+        assert down.returncode == 0 and "kafka: was not running" in down.stdout
+        assert not pidfile.exists()
+        again = run_cli(["stack", "up"], own_stack)
+        assert again.returncode == 0, again.stderr
+        assert "kafka: started" in again.stdout
+        # Same data directory: the topics survived the crash.
+        assert "topics: 0 created" in again.stdout
+    finally:
+        run_cli(["stack", "down"], own_stack)
+
+
+def test_stack_up_with_port_taken_says_which_port(own_stack: Settings):
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", own_stack.kafka.port))
+        blocker.listen()
+        res = run_cli(["stack", "up"], own_stack)
+    assert_one_line_error(res, f"port {own_stack.kafka.port}", "already taken")
+
+
+def test_stack_up_without_java_says_what_to_install(own_stack: Settings, tmp_path: Path):
+    # A PATH with neither java nor mvn (python is started by absolute path).
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    res = run_cli(["stack", "up"], own_stack, env={"PATH": str(empty)})
+    assert_one_line_error(res, "`java` not found", "apt-get install")
+
+
+def test_cli_kafka_unreachable_is_one_line(own_stack: Settings):
+    res = run_cli(["simulate", "--count", "10"], own_stack, timeout=120)
+    assert_one_line_error(res, "Kafka not reachable", str(own_stack.kafka.port), "learnpulse stack up")
+
+
+def test_cli_clickhouse_server_unreachable_is_one_line(own_stack: Settings):
+    port = free_port()
+    s = own_stack.model_copy(update={"clickhouse": ClickHouseSettings(url=f"clickhouse://default:@127.0.0.1:{port}/x")})
+    res = run_cli(["db", "migrate"], s)
+    assert_one_line_error(res, "ClickHouse not reachable", str(port))
+
+
+def test_cli_help_lists_every_area():
+    res = subprocess.run([sys.executable, "-m", "learnpulse", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0
+    for command in ("demo", "stack", "worker", "simulate", "serve", "db"):
+        assert f"  {command} " in res.stdout, res.stdout
