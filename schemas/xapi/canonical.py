@@ -8,14 +8,26 @@ from typing import Any
 from .timefmt import format_ms
 
 DEFAULT_VERSION = "1.0.0"
+DEFAULT_VERSION_2_0 = "2.0.0"
 
 
-def canonicalize(statement: dict[str, Any], *, authority: dict[str, Any], stored_ms: int) -> dict[str, Any]:
+def canonicalize(
+    statement: dict[str, Any],
+    *,
+    authority: dict[str, Any],
+    stored_ms: int,
+    version: str = "1.0.3",
+) -> dict[str, Any]:
     """Return the stored form of an already-validated statement.
 
-    xAPI 1.0.3 §2.4.1/§2.4.7-§2.4.10: the LRS assigns ``id`` if absent, sets ``stored``,
-    sets ``timestamp`` to ``stored`` if absent, overwrites ``authority`` with the
-    credential's and sets ``version`` if absent. The input is not modified.
+    xAPI 1.0.3 Data §2.4.1/§2.4.7-§2.4.10: the LRS assigns ``id`` (a random UUID) if
+    absent, sets ``stored``, sets ``timestamp`` to ``stored`` if absent, overwrites
+    ``authority`` with the credential's and sets ``version`` if absent: ``"1.0.0"`` for
+    a request under X-Experience-API-Version 1.0.x (§2.4.10.s3.b3), ``"2.0.0"`` under
+    2.0 (``version`` is that header). Every ``contextActivities`` value is stored as an
+    array, as the LRS must return it (§2.4.6.2.s4.b3), in the SubStatement too.
+
+    Deterministic apart from the assigned id. The input is not modified.
     """
     out = dict(statement)
     out.setdefault("id", str(uuid.uuid4()))
@@ -23,5 +35,26 @@ def canonicalize(statement: dict[str, Any], *, authority: dict[str, Any], stored
     out["stored"] = stored
     out.setdefault("timestamp", stored)
     out["authority"] = authority
-    out.setdefault("version", DEFAULT_VERSION)
+    out.setdefault("version", DEFAULT_VERSION_2_0 if version.startswith("2.") else DEFAULT_VERSION)
+    _arrays_in(out)
+    obj = out.get("object")
+    if isinstance(obj, dict) and obj.get("objectType") == "SubStatement":
+        sub = dict(obj)
+        if _arrays_in(sub):
+            out["object"] = sub
     return out
+
+
+def _arrays_in(statement: dict[str, Any]) -> bool:
+    """Replace (copy-on-write) single-Activity contextActivities values by arrays of one."""
+    ctx = statement.get("context")
+    if not isinstance(ctx, dict):
+        return False
+    acts = ctx.get("contextActivities")
+    if not isinstance(acts, dict) or not any(isinstance(v, dict) for v in acts.values()):
+        return False
+    statement["context"] = {
+        **ctx,
+        "contextActivities": {k: [v] if isinstance(v, dict) else v for k, v in acts.items()},
+    }
+    return True

@@ -1,0 +1,207 @@
+"""Statement comparison: is a re-sent statement "the same" as the stored one?
+
+xAPI 1.0.3 Data §2.3.1 "Statement Comparison Requirements": differences that could have
+been caused by the exceptions to statement immutability MUST be ignored; any other
+difference MUST NOT. The exceptions (§2.3.1.b1-b7), and what we do about each:
+
+- LRS-assigned properties: ``stored``, ``authority`` and ``version`` are ignored;
+  ``id`` and ``timestamp`` are compared only when both sides carry them (the LRS fills
+  them in when absent).
+- Activity Definitions and the Verb's ``display`` are not part of the statement: ignored
+  (wherever an Activity appears: object, contextActivities, SubStatement).
+- Timestamps are compared as instants, to the millisecond (§4.5: an LRS may return
+  another time zone and truncate to 3 decimals).
+- Group members are an unordered list: compared as a multiset.
+- Attachments are not part of the statement (§2.3.1.b6): ignored. This is also what
+  lets a signed statement be compared with the statement it signed (§2.6).
+- Case-insensitive values: UUIDs, hex hashes, language tags, the scheme and host of
+  IRIs (RFC 3987 §5.3.2 syntax-based normalization, which §3.1 allows, including
+  percent-encoding normalization) and the domain of an mbox address.
+- contextActivities: the LRS returns a single Activity as an array of one (§2.4.6.2),
+  so both forms compare equal.
+- ``objectType`` left out means its default (Agent for agents, Activity for objects).
+
+Not exceptions, so compared exactly: everything else, including ``result.duration``
+as a string (§2.3.1.b8), except that precision beyond 0.01 s is ignored (§4.6.s1.b5).
+Numbers compare by value (``1`` equals ``1.0``) but never equal booleans.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+from .timefmt import parse_ms
+
+__all__ = ["same_statement"]
+
+_PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_SECONDS_FRACTION = re.compile(r"(\d+)[.,](\d+)S\Z")
+
+
+def same_statement(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """True if ``a`` and ``b`` are the same statement under the comparison requirements.
+
+    Both must be valid statements (run :func:`~schemas.xapi.validate.validate_statement`
+    first). Used for "same id, same content: not a duplicate; different content: 409".
+    Neither argument is modified.
+    """
+    if "id" in a and "id" in b and str(a["id"]).lower() != str(b["id"]).lower():
+        return False
+    if "timestamp" in a and "timestamp" in b and parse_ms(a["timestamp"]) != parse_ms(b["timestamp"]):
+        return False
+    return _statement(a, top=True) == _statement(b, top=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Normal forms: hashable, order-insensitive where the spec says so, type-aware.
+
+
+def _frozen(value: Any) -> Any:
+    """Hashable, type-aware form of arbitrary JSON (extension values, responses)."""
+    if value is None or value.__class__ is str:
+        return value
+    if value.__class__ is bool:
+        return ("bool", value)
+    if isinstance(value, (int, float)):
+        return ("num", value)  # 1 == 1.0 and hash alike, as JSON numbers should
+    if isinstance(value, list):
+        return ("list", tuple(_frozen(v) for v in value))
+    if isinstance(value, dict):
+        return ("obj", frozenset((k, _frozen(v)) for k, v in value.items()))
+    return ("other", repr(value))
+
+
+def _iri(value: str) -> str:
+    """RFC 3987 §5.3.2 syntax-based normalization: case of scheme and host, %-escapes."""
+    scheme, sep, rest = value.partition(":")
+    if not sep:
+        return value
+    if rest.startswith("//"):
+        end = len(rest)
+        for stop in "/?#":
+            i = rest.find(stop, 2)
+            if i != -1 and i < end:
+                end = i
+        authority = rest[2:end]
+        userinfo, at, host = authority.rpartition("@")
+        rest = "//" + userinfo + at + host.lower() + rest[end:]
+    if "%" in rest:
+        rest = _PERCENT.sub(_percent, rest)
+    return scheme.lower() + ":" + rest
+
+
+def _percent(m: re.Match[str]) -> str:
+    char = chr(int(m.group(1), 16))
+    return char if char in _UNRESERVED else "%" + m.group(1).upper()
+
+
+def _mbox(value: str) -> str:
+    """mailto IRI with the scheme and the address's domain part lower-cased."""
+    scheme, _, address = value.partition(":")
+    local, at, domain = address.rpartition("@")
+    return scheme.lower() + ":" + local + at + domain.lower()
+
+
+def _agent(agent: dict[str, Any]) -> Any:
+    out: dict[str, Any] = {"objectType": agent.get("objectType", "Agent")}
+    if "name" in agent:
+        out["name"] = agent["name"]
+    if "mbox" in agent:
+        out["mbox"] = _mbox(agent["mbox"])
+    if "mbox_sha1sum" in agent:
+        out["mbox_sha1sum"] = agent["mbox_sha1sum"].lower()
+    if "openid" in agent:
+        out["openid"] = _iri(agent["openid"])
+    if "account" in agent:
+        out["account"] = (_iri(agent["account"]["homePage"]), agent["account"]["name"])
+    if "member" in agent:
+        out["member"] = frozenset(Counter(_agent(m) for m in agent["member"]).items())
+    return frozenset(out.items())
+
+
+def _activity(activity: dict[str, Any]) -> Any:
+    # The definition is not part of the statement (§2.3.1.b2).
+    return ("Activity", _iri(activity["id"]))
+
+
+def _object(obj: dict[str, Any]) -> Any:
+    kind = obj.get("objectType", "Activity")
+    if kind == "Activity":
+        return _activity(obj)
+    if kind in ("Agent", "Group"):
+        return _agent(obj)
+    if kind == "StatementRef":
+        return ("StatementRef", obj["id"].lower())
+    return ("SubStatement", _statement(obj, top=False))
+
+
+def _duration(value: str) -> str:
+    m = _SECONDS_FRACTION.search(value)
+    if m is None:
+        return value
+    fraction = m.group(2)[:2].rstrip("0")
+    return value[: m.start()] + m.group(1) + ("." + fraction if fraction else "") + "S"
+
+
+def _result(result: dict[str, Any]) -> Any:
+    out = {k: _frozen(v) for k, v in result.items() if k not in ("duration", "extensions")}
+    if "duration" in result:
+        out["duration"] = _duration(result["duration"])
+    if "extensions" in result:
+        out["extensions"] = _extensions(result["extensions"])
+    return frozenset(out.items())
+
+
+def _extensions(ext: dict[str, Any]) -> Any:
+    return frozenset((_iri(k), _frozen(v)) for k, v in ext.items())
+
+
+def _context(ctx: dict[str, Any]) -> Any:
+    out: dict[str, Any] = {}
+    for key, value in ctx.items():
+        if key == "registration":
+            out[key] = value.lower()
+        elif key in ("instructor", "team"):
+            out[key] = _agent(value)
+        elif key == "contextActivities":
+            out[key] = frozenset(
+                (kind, tuple(_activity(a) for a in (acts if isinstance(acts, list) else [acts])))
+                for kind, acts in value.items()
+            )
+        elif key == "language":
+            out[key] = value.lower()
+        elif key == "statement":
+            out[key] = value["id"].lower()
+        elif key == "extensions":
+            out[key] = _extensions(value)
+        elif key == "contextAgents":
+            out[key] = tuple((_agent(c["agent"]), _relevant(c)) for c in value)
+        elif key == "contextGroups":
+            out[key] = tuple((_agent(c["group"]), _relevant(c)) for c in value)
+        else:  # revision, platform
+            out[key] = _frozen(value)
+    return frozenset(out.items())
+
+
+def _relevant(item: dict[str, Any]) -> Any:
+    types = item.get("relevantTypes")
+    return None if types is None else tuple(_iri(t) for t in types)
+
+
+def _statement(st: dict[str, Any], *, top: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "actor": _agent(st["actor"]),
+        "verb": _iri(st["verb"]["id"]),  # display is not part of the statement (§2.3.1.b3)
+        "object": _object(st["object"]),
+    }
+    if "result" in st:
+        out["result"] = _result(st["result"])
+    if "context" in st:
+        out["context"] = _context(st["context"])
+    if not top and "timestamp" in st:
+        # A SubStatement's timestamp is never LRS-assigned: compare presence and instant.
+        out["timestamp"] = parse_ms(st["timestamp"])
+    return out
