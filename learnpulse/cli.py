@@ -80,6 +80,22 @@ def stack_up(settings: Settings, clickhouse_server: bool) -> None:
         click.echo(f"clickhouse-server: {server.up()} at {server.url}")
 
 
+@main.group()
+def topics() -> None:
+    """Kafka topics declared in schemas/topics.py."""
+
+
+@topics.command("create")
+@click.pass_obj
+def topics_create(settings: Settings) -> None:
+    """Create missing topics with their declared partitions and configs (idempotent)."""
+    from .topics import ensure_topics
+
+    k = settings.kafka
+    created = ensure_topics(k.bootstrap_servers, k.topic_prefix, k.replication)
+    click.echo(f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else ""))
+
+
 @stack.command("down")
 @click.pass_obj
 def stack_down(settings: Settings) -> None:

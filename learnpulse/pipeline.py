@@ -25,10 +25,10 @@ from .settings import Settings
 log = logging.getLogger("learnpulse")
 
 
-def serve_metrics(port: int) -> None:
-    """Expose this process's Prometheus metrics on 127.0.0.1:``port``/metrics."""
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """Expose this process's Prometheus metrics on ``host``:``port``/metrics."""
     try:
-        start_http_server(port, addr="127.0.0.1")
+        start_http_server(port, addr=host)
     except OSError as err:
         raise UserError(f"metrics port {port} is taken ({err}); set LEARNPULSE_METRICS_PORT_BASE") from err
 

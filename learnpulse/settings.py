@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     sink: SinkSettings = SinkSettings()
     # Key of the learner pseudonym HMAC. The default is for local demos only.
     pseudonym_secret: SecretStr = SecretStr("learnpulse-local-demo-secret")
+    # Address every server of ours listens on. Loopback unless deployed in a container.
+    bind_host: str = "127.0.0.1"
     metrics_port_base: int = 19100
     # This process's /metrics port; unset: metrics_port_base + the process's offset.
     metrics_port: int | None = None
