@@ -8,6 +8,7 @@ report success for a statement Kafka did not acknowledge.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 from kafka import KafkaProducer
@@ -53,18 +54,45 @@ class StatementProducer:
         self._failures: list[BaseException] = []
         self._out = metrics.MESSAGES_OUT.labels(params.stage, params.topic)
         self._statements = metrics.STATEMENTS_OUT.labels(params.stage)
+        self._failed_statements = metrics.STATEMENTS_FAILED.labels(params.stage)
+        # Callbacks run on kafka-python's I/O thread.
+        self._lock = threading.Lock()
+        self.acked_statements = 0
+        self.failed_statements = 0
 
     def send(self, envelope: StatementEnvelope):
-        """Queue one envelope; returns the kafka-python future."""
+        """Queue one envelope; returns the kafka-python future.
+
+        Raises :class:`DeliveryFailed` first if an earlier message already failed, so a
+        long-running producer stops at the first loss instead of at its final flush.
+        """
+        self.check()
         future = self._producer.send(self.params.topic, key=envelope.key, value=envelope.encode())
         n = len(envelope.entries)
-        future.add_callback(lambda _md: (self._out.inc(), self._statements.inc(n)))
-        future.add_errback(self._failed)
+        future.add_callback(self._acked, n)
+        future.add_errback(self._failed, n)
         return future
 
-    def _failed(self, err: BaseException) -> None:
+    def _acked(self, n: int, _metadata) -> None:
+        with self._lock:
+            self.acked_statements += n
+        self._out.inc()
+        self._statements.inc(n)
+
+    def _failed(self, n: int, err: BaseException) -> None:
+        log.error("Kafka did not acknowledge a message of %d statements: %r", n, err)
         metrics.ERRORS.labels(self.params.stage, "delivery").inc()
-        self._failures.append(err)
+        self._failed_statements.inc(n)
+        with self._lock:
+            self.failed_statements += n
+            self._failures.append(err)
+
+    def check(self) -> None:
+        """Raise :class:`DeliveryFailed` if any message sent so far was not acknowledged."""
+        if self._failures:
+            with self._lock:
+                failures, self._failures = self._failures, []
+            raise DeliveryFailed(f"{len(failures)} messages not acknowledged by Kafka; first: {failures[0]!r}")
 
     def flush(self, timeout: float | None = 60) -> None:
         """Wait for every queued message; raise :class:`DeliveryFailed` if any failed."""
@@ -72,9 +100,7 @@ class StatementProducer:
             self._producer.flush(timeout=timeout)
         except KafkaError as err:
             raise DeliveryFailed(f"Kafka did not acknowledge in {timeout}s: {err}") from err
-        if self._failures:
-            failures, self._failures = self._failures, []
-            raise DeliveryFailed(f"{len(failures)} messages not acknowledged by Kafka; first: {failures[0]!r}")
+        self.check()
 
     def close(self) -> None:
         self._producer.close(timeout=30)

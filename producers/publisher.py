@@ -55,7 +55,9 @@ class StatementPublisher:
         return stored
 
     def poll(self) -> None:
+        """Send envelopes past their linger time; raise ``DeliveryFailed`` if Kafka refused any."""
         self.batcher.poll()
+        self.producer.check()
 
     def flush(self) -> None:
         self.batcher.flush()

@@ -561,6 +561,11 @@ class Simulation:
         learner.session_no += 1
 
     # -- emission and truth ----------------------------------------------------------------
+    @property
+    def next_ms(self) -> int | None:
+        """Event time of the next statement (None: every learner is gone)."""
+        return self._heap[0][0] if self._heap else None
+
     def __iter__(self) -> Iterator[SimulatedStatement]:
         heap = self._heap
         learners = self.learners

@@ -13,6 +13,19 @@ MESSAGES_IN = Counter("learnpulse_messages_in_total", "Kafka messages consumed",
 # Records written: to Kafka by producers/streams, to ClickHouse by sinks (rows).
 MESSAGES_OUT = Counter("learnpulse_messages_out_total", "Kafka messages produced", ["stage", "topic"])
 STATEMENTS_OUT = Counter("learnpulse_statements_produced_total", "xAPI statements produced to Kafka", ["stage"])
+# Producers (simulator, replay, bridge): statements Kafka did not acknowledge, statements
+# refused by validation (by rule), the acknowledged rate over the last few seconds, and
+# the event time of the latest statement produced (how far a replay/simulation has got).
+STATEMENTS_FAILED = Counter("learnpulse_statements_failed_total", "xAPI statements Kafka did not acknowledge", ["stage"])
+STATEMENTS_REJECTED = Counter(
+    "learnpulse_statements_rejected_total", "Statements a producer refused as invalid", ["stage", "rule"]
+)
+PRODUCER_RATE = Gauge(
+    "learnpulse_producer_statements_per_second", "Acknowledged statements per second, recent", ["stage"]
+)
+PRODUCER_EVENT_TIME = Gauge(
+    "learnpulse_producer_event_time_seconds", "Event time (timestamp) of the latest statement produced", ["stage"]
+)
 ROWS_WRITTEN = Counter("learnpulse_rows_written_total", "Rows inserted into ClickHouse", ["table"])
 # Failures, by stage and a short kind ("clickhouse_unavailable", "deadletter", "delivery").
 ERRORS = Counter("learnpulse_errors_total", "Errors by stage and kind", ["stage", "kind"])
