@@ -1,0 +1,201 @@
+"""Sessions and active time of one learner in one course, on event time. Pure: no I/O, no clock.
+
+Definitions (documented for researchers in ``reporting/``):
+
+- Each statement is an activity interval ``[timestamp - duration, timestamp]``, where
+  ``duration`` is ``result.duration`` (clamped) or 0.
+- **Active time** is the length of the union of those intervals after bridging every gap
+  between consecutive activities (end of one → start of the next) of at most the idle
+  cutoff (default 15 min). A union never counts overlapping sources (a duration and the
+  gaps around it, two overlapping durations) twice.
+- A **session** is a maximal run of activity whose gaps are at most the session gap
+  (default 30 min); it is counted in the hour (and day) where it starts.
+- Figures per UTC hour: statements (by timestamp), sessions started, active ms (the part of
+  the active union inside the hour), last statement time. A day's figures are the sums
+  (max for the last time) of its hours.
+
+Order independence: figures are a function of the *set* of accepted statements. The
+common case (a statement starting after everything seen) is updated in O(1); an
+out-of-order statement recomputes the few hours it can affect from the kept statements.
+A statement older than the learner×course horizon (``hour(newest - lateness)``) is not
+accepted: those hours are final.
+
+Versions: every applied statement increments the learner×course sequence ``n``; an hour
+(and its day) takes ``n`` as its version whenever one of its figures changes. A record
+``(key, version)`` therefore always carries the same figures, whatever the batching.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import DAY_MS, HOUR_MS, EngagementParams
+
+# Figures of one hour: [statements, sessions, active_ms, last_event_ms, version]
+STMTS, SESSIONS, ACTIVE, LAST, VERSION = range(5)
+
+
+def hour_of(ms: int) -> int:
+    return ms - ms % HOUR_MS
+
+
+def day_of(ms: int) -> int:
+    return ms - ms % DAY_MS
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one statement changed: hours whose figures changed, and active-time deltas per hour."""
+
+    hours: tuple[int, ...]
+    active_delta: dict[int, int]
+
+
+NO_CHANGE = Change((), {})
+
+
+def _hour_slot(h: dict[str, list[int]], hour: int) -> list[int]:
+    slot = h.get(str(hour))
+    if slot is None:
+        slot = h[str(hour)] = [0, 0, 0, 0, 0]
+    return slot
+
+
+def _add_active(h: dict[str, list[int]], a: int, b: int, deltas: dict[int, int]) -> None:
+    """Add the interval [a, b) to the hours it covers."""
+    while a < b:
+        hour = hour_of(a)
+        part = min(b, hour + HOUR_MS) - a
+        _hour_slot(h, hour)[ACTIVE] += part
+        deltas[hour] = deltas.get(hour, 0) + part
+        a += part
+
+
+def figures_for(events: list[list[int]], first_hour: int, last_hour: int, p: EngagementParams) -> dict[int, list[int]]:
+    """Recompute ``[statements, sessions, active, last]`` of hours ``first_hour..last_hour``.
+
+    ``events`` are ``[t, s]`` pairs sorted by ``t``; every event that can reach those hours
+    (``t >= first_hour - session_gap``) must be present.
+    """
+    lo, hi = first_hour, last_hour + HOUR_MS
+    out = {hr: [0, 0, 0, 0] for hr in range(first_hour, hi, HOUR_MS)}
+    start = bisect.bisect_left(events, [lo - p.session_gap_ms])
+    window = [e for e in events[start:] if e[1] < hi + p.session_gap_ms]
+    for t, _s in window:
+        if lo <= t < hi:
+            f = out[hour_of(t)]
+            f[STMTS] += 1
+            f[LAST] = max(f[LAST], t)
+    window.sort(key=lambda e: e[1])
+    seg_start = seg_end = None
+
+    def flush(a: int, b: int) -> None:
+        a, b = max(a, lo), min(b, hi)
+        while a < b:
+            hour = hour_of(a)
+            part = min(b, hour + HOUR_MS) - a
+            out[hour][ACTIVE] += part
+            a += part
+
+    for t, s in window:
+        if (seg_end is None or s - seg_end > p.session_gap_ms) and lo <= s < hi:
+            out[hour_of(s)][SESSIONS] += 1
+        if seg_end is not None and s - seg_end <= p.idle_cutoff_ms:
+            seg_end = max(seg_end, t)
+        else:
+            if seg_end is not None:
+                flush(seg_start, seg_end)
+            seg_start, seg_end = s, t
+    if seg_end is not None:
+        flush(seg_start, seg_end)
+    return out
+
+
+def apply_statement(st: dict[str, Any], t: int, duration_ms: int, p: EngagementParams) -> Change:
+    """Count one statement (timestamp ``t``, duration) into learner×course state ``st``.
+
+    ``st`` keys: ``n`` sequence, ``new`` newest t, ``hz`` horizon hour, ``end`` latest
+    activity end, ``ev`` kept ``[t, s]`` sorted by t, ``h`` hour figures, ``d`` day versions.
+    """
+    n = st["n"] = st.get("n", 0) + 1
+    hz = st.get("hz")
+    if hz is not None and t < hz:
+        return NO_CHANGE
+    h: dict[str, list[int]] = st.setdefault("h", {})
+    ev: list[list[int]] = st.setdefault("ev", [])
+    s = t - min(max(duration_ms, 0), p.max_duration_ms)
+    if hz is not None and s < hz:
+        s = hz
+    end = st.get("end")
+    changed: set[int] = set()
+    deltas: dict[int, int] = {}
+    if end is None or s >= end:
+        # In order: everything seen ends before this starts; update incrementally.
+        if end is None or s - end > p.session_gap_ms:
+            _hour_slot(h, hour_of(s))[SESSIONS] += 1
+            changed.add(hour_of(s))
+        a = end if end is not None and s - end <= p.idle_cutoff_ms else s
+        if hz is not None and a < hz:
+            a = hz
+        _add_active(h, a, t, deltas)
+        changed.update(hr for hr, d in deltas.items() if d)
+        slot = _hour_slot(h, hour_of(t))
+        slot[STMTS] += 1
+        slot[LAST] = max(slot[LAST], t)
+        changed.add(hour_of(t))
+        ev.append([t, s])
+        st["end"] = t
+    else:
+        bisect.insort(ev, [t, s])
+        first = hour_of(s - p.session_gap_ms)
+        if hz is not None and first < hz:
+            first = hz
+        last = hour_of(t + p.session_gap_ms)
+        for hr, f in figures_for(ev, first, last, p).items():
+            slot = h.get(str(hr))
+            old = slot[:4] if slot is not None else [0, 0, 0, 0]
+            if f != old:
+                slot = _hour_slot(h, hr)
+                slot[:4] = f
+                changed.add(hr)
+                if f[ACTIVE] != old[ACTIVE]:
+                    deltas[hr] = f[ACTIVE] - old[ACTIVE]
+        st["end"] = max(end, t)
+    for hr in changed:
+        h[str(hr)][VERSION] = n
+        st.setdefault("d", {})[str(day_of(hr))] = n
+    # Advance the horizon and forget what can no longer change.
+    newest = max(st.get("new") or t, t)
+    st["new"] = newest
+    new_hz = hour_of(newest - p.lateness_ms)
+    if hz is None or new_hz > hz:
+        st["hz"] = new_hz
+        cut = bisect.bisect_left(ev, [new_hz - p.session_gap_ms])
+        if cut:
+            del ev[:cut]
+        keep_from = day_of(new_hz)
+        for key in [k for k in h if int(k) < keep_from]:
+            del h[key]
+        days = st.get("d", {})
+        for key in [k for k in days if int(k) < keep_from]:
+            del days[key]
+    return Change(tuple(sorted(changed)), deltas)
+
+
+def hour_figures(st: dict[str, Any], hour: int) -> list[int]:
+    """``[statements, sessions, active, last, version]`` of one kept hour."""
+    return list(st["h"][str(hour)])
+
+
+def day_figures(st: dict[str, Any], day: int) -> list[int]:
+    """``[statements, sessions, active, last, version]`` of a day: sums of its kept hours."""
+    out = [0, 0, 0, 0, st.get("d", {}).get(str(day), 0)]
+    for key, f in st.get("h", {}).items():
+        if day <= int(key) < day + DAY_MS:
+            out[STMTS] += f[STMTS]
+            out[SESSIONS] += f[SESSIONS]
+            out[ACTIVE] += f[ACTIVE]
+            out[LAST] = max(out[LAST], f[LAST])
+    return out

@@ -1,0 +1,158 @@
+"""Cohort health and disengagement alerts on event time. Pure: no I/O, no clock.
+
+A cohort (school × course × cohort) collects, per learner, hourly activity buckets
+``{hour: [active_ms, last_event_ms, version]}`` sent by the learner stage. The cohort is
+evaluated at every step boundary ``H`` (default: each hour) once the watermark has passed
+``H``; every bucket before ``H`` is then final (the learner stage never changes a bucket
+older than its partition watermark), so the figures at ``H`` depend on the input only.
+
+At ``H`` a member (a learner whose first bucket is before ``H``) is **disengaged** if it
+has had no activity for ``inactive_days`` or its active time in ``[H - 7 days, H)`` is
+below ``low_active_fraction`` × the cohort median of that figure. An alert **fires**
+when the disengaged share reaches ``alert_share`` in a cohort of at least
+``min_cohort_size`` members, and **resolves** when the share falls to ``resolve_share``
+or below (hysteresis): one fired and one resolved record per episode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import DAY_MS, HOUR_MS, HealthParams, HealthThresholds
+
+ACTIVE, LAST, VERSION = range(3)
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    at_ms: int
+    learners: int
+    disengaged: int
+    share: float
+    median_active_ms_7d: int
+    disengaged_learners: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertChange:
+    alert_id: str
+    state: str  # "fired" | "resolved"
+    fired_at_ms: int
+    threshold: float
+    health: Health
+
+
+def new_cohort(school: str, course: str, cohort: str) -> dict[str, Any]:
+    return {"school": school, "course": course, "cohort": cohort, "L": {}, "eh": None, "rec": None, "al": None}
+
+
+def merge_bucket(cs: dict[str, Any], learner: str, hour: int, active: int, last: int, version: int, p: HealthParams) -> bool:
+    """Store a learner's cumulative bucket; an older or equal version is ignored (redelivery).
+
+    Returns True if anything changed.
+    """
+    lr = cs["L"].get(learner)
+    if lr is None:
+        lr = cs["L"][learner] = {"b": {}, "first": hour, "s7": 0, "last": 0}
+        if cs["eh"] is None:
+            cs["eh"] = hour - hour % p.step_ms
+    key = str(hour)
+    old = lr["b"].get(key)
+    if old is not None and old[VERSION] >= version:
+        return False
+    lr["b"][key] = [active, last, version]
+    lr["first"] = min(lr["first"], hour)
+    eh = cs["eh"]
+    # A bucket behind the evaluated hour (only in live traffic after an idle partition
+    # woke up): fold it into the running figures so nothing is lost.
+    if eh is not None and hour < eh:
+        if hour >= eh - p.window_ms:
+            lr["s7"] += active - (old[ACTIVE] if old else 0)
+        lr["last"] = max(lr["last"], last)
+    return True
+
+
+def _median(values: list[int]) -> int:
+    if not values:
+        return 0
+    v = sorted(values)
+    m = len(v) // 2
+    return v[m] if len(v) % 2 else (v[m - 1] + v[m]) // 2
+
+
+def evaluate(cs: dict[str, Any], at: int, t: HealthThresholds) -> Health:
+    """Health at ``at`` from the running figures (call after advancing them to ``at``)."""
+    members = [(name, lr) for name, lr in cs["L"].items() if lr["first"] < at]
+    med = _median([lr["s7"] for _n, lr in members])
+    inactive_ms = t.inactive_days * DAY_MS
+    low = t.low_active_fraction * med
+    dis = sorted(
+        name for name, lr in members if at - lr["last"] >= inactive_ms or lr["s7"] < low
+    )
+    n = len(members)
+    share = round(len(dis) / n, 6) if n else 0.0
+    return Health(at, n, len(dis), share, med, tuple(dis))
+
+
+def alert_id(cs: dict[str, Any], fired_at: int) -> str:
+    raw = f"{cs['school']}|{cs['course']}|{cs['cohort']}|{fired_at}".encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def advance(cs: dict[str, Any], to_ms: int, p: HealthParams) -> tuple[list[Health], list[AlertChange]]:
+    """Evaluate every step boundary after the last evaluated one up to ``to_ms``.
+
+    Returns the health figures that changed and the alert transitions, in event-time order.
+    """
+    healths: list[Health] = []
+    alerts: list[AlertChange] = []
+    eh = cs["eh"]
+    if eh is None:
+        return healths, alerts
+    t = p.for_school(cs["school"])
+    while eh + p.step_ms <= to_ms:
+        nxt = eh + p.step_ms
+        for lr in cs["L"].values():
+            b = lr["b"]
+            for hour in range(eh, nxt, HOUR_MS):
+                add = b.get(str(hour))
+                if add is not None:
+                    lr["s7"] += add[ACTIVE]
+                    lr["last"] = max(lr["last"], add[LAST])
+                gone = b.pop(str(hour - p.window_ms), None)
+                if gone is not None:
+                    lr["s7"] -= gone[ACTIVE]
+        eh = cs["eh"] = nxt
+        h = evaluate(cs, nxt, t)
+        figures = [h.learners, h.disengaged, h.share, h.median_active_ms_7d]
+        if figures != cs["rec"]:
+            cs["rec"] = figures
+            healths.append(h)
+        al = cs["al"]
+        if al is None and h.learners >= t.min_cohort_size and h.share >= t.alert_share:
+            aid = alert_id(cs, nxt)
+            cs["al"] = {"id": aid, "at": nxt}
+            alerts.append(AlertChange(aid, "fired", nxt, t.alert_share, h))
+        elif al is not None and h.share <= t.resolve_share:
+            cs["al"] = None
+            alerts.append(AlertChange(al["id"], "resolved", al["at"], t.resolve_share, h))
+    return healths, alerts
+
+
+def global_watermark(sources: dict[str, list[Any]], n_sources: int) -> int | None:
+    """Event time up to which every source partition has sent all it will send.
+
+    ``sources``: source partition → ``[watermark_ms, idle]``. Nothing is complete until
+    all ``n_sources`` partitions have reported. A source marked idle has been read to its
+    end, so everything it sent is already here: it does not hold the others back. When
+    every source is idle, the furthest watermark is complete.
+    """
+    if len(sources) < n_sources:
+        return None
+    busy = [wm for wm, idle in sources.values() if not idle and wm is not None]
+    if busy:
+        return min(busy)
+    known = [wm for wm, _idle in sources.values() if wm is not None]
+    return max(known) if known else None

@@ -1,0 +1,198 @@
+"""Bayesian Knowledge Tracing per learner × skill. Pure: no I/O, no clock.
+
+Model (Corbett & Anderson 1995), per skill: ``prior`` P(L0), ``learn`` P(T), ``guess``
+P(G), ``slip`` P(S), optional ``forget`` P(F). After an observation (correct or not):
+
+    P(L | correct) = P(L)(1-S) / (P(L)(1-S) + (1-P(L))G)
+    P(L | wrong)   = P(L)S / (P(L)S + (1-P(L))(1-G))
+    P(L next)      = P(L | obs)(1-F) + (1-P(L | obs))T
+
+``p_mastery`` in a record is P(L next): the estimate before the learner's next attempt;
+``predict_correct`` gives P(next answer correct) = P(L)(1-S) + (1-P(L))G.
+
+Skills of an attempt come from (union, in this order): the object's definition
+extension ``SKILL_EXTENSION`` (a skill id or a list), ``contextActivities`` activities of
+type ``objective``, and a per-course mapping file. The observation is ``result.success``
+when present, else ``result.score.scaled >= threshold``.
+
+Voiding (verb ``voided``, object ``StatementRef``): the learner × skill keeps its
+observation history (statement id, outcome), so undoing one replays the rest from the
+prior; a statement voided before it arrives is remembered and never counted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from schemas.profile import SKILL_EXTENSION
+
+VOIDED_VERB = "http://adlnet.gov/expapi/verbs/voided"
+OBJECTIVE_TYPE = "http://adlnet.gov/expapi/activities/objective"
+# Observations kept per learner × skill for undo; older ones are folded into the baseline.
+HISTORY = 200
+# Voided ids remembered per learner for statements not seen yet.
+PENDING_VOIDS = 200
+
+
+@dataclass(frozen=True)
+class BKTParams:
+    prior: float = 0.2
+    learn: float = 0.15
+    guess: float = 0.2
+    slip: float = 0.1
+    forget: float = 0.0
+    # A scaled score at or above this is a correct answer (when ``success`` is absent).
+    threshold: float = 0.6
+
+    def check(self) -> BKTParams:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"BKT parameter {f.name}={v} is not a probability")
+        if self.guess + self.slip >= 1.0:
+            raise ValueError(f"guess + slip = {self.guess + self.slip} >= 1: the model is not identifiable")
+        return self
+
+
+def update(p: float, correct: bool, b: BKTParams) -> float:
+    """One BKT step: condition on the observation, then apply learning/forgetting."""
+    if correct:
+        num = p * (1.0 - b.slip)
+        den = num + (1.0 - p) * b.guess
+    else:
+        num = p * b.slip
+        den = num + (1.0 - p) * (1.0 - b.guess)
+    post = num / den if den > 0 else p
+    return post * (1.0 - b.forget) + (1.0 - post) * b.learn
+
+
+def predict_correct(p: float, b: BKTParams) -> float:
+    return p * (1.0 - b.slip) + (1.0 - p) * b.guess
+
+
+@dataclass(frozen=True)
+class MasteryModel:
+    """Per-skill parameters (with a default) and the per-course activity → skills mapping."""
+
+    default: BKTParams = BKTParams()
+    skills: dict[str, BKTParams] = field(default_factory=dict)
+    # course id → activity id → skills
+    course_map: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
+
+    def params(self, skill: str) -> BKTParams:
+        return self.skills.get(skill, self.default)
+
+    def skills_of(self, course: str, stmt: dict[str, Any]) -> list[str]:
+        obj = stmt.get("object") or {}
+        out: list[str] = []
+        ext = ((obj.get("definition") or {}).get("extensions") or {}).get(SKILL_EXTENSION)
+        if isinstance(ext, str):
+            out.append(ext)
+        elif isinstance(ext, list):
+            out.extend(x for x in ext if isinstance(x, str))
+        acts = (stmt.get("context") or {}).get("contextActivities") or {}
+        for kind in ("parent", "grouping", "category", "other"):
+            items = acts.get(kind) or []
+            if isinstance(items, dict):
+                items = [items]
+            for a in items:
+                if isinstance(a, dict) and (a.get("definition") or {}).get("type") == OBJECTIVE_TYPE and a.get("id"):
+                    out.append(a["id"])
+        mapped = self.course_map.get(course)
+        if mapped:
+            out.extend(mapped.get(obj.get("id", ""), ()))
+        seen: set[str] = set()
+        return [s for s in out if not (s in seen or seen.add(s))]
+
+
+def load_model(params_file: Path | None, map_file: Path | None) -> MasteryModel:
+    """Read BKT parameters and the course mapping from JSON files.
+
+    Parameters: ``{"default": {prior, learn, guess, slip, forget, threshold},
+    "skills": {"<skill id>": {...}}}`` (a skill's entry overrides only what it names).
+    Mapping: ``{"<course id>": {"<activity id>": ["<skill id>", ...]}}``.
+    """
+    default, skills, cmap = BKTParams(), {}, {}
+    if params_file is not None:
+        doc = json.loads(Path(params_file).read_text())
+        default = BKTParams(**{**default.__dict__, **doc.get("default", {})}).check()
+        skills = {k: BKTParams(**{**default.__dict__, **v}).check() for k, v in doc.get("skills", {}).items()}
+    if map_file is not None:
+        doc = json.loads(Path(map_file).read_text())
+        cmap = {c: {a: tuple(s) for a, s in m.items()} for c, m in doc.items()}
+    return MasteryModel(default, skills, cmap)
+
+
+def observation(stmt: dict[str, Any], b: BKTParams) -> bool | None:
+    """Correct/incorrect from the statement's result, or None if it is not a scored attempt."""
+    result = stmt.get("result")
+    if not isinstance(result, dict):
+        return None
+    success = result.get("success")
+    if isinstance(success, bool):
+        return success
+    scaled = (result.get("score") or {}).get("scaled")
+    if isinstance(scaled, (int, float)) and not isinstance(scaled, bool):
+        return scaled >= b.threshold
+    return None
+
+
+def voided_target(stmt: dict[str, Any]) -> str | None:
+    """The statement id a voiding statement voids, else None."""
+    if (stmt.get("verb") or {}).get("id") != VOIDED_VERB:
+        return None
+    obj = stmt.get("object") or {}
+    if obj.get("objectType") == "StatementRef" and isinstance(obj.get("id"), str):
+        return obj["id"].lower()
+    return None
+
+
+def _replay(sk: dict[str, Any], b: BKTParams) -> None:
+    p = sk["p0"]
+    for _sid, ok, _ts in sk["h"]:
+        p = update(p, bool(ok), b)
+    sk["p"] = p
+
+
+def observe(
+    skills: dict[str, Any], skill: str, course: str, sid: str, correct: bool, ts: int, b: BKTParams
+) -> dict[str, Any]:
+    """Count one observation into ``skills[skill]``; returns that skill's state.
+
+    State: ``p`` current P(L), ``p0`` baseline before the kept history ``h``
+    (``[statement id, 0/1, ts]``), ``n``/``c`` observations/correct counted, ``v`` version
+    (events applied: observations and undos), ``course``, ``ts`` last event time.
+    """
+    sk = skills.get(skill)
+    if sk is None:
+        sk = skills[skill] = {"p0": b.prior, "p": b.prior, "h": [], "n": 0, "c": 0, "v": 0, "course": course, "ts": 0}
+    sk["p"] = update(sk["p"], correct, b)
+    sk["h"].append([sid, 1 if correct else 0, ts])
+    sk["n"] += 1
+    sk["c"] += int(correct)
+    sk["v"] += 1
+    sk["course"] = course
+    sk["ts"] = max(sk["ts"], ts)
+    if len(sk["h"]) > HISTORY:
+        _sid, ok, _ts = sk["h"].pop(0)
+        sk["p0"] = update(sk["p0"], bool(ok), b)
+    return sk
+
+
+def undo(skills: dict[str, Any], sid: str, model: MasteryModel) -> list[str]:
+    """Remove statement ``sid``'s observations; returns the skills that changed."""
+    changed = []
+    for skill, sk in skills.items():
+        for i, (hid, ok, _ts) in enumerate(sk["h"]):
+            if hid == sid:
+                del sk["h"][i]
+                sk["n"] -= 1
+                sk["c"] -= ok
+                sk["v"] += 1
+                _replay(sk, model.params(skill))
+                changed.append(skill)
+                break
+    return changed
