@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -106,17 +107,26 @@ def register(main: click.Group) -> None:
         truth = _truth_sinks(settings, truth_path, truth_clickhouse, config)
         serve_metrics(_metrics_port(settings, SIMULATOR_METRICS))
         until = config.start_ms + int(days * DAY_MS) if days is not None else None
-        stop = threading.Event()
-        try:
-            sent = run_simulator(
-                settings, config, count, rate, stop, _progress_printer(sys.stderr.isatty()),
-                speed=speed, until_ms=until, truth=truth,
-            )  # fmt: skip
-        except KeyboardInterrupt:
-            return
+        stop = _stop_on_signals()
+        sent = run_simulator(
+            settings, config, count, rate, stop, _progress_printer(sys.stderr.isatty()),
+            speed=speed, until_ms=until, truth=truth,
+        )  # fmt: skip
         if sys.stderr.isatty():
             click.echo("", err=True)
         click.echo(f"{sent} statements sent and acknowledged by Kafka")
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM/SIGINT: the producer then flushes, saves its cursor or truth, and exits 0."""
+    stop = threading.Event()
+
+    def handler(_signum, _frame) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
 
 
 def _parse_start(value: str) -> int:
