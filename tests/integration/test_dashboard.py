@@ -1,0 +1,64 @@
+"""The live dashboard in a real browser (Debian Chromium driven by Playwright).
+
+The page must show every school with the numbers ClickHouse holds, and light a school up
+when new statements for it arrive.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from learnpulse.pipeline import open_clickhouse, run_simulator, start_sinks
+from learnpulse.settings import ClickHouseSettings, Settings
+from learnpulse.web import make_app, start_web_thread
+from producers.simulator import SimulationConfig
+from tests.conftest import free_port, wait_for
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def school_counts(ch) -> dict[str, int]:
+    return {r[0]: int(r[1]) for r in ch.query("SELECT school, count() FROM {db}.statements FINAL GROUP BY school")}
+
+
+@pytest.mark.kafka
+def test_dashboard_shows_every_school_with_clickhouse_counts_and_lights_up(tmp_path, kafka, chdb_url, browser):
+    settings = Settings(home=tmp_path / "home", kafka=kafka, clickhouse=ClickHouseSettings(url=chdb_url), web_port=free_port())
+    first = 600
+    run_simulator(settings, SimulationConfig(seed=3, schools=3), count=first, rate=None)
+    ch = open_clickhouse(settings)
+    sinks = start_sinks(settings, ch)
+    start_web_thread(make_app(ch), settings.web_port)
+    try:
+        wait_for(lambda: sum(school_counts(ch).values()) == first, 120, "first batch in ClickHouse")
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{settings.web_port}/")
+        page.wait_for_selector("section.school", timeout=20_000)
+        expected = school_counts(ch)
+        assert len(expected) == 3
+
+        def shown() -> dict[str, int]:
+            cards = page.query_selector_all("section.school")
+            return {c.query_selector("h2").inner_text(): int(c.get_attribute("data-statements") or 0) for c in cards}
+
+        wait_for(lambda: shown() == expected, 20, f"page to show {expected}")
+        assert page.inner_text("#k-statements").replace(",", "") == str(first)
+
+        # New traffic: at least one school card lights up and its number grows to match.
+        run_simulator(settings, SimulationConfig(seed=4, schools=3), count=300, rate=None)
+        wait_for(lambda: sum(school_counts(ch).values()) == first + 300, 120, "second batch in ClickHouse")
+        page.wait_for_selector("section.school.hot", timeout=20_000)
+        wait_for(lambda: shown() == school_counts(ch), 20, "page to show the new counts")
+    finally:
+        sinks.join()
+        ch.close()
