@@ -224,6 +224,8 @@ def _iri_error(value: object, rule: str, cite: str, what: str, key: str, kind: s
 
 
 def _object_type_error(value: object, allowed: tuple[str, ...], what: str) -> NoReturn:
+    if value is _ABSENT:
+        _fail("objectType.value", _D + "2.2", f"{what}.objectType is required and must be {' or '.join(allowed)}", ".objectType")
     if value.__class__ is not str:
         _bad_type("objectType.value", _D + "2.2", f"{what}.objectType", "a string", value, ".objectType")
     hint = ""
@@ -873,7 +875,7 @@ def _context_group(item: object) -> None:
         if group.__class__ is not dict:
             _bad_type("actor.type", cite, "a Context Group's group", "a Group object", group)
         if group.get("objectType") != "Group":
-            _object_type_error(group.get("objectType"), ("Group",), "a Context Group's group")
+            _object_type_error(group.get("objectType", _ABSENT), ("Group",), "a Context Group's group")
         _group(group, "contextGroup.group")
     except _Here as e:
         e.keys.append(".group")
