@@ -9,6 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from reporting.dashboard import add_dashboard_routes
+from reporting.sql import add_sql_routes
 from schemas.clickhouse.engine import ClickHouse
 
 
@@ -20,6 +21,7 @@ def make_app(ch: ClickHouse) -> web.Application:
 
     app = web.Application()
     add_dashboard_routes(app, ch)
+    add_sql_routes(app, ch)
     app.router.add_get("/metrics", metrics)
     return app
 

@@ -3,6 +3,6 @@
 Kept apart so each area's commands can grow without touching the others.
 """
 
-from . import producers, sinks, streams
+from . import producers, reporting, sinks, streams
 
-AREAS = (producers, streams, sinks)
+AREAS = (producers, streams, sinks, reporting)
