@@ -1,32 +1,39 @@
 # The two commands of the README: `make demo` and `make test`. Each does its own set-up.
+#
+# Set-up installs the Debian packages below (apt-get, with sudo when not root) and this
+# package with its test extras into a virtualenv in .venv (so nothing touches the system
+# Python). Kafka's jars are resolved from Maven Central by `learnpulse stack up` itself.
 PYTHON ?= python3
-SETUP_STAMP := .learnpulse/.setup-done
+VENV := .venv
+PY := $(VENV)/bin/python
+SETUP_STAMP := $(VENV)/.setup-done
 DEBIAN_PACKAGES := openjdk-17-jre-headless maven clickhouse-server prometheus prometheus-alertmanager docker-compose chromium
 
 .PHONY: demo test setup unit clean
 
 demo: setup
-	$(PYTHON) -m learnpulse demo $(DEMO_ARGS)
+	$(PY) -m learnpulse demo $(DEMO_ARGS)
 
 test: setup
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: setup
-	$(PYTHON) -m pytest tests/unit $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-# System packages (Debian) and the Python package with test extras; re-run when pyproject changes.
 setup: $(SETUP_STAMP)
 $(SETUP_STAMP): pyproject.toml Makefile
-	@mkdir -p .learnpulse
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null \
+	    || { echo "apt-get install failed: install$$missing by hand and re-run"; exit 1; }; \
 	fi
-	$(PYTHON) -m pip install -q -e '.[test]'
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	@echo "installing learnpulse and its dependencies into $(VENV)"
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	@touch $(SETUP_STAMP)
 
 clean:
-	-$(PYTHON) -m learnpulse stack down
-	rm -rf .learnpulse
+	-[ -x $(PY) ] && $(PY) -m learnpulse stack down
+	rm -rf .learnpulse $(VENV)
