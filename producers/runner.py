@@ -7,10 +7,15 @@ per second). Without either the simulator runs as fast as Kafka acknowledges.
 
 from __future__ import annotations
 
+import gzip
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
 
 from schemas import metrics
 
@@ -133,3 +138,36 @@ def run_simulation(
         elapsed = time.monotonic() - started
         progress(Progress(sent, producer.acked_statements, count, sim.event_ms, sent / max(elapsed, 1e-9), elapsed))
     return sent
+
+
+def write_simulation(
+    sim: Simulation,
+    path: Path,
+    *,
+    count: int | None = None,
+    until_ms: int | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Write statements as JSON Lines (gzip if ``path`` ends in ``.gz``) instead of Kafka; returns how many.
+
+    The same stop conditions as :func:`run_simulation`; the file appears (renamed from
+    ``<path>.part``) only when complete.
+    """
+    if count is None and until_ms is None and stop is None:
+        raise ValueError("writing a file needs --count or --days: the simulation is endless")
+    tmp = path.with_name(path.name + ".part")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with open(tmp, "wb") as raw:
+        out = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if path.suffix == ".gz" else raw
+        it = iter(sim)
+        while not ((count is not None and n >= count) or (stop is not None and stop.is_set())):
+            next_ms = sim.next_ms
+            if next_ms is None or (until_ms is not None and next_ms > until_ms):
+                break
+            out.write(orjson.dumps(next(it).statement) + b"\n")
+            n += 1
+        if out is not raw:
+            out.close()
+    os.replace(tmp, path)
+    return n

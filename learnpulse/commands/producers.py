@@ -45,9 +45,14 @@ def register(main: click.Group) -> None:
     @main.command()
     @click.option("--count", type=int, default=None, help="Stop after this many statements.")
     @click.option("--days", type=float, default=None, help="Stop when event time has advanced this many days.")
-    @click.option("--rate", type=float, default=None, help="Target statements per second (default: as fast as possible).")
     @click.option(
-        "--speed", type=float, default=None, help="Event-time seconds per wall second (1 = real time; default: unpaced)."
+        "--rate", type=float, default=None, help="Target statements per second (default: as fast as possible)."
+    )
+    @click.option(
+        "--speed",
+        type=float,
+        default=None,
+        help="Event-time seconds per wall second (1 = real time; default: unpaced).",
     )
     @click.option("--seed", type=int, default=42, show_default=True)
     @click.option(
@@ -61,14 +66,27 @@ def register(main: click.Group) -> None:
     @click.option("--courses", type=int, default=None, help="Courses per school (overrides --scale).")
     @click.option("--learners", type=int, default=None, help="Learners per course (overrides --scale).")
     @click.option("--cohorts", type=int, default=2, show_default=True, help="Cohorts per course.")
-    @click.option("--term-days", type=int, default=112, show_default=True, help="Term length; planted onsets fall in it.")
+    @click.option(
+        "--term-days", type=int, default=112, show_default=True, help="Term length; planted onsets fall in it."
+    )
     @click.option(
         "--disengaging", type=float, default=0.25, show_default=True, help="Share of cohorts made to disengage."
     )
     @click.option("--start", default=None, help="Event time of the start: ISO 8601, or 'now' (default 2026-01-01Z).")
-    @click.option("--truth", "truth_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                  help="Write the ground truth here (JSON Lines; .gz compresses).")
+    @click.option(
+        "--truth",
+        "truth_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Write the ground truth here (JSON Lines; .gz compresses).",
+    )
     @click.option("--truth-clickhouse", is_flag=True, help="Also write the truth to the sim_truth table in ClickHouse.")
+    @click.option(
+        "--out",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Write the statements to this JSON Lines file (.gz compresses) instead of Kafka.",
+    )
     @click.pass_obj
     def simulate(
         settings: Settings,
@@ -87,8 +105,15 @@ def register(main: click.Group) -> None:
         start: str | None,
         truth_path: Path | None,
         truth_clickhouse: bool,
+        out: Path | None,
     ) -> None:
-        """Produce statements of simulated virtual schools to Kafka, with their ground truth."""
+        """Produce statements of simulated virtual schools to Kafka, with their ground truth.
+
+        \b
+        The statements are xAPI 1.0.3 as real content sends them (cmi5, video, questions);
+        the truth (true mastery, planted disengagement, true active time) covers exactly
+        the statements sent. Same --seed, same statements, byte for byte.
+        """
         from producers.simulator import DAY_MS, SCALES, SimulationConfig
 
         from ..pipeline import run_simulator, serve_metrics
@@ -105,9 +130,25 @@ def register(main: click.Group) -> None:
         except ValueError as err:
             raise UserError(str(err)) from err
         truth = _truth_sinks(settings, truth_path, truth_clickhouse, config)
-        serve_metrics(_metrics_port(settings, SIMULATOR_METRICS))
         until = config.start_ms + int(days * DAY_MS) if days is not None else None
         stop = _stop_on_signals()
+        if out is not None:
+            from producers.runner import write_simulation
+            from producers.simulator import Simulation
+
+            sim = Simulation(config, on_truth=truth.write if truth is not None else None)
+            try:
+                n = write_simulation(sim, out, count=count, until_ms=until, stop=stop)
+            except ValueError as err:
+                raise UserError(str(err)) from err
+            finally:
+                if truth is not None:
+                    for record in sim.finish():
+                        truth.write(record)
+                    truth.close()
+            click.echo(f"{n} statements written to {out}")
+            return
+        serve_metrics(_metrics_port(settings, SIMULATOR_METRICS))
         sent = run_simulator(
             settings, config, count, rate, stop, _progress_printer(sys.stderr.isatty()),
             speed=speed, until_ms=until, truth=truth,
@@ -115,6 +156,99 @@ def register(main: click.Group) -> None:
         if sys.stderr.isatty():
             click.echo("", err=True)
         click.echo(f"{sent} statements sent and acknowledged by Kafka")
+
+    _register_replay(main)
+
+
+def _register_replay(main: click.Group) -> None:
+    @main.command()
+    @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @click.option("--school", required=True, help="The school whose credential the statements arrive under.")
+    @click.option(
+        "--rejects",
+        "rejects_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Rejected statements with their reason, JSON Lines (default <home>/replay/rejects.jsonl).",
+    )
+    @click.option(
+        "--state",
+        "state_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Resume positions (default <home>/replay/state.json).",
+    )
+    @click.option("--restart", is_flag=True, help="Ignore saved positions: replay the files from their start.")
+    @click.option(
+        "--xapi-version",
+        default="auto",
+        show_default=True,
+        help="Validate as 1.0.3 or 2.0.0; auto: by each statement's own version (default 1.0.3).",
+    )
+    @click.option("--unwrap", default=None, help="Take each statement from this key of the item (wrapped corpora).")
+    @click.pass_obj
+    def replay(
+        settings: Settings,
+        files: tuple[Path, ...],
+        school: str,
+        rejects_path: Path | None,
+        state_path: Path | None,
+        restart: bool,
+        xapi_version: str,
+        unwrap: str | None,
+    ) -> None:
+        """Replay statement files (JSON Lines, JSON arrays, .gz) into Kafka; resumable.
+
+        \b
+        Each statement is validated; valid ones are sent under --school, rejected ones
+        written with the rule they broke to the rejects file. Positions are saved only
+        after Kafka acknowledged, so running the same command again after a crash or
+        Ctrl-C resumes where it stopped (skipped items are counted). Statements re-sent
+        after a crash keep their ids (derived ones too), so the sinks store each once.
+        """
+        from producers.replay import ReplayCounts, Replayer, ReplayError, ReplayOptions
+
+        from ..pipeline import make_publisher, serve_metrics
+
+        home = settings.home.resolve() / "replay"
+        options = ReplayOptions(
+            school=school,
+            rejects_path=rejects_path or home / "rejects.jsonl",
+            state_path=state_path or home / "state.json",
+            xapi_version=xapi_version,
+            unwrap=unwrap,
+            restart=restart,
+        )
+        serve_metrics(_metrics_port(settings, REPLAY_METRICS))
+        tty = sys.stderr.isatty()
+
+        def progress(path: str, c: ReplayCounts) -> None:
+            if tty:
+                click.echo(f"\r{path}: {c.read:,} read, {c.sent:,} sent, {c.rejected:,} rejected", nl=False, err=True)
+
+        publisher = make_publisher(settings, "replay")
+        try:
+            replayer = Replayer(publisher, options, _stop_on_signals(), progress)
+            try:
+                per_file = replayer.run(list(files))
+            finally:
+                replayer.close()
+        except ReplayError as err:
+            raise UserError(str(err)) from err
+        finally:
+            publisher.producer.close()
+        if tty:
+            click.echo("", err=True)
+        total = ReplayCounts()
+        for path, c in per_file.items():
+            total.add(c)
+            click.echo(f"{path}: read {c.read}, sent {c.sent}, rejected {c.rejected}, skipped {c.skipped}")
+        click.echo(
+            f"total: read {total.read}, sent {total.sent}, rejected {total.rejected}, "
+            f"skipped (already replayed) {total.skipped}"
+        )
+        if total.rejected:
+            click.echo(f"rejected statements and reasons: {options.rejects_path}")
 
 
 def _stop_on_signals() -> threading.Event:
