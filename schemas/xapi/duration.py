@@ -14,7 +14,6 @@ import re
 from ..errors import InvalidStatement
 
 
-
 # One component: an integer, or (on the lowest-order component only, ISO 8601
 # §4.4.3.2) a decimal fraction, which the lookahead pins to the end of the string.
 def _c(unit: str) -> str:

@@ -19,7 +19,7 @@ _SHA1 = re.compile(r"[0-9A-Fa-f]{40}\Z")
 # SHA-2 family hex digests: SHA-224, SHA-256, SHA-384, SHA-512.
 _SHA2 = re.compile(r"(?:[0-9A-Fa-f]{56}|[0-9A-Fa-f]{64}|[0-9A-Fa-f]{96}|[0-9A-Fa-f]{128})\Z")
 # Internet media type (RFC 2046 / RFC 6838 token chars), parameters unchecked.
-_MEDIA_TYPE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z\-]+/[!#$%&'*+.^_`|~0-9A-Za-z\-]+\s*(?:;.*)?\Z", re.S)
+_MEDIA_TYPE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z\-]+/[!#$%&'*+.^_`|~0-9A-Za-z\-]+\s*(?:;.*)?\Z", re.DOTALL)
 
 # RFC 5646 §2.1 ABNF, case-insensitive: langtag / privateuse / grandfathered.
 _LANGTAG = (
@@ -35,7 +35,7 @@ _GRANDFATHERED = (
     "|i-tao|i-tay|i-tsu|sgn-BE-FR|sgn-BE-NL|sgn-CH-DE"
     "|art-lojban|cel-gaulish|no-bok|no-nyn|zh-guoyu|zh-hakka|zh-min|zh-min-nan|zh-xiang"
 )
-_LANGUAGE_TAG = re.compile(rf"(?:{_LANGTAG}|x(?:-[a-z0-9]{{1,8}})+|{_GRANDFATHERED})\Z", re.I)
+_LANGUAGE_TAG = re.compile(rf"(?:{_LANGTAG}|x(?:-[a-z0-9]{{1,8}})+|{_GRANDFATHERED})\Z", re.IGNORECASE)
 
 # Remembered good values. Bounded: cleared when full, so memory stays flat whatever
 # the input; the answer never depends on what is remembered.

@@ -13,18 +13,14 @@ the validator accepts can be turned into epoch milliseconds (and nothing else ca
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from ..errors import InvalidStatement
 
 # The common case, and the whole of what xAPI 2.0 accepts: RFC 3339 date-time.
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:\d\d)\Z"
-)
+_RFC3339 = re.compile(r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:\d\d)\Z")
 # ISO 8601 combined date and time, extended format; seconds, fraction and zone optional.
-_ISO_EXTENDED = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d)(?::(\d\d)(?:[.,](\d+))?)?(Z|[+-]\d\d(?::\d\d)?)?\Z"
-)
+_ISO_EXTENDED = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d)(?::(\d\d)(?:[.,](\d+))?)?(Z|[+-]\d\d(?::\d\d)?)?\Z")
 # ISO 8601 combined date and time, basic format (20150101T120000Z).
 _ISO_BASIC = re.compile(r"(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(?:(\d\d)(?:[.,](\d+))?)?(Z|[+-]\d\d(?:\d\d)?)?\Z")
 
@@ -36,7 +32,7 @@ _RFC3339_SIMPLE = re.compile(
 )
 
 _DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Why a timestamp was refused, as (rule suffix, explanation); see ``timestamp_problem``.
 FORMAT = "format"
@@ -69,10 +65,7 @@ def _calendar_ok(m: re.Match[str]) -> bool:
     # Leap second 60 is allowed by both ISO 8601 and RFC 3339.
     if int(hour) > 23 or int(minute) > 59 or (second is not None and int(second) > 60):
         return False
-    if zone is not None and len(zone) > 1:
-        if int(zone[1:3]) > 23 or (len(zone) > 3 and int(zone[-2:]) > 59):
-            return False
-    return True
+    return not (zone is not None and len(zone) > 1 and (int(zone[1:3]) > 23 or (len(zone) > 3 and int(zone[-2:]) > 59)))
 
 
 def is_simple_rfc3339(value: str) -> bool:

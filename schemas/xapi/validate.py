@@ -30,10 +30,9 @@ import orjson
 from ..errors import InvalidStatement
 from . import timefmt
 from .duration import is_duration
+from .formats import _UUID, is_iri, is_language_tag, is_mailto, is_media_type, is_sha1_hex, is_sha2_hex, is_uuid
 from .formats import _good_iris as _IRI_OK
 from .formats import _good_tags as _TAG_OK
-from .formats import _UUID
-from .formats import is_iri, is_language_tag, is_mailto, is_media_type, is_sha1_hex, is_sha2_hex, is_uuid
 
 __all__ = [
     "SIGNATURE_USAGE",
@@ -56,7 +55,9 @@ _X2 = "IEEE 9274.1.1 (xAPI 2.0) "
 _STATEMENT_KEYS = frozenset(
     {"id", "actor", "verb", "object", "result", "context", "timestamp", "stored", "authority", "version", "attachments"}
 )
-_SUBSTATEMENT_KEYS = frozenset({"objectType", "actor", "verb", "object", "result", "context", "timestamp", "attachments"})
+_SUBSTATEMENT_KEYS = frozenset(
+    {"objectType", "actor", "verb", "object", "result", "context", "timestamp", "attachments"}
+)
 _SUBSTATEMENT_FORBIDDEN = ("id", "stored", "version", "authority")
 _AGENT_KEYS = frozenset({"objectType", "name", "mbox", "mbox_sha1sum", "openid", "account"})
 _GROUP_KEYS = _AGENT_KEYS | {"member"}
@@ -102,7 +103,17 @@ _STATEMENTREF_KEYS = frozenset({"objectType", "id"})
 _RESULT_KEYS = frozenset({"score", "success", "completion", "response", "duration", "extensions"})
 _SCORE_KEYS = frozenset({"scaled", "raw", "min", "max"})
 _CONTEXT_KEYS_1 = frozenset(
-    {"registration", "instructor", "team", "contextActivities", "revision", "platform", "language", "statement", "extensions"}
+    {
+        "registration",
+        "instructor",
+        "team",
+        "contextActivities",
+        "revision",
+        "platform",
+        "language",
+        "statement",
+        "extensions",
+    }
 )
 _CONTEXT_KEYS_2 = _CONTEXT_KEYS_1 | {"contextAgents", "contextGroups"}
 _CONTEXT_ACTIVITY_KINDS = frozenset({"parent", "grouping", "category", "other"})
@@ -225,7 +236,12 @@ def _iri_error(value: object, rule: str, cite: str, what: str, key: str, kind: s
 
 def _object_type_error(value: object, allowed: tuple[str, ...], what: str) -> NoReturn:
     if value is _ABSENT:
-        _fail("objectType.value", _D + "2.2", f"{what}.objectType is required and must be {' or '.join(allowed)}", ".objectType")
+        _fail(
+            "objectType.value",
+            _D + "2.2",
+            f"{what}.objectType is required and must be {' or '.join(allowed)}",
+            ".objectType",
+        )
     if value.__class__ is not str:
         _bad_type("objectType.value", _D + "2.2", f"{what}.objectType", "a string", value, ".objectType")
     hint = ""
@@ -317,7 +333,7 @@ def _number_error(value: object, rule: str, what: str, key: str) -> NoReturn:
 def _account(acc: object) -> None:
     if acc.__class__ is not dict:
         _bad_type("actor.account.type", _D + "2.4.2.4", "account", "an object", acc)
-    if not acc.keys() <= _ACCOUNT_KEYS:  # type: ignore[attr-defined]
+    if not _ACCOUNT_KEYS.issuperset(acc):  # type: ignore[attr-defined]
         _unknown_property(acc, _ACCOUNT_KEYS, "an Account")  # type: ignore[arg-type]
     home = acc.get("homePage")  # type: ignore[attr-defined]
     if home.__class__ is not str or (home not in _IRI_OK and not is_iri(home)):
@@ -382,7 +398,7 @@ def _ifis(obj: dict[str, Any]) -> int:
 
 def _agent(agent: dict[str, Any], what: str) -> None:
     """An Agent whose objectType (absent or "Agent") was already checked."""
-    if not agent.keys() <= _AGENT_KEYS:
+    if not _AGENT_KEYS.issuperset(agent):
         _unknown_property(agent, _AGENT_KEYS, f"an Agent ({what})")
     if "name" in agent and agent["name"].__class__ is not str:
         _bad_type("actor.name.type", _D + "2.4.2.1", f"{what}.name", "a string", agent["name"], ".name")
@@ -398,7 +414,7 @@ def _agent(agent: dict[str, Any], what: str) -> None:
 
 def _group(group: dict[str, Any], what: str) -> list[Any] | None:
     """A Group whose objectType "Group" was already checked; returns its members."""
-    if not group.keys() <= _GROUP_KEYS:
+    if not _GROUP_KEYS.issuperset(group):
         _unknown_property(group, _GROUP_KEYS, f"a Group ({what})")
     if "name" in group and group["name"].__class__ is not str:
         _bad_type("actor.name.type", _D + "2.4.2.2", f"{what}.name", "a string", group["name"], ".name")
@@ -470,7 +486,7 @@ def _actor(actor: object, what: str) -> list[Any] | None:
 def _verb(verb: object) -> str:
     if verb.__class__ is not dict:
         _bad_type("verb.type", _D + "2.4.3", "verb", "an object", verb)
-    if not verb.keys() <= _VERB_KEYS:  # type: ignore[attr-defined]
+    if not _VERB_KEYS.issuperset(verb):  # type: ignore[attr-defined]
         _unknown_property(verb, _VERB_KEYS, "a Verb")  # type: ignore[arg-type]
     vid = verb.get("id")  # type: ignore[attr-defined]
     if vid.__class__ is not str or (vid not in _IRI_OK and not is_iri(vid)):
@@ -502,12 +518,14 @@ def _components(items: object, list_name: str) -> None:
                 _bad_type(
                     "activity.definition.components.type", _D + "2.4.4.1", "an interaction component", "an object", comp
                 )
-            if not comp.keys() <= _COMPONENT_KEYS:
+            if not _COMPONENT_KEYS.issuperset(comp):
                 _unknown_property(comp, _COMPONENT_KEYS, "an interaction component")
             cid = comp.get("id")
             if cid.__class__ is not str or not cid:
                 if "id" not in comp:
-                    _missing("activity.definition.component.id.required", _D + "2.4.4.1", "interaction component id", ".id")
+                    _missing(
+                        "activity.definition.component.id.required", _D + "2.4.4.1", "interaction component id", ".id"
+                    )
                 if cid.__class__ is not str:
                     _bad_type(
                         "activity.definition.component.id.type",
@@ -587,7 +605,9 @@ def _interaction(d: dict[str, Any], itype: object) -> None:
     for list_name in _COMPONENT_LISTS:
         if list_name in d:
             if list_name not in allowed:
-                supported = f"only the component list(s) {', '.join(sorted(allowed))}" if allowed else "no component lists"
+                supported = (
+                    f"only the component list(s) {', '.join(sorted(allowed))}" if allowed else "no component lists"
+                )
                 _fail(
                     "activity.definition.components.not-allowed",
                     _D + "2.4.4.1",
@@ -604,7 +624,7 @@ def _interaction(d: dict[str, Any], itype: object) -> None:
 def _definition(d: object) -> None:
     if d.__class__ is not dict:
         _bad_type("activity.definition.type", _D + "2.4.4.1", "activity definition", "an object", d)
-    if not d.keys() <= _DEFINITION_KEYS:  # type: ignore[attr-defined]
+    if not _DEFINITION_KEYS.issuperset(d):  # type: ignore[attr-defined]
         _unknown_property(d, _DEFINITION_KEYS, "an Activity Definition")  # type: ignore[arg-type]
     if "name" in d:  # type: ignore[operator]
         try:
@@ -625,7 +645,9 @@ def _definition(d: object) -> None:
     if "moreInfo" in d:  # type: ignore[operator]
         more = d["moreInfo"]  # type: ignore[index]
         if more.__class__ is not str or (more not in _IRI_OK and not is_iri(more)):
-            _iri_error(more, "activity.definition.moreInfo.irl", _D + "2.4.4.1", "definition.moreInfo", ".moreInfo", "IRL")
+            _iri_error(
+                more, "activity.definition.moreInfo.irl", _D + "2.4.4.1", "definition.moreInfo", ".moreInfo", "IRL"
+            )
     if "extensions" in d:  # type: ignore[operator]
         try:
             _extensions(d["extensions"])  # type: ignore[index]
@@ -637,18 +659,18 @@ def _definition(d: object) -> None:
     elif not _INTERACTION_KEYS.isdisjoint(d):  # type: ignore[arg-type]
         for key in sorted(_INTERACTION_KEYS.intersection(d)):  # type: ignore[arg-type]
             _fail(
-                    "activity.definition.interactionType.required",
-                    _D + "2.4.4.1",
-                    f"Interaction Activities MUST have a valid interactionType; {key!r} given without one",
-                    f".{key}",
-                )
+                "activity.definition.interactionType.required",
+                _D + "2.4.4.1",
+                f"Interaction Activities MUST have a valid interactionType; {key!r} given without one",
+                f".{key}",
+            )
 
 
 def _activity(act: Any) -> None:
     """An Activity object (objectType absent or "Activity")."""
     if act.__class__ is not dict:
         _bad_type("activity.type", _D + "2.4.4.1", "an Activity", "an Activity object", act)
-    if not act.keys() <= _ACTIVITY_KEYS:
+    if not _ACTIVITY_KEYS.issuperset(act):
         _unknown_property(act, _ACTIVITY_KEYS, "an Activity")
     ot = act.get("objectType")
     if ot is not None and ot != "Activity" or (ot is None and "objectType" in act):
@@ -668,7 +690,7 @@ def _activity(act: Any) -> None:
 
 def _statement_ref(ref: dict[str, Any]) -> None:
     """A Statement Reference whose objectType "StatementRef" was already checked."""
-    if not ref.keys() <= _STATEMENTREF_KEYS:
+    if not _STATEMENTREF_KEYS.issuperset(ref):
         _unknown_property(ref, _STATEMENTREF_KEYS, "a Statement Reference")
     rid = ref.get("id")
     if not is_uuid(rid):
@@ -691,7 +713,7 @@ def _statement_ref(ref: dict[str, Any]) -> None:
 def _score(score: object) -> None:
     if score.__class__ is not dict:
         _bad_type("result.score.type", _D + "2.4.5.1", "result.score", "an object", score)
-    if not score.keys() <= _SCORE_KEYS:  # type: ignore[attr-defined]
+    if not _SCORE_KEYS.issuperset(score):  # type: ignore[attr-defined]
         _unknown_property(score, _SCORE_KEYS, "a Score")  # type: ignore[arg-type]
     # Numbers: int, or a finite float; bool is excluded by testing the exact class.
     scaled = score.get("scaled", 0)  # type: ignore[attr-defined]
@@ -743,7 +765,7 @@ def _score(score: object) -> None:
 def _result(res: object) -> None:
     if res.__class__ is not dict:
         _bad_type("result.type", _D + "2.4.5", "result", "an object", res)
-    if not res.keys() <= _RESULT_KEYS:  # type: ignore[attr-defined]
+    if not _RESULT_KEYS.issuperset(res):  # type: ignore[attr-defined]
         _unknown_property(res, _RESULT_KEYS, "a Result")  # type: ignore[arg-type]
     if "score" in res:  # type: ignore[operator]
         try:
@@ -760,12 +782,18 @@ def _result(res: object) -> None:
     if "duration" in res and not is_duration(res["duration"]):  # type: ignore[operator,index]
         duration = res["duration"]  # type: ignore[index]
         if duration.__class__ is not str:
-            _bad_type("result.duration.format", _D + "4.6", "result.duration", "an ISO 8601 duration string", duration, ".duration")
+            _bad_type(
+                "result.duration.format",
+                _D + "4.6",
+                "result.duration",
+                "an ISO 8601 duration string",
+                duration,
+                ".duration",
+            )
         _fail(
             "result.duration.format",
             _D + "4.6",
-            "a Duration MUST use the ISO 8601:2004 §4.4.3.2 format (e.g. PT1H2M3.45S, P2W); "
-            f"found {_show(duration)}",
+            f"a Duration MUST use the ISO 8601:2004 §4.4.3.2 format (e.g. PT1H2M3.45S, P2W); found {_show(duration)}",
             ".duration",
         )
     if "extensions" in res:  # type: ignore[operator]
@@ -788,7 +816,7 @@ def _boolean_error(value: object, name: str) -> NoReturn:
 def _context_activities(cas: object) -> None:
     if cas.__class__ is not dict:
         _bad_type("context.contextActivities.type", _D + "2.4.6.2", "context.contextActivities", "an object", cas)
-    if not cas.keys() <= _CONTEXT_ACTIVITY_KINDS:  # type: ignore[attr-defined]
+    if not _CONTEXT_ACTIVITY_KINDS.issuperset(cas):  # type: ignore[attr-defined]
         _unknown_property(cas, _CONTEXT_ACTIVITY_KINDS, "a contextActivities object")  # type: ignore[arg-type]
     for kind, value in cas.items():  # type: ignore[attr-defined]
         try:
@@ -819,7 +847,9 @@ def _relevant_types(value: object, cite: str) -> None:
     if value.__class__ is not list:
         _bad_type("context.relevantTypes.type", cite, "relevantTypes", "an array of IRIs", value)
     if not value:
-        _fail("context.relevantTypes.empty", cite, "relevantTypes, when present, SHALL hold 1 or more Relevant Type IRIs")
+        _fail(
+            "context.relevantTypes.empty", cite, "relevantTypes, when present, SHALL hold 1 or more Relevant Type IRIs"
+        )
     for i, iri in enumerate(value):  # type: ignore[arg-type]
         if iri.__class__ is not str or (iri not in _IRI_OK and not is_iri(iri)):
             _iri_error(iri, "context.relevantTypes.iri", cite, "a Relevant Type", f"[{i}]")
@@ -830,11 +860,13 @@ def _context_agent(item: object) -> None:
     cite = _X2 + "Context Agents"
     if item.__class__ is not dict:
         _bad_type("context.contextAgents.type", cite, "a Context Agent", "an object", item)
-    if not item.keys() <= _CONTEXT_AGENT_KEYS:  # type: ignore[attr-defined]
+    if not _CONTEXT_AGENT_KEYS.issuperset(item):  # type: ignore[attr-defined]
         _unknown_property(item, _CONTEXT_AGENT_KEYS, "a Context Agent")  # type: ignore[arg-type]
     if item.get("objectType") != "contextAgent":  # type: ignore[attr-defined]
         if "objectType" not in item:  # type: ignore[operator]
-            _missing("context.contextAgent.objectType", cite, 'a Context Agent\'s objectType ("contextAgent")', ".objectType")
+            _missing(
+                "context.contextAgent.objectType", cite, 'a Context Agent\'s objectType ("contextAgent")', ".objectType"
+            )
         _object_type_error(item["objectType"], ("contextAgent",), "a Context Agent")  # type: ignore[index]
     if "agent" not in item:  # type: ignore[operator]
         _missing("context.contextAgent.agent.required", cite, "a Context Agent's agent", ".agent")
@@ -862,11 +894,13 @@ def _context_group(item: object) -> None:
     cite = _X2 + "Context Groups"
     if item.__class__ is not dict:
         _bad_type("context.contextGroups.type", cite, "a Context Group", "an object", item)
-    if not item.keys() <= _CONTEXT_GROUP_KEYS:  # type: ignore[attr-defined]
+    if not _CONTEXT_GROUP_KEYS.issuperset(item):  # type: ignore[attr-defined]
         _unknown_property(item, _CONTEXT_GROUP_KEYS, "a Context Group")  # type: ignore[arg-type]
     if item.get("objectType") != "contextGroup":  # type: ignore[attr-defined]
         if "objectType" not in item:  # type: ignore[operator]
-            _missing("context.contextGroup.objectType", cite, 'a Context Group\'s objectType ("contextGroup")', ".objectType")
+            _missing(
+                "context.contextGroup.objectType", cite, 'a Context Group\'s objectType ("contextGroup")', ".objectType"
+            )
         _object_type_error(item["objectType"], ("contextGroup",), "a Context Group")  # type: ignore[index]
     if "group" not in item:  # type: ignore[operator]
         _missing("context.contextGroup.group.required", cite, "a Context Group's group", ".group")
@@ -903,12 +937,14 @@ def _context(ctx: object, object_is_activity: bool, v2: bool) -> None:
     if ctx.__class__ is not dict:
         _bad_type("context.type", _D + "2.4.6", "context", "an object", ctx)
     allowed = _CONTEXT_KEYS_2 if v2 else _CONTEXT_KEYS_1
-    if not ctx.keys() <= allowed:  # type: ignore[attr-defined]
+    if not allowed.issuperset(ctx):  # type: ignore[attr-defined]
         _unknown_property(ctx, allowed, "a Context")  # type: ignore[arg-type]
     reg = ctx.get("registration", _ABSENT)  # type: ignore[attr-defined]
     if reg is not _ABSENT and (reg.__class__ is not str or _uuid_match(reg) is None):
         if reg.__class__ is not str:
-            _bad_type("context.registration.uuid", _D + "2.4.6", "context.registration", "a UUID string", reg, ".registration")
+            _bad_type(
+                "context.registration.uuid", _D + "2.4.6", "context.registration", "a UUID string", reg, ".registration"
+            )
         _fail(
             "context.registration.uuid",
             _D + "2.4.6",
@@ -944,7 +980,14 @@ def _context(ctx: object, object_is_activity: bool, v2: bool) -> None:
         lang = ctx["language"]  # type: ignore[index]
         if lang.__class__ is not str or (lang not in _TAG_OK and not is_language_tag(lang)):
             if lang.__class__ is not str:
-                _bad_type("context.language.rfc5646", _D + "2.4.6", "context.language", "a language tag string", lang, ".language")
+                _bad_type(
+                    "context.language.rfc5646",
+                    _D + "2.4.6",
+                    "context.language",
+                    "a language tag string",
+                    lang,
+                    ".language",
+                )
             _fail(
                 "context.language.rfc5646",
                 _D + "2.4.6",
@@ -955,7 +998,9 @@ def _context(ctx: object, object_is_activity: bool, v2: bool) -> None:
         try:
             ref = ctx["statement"]  # type: ignore[index]
             if ref.__class__ is not dict:
-                _bad_type("context.statement.type", _D + "2.4.6", "context.statement", "a Statement Reference object", ref)
+                _bad_type(
+                    "context.statement.type", _D + "2.4.6", "context.statement", "a Statement Reference object", ref
+                )
             if ref.get("objectType") != "StatementRef":
                 _fail(
                     "statementref.objectType",
@@ -976,13 +1021,25 @@ def _context(ctx: object, object_is_activity: bool, v2: bool) -> None:
     if v2:
         if "contextAgents" in ctx:  # type: ignore[operator]
             try:
-                _each(ctx["contextAgents"], _context_agent, "context.contextAgents.type", _X2 + "Context Agents", "context.contextAgents")  # type: ignore[index]
+                _each(
+                    ctx["contextAgents"],
+                    _context_agent,
+                    "context.contextAgents.type",
+                    _X2 + "Context Agents",
+                    "context.contextAgents",
+                )  # type: ignore[index]
             except _Here as e:
                 e.keys.append(".contextAgents")
                 raise
         if "contextGroups" in ctx:  # type: ignore[operator]
             try:
-                _each(ctx["contextGroups"], _context_group, "context.contextGroups.type", _X2 + "Context Groups", "context.contextGroups")  # type: ignore[index]
+                _each(
+                    ctx["contextGroups"],
+                    _context_group,
+                    "context.contextGroups.type",
+                    _X2 + "Context Groups",
+                    "context.contextGroups",
+                )  # type: ignore[index]
             except _Here as e:
                 e.keys.append(".contextGroups")
                 raise
@@ -1008,7 +1065,7 @@ def _activity_only(value: object, prop: str, object_is_activity: bool) -> None:
 def _attachment(att: object) -> None:
     if att.__class__ is not dict:
         _bad_type("attachments.type", _D + "2.4.11", "an attachment", "an Attachment object", att)
-    if not att.keys() <= _ATTACHMENT_KEYS:  # type: ignore[attr-defined]
+    if not _ATTACHMENT_KEYS.issuperset(att):  # type: ignore[attr-defined]
         _unknown_property(att, _ATTACHMENT_KEYS, "an Attachment")  # type: ignore[arg-type]
     for req in _ATTACHMENT_REQUIRED:
         if req not in att:  # type: ignore[operator]
@@ -1026,7 +1083,14 @@ def _attachment(att: object) -> None:
     ctype = att["contentType"]  # type: ignore[index]
     if not is_media_type(ctype):
         if ctype.__class__ is not str:
-            _bad_type("attachment.contentType.media-type", _D + "2.4.11", "attachment.contentType", "a string", ctype, ".contentType")
+            _bad_type(
+                "attachment.contentType.media-type",
+                _D + "2.4.11",
+                "attachment.contentType",
+                "a string",
+                ctype,
+                ".contentType",
+            )
         _fail(
             "attachment.contentType.media-type",
             _D + "2.4.11",
@@ -1037,7 +1101,9 @@ def _attachment(att: object) -> None:
     if length.__class__ is not int:
         _bad_type("attachment.length.type", _D + "2.4.11", "attachment.length", "an integer", length, ".length")
     if length < 0:
-        _fail("attachment.length.negative", _D + "2.4.11", f"attachment.length counts octets, found {length}", ".length")
+        _fail(
+            "attachment.length.negative", _D + "2.4.11", f"attachment.length counts octets, found {length}", ".length"
+        )
     if not is_sha2_hex(att["sha2"]):  # type: ignore[index]
         sha2 = att["sha2"]  # type: ignore[index]
         if sha2.__class__ is not str:
@@ -1087,7 +1153,7 @@ def _statement_object(obj: object, v2: bool, in_sub: bool) -> bool:
                 "a SubStatement MUST NOT contain a SubStatement of its own",
                 ".objectType",
             )
-        if not obj.keys() <= _SUBSTATEMENT_KEYS:  # type: ignore[attr-defined]
+        if not _SUBSTATEMENT_KEYS.issuperset(obj):  # type: ignore[attr-defined]
             for key in _SUBSTATEMENT_FORBIDDEN:
                 if key in obj:  # type: ignore[operator]
                     _fail(
@@ -1182,7 +1248,7 @@ def _statement_version(value: object, v2: bool) -> None:
 def _statement(doc: object, v2: bool) -> None:
     if doc.__class__ is not dict:
         _bad_type("statement.type", _D + "2.4", "a Statement", "a JSON object", doc)
-    if not doc.keys() <= _STATEMENT_KEYS:  # type: ignore[attr-defined]
+    if not _STATEMENT_KEYS.issuperset(doc):  # type: ignore[attr-defined]
         _unknown_property(doc, _STATEMENT_KEYS, "a Statement")  # type: ignore[arg-type]
     sid = doc.get("id", _ABSENT)  # type: ignore[attr-defined]
     if sid is not _ABSENT and (sid.__class__ is not str or _uuid_match(sid) is None):
@@ -1284,7 +1350,13 @@ def validate_statements(payload: object, *, version: str = "1.0.3") -> list[dict
         return [payload]  # type: ignore[list-item]
     if payload.__class__ is not list:
         try:
-            _bad_type("statements.type", _C + "2.1.2", "the request body", "a Statement object or an array of Statements", payload)
+            _bad_type(
+                "statements.type",
+                _C + "2.1.2",
+                "the request body",
+                "a Statement object or an array of Statements",
+                payload,
+            )
         except _Here as err:
             _raise_at(err, "$")
     if not payload:

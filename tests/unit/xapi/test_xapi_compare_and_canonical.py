@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import copy
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
+from xapi_helpers import SHA256, cmi5_statement, statement
 
 from schemas.xapi.canonical import canonicalize
 from schemas.xapi.compare import same_statement
 from schemas.xapi.timefmt import format_ms
 from schemas.xapi.validate import validate_statement
-from xapi_helpers import SHA256, cmi5_statement, statement
 
 AUTHORITY = {"objectType": "Agent", "account": {"homePage": "https://learnpulse.dev/schools", "name": "school-1"}}
 
@@ -42,20 +43,43 @@ def test_xapi_1_0_3_data_2_3_1_identical_statements_are_the_same() -> None:
         pytest.param(lambda s: s["verb"].update(display={"fr": "réussi"}), id="verb-display"),
         pytest.param(lambda s: s["verb"].pop("display"), id="verb-display-absent"),
         pytest.param(lambda s: s["object"].pop("definition"), id="activity-definition"),
-        pytest.param(lambda s: s["context"]["contextActivities"]["parent"][0].pop("definition"), id="context-activity-definition"),
+        pytest.param(
+            lambda s: s["context"]["contextActivities"]["parent"][0].pop("definition"), id="context-activity-definition"
+        ),
         pytest.param(lambda s: s["actor"].pop("objectType"), id="agent-object-type-default"),
         pytest.param(lambda s: s["object"].pop("objectType"), id="activity-object-type-default"),
         pytest.param(
-            lambda s: s["context"]["contextActivities"].update(category=s["context"]["contextActivities"]["category"][0]),
+            lambda s: s["context"]["contextActivities"].update(
+                category=s["context"]["contextActivities"]["category"][0]
+            ),
             id="context-activity-single-vs-array",
         ),
-        pytest.param(lambda s: s["context"].update(registration=s["context"]["registration"].upper()), id="registration-case"),
+        pytest.param(
+            lambda s: s["context"].update(registration=s["context"]["registration"].upper()), id="registration-case"
+        ),
         pytest.param(lambda s: s["result"].update(duration="PT12M31.500S"), id="duration-trailing-zeros"),
         pytest.param(lambda s: s["result"].update(duration="PT12M31.509S"), id="duration-beyond-centiseconds"),
         pytest.param(lambda s: s["result"]["score"].update(raw=82.0), id="number-1-vs-1.0"),
-        pytest.param(lambda s: s["actor"]["account"].update(homePage="HTTPS://LMS.Example.ORG"), id="iri-scheme-host-case"),
-        pytest.param(lambda s: s["object"].update(id="https://example.org/course/geo/au/%34c07"), id="iri-percent-unreserved"),
-        pytest.param(lambda s: s.update(attachments=[{"usageType": "http://adlnet.gov/expapi/attachments/signature", "display": {"en": "sig"}, "contentType": "application/octet-stream", "length": 10, "sha2": SHA256}]), id="attachments"),
+        pytest.param(
+            lambda s: s["actor"]["account"].update(homePage="HTTPS://LMS.Example.ORG"), id="iri-scheme-host-case"
+        ),
+        pytest.param(
+            lambda s: s["object"].update(id="https://example.org/course/geo/au/%34c07"), id="iri-percent-unreserved"
+        ),
+        pytest.param(
+            lambda s: s.update(
+                attachments=[
+                    {
+                        "usageType": "http://adlnet.gov/expapi/attachments/signature",
+                        "display": {"en": "sig"},
+                        "contentType": "application/octet-stream",
+                        "length": 10,
+                        "sha2": SHA256,
+                    }
+                ]
+            ),
+            id="attachments",
+        ),
         pytest.param(lambda s: s.pop("id"), id="id-absent-one-side"),
         pytest.param(lambda s: s.pop("timestamp"), id="timestamp-absent-one-side"),
     ],
@@ -79,8 +103,16 @@ def test_xapi_1_0_3_data_2_3_1_differences_from_immutability_exceptions_are_igno
         pytest.param(lambda s: s["result"].update(duration="PT751.5S"), id="duration-other-units"),
         pytest.param(lambda s: s["result"].update(response="b"), id="response-added"),
         pytest.param(lambda s: s["context"].update(registration=str(uuid.UUID(int=2))), id="registration"),
-        pytest.param(lambda s: s["context"]["contextActivities"]["parent"].append({"id": "http://example.com/p2"}), id="context-activity-added"),
-        pytest.param(lambda s: s["context"]["extensions"].update({"https://w3id.org/xapi/cmi5/context/extensions/sessionid": "other"}), id="extension-value"),
+        pytest.param(
+            lambda s: s["context"]["contextActivities"]["parent"].append({"id": "http://example.com/p2"}),
+            id="context-activity-added",
+        ),
+        pytest.param(
+            lambda s: s["context"]["extensions"].update(
+                {"https://w3id.org/xapi/cmi5/context/extensions/sessionid": "other"}
+            ),
+            id="extension-value",
+        ),
         pytest.param(lambda s: s["context"].update(language="en"), id="language-added"),
         pytest.param(lambda s: s.pop("result"), id="result-removed"),
     ],
@@ -136,7 +168,15 @@ def test_xapi_1_0_3_data_2_3_1_sub_statement_timestamp_is_compared() -> None:
 
 
 def test_xapi_2_0_context_agents_are_compared() -> None:
-    ctx = {"contextAgents": [{"objectType": "contextAgent", "agent": {"mbox": "mailto:c@example.com"}, "relevantTypes": ["http://example.com/t"]}]}
+    ctx = {
+        "contextAgents": [
+            {
+                "objectType": "contextAgent",
+                "agent": {"mbox": "mailto:c@example.com"},
+                "relevantTypes": ["http://example.com/t"],
+            }
+        ]
+    }
     a = statement(context=ctx)
     b = copy.deepcopy(a)
     assert same_statement(a, b)
@@ -169,14 +209,18 @@ def test_xapi_1_0_3_data_2_4_1_canonical_keeps_a_given_id() -> None:
 
 
 def test_xapi_1_0_3_data_2_4_8_canonical_sets_stored_and_defaults_timestamp_to_it() -> None:
-    out = canonicalize(statement(timestamp=None, stored="2000-01-01T00:00:00Z"), authority=AUTHORITY, stored_ms=STORED_MS)
+    out = canonicalize(
+        statement(timestamp=None, stored="2000-01-01T00:00:00Z"), authority=AUTHORITY, stored_ms=STORED_MS
+    )
     assert out["stored"] == format_ms(STORED_MS) == out["timestamp"]
     kept = canonicalize(statement(), authority=AUTHORITY, stored_ms=STORED_MS)
     assert kept["timestamp"] == statement()["timestamp"]
 
 
 def test_xapi_1_0_3_data_2_4_9_canonical_overwrites_authority() -> None:
-    out = canonicalize(statement(authority={"mbox": "mailto:liar@example.com"}), authority=AUTHORITY, stored_ms=STORED_MS)
+    out = canonicalize(
+        statement(authority={"mbox": "mailto:liar@example.com"}), authority=AUTHORITY, stored_ms=STORED_MS
+    )
     assert out["authority"] == AUTHORITY
 
 
@@ -187,7 +231,10 @@ def test_xapi_1_0_3_data_2_4_10_canonical_sets_version_by_request_version(header
 
 def test_xapi_1_0_3_data_2_4_10_canonical_default_is_1_0_behaviour_and_keeps_a_given_version() -> None:
     assert canonicalize(statement(), authority=AUTHORITY, stored_ms=STORED_MS)["version"] == "1.0.0"
-    assert canonicalize(statement(version="1.0.3"), authority=AUTHORITY, stored_ms=STORED_MS, version="2.0.0")["version"] == "1.0.3"
+    assert (
+        canonicalize(statement(version="1.0.3"), authority=AUTHORITY, stored_ms=STORED_MS, version="2.0.0")["version"]
+        == "1.0.3"
+    )
 
 
 def test_xapi_1_0_3_data_2_4_6_2_canonical_stores_context_activities_as_arrays() -> None:

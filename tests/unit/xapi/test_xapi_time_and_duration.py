@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -12,7 +12,7 @@ from schemas.xapi.timefmt import format_ms, parse_ms, timestamp_problem
 
 
 def _ms(*args: int, micro: int = 0) -> int:
-    return int(datetime(*args, tzinfo=timezone.utc).timestamp()) * 1000 + micro // 1000
+    return int(datetime(*args, tzinfo=UTC).timestamp()) * 1000 + micro // 1000
 
 
 @pytest.mark.parametrize(
@@ -36,7 +36,9 @@ def test_xapi_1_0_3_data_4_5_parse_ms(text: str, expected: int) -> None:
     assert parse_ms(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "2015-11-18", "2015-02-29T00:00:00Z", "1900-02-29T00:00:00Z", "yesterday", None, 5])
+@pytest.mark.parametrize(
+    "text", ["", "2015-11-18", "2015-02-29T00:00:00Z", "1900-02-29T00:00:00Z", "yesterday", None, 5]
+)
 def test_xapi_1_0_3_data_4_5_parse_ms_rejects_what_the_validator_rejects(text) -> None:
     with pytest.raises(InvalidStatement) as err:
         parse_ms(text, "$.x")

@@ -6,6 +6,7 @@ import copy
 
 import orjson
 import pytest
+from xapi_helpers import SHA256, accepted, cmi5_statement, rejected, statement
 
 from schemas.errors import InvalidStatement
 from schemas.xapi.validate import (
@@ -14,7 +15,6 @@ from schemas.xapi.validate import (
     validate_statement,
     validate_statements,
 )
-from xapi_helpers import SHA256, accepted, cmi5_statement, rejected, statement
 
 V2 = "2.0.0"
 
@@ -120,7 +120,14 @@ def test_parse_statements_json_reports_validation_errors_with_batch_paths() -> N
 
 
 def _att(sha2: str = SHA256, **extra) -> dict:
-    return {"usageType": "http://example.com/u", "display": {"en": "a"}, "contentType": "text/plain", "length": 1, "sha2": sha2, **extra}
+    return {
+        "usageType": "http://example.com/u",
+        "display": {"en": "a"},
+        "contentType": "text/plain",
+        "length": 1,
+        "sha2": sha2,
+        **extra,
+    }
 
 
 def test_xapi_1_0_3_communication_1_5_2_attachments_with_file_url_need_no_part() -> None:
@@ -161,7 +168,11 @@ def _ctx_agent(**extra) -> dict:
 
 
 def _ctx_group(**extra) -> dict:
-    group = {"objectType": "Group", "name": "Study group", "member": [{"mbox": "mailto:a@example.com"}, {"mbox": "mailto:b@example.com"}]}
+    group = {
+        "objectType": "Group",
+        "name": "Study group",
+        "member": [{"mbox": "mailto:a@example.com"}, {"mbox": "mailto:b@example.com"}],
+    }
     return {"objectType": "contextGroup", "group": group, **extra}
 
 
@@ -184,26 +195,71 @@ def test_xapi_2_0_empty_context_agents_array_accepted() -> None:
 def test_xapi_2_0_context_agent_object_type_required_and_exact() -> None:
     item = _ctx_agent()
     del item["objectType"]
-    rejected(statement(context={"contextAgents": [item]}), "context.contextAgent.objectType", "$.context.contextAgents[0].objectType", V2)
-    rejected(statement(context={"contextAgents": [_ctx_agent(objectType="ContextAgent")]}), "objectType.value", "$.context.contextAgents[0].objectType", V2)
+    rejected(
+        statement(context={"contextAgents": [item]}),
+        "context.contextAgent.objectType",
+        "$.context.contextAgents[0].objectType",
+        V2,
+    )
+    rejected(
+        statement(context={"contextAgents": [_ctx_agent(objectType="ContextAgent")]}),
+        "objectType.value",
+        "$.context.contextAgents[0].objectType",
+        V2,
+    )
 
 
 def test_xapi_2_0_context_agent_agent_required_and_must_be_an_agent() -> None:
     item = _ctx_agent()
     del item["agent"]
-    rejected(statement(context={"contextAgents": [item]}), "context.contextAgent.agent.required", "$.context.contextAgents[0].agent", V2)
+    rejected(
+        statement(context={"contextAgents": [item]}),
+        "context.contextAgent.agent.required",
+        "$.context.contextAgents[0].agent",
+        V2,
+    )
     group = _ctx_group()["group"]
-    rejected(statement(context={"contextAgents": [_ctx_agent(agent=group)]}), "objectType.value", "$.context.contextAgents[0].agent.objectType", V2)
-    rejected(statement(context={"contextAgents": [_ctx_agent(), _ctx_agent(agent={"name": "x"})]}), "actor.ifi.exactly-one", "$.context.contextAgents[1].agent", V2)
+    rejected(
+        statement(context={"contextAgents": [_ctx_agent(agent=group)]}),
+        "objectType.value",
+        "$.context.contextAgents[0].agent.objectType",
+        V2,
+    )
+    rejected(
+        statement(context={"contextAgents": [_ctx_agent(), _ctx_agent(agent={"name": "x"})]}),
+        "actor.ifi.exactly-one",
+        "$.context.contextAgents[1].agent",
+        V2,
+    )
 
 
 def test_xapi_2_0_context_group_group_must_be_a_group() -> None:
-    rejected(statement(context={"contextGroups": [_ctx_group(group={"mbox": "mailto:a@example.com"})]}), "objectType.value", "$.context.contextGroups[0].group.objectType", V2)
-    rejected(statement(context={"contextGroups": [_ctx_group(group={"objectType": "Group"})]}), "group.member.required", "$.context.contextGroups[0].group", V2)
+    rejected(
+        statement(context={"contextGroups": [_ctx_group(group={"mbox": "mailto:a@example.com"})]}),
+        "objectType.value",
+        "$.context.contextGroups[0].group.objectType",
+        V2,
+    )
+    rejected(
+        statement(context={"contextGroups": [_ctx_group(group={"objectType": "Group"})]}),
+        "group.member.required",
+        "$.context.contextGroups[0].group",
+        V2,
+    )
     item = _ctx_group()
     del item["group"]
-    rejected(statement(context={"contextGroups": [item]}), "context.contextGroup.group.required", "$.context.contextGroups[0].group", V2)
-    rejected(statement(context={"contextGroups": [_ctx_group(objectType="contextAgent")]}), "objectType.value", "$.context.contextGroups[0].objectType", V2)
+    rejected(
+        statement(context={"contextGroups": [item]}),
+        "context.contextGroup.group.required",
+        "$.context.contextGroups[0].group",
+        V2,
+    )
+    rejected(
+        statement(context={"contextGroups": [_ctx_group(objectType="contextAgent")]}),
+        "objectType.value",
+        "$.context.contextGroups[0].objectType",
+        V2,
+    )
 
 
 @pytest.mark.parametrize("kind", ["contextAgents", "contextGroups"])
@@ -211,8 +267,15 @@ def test_xapi_2_0_relevant_types_must_be_a_non_empty_array_of_iris(kind: str) ->
     make = _ctx_agent if kind == "contextAgents" else _ctx_group
     base = f"$.context.{kind}[0].relevantTypes"
     rejected(statement(context={kind: [make(relevantTypes=[])]}), "context.relevantTypes.empty", base, V2)
-    rejected(statement(context={kind: [make(relevantTypes=["https://example.com/t", "coach"])]}), "context.relevantTypes.iri", base + "[1]", V2)
-    rejected(statement(context={kind: [make(relevantTypes="https://example.com/t")]}), "context.relevantTypes.type", base, V2)
+    rejected(
+        statement(context={kind: [make(relevantTypes=["https://example.com/t", "coach"])]}),
+        "context.relevantTypes.iri",
+        base + "[1]",
+        V2,
+    )
+    rejected(
+        statement(context={kind: [make(relevantTypes="https://example.com/t")]}), "context.relevantTypes.type", base, V2
+    )
 
 
 @pytest.mark.parametrize("kind", ["contextAgents", "contextGroups"])
@@ -232,10 +295,14 @@ def test_xapi_2_0_sub_statement_context_agents_validated() -> None:
         "context": {"contextAgents": [_ctx_agent(relevantTypes=[])]},
     }
     rejected(statement(object=sub), "property.unknown", "$.object.context.contextAgents", "1.0.3")
-    rejected(statement(object=sub), "context.relevantTypes.empty", "$.object.context.contextAgents[0].relevantTypes", V2)
+    rejected(
+        statement(object=sub), "context.relevantTypes.empty", "$.object.context.contextAgents[0].relevantTypes", V2
+    )
 
 
-@pytest.mark.parametrize("ts", ["2015-11-18T12:17:00Z", "2015-11-18T12:17:00.123+02:00", "2015-11-18t12:17:00z", "2016-12-31T23:59:60Z"])
+@pytest.mark.parametrize(
+    "ts", ["2015-11-18T12:17:00Z", "2015-11-18T12:17:00.123+02:00", "2015-11-18t12:17:00z", "2016-12-31T23:59:60Z"]
+)
 def test_xapi_2_0_rfc_3339_timestamps_with_offset_accepted(ts: str) -> None:
     assert accepted(statement(timestamp=ts), V2)
 
@@ -246,7 +313,9 @@ def test_xapi_2_0_timestamp_must_include_a_time_zone_offset() -> None:
     rejected(statement(stored="2015-11-18T12:17:00"), "stored.timezone.required", "$.stored", V2)
 
 
-@pytest.mark.parametrize("ts", ["20151118T121700Z", "2015-11-18T12:17Z", "2015-11-18T12:17:00+01", "2015-11-18T12:17:00,5Z"])
+@pytest.mark.parametrize(
+    "ts", ["20151118T121700Z", "2015-11-18T12:17Z", "2015-11-18T12:17:00+01", "2015-11-18T12:17:00,5Z"]
+)
 def test_xapi_2_0_timestamp_must_be_rfc_3339(ts: str) -> None:
     rejected(statement(timestamp=ts), "timestamp.format", "$.timestamp", V2)
     assert accepted(statement(timestamp=ts), "1.0.3")
@@ -268,7 +337,12 @@ def test_xapi_2_0_other_statement_versions_rejected(version: str) -> None:
 
 
 def test_xapi_2_0_keeps_every_xapi_1_0_3_rule() -> None:
-    rejected(statement(actor={"mbox": "mailto:a@example.com", "openid": "http://a.example/"}), "actor.ifi.exactly-one", "$.actor", V2)
+    rejected(
+        statement(actor={"mbox": "mailto:a@example.com", "openid": "http://a.example/"}),
+        "actor.ifi.exactly-one",
+        "$.actor",
+        V2,
+    )
     rejected(statement(result={"score": {"scaled": 1.5}}), "result.score.scaled.range", "$.result.score.scaled", V2)
     rejected(statement(extra=1), "property.unknown", "$.extra", V2)
 

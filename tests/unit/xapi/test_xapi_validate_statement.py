@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 
 import pytest
+from xapi_helpers import ACTIVITY, SHA256, accepted, cmi5_statement, rejected, statement
 
 from schemas.xapi.validate import validate_statement
-from xapi_helpers import ACTIVITY, SHA256, accepted, cmi5_statement, rejected, statement
 
 # ---------------------------------------------------------------------------------------
 # §2.2 Formatting requirements
@@ -34,8 +34,16 @@ def test_xapi_1_0_3_data_2_2_statement_must_use_actor_verb_object(prop: str) -> 
         (lambda s: s.update(result={"score": {"percent": 5}}), "$.result.score.percent"),
         (lambda s: s.update(context={"course": "x"}), "$.context.course"),
         (lambda s: s.update(context={"contextActivities": {"sibling": []}}), "$.context.contextActivities.sibling"),
-        (lambda s: s.update(actor={"account": {"homePage": "http://a.example", "name": "n", "id": 1}}), "$.actor.account.id"),
-        (lambda s: s.update(object={"objectType": "StatementRef", "id": "fd41c918-b88b-4b20-a0a5-a4c32391aaa0", "x": 1}), "$.object.x"),
+        (
+            lambda s: s.update(actor={"account": {"homePage": "http://a.example", "name": "n", "id": 1}}),
+            "$.actor.account.id",
+        ),
+        (
+            lambda s: s.update(
+                object={"objectType": "StatementRef", "id": "fd41c918-b88b-4b20-a0a5-a4c32391aaa0", "x": 1}
+            ),
+            "$.object.x",
+        ),
         (lambda s: s.update(**{"odd key": 1}), '$["odd key"]'),
     ],
 )
@@ -50,7 +58,10 @@ def test_xapi_1_0_3_data_2_2_unknown_property_rejected_at_every_level(where, pat
     [
         (lambda s: s.update(Actor=s.pop("actor")), "$.Actor"),
         (lambda s: s["actor"].update(objecttype=s["actor"].pop("objectType")), "$.actor.objecttype"),
-        (lambda s: s["object"]["definition"].update(Type=s["object"]["definition"].pop("type")), "$.object.definition.Type"),
+        (
+            lambda s: s["object"]["definition"].update(Type=s["object"]["definition"].pop("type")),
+            "$.object.definition.Type",
+        ),
     ],
 )
 def test_xapi_1_0_3_data_2_2_key_with_wrong_case_rejected(where, path: str) -> None:
@@ -111,7 +122,10 @@ def test_xapi_1_0_3_data_2_2_number_where_boolean_required_rejected() -> None:
     [
         (lambda s: s["actor"].update(objectType="agent"), "$.actor.objectType"),
         (lambda s: s["object"].update(objectType="activity"), "$.object.objectType"),
-        (lambda s: s.update(object={"objectType": "statementref", "id": "fd41c918-b88b-4b20-a0a5-a4c32391aaa0"}), "$.object.objectType"),
+        (
+            lambda s: s.update(object={"objectType": "statementref", "id": "fd41c918-b88b-4b20-a0a5-a4c32391aaa0"}),
+            "$.object.objectType",
+        ),
     ],
 )
 def test_xapi_1_0_3_data_2_2_object_type_values_are_case_sensitive(where, path: str) -> None:
@@ -163,8 +177,14 @@ def test_xapi_1_0_3_data_2_4_1_statement_id_in_standard_uuid_form_accepted(sid: 
 
 @pytest.mark.parametrize(
     "sid",
-    ["fd41c918b88b4b20a0a5a4c32391aaa0", "{fd41c918-b88b-4b20-a0a5-a4c32391aaa0}", "urn:uuid:fd41c918-b88b-4b20-a0a5-a4c32391aaa0",
-     "fd41c918-b88b-4b20-a0a5-a4c32391aaa", "gd41c918-b88b-4b20-a0a5-a4c32391aaa0", "fd41c918-b88b-4b20-a0a5-a4c32391aaa0\n"],
+    [
+        "fd41c918b88b4b20a0a5a4c32391aaa0",
+        "{fd41c918-b88b-4b20-a0a5-a4c32391aaa0}",
+        "urn:uuid:fd41c918-b88b-4b20-a0a5-a4c32391aaa0",
+        "fd41c918-b88b-4b20-a0a5-a4c32391aaa",
+        "gd41c918-b88b-4b20-a0a5-a4c32391aaa0",
+        "fd41c918-b88b-4b20-a0a5-a4c32391aaa0\n",
+    ],
 )
 def test_xapi_1_0_3_data_4_4_uuid_not_in_standard_string_form_rejected(sid: str) -> None:
     rejected(statement(id=sid), "statement.id.uuid", "$.id")
@@ -213,14 +233,21 @@ def test_xapi_1_0_3_data_2_4_2_1_agent_name_must_be_a_string() -> None:
 
 
 def test_xapi_1_0_3_data_2_4_2_1_agent_object_type_must_be_agent_or_group() -> None:
-    rejected(statement(actor={"objectType": "Person", "mbox": "mailto:a@example.com"}), "objectType.value", "$.actor.objectType")
+    rejected(
+        statement(actor={"objectType": "Person", "mbox": "mailto:a@example.com"}),
+        "objectType.value",
+        "$.actor.objectType",
+    )
 
 
 def _group(**extra) -> dict:
     return {"objectType": "Group", "name": "Team", **extra}
 
 
-MEMBERS = [{"mbox": "mailto:a@example.com"}, {"objectType": "Agent", "account": {"homePage": "http://x.example", "name": "b"}}]
+MEMBERS = [
+    {"mbox": "mailto:a@example.com"},
+    {"objectType": "Agent", "account": {"homePage": "http://x.example", "name": "b"}},
+]
 
 
 def test_xapi_1_0_3_data_2_4_2_2_anonymous_group_with_members_accepted() -> None:
@@ -240,7 +267,9 @@ def test_xapi_1_0_3_data_2_4_2_2_identified_group_without_members_accepted() -> 
 
 
 def test_xapi_1_0_3_data_2_4_2_2_identified_group_with_members_accepted() -> None:
-    assert accepted(statement(actor=_group(account={"homePage": "http://x.example", "name": "t"}, member=copy.deepcopy(MEMBERS))))
+    assert accepted(
+        statement(actor=_group(account={"homePage": "http://x.example", "name": "t"}, member=copy.deepcopy(MEMBERS)))
+    )
 
 
 def test_xapi_1_0_3_data_2_4_2_2_identified_group_with_two_ifis_rejected() -> None:
@@ -277,19 +306,39 @@ def test_xapi_1_0_3_data_2_4_2_2_group_needs_object_type_group() -> None:
 
 @pytest.mark.parametrize(
     "mbox",
-    ["ana@example.com", "mailto:", "mailto:ana", "mailto:ana@", "mailto:@example.com", "mailto:a@b.com?subject=hi",
-     "mailto:a b@example.com", "http://example.com", "mailto:a@example.com,b@example.com"],
+    [
+        "ana@example.com",
+        "mailto:",
+        "mailto:ana",
+        "mailto:ana@",
+        "mailto:@example.com",
+        "mailto:a@b.com?subject=hi",
+        "mailto:a b@example.com",
+        "http://example.com",
+        "mailto:a@example.com,b@example.com",
+    ],
 )
 def test_xapi_1_0_3_data_2_4_2_3_mbox_must_be_a_mailto_iri(mbox: str) -> None:
     rejected(statement(actor={"mbox": mbox}), "actor.mbox.mailto", "$.actor.mbox")
 
 
-@pytest.mark.parametrize("mbox", ["mailto:ana@example.com", "mailto:Ana.Lima+x@Example.COM", "MAILTO:ana@example.com", "mailto:ana@localhost"])
+@pytest.mark.parametrize(
+    "mbox",
+    ["mailto:ana@example.com", "mailto:Ana.Lima+x@Example.COM", "MAILTO:ana@example.com", "mailto:ana@localhost"],
+)
 def test_xapi_1_0_3_data_2_4_2_3_mbox_mailto_forms_accepted(mbox: str) -> None:
     assert accepted(statement(actor={"mbox": mbox}))
 
 
-@pytest.mark.parametrize("sha", ["ebd31e95054c018b10727ccffd2ef2ec3a016ee", "ebd31e95054c018b10727ccffd2ef2ec3a016ee9a", "zbd31e95054c018b10727ccffd2ef2ec3a016ee9", ""])
+@pytest.mark.parametrize(
+    "sha",
+    [
+        "ebd31e95054c018b10727ccffd2ef2ec3a016ee",
+        "ebd31e95054c018b10727ccffd2ef2ec3a016ee9a",
+        "zbd31e95054c018b10727ccffd2ef2ec3a016ee9",
+        "",
+    ],
+)
 def test_xapi_1_0_3_data_2_4_2_3_mbox_sha1sum_must_be_40_hex_digits(sha: str) -> None:
     rejected(statement(actor={"mbox_sha1sum": sha}), "actor.mbox_sha1sum.hex", "$.actor.mbox_sha1sum")
 
@@ -308,16 +357,32 @@ def test_xapi_1_0_3_data_2_4_2_4_account_home_page_required() -> None:
 
 
 def test_xapi_1_0_3_data_2_4_2_4_account_home_page_must_be_an_irl() -> None:
-    rejected(statement(actor={"account": {"homePage": "www.example.com", "name": "n"}}), "actor.account.homePage.irl", "$.actor.account.homePage")
+    rejected(
+        statement(actor={"account": {"homePage": "www.example.com", "name": "n"}}),
+        "actor.account.homePage.irl",
+        "$.actor.account.homePage",
+    )
 
 
 def test_xapi_1_0_3_data_2_4_2_4_account_name_required() -> None:
-    rejected(statement(actor={"account": {"homePage": "http://x.example"}}), "actor.account.name.required", "$.actor.account.name")
+    rejected(
+        statement(actor={"account": {"homePage": "http://x.example"}}),
+        "actor.account.name.required",
+        "$.actor.account.name",
+    )
 
 
 def test_xapi_1_0_3_data_2_4_2_4_account_name_must_be_a_non_empty_string() -> None:
-    rejected(statement(actor={"account": {"homePage": "http://x.example", "name": 42}}), "actor.account.name.type", "$.actor.account.name")
-    rejected(statement(actor={"account": {"homePage": "http://x.example", "name": ""}}), "actor.account.name.empty", "$.actor.account.name")
+    rejected(
+        statement(actor={"account": {"homePage": "http://x.example", "name": 42}}),
+        "actor.account.name.type",
+        "$.actor.account.name",
+    )
+    rejected(
+        statement(actor={"account": {"homePage": "http://x.example", "name": ""}}),
+        "actor.account.name.empty",
+        "$.actor.account.name",
+    )
 
 
 def test_xapi_1_0_3_data_2_4_2_4_account_must_be_an_object() -> None:
@@ -343,7 +408,11 @@ def test_xapi_1_0_3_data_2_4_3_verb_without_display_accepted() -> None:
 
 def test_xapi_1_0_3_data_2_4_3_verb_display_must_be_a_language_map() -> None:
     rejected(statement(verb={"id": "http://example.com/v", "display": "did"}), "language-map.type", "$.verb.display")
-    rejected(statement(verb={"id": "http://example.com/v", "display": {"en_US": "did"}}), "language-map.key.rfc5646", "$.verb.display.en_US")
+    rejected(
+        statement(verb={"id": "http://example.com/v", "display": {"en_US": "did"}}),
+        "language-map.key.rfc5646",
+        "$.verb.display.en_US",
+    )
 
 
 def test_xapi_1_0_3_data_2_4_3_verb_must_be_an_object() -> None:
@@ -371,33 +440,68 @@ def test_xapi_1_0_3_data_2_4_4_object_without_object_type_is_an_activity() -> No
 
 
 def test_xapi_1_0_3_data_2_4_4_object_with_unknown_object_type_rejected() -> None:
-    rejected(statement(object={"objectType": "Thing", "id": "http://example.com/a"}), "objectType.value", "$.object.objectType")
+    rejected(
+        statement(object={"objectType": "Thing", "id": "http://example.com/a"}),
+        "objectType.value",
+        "$.object.objectType",
+    )
 
 
 def test_xapi_1_0_3_data_2_4_4_1_activity_id_required() -> None:
     rejected(statement(object={"objectType": "Activity"}), "activity.id.required", "$.object.id")
 
 
-@pytest.mark.parametrize("aid", ["non-absolute-activity-id", "//example.com/a", "http://example.com/a#b#c", "http://example.com/%zz", "http://exa mple.com", ""])
+@pytest.mark.parametrize(
+    "aid",
+    [
+        "non-absolute-activity-id",
+        "//example.com/a",
+        "http://example.com/a#b#c",
+        "http://example.com/%zz",
+        "http://exa mple.com",
+        "",
+    ],
+)
 def test_xapi_1_0_3_data_2_4_4_1_activity_id_must_be_an_absolute_iri(aid: str) -> None:
     rejected(statement(object={"id": aid}), "activity.id.iri", "$.object.id")
 
 
-@pytest.mark.parametrize("aid", ["http://example.com/a", "urn:uuid:fd41c918-b88b-4b20-a0a5-a4c32391aaa0", "http://example.com/فعل/خواندن", "tag:example.com,2024:a", "http://example.com/a%20b#frag"])
+@pytest.mark.parametrize(
+    "aid",
+    [
+        "http://example.com/a",
+        "urn:uuid:fd41c918-b88b-4b20-a0a5-a4c32391aaa0",
+        "http://example.com/فعل/خواندن",
+        "tag:example.com,2024:a",
+        "http://example.com/a%20b#frag",
+    ],
+)
 def test_xapi_1_0_3_data_4_3_absolute_iris_accepted(aid: str) -> None:
     assert accepted(statement(object={"id": aid}))
 
 
 def test_xapi_1_0_3_data_2_4_4_1_definition_type_must_be_an_iri() -> None:
-    rejected(statement(object={"id": "http://example.com/a", "definition": {"type": "course"}}), "activity.definition.type.iri", "$.object.definition.type")
+    rejected(
+        statement(object={"id": "http://example.com/a", "definition": {"type": "course"}}),
+        "activity.definition.type.iri",
+        "$.object.definition.type",
+    )
 
 
 def test_xapi_1_0_3_data_2_4_4_1_definition_more_info_must_be_an_irl() -> None:
-    rejected(statement(object={"id": "http://example.com/a", "definition": {"moreInfo": "info.html"}}), "activity.definition.moreInfo.irl", "$.object.definition.moreInfo")
+    rejected(
+        statement(object={"id": "http://example.com/a", "definition": {"moreInfo": "info.html"}}),
+        "activity.definition.moreInfo.irl",
+        "$.object.definition.moreInfo",
+    )
 
 
 def test_xapi_1_0_3_data_2_4_4_1_definition_name_and_description_are_language_maps() -> None:
-    rejected(statement(object={"id": "http://example.com/a", "definition": {"name": "Quiz"}}), "language-map.type", "$.object.definition.name")
+    rejected(
+        statement(object={"id": "http://example.com/a", "definition": {"name": "Quiz"}}),
+        "language-map.type",
+        "$.object.definition.name",
+    )
     rejected(
         statement(object={"id": "http://example.com/a", "definition": {"description": {"en": 5}}}),
         "language-map.value.type",
@@ -406,15 +510,24 @@ def test_xapi_1_0_3_data_2_4_4_1_definition_name_and_description_are_language_ma
 
 
 def test_xapi_1_0_3_data_2_4_4_1_definition_must_be_an_object() -> None:
-    rejected(statement(object={"id": "http://example.com/a", "definition": []}), "activity.definition.type", "$.object.definition")
+    rejected(
+        statement(object={"id": "http://example.com/a", "definition": []}),
+        "activity.definition.type",
+        "$.object.definition",
+    )
 
 
 # Appendix C: one definition per interactionType, with the component lists it supports.
 INTERACTIONS = {
     "true-false": {"correctResponsesPattern": ["true"]},
-    "choice": {"correctResponsesPattern": ["golf[,]tetris"], "choices": [{"id": "golf", "description": {"en-US": "Golf"}}, {"id": "tetris"}]},
+    "choice": {
+        "correctResponsesPattern": ["golf[,]tetris"],
+        "choices": [{"id": "golf", "description": {"en-US": "Golf"}}, {"id": "tetris"}],
+    },
     "fill-in": {"correctResponsesPattern": ["Bob's your uncle"]},
-    "long-fill-in": {"correctResponsesPattern": ["{case_matters=false}{lang=en}To store and provide access to learning experiences."]},
+    "long-fill-in": {
+        "correctResponsesPattern": ["{case_matters=false}{lang=en}To store and provide access to learning experiences."]
+    },
     "matching": {
         "correctResponsesPattern": ["ben[.]3[,]chris[.]2"],
         "source": [{"id": "ben"}, {"id": "chris"}],
@@ -445,9 +558,24 @@ def test_xapi_1_0_3_data_2_4_4_1_interaction_type_must_be_valid(itype) -> None:
     rejected(_interaction(itype), "activity.definition.interactionType.value", "$.object.definition.interactionType")
 
 
-@pytest.mark.parametrize(("itype", "lst"), [("true-false", "choices"), ("choice", "scale"), ("likert", "steps"), ("numeric", "source"), ("performance", "target")])
-def test_xapi_1_0_3_data_2_4_4_1_component_list_not_supported_by_interaction_type_rejected(itype: str, lst: str) -> None:
-    rejected(_interaction(itype, **{lst: [{"id": "a"}]}), "activity.definition.components.not-allowed", f"$.object.definition.{lst}")
+@pytest.mark.parametrize(
+    ("itype", "lst"),
+    [
+        ("true-false", "choices"),
+        ("choice", "scale"),
+        ("likert", "steps"),
+        ("numeric", "source"),
+        ("performance", "target"),
+    ],
+)
+def test_xapi_1_0_3_data_2_4_4_1_component_list_not_supported_by_interaction_type_rejected(
+    itype: str, lst: str
+) -> None:
+    rejected(
+        _interaction(itype, **{lst: [{"id": "a"}]}),
+        "activity.definition.components.not-allowed",
+        f"$.object.definition.{lst}",
+    )
 
 
 def test_xapi_1_0_3_data_2_4_4_1_interaction_properties_without_interaction_type_rejected() -> None:
@@ -456,8 +584,16 @@ def test_xapi_1_0_3_data_2_4_4_1_interaction_properties_without_interaction_type
 
 
 def test_xapi_1_0_3_data_2_4_4_1_correct_responses_pattern_is_an_array_of_strings() -> None:
-    rejected(_interaction("choice", correctResponsesPattern="golf"), "activity.definition.correctResponsesPattern.type", "$.object.definition.correctResponsesPattern")
-    rejected(_interaction("numeric", correctResponsesPattern=[4]), "activity.definition.correctResponsesPattern.type", "$.object.definition.correctResponsesPattern[0]")
+    rejected(
+        _interaction("choice", correctResponsesPattern="golf"),
+        "activity.definition.correctResponsesPattern.type",
+        "$.object.definition.correctResponsesPattern",
+    )
+    rejected(
+        _interaction("numeric", correctResponsesPattern=[4]),
+        "activity.definition.correctResponsesPattern.type",
+        "$.object.definition.correctResponsesPattern[0]",
+    )
 
 
 def test_xapi_1_0_3_data_2_4_4_1_empty_correct_responses_pattern_accepted() -> None:
@@ -465,21 +601,45 @@ def test_xapi_1_0_3_data_2_4_4_1_empty_correct_responses_pattern_accepted() -> N
 
 
 def test_xapi_1_0_3_data_2_4_4_1_interaction_component_ids_must_be_distinct() -> None:
-    rejected(_interaction("choice", choices=[{"id": "a"}, {"id": "b"}, {"id": "a"}]), "activity.definition.component.id.unique", "$.object.definition.choices[2].id")
+    rejected(
+        _interaction("choice", choices=[{"id": "a"}, {"id": "b"}, {"id": "a"}]),
+        "activity.definition.component.id.unique",
+        "$.object.definition.choices[2].id",
+    )
 
 
 def test_xapi_1_0_3_data_2_4_4_1_interaction_component_needs_an_id() -> None:
-    rejected(_interaction("likert", scale=[{"description": {"en": "x"}}]), "activity.definition.component.id.required", "$.object.definition.scale[0].id")
-    rejected(_interaction("likert", scale=[{"id": ""}]), "activity.definition.component.id.empty", "$.object.definition.scale[0].id")
-    rejected(_interaction("likert", scale=[{"id": 1}]), "activity.definition.component.id.type", "$.object.definition.scale[0].id")
+    rejected(
+        _interaction("likert", scale=[{"description": {"en": "x"}}]),
+        "activity.definition.component.id.required",
+        "$.object.definition.scale[0].id",
+    )
+    rejected(
+        _interaction("likert", scale=[{"id": ""}]),
+        "activity.definition.component.id.empty",
+        "$.object.definition.scale[0].id",
+    )
+    rejected(
+        _interaction("likert", scale=[{"id": 1}]),
+        "activity.definition.component.id.type",
+        "$.object.definition.scale[0].id",
+    )
 
 
 def test_xapi_1_0_3_data_2_4_4_1_interaction_component_description_is_a_language_map() -> None:
-    rejected(_interaction("choice", choices=[{"id": "a", "description": {"en": 1}}]), "language-map.value.type", "$.object.definition.choices[0].description.en")
+    rejected(
+        _interaction("choice", choices=[{"id": "a", "description": {"en": 1}}]),
+        "language-map.value.type",
+        "$.object.definition.choices[0].description.en",
+    )
 
 
 def test_xapi_1_0_3_data_2_4_4_1_interaction_components_must_be_an_array() -> None:
-    rejected(_interaction("choice", choices={"id": "a"}), "activity.definition.components.type", "$.object.definition.choices")
+    rejected(
+        _interaction("choice", choices={"id": "a"}),
+        "activity.definition.components.type",
+        "$.object.definition.choices",
+    )
 
 
 def test_xapi_1_0_3_data_4_1_extension_keys_must_be_iris() -> None:
@@ -542,7 +702,12 @@ def test_xapi_1_0_3_data_2_4_4_3_sub_statement_accepted() -> None:
 
 @pytest.mark.parametrize(
     ("prop", "value"),
-    [("id", "fd41c918-b88b-4b20-a0a5-a4c32391aaa0"), ("stored", "2015-11-18T12:17:00Z"), ("version", "1.0.0"), ("authority", {"mbox": "mailto:x@example.com"})],
+    [
+        ("id", "fd41c918-b88b-4b20-a0a5-a4c32391aaa0"),
+        ("stored", "2015-11-18T12:17:00Z"),
+        ("version", "1.0.0"),
+        ("authority", {"mbox": "mailto:x@example.com"}),
+    ],
 )
 def test_xapi_1_0_3_data_2_4_4_3_sub_statement_must_not_have_id_stored_version_authority(prop: str, value) -> None:
     rejected(statement(object=_sub(**{prop: value})), "substatement.property.forbidden", f"$.object.{prop}")
@@ -604,7 +769,10 @@ def test_xapi_1_0_3_data_2_4_5_1_raw_between_min_and_max_accepted(raw) -> None:
     assert accepted(statement(result={"score": {"raw": raw, "min": 0, "max": 100}}))
 
 
-@pytest.mark.parametrize(("score", "bad"), [({"raw": 101, "max": 100}, "raw"), ({"raw": -1, "min": 0}, "raw"), ({"raw": 5, "min": 10, "max": 20}, "raw")])
+@pytest.mark.parametrize(
+    ("score", "bad"),
+    [({"raw": 101, "max": 100}, "raw"), ({"raw": -1, "min": 0}, "raw"), ({"raw": 5, "min": 10, "max": 20}, "raw")],
+)
 def test_xapi_1_0_3_data_2_4_5_1_raw_outside_min_and_max_rejected(score: dict, bad: str) -> None:
     rejected(statement(result={"score": score}), "result.score.raw.range", f"$.result.score.{bad}")
 
@@ -626,7 +794,20 @@ def test_xapi_1_0_3_data_2_4_5_1_score_values_must_be_finite_numbers(name: str) 
 
 @pytest.mark.parametrize(
     "duration",
-    ["PT4H35M59.14S", "P16559.14S", "P3Y1M29DT4H35M59.14S", "P3Y", "P4W", "PT1234S", "PT0H0M3S", "P1DT12H", "PT0.5S", "PT1,5S", "P0.5Y", "PT1M30.123456S"],
+    [
+        "PT4H35M59.14S",
+        "P16559.14S",
+        "P3Y1M29DT4H35M59.14S",
+        "P3Y",
+        "P4W",
+        "PT1234S",
+        "PT0H0M3S",
+        "P1DT12H",
+        "PT0.5S",
+        "PT1,5S",
+        "P0.5Y",
+        "PT1M30.123456S",
+    ],
 )
 def test_xapi_1_0_3_data_4_6_iso_8601_durations_accepted(duration: str) -> None:
     assert accepted(statement(result={"duration": duration}))
@@ -634,7 +815,22 @@ def test_xapi_1_0_3_data_4_6_iso_8601_durations_accepted(duration: str) -> None:
 
 @pytest.mark.parametrize(
     "duration",
-    ["P4W1D", "PT", "P", "1H", "PT1.5H30M", "P1.5Y2M", "P0001-02-03T04:05:06", "-PT1S", "pt1s", "PT1H ", "P1DT", "PT1S2M", "P1.5W2D", "PT1.S"],
+    [
+        "P4W1D",
+        "PT",
+        "P",
+        "1H",
+        "PT1.5H30M",
+        "P1.5Y2M",
+        "P0001-02-03T04:05:06",
+        "-PT1S",
+        "pt1s",
+        "PT1H ",
+        "P1DT",
+        "PT1S2M",
+        "P1.5W2D",
+        "PT1.S",
+    ],
 )
 def test_xapi_1_0_3_data_4_6_malformed_durations_rejected(duration: str) -> None:
     rejected(statement(result={"duration": duration}), "result.duration.format", "$.result.duration")
@@ -652,7 +848,12 @@ def test_xapi_1_0_3_data_2_4_6_full_context_accepted() -> None:
         "contextActivities": {
             "parent": [{"id": "http://example.com/test1"}],
             "grouping": [{"id": "http://example.com/Algebra1", "objectType": "Activity"}],
-            "category": [{"id": "https://w3id.org/xapi/cmi5/context/categories/cmi5", "definition": {"type": "http://adlnet.gov/expapi/activities/profile"}}],
+            "category": [
+                {
+                    "id": "https://w3id.org/xapi/cmi5/context/categories/cmi5",
+                    "definition": {"type": "http://adlnet.gov/expapi/activities/profile"},
+                }
+            ],
             "other": [],
         },
         "revision": "1.2",
@@ -689,20 +890,32 @@ def test_xapi_1_0_3_data_2_4_6_2_context_activities_single_activity_accepted() -
 
 
 def test_xapi_1_0_3_data_2_4_6_2_context_activities_keys_restricted() -> None:
-    rejected(statement(context={"contextActivities": {"Parent": []}}), "property.case", "$.context.contextActivities.Parent")
+    rejected(
+        statement(context={"contextActivities": {"Parent": []}}), "property.case", "$.context.contextActivities.Parent"
+    )
 
 
 @pytest.mark.parametrize("value", ["http://example.com/p", ["http://example.com/p"], 1])
 def test_xapi_1_0_3_data_2_4_6_2_context_activities_values_are_activities(value) -> None:
     path = "$.context.contextActivities.parent" + ("[0]" if isinstance(value, list) else "")
-    rejected(statement(context={"contextActivities": {"parent": value}}), "context.contextActivities.type" if not isinstance(value, list) else "activity.type", path)
+    rejected(
+        statement(context={"contextActivities": {"parent": value}}),
+        "context.contextActivities.type" if not isinstance(value, list) else "activity.type",
+        path,
+    )
 
 
 def test_xapi_1_0_3_data_2_4_6_2_context_activity_is_validated_with_path() -> None:
     ca = {"parent": [{"id": "http://example.com/p"}, {"id": "p2"}]}
-    rejected(statement(context={"contextActivities": ca}), "activity.id.iri", "$.context.contextActivities.parent[1].id")
+    rejected(
+        statement(context={"contextActivities": ca}), "activity.id.iri", "$.context.contextActivities.parent[1].id"
+    )
     ca = {"grouping": [{"id": "http://example.com/g", "objectType": "Agent"}]}
-    rejected(statement(context={"contextActivities": ca}), "objectType.value", "$.context.contextActivities.grouping[0].objectType")
+    rejected(
+        statement(context={"contextActivities": ca}),
+        "objectType.value",
+        "$.context.contextActivities.grouping[0].objectType",
+    )
 
 
 @pytest.mark.parametrize("prop", ["revision", "platform"])
@@ -722,26 +935,55 @@ def test_xapi_1_0_3_data_2_4_6_revision_must_be_a_string() -> None:
     rejected(statement(context={"revision": 2}), "context.revision.type", "$.context.revision")
 
 
-@pytest.mark.parametrize("lang", ["en", "en-US", "zh-Hant-TW", "tlh", "es-419", "de-CH-1901", "sgn-BE-FR", "i-klingon", "x-private", "en-a-bbb-x-a-ccc", "EN-us"])
+@pytest.mark.parametrize(
+    "lang",
+    [
+        "en",
+        "en-US",
+        "zh-Hant-TW",
+        "tlh",
+        "es-419",
+        "de-CH-1901",
+        "sgn-BE-FR",
+        "i-klingon",
+        "x-private",
+        "en-a-bbb-x-a-ccc",
+        "EN-us",
+    ],
+)
 def test_xapi_1_0_3_data_2_4_6_language_rfc_5646_tags_accepted(lang: str) -> None:
     assert accepted(statement(context={"language": lang}))
     assert accepted(statement(verb={"id": "http://example.com/v", "display": {lang: "did"}}))
 
 
-@pytest.mark.parametrize("lang", ["en_US", "en-", "-en", "e", "12", "en--US", "en-US-", "abcdefghi", "en-a", "x", "de-419-419"])
+@pytest.mark.parametrize(
+    "lang", ["en_US", "en-", "-en", "e", "12", "en--US", "en-US-", "abcdefghi", "en-a", "x", "de-419-419"]
+)
 def test_xapi_1_0_3_data_2_2_s4_b2_language_tags_not_matching_rfc_5646_rejected(lang: str) -> None:
     rejected(statement(context={"language": lang}), "context.language.rfc5646", "$.context.language")
-    rejected(statement(verb={"id": "http://example.com/v", "display": {lang: "did"}}), "language-map.key.rfc5646", f'$.verb.display{"." + lang if lang.isidentifier() else "[" + chr(34) + lang + chr(34) + "]"}')
+    rejected(
+        statement(verb={"id": "http://example.com/v", "display": {lang: "did"}}),
+        "language-map.key.rfc5646",
+        f"$.verb.display{'.' + lang if lang.isidentifier() else '[' + chr(34) + lang + chr(34) + ']'}",
+    )
 
 
 def test_xapi_1_0_3_data_2_4_6_statement_must_be_a_statement_ref() -> None:
     assert accepted(statement(context={"statement": dict(REF)}))
-    rejected(statement(context={"statement": {"id": REF["id"]}}), "statementref.objectType", "$.context.statement.objectType")
-    rejected(statement(context={"statement": {"objectType": "StatementRef", "id": "x"}}), "statementref.id.uuid", "$.context.statement.id")
+    rejected(
+        statement(context={"statement": {"id": REF["id"]}}), "statementref.objectType", "$.context.statement.objectType"
+    )
+    rejected(
+        statement(context={"statement": {"objectType": "StatementRef", "id": "x"}}),
+        "statementref.id.uuid",
+        "$.context.statement.id",
+    )
 
 
 def test_xapi_1_0_3_data_2_4_6_context_agents_are_not_xapi_1_0() -> None:
-    doc = statement(context={"contextAgents": [{"objectType": "contextAgent", "agent": {"mbox": "mailto:a@example.com"}}]})
+    doc = statement(
+        context={"contextAgents": [{"objectType": "contextAgent", "agent": {"mbox": "mailto:a@example.com"}}]}
+    )
     err = rejected(doc, "property.unknown", "$.context.contextAgents")
     assert "2.0" in err.message
 
@@ -810,13 +1052,18 @@ def test_xapi_1_0_3_data_2_4_8_stored_is_accepted_and_validated() -> None:
 
 
 def test_xapi_1_0_3_data_2_4_9_authority_agent_accepted() -> None:
-    assert accepted(statement(authority={"objectType": "Agent", "account": {"homePage": "http://lrs.example", "name": "school-1"}}))
+    assert accepted(
+        statement(authority={"objectType": "Agent", "account": {"homePage": "http://lrs.example", "name": "school-1"}})
+    )
 
 
 def test_xapi_1_0_3_data_2_4_9_authority_three_legged_oauth_group_of_two_accepted() -> None:
     group = {
         "objectType": "Group",
-        "member": [{"account": {"homePage": "http://example.com/xAPI/OAuth/Token", "name": "oauth_consumer_x75db"}}, {"mbox": "mailto:bob@example.com"}],
+        "member": [
+            {"account": {"homePage": "http://example.com/xAPI/OAuth/Token", "name": "oauth_consumer_x75db"}},
+            {"mbox": "mailto:bob@example.com"},
+        ],
     }
     assert accepted(statement(authority=group))
 
@@ -824,11 +1071,17 @@ def test_xapi_1_0_3_data_2_4_9_authority_three_legged_oauth_group_of_two_accepte
 @pytest.mark.parametrize("count", [1, 3])
 def test_xapi_1_0_3_data_2_4_9_authority_group_must_have_two_agents(count: int) -> None:
     members = [{"mbox": f"mailto:m{i}@example.com"} for i in range(count)]
-    rejected(statement(authority={"objectType": "Group", "member": members}), "authority.group.two-agents", "$.authority")
+    rejected(
+        statement(authority={"objectType": "Group", "member": members}), "authority.group.two-agents", "$.authority"
+    )
 
 
 def test_xapi_1_0_3_data_2_4_9_authority_identified_group_without_members_rejected() -> None:
-    rejected(statement(authority={"objectType": "Group", "mbox": "mailto:g@example.com"}), "authority.group.two-agents", "$.authority")
+    rejected(
+        statement(authority={"objectType": "Group", "mbox": "mailto:g@example.com"}),
+        "authority.group.two-agents",
+        "$.authority",
+    )
 
 
 def test_xapi_1_0_3_data_2_4_9_authority_is_validated_as_an_agent() -> None:
@@ -872,19 +1125,37 @@ def test_xapi_1_0_3_data_2_4_11_attachment_accepted() -> None:
 
 @pytest.mark.parametrize("prop", ["usageType", "display", "contentType", "length", "sha2"])
 def test_xapi_1_0_3_data_2_4_11_attachment_required_properties(prop: str) -> None:
-    rejected(statement(attachments=[_attachment(**{prop: None})]), f"attachment.{prop}.required", f"$.attachments[0].{prop}")
+    rejected(
+        statement(attachments=[_attachment(**{prop: None})]), f"attachment.{prop}.required", f"$.attachments[0].{prop}"
+    )
 
 
 def test_xapi_1_0_3_data_2_4_11_attachment_usage_type_must_be_an_iri() -> None:
-    rejected(statement(attachments=[_attachment(usageType="signature")]), "attachment.usageType.iri", "$.attachments[0].usageType")
+    rejected(
+        statement(attachments=[_attachment(usageType="signature")]),
+        "attachment.usageType.iri",
+        "$.attachments[0].usageType",
+    )
 
 
 @pytest.mark.parametrize("ctype", ["text", "", "text/plain/extra", "text /plain", 5])
 def test_xapi_1_0_3_data_2_4_11_attachment_content_type_must_be_a_media_type(ctype) -> None:
-    rejected(statement(attachments=[_attachment(contentType=ctype)]), "attachment.contentType.media-type", "$.attachments[0].contentType")
+    rejected(
+        statement(attachments=[_attachment(contentType=ctype)]),
+        "attachment.contentType.media-type",
+        "$.attachments[0].contentType",
+    )
 
 
-@pytest.mark.parametrize(("length", "rule"), [("27", "attachment.length.type"), (27.0, "attachment.length.type"), (True, "attachment.length.type"), (-1, "attachment.length.negative")])
+@pytest.mark.parametrize(
+    ("length", "rule"),
+    [
+        ("27", "attachment.length.type"),
+        (27.0, "attachment.length.type"),
+        (True, "attachment.length.type"),
+        (-1, "attachment.length.negative"),
+    ],
+)
 def test_xapi_1_0_3_data_2_4_11_attachment_length_must_be_an_integer(length, rule: str) -> None:
     rejected(statement(attachments=[_attachment(length=length)]), rule, "$.attachments[0].length")
 
@@ -900,7 +1171,11 @@ def test_xapi_1_0_3_data_2_4_11_attachment_sha2_must_be_a_sha2_hex_digest(sha2: 
 
 
 def test_xapi_1_0_3_data_2_4_11_attachment_file_url_must_be_an_irl() -> None:
-    rejected(statement(attachments=[_attachment(fileUrl="a.txt")]), "attachment.fileUrl.irl", "$.attachments[1 - 1].fileUrl".replace("1 - 1", "0"))
+    rejected(
+        statement(attachments=[_attachment(fileUrl="a.txt")]),
+        "attachment.fileUrl.irl",
+        "$.attachments[1 - 1].fileUrl".replace("1 - 1", "0"),
+    )
 
 
 def test_xapi_1_0_3_data_2_4_11_attachment_display_is_a_language_map() -> None:
@@ -915,7 +1190,11 @@ def test_xapi_1_0_3_data_2_4_11_attachments_must_be_an_array_of_objects() -> Non
 def test_xapi_1_0_3_data_2_6_signature_attachment_must_be_octet_stream() -> None:
     sig = "http://adlnet.gov/expapi/attachments/signature"
     assert accepted(statement(attachments=[_attachment(usageType=sig, contentType="application/octet-stream")]))
-    rejected(statement(attachments=[_attachment(usageType=sig, contentType="application/jose")]), "attachment.signature.contentType", "$.attachments[0].contentType")
+    rejected(
+        statement(attachments=[_attachment(usageType=sig, contentType="application/jose")]),
+        "attachment.signature.contentType",
+        "$.attachments[0].contentType",
+    )
 
 
 def test_xapi_1_0_3_data_2_4_4_3_sub_statement_attachments_validated() -> None:

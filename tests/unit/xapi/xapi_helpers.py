@@ -45,7 +45,11 @@ def cmi5_statement() -> dict[str, Any]:
     return {
         "id": "2c738870-7852-4d2b-a5c4-c3999373838e",
         "timestamp": "2024-03-05T15:09:47.253Z",
-        "actor": {"objectType": "Agent", "name": "Learner", "account": {"homePage": "https://lms.example.org", "name": "4711"}},
+        "actor": {
+            "objectType": "Agent",
+            "name": "Learner",
+            "account": {"homePage": "https://lms.example.org", "name": "4711"},
+        },
         "verb": {"id": "http://adlnet.gov/expapi/verbs/passed", "display": {"en-US": "passed"}},
         "object": {
             "objectType": "Activity",
