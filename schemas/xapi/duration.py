@@ -14,6 +14,7 @@ import re
 from ..errors import InvalidStatement
 
 
+# re.ASCII throughout: \d must not match non-ASCII digits.
 # One component: an integer, or (on the lowest-order component only, ISO 8601
 # §4.4.3.2) a decimal fraction, which the lookahead pins to the end of the string.
 def _c(unit: str) -> str:
@@ -24,10 +25,11 @@ _DURATION = re.compile(
     rf"P(?=\d|T\d)(?:{_c('Y')})?(?:{_c('M')})?(?:{_c('D')})?"
     rf"(?:T(?=\d)(?:{_c('H')})?(?:{_c('M')})?(?:{_c('S')})?)?\Z"
     r"|P(\d+(?:[.,]\d+)?)W\Z"
-    r"|P(\d+(?:[.,]\d+)?)S\Z"
+    r"|P(\d+(?:[.,]\d+)?)S\Z",
+    re.ASCII,
 )
 # Fast path for the usual time-only durations (PT1H2M3.45S); anything else takes _DURATION.
-_TIME_ONLY = re.compile(r"PT(?=\d)(?:\d+H)?(?:\d+M)?(?:\d+(?:\.\d+)?S)?\Z")
+_TIME_ONLY = re.compile(r"PT(?=\d)(?:\d+H)?(?:\d+M)?(?:\d+(?:\.\d+)?S)?\Z", re.ASCII)
 # Groups of _DURATION in order, with the milliseconds of one unit. Calendar units have
 # no fixed length; for time-on-task we use the usual conventions.
 _UNIT_MS = (

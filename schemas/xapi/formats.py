@@ -14,14 +14,17 @@ import re
 _IRI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:(?:[^\s<>\"{}|\\^`%\x00-\x1f\x7f-\x9f]|%[0-9A-Fa-f]{2})+\Z")
 _UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\Z")
 # mailto IRI holding exactly one address (RFC 6068 without headers): local@domain.
-_MAILTO = re.compile(r"(?i:mailto):[^\s@<>\"(),;:\\\[\]?#/]+@[^\s@<>\"(),;:\\\[\]?#/.][^\s@<>\"(),;:\\\[\]?#/]*\Z")
+_MAILTO = re.compile(
+    r"[mM][aA][iI][lL][tT][oO]:[^\s@<>\"(),;:\\\[\]?#/]+@[^\s@<>\"(),;:\\\[\]?#/.][^\s@<>\"(),;:\\\[\]?#/]*\Z"
+)
 _SHA1 = re.compile(r"[0-9A-Fa-f]{40}\Z")
 # SHA-2 family hex digests: SHA-224, SHA-256, SHA-384, SHA-512.
 _SHA2 = re.compile(r"(?:[0-9A-Fa-f]{56}|[0-9A-Fa-f]{64}|[0-9A-Fa-f]{96}|[0-9A-Fa-f]{128})\Z")
 # Internet media type (RFC 2046 / RFC 6838 token chars), parameters unchecked.
 _MEDIA_TYPE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z\-]+/[!#$%&'*+.^_`|~0-9A-Za-z\-]+\s*(?:;.*)?\Z", re.DOTALL)
 
-# RFC 5646 §2.1 ABNF, case-insensitive: langtag / privateuse / grandfathered.
+# RFC 5646 §2.1 ABNF, case-insensitive; re.ASCII so that case folding cannot map
+# non-ASCII letters (U+017F, U+212A, ...) onto [a-z].: langtag / privateuse / grandfathered.
 _LANGTAG = (
     r"(?:[a-z]{2,3}(?:-[a-z]{3}){0,3}|[a-z]{4}|[a-z]{5,8})"  # language, extlang
     r"(?:-[a-z]{4})?"  # script
@@ -35,7 +38,7 @@ _GRANDFATHERED = (
     "|i-tao|i-tay|i-tsu|sgn-BE-FR|sgn-BE-NL|sgn-CH-DE"
     "|art-lojban|cel-gaulish|no-bok|no-nyn|zh-guoyu|zh-hakka|zh-min|zh-min-nan|zh-xiang"
 )
-_LANGUAGE_TAG = re.compile(rf"(?:{_LANGTAG}|x(?:-[a-z0-9]{{1,8}})+|{_GRANDFATHERED})\Z", re.IGNORECASE)
+_LANGUAGE_TAG = re.compile(rf"(?:{_LANGTAG}|x(?:-[a-z0-9]{{1,8}})+|{_GRANDFATHERED})\Z", re.IGNORECASE | re.ASCII)
 
 # Remembered good values. Bounded: cleared when full, so memory stays flat whatever
 # the input; the answer never depends on what is remembered.

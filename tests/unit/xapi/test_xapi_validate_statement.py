@@ -1226,3 +1226,19 @@ def test_validate_statement_message_cites_the_spec_section() -> None:
 
 def test_validate_statement_accepts_a_copy_of_the_base_activity() -> None:
     assert accepted(statement(object=copy.deepcopy(ACTIVITY)))
+
+
+@pytest.mark.parametrize(
+    ("where", "rule", "path"),
+    [
+        (lambda s: s.update(timestamp="\u0662\u0660\u0661\u0665-11-18T12:17:00Z"), "timestamp.format", "$.timestamp"),
+        (lambda s: s.update(result={"duration": "PT\u0661S"}), "result.duration.format", "$.result.duration"),
+        (lambda s: s.update(context={"language": "\u017fv"}), "context.language.rfc5646", "$.context.language"),
+        (lambda s: s.update(context={"language": "\u212aa"}), "context.language.rfc5646", "$.context.language"),
+        (lambda s: s.update(actor={"mbox": "ma\u0130lto:a@example.com"}), "actor.mbox.mailto", "$.actor.mbox"),
+    ],
+)
+def test_xapi_1_0_3_data_2_2_formats_use_ascii_digits_and_letters_only(where, rule: str, path: str) -> None:
+    doc = statement()
+    where(doc)
+    rejected(doc, rule, path)
