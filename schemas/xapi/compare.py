@@ -28,6 +28,7 @@ Numbers compare by value (``1`` equals ``1.0``) but never equal booleans.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from typing import Any
@@ -59,19 +60,49 @@ def same_statement(a: dict[str, Any], b: dict[str, Any]) -> bool:
 # Normal forms: hashable, order-insensitive where the spec says so, type-aware.
 
 
-def _frozen(value: Any) -> Any:
-    """Hashable, type-aware form of arbitrary JSON (extension values, responses)."""
-    if value is None or value.__class__ is str:
-        return value
-    if value.__class__ is bool:
-        return ("bool", value)
-    if isinstance(value, (int, float)):
-        return ("num", value)  # 1 == 1.0 and hash alike, as JSON numbers should
-    if isinstance(value, list):
-        return ("list", tuple(_frozen(v) for v in value))
-    if isinstance(value, dict):
-        return ("obj", frozenset((k, _frozen(v)) for k, v in value.items()))
-    return ("other", repr(value))
+class _Lit(str):
+    """Output text, told apart from JSON string values on the work stack."""
+
+
+def _frozen(value: Any) -> str:
+    """Canonical JSON text of arbitrary JSON (extension values, responses): hashable.
+
+    Keys sorted, ``1`` and ``1.0`` written alike, booleans never like numbers. Iterative,
+    so deeply nested extension values cannot exhaust the Python stack.
+    """
+    out: list[str] = []
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Lit):
+            out.append(item)
+        elif item is None:
+            out.append("null")
+        elif item is True or item is False:
+            out.append("true" if item else "false")
+        elif isinstance(item, str):
+            out.append(json.dumps(item))
+        elif isinstance(item, (int, float)):
+            out.append(repr(int(item)) if isinstance(item, float) and item.is_integer() else repr(item))
+        elif isinstance(item, list):
+            stack.append(_Lit("]"))
+            for i in range(len(item) - 1, -1, -1):
+                stack.append(item[i])
+                if i:
+                    stack.append(_Lit(","))
+            stack.append(_Lit("["))
+        elif isinstance(item, dict):
+            keys = sorted(item)
+            stack.append(_Lit("}"))
+            for i in range(len(keys) - 1, -1, -1):
+                stack.append(item[keys[i]])
+                stack.append(_Lit(json.dumps(keys[i]) + ":"))
+                if i:
+                    stack.append(_Lit(","))
+            stack.append(_Lit("{"))
+        else:
+            out.append(repr(item))
+    return "".join(out)
 
 
 def _iri(value: str) -> str:

@@ -184,6 +184,16 @@ def test_xapi_2_0_context_agents_are_compared() -> None:
     assert not same_statement(a, b)
 
 
+def test_same_statement_survives_deeply_nested_extension_values() -> None:
+    deep: Any = 1
+    for _ in range(5000):
+        deep = {"a": [deep]}
+    a = statement(result={"extensions": {"http://example.com/x": deep}})
+    b = statement(result={"extensions": {"http://example.com/x": deep}})
+    assert same_statement(a, b)
+    assert not same_statement(a, statement(result={"extensions": {"http://example.com/x": {"a": [deep, 2]}}}))
+
+
 def test_same_statement_does_not_modify_its_arguments() -> None:
     a, b = cmi5_statement(), cmi5_statement()
     b["context"]["contextActivities"]["category"] = b["context"]["contextActivities"]["category"][0]
