@@ -40,6 +40,26 @@ class SinkSettings(BaseModel):
     max_wait_s: float = 1.0
 
 
+class GatewaySettings(BaseModel):
+    """The LRS Statements API (``learnpulse gateway``)."""
+
+    port: int = 8088
+    # Hashed HTTP Basic credentials per school; default <home>/credentials.json.
+    credentials_file: Path | None = None
+    prefix: str = "/xapi"
+    # 413 above these.
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_batch: int = 1000
+    # Page size cap of GET /statements.
+    max_limit: int = 500
+    # X-Experience-API-Version echoed on errors of requests without a usable one.
+    default_version: str = "1.0.3"
+    # Seconds a request waits for Kafka before 503.
+    kafka_timeout_s: float = 10.0
+    # Kafka transactional.id; unique per gateway process (default: learnpulse-gateway-<host>-<port>).
+    transactional_id: str | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LEARNPULSE_", env_nested_delimiter="__", extra="ignore")
 
@@ -50,6 +70,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     sink: SinkSettings = SinkSettings()
+    gateway: GatewaySettings = GatewaySettings()
     # Key of the learner pseudonym HMAC. The default is for local demos only.
     pseudonym_secret: SecretStr = SecretStr("learnpulse-local-demo-secret")
     # Address every server of ours listens on. Loopback unless deployed in a container.

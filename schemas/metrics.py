@@ -41,3 +41,32 @@ INSERT_SECONDS = Histogram("learnpulse_sink_insert_seconds", "Duration of one Cl
 CONSUMER_LAG = Gauge("learnpulse_consumer_lag", "Consumer lag in messages", ["group", "topic", "partition"])
 # Seconds between the LRS receiving a statement and the sink committing it.
 FRESHNESS = Gauge("learnpulse_sink_freshness_seconds", "Receive-to-commit delay of the last batch", ["sink"])
+
+# -- LRS gateway (producers/gateway) --
+# HTTP requests to the Statements API by method and status, and their duration.
+GATEWAY_REQUESTS = Counter("learnpulse_gateway_requests_total", "Statements API requests", ["method", "status"])
+GATEWAY_REQUEST_SECONDS = Histogram(
+    "learnpulse_gateway_request_seconds", "Statements API request duration", ["method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)  # fmt: skip
+# Statements accepted (committed to Kafka) by the gateway.
+GATEWAY_STATEMENTS = Counter("learnpulse_gateway_statements_total", "Statements accepted by the LRS gateway")
+# Rejected credentials: "missing" (no/undecodable Basic header) or "invalid" (unknown key, wrong secret).
+GATEWAY_AUTH_FAILURES = Counter("learnpulse_gateway_auth_failures_total", "Rejected LRS credentials", ["reason"])
+# One Kafka transaction (group commit): its duration and how many requests it carried.
+GATEWAY_COMMIT_SECONDS = Histogram(
+    "learnpulse_gateway_commit_seconds", "Kafka transaction duration (begin to commit acknowledged)",
+    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)  # fmt: skip
+GATEWAY_COMMIT_REQUESTS = Histogram(
+    "learnpulse_gateway_commit_requests", "HTTP requests committed per Kafka transaction",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)  # fmt: skip
+# Kafka failures seen by the gateway: "transaction" (aborted), "timeout" (never started), "outcome_unknown".
+GATEWAY_KAFKA_FAILURES = Counter("learnpulse_gateway_kafka_failures_total", "Gateway Kafka failures", ["kind"])
+# Accepted statement ids held for conflict checks until the sink has committed them, and
+# those dropped for space before the sink committed them (conflict checks may miss those).
+GATEWAY_ACCEPTED_ENTRIES = Gauge("learnpulse_gateway_accepted_entries", "Statement ids held for conflict checks")
+GATEWAY_ACCEPTED_EVICTED = Counter(
+    "learnpulse_gateway_accepted_evicted_unsunk_total", "Accepted ids evicted before the sink committed them"
+)

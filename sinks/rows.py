@@ -18,6 +18,8 @@ from schemas.records import ActivityRecord
 from schemas.xapi.duration import duration_ms
 from schemas.xapi.timefmt import parse_ms
 
+from .lrs_rows import LRS_COLUMNS, lrs_rows
+
 Rows = dict[str, list[tuple[Any, ...]]]
 _EPOCH = datetime(1970, 1, 1)
 
@@ -72,7 +74,7 @@ def statement_rows(raw: bytes | None) -> Rows:
             )
         )
         stored_raw.append((env.school, sid, stored, orjson.dumps(s).decode()))
-    return {T.STATEMENTS: analytic, T.STATEMENTS_RAW: stored_raw}
+    return {T.STATEMENTS: analytic, T.STATEMENTS_RAW: stored_raw, **lrs_rows(env)}
 
 
 def activity_rows(raw: bytes | None) -> Rows:
@@ -88,4 +90,5 @@ COLUMNS = {
     T.STATEMENTS: T.STATEMENT_COLUMNS,
     T.STATEMENTS_RAW: T.RAW_COLUMNS,
     T.LEARNER_ACTIVITY_HOURLY: T.ACTIVITY_COLUMNS,
+    **LRS_COLUMNS,
 }

@@ -3,6 +3,6 @@
 Kept apart so each area's commands can grow without touching the others.
 """
 
-from . import producers, reporting, sinks, streams
+from . import gateway, producers, reporting, sinks, streams
 
-AREAS = (producers, streams, sinks, reporting)
+AREAS = (producers, streams, sinks, reporting, gateway)

@@ -1,0 +1,196 @@
+"""LRS gateway commands: serve the Statements API; manage per-school credentials.
+
+:func:`build_gateway_app` is the one place that wires the gateway (producers) to the
+statement store and the sink progress (reporting): a process that owns chDB can mount
+the gateway beside its sinks by calling it (``learnpulse gateway`` does; ``learnpulse
+serve`` can start it with ``learnpulse.web.start_web_thread``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from ..errors import UserError
+from ..settings import Settings
+
+
+def credentials_path(settings: Settings) -> Path:
+    return settings.gateway.credentials_file or settings.home / "credentials.json"
+
+
+def _epoch_ms(value: object) -> int | None:
+    """Sink progress as epoch ms, whatever form ``reporting.progress`` gives it in."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        dt = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return int(dt.timestamp() * 1000)
+    if isinstance(value, (int, float)):
+        return int(value)
+    if isinstance(value, str):
+        from schemas.xapi.timefmt import parse_ms
+
+        return parse_ms(value)
+    raise TypeError(f"unexpected consistent-through value {value!r}")
+
+
+def build_gateway_app(settings: Settings, ch=None):
+    """The gateway aiohttp app for these settings; ``ch`` (a ClickHouse engine) enables reads."""
+    from producers.gateway.app import GatewayConfig, make_gateway_app
+    from producers.gateway.sender import TransactionalParameters, TransactionalSender
+    from schemas.topics import Topic
+
+    from ..credentials import CredentialStore
+
+    g = settings.gateway
+    k = settings.kafka
+    store = consistent = None
+    if ch is not None:
+        from reporting.progress import consistent_through
+
+        from reporting.lrs import LrsStore
+
+        store = LrsStore(ch)
+
+        def consistent() -> int | None:
+            return _epoch_ms(consistent_through(ch))
+
+    txn_id = g.transactional_id or f"{k.topic_prefix}learnpulse-gateway-{socket.gethostname()}-{g.port}"
+    sender = TransactionalSender(
+        TransactionalParameters(
+            bootstrap=k.bootstrap_servers,
+            topic=Topic.STATEMENTS.physical(k.topic_prefix),
+            transactional_id=txn_id,
+            timeout_s=g.kafka_timeout_s,
+        )
+    )
+    config = GatewayConfig(
+        prefix=g.prefix,
+        max_body_bytes=g.max_body_bytes,
+        max_batch=g.max_batch,
+        max_limit=g.max_limit,
+        default_version=g.default_version,
+    )
+    return make_gateway_app(
+        config,
+        authenticator=CredentialStore(credentials_path(settings)),
+        sender=sender,
+        store=store,
+        consistent_through=consistent,
+        pseudonym_secret=settings.pseudonym_secret.get_secret_value().encode(),
+    )
+
+
+async def _serve(app, host: str, port: int, stop: asyncio.Event) -> None:
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as err:
+        await runner.cleanup()
+        raise UserError(f"gateway port {port} on {host} is taken ({err}); set LEARNPULSE_GATEWAY__PORT") from err
+    click.echo(f"LRS gateway on http://{host}:{port}{app['gateway'].config.prefix}/statements ; Ctrl-C stops")
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def register(main: click.Group) -> None:
+    """Add this area's subcommands to ``main``."""
+
+    @main.command()
+    @click.option("--port", type=int, default=None, help="Listen port (default: settings gateway.port).")
+    @click.option(
+        "--sinks/--no-sinks",
+        default=None,
+        help="Also run the sinks in this process (default: yes with embedded chDB, which one process must own).",
+    )
+    @click.pass_obj
+    def gateway(settings: Settings, port: int | None, sinks: bool | None) -> None:
+        """Serve the xAPI Statements API (POST/PUT/GET /xapi/statements, /xapi/about, /metrics)."""
+        from ..pipeline import open_clickhouse, start_sinks
+
+        if port is not None:
+            settings = settings.model_copy(update={"gateway": settings.gateway.model_copy(update={"port": port})})
+        if not credentials_path(settings).exists():
+            click.echo(
+                f"note: no credentials yet ({credentials_path(settings)}); every request will get 401 until "
+                "`learnpulse credentials add --school NAME`",
+                err=True,
+            )
+        ch = open_clickhouse(settings)
+        embedded = settings.clickhouse_url.startswith("chdb:")
+        sink_threads = start_sinks(settings, ch) if (sinks if sinks is not None else embedded) else None
+        app = build_gateway_app(settings, ch)
+
+        async def main_loop() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            if sink_threads is not None:
+                # A failed sink stops the process (non-zero exit) rather than serve stale reads.
+                asyncio.create_task(_stop_when(sink_threads.stop, stop))
+            try:
+                await _serve(app, settings.bind_host, settings.gateway.port, stop)
+            finally:
+                if sink_threads is not None:
+                    sink_threads.stop.set()  # also releases the _stop_when thread
+
+        try:
+            asyncio.run(main_loop())
+        finally:
+            if sink_threads is not None:
+                sink_threads.join()
+            ch.close()
+        if sink_threads is not None and sink_threads.errors:
+            raise UserError(f"sink failed: {sink_threads.errors[0]}")
+
+    @main.group()
+    def credentials() -> None:
+        """LRS credentials (HTTP Basic key/secret per school; secrets stored hashed)."""
+
+    @credentials.command("add")
+    @click.option("--school", required=True, help="School the credential writes and reads for.")
+    @click.pass_obj
+    def credentials_add(settings: Settings, school: str) -> None:
+        """Create a key/secret for SCHOOL and print it (the secret is shown only this once)."""
+        from ..credentials import add_credential
+
+        key, secret = add_credential(credentials_path(settings), school)
+        click.echo(f"school: {school}\nkey:    {key}\nsecret: {secret}")
+        click.echo("Use them as HTTP Basic username/password. The secret is not stored and cannot be shown again.")
+
+    @credentials.command("list")
+    @click.pass_obj
+    def credentials_list(settings: Settings) -> None:
+        """List keys and their schools (never secrets)."""
+        from ..credentials import list_credentials
+
+        for c in list_credentials(credentials_path(settings)):
+            click.echo(f"{c.key}\t{c.school}\t{c.created}")
+
+    @credentials.command("remove")
+    @click.argument("key")
+    @click.pass_obj
+    def credentials_remove(settings: Settings, key: str) -> None:
+        """Revoke KEY (running gateways stop accepting it within seconds)."""
+        from ..credentials import remove_credential
+
+        if not remove_credential(credentials_path(settings), key):
+            raise UserError(f"no credential {key}")
+        click.echo(f"removed {key}")
+
+
+async def _stop_when(event, stop: asyncio.Event) -> None:
+    await asyncio.to_thread(event.wait)
+    stop.set()

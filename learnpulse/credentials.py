@@ -1,0 +1,207 @@
+"""LRS credentials: one HTTP Basic key/secret pair per school, secrets stored hashed.
+
+The file (``<home>/credentials.json`` unless configured) holds, per key, the school it
+belongs to and ``scrypt(secret, salt)``; the secret itself is printed once by
+``learnpulse credentials add`` and never stored. Writes are atomic (temp file + rename)
+under an exclusive lock, the file is mode 0600.
+
+Verifying scrypt on every request would cost ~50 ms of CPU per request, so a verified
+pair is remembered in memory — as an HMAC of the secret under a random per-process key,
+never the secret — until the file changes. Failed pairs are remembered too (bounded), so
+a client retrying a wrong secret cannot make the gateway burn a core on scrypt.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+# scrypt cost: N=2^14, r=8, p=1 (16 MiB, ~50 ms here): the interactive-login setting of
+# the scrypt paper; the in-memory cache makes it a once-per-process cost per credential.
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+_KEY_PREFIX = "lp_"
+_FAILED_MAX = 10_000
+
+
+@dataclass(frozen=True)
+class Credential:
+    key: str
+    school: str
+    salt: bytes
+    digest: bytes
+    n: int
+    r: int
+    p: int
+    created: str
+
+
+def _hash(secret: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(secret.encode(), salt=salt, n=n, r=r, p=p, maxmem=64 * 1024 * 1024, dklen=32)
+
+
+def _load(path: Path) -> dict[str, Credential]:
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        raise UserError(f"credentials file {path} is unreadable: {err}") from err
+    out = {}
+    for item in doc.get("credentials", []):
+        try:
+            c = Credential(
+                key=item["key"], school=item["school"], salt=bytes.fromhex(item["salt"]),
+                digest=bytes.fromhex(item["scrypt"]), n=int(item["n"]), r=int(item["r"]), p=int(item["p"]),
+                created=item.get("created", ""),
+            )  # fmt: skip
+        except (KeyError, ValueError, TypeError) as err:
+            raise UserError(f"credentials file {path} has a malformed entry: {err!r}") from err
+        out[c.key] = c
+    return out
+
+
+def _dump(path: Path, creds: dict[str, Credential]) -> None:
+    doc = {
+        "credentials": [
+            {"key": c.key, "school": c.school, "salt": c.salt.hex(), "scrypt": c.digest.hex(),
+             "n": c.n, "r": c.r, "p": c.p, "created": c.created}
+            for c in sorted(creds.values(), key=lambda c: (c.school, c.key))
+        ]
+    }  # fmt: skip
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class _Locked:
+    """Exclusive lock on ``<file>.lock`` so two ``credentials add`` never lose an entry."""
+
+    def __init__(self, path: Path) -> None:
+        self.lock_path = path.with_name(path.name + ".lock")
+
+    def __enter__(self) -> None:
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.lock_path, "w")
+        fcntl.flock(self._f, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._f, fcntl.LOCK_UN)
+        self._f.close()
+
+
+def add_credential(path: Path, school: str) -> tuple[str, str]:
+    """Create a key/secret for ``school``; returns ``(key, secret)`` — the only time the secret exists."""
+    if not school or any(c.isspace() for c in school) or len(school) > 128:
+        raise UserError("school must be a non-empty name without spaces (at most 128 characters)")
+    key = _KEY_PREFIX + secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    salt = secrets.token_bytes(16)
+    digest = _hash(secret, salt, **_SCRYPT)
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with _Locked(path):
+        creds = _load(path)
+        creds[key] = Credential(key, school, salt, digest, created=created, **_SCRYPT)
+        _dump(path, creds)
+    return key, secret
+
+
+def remove_credential(path: Path, key: str) -> bool:
+    """Delete ``key``; True if it existed. Gateways notice within their reload interval."""
+    with _Locked(path):
+        creds = _load(path)
+        if creds.pop(key, None) is None:
+            return False
+        _dump(path, creds)
+    return True
+
+
+def list_credentials(path: Path) -> list[Credential]:
+    return sorted(_load(path).values(), key=lambda c: (c.school, c.key))
+
+
+class CredentialStore:
+    """Checks HTTP Basic pairs against the file; thread-safe; re-reads the file when it changes.
+
+    :meth:`authenticate` may block (scrypt, ~50 ms) on the first use of a pair; callers on
+    an event loop run it in a thread unless :meth:`cached` already answered.
+    """
+
+    def __init__(self, path: Path, reload_every_s: float = 2.0, clock=time.monotonic) -> None:
+        self.path = path
+        self.reload_every_s = reload_every_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._pepper = secrets.token_bytes(32)
+        self._creds: dict[str, Credential] = {}
+        self._mtime: float | None = None
+        self._checked = -1e18
+        self._good: dict[str, tuple[bytes, str]] = {}  # key -> (hmac of secret, school)
+        self._bad: dict[tuple[str, bytes], bool] = {}
+        self._reload(force=True)
+
+    def _mark(self, secret: str) -> bytes:
+        return hmac.new(self._pepper, secret.encode(), hashlib.sha256).digest()
+
+    def _reload(self, force: bool = False) -> None:
+        now = self.clock()
+        if not force and now - self._checked < self.reload_every_s:
+            return
+        self._checked = now
+        try:
+            mtime = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            mtime = None
+        if mtime == self._mtime and not force:
+            return
+        creds = _load(self.path)
+        with self._lock:
+            self._creds, self._mtime = creds, mtime
+            # A removed or re-keyed credential must stop working: forget every verdict.
+            self._good.clear()
+            self._bad.clear()
+
+    def cached(self, key: str, secret: str) -> tuple[bool, str | None]:
+        """``(known, school)`` from memory only: ``known`` False means call :meth:`authenticate`."""
+        self._reload()
+        mark = self._mark(secret)
+        with self._lock:
+            good = self._good.get(key)
+            if good is not None and hmac.compare_digest(good[0], mark):
+                return True, good[1]
+            if (key, mark) in self._bad or key not in self._creds:
+                return True, None
+        return False, None
+
+    def authenticate(self, key: str, secret: str) -> str | None:
+        """The school of a valid pair, else None."""
+        known, school = self.cached(key, secret)
+        if known:
+            return school
+        with self._lock:
+            cred = self._creds.get(key)
+        if cred is None:
+            return None
+        mark = self._mark(secret)
+        ok = hmac.compare_digest(_hash(secret, cred.salt, cred.n, cred.r, cred.p), cred.digest)
+        with self._lock:
+            if ok:
+                self._good[key] = (mark, cred.school)
+                return cred.school
+            if len(self._bad) >= _FAILED_MAX:
+                self._bad.clear()
+            self._bad[(key, mark)] = True
+        return None

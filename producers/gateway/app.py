@@ -1,0 +1,571 @@
+"""The LRS Statements API (xAPI 1.0.3 and IEEE 9274.1.1 / xAPI 2.0) as an aiohttp application.
+
+Writes: validated at the edge (``schemas.xapi``), canonicalized and grouped per learner
+by :class:`producers.publisher.StatementPublisher`, committed to ``xapi.statements`` in a
+Kafka transaction (:mod:`.sender`); the answer is sent once Kafka acknowledged.
+Reads: from ClickHouse through the store ``learnpulse`` hands in (``reporting.lrs``).
+
+Build it with :func:`make_gateway_app`; ``learnpulse gateway`` serves it, and a process
+that owns chDB (the sinks) can mount the same app beside them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from schemas import metrics
+from schemas.clickhouse.engine import ClickHouseUnavailable
+from schemas.errors import InvalidStatement
+from schemas.profile import SchoolProfile
+from schemas.xapi.compare import same_statement
+from schemas.xapi.formats import is_uuid
+from schemas.xapi.timefmt import format_ms
+from schemas.xapi.validate import VOIDED, attachments_needing_parts, validate_statement, validate_statements
+
+from ..publisher import StatementPublisher
+from . import multipart
+from .accepted import AcceptedIds
+from .altsyntax import XRequest, unwrap
+from .formats import canonical_format, ids_format
+from .protocol import CONSISTENT_HEADER, SUPPORTED, V1, VERSION_HEADER, XapiError, bad_request, http_date, negotiate
+from .query import SingleQuery, StatementQuery, parse_cursor, parse_query, parse_single
+from .sender import KafkaUnavailable, OutcomeUnknown, TransactionalSender
+from .signatures import check_signature, signature_sha2s
+from .store import StatementStore
+
+log = logging.getLogger("learnpulse.gateway")
+
+ABOUT_VERSIONS = ["1.0.0", "1.0.1", "1.0.2", "1.0.3", "2.0.0"]
+
+
+class Authenticator(Protocol):
+    """HTTP Basic check (``learnpulse.credentials.CredentialStore``)."""
+
+    def cached(self, key: str, secret: str) -> tuple[bool, str | None]:
+        """Answer from memory: ``(known, school)``; ``known`` False means call :meth:`authenticate`."""
+        ...
+
+    def authenticate(self, key: str, secret: str) -> str | None:
+        """The school of a valid pair, else None; may block (password hashing)."""
+        ...
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Limits and behaviour of the Statements API."""
+
+    prefix: str = "/xapi"
+    # 413 above these: the whole request body, and statements per POST.
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_batch: int = 1_000
+    # Page size cap of GET /statements (limit=0 means this).
+    max_limit: int = 500
+    # Version echoed on errors of requests without a usable X-Experience-API-Version.
+    default_version: str = V1
+    max_per_envelope: int = 100
+    accepted_max: int = 200_000
+    consistent_refresh_s: float = 0.2
+
+
+class _Collect:
+    """Stands in for the Kafka producer of a per-request publisher: keeps its envelopes."""
+
+    def __init__(self) -> None:
+        self.envelopes: list = []
+
+    def send(self, envelope) -> None:
+        self.envelopes.append(envelope)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Gateway:
+    """Request handling; one instance per application."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        authenticator: Authenticator,
+        sender: TransactionalSender,
+        store: StatementStore | None,
+        consistent_through: Callable[[], int | None] | None,
+        pseudonym_secret: bytes,
+        profiles: Mapping[str, SchoolProfile] | None = None,
+        clock_ms: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.config = config
+        self.auth = authenticator
+        self.sender = sender
+        self.store = store
+        self._consistent_through = consistent_through
+        self.secret = pseudonym_secret
+        self.profiles = profiles or {}
+        self.clock_ms = clock_ms
+        self.accepted = AcceptedIds(config.accepted_max)
+        self._sink_through: int | None = None
+        self._refresher: asyncio.Task | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def on_startup(self, _app: web.Application) -> None:
+        self.sender.start()
+        await self._refresh_consistency()
+        self._refresher = asyncio.create_task(self._refresh_loop())
+
+    async def on_cleanup(self, _app: web.Application) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+        await asyncio.to_thread(self.sender.close)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.consistent_refresh_s)
+            try:
+                await self._refresh_consistency()
+            except Exception as err:  # noqa: BLE001 - a reader hiccup must not stop the loop
+                log.warning("consistent-through refresh failed: %r", err)
+
+    async def _refresh_consistency(self) -> None:
+        if self._consistent_through is None:
+            return
+        self._sink_through = await asyncio.to_thread(self._consistent_through)
+        self.accepted.prune(self._sink_through)
+        metrics.GATEWAY_ACCEPTED_ENTRIES.set(len(self.accepted))
+
+    def consistent_through_ms(self) -> int:
+        """Up to when every accepted statement is readable: the sink's committed progress,
+        held back by requests this gateway has stored-stamped but Kafka not yet confirmed."""
+        through = self._sink_through or 0
+        pending = self.accepted.oldest_pending_ms()
+        if pending is not None:
+            through = min(through, pending - 1)
+        return max(through, 0)
+
+    def _headers(self, version: str) -> dict[str, str]:
+        return {VERSION_HEADER: version, CONSISTENT_HEADER: format_ms(self.consistent_through_ms())}
+
+    # -- entry points ----------------------------------------------------------------
+    async def about(self, request: web.Request) -> web.Response:
+        # The About resource needs neither credentials nor a version header (§2.8).
+        version = negotiate(request.headers.get(VERSION_HEADER)) or self.config.default_version
+        body = orjson.dumps({"version": ABOUT_VERSIONS, "extensions": {}})
+        return web.Response(body=body, content_type="application/json", headers={VERSION_HEADER: version})
+
+    async def metrics_endpoint(self, _request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def statements(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        version = self.config.default_version
+        method = request.method
+        try:
+            req = await self._xrequest(request)
+            if "method" in req.query:
+                req = unwrap(req, self.config.default_version)
+            method = req.method
+            school = await self._authenticate(req)
+            served = negotiate(req.headers.get(VERSION_HEADER))
+            if served is None:
+                raise bad_request(
+                    "version.header",
+                    f"{VERSION_HEADER} must be 1.0.x or 2.0.x, found {req.headers.get(VERSION_HEADER)!r} "
+                    "(Communication §3.3)",
+                )
+            version = served
+            if method in ("GET", "HEAD"):
+                response = await self._read(req, school, version)
+            elif method == "PUT":
+                response = await self._put(req, school, version)
+            elif method == "POST":
+                response = await self._post(req, school, version)
+            else:
+                raise XapiError(405, "method", f"{method} is not supported on the Statement Resource",
+                                headers={"Allow": "GET, HEAD, PUT, POST"})  # fmt: skip
+        except XapiError as err:
+            response = err.response(version)
+            response.headers[CONSISTENT_HEADER] = format_ms(self.consistent_through_ms())
+        except InvalidStatement as err:
+            response = XapiError(400, err.rule, err.message, err.path).response(version)
+        except ClickHouseUnavailable as err:
+            log.warning("statement store unavailable: %s", err)
+            response = XapiError(503, "store.unavailable", f"the statement store is unreachable: {err}",
+                                 headers={"Retry-After": "5"}).response(version)  # fmt: skip
+        metrics.GATEWAY_REQUESTS.labels(method, str(response.status)).inc()
+        metrics.GATEWAY_REQUEST_SECONDS.labels(method).observe(time.perf_counter() - started)
+        return response
+
+    async def _xrequest(self, request: web.Request) -> XRequest:
+        length = request.content_length
+        if length is not None and length > self.config.max_body_bytes:
+            raise self._too_large(length)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge as err:
+            raise self._too_large(None) from err
+        return XRequest(request.method, dict(request.query), CIMultiDict(request.headers), body)
+
+    def _too_large(self, size: int | None) -> XapiError:
+        seen = f"{size} bytes" if size is not None else "more"
+        return XapiError(
+            413, "request.too-large",
+            f"request body is {seen}; this LRS accepts at most {self.config.max_body_bytes} bytes per request "
+            "(Communication §1.5.2.s3.b7): send smaller batches",
+        )  # fmt: skip
+
+    async def _authenticate(self, req: XRequest) -> str:
+        header = req.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        key = secret = None
+        if scheme.lower() == "basic":
+            try:
+                key, sep, secret = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
+                if not sep:
+                    key = None
+            except (binascii.Error, UnicodeDecodeError):
+                key = None
+        if key is None or secret is None:
+            metrics.GATEWAY_AUTH_FAILURES.labels("missing").inc()
+            raise self._unauthorized("HTTP Basic credentials are required")
+        known, school = self.auth.cached(key, secret)
+        if not known:
+            school = await asyncio.to_thread(self.auth.authenticate, key, secret)
+        if school is None:
+            metrics.GATEWAY_AUTH_FAILURES.labels("invalid").inc()
+            raise self._unauthorized("unknown key or wrong secret")
+        return school
+
+    @staticmethod
+    def _unauthorized(message: str) -> XapiError:
+        return XapiError(401, "auth", message, headers={"WWW-Authenticate": 'Basic realm="learnpulse LRS"'})
+
+    # -- writes ----------------------------------------------------------------------
+    def _payload(self, req: XRequest) -> tuple[bytes, dict[str, multipart.Part] | None]:
+        """The statements JSON and, for multipart/mixed, the attachment parts by SHA-2."""
+        ctype = req.headers.get("Content-Type")
+        mt = multipart.media_type(ctype)
+        if mt == "application/json":
+            return req.body, None
+        if mt == "multipart/mixed":
+            parts = multipart.parse(req.body, multipart.boundary_of(ctype or ""))
+            if multipart.media_type(parts[0].headers.get("content-type")) != "application/json":
+                raise bad_request(
+                    "multipart.first-part", "the first part of a multipart/mixed request must be application/json "
+                    "holding the statements (Communication §1.5.2.s2.b2)",
+                )  # fmt: skip
+            return parts[0].body, multipart.attachment_parts(parts)
+        raise bad_request(
+            "content-type", f"statements must be sent as application/json or multipart/mixed, not {ctype!r}"
+        )
+
+    def _parse(self, raw: bytes) -> Any:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as err:
+            raise bad_request("json.parse", f"the request body is not valid JSON: {err}") from err
+
+    def _check_attachments(self, statements: list[dict[str, Any]], parts: dict[str, multipart.Part] | None) -> None:
+        """Every attachment without fileUrl has its part; every part belongs to an attachment."""
+        declared: set[str] = set()
+        for i, s in enumerate(statements):
+            for sha in attachments_needing_parts(s):
+                if parts is None:
+                    raise bad_request(
+                        "attachments.needs-multipart",
+                        f"attachment {sha} has no fileUrl, so its content must be sent as a multipart/mixed part "
+                        "(Communication §1.5.2.s2.b1)",
+                        f"$[{i}].attachments",
+                    )
+                if sha.lower() not in parts:
+                    raise bad_request(
+                        "attachments.missing-part",
+                        f"no multipart part with {multipart.HASH_HEADER} {sha} (Communication §1.5.2.s3.b5)",
+                        f"$[{i}].attachments",
+                    )
+            for atts in (s.get("attachments"), (s.get("object") or {}).get("attachments")):
+                declared.update(a["sha2"].lower() for a in atts or ())
+        for sha in parts or ():
+            if sha not in declared:
+                raise bad_request(
+                    "attachments.part.unmatched",
+                    f"multipart part {sha} matches no attachment sha2 of the statements (Communication §1.5.2.s1.b4)",
+                    "$parts",
+                )
+        for i, s in enumerate(statements):
+            for sha in signature_sha2s(s):
+                part = (parts or {}).get(sha)
+                if part is not None:
+                    check_signature(s, part.body, f"$[{i}].attachments")
+
+    async def _put(self, req: XRequest, school: str, version: str) -> web.Response:
+        extra = set(req.query) - {"statementId"}
+        if extra:
+            raise bad_request("put.query", f"PUT /statements takes only statementId, found {sorted(extra)}", "$query")
+        sid = req.query.get("statementId")
+        if sid is None:
+            raise bad_request("put.statementId", "PUT /statements needs the statementId parameter (§2.1.1)", "$query")
+        if not is_uuid(sid):
+            raise bad_request("put.statementId", f"statementId must be a UUID, found {sid!r}", "$query.statementId")
+        raw, parts = self._payload(req)
+        doc = self._parse(raw)
+        if not isinstance(doc, dict):
+            raise bad_request("put.body", "PUT /statements takes exactly one statement object (§2.1.1)")
+        validate_statement(doc, version=version)
+        if "id" in doc:
+            if str(doc["id"]).lower() != sid.lower():
+                raise bad_request(
+                    "put.id-mismatch", f"statement id {doc['id']} differs from statementId {sid} (§2.1.1.s3.b3)", "$.id"
+                )
+        else:
+            doc = {"id": sid, **doc}
+        self._check_attachments([doc], parts)
+        await self._write(school, version, [doc], parts)
+        return web.Response(status=204, headers=self._headers(version))
+
+    async def _post(self, req: XRequest, school: str, version: str) -> web.Response:
+        if req.query:
+            raise bad_request(
+                "post.query", f"POST /statements takes no query parameters, found {sorted(req.query)}", "$query"
+            )
+        raw, parts = self._payload(req)
+        payload = self._parse(raw)
+        if isinstance(payload, list) and len(payload) > self.config.max_batch:
+            raise XapiError(
+                413, "batch.too-large",
+                f"the batch holds {len(payload)} statements; this LRS accepts at most {self.config.max_batch} "
+                "per request: split it",
+            )  # fmt: skip
+        statements = validate_statements(payload, version=version)
+        self._check_attachments(statements, parts)
+        ids = await self._write(school, version, statements, parts)
+        if ids is None:  # every statement was already stored, identical: nothing changed
+            return web.Response(status=204, headers=self._headers(version))
+        return web.Response(body=orjson.dumps(ids), content_type="application/json", headers=self._headers(version))
+
+    async def _existing(self, school: str, ids: list[str]) -> dict[str, tuple[dict[str, Any], bool]]:
+        """``id → (stored statement, is voiding)`` for the ids already accepted or stored.
+
+        Waits out other requests that hold one of the ids in flight, so the answer is
+        final once this returns — callers must reserve before their next ``await``.
+        """
+        for _ in range(5):
+            pending = [e.settled for sid in ids if (e := self.accepted.get(school, sid)) and e.settled is not None]
+            if pending:
+                await asyncio.wait(pending, timeout=self.sender.params.timeout_s + self.sender.params.outcome_timeout_s)
+                if any(not f.done() for f in pending):
+                    raise XapiError(503, "kafka.outcome-unknown",
+                                    "a request with the same statement id is still unconfirmed; retry later",
+                                    headers={"Retry-After": "5"})  # fmt: skip
+            unknown = [sid for sid in ids if self.accepted.get(school, sid) is None]
+            found: dict[str, bytes] = {}
+            if unknown and self.store is not None:
+                found = await asyncio.to_thread(self.store.lookup, school, unknown)
+            # Re-check: another request may have reserved an id while we awaited.
+            if any((e := self.accepted.get(school, sid)) and e.settled is not None for sid in ids):
+                continue
+            out: dict[str, tuple[dict[str, Any], bool]] = {}
+            for sid in ids:
+                e = self.accepted.get(school, sid)
+                if e is not None:
+                    out[sid] = (e.statement, e.voiding)
+                elif sid in found:
+                    st = orjson.loads(found[sid])
+                    out[sid] = (st, _is_voiding(st))
+            return out
+        raise XapiError(503, "busy", "statement ids are contended; retry", headers={"Retry-After": "1"})
+
+    async def _write(
+        self, school: str, version: str, statements: list[dict[str, Any]], parts: dict[str, multipart.Part] | None
+    ) -> list[str] | None:
+        """Store the statements all-or-nothing; the ids in request order, or None if all existed."""
+        given = [s["id"].lower() for s in statements if "id" in s]
+        targets = [s["object"]["id"].lower() for s in statements if _is_voiding(s)]
+        existing = await self._existing(school, list(dict.fromkeys(given + targets))) if given or targets else {}
+        # From here to the reservation there is no await: the checks stay true.
+        batch_voiding = {s["id"].lower() for s in statements if "id" in s and _is_voiding(s)}
+        new: list[tuple[int, dict[str, Any]]] = []
+        for i, s in enumerate(statements):
+            sid = s["id"].lower() if "id" in s else None
+            if sid is not None and sid in existing:
+                if not same_statement(existing[sid][0], s):
+                    raise XapiError(
+                        409, "statement.conflict",
+                        f"statement {s['id']} already exists with different content; statements are immutable "
+                        "(Communication §2.1.2.s2.b5)",
+                        f"$[{i}].id",
+                    )  # fmt: skip
+                continue
+            if _is_voiding(s):
+                target = s["object"]["id"].lower()
+                if target in batch_voiding or (target in existing and existing[target][1]):
+                    raise bad_request(
+                        "voiding.target-is-voiding",
+                        f"statement {s['object']['id']} is itself a voiding statement and cannot be voided "
+                        "(Data §2.3.2)",
+                        f"$[{i}].object.id",
+                    )
+            new.append((i, s))
+        if not new:
+            return None
+        if version != V1:
+            for _, s in new:
+                s.setdefault("version", "2.0.0")
+        received = self.clock_ms()
+        collect = _Collect()
+        publisher = StatementPublisher(
+            collect, self.secret, self.profiles, max_per_envelope=self.config.max_per_envelope, linger_s=1e9  # type: ignore[arg-type]
+        )
+        stored_by_index = {i: publisher.publish(school, s, received) for i, s in new}
+        publisher.batcher.flush()
+        settled: asyncio.Future = asyncio.get_running_loop().create_future()
+        reserved = [(st["id"].lower(), st, _is_voiding(st)) for st in stored_by_index.values()]
+        self.accepted.reserve(school, reserved, received, settled)
+        sids = [sid for sid, _, _ in reserved]
+        settled.add_done_callback(lambda f: self.accepted.settle(school, sids, f, f.result()))
+        try:
+            # Attachment contents first: a statement must never be readable without them.
+            if parts:
+                await self._store_attachments(school, [s for _, s in new], parts, received)
+            job = self.sender.submit(collect.envelopes)
+        except BaseException:
+            settled.set_result(False)
+            raise
+        job.settled.add_done_callback(lambda f: settled.done() or settled.set_result(f.result()))
+        try:
+            await self.sender.wait(job)
+        except KafkaUnavailable as err:
+            raise XapiError(503, "kafka.unavailable", f"statements not stored, nothing was written: {err}",
+                            headers={"Retry-After": "5"}) from err  # fmt: skip
+        except OutcomeUnknown as err:
+            raise XapiError(503, "kafka.outcome-unknown",
+                            "Kafka did not confirm in time; the statements may or may not be stored. Retry with the "
+                            "same statement ids (ids make retries safe).",
+                            headers={"Retry-After": "10"}) from err  # fmt: skip
+        metrics.GATEWAY_STATEMENTS.inc(len(new))
+        return [stored_by_index[i]["id"] if i in stored_by_index else s["id"] for i, s in enumerate(statements)]
+
+    async def _store_attachments(
+        self, school: str, statements: list[dict[str, Any]], parts: dict[str, multipart.Part], stored_ms: int
+    ) -> None:
+        if self.store is None:
+            raise XapiError(503, "store.unavailable", "this gateway has no attachment store")
+        items: dict[str, tuple[str, str, bytes]] = {}
+        for s in statements:
+            for atts in (s.get("attachments"), (s.get("object") or {}).get("attachments")):
+                for a in atts or ():
+                    sha = a["sha2"].lower()
+                    if sha in parts and sha not in items:
+                        items[sha] = (sha, a["contentType"], parts[sha].body)
+        if items:
+            await asyncio.to_thread(self.store.put_attachments, school, list(items.values()), stored_ms)
+
+    # -- reads -----------------------------------------------------------------------
+    async def _read(self, req: XRequest, school: str, version: str) -> web.Response:
+        if self.store is None:
+            raise XapiError(503, "store.unavailable", "this gateway has no statement store to read from")
+        params = req.query
+        single = parse_single(params)
+        if single is not None:
+            return await self._read_one(single, req, school, version)
+        if "more" in params:
+            if len(params) != 1:
+                raise bad_request("query.more", "a more link carries the whole query; add no other parameters")
+            q = parse_cursor(params["more"])
+        else:
+            q = parse_query(params, self.config.max_limit)
+        rows, more = await asyncio.to_thread(self.store.query, school, **q.filters(), limit=q.limit)
+        accept_language = req.headers.get("Accept-Language")
+        bodies = [self._render(raw, q.format, accept_language) for _, _, raw in rows]
+        more_url = f"{self.config.prefix}/statements?more={q.next_cursor(rows[-1][:2])}" if more and rows else ""
+        body = b'{"statements":[' + b",".join(bodies) + b'],"more":' + orjson.dumps(more_url) + b"}"
+        headers = self._headers(version)
+        if rows:
+            headers["Last-Modified"] = http_date(max(r[0] for r in rows))
+        return await self._respond(body, q.attachments, [orjson.loads(b) for b in bodies] if q.attachments else [],
+                                   school, headers)  # fmt: skip
+
+    async def _read_one(self, q: SingleQuery, req: XRequest, school: str, version: str) -> web.Response:
+        found = await asyncio.to_thread(self.store.get, school, q.statement_id, q.voided)  # type: ignore[union-attr]
+        if found is None:
+            what = "voided statement" if q.voided else "statement"
+            raise XapiError(404, "statement.not-found", f"no {what} {q.statement_id}")
+        raw, stored_ms = found
+        body = self._render(raw, q.format, req.headers.get("Accept-Language"))
+        headers = self._headers(version)
+        headers["Last-Modified"] = http_date(stored_ms)
+        return await self._respond(body, q.attachments, [orjson.loads(body)] if q.attachments else [], school, headers)
+
+    @staticmethod
+    def _render(raw: bytes, fmt: str, accept_language: str | None) -> bytes:
+        if fmt == "exact":
+            return raw  # byte-for-byte as stored
+        st = orjson.loads(raw)
+        return orjson.dumps(ids_format(st) if fmt == "ids" else canonical_format(st, accept_language))
+
+    async def _respond(
+        self, body: bytes, attachments: bool, statements: list[dict[str, Any]], school: str, headers: dict[str, str]
+    ) -> web.Response:
+        if not attachments:
+            return web.Response(body=body, content_type="application/json", headers=headers)
+        wanted: list[str] = []
+        for s in statements:
+            for atts in (s.get("attachments"), (s.get("object") or {}).get("attachments")):
+                for a in atts or ():
+                    sha = str(a.get("sha2", "")).lower()
+                    if sha and sha not in wanted:
+                        wanted.append(sha)
+        found = await asyncio.to_thread(self.store.attachments, school, wanted) if wanted else {}  # type: ignore[union-attr]
+        out, ctype = multipart.build(body, [(sha, *found[sha]) for sha in wanted if sha in found])
+        headers["Content-Type"] = ctype
+        return web.Response(body=out, headers=headers)
+
+
+def _is_voiding(statement: dict[str, Any]) -> bool:
+    obj = statement.get("object")
+    return (
+        (statement.get("verb") or {}).get("id") == VOIDED
+        and isinstance(obj, dict)
+        and obj.get("objectType") == "StatementRef"
+    )
+
+
+def make_gateway_app(
+    config: GatewayConfig,
+    *,
+    authenticator: Authenticator,
+    sender: TransactionalSender,
+    store: StatementStore | None,
+    consistent_through: Callable[[], int | None] | None,
+    pseudonym_secret: bytes,
+    profiles: Mapping[str, SchoolProfile] | None = None,
+) -> web.Application:
+    """The Statements API under ``config.prefix`` plus ``/metrics``.
+
+    The app starts ``sender`` on start-up and closes it on clean-up. ``store`` answers
+    reads and conflict look-ups (``reporting.lrs.LrsStore``); ``consistent_through``
+    returns epoch ms up to which the sink committed everything (``reporting.progress``).
+    """
+    gw = Gateway(config, authenticator, sender, store, consistent_through, pseudonym_secret, profiles)
+    app = web.Application(client_max_size=config.max_body_bytes)
+    app["gateway"] = gw
+    app.on_startup.append(gw.on_startup)
+    app.on_cleanup.append(gw.on_cleanup)
+    app.router.add_route("*", f"{config.prefix}/statements", gw.statements)
+    app.router.add_get(f"{config.prefix}/about", gw.about)
+    app.router.add_get("/metrics", gw.metrics_endpoint)
+    return app
+
+
+__all__ = ["SUPPORTED", "Authenticator", "Gateway", "GatewayConfig", "StatementQuery", "make_gateway_app"]

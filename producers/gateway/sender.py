@@ -1,0 +1,262 @@
+"""All-or-nothing delivery of an HTTP request's envelopes: Kafka transactions with group commit.
+
+One POST may hold statements of many learners, hence several envelopes on several
+partitions. They are written in one Kafka transaction, so consumers reading with
+``isolation_level=read_committed`` (the sinks, and any reader that promises exactness)
+see every envelope of the request or none. The HTTP answer is given only once the
+commit is acknowledged.
+
+A transaction costs several round trips (~10-30 ms here), so the requests that arrive
+while one commit is in flight are committed together in the next one ("group commit"):
+throughput grows with concurrency instead of being capped at one request per commit.
+A failed transaction fails every request in it (each answered 503, none half-written).
+
+kafka-python's transactional calls block and ``commit_transaction`` has no timeout, so
+they run on one dedicated thread; the event loop only awaits asyncio futures. Timeouts:
+
+- a job not yet picked up when its deadline passes is withdrawn (answer: 503, nothing
+  written, certain);
+- a job whose transaction already started is waited for until ``outcome_timeout_s``;
+  after that its outcome is *unknown* (:class:`OutcomeUnknown`): Kafka may still commit
+  it. The caller keeps its ids reserved until :attr:`Job.settled` resolves.
+
+After any failure the producer is discarded and a new one is created with the same
+``transactional_id``: ``init_transactions`` fences the old one and aborts its open
+transaction (the broker also aborts it after ``transaction_timeout_ms``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from schemas import metrics
+from schemas.envelope import StatementEnvelope
+
+log = logging.getLogger("learnpulse.gateway.kafka")
+
+_PENDING, _RUNNING, _WITHDRAWN, _DONE = range(4)
+
+
+class KafkaUnavailable(Exception):
+    """Kafka did not take the request; nothing of it was written (certain)."""
+
+
+class OutcomeUnknown(Exception):
+    """The commit was sent but not confirmed in time: Kafka may or may not have it."""
+
+
+@dataclass(frozen=True)
+class TransactionalParameters:
+    bootstrap: str
+    topic: str
+    transactional_id: str
+    # How long a request may wait for Kafka before it is answered 503.
+    timeout_s: float = 10.0
+    # How long to wait once its transaction started, before answering "outcome unknown".
+    outcome_timeout_s: float = 30.0
+    max_request_bytes: int = 4 * 1024 * 1024
+    # Cap on envelopes per transaction (bounds the work a failure throws away).
+    max_envelopes: int = 5_000
+    transaction_timeout_ms: int = 60_000
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's envelopes. ``settled`` resolves (True committed / False not) when known."""
+
+    envelopes: list[StatementEnvelope]
+    deadline: float
+    loop: asyncio.AbstractEventLoop
+    result: asyncio.Future
+    settled: asyncio.Future
+    state: int = _PENDING
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def claim(self) -> bool:
+        with self.lock:
+            if self.state != _PENDING:
+                return False
+            self.state = _RUNNING
+            return True
+
+    def withdraw(self) -> bool:
+        """Called by the waiter on timeout: True if the job never started (safe to answer 503)."""
+        with self.lock:
+            if self.state != _PENDING:
+                return False
+            self.state = _WITHDRAWN
+            return True
+
+    def finish(self, error: BaseException | None) -> None:
+        with self.lock:
+            self.state = _DONE
+
+        def resolve() -> None:
+            if not self.result.done():
+                if error is None:
+                    self.result.set_result(None)
+                else:
+                    self.result.set_exception(error)
+            if not self.settled.done():
+                self.settled.set_result(error is None)
+
+        self.loop.call_soon_threadsafe(resolve)
+
+
+class TransactionalSender:
+    """Owns one transactional producer and the thread that commits groups of jobs."""
+
+    def __init__(self, params: TransactionalParameters, producer_factory=None) -> None:
+        self.params = params
+        self._factory = producer_factory or self._make_producer
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._producer: KafkaProducer | None = None
+        self._thread = threading.Thread(target=self._run, name="gateway-kafka", daemon=True)
+        self._stopped = threading.Event()
+        self.healthy = threading.Event()
+
+    def _make_producer(self) -> KafkaProducer:
+        p = self.params
+        return KafkaProducer(
+            bootstrap_servers=p.bootstrap,
+            client_id=f"learnpulse-gateway-{p.transactional_id}",
+            transactional_id=p.transactional_id,
+            transaction_timeout_ms=p.transaction_timeout_ms,
+            acks="all",
+            enable_idempotence=True,
+            compression_type="lz4",
+            linger_ms=0,  # group commit already batches; flush() sends at commit time
+            batch_size=512 * 1024,
+            max_request_size=p.max_request_bytes,
+            # Short backoff: after a commit the coordinator answers the next
+            # AddPartitionsToTxn with CONCURRENT_TRANSACTIONS until its markers are
+            # written; the default 100 ms retry made every transaction cost ~100 ms here.
+            retry_backoff_ms=5,
+            max_block_ms=int(p.timeout_s * 1000),
+            request_timeout_ms=int(p.timeout_s * 1000),
+            delivery_timeout_ms=int(p.timeout_s * 1000) + 1000,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self, timeout: float = 10) -> None:
+        self._stopped.set()
+        self._queue.put(None)
+        self._thread.join(timeout)
+        if self._producer is not None:
+            _discard(self._producer, timeout=5)
+            self._producer = None
+
+    # -- asyncio side ----------------------------------------------------------------
+    def submit(self, envelopes: list[StatementEnvelope]) -> Job:
+        loop = asyncio.get_running_loop()
+        job = Job(envelopes, time.monotonic() + self.params.timeout_s, loop, loop.create_future(), loop.create_future())
+        self._queue.put(job)
+        return job
+
+    async def wait(self, job: Job) -> None:
+        """Wait for ``job``; raises :class:`KafkaUnavailable` or :class:`OutcomeUnknown`."""
+        try:
+            await asyncio.wait_for(asyncio.shield(job.result), self.params.timeout_s)
+            return
+        except TimeoutError:
+            if job.withdraw():
+                job.settled.set_result(False)
+                metrics.GATEWAY_KAFKA_FAILURES.labels("timeout").inc()
+                raise KafkaUnavailable(f"Kafka did not take the request within {self.params.timeout_s:.0f}s") from None
+        try:
+            await asyncio.wait_for(asyncio.shield(job.result), self.params.outcome_timeout_s)
+        except TimeoutError:
+            metrics.GATEWAY_KAFKA_FAILURES.labels("outcome_unknown").inc()
+            raise OutcomeUnknown("Kafka did not confirm the commit in time") from None
+
+    async def send(self, envelopes: list[StatementEnvelope]) -> None:
+        await self.wait(self.submit(envelopes))
+
+    # -- Kafka thread ----------------------------------------------------------------
+    def _take_group(self, first: Job) -> list[Job]:
+        jobs = [first]
+        n = len(first.envelopes)
+        while n < self.params.max_envelopes:
+            try:
+                j = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if j is None:
+                self._queue.put(None)
+                break
+            jobs.append(j)
+            n += len(j.envelopes)
+        return jobs
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            first = self._queue.get()
+            if first is None:
+                break
+            now = time.monotonic()
+            group = [j for j in self._take_group(first) if j.deadline > now and j.claim()]
+            if group:
+                self._commit(group)
+
+    def _ensure_producer(self) -> KafkaProducer:
+        if self._producer is None:
+            producer = self._factory()
+            try:
+                producer.init_transactions()
+            except BaseException:
+                _discard(producer)
+                raise
+            self._producer = producer
+        return self._producer
+
+    def _commit(self, group: list[Job]) -> None:
+        started = time.perf_counter()
+        try:
+            producer = self._ensure_producer()
+            producer.begin_transaction()
+            futures = [
+                producer.send(self.params.topic, key=env.key, value=env.encode()) for job in group for env in job.envelopes
+            ]
+            producer.flush(timeout=self.params.timeout_s)
+            for f in futures:
+                if not f.succeeded():
+                    raise f.exception or KafkaError("send not acknowledged")
+            producer.commit_transaction()
+        except Exception as err:  # noqa: BLE001 - any failure: nothing of this group is committed
+            self.healthy.clear()
+            log.warning("Kafka transaction of %d requests failed: %r", len(group), err)
+            metrics.GATEWAY_KAFKA_FAILURES.labels("transaction").inc()
+            producer, self._producer = self._producer, None
+            if producer is not None:
+                _discard(producer)
+            failure = KafkaUnavailable(f"Kafka refused the transaction: {err!r}")
+            for job in group:
+                job.finish(failure)
+            return
+        self.healthy.set()
+        metrics.GATEWAY_COMMIT_SECONDS.observe(time.perf_counter() - started)
+        metrics.GATEWAY_COMMIT_REQUESTS.observe(len(group))
+        statements = 0
+        for job in group:
+            statements += sum(len(e.entries) for e in job.envelopes)
+            job.finish(None)
+        metrics.STATEMENTS_OUT.labels("gateway").inc(statements)
+        metrics.MESSAGES_OUT.labels("gateway", self.params.topic).inc(len(futures))
+
+
+def _discard(producer: KafkaProducer, timeout: float = 0) -> None:
+    try:
+        producer.close(timeout=timeout)
+    except Exception as err:  # noqa: BLE001 - a producer in a failed state may raise on close; dropped anyway
+        log.debug("closing a failed producer raised %r", err)
