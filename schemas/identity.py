@@ -12,12 +12,15 @@ from .errors import InvalidStatement
 def canonical_ifi(agent: dict[str, Any]) -> str:
     """The one inverse functional identifier of an agent, as a stable string.
 
-    ``mbox`` is lower-cased (mail addresses are case-insensitive in practice and LRSs
-    disagree on case); ``mbox_sha1sum`` is lower-cased hex; ``openid`` and ``account``
-    are kept exactly.
+    In ``mbox`` only the scheme and the domain are lower-cased: they are case-insensitive,
+    while the local part is not (RFC 5321 §2.4), so two addresses differing there are two
+    agents, as an LRS compares them. ``mbox_sha1sum`` is lower-cased hex; ``openid`` and
+    ``account`` are kept exactly.
     """
     if "mbox" in agent:
-        return "mbox:" + str(agent["mbox"]).lower()
+        scheme, _, address = str(agent["mbox"]).partition(":")
+        local, at, domain = address.rpartition("@")
+        return "mbox:" + scheme.lower() + ":" + (local + at + domain.lower() if at else address)
     if "mbox_sha1sum" in agent:
         return "mbox_sha1sum:" + str(agent["mbox_sha1sum"]).lower()
     if "openid" in agent:
