@@ -19,7 +19,7 @@ requests carry a timeout, and statement pages are returned as the raw parsed JSO
 from __future__ import annotations
 
 import http.client
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import orjson
@@ -42,6 +42,9 @@ class LrsUnavailable(Exception):
 
 class StatementsClient(RemoteLRS):
     """A tincan ``RemoteLRS`` whose statement queries return raw StatementResult JSON."""
+
+    # tincan objects accept only declared properties.
+    _props: ClassVar[list[str]] = [*RemoteLRS._props, "timeout"]
 
     def __init__(self, *args: Any, timeout: float = 30.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -73,7 +76,9 @@ class StatementsClient(RemoteLRS):
         res = self._send_request(request)
         status = res.response.status
         if not res.success:
-            body = res.data[:500].decode("utf-8", "replace") if res.data else ""
+            # tincan's LRSResponse keeps the body decoded to str.
+            data = res.data or ""
+            body = (data.decode("utf-8", "replace") if isinstance(data, bytes) else data)[:500]
             if status >= 500 or status in (408, 429):
                 raise LrsUnavailable(f"LRS answered {status}: {body}")
             raise LrsError(status, body)
