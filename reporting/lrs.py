@@ -31,7 +31,9 @@ _SCHOOL = "school = {school:String}"
 _STORED_RANGE_MODERN = (
     "stored >= fromUnixTimestamp64Milli({lo:Int64}, 'UTC') AND stored <= fromUnixTimestamp64Milli({hi:Int64}, 'UTC')"
 )
-_STORED_RANGE_OLD = "stored >= toDateTime(intDiv({lo:Int64}, 1000)) AND stored < toDateTime(intDiv({hi:Int64}, 1000) + 1)"
+_STORED_RANGE_OLD = (
+    "stored >= toDateTime(intDiv({lo:Int64}, 1000)) AND stored < toDateTime(intDiv({hi:Int64}, 1000) + 1)"
+)
 _RAW_SQL = (
     "SELECT toString(statement_id), any(raw) FROM {db}.statements_raw WHERE " + _SCHOOL
     + " AND {range} AND statement_id IN " + _IDS + " GROUP BY statement_id"
@@ -161,7 +163,11 @@ class LrsStore:
         if match is not None:
             where.append(_with_refs(match, self.ref_depth))
             params.update(
-                {k: v for k, v in (("verb", verb), ("registration", registration), ("activity", activity)) if v is not None}
+                {
+                    k: v
+                    for k, v in (("verb", verb), ("registration", registration), ("activity", activity))
+                    if v is not None
+                }
             )
             if agent is not None:
                 params["agent"] = agent_key(agent)

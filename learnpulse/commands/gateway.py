@@ -90,6 +90,8 @@ def build_gateway_app(settings: Settings, ch=None):
 async def _serve(app, host: str, port: int, stop: asyncio.Event) -> None:
     from aiohttp import web
 
+    from producers.gateway.app import GATEWAY_KEY
+
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
@@ -97,7 +99,7 @@ async def _serve(app, host: str, port: int, stop: asyncio.Event) -> None:
     except OSError as err:
         await runner.cleanup()
         raise UserError(f"gateway port {port} on {host} is taken ({err}); set LEARNPULSE_GATEWAY__PORT") from err
-    click.echo(f"LRS gateway on http://{host}:{port}{app['gateway'].config.prefix}/statements ; Ctrl-C stops")
+    click.echo(f"LRS gateway on http://{host}:{port}{app[GATEWAY_KEY].config.prefix}/statements ; Ctrl-C stops")
     try:
         await stop.wait()
     finally:

@@ -55,7 +55,9 @@ class AcceptedIds:
     def get(self, school: str, sid: str) -> Entry | None:
         return self._entries.get((school, sid))
 
-    def reserve(self, school: str, items: list[tuple[str, dict[str, Any], bool]], stored_ms: int, settled: asyncio.Future) -> None:
+    def reserve(
+        self, school: str, items: list[tuple[str, dict[str, Any], bool]], stored_ms: int, settled: asyncio.Future
+    ) -> None:
         """Record ``(id, stored statement, is_voiding)`` of one request as pending."""
         for sid, statement, voiding in items:
             self._entries[(school, sid)] = Entry(statement, stored_ms, voiding, settled)

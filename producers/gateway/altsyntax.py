@@ -50,7 +50,9 @@ def unwrap(req: XRequest, default_version: str) -> XRequest:
         raise bad_request("alternate.method", "the alternate request syntax must be issued as POST (§1.3.s3.b1)")
     target = method.upper()
     if target not in _METHODS or method != target:
-        raise bad_request("alternate.method", f"method must be one of GET, HEAD, PUT, POST; found {method!r}", "$query.method")
+        raise bad_request(
+            "alternate.method", f"method must be one of GET, HEAD, PUT, POST; found {method!r}", "$query.method"
+        )
     if media_type(req.headers.get("Content-Type")) != "application/x-www-form-urlencoded":
         raise bad_request(
             "alternate.content-type",

@@ -425,7 +425,11 @@ class Gateway:
         received = self.clock_ms()
         collect = _Collect()
         publisher = StatementPublisher(
-            collect, self.secret, self.profiles, max_per_envelope=self.config.max_per_envelope, linger_s=1e9  # type: ignore[arg-type]
+            collect,
+            self.secret,
+            self.profiles,
+            max_per_envelope=self.config.max_per_envelope,
+            linger_s=1e9,  # type: ignore[arg-type]
         )
         stored_by_index = {i: publisher.publish(school, s, received) for i, s in new}
         publisher.batcher.flush()
@@ -541,6 +545,9 @@ def _is_voiding(statement: dict[str, Any]) -> bool:
     )
 
 
+GATEWAY_KEY = web.AppKey("gateway", Gateway)
+
+
 def make_gateway_app(
     config: GatewayConfig,
     *,
@@ -559,7 +566,7 @@ def make_gateway_app(
     """
     gw = Gateway(config, authenticator, sender, store, consistent_through, pseudonym_secret, profiles)
     app = web.Application(client_max_size=config.max_body_bytes)
-    app["gateway"] = gw
+    app[GATEWAY_KEY] = gw
     app.on_startup.append(gw.on_startup)
     app.on_cleanup.append(gw.on_cleanup)
     app.router.add_route("*", f"{config.prefix}/statements", gw.statements)

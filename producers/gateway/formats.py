@@ -150,7 +150,9 @@ def _activity_canonical(act: Any, ranges: list[tuple[str, float]]) -> Any:
     for lst in _COMPONENT_LISTS:
         if isinstance(d.get(lst), list):
             d[lst] = [
-                {**c, "description": _filter_map(c["description"], ranges)} if isinstance(c, dict) and "description" in c else c
+                {**c, "description": _filter_map(c["description"], ranges)}
+                if isinstance(c, dict) and "description" in c
+                else c
                 for c in d[lst]
             ]
     return {**act, "definition": d}

@@ -35,7 +35,9 @@ def boundary_of(content_type: str) -> str:
                 value = value[1:-1]
             if 1 <= len(value) <= 70:
                 return value
-    raise bad_request("multipart.boundary", "multipart/mixed request without a valid boundary parameter (RFC 2046 §5.1.1)")
+    raise bad_request(
+        "multipart.boundary", "multipart/mixed request without a valid boundary parameter (RFC 2046 §5.1.1)"
+    )
 
 
 def _split_params(params: str) -> Iterable[str]:
@@ -93,7 +95,7 @@ def _part(raw: bytes) -> Part:
             raise bad_request("multipart.part", "multipart part has no blank line after its headers")
         head, body = raw[:i], raw[i + 4 :]
     headers: dict[str, str] = {}
-    for line in head.split(b"\r\n"):
+    for line in head.split(b"\r\n") if head else ():
         name, colon, value = line.partition(b":")
         if not colon or not name.strip():
             raise bad_request("multipart.part", f"malformed part header line {line[:80]!r}")
@@ -118,7 +120,9 @@ def attachment_parts(parts: list[Part]) -> dict[str, Part]:
     for n, part in enumerate(parts[1:], start=1):
         declared = part.headers.get(HASH_HEADER.lower())
         if not declared:
-            raise bad_request("attachments.part.hash-header", f"attachment part {n} has no {HASH_HEADER} header", f"$parts[{n}]")
+            raise bad_request(
+                "attachments.part.hash-header", f"attachment part {n} has no {HASH_HEADER} header", f"$parts[{n}]"
+            )
         declared = declared.lower()
         cte = part.headers.get("content-transfer-encoding")
         if cte is not None and cte.lower() != "binary":

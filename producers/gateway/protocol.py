@@ -47,7 +47,9 @@ class XapiError(Exception):
         self.headers = headers or {}
 
     def response(self, version: str) -> web.Response:
-        body = orjson.dumps({"error": {"status": self.status, "rule": self.rule, "message": self.message, "path": self.path}})
+        body = orjson.dumps(
+            {"error": {"status": self.status, "rule": self.rule, "message": self.message, "path": self.path}}
+        )
         return web.Response(
             status=self.status,
             body=body,

@@ -91,7 +91,9 @@ def _bool(params: Mapping[str, str], name: str) -> bool:
 def _format(params: Mapping[str, str]) -> str:
     fmt = params.get("format", "exact")
     if fmt not in FORMATS:
-        raise bad_request("query.format", f"format must be one of ids, exact, canonical; found {fmt!r}", "$query.format")
+        raise bad_request(
+            "query.format", f"format must be one of ids, exact, canonical; found {fmt!r}", "$query.format"
+        )
     return fmt
 
 
@@ -145,7 +147,9 @@ def parse_single(params: Mapping[str, str]) -> SingleQuery | None:
     if not present:
         return None
     if len(present) == 2:
-        raise bad_request("query.single.both", "statementId and voidedStatementId cannot be used together (§2.1.3.s2.b1)")
+        raise bad_request(
+            "query.single.both", "statementId and voidedStatementId cannot be used together (§2.1.3.s2.b1)"
+        )
     extra = set(params) - present - SINGLE_EXTRA
     if extra:
         raise bad_request(
@@ -171,7 +175,9 @@ def parse_query(params: Mapping[str, str], max_limit: int) -> StatementQuery:
     if activity is not None and not is_iri(activity):
         raise bad_request("query.activity", f"activity must be an IRI, found {activity!r}", "$query.activity")
     if registration is not None and not is_uuid(registration):
-        raise bad_request("query.registration", f"registration must be a UUID, found {registration!r}", "$query.registration")
+        raise bad_request(
+            "query.registration", f"registration must be a UUID, found {registration!r}", "$query.registration"
+        )
     raw_limit = params.get("limit", "0")
     if not raw_limit.isdigit():
         raise bad_request("query.limit", f"limit must be a nonnegative integer, found {raw_limit!r}", "$query.limit")

@@ -226,7 +226,9 @@ class TransactionalSender:
             producer = self._ensure_producer()
             producer.begin_transaction()
             futures = [
-                producer.send(self.params.topic, key=env.key, value=env.encode()) for job in group for env in job.envelopes
+                producer.send(self.params.topic, key=env.key, value=env.encode())
+                for job in group
+                for env in job.envelopes
             ]
             producer.flush(timeout=self.params.timeout_s)
             for f in futures:

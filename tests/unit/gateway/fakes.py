@@ -1,0 +1,158 @@
+"""In-memory stand-ins for the gateway's seams: a Kafka producer and the statement store.
+
+``FakeStore`` evaluates the StatementStore contract in plain Python over the rows
+``sinks.lrs_rows`` makes, so the same contract suite runs against it and against the
+real ClickHouse store (tests/integration/test_gateway_store.py).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import orjson
+
+from schemas.envelope import StatementEnvelope
+from schemas.xapi.timefmt import parse_ms
+from sinks.lrs_rows import LRS_ACTIVITIES, LRS_AGENTS, LRS_STATEMENTS, agent_key, lrs_rows
+
+
+class _Future:
+    def __init__(self, error: BaseException | None) -> None:
+        self.exception = error
+
+    def succeeded(self) -> bool:
+        return self.exception is None
+
+
+class FakeProducer:
+    """Enough of kafka-python's transactional KafkaProducer; commits deliver to ``on_commit``."""
+
+    def __init__(self, on_commit, fail_send: BaseException | None = None, block: threading.Event | None = None):
+        self.on_commit = on_commit
+        self.fail_send = fail_send
+        self.block = block
+        self.open: list[tuple[str, bytes, bytes]] | None = None
+        self.transactions = 0
+        self.closed = False
+
+    def init_transactions(self) -> None:
+        pass
+
+    def begin_transaction(self) -> None:
+        self.open = []
+
+    def send(self, topic, key=None, value=None):
+        self.open.append((topic, key, value))
+        return _Future(self.fail_send)
+
+    def flush(self, timeout=None) -> None:
+        if self.block is not None:
+            self.block.wait()
+
+    def commit_transaction(self) -> None:
+        records, self.open = self.open, None
+        self.transactions += 1
+        self.on_commit(records)
+
+    def close(self, timeout=None) -> None:
+        self.closed = True
+
+
+class FakeStore:
+    """StatementStore over in-memory rows; ``ingest`` plays the Kafka → sink part."""
+
+    def __init__(self) -> None:
+        self.raw: dict[tuple[str, str], tuple[bytes, int]] = {}
+        self.rows: dict[str, list[tuple]] = {}
+        self.files: dict[tuple[str, str], tuple[str, bytes]] = {}
+
+    def ingest(self, value: bytes) -> None:
+        env = StatementEnvelope.decode(value)
+        for entry in env.entries:
+            st = entry.statement
+            self.raw.setdefault((env.school, st["id"].lower()), (orjson.dumps(st), parse_ms(st["stored"])))
+        for table, rows in lrs_rows(env).items():
+            self.rows.setdefault(table, []).extend(rows)
+
+    def ingest_records(self, records) -> None:
+        for _topic, _key, value in records:
+            self.ingest(value)
+
+    # -- StatementStore ----------------------------------------------------------------
+    def _voided(self, school: str) -> set[str]:
+        return {str(r[6]) for r in self.rows.get(LRS_STATEMENTS, []) if r[0] == school and r[7]}
+
+    def lookup(self, school: str, ids: Sequence[str]) -> dict[str, bytes]:
+        return {sid: self.raw[(school, sid)][0] for sid in ids if (school, sid) in self.raw}
+
+    def get(self, school: str, statement_id: str, voided: bool) -> tuple[bytes, int] | None:
+        found = self.raw.get((school, statement_id))
+        if found is None or (statement_id in self._voided(school)) != voided:
+            return None
+        return found
+
+    def _matches(self, school, sid, agent, verb, activity, registration, related_agents, related_activities, depth):
+        row = self._row(school, sid)
+        if row is None:
+            return False
+        direct = (
+            (verb is None or row[3] == verb)
+            and (registration is None or row[4] == registration)
+            and (agent is None or any(
+                r[0] == school and r[1] == agent_key(agent) and str(r[2]) == sid and (related_agents or r[3])
+                for r in self.rows.get(LRS_AGENTS, [])))
+            and (activity is None or any(
+                r[0] == school and r[1] == activity and str(r[2]) == sid and (related_activities or r[3])
+                for r in self.rows.get(LRS_ACTIVITIES, [])))
+        )  # fmt: skip
+        if direct or depth == 0 or not row[5]:
+            return direct
+        return self._matches(
+            school, str(row[6]), agent, verb, activity, registration, related_agents, related_activities, depth - 1
+        )
+
+    def _row(self, school: str, sid: str):
+        for r in self.rows.get(LRS_STATEMENTS, []):
+            if r[0] == school and str(r[2]) == sid:
+                return r
+        return None
+
+    def query(self, school, *, agent, verb, activity, registration, related_activities, related_agents,
+              since_ms, until_ms, ascending, after, limit):  # fmt: skip
+        voided = self._voided(school)
+        keys = sorted(
+            {(r[1], str(r[2])) for r in self.rows.get(LRS_STATEMENTS, []) if r[0] == school}, reverse=not ascending
+        )
+        out = []
+        for ms, sid in keys:
+            if sid in voided or (since_ms is not None and ms <= since_ms) or (until_ms is not None and ms > until_ms):
+                continue
+            if after is not None and ((ms, sid) <= after if ascending else (ms, sid) >= after):
+                continue
+            if not self._matches(
+                school, sid, agent, verb, activity, registration, related_agents, related_activities, 3
+            ):
+                continue
+            out.append((ms, sid, self.raw[(school, sid)][0]))
+        return out[:limit], len(out) > limit
+
+    def attachments(self, school: str, sha2s: Sequence[str]) -> dict[str, tuple[str, bytes]]:
+        return {sha: self.files[(school, sha)] for sha in sha2s if (school, sha) in self.files}
+
+    def put_attachments(self, school: str, items, stored_ms: int) -> None:
+        for sha, ctype, data in items:
+            self.files[(school, sha)] = (ctype, data)
+
+
+class FakeAuth:
+    """``key`` → school; the secret is ``secret-<key>``."""
+
+    def __init__(self, keys: dict[str, str]) -> None:
+        self.keys = keys
+
+    def cached(self, key: str, secret: str) -> tuple[bool, str | None]:
+        return True, self.keys.get(key) if secret == f"secret-{key}" else None
+
+    def authenticate(self, key: str, secret: str) -> str | None:
+        return self.cached(key, secret)[1]

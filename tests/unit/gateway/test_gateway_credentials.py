@@ -1,0 +1,57 @@
+"""Per-school HTTP Basic credentials: hashed at rest, verified once, revocable."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import pytest
+
+from learnpulse.credentials import CredentialStore, add_credential, list_credentials, remove_credential
+from learnpulse.errors import UserError
+
+
+def test_credentials_secret_is_stored_only_as_salted_scrypt(tmp_path):
+    path = tmp_path / "credentials.json"
+    key, secret = add_credential(path, "school-a")
+    key2, secret2 = add_credential(path, "school-a")
+    text = path.read_text()
+    assert secret not in text and secret2 not in text
+    entries = json.loads(text)["credentials"]
+    assert {e["key"] for e in entries} == {key, key2}
+    assert len({e["salt"] for e in entries}) == 2 and all(e["n"] >= 2**14 for e in entries)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [c.school for c in list_credentials(path)] == ["school-a", "school-a"]
+
+
+def test_credentials_authenticate_decides_school(tmp_path):
+    path = tmp_path / "c.json"
+    ka, sa = add_credential(path, "school-a")
+    kb, sb = add_credential(path, "school-b")
+    store = CredentialStore(path)
+    assert store.authenticate(ka, sa) == "school-a"
+    assert store.authenticate(kb, sb) == "school-b"
+    assert store.authenticate(ka, sb) is None
+    assert store.authenticate("lp_unknown", sa) is None
+    assert store.cached(ka, sa) == (True, "school-a")  # second use: no scrypt
+    assert store.cached(ka, sa + "x") == (False, None)
+    assert store.authenticate(ka, sa + "x") is None
+    assert store.cached(ka, sa + "x") == (True, None)  # a wrong secret is not re-hashed either
+
+
+def test_credentials_removed_key_stops_working_after_reload(tmp_path):
+    path = tmp_path / "c.json"
+    key, secret = add_credential(path, "school-a")
+    now = [0.0]
+    store = CredentialStore(path, reload_every_s=1.0, clock=lambda: now[0])
+    assert store.authenticate(key, secret) == "school-a"
+    assert remove_credential(path, key)
+    assert not remove_credential(path, key)
+    now[0] += 2
+    assert store.authenticate(key, secret) is None
+
+
+@pytest.mark.parametrize("school", ["", "two words", "x" * 200])
+def test_credentials_add_rejects_bad_school_names(tmp_path, school):
+    with pytest.raises(UserError):
+        add_credential(tmp_path / "c.json", school)

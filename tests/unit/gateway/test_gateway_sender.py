@@ -1,0 +1,68 @@
+"""Transactional group commit (producers.gateway.sender) with a stand-in producer."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from producers.gateway.sender import KafkaUnavailable, TransactionalParameters, TransactionalSender
+from schemas.envelope import StatementEntry, StatementEnvelope
+
+from .fakes import FakeProducer
+
+
+def _env(learner: str, n: int = 1) -> StatementEnvelope:
+    return StatementEnvelope("s", learner, 0, tuple(StatementEntry("c", "c", {"id": str(i)}) for i in range(n)))
+
+
+def _sender(producers, **kw):
+    committed = []
+
+    def factory():
+        p = FakeProducer(committed.append, **kw)
+        producers.append(p)
+        return p
+
+    s = TransactionalSender(TransactionalParameters("x:1", "t", "txn", timeout_s=1, outcome_timeout_s=1), factory)
+    return s, committed
+
+
+def test_sender_group_commit_many_requests_one_transaction():
+    producers: list[FakeProducer] = []
+    gate = threading.Event()
+    sender, committed = _sender(producers, block=gate)
+
+    async def main():
+        sender.start()
+        first = sender.submit([_env("a")])
+        await asyncio.sleep(0.05)  # the first transaction is now waiting in flush
+        rest = [sender.submit([_env(f"l{i}"), _env(f"m{i}")]) for i in range(10)]
+        gate.set()
+        await sender.wait(first)
+        await asyncio.gather(*(sender.wait(j) for j in rest))
+        assert all(j.settled.result() for j in [first, *rest])
+
+    asyncio.run(main())
+    sender.close()
+    assert [len(t) for t in committed] == [1, 20]  # the ten waiting requests shared one commit
+    assert producers[0].transactions == 2
+
+
+def test_sender_failed_transaction_fails_all_its_requests_and_replaces_producer():
+    producers: list[FakeProducer] = []
+    sender, committed = _sender(producers, fail_send=RuntimeError("not leader"))
+
+    async def main():
+        sender.start()
+        jobs = [sender.submit([_env("a")]), sender.submit([_env("b")])]
+        for j in jobs:
+            with pytest.raises(KafkaUnavailable):
+                await sender.wait(j)
+            assert j.settled.result() is False
+
+    asyncio.run(main())
+    sender.close()
+    assert committed == []
+    assert producers and all(p.closed for p in producers)
