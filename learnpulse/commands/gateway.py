@@ -40,8 +40,12 @@ def _epoch_ms(value: object) -> int | None:
     raise TypeError(f"unexpected consistent-through value {value!r}")
 
 
-def build_gateway_app(settings: Settings, ch=None):
-    """The gateway aiohttp app for these settings; ``ch`` (a ClickHouse engine) enables reads."""
+def build_gateway_app(settings: Settings, ch=None, consistent_through=None):
+    """The gateway aiohttp app for these settings; ``ch`` (a ClickHouse engine) enables reads.
+
+    ``consistent_through(ch)`` gives the sink's committed progress (default
+    ``reporting.progress.consistent_through``) as a datetime, epoch ms or ISO string.
+    """
     from producers.gateway.app import GatewayConfig, make_gateway_app
     from producers.gateway.sender import TransactionalParameters, TransactionalSender
     from schemas.topics import Topic
@@ -52,9 +56,10 @@ def build_gateway_app(settings: Settings, ch=None):
     k = settings.kafka
     store = consistent = None
     if ch is not None:
-        from reporting.progress import consistent_through
-
         from reporting.lrs import LrsStore
+
+        if consistent_through is None:
+            from reporting.progress import consistent_through
 
         store = LrsStore(ch)
 

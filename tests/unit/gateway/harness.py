@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib.util
 import socket
 import threading
+import time
 import uuid
-from typing import Any, Self
+from typing import Any
 
 import requests
 from aiohttp import web
@@ -41,8 +43,84 @@ def statement(**extra: Any) -> dict[str, Any]:
     return st
 
 
-class Harness:
-    """Start with ``with Harness() as h:``; ``h.post/put/get`` speak HTTP to it."""
+class ServedApp:
+    """Serves ``self.app`` on a free loopback port from a thread; ``post/put/get`` speak HTTP to it."""
+
+    app: web.Application
+    config: GatewayConfig
+
+    def start(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.loop = asyncio.new_event_loop()
+        self.runner = web.AppRunner(self.app, access_log=None)
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(self.runner.setup())
+            self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", self.port).start())
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("gateway did not start")
+        self.http = requests.Session()
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.http.close()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def call(self, fn, *args):
+        """Run ``fn(*args)`` on the gateway's event loop (its state is loop-owned)."""
+
+        async def run():
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    @property
+    def gateway(self):
+        return self.app[GATEWAY_KEY]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.config.prefix}/statements"
+
+    def auth(self, key: str) -> str:
+        return basic(key)
+
+    def headers(self, key: str = "key-a", version: str | None = "1.0.3", **extra: str) -> dict[str, str]:
+        h = {"Authorization": self.auth(key)}
+        if version is not None:
+            h["X-Experience-API-Version"] = version
+        h.update(extra)
+        return h
+
+    def post(self, body: Any, key: str = "key-a", version: str = "1.0.3", **kw: Any) -> requests.Response:
+        return self.http.post(self.url, json=body, headers=self.headers(key, version), **kw)
+
+    def put(self, body: Any, sid: str, key: str = "key-a", version: str = "1.0.3") -> requests.Response:
+        return self.http.put(self.url, params={"statementId": sid}, json=body, headers=self.headers(key, version))
+
+    def get(self, params: dict[str, str] | None = None, key: str = "key-a", version: str = "1.0.3", **headers: str):
+        return self.http.get(self.url, params=params, headers=self.headers(key, version, **headers))
+
+
+class Harness(ServedApp):
+    """The real app with an in-memory Kafka producer and store; ``with Harness() as h:``."""
 
     def __init__(self, config: GatewayConfig | None = None, **producer_kw: Any) -> None:
         self.config = config or GatewayConfig()
@@ -73,68 +151,60 @@ class Harness:
             consistent_through=lambda: self.sink_through,
             pseudonym_secret=b"test-secret",
         )
-        self.gateway = self.app[GATEWAY_KEY]
-
-    def __enter__(self) -> Self:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(self.app, access_log=None)
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.loop.run_until_complete(self.runner.setup())
-            self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", self.port).start())
-            ready.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("gateway did not start")
-        self.http = requests.Session()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.http.close()
-
-    def call(self, fn, *args):
-        """Run ``fn(*args)`` on the gateway's event loop (its state is loop-owned)."""
-
-        async def run():
-            return fn(*args)
-
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{self.config.prefix}/statements"
-
-    def headers(self, key: str = "key-a", version: str | None = "1.0.3", **extra: str) -> dict[str, str]:
-        h = {"Authorization": basic(key)}
-        if version is not None:
-            h["X-Experience-API-Version"] = version
-        h.update(extra)
-        return h
-
-    def post(self, body: Any, key: str = "key-a", version: str = "1.0.3", **kw: Any) -> requests.Response:
-        return self.http.post(self.url, json=body, headers=self.headers(key, version), **kw)
-
-    def put(self, body: Any, sid: str, key: str = "key-a", version: str = "1.0.3") -> requests.Response:
-        return self.http.put(self.url, params={"statementId": sid}, json=body, headers=self.headers(key, version))
-
-    def get(self, params: dict[str, str] | None = None, key: str = "key-a", version: str = "1.0.3", **headers: str):
-        return self.http.get(self.url, params=params, headers=self.headers(key, version, **headers))
 
     def statements_in_kafka(self) -> list[dict[str, Any]]:
         import orjson
 
         return [s["statement"] for _, _, v in self.committed for s in orjson.loads(v)["statements"]]
+
+
+class LiveGateway(ServedApp):
+    """The gateway as ``learnpulse gateway`` wires it: real Kafka, sinks and ClickHouse in this process.
+
+    ``schools`` get credentials in a real (hashed) credentials file; ``keys[school]`` is
+    ``(key, secret)``. Used only by integration tests.
+    """
+
+    def __init__(self, settings, schools: list[str], consistent_through=None) -> None:
+        from learnpulse.commands.gateway import build_gateway_app, credentials_path
+        from learnpulse.credentials import add_credential
+        from learnpulse.pipeline import open_clickhouse, start_sinks
+
+        self.settings = settings
+        self.keys = {school: add_credential(credentials_path(settings), school) for school in schools}
+        if consistent_through is None and importlib.util.find_spec("reporting.progress") is None:
+            # Until the sinks' progress reader lands, reads wait by polling (wait_readable).
+            def consistent_through(_ch):
+                return None
+
+        self.ch = open_clickhouse(settings)
+        self.sinks = start_sinks(settings, self.ch)
+        self.app = build_gateway_app(settings, self.ch, consistent_through)
+        self.config = self.gateway.config
+
+    def auth(self, school: str) -> str:
+        return basic(*self.keys[school])
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            self.sinks.join()
+            self.ch.close()
+        if self.sinks.errors:
+            raise AssertionError(f"sink failed: {self.sinks.errors[0]!r}")
+
+    def wait_readable(self, school: str, sid: str, timeout: float = 60.0, voided: bool = False) -> requests.Response:
+        """GET the statement once the sink has written it (fails after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        name = "voidedStatementId" if voided else "statementId"
+        while True:
+            r = self.get({name: sid}, key=school)
+            if r.status_code != 404 or time.monotonic() > deadline:
+                return r
+            if self.sinks.errors:
+                raise AssertionError(f"sink failed: {self.sinks.errors[0]!r}")
+            time.sleep(0.2)
 
 
 def new_id() -> str:
