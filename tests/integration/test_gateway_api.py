@@ -1,0 +1,189 @@
+"""The Statements API on the real stack (Kafka, sinks, ClickHouse: chDB and the server).
+
+Names cite the xAPI 1.0.3 section each test checks. The in-memory variants of these
+checks are in tests/unit/gateway/test_gateway_app.py; here the store is ClickHouse and
+Kafka is real, so conflicts, voids and filters are answered by the SQL of reporting.lrs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+
+import orjson
+import pytest
+from kafka import KafkaConsumer
+
+from learnpulse.commands.gateway import build_gateway_app
+from producers.gateway import multipart
+from schemas.topics import Topic
+from tests.unit.gateway.harness import LiveGateway, ServedApp, statement
+
+
+def _id() -> str:
+    return str(uuid.uuid4())
+
+
+def _committed_records(settings, isolation: str = "read_committed") -> list[bytes]:
+    """Every record of xapi.statements visible at ``isolation`` (from the beginning)."""
+    c = KafkaConsumer(
+        Topic.STATEMENTS.physical(settings.kafka.topic_prefix),
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level=isolation,
+        consumer_timeout_ms=3000,
+    )
+    try:
+        return [m.value for m in c]
+    finally:
+        c.close()
+
+
+class _Restarted(ServedApp):
+    """A second gateway on the same ClickHouse: empty accepted-ids registry, as after a restart."""
+
+    def __init__(self, live: LiveGateway) -> None:
+        # Its own transactional.id: reusing the first gateway's would fence that producer.
+        g = live.settings.gateway.model_copy(update={"transactional_id": f"restarted-{uuid.uuid4().hex}"})
+        self.app = build_gateway_app(live.settings.model_copy(update={"gateway": g}), live.ch, lambda _ch: None)
+        self.config = self.gateway.config
+        self.keys = live.keys
+
+    def auth(self, school: str) -> str:
+        return LiveGateway.auth(self, school)
+
+
+@pytest.mark.kafka
+def test_xapi_1_0_3_comm_2_1_1_conflicts_checked_against_clickhouse_after_restart(settings):
+    with LiveGateway(settings, ["a"]) as gw:
+        sid = _id()
+        assert gw.put(statement(), sid, key="a").status_code == 204
+        assert gw.wait_readable("a", sid).status_code == 200
+        with _Restarted(gw) as again:
+            assert len(again.gateway.accepted) == 0
+            r = again.put(statement(verb={"id": "http://adlnet.gov/expapi/verbs/failed"}), sid, key="a")
+            assert r.status_code == 409, r.text
+            assert again.post(statement(id=sid), key="a").status_code == 204  # same content: no-op
+        time.sleep(2)  # anything wrongly produced would be sunk by now
+        (n,) = gw.ch.query(
+            "SELECT count() FROM {db}.statements_raw WHERE statement_id = toUUID({i:String})", {"i": sid}
+        )
+        assert int(n[0]) == 1
+        assert len(_committed_records(settings)) == 1
+
+
+@pytest.mark.kafka
+def test_xapi_1_0_3_comm_2_1_3_filters_voiding_and_paging_answered_by_clickhouse(settings):
+    with LiveGateway(settings, ["a", "b"]) as gw:
+        reg = _id()
+        ada = statement(context={"registration": reg, "instructor": {"mbox": "mailto:prof@example.com"},
+                                 "contextActivities": {"parent": {"id": "http://example.com/courses/earth"}}})  # fmt: skip
+        a1 = gw.post(ada, key="a").json()[0]
+        bob = gw.post(statement(actor={"mbox": "mailto:bob@example.com"}), key="a").json()[0]
+        target = gw.post(statement(object={"id": "http://example.com/activities/explosives"}), key="a").json()[0]
+        ref = gw.post(
+            {"actor": {"mbox": "mailto:andrew@example.com"}, "verb": {"id": "http://example.com/verbs/confirmed"},
+             "object": {"objectType": "StatementRef", "id": target}}, key="a"
+        ).json()[0]  # fmt: skip
+        void = gw.post(
+            {"actor": {"mbox": "mailto:prof@example.com"}, "verb": {"id": "http://adlnet.gov/expapi/verbs/voided"},
+             "object": {"objectType": "StatementRef", "id": bob}}, key="a"
+        ).json()[0]  # fmt: skip
+        other_school = gw.post(statement(), key="b").json()[0]
+        for school, sid in [("a", a1), ("a", target), ("a", ref), ("a", void), ("b", other_school)]:
+            assert gw.wait_readable(school, sid).status_code == 200
+        assert gw.wait_readable("a", bob, voided=True).status_code == 200
+
+        def ids(school="a", **params):
+            r = gw.get(params, key=school)
+            assert r.status_code == 200, r.text
+            return [s["id"] for s in r.json()["statements"]]
+
+        # Voided statements are gone from queries; the voiding one is there (§2.1.4).
+        assert set(ids()) == {a1, target, ref, void}
+        assert gw.get({"statementId": bob}, key="a").status_code == 404
+        # Tenancy: school b sees only its own statement, and none of a's by id.
+        assert ids("b") == [other_school]
+        assert gw.get({"statementId": a1}, key="b").status_code == 404
+        assert gw.get({"voidedStatementId": bob}, key="b").status_code == 404
+        # Filters (§2.1.3), including StatementRef targets (§2.1.3.s3).
+        assert ids(agent=json.dumps({"mbox": "mailto:ada@example.com"})) == [ref, target, a1]
+        assert ids(agent=json.dumps({"mbox": "mailto:prof@example.com"})) == [void]
+        assert set(ids(agent=json.dumps({"mbox": "mailto:prof@example.com"}), related_agents="true")) == {void, a1}
+        assert ids(activity="http://example.com/activities/explosives") == [ref, target]
+        assert ids(activity="http://example.com/courses/earth") == []
+        assert ids(activity="http://example.com/courses/earth", related_activities="true") == [a1]
+        assert ids(registration=reg) == [a1]
+        assert ids(verb="http://example.com/verbs/confirmed") == [ref]
+        # Order, paging and time bounds.
+        newest_first = ids()
+        assert ids(ascending="true") == list(reversed(newest_first))
+        first = gw.get({"limit": "2"}, key="a").json()
+        assert [s["id"] for s in first["statements"]] == newest_first[:2] and first["more"]
+        second = gw.http.get(f"http://127.0.0.1:{gw.port}{first['more']}", headers=gw.headers("a")).json()
+        assert [s["id"] for s in second["statements"]] == newest_first[2:] and second["more"] == ""
+        stored = {s["id"]: s["stored"] for s in gw.get(key="a").json()["statements"]}
+        assert set(ids(since=stored[target])) == {s for s in newest_first if stored[s] > stored[target]}
+        assert ref not in ids(until=stored[target])
+
+
+@pytest.mark.kafka
+def test_xapi_1_0_3_comm_1_5_2_attachment_content_stored_in_clickhouse_and_returned(settings):
+    content = bytes(range(256)) * 40 + b"\r\n--not-the-boundary--\r\n"
+    sha = hashlib.sha256(content).hexdigest()
+    att = {"usageType": "http://example.com/usage/scan", "display": {"en-US": "scan"},
+           "contentType": "application/octet-stream", "length": len(content), "sha2": sha}  # fmt: skip
+    b = "b0undary"
+    body = (
+        f"--{b}\r\nContent-Type: application/json\r\n\r\n".encode() + orjson.dumps(statement(attachments=[att]))
+        + f"\r\n--{b}\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n"
+        f"X-Experience-API-Hash: {sha}\r\n\r\n".encode() + content + f"\r\n--{b}--".encode()
+    )  # fmt: skip
+    with LiveGateway(settings, ["a", "b"]) as gw:
+        r = gw.http.post(
+            gw.url, data=body, headers={**gw.headers("a"), "Content-Type": f"multipart/mixed; boundary={b}"}
+        )
+        assert r.status_code == 200, r.text
+        sid = r.json()[0]
+        assert gw.wait_readable("a", sid).status_code == 200
+        r = gw.get({"statementId": sid, "attachments": "true"}, key="a")
+        parts = multipart.parse(r.content, multipart.boundary_of(r.headers["Content-Type"]))
+        assert orjson.loads(parts[0].body)["id"] == sid
+        assert [(p.headers["x-experience-api-hash"], p.body) for p in parts[1:]] == [(sha, content)]
+        # Another school never gets a's attachment content, even naming its hash.
+        assert gw.gateway.store.attachments("b", [sha]) == {}
+
+
+@pytest.mark.kafka
+def test_xapi_1_0_3_comm_4_0_wrong_credentials_401_nothing_reaches_kafka(settings):
+    with LiveGateway(settings, ["a"]) as gw:
+        key, _secret = gw.keys["a"]
+        bad = {"Authorization": "Basic " + __import__("base64").b64encode(f"{key}:wrong".encode()).decode(),
+               "X-Experience-API-Version": "1.0.3"}  # fmt: skip
+        assert gw.http.post(gw.url, json=[statement(), statement()], headers=bad).status_code == 401
+        assert gw.http.post(gw.url, json=statement(), headers={"X-Experience-API-Version": "1.0.3"}).status_code == 401
+        assert _committed_records(settings, "read_uncommitted") == []
+
+
+@pytest.mark.kafka
+def test_batch_split_over_learners_is_one_kafka_transaction_all_or_nothing(settings):
+    huge = statement(actor={"mbox": "mailto:zed@example.com"},
+                     result={"extensions": {"http://example.com/ext/blob": "x" * (5 * 1024 * 1024)}})  # fmt: skip
+    batch = [statement(actor={"mbox": f"mailto:learner{i}@example.com"}) for i in range(6)] + [huge]
+    with LiveGateway(settings, ["a"]) as gw:
+        r = gw.post(batch, key="a")
+        # One envelope cannot be written (over the topic's message size): the whole request fails.
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["rule"] == "kafka.unavailable"
+        ok = gw.post(batch[:6], key="a")
+        assert ok.status_code == 200
+        for sid in ok.json():
+            assert gw.wait_readable("a", sid).status_code == 200
+        (n,) = gw.ch.query("SELECT count() FROM {db}.statements_raw")
+        assert int(n[0]) == 6
+    committed = [s for v in _committed_records(settings) for s in orjson.loads(v)["statements"]]
+    assert sorted(s["statement"]["id"] for s in committed) == sorted(ok.json())
