@@ -15,9 +15,8 @@ from producers.simulator import SimulationConfig
 from schemas.clickhouse.engine import ClickHouse
 from schemas.clickhouse.migrate import migrate
 from schemas.topics import Topic
-from sinks.consumer import KafkaClickHouseSink, SinkConfig
 from sinks.engines import engine_from_url
-from sinks.rows import COLUMNS, activity_rows, statement_rows
+from sinks.specs import SinkParameters, build_sinks
 
 from .errors import UserError
 from .settings import Settings
@@ -62,27 +61,28 @@ class SinkThreads:
             t.join(timeout)
 
 
-def start_sinks(settings: Settings, ch: ClickHouse) -> SinkThreads:
-    """Run the statement and derived-record sinks in threads of this process."""
+def start_sinks(
+    settings: Settings, ch: ClickHouse, names: list[str] | None = None, group_id: str | None = None
+) -> SinkThreads:
+    """Run the sinks ``names`` (``sinks.specs``; default all) in threads of this process.
+
+    ``group_id``: a consumer group other than the default, e.g. to replay the topics from
+    their start into the same tables (which collapse the copies).
+    """
     k = settings.kafka
     stop = threading.Event()
     errors: list[BaseException] = []
-    specs = [
-        ("statements", Topic.STATEMENTS, statement_rows),
-        ("activity", Topic.ACTIVITY, activity_rows),
-    ]
+    params = SinkParameters(
+        bootstrap=k.bootstrap_servers,
+        topic_prefix=k.topic_prefix,
+        secret=settings.pseudonym_secret.get_secret_value().encode(),
+        max_rows=settings.sink.max_rows,
+        max_wait_s=settings.sink.max_wait_s,
+        group_id=group_id,
+    )
     threads = []
-    for name, topic, to_rows in specs:
-        cfg = SinkConfig(
-            name=name,
-            bootstrap=k.bootstrap_servers,
-            topic=topic.physical(k.topic_prefix),
-            group_id=f"{k.topic_prefix}learnpulse-sink-{name}",
-            deadletter_topic=Topic.DEADLETTER.physical(k.topic_prefix),
-            max_rows=settings.sink.max_rows,
-            max_wait_s=settings.sink.max_wait_s,
-        )
-        sink = KafkaClickHouseSink(cfg, ch, to_rows, COLUMNS)
+    for sink in build_sinks(params, ch, names):
+        name = sink.config.name
 
         def run(sink=sink):
             try:

@@ -1,42 +1,94 @@
-"""A Kafka → ClickHouse sink: poll → to_rows → batch → insert → dead-letter flush → commit.
+"""A Kafka → ClickHouse sink: poll → rows → batch → insert → after-insert steps → commit.
 
-Offsets are committed only after ClickHouse accepted every row of the batch and the
-dead-letter producer confirmed every rejected record, so a crash at any point replays
-from the last commit; the tables are keyed so the replay changes nothing.
+Delivery contract: *at-least-once into tables keyed for exactly-once*. Offsets are
+committed only after ClickHouse acknowledged every row of the batch, every after-insert
+step (void reconciliation) finished and Kafka acknowledged every dead letter. A crash at
+any point (SIGKILL included) replays from the last commit; the tables are keyed so that
+the replay rewrites identical keys (see ``schemas/clickhouse/migrations``).
+
+How the usual ways of getting this wrong are avoided:
+
+- **Rebalances** (kafka-python 3.0 runs the rebalance listener on its network thread,
+  where blocking calls are forbidden): the group uses the cooperative-sticky assignor,
+  so only partitions that actually move are revoked; the listener never inserts or
+  commits, it only drops the uncommitted records of revoked/lost partitions from the
+  batch. The new owner re-reads them from the committed offset. Partitions the consumer
+  keeps keep their buffered records and positions. Under an eager assignor (not ours,
+  but tolerated) a partition revoked and re-assigned to the same member keeps its
+  fetch position, so the listener seeks it back to its first dropped offset.
+- **ClickHouse down or overloaded**: the batch is kept, every assigned partition is
+  paused (and partitions assigned meanwhile are paused on arrival), and the insert is
+  retried with capped exponential backoff and jitter while ``poll()`` keeps the group
+  membership alive. Lag grows; memory stays at one batch plus the consumer's fetch
+  buffers; nothing is dropped.
+- **Bad records**: a record the row builder rejects (``InvalidStatement``) goes to the
+  dead-letter topic with the rule, the reason and its original bytes. A batch ClickHouse
+  rejects as a whole is split per record, so one bad record is dead-lettered
+  (``clickhouse.rejected``) and the rest is written. Errors no record causes (missing
+  table, no permission) stop the sink (:class:`SinkMisconfigured`), and so does a
+  dead-letter storm (:class:`DeadLetterStorm`): a bad deploy must not drain the topic
+  into the dead-letter queue.
+- **Commit failures**: a commit refused because the group moved on
+  (``CommitFailedError``) drops the batch; its rows are already written and the new
+  owner's replay rewrites the same keys. A transient commit failure is retried with the
+  rows already written, without inserting them again.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from schemas import metrics
-from schemas.clickhouse.engine import ClickHouse, ClickHouseUnavailable
+from schemas.clickhouse.engine import ClickHouse, ClickHouseError, ClickHouseUnavailable
 from schemas.errors import InvalidStatement
 
-from .errors import DeadLetterStorm
+from .errors import DeadLetterStorm, DeadLetterUndelivered, SinkMisconfigured
 
 log = logging.getLogger("learnpulse.sink")
 
 Rows = dict[str, list[tuple[Any, ...]]]
+# A step run after the batch's rows are in ClickHouse and before its offsets are
+# committed; must be idempotent (it re-runs after a crash). May raise ClickHouseUnavailable.
+AfterInsert = Callable[[ClickHouse, Rows], None]
+# Removes rows that must not be written (erased learners); pure over its input.
+RowFilter = Callable[[Rows], Rows]
+
+# ClickHouse error codes no single record can cause: stop rather than dead-letter.
+MISCONFIGURED_CODES = frozenset(
+    {
+        16,  # NO_SUCH_COLUMN_IN_TABLE
+        47,  # UNKNOWN_IDENTIFIER
+        60,  # UNKNOWN_TABLE
+        81,  # UNKNOWN_DATABASE
+        164,  # READONLY
+        192,  # UNKNOWN_USER
+        193,  # WRONG_PASSWORD
+        497,  # ACCESS_DENIED
+        516,  # AUTHENTICATION_FAILED
+    }
+)
 
 
 @dataclass(frozen=True)
 class SinkConfig:
     """What one sink consumes and how it batches.
 
-    Defaults keep freshness under 2 s at low volume (a batch closes 1 s after its first
-    record) and make batches of 20k rows at high volume.
+    Defaults keep freshness under 2 s at low volume (a batch closes ``max_wait_s`` after
+    its first record, then one insert and one commit) and write batches of ``max_rows``
+    rows of the first table at high volume (20k >= the 10k ClickHouse likes per insert).
     """
 
     name: str
@@ -44,42 +96,94 @@ class SinkConfig:
     topic: str
     group_id: str
     deadletter_topic: str
+    # Insert order; the first table's rows count towards max_rows.
+    tables: tuple[str, ...]
     max_rows: int = 20_000
     max_wait_s: float = 1.0
     max_poll_records: int = 2_000
     retry_initial_s: float = 0.5
     retry_max_s: float = 15.0
-    # Stop (instead of dead-lettering everything) when more than this share of the last
-    # `storm_window` records was rejected.
+    # Stop (instead of dead-lettering everything) when at least storm_min of the last
+    # storm_window records were rejected and they are more than storm_share of them.
     storm_share: float = 0.5
+    storm_min: int = 100
     storm_window: int = 1_000
+    # How often progress (sink_progress) is published when nothing is committed.
+    progress_interval_s: float = 1.0
+    # On shutdown, how long to keep retrying the last batch before leaving it to replay.
+    shutdown_flush_s: float = 20.0
+    # Cooperative rebalancing (see module docstring); eager only for compatibility tests.
+    cooperative: bool = True
+
+
+@dataclass
+class _Entry:
+    """One Kafka record of the batch; rows None once it was dead-lettered."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    rows: Rows | None
+
+
+@dataclass
+class _Part:
+    """The uncommitted records of one partition, in offset order."""
+
+    first_offset: int
+    next_offset: int = 0
+    newest_ms: int = 0
+    entries: list[_Entry] = field(default_factory=list)
+
+
+@dataclass
+class _DeadLetter:
+    tp: TopicPartition
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    future: Any = None
 
 
 @dataclass
 class _Batch:
-    rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
-    offsets: dict[TopicPartition, int] = field(default_factory=dict)
-    count: int = 0
-    messages: int = 0
-    first_at: float = 0.0
-    newest_received_ms: int = 0
+    parts: dict[TopicPartition, _Part] = field(default_factory=dict)
+    deadletters: list[_DeadLetter] = field(default_factory=list)
+    units: int = 0
+    opened_at: float = 0.0
+    # Progress of the current flush, reset whenever the batch changes.
+    inserted: set[str] = field(default_factory=set)
+    steps_done: bool = False
 
-    def add(self, rows: Rows) -> None:
-        for table, rs in rows.items():
-            self.rows.setdefault(table, []).extend(rs)
-            self.count += len(rs)
+    def __bool__(self) -> bool:
+        return bool(self.parts) or bool(self.deadletters)
+
+    def changed(self) -> None:
+        self.inserted.clear()
+        self.steps_done = False
 
 
-CommitHook = Callable[[dict[TopicPartition, int], bool], None]
+@dataclass
+class PartitionProgress:
+    """Committed progress of one partition, as published to ``sink_progress``."""
+
+    committed: int | None = None
+    end: int | None = None
+    newest_ms: int = 0
+    caught_up_ms: int | None = None
+
+
+ProgressHook = Callable[["KafkaClickHouseSink", dict[TopicPartition, PartitionProgress], int], None]
 
 
 class KafkaClickHouseSink:
-    """Consumes one topic into one or more ClickHouse tables.
+    """Consumes one topic into one or more ClickHouse tables (see module docstring).
 
-    ``to_rows`` is pure (see :mod:`sinks.rows`); it raises
-    :class:`~schemas.errors.InvalidStatement` for a record that can never be written,
-    which then goes to the dead-letter topic with the reason and its original bytes.
-    ``on_commit(offsets, caught_up)`` is called after every successful commit.
+    ``to_rows`` is pure (see :mod:`sinks.rows`). ``on_progress(sink, progress, partitions)``
+    is called after every commit and every ``progress_interval_s`` when idle, with the
+    progress of every assigned partition (used to publish ``sink_progress``).
+    ``consumer_factory``/``producer_factory`` exist for tests; by default they build
+    kafka-python clients from the config.
     """
 
     def __init__(
@@ -88,177 +192,390 @@ class KafkaClickHouseSink:
         engine: ClickHouse,
         to_rows: Callable[[bytes | None], Rows],
         columns: dict[str, tuple[str, ...]],
-        on_commit: CommitHook | None = None,
+        *,
+        after_insert: Sequence[AfterInsert] = (),
+        row_filter: RowFilter | None = None,
+        on_progress: ProgressHook | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        consumer_factory: Callable[[SinkConfig, ConsumerRebalanceListener], Any] | None = None,
+        producer_factory: Callable[[SinkConfig], Any] | None = None,
     ) -> None:
+        missing = [t for t in config.tables if t not in columns]
+        if missing:
+            raise ValueError(f"no column list for tables {missing}")
+        if not config.tables:
+            raise ValueError("a sink writes at least one table")
         self.config = config
         self.engine = engine
         self.to_rows = to_rows
         self.columns = columns
-        self.on_commit = on_commit
+        self.after_insert = tuple(after_insert)
+        self.row_filter = row_filter
+        self.on_progress = on_progress
+        self.clock = clock
+        self._consumer_factory = consumer_factory or _kafka_consumer
+        self._producer_factory = producer_factory or _kafka_producer
         self._recent_rejects: deque[bool] = deque(maxlen=config.storm_window)
         self._batch = _Batch()
-        # Created in run(): constructing them connects to Kafka.
-        self._consumer: KafkaConsumer = None  # type: ignore[assignment]
-        self._dlq: KafkaProducer = None  # type: ignore[assignment]
+        self._backoff_s = config.retry_initial_s
+        self._retry_at = 0.0
+        self._paused = False
+        self._failures = 0
+        self._rewind: dict[TopicPartition, int] = {}
+        self.progress: dict[TopicPartition, PartitionProgress] = {}
+        self._next_progress_at = 0.0
+        self.partitions = 0  # partitions of the topic, from metadata
+        self.consumer: Any = None
+        self._dlq: Any = None
 
     # -- lifecycle -------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        """Consume until ``stop`` is set; flushes and commits what it holds on the way out."""
-        c = self.config
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=c.bootstrap,
-            group_id=c.group_id,
-            client_id=f"learnpulse-sink-{c.name}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            max_poll_records=c.max_poll_records,
-            max_poll_interval_ms=600_000,
-        )
-        self._dlq = KafkaProducer(
-            bootstrap_servers=c.bootstrap, acks="all", enable_idempotence=True, linger_ms=20
-        )
-        self._consumer.subscribe([c.topic], listener=_FlushOnRevoke(self))
+        """Consume until ``stop`` is set; flush and commit what it holds on the way out."""
+        self.consumer = self._consumer_factory(self.config, _Listener(self))
+        self._dlq = self._producer_factory(self.config)
         try:
             while not stop.is_set():
-                polled = self._consumer.poll(timeout_ms=100)
-                for tp, msgs in polled.items():
-                    self._take(tp, msgs)
-                if self._due():
-                    self._flush()
-            self._flush()
+                self.step()
+            self._shutdown()
         finally:
-            self._consumer.close(autocommit=False)
+            self.consumer.close(autocommit=False)
             self._dlq.close(timeout=10)
 
-    # -- steps -----------------------------------------------------------------------
+    def step(self) -> None:
+        """One round: poll, take records, flush when due, publish progress when idle."""
+        now = self.clock()
+        wait = 0.1
+        if self._batch:
+            wait = min(wait, max(0.0, self._batch.opened_at + self.config.max_wait_s - now))
+        if self._retry_at > now:
+            wait = min(0.1, self._retry_at - now)
+        polled = self.consumer.poll(timeout_ms=int(wait * 1000), max_records=self.config.max_poll_records)
+        for tp, msgs in polled.items():
+            self._take(tp, msgs)
+        now = self.clock()
+        if self._batch and now >= self._retry_at and self._due(now):
+            self._flush()
+        elif not self._batch and now >= self._next_progress_at:
+            self._publish_progress()
+
+    def _shutdown(self) -> None:
+        deadline = self.clock() + self.config.shutdown_flush_s
+        while self._batch and self.clock() < deadline:
+            if self.clock() >= self._retry_at:
+                self._flush()
+            else:
+                time.sleep(min(0.1, self._retry_at - self.clock()))
+        if self._batch:
+            log.warning("sink %s stops with an unwritten batch; it is replayed on restart", self.config.name)
+
+    # -- taking records --------------------------------------------------------------
     def _take(self, tp: TopicPartition, msgs: list) -> None:
+        if not msgs:
+            return
         b = self._batch
-        if not b.messages:
-            b.first_at = time.monotonic()
+        if not b:
+            b.opened_at = self.clock()
+        part = b.parts.get(tp)
+        if part is None:
+            part = b.parts[tp] = _Part(first_offset=msgs[0].offset)
         metrics.MESSAGES_IN.labels("sink", tp.topic).inc(len(msgs))
+        first_table = self.config.tables[0]
         for m in msgs:
             try:
                 rows = self.to_rows(m.value)
             except InvalidStatement as err:
-                self._deadletter(m, err)
+                self._deadletter(tp, m.offset, m.key, m.value, err.rule, str(err))
+                rows = None
             else:
-                b.add(rows)
                 self._recent_rejects.append(False)
-            b.offsets[tp] = m.offset + 1
-            b.messages += 1
-            if m.timestamp and m.timestamp > b.newest_received_ms:
-                b.newest_received_ms = m.timestamp
+                b.units += len(rows.get(first_table, ()))
+            part.entries.append(_Entry(m.offset, m.key, m.value, rows))
+            part.next_offset = m.offset + 1
+            if m.timestamp and m.timestamp > part.newest_ms:
+                part.newest_ms = m.timestamp
+        b.changed()
 
-    def _deadletter(self, m: Any, err: InvalidStatement) -> None:
+    def _deadletter(self, tp: TopicPartition, offset: int, key: bytes | None, value: bytes | None, rule: str,
+                    reason: str) -> None:  # fmt: skip
         self._recent_rejects.append(True)
         rejects = sum(self._recent_rejects)
-        if rejects >= 100 and rejects > self.config.storm_share * len(self._recent_rejects):
+        c = self.config
+        if rejects >= c.storm_min and rejects > c.storm_share * len(self._recent_rejects):
             raise DeadLetterStorm(
-                f"{rejects} of the last {len(self._recent_rejects)} records were rejected "
-                f"(last: {err}); stopping instead of dead-lettering the stream"
+                f"{rejects} of the last {len(self._recent_rejects)} records were rejected (last: {reason}); "
+                "stopping instead of dead-lettering the stream"
             )
         headers = [
-            ("rule", err.rule.encode()),
-            ("reason", str(err).encode()),
-            ("source", f"{m.topic}/{m.partition}/{m.offset}".encode()),
-            ("stage", f"sink:{self.config.name}".encode()),
+            ("rule", rule.encode()),
+            ("reason", reason.encode()),
+            ("source", f"{tp.topic}/{tp.partition}/{offset}".encode()),
+            ("stage", f"sink:{c.name}".encode()),
         ]
-        self._dlq.send(self.config.deadletter_topic, key=m.key, value=m.value or b"", headers=headers)
-        metrics.DEADLETTERS.labels("sink", err.rule).inc()
-        log.warning("dead-lettered %s/%s/%s: %s", m.topic, m.partition, m.offset, err)
+        dl = _DeadLetter(tp, key, value or b"", headers)
+        dl.future = self._dlq.send(c.deadletter_topic, key=key, value=dl.value, headers=headers)
+        self._batch.deadletters.append(dl)
+        metrics.DEADLETTERS.labels("sink", rule).inc()
+        log.warning("dead-lettered %s/%s/%s: %s", tp.topic, tp.partition, offset, reason)
 
-    def _due(self) -> bool:
+    def _due(self, now: float) -> bool:
         b = self._batch
-        return b.messages > 0 and (
-            b.count >= self.config.max_rows or time.monotonic() - b.first_at >= self.config.max_wait_s
-        )
+        return b.units >= self.config.max_rows or now - b.opened_at >= self.config.max_wait_s
 
-    def _flush(self, in_rebalance: bool = False) -> None:
+    # -- writing ---------------------------------------------------------------------
+    def _gather(self) -> Rows:
+        """The batch's rows per table, in partition then offset order."""
+        out: Rows = {t: [] for t in self.config.tables}
+        for tp in sorted(self._batch.parts):
+            for e in self._batch.parts[tp].entries:
+                if e.rows:
+                    for table, rows in e.rows.items():
+                        out.setdefault(table, []).extend(rows)
+        return self.row_filter(out) if self.row_filter else out
+
+    def _order(self, rows: Rows) -> list[str]:
+        """Insert order: the configured tables, then any other table the builder filled."""
+        return list(self.config.tables) + sorted(t for t in rows if t not in self.config.tables)
+
+    def _flush(self) -> None:
         b = self._batch
-        if not b.messages:
-            return
-        for table, rows in b.rows.items():
-            if rows:
-                self._insert_with_retry(table, rows, in_rebalance)
-        self._dlq.flush(timeout=30)
-        offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in b.offsets.items()}
         try:
-            self._consumer.commit(offsets)
-        except (CommitFailedError, KafkaError) as err:
-            # A rebalance took partitions away mid-batch; their new owner re-reads from
-            # the last commit and re-inserts rows the tables already deduplicate.
-            metrics.ERRORS.labels("sink", "commit_failed").inc()
-            log.warning("commit failed after insert (rows will be replayed, not doubled): %s", err)
-        else:
-            if b.newest_received_ms:
-                metrics.FRESHNESS.labels(self.config.name).set(max(0.0, time.time() - b.newest_received_ms / 1000))
-            caught_up = self._report_lag()
-            if self.on_commit:
-                self.on_commit(dict(b.offsets), caught_up)
-        self._batch = _Batch()
-
-    def _insert_with_retry(self, table: str, rows: list[tuple[Any, ...]], in_rebalance: bool) -> None:
-        columns = self.columns[table]
-        data = [list(col) for col in zip(*rows)]
-        delay = self.config.retry_initial_s
-        paused = False
-        while True:
-            started = time.perf_counter()
             try:
-                self.engine.insert(f"{self.engine.database}.{table}", columns, data)
-            except ClickHouseUnavailable as err:
-                metrics.ERRORS.labels("sink", "clickhouse_unavailable").inc()
-                log.warning("insert into %s failed, retrying in %.1fs: %s", table, delay, err)
-                if in_rebalance:
-                    # Called from inside poll(): poll may not be re-entered.
-                    time.sleep(delay)
-                    delay = min(delay * 2, self.config.retry_max_s)
-                    continue
-                if not paused:
-                    # Hold the batch, stop fetching: lag grows, memory does not.
-                    self._consumer.pause(*self._consumer.assignment())
-                    paused = True
-                deadline = time.monotonic() + delay
-                while time.monotonic() < deadline:
-                    self._consumer.poll(timeout_ms=100)  # keeps group membership alive
-                delay = min(delay * 2, self.config.retry_max_s)
+                rows = self._gather()
+                self._insert_all(rows)
+            except ClickHouseError as err:
+                if err.code in MISCONFIGURED_CODES:
+                    raise SinkMisconfigured(f"sink {self.config.name}: {err}") from err
+                log.warning("ClickHouse rejected a batch (%s); writing it record by record", err)
+                self._isolate()
+                rows = self._gather()
+            if not b.steps_done:
+                for step in self.after_insert:
+                    step(self.engine, rows)
+                b.steps_done = True
+            self._settle_deadletters()
+        except (ClickHouseUnavailable, DeadLetterUndelivered) as err:
+            self._backoff(err)
+            return
+        self._commit()
+
+    def _insert_all(self, rows: Rows) -> None:
+        b = self._batch
+        for table in self._order(rows):
+            if table in b.inserted:
                 continue
-            break
-        if paused:
-            self._consumer.resume(*self._consumer.assignment())
+            data = rows.get(table) or []
+            if data:
+                self._insert(table, data)
+            b.inserted.add(table)
+
+    def _insert(self, table: str, rows: list[tuple[Any, ...]]) -> None:
+        columns = self.columns[table]
+        started = time.perf_counter()
+        self.engine.insert(f"{self.engine.database}.{table}", columns, [list(c) for c in zip(*rows)])
         metrics.INSERT_SECONDS.labels(table).observe(time.perf_counter() - started)
         metrics.BATCH_ROWS.labels(table).observe(len(rows))
         metrics.ROWS_WRITTEN.labels(table).inc(len(rows))
 
-    def _report_lag(self) -> bool:
-        """Export lag per partition; True when every assigned partition is caught up."""
-        caught_up = True
-        for tp in self._consumer.assignment():
-            high = self._consumer.highwater(tp)
-            pos = self._batch.offsets.get(tp)
-            if pos is None:
-                try:
-                    pos = self._consumer.position(tp)
-                except KafkaError:
+    def _isolate(self) -> None:
+        """Insert record by record; dead-letter the records ClickHouse rejects."""
+        b = self._batch
+        for tp in sorted(b.parts):
+            for e in b.parts[tp].entries:
+                if not e.rows:
                     continue
-            if high is None:
-                continue
-            lag = max(0, high - pos)
-            caught_up = caught_up and lag == 0
-            metrics.CONSUMER_LAG.labels(self.config.group_id, tp.topic, str(tp.partition)).set(lag)
-        return caught_up
+                rows = self.row_filter(e.rows) if self.row_filter else e.rows
+                try:
+                    for table in self._order(rows):
+                        if rows.get(table):
+                            self._insert(table, rows[table])
+                except ClickHouseError as err:
+                    if err.code in MISCONFIGURED_CODES:
+                        raise SinkMisconfigured(f"sink {self.config.name}: {err}") from err
+                    self._deadletter(tp, e.offset, e.key, e.value, "clickhouse.rejected", str(err))
+                    e.rows = None
+        b.inserted.update(self._order(self._gather()))
+
+    def _settle_deadletters(self) -> None:
+        """Wait for Kafka to hold every dead letter of the batch; resend those that failed."""
+        b = self._batch
+        if not b.deadletters:
+            return
+        self._dlq.flush(timeout=30)
+        failed = [dl for dl in b.deadletters if not dl.future.is_done or dl.future.failed()]
+        for dl in failed:
+            dl.future = self._dlq.send(self.config.deadletter_topic, key=dl.key, value=dl.value, headers=dl.headers)
+        if failed:
+            raise DeadLetterUndelivered(f"{len(failed)} dead letters not acknowledged by Kafka; resent")
+
+    def _backoff(self, err: Exception) -> None:
+        self._failures += 1
+        kind = "clickhouse_unavailable" if isinstance(err, ClickHouseUnavailable) else "deadletter_undelivered"
+        metrics.ERRORS.labels("sink", kind).inc()
+        if self._failures == 1 or self._failures % 10 == 0:
+            log.warning(
+                "sink %s: %s (attempt %d); holding the batch, retrying in %.1fs",
+                self.config.name, err, self._failures, self._backoff_s,
+            )  # fmt: skip
+        if not self._paused:
+            # Stop fetching: lag grows in Kafka, not in memory.
+            self.consumer.pause(*self.consumer.assignment())
+            self._paused = True
+        jitter = 1 + random.uniform(-0.2, 0.2)
+        self._retry_at = self.clock() + self._backoff_s * jitter
+        self._backoff_s = min(self._backoff_s * 2, self.config.retry_max_s)
+
+    def _commit(self) -> None:
+        b = self._batch
+        offsets = {tp: OffsetAndMetadata(p.next_offset, "", -1) for tp, p in b.parts.items()}
+        try:
+            if offsets:
+                self.consumer.commit(offsets)
+        except CommitFailedError as err:
+            # The group moved on: the partitions belong to someone else now (or again to
+            # us, from the committed offset). Rows are written; the replay rewrites them.
+            metrics.ERRORS.labels("sink", "commit_failed").inc()
+            log.warning("sink %s: commit refused after insert (%s); rows will be replayed, not doubled",
+                        self.config.name, err)  # fmt: skip
+            self._reset_batch()
+            return
+        except KafkaError as err:
+            # Transient (coordinator moving, timeout): keep the batch, already written.
+            self._failures += 1
+            metrics.ERRORS.labels("sink", "commit_retry").inc()
+            log.warning("sink %s: commit failed (%s); retrying", self.config.name, err)
+            self._retry_at = self.clock() + self._backoff_s
+            self._backoff_s = min(self._backoff_s * 2, self.config.retry_max_s)
+            return
+        newest = 0
+        for tp, p in b.parts.items():
+            prog = self.progress.setdefault(tp, PartitionProgress())
+            prog.committed = p.next_offset
+            prog.newest_ms = max(prog.newest_ms, p.newest_ms)
+            newest = max(newest, p.newest_ms)
+        if newest:
+            metrics.FRESHNESS.labels(self.config.name).set(max(0.0, time.time() - newest / 1000))
+        self._reset_batch()
+        self._publish_progress()
+
+    def _reset_batch(self) -> None:
+        self._batch = _Batch()
+        self._failures = 0
+        self._backoff_s = self.config.retry_initial_s
+        self._retry_at = 0.0
+        if self._paused:
+            self.consumer.resume(*self.consumer.assignment())
+            self._paused = False
+
+    # -- progress --------------------------------------------------------------------
+    def _publish_progress(self) -> None:
+        """Measure which assigned partitions are caught up and hand progress to the hook.
+
+        ``caught_up_ms`` is the wall time *before* asking Kafka for the end offsets: if the
+        committed offset reaches the end offset returned, every record Kafka acknowledged
+        before that instant is in ClickHouse.
+        """
+        self._next_progress_at = self.clock() + self.config.progress_interval_s
+        assigned = [tp for tp in self.consumer.assignment() if tp not in self._batch.parts]
+        if not assigned:
+            return
+        measured_ms = int(time.time() * 1000)
+        try:
+            ends = self.consumer.end_offsets(assigned, timeout_ms=5_000)
+            if not self.partitions:
+                self.partitions = len(self.consumer.partitions_for_topic(self.config.topic) or ())
+            for tp in assigned:
+                prog = self.progress.setdefault(tp, PartitionProgress())
+                # Not in the batch: everything before the position is written (or was
+                # dead-lettered), so the position is the partition's committed progress.
+                prog.committed = self.consumer.position(tp, timeout_ms=1_000)
+                end = prog.end = ends.get(tp)
+                if prog.committed is not None and end is not None:
+                    lag = max(0, end - prog.committed)
+                    metrics.CONSUMER_LAG.labels(self.config.group_id, tp.topic, str(tp.partition)).set(lag)
+                    if lag == 0:
+                        prog.caught_up_ms = measured_ms
+        except KafkaError as err:
+            log.info("sink %s: progress not measured: %s", self.config.name, err)
+            return
+        if self.on_progress:
+            try:
+                self.on_progress(self, {tp: self.progress[tp] for tp in assigned}, self.partitions)
+            except (ClickHouseUnavailable, ClickHouseError) as err:
+                log.info("sink %s: progress not published: %s", self.config.name, err)
+
+    # -- rebalances (called on kafka-python's network thread, during poll) -------------
+    def revoked(self, partitions: set[TopicPartition]) -> None:
+        """Drop the uncommitted records of partitions we no longer own."""
+        b = self._batch
+        for tp in partitions:
+            part = b.parts.pop(tp, None)
+            if part is not None:
+                b.units -= sum(len(e.rows.get(self.config.tables[0], ())) for e in part.entries if e.rows)
+                if not self.config.cooperative:
+                    self._rewind[tp] = part.first_offset
+            b.deadletters = [dl for dl in b.deadletters if dl.tp != tp]
+            self.progress.pop(tp, None)
+        if partitions:
+            b.changed()
+            log.info("sink %s: partitions revoked %s", self.config.name, sorted(p.partition for p in partitions))
+
+    def assigned(self, partitions: set[TopicPartition]) -> None:
+        for tp in partitions:
+            offset = self._rewind.pop(tp, None)
+            if offset is not None:
+                self.consumer.seek(tp, offset)
+        self._rewind.clear()
+        if self._paused and partitions:
+            self.consumer.pause(*partitions)
+        log.info("sink %s: partitions assigned %s", self.config.name, sorted(p.partition for p in partitions))
 
 
-class _FlushOnRevoke(ConsumerRebalanceListener):
-    """Write and commit what we hold before partitions move to another consumer."""
+class _Listener(ConsumerRebalanceListener):
+    """Non-blocking: runs on kafka-python's IO thread (no inserts, no commits here)."""
 
     def __init__(self, sink: KafkaClickHouseSink) -> None:
         self.sink = sink
 
-    def on_partitions_revoked(self, revoked):  # noqa: D102
-        if self.sink._batch.messages:
-            self.sink._flush(in_rebalance=True)
+    def on_partitions_revoked(self, revoked):
+        self.sink.revoked(set(revoked))
 
-    def on_partitions_assigned(self, assigned):  # noqa: D102
-        pass
+    def on_partitions_assigned(self, assigned):
+        self.sink.assigned(set(assigned))
+
+    def on_partitions_lost(self, lost):
+        self.sink.revoked(set(lost))
+
+
+def _kafka_consumer(c: SinkConfig, listener: ConsumerRebalanceListener) -> KafkaConsumer:
+    extra: dict[str, Any] = {}
+    if c.cooperative:
+        extra["partition_assignment_strategy"] = (CooperativeStickyAssignor,)
+    consumer = KafkaConsumer(
+        bootstrap_servers=c.bootstrap,
+        group_id=c.group_id,
+        client_id=f"learnpulse-sink-{c.name}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        # Producers of xapi.statements may be transactional (the LRS gateway): never read
+        # records of aborted transactions.
+        isolation_level="read_committed",
+        max_poll_records=c.max_poll_records,
+        # Bounded fetch buffers: this plus one batch is the sink's memory.
+        fetch_max_bytes=16 * 1024 * 1024,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        max_poll_interval_ms=300_000,
+        **extra,
+    )
+    consumer.subscribe([c.topic], listener=listener)
+    return consumer
+
+
+def _kafka_producer(c: SinkConfig) -> KafkaProducer:
+    return KafkaProducer(
+        bootstrap_servers=c.bootstrap,
+        client_id=f"learnpulse-sink-{c.name}-dlq",
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=20,
+        max_request_size=8 * 1024 * 1024,
+    )

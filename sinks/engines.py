@@ -12,9 +12,20 @@ from urllib.parse import unquote, urlparse
 
 import orjson
 
-from schemas.clickhouse.engine import ClickHouse, ClickHouseUnavailable
+from schemas.clickhouse.engine import TRANSIENT_CODES, ClickHouse, ClickHouseError, ClickHouseUnavailable
 
 _PARAM = re.compile(r"\{(\w+):([^{}]+)\}")
+# Every ClickHouse exception text starts with "Code: N." (chDB exposes no attribute).
+_CODE = re.compile(r"Code: (\d+)\.")
+
+
+def _chdb_error(err: Exception, what: str) -> Exception:
+    """ClickHouseUnavailable for transient codes, ClickHouseError (with the code) otherwise."""
+    m = _CODE.search(str(err))
+    code = int(m.group(1)) if m else None
+    if code in TRANSIENT_CODES:
+        return ClickHouseUnavailable(f"chDB {what}: {err}")
+    return ClickHouseError(f"chDB {what}: {err}", code)
 
 
 def _json_default(value: Any) -> Any:
@@ -87,7 +98,7 @@ class ChdbEngine:
             try:
                 return self._session.query(sql, fmt, params=_stringify(params) if params else None)
             except Exception as err:  # chDB raises plain RuntimeError/ChdbError for SQL errors
-                raise RuntimeError(f"chDB: {err}") from err
+                raise _chdb_error(err, "query") from err
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         self._run(sql, params, "CSV")
@@ -112,7 +123,7 @@ class ChdbEngine:
             try:
                 self._session.query(sql + payload.decode(), "CSV")
             except Exception as err:
-                raise RuntimeError(f"chDB insert into {table}: {err}") from err
+                raise _chdb_error(err, f"insert into {table}") from err
         return len(data[0])
 
     def close(self) -> None:
@@ -165,8 +176,6 @@ class ServerEngine:
         return self._version
 
     def _call(self, sql: str, params: Mapping[str, Any] | None, **kw: Any):
-        from clickhouse_driver import errors as cherr
-
         sql = sql.replace("{db}", self.database)
         if params:
             # %-style escaping by the driver; works on every server version.
@@ -174,9 +183,24 @@ class ServerEngine:
         with self._lock:
             try:
                 return self._client.execute(sql, params or None, **kw)
-            except (cherr.NetworkError, cherr.SocketTimeoutError, EOFError, ConnectionError, OSError) as err:
-                self._client.disconnect()
-                raise ClickHouseUnavailable(f"ClickHouse server not reachable: {err}") from err
+            except Exception as err:
+                raise self._classify(err) from err
+
+    def _classify(self, err: Exception) -> Exception:
+        """Transient failures (network, server busy/restarting) vs a wrong request."""
+        from clickhouse_driver import errors as cherr
+
+        if isinstance(err, (cherr.NetworkError, cherr.SocketTimeoutError, EOFError, ConnectionError, OSError)):
+            # The connection is in an unknown state: reconnect on the next call.
+            self._client.disconnect()
+            return ClickHouseUnavailable(f"ClickHouse server not reachable: {err}")
+        code = getattr(err, "code", None)
+        if code in TRANSIENT_CODES:
+            self._client.disconnect()
+            return ClickHouseUnavailable(f"ClickHouse server busy (code {code}): {_first_line(err)}")
+        if isinstance(err, cherr.Error):
+            return ClickHouseError(f"ClickHouse: {_first_line(err)}", code)
+        return err
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         self._call(sql, params)
@@ -187,19 +211,21 @@ class ServerEngine:
     def insert(self, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> int:
         if not data or not len(data[0]):
             return 0
-        from clickhouse_driver import errors as cherr
-
         with self._lock:
             try:
                 return self._client.execute(
                     f"INSERT INTO {table} ({', '.join(columns)}) VALUES", list(data), columnar=True
                 )
-            except (cherr.NetworkError, cherr.SocketTimeoutError, EOFError, ConnectionError, OSError) as err:
-                self._client.disconnect()
-                raise ClickHouseUnavailable(f"ClickHouse server not reachable: {err}") from err
+            except Exception as err:
+                raise self._classify(err) from err
 
     def close(self) -> None:
         self._client.disconnect()
+
+
+def _first_line(err: Exception) -> str:
+    # Old servers append a long stack trace to the message.
+    return str(err).split("Stack trace", 1)[0].strip()
 
 
 def engine_from_url(url: str) -> ClickHouse:
@@ -217,4 +243,6 @@ def engine_from_url(url: str) -> ClickHouse:
             password=unquote(parsed.password or ""),
             database=(parsed.path or "/learnpulse").lstrip("/") or "learnpulse",
         )
-    raise ValueError(f"unsupported ClickHouse URL scheme {parsed.scheme!r}: use chdb:///path or clickhouse://host:port/db")
+    raise ValueError(
+        f"unsupported ClickHouse URL scheme {parsed.scheme!r}: use chdb:///path or clickhouse://host:port/db"
+    )

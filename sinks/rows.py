@@ -1,12 +1,22 @@
 """Pure transforms from topic records to ClickHouse rows: no I/O, no clock.
 
-Each returns ``{table: [row tuple in that table's column order]}``.
+Each builder takes the record's bytes and returns ``{table: [row tuple in that table's
+column order]}`` (orders in :mod:`schemas.clickhouse.tables`). The same bytes always give
+the same rows, so a replayed record rewrites identical keys (tested in
+``tests/unit/sinks/test_sinks_rows.py``). Anything that cannot become a valid row raises
+:class:`~schemas.errors.InvalidStatement`; the sink dead-letters that record.
+
+Context a builder needs (the pseudonym key, the time range the server can store) is
+bound with :func:`functools.partial`; see :func:`builders`.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import orjson
@@ -14,45 +24,154 @@ import orjson
 from schemas.clickhouse import tables as T
 from schemas.envelope import StatementEnvelope
 from schemas.errors import InvalidStatement
-from schemas.records import ActivityRecord
+from schemas.identity import pseudonym
+from schemas.records import ActivityRecord, AlertRecord, CohortHealthRecord, EngagementRecord, MasteryRecord
 from schemas.xapi.duration import duration_ms
 from schemas.xapi.timefmt import parse_ms
 
+# The LRS read index (sinks/lrs_rows.py, owned by the gateway engineer): ``lrs_rows(envelope)``
+# returns ``{table: rows}`` for the tables in ``LRS_COLUMNS``; the statements sink writes
+# them in the same batch as the statement rows, before its offsets are committed.
 from .lrs_rows import LRS_COLUMNS, lrs_rows
 
 Rows = dict[str, list[tuple[Any, ...]]]
+RowBuilder = Callable[[bytes | None], Rows]
+
+VOIDED_VERB = "http://adlnet.gov/expapi/verbs/voided"
 _EPOCH = datetime(1970, 1, 1)
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """Epoch-ms range a server can store in its time columns (inclusive bounds).
+
+    Current ClickHouse: DateTime64(3) covers 1900-01-01 .. 2299-12-31. 18.16 maps every
+    time column to DateTime (1970-01-01 .. 2106-02-07). A statement outside the range is
+    dead-lettered rather than silently clamped or wrapped.
+    """
+
+    min_ms: int
+    max_ms: int
+
+    def check(self, ms: int, rule: str, path: str) -> int:
+        if not self.min_ms <= ms <= self.max_ms:
+            raise InvalidStatement(
+                rule, f"time {ms} ms since epoch is outside what this ClickHouse stores "
+                f"[{self.min_ms}, {self.max_ms}]", path,
+            )  # fmt: skip
+        return ms
+
+
+MODERN_RANGE = TimeRange(-2_208_988_800_000, 10_413_791_999_999)
+OLD_SERVER_RANGE = TimeRange(0, 4_294_967_295_000)
+# Whole-second DateTime columns (hour and period starts) have this range on every version.
+_DATETIME = OLD_SERVER_RANGE
 
 
 def ms_to_datetime(ms: int) -> datetime:
     """Naive UTC datetime (both ClickHouse drivers read it in the column's zone, UTC)."""
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).replace(tzinfo=None)
+    return _EPOCH + timedelta(milliseconds=ms)
 
 
-def _bool(value: Any) -> int | None:
-    return None if value is None else int(bool(value))
+def _bool(value: Any, path: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise InvalidStatement("statement.canonical", "must be a boolean", path)
+    return int(value)
 
 
-def statement_rows(raw: bytes | None) -> Rows:
+def _number(value: Any, path: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidStatement("statement.canonical", "must be a number", path)
+    return float(value)
+
+
+def _uuid(value: Any, path: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except (TypeError, ValueError, AttributeError) as err:
+        raise InvalidStatement("statement.canonical", f"not a UUID: {value!r}", path) from err
+
+
+def _agent_pseudonyms(secret: bytes, agent: Any, out: set[str]) -> str:
+    """Add the pseudonyms of an Agent/Group (and its members) to ``out``; return its own ("" if anonymous)."""
+    if not isinstance(agent, dict):
+        return ""
+    try:
+        own = pseudonym(secret, agent)
+    except InvalidStatement:
+        own = ""  # an anonymous Group: only its members identify anyone
+    if own:
+        out.add(own)
+    for member in agent.get("member") or ():
+        _agent_pseudonyms(secret, member, out)
+    return own
+
+
+def _context_pseudonyms(secret: bytes, ctx: Any, out: set[str]) -> None:
+    if not isinstance(ctx, dict):
+        return
+    _agent_pseudonyms(secret, ctx.get("instructor"), out)
+    _agent_pseudonyms(secret, ctx.get("team"), out)
+    for item in ctx.get("contextAgents") or ():  # xAPI 2.0
+        if isinstance(item, dict):
+            _agent_pseudonyms(secret, item.get("agent"), out)
+    for item in ctx.get("contextGroups") or ():
+        if isinstance(item, dict):
+            _agent_pseudonyms(secret, item.get("group"), out)
+
+
+def statement_rows(secret: bytes, limits: TimeRange, raw: bytes | None) -> Rows:
+    """Rows of ``statements``, ``statements_raw``, ``statement_voids`` (and the LRS index).
+
+    ``secret`` is the pseudonym key: the object of a statement about a person (an Agent or
+    Group) is stored as that person's pseudonym, and ``statements_raw.learners`` lists the
+    pseudonym of everyone the statement names, so that erasing a learner finds them.
+    """
     env = StatementEnvelope.decode(raw)
-    received = ms_to_datetime(env.received_ms)
-    analytic, stored_raw = [], []
+    analytic, stored_raw, voids = [], [], []
     for i, entry in enumerate(env.entries):
         s = entry.statement
         path = f"$.statements[{i}].statement"
         try:
-            sid = uuid.UUID(s["id"])
-            ts = ms_to_datetime(parse_ms(s["timestamp"], path + ".timestamp"))
-            stored = ms_to_datetime(parse_ms(s["stored"], path + ".stored"))
+            sid = _uuid(s["id"], path + ".id")
+            ts_ms = limits.check(parse_ms(s["timestamp"], path + ".timestamp"), "statement.time_range", path)
+            stored_ms = limits.check(parse_ms(s["stored"], path + ".stored"), "statement.time_range", path)
             verb = s["verb"]["id"]
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError) as err:
             raise InvalidStatement("statement.canonical", f"not a canonical statement: {err!r}", path) from err
-        obj = s.get("object") or {}
-        ctx = s.get("context") or {}
-        result = s.get("result") or {}
-        score = result.get("score") or {}
-        duration = result.get("duration")
+        if not isinstance(verb, str):
+            raise InvalidStatement("statement.canonical", "verb.id must be a string", path + ".verb.id")
+        obj = s.get("object") if isinstance(s.get("object"), dict) else {}
+        ctx = s.get("context") if isinstance(s.get("context"), dict) else {}
+        result = s.get("result") if isinstance(s.get("result"), dict) else {}
+        score = result.get("score") if isinstance(result.get("score"), dict) else {}
+
+        mentioned: set[str] = {env.learner}
+        _agent_pseudonyms(secret, s.get("actor"), mentioned)
+        _agent_pseudonyms(secret, s.get("authority"), mentioned)
+        _context_pseudonyms(secret, ctx, mentioned)
+        object_type = obj.get("objectType", "Activity")
+        if object_type in ("Agent", "Group"):
+            # A person as the object: never their mail address, their pseudonym.
+            object_id = _agent_pseudonyms(secret, obj, mentioned)
+        elif object_type == "SubStatement":
+            object_id = ""
+            _agent_pseudonyms(secret, obj.get("actor"), mentioned)
+            _context_pseudonyms(secret, obj.get("context"), mentioned)
+            sub = obj.get("object")
+            if isinstance(sub, dict) and sub.get("objectType") in ("Agent", "Group"):
+                _agent_pseudonyms(secret, sub, mentioned)
+        else:
+            object_id = str(obj.get("id", ""))
+        if object_type == "StatementRef" and verb == VOIDED_VERB:
+            voids.append((env.school, _uuid(object_id, path + ".object.id"), sid, ms_to_datetime(stored_ms)))
+
         registration = ctx.get("registration")
+        duration = result.get("duration")
         analytic.append(
             (
                 sid,
@@ -61,34 +180,133 @@ def statement_rows(raw: bytes | None) -> Rows:
                 entry.cohort,
                 env.learner,
                 verb,
-                str(obj.get("id", "")),
-                obj.get("objectType", "Activity"),
-                uuid.UUID(registration) if registration else None,
-                _bool(result.get("success")),
-                _bool(result.get("completion")),
-                score.get("scaled"),
+                object_id,
+                str(object_type),
+                _uuid(registration, path + ".context.registration") if registration else None,
+                _bool(result.get("success"), path + ".result.success"),
+                _bool(result.get("completion"), path + ".result.completion"),
+                _number(score.get("scaled"), path + ".result.score.scaled"),
+                _number(score.get("raw"), path + ".result.score.raw"),
                 duration_ms(duration, path + ".result.duration") if duration else None,
-                ts,
-                stored,
-                received,
+                ms_to_datetime(ts_ms),
+                ms_to_datetime(stored_ms),
+                0,  # voided: set by re-inserting the row (sinks/voids.py)
             )
         )
-        stored_raw.append((env.school, sid, stored, orjson.dumps(s).decode()))
-    return {T.STATEMENTS: analytic, T.STATEMENTS_RAW: stored_raw, **lrs_rows(env)}
+        stored_raw.append(
+            (
+                env.school,
+                sid,
+                ms_to_datetime(stored_ms),
+                ms_to_datetime(ts_ms),
+                env.learner,
+                sorted(mentioned),
+                orjson.dumps(s).decode(),
+            )
+        )
+    return {T.STATEMENTS: analytic, T.STATEMENTS_RAW: stored_raw, T.STATEMENT_VOIDS: voids, **lrs_rows(env)}
 
 
-def activity_rows(raw: bytes | None) -> Rows:
+def _time(limits: TimeRange, ms: int, rule: str, path: str) -> datetime:
+    return ms_to_datetime(limits.check(ms, rule, path))
+
+
+def _period(limits: TimeRange, ms: int, rule: str, path: str) -> datetime:
+    """A whole-second DateTime column: both ranges apply."""
+    return ms_to_datetime(_DATETIME.check(limits.check(ms, rule, path), rule, path))
+
+
+def activity_rows(limits: TimeRange, raw: bytes | None) -> Rows:
     r = ActivityRecord.decode(raw)
-    return {
-        T.LEARNER_ACTIVITY_HOURLY: [
-            (r.school, r.course, r.cohort, r.learner, ms_to_datetime(r.hour_ms), r.statements, r.version)
-        ]
-    }
+    hour = _period(limits, r.hour_ms, "activity.time_range", "$.hour_ms")
+    return {T.LEARNER_ACTIVITY_HOURLY: [(r.school, r.course, r.cohort, r.learner, hour, r.statements, r.version)]}
 
 
-COLUMNS = {
+_GRAINS = frozenset({"hour", "day"})
+_ALERT_STATES = frozenset({"fired", "resolved"})
+
+
+def _unsigned(value: int, rule: str, path: str) -> int:
+    if value < 0:
+        raise InvalidStatement(rule, "must not be negative", path)
+    return value
+
+
+def engagement_rows(limits: TimeRange, raw: bytes | None) -> Rows:
+    r = EngagementRecord.decode(raw)
+    if r.grain not in _GRAINS:
+        raise InvalidStatement("engagement.grain", f"grain must be one of {sorted(_GRAINS)}", "$.grain")
+    for name in ("statements", "sessions", "active_ms", "version"):
+        _unsigned(getattr(r, name), "engagement.negative", f"$.{name}")
+    row = (
+        r.school, r.course, r.cohort, r.learner, r.grain,
+        _period(limits, r.period_start_ms, "engagement.time_range", "$.period_start_ms"),
+        r.statements, r.sessions, r.active_ms,
+        _time(limits, r.last_event_ms, "engagement.time_range", "$.last_event_ms"),
+        r.version,
+    )  # fmt: skip
+    return {T.ENGAGEMENT: [row]}
+
+
+def mastery_rows(limits: TimeRange, raw: bytes | None) -> Rows:
+    r = MasteryRecord.decode(raw)
+    if not 0.0 <= r.p_mastery <= 1.0:
+        raise InvalidStatement("mastery.probability", "p_mastery must be within [0, 1]", "$.p_mastery")
+    for name in ("observations", "correct", "version"):
+        _unsigned(getattr(r, name), "mastery.negative", f"$.{name}")
+    row = (
+        r.school, r.course, r.learner, r.skill, float(r.p_mastery), r.observations, r.correct,
+        _time(limits, r.event_ms, "mastery.time_range", "$.event_ms"), r.version,
+    )  # fmt: skip
+    return {T.MASTERY: [row]}
+
+
+def cohort_health_rows(limits: TimeRange, raw: bytes | None) -> Rows:
+    r = CohortHealthRecord.decode(raw)
+    for name in ("learners", "disengaged", "median_active_ms_7d", "version"):
+        _unsigned(getattr(r, name), "cohort_health.negative", f"$.{name}")
+    row = (
+        r.school, r.course, r.cohort, _time(limits, r.at_ms, "cohort_health.time_range", "$.at_ms"),
+        r.learners, r.disengaged, float(r.share), r.median_active_ms_7d, r.version,
+    )  # fmt: skip
+    return {T.COHORT_HEALTH: [row]}
+
+
+def alert_rows(limits: TimeRange, raw: bytes | None) -> Rows:
+    r = AlertRecord.decode(raw)
+    if r.state not in _ALERT_STATES:
+        raise InvalidStatement("alert.state", f"state must be one of {sorted(_ALERT_STATES)}", "$.state")
+    for name in ("learners", "disengaged", "version"):
+        _unsigned(getattr(r, name), "alert.negative", f"$.{name}")
+    row = (
+        r.alert_id, r.school, r.course, r.cohort, r.state,
+        _time(limits, r.at_ms, "alert.time_range", "$.at_ms"),
+        _time(limits, r.fired_at_ms, "alert.time_range", "$.fired_at_ms"),
+        r.learners, r.disengaged, float(r.share), float(r.threshold), list(r.disengaged_learners), r.version,
+    )  # fmt: skip
+    return {T.ALERTS: [row]}
+
+
+COLUMNS: dict[str, tuple[str, ...]] = {
     T.STATEMENTS: T.STATEMENT_COLUMNS,
     T.STATEMENTS_RAW: T.RAW_COLUMNS,
+    T.STATEMENT_VOIDS: T.VOID_COLUMNS,
     T.LEARNER_ACTIVITY_HOURLY: T.ACTIVITY_COLUMNS,
+    T.ENGAGEMENT: T.ENGAGEMENT_COLUMNS,
+    T.MASTERY: T.MASTERY_COLUMNS,
+    T.COHORT_HEALTH: T.COHORT_HEALTH_COLUMNS,
+    T.ALERTS: T.ALERT_COLUMNS,
     **LRS_COLUMNS,
 }
+
+
+def builders(secret: bytes, limits: TimeRange) -> dict[str, RowBuilder]:
+    """The row builder of each sink, context bound (picklable partials of pure functions)."""
+    return {
+        "statements": partial(statement_rows, secret, limits),
+        "activity": partial(activity_rows, limits),
+        "engagement": partial(engagement_rows, limits),
+        "mastery": partial(mastery_rows, limits),
+        "cohort_health": partial(cohort_health_rows, limits),
+        "alerts": partial(alert_rows, limits),
+    }

@@ -1,59 +1,117 @@
-"""Apply migrations through the :class:`ClickHouse` interface; record them in a table."""
+"""Apply migrations through the :class:`ClickHouse` interface; record them in a table.
+
+Safe to run twice or concurrently (two ``learnpulse db migrate``, or every process that
+opens the database at start-up):
+
+- every forward statement is idempotent (``IF NOT EXISTS``; the one data statement, the
+  rollup backfill, only adds set members that are already there);
+- when two migrators create the same object at once, ClickHouse answers "already
+  exists" to one of them; that is success;
+- the ledger is a ReplacingMergeTree keyed by id, so a migration recorded twice collapses,
+  and it is read with ``GROUP BY``, never trusting that merges happened.
+
+A migration recorded with a different checksum than its code means the code changed
+after it was applied: :class:`MigrationDrift` stops the process instead of leaving a
+database that is neither the old nor the new schema.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from .ddl import render
-from .engine import ClickHouse
+from .engine import ALREADY_EXISTS_CODES, ClickHouse, ClickHouseError
 from .migrations import Migration, all_migrations
 
-_LEDGER = """
+LEDGER = "schema_migrations"
+_LEDGER_DDL = """
 CREATE TABLE IF NOT EXISTS {db}.schema_migrations (
     id String,
     checksum String,
     applied_at DateTime64(3, 'UTC')
-) ENGINE = ReplacingMergeTree
+) ENGINE = ReplacingMergeTree(applied_at)
 ORDER BY id
 """
 
+# One migrator at a time within a process (chDB is per process; a server also sees
+# migrators from other processes, which the idempotency above covers).
+_LOCK = threading.Lock()
 
-def _checksum(m: Migration) -> str:
+
+class MigrationDrift(Exception):
+    """An applied migration's recorded checksum differs from its code."""
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    id: str
+    applied: bool
+    checksum: str
+    recorded_checksum: str | None
+
+
+def checksum(m: Migration) -> str:
+    """Digest of a migration's forward SQL (before rendering)."""
     return hashlib.sha256("\n;\n".join(m.forwards).encode()).hexdigest()[:16]
 
 
-def applied(ch: ClickHouse) -> set[str]:
-    return {row[0] for row in ch.query(f"SELECT DISTINCT id FROM {ch.database}.schema_migrations")}
+def _execute(ch: ClickHouse, sql: str) -> None:
+    try:
+        ch.execute(sql)
+    except ClickHouseError as err:
+        if err.code not in ALREADY_EXISTS_CODES:
+            raise
+
+
+def recorded(ch: ClickHouse) -> dict[str, str]:
+    """``{migration id: checksum}`` of the migrations recorded in the ledger."""
+    rows = ch.query(f"SELECT id, argMax(checksum, applied_at) FROM {ch.database}.{LEDGER} GROUP BY id")
+    return {str(r[0]): str(r[1]) for r in rows}
+
+
+def _ensure_ledger(ch: ClickHouse) -> None:
+    _execute(ch, f"CREATE DATABASE IF NOT EXISTS {ch.database}")
+    _execute(ch, render(_LEDGER_DDL, ch.server_version(), ch.database))
+
+
+def status(ch: ClickHouse) -> list[MigrationStatus]:
+    """Every known migration with whether (and with which checksum) it was applied."""
+    with _LOCK:
+        _ensure_ledger(ch)
+        done = recorded(ch)
+    return [MigrationStatus(m.id, m.id in done, checksum(m), done.get(m.id)) for m in all_migrations()]
 
 
 def migrate(ch: ClickHouse, log: Callable[[str], None] = lambda _m: None) -> list[str]:
-    """Apply every pending migration in order; returns the ids applied now.
-
-    Safe to run twice or concurrently: each statement is idempotent and the ledger is a
-    ReplacingMergeTree keyed by id, so a double record collapses.
-    """
-    version = ch.server_version()
-    ch.execute(f"CREATE DATABASE IF NOT EXISTS {ch.database}")
-    ch.execute(render(_LEDGER, version, ch.database))
-    done = applied(ch)
-    now_applied = []
-    for m in all_migrations():
-        if m.id in done:
-            continue
-        log(f"applying {m.id}")
-        for sql in m.forwards:
-            ch.execute(render(sql, version, ch.database))
-        ch.insert(
-            f"{ch.database}.schema_migrations",
-            ["id", "checksum", "applied_at"],
-            [[m.id], [_checksum(m)], [_now()]],
-        )
-        now_applied.append(m.id)
-    return now_applied
+    """Apply every pending migration in order; returns the ids applied now."""
+    with _LOCK:
+        version = ch.server_version()
+        _ensure_ledger(ch)
+        done = recorded(ch)
+        known = all_migrations()
+        drifted = [m.id for m in known if m.id in done and done[m.id] != checksum(m)]
+        if drifted:
+            raise MigrationDrift(
+                f"migrations {', '.join(drifted)} were applied to {ch.database} from different code; "
+                "write a new migration instead of editing an applied one (or drop this database if it holds "
+                "nothing worth keeping)"
+            )
+        now_applied = []
+        for m in known:
+            if m.id in done:
+                continue
+            log(f"applying {m.id}")
+            for sql in m.forwards:
+                _execute(ch, render(sql, version, ch.database))
+            ch.insert(f"{ch.database}.{LEDGER}", ["id", "checksum", "applied_at"], [[m.id], [checksum(m)], [_now()]])
+            now_applied.append(m.id)
+        return now_applied
 
 
 def _now() -> datetime:
     # Naive UTC: both drivers read naive datetimes as the column's time zone (UTC).
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)

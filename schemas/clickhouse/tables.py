@@ -1,16 +1,84 @@
-"""Table names and the column lists the sinks insert; the DDL lives in ``migrations/``."""
+"""Table names and the column lists the sinks insert; the DDL lives in ``migrations/``.
+
+Column tuples are in the order of the row tuples built by ``sinks/rows.py``; a test checks
+each against ``system.columns`` of a migrated database on both engines.
+"""
 
 from __future__ import annotations
 
+# -- statements (migration 0001) -------------------------------------------------------
+# One row per statement id: pseudonymous analytics columns (researchers read this).
 STATEMENTS = "statements"
 STATEMENT_COLUMNS = (
     "statement_id", "school", "course", "cohort", "learner", "verb_id", "object_id", "object_type",
-    "registration", "result_success", "result_completion", "result_score_scaled", "result_duration_ms",
-    "timestamp", "stored", "received",
+    "registration", "result_success", "result_completion", "result_score_scaled", "result_score_raw",
+    "result_duration_ms", "timestamp", "stored", "voided",
 )  # fmt: skip
+# Position of columns the sink reads back from its own rows.
+STATEMENT_ID_INDEX = STATEMENT_COLUMNS.index("statement_id")
+STATEMENT_VOIDED_INDEX = STATEMENT_COLUMNS.index("voided")
 
+# The statement exactly as stored (LRS reads, Aspects/Ralph view); never granted to
+# researchers. ``learners`` = pseudonyms of every agent the statement names (actor,
+# object, context instructor/team, authority, SubStatement), for erasure.
 STATEMENTS_RAW = "statements_raw"
-RAW_COLUMNS = ("school", "statement_id", "stored", "raw")
+RAW_COLUMNS = ("school", "statement_id", "stored", "timestamp", "learner", "learners", "raw")
 
+# One row per (voided statement, voiding statement), written when a voiding statement
+# (verb http://adlnet.gov/expapi/verbs/voided, object StatementRef) is stored.
+STATEMENT_VOIDS = "statement_voids"
+VOID_COLUMNS = ("school", "voided_statement_id", "voiding_statement_id", "stored")
+
+# -- derived records (migration 0002), one table per topic of schemas/records.py -------
 LEARNER_ACTIVITY_HOURLY = "learner_activity_hourly"
 ACTIVITY_COLUMNS = ("school", "course", "cohort", "learner", "hour", "statements", "version")
+
+ENGAGEMENT = "engagement"
+ENGAGEMENT_COLUMNS = (
+    "school", "course", "cohort", "learner", "grain", "period_start", "statements", "sessions", "active_ms",
+    "last_event", "version",
+)  # fmt: skip
+
+MASTERY = "mastery"
+MASTERY_COLUMNS = (
+    "school", "course", "learner", "skill", "p_mastery", "observations", "correct", "event_time", "version",
+)  # fmt: skip
+
+COHORT_HEALTH = "cohort_health"
+COHORT_HEALTH_COLUMNS = (
+    "school", "course", "cohort", "at", "learners", "disengaged", "share", "median_active_ms_7d", "version",
+)  # fmt: skip
+
+ALERTS = "alerts"
+ALERT_COLUMNS = (
+    "alert_id", "school", "course", "cohort", "state", "at", "fired_at", "learners", "disengaged", "share",
+    "threshold", "disengaged_learners", "version",
+)  # fmt: skip
+
+# -- rollups (migration 0003): maintained by ClickHouse from `statements` ---------------
+ACTIVITY_DAILY = "activity_daily"
+ACTIVITY_DAILY_MV = "activity_daily_mv"
+
+# -- compatibility views (migration 0004) ----------------------------------------------
+XAPI_EVENTS_ALL = "xapi_events_all"
+STATEMENTS_CURRENT = "statements_current"
+
+# -- pipeline bookkeeping (migration 0005) ---------------------------------------------
+SINK_PROGRESS = "sink_progress"
+PROGRESS_COLUMNS = (
+    "sink", "topic", "partition", "partitions", "committed_offset", "end_offset", "caught_up_at",
+    "newest_received", "updated",
+)  # fmt: skip
+FORGOTTEN_LEARNERS = "forgotten_learners"
+FORGOTTEN_COLUMNS = ("learner", "forgotten_at", "reason")
+
+# Tables researchers may read (pseudonymous analytics only); see schemas/clickhouse/access.py.
+RESEARCH_TABLES = (
+    STATEMENTS, STATEMENT_VOIDS, LEARNER_ACTIVITY_HOURLY, ENGAGEMENT, MASTERY, COHORT_HEALTH, ALERTS,
+    ACTIVITY_DAILY, STATEMENTS_CURRENT,
+)  # fmt: skip
+# Tables a school's own users may read, each filtered to their school by a row policy.
+SCHOOL_TABLES = (
+    STATEMENTS, STATEMENT_VOIDS, LEARNER_ACTIVITY_HOURLY, ENGAGEMENT, MASTERY, COHORT_HEALTH, ALERTS,
+    ACTIVITY_DAILY,
+)  # fmt: skip

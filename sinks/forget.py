@@ -1,0 +1,347 @@
+"""Erasing a learner (GDPR Art. 17): from raw and derived tables, and from what sinks write next.
+
+Order of an erasure (:func:`forget_learners`):
+
+1. record the pseudonyms in ``forgotten_learners``; every sink re-reads that ledger at
+   least every ``FILTER_REFRESH_S`` before it writes, and drops the learner's rows from
+   then on (Kafka keeps their records until retention ends, and a replay of the topic
+   must not bring them back);
+2. wait ``settle_s`` so a batch filtered with the old ledger is written before step 3;
+3. delete, in every table of the database that has such a column (so tables added by
+   later migrations are covered too): rows whose ``learner`` is one of them, rows of every
+   statement that names them anywhere (``statements_raw.learners``: actor, object,
+   instructor, team, authority, SubStatement) by statement id, voids of those statements;
+   remove them from ``alerts.disengaged_learners``. ``ALTER TABLE ... DELETE`` rewrites the
+   parts, so the data is physically gone (a lightweight delete would only mask it);
+4. rebuild the rollup groups (school, course, cohort, day) those statements were in,
+   from ``statements`` as it is now (the rollup's id sets cannot subtract);
+5. count what is left (must be 0) and report everything removed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from schemas.clickhouse import tables as T
+from schemas.clickhouse.engine import ClickHouse
+
+log = logging.getLogger("learnpulse.forget")
+
+Rows = dict[str, list[tuple[Any, ...]]]
+
+FILTER_REFRESH_S = 2.0
+# Columns holding statement ids: a row is erased when the statement it names is.
+ID_COLUMNS = ("statement_id", "voided_statement_id", "voiding_statement_id", "voided_id", "voiding_id")
+ARRAY_COLUMNS = ("disengaged_learners",)
+# Bookkeeping, and the rollup (rebuilt instead of filtered).
+_SKIP_TABLES = frozenset({T.FORGOTTEN_LEARNERS, "schema_migrations", T.SINK_PROGRESS, T.ACTIVITY_DAILY})
+_PSEUDONYM = re.compile(r"[0-9a-f]{64}\Z")
+CHUNK = 5_000
+
+
+# -- the sink side: drop rows of forgotten learners before writing ----------------------
+def drop_forgotten(forgotten: frozenset[str], columns: dict[str, tuple[str, ...]], rows: Rows) -> Rows:
+    """``rows`` without anything about ``forgotten`` learners (pure).
+
+    A statement that names a forgotten learner anywhere (``learners`` of the raw row) is
+    dropped from every table keyed by its id; rows with a forgotten ``learner`` are
+    dropped; forgotten pseudonyms are removed from ``disengaged_learners``.
+    """
+    if not forgotten:
+        return rows
+    dropped: set[str] = set()
+    for table, rs in rows.items():
+        cols = columns[table]
+        if "statement_id" not in cols:
+            continue
+        i_id = cols.index("statement_id")
+        if "learners" in cols:
+            i_ls = cols.index("learners")
+            dropped.update(str(r[i_id]) for r in rs if not forgotten.isdisjoint(r[i_ls]))
+        if "learner" in cols:
+            i_l = cols.index("learner")
+            dropped.update(str(r[i_id]) for r in rs if r[i_l] in forgotten)
+    out: Rows = {}
+    for table, rs in rows.items():
+        cols = columns[table]
+        keep = rs
+        if "learner" in cols:
+            i_l = cols.index("learner")
+            keep = [r for r in keep if r[i_l] not in forgotten]
+        if dropped:
+            for name in ID_COLUMNS:
+                if name in cols:
+                    i = cols.index(name)
+                    keep = [r for r in keep if str(r[i]) not in dropped]
+        for name in ARRAY_COLUMNS:
+            if name in cols:
+                i = cols.index(name)
+                keep = [r[:i] + ([x for x in r[i] if x not in forgotten],) + r[i + 1 :] for r in keep]
+        out[table] = keep
+    return out
+
+
+class ForgottenFilter:
+    """A sink's ``row_filter``: :func:`drop_forgotten` with the ledger re-read every ``refresh_s``.
+
+    If the ledger cannot be read, the error propagates and the sink retries the batch
+    later: it never writes without knowing who was erased.
+    """
+
+    def __init__(self, engine: ClickHouse, columns: dict[str, tuple[str, ...]], refresh_s: float = FILTER_REFRESH_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.engine = engine
+        self.columns = columns
+        self.refresh_s = refresh_s
+        self.clock = clock
+        self._forgotten: frozenset[str] = frozenset()
+        self._read_at = float("-inf")
+
+    def current(self) -> frozenset[str]:
+        if self.clock() - self._read_at >= self.refresh_s:
+            rows = self.engine.query(f"SELECT DISTINCT learner FROM {self.engine.database}.{T.FORGOTTEN_LEARNERS}")
+            self._forgotten = frozenset(str(r[0]) for r in rows)
+            self._read_at = self.clock()
+        return self._forgotten
+
+    def __call__(self, rows: Rows) -> Rows:
+        return drop_forgotten(self.current(), self.columns, rows)
+
+
+# -- the erasure -------------------------------------------------------------------------
+@dataclass
+class ForgetReport:
+    """What an erasure removed: rows per table (counted before deleting), statements,
+    rollup groups rebuilt, and rows left afterwards (0 unless something raced it)."""
+
+    learners: list[str]
+    statements: int = 0
+    removed: dict[str, int] = field(default_factory=dict)
+    scrubbed: dict[str, int] = field(default_factory=dict)
+    rollup_groups: int = 0
+    remaining: int = 0
+
+
+def _tables(ch: ClickHouse) -> dict[str, tuple[str, ...]]:
+    """MergeTree tables of the database and their columns (views and the rollup excluded)."""
+    engines = {
+        str(r[0]): str(r[1])
+        for r in ch.query("SELECT name, engine FROM system.tables WHERE database = {db:String}", {"db": ch.database})
+    }
+    columns: dict[str, list[str]] = {}
+    for table, name in ch.query(
+        "SELECT table, name FROM system.columns WHERE database = {db:String}", {"db": ch.database}
+    ):
+        columns.setdefault(str(table), []).append(str(name))
+    return {
+        t: tuple(cols)
+        for t, cols in sorted(columns.items())
+        if engines.get(t, "").endswith("MergeTree") and t not in _SKIP_TABLES and not t.startswith(".inner")
+    }
+
+
+def _chunks(items: list[str]) -> Iterable[list[str]]:
+    for i in range(0, len(items), CHUNK):
+        yield items[i : i + CHUNK]
+
+
+def wait_for_mutations(ch: ClickHouse, timeout_s: float = 600) -> None:
+    """Block until every mutation of the database is done (18.16 runs them asynchronously)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ((pending,),) = ch.query(
+            "SELECT count() FROM system.mutations WHERE database = {db:String} AND is_done = 0", {"db": ch.database}
+        )
+        if not int(pending):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{pending} mutations still running in {ch.database} after {timeout_s:.0f}s")
+        time.sleep(0.2)
+
+
+def rollup_rebuild_sql() -> tuple[str, str]:
+    """(delete, insert) statements rebuilding the rollup groups whose hashes are ``{h}``."""
+    select: str = importlib.import_module("schemas.clickhouse.migrations.0003_rollups").ROLLUP_SELECT
+    group = "cityHash64(school, course, cohort, toString(toDate(timestamp)))"
+    where = f"FROM {{db}}.statements WHERE has({{h:Array(UInt64)}}, {group})\n"
+    if "FROM {db}.statements\n" not in select:
+        raise RuntimeError("the rollup SELECT changed shape; update rollup_rebuild_sql")
+    insert = "INSERT INTO {db}.activity_daily " + select.replace("FROM {db}.statements\n", where)
+    delete = (
+        "ALTER TABLE {db}.activity_daily DELETE"
+        " WHERE has({h:Array(UInt64)}, cityHash64(school, course, cohort, toString(day)))"
+    )
+    return delete, insert
+
+
+def forget_learners(
+    ch: ClickHouse,
+    learners: list[str],
+    *,
+    reason: str = "erasure request",
+    settle_s: float = 2 * FILTER_REFRESH_S + 1,
+    log_line: Callable[[str], None] = lambda _m: None,
+) -> ForgetReport:
+    """Erase ``learners`` (pseudonyms) from every table; see the module docstring."""
+    bad = [p for p in learners if not _PSEUDONYM.match(p)]
+    if bad:
+        raise ValueError(f"not learner pseudonyms (64 lower-case hex): {bad}")
+    db = ch.database
+    now = datetime.now(UTC).replace(tzinfo=None)
+    ch.insert(
+        f"{db}.{T.FORGOTTEN_LEARNERS}", T.FORGOTTEN_COLUMNS,
+        [list(learners), [now] * len(learners), [reason] * len(learners)],
+    )  # fmt: skip
+    log_line(f"recorded {len(learners)} pseudonym(s) as forgotten; sinks drop their rows from now on")
+    if settle_s > 0:
+        time.sleep(settle_s)
+    report = ForgetReport(list(learners))
+    ps = {"ps": list(learners)}
+    ids = sorted(
+        {str(r[0]) for r in ch.query(
+            f"SELECT DISTINCT toString(statement_id) FROM {db}.{T.STATEMENTS_RAW} WHERE hasAny(learners, {{ps:Array(String)}})"
+            " OR has({ps:Array(String)}, learner)", ps)}
+        | {str(r[0]) for r in ch.query(
+            f"SELECT DISTINCT toString(statement_id) FROM {db}.{T.STATEMENTS} WHERE has({{ps:Array(String)}}, learner)", ps)}
+    )  # fmt: skip
+    report.statements = len(ids)
+    groups: set[int] = set()
+    for chunk in _chunks(ids):
+        groups.update(
+            int(r[0])
+            for r in ch.query(
+                "SELECT DISTINCT cityHash64(school, course, cohort, toString(toDate(timestamp))) FROM {db}.statements"
+                " WHERE statement_id IN (SELECT toUUID(arrayJoin({ids:Array(String)})))",
+                {"ids": chunk},
+            )
+        )
+    tables = _tables(ch)
+    for table, cols in tables.items():
+        conditions: list[tuple[str, dict[str, Any]]] = []
+        if "learner" in cols:
+            conditions.append(("has({ps:Array(String)}, learner)", ps))
+        for name in ID_COLUMNS:
+            if name in cols:
+                for chunk in _chunks(ids):
+                    conditions.append((f"{name} IN (SELECT toUUID(arrayJoin({{ids:Array(String)}})))", {"ids": chunk}))
+        removed = 0
+        for cond, params in conditions:
+            ((n,),) = ch.query(f"SELECT count() FROM {db}.{table} WHERE {cond}", params)
+            if int(n):
+                removed += int(n)
+                ch.execute(f"ALTER TABLE {db}.{table} DELETE WHERE {cond}", params)
+        for name in ARRAY_COLUMNS:
+            if name in cols:
+                ((n,),) = ch.query(f"SELECT count() FROM {db}.{table} WHERE hasAny({name}, {{ps:Array(String)}})", ps)
+                if int(n):
+                    report.scrubbed[table] = int(n)
+                    ch.execute(
+                        f"ALTER TABLE {db}.{table} UPDATE {name} = arrayFilter(x -> NOT has({{ps:Array(String)}}, x), {name})"
+                        f" WHERE hasAny({name}, {{ps:Array(String)}})",
+                        ps,
+                    )
+        if removed:
+            report.removed[table] = removed
+            log_line(f"{table}: {removed} rows deleted")
+    wait_for_mutations(ch)
+    if groups:
+        delete, insert = rollup_rebuild_sql()
+        h = {"h": sorted(groups)}
+        ch.execute(delete, h)
+        wait_for_mutations(ch)
+        ch.execute(insert, h)
+        report.rollup_groups = len(groups)
+        log_line(f"activity_daily: {len(groups)} school/course/cohort/day groups rebuilt")
+    report.remaining = _remaining(ch, tables, learners, ids)
+    return report
+
+
+def _remaining(ch: ClickHouse, tables: dict[str, tuple[str, ...]], learners: list[str], ids: list[str]) -> int:
+    left = 0
+    ps = {"ps": list(learners)}
+    for table, cols in tables.items():
+        if "learner" in cols:
+            ((n,),) = ch.query(
+                f"SELECT count() FROM {ch.database}.{table} WHERE has({{ps:Array(String)}}, learner)", ps
+            )
+            left += int(n)
+        for name in ARRAY_COLUMNS:
+            if name in cols:
+                ((n,),) = ch.query(
+                    f"SELECT count() FROM {ch.database}.{table} WHERE hasAny({name}, {{ps:Array(String)}})", ps
+                )
+                left += int(n)
+        if "statement_id" in cols:
+            for chunk in _chunks(ids):
+                ((n,),) = ch.query(
+                    f"SELECT count() FROM {ch.database}.{table} WHERE statement_id IN (SELECT toUUID(arrayJoin({{ids:Array(String)}})))",
+                    {"ids": chunk},
+                )
+                left += int(n)
+    return left
+
+
+def pseudonyms_for(identifier: str, secret: bytes) -> list[str]:
+    """The pseudonyms a learner identifier stands for.
+
+    - a pseudonym (64 hex digits): itself;
+    - ``mailto:...``: the pseudonym of that ``mbox`` and of its ``mbox_sha1sum`` (an
+      activity provider may have sent either form for the same person);
+    - a 40-hex SHA-1 (``mbox_sha1sum``), an ``openid`` URL (``http(s)://...``);
+    - ``account:<homePage>|<name>``;
+    - a JSON Agent object (``{"account": {...}}`` etc.).
+    """
+    import hashlib
+
+    import orjson
+
+    from schemas.errors import InvalidStatement
+    from schemas.identity import canonical_ifi, pseudonym
+
+    text = identifier.strip()
+    if _PSEUDONYM.match(text.lower()) and len(text) == 64:
+        return [text.lower()]
+    agents: list[dict[str, Any]]
+    if text.startswith("{"):
+        try:
+            agent = orjson.loads(text)
+        except orjson.JSONDecodeError as err:
+            raise ValueError(f"not a JSON agent: {err}") from err
+        if not isinstance(agent, dict):
+            raise ValueError("a JSON agent must be an object")
+        agents = [agent]
+        if isinstance(agent.get("mbox"), str):
+            agents.append({"mbox_sha1sum": hashlib.sha1(agent["mbox"].encode()).hexdigest()})
+    elif text.lower().startswith("mailto:"):
+        canonical = canonical_ifi({"mbox": text}).removeprefix("mbox:")
+        agents = [{"mbox": text}] + [
+            {"mbox_sha1sum": hashlib.sha1(form.encode()).hexdigest()} for form in dict.fromkeys((text, canonical))
+        ]
+    elif re.fullmatch(r"[0-9a-fA-F]{40}", text):
+        agents = [{"mbox_sha1sum": text}]
+    elif text.startswith(("http://", "https://")):
+        agents = [{"openid": text}]
+    elif text.startswith("account:") and "|" in text:
+        home, name = text[len("account:") :].split("|", 1)
+        agents = [{"account": {"homePage": home, "name": name}}]
+    else:
+        raise ValueError(
+            "give a pseudonym (64 hex), mailto:..., a 40-hex mbox_sha1sum, an openid URL, "
+            "account:<homePage>|<name> or a JSON agent"
+        )
+    out = []
+    for agent in agents:
+        try:
+            p = pseudonym(secret, agent)
+        except InvalidStatement as err:
+            raise ValueError(f"agent has no inverse functional identifier: {err}") from err
+        if p not in out:
+            out.append(p)
+    return out

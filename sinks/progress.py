@@ -1,0 +1,92 @@
+"""Publishes each sink's committed progress to ``sink_progress`` (see migration 0005).
+
+Readers: ``reporting/progress.py`` (the LRS ``X-Experience-API-Consistent-Through``
+header, the freshness figure). Rows are written only when something changed, or every
+``refresh_s`` to advance ``caught_up_at`` of an idle, caught-up partition.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from kafka import TopicPartition
+
+from schemas.clickhouse import tables as T
+from schemas.clickhouse.engine import ClickHouse
+
+from .consumer import KafkaClickHouseSink, PartitionProgress
+from .rows import ms_to_datetime
+
+_PREVIOUS_SQL = (
+    "SELECT partition, argMax(caught_up_at, updated), argMax(newest_received, updated) FROM {db}.sink_progress"
+    " WHERE sink = {sink:String} AND topic = {topic:String} GROUP BY partition"
+)
+
+
+class ProgressPublisher:
+    """``on_progress`` hook of :class:`~sinks.consumer.KafkaClickHouseSink`."""
+
+    def __init__(self, engine: ClickHouse, refresh_s: float = 5.0) -> None:
+        self.engine = engine
+        self.refresh_s = refresh_s
+        # Shared by the sinks of one process (each its own topic): keyed by sink and topic.
+        self._written: dict[tuple[str, TopicPartition], tuple[tuple[Any, ...], float]] = {}
+        self._previous: dict[tuple[str, str], dict[int, tuple[Any, Any]]] = {}
+
+    def _load_previous(self, sink: str, topic: str) -> dict[int, tuple[Any, Any]]:
+        # What an earlier run published: a partition lagging now was still caught up then.
+        key = (sink, topic)
+        if key not in self._previous:
+            rows = self.engine.query(_PREVIOUS_SQL, {"sink": sink, "topic": topic})
+            self._previous[key] = {int(r[0]): (r[1], r[2]) for r in rows}
+        return self._previous[key]
+
+    def __call__(self, sink: KafkaClickHouseSink, progress: dict[TopicPartition, PartitionProgress], partitions: int):
+        now = time.monotonic()
+        name = sink.config.name
+        rows = []
+        for tp, p in sorted(progress.items()):
+            if p.committed is None:
+                continue
+            if p.caught_up_ms is None or not p.newest_ms:
+                previous = self._load_previous(name, tp.topic).get(tp.partition)
+                if previous is not None:
+                    caught, newest = previous
+                    caught_ms, newest_ms = _ms(caught), _ms(newest)
+                    if p.caught_up_ms is None and caught_ms > 0:
+                        p.caught_up_ms = caught_ms
+                    if not p.newest_ms and newest_ms > 0:
+                        p.newest_ms = newest_ms
+            state = (p.committed, p.end, p.newest_ms)
+            last = self._written.get((name, tp))
+            if last is not None and last[0] == state and now - last[1] < self.refresh_s:
+                continue
+            rows.append(
+                (
+                    name, tp.topic, tp.partition, partitions, p.committed, p.end if p.end is not None else -1,
+                    ms_to_datetime(p.caught_up_ms or 0), ms_to_datetime(p.newest_ms), ms_to_datetime(_wall_ms()),
+                )
+            )  # fmt: skip
+            self._written[(name, tp)] = (state, now)
+        if rows:
+            data = [list(c) for c in zip(*rows)]
+            self.engine.insert(f"{self.engine.database}.{T.SINK_PROGRESS}", T.PROGRESS_COLUMNS, data)
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _ms(value: Any) -> int:
+    """Epoch ms of a DateTime64 read back (a datetime from the driver, a string from chDB)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            return int(value.timestamp() * 1000)
+        return int((value - datetime(1970, 1, 1)).total_seconds() * 1000)
+    text = str(value).replace("T", " ")
+    base, _, frac = text.partition(".")
+    dt = datetime.strptime(base[:19], "%Y-%m-%d %H:%M:%S")
+    ms = int((dt - datetime(1970, 1, 1)).total_seconds() * 1000)
+    return ms + (int((frac + "000")[:3]) if frac else 0)

@@ -1,0 +1,101 @@
+"""Which sink writes which topic into which tables: one definition, used by every entry point.
+
+``learnpulse serve`` runs all of them in threads (``learnpulse/pipeline.py``);
+``learnpulse sink --table NAME`` runs chosen ones in a process of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from schemas.clickhouse import tables as T
+from schemas.clickhouse.ddl import needs_mapping
+from schemas.clickhouse.engine import ClickHouse
+from schemas.topics import Topic
+
+from .consumer import AfterInsert, KafkaClickHouseSink, SinkConfig
+from .forget import ForgottenFilter
+from .progress import ProgressPublisher
+from .rows import COLUMNS, LRS_COLUMNS, MODERN_RANGE, OLD_SERVER_RANGE, builders
+from .voids import mark_voided
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    name: str
+    topic: Topic
+    tables: tuple[str, ...]
+    after_insert: tuple[AfterInsert, ...] = ()
+
+
+# statements_raw first: the first table's rows count towards the batch size, and the LRS
+# read index (reporting/lrs.py) expects the JSON to be there when an id is indexed.
+SPECS: dict[str, SinkSpec] = {
+    s.name: s
+    for s in (
+        SinkSpec(
+            "statements",
+            Topic.STATEMENTS,
+            (T.STATEMENTS_RAW, *LRS_COLUMNS, T.STATEMENTS, T.STATEMENT_VOIDS),
+            (mark_voided,),
+        ),
+        SinkSpec("activity", Topic.ACTIVITY, (T.LEARNER_ACTIVITY_HOURLY,)),
+        SinkSpec("engagement", Topic.ENGAGEMENT, (T.ENGAGEMENT,)),
+        SinkSpec("mastery", Topic.MASTERY, (T.MASTERY,)),
+        SinkSpec("cohort_health", Topic.COHORT_HEALTH, (T.COHORT_HEALTH,)),
+        SinkSpec("alerts", Topic.ALERTS, (T.ALERTS,)),
+    )
+}
+
+
+@dataclass(frozen=True)
+class SinkParameters:
+    """What the sinks need from settings (grouped, see STYLE.md #10)."""
+
+    bootstrap: str
+    topic_prefix: str
+    secret: bytes
+    max_rows: int = 20_000
+    max_wait_s: float = 1.0
+    # Consumer group; default "<prefix>learnpulse-sink-<name>". A new group replays the
+    # topic from its start (auto_offset_reset=earliest).
+    group_id: str | None = None
+
+
+def build_sinks(
+    params: SinkParameters, engine: ClickHouse, names: Sequence[str] | None = None
+) -> list[KafkaClickHouseSink]:
+    """The sinks ``names`` (default: all), writing through ``engine``."""
+    unknown = [n for n in names or () if n not in SPECS]
+    if unknown:
+        raise ValueError(f"unknown sinks {unknown}; known: {', '.join(SPECS)}")
+    limits = OLD_SERVER_RANGE if needs_mapping(engine.server_version()) else MODERN_RANGE
+    make_rows = builders(params.secret, limits)
+    progress = ProgressPublisher(engine)
+    row_filter = ForgottenFilter(engine, COLUMNS)
+    sinks = []
+    for name in names or list(SPECS):
+        spec = SPECS[name]
+        config = SinkConfig(
+            name=name,
+            bootstrap=params.bootstrap,
+            topic=spec.topic.physical(params.topic_prefix),
+            group_id=params.group_id or f"{params.topic_prefix}learnpulse-sink-{name}",
+            deadletter_topic=Topic.DEADLETTER.physical(params.topic_prefix),
+            tables=spec.tables,
+            max_rows=params.max_rows,
+            max_wait_s=params.max_wait_s,
+        )
+        sinks.append(
+            KafkaClickHouseSink(
+                config,
+                engine,
+                make_rows[name],
+                COLUMNS,
+                after_insert=spec.after_insert,
+                row_filter=row_filter,
+                on_progress=progress,
+            )
+        )
+    return sinks
