@@ -61,13 +61,17 @@ class StatementProducer:
         self.failed_statements = 0
 
     def send(self, envelope: StatementEnvelope):
-        """Queue one envelope; returns the kafka-python future.
+        """Queue one envelope; returns the kafka-python future (see :meth:`send_encoded`)."""
+        return self.send_encoded(envelope, envelope.encode())
+
+    def send_encoded(self, envelope: StatementEnvelope, value: bytes):
+        """Queue ``envelope`` whose encoding is ``value``; returns the kafka-python future.
 
         Raises :class:`DeliveryFailed` first if an earlier message already failed, so a
         long-running producer stops at the first loss instead of at its final flush.
         """
         self.check()
-        future = self._producer.send(self.params.topic, key=envelope.key, value=envelope.encode())
+        future = self._producer.send(self.params.topic, key=envelope.key, value=value)
         n = len(envelope.entries)
         future.add_callback(self._acked, n)
         future.add_errback(self._failed, n)

@@ -1,0 +1,40 @@
+"""Envelopes: pre-encoded bytes equal the schema's own encoding; bounds on count and bytes."""
+
+from __future__ import annotations
+
+import itertools
+
+from producers.batching import LearnerBatcher
+from producers.simulator import Simulation, SimulationConfig
+from schemas.envelope import StatementEntry, StatementEnvelope
+
+
+def test_producers_batching_encoded_bytes_equal_schema_encoding():
+    stmts = [i.statement for i in itertools.islice(Simulation(SimulationConfig(seed=2)), 400)]
+    plain: list[StatementEnvelope] = []
+    encoded: list[tuple[StatementEnvelope, bytes]] = []
+    a = LearnerBatcher(plain.append, max_count=7, linger_s=1e9)
+    b = LearnerBatcher(lambda e: None, max_count=7, linger_s=1e9, emit_encoded=lambda e, v: encoded.append((e, v)))
+    for s in stmts:
+        learner = s["actor"]["account"]["name"]
+        for batcher in (a, b):
+            batcher.add("school-1", learner, 123, StatementEntry("course", "cohort", s))
+    a.flush()
+    b.flush()
+    assert [e for e, _ in encoded] == plain
+    assert [v for _, v in encoded] == [e.encode() for e in plain]
+    assert all(StatementEnvelope.decode(v) == e for e, v in encoded)
+    assert max(len(e.entries) for e in plain) == 7 and sum(len(e.entries) for e in plain) == 400
+
+
+def test_producers_batching_closes_on_bytes_and_linger():
+    now = [0.0]
+    out: list[StatementEnvelope] = []
+    big = {"id": "x", "pad": "y" * 1000}
+    batcher = LearnerBatcher(out.append, max_count=100, max_bytes=2500, linger_s=1.0, clock=lambda: now[0])
+    for _ in range(5):
+        batcher.add("s", "l", 0, StatementEntry("c", "k", big))
+    assert [len(e.entries) for e in out] == [2, 2]  # a third would pass 2500 bytes
+    now[0] = 2.0
+    batcher.poll()
+    assert [len(e.entries) for e in out] == [2, 2, 1]
