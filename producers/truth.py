@@ -59,6 +59,7 @@ class ClickHouseTruthWriter:
         self.ch = ch
         self.run_id = run_id
         self.block_rows = block_rows
+        ch.execute("CREATE DATABASE IF NOT EXISTS {db}")
         ch.execute(render(TRUTH_TABLE_DDL, ch.server_version(), "{db}"))
         self._rows: list[tuple] = []
         self.records = 0

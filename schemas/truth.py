@@ -237,7 +237,13 @@ class Truth:
     @classmethod
     def of(cls, records: Iterable[TruthRecord]) -> Truth:
         t = cls()
-        lists = {"skill": t.skills, "cohort": t.cohorts, "learner": t.learners, "mastery": t.mastery, "active": t.active}
+        lists = {
+            "skill": t.skills,
+            "cohort": t.cohorts,
+            "learner": t.learners,
+            "mastery": t.mastery,
+            "active": t.active,
+        }
         for r in records:
             if r.kind == "run":
                 t.run = r  # type: ignore[assignment]
@@ -263,7 +269,8 @@ def read_truth(path: str | Path) -> Truth:
 
 
 # The ClickHouse form: one row per record, the record itself as JSON in ``record`` (read
-# it with JSONExtract*); the identifying columns are copied out for filtering.
+# it with JSONExtract*, or visitParamExtract* which servers as old as 18.16 have too); the
+# identifying columns are copied out for filtering.
 TRUTH_TABLE = "sim_truth"
 TRUTH_COLUMNS = ("run_id", "kind", "school", "course", "cohort", "learner", "skill", "day", "record")
 TRUTH_TABLE_DDL = """
