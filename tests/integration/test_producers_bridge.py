@@ -242,6 +242,37 @@ def test_producers_bridge_ralph_interrupted_mid_tie_resumes_exactly(tmp_path, ka
 
 
 @pytest.mark.kafka
+def test_producers_bridge_polls_serves_metrics_and_stops_cleanly(tmp_path, kafka, ralph, spawn):
+    """Without --once the bridge keeps polling: statements POSTed later arrive; SIGTERM ends it with exit 0."""
+    settings = producer_settings(tmp_path, kafka)
+    sim = [s.statement for _, s in zip(range(60), simulate(SimulationConfig(seed=12)))]
+    assert ralph.post(sim[:30])["inserted"] == 30
+    args = [a for a in bridge_args(ralph, "--poll-interval", "0.5") if a != "--once"]
+    proc = spawn(args, settings, "bridge")
+    port = settings.metrics_port_base + 4
+
+    def produced() -> float:
+        if proc.popen.poll() is not None:
+            pytest.fail(f"bridge exited {proc.popen.returncode}:\n{proc.tail()}")
+        try:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+        except OSError:
+            return 0
+        for line in body.splitlines():
+            if line.startswith('learnpulse_statements_produced_total{stage="bridge"}'):
+                return float(line.split()[-1])
+        return 0
+
+    wait_for(lambda: produced() == 30, 60, "the bridge's /metrics to count the first 30 statements")
+    assert ralph.post(sim[30:])["inserted"] == 30
+    wait_for(lambda: produced() == 60, 60, "the bridge to pick up 30 statements POSTed later")
+    assert proc.stop() == 0, proc.tail()
+    assert "sent 60," in proc.tail()
+    stmts = statements_of(read_back(kafka, 60))
+    assert sorted(s["id"] for s in stmts) == sorted(s["id"] for s in sim)
+
+
+@pytest.mark.kafka
 def test_producers_bridge_wrong_credentials_one_line_error(tmp_path, kafka, ralph):
     settings = producer_settings(tmp_path, kafka)
     args = ["bridge", "--lrs", ralph.url, "--school", "s", "--username", USER, "--password", "wrong", "--once"]
