@@ -211,6 +211,7 @@ def _register_replay(main: click.Group) -> None:
 
         from ..pipeline import make_publisher, serve_metrics
 
+        _check_school(settings, school)
         home = settings.home.resolve() / "replay"
         options = ReplayOptions(
             school=school,
@@ -315,6 +316,7 @@ def _register_bridge(main: click.Group) -> None:
 
         from ..pipeline import make_publisher, serve_metrics
 
+        _check_school(settings, school)
         home = settings.home.resolve() / "bridge"
         tag = hashlib.sha256(f"{lrs_url}|{school}".encode()).hexdigest()[:16]
         options = BridgeOptions(
@@ -355,6 +357,20 @@ def _register_bridge(main: click.Group) -> None:
         click.echo(
             f"fetched {counts.fetched}, sent {counts.sent}, rejected {counts.rejected}, "
             f"skipped (already delivered) {counts.skipped}; cursor {options.cursor_path}"
+        )
+
+
+def _check_school(settings: Settings, school: str) -> None:
+    """Producers send under a school's credential: once credentials exist, the school must have one."""
+    from ..credentials import list_credentials
+    from .gateway import credentials_path
+
+    path = credentials_path(settings)
+    schools = {c.school for c in list_credentials(path)}
+    if schools and school not in schools:
+        raise UserError(
+            f"--school {school}: no credential for this school in {path} "
+            f"(schools: {', '.join(sorted(schools))}); add one with `learnpulse credentials add --school {school}`"
         )
 
 
