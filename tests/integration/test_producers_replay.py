@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from learnpulse.settings import Settings
 from tests.conftest import REPO, wait_for
 from tests.integration.test_producers_simulator import producer_settings, read_back, statements_of
 
@@ -122,3 +123,13 @@ def test_producers_replay_resumes_after_interruption(tmp_path, kafka, spawn, how
         assert len(ids) == n  # a clean stop commits what Kafka acknowledged: nothing doubled
     else:
         assert n <= len(ids) <= n + 5_000 + 256  # at most the uncommitted chunk again, same ids
+
+
+def test_producers_replay_refuses_school_without_credential(tmp_path):
+    settings = Settings(home=tmp_path / "home")
+    add = run_cli(["credentials", "add", "--school", "school-a"], settings)
+    assert add.returncode == 0, add.stderr
+    (tmp_path / "s.jsonl").write_bytes(b'{"actor": {"mbox": "mailto:a@example.org"}}\n')
+    res = run_cli(["replay", str(tmp_path / "s.jsonl"), "--school", "school-b"], settings)
+    assert res.returncode == 2 and "no credential for this school" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "home" / "replay" / "state.json").exists()
