@@ -1,0 +1,104 @@
+"""DDL as code, offline: migrations well-formed, idempotent, rendered for old servers, columns in sync."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from schemas.clickhouse import tables as T
+from schemas.clickhouse.ddl import needs_mapping, render
+from schemas.clickhouse.migrate import checksum
+from schemas.clickhouse.migrations import all_migrations
+
+OLD, MODERN = (18, 16, 1), (26, 9, 2)
+OURS = [m for m in all_migrations() if m.id[:4] <= "0009"]
+
+
+def test_clickhouse_migrations_numbered_in_order_with_unique_ids():
+    ids = [m.id for m in all_migrations()]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert [m.id[:4] for m in OURS] == ["0001", "0002", "0003", "0004", "0005"]
+
+
+@pytest.mark.parametrize("migration", OURS, ids=lambda m: m.id)
+def test_clickhouse_migration_forwards_are_idempotent_and_have_backwards(migration):
+    created = set()
+    for sql in migration.forwards:
+        head = " ".join(sql.split())[:80]
+        if head.startswith("INSERT INTO"):
+            # The only data statement allowed: the rollup backfill (duplicate-insensitive states).
+            assert "activity_daily" in head, head
+            continue
+        assert re.match(r"CREATE (TABLE|VIEW|MATERIALIZED VIEW) IF NOT EXISTS \{db\}\.\w+", head), head
+        created.add(re.search(r"\{db\}\.(\w+)", head).group(1))
+    dropped = {re.search(r"\{db\}\.(\w+)", sql).group(1) for sql in migration.backwards}
+    assert created == dropped
+
+
+@pytest.mark.parametrize("migration", OURS, ids=lambda m: m.id)
+def test_clickhouse_old_server_rendering_drops_what_18_16_lacks(migration):
+    for sql in migration.forwards:
+        old = render(sql, OLD, "lp")
+        for modern_only in ("DateTime64", "LowCardinality", "CODEC", "INDEX ", "SETTINGS", "DateTime('UTC')"):
+            assert modern_only not in old, (modern_only, old)
+        assert "{db}" not in old and "lp." in old
+        assert render(sql, MODERN, "lp") == sql.replace("{db}", "lp")
+
+
+def test_clickhouse_renderer_keeps_column_lists_well_formed():
+    sql = """CREATE TABLE IF NOT EXISTS {db}.x (
+        a UUID,
+        b LowCardinality(Nullable(String)),
+        c DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
+        INDEX i a TYPE bloom_filter(0.01) GRANULARITY 4,
+        INDEX j b TYPE set(64) GRANULARITY 4
+    ) ENGINE = MergeTree ORDER BY a
+    SETTINGS index_granularity = 8192"""
+    old = render(sql, OLD, "d")
+    assert (
+        " ".join(old.split())
+        == "CREATE TABLE IF NOT EXISTS d.x ( a UUID, b Nullable(String), c DateTime ) ENGINE = MergeTree ORDER BY a"
+    )
+    assert needs_mapping(OLD) and not needs_mapping((19, 1)) and not needs_mapping(MODERN)
+
+
+def _declared_columns(table: str) -> list[str]:
+    for m in OURS:
+        for sql in m.forwards:
+            head = re.search(r"CREATE TABLE IF NOT EXISTS \{db\}\.(\w+) \((.*)\) ENGINE", sql, re.DOTALL)
+            if head and head.group(1) == table:
+                body = head.group(2)
+                return [
+                    line.split()[0]
+                    for line in (part.strip() for part in re.split(r",\n", body))
+                    if line and not line.startswith("INDEX")
+                ]
+    raise AssertionError(f"no DDL for {table}")
+
+
+@pytest.mark.parametrize(
+    ("table", "columns"),
+    [
+        (T.STATEMENTS, T.STATEMENT_COLUMNS),
+        (T.STATEMENTS_RAW, T.RAW_COLUMNS),
+        (T.STATEMENT_VOIDS, T.VOID_COLUMNS),
+        (T.LEARNER_ACTIVITY_HOURLY, T.ACTIVITY_COLUMNS),
+        (T.ENGAGEMENT, T.ENGAGEMENT_COLUMNS),
+        (T.MASTERY, T.MASTERY_COLUMNS),
+        (T.COHORT_HEALTH, T.COHORT_HEALTH_COLUMNS),
+        (T.ALERTS, T.ALERT_COLUMNS),
+        (T.SINK_PROGRESS, T.PROGRESS_COLUMNS),
+        (T.FORGOTTEN_LEARNERS, T.FORGOTTEN_COLUMNS),
+    ],
+)
+def test_clickhouse_sink_column_lists_match_the_ddl(table, columns):
+    assert _declared_columns(table) == list(columns)
+
+
+def test_clickhouse_checksum_changes_with_the_sql():
+    m = OURS[0]
+    from dataclasses import replace
+
+    assert checksum(m) == checksum(replace(m))
+    assert checksum(m) != checksum(replace(m, forwards=m.forwards + ("SELECT 1",)))

@@ -1,0 +1,183 @@
+"""In-memory stand-ins for the sink's Kafka clients and ClickHouse engine (pure-logic tests only).
+
+The real clients are exercised by tests/integration/test_sinks_*.py against the real
+broker and both real ClickHouse engines.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
+
+from schemas.clickhouse.engine import ClickHouseError, ClickHouseUnavailable
+
+Record = namedtuple("Record", "topic partition offset timestamp key value")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeConsumer:
+    """Partitions with logs; poll returns records from unpaused assigned partitions in order."""
+
+    def __init__(self, topic: str, partitions: int, listener: Any) -> None:
+        self.topic = topic
+        self.listener = listener
+        self.logs: dict[TopicPartition, list[Record]] = {TopicPartition(topic, p): [] for p in range(partitions)}
+        self.assigned: set[TopicPartition] = set(self.logs)
+        self.positions = {tp: 0 for tp in self.logs}
+        self.committed: dict[TopicPartition, int] = {}
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.paused_set: set[TopicPartition] = set()
+        self.pending_rebalance: tuple[set[TopicPartition], set[TopicPartition]] | None = None
+        self.commit_error: Exception | None = None
+        self.seeks: list[tuple[TopicPartition, int]] = []
+        self.closed = False
+
+    def produce(self, partition: int, value: bytes | None, key: bytes | None = None, timestamp: int = 1) -> None:
+        tp = TopicPartition(self.topic, partition)
+        log = self.logs[tp]
+        log.append(Record(self.topic, partition, len(log), timestamp, key, value))
+
+    # -- the KafkaConsumer surface the sink uses --
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Record]]:
+        if self.pending_rebalance is not None:
+            revoked, added = self.pending_rebalance
+            self.pending_rebalance = None
+            self.assigned -= revoked
+            self.listener.on_partitions_revoked(revoked)
+            for tp in added:
+                self.positions[tp] = self.committed.get(tp, 0)
+                self.paused_set.discard(tp)
+            self.assigned |= added
+            self.listener.on_partitions_assigned(added)
+        out: dict[TopicPartition, list[Record]] = {}
+        budget = max_records or 10**9
+        for tp in sorted(self.assigned):
+            if tp in self.paused_set or budget <= 0:
+                continue
+            pos = self.positions[tp]
+            msgs = self.logs[tp][pos : pos + budget]
+            if msgs:
+                out[tp] = msgs
+                self.positions[tp] = pos + len(msgs)
+                budget -= len(msgs)
+        return out
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused_set.update(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.paused_set.difference_update(tps)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    def commit(self, offsets) -> None:
+        if self.commit_error is not None:
+            err, self.commit_error = self.commit_error, None
+            raise err
+        plain = {tp: om.offset for tp, om in offsets.items()}
+        self.commits.append(plain)
+        self.committed.update(plain)
+
+    def end_offsets(self, tps, timeout_ms=None) -> dict[TopicPartition, int]:
+        return {tp: len(self.logs[tp]) for tp in tps}
+
+    def position(self, tp, timeout_ms=None) -> int:
+        return self.positions[tp]
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {tp.partition for tp in self.logs}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp, offset))
+        self.positions[tp] = offset
+
+    def close(self, autocommit: bool = False) -> None:
+        self.closed = True
+
+
+class FakeFuture:
+    def __init__(self, ok: bool) -> None:
+        self.is_done = True
+        self._ok = ok
+
+    def failed(self) -> bool:
+        return not self._ok
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes, list]] = []
+        self.fail_next = 0
+
+    def send(self, topic, key=None, value=None, headers=None):
+        ok = self.fail_next <= 0
+        self.fail_next -= 1
+        if ok:
+            self.sent.append((topic, key, value, headers))
+        return FakeFuture(ok)
+
+    def flush(self, timeout=None) -> None:
+        pass
+
+    def close(self, timeout=None) -> None:
+        pass
+
+
+@dataclass
+class FakeEngine:
+    """Records inserts; scripted failures (ClickHouseUnavailable / ClickHouseError)."""
+
+    database: str = "db"
+    inserts: list[tuple[str, tuple[str, ...], list[list[Any]]]] = field(default_factory=list)
+    down: bool = False
+    # Reject any insert whose first column contains this value.
+    poison: Any = None
+    error_code: int = 27
+
+    def server_version(self) -> tuple[int, ...]:
+        return (26, 9, 2)
+
+    def insert(self, table, columns, data) -> int:
+        if self.down:
+            raise ClickHouseUnavailable("connection refused")
+        if self.poison is not None and self.poison in data[0]:
+            raise ClickHouseError("Code: 27. cannot parse", self.error_code)
+        self.inserts.append((table, tuple(columns), [list(c) for c in data]))
+        return len(data[0])
+
+    def execute(self, sql, params=None) -> None:
+        if self.down:
+            raise ClickHouseUnavailable("connection refused")
+
+    def query(self, sql, params=None):
+        if self.down:
+            raise ClickHouseUnavailable("connection refused")
+        return []
+
+    def close(self) -> None:
+        pass
+
+    def rows(self, table: str) -> list[tuple[Any, ...]]:
+        out = []
+        for t, _cols, data in self.inserts:
+            if t.endswith("." + table):
+                out.extend(zip(*data))
+        return out
+
+
+__all__ = ["Clock", "CommitFailedError", "FakeConsumer", "FakeEngine", "FakeProducer", "KafkaError"]

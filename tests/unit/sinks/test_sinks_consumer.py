@@ -1,0 +1,344 @@
+"""The sink's batching and delivery rules, with in-memory Kafka/ClickHouse fakes and an injected clock.
+
+What is checked here is ordering and state: offsets committed only after the insert,
+the batch held (and partitions paused) while ClickHouse is down, dead letters settled
+before the commit, revoked partitions' records dropped. The same code runs against the
+real broker and engines in tests/integration/test_sinks_*.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from kafka import TopicPartition
+
+from schemas.errors import InvalidStatement
+from sinks.consumer import KafkaClickHouseSink, SinkConfig
+from sinks.errors import DeadLetterStorm, SinkMisconfigured
+
+from .fakes import Clock, CommitFailedError, FakeConsumer, FakeEngine, FakeProducer, KafkaError
+
+TOPIC = "t.xapi.statements"
+TP0, TP1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+
+
+def to_rows(raw: bytes | None):
+    text = (raw or b"").decode()
+    if ":" not in text:
+        raise InvalidStatement("test.shape", f"no colon in {text!r}")
+    k, v = text.split(":", 1)
+    return {"t": [(k, v)]}
+
+
+class Harness:
+    def __init__(self, partitions: int = 2, cooperative: bool = True, **config):
+        self.clock = Clock()
+        self.engine = FakeEngine()
+        self.producer = FakeProducer()
+        self.progress: list[dict] = []
+        defaults = {
+            "max_rows": 3,
+            "max_wait_s": 1.0,
+            "retry_initial_s": 0.5,
+            "retry_max_s": 4.0,
+            "progress_interval_s": 1.0,
+        }
+        defaults.update(config)
+        self.config = SinkConfig(
+            name="test", bootstrap="unused", topic=TOPIC, group_id="g", deadletter_topic="t.xapi.deadletter",
+            tables=("t",), cooperative=cooperative, **defaults,
+        )  # fmt: skip
+        self.consumer: FakeConsumer | None = None
+
+        def consumer_factory(_config, listener):
+            self.consumer = FakeConsumer(TOPIC, partitions, listener)
+            return self.consumer
+
+        self.sink = KafkaClickHouseSink(
+            self.config, self.engine, to_rows, {"t": ("k", "v")},
+            on_progress=lambda _s, prog, n: self.progress.append({tp.partition: (p.committed, p.caught_up_ms) for tp, p in prog.items()}),
+            clock=self.clock, consumer_factory=consumer_factory, producer_factory=lambda _c: self.producer,
+        )  # fmt: skip
+        self.sink.consumer = consumer_factory(self.config, _listener(self.sink))
+        self.sink._dlq = self.producer
+
+    @property
+    def kafka(self) -> FakeConsumer:
+        assert self.consumer is not None
+        return self.consumer
+
+    def step(self, n: int = 1, advance: float = 0.0) -> None:
+        for _ in range(n):
+            self.clock.advance(advance)
+            self.sink.step()
+
+    def written(self) -> list[tuple[str, str]]:
+        return sorted(self.engine.rows("t"))
+
+
+def _listener(sink):
+    from sinks.consumer import _Listener
+
+    return _Listener(sink)
+
+
+def test_sinks_batch_closes_by_size_before_the_time_limit():
+    h = Harness()
+    for i in range(3):
+        h.kafka.produce(0, f"a{i}:x".encode())
+    h.step()
+    assert h.written() == [("a0", "x"), ("a1", "x"), ("a2", "x")]
+    assert h.kafka.committed == {TP0: 3}
+
+
+def test_sinks_batch_below_size_waits_for_max_wait_then_flushes():
+    h = Harness()
+    h.kafka.produce(1, b"b:1")
+    h.step()
+    assert h.written() == [] and h.kafka.committed == {}
+    h.step(advance=0.5)
+    assert h.written() == []
+    h.step(advance=0.6)
+    assert h.written() == [("b", "1")]
+    assert h.kafka.committed == {TP1: 1}
+
+
+def test_sinks_clickhouse_down_holds_batch_pauses_and_commits_nothing_until_insert_succeeds():
+    h = Harness()
+    h.engine.down = True
+    for i in range(3):
+        h.kafka.produce(0, f"k{i}:v".encode())
+    h.step()
+    assert h.kafka.committed == {}
+    assert h.kafka.paused_set == {TP0, TP1}
+    # More traffic while down: paused partitions are not fetched (memory stays at one batch).
+    for i in range(3, 50):
+        h.kafka.produce(0, f"k{i}:v".encode())
+    for _ in range(20):
+        h.step(advance=0.3)
+    assert h.kafka.positions[TP0] == 3
+    assert h.kafka.committed == {}
+    h.engine.down = False
+    h.step(advance=5)
+    assert h.kafka.committed == {TP0: 3}
+    assert h.kafka.paused_set == set()
+    h.step(n=20, advance=1.1)
+    assert h.kafka.committed == {TP0: 50}
+    assert [k for k, _ in h.written()] == sorted(f"k{i}" for i in range(50))
+
+
+def test_sinks_backoff_grows_and_is_capped():
+    h = Harness(retry_initial_s=0.5, retry_max_s=2.0)
+    h.engine.down = True
+    for i in range(3):
+        h.kafka.produce(0, f"k{i}:v".encode())
+    h.step()
+    delays = []
+    for _ in range(5):
+        delays.append(h.sink._retry_at - h.clock.now)
+        h.clock.now = h.sink._retry_at
+        h.sink.step()
+    assert delays[0] < delays[1] < delays[2]
+    assert max(delays) <= 2.0 * 1.2 + 1e-9
+
+
+def test_sinks_failed_second_table_retries_only_that_table():
+    h = Harness()
+
+    def two_tables(raw):
+        k, v = raw.decode().split(":")
+        return {"t": [(k, v)], "u": [(k,)]}
+
+    h.sink.to_rows = two_tables
+    h.sink.columns = {"t": ("k", "v"), "u": ("k",)}
+    h.sink.config = SinkConfig(**{**h.config.__dict__, "tables": ("t", "u")})
+    original = h.engine.insert
+    calls = {"u": 0}
+
+    def flaky(table, columns, data):
+        if table.endswith(".u"):
+            calls["u"] += 1
+            if calls["u"] == 1:
+                from schemas.clickhouse.engine import ClickHouseUnavailable
+
+                raise ClickHouseUnavailable("blip")
+        return original(table, columns, data)
+
+    h.engine.insert = flaky
+    for i in range(3):
+        h.kafka.produce(0, f"k{i}:v".encode())
+    h.step()
+    assert h.kafka.committed == {}
+    h.step(advance=5)
+    assert h.kafka.committed == {TP0: 3}
+    tables = [t for t, _c, _d in h.engine.inserts]
+    assert tables == ["db.t", "db.u"]  # t not inserted twice
+
+
+def test_sinks_undecodable_record_dead_lettered_with_reason_then_committed():
+    h = Harness()
+    h.kafka.produce(0, b"good:1")
+    h.kafka.produce(0, b"garbage", key=b"learner-1")
+    h.kafka.produce(0, b"good:2")
+    h.step()
+    h.step(advance=1.1)
+    assert h.written() == [("good", "1"), ("good", "2")]
+    assert len(h.producer.sent) == 1
+    topic, key, value, headers = h.producer.sent[0]
+    assert (topic, key, value) == ("t.xapi.deadletter", b"learner-1", b"garbage")
+    hdr = dict(headers)
+    assert hdr["rule"] == b"test.shape" and b"no colon" in hdr["reason"] and hdr["source"] == f"{TOPIC}/0/1".encode()
+    assert h.kafka.committed == {TP0: 3}
+
+
+def test_sinks_dead_letter_not_acknowledged_blocks_commit_until_resent():
+    h = Harness()
+    h.producer.fail_next = 1
+    h.kafka.produce(0, b"garbage")
+    h.kafka.produce(0, b"a:1")
+    h.kafka.produce(0, b"b:1")
+    h.step()
+    h.step(advance=1.1)
+    assert len(h.engine.inserts) == 1
+    assert h.kafka.committed == {}, "committed past a dead letter Kafka did not hold"
+    h.step(advance=5)
+    assert h.kafka.committed == {TP0: 3}
+    assert [s[2] for s in h.producer.sent] == [b"garbage"]
+
+
+def test_sinks_dead_letter_storm_stops_without_committing():
+    h = Harness(storm_min=5, storm_window=10, storm_share=0.5, max_rows=1000)
+    for i in range(10):
+        h.kafka.produce(0, f"bad{i}".encode())
+    with pytest.raises(DeadLetterStorm):
+        h.step()
+    assert h.kafka.committed == {}
+
+
+def test_sinks_batch_rejected_by_clickhouse_isolates_the_bad_record():
+    h = Harness()
+    h.engine.poison = "evil"
+    h.kafka.produce(0, b"fine:1")
+    h.kafka.produce(0, b"evil:2")
+    h.kafka.produce(0, b"fine2:3")
+    h.step()
+    assert h.written() == [("fine", "1"), ("fine2", "3")]
+    assert [s[2] for s in h.producer.sent] == [b"evil:2"]
+    assert dict(h.producer.sent[0][3])["rule"] == b"clickhouse.rejected"
+    assert h.kafka.committed == {TP0: 3}
+
+
+def test_sinks_missing_table_stops_the_sink_instead_of_dead_lettering():
+    h = Harness()
+    h.engine.poison = "x"
+    h.engine.error_code = 60  # UNKNOWN_TABLE
+    for i in range(3):
+        h.kafka.produce(0, f"x:{i}".encode())
+    with pytest.raises(SinkMisconfigured):
+        h.step()
+    assert h.producer.sent == [] and h.kafka.committed == {}
+
+
+def test_sinks_revoked_partition_records_dropped_not_committed():
+    h = Harness(max_rows=100)
+    h.kafka.produce(0, b"a:1")
+    h.kafka.produce(1, b"b:1")
+    h.step()  # both in the batch, not due yet
+    h.kafka.pending_rebalance = ({TP1}, set())
+    h.step(advance=1.1)
+    assert h.written() == [("a", "1")]
+    assert h.kafka.committed == {TP0: 1}
+    assert TP1 not in h.kafka.committed
+
+
+def test_sinks_rebalance_during_outage_pauses_newly_assigned_partitions():
+    h = Harness(partitions=3)
+    h.kafka.assigned = {TP0}
+    h.engine.down = True
+    for i in range(3):
+        h.kafka.produce(0, f"k{i}:v".encode())
+    h.step()
+    tp2 = TopicPartition(TOPIC, 2)
+    h.kafka.produce(2, b"z:1")
+    h.kafka.pending_rebalance = (set(), {tp2})
+    h.step(advance=0.1)
+    assert tp2 in h.kafka.paused_set
+    assert h.kafka.positions[tp2] == 0
+
+
+def test_sinks_eager_reassignment_seeks_back_to_first_dropped_offset():
+    h = Harness(cooperative=False, max_rows=100)
+    h.kafka.produce(0, b"a:1")
+    h.kafka.produce(0, b"a:2")
+    h.step()
+    # Eager: everything revoked, then the same partitions assigned again (state kept).
+    h.kafka.pending_rebalance = ({TP0, TP1}, {TP0, TP1})
+    h.kafka.positions[TP0] = 2  # kept position, as kafka-python does for retained partitions
+    h.sink.step()
+    assert (TP0, 0) in h.kafka.seeks
+    h.step(advance=1.1)
+    h.step(advance=1.1)
+    assert h.written() == [("a", "1"), ("a", "2")]
+    assert h.kafka.committed[TP0] == 2
+
+
+def test_sinks_commit_refused_after_rebalance_drops_batch_without_reinserting():
+    h = Harness()
+    h.kafka.commit_error = CommitFailedError("group rebalanced")
+    for i in range(3):
+        h.kafka.produce(0, f"k{i}:v".encode())
+    h.step()
+    assert len(h.engine.inserts) == 1
+    assert h.kafka.committed == {}
+    h.step(advance=2)
+    assert len(h.engine.inserts) == 1  # the rows were written once; a replay would rewrite keys
+
+
+def test_sinks_transient_commit_failure_retries_commit_only():
+    h = Harness()
+    h.kafka.commit_error = KafkaError("coordinator not available")
+    for i in range(3):
+        h.kafka.produce(0, f"k{i}:v".encode())
+    h.step()
+    assert h.kafka.committed == {}
+    h.step(advance=5)
+    assert h.kafka.committed == {TP0: 3}
+    assert len(h.engine.inserts) == 1
+
+
+def test_sinks_progress_caught_up_time_advances_only_while_caught_up():
+    h = Harness(max_rows=2)
+    h.kafka.produce(0, b"a:1")
+    h.kafka.produce(0, b"a:2")
+    h.step()  # flushes TP0 (2 rows) and publishes progress of both partitions
+    assert h.kafka.committed == {TP0: 2}
+    first = h.progress[-1]
+    assert first[0][0] == 2 and first[0][1] is not None  # TP0 caught up at its end offset
+    assert first[1][0] == 0 and first[1][1] is not None  # TP1 empty: caught up too
+    h.kafka.produce(1, b"b:1")
+    h.kafka.pause(TP1)  # not consumed: TP1 now lags behind its end offset
+    time.sleep(0.01)
+    h.step(advance=1.5)
+    last = h.progress[-1]
+    assert last[0][1] > first[0][1], "a caught-up partition's time advances"
+    assert last[1] == first[1], "a lagging partition keeps the last time it was caught up"
+
+
+def test_sinks_run_stops_flushes_and_closes_on_stop_event():
+    h = Harness(max_rows=100)
+    h.kafka.produce(0, b"a:1")
+    stop = threading.Event()
+    h.sink._consumer_factory = lambda _c, _l: h.kafka
+    orig_step = h.sink.step
+
+    def step_then_stop():
+        orig_step()
+        stop.set()
+
+    h.sink.step = step_then_stop
+    h.sink.run(stop)
+    assert h.written() == [("a", "1")]
+    assert h.kafka.committed == {TP0: 1}
+    assert h.kafka.closed

@@ -1,0 +1,203 @@
+"""Row builders are pure: same bytes, same rows (idempotent replays); bad records name the rule."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime
+
+import orjson
+import pytest
+
+from schemas.clickhouse import tables as T
+from schemas.envelope import StatementEntry, StatementEnvelope
+from schemas.errors import InvalidStatement
+from schemas.identity import pseudonym
+from schemas.records import ActivityRecord, AlertRecord, CohortHealthRecord, EngagementRecord, MasteryRecord
+from schemas.xapi.canonical import canonicalize
+from sinks.rows import (
+    COLUMNS,
+    MODERN_RANGE,
+    OLD_SERVER_RANGE,
+    VOIDED_VERB,
+    activity_rows,
+    alert_rows,
+    builders,
+    cohort_health_rows,
+    engagement_rows,
+    mastery_rows,
+    statement_rows,
+)
+
+SECRET = b"test-secret"
+AUTHORITY = {"objectType": "Agent", "account": {"homePage": "https://learnpulse.dev/schools", "name": "s-1"}}
+LEARNER = {"objectType": "Agent", "mbox": "mailto:ada@example.org", "name": "Ada Lovelace"}
+TEACHER = {"objectType": "Agent", "mbox": "mailto:teacher@example.org", "name": "Grace"}
+COURSE = "https://courses.example/c1"
+
+
+def stmt(**extra):
+    s = {
+        "id": str(uuid.uuid4()),
+        "actor": LEARNER,
+        "verb": {"id": "http://adlnet.gov/expapi/verbs/answered"},
+        "object": {"id": COURSE + "/q1", "definition": {"type": "http://adlnet.gov/expapi/activities/cmi.interaction"}},
+        "timestamp": "2026-01-05T10:00:00.123Z",
+        "result": {"success": True, "completion": False, "score": {"scaled": 0.8, "raw": 8}, "duration": "PT1M30S"},
+        "context": {"registration": str(uuid.uuid4()), "instructor": TEACHER},
+    }
+    s.update(extra)
+    return canonicalize(s, authority=AUTHORITY, stored_ms=1_767_607_200_456)
+
+
+def envelope(*statements, learner_agent=LEARNER) -> bytes:
+    return StatementEnvelope(
+        "s-1", pseudonym(SECRET, learner_agent), 1_767_607_200_456,
+        tuple(StatementEntry(COURSE, "cohort-a", s) for s in statements),
+    ).encode()  # fmt: skip
+
+
+def build(raw: bytes):
+    return statement_rows(SECRET, MODERN_RANGE, raw)
+
+
+def test_sinks_statement_rows_are_identical_for_the_same_bytes():
+    raw = envelope(stmt(), stmt())
+    assert build(raw) == build(raw) == build(bytes(raw))
+
+
+def test_sinks_statement_rows_flatten_the_filter_columns():
+    s = stmt()
+    rows = build(envelope(s))
+    (row,) = rows[T.STATEMENTS]
+    r = dict(zip(T.STATEMENT_COLUMNS, row, strict=True))
+    assert r["statement_id"] == uuid.UUID(s["id"])
+    assert (r["school"], r["course"], r["cohort"]) == ("s-1", COURSE, "cohort-a")
+    assert r["learner"] == pseudonym(SECRET, LEARNER)
+    assert r["verb_id"] == "http://adlnet.gov/expapi/verbs/answered"
+    assert (r["object_id"], r["object_type"]) == (COURSE + "/q1", "Activity")
+    assert r["registration"] == uuid.UUID(s["context"]["registration"])
+    assert (r["result_success"], r["result_completion"]) == (1, 0)
+    assert (r["result_score_scaled"], r["result_score_raw"], r["result_duration_ms"]) == (0.8, 8.0, 90_000)
+    assert r["timestamp"] == datetime(2026, 1, 5, 10, 0, 0, 123_000)
+    assert r["voided"] == 0
+    for table, table_rows in rows.items():
+        for tr in table_rows:
+            assert len(tr) == len(COLUMNS[table]), table
+
+
+def test_sinks_statement_rows_hold_no_mail_address_outside_the_raw_json():
+    s = stmt(object={"objectType": "Agent", "mbox": "mailto:friend@example.org"})
+    rows = build(envelope(s))
+    (row,) = rows[T.STATEMENTS]
+    text = repr(row)
+    assert "example.org" not in text and "Ada" not in text
+    r = dict(zip(T.STATEMENT_COLUMNS, row, strict=True))
+    assert r["object_type"] == "Agent"
+    assert r["object_id"] == pseudonym(SECRET, {"mbox": "mailto:friend@example.org"})
+    (raw_row,) = rows[T.STATEMENTS_RAW]
+    assert "friend@example.org" in raw_row[T.RAW_COLUMNS.index("raw")]
+
+
+def test_sinks_raw_row_lists_everyone_the_statement_names():
+    s = stmt(object={"objectType": "Agent", "mbox": "mailto:friend@example.org"})
+    (raw_row,) = build(envelope(s))[T.STATEMENTS_RAW]
+    learners = set(raw_row[T.RAW_COLUMNS.index("learners")])
+    expected = {pseudonym(SECRET, a) for a in (LEARNER, TEACHER, {"mbox": "mailto:friend@example.org"}, AUTHORITY)}
+    assert expected <= learners
+    assert orjson.loads(raw_row[T.RAW_COLUMNS.index("raw")]) == s
+
+
+def test_sinks_voiding_statement_gives_a_void_row():
+    target = str(uuid.uuid4())
+    v = stmt(verb={"id": VOIDED_VERB}, object={"objectType": "StatementRef", "id": target}, result=None)
+    del v["result"]
+    rows = build(envelope(v))
+    assert rows[T.STATEMENT_VOIDS] == [
+        ("s-1", uuid.UUID(target), uuid.UUID(v["id"]), datetime(2026, 1, 5, 10, 0, 0, 456_000))
+    ]
+    # A StatementRef without the voided verb is not a void.
+    other = stmt(object={"objectType": "StatementRef", "id": target})
+    assert build(envelope(other))[T.STATEMENT_VOIDS] == []
+
+
+@pytest.mark.parametrize(
+    ("change", "rule"),
+    [
+        ({"timestamp": "1850-01-01T00:00:00Z"}, "statement.time_range"),
+        ({"context": {"registration": "not-a-uuid"}}, "statement.canonical"),
+        ({"result": {"success": "yes"}}, "statement.canonical"),
+        ({"result": {"duration": "90 seconds"}}, "result.duration"),
+        ({"verb": {}}, "statement.canonical"),
+    ],
+)
+def test_sinks_statement_rows_reject_what_clickhouse_cannot_store(change, rule):
+    s = stmt()
+    s.update(change)
+    with pytest.raises(InvalidStatement) as err:
+        build(envelope(s))
+    assert err.value.rule == rule
+
+
+def test_sinks_old_server_range_rejects_times_before_1970():
+    s = stmt(timestamp="1969-12-31T23:59:59Z")
+    assert build(envelope(s))[T.STATEMENTS]  # fine on current ClickHouse
+    with pytest.raises(InvalidStatement, match="time_range"):
+        statement_rows(SECRET, OLD_SERVER_RANGE, envelope(s))
+
+
+def test_sinks_undecodable_envelope_names_the_rule():
+    with pytest.raises(InvalidStatement) as err:
+        build(b"{not json")
+    assert err.value.rule == "envelope.json"
+
+
+def test_sinks_derived_rows_are_pure_and_keyed():
+    e = EngagementRecord("s-1", "c", "k", "l", "day", 1_767_225_600_000, 5, 2, 600_000, 1_767_229_200_000, 7)
+    m = MasteryRecord("s-1", "c", "l", "skill-1", 0.42, 3, 2, 1_767_229_200_000, 3)
+    h = CohortHealthRecord("s-1", "c", "k", 1_767_229_200_000, 30, 6, 0.2, 900_000, 11)
+    a = AlertRecord("a-1", "s-1", "c", "k", "fired", 1_767_229_200_000, 1_767_229_200_000, 30, 12, 0.4, 0.3, ["l"], 4)
+    act = ActivityRecord("s-1", "c", "k", "l", 1_767_225_600_000, 9, 9)
+    for build_rows, record, table in (
+        (engagement_rows, e, T.ENGAGEMENT),
+        (mastery_rows, m, T.MASTERY),
+        (cohort_health_rows, h, T.COHORT_HEALTH),
+        (alert_rows, a, T.ALERTS),
+        (activity_rows, act, T.LEARNER_ACTIVITY_HOURLY),
+    ):
+        raw = record.encode()
+        rows = build_rows(MODERN_RANGE, raw)
+        assert rows == build_rows(MODERN_RANGE, raw)
+        (row,) = rows[table]
+        assert len(row) == len(COLUMNS[table])
+        assert row[COLUMNS[table].index("version")] == record.version
+
+
+@pytest.mark.parametrize(
+    ("record", "build_rows", "rule"),
+    [
+        (EngagementRecord("s", "c", "k", "l", "week", 0, 1, 1, 1, 0, 1), engagement_rows, "engagement.grain"),
+        (EngagementRecord("s", "c", "k", "l", "day", 0, -1, 1, 1, 0, 1), engagement_rows, "engagement.negative"),
+        (MasteryRecord("s", "c", "l", "k", 1.5, 1, 1, 0, 1), mastery_rows, "mastery.probability"),
+        (AlertRecord("a", "s", "c", "k", "maybe", 0, 0, 1, 1, 0.1, 0.1, [], 1), alert_rows, "alert.state"),
+    ],
+)
+def test_sinks_derived_rows_reject_values_outside_the_contract(record, build_rows, rule):
+    with pytest.raises(InvalidStatement) as err:
+        build_rows(MODERN_RANGE, record.encode())
+    assert err.value.rule == rule
+
+
+def test_sinks_builders_are_picklable_partials():
+    import pickle
+
+    b = builders(SECRET, MODERN_RANGE)
+    assert set(b) == {"statements", "activity", "engagement", "mastery", "cohort_health", "alerts"}
+    raw = envelope(stmt())
+    assert pickle.loads(pickle.dumps(b["statements"]))(raw) == b["statements"](raw)
+
+
+def test_sinks_mbox_sha1_learner_gets_a_different_pseudonym_than_mbox():
+    # Documented consequence for erasure: both forms are looked up (sinks.forget.pseudonyms_for).
+    sha = hashlib.sha1(b"mailto:ada@example.org").hexdigest()
+    assert pseudonym(SECRET, {"mbox_sha1sum": sha}) != pseudonym(SECRET, LEARNER)
