@@ -7,7 +7,8 @@ Model (everything drawn from the seed, so the same seed gives byte-identical sta
   most one video and questions, each question exercising one of the AU's skills.
 - **Engagement.** Each learner starts sessions as a non-homogeneous Poisson process: a
   personal base rate (sessions/day) shaped by the school's local time of day and the
-  weekend, times a decay factor. Some cohorts are made to disengage on purpose: from a
+  weekend, times a decay factor (a slow drift over each term, restarting with the next
+  term, so the stream is endless). Some cohorts are made to disengage on purpose: from a
   planted onset most of their learners' rates decay with a half-life of
   :data:`DECAY_HALF_LIFE_MS`, so they go quiet within days. Every cohort also has a few
   individual drop-outs (background noise). A learner whose factor falls under
@@ -472,8 +473,13 @@ class Simulation:
 
     # -- engagement ----------------------------------------------------------------------
     def _factor(self, learner: _Learner, ts: int) -> float:
-        """Decay of this learner's session rate at ``ts`` (1 = undiminished)."""
-        f = 0.5 ** ((ts - self.config.start_ms) / (_DRIFT_HALF_LIFE_DAYS * DAY_MS))
+        """Decay of this learner's session rate at ``ts`` (1 = undiminished).
+
+        The slow drift restarts with every term, so an endless run (a live demo feed)
+        keeps going; a learner's own decay (planted or drop-out) is for good.
+        """
+        into_term = (ts - self.config.start_ms) % (self.config.days * DAY_MS)
+        f = 0.5 ** (into_term / (_DRIFT_HALF_LIFE_DAYS * DAY_MS))
         if learner.decay_from is not None and ts > learner.decay_from:
             f *= 0.5 ** ((ts - learner.decay_from) / DECAY_HALF_LIFE_MS)
         return f
