@@ -6,6 +6,7 @@ or ``LEARNPULSE_<FIELD>`` for top-level fields. Sub-objects are handed to the st
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pydantic import BaseModel, SecretStr
@@ -60,6 +61,41 @@ class GatewaySettings(BaseModel):
     transactional_id: str | None = None
 
 
+class WebhookSettings(BaseModel):
+    """One webhook the alert notifier POSTs to (body and headers: ``sinks.notifier``)."""
+
+    url: str
+    # HMAC-SHA256 key: when set, requests carry X-Learnpulse-Signature: sha256=<hex>.
+    secret: SecretStr | None = None
+    # Only alerts of these schools; empty: every school.
+    schools: list[str] = []
+    # Name in metrics and logs; default webhook-<n>.
+    name: str | None = None
+
+
+class NotifierSettings(BaseModel):
+    """The alert notifier (``learnpulse notify``): learnpulse.alerts → webhooks, Alertmanager.
+
+    ``config_file`` (JSON, or TOML by its ``.toml`` suffix) holds the same fields; it is
+    read first, then environment values that differ from the defaults override it and
+    webhooks from both are used. E.g. ``LEARNPULSE_NOTIFIER__WEBHOOKS='[{"url": "…"}]'``.
+    """
+
+    config_file: Path | None = None
+    webhooks: list[WebhookSettings] = []
+    # Base URL of Prometheus Alertmanager (http://host:9093); alerts go to its API v2.
+    alertmanager_url: str | None = None
+    alertmanager_schools: list[str] = []
+    # Alertmanager `severity` label (deploy/prometheus rules use "warn" and "page").
+    severity: str = "warn"
+    # Fired alerts are re-sent to Alertmanager this often (each valid 4× as long).
+    alertmanager_resend_s: float = 60
+    timeout_s: float = 10
+    # Capped exponential backoff after 5xx / no answer.
+    retry_initial_s: float = 1
+    retry_max_s: float = 60
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LEARNPULSE_", env_nested_delimiter="__", extra="ignore")
 
@@ -71,6 +107,7 @@ class Settings(BaseSettings):
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     sink: SinkSettings = SinkSettings()
     gateway: GatewaySettings = GatewaySettings()
+    notifier: NotifierSettings = NotifierSettings()
     # Key of the learner pseudonym HMAC. The default is for local demos only.
     pseudonym_secret: SecretStr = SecretStr("learnpulse-local-demo-secret")
     # Address every server of ours listens on. Loopback unless deployed in a container.
@@ -91,10 +128,24 @@ class Settings(BaseSettings):
         """These settings as ``LEARNPULSE_*`` variables, for child processes."""
         env: dict[str, str] = {}
 
+        def plain(value: object) -> object:
+            if isinstance(value, BaseModel):
+                return {k: plain(getattr(value, k)) for k in type(value).model_fields if getattr(value, k) is not None}
+            if isinstance(value, (list, tuple)):
+                return [plain(v) for v in value]
+            if isinstance(value, dict):
+                return {str(k): plain(v) for k, v in value.items()}
+            if isinstance(value, SecretStr):
+                return value.get_secret_value()
+            return str(value) if isinstance(value, Path) else value
+
         def put(prefix: str, value: object) -> None:
             if isinstance(value, BaseModel):
                 for name in type(value).model_fields:
                     put(f"{prefix}__{name.upper()}" if prefix else name.upper(), getattr(value, name))
+            elif isinstance(value, (list, dict)):
+                # Lists of models (webhooks) as JSON, secrets included: pydantic-settings parses JSON.
+                env[f"LEARNPULSE_{prefix}"] = json.dumps(plain(value))
             elif value is not None:
                 env[f"LEARNPULSE_{prefix}"] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
 

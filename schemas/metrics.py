@@ -70,3 +70,22 @@ GATEWAY_ACCEPTED_ENTRIES = Gauge("learnpulse_gateway_accepted_entries", "Stateme
 GATEWAY_ACCEPTED_EVICTED = Counter(
     "learnpulse_gateway_accepted_evicted_unsunk_total", "Accepted ids evicted before the sink committed them"
 )
+
+# -- alert notifier (sinks/notifier.py, `learnpulse notify`) --
+# Alert records a target accepted (2xx), by target name and alert state (fired/resolved).
+NOTIFIER_DELIVERED = Counter("learnpulse_notifier_delivered_total", "Alerts a target accepted", ["target", "state"])
+# Failed deliveries by target and kind: "retryable" (no answer, 5xx, 408, 429: retried),
+# "permanent" (other 4xx/3xx: dead-lettered), "resend" (a re-send of fired alerts to Alertmanager).
+NOTIFIER_FAILED = Counter("learnpulse_notifier_failed_total", "Failed alert deliveries", ["target", "kind"])
+# Retries scheduled after a transient failure (each one waits the backoff), by target.
+NOTIFIER_RETRIES = Counter("learnpulse_notifier_retries_total", "Alert delivery retries", ["target"])
+# Records not delivered: "duplicate"/"stale" (that state or a newer one was already handled
+# for the cohort), "unrouted" (no target takes the school).
+NOTIFIER_SKIPPED = Counter("learnpulse_notifier_skipped_total", "Alert records not delivered", ["reason"])
+# Duration of one HTTP delivery attempt, by target.
+NOTIFIER_REQUEST_SECONDS = Histogram(
+    "learnpulse_notifier_request_seconds", "Alert delivery request duration", ["target"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)  # fmt: skip
+# Fired alerts held (and re-sent) for Alertmanager until they resolve.
+NOTIFIER_ACTIVE_ALERTS = Gauge("learnpulse_notifier_active_alerts", "Fired alerts kept alive in Alertmanager")
