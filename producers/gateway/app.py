@@ -390,14 +390,16 @@ class Gateway:
         self, school: str, version: str, statements: list[dict[str, Any]], parts: dict[str, multipart.Part] | None
     ) -> list[str] | None:
         """Store the statements all-or-nothing; the ids in request order, or None if all existed."""
-        given = [s["id"].lower() for s in statements if "id" in s]
-        targets = [s["object"]["id"].lower() for s in statements if _is_voiding(s)]
-        existing = await self._existing(school, list(dict.fromkeys(given + targets))) if given or targets else {}
+        sids = [s["id"].lower() if "id" in s else None for s in statements]
+        voiding = [_is_voiding(s) for s in statements]
+        targets = [s["object"]["id"].lower() for s, v in zip(statements, voiding) if v]
+        wanted = [sid for sid in sids if sid is not None] + targets
+        existing = await self._existing(school, list(dict.fromkeys(wanted))) if wanted else {}
         # From here to the reservation there is no await: the checks stay true.
-        batch_voiding = {s["id"].lower() for s in statements if "id" in s and _is_voiding(s)}
+        batch_voiding = {sid for sid, v in zip(sids, voiding) if v and sid is not None}
         new: list[tuple[int, dict[str, Any]]] = []
         for i, s in enumerate(statements):
-            sid = s["id"].lower() if "id" in s else None
+            sid = sids[i]
             if sid is not None and sid in existing:
                 if not same_statement(existing[sid][0], s):
                     raise XapiError(
@@ -407,7 +409,7 @@ class Gateway:
                         f"$[{i}].id",
                     )  # fmt: skip
                 continue
-            if _is_voiding(s):
+            if voiding[i]:
                 target = s["object"]["id"].lower()
                 if target in batch_voiding or (target in existing and existing[target][1]):
                     raise bad_request(
@@ -434,10 +436,10 @@ class Gateway:
         stored_by_index = {i: publisher.publish(school, s, received) for i, s in new}
         publisher.batcher.flush()
         settled: asyncio.Future = asyncio.get_running_loop().create_future()
-        reserved = [(st["id"].lower(), st, _is_voiding(st)) for st in stored_by_index.values()]
+        reserved = [(st["id"].lower(), st, voiding[i]) for i, st in stored_by_index.items()]
         self.accepted.reserve(school, reserved, received, settled)
-        sids = [sid for sid, _, _ in reserved]
-        settled.add_done_callback(lambda f: self.accepted.settle(school, sids, f, f.result()))
+        new_ids = [sid for sid, _, _ in reserved]
+        settled.add_done_callback(lambda f: self.accepted.settle(school, new_ids, f, f.result()))
         try:
             # Attachment contents first: a statement must never be readable without them.
             if parts:

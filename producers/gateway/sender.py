@@ -6,13 +6,14 @@ partitions. They are written in one Kafka transaction, so consumers reading with
 see every envelope of the request or none. The HTTP answer is given only once the
 commit is acknowledged.
 
-A transaction costs several round trips (~10-30 ms here), so the requests that arrive
-while one commit is in flight are committed together in the next one ("group commit"):
-throughput grows with concurrency instead of being capped at one request per commit.
+A transaction costs several round trips (~10-30 ms here, far more on a loaded machine),
+so the requests that arrive while a commit is in flight are committed together in the
+next one ("group commit"), and a few producers ("lanes") commit in parallel: throughput
+grows with concurrency instead of being capped at one request per commit.
 A failed transaction fails every request in it (each answered 503, none half-written).
 
 kafka-python's transactional calls block and ``commit_transaction`` has no timeout, so
-they run on one dedicated thread; the event loop only awaits asyncio futures. Timeouts:
+they run on dedicated threads; the event loop only awaits asyncio futures. Timeouts:
 
 - a job not yet picked up when its deadline passes is withdrawn (answer: 503, nothing
   written, certain);
@@ -112,23 +113,29 @@ class Job:
 
 
 class TransactionalSender:
-    """Owns one transactional producer and the thread that commits groups of jobs."""
+    """Commits groups of jobs through ``lanes`` transactional producers, one thread each.
 
-    def __init__(self, params: TransactionalParameters, producer_factory=None) -> None:
+    Each lane has its own ``transactional_id`` (``<id>-<n>``): a producer has at most one
+    open transaction, so several lanes keep several commits in flight while each still
+    groups whatever queued up behind it. Lanes share one queue; requests in flight at
+    the same time have no order between them anyway, and one request's envelopes always
+    travel together in one transaction.
+    """
+
+    def __init__(self, params: TransactionalParameters, producer_factory=None, lanes: int = 4) -> None:
         self.params = params
         self._factory = producer_factory or self._make_producer
         self._queue: queue.Queue[Job | None] = queue.Queue()
-        self._producer: KafkaProducer | None = None
-        self._thread = threading.Thread(target=self._run, name="gateway-kafka", daemon=True)
+        self._lanes = [_Lane(self, f"{params.transactional_id}-{n}") for n in range(lanes)]
         self._stopped = threading.Event()
         self.healthy = threading.Event()
 
-    def _make_producer(self) -> KafkaProducer:
+    def _make_producer(self, transactional_id: str) -> KafkaProducer:
         p = self.params
         return KafkaProducer(
             bootstrap_servers=p.bootstrap,
-            client_id=f"learnpulse-gateway-{p.transactional_id}",
-            transactional_id=p.transactional_id,
+            client_id=f"learnpulse-gateway-{transactional_id}",
+            transactional_id=transactional_id,
             transaction_timeout_ms=p.transaction_timeout_ms,
             acks="all",
             enable_idempotence=True,
@@ -147,15 +154,16 @@ class TransactionalSender:
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
-        self._thread.start()
+        for lane in self._lanes:
+            lane.thread.start()
 
     def close(self, timeout: float = 10) -> None:
         self._stopped.set()
-        self._queue.put(None)
-        self._thread.join(timeout)
-        if self._producer is not None:
-            _discard(self._producer, timeout=5)
-            self._producer = None
+        for _ in self._lanes:
+            self._queue.put(None)
+        for lane in self._lanes:
+            lane.thread.join(timeout)
+            lane.close()
 
     # -- asyncio side ----------------------------------------------------------------
     def submit(self, envelopes: list[StatementEnvelope]) -> Job:
@@ -183,7 +191,6 @@ class TransactionalSender:
     async def send(self, envelopes: list[StatementEnvelope]) -> None:
         await self.wait(self.submit(envelopes))
 
-    # -- Kafka thread ----------------------------------------------------------------
     def _take_group(self, first: Job) -> list[Job]:
         jobs = [first]
         n = len(first.envelopes)
@@ -199,54 +206,67 @@ class TransactionalSender:
             n += len(j.envelopes)
         return jobs
 
+
+class _Lane:
+    """One transactional producer and the thread that commits through it."""
+
+    def __init__(self, sender: TransactionalSender, transactional_id: str) -> None:
+        self.sender = sender
+        self.transactional_id = transactional_id
+        self.producer: KafkaProducer | None = None
+        self.thread = threading.Thread(target=self._run, name=f"gateway-kafka-{transactional_id}", daemon=True)
+
+    def close(self) -> None:
+        if self.producer is not None:
+            _discard(self.producer, timeout=5)
+            self.producer = None
+
     def _run(self) -> None:
-        while not self._stopped.is_set():
-            first = self._queue.get()
+        sender = self.sender
+        while not sender._stopped.is_set():
+            first = sender._queue.get()
             if first is None:
                 break
             now = time.monotonic()
-            group = [j for j in self._take_group(first) if j.deadline > now and j.claim()]
+            group = [j for j in sender._take_group(first) if j.deadline > now and j.claim()]
             if group:
                 self._commit(group)
 
     def _ensure_producer(self) -> KafkaProducer:
-        if self._producer is None:
-            producer = self._factory()
+        if self.producer is None:
+            producer = self.sender._factory(self.transactional_id)
             try:
                 producer.init_transactions()
             except BaseException:
                 _discard(producer)
                 raise
-            self._producer = producer
-        return self._producer
+            self.producer = producer
+        return self.producer
 
     def _commit(self, group: list[Job]) -> None:
         started = time.perf_counter()
+        topic = self.sender.params.topic
         try:
             producer = self._ensure_producer()
             producer.begin_transaction()
-            futures = [
-                producer.send(self.params.topic, key=env.key, value=env.encode())
-                for job in group
-                for env in job.envelopes
-            ]
-            producer.flush(timeout=self.params.timeout_s)
+            futures = [producer.send(topic, key=env.key, value=env.encode()) for job in group for env in job.envelopes]
+            producer.flush(timeout=self.sender.params.timeout_s)
             for f in futures:
                 if not f.succeeded():
                     raise f.exception or KafkaError("send not acknowledged")
             producer.commit_transaction()
         except Exception as err:  # noqa: BLE001 - any failure: nothing of this group is committed
-            self.healthy.clear()
+            self.sender.healthy.clear()
             log.warning("Kafka transaction of %d requests failed: %r", len(group), err)
             metrics.GATEWAY_KAFKA_FAILURES.labels("transaction").inc()
-            producer, self._producer = self._producer, None
+            producer, self.producer = self.producer, None
             if producer is not None:
                 _discard(producer)
             failure = KafkaUnavailable(f"Kafka refused the transaction: {err!r}")
             for job in group:
                 job.finish(failure)
             return
-        self.healthy.set()
+        self.sender.healthy.set()
         metrics.GATEWAY_COMMIT_SECONDS.observe(time.perf_counter() - started)
         metrics.GATEWAY_COMMIT_REQUESTS.observe(len(group))
         statements = 0
@@ -254,7 +274,7 @@ class TransactionalSender:
             statements += sum(len(e.entries) for e in job.envelopes)
             job.finish(None)
         metrics.STATEMENTS_OUT.labels("gateway").inc(statements)
-        metrics.MESSAGES_OUT.labels("gateway", self.params.topic).inc(len(futures))
+        metrics.MESSAGES_OUT.labels("gateway", topic).inc(len(futures))
 
 
 def _discard(producer: KafkaProducer, timeout: float = 0) -> None:

@@ -134,7 +134,7 @@ class Harness(ServedApp):
             self.committed.extend(records)
             self.store.ingest_records(records)
 
-        def factory():
+        def factory(_transactional_id):
             p = FakeProducer(on_commit, **self.producer_kw)
             self.producers.append(p)
             return p

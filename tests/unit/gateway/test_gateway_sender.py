@@ -17,15 +17,17 @@ def _env(learner: str, n: int = 1) -> StatementEnvelope:
     return StatementEnvelope("s", learner, 0, tuple(StatementEntry("c", "c", {"id": str(i)}) for i in range(n)))
 
 
-def _sender(producers, **kw):
+def _sender(producers, lanes=1, **kw):
     committed = []
 
-    def factory():
+    def factory(_transactional_id):
         p = FakeProducer(committed.append, **kw)
         producers.append(p)
         return p
 
-    s = TransactionalSender(TransactionalParameters("x:1", "t", "txn", timeout_s=1, outcome_timeout_s=1), factory)
+    s = TransactionalSender(
+        TransactionalParameters("x:1", "t", "txn", timeout_s=1, outcome_timeout_s=1), factory, lanes
+    )
     return s, committed
 
 
@@ -66,3 +68,31 @@ def test_sender_failed_transaction_fails_all_its_requests_and_replaces_producer(
     sender.close()
     assert committed == []
     assert producers and all(p.closed for p in producers)
+
+
+def test_sender_lanes_commit_in_parallel_while_one_is_slow():
+    gate = threading.Event()
+    committed = []
+    made: list[FakeProducer] = []
+
+    def factory(_transactional_id):
+        # The first producer hangs in flush until the gate opens; later ones are fast.
+        made.append(FakeProducer(committed.append, block=gate if not made else None))
+        return made[-1]
+
+    params = TransactionalParameters("x:1", "t", "txn", timeout_s=2, outcome_timeout_s=2)
+    sender = TransactionalSender(params, factory, lanes=2)
+
+    async def main():
+        sender.start()
+        slow = sender.submit([_env("a")])
+        await asyncio.sleep(0.1)
+        fast = sender.submit([_env("b")])
+        await sender.wait(fast)  # committed by the other lane
+        assert not slow.result.done()
+        gate.set()
+        await sender.wait(slow)
+
+    asyncio.run(main())
+    sender.close()
+    assert [[r[1] for r in t] for t in committed] == [[b"b"], [b"a"]]

@@ -1,0 +1,314 @@
+"""How many statements/s does the LRS gateway accept over HTTP? Ours next to Ralph LRS.
+
+Run as ``python -m benchmarks.bench_gateway`` (``--duration S`` per row, ``--no-ralph``).
+
+Ours: ``learnpulse gateway`` as a user runs it on one machine — its own process, with
+embedded chDB and the sinks in that process — against a real Kafka broker started here.
+A POST is answered only after its Kafka transaction committed (acks=all). Statements
+carry client-assigned ids (as cmi5 players send them), so every request is also checked
+for conflicts (accepted-ids registry, then ClickHouse).
+
+Ralph: ``ralph-malph[lrs,cli]`` (5.x) + ``requests`` in its own virtualenv under
+``~/.cache/learnpulse/ralph-venv``, started with uvicorn directly, file-system backend.
+Its file-system backend opens the store in *create* mode, so every POST after the first
+fails (500); the launcher here switches its default write operation to *append* — the
+only change made to Ralph.
+
+The load generator is one asyncio/aiohttp client in this process with ``--concurrency``
+connections, each POSTing batches of 1 or 100 distinct statements (ten learners per
+batch of 100) for ``--duration`` seconds after a warm-up. Everything shares this
+machine: Kafka, the server under test and the client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import fcntl
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+RALPH_SPEC = ("ralph-malph[lrs,cli]>=5.1,<6", "requests>=2.31,<3")  # ralph.api imports requests
+RALPH_USER, RALPH_PASSWORD = "bench", "bench-secret"
+_RALPH_LAUNCHER = """
+import sys
+from ralph.backends.data.base import BaseOperationType
+from ralph.backends.lrs.fs import FSLRSBackend
+FSLRSBackend.default_operation_type = BaseOperationType.APPEND  # the default (create) answers one POST only
+import uvicorn
+uvicorn.run("ralph.api:app", host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+# A cmi5-like statement; MARK is replaced per request so every id is new.
+MARK = "MARKMARK"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def batch_template(size: int, learners: int) -> bytes:
+    """JSON of ``size`` statements whose ids contain ``MARK`` (unique within the batch)."""
+    out = []
+    for i in range(size):
+        out.append(
+            {
+                "id": f"{MARK}-0000-4000-8000-{i:012x}",
+                "timestamp": "2024-03-05T15:09:47.253Z",
+                "actor": {"objectType": "Agent", "account": {"homePage": "https://lms.example.org",
+                                                             "name": f"{MARK}-{i % learners}"}},
+                "verb": {"id": "http://adlnet.gov/expapi/verbs/answered", "display": {"en-US": "answered"}},
+                "object": {
+                    "objectType": "Activity",
+                    "id": f"https://example.org/course/geo/q/{i % 17}",
+                    "definition": {"name": {"en-US": "Question"}, "type": "http://adlnet.gov/expapi/activities/cmi.interaction",
+                                   "interactionType": "choice", "choices": [{"id": "a", "description": {"en-US": "A"}}]},
+                },
+                "result": {"success": True, "score": {"scaled": 0.8}, "duration": "PT12.5S", "response": "a"},
+                "context": {
+                    "registration": "839b7078-b3f2-499f-8628-d1a83039a375",
+                    "contextActivities": {"parent": [{"id": "https://example.org/course/geo",
+                                                      "definition": {"type": "http://adlnet.gov/expapi/activities/course"}}]},
+                },
+            }
+        )  # fmt: skip
+    return orjson.dumps(out[0] if size == 1 else out)
+
+
+@dataclass
+class Result:
+    system: str
+    batch: int
+    concurrency: int
+    statements: int
+    seconds: float
+    latencies: list[float]
+    errors: dict[int, int]
+    server_cpu_s: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.statements / self.seconds
+
+    def row(self, ours: Result | None = None) -> str:
+        lat = sorted(self.latencies) or [0.0]
+        p50 = statistics.median(lat) * 1000
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+        ratio = f"{ours.rate / self.rate:8.1f}x" if ours and self.rate else " " * 9
+        errors = ",".join(f"{k}:{v}" for k, v in sorted(self.errors.items())) or "-"
+        cpu = self.server_cpu_s / self.statements * 1e6 if self.statements else 0.0
+        return (f"{self.system:<22}{self.batch:>6}{self.concurrency:>6}{self.rate:>14,.0f}"
+                f"{len(self.latencies) / self.seconds:>10,.0f}{p50:>9.1f}{p99:>9.1f}{cpu:>11.0f}  {ratio}  {errors}")  # fmt: skip
+
+
+async def load(url: str, headers: dict[str, str], size: int, learners: int, concurrency: int, duration: float,
+               warmup: float, system: str) -> Result:  # fmt: skip
+    """POST distinct batches from ``concurrency`` workers; count statements acknowledged (2xx)."""
+    template = batch_template(size, learners)
+    counter = iter(range(1, 2**31))
+    start = time.monotonic()
+    measure_from = start + warmup
+    stop_at = measure_from + duration
+    latencies: list[float] = []
+    errors: dict[int, int] = {}
+    done = 0
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal done
+        while True:
+            now = time.monotonic()
+            if now >= stop_at:
+                return
+            body = template.replace(MARK.encode(), f"{next(counter):08x}".encode())
+            t0 = time.monotonic()
+            async with session.post(url, data=body, headers=headers) as r:
+                await r.read()
+                t1 = time.monotonic()
+                if measure_from <= t1 <= stop_at:  # completed inside the measured window
+                    if 200 <= r.status < 300:
+                        done += size
+                        latencies.append(t1 - t0)
+                    else:
+                        errors[r.status] = errors.get(r.status, 0) + 1
+
+    conn = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=conn) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    return Result(system, size, concurrency, done, duration, latencies, errors)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(proc: subprocess.Popen, url: str, headers: dict[str, str], size: int, learners: int, args,
+            system: str) -> Result:  # fmt: skip
+    """One row: load for the duration; also the server process's CPU time per statement."""
+    before = cpu_seconds(proc.pid)
+    r = asyncio.run(load(url, headers, size, learners, args.concurrency, args.duration, 2.0, system))
+    # The CPU time covers the warm-up too: scale it to the measured share of requests.
+    used = cpu_seconds(proc.pid) - before
+    r.server_cpu_s = used * args.duration / (args.duration + 2.0)
+    print(r.row(), file=sys.stderr)
+    return r
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{url} server exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit(f"{url} did not come up in {timeout:.0f}s; see {log}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+# -- ours ----------------------------------------------------------------------------------
+def start_kafka(home: Path):
+    from learnpulse.settings import KafkaSettings, Settings
+    from learnpulse.stack import KafkaBroker
+    from learnpulse.topics import ensure_topics
+
+    settings = Settings(home=home, kafka=KafkaSettings(port=free_port(), controller_port=free_port(),
+                                                       topic_prefix="bench."))  # fmt: skip
+    broker = KafkaBroker(settings)
+    broker.up(timeout=120)
+    ensure_topics(settings.kafka.bootstrap_servers, "bench.")
+    return broker, settings
+
+
+def start_ours(settings, home: Path) -> tuple[subprocess.Popen, str, dict[str, str]]:
+    port = free_port()
+    env = {**os.environ, **settings.to_env(), "LEARNPULSE_HOME": str(home), "LEARNPULSE_GATEWAY__PORT": str(port),
+           "LEARNPULSE_METRICS_PORT": str(free_port())}  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", "learnpulse", "credentials", "add", "--school", "bench"],
+                         env=env, cwd=REPO, capture_output=True, text=True, check=True).stdout  # fmt: skip
+    key = re.search(r"key:\s+(\S+)", out).group(1)
+    secret = re.search(r"secret:\s+(\S+)", out).group(1)
+    log = home / "gateway.log"
+    proc = subprocess.Popen([sys.executable, "-m", "learnpulse", "gateway"], env=env, cwd=REPO,
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115  # fmt: skip
+    wait_http(f"http://127.0.0.1:{port}/xapi/about", 120, proc, log)
+    auth = "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
+    return proc, f"http://127.0.0.1:{port}/xapi/statements", {"Authorization": auth}
+
+
+# -- Ralph ---------------------------------------------------------------------------------
+def ralph_python() -> Path:
+    """Python of the Ralph virtualenv, created on first use (shared, under a lock)."""
+    cache = Path(os.environ.get("LEARNPULSE_CACHE_DIR", Path.home() / ".cache" / "learnpulse"))
+    venv = cache / "ralph-venv"
+    python = venv / "bin" / "python"
+    stamp = venv / (".learnpulse-" + "-".join(RALPH_SPEC).replace("/", "_").replace(" ", ""))
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / "ralph-venv.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not stamp.exists():
+            print("installing Ralph into", venv, "(first run only)", file=sys.stderr)
+            if not python.exists():
+                subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            subprocess.run([str(python), "-m", "pip", "install", "-q", *RALPH_SPEC], check=True)
+            stamp.touch()
+    return python
+
+
+def start_ralph(home: Path) -> tuple[subprocess.Popen, str, dict[str, str]]:
+    python = ralph_python()
+    home.mkdir(parents=True, exist_ok=True)
+    hashed = subprocess.run(
+        [str(python), "-c", f"import bcrypt; print(bcrypt.hashpw({RALPH_PASSWORD!r}.encode(), bcrypt.gensalt()).decode())"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    users = [{"username": RALPH_USER, "hash": hashed, "scopes": ["all"], "agent": {"mbox": "mailto:bench@example.org"}}]
+    (home / "auth.json").write_bytes(orjson.dumps(users))
+    (home / "launch.py").write_text(_RALPH_LAUNCHER)
+    port = free_port()
+    env = {**os.environ, "RALPH_AUTH_FILE": str(home / "auth.json"), "RALPH_APP_DIR": str(home / "app"),
+           "RALPH_RUNSERVER_BACKEND": "fs", "RALPH_BACKENDS__LRS__FS__DEFAULT_DIRECTORY_PATH": str(home / "store")}  # fmt: skip
+    log = home / "ralph.log"
+    proc = subprocess.Popen([str(python), str(home / "launch.py"), str(port)], env=env, cwd=home,
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115  # fmt: skip
+    wait_http(f"http://127.0.0.1:{port}/__heartbeat__", 120, proc, log)
+    auth = "Basic " + base64.b64encode(f"{RALPH_USER}:{RALPH_PASSWORD}".encode()).decode()
+    return proc, f"http://127.0.0.1:{port}/xAPI/statements", {"Authorization": auth}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per row (after a 2 s warm-up)")
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--no-ralph", action="store_true")
+    args = ap.parse_args()
+    common = {"Content-Type": "application/json", "X-Experience-API-Version": "1.0.3"}
+    rows: list[tuple[Result, Result | None]] = []
+    tmp = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    broker = None
+    try:
+        broker, settings = start_kafka(tmp / "kafka-home")
+        proc, url, auth = start_ours(settings, tmp / "ours")
+        ours = {}
+        try:
+            for size, learners in ((100, 10), (1, 1)):
+                ours[size] = measure(proc, url, {**common, **auth}, size, learners, args, "learnpulse gateway")
+        finally:
+            stop(proc)
+        if not args.no_ralph:
+            proc, url, auth = start_ralph(tmp / "ralph")
+            try:
+                for size, learners in ((100, 10), (1, 1)):
+                    rows.append((measure(proc, url, {**common, **auth}, size, learners, args, "Ralph 5 (fs, append)"),
+                                 ours[size]))  # fmt: skip
+            finally:
+                stop(proc)
+        header = (f"{'system':<22}{'batch':>6}{'conc':>6}{'statements/s':>14}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+                  f"{'cpu µs/st':>11}  {'ours/peer':>9}  errors")  # fmt: skip
+        print(header)
+        print("-" * len(header))
+        for r in ours.values():
+            print(r.row())
+        for r, o in rows:
+            print(r.row(o))
+        load1, load5, _ = os.getloadavg()
+        print(f"\n{os.cpu_count()} cores shared by Kafka, the server under test and the load generator "
+              f"(load average {load1:.1f}/{load5:.1f} at the end: other work on the machine slows every row). "
+              "cpu µs/st: CPU time of the server process per accepted statement. "
+              "Ralph's file-system backend switched to append mode (it answers only the first POST otherwise).")  # fmt: skip
+    finally:
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
