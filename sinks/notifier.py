@@ -589,13 +589,14 @@ class AlertNotifier:
                 if resp.retry_after_s is not None:
                     hints.append(resp.retry_after_s)
                 what = f"HTTP {resp.status}" if resp.status is not None else resp.text
-                log.warning(
-                    "%s: alert %s not delivered (%s); retry %d",
-                    target.name,
-                    idempotency_key(cur.rec),
-                    what,
-                    cur.attempt + 1,
-                )
+                if cur.attempt % 10 == 0:  # quiet during a long outage: the metrics count every retry
+                    log.warning(
+                        "%s: alert %s not delivered (%s); retry %d",
+                        target.name,
+                        idempotency_key(cur.rec),
+                        what,
+                        cur.attempt + 1,
+                    )
         if cur.remaining:
             c = self.config
             delay = backoff_s(cur.attempt, c.retry_initial_s, c.retry_max_s, max(hints, default=None))
@@ -698,6 +699,7 @@ class AlertNotifier:
         finally:
             reader.close()
         self._next_resend = self.clock()  # re-assert fired alerts now: they may have expired meanwhile
+        metrics.NOTIFIER_ACTIVE_ALERTS.set(sum(len(p.active) for p in self._parts.values()))
         log.info("rebuilt %s up to offset %d: %d cohorts, %d fired", tp, end, len(part.last), len(part.active))
 
     def _read_until(self, reader: KafkaConsumer, tp: TopicPartition, end: int, deadline: float) -> Iterable[Any]:
