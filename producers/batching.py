@@ -90,9 +90,19 @@ class LearnerBatcher:
             self._close(key)
 
     def poll(self) -> None:
-        """Close envelopes older than ``linger_s``."""
+        """Close envelopes older than ``linger_s``.
+
+        ``_open`` is in opening order (a closed key is removed; reopening appends it), so
+        the scan stops at the first envelope still young: cost grows with what closes,
+        not with how many learners are open.
+        """
         now = self.clock()
-        for key in [k for k, o in self._open.items() if now - o.opened >= self.linger_s]:
+        expired = []
+        for key, o in self._open.items():
+            if now - o.opened < self.linger_s:
+                break
+            expired.append(key)
+        for key in expired:
             self._close(key)
 
     def flush(self) -> None:

@@ -38,3 +38,19 @@ def test_producers_batching_closes_on_bytes_and_linger():
     now[0] = 2.0
     batcher.poll()
     assert [len(e.entries) for e in out] == [2, 2, 1]
+
+
+def test_producers_batching_poll_closes_only_expired_in_opening_order():
+    now = [0.0]
+    out: list[StatementEnvelope] = []
+    batcher = LearnerBatcher(out.append, max_count=100, linger_s=1.0, clock=lambda: now[0])
+    batcher.add("s", "a", 0, StatementEntry("c", "k", {"n": 1}))
+    now[0] = 0.6
+    batcher.add("s", "b", 0, StatementEntry("c", "k", {"n": 2}))
+    batcher.add("s", "a", 0, StatementEntry("c", "k", {"n": 3}))  # joins a's open envelope
+    now[0] = 1.2
+    batcher.poll()
+    assert [(e.learner, len(e.entries)) for e in out] == [("a", 2)]
+    now[0] = 1.7
+    batcher.poll()
+    assert [(e.learner, len(e.entries)) for e in out] == [("a", 2), ("b", 1)]
