@@ -80,7 +80,12 @@ def register(main: click.Group) -> None:
         default=None,
         help="Write the ground truth here (JSON Lines; .gz compresses).",
     )
-    @click.option("--truth-clickhouse", is_flag=True, help="Also write the truth to the sim_truth table in ClickHouse.")
+    @click.option(
+        "--truth-clickhouse",
+        is_flag=True,
+        help="Also write the truth to the sim_truth table of LEARNPULSE_CLICKHOUSE__URL (embedded chDB: only "
+        "while no other process, e.g. the demo, holds it).",
+    )
     @click.option(
         "--out",
         type=click.Path(dir_okay=False, path_type=Path),
