@@ -161,7 +161,10 @@ class ServerEngine:
             port=port,
             user=user,
             password=password,
-            database="default",
+            # The pipeline's database, not "default": users limited to it (allow_databases,
+            # grants) could not even connect otherwise. Falls back to "default" while it
+            # does not exist yet (before the first migration creates it).
+            database=database,
             connect_timeout=connect_timeout,
             send_receive_timeout=300,
             settings={"insert_block_size": 1_048_576},
@@ -184,7 +187,21 @@ class ServerEngine:
             try:
                 return self._client.execute(sql, params or None, **kw)
             except Exception as err:
+                classified = self._classify(err)
+                if not (isinstance(classified, ClickHouseError) and classified.code == 81 and self._use_default()):
+                    raise classified from err
+            try:
+                return self._client.execute(sql, params or None, **kw)
+            except Exception as err:
                 raise self._classify(err) from err
+
+    def _use_default(self) -> bool:
+        """Connect to "default" when our database does not exist yet; False if already there."""
+        if self._client.connection.database == "default":
+            return False
+        self._client.disconnect()
+        self._client.connection.database = "default"
+        return True
 
     def _classify(self, err: Exception) -> Exception:
         """Transient failures (network, server busy/restarting) vs a wrong request."""
@@ -212,6 +229,14 @@ class ServerEngine:
         if not data or not len(data[0]):
             return 0
         with self._lock:
+            try:
+                return self._client.execute(
+                    f"INSERT INTO {table} ({', '.join(columns)}) VALUES", list(data), columnar=True
+                )
+            except Exception as err:
+                classified = self._classify(err)
+                if not (isinstance(classified, ClickHouseError) and classified.code == 81 and self._use_default()):
+                    raise classified from err
             try:
                 return self._client.execute(
                     f"INSERT INTO {table} ({', '.join(columns)}) VALUES", list(data), columnar=True
