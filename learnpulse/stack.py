@@ -232,9 +232,10 @@ class KafkaBroker(Service):
             "log4j.logger.kafka=WARN\nlog4j.logger.org.apache.kafka=WARN\n"
         )
         if not (data / "meta.properties").exists():
+            # `--cluster-id=` form: an id may start with "-", which a separate argument would not survive.
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             res = subprocess.run(
-                self._java() + ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+                self._java() + ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props)],
                 capture_output=True, text=True,
             )
             if res.returncode != 0:

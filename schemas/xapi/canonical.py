@@ -30,7 +30,8 @@ def canonicalize(
     Deterministic apart from the assigned id. The input is not modified.
     """
     out = dict(statement)
-    out.setdefault("id", str(uuid.uuid4()))
+    if "id" not in out:  # not setdefault: that would draw a UUID for every statement
+        out["id"] = str(uuid.uuid4())
     stored = format_ms(stored_ms)
     out["stored"] = stored
     out.setdefault("timestamp", stored)
