@@ -31,6 +31,20 @@ def canonical_ifi(agent: dict[str, Any]) -> str:
     raise InvalidStatement("actor.ifi", "agent has no inverse functional identifier", "$.actor")
 
 
+def learner_key(agent: dict[str, Any]) -> str:
+    """What a learner pseudonym is computed from: the actor's IFI, or for an anonymous
+    Group (xAPI 1.0.3 §2.4.2.2, no IFI of its own) its members' IFIs — the same set of
+    people, in any order, is the same learner."""
+    members = agent.get("member")
+    if agent.get("objectType") == "Group" and isinstance(members, list) and members and not _has_ifi(agent):
+        return "group:" + "\x1e".join(sorted(canonical_ifi(m) for m in members))
+    return canonical_ifi(agent)
+
+
+def _has_ifi(agent: dict[str, Any]) -> bool:
+    return any(k in agent for k in ("mbox", "mbox_sha1sum", "openid", "account"))
+
+
 def pseudonym(secret: bytes, agent: dict[str, Any]) -> str:
-    """Hex HMAC-SHA256 of the agent's canonical IFI under ``secret``."""
-    return hmac.new(secret, canonical_ifi(agent).encode(), hashlib.sha256).hexdigest()
+    """Hex HMAC-SHA256 of :func:`learner_key` of the actor under ``secret``."""
+    return hmac.new(secret, learner_key(agent).encode(), hashlib.sha256).hexdigest()

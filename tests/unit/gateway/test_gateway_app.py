@@ -307,10 +307,6 @@ def test_xapi_1_0_3_comm_2_1_3_filters_agent_verb_activity_registration(h):
     assert ids(activity="http://example.com/activities/geology") == {a, b, c, d}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="schemas.identity.pseudonym needs an IFI: an anonymous Group actor gets 400 (reported to the lead)",
-)
 def test_xapi_1_0_3_data_2_4_2_2_anonymous_group_actor_accepted(h):
     group = {"objectType": "Group", "member": [{"mbox": "mailto:bob@example.com"}, {"mbox": "mailto:cy@example.com"}]}
     assert h.post(statement(actor=group)).status_code == 200

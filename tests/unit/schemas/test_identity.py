@@ -37,3 +37,15 @@ def test_identity_agent_without_ifi_is_rejected():
     with pytest.raises(InvalidStatement) as err:
         canonical_ifi({"name": "nobody"})
     assert err.value.rule == "actor.ifi"
+
+
+def test_identity_anonymous_group_is_keyed_by_its_members_in_any_order():
+    a = {"objectType": "Group", "member": [{"mbox": "mailto:b@example.com"}, {"openid": "http://o.example/c"}]}
+    b = {"objectType": "Group", "member": list(reversed(a["member"]))}
+    c = {"objectType": "Group", "member": [{"mbox": "mailto:b@example.com"}]}
+    assert pseudonym(b"k", a) == pseudonym(b"k", b)
+    assert pseudonym(b"k", a) != pseudonym(b"k", c)
+    # An identified Group is keyed by its own IFI, not its members.
+    assert canonical_ifi({"objectType": "Group", "mbox": "mailto:team@example.com", "member": a["member"]}) == (
+        "mbox:mailto:team@example.com"
+    )
