@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from schemas import metrics
 from schemas.envelope import StatementEnvelope
@@ -148,6 +148,7 @@ class TransactionalSender:
             # written; the default 100 ms retry made every transaction cost ~100 ms here.
             retry_backoff_ms=5,
             max_block_ms=int(p.timeout_s * 1000),
+            bootstrap_timeout_ms=int(p.timeout_s * 1000),  # the constructor waits this long for a broker
             request_timeout_ms=int(p.timeout_s * 1000),
             delivery_timeout_ms=int(p.timeout_s * 1000) + 1000,
         )
@@ -223,6 +224,10 @@ class _Lane:
 
     def _run(self) -> None:
         sender = self.sender
+        try:
+            self._ensure_producer()  # ready before the first request (init_transactions takes a while)
+        except Exception as err:  # noqa: BLE001 - Kafka down at start: retried on the first request
+            log.warning("Kafka producer %s not ready yet: %r", self.transactional_id, err)
         while not sender._stopped.is_set():
             first = sender._queue.get()
             if first is None:
@@ -245,12 +250,20 @@ class _Lane:
 
     def _commit(self, group: list[Job]) -> None:
         started = time.perf_counter()
-        topic = self.sender.params.topic
+        params = self.sender.params
+        # One budget for the whole transaction: each send may wait for metadata (up to
+        # max_block_ms), so without it a dead broker cost that wait once per envelope.
+        deadline = time.monotonic() + params.timeout_s
+        futures = []
         try:
             producer = self._ensure_producer()
             producer.begin_transaction()
-            futures = [producer.send(topic, key=env.key, value=env.encode()) for job in group for env in job.envelopes]
-            producer.flush(timeout=self.sender.params.timeout_s)
+            for job in group:
+                for env in job.envelopes:
+                    if time.monotonic() > deadline:
+                        raise KafkaTimeoutError(f"transaction not written within {params.timeout_s:.0f}s")
+                    futures.append(producer.send(params.topic, key=env.key, value=env.encode()))
+            producer.flush(timeout=max(0.0, deadline - time.monotonic()))
             for f in futures:
                 if not f.succeeded():
                     raise f.exception or KafkaError("send not acknowledged")
@@ -261,7 +274,9 @@ class _Lane:
             metrics.GATEWAY_KAFKA_FAILURES.labels("transaction").inc()
             producer, self.producer = self.producer, None
             if producer is not None:
-                _discard(producer)
+                # kafka-python's close flushes first and gives up (leaving its I/O thread
+                # running) while records are pending; they expire after delivery_timeout_ms.
+                _discard(producer, timeout=params.timeout_s + 2)
             failure = KafkaUnavailable(f"Kafka refused the transaction: {err!r}")
             for job in group:
                 job.finish(failure)
@@ -274,7 +289,7 @@ class _Lane:
             statements += sum(len(e.entries) for e in job.envelopes)
             job.finish(None)
         metrics.STATEMENTS_OUT.labels("gateway").inc(statements)
-        metrics.MESSAGES_OUT.labels("gateway", topic).inc(len(futures))
+        metrics.MESSAGES_OUT.labels("gateway", params.topic).inc(len(futures))
 
 
 def _discard(producer: KafkaProducer, timeout: float = 0) -> None:
