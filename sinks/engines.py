@@ -132,6 +132,13 @@ class ChdbEngine:
             _release_chdb(self._shared)
 
 
+def _literal(x: Any) -> str:
+    """One array element in ClickHouse's text form: numbers bare, everything else quoted."""
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return repr(x)
+    return "'" + str(x).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def _stringify(params: Mapping[str, Any]) -> dict[str, str]:
     # chDB binds query parameters from their text form.
     out = {}
@@ -139,7 +146,7 @@ def _stringify(params: Mapping[str, Any]) -> dict[str, str]:
         if isinstance(v, datetime):
             out[k] = v.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
         elif isinstance(v, (list, tuple)):
-            out[k] = "[" + ",".join("'" + str(x).replace("\\", "\\\\").replace("'", "\\'") + "'" for x in v) + "]"
+            out[k] = "[" + ",".join(_literal(x) for x in v) + "]"
         else:
             out[k] = str(v)
     return out

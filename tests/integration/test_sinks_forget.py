@@ -1,0 +1,135 @@
+"""Erasing a learner (GDPR) on both engines, while the sinks keep running, and after a replay."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from schemas.records import AlertRecord, EngagementRecord, MasteryRecord
+from schemas.topics import Topic
+from sinks.forget import forget_learners, pseudonyms_for
+from tests.conftest import Proc
+from tests.integration.test_sinks_statements import (
+    BASE_MS,
+    Publisher,
+    agent,
+    envelope,
+    learner_of,
+    make_statement,
+    running_sinks,
+    scalar,
+    wait_committed,
+)
+
+SINKS = ["statements", "engagement", "mastery", "alerts"]
+TOPICS = [Topic.STATEMENTS, Topic.ENGAGEMENT, Topic.MASTERY, Topic.ALERTS]
+
+
+def _publish_world(settings, rng):
+    ada, bob, teacher = agent("ada"), agent("bob"), agent("teacher")
+    a, b = learner_of(settings, ada), learner_of(settings, bob)
+    ada_st = [make_statement("s-1", ada, BASE_MS + i * 60_000, rng) for i in range(20)]
+    bob_st = [make_statement("s-1", bob, BASE_MS + i * 60_000 + 7, rng) for i in range(20)]
+    # Two of bob's statements name ada: as instructor, and as the object.
+    bob_st.append(make_statement("s-1", bob, BASE_MS + 99_000, rng, context={"instructor": ada}))
+    bob_st.append(
+        make_statement("s-1", bob, BASE_MS + 98_000, rng, object={"objectType": "Agent", "mbox": ada["mbox"]})
+    )
+    void = make_statement(
+        "s-1", teacher, BASE_MS + 200_000, rng,
+        verb={"id": "http://adlnet.gov/expapi/verbs/voided"}, object={"objectType": "StatementRef", "id": ada_st[0]["id"]},
+    )  # fmt: skip
+    pub = Publisher(settings.kafka)
+    ada_envelopes = [envelope(settings, "s-1", ada, ada_st[i : i + 5]) for i in range(0, 20, 5)]
+    for raw in ada_envelopes:
+        pub.send(a.encode(), raw)
+    pub.send(b.encode(), envelope(settings, "s-1", bob, bob_st))
+    pub.send(learner_of(settings, teacher).encode(), envelope(settings, "s-1", teacher, [void]))
+    pub.flush()
+    pub.close()
+    derived = {
+        Topic.ENGAGEMENT: [
+            EngagementRecord("s-1", "course-1", "k", p, "day", BASE_MS, 5, 1, 60_000, BASE_MS, 1) for p in (a, b)
+        ],
+        Topic.MASTERY: [MasteryRecord("s-1", "course-1", p, "sk", 0.5, 2, 1, BASE_MS, 2) for p in (a, b)],
+        Topic.ALERTS: [
+            AlertRecord("al-1", "s-1", "course-1", "k", "fired", BASE_MS, BASE_MS, 2, 2, 1.0, 0.5, [a, b], 1)
+        ],
+    }
+    for topic, records in derived.items():
+        p = Publisher(settings.kafka, topic)
+        for r in records:
+            p.send(b"k", r.encode())
+        p.flush()
+        p.close()
+    return ada, a, b, ada_envelopes, 20 + 22 + 1
+
+
+def _left_about(ch, a: str) -> dict[str, int]:
+    return {
+        "statements": scalar(ch, "SELECT count() FROM {db}.statements WHERE learner = {a:String}", {"a": a}),
+        "raw": scalar(ch, "SELECT count() FROM {db}.statements_raw WHERE has(learners, {a:String})", {"a": a}),
+        "engagement": scalar(ch, "SELECT count() FROM {db}.engagement WHERE learner = {a:String}", {"a": a}),
+        "mastery": scalar(ch, "SELECT count() FROM {db}.mastery WHERE learner = {a:String}", {"a": a}),
+        "alerts": scalar(ch, "SELECT count() FROM {db}.alerts WHERE has(disengaged_learners, {a:String})", {"a": a}),
+    }
+
+
+@pytest.mark.kafka
+def test_sinks_forget_learner_erases_raw_and_derived_rows_and_survives_a_replay(settings, clickhouse_url, tmp_path):
+    rng = random.Random(6)
+    _ada, a, b, ada_envelopes, total = _publish_world(settings, rng)
+    with running_sinks(settings, SINKS) as (ch, sinks):
+        for name, topic in zip(SINKS, TOPICS, strict=True):
+            wait_committed(settings, sinks, name, topic=topic)
+        assert scalar(ch, "SELECT count() FROM {db}.statements FINAL") == total
+        assert all(_left_about(ch, a).values())
+        secret = settings.pseudonym_secret.get_secret_value().encode()
+        assert a in pseudonyms_for("mailto:ada@example.org", secret)
+
+        if clickhouse_url.startswith("clickhouse://"):
+            # The command, as an operator runs it, while the sinks keep running.
+            proc = Proc(
+                ["forget-learner", "mailto:ada@example.org", "--settle", "3"], settings, tmp_path / "forget.log"
+            )
+            assert proc.popen.wait(180) == 0, proc.tail()
+            proc.stop()
+            out = (tmp_path / "forget.log").read_text()
+            assert re.search(r"statements erased: 22\b", out), out  # 20 own + 2 naming her
+            assert "rows left about this learner: 0" in out
+        else:
+            # Embedded: the process owning chDB runs the erasure.
+            report = forget_learners(ch, pseudonyms_for("mailto:ada@example.org", secret), settle_s=3)
+            assert report.statements == 22 and report.remaining == 0
+            assert report.removed["statements"] >= 22 and report.removed["engagement"] == 1
+            assert report.scrubbed == {"alerts": 1}
+
+        assert _left_about(ch, a) == dict.fromkeys(("statements", "raw", "engagement", "mastery", "alerts"), 0)
+        kept = scalar(ch, "SELECT count() FROM {db}.statements FINAL")
+        # The teacher's voiding statement stays (it names a statement id, not her); the void
+        # row pointing at her erased statement goes.
+        assert kept == total - 22
+        assert scalar(ch, "SELECT count() FROM {db}.statement_voids FINAL") == 0
+        # The rollup was rebuilt: it equals statements FINAL again, without her.
+        assert scalar(ch, "SELECT uniqExactMerge(statements) FROM {db}.activity_daily") == kept
+        assert scalar(ch, "SELECT uniqExactMerge(learners) FROM {db}.activity_daily") == 2  # bob, teacher
+        assert scalar(ch, "SELECT count() FROM {db}.engagement FINAL WHERE learner = {b:String}", {"b": b}) == 1
+        alert = ch.query("SELECT disengaged_learners FROM {db}.alerts FINAL")
+        assert [list(r[0]) for r in alert] == [[b]]
+
+        # Kafka still holds her records: a replay must not bring them back.
+        pub = Publisher(settings.kafka)
+        for raw in ada_envelopes:
+            pub.send(a.encode(), raw)
+        pub.flush()
+        pub.close()
+        p = Publisher(settings.kafka, Topic.ENGAGEMENT)
+        p.send(b"k", EngagementRecord("s-1", "course-1", "k", a, "day", BASE_MS, 9, 1, 1, BASE_MS, 9).encode())
+        p.flush()
+        p.close()
+        wait_committed(settings, sinks, "statements")
+        wait_committed(settings, sinks, "engagement", topic=Topic.ENGAGEMENT)
+        assert _left_about(ch, a) == dict.fromkeys(("statements", "raw", "engagement", "mastery", "alerts"), 0)
+        assert scalar(ch, "SELECT uniqExactMerge(statements) FROM {db}.activity_daily") == kept
