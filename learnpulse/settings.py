@@ -61,6 +61,22 @@ class GatewaySettings(BaseModel):
     transactional_id: str | None = None
 
 
+class StreamsSettings(BaseModel):
+    """Stream computations (defaults in ``streams.config``); files are JSON, documented there."""
+
+    # Per-school disengagement/alert thresholds (streams.config.load_health_params).
+    thresholds_file: Path | None = None
+    # BKT parameters per skill (streams.mastery.logic.load_model); default deploy/mastery/skills.json.
+    mastery_file: Path | None = None
+    # Per-course activity → skills mapping.
+    skill_map_file: Path | None = None
+    session_gap_min: float = 30
+    idle_cutoff_min: float = 15
+    inactive_days: float = 7
+    # Envelopes per processing batch.
+    batch_max: int = 1000
+
+
 class WebhookSettings(BaseModel):
     """One webhook the alert notifier POSTs to (body and headers: ``sinks.notifier``)."""
 
@@ -107,6 +123,7 @@ class Settings(BaseSettings):
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     sink: SinkSettings = SinkSettings()
     gateway: GatewaySettings = GatewaySettings()
+    streams: StreamsSettings = StreamsSettings()
     notifier: NotifierSettings = NotifierSettings()
     # Key of the learner pseudonym HMAC. The default is for local demos only.
     pseudonym_secret: SecretStr = SecretStr("learnpulse-local-demo-secret")

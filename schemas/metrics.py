@@ -71,6 +71,22 @@ GATEWAY_ACCEPTED_EVICTED = Counter(
     "learnpulse_gateway_accepted_evicted_unsunk_total", "Accepted ids evicted before the sink committed them"
 )
 
+# -- streams (Faust worker) --
+# Statements the stream processor applied, and those too late to change engagement figures.
+STREAM_STATEMENTS = Counter("learnpulse_stream_statements_total", "Statements processed by the stream worker", ["agent"])
+STREAM_LATE = Counter(
+    "learnpulse_stream_late_statements_total", "Statements older than the learner's engagement horizon", ["agent"]
+)
+# Event-time watermark of each source partition of xapi.statements (epoch seconds).
+STREAM_WATERMARK = Gauge("learnpulse_stream_watermark_seconds", "Event-time watermark per partition", ["partition"])
+# Share of disengaged learners per cohort at the latest evaluated event time, and whether its alert is on.
+COHORT_DISENGAGED_SHARE = Gauge(
+    "learnpulse_cohort_disengaged_share", "Share of disengaged learners", ["school", "course", "cohort"]
+)
+COHORT_ALERT_ACTIVE = Gauge(
+    "learnpulse_cohort_alert_active", "1 while a disengagement alert is fired", ["school", "course", "cohort"]
+)
+
 # -- alert notifier (sinks/notifier.py, `learnpulse notify`) --
 # Alert records a target accepted (2xx), by target name and alert state (fired/resolved).
 NOTIFIER_DELIVERED = Counter("learnpulse_notifier_delivered_total", "Alerts a target accepted", ["target", "state"])

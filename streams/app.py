@@ -1,13 +1,26 @@
-"""The Faust app: built by a factory from explicit parameters (nothing at import time)."""
+"""The Faust app: built by a factory from explicit parameters (nothing at import time).
+
+Agents (registered explicitly, no autodiscovery):
+
+- ``streams.learner.agents``: ``xapi.statements`` → ``learnpulse.engagement``,
+  ``learnpulse.mastery``, ``learnpulse.activity`` and the internal cohort feed;
+- ``streams.health.agents``: the cohort feed → ``learnpulse.cohort_health``,
+  ``learnpulse.alerts``.
+
+State lives in Faust tables on RocksDB (rocksdict) with changelog topics; every table is
+co-partitioned with the topic its agent reads.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import faust
 
 from schemas.topics import Topic
+
+from .config import StreamsConfig
 
 
 @dataclass(frozen=True)
@@ -18,6 +31,7 @@ class StreamsParameters:
     datadir: Path
     web_port: int
     replication: int = 1
+    config: StreamsConfig = field(default_factory=StreamsConfig)
 
 
 @dataclass(frozen=True)
@@ -27,6 +41,48 @@ class Topics:
     statements: faust.TopicT
     activity: faust.TopicT
     deadletter: faust.TopicT
+    engagement: faust.TopicT
+    mastery: faust.TopicT
+    cohort_health: faust.TopicT
+    alerts: faust.TopicT
+    # Internal: learner buckets and source watermarks, keyed by cohort (repartition).
+    cohort_feed: faust.TopicT
+
+
+def cohort_feed_name(app_id: str) -> str:
+    return f"{app_id}-cohort-feed"
+
+
+# Tables and their partition counts; each table's changelog is ``<app id>-<table>-changelog``.
+TABLES = {"learner-state": Topic.STATEMENTS.spec.partitions, "cohort-state": Topic.COHORT_HEALTH.spec.partitions}
+
+
+def ensure_internal_topics(p: StreamsParameters) -> None:
+    """Create the cohort feed and the table changelogs before the worker subscribes.
+
+    Faust would create them too, but while it does, its consumer's metadata does not know
+    them yet: a missing feed is ignored until the next metadata refresh (minutes) and a
+    changelog "has 0 partitions" for the first table write.
+    """
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    wanted = {cohort_feed_name(p.app_id): (Topic.COHORT_HEALTH.spec.partitions, {})}
+    for table, partitions in TABLES.items():
+        wanted[f"{p.app_id}-{table}-changelog"] = (partitions, {"cleanup.policy": "compact"})
+    admin = KafkaAdminClient(bootstrap_servers=p.bootstrap, request_timeout_ms=15_000)
+    try:
+        existing = set(admin.list_topics())
+        for name, (partitions, configs) in wanted.items():
+            if name in existing:
+                continue
+            try:
+                admin.create_topics([NewTopic(name, partitions, p.replication, topic_configs=configs)])
+            except TopicAlreadyExistsError:
+                pass  # another worker was quicker
+    finally:
+        admin.close()
 
 
 def create_app(p: StreamsParameters) -> faust.App:
@@ -44,18 +100,40 @@ def create_app(p: StreamsParameters) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_compression_type="lz4",
+        producer_linger_ms=5,
+        producer_max_batch_size=256 * 1024,
         key_serializer="raw",
         value_serializer="raw",
         stream_wait_empty=False,
+        # Tables are written once per batch, so a larger buffer than the default only
+        # costs memory; keep the default flush cadence.
     )
 
     def topic(t: Topic) -> faust.TopicT:
-        return app.topic(
-            t.physical(p.topic_prefix), key_type=bytes, value_type=bytes, partitions=t.spec.partitions
-        )
+        return app.topic(t.physical(p.topic_prefix), key_type=bytes, value_type=bytes, partitions=t.spec.partitions)
 
-    topics = Topics(topic(Topic.STATEMENTS), topic(Topic.ACTIVITY), topic(Topic.DEADLETTER))
-    from .activity.agents import register as register_activity
+    feed = app.topic(
+        cohort_feed_name(p.app_id),
+        key_type=bytes,
+        value_type=bytes,
+        partitions=Topic.COHORT_HEALTH.spec.partitions,
+        internal=True,
+    )
+    topics = Topics(
+        statements=topic(Topic.STATEMENTS),
+        activity=topic(Topic.ACTIVITY),
+        deadletter=topic(Topic.DEADLETTER),
+        engagement=topic(Topic.ENGAGEMENT),
+        mastery=topic(Topic.MASTERY),
+        cohort_health=topic(Topic.COHORT_HEALTH),
+        alerts=topic(Topic.ALERTS),
+        cohort_feed=feed,
+    )
+    from .health.agents import register as register_health
+    from .learner.agents import register as register_learner
+    from .mastery.logic import load_model
 
-    register_activity(app, topics)
+    model = load_model(p.config.mastery_file, p.config.skill_map_file)
+    register_learner(app, topics, p.config, model)
+    register_health(app, topics, p.config)
     return app

@@ -1,39 +1,103 @@
-"""Stream-processing commands: the Faust worker."""
+"""Stream-processing commands: the Faust worker and the mastery model."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
+from ..errors import UserError
 from ..settings import Settings
+
+
+def streams_config(settings: Settings):
+    """The stream computations' parameters from settings and the files they name."""
+    from streams.config import EngagementParams, HealthThresholds, StreamsConfig, load_health_params
+    from streams.mastery.logic import DEFAULT_PARAMS_FILE
+
+    s = settings.streams
+    base = load_health_params(None)
+    base = base.__class__(defaults=HealthThresholds(inactive_days=s.inactive_days))
+    try:
+        health = load_health_params(s.thresholds_file, base)
+    except (OSError, ValueError) as err:
+        raise UserError(f"thresholds file: {err}") from err
+    return StreamsConfig(
+        engagement=EngagementParams(
+            session_gap_ms=int(s.session_gap_min * 60_000), idle_cutoff_ms=int(s.idle_cutoff_min * 60_000)
+        ),
+        health=health,
+        mastery_file=s.mastery_file or DEFAULT_PARAMS_FILE,
+        skill_map_file=s.skill_map_file,
+        batch_max=s.batch_max,
+    )
 
 
 def register(main: click.Group) -> None:
     """Add this area's subcommands to ``main``."""
 
     @main.command()
+    @click.option("--name", default="w0", show_default=True, help="Worker name: its own state directory under home.")
+    @click.option("--web-port", type=int, default=None, help="Faust web port (default: settings.streams_web_port).")
     @click.pass_obj
-    def worker(settings: Settings) -> None:
-        """Run the Faust stream processor (xapi.statements → derived topics)."""
+    def worker(settings: Settings, name: str, web_port: int | None) -> None:
+        """Run the Faust stream processor (xapi.statements → derived topics).
+
+        Several workers (same settings, different --name and ports) share the partitions.
+        """
         import faust
 
-        from streams.app import StreamsParameters, create_app
+        from streams.app import StreamsParameters, create_app, ensure_internal_topics
 
         from ..pipeline import serve_metrics
 
         serve_metrics(settings.metrics_port_for(1))
         k = settings.kafka
-        (settings.home.resolve() / "streams").mkdir(parents=True, exist_ok=True)
-        app = create_app(
+        datadir = settings.home.resolve() / "streams" / name
+        datadir.mkdir(parents=True, exist_ok=True)
+        params = (
             StreamsParameters(
                 bootstrap=k.bootstrap_servers,
                 topic_prefix=k.topic_prefix,
                 app_id=f"{k.topic_prefix}learnpulse-streams",
-                datadir=settings.home.resolve() / "streams",
-                web_port=settings.streams_web_port,
+                datadir=datadir,
+                web_port=web_port or settings.streams_web_port,
                 replication=k.replication,
+                config=streams_config(settings),
             )
         )
+        ensure_internal_topics(params)
+        app = create_app(params)
         sys.argv = [sys.argv[0], "worker"]
         faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+    @main.group()
+    def mastery() -> None:
+        """Bayesian Knowledge Tracing model: per-skill parameters."""
+
+    @mastery.command("fit")
+    @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Parameters file to write.")
+    @click.option("--school", default=None, help="Only this school's history.")
+    @click.option("--min-observations", type=int, default=200, show_default=True,
+                  help="Skills with fewer observations keep the default parameters.")
+    @click.option("--method", type=click.Choice(["em", "pybkt"]), default="em", show_default=True,
+                  help="em: built-in Baum-Welch; pybkt: the optional pyBKT package (pip install 'learnpulse[mastery]').")
+    @click.pass_obj
+    def mastery_fit(settings: Settings, out: Path, school: str | None, min_observations: int, method: str) -> None:
+        """Fit BKT parameters per skill from the statements in ClickHouse and write them to --out."""
+        from streams.mastery.fit import fit_from_clickhouse
+
+        from ..pipeline import open_clickhouse
+
+        ch = open_clickhouse(settings)
+        try:
+            report = fit_from_clickhouse(
+                ch, settings.streams.skill_map_file, out, school=school, min_observations=min_observations,
+                method=method, progress=lambda msg: click.echo(msg, err=True),
+            )
+        except ImportError as err:
+            raise UserError(f"{err}; install the extra: pip install 'learnpulse[mastery]'") from err
+        finally:
+            ch.close()
+        click.echo(report)

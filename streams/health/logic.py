@@ -56,8 +56,6 @@ def merge_bucket(cs: dict[str, Any], learner: str, hour: int, active: int, last:
     lr = cs["L"].get(learner)
     if lr is None:
         lr = cs["L"][learner] = {"b": {}, "first": hour, "s7": 0, "last": 0}
-        if cs["eh"] is None:
-            cs["eh"] = hour - hour % p.step_ms
     key = str(hour)
     old = lr["b"].get(key)
     if old is not None and old[VERSION] >= version:
@@ -110,7 +108,15 @@ def advance(cs: dict[str, Any], to_ms: int, p: HealthParams) -> tuple[list[Healt
     alerts: list[AlertChange] = []
     eh = cs["eh"]
     if eh is None:
-        return healths, alerts
+        # Evaluation starts at the cohort's first hour. Decided only once the watermark is
+        # past it: then every learner who was active before has arrived, whatever the order.
+        if not cs["L"]:
+            return healths, alerts
+        first = min(lr["first"] for lr in cs["L"].values())
+        first -= first % p.step_ms
+        if first + p.step_ms > to_ms:
+            return healths, alerts
+        eh = cs["eh"] = first
     t = p.for_school(cs["school"])
     while eh + p.step_ms <= to_ms:
         nxt = eh + p.step_ms

@@ -35,6 +35,8 @@ OBJECTIVE_TYPE = "http://adlnet.gov/expapi/activities/objective"
 HISTORY = 200
 # Voided ids remembered per learner for statements not seen yet.
 PENDING_VOIDS = 200
+# Parameters shipped with learnpulse (overridden by settings.streams.mastery_file).
+DEFAULT_PARAMS_FILE = Path(__file__).with_name("skills.json")
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,8 @@ def undo(skills: dict[str, Any], sid: str, model: MasteryModel) -> list[str]:
                 sk["n"] -= 1
                 sk["c"] -= ok
                 sk["v"] += 1
+                if sk["h"]:
+                    sk["ts"] = max(x[2] for x in sk["h"])
                 _replay(sk, model.params(skill))
                 changed.append(skill)
                 break

@@ -1,0 +1,182 @@
+"""Helpers for the streams integration tests: build statements, produce envelopes, read derived topics."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from learnpulse.settings import KafkaSettings, Settings, StreamsSettings
+from schemas.envelope import StatementEntry, StatementEnvelope
+from schemas.profile import COURSE_ACTIVITY_TYPE, SKILL_EXTENSION
+from schemas.records import AlertRecord, CohortHealthRecord, EngagementRecord, MasteryRecord
+from schemas.topics import Topic
+from schemas.xapi.timefmt import format_ms
+from tests.conftest import free_port
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+MIN = 60_000
+HOUR = 3_600_000
+DAY = 86_400_000
+
+
+def stream_settings(tmp_path: Path, kafka: KafkaSettings, **streams: Any) -> Settings:
+    """Settings for a worker under test: private home, the test's topics, free ports."""
+    return Settings(
+        home=tmp_path / "home",
+        kafka=kafka,
+        metrics_port_base=free_port(),
+        web_port=free_port(),
+        streams_web_port=free_port(),
+        log_level="INFO",
+        streams=StreamsSettings(**streams),
+    )
+
+
+def statement(
+    learner: str,
+    ts: int,
+    course: str = "https://c.example/course-1",
+    verb: str = "experienced",
+    skills: list[str] | None = None,
+    success: bool | None = None,
+    duration: str | None = None,
+    sid: str | None = None,
+    voids: str | None = None,
+) -> dict[str, Any]:
+    """A canonical statement as producers put in envelopes (only what streams read matters)."""
+    if voids is not None:
+        obj: dict[str, Any] = {"objectType": "StatementRef", "id": voids}
+        verb_id = "http://adlnet.gov/expapi/verbs/voided"
+    else:
+        definition: dict[str, Any] = {"type": "http://adlnet.gov/expapi/activities/cmi.interaction"}
+        if skills:
+            definition["extensions"] = {SKILL_EXTENSION: skills}
+        obj = {"objectType": "Activity", "id": f"{course}/activity-1", "definition": definition}
+        verb_id = f"http://adlnet.gov/expapi/verbs/{verb}"
+    stmt: dict[str, Any] = {
+        "id": sid or str(uuid.uuid4()),
+        "actor": {"objectType": "Agent", "account": {"homePage": "https://s.example", "name": learner}},
+        "verb": {"id": verb_id},
+        "object": obj,
+        "timestamp": format_ms(ts),
+        "stored": format_ms(ts),
+        "context": {"contextActivities": {"parent": [{"id": course, "definition": {"type": COURSE_ACTIVITY_TYPE}}]}},
+        "version": "1.0.3",
+    }
+    result: dict[str, Any] = {}
+    if success is not None:
+        result["success"] = success
+    if duration is not None:
+        result["duration"] = duration
+    if result:
+        stmt["result"] = result
+    return stmt
+
+
+class EnvelopeProducer:
+    """Sends envelopes (one learner's statements each) to the test's ``xapi.statements``."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self.topic = Topic.STATEMENTS.physical(kafka.topic_prefix)
+        self.producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all", linger_ms=5)
+
+    def send(self, school: str, learner: str, cohort: str, course: str, statements: Iterable[dict[str, Any]]) -> None:
+        env = StatementEnvelope(
+            school, learner, T0, tuple(StatementEntry(course, cohort, s) for s in statements)
+        )
+        self.producer.send(self.topic, key=env.key, value=env.encode())
+
+    def send_raw(self, key: bytes, value: bytes) -> None:
+        self.producer.send(self.topic, key=key, value=value)
+
+    def close(self) -> None:
+        self.producer.flush(30)
+        self.producer.close(10)
+
+
+DECODERS: dict[Topic, Callable[[bytes], Any]] = {
+    Topic.ENGAGEMENT: EngagementRecord.decode,
+    Topic.MASTERY: MasteryRecord.decode,
+    Topic.COHORT_HEALTH: CohortHealthRecord.decode,
+    Topic.ALERTS: AlertRecord.decode,
+}
+
+
+def record_key(topic: Topic, r: Any) -> tuple:
+    if topic is Topic.ENGAGEMENT:
+        return (r.learner, r.course, r.grain, r.period_start_ms)
+    if topic is Topic.MASTERY:
+        return (r.learner, r.skill)
+    if topic is Topic.COHORT_HEALTH:
+        return (r.school, r.course, r.cohort, r.at_ms)
+    return (r.alert_id, r.state)
+
+
+def assigned_consumer(kafka: KafkaSettings, topics: list[Topic]) -> KafkaConsumer:
+    """A group-less consumer assigned every partition of ``topics``, from the beginning."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False, group_id=None, consumer_timeout_ms=500
+    )
+    tps = [TopicPartition(t.physical(kafka.topic_prefix), p) for t in topics for p in range(t.spec.partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    return consumer
+
+
+class DerivedReader:
+    """Reads derived topics from the beginning; keeps every record and the latest version per key."""
+
+    def __init__(self, kafka: KafkaSettings, topics: Iterable[Topic] = tuple(DECODERS)) -> None:
+        self.names = {t.physical(kafka.topic_prefix): t for t in topics}
+        self.consumer = assigned_consumer(kafka, list(self.names.values()))
+        self.all: dict[Topic, list[Any]] = {t: [] for t in self.names.values()}
+        self.latest: dict[Topic, dict[tuple, Any]] = {t: {} for t in self.names.values()}
+
+    def poll(self) -> int:
+        n = 0
+        for msg in self.consumer:
+            topic = self.names[msg.topic]
+            r = DECODERS[topic](msg.value)
+            self.all[topic].append(r)
+            key = record_key(topic, r)
+            old = self.latest[topic].get(key)
+            if old is None or r.version >= old.version:
+                self.latest[topic][key] = r
+            n += 1
+        return n
+
+    def settle(self, done: Callable[[DerivedReader], bool], timeout: float, quiet_s: float = 3.0,
+               check: Callable[[], None] | None = None, diagnose: Callable[[], str] | None = None) -> None:
+        """Poll until ``done`` holds and nothing new arrived for ``quiet_s``; fail on timeout."""
+        deadline = time.monotonic() + timeout
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            if check is not None:
+                check()
+            if self.poll():
+                quiet_since = time.monotonic()
+            elif done(self) and time.monotonic() - quiet_since >= quiet_s:
+                return
+        counts = {t.value: len(v) for t, v in self.latest.items()}
+        raise AssertionError(
+            f"derived records did not settle in {timeout}s: {counts}\n{diagnose() if diagnose else ''}"
+        )
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def consistent_versions(records: list[Any], topic: Topic) -> dict[tuple, Any]:
+    """Every (key, version) seen must carry the same figures; returns them."""
+    seen: dict[tuple, Any] = {}
+    for r in records:
+        k = (*record_key(topic, r), r.version)
+        if k in seen and seen[k] != r:
+            raise AssertionError(f"two different records with key/version {k}: {seen[k]} vs {r}")
+        seen[k] = r
+    return seen
