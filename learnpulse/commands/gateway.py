@@ -9,6 +9,7 @@ serve`` can start it with ``learnpulse.web.start_web_thread``).
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import socket
 from datetime import UTC, datetime
@@ -73,7 +74,8 @@ def build_gateway_app(settings: Settings, ch=None, consistent_through=None):
             topic=Topic.STATEMENTS.physical(k.topic_prefix),
             transactional_id=txn_id,
             timeout_s=g.kafka_timeout_s,
-        )
+        ),
+        lanes=g.kafka_lanes,
     )
     config = GatewayConfig(
         prefix=g.prefix,
@@ -104,6 +106,12 @@ async def _serve(app, host: str, port: int, stop: asyncio.Event) -> None:
     except OSError as err:
         await runner.cleanup()
         raise UserError(f"gateway port {port} on {host} is taken ({err}); set LEARNPULSE_GATEWAY__PORT") from err
+    # Everything built so far lives as long as the process: keep it out of every future
+    # collection. A request allocates thousands of short-lived objects (parsed statements),
+    # so collect the young generation every 50k net allocations instead of 700. Measured
+    # with benchmarks.bench_gateway: ~30% less CPU per statement.
+    gc.set_threshold(50_000, 20, 20)
+    gc.freeze()
     click.echo(f"LRS gateway on http://{host}:{port}{app[GATEWAY_KEY].config.prefix}/statements ; Ctrl-C stops")
     try:
         await stop.wait()

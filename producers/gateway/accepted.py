@@ -24,20 +24,30 @@ two requests can both reserve an id. Guarantee and limits:
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 from schemas import metrics
 
 
-@dataclass
-class Entry:
-    statement: dict[str, Any]  # as stored (canonical)
+class Entry(NamedTuple):
+    """One accepted id. Only atoms inside, so the garbage collector stops tracking it."""
+
+    # The statement as stored, as JSON bytes: tens of thousands of entries as nested
+    # dicts made every full collection walk millions of objects; parsed again only when
+    # a re-sent id must be compared.
+    statement_json: bytes
     stored_ms: int
     voiding: bool
-    # Resolves True (committed to Kafka) or False (not); None once committed.
-    settled: asyncio.Future | None
+    # Token of the request that reserved it while Kafka has not confirmed; 0 afterwards.
+    request: int
+
+    @property
+    def statement(self) -> dict[str, Any]:
+        return orjson.loads(self.statement_json)
 
 
 class AcceptedIds:
@@ -47,7 +57,9 @@ class AcceptedIds:
         self.max_entries = max_entries
         self.margin_ms = margin_ms
         self._entries: OrderedDict[tuple[str, str], Entry] = OrderedDict()
-        self._pending_stored: dict[int, int] = {}  # id(future) -> stored_ms of in-flight requests
+        # In-flight requests: token -> (future resolving True/False when Kafka decided, stored_ms).
+        self._requests: dict[int, tuple[asyncio.Future, int]] = {}
+        self._tokens = itertools.count(1)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -55,30 +67,40 @@ class AcceptedIds:
     def get(self, school: str, sid: str) -> Entry | None:
         return self._entries.get((school, sid))
 
+    def pending(self, entry: Entry) -> asyncio.Future | None:
+        """The future of the in-flight request holding ``entry``, or None once committed."""
+        if not entry.request:
+            return None
+        found = self._requests.get(entry.request)
+        return found[0] if found is not None else None
+
     def reserve(
         self, school: str, items: list[tuple[str, dict[str, Any], bool]], stored_ms: int, settled: asyncio.Future
-    ) -> None:
-        """Record ``(id, stored statement, is_voiding)`` of one request as pending."""
+    ) -> int:
+        """Record ``(id, stored statement, is_voiding)`` of one request as pending; returns its token."""
+        token = next(self._tokens)
+        self._requests[token] = (settled, stored_ms)
         for sid, statement, voiding in items:
-            self._entries[(school, sid)] = Entry(statement, stored_ms, voiding, settled)
-        self._pending_stored[id(settled)] = stored_ms
+            self._entries[(school, sid)] = Entry(orjson.dumps(statement), stored_ms, voiding, token)
         self._evict()
+        return token
 
-    def settle(self, school: str, sids: list[str], settled: asyncio.Future, committed: bool) -> None:
+    def settle(self, school: str, sids: list[str], token: int, committed: bool) -> None:
         """The request's outcome is known: keep its ids as accepted, or forget them."""
-        self._pending_stored.pop(id(settled), None)
+        self._requests.pop(token, None)
         for sid in sids:
-            e = self._entries.get((school, sid))
-            if e is None or e.settled is not settled:
+            key = (school, sid)
+            e = self._entries.get(key)
+            if e is None or e.request != token:
                 continue
             if committed:
-                e.settled = None
+                self._entries[key] = e._replace(request=0)  # keeps its place in arrival order
             else:
-                del self._entries[(school, sid)]
+                del self._entries[key]
 
     def oldest_pending_ms(self) -> int | None:
         """``stored`` of the oldest request not yet confirmed by Kafka (caps consistent-through)."""
-        return min(self._pending_stored.values(), default=None)
+        return min((stored for _, stored in self._requests.values()), default=None)
 
     def prune(self, consistent_through_ms: int | None) -> int:
         """Drop accepted entries ClickHouse now answers for; returns how many were dropped."""
@@ -89,7 +111,7 @@ class AcceptedIds:
         # Entries are in arrival order, which is stored order within this process.
         while self._entries:
             key, e = next(iter(self._entries.items()))
-            if e.settled is not None or e.stored_ms >= limit:
+            if e.request or e.stored_ms >= limit:
                 break
             del self._entries[key]
             dropped += 1
@@ -98,7 +120,7 @@ class AcceptedIds:
     def _evict(self) -> None:
         while len(self._entries) > self.max_entries:
             key, e = next(iter(self._entries.items()))
-            if e.settled is not None:
+            if e.request:
                 # The oldest is still in flight: everything behind it is newer; keep all
                 # rather than forget a pending reservation.
                 return

@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from schemas import metrics
 from schemas.clickhouse.engine import ClickHouseUnavailable
+from schemas.envelope import StatementEnvelope
 from schemas.errors import InvalidStatement
 from schemas.profile import SchoolProfile
 from schemas.xapi.compare import same_statement
@@ -39,6 +40,7 @@ from . import multipart
 from .accepted import AcceptedIds
 from .altsyntax import XRequest, unwrap
 from .formats import canonical_format, ids_format
+from .lookups import LookupBatcher
 from .protocol import CONSISTENT_HEADER, SUPPORTED, V1, VERSION_HEADER, XapiError, bad_request, http_date, negotiate
 from .query import SingleQuery, StatementQuery, parse_cursor, parse_query, parse_single
 from .sender import KafkaUnavailable, OutcomeUnknown, TransactionalSender
@@ -80,13 +82,17 @@ class GatewayConfig:
 
 
 class _Collect:
-    """Stands in for the Kafka producer of a per-request publisher: keeps its envelopes."""
+    """Stands in for the Kafka producer of a per-request publisher: keeps its envelopes, encoded."""
 
     def __init__(self) -> None:
-        self.envelopes: list = []
+        self.envelopes: list[tuple[StatementEnvelope, bytes]] = []
 
-    def send(self, envelope) -> None:
-        self.envelopes.append(envelope)
+    def send(self, envelope: StatementEnvelope) -> None:
+        self.envelopes.append((envelope, envelope.encode()))
+
+    def send_encoded(self, envelope: StatementEnvelope, value: bytes) -> None:
+        # The batcher already serialized each statement once; it splices those bytes in.
+        self.envelopes.append((envelope, value))
 
 
 def _now_ms() -> int:
@@ -116,6 +122,7 @@ class Gateway:
         self.profiles = profiles or {}
         self.clock_ms = clock_ms
         self.accepted = AcceptedIds(config.accepted_max)
+        self._lookups = LookupBatcher(store.lookup) if store is not None else None
         self._sink_through: int | None = None
         self._refresher: asyncio.Task | None = None
 
@@ -280,6 +287,9 @@ class Gateway:
         """Every attachment without fileUrl has its part; every part belongs to an attachment."""
         declared: set[str] = set()
         for i, s in enumerate(statements):
+            obj = s["object"]
+            if "attachments" not in s and not (obj.get("objectType") == "SubStatement" and "attachments" in obj):
+                continue  # the common case: no attachments at all
             for sha in attachments_needing_parts(s):
                 if parts is None:
                     raise bad_request(
@@ -294,8 +304,12 @@ class Gateway:
                         f"no multipart part with {multipart.HASH_HEADER} {sha} (Communication §1.5.2.s3.b5)",
                         f"$[{i}].attachments",
                     )
-            for atts in (s.get("attachments"), (s.get("object") or {}).get("attachments")):
+            for atts in (s.get("attachments"), obj.get("attachments")):
                 declared.update(a["sha2"].lower() for a in atts or ())
+            for sha in signature_sha2s(s):
+                part = (parts or {}).get(sha)
+                if part is not None:
+                    check_signature(s, part.body, f"$[{i}].attachments")
         for sha in parts or ():
             if sha not in declared:
                 raise bad_request(
@@ -303,11 +317,6 @@ class Gateway:
                     f"multipart part {sha} matches no attachment sha2 of the statements (Communication §1.5.2.s1.b4)",
                     "$parts",
                 )
-        for i, s in enumerate(statements):
-            for sha in signature_sha2s(s):
-                part = (parts or {}).get(sha)
-                if part is not None:
-                    check_signature(s, part.body, f"$[{i}].attachments")
 
     async def _put(self, req: XRequest, school: str, version: str) -> web.Response:
         extra = set(req.query) - {"statementId"}
@@ -361,7 +370,7 @@ class Gateway:
         final once this returns — callers must reserve before their next ``await``.
         """
         for _ in range(5):
-            pending = [e.settled for sid in ids if (e := self.accepted.get(school, sid)) and e.settled is not None]
+            pending = [f for sid in ids if (e := self.accepted.get(school, sid)) and (f := self.accepted.pending(e))]
             if pending:
                 await asyncio.wait(pending, timeout=self.sender.params.timeout_s + self.sender.params.outcome_timeout_s)
                 if any(not f.done() for f in pending):
@@ -370,10 +379,10 @@ class Gateway:
                                     headers={"Retry-After": "5"})  # fmt: skip
             unknown = [sid for sid in ids if self.accepted.get(school, sid) is None]
             found: dict[str, bytes] = {}
-            if unknown and self.store is not None:
-                found = await asyncio.to_thread(self.store.lookup, school, unknown)
+            if unknown and self._lookups is not None:
+                found = await self._lookups.lookup(school, unknown)
             # Re-check: another request may have reserved an id while we awaited.
-            if any((e := self.accepted.get(school, sid)) and e.settled is not None for sid in ids):
+            if any((e := self.accepted.get(school, sid)) and self.accepted.pending(e) for sid in ids):
                 continue
             out: dict[str, tuple[dict[str, Any], bool]] = {}
             for sid in ids:
@@ -437,9 +446,9 @@ class Gateway:
         publisher.batcher.flush()
         settled: asyncio.Future = asyncio.get_running_loop().create_future()
         reserved = [(st["id"].lower(), st, voiding[i]) for i, st in stored_by_index.items()]
-        self.accepted.reserve(school, reserved, received, settled)
+        token = self.accepted.reserve(school, reserved, received, settled)
         new_ids = [sid for sid, _, _ in reserved]
-        settled.add_done_callback(lambda f: self.accepted.settle(school, new_ids, f, f.result()))
+        settled.add_done_callback(lambda f: self.accepted.settle(school, new_ids, token, f.result()))
         try:
             # Attachment contents first: a statement must never be readable without them.
             if parts:

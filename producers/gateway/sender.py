@@ -73,7 +73,7 @@ class TransactionalParameters:
 class Job:
     """One request's envelopes. ``settled`` resolves (True committed / False not) when known."""
 
-    envelopes: list[StatementEnvelope]
+    envelopes: list[tuple[StatementEnvelope, bytes]]  # with their encoded value
     deadline: float
     loop: asyncio.AbstractEventLoop
     result: asyncio.Future
@@ -122,7 +122,7 @@ class TransactionalSender:
     travel together in one transaction.
     """
 
-    def __init__(self, params: TransactionalParameters, producer_factory=None, lanes: int = 4) -> None:
+    def __init__(self, params: TransactionalParameters, producer_factory=None, lanes: int = 2) -> None:
         self.params = params
         self._factory = producer_factory or self._make_producer
         self._queue: queue.Queue[Job | None] = queue.Queue()
@@ -167,7 +167,8 @@ class TransactionalSender:
             lane.close()
 
     # -- asyncio side ----------------------------------------------------------------
-    def submit(self, envelopes: list[StatementEnvelope]) -> Job:
+    def submit(self, envelopes: list[tuple[StatementEnvelope, bytes]]) -> Job:
+        """Queue one request's envelopes (each with its encoded value) for the next transaction."""
         loop = asyncio.get_running_loop()
         job = Job(envelopes, time.monotonic() + self.params.timeout_s, loop, loop.create_future(), loop.create_future())
         self._queue.put(job)
@@ -189,7 +190,7 @@ class TransactionalSender:
             metrics.GATEWAY_KAFKA_FAILURES.labels("outcome_unknown").inc()
             raise OutcomeUnknown("Kafka did not confirm the commit in time") from None
 
-    async def send(self, envelopes: list[StatementEnvelope]) -> None:
+    async def send(self, envelopes: list[tuple[StatementEnvelope, bytes]]) -> None:
         await self.wait(self.submit(envelopes))
 
     def _take_group(self, first: Job) -> list[Job]:
@@ -259,10 +260,10 @@ class _Lane:
             producer = self._ensure_producer()
             producer.begin_transaction()
             for job in group:
-                for env in job.envelopes:
+                for env, value in job.envelopes:
                     if time.monotonic() > deadline:
                         raise KafkaTimeoutError(f"transaction not written within {params.timeout_s:.0f}s")
-                    futures.append(producer.send(params.topic, key=env.key, value=env.encode()))
+                    futures.append(producer.send(params.topic, key=env.key, value=value))
             producer.flush(timeout=max(0.0, deadline - time.monotonic()))
             for f in futures:
                 if not f.succeeded():
@@ -286,7 +287,7 @@ class _Lane:
         metrics.GATEWAY_COMMIT_REQUESTS.observe(len(group))
         statements = 0
         for job in group:
-            statements += sum(len(e.entries) for e in job.envelopes)
+            statements += sum(len(e.entries) for e, _ in job.envelopes)
             job.finish(None)
         metrics.STATEMENTS_OUT.labels("gateway").inc(statements)
         metrics.MESSAGES_OUT.labels("gateway", params.topic).inc(len(futures))

@@ -13,8 +13,9 @@ from schemas.envelope import StatementEntry, StatementEnvelope
 from .fakes import FakeProducer
 
 
-def _env(learner: str, n: int = 1) -> StatementEnvelope:
-    return StatementEnvelope("s", learner, 0, tuple(StatementEntry("c", "c", {"id": str(i)}) for i in range(n)))
+def _env(learner: str, n: int = 1) -> tuple[StatementEnvelope, bytes]:
+    env = StatementEnvelope("s", learner, 0, tuple(StatementEntry("c", "c", {"id": str(i)}) for i in range(n)))
+    return env, env.encode()
 
 
 def _sender(producers, lanes=1, **kw):
