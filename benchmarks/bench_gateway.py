@@ -2,11 +2,13 @@
 
 Run as ``python -m benchmarks.bench_gateway`` (``--duration S`` per row, ``--no-ralph``).
 
-Ours: ``learnpulse gateway`` as a user runs it on one machine — its own process, with
-embedded chDB and the sinks in that process — against a real Kafka broker started here.
-A POST is answered only after its Kafka transaction committed (acks=all). Statements
-carry client-assigned ids (as cmi5 players send them), so every request is also checked
-for conflicts (accepted-ids registry, then ClickHouse).
+Ours: ``learnpulse gateway`` in its own process against a real Kafka broker started
+here, with embedded chDB, twice: ``+sinks`` as a user runs it on one machine (the sinks
+writing ClickHouse in that same process, competing for its CPU) and ``gateway`` alone
+(``--no-sinks``: the accept path only). A POST is answered only after its Kafka
+transaction committed (acks=all). Statements carry client-assigned ids (as cmi5 players
+send them), so every request is also checked for conflicts (accepted-ids registry, then
+ClickHouse). The ratio to Ralph is taken against the ``+sinks`` rows.
 
 Ralph: ``ralph-malph[lrs,cli]`` (5.x) + ``requests`` in its own virtualenv under
 ``~/.cache/learnpulse/ralph-venv``, started with uvicorn directly, file-system backend.
@@ -208,7 +210,8 @@ def start_kafka(home: Path):
     return broker, settings
 
 
-def start_ours(settings, home: Path) -> tuple[subprocess.Popen, str, dict[str, str]]:
+def start_ours(settings, home: Path, sinks: bool) -> tuple[subprocess.Popen, str, dict[str, str]]:
+    home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {**os.environ, **settings.to_env(), "LEARNPULSE_HOME": str(home), "LEARNPULSE_GATEWAY__PORT": str(port),
            "LEARNPULSE_METRICS_PORT": str(free_port())}  # fmt: skip
@@ -217,7 +220,8 @@ def start_ours(settings, home: Path) -> tuple[subprocess.Popen, str, dict[str, s
     key = re.search(r"key:\s+(\S+)", out).group(1)
     secret = re.search(r"secret:\s+(\S+)", out).group(1)
     log = home / "gateway.log"
-    proc = subprocess.Popen([sys.executable, "-m", "learnpulse", "gateway"], env=env, cwd=REPO,
+    cmd = [sys.executable, "-m", "learnpulse", "gateway", "--sinks" if sinks else "--no-sinks"]
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO,
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115  # fmt: skip
     wait_http(f"http://127.0.0.1:{port}/xapi/about", 120, proc, log)
     auth = "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
@@ -276,13 +280,16 @@ def main() -> None:
     broker = None
     try:
         broker, settings = start_kafka(tmp / "kafka-home")
-        proc, url, auth = start_ours(settings, tmp / "ours")
-        ours = {}
-        try:
-            for size, learners in ((100, 10), (1, 1)):
-                ours[size] = measure(proc, url, {**common, **auth}, size, learners, args, "learnpulse gateway")
-        finally:
-            stop(proc)
+        ours: dict[int, Result] = {}
+        for sinks, name in ((True, "learnpulse +sinks"), (False, "learnpulse gateway")):
+            proc, url, auth = start_ours(settings, tmp / name.replace(" ", "-").replace("+", ""), sinks)
+            try:
+                for size, learners in ((100, 10), (1, 1)):
+                    r = measure(proc, url, {**common, **auth}, size, learners, args, name)
+                    rows.append((r, None))
+                    ours.setdefault(size, r)  # the peer ratio is against the full process (+sinks)
+            finally:
+                stop(proc)
         if not args.no_ralph:
             proc, url, auth = start_ralph(tmp / "ralph")
             try:
@@ -295,8 +302,6 @@ def main() -> None:
                   f"{'cpu µs/st':>11}  {'ours/peer':>9}  errors")  # fmt: skip
         print(header)
         print("-" * len(header))
-        for r in ours.values():
-            print(r.row())
         for r, o in rows:
             print(r.row(o))
         load1, load5, _ = os.getloadavg()
