@@ -62,12 +62,18 @@ class SinkThreads:
 
 
 def start_sinks(
-    settings: Settings, ch: ClickHouse, names: list[str] | None = None, group_id: str | None = None
+    settings: Settings,
+    ch: ClickHouse,
+    names: list[str] | None = None,
+    group_id: str | None = None,
+    instance_id: str | None = None,
 ) -> SinkThreads:
     """Run the sinks ``names`` (``sinks.specs``; default all) in threads of this process.
 
-    ``group_id``: a consumer group other than the default, e.g. to replay the topics from
-    their start into the same tables (which collapse the copies).
+    ``group_id``: a consumer group prefix other than the default (groups are
+    ``<prefix>-<sink>``), e.g. to replay the topics from their start into the same tables,
+    which collapse the copies. ``instance_id``: static group membership, so that this
+    process restarted (even after SIGKILL) gets its partitions back at once.
     """
     k = settings.kafka
     stop = threading.Event()
@@ -79,6 +85,7 @@ def start_sinks(
         max_rows=settings.sink.max_rows,
         max_wait_s=settings.sink.max_wait_s,
         group_id=group_id,
+        instance_id=instance_id,
     )
     threads = []
     for sink in build_sinks(params, ch, names):
@@ -87,7 +94,7 @@ def start_sinks(
         def run(sink=sink):
             try:
                 sink.run(stop)
-            except BaseException as err:  # surfaced to the owner, which exits non-zero
+            except BaseException as err:  # noqa: BLE001 - surfaced to the owner, which exits non-zero
                 log.error("sink %s stopped: %s", sink.config.name, err)
                 errors.append(err)
                 stop.set()

@@ -114,6 +114,12 @@ class SinkConfig:
     shutdown_flush_s: float = 20.0
     # Cooperative rebalancing (see module docstring); eager only for compatibility tests.
     cooperative: bool = True
+    # A SIGKILLed member keeps its partitions until the session times out; short, since
+    # heartbeats run on kafka-python's own thread (a long insert does not delay them).
+    session_timeout_ms: int = 10_000
+    # Static membership (KIP-345): a restarted process with the same id takes its
+    # partitions back at once, without a rebalance. Unique per process; None: dynamic.
+    group_instance_id: str | None = None
 
 
 @dataclass
@@ -564,6 +570,9 @@ def _kafka_consumer(c: SinkConfig, listener: ConsumerRebalanceListener) -> Kafka
         fetch_max_bytes=16 * 1024 * 1024,
         max_partition_fetch_bytes=4 * 1024 * 1024,
         max_poll_interval_ms=300_000,
+        session_timeout_ms=c.session_timeout_ms,
+        heartbeat_interval_ms=max(1_000, c.session_timeout_ms // 4),
+        group_instance_id=c.group_instance_id,
         **extra,
     )
     consumer.subscribe([c.topic], listener=listener)

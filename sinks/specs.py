@@ -58,9 +58,12 @@ class SinkParameters:
     secret: bytes
     max_rows: int = 20_000
     max_wait_s: float = 1.0
-    # Consumer group; default "<prefix>learnpulse-sink-<name>". A new group replays the
-    # topic from its start (auto_offset_reset=earliest).
+    # Consumer groups are "<group_prefix>-<sink name>"; default prefix
+    # "<topic prefix>learnpulse-sink". A new prefix replays the topics from their start
+    # (auto_offset_reset=earliest) into the same tables, which collapse the copies.
     group_id: str | None = None
+    # Static group membership: "<instance_id>-<sink name>" per sink (see SinkConfig).
+    instance_id: str | None = None
 
 
 def build_sinks(
@@ -81,11 +84,12 @@ def build_sinks(
             name=name,
             bootstrap=params.bootstrap,
             topic=spec.topic.physical(params.topic_prefix),
-            group_id=params.group_id or f"{params.topic_prefix}learnpulse-sink-{name}",
+            group_id=f"{params.group_id or params.topic_prefix + 'learnpulse-sink'}-{name}",
             deadletter_topic=Topic.DEADLETTER.physical(params.topic_prefix),
             tables=spec.tables,
             max_rows=params.max_rows,
             max_wait_s=params.max_wait_s,
+            group_instance_id=f"{params.instance_id}-{name}" if params.instance_id else None,
         )
         sinks.append(
             KafkaClickHouseSink(

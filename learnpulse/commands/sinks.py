@@ -124,8 +124,12 @@ def register(main: click.Group) -> None:
     @click.option(
         "--group", default=None, help="Consumer group (default per sink); a new group replays from the start."
     )
+    @click.option(
+        "--instance-id", default=None,
+        help="Static group membership id, unique per process: a restart takes its partitions back at once.",
+    )  # fmt: skip
     @click.pass_obj
-    def sink(settings: Settings, tables: tuple[str, ...], group: str | None) -> None:
+    def sink(settings: Settings, tables: tuple[str, ...], group: str | None, instance_id: str | None) -> None:
         """Run only the Kafka -> ClickHouse sinks, until SIGTERM/SIGINT (which flush and commit)."""
         from sinks.specs import SPECS
 
@@ -146,7 +150,7 @@ def register(main: click.Group) -> None:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        threads = start_sinks(settings, ch, list(tables) or None, group)
+        threads = start_sinks(settings, ch, list(tables) or None, group, instance_id)
         click.echo(f"sinks running: {', '.join(tables) or 'all'}", err=True)
         try:
             while not stopping.wait(0.5) and not threads.stop.is_set():

@@ -103,6 +103,14 @@ class GroupOffsets:
         committed = {tp: om.offset for tp, om in offsets.items()}
         return sum(max(0, ends[tp] - max(0, committed.get(tp, 0))) for tp in parts)
 
+    def committed(self, group: str) -> int:
+        """Sum of ``group``'s committed offsets (-1 while the coordinator is not ready)."""
+        try:
+            offsets = self.admin.list_group_offsets(group).get(group, {})
+        except KafkaError:
+            return -1
+        return sum(max(0, om.offset) for om in offsets.values())
+
     def close(self) -> None:
         self.consumer.close()
         self.admin.close()

@@ -1,0 +1,302 @@
+"""Exactness after any crash: SIGKILLed sinks, a stopped ClickHouse server, a full replay.
+
+A producer thread publishes statements (with duplicate ids, replayed envelopes, voids,
+undecodable records) and engagement records (several versions per key, late and
+replayed) while ``learnpulse sink`` runs as its own process. The test SIGKILLs the sink
+at random points and restarts it, and on the server engine stops the server for a while
+mid-stream and starts it again. Once the sink has committed everything, every figure in
+ClickHouse must equal what Kafka acknowledged: distinct statements, raw rows, the rollup
+per course and day (statements, learners, completions, passed, failed, voided), voided
+flags, engagement rows. Then a new consumer group replays both topics from offset 0 into
+the same tables, and every figure must be unchanged.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import defaultdict
+
+import pytest
+
+from learnpulse.settings import Settings
+from learnpulse.stack import ClickHouseServer
+from reporting.progress import consistent_through
+from schemas.records import EngagementRecord
+from schemas.topics import Topic
+from sinks.engines import engine_from_url
+from sinks.rows import VOIDED_VERB
+from tests.conftest import free_port, wait_for
+from tests.integration.test_sinks_statements import (
+    BASE_MS,
+    GroupOffsets,
+    Publisher,
+    agent,
+    envelope,
+    learner_of,
+    make_statement,
+)
+
+N_ENVELOPES = 900
+SINKS = ("statements", "engagement")
+
+
+class World:
+    """Everything published, and the figures ClickHouse must end up with."""
+
+    def __init__(self, settings: Settings, seed: int) -> None:
+        self.settings = settings
+        self.rng = random.Random(seed)
+        self.learners = [agent(f"learner{i}") for i in range(60)]
+        self.teacher = agent("teacher")
+        self.statements: dict[str, tuple[dict, dict, str]] = {}  # id -> (statement, agent, course)
+        self.voided: set[str] = set()
+        self.engagement: dict[tuple, EngagementRecord] = {}
+        self.garbage = 0
+        self.sent = 0
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self, duration_s: float) -> None:
+        try:
+            self._run(duration_s)
+        except BaseException as err:  # noqa: BLE001 - reported by the test
+            self.error = err
+        finally:
+            self.done.set()
+
+    def _run(self, duration_s: float) -> None:
+        rng, settings = self.rng, self.settings
+        stmts, derived = Publisher(settings.kafka), Publisher(settings.kafka, Topic.ENGAGEMENT)
+        sent_envelopes: list[tuple[bytes, bytes]] = []
+        started = time.monotonic()
+        for n in range(N_ENVELOPES):
+            who = rng.choice(self.learners)
+            course = f"course-{rng.randrange(3)}"
+            ts = BASE_MS + n * 90_000  # spans ~2 event-time months: several partitions and days
+            batch = [make_statement("s-1", who, ts + i * 1000, rng) for i in range(rng.randint(1, 10))]
+            for s in batch:
+                self.statements[s["id"]] = (s, who, course)
+            key = learner_of(settings, who).encode()
+            raw = envelope(settings, "s-1", who, batch, course)
+            stmts.send(key, raw)
+            sent_envelopes.append((key, raw))
+            roll = rng.random()
+            if roll < 0.08:  # an earlier statement again, in a new envelope (duplicate id)
+                s, w, c = self.statements[rng.choice(list(self.statements))]
+                stmts.send(learner_of(settings, w).encode(), envelope(settings, "s-1", w, [s], c))
+            elif roll < 0.12:  # an envelope replayed byte for byte
+                stmts.send(*rng.choice(sent_envelopes))
+            elif roll < 0.14:  # a void of an earlier statement, by the teacher
+                target = rng.choice(list(self.statements))
+                v = make_statement(
+                    "s-1", self.teacher, ts + 500, rng,
+                    verb={"id": VOIDED_VERB}, object={"objectType": "StatementRef", "id": target},
+                )  # fmt: skip
+                self.statements[v["id"]] = (v, self.teacher, course)
+                self.voided.add(target)
+                stmts.send(
+                    learner_of(settings, self.teacher).encode(), envelope(settings, "s-1", self.teacher, [v], course)
+                )
+            elif roll < 0.15:
+                stmts.send(b"garbage", b"\xff not an envelope")
+                self.garbage += 1
+            # Engagement of this learner and day, a new version each time (sometimes an old one again).
+            learner = learner_of(settings, who)
+            day = ts - ts % 86_400_000
+            k = (course, learner, day)
+            prev = self.engagement.get(k)
+            version = (prev.version if prev else 0) + 1
+            rec = EngagementRecord(
+                "s-1", course, "k", learner, "day", day, version * 2, version, version * 1000, ts, version
+            )
+            self.engagement[k] = rec
+            derived.send(learner.encode(), rec.encode())
+            if prev is not None and rng.random() < 0.3:
+                derived.send(learner.encode(), prev.encode())  # late: an older version after a newer one
+            self.sent += 1
+            if n % 50 == 0:
+                stmts.flush()
+                derived.flush()
+                ahead = (n + 1) / N_ENVELOPES * duration_s - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+        stmts.flush()
+        derived.flush()
+        stmts.close()
+        derived.close()
+
+    # -- what ClickHouse must hold ------------------------------------------------------
+    def expected_rollup(self) -> dict[tuple[str, str], tuple[int, ...]]:
+        groups: dict[tuple[str, str], dict[str, set]] = defaultdict(lambda: defaultdict(set))
+        for sid, (s, who, course) in self.statements.items():
+            day = s["timestamp"][:10]
+            g = groups[(course, day)]
+            g["statements"].add(sid)
+            g["learners"].add(learner_of(self.settings, who))
+            result = s.get("result") or {}
+            if result.get("completion") is True:
+                g["completed"].add(sid)
+            if result.get("success") is True:
+                g["passed"].add(sid)
+            if result.get("success") is False:
+                g["failed"].add(sid)
+            if sid in self.voided:
+                g["voided"].add(sid)
+        keys = ("statements", "learners", "completed", "passed", "failed", "voided")
+        return {k: tuple(len(g[name]) for name in keys) for k, g in groups.items()}
+
+
+def figures(ch) -> dict[str, object]:
+    """Every figure the test compares, read the way the docs tell researchers to read them."""
+
+    def one(sql):
+        ((v,),) = ch.query(sql)
+        return int(v)
+
+    rollup = {
+        (str(r[0]), str(r[1])): tuple(int(x) for x in r[2:])
+        for r in ch.query(
+            "SELECT course, toString(day), uniqExactMerge(statements), uniqExactMerge(learners),"
+            " uniqExactIfMerge(completed), uniqExactIfMerge(passed), uniqExactIfMerge(failed), uniqExactIfMerge(voided)"
+            " FROM {db}.activity_daily GROUP BY course, day"
+        )
+    }
+    engagement = {
+        (str(r[0]), str(r[1])): (int(r[2]), int(r[3]), int(r[4]))
+        for r in ch.query("SELECT course, learner, count(), sum(version), sum(active_ms) FROM {db}.engagement FINAL GROUP BY course, learner")
+    }  # fmt: skip
+    return {
+        "statements_final": one("SELECT count() FROM {db}.statements FINAL"),
+        "distinct_ids": one("SELECT uniqExact(statement_id) FROM {db}.statements"),
+        "raw_final": one("SELECT count() FROM {db}.statements_raw FINAL"),
+        "voided": {
+            str(r[0]) for r in ch.query("SELECT toString(statement_id) FROM {db}.statements FINAL WHERE voided = 1")
+        },
+        "rollup": rollup,
+        "engagement": engagement,
+    }
+
+
+def expected_figures(world: World) -> dict[str, object]:
+    eng: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for (course, learner, _day), rec in world.engagement.items():
+        e = eng[(course, learner)]
+        e[0] += 1
+        e[1] += rec.version
+        e[2] += rec.active_ms
+    n = len(world.statements)
+    return {
+        "statements_final": n,
+        "distinct_ids": n,
+        "raw_final": n,
+        "voided": set(world.voided),
+        "rollup": world.expected_rollup(),
+        "engagement": {k: tuple(v) for k, v in eng.items()},
+    }
+
+
+def _start_sink(spawn, settings, tag: str, group: str | None = None):
+    # Static membership: the restarted process takes the killed one's partitions back at
+    # once instead of waiting for its session to time out.
+    args = ["sink", "--instance-id", "exactness", *[a for name in SINKS for a in ("--table", name)]]
+    if group:
+        args += ["--group", group]
+    return spawn(args, settings, f"sink-{tag}", {"LEARNPULSE_METRICS_PORT": str(free_port())})
+
+
+def _wait_all_committed(settings, group_prefix: str, proc, timeout: float = 180) -> None:
+    k = settings.kafka
+    offsets = GroupOffsets(k)
+    topics = {"statements": Topic.STATEMENTS, "engagement": Topic.ENGAGEMENT}
+
+    def done():
+        if proc.popen.poll() is not None:
+            pytest.fail(f"sink exited {proc.popen.returncode}:\n{proc.tail()}")
+        return all(
+            offsets.lag(f"{group_prefix}-{name}", topic.physical(k.topic_prefix)) == 0 for name, topic in topics.items()
+        )
+
+    try:
+        wait_for(done, timeout, f"group {group_prefix} to commit everything", interval=1.0)
+    finally:
+        offsets.close()
+
+
+@pytest.mark.slow
+@pytest.mark.kafka
+def test_sinks_exact_after_sigkills_server_outage_and_full_replay(
+    request, settings, spawn, clickhouse_url, tmp_path
+):  # fmt: skip
+    server = None
+    if clickhouse_url.startswith("clickhouse://"):
+        server = ClickHouseServer(
+            Settings(home=request.getfixturevalue("stack_home"),
+                     clickhouse=request.getfixturevalue("clickhouse_server_settings"))
+        )  # fmt: skip
+    world = World(settings, seed=11)
+    faults = random.Random(12)
+    producer = threading.Thread(target=world.run, args=(90.0,), daemon=True)
+    group_prefix = f"{settings.kafka.topic_prefix}learnpulse-sink"
+    offsets = GroupOffsets(settings.kafka)
+    sink = _start_sink(spawn, settings, "0")
+    producer.start()
+    kills = 0
+    outage_s = 0.0
+    plan = ["kill", "kill", "outage" if server else "kill", "kill", "kill"]
+    try:
+        for step, fault in enumerate(plan):
+            # Strike while the sink is busy: after it committed something new (it joined the
+            # group and writes), at a random point within the next couple of batches.
+            before = offsets.committed(f"{group_prefix}-statements")
+            wait_for(
+                lambda b=before: world.done.is_set() or offsets.committed(f"{group_prefix}-statements") > b,
+                90, "the sink to make progress",
+            )  # fmt: skip
+            time.sleep(faults.uniform(0.2, 2.0))
+            if fault == "kill":
+                sink.kill()  # SIGKILL: no flush, no commit, no goodbye
+                kills += 1
+                sink = _start_sink(spawn, settings, str(step + 1))
+            else:
+                down = time.monotonic()
+                server.stop()
+                time.sleep(8)
+                server.up(timeout=90)
+                outage_s = time.monotonic() - down
+        faults_done_while_producing = not world.done.is_set()
+    finally:
+        offsets.close()
+    producer.join(120)
+    assert world.done.is_set() and world.error is None, world.error
+    assert faults_done_while_producing, "the faults must hit a running stream; lengthen the producer"
+    _wait_all_committed(settings, group_prefix, sink)
+    assert sink.stop() == 0, sink.tail()
+
+    expected = expected_figures(world)
+    ch = engine_from_url(settings.clickhouse_url)
+    try:
+        got = figures(ch)
+        assert got == expected
+        assert consistent_through(ch) is not None
+        dead = ch.query("SELECT count() FROM {db}.statements WHERE verb_id = ''")  # nothing half-decoded
+        assert int(dead[0][0]) == 0
+    finally:
+        ch.close()
+    print(  # the figures the report quotes
+        f"\nexactness[{clickhouse_url.split(':')[0]}]: {world.sent} envelopes, {len(world.statements)} distinct statements,"
+        f" {len(world.voided)} voided, {world.garbage} undecodable, {len(world.engagement)} engagement keys;"
+        f" {kills} SIGKILLs, server outage {outage_s:.0f}s; all figures equal"
+    )
+
+    # A full replay of both topics from offset 0 by a new consumer group: nothing changes.
+    group = f"{settings.kafka.topic_prefix}replay"
+    replay = _start_sink(spawn, settings, "replay", group=group)
+    _wait_all_committed(settings, group, replay)
+    assert replay.stop() == 0, replay.tail()
+    ch = engine_from_url(settings.clickhouse_url)
+    try:
+        assert figures(ch) == expected
+    finally:
+        ch.close()
