@@ -249,6 +249,25 @@ class _Lane:
             self.producer = producer
         return self.producer
 
+    def _recover(self) -> None:
+        """Fence the failed producer and abort its open transaction.
+
+        Records already sent stay in the log as an open transaction, which holds back
+        every ``read_committed`` reader of those partitions until the broker aborts it
+        (``transaction_timeout_ms``). A new producer with the same ``transactional_id``
+        aborts it at once in ``init_transactions`` (and fences the old one, whose
+        pending records are then refused).
+        """
+        old, self.producer = self.producer, None
+        try:
+            self._ensure_producer()
+        except Exception as err:  # noqa: BLE001 - Kafka unreachable: the next request retries
+            log.warning("Kafka producer %s not re-initialized yet: %r", self.transactional_id, err)
+        if old is not None:
+            # kafka-python's close flushes first and gives up (leaving its I/O thread
+            # running) while records are pending; fenced or expired, they end in time.
+            _discard(old, timeout=self.sender.params.timeout_s + 2)
+
     def _commit(self, group: list[Job]) -> None:
         started = time.perf_counter()
         params = self.sender.params
@@ -273,14 +292,10 @@ class _Lane:
             self.sender.healthy.clear()
             log.warning("Kafka transaction of %d requests failed: %r", len(group), err)
             metrics.GATEWAY_KAFKA_FAILURES.labels("transaction").inc()
-            producer, self.producer = self.producer, None
-            if producer is not None:
-                # kafka-python's close flushes first and gives up (leaving its I/O thread
-                # running) while records are pending; they expire after delivery_timeout_ms.
-                _discard(producer, timeout=params.timeout_s + 2)
             failure = KafkaUnavailable(f"Kafka refused the transaction: {err!r}")
             for job in group:
-                job.finish(failure)
+                job.finish(failure)  # never committed: no producer of this epoch will commit it
+            self._recover()
             return
         self.sender.healthy.set()
         metrics.GATEWAY_COMMIT_SECONDS.observe(time.perf_counter() - started)
