@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib.util
 import socket
 import threading
 import time
@@ -172,11 +171,6 @@ class LiveGateway(ServedApp):
 
         self.settings = settings
         self.keys = {school: add_credential(credentials_path(settings), school) for school in schools}
-        if consistent_through is None and importlib.util.find_spec("reporting.progress") is None:
-            # Until the sinks' progress reader lands, reads wait by polling (wait_readable).
-            def consistent_through(_ch):
-                return None
-
         self.ch = open_clickhouse(settings)
         self.sinks = start_sinks(settings, self.ch)
         self.app = build_gateway_app(settings, self.ch, consistent_through)
