@@ -7,10 +7,14 @@ moment apart would both be accepted, and the later one could replace the first i
 ReplacingMergeTree: a silent change of an immutable statement.
 
 So each accepted statement is kept here from the moment its request is checked (pending,
-before Kafka) until the sink's committed progress (``X-Experience-API-Consistent-Through``)
-has passed its ``stored`` time, after which the ClickHouse lookup finds it. The check
-and the reservation happen without an ``await`` between them, so on one event loop no
-two requests can both reserve an id. Guarantee and limits:
+before Kafka) until the sink's committed progress has passed the moment Kafka confirmed
+it (the sink's ``caught_up_at``: every record acknowledged before it is written), after
+which the ClickHouse lookup finds it. The check and the reservation happen without an
+``await`` between them, so on one event loop no two requests can both reserve an id.
+
+The same bookkeeping bounds ``X-Experience-API-Consistent-Through``: a statement stamped
+``stored`` here may reach Kafka later than the sink's progress says, so the header never
+passes the ``stored`` of the oldest statement still held here. Guarantee and limits:
 
 - exact within one gateway process as long as the sink lags less than the registry holds
   (``max_entries``; evictions of entries the sink has not yet committed are counted in
@@ -25,7 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import orjson
@@ -44,6 +50,8 @@ class Entry(NamedTuple):
     voiding: bool
     # Token of the request that reserved it while Kafka has not confirmed; 0 afterwards.
     request: int
+    # When Kafka confirmed it (epoch ms, this host's clock); 0 while pending.
+    acked_ms: int = 0
 
     @property
     def statement(self) -> dict[str, Any]:
@@ -53,9 +61,16 @@ class Entry(NamedTuple):
 class AcceptedIds:
     """``(school, lower-case id) → Entry``; single-threaded (the event loop's)."""
 
-    def __init__(self, max_entries: int = 200_000, margin_ms: int = 1_000) -> None:
+    def __init__(
+        self,
+        max_entries: int = 200_000,
+        margin_ms: int = 1_000,
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
         self.max_entries = max_entries
+        # Allowance for clock skew between this host and the sink's.
         self.margin_ms = margin_ms
+        self.clock_ms = clock_ms
         self._entries: OrderedDict[tuple[str, str], Entry] = OrderedDict()
         # In-flight requests: token -> (future resolving True/False when Kafka decided, stored_ms).
         self._requests: dict[int, tuple[asyncio.Future, int]] = {}
@@ -88,30 +103,37 @@ class AcceptedIds:
     def settle(self, school: str, sids: list[str], token: int, committed: bool) -> None:
         """The request's outcome is known: keep its ids as accepted, or forget them."""
         self._requests.pop(token, None)
+        now = self.clock_ms()
         for sid in sids:
             key = (school, sid)
             e = self._entries.get(key)
             if e is None or e.request != token:
                 continue
             if committed:
-                self._entries[key] = e._replace(request=0)  # keeps its place in arrival order
+                self._entries[key] = e._replace(request=0, acked_ms=now)  # keeps its place in arrival order
             else:
                 del self._entries[key]
 
-    def oldest_pending_ms(self) -> int | None:
-        """``stored`` of the oldest request not yet confirmed by Kafka (caps consistent-through)."""
-        return min((stored for _, stored in self._requests.values()), default=None)
+    def oldest_stored_ms(self) -> int | None:
+        """``stored`` of the oldest statement held (pending, or not yet known to be in ClickHouse).
+
+        Entries are in arrival order, and ``stored`` is stamped just before reserving, so
+        the first entry is the oldest.
+        """
+        for e in self._entries.values():
+            return e.stored_ms
+        return None
 
     def prune(self, consistent_through_ms: int | None) -> int:
-        """Drop accepted entries ClickHouse now answers for; returns how many were dropped."""
+        """Drop entries ClickHouse now answers for (Kafka confirmed them before the sink's
+        progress, less the skew margin); returns how many were dropped."""
         if consistent_through_ms is None:
             return 0
         limit = consistent_through_ms - self.margin_ms
         dropped = 0
-        # Entries are in arrival order, which is stored order within this process.
         while self._entries:
             key, e = next(iter(self._entries.items()))
-            if e.request or e.stored_ms >= limit:
+            if e.request or e.acked_ms >= limit:
                 break
             del self._entries[key]
             dropped += 1

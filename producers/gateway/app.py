@@ -129,7 +129,10 @@ class Gateway:
     # -- lifecycle -------------------------------------------------------------------
     async def on_startup(self, _app: web.Application) -> None:
         self.sender.start()
-        await self._refresh_consistency()
+        try:
+            await self._refresh_consistency()
+        except Exception as err:  # noqa: BLE001 - ClickHouse down at start: writes work, the loop retries
+            log.warning("consistent-through not available yet: %r", err)
         self._refresher = asyncio.create_task(self._refresh_loop())
 
     async def on_cleanup(self, _app: web.Application) -> None:
@@ -154,11 +157,11 @@ class Gateway:
 
     def consistent_through_ms(self) -> int:
         """Up to when every accepted statement is readable: the sink's committed progress,
-        held back by requests this gateway has stored-stamped but Kafka not yet confirmed."""
+        held back by statements this gateway stamped but cannot yet show in ClickHouse."""
         through = self._sink_through or 0
-        pending = self.accepted.oldest_pending_ms()
-        if pending is not None:
-            through = min(through, pending - 1)
+        oldest = self.accepted.oldest_stored_ms()
+        if oldest is not None:
+            through = min(through, oldest - 1)
         return max(through, 0)
 
     def _headers(self, version: str) -> dict[str, str]:
