@@ -26,7 +26,6 @@ LRS_STATEMENT_IDS = "lrs_statement_ids"
 LRS_VOIDS = "lrs_voids"
 LRS_AGENTS = "lrs_agents"
 LRS_ACTIVITIES = "lrs_activities"
-LRS_ATTACHMENTS = "lrs_attachments"
 
 LRS_COLUMNS: dict[str, tuple[str, ...]] = {
     LRS_STATEMENTS: ("school", "stored_ms", "statement_id", "verb_id", "registration", "has_ref", "ref_id", "voiding"),
@@ -35,8 +34,7 @@ LRS_COLUMNS: dict[str, tuple[str, ...]] = {
     LRS_AGENTS: ("school", "agent", "statement_id", "direct"),
     LRS_ACTIVITIES: ("school", "activity_id", "statement_id", "direct"),
 }
-# Written by the gateway, not by the sink.
-ATTACHMENT_COLUMNS = ("school", "sha2", "content_type", "content_b64", "stored_ms")
+# lrs_attachments is written by the gateway (reporting.lrs.LrsStore.put_attachments), not here.
 
 
 def agent_key(ifi: str) -> str:

@@ -41,8 +41,8 @@ from .accepted import AcceptedIds
 from .altsyntax import XRequest, unwrap
 from .formats import canonical_format, ids_format
 from .lookups import LookupBatcher
-from .protocol import CONSISTENT_HEADER, SUPPORTED, V1, VERSION_HEADER, XapiError, bad_request, http_date, negotiate
-from .query import SingleQuery, StatementQuery, parse_cursor, parse_query, parse_single
+from .protocol import CONSISTENT_HEADER, V1, VERSION_HEADER, XapiError, bad_request, http_date, negotiate
+from .query import SingleQuery, parse_cursor, parse_query, parse_single
 from .sender import KafkaUnavailable, OutcomeUnknown, TransactionalSender
 from .signatures import check_signature, signature_sha2s
 from .store import StatementStore
@@ -589,4 +589,4 @@ def make_gateway_app(
     return app
 
 
-__all__ = ["SUPPORTED", "Authenticator", "Gateway", "GatewayConfig", "StatementQuery", "make_gateway_app"]
+__all__ = ["GATEWAY_KEY", "Authenticator", "Gateway", "GatewayConfig", "make_gateway_app"]

@@ -14,7 +14,6 @@ HASH_HEADER = "X-Experience-API-Hash"
 
 V1 = "1.0.3"
 V2 = "2.0.0"
-SUPPORTED = (V1, V2)
 
 # xAPI 1.0.3 Communication §3.3: "1.0" means 1.0.0 and any 1.0.x is served as the latest
 # patch, 1.0.3; IEEE 9274.1.1 likewise for "2.0"/"2.0.x". Anything older (0.9, 0.95) or
