@@ -42,10 +42,12 @@ from schemas import metrics
 class Entry(NamedTuple):
     """One accepted id. Only atoms inside, so the garbage collector stops tracking it."""
 
-    # The statement as stored, as JSON bytes: tens of thousands of entries as nested
-    # dicts made every full collection walk millions of objects; parsed again only when
-    # a re-sent id must be compared.
-    statement_json: bytes
+    # The statement as stored is the ``position``-th of the encoded envelope ``envelope``
+    # (bytes, shared by its statements): tens of thousands of entries as nested dicts
+    # made every full collection walk millions of objects. Decoded only when a re-sent
+    # id must be compared.
+    envelope: bytes
+    position: int
     stored_ms: int
     voiding: bool
     # Token of the request that reserved it while Kafka has not confirmed; 0 afterwards.
@@ -55,7 +57,7 @@ class Entry(NamedTuple):
 
     @property
     def statement(self) -> dict[str, Any]:
-        return orjson.loads(self.statement_json)
+        return orjson.loads(self.envelope)["statements"][self.position]["statement"]
 
 
 class AcceptedIds:
@@ -90,13 +92,13 @@ class AcceptedIds:
         return found[0] if found is not None else None
 
     def reserve(
-        self, school: str, items: list[tuple[str, dict[str, Any], bool]], stored_ms: int, settled: asyncio.Future
+        self, school: str, items: list[tuple[str, tuple[bytes, int], bool]], stored_ms: int, settled: asyncio.Future
     ) -> int:
-        """Record ``(id, stored statement, is_voiding)`` of one request as pending; returns its token."""
+        """Record ``(id, (encoded envelope, position), is_voiding)`` of one request as pending; returns its token."""
         token = next(self._tokens)
         self._requests[token] = (settled, stored_ms)
-        for sid, statement, voiding in items:
-            self._entries[(school, sid)] = Entry(orjson.dumps(statement), stored_ms, voiding, token)
+        for sid, (envelope, position), voiding in items:
+            self._entries[(school, sid)] = Entry(envelope, position, stored_ms, voiding, token)
         self._evict()
         return token
 

@@ -373,28 +373,26 @@ class Gateway:
         final once this returns — callers must reserve before their next ``await``.
         """
         for _ in range(5):
-            pending = [f for sid in ids if (e := self.accepted.get(school, sid)) and (f := self.accepted.pending(e))]
+            held = {sid: e for sid in ids if (e := self.accepted.get(school, sid)) is not None}
+            pending = [f for e in held.values() if (f := self.accepted.pending(e)) is not None]
             if pending:
                 await asyncio.wait(pending, timeout=self.sender.params.timeout_s + self.sender.params.outcome_timeout_s)
                 if any(not f.done() for f in pending):
                     raise XapiError(503, "kafka.outcome-unknown",
                                     "a request with the same statement id is still unconfirmed; retry later",
                                     headers={"Retry-After": "5"})  # fmt: skip
-            unknown = [sid for sid in ids if self.accepted.get(school, sid) is None]
+                continue  # look again: those requests may have failed and freed their ids
+            unknown = [sid for sid in ids if sid not in held]
             found: dict[str, bytes] = {}
             if unknown and self._lookups is not None:
                 found = await self._lookups.lookup(school, unknown)
-            # Re-check: another request may have reserved an id while we awaited.
-            if any((e := self.accepted.get(school, sid)) and self.accepted.pending(e) for sid in ids):
-                continue
-            out: dict[str, tuple[dict[str, Any], bool]] = {}
-            for sid in ids:
-                e = self.accepted.get(school, sid)
-                if e is not None:
-                    out[sid] = (e.statement, e.voiding)
-                elif sid in found:
-                    st = orjson.loads(found[sid])
-                    out[sid] = (st, _is_voiding(st))
+                # Another request may have reserved one of these ids while we awaited.
+                if any(self.accepted.get(school, sid) is not None for sid in unknown):
+                    continue
+            out = {sid: (e.statement, e.voiding) for sid, e in held.items()}
+            for sid, raw in found.items():
+                st = orjson.loads(raw)
+                out[sid] = (st, _is_voiding(st))
             return out
         raise XapiError(503, "busy", "statement ids are contended; retry", headers={"Retry-After": "1"})
 
@@ -448,7 +446,12 @@ class Gateway:
         stored_by_index = {i: publisher.publish(school, s, received) for i, s in new}
         publisher.batcher.flush()
         settled: asyncio.Future = asyncio.get_running_loop().create_future()
-        reserved = [(st["id"].lower(), st, voiding[i]) for i, st in stored_by_index.items()]
+        # Each stored statement is inside an encoded envelope already: the registry keeps
+        # (envelope bytes, position) instead of serializing every statement again.
+        where = {
+            id(entry.statement): (value, n) for env, value in collect.envelopes for n, entry in enumerate(env.entries)
+        }
+        reserved = [(st["id"].lower(), where[id(st)], voiding[i]) for i, st in stored_by_index.items()]
         token = self.accepted.reserve(school, reserved, received, settled)
         new_ids = [sid for sid, _, _ in reserved]
         settled.add_done_callback(lambda f: self.accepted.settle(school, new_ids, token, f.result()))

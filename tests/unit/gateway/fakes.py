@@ -44,7 +44,8 @@ class FakeProducer:
 
     def send(self, topic, key=None, value=None):
         self.open.append((topic, key, value))
-        return _Future(self.fail_send)
+        # ``fail_send``: an exception, or a callable giving one (or None) at send time.
+        return _Future(self.fail_send() if callable(self.fail_send) else self.fail_send)
 
     def flush(self, timeout=None) -> None:
         if self.block is not None:
