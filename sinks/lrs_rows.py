@@ -88,29 +88,27 @@ def _related(statement: dict[str, Any]) -> tuple[dict[str, int], dict[str, int]]
     """
     agents: dict[str, int] = {}
     activities: dict[str, int] = {}
-    _agents(statement.get("actor"), 1, agents)
     _agents(statement.get("authority"), 0, agents)
-    _context_agents(statement.get("context"), agents)
-    _context_activities(statement.get("context"), activities)
-    obj = statement.get("object")
-    if isinstance(obj, dict):
-        kind = obj.get("objectType", "Activity")
-        if kind in ("Agent", "Group"):
-            _agents(obj, 1, agents)
-        elif kind == "Activity" and isinstance(obj.get("id"), str):
-            activities[obj["id"]] = 1
-        elif kind == "SubStatement":
-            _agents(obj.get("actor"), 0, agents)
-            _context_agents(obj.get("context"), agents)
-            _context_activities(obj.get("context"), activities)
-            sub = obj.get("object")
-            if isinstance(sub, dict):
-                sub_kind = sub.get("objectType", "Activity")
-                if sub_kind in ("Agent", "Group"):
-                    _agents(sub, 0, agents)
-                elif sub_kind == "Activity" and isinstance(sub.get("id"), str):
-                    activities.setdefault(sub["id"], 0)
+    _statement_parts(statement, 1, agents, activities)
     return agents, activities
+
+
+def _statement_parts(st: dict[str, Any], direct: int, agents: dict[str, int], activities: dict[str, int]) -> None:
+    """Actor, object and context of a statement (``direct`` 1) or of its SubStatement (0)."""
+    _agents(st.get("actor"), direct, agents)
+    _context_agents(st.get("context"), agents)
+    _context_activities(st.get("context"), activities)
+    obj = st.get("object")
+    if not isinstance(obj, dict):
+        return
+    kind = obj.get("objectType", "Activity")
+    if kind in ("Agent", "Group"):
+        _agents(obj, direct, agents)
+    elif kind == "Activity" and isinstance(obj.get("id"), str):
+        if activities.get(obj["id"], -1) < direct:
+            activities[obj["id"]] = direct
+    elif kind == "SubStatement" and direct:
+        _statement_parts(obj, 0, agents, activities)
 
 
 def lrs_rows(envelope: StatementEnvelope) -> Rows:
