@@ -170,6 +170,19 @@ class _Batch:
 
 
 @dataclass
+class _Job:
+    """A batch handed to the writer thread. ``revoked``: partitions lost meanwhile (not committed)."""
+
+    batch: _Batch
+    revoked: set[TopicPartition] = field(default_factory=set)
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+Runner = Callable[[Callable[[], None]], None]
+
+
+@dataclass
 class PartitionProgress:
     """Committed progress of one partition, as published to ``sink_progress``."""
 
@@ -205,6 +218,7 @@ class KafkaClickHouseSink:
         clock: Callable[[], float] = time.monotonic,
         consumer_factory: Callable[[SinkConfig, ConsumerRebalanceListener], Any] | None = None,
         producer_factory: Callable[[SinkConfig], Any] | None = None,
+        runner: Runner | None = None,
     ) -> None:
         missing = [t for t in config.tables if t not in columns]
         if missing:
@@ -222,7 +236,12 @@ class KafkaClickHouseSink:
         self._consumer_factory = consumer_factory or _kafka_consumer
         self._producer_factory = producer_factory or _kafka_producer
         self._recent_rejects: deque[bool] = deque(maxlen=config.storm_window)
+        self._rejects_lock = threading.Lock()
         self._batch = _Batch()
+        # The batch being written (or written, its commit pending); at most one, so
+        # commits stay in offset order and memory at two batches.
+        self._job: _Job | None = None
+        self._runner = runner or self._thread_runner
         self._backoff_s = config.retry_initial_s
         self._retry_at = 0.0
         self._paused = False
@@ -247,31 +266,56 @@ class KafkaClickHouseSink:
             self.consumer.close(autocommit=False)
             self._dlq.close(timeout=10)
 
+    def _thread_runner(self, fn: Callable[[], None]) -> None:
+        threading.Thread(target=fn, name=f"sink-{self.config.name}-writer", daemon=True).start()
+
     def step(self) -> None:
-        """One round: poll, take records, flush when due, publish progress when idle."""
+        """One round: finish a written batch, poll, take records, hand a due batch to the writer.
+
+        Writing overlaps with polling and building the next batch's rows; at most one
+        batch is written at a time and a full next batch waits for it.
+        """
         now = self.clock()
+        job = self._job
+        if job is not None and job.done.is_set() and now >= self._retry_at:
+            self._complete(job)
+            job = self._job
+        if job is not None and self._batch and self._due(now):
+            job.done.wait(0.05)
+            return
         wait = 0.1
         if self._batch:
             wait = min(wait, max(0.0, self._batch.opened_at + self.config.max_wait_s - now))
         if self._retry_at > now:
-            wait = min(0.1, self._retry_at - now)
+            wait = min(wait, self._retry_at - now)
+        if job is not None:
+            wait = min(wait, 0.02)
         polled = self.consumer.poll(timeout_ms=int(wait * 1000), max_records=self.config.max_poll_records)
         for tp, msgs in polled.items():
             self._take(tp, msgs)
         now = self.clock()
-        if self._batch and now >= self._retry_at and self._due(now):
-            self._flush()
-        elif not self._batch and now >= self._next_progress_at:
+        if self._job is None and self._batch and now >= self._retry_at and self._due(now):
+            job = self._start()
+            if job.done.is_set():  # written inline (or very fast): commit now
+                self._complete(job)
+        elif self._job is None and not self._batch and now >= self._next_progress_at:
             self._publish_progress()
 
     def _shutdown(self) -> None:
         deadline = self.clock() + self.config.shutdown_flush_s
-        while self._batch and self.clock() < deadline:
-            if self.clock() >= self._retry_at:
-                self._flush()
+        while (self._job is not None or self._batch) and self.clock() < deadline:
+            job = self._job
+            if job is not None:
+                if job.done.wait(0.1) and self.clock() >= self._retry_at:
+                    self._complete(job)
+                elif job.done.is_set():
+                    time.sleep(min(0.1, max(0.0, self._retry_at - self.clock())))
+            elif self.clock() >= self._retry_at:
+                job = self._start()
+                job.done.wait(max(0.0, deadline - self.clock()))
             else:
                 time.sleep(min(0.1, self._retry_at - self.clock()))
-        if self._batch:
+        if self._job is not None or self._batch:
             log.warning("sink %s stops with an unwritten batch; it is replayed on restart", self.config.name)
 
     # -- taking records --------------------------------------------------------------
@@ -290,10 +334,11 @@ class KafkaClickHouseSink:
             try:
                 rows = self.to_rows(m.value)
             except InvalidStatement as err:
-                self._deadletter(tp, m.offset, m.key, m.value, err.rule, str(err))
+                self._deadletter(b, tp, m.offset, m.key, m.value, err.rule, str(err))
                 rows = None
             else:
-                self._recent_rejects.append(False)
+                with self._rejects_lock:
+                    self._recent_rejects.append(False)
                 b.units += len(rows.get(first_table, ()))
             part.entries.append(_Entry(m.offset, m.key, m.value, rows))
             part.next_offset = m.offset + 1
@@ -301,14 +346,15 @@ class KafkaClickHouseSink:
                 part.newest_ms = m.timestamp
         b.changed()
 
-    def _deadletter(self, tp: TopicPartition, offset: int, key: bytes | None, value: bytes | None, rule: str,
-                    reason: str) -> None:  # fmt: skip
-        self._recent_rejects.append(True)
-        rejects = sum(self._recent_rejects)
+    def _deadletter(self, b: _Batch, tp: TopicPartition, offset: int, key: bytes | None, value: bytes | None,
+                    rule: str, reason: str) -> None:  # fmt: skip
         c = self.config
-        if rejects >= c.storm_min and rejects > c.storm_share * len(self._recent_rejects):
+        with self._rejects_lock:
+            self._recent_rejects.append(True)
+            rejects, window = sum(self._recent_rejects), len(self._recent_rejects)
+        if rejects >= c.storm_min and rejects > c.storm_share * window:
             raise DeadLetterStorm(
-                f"{rejects} of the last {len(self._recent_rejects)} records were rejected (last: {reason}); "
+                f"{rejects} of the last {window} records were rejected (last: {reason}); "
                 "stopping instead of dead-lettering the stream"
             )
         headers = [
@@ -319,7 +365,7 @@ class KafkaClickHouseSink:
         ]
         dl = _DeadLetter(tp, key, value or b"", headers)
         dl.future = self._dlq.send(c.deadletter_topic, key=key, value=dl.value, headers=headers)
-        self._batch.deadletters.append(dl)
+        b.deadletters.append(dl)
         metrics.DEADLETTERS.labels("sink", rule).inc()
         log.warning("dead-lettered %s/%s/%s: %s", tp.topic, tp.partition, offset, reason)
 
@@ -327,12 +373,42 @@ class KafkaClickHouseSink:
         b = self._batch
         return b.units >= self.config.max_rows or now - b.opened_at >= self.config.max_wait_s
 
-    # -- writing ---------------------------------------------------------------------
-    def _gather(self) -> Rows:
+    # -- writing (on the writer thread, except where noted) --------------------------
+    def _start(self) -> _Job:
+        """Hand the current batch to the writer (main thread)."""
+        job = _Job(self._batch)
+        self._batch = _Batch()
+        self._job = job
+        self._runner(lambda: self._write(job))
+        return job
+
+    def _write(self, job: _Job) -> None:
+        b = job.batch
+        try:
+            try:
+                rows = self._gather(b)
+                self._insert_all(b, rows)
+            except ClickHouseError as err:
+                if err.code in MISCONFIGURED_CODES:
+                    raise SinkMisconfigured(f"sink {self.config.name}: {err}") from err
+                log.warning("ClickHouse rejected a batch (%s); writing it record by record", err)
+                self._isolate(b)
+                rows = self._gather(b)
+            if not b.steps_done:
+                for step in self.after_insert:
+                    step(self.engine, rows)
+                b.steps_done = True
+            self._settle_deadletters(b)
+        except BaseException as err:  # noqa: BLE001 - handed to the main thread (_complete)
+            job.error = err
+        finally:
+            job.done.set()
+
+    def _gather(self, b: _Batch) -> Rows:
         """The batch's rows per table, in partition then offset order."""
         out: Rows = {t: [] for t in self.config.tables}
-        for tp in sorted(self._batch.parts):
-            for e in self._batch.parts[tp].entries:
+        for tp in sorted(b.parts):
+            for e in b.parts[tp].entries:
                 if e.rows:
                     for table, rows in e.rows.items():
                         out.setdefault(table, []).extend(rows)
@@ -342,30 +418,7 @@ class KafkaClickHouseSink:
         """Insert order: the configured tables, then any other table the builder filled."""
         return list(self.config.tables) + sorted(t for t in rows if t not in self.config.tables)
 
-    def _flush(self) -> None:
-        b = self._batch
-        try:
-            try:
-                rows = self._gather()
-                self._insert_all(rows)
-            except ClickHouseError as err:
-                if err.code in MISCONFIGURED_CODES:
-                    raise SinkMisconfigured(f"sink {self.config.name}: {err}") from err
-                log.warning("ClickHouse rejected a batch (%s); writing it record by record", err)
-                self._isolate()
-                rows = self._gather()
-            if not b.steps_done:
-                for step in self.after_insert:
-                    step(self.engine, rows)
-                b.steps_done = True
-            self._settle_deadletters()
-        except (ClickHouseUnavailable, DeadLetterUndelivered) as err:
-            self._backoff(err)
-            return
-        self._commit()
-
-    def _insert_all(self, rows: Rows) -> None:
-        b = self._batch
+    def _insert_all(self, b: _Batch, rows: Rows) -> None:
         for table in self._order(rows):
             if table in b.inserted:
                 continue
@@ -382,9 +435,8 @@ class KafkaClickHouseSink:
         metrics.BATCH_ROWS.labels(table).observe(len(rows))
         metrics.ROWS_WRITTEN.labels(table).inc(len(rows))
 
-    def _isolate(self) -> None:
+    def _isolate(self, b: _Batch) -> None:
         """Insert record by record; dead-letter the records ClickHouse rejects."""
-        b = self._batch
         for tp in sorted(b.parts):
             for e in b.parts[tp].entries:
                 if not e.rows:
@@ -397,13 +449,12 @@ class KafkaClickHouseSink:
                 except ClickHouseError as err:
                     if err.code in MISCONFIGURED_CODES:
                         raise SinkMisconfigured(f"sink {self.config.name}: {err}") from err
-                    self._deadletter(tp, e.offset, e.key, e.value, "clickhouse.rejected", str(err))
+                    self._deadletter(b, tp, e.offset, e.key, e.value, "clickhouse.rejected", str(err))
                     e.rows = None
-        b.inserted.update(self._order(self._gather()))
+        b.inserted.update(self._order(self._gather(b)))
 
-    def _settle_deadletters(self) -> None:
+    def _settle_deadletters(self, b: _Batch) -> None:
         """Wait for Kafka to hold every dead letter of the batch; resend those that failed."""
-        b = self._batch
         if not b.deadletters:
             return
         self._dlq.flush(timeout=30)
@@ -412,6 +463,44 @@ class KafkaClickHouseSink:
             dl.future = self._dlq.send(self.config.deadletter_topic, key=dl.key, value=dl.value, headers=dl.headers)
         if failed:
             raise DeadLetterUndelivered(f"{len(failed)} dead letters not acknowledged by Kafka; resent")
+
+    # -- after the writer (main thread) ------------------------------------------------
+    def _complete(self, job: _Job) -> None:
+        """Commit a written batch, or take a failed one back to retry it first."""
+        err = job.error
+        if err is None:
+            self._commit(job)
+            return
+        self._job = None
+        if isinstance(err, (ClickHouseUnavailable, DeadLetterUndelivered)):
+            self._requeue(job)
+            self._backoff(err)
+            return
+        raise err
+
+    def _requeue(self, job: _Job) -> None:
+        """Put a batch that could not be written back in front of the one being filled."""
+        old, new = job.batch, self._batch
+        if not new and not (job.revoked & set(old.parts)):
+            self._batch = old  # unchanged: keeps which tables are already written
+            return
+        merged = _Batch(opened_at=old.opened_at if old else new.opened_at)
+        for tp in sorted(set(old.parts) | set(new.parts)):
+            if tp in job.revoked:
+                if tp in new.parts:  # re-assigned since: only the records read after that
+                    merged.parts[tp] = new.parts[tp]
+                continue
+            a, b = old.parts.get(tp), new.parts.get(tp)
+            if a and b:
+                merged.parts[tp] = _Part(
+                    a.first_offset, b.next_offset, max(a.newest_ms, b.newest_ms), a.entries + b.entries
+                )
+            else:
+                merged.parts[tp] = a or b  # type: ignore[assignment]
+        merged.deadletters = [dl for dl in old.deadletters if dl.tp not in job.revoked] + new.deadletters
+        first = self.config.tables[0]
+        merged.units = sum(len(e.rows.get(first, ())) for part in merged.parts.values() for e in part.entries if e.rows)
+        self._batch = merged
 
     def _backoff(self, err: Exception) -> None:
         self._failures += 1
@@ -430,9 +519,9 @@ class KafkaClickHouseSink:
         self._retry_at = self.clock() + self._backoff_s * jitter
         self._backoff_s = min(self._backoff_s * 2, self.config.retry_max_s)
 
-    def _commit(self) -> None:
-        b = self._batch
-        offsets = {tp: OffsetAndMetadata(p.next_offset, "", -1) for tp, p in b.parts.items()}
+    def _commit(self, job: _Job) -> None:
+        parts = {tp: p for tp, p in job.batch.parts.items() if tp not in job.revoked}
+        offsets = {tp: OffsetAndMetadata(p.next_offset, "", -1) for tp, p in parts.items()}
         try:
             if offsets:
                 self.consumer.commit(offsets)
@@ -442,29 +531,31 @@ class KafkaClickHouseSink:
             metrics.ERRORS.labels("sink", "commit_failed").inc()
             log.warning("sink %s: commit refused after insert (%s); rows will be replayed, not doubled",
                         self.config.name, err)  # fmt: skip
-            self._reset_batch()
+            self._job = None
+            self._recovered()
             return
         except KafkaError as err:
-            # Transient (coordinator moving, timeout): keep the batch, already written.
+            # Transient (coordinator moving, timeout): keep the written batch, commit later.
             self._failures += 1
             metrics.ERRORS.labels("sink", "commit_retry").inc()
             log.warning("sink %s: commit failed (%s); retrying", self.config.name, err)
             self._retry_at = self.clock() + self._backoff_s
             self._backoff_s = min(self._backoff_s * 2, self.config.retry_max_s)
             return
+        self._job = None
         newest = 0
-        for tp, p in b.parts.items():
+        for tp, p in parts.items():
             prog = self.progress.setdefault(tp, PartitionProgress())
             prog.committed = p.next_offset
             prog.newest_ms = max(prog.newest_ms, p.newest_ms)
             newest = max(newest, p.newest_ms)
         if newest:
             metrics.FRESHNESS.labels(self.config.name).set(max(0.0, time.time() - newest / 1000))
-        self._reset_batch()
-        self._publish_progress()
+        self._recovered()
+        if not self._batch:
+            self._publish_progress()
 
-    def _reset_batch(self) -> None:
-        self._batch = _Batch()
+    def _recovered(self) -> None:
         self._failures = 0
         self._backoff_s = self.config.retry_initial_s
         self._retry_at = 0.0
@@ -481,7 +572,8 @@ class KafkaClickHouseSink:
         before that instant is in ClickHouse.
         """
         self._next_progress_at = self.clock() + self.config.progress_interval_s
-        assigned = [tp for tp in self.consumer.assignment() if tp not in self._batch.parts]
+        busy = set(self._batch.parts) | (set(self._job.batch.parts) if self._job is not None else set())
+        assigned = [tp for tp in self.consumer.assignment() if tp not in busy]
         if not assigned:
             return
         measured_ms = int(time.time() * 1000)
@@ -513,12 +605,19 @@ class KafkaClickHouseSink:
     def revoked(self, partitions: set[TopicPartition]) -> None:
         """Drop the uncommitted records of partitions we no longer own."""
         b = self._batch
+        job = self._job
         for tp in partitions:
+            firsts = []
             part = b.parts.pop(tp, None)
             if part is not None:
                 b.units -= sum(len(e.rows.get(self.config.tables[0], ())) for e in part.entries if e.rows)
-                if not self.config.cooperative:
-                    self._rewind[tp] = part.first_offset
+                firsts.append(part.first_offset)
+            if job is not None and tp in job.batch.parts:
+                # Being written on the writer thread: left alone, but never committed.
+                job.revoked.add(tp)
+                firsts.append(job.batch.parts[tp].first_offset)
+            if firsts and not self.config.cooperative:
+                self._rewind[tp] = min(firsts)
             b.deadletters = [dl for dl in b.deadletters if dl.tp != tp]
             self.progress.pop(tp, None)
         if partitions:

@@ -33,7 +33,7 @@ def to_rows(raw: bytes | None):
 
 
 class Harness:
-    def __init__(self, partitions: int = 2, cooperative: bool = True, **config):
+    def __init__(self, partitions: int = 2, cooperative: bool = True, runner=None, **config):
         self.clock = Clock()
         self.engine = FakeEngine()
         self.producer = FakeProducer()
@@ -60,6 +60,7 @@ class Harness:
             self.config, self.engine, to_rows, {"t": ("k", "v")},
             on_progress=lambda _s, prog, n: self.progress.append({tp.partition: (p.committed, p.caught_up_ms) for tp, p in prog.items()}),
             clock=self.clock, consumer_factory=consumer_factory, producer_factory=lambda _c: self.producer,
+            runner=runner or (lambda fn: fn()),  # inline writer: each step is deterministic
         )  # fmt: skip
         self.sink.consumer = consumer_factory(self.config, _listener(self.sink))
         self.sink._dlq = self.producer
@@ -342,3 +343,85 @@ def test_sinks_run_stops_flushes_and_closes_on_stop_event():
     assert h.written() == [("a", "1")]
     assert h.kafka.committed == {TP0: 1}
     assert h.kafka.closed
+
+
+class GatedEngine(FakeEngine):
+    """Inserts block until ``gate`` opens (a slow ClickHouse), optionally failing while closed."""
+
+    def __init__(self, fail_while_closed: bool = False) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.fail_while_closed = fail_while_closed
+
+    def insert(self, table, columns, data):
+        self.entered.set()
+        if self.fail_while_closed and not self.gate.is_set():
+            from schemas.clickhouse.engine import ClickHouseUnavailable
+
+            raise ClickHouseUnavailable("down")
+        self.gate.wait(10)
+        return super().insert(table, columns, data)
+
+
+def _threaded(engine: FakeEngine, **config) -> Harness:
+    h = Harness(runner=lambda fn: threading.Thread(target=fn, daemon=True).start(), **config)
+    h.engine = engine
+    h.sink.engine = engine
+    return h
+
+
+def _until(h: Harness, predicate, steps: int = 400, advance: float = 0.05) -> None:
+    for _ in range(steps):
+        if predicate():
+            return
+        h.step(advance=advance)
+        time.sleep(0.002)
+    raise AssertionError("condition not reached")
+
+
+def test_sinks_next_batch_is_read_while_one_is_written_and_commits_stay_in_order():
+    h = _threaded(GatedEngine())
+    for i in range(3):
+        h.kafka.produce(0, f"a{i}:x".encode())
+    h.step()  # batch 1 handed to the writer, which blocks in insert
+    assert h.engine.entered.wait(2)
+    for i in range(3, 5):
+        h.kafka.produce(0, f"a{i}:x".encode())
+    h.step()
+    assert h.kafka.positions[TP0] == 5, "the next records are read while the first batch is written"
+    assert h.kafka.committed == {}, "nothing committed before ClickHouse acknowledged"
+    h.engine.gate.set()
+    _until(h, lambda: h.kafka.committed.get(TP0) == 5)
+    assert [c[TP0] for c in h.kafka.commits] == [3, 5]
+    assert [k for k, _ in h.written()] == [f"a{i}" for i in range(5)]
+
+
+def test_sinks_failed_write_is_retried_before_the_records_read_meanwhile():
+    h = _threaded(GatedEngine(fail_while_closed=True), retry_initial_s=0.2, retry_max_s=0.4)
+    for i in range(3):
+        h.kafka.produce(0, f"a{i}:x".encode())
+    h.step()
+    assert h.engine.entered.wait(2)
+    _until(h, lambda: h.sink._paused)  # the failure came back: partitions paused
+    h.kafka.produce(0, b"late:x")
+    for _ in range(5):
+        h.step(advance=0.05)
+    assert h.kafka.committed == {}
+    h.engine.gate.set()
+    _until(h, lambda: h.kafka.committed.get(TP0) == 4)
+    assert all(a[TP0] < b[TP0] for a, b in zip(h.kafka.commits, h.kafka.commits[1:], strict=False))
+    assert sorted(k for k, _ in h.written()) == ["a0", "a1", "a2", "late"]
+
+
+def test_sinks_partition_revoked_while_its_batch_is_written_is_not_committed():
+    h = _threaded(GatedEngine(), max_rows=2)
+    h.kafka.produce(0, b"a:1")
+    h.kafka.produce(1, b"b:1")
+    h.step()
+    assert h.engine.entered.wait(2)
+    h.kafka.pending_rebalance = ({TP1}, set())
+    h.step()
+    h.engine.gate.set()
+    _until(h, lambda: TP0 in h.kafka.committed)
+    assert TP1 not in h.kafka.committed

@@ -1,0 +1,233 @@
+"""How fast does the statements sink write Kafka → ClickHouse? Next to a bare insert (the ceiling).
+
+Run as ``python -m benchmarks.bench_sinks`` (``--statements N``, ``--batches 2000,10000,50000``,
+``--engines chdb,server``). It starts a private Kafka broker and a private Debian
+clickhouse-server (free loopback ports, temporary directories) and produces the
+statements once, as the pipeline does: simulator statements, canonical, grouped up to 20
+per learner envelope. Then, per engine and batch size, in the same run:
+
+- ``Kafka → sink``: the statements sink (``sinks.specs``) with ``max_rows`` = the batch
+  size and a fresh consumer group reads every envelope, builds the rows (statements,
+  raw JSON, voids, LRS index), inserts them, marks voids and commits: from the first poll
+  to the last commit;
+- ``bare insert``: the ceiling — the very same rows, built beforehand, inserted through
+  the same engine (clickhouse-driver columnar inserts / chDB) in blocks of the same size,
+  into a fresh database, with no Kafka, no decoding, no commits.
+
+Figures are statements per second (each statement is one row in ``statements`` and in
+``statements_raw`` plus its LRS index rows); ``ratio`` = sink / ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+import uuid
+from functools import partial
+from pathlib import Path
+
+from kafka import KafkaProducer
+
+from learnpulse.settings import ClickHouseSettings, KafkaSettings, Settings
+from learnpulse.stack import ClickHouseServer, KafkaBroker
+from learnpulse.topics import ensure_topics
+from producers.publisher import StatementPublisher
+from producers.simulator import Simulation, SimulationConfig
+from schemas.clickhouse.ddl import needs_mapping
+from schemas.clickhouse.migrate import migrate
+from schemas.envelope import StatementEnvelope
+from schemas.topics import Topic
+from sinks.engines import engine_from_url
+from sinks.rows import COLUMNS, MODERN_RANGE, OLD_SERVER_RANGE, statement_rows
+from sinks.specs import SPECS, SinkParameters, build_sinks
+
+SECRET = b"bench-secret"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Capture:
+    """Stands in for the Kafka producer: keeps the encoded envelopes."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[StatementEnvelope] = []
+
+    def send(self, envelope: StatementEnvelope):
+        self.envelopes.append(envelope)
+
+    def flush(self) -> None:
+        pass
+
+
+def make_envelopes(count: int) -> list[StatementEnvelope]:
+    """``count`` simulator statements as the publisher groups them (≤ 20 per learner envelope)."""
+    capture = _Capture()
+    publisher = StatementPublisher(capture, SECRET, linger_s=3600)  # type: ignore[arg-type]
+    sim = Simulation(SimulationConfig(seed=5, schools=10))
+    for _n, item in zip(range(count), sim, strict=False):
+        publisher.publish(item.school, item.statement)
+    publisher.flush()
+    return capture.envelopes
+
+
+def produce(bootstrap: str, topic: str, envelopes: list[StatementEnvelope]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=512 * 1024,
+                             compression_type="lz4", max_request_size=4 * 1024 * 1024)  # fmt: skip
+    for env in envelopes:
+        producer.send(topic, key=env.key, value=env.encode())
+    producer.flush(120)
+    producer.close()
+
+
+def run_sink(url: str, kafka: KafkaSettings, batch: int, messages: int) -> float:
+    """Seconds for the statements sink to write and commit all ``messages`` (fresh group, fresh database)."""
+    ch = engine_from_url(url)
+    migrate(ch)
+    params = SinkParameters(
+        bootstrap=kafka.bootstrap_servers, topic_prefix=kafka.topic_prefix, secret=SECRET,
+        max_rows=batch, max_wait_s=1.0, group_id=f"bench-{uuid.uuid4().hex[:8]}",
+    )  # fmt: skip
+    (sink,) = build_sinks(params, ch, ["statements"])
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def committed() -> int:
+        return sum(p.committed or 0 for p in list(sink.progress.values()))
+
+    first_poll: list[float] = []
+    original_take = sink._take
+
+    def timed_take(tp, msgs):
+        if not first_poll:
+            first_poll.append(time.perf_counter())
+        original_take(tp, msgs)
+
+    sink._take = timed_take  # the clock starts when the first records arrive
+
+    def run() -> None:
+        try:
+            sink.run(stop)
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 600
+    while committed() < messages:
+        if errors or time.monotonic() > deadline:
+            stop.set()
+            raise RuntimeError(f"sink did not finish: {errors or 'timeout'}")
+        time.sleep(0.01)
+    done = time.perf_counter()
+    stop.set()
+    thread.join(30)
+    ch.close()
+    return done - first_poll[0]
+
+
+def run_ceiling(url: str, rows_by_table: dict[str, list[tuple]], batch: int, first: str) -> float:
+    """Seconds to insert the prebuilt rows in blocks of ``batch`` statements (fresh database)."""
+    ch = engine_from_url(url)
+    migrate(ch)
+    tables = SPECS["statements"].tables
+    n = len(rows_by_table[first])
+    started = time.perf_counter()
+    for start in range(0, n, batch):
+        # Blocks hold the same statements in every table, as the sink's batches do.
+        for table in tables:
+            rows = rows_by_table.get(table) or []
+            lo, hi = _bounds(rows_by_table, table, first, start, batch)
+            block = rows[lo:hi]
+            if block:
+                ch.insert(f"{ch.database}.{table}", COLUMNS[table], [list(c) for c in zip(*block, strict=True)])
+    elapsed = time.perf_counter() - started
+    ch.close()
+    return elapsed
+
+
+_BOUNDS: dict[tuple[str, int, int], tuple[int, int]] = {}
+
+
+def _bounds(rows_by_table, table, first, start, batch):
+    # Tables have different row counts per statement (LRS index); split them proportionally.
+    total_first = len(rows_by_table[first])
+    total = len(rows_by_table.get(table) or [])
+    lo = total * start // total_first
+    hi = total * min(start + batch, total_first) // total_first
+    return lo, hi
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--statements", type=int, default=60_000)
+    ap.add_argument("--batches", default="2000,10000,50000")
+    ap.add_argument("--engines", default="chdb,server")
+    args = ap.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
+    engines = args.engines.split(",")
+
+    with tempfile.TemporaryDirectory(prefix="bench-sinks-") as tmp:
+        home = Path(tmp)
+        settings = Settings(
+            home=home,
+            kafka=KafkaSettings(port=_free_port(), controller_port=_free_port(), topic_prefix="bench."),
+            clickhouse=ClickHouseSettings(server_tcp_port=_free_port(), server_http_port=_free_port()),
+        )
+        broker = KafkaBroker(settings)
+        server = ClickHouseServer(settings) if "server" in engines else None
+        try:
+            print("starting Kafka" + (" and clickhouse-server" if server else "") + " …", flush=True)
+            broker.up(timeout=120)
+            if server:
+                server.up(timeout=90)
+            ensure_topics(settings.kafka.bootstrap_servers, settings.kafka.topic_prefix)
+            envelopes = make_envelopes(args.statements)
+            statements = sum(len(e.entries) for e in envelopes)
+            produce(settings.kafka.bootstrap_servers, Topic.STATEMENTS.physical("bench."), envelopes)
+            print(f"{statements} statements in {len(envelopes)} envelopes on Kafka", flush=True)
+            results = []
+            for engine in engines:
+                base = (
+                    f"chdb://{home / 'chdb'}?database=" if engine == "chdb"
+                    else f"clickhouse://default:@127.0.0.1:{settings.clickhouse.server_tcp_port}/"
+                )  # fmt: skip
+                probe = engine_from_url(base + "probe")
+                limits = OLD_SERVER_RANGE if needs_mapping(probe.server_version()) else MODERN_RANGE
+                probe.close()
+                build = partial(statement_rows, SECRET, limits)
+                rows_by_table: dict[str, list[tuple]] = {}
+                for env in envelopes:
+                    for table, rows in build(env.encode()).items():
+                        rows_by_table.setdefault(table, []).extend(rows)
+                first = SPECS["statements"].tables[0]
+                for batch in batches:
+                    db = f"b_{uuid.uuid4().hex[:8]}"
+                    sink_s = run_sink(base + db, settings.kafka, batch, len(envelopes))
+                    ceil_s = run_ceiling(base + db + "c", rows_by_table, batch, first)
+                    results.append((engine, batch, statements / sink_s, statements / ceil_s))
+                    print(f"  {engine} batch {batch}: sink {statements / sink_s:,.0f}/s, "
+                          f"ceiling {statements / ceil_s:,.0f}/s", flush=True)  # fmt: skip
+        finally:
+            if server:
+                server.stop()
+            broker.stop()
+
+    print()
+    print(
+        f"statements sink, {statements} statements (rows/s = statements/s into statements + statements_raw + LRS index)"
+    )
+    print(f"{'engine':<8} {'batch':>7} {'Kafka → sink /s':>16} {'bare insert /s':>15} {'ratio':>6}")
+    for engine, batch, sink_rate, ceil_rate in results:
+        print(f"{engine:<8} {batch:>7} {sink_rate:>16,.0f} {ceil_rate:>15,.0f} {sink_rate / ceil_rate:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()
