@@ -40,8 +40,11 @@ def register(main: click.Group) -> None:
     @main.command()
     @click.option("--name", default="w0", show_default=True, help="Worker name: its own state directory under home.")
     @click.option("--web-port", type=int, default=None, help="Faust web port (default: settings.streams_web_port).")
+    @click.option("--app-id", default=None,
+                  help="Faust app id = consumer group and table names (default: <topic prefix>learnpulse-streams). "
+                       "A new id recomputes everything from the start of xapi.statements.")
     @click.pass_obj
-    def worker(settings: Settings, name: str, web_port: int | None) -> None:
+    def worker(settings: Settings, name: str, web_port: int | None, app_id: str | None) -> None:
         """Run the Faust stream processor (xapi.statements → derived topics).
 
         Several workers (same settings, different --name and ports) share the partitions.
@@ -60,7 +63,7 @@ def register(main: click.Group) -> None:
             StreamsParameters(
                 bootstrap=k.bootstrap_servers,
                 topic_prefix=k.topic_prefix,
-                app_id=f"{k.topic_prefix}learnpulse-streams",
+                app_id=app_id or f"{k.topic_prefix}learnpulse-streams",
                 datadir=datadir,
                 web_port=web_port or settings.streams_web_port,
                 replication=k.replication,

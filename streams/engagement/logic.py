@@ -123,65 +123,87 @@ def apply_statement(st: dict[str, Any], t: int, duration_ms: int, p: EngagementP
     hz = st.get("hz")
     if hz is not None and t < hz:
         return NO_CHANGE
-    h: dict[str, list[int]] = st.setdefault("h", {})
-    ev: list[list[int]] = st.setdefault("ev", [])
-    s = t - min(max(duration_ms, 0), p.max_duration_ms)
+    h: dict[str, list[int]] = st.get("h")  # type: ignore[assignment]
+    if h is None:
+        h = st["h"] = {}
+    ev: list[list[int]] = st.get("ev")  # type: ignore[assignment]
+    if ev is None:
+        ev = st["ev"] = []
+    dur = max(0, duration_ms)
+    dur = min(dur, p.max_duration_ms)
+    s = t - dur
     if hz is not None and s < hz:
         s = hz
     end = st.get("end")
-    changed: set[int] = set()
     deltas: dict[int, int] = {}
+    th = t - t % HOUR_MS
     if end is None or s >= end:
         # In order: everything seen ends before this starts; update incrementally.
+        changed = [th]
         if end is None or s - end > p.session_gap_ms:
-            _hour_slot(h, hour_of(s))[SESSIONS] += 1
-            changed.add(hour_of(s))
+            sh = s - s % HOUR_MS
+            _hour_slot(h, sh)[SESSIONS] += 1
+            if sh != th:
+                changed.append(sh)
         a = end if end is not None and s - end <= p.idle_cutoff_ms else s
         if hz is not None and a < hz:
             a = hz
-        _add_active(h, a, t, deltas)
-        changed.update(hr for hr, d in deltas.items() if d)
-        slot = _hour_slot(h, hour_of(t))
+        if a < t:
+            if a >= th:  # the common case: within one hour
+                _hour_slot(h, th)[ACTIVE] += t - a
+                deltas[th] = t - a
+            else:
+                _add_active(h, a, t, deltas)
+                changed.extend(hr for hr in deltas if hr != th)
+        slot = _hour_slot(h, th)
         slot[STMTS] += 1
         slot[LAST] = max(slot[LAST], t)
-        changed.add(hour_of(t))
         ev.append([t, s])
         st["end"] = t
     else:
         bisect.insort(ev, [t, s])
-        first = hour_of(s - p.session_gap_ms)
+        first = s - p.session_gap_ms
+        first -= first % HOUR_MS
         if hz is not None and first < hz:
             first = hz
-        last = hour_of(t + p.session_gap_ms)
-        for hr, f in figures_for(ev, first, last, p).items():
-            slot = h.get(str(hr))
+        last = t + p.session_gap_ms
+        changed = []
+        for hr, f in figures_for(ev, first, last - last % HOUR_MS, p).items():
+            key = str(hr)
+            slot = h.get(key)
             old = slot[:4] if slot is not None else [0, 0, 0, 0]
             if f != old:
-                slot = _hour_slot(h, hr)
+                if slot is None:
+                    slot = h[key] = [0, 0, 0, 0, 0]
                 slot[:4] = f
-                changed.add(hr)
+                changed.append(hr)
                 if f[ACTIVE] != old[ACTIVE]:
                     deltas[hr] = f[ACTIVE] - old[ACTIVE]
-        st["end"] = max(end, t)
+        if t > end:
+            st["end"] = t
+    days = st.get("d")
+    if days is None:
+        days = st["d"] = {}
     for hr in changed:
         h[str(hr)][VERSION] = n
-        st.setdefault("d", {})[str(day_of(hr))] = n
+        days[str(hr - hr % DAY_MS)] = n
     # Advance the horizon and forget what can no longer change.
-    newest = max(st.get("new") or t, t)
-    st["new"] = newest
-    new_hz = hour_of(newest - p.lateness_ms)
-    if hz is None or new_hz > hz:
-        st["hz"] = new_hz
-        cut = bisect.bisect_left(ev, [new_hz - p.session_gap_ms])
-        if cut:
-            del ev[:cut]
-        keep_from = day_of(new_hz)
-        for key in [k for k in h if int(k) < keep_from]:
-            del h[key]
-        days = st.get("d", {})
-        for key in [k for k in days if int(k) < keep_from]:
-            del days[key]
-    return Change(tuple(sorted(changed)), deltas)
+    newest = st.get("new")
+    if newest is None or t > newest:
+        st["new"] = t
+        new_hz = t - p.lateness_ms
+        new_hz -= new_hz % HOUR_MS
+        if hz is None or new_hz > hz:
+            st["hz"] = new_hz
+            cut = bisect.bisect_left(ev, [new_hz - p.session_gap_ms])
+            if cut:
+                del ev[:cut]
+            keep_from = new_hz - new_hz % DAY_MS
+            for key in [k for k in h if int(k) < keep_from]:
+                del h[key]
+            for key in [k for k in days if int(k) < keep_from]:
+                del days[key]
+    return Change(tuple(sorted(set(changed))), deltas)
 
 
 def hour_figures(st: dict[str, Any], hour: int) -> list[int]:

@@ -49,6 +49,8 @@ def alert_record(cs: dict[str, Any], a: logic.AlertChange) -> AlertRecord:
 
 def register(app: faust.App, topics: Any, config: StreamsConfig) -> None:
     feed = topics.cohort_feed
+    if topics.cohort_health.partitions != feed.partitions or topics.alerts.partitions != 1:
+        raise ValueError("cohort_health must have the cohort feed's partition count and alerts one partition")
     n_sources = topics.statements.partitions
     params = config.health
     table = app.Table("cohort-state", default=None, partitions=feed.partitions, key_type=bytes, value_type=bytes)
@@ -109,7 +111,9 @@ def register(app: faust.App, topics: Any, config: StreamsConfig) -> None:
                 for msg, err in dead:
                     await sender.dead_letter(dlq_topic, msg, err, "streams:cohort")
                 for topic, key, value in pending:
-                    await sender.send(topic, key, value)
+                    # cohort_health has the feed's partition count: a cohort's records stay
+                    # in the partition its key hashes to, like the feed's; alerts has one.
+                    await sender.send(topic, key, value, partition if topic == health_topic else 0)
 
     def process(partition: int, evs: list[faust.EventT], pending: list, dead: list) -> None:
         last_event = evs[-1]

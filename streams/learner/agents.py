@@ -37,6 +37,9 @@ def part_key(partition: int) -> bytes:
 
 def register(app: faust.App, topics: Any, config: StreamsConfig, model: MasteryModel) -> None:
     src = topics.statements
+    for derived in (topics.engagement, topics.mastery, topics.activity):
+        if derived.partitions != src.partitions:
+            raise ValueError(f"{derived.get_topic_name()} must have the partition count of {src.get_topic_name()}")
     n_feed = topics.cohort_feed.partitions
     table = app.Table("learner-state", default=None, partitions=src.partitions, key_type=bytes, value_type=bytes)
     logic = LearnerLogic(config, model)
@@ -65,16 +68,31 @@ def register(app: faust.App, topics: Any, config: StreamsConfig, model: MasteryM
         if wm is not None:
             metrics.STREAM_WATERMARK.labels(str(partition)).set(wm / 1000)
 
-    async def send(out: Outputs) -> None:
+    feed_partition: dict[str, int] = {}
+
+    def cohort_partition(ckey: str) -> int:
+        # The producer's own partitioner (murmur2, pure Python in aiokafka) costs ~40 µs a
+        # call; a cohort's partition never changes, so compute it once per cohort.
+        q = feed_partition.get(ckey)
+        if q is None:
+            if len(feed_partition) > 100_000:
+                feed_partition.clear()
+            q = feed_partition[ckey] = app.producer.key_partition(names["cohort_feed"], ckey.encode()).partition
+        return q
+
+    async def send(out: Outputs, partition_of: dict[str, int]) -> None:
         # Cohort buckets first: the watermark ticks that follow must not overtake them.
         for (ckey, _learner, _hour), value in out.cohort.items():
-            await sender.send(names["cohort_feed"], ckey.encode(), orjson.dumps(value))
+            await sender.send(names["cohort_feed"], ckey.encode(), orjson.dumps(value), cohort_partition(ckey))
+        # A learner's derived records go to the partition its statements came from: the
+        # derived topics have the statements' partition count, so that is the partition
+        # the default (murmur2) partitioner would pick for the same key, without hashing.
         for r in out.engagement.values():
-            await sender.send(names["engagement"], r.learner.encode(), r.encode())
+            await sender.send(names["engagement"], r.learner.encode(), r.encode(), partition_of[r.learner])
         for r in out.mastery.values():
-            await sender.send(names["mastery"], r.learner.encode(), r.encode())
+            await sender.send(names["mastery"], r.learner.encode(), r.encode(), partition_of[r.learner])
         for r in out.activity.values():
-            await sender.send(names["activity"], r.learner.encode(), r.encode())
+            await sender.send(names["activity"], r.learner.encode(), r.encode(), partition_of[r.learner])
         out_counters["engagement"].inc(len(out.engagement))
         out_counters["mastery"].inc(len(out.mastery))
         out_counters["activity"].inc(len(out.activity))
@@ -88,6 +106,7 @@ def register(app: faust.App, topics: Any, config: StreamsConfig, model: MasteryM
             states: dict[bytes, list[Any]] = {}  # key → [state, last event]
             parts: dict[int, list[Any]] = {}
             dead: list[tuple[Any, InvalidStatement]] = []
+            partition_of: dict[str, int] = {}
             for event in events:
                 msg = event.message
                 with event_context(event):
@@ -102,6 +121,7 @@ def register(app: faust.App, topics: Any, config: StreamsConfig, model: MasteryM
                     dead.append((msg, err))
                     continue
                 key = env.learner.encode()
+                partition_of[env.learner] = msg.partition
                 with event_context(event):
                     held = states.get(key)
                     if held is None:
@@ -122,7 +142,7 @@ def register(app: faust.App, topics: Any, config: StreamsConfig, model: MasteryM
                     table[part_key(partition)] = orjson.dumps(pstate)
             for msg, err in dead:
                 await sender.dead_letter(names["deadletter"], msg, err, "streams:learner")
-            await send(out)
+            await send(out, partition_of)
             for partition, (pstate, _event) in parts.items():
                 await tick(partition, partition_watermark(pstate, lag), False)
             statements.inc(out.statements)

@@ -30,12 +30,12 @@ from schemas.envelope import StatementEnvelope
 from schemas.errors import InvalidStatement
 from schemas.records import ActivityRecord, EngagementRecord, MasteryRecord
 from schemas.xapi.duration import duration_ms
-from schemas.xapi.timefmt import parse_ms
 
 from ..activity import logic as activity
 from ..config import HOUR_MS, StreamsConfig
 from ..engagement import logic as engagement
 from ..mastery import logic as mastery
+from ..timeparse import timestamp_ms
 
 
 def parse_timestamps(env: StatementEnvelope) -> list[int]:
@@ -45,12 +45,12 @@ def parse_timestamps(env: StatementEnvelope) -> list[int]:
         ts = e.statement.get("timestamp")
         if not isinstance(ts, str):
             raise InvalidStatement("statement.timestamp", "canonical statement lacks a timestamp", f"$.statements[{i}]")
-        out.append(parse_ms(ts, f"$.statements[{i}].statement.timestamp"))
+        out.append(timestamp_ms(ts, f"$.statements[{i}].statement.timestamp"))
     return out
 
 
-def _duration(stmt: dict[str, Any]) -> int:
-    d = (stmt.get("result") or {}).get("duration")
+def _duration(result: dict[str, Any]) -> int:
+    d = result.get("duration") if isinstance(result, dict) else None
     if not isinstance(d, str):
         return 0
     try:
@@ -158,51 +158,66 @@ class LearnerLogic:
         courses: dict[str, Any] = state.setdefault("c", {})
         skills: dict[str, Any] = state.setdefault("k", {})
         mx = part.get("mx")
+        lag = self.lag
+        wm_hour = None if mx is None else (mx - lag) - (mx - lag) % HOUR_MS
         eng_dirty: dict[str, set[int]] = {}
         cb_dirty: dict[str, set[int]] = {}
+        apply_statement = engagement.apply_statement
+        eng_params = self.eng
         for entry, t in zip(env.entries, timestamps):
             stmt = entry.statement
             out.statements += 1
             if mx is None or t > mx:
                 mx = t
-            wm_hour = engagement.hour_of(mx - self.lag)
-            target = mastery.voided_target(stmt)
-            if target is not None:
-                sid = short_id(target)
-                changed = mastery.undo(skills, sid, self.model)
-                if changed:
-                    for skill in changed:
-                        self._mastery(out, env.school, learner, skill, skills[skill])
-                else:
-                    pending = state.setdefault("vd", [])
-                    pending.append(sid)
-                    del pending[: -mastery.PENDING_VOIDS]
-                continue  # a voiding statement is bookkeeping, not learning activity
+                wm_hour = (mx - lag) - (mx - lag) % HOUR_MS
+            verb = stmt.get("verb")
+            if verb is not None and verb.get("id") == mastery.VOIDED_VERB:
+                target = mastery.voided_target(stmt)
+                if target is not None:
+                    self._void(state, skills, env, target, out)
+                    continue  # a voiding statement is bookkeeping, not learning activity
             course = entry.course
             cst = courses.get(course)
             if cst is None:
                 cst = courses[course] = {}
-            cst["sc"], cst["co"] = env.school, entry.cohort
-            ch = engagement.apply_statement(cst, t, _duration(stmt), self.eng)
+            cst["sc"] = env.school
+            cst["co"] = entry.cohort
+            result = stmt.get("result")
+            ch = apply_statement(cst, t, _duration(result) if result else 0, eng_params)
             if not ch.hours:
                 out.late += 1
             else:
-                eng_dirty.setdefault(course, set()).update(ch.hours)
-                cb = cst.setdefault("cb", {})
-                touched = cb_dirty.setdefault(course, set())
+                dirty = eng_dirty.get(course)
+                if dirty is None:
+                    dirty = eng_dirty[course] = set()
+                dirty.update(ch.hours)
+                cb = cst.get("cb")
+                if cb is None:
+                    cb = cst["cb"] = {}
+                touched = cb_dirty.get(course)
+                if touched is None:
+                    touched = cb_dirty[course] = set()
                 n = cst["n"]
                 for hr, d in ch.active_delta.items():
-                    eff = max(hr, wm_hour)
-                    b = cb.setdefault(str(eff), [0, 0, 0])
+                    eff = max(wm_hour, hr)
+                    key = str(eff)
+                    b = cb.get(key)
+                    if b is None:
+                        b = cb[key] = [0, 0, 0]
                     b[0] += d
                     b[2] = n
                     touched.add(eff)
-                eff = max(engagement.hour_of(t), wm_hour)
-                b = cb.setdefault(str(eff), [0, 0, 0])
+                th = t - t % HOUR_MS
+                eff = max(wm_hour, th)
+                key = str(eff)
+                b = cb.get(key)
+                if b is None:
+                    b = cb[key] = [0, 0, 0]
                 b[1] = max(b[1], t)
                 b[2] = n
                 touched.add(eff)
-            self._observe(state, skills, env, course, stmt, t, out)
+            if result:
+                self._observe(state, skills, env, course, stmt, result, t, out)
         part["mx"] = mx
         state["o"] = offset
         for course, hours in eng_dirty.items():
@@ -219,12 +234,29 @@ class LearnerLogic:
             out.activity[(r.learner, r.course, r.cohort, r.hour_ms)] = r
         return True
 
+    def _void(self, state: dict[str, Any], skills: dict[str, Any], env: StatementEnvelope, target: str,
+              out: Outputs) -> None:
+        sid = short_id(target)
+        changed = mastery.undo(skills, sid, self.model)
+        if changed:
+            for skill in changed:
+                self._mastery(out, env.school, env.learner, skill, skills[skill])
+        else:
+            pending = state.setdefault("vd", [])
+            pending.append(sid)
+            del pending[: -mastery.PENDING_VOIDS]
+
     def _observe(
         self, state: dict[str, Any], skills: dict[str, Any], env: StatementEnvelope, course: str,
-        stmt: dict[str, Any], t: int, out: Outputs,
+        stmt: dict[str, Any], result: dict[str, Any], t: int, out: Outputs,
     ) -> None:
-        if "result" not in stmt:
+        if not isinstance(result, dict):
             return
+        success = result.get("success")
+        if success is None:
+            score = result.get("score")
+            if not score or score.get("scaled") is None:
+                return  # not a scored attempt
         names = self.model.skills_of(course, stmt)
         if not names:
             return

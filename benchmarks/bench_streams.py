@@ -1,0 +1,205 @@
+"""How many statements/s does one stream worker process? Next to a bare aiokafka consumer.
+
+Run as ``python -m benchmarks.bench_streams`` (``--count N``, ``--rounds R``,
+``--bootstrap HOST:PORT`` to use a running broker, ``--two-workers`` for a second row
+with two worker processes sharing the partitions).
+
+Set-up: a private Kafka broker (our launcher), the simulator (``--scale medium``: 20
+schools, 10,000 learners) writes ``--count`` statements to ``xapi.statements`` (each
+message one learner's envelope of up to 20 statements). Then, per round:
+
+- **ceiling**: a bare ``aiokafka`` consumer reads every message of the topic from the
+  start (no decoding, no state, nothing produced) — what any Python consumer of this topic
+  on this machine can at best do;
+- **ceiling + decode**: the same, decoding each envelope (``StatementEnvelope.decode``);
+- **worker**: ``learnpulse worker`` with a fresh app id (so it starts from offset 0 with
+  empty tables) in its own process, computing everything (engagement, mastery, activity,
+  cohort feed and health) with RocksDB tables and changelogs. Its rate is read from its
+  own Prometheus counter, from the first processed batch to the last statement (Faust's
+  start-up is not counted).
+
+The machine is shared (Kafka, the worker and the reader all run here, and other users may
+load it): rows alternate within each round and each row keeps its best round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _read_all(bootstrap: str, topic: str, decode: bool, partitions: int = 12) -> tuple[int, int, float]:
+    """Read every message of ``topic``; returns (messages, statements, seconds)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from schemas.envelope import StatementEnvelope
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20,
+        fetch_max_bytes=64 << 20,
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        messages = statements = 0
+        started = time.perf_counter()
+        while remaining:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for tp, msgs in batch.items():
+                messages += len(msgs)
+                if decode:
+                    for m in msgs:
+                        statements += len(StatementEnvelope.decode(m.value).entries)
+                if msgs and msgs[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+        return messages, statements, time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+
+def _counter(port: int) -> float:
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return 0.0
+    m = re.search(r'learnpulse_stream_statements_total\{agent="learner"\} ([0-9.e+]+)', body)
+    return float(m.group(1)) if m else 0.0
+
+
+def _run_workers(settings, total: int, workers: int, timeout: float) -> float:
+    """Start ``workers`` processes on a fresh app id; statements/s from first batch to the last statement."""
+    app_id = f"{settings.kafka.topic_prefix}bench-{uuid.uuid4().hex[:6]}"
+    procs, ports = [], []
+    for i in range(workers):
+        port = _free_port()
+        env = {**os.environ, **settings.to_env(), "LEARNPULSE_METRICS_PORT": str(port)}
+        log = open(settings.home / f"worker-{app_id}-{i}.log", "wb")  # noqa: SIM115 (closed with the process)
+        procs.append((subprocess.Popen(
+            [sys.executable, "-m", "learnpulse", "worker", "--name", f"{app_id}-{i}", "--app-id", app_id,
+             "--web-port", str(_free_port())],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        ), log))
+        ports.append(port)
+    try:
+        first_t = first_n = None
+        deadline = time.monotonic() + timeout
+        n = 0.0
+        while time.monotonic() < deadline:
+            n = sum(_counter(p) for p in ports)
+            now = time.monotonic()
+            if n and first_t is None:
+                first_t, first_n = now, n
+            if n >= total:
+                return (n - first_n) / (now - first_t) if now > first_t else float("nan")
+            for p, _log in procs:
+                if p.poll() is not None:
+                    raise RuntimeError(f"worker exited {p.returncode}; see {settings.home}")
+            time.sleep(0.1)
+        raise RuntimeError(f"workers processed {n:.0f} of {total} statements in {timeout:.0f}s")
+    finally:
+        for p, log in procs:
+            p.terminate()
+        for p, log in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+            log.close()
+
+
+def main() -> None:
+    from learnpulse.pipeline import run_simulator
+    from learnpulse.settings import KafkaSettings, Settings
+    from learnpulse.stack import KafkaBroker
+    from learnpulse.topics import ensure_topics
+    from producers.simulator import SCALES, SimulationConfig
+    from schemas.topics import Topic
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=200_000, help="statements in the topic")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--bootstrap", default=None, help="use this broker instead of starting one")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="medium")
+    parser.add_argument("--two-workers", action="store_true", help="also run two workers sharing the partitions")
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="lp-bench-streams-"))
+    broker = None
+    if args.bootstrap:
+        host, port = args.bootstrap.rsplit(":", 1)
+        kafka = KafkaSettings(host=host, port=int(port))
+    else:
+        kafka = KafkaSettings(port=_free_port(), controller_port=_free_port())
+    settings = Settings(home=home, kafka=kafka, metrics_port_base=_free_port(), log_level="WARNING")
+    if not args.bootstrap:
+        broker = KafkaBroker(settings)
+        print(f"starting a private Kafka broker in {home} …", flush=True)
+        broker.up(timeout=120)
+    try:
+        prefix = f"bs{uuid.uuid4().hex[:6]}."
+        settings = settings.model_copy(update={"kafka": kafka.model_copy(update={"topic_prefix": prefix})})
+        ensure_topics(kafka.bootstrap_servers, prefix)
+        topic = Topic.STATEMENTS.physical(prefix)
+        print(f"simulating {args.count:,} statements ({args.scale}) …", flush=True)
+        run_simulator(settings, SimulationConfig(seed=7, **SCALES[args.scale]), count=args.count, rate=None)
+        messages, statements, _ = asyncio.run(_read_all(kafka.bootstrap_servers, topic, decode=True))
+        if statements != args.count:
+            raise RuntimeError(f"topic holds {statements} statements, expected {args.count}")
+
+        best: dict[str, float] = {}
+        for round_no in range(args.rounds):
+            print(f"round {round_no + 1}/{args.rounds} …", flush=True)
+            rows = {
+                "ceiling": lambda: statements / asyncio.run(_read_all(kafka.bootstrap_servers, topic, False))[2],
+                "decode": lambda: statements / asyncio.run(_read_all(kafka.bootstrap_servers, topic, True))[2],
+                "worker": lambda: _run_workers(settings, statements, 1, 600),
+            }
+            if args.two_workers:
+                rows["two"] = lambda: _run_workers(settings, statements, 2, 600)
+            for name, run in rows.items():
+                best[name] = max(best.get(name, 0.0), run())
+
+        ceiling = best["ceiling"]
+        print(
+            f"\n{statements:,} statements in {messages:,} messages ({statements / messages:.1f} per envelope); "
+            f"{os.cpu_count()} cores; best of {args.rounds} rounds\n"
+        )
+        print(f"{'row':<46}{'statements/s':>14}{'vs ceiling':>12}")
+        table = [
+            ("bare aiokafka consumer (ceiling)", ceiling),
+            ("bare aiokafka consumer + envelope decode", best["decode"]),
+            ("learnpulse worker, 1 process", best["worker"]),
+        ]
+        if args.two_workers:
+            table.append(("learnpulse worker, 2 processes (total)", best["two"]))
+        for name, rate in table:
+            print(f"{name:<46}{rate:>14,.0f}{rate / ceiling:>11.2f}x")
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()
