@@ -26,6 +26,31 @@ def _spawn(args: list[str], log: Path, settings: Settings, env: dict[str, str]) 
     )
 
 
+DEMO_SCHOOL = "demo-lrs"
+
+
+def demo_credential(settings: Settings) -> tuple[str, str]:
+    """A credential for the demo's LRS endpoint, made once and kept in the data directory.
+
+    Only for the local demo: real credentials are never stored in clear
+    (`learnpulse credentials add` prints the secret once).
+    """
+    from .commands.gateway import credentials_path
+    from .credentials import add_credential, list_credentials
+
+    saved = settings.home / "demo-lrs-credential.txt"
+    known = {c.key for c in list_credentials(credentials_path(settings))}
+    if saved.exists():
+        key, _, secret = saved.read_text().strip().partition(":")
+        if key in known:
+            return key, secret
+    key, secret = add_credential(credentials_path(settings), DEMO_SCHOOL)
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(f"{key}:{secret}\n")
+    saved.chmod(0o600)
+    return key, secret
+
+
 def run_demo(settings: Settings, duration: float | None, rate: float, echo) -> int:
     broker = KafkaBroker(settings)
     echo(f"kafka: {broker.up()} on {settings.kafka.bootstrap_servers}")
@@ -37,21 +62,28 @@ def run_demo(settings: Settings, duration: float | None, rate: float, echo) -> i
     logs = settings.home.resolve() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     base = settings.metrics_port_base
-    children = {
-        "worker": _spawn(["worker"], logs / "worker.log", settings, {"LEARNPULSE_METRICS_PORT": str(base + 1)}),
-        "simulator": _spawn(
-            ["simulate", "--rate", str(rate)], logs / "simulator.log", settings, {"LEARNPULSE_METRICS_PORT": str(base + 2)}
-        ),
-    }
-    sinks = start_sinks(settings, ch)
-    try:
-        start_web_thread(make_app(ch), settings.web_port)
-    except OSError as err:
-        raise UserError(f"{err}; set LEARNPULSE_WEB_PORT") from err
-    echo(f"live view: http://127.0.0.1:{settings.web_port}/  (metrics: /metrics; logs in {logs})")
-    echo("Ctrl-C stops the demo" + (f"; stopping by itself after {duration:.0f}s" if duration else ""))
+    children: dict[str, subprocess.Popen] = {}
+    webs: list = []
+    sinks = None
     started = time.monotonic()
+    # Everything started from here on is stopped in `finally`, whatever fails.
     try:
+        webs.append(_web(make_app(ch), settings.web_port, settings, "LEARNPULSE_WEB_PORT"))
+        # The LRS API lives in this process too: with embedded chDB its reads must.
+        from .commands.gateway import build_gateway_app
+
+        key, secret = demo_credential(settings)
+        webs.append(_web(build_gateway_app(settings, ch), settings.gateway.port, settings, "LEARNPULSE_GATEWAY__PORT"))
+        sinks = start_sinks(settings, ch)
+        children["worker"] = _spawn(["worker"], logs / "worker.log", settings, {"LEARNPULSE_METRICS_PORT": str(base + 1)})
+        children["simulator"] = _spawn(
+            ["simulate", "--rate", str(rate)], logs / "simulator.log", settings, {"LEARNPULSE_METRICS_PORT": str(base + 2)}
+        )
+        lrs = f"http://127.0.0.1:{settings.gateway.port}{settings.gateway.prefix}"
+        echo(f"live view: http://127.0.0.1:{settings.web_port}/  (metrics: /metrics; logs in {logs})")
+        echo(f"xAPI LRS:  {lrs}/statements  (HTTP Basic {key}:{secret}, school {DEMO_SCHOOL})")
+        echo('SQL:       learnpulse sql "SELECT school, count() FROM {db}.statements FINAL GROUP BY school"')
+        echo("Ctrl-C stops the demo" + (f"; stopping by itself after {duration:.0f}s" if duration else ""))
         while duration is None or time.monotonic() - started < duration:
             time.sleep(2)
             for name, proc in children.items():
@@ -70,8 +102,19 @@ def run_demo(settings: Settings, duration: float | None, rate: float, echo) -> i
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        sinks.join()
+        if sinks is not None:
+            sinks.join()
+        for w in webs:
+            w.stop()
+        ch.close()
     return 0
+
+
+def _web(app, port: int, settings: Settings, variable: str):
+    try:
+        return start_web_thread(app, port, settings.bind_host)
+    except OSError as err:
+        raise UserError(f"{err}; set {variable}") from err
 
 
 def _print_summary(ch, echo, elapsed: float) -> None:

@@ -45,7 +45,13 @@ def open_clickhouse(settings: Settings, migrate_schema: bool = True) -> ClickHou
         where = parsed._replace(netloc=netloc).geturl()
         raise UserError(f"ClickHouse not reachable at {where}: {err}") from err
     if migrate_schema:
-        migrate(ch)
+        from schemas.clickhouse.migrate import MigrationDrift
+
+        try:
+            migrate(ch)
+        except MigrationDrift as err:
+            ch.close()
+            raise UserError(str(err)) from err
     return ch
 
 

@@ -26,27 +26,50 @@ def make_app(ch: ClickHouse) -> web.Application:
     return app
 
 
-def start_web_thread(app: web.Application, port: int, host: str = "127.0.0.1") -> threading.Thread:
-    """Serve ``app`` on ``host``:``port`` from a daemon thread with its own event loop."""
-    ready = threading.Event()
-    failure: list[BaseException] = []
+class WebThread:
+    """An aiohttp app served from a thread with its own event loop; ``stop`` cleans it up.
 
-    def run() -> None:
-        loop = asyncio.new_event_loop()
-        runner = web.AppRunner(app, access_log=None)
-        loop.run_until_complete(runner.setup())
+    Stopping runs the app's cleanup hooks (the gateway closes its Kafka producers there)
+    before the process closes ClickHouse, so nothing is still querying chDB at exit.
+    """
+
+    def __init__(self, app: web.Application, port: int, host: str) -> None:
+        self.port = port
+        self._loop = asyncio.new_event_loop()
+        self._runner = web.AppRunner(app, access_log=None)
+        self._ready = threading.Event()
+        self._failure: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, args=(host,), name=f"web-{port}", daemon=True)
+
+    def _run(self, host: str) -> None:
+        loop = self._loop
+        asyncio.set_event_loop(loop)
         try:
-            loop.run_until_complete(web.TCPSite(runner, host, port).start())
+            loop.run_until_complete(self._runner.setup())
+            loop.run_until_complete(web.TCPSite(self._runner, host, self.port).start())
         except OSError as err:
-            failure.append(err)
-            ready.set()
+            self._failure.append(err)
+            self._ready.set()
+            loop.run_until_complete(self._runner.cleanup())
             return
-        ready.set()
+        self._ready.set()
         loop.run_forever()
+        loop.run_until_complete(self._runner.cleanup())
+        loop.close()
 
-    t = threading.Thread(target=run, name="web", daemon=True)
-    t.start()
-    ready.wait(10)
-    if failure:
-        raise OSError(f"web port {port} is taken: {failure[0]}")
-    return t
+    def start(self) -> WebThread:
+        self._thread.start()
+        self._ready.wait(30)
+        if self._failure:
+            raise OSError(f"port {self.port} is taken: {self._failure[0]}")
+        return self
+
+    def stop(self, timeout: float = 20) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout)
+
+
+def start_web_thread(app: web.Application, port: int, host: str = "127.0.0.1") -> WebThread:
+    """Serve ``app`` on ``host``:``port`` from a thread; raises OSError if the port is taken."""
+    return WebThread(app, port, host).start()
