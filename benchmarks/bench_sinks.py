@@ -12,7 +12,9 @@ per learner envelope. Then, per engine and batch size, in the same run:
   to the last commit;
 - ``bare insert``: the ceiling — the very same rows, built beforehand, inserted through
   the same engine (clickhouse-driver columnar inserts / chDB) in blocks of the same size,
-  into a fresh database, with no Kafka, no decoding, no commits.
+  into a fresh database, with no Kafka, no decoding, no commits;
+- ``rows only``: decoding the envelopes and building those rows (``sinks.rows``), no
+  Kafka and no ClickHouse — the CPU part the sink adds to the ceiling (Python, one core).
 
 Figures are statements per second (each statement is one row in ``statements`` and in
 ``statements_raw`` plus its LRS index rows); ``ratio`` = sink / ceiling.
@@ -203,16 +205,20 @@ def main() -> None:
                 limits = OLD_SERVER_RANGE if needs_mapping(probe.server_version()) else MODERN_RANGE
                 probe.close()
                 build = partial(statement_rows, SECRET, limits)
+                encoded = [env.encode() for env in envelopes]
                 rows_by_table: dict[str, list[tuple]] = {}
-                for env in envelopes:
-                    for table, rows in build(env.encode()).items():
+                t0 = time.perf_counter()
+                built = [build(raw) for raw in encoded]
+                build_rate = statements / (time.perf_counter() - t0)
+                for rows_of_env in built:
+                    for table, rows in rows_of_env.items():
                         rows_by_table.setdefault(table, []).extend(rows)
                 first = SPECS["statements"].tables[0]
                 for batch in batches:
                     db = f"b_{uuid.uuid4().hex[:8]}"
                     sink_s = run_sink(base + db, settings.kafka, batch, len(envelopes))
                     ceil_s = run_ceiling(base + db + "c", rows_by_table, batch, first)
-                    results.append((engine, batch, statements / sink_s, statements / ceil_s))
+                    results.append((engine, batch, statements / sink_s, statements / ceil_s, build_rate))
                     print(f"  {engine} batch {batch}: sink {statements / sink_s:,.0f}/s, "
                           f"ceiling {statements / ceil_s:,.0f}/s", flush=True)  # fmt: skip
         finally:
@@ -224,9 +230,14 @@ def main() -> None:
     print(
         f"statements sink, {statements} statements (rows/s = statements/s into statements + statements_raw + LRS index)"
     )
-    print(f"{'engine':<8} {'batch':>7} {'Kafka → sink /s':>16} {'bare insert /s':>15} {'ratio':>6}")
-    for engine, batch, sink_rate, ceil_rate in results:
-        print(f"{engine:<8} {batch:>7} {sink_rate:>16,.0f} {ceil_rate:>15,.0f} {sink_rate / ceil_rate:>6.2f}")
+    print(
+        f"{'engine':<8} {'batch':>7} {'Kafka → sink /s':>16} {'bare insert /s':>15} {'ratio':>6} {'rows only /s':>13}"
+    )
+    for engine, batch, sink_rate, ceil_rate, build_rate in results:
+        print(
+            f"{engine:<8} {batch:>7} {sink_rate:>16,.0f} {ceil_rate:>15,.0f} {sink_rate / ceil_rate:>6.2f}"
+            f" {build_rate:>13,.0f}"
+        )
 
 
 if __name__ == "__main__":

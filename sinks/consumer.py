@@ -8,6 +8,11 @@ the replay rewrites identical keys (see ``schemas/clickhouse/migrations``).
 
 How the usual ways of getting this wrong are avoided:
 
+- **Throughput without reordering**: a due batch goes to a writer thread while the main
+  thread keeps polling and building the next batch's rows (inserts overlap with
+  decoding). At most one batch is in flight, so commits stay in offset order and memory
+  at two batches; a batch that could not be written is put back in front of the newer
+  records and retried first.
 - **Rebalances** (kafka-python 3.0 runs the rebalance listener on its network thread,
   where blocking calls are forbidden): the group uses the cooperative-sticky assignor,
   so only partitions that actually move are revoked; the listener never inserts or
@@ -19,8 +24,9 @@ How the usual ways of getting this wrong are avoided:
 - **ClickHouse down or overloaded**: the batch is kept, every assigned partition is
   paused (and partitions assigned meanwhile are paused on arrival), and the insert is
   retried with capped exponential backoff and jitter while ``poll()`` keeps the group
-  membership alive. Lag grows; memory stays at one batch plus the consumer's fetch
-  buffers; nothing is dropped.
+  membership alive. Lag grows; memory stays at the held batch plus the consumer's
+  bounded fetch buffers; nothing is dropped. A partition revoked while its batch is
+  being written is never committed by this member.
 - **Bad records**: a record the row builder rejects (``InvalidStatement``) goes to the
   dead-letter topic with the rule, the reason and its original bytes. A batch ClickHouse
   rejects as a whole is split per record, so one bad record is dead-lettered
