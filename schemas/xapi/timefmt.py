@@ -12,6 +12,8 @@ the validator accepts can be turned into epoch milliseconds (and nothing else ca
 
 from __future__ import annotations
 
+import functools
+
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -137,7 +139,12 @@ def parse_ms(value: str, path: str = "$.timestamp") -> int:
     return seconds * 1000 + millis
 
 
+@functools.lru_cache(maxsize=4096)
 def format_ms(ms: int) -> str:
-    """Epoch milliseconds → RFC 3339 UTC with millisecond precision (``...T12:00:00.123Z``)."""
+    """Epoch milliseconds → RFC 3339 UTC with millisecond precision (``...T12:00:00.123Z``).
+
+    Cached: a request stamps the same ``stored`` time on every statement it carries, and
+    strftime was a tenth of the gateway's CPU.
+    """
     dt = _EPOCH + timedelta(milliseconds=ms)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
