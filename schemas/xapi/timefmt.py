@@ -13,7 +13,6 @@ the validator accepts can be turned into epoch milliseconds (and nothing else ca
 from __future__ import annotations
 
 import functools
-
 import re
 from datetime import UTC, datetime, timedelta
 
