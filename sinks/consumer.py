@@ -391,8 +391,10 @@ class KafkaClickHouseSink:
     def _write(self, job: _Job) -> None:
         b = job.batch
         try:
+            # Outside the next try: a failure to gather (e.g. reading the erasure ledger)
+            # is never blamed on the records.
+            rows = self._gather(b)
             try:
-                rows = self._gather(b)
                 self._insert_all(b, rows)
             except ClickHouseError as err:
                 if err.code in MISCONFIGURED_CODES:
