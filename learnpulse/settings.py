@@ -69,13 +69,16 @@ class StreamsSettings(BaseModel):
 
     # Per-school disengagement/alert thresholds (streams.config.load_health_params).
     thresholds_file: Path | None = None
-    # BKT parameters per skill (streams.mastery.logic.load_model); default deploy/mastery/skills.json.
+    # BKT parameters per skill (streams.mastery.logic.load_model); default streams/mastery/skills.json.
     mastery_file: Path | None = None
     # Per-course activity → skills mapping.
     skill_map_file: Path | None = None
     session_gap_min: float = 30
     idle_cutoff_min: float = 15
     inactive_days: float = 7
+    # How far the cohort watermark trails the newest statement time of a partition: more
+    # than the disorder of statements within a partition keeps cohort figures exact.
+    watermark_lag_min: float = 10
     # Envelopes per processing batch.
     batch_max: int = 1000
 

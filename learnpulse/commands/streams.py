@@ -13,12 +13,13 @@ from ..settings import Settings
 
 def streams_config(settings: Settings):
     """The stream computations' parameters from settings and the files they name."""
-    from streams.config import EngagementParams, HealthThresholds, StreamsConfig, load_health_params
+    from streams.config import EngagementParams, HealthParams, HealthThresholds, StreamsConfig, load_health_params
     from streams.mastery.logic import DEFAULT_PARAMS_FILE
 
     s = settings.streams
-    base = load_health_params(None)
-    base = base.__class__(defaults=HealthThresholds(inactive_days=s.inactive_days))
+    base = HealthParams(
+        defaults=HealthThresholds(inactive_days=s.inactive_days), watermark_lag_ms=int(s.watermark_lag_min * 60_000)
+    )
     try:
         health = load_health_params(s.thresholds_file, base)
     except (OSError, ValueError) as err:

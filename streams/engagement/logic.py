@@ -198,12 +198,25 @@ def apply_statement(st: dict[str, Any], t: int, duration_ms: int, p: EngagementP
             cut = bisect.bisect_left(ev, [new_hz - p.session_gap_ms])
             if cut:
                 del ev[:cut]
-            keep_from = new_hz - new_hz % DAY_MS
-            for key in [k for k in h if int(k) < keep_from]:
-                del h[key]
-            for key in [k for k in days if int(k) < keep_from]:
-                del days[key]
     return Change(tuple(sorted(set(changed))), deltas)
+
+
+def prune(st: dict[str, Any]) -> None:
+    """Forget the figures of days before the horizon's day (final, and already emitted).
+
+    Called once the caller has emitted the records of what changed: an envelope can span
+    days, and its earlier days' figures are needed until then.
+    """
+    hz = st.get("hz")
+    if hz is None:
+        return
+    keep_from = hz - hz % DAY_MS
+    h = st.get("h", {})
+    for key in [k for k in h if int(k) < keep_from]:
+        del h[key]
+    days = st.get("d", {})
+    for key in [k for k in days if int(k) < keep_from]:
+        del days[key]
 
 
 def hour_figures(st: dict[str, Any], hour: int) -> list[int]:

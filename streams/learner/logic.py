@@ -222,6 +222,7 @@ class LearnerLogic:
         state["o"] = offset
         for course, hours in eng_dirty.items():
             self._engagement(out, learner, course, courses[course], hours)
+            engagement.prune(courses[course])
         for course, hours in cb_dirty.items():
             cst = courses[course]
             for hour in hours:

@@ -117,23 +117,40 @@ def record_key(topic: Topic, r: Any) -> tuple:
     return (r.alert_id, r.state)
 
 
-def assigned_consumer(kafka: KafkaSettings, topics: list[Topic]) -> KafkaConsumer:
-    """A group-less consumer assigned every partition of ``topics``, from the beginning."""
+def assigned_consumer(
+    kafka: KafkaSettings, topics: list[Topic], start: dict[TopicPartition, int] | None = None
+) -> KafkaConsumer:
+    """A group-less consumer assigned every partition of ``topics``, from ``start`` (default: the beginning)."""
     consumer = KafkaConsumer(
         bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False, group_id=None, consumer_timeout_ms=500
     )
     tps = [TopicPartition(t.physical(kafka.topic_prefix), p) for t in topics for p in range(t.spec.partitions)]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
+    for tp, offset in (start or {}).items():
+        if tp in tps:
+            consumer.seek(tp, offset)
     return consumer
+
+
+def end_offsets(kafka: KafkaSettings, topics: list[Topic]) -> dict[TopicPartition, int]:
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=None)
+    try:
+        tps = [TopicPartition(t.physical(kafka.topic_prefix), p) for t in topics for p in range(t.spec.partitions)]
+        return dict(consumer.end_offsets(tps))
+    finally:
+        consumer.close()
 
 
 class DerivedReader:
     """Reads derived topics from the beginning; keeps every record and the latest version per key."""
 
-    def __init__(self, kafka: KafkaSettings, topics: Iterable[Topic] = tuple(DECODERS)) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, topics: Iterable[Topic] = tuple(DECODERS),
+        start: dict[TopicPartition, int] | None = None,
+    ) -> None:
         self.names = {t.physical(kafka.topic_prefix): t for t in topics}
-        self.consumer = assigned_consumer(kafka, list(self.names.values()))
+        self.consumer = assigned_consumer(kafka, list(self.names.values()), start)
         self.all: dict[Topic, list[Any]] = {t: [] for t in self.names.values()}
         self.latest: dict[Topic, dict[tuple, Any]] = {t: {} for t in self.names.values()}
 

@@ -5,17 +5,19 @@ from __future__ import annotations
 import random
 
 from streams.config import HOUR_MS, MINUTE_MS, EngagementParams
-from streams.engagement.logic import apply_statement, day_figures, figures_for, hour_figures
+from streams.engagement.logic import apply_statement, day_figures, figures_for, hour_figures, prune
 
 P = EngagementParams()
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 M = MINUTE_MS
 
 
-def run(events, p=P):
+def run(events, p=P, prune_each=True):
     st: dict = {}
     for t, d in events:
         apply_statement(st, t, d, p)
+        if prune_each:
+            prune(st)
     return st
 
 
@@ -107,3 +109,12 @@ def test_streams_engagement_in_order_and_shuffled_give_the_same_figures():
         for st in (in_order, other):
             got = {int(k): v[:4] for k, v in st["h"].items() if v[:4] != [0, 0, 0, 0]}
             assert got == want, f"trial {trial}"
+
+
+def test_streams_engagement_figures_of_earlier_days_survive_until_pruned():
+    # One envelope spanning two days: the first day's hours are still there for its records.
+    st = run([(T0 + 10 * M, 0), (T0 + 15 * M, 0), (T0 + 30 * HOUR_MS, 0)], prune_each=False)
+    assert hour_figures(st, T0)[:3] == [2, 1, 5 * M]
+    prune(st)
+    assert str(T0) not in st["h"]
+    assert day_figures(st, T0 + 24 * HOUR_MS)[:2] == [1, 1]
