@@ -85,11 +85,12 @@ def register(main: click.Group) -> None:
     @click.option("--school", default=None, help="Only this school's history.")
     @click.option("--min-observations", type=int, default=200, show_default=True,
                   help="Skills with fewer observations keep the default parameters.")
-    @click.option("--method", type=click.Choice(["em", "pybkt"]), default="em", show_default=True,
-                  help="em: built-in Baum-Welch; pybkt: the optional pyBKT package (pip install 'learnpulse[mastery]').")
     @click.pass_obj
-    def mastery_fit(settings: Settings, out: Path, school: str | None, min_observations: int, method: str) -> None:
-        """Fit BKT parameters per skill from the statements in ClickHouse and write them to --out."""
+    def mastery_fit(settings: Settings, out: Path, school: str | None, min_observations: int) -> None:
+        """Fit BKT parameters per skill (EM) from the statements in ClickHouse and write them to --out.
+
+        Point settings.streams.mastery_file (LEARNPULSE_STREAMS__MASTERY_FILE) at the result.
+        """
         from streams.mastery.fit import fit_from_clickhouse
 
         from ..pipeline import open_clickhouse
@@ -98,10 +99,8 @@ def register(main: click.Group) -> None:
         try:
             report = fit_from_clickhouse(
                 ch, settings.streams.skill_map_file, out, school=school, min_observations=min_observations,
-                method=method, progress=lambda msg: click.echo(msg, err=True),
+                progress=lambda msg: click.echo(msg, err=True), params_file=settings.streams.mastery_file,
             )
-        except ImportError as err:
-            raise UserError(f"{err}; install the extra: pip install 'learnpulse[mastery]'") from err
         finally:
             ch.close()
         click.echo(report)

@@ -3,7 +3,9 @@
 Definitions (documented for researchers in ``reporting/``):
 
 - Each statement is an activity interval ``[timestamp - duration, timestamp]``, where
-  ``duration`` is ``result.duration`` (clamped) or 0.
+  ``duration`` is ``result.duration`` (clamped) or 0. cmi5's completed/passed/failed/
+  terminated carry the time since "initialized" (the whole session, breaks included):
+  those are not activity durations and count as 0 (the learner stage decides).
 - **Active time** is the length of the union of those intervals after bridging every gap
   between consecutive activities (end of one → start of the next) of at most the idle
   cutoff (default 15 min). A union never counts overlapping sources (a duration and the

@@ -49,9 +49,27 @@ def parse_timestamps(env: StatementEnvelope) -> list[int]:
     return out
 
 
-def _duration(result: dict[str, Any]) -> int:
+# cmi5 (§9.5.4.1, §9.7): the duration of completed/passed/failed/terminated is the time since
+# "initialized" — the whole session, breaks included — not the duration of an activity.
+CMI5_CATEGORY = "https://w3id.org/xapi/cmi5/context/categories/cmi5"
+CMI5_SESSION_VERBS = frozenset(
+    f"http://adlnet.gov/expapi/verbs/{v}" for v in ("completed", "passed", "failed", "terminated")
+)
+
+
+def _is_cmi5_session_total(stmt: dict[str, Any]) -> bool:
+    if (stmt.get("verb") or {}).get("id") not in CMI5_SESSION_VERBS:
+        return False
+    category = ((stmt.get("context") or {}).get("contextActivities") or {}).get("category") or ()
+    if isinstance(category, dict):
+        category = [category]
+    return any(isinstance(a, dict) and a.get("id") == CMI5_CATEGORY for a in category)
+
+
+def _duration(result: dict[str, Any], stmt: dict[str, Any]) -> int:
+    """``result.duration`` as an activity interval, in ms (0: none, or a cmi5 session total)."""
     d = result.get("duration") if isinstance(result, dict) else None
-    if not isinstance(d, str):
+    if not isinstance(d, str) or _is_cmi5_session_total(stmt):
         return 0
     try:
         return duration_ms(d)
@@ -183,7 +201,7 @@ class LearnerLogic:
             cst["sc"] = env.school
             cst["co"] = entry.cohort
             result = stmt.get("result")
-            ch = apply_statement(cst, t, _duration(result) if result else 0, eng_params)
+            ch = apply_statement(cst, t, _duration(result, stmt) if result else 0, eng_params)
             if not ch.hours:
                 out.late += 1
             else:
