@@ -14,22 +14,27 @@ from aiohttp import web
 
 from schemas.clickhouse.engine import ClickHouse
 
+from .progress import consistent_through
 from .summary import school_summaries
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>learnpulse — live</title>
 <style>
-:root{--bg:#0f1720;--card:#17212b;--fg:#e6edf3;--dim:#8b98a5;--hot:#2ea043;--warn:#d29922;--bad:#f85149}
+:root{--bg:#0f1720;--card:#17212b;--fg:#e6edf3;--dim:#8b98a5;--hot:#2ea043;--warn:#d29922;--bad:#f85149;--line:#58a6ff}
 *{box-sizing:border-box}body{margin:0;font:14px/1.4 system-ui,sans-serif;background:var(--bg);color:var(--fg)}
-header{display:flex;gap:2em;align-items:baseline;padding:1em 1.5em;border-bottom:1px solid #26313c}
-h1{font-size:18px;margin:0}.kpi{display:flex;gap:2em}.kpi div{display:flex;flex-direction:column}
+header{display:flex;flex-wrap:wrap;gap:2em;align-items:baseline;padding:1em 1.5em;border-bottom:1px solid #26313c}
+h1{font-size:18px;margin:0}h2{font-size:15px;margin:0 0 .5em}.kpi{display:flex;gap:2em;flex-wrap:wrap}.kpi div{display:flex;flex-direction:column}
 .kpi b{font-size:22px;font-variant-numeric:tabular-nums}.kpi span,.dim{color:var(--dim);font-size:12px}
-main{padding:1.5em;display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:1em}
-.school{background:var(--card);border-radius:8px;padding:1em;border:2px solid transparent;transition:border-color .6s}
-.school.hot{border-color:var(--hot)}.school h2{font-size:15px;margin:0 0 .5em}
-.school dl{display:grid;grid-template-columns:auto auto;gap:.2em 1em;margin:0}.school dd{margin:0;text-align:right;font-variant-numeric:tabular-nums}
-#status.stale{color:var(--warn)}#status.down{color:var(--bad)}
+.wrap{display:grid;grid-template-columns:minmax(0,3fr) minmax(280px,1fr);gap:1.5em;padding:1.5em}
+#schools{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:1em;align-content:start}
+.school,.panel{background:var(--card);border-radius:8px;padding:1em;border:2px solid transparent;transition:border-color .6s}
+.school.hot{border-color:var(--hot)}.school.alerting h2::after{content:" ⚠";color:var(--bad)}
+dl{display:grid;grid-template-columns:auto auto;gap:.2em 1em;margin:0}dd{margin:0;text-align:right;font-variant-numeric:tabular-nums}
+svg.spark{width:100%;height:36px;margin-top:.6em}svg.spark path{fill:none;stroke:var(--line);stroke-width:1.5}
+.panel{margin-bottom:1em}.panel ul{list-style:none;margin:0;padding:0}.panel li{padding:.4em 0;border-bottom:1px solid #26313c}
+.alert b{color:var(--bad)}table{width:100%;border-collapse:collapse;font-size:12px}td{padding:.2em .3em;border-bottom:1px solid #26313c}
+td.n{text-align:right;font-variant-numeric:tabular-nums}#status.down{color:var(--bad)}
 </style></head><body>
 <header><h1>learnpulse — schools live</h1>
 <div class="kpi">
@@ -37,44 +42,174 @@ main{padding:1.5em;display:grid;grid-template-columns:repeat(auto-fill,minmax(26
  <div><b id="k-rate">–</b><span>statements/s (last update)</span></div>
  <div><b id="k-schools">–</b><span>schools</span></div>
  <div><b id="k-learners">–</b><span>learners</span></div>
+ <div><b id="k-alerts">–</b><span>cohort alerts open</span></div>
+ <div><b id="k-lag">–</b><span>seconds behind intake</span></div>
 </div><span id="status" class="dim">connecting…</span></header>
-<main id="schools"></main>
+<div class="wrap"><main id="schools"></main>
+<aside>
+ <section class="panel"><h2>Open cohort alerts</h2><ul id="alerts"><li class="dim">none</li></ul></section>
+ <section class="panel"><h2>Cohorts most at risk</h2><table><tbody id="cohorts"></tbody></table>
+  <p class="dim">share of learners disengaged (no activity for 7 days, or 7-day active time far below the cohort median)</p></section>
+</aside></div>
 <script>
 const prev = {}; let prevTotal = null, prevAt = null;
-function fmt(n){return Number(n).toLocaleString('en-US')}
+const fmt = n => Number(n).toLocaleString('en-US');
+const pct = x => x===null||x===undefined ? '–' : (100*x).toFixed(0)+'%';
+const hours = ms => (ms/3600000).toFixed(1)+' h';
+const short = iri => String(iri).split('/').filter(Boolean).slice(-1)[0] || iri;
+function spark(points){
+  if(points.length<2) return '';
+  const max=Math.max(...points.map(p=>p[1]),1), t0=points[0][0], t1=points[points.length-1][0]||t0+1;
+  const d=points.map((p,i)=>(i?'L':'M')+(100*(p[0]-t0)/Math.max(t1-t0,1)).toFixed(1)+','+(34-32*p[1]/max).toFixed(1)).join('');
+  return '<svg class="spark" viewBox="0 0 100 36" preserveAspectRatio="none"><path d="'+d+'"/></svg>';
+}
+const FIELDS=[['statements','statements',fmt],['learners','learners',fmt],['active last hour','active_last_hour',fmt],
+  ['active time today','active_ms_today',hours],['sessions today','sessions_today',fmt],['mean P(mastery)','mastery_mean',pct],
+  ['cohorts alerting','cohorts_alerting',(v)=>v],['latest event','latest',v=>String(v).slice(0,16)]];
 function card(s){
-  let el = document.getElementById('school-'+s.school);
+  let el=document.getElementById('school-'+s.school);
   if(!el){el=document.createElement('section');el.className='school';el.id='school-'+s.school;
-    el.innerHTML='<h2></h2><dl><dt>statements</dt><dd class="statements"></dd><dt>learners</dt><dd class="learners"></dd>'+
-      '<dt>courses</dt><dd class="courses"></dd><dt>active (last event hour)</dt><dd class="active"></dd>'+
-      '<dt>latest event</dt><dd class="latest"></dd></dl>';
+    el.innerHTML='<h2></h2><dl>'+FIELDS.map(f=>'<dt>'+f[0]+'</dt><dd class="'+f[1]+'"></dd>').join('')+'</dl><div class="sp"></div>';
     el.querySelector('h2').textContent=s.school; document.getElementById('schools').appendChild(el);}
-  el.querySelector('.statements').textContent=fmt(s.statements);
-  el.querySelector('.learners').textContent=fmt(s.learners);
-  el.querySelector('.courses').textContent=fmt(s.courses);
-  el.querySelector('.active').textContent=fmt(s.active_last_hour);
-  el.querySelector('.latest').textContent=s.latest.slice(0,19);
+  for(const [,k,f] of FIELDS){el.querySelector('.'+k).textContent=f(s[k]);}
+  el.querySelector('.sp').innerHTML=spark(s.hourly||[]);
   el.dataset.statements=s.statements;
-  const grew = prev[s.school]!==undefined && s.statements>prev[s.school];
-  el.classList.toggle('hot', grew); prev[s.school]=s.statements;
+  el.classList.toggle('hot', prev[s.school]!==undefined && s.statements>prev[s.school]);
+  el.classList.toggle('alerting', s.cohorts_alerting>0);
+  prev[s.school]=s.statements;
+}
+function alerts(list){
+  const ul=document.getElementById('alerts'); ul.innerHTML='';
+  if(!list.length){ul.innerHTML='<li class="dim">none</li>';return;}
+  for(const a of list){const li=document.createElement('li');li.className='alert';
+    li.innerHTML='<b></b><br><span class="dim"></span>';
+    li.querySelector('b').textContent=a.school+' · '+short(a.course)+' · '+short(a.cohort);
+    li.querySelector('span').textContent=pct(a.share)+' of '+a.learners+' learners disengaged (threshold '+pct(a.threshold)+'), since '+a.fired_at.slice(0,16);
+    ul.appendChild(li);}
+}
+function cohorts(list){
+  const tb=document.getElementById('cohorts'); tb.innerHTML='';
+  for(const c of list){const tr=document.createElement('tr');
+    for(const [v,cls] of [[c.school+' · '+short(c.course)+' · '+short(c.cohort),''],[pct(c.share),'n'],[c.disengaged+'/'+c.learners,'n']]){
+      const td=document.createElement('td');td.textContent=v;if(cls)td.className=cls;tr.appendChild(td);}
+    tb.appendChild(tr);}
 }
 async function tick(){
   const st=document.getElementById('status');
   try{
-    const r=await fetch('api/summary',{cache:'no-store'}); if(!r.ok) throw new Error(r.status);
-    const rows=await r.json(); let total=0, learners=0;
-    for(const s of rows){card(s); total+=s.statements; learners+=s.learners;}
+    const r=await fetch('api/state',{cache:'no-store'}); if(!r.ok) throw new Error(r.status);
+    const state=await r.json(); let total=0, learners=0;
+    for(const s of state.schools){card(s); total+=s.statements; learners+=s.learners;}
+    alerts(state.alerts); cohorts(state.cohorts_at_risk);
     const now=performance.now();
-    if(prevTotal!==null){document.getElementById('k-rate').textContent=fmt(Math.round((total-prevTotal)/((now-prevAt)/1000)));}
+    if(prevTotal!==null){document.getElementById('k-rate').textContent=fmt(Math.max(0,Math.round((total-prevTotal)/((now-prevAt)/1000))));}
     prevTotal=total; prevAt=now;
     document.getElementById('k-statements').textContent=fmt(total);
-    document.getElementById('k-schools').textContent=fmt(rows.length);
+    document.getElementById('k-schools').textContent=fmt(state.schools.length);
     document.getElementById('k-learners').textContent=fmt(learners);
+    document.getElementById('k-alerts').textContent=fmt(state.alerts.length);
+    document.getElementById('k-lag').textContent=state.consistent_through ?
+      Math.max(0,(Date.now()-Date.parse(state.consistent_through))/1000).toFixed(1) : '–';
     st.textContent='updated '+new Date().toLocaleTimeString(); st.className='dim';
   }catch(e){st.textContent='no answer from the server ('+e.message+')'; st.className='down';}
 }
 setInterval(tick,2000); tick();
 </script></body></html>"""
+
+
+# -- queries -----------------------------------------------------------------------------
+# Every count reads ReplacingMergeTree tables with FINAL (or argMax by version), so a
+# replayed record is never counted twice; see reporting/README.md.
+
+# Active time and sessions on each school's newest event-time day.
+ACTIVE_TODAY_SQL = """
+SELECT school, sum(active_ms), sum(sessions), uniqExact(learner)
+FROM {db}.engagement FINAL
+WHERE grain = 'day'
+  AND (school, period_start) IN (SELECT school, max(period_start) FROM {db}.engagement WHERE grain = 'day' GROUP BY school)
+GROUP BY school
+"""
+
+# Current BKT estimates: mean P(mastery) and the share of learner x skill pairs mastered.
+MASTERY_SQL = """
+SELECT school, avg(p_mastery), countIf(p_mastery >= {mastered:Float64}) / count()
+FROM {db}.mastery FINAL
+GROUP BY school
+"""
+
+# Latest health snapshot per cohort.
+COHORTS_SQL = """
+SELECT school, course, cohort, argMax(share, at), argMax(learners, at), argMax(disengaged, at), toString(max(at))
+FROM {db}.cohort_health FINAL
+GROUP BY school, course, cohort
+"""
+
+# Alert episodes whose latest state is "fired".
+OPEN_ALERTS_SQL = """
+SELECT alert_id, school, course, cohort, argMax(share, version), argMax(learners, version),
+       argMax(disengaged, version), argMax(threshold, version), toString(min(fired_at))
+FROM {db}.alerts FINAL
+GROUP BY alert_id, school, course, cohort
+HAVING argMax(state, version) = 'fired'
+ORDER BY min(fired_at) DESC
+"""
+
+# Statements per event-time hour over each school's newest 24 hours (the sparkline).
+HOURLY_SQL = """
+SELECT school, toUnixTimestamp(hour), sum(statements)
+FROM {db}.learner_activity_hourly FINAL
+WHERE (school, hour) IN (
+    SELECT school, hour FROM {db}.learner_activity_hourly
+    WHERE hour > (SELECT max(hour) FROM {db}.learner_activity_hourly) - INTERVAL 24 HOUR
+)
+GROUP BY school, hour
+ORDER BY school, hour
+"""
+
+MASTERED = 0.95
+
+
+def dashboard_state(ch: ClickHouse) -> dict:
+    """Everything the page shows, in one JSON-ready dict."""
+    schools = {r.school: {**asdict(r), "active_ms_today": 0, "sessions_today": 0, "learners_today": 0,
+                          "mastery_mean": None, "mastered_share": None, "cohorts": 0, "cohorts_alerting": 0,
+                          "hourly": []}
+               for r in school_summaries(ch)}
+    for school, active_ms, sessions, learners in ch.query(ACTIVE_TODAY_SQL):
+        if school in schools:
+            schools[school].update(active_ms_today=int(active_ms), sessions_today=int(sessions),
+                                   learners_today=int(learners))
+    for school, mean, mastered in ch.query(MASTERY_SQL, {"mastered": MASTERED}):
+        if school in schools:
+            schools[school].update(mastery_mean=float(mean), mastered_share=float(mastered))
+    cohorts = [
+        {"school": r[0], "course": r[1], "cohort": r[2], "share": float(r[3]), "learners": int(r[4]),
+         "disengaged": int(r[5]), "at": str(r[6])}
+        for r in ch.query(COHORTS_SQL)
+    ]
+    alerts = [
+        {"alert_id": r[0], "school": r[1], "course": r[2], "cohort": r[3], "share": float(r[4]), "learners": int(r[5]),
+         "disengaged": int(r[6]), "threshold": float(r[7]), "fired_at": str(r[8])}
+        for r in ch.query(OPEN_ALERTS_SQL)
+    ]
+    for c in cohorts:
+        if c["school"] in schools:
+            schools[c["school"]]["cohorts"] += 1
+    for a in alerts:
+        if a["school"] in schools:
+            schools[a["school"]]["cohorts_alerting"] += 1
+    for school, hour, n in ch.query(HOURLY_SQL):
+        if school in schools:
+            schools[school]["hourly"].append([int(hour), int(n)])
+    cohorts.sort(key=lambda c: -c["share"])
+    through = consistent_through(ch)
+    return {
+        "schools": list(schools.values()),
+        "alerts": alerts,
+        "cohorts_at_risk": cohorts[:10],
+        # Every statement accepted before this time is in ClickHouse (sink progress).
+        "consistent_through": through.isoformat() if through else None,
+    }
 
 
 def add_dashboard_routes(app: web.Application, ch: ClickHouse) -> None:
@@ -84,8 +219,13 @@ def add_dashboard_routes(app: web.Application, ch: ClickHouse) -> None:
         rows = await asyncio.to_thread(school_summaries, ch)
         return web.json_response([asdict(r) for r in rows], headers={"Cache-Control": "no-store"})
 
+    async def state(_request: web.Request) -> web.Response:
+        body = await asyncio.to_thread(dashboard_state, ch)
+        return web.json_response(body, headers={"Cache-Control": "no-store"})
+
     async def index(_request: web.Request) -> web.Response:
         return web.Response(text=_PAGE, content_type="text/html")
 
     app.router.add_get("/", index)
     app.router.add_get("/api/summary", summary)
+    app.router.add_get("/api/state", state)

@@ -6,6 +6,8 @@ when new statements for it arrive.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from learnpulse.pipeline import open_clickhouse, run_simulator, start_sinks
@@ -60,5 +62,45 @@ def test_dashboard_shows_every_school_with_clickhouse_counts_and_lights_up(tmp_p
         page.wait_for_selector("section.school.hot", timeout=20_000)
         wait_for(lambda: shown() == school_counts(ch), 20, "page to show the new counts")
     finally:
+        sinks.join()
+        ch.close()
+
+
+@pytest.mark.kafka
+def test_dashboard_shows_open_cohort_alerts_and_drops_resolved_ones(tmp_path, kafka, chdb_url, browser):
+    """Alert records on learnpulse.alerts → sink → ClickHouse → the page's alert panel."""
+    from kafka import KafkaProducer
+
+    from schemas.records import AlertRecord
+    from schemas.topics import Topic
+
+    settings = Settings(home=tmp_path / "home", kafka=kafka, clickhouse=ClickHouseSettings(url=chdb_url), web_port=free_port())
+    run_simulator(settings, SimulationConfig(seed=5, schools=2), count=200, rate=None)
+    ch = open_clickhouse(settings)
+    sinks = start_sinks(settings, ch)
+    start_web_thread(make_app(ch), settings.web_port)
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all")
+    topic = Topic.ALERTS.physical(kafka.topic_prefix)
+    fired = AlertRecord("ep-1", "school-001", "https://c.example/algebra", "algebra/cohort-b", "fired",
+                        1_767_312_000_000, 1_767_312_000_000, 31, 13, 13 / 31, 0.3, ("p1", "p2"), 1)
+    try:
+        producer.send(topic, key=b"school-001|algebra", value=fired.encode()).get(30)
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{settings.web_port}/")
+        page.wait_for_selector("#alerts li.alert", timeout=60_000)
+        text = page.inner_text("#alerts")
+        assert "school-001 · algebra · cohort-b" in text
+        assert "42% of 31 learners disengaged (threshold 30%)" in text
+        page.wait_for_selector("#school-school-001.alerting", timeout=20_000)
+        assert page.inner_text("#k-alerts") == "1"
+
+        resolved = dataclasses.replace(
+            fired, state="resolved", at_ms=fired.at_ms + 3_600_000, share=0.1, disengaged=3, version=2
+        )
+        producer.send(topic, key=b"school-001|algebra", value=resolved.encode()).get(30)
+        wait_for(lambda: page.inner_text("#k-alerts") == "0", 60, "the resolved alert to leave the page")
+        assert "none" in page.inner_text("#alerts")
+    finally:
+        producer.close()
         sinks.join()
         ch.close()
