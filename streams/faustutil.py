@@ -33,8 +33,12 @@ def event_context(event: faust.EventT) -> Iterator[None]:
 
 
 def load(table: faust.Table, key: bytes) -> dict[str, Any] | None:
-    raw = table.get(key)
-    return None if raw is None else orjson.loads(raw)
+    # One store lookup (``table.get`` asks the store twice: ``in``, then ``[]``).
+    try:
+        raw = table.data[key]
+    except KeyError:
+        return None
+    return orjson.loads(raw)
 
 
 class Sender:
