@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 import uuid
 
 import pytest
@@ -124,6 +125,12 @@ def test_streams_hand_built_stream_gives_exact_records(tmp_path, kafka, spawn):
     assert alert.disengaged_learners == (A,) and alert.threshold == 0.5
     for topic, records in reader.all.items():
         consistent_versions(records, topic)
+
+    # The worker's Prometheus gauges per school/cohort.
+    body = urllib.request.urlopen(f"http://127.0.0.1:{settings.metrics_port_for(1)}/metrics", timeout=10).read().decode()
+    labels = f'cohort="c1",course="{COURSE}",school="{SCHOOL}"'
+    assert f"learnpulse_cohort_alert_active{{{labels}}} 1.0" in body
+    assert f"learnpulse_cohort_disengaged_share{{{labels}}} 1.0" in body
 
 
 @pytest.mark.kafka
