@@ -84,7 +84,8 @@ function alerts(list){
   for(const a of list){const li=document.createElement('li');li.className='alert';
     li.innerHTML='<b></b><br><span class="dim"></span>';
     li.querySelector('b').textContent=a.school+' · '+short(a.course)+' · '+short(a.cohort);
-    li.querySelector('span').textContent=pct(a.share)+' of '+a.learners+' learners disengaged (threshold '+pct(a.threshold)+'), since '+a.fired_at.slice(0,16);
+    li.querySelector('span').textContent=pct(a.share)+' of '+a.learners+' learners disengaged (threshold '+pct(a.threshold)+'), since '+a.fired_at.slice(0,16)+
+      (a.share_now===null ? '' : '; now '+pct(a.share_now)+' of '+a.learners_now);
     ul.appendChild(li);}
 }
 function cohorts(list){
@@ -192,6 +193,11 @@ def dashboard_state(ch: ClickHouse) -> dict:
          "disengaged": int(r[6]), "threshold": float(r[7]), "fired_at": str(r[8])}
         for r in ch.query(OPEN_ALERTS_SQL)
     ]
+    latest = {(c["school"], c["course"], c["cohort"]): c for c in cohorts}
+    for a in alerts:
+        now = latest.get((a["school"], a["course"], a["cohort"]))
+        a["share_now"] = now["share"] if now else None
+        a["learners_now"] = now["learners"] if now else None
     for c in cohorts:
         if c["school"] in schools:
             schools[c["school"]]["cohorts"] += 1
