@@ -1,7 +1,7 @@
 """The LRS Statements API (xAPI 1.0.3 and IEEE 9274.1.1 / xAPI 2.0) as an aiohttp application.
 
 Writes: validated at the edge (``schemas.xapi``), canonicalized and grouped per learner
-by :class:`producers.publisher.StatementPublisher`, committed to ``xapi.statements`` in a
+by :class:`producers.publisher.RequestEncoder`, committed to ``xapi.statements`` in a
 Kafka transaction (:mod:`.sender`); the answer is sent once Kafka acknowledged.
 Reads: from ClickHouse through the store ``learnpulse`` hands in (``reporting.lrs``).
 
@@ -27,7 +27,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from schemas import metrics
 from schemas.clickhouse.engine import ClickHouseUnavailable
-from schemas.envelope import StatementEnvelope
 from schemas.errors import InvalidStatement
 from schemas.profile import SchoolProfile
 from schemas.xapi.compare import same_statement
@@ -35,7 +34,7 @@ from schemas.xapi.formats import is_uuid
 from schemas.xapi.timefmt import format_ms
 from schemas.xapi.validate import VOIDED, attachments_needing_parts, validate_statement, validate_statements
 
-from ..publisher import StatementPublisher
+from ..publisher import RequestEncoder
 from . import multipart
 from .accepted import AcceptedIds
 from .altsyntax import XRequest, unwrap
@@ -81,20 +80,6 @@ class GatewayConfig:
     consistent_refresh_s: float = 0.2
 
 
-class _Collect:
-    """Stands in for the Kafka producer of a per-request publisher: keeps its envelopes, encoded."""
-
-    def __init__(self) -> None:
-        self.envelopes: list[tuple[StatementEnvelope, bytes]] = []
-
-    def send(self, envelope: StatementEnvelope) -> None:
-        self.envelopes.append((envelope, envelope.encode()))
-
-    def send_encoded(self, envelope: StatementEnvelope, value: bytes) -> None:
-        # The batcher already serialized each statement once; it splices those bytes in.
-        self.envelopes.append((envelope, value))
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -122,6 +107,7 @@ class Gateway:
         self.profiles = profiles or {}
         self.clock_ms = clock_ms
         self.accepted = AcceptedIds(config.accepted_max)
+        self._encoder = RequestEncoder(pseudonym_secret, self.profiles, max_per_envelope=config.max_per_envelope)
         self._lookups = LookupBatcher(store.lookup) if store is not None else None
         self._sink_through: int | None = None
         self._refresher: asyncio.Task | None = None
@@ -435,23 +421,15 @@ class Gateway:
             for _, s in new:
                 s.setdefault("version", "2.0.0")
         received = self.clock_ms()
-        collect = _Collect()
-        publisher = StatementPublisher(
-            collect,
-            self.secret,
-            self.profiles,
-            max_per_envelope=self.config.max_per_envelope,
-            linger_s=1e9,  # type: ignore[arg-type]
-        )
-        stored_by_index = {i: publisher.publish(school, s, received) for i, s in new}
-        publisher.batcher.flush()
+        # The request owns its parsed statements: completed in place, not copied.
+        encoded = self._encoder.encode(school, [s for _, s in new], received, owned=True)
         settled: asyncio.Future = asyncio.get_running_loop().create_future()
         # Each stored statement is inside an encoded envelope already: the registry keeps
         # (envelope bytes, position) instead of serializing every statement again.
-        where = {
-            id(entry.statement): (value, n) for env, value in collect.envelopes for n, entry in enumerate(env.entries)
-        }
-        reserved = [(st["id"].lower(), where[id(st)], voiding[i]) for i, st in stored_by_index.items()]
+        reserved = [
+            (st["id"].lower(), where, voiding[i])
+            for (i, _), st, where in zip(new, encoded.stored, encoded.positions, strict=True)
+        ]
         token = self.accepted.reserve(school, reserved, received, settled)
         new_ids = [sid for sid, _, _ in reserved]
         settled.add_done_callback(lambda f: self.accepted.settle(school, new_ids, token, f.result()))
@@ -459,7 +437,7 @@ class Gateway:
             # Attachment contents first: a statement must never be readable without them.
             if parts:
                 await self._store_attachments(school, [s for _, s in new], parts, received)
-            job = self.sender.submit(collect.envelopes)
+            job = self.sender.submit(encoded.envelopes)
         except BaseException:
             settled.set_result(False)
             raise
@@ -475,7 +453,8 @@ class Gateway:
                             "same statement ids (ids make retries safe).",
                             headers={"Retry-After": "10"}) from err  # fmt: skip
         metrics.GATEWAY_STATEMENTS.inc(len(new))
-        return [stored_by_index[i]["id"] if i in stored_by_index else s["id"] for i, s in enumerate(statements)]
+        # New statements were completed in place (an assigned id included).
+        return [s["id"] for s in statements]
 
     async def _store_attachments(
         self, school: str, statements: list[dict[str, Any]], parts: dict[str, multipart.Part], stored_ms: int

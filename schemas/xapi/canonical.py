@@ -17,6 +17,7 @@ def canonicalize(
     authority: dict[str, Any],
     stored_ms: int,
     version: str = "1.0.3",
+    in_place: bool = False,
 ) -> dict[str, Any]:
     """Return the stored form of an already-validated statement.
 
@@ -27,9 +28,12 @@ def canonicalize(
     2.0 (``version`` is that header). Every ``contextActivities`` value is stored as an
     array, as the LRS must return it (§2.4.6.2.s4.b3), in the SubStatement too.
 
-    Deterministic apart from the assigned id. The input is not modified.
+    Deterministic apart from the assigned id. The input is not modified, unless
+    ``in_place``: then ``statement`` itself (and its context and SubStatement) is completed
+    and returned — same keys in the same order, without copying a statement its caller
+    owns (the gateway's freshly parsed request).
     """
-    out = dict(statement)
+    out = statement if in_place else dict(statement)
     if "id" not in out:  # not setdefault: that would draw a UUID for every statement
         out["id"] = str(uuid.uuid4())
     stored = format_ms(stored_ms)
@@ -37,23 +41,34 @@ def canonicalize(
     out.setdefault("timestamp", stored)
     out["authority"] = authority
     out.setdefault("version", DEFAULT_VERSION_2_0 if version.startswith("2.") else DEFAULT_VERSION)
-    _arrays_in(out)
+    _arrays_in(out, in_place)
     obj = out.get("object")
     if isinstance(obj, dict) and obj.get("objectType") == "SubStatement":
-        sub = dict(obj)
-        if _arrays_in(sub):
-            out["object"] = sub
+        if in_place:
+            _arrays_in(obj, True)
+        else:
+            sub = dict(obj)
+            if _arrays_in(sub, False):
+                out["object"] = sub
     return out
 
 
-def _arrays_in(statement: dict[str, Any]) -> bool:
-    """Replace (copy-on-write) single-Activity contextActivities values by arrays of one."""
+def _arrays_in(statement: dict[str, Any], in_place: bool) -> bool:
+    """Replace single-Activity contextActivities values by arrays of one (copy-on-write
+    unless ``in_place``); True if anything changed."""
     ctx = statement.get("context")
     if not isinstance(ctx, dict):
         return False
     acts = ctx.get("contextActivities")
-    if not isinstance(acts, dict) or not any(isinstance(v, dict) for v in acts.values()):
+    if not isinstance(acts, dict):
         return False
+    singles = [k for k, v in acts.items() if isinstance(v, dict)]
+    if not singles:
+        return False
+    if in_place:
+        for k in singles:  # assigning an existing key keeps its place: same order as a copy
+            acts[k] = [acts[k]]
+        return True
     statement["context"] = {
         **ctx,
         "contextActivities": {k: [v] if isinstance(v, dict) else v for k, v in acts.items()},
