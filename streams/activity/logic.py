@@ -32,10 +32,12 @@ def apply_envelope(
         slot = hours.setdefault(key, [env.school, 0])
         slot[1] += 1
         touched.add(key)
+    # Records first: an envelope can span more than the kept hours.
+    out = [current(state, env.learner, key) for key in sorted(touched)]
     for key in [k for k in hours if int(k.rsplit("\x1f", 1)[1]) < newest - KEEP_HOURS_MS]:
         del hours[key]
     state["o"] = offset
-    return [current(state, env.learner, key) for key in sorted(touched)]
+    return out
 
 
 def current(state: dict[str, Any], learner: str, key: str) -> ActivityRecord:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
 from learnpulse.settings import KafkaSettings, Settings, StreamsSettings
 from schemas.envelope import StatementEntry, StatementEnvelope
@@ -131,6 +132,31 @@ def assigned_consumer(
         if tp in tps:
             consumer.seek(tp, offset)
     return consumer
+
+
+def group_caught_up(kafka: KafkaSettings, app_id: str) -> bool:
+    """True when the worker group ``app_id`` has committed the end of xapi.statements and of its cohort feed."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=None)
+    try:
+        statements = Topic.STATEMENTS.physical(kafka.topic_prefix)
+        tps = [TopicPartition(statements, p) for p in range(Topic.STATEMENTS.spec.partitions)]
+        tps += [TopicPartition(f"{app_id}-cohort-feed", p) for p in range(Topic.COHORT_HEALTH.spec.partitions)]
+        try:
+            ends = consumer.end_offsets(tps)
+        except KeyError:  # the worker has not created its cohort feed yet
+            return False
+        try:
+            offsets = admin.list_group_offsets({app_id: None}).get(app_id, {})
+        except KafkaError:  # the group does not exist yet
+            return False
+        committed = {tp: meta.offset for tp, meta in offsets.items()}
+        return all(committed.get(tp, 0) >= end for tp, end in ends.items())
+    finally:
+        consumer.close()
+        admin.close()
 
 
 def end_offsets(kafka: KafkaSettings, topics: list[Topic]) -> dict[TopicPartition, int]:

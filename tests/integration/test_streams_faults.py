@@ -21,7 +21,14 @@ from learnpulse.pipeline import run_simulator
 from producers.simulator import SimulationConfig
 from schemas.topics import Topic
 from tests.conftest import free_port
-from tests.integration.streams_support import DECODERS, DerivedReader, consistent_versions, end_offsets, stream_settings
+from tests.integration.streams_support import (
+    DECODERS,
+    DerivedReader,
+    consistent_versions,
+    end_offsets,
+    group_caught_up,
+    stream_settings,
+)
 
 TOPICS = list(DECODERS)
 # Small world, a few weeks of event time: engagement, mastery, and cohorts that go quiet.
@@ -45,9 +52,17 @@ def _worker(spawn, settings, app_id: str, name: str):
     )
 
 
-def _collect(kafka, start, workers: Callable[[], list], timeout: float = 240) -> DerivedReader:
-    """Read derived records from ``start`` until the stream has been quiet for a while."""
+def _collect(kafka, start, workers: Callable[[], list], app_id: str, timeout: float = 300) -> DerivedReader:
+    """Read derived records from ``start`` until the workers caught up and the stream has been quiet."""
     reader = DerivedReader(kafka, TOPICS, start)
+    caught_up = [False]
+
+    def done(r: DerivedReader) -> bool:
+        # Rebalances pause a loaded machine for longer than any quiet period: ask the group.
+        if not caught_up[0]:
+            caught_up[0] = group_caught_up(kafka, app_id)
+            return False
+        return bool(r.latest[Topic.ENGAGEMENT] and r.latest[Topic.COHORT_HEALTH])
 
     def alive():
         for w in workers():
@@ -55,16 +70,16 @@ def _collect(kafka, start, workers: Callable[[], list], timeout: float = 240) ->
                 pytest.fail(f"worker exited {w.popen.returncode}:\n{w.tail()}")
 
     try:
-        reader.settle(lambda r: r.latest[Topic.ENGAGEMENT] and r.latest[Topic.COHORT_HEALTH], timeout,
-                      quiet_s=8, check=alive, diagnose=lambda: "\n".join(w.tail(20) for w in workers()))
+        reader.settle(done, timeout, quiet_s=8, check=alive, diagnose=lambda: "\n".join(w.tail(20) for w in workers()))
     finally:
         reader.close()
     return reader
 
 
 def _reference(kafka, settings, spawn) -> tuple[DerivedReader, dict]:
-    ref_worker = _worker(spawn, settings, f"ref-{uuid.uuid4().hex[:6]}", "ref")
-    ref = _collect(kafka, None, lambda: [ref_worker])
+    app_id = f"ref-{uuid.uuid4().hex[:6]}"
+    ref_worker = _worker(spawn, settings, app_id, "ref")
+    ref = _collect(kafka, None, lambda: [ref_worker], app_id)
     ref_worker.stop()
     return ref, end_offsets(kafka, TOPICS)
 
@@ -88,8 +103,9 @@ def test_streams_replay_with_fresh_app_id_and_at_other_speed_gives_identical_rec
     ref, offsets = _reference(kafka, settings, spawn)
 
     # The same topic again, by a fresh app id (empty tables, offsets from 0).
-    again_worker = _worker(spawn, settings, f"again-{uuid.uuid4().hex[:6]}", "again")
-    again = _collect(kafka, offsets, lambda: [again_worker])
+    app_id = f"again-{uuid.uuid4().hex[:6]}"
+    again_worker = _worker(spawn, settings, app_id, "again")
+    again = _collect(kafka, offsets, lambda: [again_worker], app_id)
     again_worker.stop()
     _same(ref, again, "fresh app id")
 
@@ -101,8 +117,9 @@ def test_streams_replay_with_fresh_app_id_and_at_other_speed_gives_identical_rec
     ensure_topics(slow_kafka.bootstrap_servers, slow_kafka.topic_prefix)
     slow_settings = _settings(tmp_path / "slow", slow_kafka)
     assert run_simulator(slow_settings, SIM, count=COUNT, rate=2_000) == COUNT
-    slow_worker = _worker(spawn, slow_settings, f"slow-{uuid.uuid4().hex[:6]}", "slow")
-    slow = _collect(slow_kafka, None, lambda: [slow_worker])
+    app_id = f"slow-{uuid.uuid4().hex[:6]}"
+    slow_worker = _worker(spawn, slow_settings, app_id, "slow")
+    slow = _collect(slow_kafka, None, lambda: [slow_worker], app_id)
     _same(ref, slow, "paced production")
 
 
@@ -128,7 +145,7 @@ def test_streams_sigkill_and_restart_gives_the_same_records(tmp_path, kafka, spa
             current[0] = _worker(spawn, settings, app_id, "crash")  # same state directory
     finally:
         watcher.close()
-    crashed = _collect(kafka, offsets, lambda: current)
+    crashed = _collect(kafka, offsets, lambda: current, app_id)
     _same(ref, crashed, "SIGKILL and restart")
 
 
@@ -141,5 +158,5 @@ def test_streams_two_workers_give_the_same_records_as_one(tmp_path, kafka, spawn
 
     app_id = f"two-{uuid.uuid4().hex[:6]}"
     pair = [_worker(spawn, settings, app_id, "one"), _worker(spawn, settings, app_id, "two")]
-    both = _collect(kafka, offsets, lambda: pair)
+    both = _collect(kafka, offsets, lambda: pair, app_id)
     _same(ref, both, "two workers")

@@ -77,3 +77,11 @@ def test_streams_learner_void_before_and_after_the_voided_statement():
     assert after["k"]["k"]["p"] == pytest.approx(before["k"]["k"]["p"])
     assert after["k"]["k"]["n"] == before["k"]["k"]["n"] == 1
     assert out.mastery[("L", "k")].observations == 1
+
+
+def test_streams_learner_envelope_spanning_days_keeps_every_record():
+    logic = LearnerLogic(StreamsConfig(), MasteryModel())
+    out = Outputs()
+    logic.apply({}, {}, env(stmt(T0), stmt(T0 + 3 * 24 * 60 * M)), 1, out)
+    assert {r.hour_ms for r in out.activity.values()} == {T0, T0 + 3 * 24 * 60 * M}
+    assert ("L", "C", "day", T0) in out.engagement
