@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from functools import lru_cache
 from typing import Any
 
 from schemas.envelope import StatementEnvelope
@@ -42,12 +43,16 @@ def agent_key(ifi: str) -> str:
     return hashlib.sha256(ifi.encode()).hexdigest()
 
 
+# The same agents (the learner, the school's authority) recur in every statement of a batch.
+_agent_key = lru_cache(maxsize=65_536)(agent_key)
+
+
 def _agents(value: Any, direct: int, out: dict[str, int]) -> None:
     """An Agent or Group: its own IFI if it has one, and every member's."""
     if not isinstance(value, dict):
         return
     try:
-        key = agent_key(canonical_ifi(value))
+        key = _agent_key(canonical_ifi(value))
     except InvalidStatement:
         key = None  # an anonymous Group: only its members identify anyone
     if key is not None and out.get(key, -1) < direct:
@@ -124,22 +129,33 @@ def lrs_rows(envelope: StatementEnvelope) -> Rows:
             verb = s["verb"]["id"]
         except (KeyError, TypeError, ValueError) as err:
             raise InvalidStatement("statement.canonical", f"not a canonical statement: {err!r}", path) from err
-        obj = s.get("object") if isinstance(s.get("object"), dict) else {}
-        ref = None
-        if obj.get("objectType") == "StatementRef":
-            try:
-                ref = uuid.UUID(obj["id"])
-            except (KeyError, TypeError, ValueError) as err:
-                raise InvalidStatement("statement.ref", f"StatementRef id is not a UUID: {err!r}", path + ".object.id")
-        voiding = int(verb == VOIDED and ref is not None)
-        registration = (s.get("context") or {}).get("registration") or ""
-        out[LRS_STATEMENTS].append(
-            (school, stored_ms, sid, verb, str(registration).lower(), int(ref is not None), ref or _NIL, voiding)
-        )
-        out[LRS_STATEMENT_IDS].append((school, sid, stored_ms, voiding))
-        if voiding:
-            out[LRS_VOIDS].append((school, ref, sid, stored_ms))
-        agents, activities = _related(s)
-        out[LRS_AGENTS].extend((school, key, sid, direct) for key, direct in agents.items())
-        out[LRS_ACTIVITIES].extend((school, act, sid, direct) for act, direct in activities.items())
+        statement_index_rows(school, s, sid, stored_ms, verb, path, out)
     return out
+
+
+def statement_index_rows(
+    school: str, s: dict[str, Any], sid: uuid.UUID, stored_ms: int, verb: Any, path: str, out: Rows
+) -> None:
+    """Append one statement's index rows to ``out`` (a dict of every ``LRS_COLUMNS`` table).
+
+    ``sid``, ``stored_ms`` and ``verb`` are the statement's id, ``stored`` and verb id,
+    already parsed by the caller (the statements sink parses them for its own rows).
+    """
+    obj = s.get("object") if isinstance(s.get("object"), dict) else {}
+    ref = None
+    if obj.get("objectType") == "StatementRef":
+        try:
+            ref = uuid.UUID(obj["id"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise InvalidStatement("statement.ref", f"StatementRef id is not a UUID: {err!r}", path + ".object.id")
+    voiding = int(verb == VOIDED and ref is not None)
+    registration = (s.get("context") or {}).get("registration") or ""
+    out[LRS_STATEMENTS].append(
+        (school, stored_ms, sid, verb, str(registration).lower(), int(ref is not None), ref or _NIL, voiding)
+    )
+    out[LRS_STATEMENT_IDS].append((school, sid, stored_ms, voiding))
+    if voiding:
+        out[LRS_VOIDS].append((school, ref, sid, stored_ms))
+    agents, activities = _related(s)
+    out[LRS_AGENTS].extend((school, key, sid, direct) for key, direct in agents.items())
+    out[LRS_ACTIVITIES].extend((school, act, sid, direct) for act, direct in activities.items())

@@ -34,7 +34,7 @@ from schemas.xapi.timefmt import parse_ms
 # The LRS read index (sinks/lrs_rows.py, owned by the gateway engineer): ``lrs_rows(envelope)``
 # returns ``{table: rows}`` for the tables in ``LRS_COLUMNS``; the statements sink writes
 # them in the same batch as the statement rows, before its offsets are committed.
-from .lrs_rows import LRS_COLUMNS, lrs_rows
+from .lrs_rows import LRS_COLUMNS, statement_index_rows
 
 Rows = dict[str, list[tuple[Any, ...]]]
 RowBuilder = Callable[[bytes | None], Rows]
@@ -168,13 +168,16 @@ def statement_rows(secret: bytes, limits: TimeRange, raw: bytes | None) -> Rows:
     """
     env = StatementEnvelope.decode(raw)
     analytic, stored_raw, voids = [], [], []
+    parsed: list[tuple[dict[str, Any], uuid.UUID, int, str, str]] = []
+    # A request's statements share one ``stored`` time: converted once per envelope.
+    times: dict[Any, tuple[int, datetime]] = {}
     for i, entry in enumerate(env.entries):
         s = entry.statement
         path = f"$.statements[{i}].statement"
         try:
             sid = _uuid(s["id"], path + ".id")
-            ts_ms = limits.check(_time_ms(s["timestamp"], path + ".timestamp"), "statement.time_range", path)
-            stored_ms = limits.check(_time_ms(s["stored"], path + ".stored"), "statement.time_range", path)
+            _, ts_dt = _checked_time(limits, s["timestamp"], path, ".timestamp", times)
+            stored_ms, stored_dt = _checked_time(limits, s["stored"], path, ".stored", times)
             verb = s["verb"]["id"]
         except (KeyError, TypeError) as err:
             raise InvalidStatement("statement.canonical", f"not a canonical statement: {err!r}", path) from err
@@ -206,7 +209,7 @@ def statement_rows(secret: bytes, limits: TimeRange, raw: bytes | None) -> Rows:
         else:
             object_id = str(obj.get("id", ""))
         if object_type == "StatementRef" and verb == VOIDED_VERB:
-            voids.append((env.school, _uuid(object_id, path + ".object.id"), sid, ms_to_datetime(stored_ms)))
+            voids.append((env.school, _uuid(object_id, path + ".object.id"), sid, stored_dt))
 
         registration = ctx.get("registration")
         duration = result.get("duration")
@@ -226,8 +229,8 @@ def statement_rows(secret: bytes, limits: TimeRange, raw: bytes | None) -> Rows:
                 _number(score.get("scaled"), path + ".result.score.scaled"),
                 _number(score.get("raw"), path + ".result.score.raw"),
                 duration_ms(duration, path + ".result.duration") if duration else None,
-                ms_to_datetime(ts_ms),
-                ms_to_datetime(stored_ms),
+                ts_dt,
+                stored_dt,
                 0,  # voided: set by re-inserting the row (sinks/voids.py)
             )
         )
@@ -235,14 +238,35 @@ def statement_rows(secret: bytes, limits: TimeRange, raw: bytes | None) -> Rows:
             (
                 env.school,
                 sid,
-                ms_to_datetime(stored_ms),
-                ms_to_datetime(ts_ms),
+                stored_dt,
+                ts_dt,
                 env.learner,
                 sorted(mentioned),
                 orjson.dumps(s).decode(),
             )
         )
-    return {T.STATEMENTS: analytic, T.STATEMENTS_RAW: stored_raw, T.STATEMENT_VOIDS: voids, **lrs_rows(env)}
+        parsed.append((s, sid, stored_ms, verb, path))
+    # The LRS index once every statement passed the checks above (as lrs_rows(env) would
+    # run after them), reusing what they parsed.
+    index: Rows = {t: [] for t in LRS_COLUMNS}
+    for s, sid, stored_ms, verb, path in parsed:
+        statement_index_rows(env.school, s, sid, stored_ms, verb, path, index)
+    return {T.STATEMENTS: analytic, T.STATEMENTS_RAW: stored_raw, T.STATEMENT_VOIDS: voids, **index}
+
+
+def _checked_time(
+    limits: TimeRange, value: Any, path: str, key: str, memo: dict[Any, tuple[int, datetime]]
+) -> tuple[int, datetime]:
+    """``(epoch ms, naive UTC datetime)`` of a statement time, range-checked; memoized per envelope."""
+    if type(value) is str:
+        found = memo.get(value)
+        if found is not None:
+            return found
+    ms = limits.check(_time_ms(value, path + key), "statement.time_range", path)
+    out = (ms, ms_to_datetime(ms))
+    if type(value) is str:
+        memo[value] = out
+    return out
 
 
 def _time(limits: TimeRange, ms: int, rule: str, path: str) -> datetime:
