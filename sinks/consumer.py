@@ -55,7 +55,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.errors import CommitFailedError, KafkaError
-from kafka.structs import OffsetAndMetadata
+from kafka.structs import MemberState, OffsetAndMetadata
 
 from schemas import metrics
 from schemas.clickhouse.engine import ClickHouse, ClickHouseError, ClickHouseUnavailable
@@ -123,6 +123,10 @@ class SinkConfig:
     # A SIGKILLed member keeps its partitions until the session times out; short, since
     # heartbeats run on kafka-python's own thread (a long insert does not delay them).
     session_timeout_ms: int = 10_000
+    # A rebalance that has not completed after this long is abandoned: the consumer is
+    # closed and a new one joins (seen with kafka-python 3.0.12: a leader's SyncGroup that
+    # never completes while another client queries the group, leaving the member evicted).
+    rebalance_stall_s: float = 30.0
     # Static membership (KIP-345): a restarted process with the same id takes its
     # partitions back at once, without a rebalance. Unique per process; None: dynamic.
     group_instance_id: str | None = None
@@ -248,6 +252,8 @@ class KafkaClickHouseSink:
         # commits stay in offset order and memory at two batches.
         self._job: _Job | None = None
         self._runner = runner or self._thread_runner
+        self._unstable_since: float | None = None
+        self.consumer_restarts = 0
         self._backoff_s = config.retry_initial_s
         self._retry_at = 0.0
         self._paused = False
@@ -286,20 +292,28 @@ class KafkaClickHouseSink:
         if job is not None and job.done.is_set() and now >= self._retry_at:
             self._complete(job)
             job = self._job
-        if job is not None and self._batch and self._due(now):
+        if job is not None and not job.done.is_set() and self._batch and self._due(now):
+            # Memory bound: one batch being written, one full. (A written batch whose
+            # commit must be retried does not wait here: poll() has to run for the group
+            # to finish a rebalance, e.g. after RebalanceInProgressError.)
             job.done.wait(0.05)
             return
-        wait = 0.1
-        if self._batch:
-            wait = min(wait, max(0.0, self._batch.opened_at + self.config.max_wait_s - now))
+        # Block in poll() until the next thing this loop can act on. Never spin with a zero
+        # timeout while waiting for a retry: kafka-python finishes a rebalance (and
+        # heartbeats its progress) only inside poll() calls that are given time.
         if self._retry_at > now:
-            wait = min(wait, self._retry_at - now)
-        if job is not None:
-            wait = min(wait, 0.02)
+            wait = min(0.1, self._retry_at - now)
+        elif job is not None:
+            wait = 0.02
+        elif self._batch:
+            wait = min(0.1, max(0.0, self._batch.opened_at + self.config.max_wait_s - now))
+        else:
+            wait = 0.1
         polled = self.consumer.poll(timeout_ms=int(wait * 1000), max_records=self.config.max_poll_records)
         for tp, msgs in polled.items():
             self._take(tp, msgs)
         now = self.clock()
+        self._watch_membership(now)
         if self._job is None and self._batch and now >= self._retry_at and self._due(now):
             job = self._start()
             if job.done.is_set():  # written inline (or very fast): commit now
@@ -323,6 +337,35 @@ class KafkaClickHouseSink:
                 time.sleep(min(0.1, self._retry_at - self.clock()))
         if self._job is not None or self._batch:
             log.warning("sink %s stops with an unwritten batch; it is replayed on restart", self.config.name)
+
+    def _watch_membership(self, now: float) -> None:
+        """Replace the consumer when its group membership stays unsettled too long."""
+        metadata = getattr(self.consumer, "group_metadata", None)
+        state = getattr(metadata(), "state", None) if metadata else None
+        if state is None or state == MemberState.STABLE:
+            self._unstable_since = None
+            return
+        if self._unstable_since is None:
+            self._unstable_since = now
+            return
+        if now - self._unstable_since < self.config.rebalance_stall_s:
+            return
+        log.warning(
+            "sink %s: group membership %s for %.0fs; replacing the consumer (uncommitted records are re-read)",
+            self.config.name, state, now - self._unstable_since,
+        )  # fmt: skip
+        metrics.ERRORS.labels("sink", "rebalance_stalled").inc()
+        self.revoked(set(self.consumer.assignment()))
+        self._rewind.clear()  # the new consumer starts from the committed offsets
+        old = self.consumer
+        self.consumer = None
+        try:
+            old.close(autocommit=False, timeout_ms=5_000)
+        except KafkaError as err:
+            log.info("sink %s: closing the stalled consumer: %s", self.config.name, err)
+        self.consumer = self._consumer_factory(self.config, _Listener(self))
+        self.consumer_restarts += 1
+        self._unstable_since = None
 
     # -- taking records --------------------------------------------------------------
     def _take(self, tp: TopicPartition, msgs: list) -> None:
@@ -512,7 +555,11 @@ class KafkaClickHouseSink:
 
     def _backoff(self, err: Exception) -> None:
         self._failures += 1
-        kind = "clickhouse_unavailable" if isinstance(err, ClickHouseUnavailable) else "deadletter_undelivered"
+        kind = (
+            "clickhouse_unavailable" if isinstance(err, ClickHouseUnavailable)
+            else "deadletter_undelivered" if isinstance(err, DeadLetterUndelivered)
+            else "commit_retry"
+        )  # fmt: skip
         metrics.ERRORS.labels("sink", kind).inc()
         if self._failures == 1 or self._failures % 10 == 0:
             log.warning(
@@ -543,12 +590,9 @@ class KafkaClickHouseSink:
             self._recovered()
             return
         except KafkaError as err:
-            # Transient (coordinator moving, timeout): keep the written batch, commit later.
-            self._failures += 1
-            metrics.ERRORS.labels("sink", "commit_retry").inc()
-            log.warning("sink %s: commit failed (%s); retrying", self.config.name, err)
-            self._retry_at = self.clock() + self._backoff_s
-            self._backoff_s = min(self._backoff_s * 2, self.config.retry_max_s)
+            # Transient (rebalance in progress, coordinator moving, timeout): keep the
+            # written batch and commit it after the next polls; fetch nothing meanwhile.
+            self._backoff(err)
             return
         self._job = None
         newest = 0
@@ -680,8 +724,14 @@ def _kafka_consumer(c: SinkConfig, listener: ConsumerRebalanceListener) -> Kafka
         session_timeout_ms=c.session_timeout_ms,
         heartbeat_interval_ms=max(1_000, c.session_timeout_ms // 4),
         group_instance_id=c.group_instance_id,
+        # The group leader assigns only partitions it has metadata for: refresh often
+        # enough that a topic it did not know yet is assigned within seconds, not minutes.
+        metadata_max_age_ms=15_000,
         **extra,
     )
+    # Know the topic's partitions before joining: a leader without them assigns nothing
+    # (kafka-python's sticky assignor skips topics missing from its metadata).
+    consumer.partitions_for_topic(c.topic)
     consumer.subscribe([c.topic], listener=listener)
     return consumer
 

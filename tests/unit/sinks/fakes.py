@@ -106,7 +106,7 @@ class FakeConsumer:
         self.seeks.append((tp, offset))
         self.positions[tp] = offset
 
-    def close(self, autocommit: bool = False) -> None:
+    def close(self, autocommit: bool = False, timeout_ms: int | None = None) -> None:
         self.closed = True
 
 

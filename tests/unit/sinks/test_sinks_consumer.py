@@ -425,3 +425,43 @@ def test_sinks_partition_revoked_while_its_batch_is_written_is_not_committed():
     h.engine.gate.set()
     _until(h, lambda: TP0 in h.kafka.committed)
     assert TP1 not in h.kafka.committed
+
+
+def test_sinks_commit_retry_keeps_polling_so_a_rebalance_can_complete():
+    # kafka-python answers RebalanceInProgressError until poll() finishes the rebalance:
+    # a sink that stopped polling while its commit is pending would never commit again.
+    h = Harness(max_rows=3)
+    for i in range(6):
+        h.kafka.produce(0, f"k{i}:v".encode())
+    h.kafka.commit_error = KafkaError("rebalance in progress")
+    h.step()  # batch 1 written, commit refused
+    assert h.kafka.committed == {}
+    polls = []
+    original = h.kafka.poll
+    h.kafka.poll = lambda *a, **k: polls.append(1) or original(*a, **k)
+    h.step(n=5, advance=0.3)
+    assert polls, "poll() must run while the commit is pending"
+    h.step(n=30, advance=0.5)
+    assert h.kafka.committed == {TP0: 6}
+    assert [c[TP0] for c in h.kafka.commits] == [6]
+
+
+def test_sinks_stalled_rebalance_replaces_the_consumer_and_rereads_uncommitted_records():
+    from kafka.structs import MemberState
+
+    h = Harness(max_rows=100, max_wait_s=60, rebalance_stall_s=30)
+    h.kafka.produce(0, b"a:1")
+    h.step()  # in the batch, not written yet
+    stuck = h.kafka
+    stuck.group_metadata = lambda: type("M", (), {"state": MemberState.REBALANCING})()
+    h.step(advance=10)  # first seen unsettled
+    h.step(advance=25)
+    assert h.consumer is stuck, "a rebalance may take a while"
+    h.step(advance=10)  # unsettled for 35 s: replaced
+    assert h.consumer is not stuck and stuck.closed and h.sink.consumer_restarts == 1
+    assert not h.sink._batch, "uncommitted records were dropped, to be re-read by the new consumer"
+    assert stuck.committed == {}
+    h.consumer.logs = stuck.logs  # the new consumer sees the same partitions, from the committed offsets
+    h.step()
+    h.step(advance=61)
+    assert h.written() == [("a", "1")] and h.consumer.committed == {TP0: 1}
