@@ -14,7 +14,10 @@ against the same broker, with ``acks=all``:
   ``acks=all``, lz4, same linger and batch size), keyed the same.
 
 Figures are statements per second (an envelope carries up to 20 of one learner's
-statements); the ratio column compares each row with the ceiling.
+statements); the ratio column compares each row with the ceiling. ``cpu µs/st`` is the
+CPU time (user + system, every thread of this process: kafka-python's I/O thread too;
+not the broker's) per statement: the steady figure on a shared machine, where the
+wall-clock rate depends on what else runs.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Self
 
 from kafka import KafkaProducer
 
@@ -72,42 +77,57 @@ class _Capture:
         pass
 
 
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+class _Timed:
+    """Wall and CPU seconds of a block."""
+
+    def __enter__(self) -> Self:
+        self.wall, self.cpu = time.perf_counter(), _cpu()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, _cpu() - self.cpu
+
+
 def _config(seed: int) -> SimulationConfig:
     return SimulationConfig(seed=seed, **SCALES["medium"])
 
 
-def bench_simulator_to_kafka(bootstrap: str, topic: str, count: int) -> tuple[float, int]:
+def bench_simulator_to_kafka(bootstrap: str, topic: str, count: int) -> tuple[_Timed, int]:
     producer = StatementProducer(ProducerParameters(bootstrap=bootstrap, topic=topic, stage="bench"))
     publisher = StatementPublisher(producer, b"bench-secret")
     sim = Simulation(_config(1))
-    started = time.perf_counter()
-    sent = run_simulation(publisher, sim, count=count)
-    elapsed = time.perf_counter() - started
+    with _Timed() as t:
+        sent = run_simulation(publisher, sim, count=count)
     producer.close()
-    return elapsed, sent
+    return t, sent
 
 
-def bench_simulator_only(count: int) -> float:
+def bench_simulator_only(count: int) -> _Timed:
     sim = Simulation(_config(1))
-    started = time.perf_counter()
-    for _ in itertools.islice(sim, count):
-        pass
-    return time.perf_counter() - started
+    with _Timed() as t:
+        for _ in itertools.islice(sim, count):
+            pass
+    return t
 
 
-def capture_envelopes(count: int) -> tuple[float, _Capture]:
+def capture_envelopes(count: int) -> tuple[_Timed, _Capture]:
     """The same statements through the publisher into memory; returns the publisher's own time."""
     items = list(itertools.islice(Simulation(_config(1)), count))
     capture = _Capture()
     publisher = StatementPublisher(capture, b"bench-secret")  # type: ignore[arg-type]
-    started = time.perf_counter()
-    for item in items:
-        publisher.publish(item.school, item.statement)
-    publisher.flush()
-    return time.perf_counter() - started, capture
+    with _Timed() as t:
+        for item in items:
+            publisher.publish(item.school, item.statement)
+        publisher.flush()
+    return t, capture
 
 
-def bench_bare(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes, int]]) -> float:
+def bench_bare(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes, int]]) -> _Timed:
     params = ProducerParameters(bootstrap=bootstrap, topic=topic, stage="bench")
     producer = KafkaProducer(
         bootstrap_servers=bootstrap,
@@ -119,13 +139,12 @@ def bench_bare(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes, in
         max_request_size=4 * 1024 * 1024,
     )
     producer.send(topic, key=b"warm-up", value=b"{}").get(30)
-    started = time.perf_counter()
-    for key, value, _ in messages:
-        producer.send(topic, key=key, value=value)
-    producer.flush()
-    elapsed = time.perf_counter() - started
+    with _Timed() as t:
+        for key, value, _ in messages:
+            producer.send(topic, key=key, value=value)
+        producer.flush()
     producer.close()
-    return elapsed
+    return t
 
 
 _LARGE = """
@@ -180,33 +199,35 @@ def main() -> None:
         # The machine is shared: rows alternate over several rounds and each keeps its
         # best round (the least disturbed by other load), as timeit's users do.
         best: dict[str, float] = {}
+        cpu: dict[str, float] = {}
         messages: list[tuple[bytes, bytes, int]] = []
         sent = 0
         for round_no in range(args.rounds):
             print(f"round {round_no + 1}/{args.rounds} …", flush=True)
             gen = bench_simulator_only(n)
-            pub_s, capture = capture_envelopes(n)
+            pub_t, capture = capture_envelopes(n)
             messages = capture.messages
             bare = bench_bare(bootstrap, topic, messages)
-            sim_s, sent = bench_simulator_to_kafka(bootstrap, topic, n)
-            for name, seconds in (("gen", gen), ("pub", pub_s), ("bare", bare), ("sim", sim_s)):
-                best[name] = min(best.get(name, float("inf")), seconds)
+            sim_t, sent = bench_simulator_to_kafka(bootstrap, topic, n)
+            for name, t in (("gen", gen), ("pub", pub_t), ("bare", bare), ("sim", sim_t)):
+                best[name] = min(best.get(name, float("inf")), t.wall)
+                cpu[name] = min(cpu.get(name, float("inf")), t.cpu)
         statements = sum(m[2] for m in messages)
         ceiling = statements / best["bare"]
         rows = [
-            ("simulator → Kafka (acks=all)", sent, sent / best["sim"]),
-            ("simulator only (no Kafka)", n, n / best["gen"]),
-            ("publisher only (no Kafka)", n, n / best["pub"]),
-            ("bare kafka-python, same bytes", statements, ceiling),
+            ("simulator → Kafka (acks=all)", sent, sent / best["sim"], cpu["sim"] / sent),
+            ("simulator only (no Kafka)", n, n / best["gen"], cpu["gen"] / n),
+            ("publisher only (no Kafka)", n, n / best["pub"], cpu["pub"] / n),
+            ("bare kafka-python, same bytes", statements, ceiling, cpu["bare"] / statements),
         ]
         volume = sum(len(m[1]) for m in messages)
         print(
             f"\n{n:,} statements in {len(messages):,} envelopes ({statements / len(messages):.1f} per envelope, "
-            f"{volume / len(messages):,.0f} bytes each before lz4); broker {bootstrap}; best of {args.rounds} rounds\n"
+            f"{volume / len(messages):,.0f} bytes each before lz4); broker {bootstrap}; best of {args.rounds} rounds (wall and cpu each)\n"
         )
-        print(f"{'row':<34}{'statements':>12}{'statements/s':>16}{'vs ceiling':>12}")
-        for name, count, rate in rows:
-            print(f"{name:<34}{count:>12,}{rate:>16,.0f}{rate / ceiling:>11.2f}x")
+        print(f"{'row':<34}{'statements':>12}{'statements/s':>16}{'vs ceiling':>12}{'cpu µs/st':>11}")
+        for name, count, rate, cpu_s in rows:
+            print(f"{name:<34}{count:>12,}{rate:>16,.0f}{rate / ceiling:>11.2f}x{cpu_s * 1e6:>11.1f}")
         if args.scale == "large":
             setup, mib, rate = bench_large(n)
             print(

@@ -17,12 +17,15 @@ per learner envelope. Then, per engine and batch size, in the same run:
   Kafka and no ClickHouse — the CPU part the sink adds to the ceiling (Python, one core).
 
 Figures are statements per second (each statement is one row in ``statements`` and in
-``statements_raw`` plus its LRS index rows); ``ratio`` = sink / ceiling.
+``statements_raw`` plus its LRS index rows); ``ratio`` = sink / ceiling. ``cpu µs/st``:
+CPU time of this process (every thread, chDB's included; for ``server`` not the
+clickhouse-server's) per statement, the steady figure on a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import tempfile
 import threading
 import time
@@ -46,6 +49,11 @@ from sinks.rows import COLUMNS, MODERN_RANGE, OLD_SERVER_RANGE, statement_rows
 from sinks.specs import SPECS, SinkParameters, build_sinks
 
 SECRET = b"bench-secret"
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def _free_port() -> int:
@@ -89,8 +97,8 @@ def produce(bootstrap: str, topic: str, envelopes: list[StatementEnvelope]) -> N
     producer.close()
 
 
-def run_sink(url: str, kafka: KafkaSettings, batch: int, messages: int) -> float:
-    """Seconds for the statements sink to write and commit all ``messages`` (fresh group, fresh database)."""
+def run_sink(url: str, kafka: KafkaSettings, batch: int, messages: int) -> tuple[float, float]:
+    """Wall and CPU seconds for the statements sink to write and commit all ``messages`` (fresh group, fresh database)."""
     ch = engine_from_url(url)
     migrate(ch)
     params = SinkParameters(
@@ -105,11 +113,13 @@ def run_sink(url: str, kafka: KafkaSettings, batch: int, messages: int) -> float
         return sum(p.committed or 0 for p in list(sink.progress.values()))
 
     first_poll: list[float] = []
+    first_cpu: list[float] = []
     original_take = sink._take
 
     def timed_take(tp, msgs):
         if not first_poll:
             first_poll.append(time.perf_counter())
+            first_cpu.append(_cpu())
         original_take(tp, msgs)
 
     sink._take = timed_take  # the clock starts when the first records arrive
@@ -128,20 +138,20 @@ def run_sink(url: str, kafka: KafkaSettings, batch: int, messages: int) -> float
             stop.set()
             raise RuntimeError(f"sink did not finish: {errors or 'timeout'}")
         time.sleep(0.01)
-    done = time.perf_counter()
+    done, done_cpu = time.perf_counter(), _cpu()
     stop.set()
     thread.join(30)
     ch.close()
-    return done - first_poll[0]
+    return done - first_poll[0], done_cpu - first_cpu[0]
 
 
-def run_ceiling(url: str, rows_by_table: dict[str, list[tuple]], batch: int, first: str) -> float:
-    """Seconds to insert the prebuilt rows in blocks of ``batch`` statements (fresh database)."""
+def run_ceiling(url: str, rows_by_table: dict[str, list[tuple]], batch: int, first: str) -> tuple[float, float]:
+    """Wall and CPU seconds to insert the prebuilt rows in blocks of ``batch`` statements (fresh database)."""
     ch = engine_from_url(url)
     migrate(ch)
     tables = SPECS["statements"].tables
     n = len(rows_by_table[first])
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), _cpu()
     for start in range(0, n, batch):
         # Blocks hold the same statements in every table, as the sink's batches do.
         for table in tables:
@@ -150,9 +160,9 @@ def run_ceiling(url: str, rows_by_table: dict[str, list[tuple]], batch: int, fir
             block = rows[lo:hi]
             if block:
                 ch.insert(f"{ch.database}.{table}", COLUMNS[table], [list(c) for c in zip(*block, strict=True)])
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, _cpu() - started_cpu
     ch.close()
-    return elapsed
+    return elapsed, cpu
 
 
 _BOUNDS: dict[tuple[str, int, int], tuple[int, int]] = {}
@@ -207,18 +217,20 @@ def main() -> None:
                 build = partial(statement_rows, SECRET, limits)
                 encoded = [env.encode() for env in envelopes]
                 rows_by_table: dict[str, list[tuple]] = {}
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), _cpu()
                 built = [build(raw) for raw in encoded]
                 build_rate = statements / (time.perf_counter() - t0)
+                build_cpu = (_cpu() - c0) / statements
                 for rows_of_env in built:
                     for table, rows in rows_of_env.items():
                         rows_by_table.setdefault(table, []).extend(rows)
                 first = SPECS["statements"].tables[0]
                 for batch in batches:
                     db = f"b_{uuid.uuid4().hex[:8]}"
-                    sink_s = run_sink(base + db, settings.kafka, batch, len(envelopes))
-                    ceil_s = run_ceiling(base + db + "c", rows_by_table, batch, first)
-                    results.append((engine, batch, statements / sink_s, statements / ceil_s, build_rate))
+                    sink_s, sink_cpu = run_sink(base + db, settings.kafka, batch, len(envelopes))
+                    ceil_s, ceil_cpu = run_ceiling(base + db + "c", rows_by_table, batch, first)
+                    results.append((engine, batch, statements / sink_s, statements / ceil_s, build_rate,
+                                    sink_cpu / statements, ceil_cpu / statements, build_cpu))  # fmt: skip
                     print(f"  {engine} batch {batch}: sink {statements / sink_s:,.0f}/s, "
                           f"ceiling {statements / ceil_s:,.0f}/s", flush=True)  # fmt: skip
         finally:
@@ -232,11 +244,12 @@ def main() -> None:
     )
     print(
         f"{'engine':<8} {'batch':>7} {'Kafka → sink /s':>16} {'bare insert /s':>15} {'ratio':>6} {'rows only /s':>13}"
+        f"   cpu µs/st: {'sink':>6} {'bare':>6} {'rows':>6}"
     )
-    for engine, batch, sink_rate, ceil_rate, build_rate in results:
+    for engine, batch, sink_rate, ceil_rate, build_rate, sink_cpu, ceil_cpu, build_cpu in results:
         print(
             f"{engine:<8} {batch:>7} {sink_rate:>16,.0f} {ceil_rate:>15,.0f} {sink_rate / ceil_rate:>6.2f}"
-            f" {build_rate:>13,.0f}"
+            f" {build_rate:>13,.0f}              {sink_cpu * 1e6:>6.1f} {ceil_cpu * 1e6:>6.1f} {build_cpu * 1e6:>6.1f}"
         )
 
 

@@ -7,6 +7,7 @@ learner's statements (see DESIGN.md). Order within a learner is preserved.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,7 +72,12 @@ class LearnerBatcher:
         self.max_bytes = max_bytes
         self.linger_s = linger_s
         self.clock = clock
+        # Open envelopes by key, in opening order (a closed key is removed; reopening appends it).
         self._open: dict[tuple[str, str], _Open] = {}
+        # The same envelopes in opening order for poll, plus some already closed (skipped).
+        # Not the dict itself: a dict whose oldest keys keep being deleted leaves holes at
+        # its front that every iteration walks over (poll became most of the simulator's CPU).
+        self._order: deque[tuple[tuple[str, str], _Open]] = deque()
 
     def add(self, school: str, learner: str, received_ms: int, entry: StatementEntry) -> None:
         key = (school, learner)
@@ -83,6 +89,9 @@ class LearnerBatcher:
             current = None
         if current is None:
             current = self._open[key] = _Open(school, learner, received_ms, opened=self.clock())
+            self._order.append((key, current))
+            if len(self._order) > 2 * len(self._open) + 64:
+                self._order = deque(self._open.items())  # drop the closed ones (nobody polls)
         current.entries.append(entry)
         current.raw.append(raw)
         current.size += size
@@ -90,24 +99,28 @@ class LearnerBatcher:
             self._close(key)
 
     def poll(self) -> None:
-        """Close envelopes older than ``linger_s``.
+        """Close envelopes older than ``linger_s``, in opening order.
 
-        ``_open`` is in opening order (a closed key is removed; reopening appends it), so
-        the scan stops at the first envelope still young: cost grows with what closes,
+        The scan stops at the first envelope still young: cost grows with what closes,
         not with how many learners are open.
         """
         now = self.clock()
-        expired = []
-        for key, o in self._open.items():
+        order = self._order
+        open_ = self._open
+        while order:
+            key, o = order[0]
+            if open_.get(key) is not o:
+                order.popleft()  # closed already (full), maybe reopened since: a later entry
+                continue
             if now - o.opened < self.linger_s:
                 break
-            expired.append(key)
-        for key in expired:
+            order.popleft()
             self._close(key)
 
     def flush(self) -> None:
         for key in list(self._open):
             self._close(key)
+        self._order.clear()
 
     def _close(self, key: tuple[str, str]) -> None:
         o = self._open.pop(key)

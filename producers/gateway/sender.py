@@ -41,6 +41,8 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 from schemas import metrics
 from schemas.envelope import StatementEnvelope
 
+from ..kafka import KeyPartitioner
+
 log = logging.getLogger("learnpulse.gateway.kafka")
 
 _PENDING, _RUNNING, _WITHDRAWN, _DONE = range(4)
@@ -216,6 +218,7 @@ class _Lane:
         self.sender = sender
         self.transactional_id = transactional_id
         self.producer: KafkaProducer | None = None
+        self.partitioner = KeyPartitioner()
         self.thread = threading.Thread(target=self._run, name=f"gateway-kafka-{transactional_id}", daemon=True)
 
     def close(self) -> None:
@@ -282,7 +285,12 @@ class _Lane:
                 for env, value in job.envelopes:
                     if time.monotonic() > deadline:
                         raise KafkaTimeoutError(f"transaction not written within {params.timeout_s:.0f}s")
-                    futures.append(producer.send(params.topic, key=env.key, value=value))
+                    key = env.key
+                    partition = self.partitioner.partition(producer, params.topic, key)
+                    if partition is None:
+                        futures.append(producer.send(params.topic, key=key, value=value))
+                    else:
+                        futures.append(producer.send(params.topic, key=key, value=value, partition=partition))
             producer.flush(timeout=max(0.0, deadline - time.monotonic()))
             for f in futures:
                 if not f.succeeded():

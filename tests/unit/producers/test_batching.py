@@ -54,3 +54,47 @@ def test_producers_batching_poll_closes_only_expired_in_opening_order():
     now[0] = 1.7
     batcher.poll()
     assert [(e.learner, len(e.entries)) for e in out] == [("a", 2), ("b", 1)]
+
+
+class _ReferenceBatcher:
+    """The batcher's rules written plainly (scan every open envelope on poll)."""
+
+    def __init__(self, out, max_count, linger_s, clock):
+        self.out, self.max_count, self.linger_s, self.clock = out, max_count, linger_s, clock
+        self.open: dict[tuple[str, str], tuple[float, list]] = {}
+
+    def add(self, school, learner, entry):
+        key = (school, learner)
+        if key not in self.open:
+            self.open[key] = (self.clock(), [])
+        self.open[key][1].append(entry)
+        if len(self.open[key][1]) >= self.max_count:
+            self.out.append((learner, len(self.open.pop(key)[1])))
+
+    def poll(self):
+        now = self.clock()
+        for key in [k for k, (opened, _) in self.open.items() if now - opened >= self.linger_s]:
+            self.out.append((key[1], len(self.open.pop(key)[1])))
+
+
+def test_producers_batching_poll_matches_the_plain_rules_over_a_long_random_run():
+    import random
+
+    rng = random.Random(7)
+    now = [0.0]
+    got: list[tuple[str, int]] = []
+    expected: list[tuple[str, int]] = []
+    batcher = LearnerBatcher(lambda e: got.append((e.learner, len(e.entries))), max_count=5, linger_s=1.0,
+                             clock=lambda: now[0])  # fmt: skip
+    reference = _ReferenceBatcher(expected, 5, 1.0, lambda: now[0])
+    for step in range(20_000):
+        learner = f"l{int(rng.paretovariate(1.2)) % 300}"  # a few busy learners, many quiet ones
+        batcher.add("s", learner, 0, StatementEntry("c", "k", {"n": step}))
+        reference.add("s", learner, step)
+        now[0] += rng.random() * 0.01
+        if step % 50 == 0:
+            batcher.poll()
+            reference.poll()
+            assert got == expected
+    assert len(batcher._order) <= 2 * len(batcher._open) + 64
+    assert sum(n for _, n in got) > 15_000

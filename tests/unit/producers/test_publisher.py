@@ -114,3 +114,41 @@ def test_producers_cached_pseudonym_equals_identity_pseudonym():
     for agent in agents * 2:
         assert cached_pseudonym(SECRET, agent) == pseudonym(SECRET, agent)
         assert cached_pseudonym(b"other", agent) == pseudonym(b"other", agent)
+
+
+def test_producers_key_partitioner_equals_kafka_python_default_partitioner():
+    import random
+
+    from kafka.partitioner.default import DefaultPartitioner
+
+    from producers.kafka import KeyPartitioner
+
+    class _Cluster:
+        def __init__(self, parts):
+            self.parts = parts
+
+        def topics(self):
+            return {"t"}
+
+        def partitions_for_topic(self, _topic):
+            return set(self.parts)
+
+        def available_partitions_for_topic(self, _topic):
+            return set(self.parts)
+
+    class _Producer:
+        def __init__(self, cluster):
+            self._metadata = cluster
+
+    rng = random.Random(3)
+    ours = KeyPartitioner(max_keys=50)
+    default = DefaultPartitioner()
+    for parts in ([0], list(range(3)), list(range(24)), [5, 1, 9, 3]):
+        cluster = _Cluster(parts)
+        for _ in range(300):
+            key = pseudonym(SECRET, {"mbox": f"mailto:{rng.random()}@example.org"}).encode()
+            expected = default.partition("t", key, key, None, None, cluster)
+            assert ours.partition(_Producer(cluster), "t", key) == expected
+            assert ours.partition(_Producer(cluster), "t", key) == expected  # remembered hash
+    assert KeyPartitioner().partition(_Producer(_Cluster([])), "t", b"k") is None
+    assert KeyPartitioner().partition(object(), "t", b"k") is None  # type: ignore[arg-type]
