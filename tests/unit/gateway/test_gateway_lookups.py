@@ -69,3 +69,45 @@ def test_lookup_batcher_chunks_large_rounds():
 @pytest.mark.parametrize("ids", [[], ()])
 def test_lookup_batcher_no_ids_no_query(ids):
     asyncio.run(LookupBatcher(lambda *_: pytest.fail("queried")).lookup("a", ids))
+
+
+def test_lookup_batcher_min_interval_gathers_requests_into_fewer_rounds():
+    calls = []
+
+    def lookup(school, ids):
+        calls.append(sorted(ids))
+        return {}
+
+    async def main():
+        lb = LookupBatcher(lookup, min_interval_s=0.2)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await lb.lookup("a", ["0"])  # the worker is idle: looked up at once
+        first = loop.time() - started
+        tasks = []
+        for i in range(1, 6):  # arrive one by one within the interval
+            tasks.append(asyncio.create_task(lb.lookup("a", [str(i)])))
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*tasks)
+        return first, loop.time() - started
+
+    first, total = asyncio.run(main())
+    assert first < 0.1
+    assert calls == [["0"], ["1", "2", "3", "4", "5"]]
+    assert total >= 0.2  # the second round waited for the interval
+
+
+def test_lookup_batcher_without_interval_starts_each_round_when_the_last_ends():
+    calls = []
+
+    def lookup(school, ids):
+        calls.append(sorted(ids))
+        return {}
+
+    async def main():
+        lb = LookupBatcher(lookup)
+        for i in range(3):
+            await lb.lookup("a", [str(i)])
+
+    asyncio.run(main())
+    assert calls == [["0"], ["1"], ["2"]]
