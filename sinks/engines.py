@@ -84,17 +84,28 @@ def _uuids(nullable: bool) -> Any:
         import pyarrow as pa
 
         kinds = _types_of(values)
+        nulls = None
         if nullable and type(None) in kinds:
             kinds.discard(type(None))
-            if not kinds <= {uuid.UUID}:
-                return None
-            return pa.array([None if v is None else v.bytes for v in values], type=pa.binary(16))
+            nulls = [v is not None for v in values]
         if not kinds <= {uuid.UUID}:
             return None
-        # ClickHouse reads a 16-byte binary as the UUID's bytes in RFC 4122 order.
-        return pa.array([v.bytes for v in values], type=pa.binary(16))
+        # ClickHouse reads a 16-byte binary as the UUID's bytes in RFC 4122 (big-endian)
+        # order; one buffer of them, not one Python bytes object per value.
+        to_bytes = int.to_bytes
+        if nulls is None:
+            data = b"".join([to_bytes(v.int, 16, "big") for v in values])
+            return pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(values), [None, pa.py_buffer(data)])
+        data = b"".join([_ZERO_UUID if v is None else to_bytes(v.int, 16, "big") for v in values])
+        mask = pa.array(nulls, type=pa.bool_()).buffers()[1]
+        return pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(16), len(values), [mask, pa.py_buffer(data)], null_count=nulls.count(False)
+        )
 
     return convert
+
+
+_ZERO_UUID = bytes(16)
 
 
 def _string_arrays(values: Sequence[Any]) -> Any:
