@@ -98,3 +98,32 @@ def test_producers_batching_poll_matches_the_plain_rules_over_a_long_random_run(
             assert got == expected
     assert len(batcher._order) <= 2 * len(batcher._open) + 64
     assert sum(n for _, n in got) > 15_000
+
+
+def test_producers_batching_closes_on_event_time_span():
+    def at(minute: int, sid: str) -> StatementEntry:
+        hh, mm = divmod(minute, 60)
+        return StatementEntry("c", "k", {"id": sid, "timestamp": f"2026-01-01T{hh:02d}:{mm:02d}:30.000Z"})
+
+    out: list[StatementEnvelope] = []
+    batcher = LearnerBatcher(out.append, max_count=100, linger_s=1e9, clock=lambda: 0.0, max_span_ms=10 * 60_000)
+    # A sparse learner: its statements are far apart in event time, each one closes the last envelope.
+    for sid, minute in (("a1", 0), ("a2", 5), ("a3", 10), ("a4", 11), ("a5", 40)):
+        batcher.add("s", "sparse", 0, at(minute, sid))
+    assert [[e.statement["id"] for e in env.entries] for env in out] == [["a1", "a2", "a3"], ["a4"]]
+    # Another learner moves event time on: the open envelope (oldest 00:40) closes at the
+    # next poll once the newest statement seen is more than 10 minutes past it; the busy
+    # learner's own envelope (00:45-00:51) stays open.
+    for sid, minute in (("b1", 45), ("b2", 51)):
+        batcher.add("s", "busy", 0, at(minute, sid))
+    batcher.poll()
+    assert [[e.statement["id"] for e in env.entries] for env in out][2:] == [["a5"]]
+    batcher.flush()
+    assert [e.statement["id"] for e in out[-1].entries] == ["b1", "b2"]
+    # Without the bound nothing closes on event time.
+    plain: list[StatementEnvelope] = []
+    unbounded = LearnerBatcher(plain.append, max_count=100, linger_s=1e9, clock=lambda: 0.0)
+    for sid, minute in (("a1", 0), ("a2", 300)):
+        unbounded.add("s", "sparse", 0, at(minute, sid))
+    unbounded.poll()
+    assert plain == []
