@@ -333,6 +333,16 @@ def _literal(x: Any) -> str:
     return "'" + str(x).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _array_literal(values: Sequence[Any]) -> str:
+    # Statement ids by the thousand (the gateway's conflict look-ups): plain strings with
+    # nothing to escape are quoted in one join; anything else element by element.
+    if values and set(map(type, values)) == {str}:
+        joined = "".join(values)
+        if "'" not in joined and "\\" not in joined:
+            return "['" + "','".join(values) + "']"
+    return "[" + ",".join(_literal(x) for x in values) + "]"
+
+
 def _stringify(params: Mapping[str, Any]) -> dict[str, str]:
     # chDB binds query parameters from their text form.
     out = {}
@@ -340,7 +350,7 @@ def _stringify(params: Mapping[str, Any]) -> dict[str, str]:
         if isinstance(v, datetime):
             out[k] = v.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
         elif isinstance(v, (list, tuple)):
-            out[k] = "[" + ",".join(_literal(x) for x in v) + "]"
+            out[k] = _array_literal(v)
         else:
             out[k] = str(v)
     return out
