@@ -103,6 +103,9 @@ class Result:
     latencies: list[float]
     errors: dict[int, int]
     server_cpu_s: float = 0.0
+    # CPU of the server's main thread alone (the event loop: HTTP, parsing, validation,
+    # canonical form, envelopes), the part one Python process cannot spread over cores.
+    main_cpu_s: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -115,8 +118,10 @@ class Result:
         ratio = f"{ours.rate / self.rate:8.1f}x" if ours and self.rate else " " * 9
         errors = ",".join(f"{k}:{v}" for k, v in sorted(self.errors.items())) or "-"
         cpu = self.server_cpu_s / self.statements * 1e6 if self.statements else 0.0
+        main = self.main_cpu_s / self.statements * 1e6 if self.statements else 0.0
         return (f"{self.system:<22}{self.batch:>6}{self.concurrency:>6}{self.rate:>14,.0f}"
-                f"{len(self.latencies) / self.seconds:>10,.0f}{p50:>9.1f}{p99:>9.1f}{cpu:>11.0f}  {ratio}  {errors}")  # fmt: skip
+                f"{len(self.latencies) / self.seconds:>10,.0f}{p50:>9.1f}{p99:>9.1f}{cpu:>11.0f}{main:>10.0f}"
+                f"  {ratio}  {errors}")  # fmt: skip
 
 
 async def load(url: str, headers: dict[str, str], size: int, learners: int, concurrency: int, duration: float,
@@ -155,20 +160,22 @@ async def load(url: str, headers: dict[str, str], size: int, learners: int, conc
     return Result(system, size, concurrency, done, duration, latencies, errors)
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """CPU time (user + system) a process (or one of its threads) has used so far."""
+    path = f"/proc/{pid}/task/{tid}/stat" if tid is not None else f"/proc/{pid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(proc: subprocess.Popen, url: str, headers: dict[str, str], size: int, learners: int, args,
             system: str) -> Result:  # fmt: skip
     """One row: load for the duration; also the server process's CPU time per statement."""
-    before = cpu_seconds(proc.pid)
+    before, main_before = cpu_seconds(proc.pid), cpu_seconds(proc.pid, proc.pid)
     r = asyncio.run(load(url, headers, size, learners, args.concurrency, args.duration, 2.0, system))
     # The CPU time covers the warm-up too: scale it to the measured share of requests.
-    used = cpu_seconds(proc.pid) - before
+    used, main_used = cpu_seconds(proc.pid) - before, cpu_seconds(proc.pid, proc.pid) - main_before
     r.server_cpu_s = used * args.duration / (args.duration + 2.0)
+    r.main_cpu_s = main_used * args.duration / (args.duration + 2.0)
     print(r.row(), file=sys.stderr)
     return r
 
@@ -299,7 +306,7 @@ def main() -> None:
             finally:
                 stop(proc)
         header = (f"{'system':<22}{'batch':>6}{'conc':>6}{'statements/s':>14}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
-                  f"{'cpu µs/st':>11}  {'ours/peer':>9}  errors")  # fmt: skip
+                  f"{'cpu µs/st':>11}{'main µs':>10}  {'ours/peer':>9}  errors")  # fmt: skip
         print(header)
         print("-" * len(header))
         for r, o in rows:
@@ -307,7 +314,8 @@ def main() -> None:
         load1, load5, _ = os.getloadavg()
         print(f"\n{os.cpu_count()} cores shared by Kafka, the server under test and the load generator "
               f"(load average {load1:.1f}/{load5:.1f} at the end: other work on the machine slows every row). "
-              "cpu µs/st: CPU time of the server process per accepted statement. "
+              "cpu µs/st: CPU time of the server process per accepted statement; main µs: of its main thread "
+              "(the event loop: one core at most). "
               "Ralph's file-system backend switched to append mode (it answers only the first POST otherwise).")  # fmt: skip
     finally:
         if broker is not None:
