@@ -46,14 +46,19 @@ def _kafka_unreachable(err: BaseException) -> bool:
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.pass_context
 def main(ctx: click.Context) -> None:
-    """learnpulse: xAPI statements → Kafka → live engagement → ClickHouse.
+    """learnpulse: xAPI statements → Kafka → live engagement, mastery, cohort health → ClickHouse.
 
     \b
-    Quick start:   learnpulse demo          (everything on this machine, live view)
-    Services:      learnpulse stack up|down|status
-    Processes:     learnpulse worker | serve | simulate
-    Settings come from LEARNPULSE_* environment variables (see README).
+    Try it:        learnpulse demo                   everything here, live view on :8080
+    Services:      learnpulse stack up|down|status   local Kafka (and clickhouse-server)
+    Take in:       learnpulse gateway | simulate | replay FILE | bridge --lrs URL
+    Process:       learnpulse worker                 the stream processor (Faust)
+    Write, serve:  learnpulse sink | serve | notify
+    Ask:           learnpulse sql "SELECT …"         read-only SQL on the pipeline's ClickHouse
+    Settings come from LEARNPULSE_* environment variables (see README); every
+    command has --help.
     """
+
     settings = Settings()
     configure_logs(settings.log_level, settings.client_log_level)
     ctx.obj = settings
