@@ -78,9 +78,6 @@ class GatewayConfig:
     max_per_envelope: int = 100
     accepted_max: int = 200_000
     consistent_refresh_s: float = 0.2
-    # Id look-up rounds (conflict checks in ClickHouse) start at most this often: under
-    # load each round serves more requests for the same query cost (see lookups.py).
-    lookup_interval_s: float = 0.01
 
 
 def _now_ms() -> int:
@@ -111,9 +108,7 @@ class Gateway:
         self.clock_ms = clock_ms
         self.accepted = AcceptedIds(config.accepted_max)
         self._encoder = RequestEncoder(pseudonym_secret, self.profiles, max_per_envelope=config.max_per_envelope)
-        self._lookups = (
-            LookupBatcher(store.lookup, min_interval_s=config.lookup_interval_s) if store is not None else None
-        )
+        self._lookups = LookupBatcher(store.lookup) if store is not None else None
         self._sink_through: int | None = None
         self._refresher: asyncio.Task | None = None
 

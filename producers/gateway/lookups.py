@@ -5,11 +5,6 @@ check). A query costs milliseconds of CPU whatever its size, so one query per re
 would cap single-statement POSTs at a few hundred per second. Requests therefore add
 their ids to the next round; one worker runs that round's query (per school, in chunks
 of ``max_ids``) while the following round accumulates, as group commit does for Kafka.
-
-A query costs the embedded engine milliseconds of CPU whatever its size, so a round
-starts at least ``min_interval_s`` after the previous one started: under load, a few
-milliseconds more waiting for rounds several times bigger; a request arriving after a
-quiet spell is looked up at once.
 """
 
 from __future__ import annotations
@@ -30,11 +25,9 @@ class _Round:
 class LookupBatcher:
     """``await lookup(school, ids)``: stored JSON of the ids that exist; the store call runs in a thread."""
 
-    def __init__(self, lookup: Lookup, max_ids: int = 5_000, min_interval_s: float = 0.0) -> None:
+    def __init__(self, lookup: Lookup, max_ids: int = 5_000) -> None:
         self._lookup = lookup
         self.max_ids = max_ids
-        self.min_interval_s = min_interval_s
-        self._last_start = float("-inf")
         self._next: _Round | None = None
         self._worker: asyncio.Task | None = None
 
@@ -53,12 +46,7 @@ class LookupBatcher:
         return {sid: mine[sid] for sid in ids if sid in mine}
 
     async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
         while self._next is not None:
-            wait = self._last_start + self.min_interval_s - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)  # requests arriving meanwhile join this round
-            self._last_start = loop.time()
             rnd, self._next = self._next, None
             try:
                 result: dict[str, dict[str, bytes]] = {}
