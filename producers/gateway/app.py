@@ -329,7 +329,9 @@ class Gateway:
         else:
             doc = {"id": sid, **doc}
         self._check_attachments([doc], parts)
-        await self._write(school, version, [doc], parts)
+        written = self._write(school, version, [doc], parts)
+        del doc  # _write lets it go before it waits for Kafka
+        await written
         return web.Response(status=204, headers=self._headers(version))
 
     async def _post(self, req: XRequest, school: str, version: str) -> web.Response:
@@ -347,7 +349,9 @@ class Gateway:
             )  # fmt: skip
         statements = validate_statements(payload, version=version)
         self._check_attachments(statements, parts)
-        ids = await self._write(school, version, statements, parts)
+        written = self._write(school, version, statements, parts)
+        del payload, statements  # _write lets them go before it waits for Kafka
+        ids = await written
         if ids is None:  # every statement was already stored, identical: nothing changed
             return web.Response(status=204, headers=self._headers(version))
         return web.Response(body=orjson.dumps(ids), content_type="application/json", headers=self._headers(version))
@@ -442,9 +446,20 @@ class Gateway:
             settled.set_result(False)
             raise
         job.settled.add_done_callback(lambda f: settled.done() or settled.set_result(f.result()))
+        # New statements were completed in place (an assigned id included).
+        ids = [st["id"] for st in statements]
+        accepted = len(new)
+        # Nothing below needs the parsed statements: let them go before waiting for Kafka
+        # (tens to hundreds of ms), so that the garbage collector does not walk every
+        # in-flight request's statements again and again meanwhile.
+        del statements, new, existing, encoded
+        s = None
         try:
             await self.sender.wait(job)
         except KafkaUnavailable as err:
+            # Certain that nothing was written: free the ids before answering (the settle
+            # callbacks would only run on a later loop iteration, after the 503 went out).
+            self.accepted.settle(school, new_ids, token, False)
             raise XapiError(503, "kafka.unavailable", f"statements not stored, nothing was written: {err}",
                             headers={"Retry-After": "5"}) from err  # fmt: skip
         except OutcomeUnknown as err:
@@ -452,9 +467,8 @@ class Gateway:
                             "Kafka did not confirm in time; the statements may or may not be stored. Retry with the "
                             "same statement ids (ids make retries safe).",
                             headers={"Retry-After": "10"}) from err  # fmt: skip
-        metrics.GATEWAY_STATEMENTS.inc(len(new))
-        # New statements were completed in place (an assigned id included).
-        return [s["id"] for s in statements]
+        metrics.GATEWAY_STATEMENTS.inc(accepted)
+        return ids
 
     async def _store_attachments(
         self, school: str, statements: list[dict[str, Any]], parts: dict[str, multipart.Part], stored_ms: int

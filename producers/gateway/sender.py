@@ -34,6 +34,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
@@ -71,11 +72,22 @@ class TransactionalParameters:
     transaction_timeout_ms: int = 60_000
 
 
+class Outgoing(NamedTuple):
+    """One Kafka record of a job: all the sender needs of an envelope."""
+
+    key: bytes
+    value: bytes
+    statements: int
+
+
 @dataclass(eq=False)
 class Job:
     """One request's envelopes. ``settled`` resolves (True committed / False not) when known."""
 
-    envelopes: list[tuple[StatementEnvelope, bytes]]  # with their encoded value
+    # Key, encoded value and statement count of each envelope: not the envelopes, whose
+    # parsed statements would otherwise stay alive (and be walked by every garbage
+    # collection) for as long as the transaction takes.
+    envelopes: list[Outgoing]
     deadline: float
     loop: asyncio.AbstractEventLoop
     result: asyncio.Future
@@ -172,7 +184,8 @@ class TransactionalSender:
     def submit(self, envelopes: list[tuple[StatementEnvelope, bytes]]) -> Job:
         """Queue one request's envelopes (each with its encoded value) for the next transaction."""
         loop = asyncio.get_running_loop()
-        job = Job(envelopes, time.monotonic() + self.params.timeout_s, loop, loop.create_future(), loop.create_future())
+        records = [Outgoing(env.key, value, len(env.entries)) for env, value in envelopes]
+        job = Job(records, time.monotonic() + self.params.timeout_s, loop, loop.create_future(), loop.create_future())
         self._queue.put(job)
         return job
 
@@ -282,10 +295,9 @@ class _Lane:
             producer = self._ensure_producer()
             producer.begin_transaction()
             for job in group:
-                for env, value in job.envelopes:
+                for key, value, _ in job.envelopes:
                     if time.monotonic() > deadline:
                         raise KafkaTimeoutError(f"transaction not written within {params.timeout_s:.0f}s")
-                    key = env.key
                     partition = self.partitioner.partition(producer, params.topic, key)
                     if partition is None:
                         futures.append(producer.send(params.topic, key=key, value=value))
@@ -310,7 +322,7 @@ class _Lane:
         metrics.GATEWAY_COMMIT_REQUESTS.observe(len(group))
         statements = 0
         for job in group:
-            statements += sum(len(e.entries) for e, _ in job.envelopes)
+            statements += sum(r.statements for r in job.envelopes)
             job.finish(None)
         metrics.STATEMENTS_OUT.labels("gateway").inc(statements)
         metrics.MESSAGES_OUT.labels("gateway", params.topic).inc(len(futures))
