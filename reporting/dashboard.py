@@ -155,16 +155,15 @@ HAVING argMax(state, version) = 'fired'
 ORDER BY min(fired_at) DESC
 """
 
-# Statements per event-time hour over each school's newest 24 hours (the sparkline).
+# Statements per event-time hour over the newest 24 hours (the sparkline), from hourly
+# engagement: learning statements (voiding statements are bookkeeping, not activity).
 HOURLY_SQL = """
-SELECT school, toUnixTimestamp(hour), sum(statements)
-FROM {db}.learner_activity_hourly FINAL
-WHERE (school, hour) IN (
-    SELECT school, hour FROM {db}.learner_activity_hourly
-    WHERE hour > (SELECT max(hour) FROM {db}.learner_activity_hourly) - INTERVAL 24 HOUR
-)
-GROUP BY school, hour
-ORDER BY school, hour
+SELECT school, toUnixTimestamp(period_start), sum(statements)
+FROM {db}.engagement FINAL
+WHERE grain = 'hour'
+  AND period_start > (SELECT max(period_start) FROM {db}.engagement WHERE grain = 'hour') - INTERVAL 24 HOUR
+GROUP BY school, period_start
+ORDER BY school, period_start
 """
 
 MASTERED = 0.95

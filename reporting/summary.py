@@ -18,10 +18,13 @@ FROM (
     GROUP BY school
 ) AS s
 LEFT JOIN (
-    -- learners active in the newest event-time hour of each school
+    -- learners active in the newest event-time hour of each school (hourly engagement)
     SELECT school, uniqExact(learner) AS active
-    FROM {db}.learner_activity_hourly FINAL
-    WHERE (school, hour) IN (SELECT school, max(hour) FROM {db}.learner_activity_hourly GROUP BY school)
+    FROM {db}.engagement FINAL
+    WHERE grain = 'hour'
+      AND (school, period_start) IN (
+          SELECT school, max(period_start) FROM {db}.engagement WHERE grain = 'hour' GROUP BY school
+      )
     GROUP BY school
 ) AS a ON a.school = s.school
 ORDER BY s.school

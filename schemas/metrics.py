@@ -77,6 +77,10 @@ STREAM_STATEMENTS = Counter("learnpulse_stream_statements_total", "Statements pr
 STREAM_LATE = Counter(
     "learnpulse_stream_late_statements_total", "Statements older than the learner's engagement horizon", ["agent"]
 )
+# Statements the stream processor had already applied (same statement id re-sent): changed nothing.
+STREAM_DUPLICATES = Counter(
+    "learnpulse_stream_duplicate_statements_total", "Statements skipped as copies of one already applied", ["agent"]
+)
 # Event-time watermark of each source partition of xapi.statements (epoch seconds).
 STREAM_WATERMARK = Gauge("learnpulse_stream_watermark_seconds", "Event-time watermark per partition", ["partition"])
 # Share of disengaged learners per cohort at the latest evaluated event time, and whether its alert is on.

@@ -40,7 +40,6 @@ SPECS: dict[str, SinkSpec] = {
             (T.STATEMENTS_RAW, *LRS_COLUMNS, T.STATEMENTS, T.STATEMENT_VOIDS),
             (mark_voided,),
         ),
-        SinkSpec("activity", Topic.ACTIVITY, (T.LEARNER_ACTIVITY_HOURLY,)),
         SinkSpec("engagement", Topic.ENGAGEMENT, (T.ENGAGEMENT,)),
         SinkSpec("mastery", Topic.MASTERY, (T.MASTERY,)),
         SinkSpec("cohort_health", Topic.COHORT_HEALTH, (T.COHORT_HEALTH,)),

@@ -2,8 +2,8 @@
 
 Agents (registered explicitly, no autodiscovery):
 
-- ``streams.learner.agents``: ``xapi.statements`` → ``learnpulse.engagement``,
-  ``learnpulse.mastery``, ``learnpulse.activity`` and the internal cohort feed;
+- ``streams.learner.agents``: ``xapi.statements`` (and the internal void feed) →
+  ``learnpulse.engagement``, ``learnpulse.mastery``, the internal cohort feed and void feed;
 - ``streams.health.agents``: the cohort feed → ``learnpulse.cohort_health``,
   ``learnpulse.alerts``.
 
@@ -21,6 +21,7 @@ import faust
 from schemas.topics import Topic
 
 from .config import StreamsConfig
+from .transport import ReadCommittedApp
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,6 @@ class Topics:
     """Faust topic handles; raw bytes in and out, our own codecs from ``schemas``."""
 
     statements: faust.TopicT
-    activity: faust.TopicT
     deadletter: faust.TopicT
     engagement: faust.TopicT
     mastery: faust.TopicT
@@ -47,10 +47,16 @@ class Topics:
     alerts: faust.TopicT
     # Internal: learner buckets and source watermarks, keyed by cohort (repartition).
     cohort_feed: faust.TopicT
+    # Internal: void targets to look for in every partition of the learner stage.
+    void_feed: faust.TopicT
 
 
 def cohort_feed_name(app_id: str) -> str:
     return f"{app_id}-cohort-feed"
+
+
+def void_feed_name(app_id: str) -> str:
+    return f"{app_id}-void-feed"
 
 
 # Tables and their partition counts; each table's changelog is ``<app id>-<table>-changelog``.
@@ -68,7 +74,10 @@ def ensure_internal_topics(p: StreamsParameters) -> None:
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    wanted = {cohort_feed_name(p.app_id): (Topic.COHORT_HEALTH.spec.partitions, {})}
+    wanted = {
+        cohort_feed_name(p.app_id): (Topic.COHORT_HEALTH.spec.partitions, {}),
+        void_feed_name(p.app_id): (Topic.STATEMENTS.spec.partitions, {"retention.ms": str(7 * 24 * 3600 * 1000)}),
+    }
     for table, partitions in TABLES.items():
         wanted[f"{p.app_id}-{table}-changelog"] = (partitions, {"cleanup.policy": "compact"})
     admin = KafkaAdminClient(bootstrap_servers=p.bootstrap, request_timeout_ms=15_000)
@@ -86,7 +95,8 @@ def ensure_internal_topics(p: StreamsParameters) -> None:
 
 
 def create_app(p: StreamsParameters) -> faust.App:
-    app = faust.App(
+    # Reads only committed records: the gateway's aborted transactions never count (see .transport).
+    app = ReadCommittedApp(
         p.app_id,
         broker=f"kafka://{p.bootstrap}",
         store="rocksdb://",
@@ -119,21 +129,28 @@ def create_app(p: StreamsParameters) -> faust.App:
         partitions=Topic.COHORT_HEALTH.spec.partitions,
         internal=True,
     )
+    void_feed = app.topic(
+        void_feed_name(p.app_id),
+        key_type=bytes,
+        value_type=bytes,
+        partitions=Topic.STATEMENTS.spec.partitions,
+        internal=True,
+    )
     topics = Topics(
         statements=topic(Topic.STATEMENTS),
-        activity=topic(Topic.ACTIVITY),
         deadletter=topic(Topic.DEADLETTER),
         engagement=topic(Topic.ENGAGEMENT),
         mastery=topic(Topic.MASTERY),
         cohort_health=topic(Topic.COHORT_HEALTH),
         alerts=topic(Topic.ALERTS),
         cohort_feed=feed,
+        void_feed=void_feed,
     )
     from .health.agents import register as register_health
     from .learner.agents import register as register_learner
     from .mastery.logic import load_model
 
     model = load_model(p.config.mastery_file, p.config.skill_map_file)
-    register_learner(app, topics, p.config, model)
+    register_learner(app, topics, p.config, model, p.bootstrap)
     register_health(app, topics, p.config)
     return app

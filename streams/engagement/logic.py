@@ -22,7 +22,7 @@ out-of-order statement recomputes the few hours it can affect from the kept stat
 A statement older than the learner×course horizon (``hour(newest - lateness)``) is not
 accepted: those hours are final.
 
-Versions: every applied statement increments the learner×course sequence ``n``; an hour
+Versions: every statement applied (not late) increments the learner×course sequence ``n``; an hour
 (and its day) takes ``n`` as its version whenever one of its figures changes. A record
 ``(key, version)`` therefore always carries the same figures, whatever the batching.
 """
@@ -121,10 +121,10 @@ def apply_statement(st: dict[str, Any], t: int, duration_ms: int, p: EngagementP
     ``st`` keys: ``n`` sequence, ``new`` newest t, ``hz`` horizon hour, ``end`` latest
     activity end, ``ev`` kept ``[t, s]`` sorted by t, ``h`` hour figures, ``d`` day versions.
     """
-    n = st["n"] = st.get("n", 0) + 1
     hz = st.get("hz")
     if hz is not None and t < hz:
-        return NO_CHANGE
+        return NO_CHANGE  # late: changes nothing, not even the sequence
+    n = st["n"] = st.get("n", 0) + 1
     h: dict[str, list[int]] = st.get("h")  # type: ignore[assignment]
     if h is None:
         h = st["h"] = {}

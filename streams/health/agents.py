@@ -132,7 +132,7 @@ def register(app: faust.App, topics: Any, config: StreamsConfig) -> None:
                 if kind == "wm":
                     srcs["src"][str(doc["src"])] = [doc["wm"], bool(doc["idle"])]
                     continue
-                if kind != "b":
+                if kind != "bs":
                     raise InvalidStatement("feed.kind", f"unknown feed record kind {kind!r}")
                 ck = f"{doc['school']}|{doc['course']}|{doc['cohort']}"
                 cs = cohorts_seen.get(ck)
@@ -143,9 +143,11 @@ def register(app: faust.App, topics: Any, config: StreamsConfig) -> None:
                         cs = logic.new_cohort(doc["school"], doc["course"], doc["cohort"])
                         srcs["ck"].append(ck)
                     cohorts_seen[ck] = cs
-                if logic.merge_bucket(cs, doc["learner"], doc["hour"], doc["a"], doc["l"], doc["v"], params):
-                    dirty.add(ck)
-            except (orjson.JSONDecodeError, KeyError, TypeError) as err:
+                # One message per cohort and learner-stage batch: [learner, hour, active, last, version]
+                for learner, hour, active, last, version in doc["b"]:
+                    if logic.merge_bucket(cs, learner, hour, active, last, version, params):
+                        dirty.add(ck)
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as err:
                 dead.append((msg, InvalidStatement("feed.shape", repr(err))))
             except InvalidStatement as err:
                 dead.append((msg, err))

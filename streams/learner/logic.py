@@ -3,17 +3,51 @@
 The learner stage keeps, per learner (table key = learner pseudonym, co-partitioned with
 ``xapi.statements``), one state document::
 
-    {"o": last applied source offset,
+    {"o": last applied source offset, "p": its partition,
      "c": {course: engagement state (see engagement.logic) + "sc" school, "co" cohort,
-                   "cb" cohort-feed buckets {hour: [active_ms, last_ms, version]}},
+                   "cb" cohort-feed buckets {hour: [active_ms, last_ms, version]},
+                   "i" statements applied {statement key: timestamp ms}},
      "k": {skill: BKT state (see mastery.logic)},
-     "vd": [statement ids voided before they arrived],
-     "a": activity counts (see activity.logic)}
+     "vx": [keys of the voiding statements this learner sent, newest last]}
 
-and per source partition ``{"mx": newest statement time seen, "o": last offset}``, whose
+and per source partition ``{"mx": newest statement time seen, "o": last offset,
+"vd": {statement key: 1} voids whose target was not found (oldest first)}``, whose
 watermark (``mx`` minus a lag) clamps the cohort feed: a contribution to an hour before
 the watermark is booked in the watermark's hour instead, so every bucket before the
 watermark is final and the cohort stage can evaluate it deterministically.
+
+**Each statement id is applied once** (a statement reaches ``xapi.statements`` again at
+a new offset when a producer re-sends it: a bridge page after a crash, a replayed chunk, a
+restarted simulator, an export replayed by an operator). A statement is identified by its
+*key*, a 64-bit digest of its id (:func:`statement_key`). Per learner × course the state
+remembers the key and timestamp of every statement it applied at or after the course's
+horizon ``hz`` (the engagement late rule: ``hour(newest − lateness)``). What that gives,
+exactly:
+
+- engagement figures and the cohort feed: a statement older than ``hz`` changes nothing
+  (late), and a later copy of it has the same timestamp, so it is late too; a statement at
+  or after ``hz`` is applied only if its key is not remembered. Hence every statement id
+  counts at most once, with no time limit, for copies that carry the timestamp of the
+  first (every re-send of a stored statement does). A copy with another timestamp (an
+  LRS that re-accepted a statement without ``timestamp`` and set it to its new ``stored``)
+  counts once as long as the first copy's timestamp is not older than ``hz``;
+- mastery: an observation at or after ``hz`` is deduplicated the same way; a late one
+  (mastery keeps counting late attempts: an offline app syncing yesterday's answers) is
+  recognised while the original is still in the skill's undo history (the last
+  ``mastery.HISTORY`` observations of that learner × skill);
+- keys are forgotten when ``hz`` passes their timestamp, so the memory is bounded by the
+  statements of the last one to two hours of each learner × course's event time.
+
+The first copy wins: a copy never changes a figure, whatever it carries.
+
+**Voiding** (verb ``voided``, object ``StatementRef``) undoes the target's mastery
+observations (engagement keeps counting a voided statement: the learner did act). A void
+is applied where its own actor lives; when the target is one of this learner's
+observations it is undone at once, when it is one of this learner's other statements
+there is nothing to undo. Otherwise the target belongs to someone else (an instructor or
+the LMS voided a learner's answer) or has not arrived yet: the agent resolves it (see
+``streams.learner.agents``), so :meth:`LearnerLogic.apply` only lists it in
+``Outputs.voids``. Voids are idempotent: a second void of the same target changes nothing.
 
 Redelivery (at-least-once after a crash): an envelope at or below ``o`` is not applied
 again; its records are re-emitted from the current state instead, so records lost in the
@@ -23,19 +57,26 @@ stored versions, so they change nothing downstream.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from schemas.envelope import StatementEnvelope
 from schemas.errors import InvalidStatement
-from schemas.records import ActivityRecord, EngagementRecord, MasteryRecord
+from schemas.records import EngagementRecord, MasteryRecord
 from schemas.xapi.duration import duration_ms
 
-from ..activity import logic as activity
 from ..config import HOUR_MS, StreamsConfig
 from ..engagement import logic as engagement
 from ..mastery import logic as mastery
 from ..timeparse import timestamp_ms
+
+# Keys of a learner's own voiding statements remembered (a re-sent void is skipped early;
+# applying one again would change nothing anyway).
+OWN_VOIDS = 200
 
 
 def parse_timestamps(env: StatementEnvelope) -> list[int]:
@@ -77,8 +118,14 @@ def _duration(result: dict[str, Any], stmt: dict[str, Any]) -> int:
         return 0  # validated upstream; a bad duration only loses its own time
 
 
-def short_id(statement_id: str) -> str:
-    return statement_id.replace("-", "").lower()[:16]
+def statement_key(statement_id: str) -> str:
+    """What the state remembers of a statement id: 64 bits of BLAKE2b, hex.
+
+    A digest rather than a prefix: time-based UUIDs (v1, v7) share their leading digits,
+    and version-1 UUIDs from one host their trailing ones. Two distinct ids of one learner
+    collide with probability about n²/2⁶⁵ for n remembered keys.
+    """
+    return hashlib.blake2b(statement_id.lower().encode(), digest_size=8).hexdigest()
 
 
 @dataclass
@@ -86,14 +133,20 @@ class Outputs:
     """Records of one processing batch, coalesced per key: the last version wins.
 
     ``cohort`` maps ``(cohort key, learner, hour)`` to the bucket message fields.
+    ``voids``: keys of void targets the learner stage did not find in the voiding learner's
+    own state (resolved by the agent). ``observed``: ``(statement key, learner, +1)`` for an
+    observation entering a skill's undo history, ``(…, -1)`` for one leaving it (folded or
+    undone), in order: the agent's index of observation owners follows them.
     """
 
     engagement: dict[tuple, EngagementRecord] = field(default_factory=dict)
     mastery: dict[tuple, MasteryRecord] = field(default_factory=dict)
-    activity: dict[tuple, ActivityRecord] = field(default_factory=dict)
     cohort: dict[tuple, dict[str, Any]] = field(default_factory=dict)
+    voids: list[str] = field(default_factory=list)
+    observed: list[tuple[str, str, int]] = field(default_factory=list)
     statements: int = 0
     late: int = 0
+    duplicates: int = 0
 
 
 def cohort_key(school: str, course: str, cohort: str) -> str:
@@ -112,31 +165,35 @@ class LearnerLogic:
     # -- records from state ---------------------------------------------------------
     def _engagement(self, out: Outputs, learner: str, course: str, cst: dict[str, Any], hours: set[int]) -> None:
         days = set()
+        h = cst["h"]
+        school, cohort = cst["sc"], cst["co"]
+        records = out.engagement
         for hr in hours:
-            f = cst["h"].get(str(hr))
+            f = h.get(str(hr))
             if f is None:
                 continue
-            out.engagement[(learner, course, "hour", hr)] = EngagementRecord(
-                cst["sc"], course, cst["co"], learner, "hour", hr, f[0], f[1], f[2], f[3], f[4]
+            records[(learner, course, "hour", hr)] = EngagementRecord(
+                school, course, cohort, learner, "hour", hr, f[0], f[1], f[2], f[3], f[4]
             )
-            days.add(engagement.day_of(hr))
+            days.add(hr - hr % engagement.DAY_MS)
         for day in days:
             f = engagement.day_figures(cst, day)
-            out.engagement[(learner, course, "day", day)] = EngagementRecord(
-                cst["sc"], course, cst["co"], learner, "day", day, f[0], f[1], f[2], f[3], f[4]
+            records[(learner, course, "day", day)] = EngagementRecord(
+                school, course, cohort, learner, "day", day, f[0], f[1], f[2], f[3], f[4]
             )
 
     def _cohort(self, out: Outputs, learner: str, course: str, cst: dict[str, Any], hour: int) -> None:
         a, last, v = cst["cb"][str(hour)]
         key = cohort_key(cst["sc"], course, cst["co"])
         out.cohort[(key, learner, hour)] = {
-            "k": "b", "school": cst["sc"], "course": course, "cohort": cst["co"], "learner": learner,
+            "school": cst["sc"], "course": course, "cohort": cst["co"], "learner": learner,
             "hour": hour, "a": a, "l": last, "v": v,
         }
 
     def _mastery(self, out: Outputs, school: str, learner: str, skill: str, sk: dict[str, Any]) -> None:
         out.mastery[(learner, skill)] = MasteryRecord(
-            school, sk["course"], learner, skill, round(sk["p"], 9), sk["n"], sk["c"], sk["ts"], sk["v"]
+            sk.get("sc") or school, sk["course"], learner, skill, round(sk["p"], 9), sk["n"], sk["c"], sk["ts"],
+            sk["v"],
         )
 
     def reemit(self, state: dict[str, Any], env: StatementEnvelope, out: Outputs) -> None:
@@ -150,10 +207,6 @@ class LearnerLogic:
                 self._cohort(out, env.learner, course, cst, int(hour))
         for skill, sk in state.get("k", {}).items():
             self._mastery(out, env.school, env.learner, skill, sk)
-        act = state.get("a", {})
-        for key in act.get("h", {}):
-            r = activity.current(act, env.learner, key)
-            out.activity[(r.learner, r.course, r.cohort, r.hour_ms)] = r
 
     # -- applying -------------------------------------------------------------------
     def apply(
@@ -173,35 +226,56 @@ class LearnerLogic:
             self.reemit(state, env, out)
             return False
         learner = env.learner
-        courses: dict[str, Any] = state.setdefault("c", {})
-        skills: dict[str, Any] = state.setdefault("k", {})
+        school = env.school
+        courses: dict[str, Any] = state.get("c")  # type: ignore[assignment]
+        if courses is None:
+            courses = state["c"] = {}
+        skills: dict[str, Any] = state.get("k")  # type: ignore[assignment]
+        if skills is None:
+            skills = state["k"] = {}
         mx = part.get("mx")
         lag = self.lag
         wm_hour = None if mx is None else (mx - lag) - (mx - lag) % HOUR_MS
         eng_dirty: dict[str, set[int]] = {}
         cb_dirty: dict[str, set[int]] = {}
+        hz_moved: set[str] = set()
         apply_statement = engagement.apply_statement
         eng_params = self.eng
+        voided_verb = mastery.VOIDED_VERB
         for entry, t in zip(env.entries, timestamps):
             stmt = entry.statement
             out.statements += 1
             if mx is None or t > mx:
                 mx = t
                 wm_hour = (mx - lag) - (mx - lag) % HOUR_MS
+            raw_id = stmt.get("id")
+            sid = statement_key(raw_id) if isinstance(raw_id, str) else None
             verb = stmt.get("verb")
-            if verb is not None and verb.get("id") == mastery.VOIDED_VERB:
+            if verb is not None and verb.get("id") == voided_verb:
                 target = mastery.voided_target(stmt)
                 if target is not None:
-                    self._void(state, skills, env, target, out)
+                    self._void(state, skills, courses, school, learner, sid, statement_key(target), out)
                     continue  # a voiding statement is bookkeeping, not learning activity
             course = entry.course
             cst = courses.get(course)
             if cst is None:
                 cst = courses[course] = {}
-            cst["sc"] = env.school
+            hz = cst.get("hz")
+            late = hz is not None and t < hz
+            ids = cst.get("i")
+            if ids is None:
+                ids = cst["i"] = {}
+            if sid is not None and not late:
+                if sid in ids:
+                    out.duplicates += 1
+                    continue
+                ids[sid] = t
+            cst["sc"] = school
             cst["co"] = entry.cohort
             result = stmt.get("result")
             ch = apply_statement(cst, t, _duration(result, stmt) if result else 0, eng_params)
+            if cst.get("hz") != hz:
+                hz_moved.add(course)
             if not ch.hours:
                 out.late += 1
             else:
@@ -234,13 +308,20 @@ class LearnerLogic:
                 b[1] = max(b[1], t)
                 b[2] = n
                 touched.add(eff)
-            if result:
-                self._observe(state, skills, env, course, stmt, result, t, out)
+            if result and sid is not None:
+                self._observe(part, skills, school, learner, course, stmt, result, sid, t, late, out)
         part["mx"] = mx
         state["o"] = offset
         for course, hours in eng_dirty.items():
             self._engagement(out, learner, course, courses[course], hours)
             engagement.prune(courses[course])
+        for course in hz_moved:
+            # Keys older than the horizon can go: a copy of theirs would be late anyway.
+            cst = courses[course]
+            hz = cst["hz"]
+            ids = cst["i"]
+            if ids:
+                cst["i"] = {k: v for k, v in ids.items() if v >= hz}
         for course, hours in cb_dirty.items():
             cst = courses[course]
             for hour in hours:
@@ -249,25 +330,41 @@ class LearnerLogic:
             wm_hour = engagement.hour_of(mx - self.lag)
             for key in [k for k in cst["cb"] if int(k) < wm_hour]:
                 del cst["cb"][key]
-        for r in activity.apply_envelope(state.setdefault("a", {}), env, offset, timestamps):
-            out.activity[(r.learner, r.course, r.cohort, r.hour_ms)] = r
         return True
 
-    def _void(self, state: dict[str, Any], skills: dict[str, Any], env: StatementEnvelope, target: str,
-              out: Outputs) -> None:
-        sid = short_id(target)
-        changed = mastery.undo(skills, sid, self.model)
-        if changed:
-            for skill in changed:
-                self._mastery(out, env.school, env.learner, skill, skills[skill])
-        else:
-            pending = state.setdefault("vd", [])
-            pending.append(sid)
-            del pending[: -mastery.PENDING_VOIDS]
+    def _void(
+        self, state: dict[str, Any], skills: dict[str, Any], courses: dict[str, Any], school: str, learner: str,
+        sid: str | None, target: str, out: Outputs,
+    ) -> None:
+        own = state.get("vx")
+        if own is None:
+            own = state["vx"] = []
+        if sid is not None:
+            if sid in own:
+                out.duplicates += 1
+                return
+            own.append(sid)
+            del own[:-OWN_VOIDS]
+        if self.undo(state, school, learner, target, out):
+            return
+        if any(target in cst.get("i", ()) for cst in courses.values()):
+            return  # one of this learner's statements, but not an observation: nothing to undo
+        out.voids.append(target)
+
+    def undo(self, state: dict[str, Any], school: str, learner: str, target: str, out: Outputs) -> bool:
+        """Undo observation ``target`` in this learner's state; False if it holds none."""
+        skills = state.get("k")
+        if not skills:
+            return False
+        changed = mastery.undo(skills, target, self.model)
+        for skill in changed:
+            self._mastery(out, school, learner, skill, skills[skill])
+            out.observed.append((target, learner, -1))
+        return bool(changed)
 
     def _observe(
-        self, state: dict[str, Any], skills: dict[str, Any], env: StatementEnvelope, course: str,
-        stmt: dict[str, Any], result: dict[str, Any], t: int, out: Outputs,
+        self, part: dict[str, Any], skills: dict[str, Any], school: str, learner: str, course: str,
+        stmt: dict[str, Any], result: dict[str, Any], sid: str, t: int, late: bool, out: Outputs,
     ) -> None:
         if not isinstance(result, dict):
             return
@@ -279,18 +376,97 @@ class LearnerLogic:
         names = self.model.skills_of(course, stmt)
         if not names:
             return
-        sid = short_id(str(stmt.get("id", "")))
-        pending = state.get("vd")
-        if pending and sid in pending:
-            pending.remove(sid)
-            return
+        if late and any(h[0] == sid for name in names if name in skills for h in skills[name]["h"]):
+            out.duplicates += 1
+            return  # a late copy of an observation still in the history
+        pending = part.get("vd")
+        voided = bool(pending) and sid in pending
+        if voided:
+            del pending[sid]
+        folded: list[str] = []
         for skill in names:
             b = self.model.params(skill)
             ok = mastery.observation(stmt, b)
             if ok is None:
                 continue
-            sk = mastery.observe(skills, skill, course, sid, ok, t, b)
-            self._mastery(out, env.school, env.learner, skill, sk)
+            if voided:
+                sk = mastery.voided_first(skills, skill, course, b, school)
+            else:
+                sk = mastery.observe(skills, skill, course, sid, ok, t, b, school, folded)
+                out.observed.append((sid, learner, 1))
+            self._mastery(out, school, learner, skill, sk)
+        for old in folded:
+            out.observed.append((old, learner, -1))
+
+
+def add_pending_void(part: dict[str, Any], target: str) -> None:
+    """Remember a void whose target this partition has not seen (bounded, oldest dropped)."""
+    pending = part.get("vd")
+    if pending is None:
+        pending = part["vd"] = {}
+    pending.pop(target, None)
+    pending[target] = 1
+    while len(pending) > mastery.PENDING_VOIDS:
+        del pending[next(iter(pending))]
+
+
+class OwnerIndex:
+    """Statement key → ``[learner, partition, histories holding it]`` for the observations
+    of the learners in this worker's active partitions. Derived from the table, never stored.
+    """
+
+    def __init__(self) -> None:
+        self.owners: dict[str, list[Any]] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.owners is not None
+
+    def reset(self) -> None:
+        self.owners = None
+
+    def build(self, items: Iterable[tuple[bytes, bytes]], held: dict[bytes, list[Any]]) -> None:
+        """From every learner state of the active partitions (``held``: this batch's, newer)."""
+        owners: dict[str, list[Any]] = {}
+
+        def add(key: bytes, state: dict[str, Any]) -> None:
+            learner, partition = key.decode(), state.get("p")
+            for sk in state.get("k", {}).values():
+                for h in sk["h"]:
+                    o = owners.get(h[0])
+                    if o is None:
+                        owners[h[0]] = [learner, partition, 1]
+                    else:
+                        o[2] += 1
+
+        for key, raw in items:
+            if key[:1] == b"\x00" or key in held:
+                continue
+            add(key, orjson.loads(raw))
+        for key, (state, _event) in held.items():
+            if key[:1] != b"\x00":
+                add(key, state)
+        self.owners = owners
+
+    def apply(self, ops: Iterable[tuple[str, str, int]], partition_of: dict[str, int]) -> None:
+        owners = self.owners
+        if owners is None:
+            return
+        for sid, learner, delta in ops:
+            o = owners.get(sid)
+            if delta > 0:
+                if o is None or o[0] != learner:
+                    owners[sid] = [learner, partition_of[learner], 1]
+                else:
+                    o[2] += 1
+            elif o is not None and o[0] == learner:
+                o[2] -= 1
+                if o[2] <= 0:
+                    del owners[sid]
+
+    def owner(self, sid: str, partition: int) -> str | None:
+        o = (self.owners or {}).get(sid)
+        return o[0] if o is not None and o[1] == partition else None
 
 
 def partition_watermark(part: dict[str, Any], lag_ms: int) -> int | None:
@@ -298,4 +474,7 @@ def partition_watermark(part: dict[str, Any], lag_ms: int) -> int | None:
     return None if mx is None else mx - lag_ms
 
 
-__all__ = ["HOUR_MS", "LearnerLogic", "Outputs", "cohort_key", "parse_timestamps", "partition_watermark"]
+__all__ = [
+    "HOUR_MS", "LearnerLogic", "Outputs", "OwnerIndex", "add_pending_void", "cohort_key", "parse_timestamps", "partition_watermark",
+    "statement_key",
+]

@@ -16,8 +16,15 @@ type ``objective``, and a per-course mapping file. The observation is ``result.s
 when present, else ``result.score.scaled >= threshold``.
 
 Voiding (verb ``voided``, object ``StatementRef``): the learner × skill keeps its
-observation history (statement id, outcome), so undoing one replays the rest from the
-prior; a statement voided before it arrives is remembered and never counted.
+observation history (statement key, outcome), so undoing one replays the rest from the
+prior; a statement voided before it arrives is never counted (the learner stage keeps the
+pending voids, see ``streams.learner``).
+
+Versions are a function of the input, whatever the order a void and its target meet in:
+``v`` = observations counted + observations undone + 2 × observations dropped because
+their void came first (observed and undone, in effect). ``ts`` is always the newest event
+time among the observations counted: the kept history and ``tf`` (newest folded into the
+baseline).
 """
 
 from __future__ import annotations
@@ -33,8 +40,8 @@ VOIDED_VERB = "http://adlnet.gov/expapi/verbs/voided"
 OBJECTIVE_TYPE = "http://adlnet.gov/expapi/activities/objective"
 # Observations kept per learner × skill for undo; older ones are folded into the baseline.
 HISTORY = 200
-# Voided ids remembered per learner for statements not seen yet.
-PENDING_VOIDS = 200
+# Voids whose target was not found, remembered per source partition (see streams.learner).
+PENDING_VOIDS = 1000
 # Parameters shipped with learnpulse (overridden by settings.streams.mastery_file).
 DEFAULT_PARAMS_FILE = Path(__file__).with_name("skills.json")
 
@@ -159,28 +166,54 @@ def _replay(sk: dict[str, Any], b: BKTParams) -> None:
     sk["p"] = p
 
 
+def _new_skill(skills: dict[str, Any], skill: str, course: str, school: str, b: BKTParams) -> dict[str, Any]:
+    sk = skills[skill] = {
+        "p0": b.prior, "p": b.prior, "h": [], "n": 0, "c": 0, "v": 0, "course": course, "ts": 0, "tf": 0, "sc": school,
+    }
+    return sk
+
+
 def observe(
-    skills: dict[str, Any], skill: str, course: str, sid: str, correct: bool, ts: int, b: BKTParams
+    skills: dict[str, Any], skill: str, course: str, sid: str, correct: bool, ts: int, b: BKTParams,
+    school: str = "", folded: list[str] | None = None,
 ) -> dict[str, Any]:
     """Count one observation into ``skills[skill]``; returns that skill's state.
 
     State: ``p`` current P(L), ``p0`` baseline before the kept history ``h``
-    (``[statement id, 0/1, ts]``), ``n``/``c`` observations/correct counted, ``v`` version
-    (events applied: observations and undos), ``course``, ``ts`` last event time.
+    (``[statement key, 0/1, ts]``), ``n``/``c`` observations/correct counted, ``v`` version
+    (see the module docstring), ``course``, ``sc`` school, ``ts`` newest event time counted,
+    ``tf`` newest event time folded into ``p0``. The key of an observation folded out of
+    the history (it can no longer be undone) is appended to ``folded``.
     """
     sk = skills.get(skill)
     if sk is None:
-        sk = skills[skill] = {"p0": b.prior, "p": b.prior, "h": [], "n": 0, "c": 0, "v": 0, "course": course, "ts": 0}
+        sk = _new_skill(skills, skill, course, school, b)
     sk["p"] = update(sk["p"], correct, b)
     sk["h"].append([sid, 1 if correct else 0, ts])
     sk["n"] += 1
     sk["c"] += int(correct)
     sk["v"] += 1
     sk["course"] = course
+    if school:
+        sk["sc"] = school
     sk["ts"] = max(sk["ts"], ts)
     if len(sk["h"]) > HISTORY:
-        _sid, ok, _ts = sk["h"].pop(0)
+        old_sid, ok, old_ts = sk["h"].pop(0)
         sk["p0"] = update(sk["p0"], bool(ok), b)
+        sk["tf"] = max(sk.get("tf", 0), old_ts)
+        if folded is not None:
+            folded.append(old_sid)
+    return sk
+
+
+def voided_first(
+    skills: dict[str, Any], skill: str, course: str, b: BKTParams, school: str = ""
+) -> dict[str, Any]:
+    """An observation whose void came first: not counted, but versioned as observed then undone."""
+    sk = skills.get(skill)
+    if sk is None:
+        sk = _new_skill(skills, skill, course, school, b)
+    sk["v"] += 2
     return sk
 
 
@@ -194,9 +227,13 @@ def undo(skills: dict[str, Any], sid: str, model: MasteryModel) -> list[str]:
                 sk["n"] -= 1
                 sk["c"] -= ok
                 sk["v"] += 1
-                if sk["h"]:
-                    sk["ts"] = max(x[2] for x in sk["h"])
+                sk["ts"] = max([sk.get("tf", 0), *(x[2] for x in sk["h"])])
                 _replay(sk, model.params(skill))
                 changed.append(skill)
                 break
     return changed
+
+
+def observed_keys(skills: dict[str, Any]) -> list[str]:
+    """Keys of every observation that can still be undone (in the kept histories)."""
+    return [h[0] for sk in skills.values() for h in sk["h"]]

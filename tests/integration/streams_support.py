@@ -8,8 +8,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
+from kafka.partitioner.default import murmur2
 
 from learnpulse.settings import KafkaSettings, Settings, StreamsSettings
 from schemas.envelope import StatementEntry, StatementEnvelope
@@ -23,6 +25,20 @@ T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 MIN = 60_000
 HOUR = 3_600_000
 DAY = 86_400_000
+
+
+def partition_for(key: bytes, partitions: int = Topic.STATEMENTS.spec.partitions) -> int:
+    """The partition Kafka's default partitioner gives ``key`` (murmur2, as every producer here)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def learner_in(partition: int, avoid: set[str] = frozenset(), prefix: str = "") -> str:
+    """A hex learner pseudonym whose messages land in ``partition``."""
+    for i in range(100_000):
+        learner = f"{prefix}{i:x}".rjust(64, "0")
+        if learner not in avoid and partition_for(learner.encode()) == partition:
+            return learner
+    raise AssertionError("no key found")
 
 
 def stream_settings(tmp_path: Path, kafka: KafkaSettings, **streams: Any) -> Settings:
@@ -223,3 +239,63 @@ def consistent_versions(records: list[Any], topic: Topic) -> dict[tuple, Any]:
             raise AssertionError(f"two different records with key/version {k}: {seen[k]} vs {r}")
         seen[k] = r
     return seen
+
+
+def worker(spawn, settings: Settings, app_id: str, name: str):
+    """A ``learnpulse worker`` process on its own app id, ports and state directory (``.metrics_port``)."""
+    port = free_port()
+    proc = spawn(
+        ["worker", "--app-id", app_id, "--name", name, "--web-port", str(free_port())],
+        settings, f"worker-{name}", extra_env={"LEARNPULSE_METRICS_PORT": str(port)},
+    )
+    proc.metrics_port = port
+    return proc
+
+
+def collect(
+    kafka: KafkaSettings, app_id: str, workers: Callable[[], list], start: dict[TopicPartition, int] | None = None,
+    topics: Iterable[Topic] = tuple(DECODERS), timeout: float = 300,
+) -> DerivedReader:
+    """Derived records from ``start`` once the group ``app_id`` committed the end of its inputs
+    (a quiet period alone is no proof on a loaded machine) and the stream has been quiet."""
+    reader = DerivedReader(kafka, topics, start)
+    caught_up = [False]
+
+    def done(r: DerivedReader) -> bool:
+        if not caught_up[0]:
+            caught_up[0] = group_caught_up(kafka, app_id)
+            return False
+        return True
+
+    def alive() -> None:
+        for w in workers():
+            if w.popen.poll() is not None:
+                pytest.fail(f"worker exited {w.popen.returncode}:\n{w.tail()}")
+
+    try:
+        reader.settle(done, timeout, quiet_s=8, check=alive, diagnose=lambda: "\n".join(w.tail(20) for w in workers()))
+    finally:
+        reader.close()
+    return reader
+
+
+def same_records(ref: DerivedReader, other: DerivedReader, what: str, topics: Iterable[Topic] = tuple(DECODERS)) -> None:
+    """The latest record of every key is the same, versions included; no (key, version) carries two figures."""
+    for topic in topics:
+        a, b = ref.latest[topic], other.latest[topic]
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        assert not diff, (
+            f"{what}: {topic.value}: {len(diff)} of {len(a)} keys differ, e.g.\n{a.get(diff[0])}\n{b.get(diff[0])}"
+        )
+        consistent_versions(ref.all[topic], topic)
+        consistent_versions(other.all[topic], topic)
+
+
+def metric(port: int, name: str) -> float:
+    """A counter of a worker's /metrics (0 when absent)."""
+    import re
+    import urllib.request
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    m = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", body, re.MULTILINE)
+    return float(m.group(1)) if m else 0.0

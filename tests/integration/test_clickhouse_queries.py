@@ -41,7 +41,7 @@ def test_clickhouse_queries_are_ten_documented_files():
 def test_clickhouse_research_queries_on_pipeline_data(settings, spawn):
     worker = spawn(["worker"], settings, "worker")
     assert run_simulator(settings, SimulationConfig(seed=21, schools=2), count=N, rate=None) == N
-    with running_sinks(settings, ["statements", "activity", "engagement", "mastery", "cohort_health", "alerts"]) as (
+    with running_sinks(settings, ["statements", "engagement", "mastery", "cohort_health", "alerts"]) as (
         ch,
         _sinks,
     ):

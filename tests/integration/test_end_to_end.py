@@ -2,7 +2,8 @@
 
 Runs against the real broker and both ClickHouse engines and checks exact counts: every
 statement once in ``statements`` and ``statements_raw``, and the per-learner hourly
-activity written by the worker summing to the same number.
+engagement written by the worker summing to the same number (the simulator sends no
+voiding statements and none later than the engagement horizon).
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ def test_pipeline_end_to_end_exact_counts(settings, spawn):
             (row,) = ch.query(
                 "SELECT (SELECT count() FROM {db}.statements FINAL),"
                 " (SELECT count() FROM {db}.statements_raw FINAL),"
-                " (SELECT sum(statements) FROM {db}.learner_activity_hourly FINAL)"
+                " (SELECT sum(statements) FROM {db}.engagement FINAL WHERE grain = 'hour')"
             )
             return tuple(int(x or 0) for x in row)
 
-        wait_for(lambda: counts() == (N, N, N), 180, f"{N} statements and activity in ClickHouse")
+        wait_for(lambda: counts() == (N, N, N), 180, f"{N} statements and hourly engagement in ClickHouse")
         # Nothing more arrives afterwards (no doubles written late).
         assert counts() == (N, N, N)
         (distinct,) = ch.query("SELECT uniqExact(statement_id) FROM {db}.statements")

@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from schemas.records import ActivityRecord, AlertRecord, CohortHealthRecord, EngagementRecord, MasteryRecord
+from schemas.records import AlertRecord, CohortHealthRecord, EngagementRecord, MasteryRecord
 from schemas.topics import Topic
 from tests.integration.test_sinks_statements import Publisher, running_sinks, scalar, wait_committed
 
@@ -37,7 +37,7 @@ def _publish(settings, topic: Topic, records, rng: random.Random) -> None:
 def test_sinks_derived_records_replace_by_version_never_add(settings):
     rng = random.Random(5)
     learners = [f"{i:064x}" for i in range(1, 9)]
-    engagement, mastery, activity, health, alerts = [], [], [], [], []
+    engagement, mastery, health, alerts = [], [], [], []
     for li, learner in enumerate(learners):
         for day in range(3):
             for v in range(1, 5):  # four updates of the same day, growing
@@ -56,9 +56,6 @@ def test_sinks_derived_records_replace_by_version_never_add(settings):
                         v,
                     )
                 )
-            activity.extend(
-                ActivityRecord("s-1", "c-1", f"k-{li % 2}", learner, T0 + day * DAY, v, v) for v in (1, 2, 3)
-            )
         for skill in ("sk-a", "sk-b"):
             for v in range(1, 6):
                 mastery.append(
@@ -77,7 +74,6 @@ def test_sinks_derived_records_replace_by_version_never_add(settings):
         alerts.extend([fired, resolved])
     _publish(settings, Topic.ENGAGEMENT, engagement, rng)
     _publish(settings, Topic.MASTERY, mastery, rng)
-    _publish(settings, Topic.ACTIVITY, activity, rng)
     _publish(settings, Topic.COHORT_HEALTH, health, rng)
     _publish(settings, Topic.ALERTS, alerts, rng)
     # A record outside the contract is dead-lettered, not written, and does not stop the sink.
@@ -86,8 +82,8 @@ def test_sinks_derived_records_replace_by_version_never_add(settings):
     pub.flush()
     pub.close()
 
-    names = ["engagement", "mastery", "activity", "cohort_health", "alerts"]
-    topics = [Topic.ENGAGEMENT, Topic.MASTERY, Topic.ACTIVITY, Topic.COHORT_HEALTH, Topic.ALERTS]
+    names = ["engagement", "mastery", "cohort_health", "alerts"]
+    topics = [Topic.ENGAGEMENT, Topic.MASTERY, Topic.COHORT_HEALTH, Topic.ALERTS]
     with running_sinks(settings, names) as (ch, sinks):
         for name, topic in zip(names, topics, strict=True):
             wait_committed(settings, sinks, name, topic=topic)
@@ -100,9 +96,6 @@ def test_sinks_derived_records_replace_by_version_never_add(settings):
         assert scalar(ch, "SELECT count() FROM {db}.mastery FINAL") == len(learners) * 2
         assert ch.query("SELECT min(p_mastery), max(p_mastery), min(observations) FROM {db}.mastery FINAL") == [
             (0.5, 0.5, 5)
-        ]
-        assert ch.query("SELECT count(), sum(statements) FROM {db}.learner_activity_hourly FINAL") == [
-            (len(learners) * 3, 3 * len(learners) * 3)
         ]
         assert scalar(ch, "SELECT count() FROM {db}.cohort_health FINAL") == 8
         latest = ch.query(
