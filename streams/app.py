@@ -80,6 +80,8 @@ def ensure_internal_topics(p: StreamsParameters) -> None:
     }
     for table, partitions in TABLES.items():
         wanted[f"{p.app_id}-{table}-changelog"] = (partitions, {"cleanup.policy": "compact"})
+    # Faust's leader-election topic too: every worker subscribes to it.
+    wanted[f"{p.app_id}-__assignor-__leader"] = (1, {})
     admin = KafkaAdminClient(bootstrap_servers=p.bootstrap, request_timeout_ms=15_000)
     try:
         existing = set(admin.list_topics())
@@ -90,8 +92,37 @@ def ensure_internal_topics(p: StreamsParameters) -> None:
                 admin.create_topics([NewTopic(name, partitions, p.replication, topic_configs=configs)])
             except TopicAlreadyExistsError:
                 pass  # another worker was quicker
+        _wait_for_leaders(admin, {name: partitions for name, (partitions, _) in wanted.items()})
     finally:
         admin.close()
+
+
+def _wait_for_leaders(admin, wanted: dict[str, int], timeout_s: float = 60.0) -> None:
+    """Return once every topic has all its partitions with a leader.
+
+    A topic created a moment ago (by this worker or one starting beside it) can still be
+    without leaders in the broker's metadata: a group leader computing the assignment then
+    leaves its partitions unassigned until the next metadata refresh. Measured in CI: a
+    second worker's feed partitions waited five minutes (aiokafka's default metadata age).
+    """
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    missing: list[str] = list(wanted)
+    while True:
+        # kafka-python 3.x: Metadata response fields by their protocol names.
+        described = {t["name"]: t for t in admin.describe_topics(list(wanted))}
+        missing = [
+            name for name, partitions in wanted.items()
+            if (t := described.get(name)) is None or t["error_code"]
+            or len(t["partitions"]) < partitions
+            or any(part["error_code"] or part["leader_id"] < 0 for part in t["partitions"])
+        ]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Kafka topics without leaders after {timeout_s:.0f}s: {', '.join(sorted(missing))}")
+        time.sleep(0.2)
 
 
 def create_app(p: StreamsParameters) -> faust.App:
@@ -115,6 +146,9 @@ def create_app(p: StreamsParameters) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         stream_wait_empty=False,
+        # A partition count change or a topic the group leader did not yet see heals at
+        # the next metadata refresh: every 30 s rather than aiokafka's 5 minutes.
+        consumer_metadata_max_age_ms=30_000,
         # Tables are written once per batch, so a larger buffer than the default only
         # costs memory; keep the default flush cadence.
     )

@@ -152,6 +152,21 @@ def assigned_consumer(
 
 def group_caught_up(kafka: KafkaSettings, app_id: str) -> bool:
     """True when the worker group ``app_id`` has committed the end of xapi.statements and of its cohort feed."""
+    lag = group_lag(kafka, app_id)
+    return lag is not None and not any(lag.values())
+
+
+def describe_lag(kafka: KafkaSettings, app_id: str) -> str:
+    """The group's uncommitted records per partition, for a failure message."""
+    lag = group_lag(kafka, app_id)
+    if lag is None:
+        return f"group {app_id}: no committed offsets or no cohort feed yet"
+    behind = {f"{tp.topic}/{tp.partition}": n for tp, n in sorted(lag.items()) if n}
+    return f"group {app_id} lag: {behind or 'none'}"
+
+
+def group_lag(kafka: KafkaSettings, app_id: str) -> dict[TopicPartition, int] | None:
+    """End offset minus committed offset of the group ``app_id`` on its inputs (None: not yet known)."""
     from kafka import KafkaAdminClient
 
     admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
@@ -163,13 +178,13 @@ def group_caught_up(kafka: KafkaSettings, app_id: str) -> bool:
         try:
             ends = consumer.end_offsets(tps)
         except KeyError:  # the worker has not created its cohort feed yet
-            return False
+            return None
         try:
             offsets = admin.list_group_offsets({app_id: None}).get(app_id, {})
         except KafkaError:  # the group does not exist yet
-            return False
+            return None
         committed = {tp: meta.offset for tp, meta in offsets.items()}
-        return all(committed.get(tp, 0) >= end for tp, end in ends.items())
+        return {tp: max(0, end - committed.get(tp, 0)) for tp, end in ends.items()}
     finally:
         consumer.close()
         admin.close()
@@ -273,7 +288,8 @@ def collect(
                 pytest.fail(f"worker exited {w.popen.returncode}:\n{w.tail()}")
 
     try:
-        reader.settle(done, timeout, quiet_s=8, check=alive, diagnose=lambda: "\n".join(w.tail(20) for w in workers()))
+        reader.settle(done, timeout, quiet_s=8, check=alive, diagnose=lambda: "\n".join(
+            [describe_lag(kafka, app_id)] + [w.tail(20) for w in workers()]))
     finally:
         reader.close()
     return reader

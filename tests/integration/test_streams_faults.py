@@ -25,6 +25,7 @@ from tests.integration.streams_support import (
     DECODERS,
     DerivedReader,
     consistent_versions,
+    describe_lag,
     end_offsets,
     group_caught_up,
     stream_settings,
@@ -70,7 +71,8 @@ def _collect(kafka, start, workers: Callable[[], list], app_id: str, timeout: fl
                 pytest.fail(f"worker exited {w.popen.returncode}:\n{w.tail()}")
 
     try:
-        reader.settle(done, timeout, quiet_s=8, check=alive, diagnose=lambda: "\n".join(w.tail(20) for w in workers()))
+        reader.settle(done, timeout, quiet_s=8, check=alive, diagnose=lambda: "\n".join(
+            [describe_lag(kafka, app_id)] + [w.tail(20) for w in workers()]))
     finally:
         reader.close()
     return reader
