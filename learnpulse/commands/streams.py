@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 
@@ -73,6 +74,12 @@ def register(main: click.Group) -> None:
         )
         ensure_internal_topics(params)
         app = create_app(params)
+        # Envelopes decode into many short-lived, acyclic objects: with the default
+        # thresholds the collector ran every ~700 allocations and walked the long-lived
+        # heap (Faust, tables, caches) again and again. Collect young objects rarely and
+        # keep what exists at start-up out of every collection.
+        gc.set_threshold(50_000, 20, 20)
+        gc.freeze()
         sys.argv = [sys.argv[0], "worker"]
         faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
 
