@@ -156,8 +156,12 @@ class Gateway:
     # -- entry points ----------------------------------------------------------------
     async def about(self, request: web.Request) -> web.Response:
         # The About resource needs neither credentials nor a version header (§2.8).
-        version = negotiate(request.headers.get(VERSION_HEADER)) or self.config.default_version
-        body = orjson.dumps({"version": ABOUT_VERSIONS, "extensions": {}})
+        asked = negotiate(request.headers.get(VERSION_HEADER))
+        version = asked or self.config.default_version
+        # A 1.0.x client is told the 1.0.x versions: xAPI 1.0.3 allows only "0.9", "0.95" and
+        # "1.0.x" there (Communication §2.8.s5.b1). Anyone else learns 2.0.0 too.
+        versions = [v for v in ABOUT_VERSIONS if v.startswith("1.0.")] if asked == V1 else ABOUT_VERSIONS
+        body = orjson.dumps({"version": versions, "extensions": {}})
         return web.Response(body=body, content_type="application/json", headers={VERSION_HEADER: version})
 
     async def metrics_endpoint(self, _request: web.Request) -> web.Response:
@@ -172,7 +176,12 @@ class Gateway:
             if "method" in req.query:
                 req = unwrap(req, self.config.default_version)
             method = req.method
-            school = await self._authenticate(req)
+            # A malformed request is refused as such before credentials are looked at:
+            # an unsupported method is 405 and a missing or unsupported version header 400
+            # whoever sends it (Communication §3.2, §3.3); only then 401.
+            if method not in ("GET", "HEAD", "PUT", "POST"):
+                raise XapiError(405, "method", f"{method} is not supported on the Statement Resource",
+                                headers={"Allow": "GET, HEAD, PUT, POST"})  # fmt: skip
             served = negotiate(req.headers.get(VERSION_HEADER))
             if served is None:
                 raise bad_request(
@@ -181,24 +190,24 @@ class Gateway:
                     "(Communication §3.3)",
                 )
             version = served
+            school = await self._authenticate(req)
             if method in ("GET", "HEAD"):
                 response = await self._read(req, school, version)
             elif method == "PUT":
                 response = await self._put(req, school, version)
-            elif method == "POST":
-                response = await self._post(req, school, version)
             else:
-                raise XapiError(405, "method", f"{method} is not supported on the Statement Resource",
-                                headers={"Allow": "GET, HEAD, PUT, POST"})  # fmt: skip
+                response = await self._post(req, school, version)
         except XapiError as err:
             response = err.response(version)
-            response.headers[CONSISTENT_HEADER] = format_ms(self.consistent_through_ms())
         except InvalidStatement as err:
             response = XapiError(400, err.rule, err.message, err.path).response(version)
         except ClickHouseUnavailable as err:
             log.warning("statement store unavailable: %s", err)
             response = XapiError(503, "store.unavailable", f"the statement store is unreachable: {err}",
                                  headers={"Retry-After": "5"}).response(version)  # fmt: skip
+        if response.status >= 400:
+            # On every answer of the Statement Resource, errors included (§2.1.3.s2.b5).
+            response.headers[CONSISTENT_HEADER] = format_ms(self.consistent_through_ms())
         metrics.GATEWAY_REQUESTS.labels(method, str(response.status)).inc()
         metrics.GATEWAY_REQUEST_SECONDS.labels(method).observe(time.perf_counter() - started)
         return response

@@ -82,6 +82,41 @@ def test_xapi_1_0_3_comm_2_8_about_needs_no_credentials_nor_version(h):
     assert {"1.0.3", "2.0.0"} <= set(r.json()["version"])
 
 
+@pytest.mark.parametrize("sent", ["1.0.3", "1.0.2", "1.0"])
+def test_xapi_1_0_3_comm_2_8_s5_b1_about_lists_only_1_0_x_versions_to_a_1_0_client(h, sent):
+    r = h.http.get(f"http://127.0.0.1:{h.port}/xapi/about", headers={"X-Experience-API-Version": sent})
+    assert r.status_code == 200
+    assert r.json()["version"] == ["1.0.0", "1.0.1", "1.0.2", "1.0.3"]
+    r = h.http.get(f"http://127.0.0.1:{h.port}/xapi/about", headers={"X-Experience-API-Version": "2.0.0"})
+    assert "2.0.0" in r.json()["version"]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT"])
+def test_xapi_1_0_3_comm_3_3_s4_b1_missing_version_header_400_even_without_credentials(h, method):
+    r = h.http.request(method, h.url, params={"statementId": new_id()} if method != "POST" else None,
+                       json=statement() if method != "GET" else None)  # fmt: skip
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["rule"] == "version.header"
+    # §2.1.3.s2.b5: the header comes with every answer, errors included.
+    assert "X-Experience-API-Consistent-Through" in r.headers
+    assert h.committed == []
+
+
+def test_xapi_1_0_3_comm_3_2_s3_b1_unsupported_method_405_even_without_credentials(h):
+    r = h.http.delete(h.url, params={"statementId": new_id()}, headers={"X-Experience-API-Version": "1.0.1"})
+    assert r.status_code == 405
+    assert "X-Experience-API-Consistent-Through" in r.headers
+
+
+def test_xapi_1_0_3_comm_1_3_s3_b4_alternate_syntax_body_not_url_encoded_400(h):
+    form = {"statementId": new_id(), "content": json.dumps(statement()), "X-Experience-API-Version": "1.0.3",
+            "Authorization": h.auth("key-a")}  # fmt: skip
+    r = h.http.post(h.url, params={"method": "PUT"}, data=json.dumps(form),
+                    headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert r.status_code == 400, r.text
+    assert h.committed == []
+
+
 # -- POST / PUT -----------------------------------------------------------------------------
 def test_xapi_1_0_3_comm_2_1_2_post_returns_ids_in_order_after_kafka_commit(h):
     given = new_id()
