@@ -71,25 +71,6 @@ class _Record:
 
 
 @dataclass(frozen=True, slots=True)
-class ActivityRecord(_Record):
-    """Statements by one learner in one course within one event-time hour, so far.
-
-    Topic ``learnpulse.activity``, key = learner. ``version`` = the count itself (it only
-    grows, and a replay recomputes the same count).
-    """
-
-    RULE: ClassVar[str] = "activity"
-
-    school: str
-    course: str
-    cohort: str
-    learner: str
-    hour_ms: int
-    statements: int
-    version: int
-
-
-@dataclass(frozen=True, slots=True)
 class EngagementRecord(_Record):
     """A learner's engagement in one course over one event-time period, so far.
 

@@ -29,7 +29,6 @@ class Topic(enum.Enum):
 
     STATEMENTS = "xapi.statements"
     DEADLETTER = "xapi.deadletter"
-    ACTIVITY = "learnpulse.activity"
     ENGAGEMENT = "learnpulse.engagement"
     MASTERY = "learnpulse.mastery"
     COHORT_HEALTH = "learnpulse.cohort_health"
@@ -56,7 +55,6 @@ TOPIC_SPECS: dict[Topic, TopicSpec] = {
     Topic.DEADLETTER: TopicSpec(
         1, "original key", {"retention.ms": str(30 * 24 * 3600 * 1000), "max.message.bytes": "8388608"}
     ),
-    Topic.ACTIVITY: TopicSpec(12, "learner pseudonym", {"retention.ms": _WEEK_MS}),
     Topic.ENGAGEMENT: TopicSpec(12, "learner pseudonym", {"retention.ms": _WEEK_MS}),
     Topic.MASTERY: TopicSpec(12, "learner pseudonym", {"retention.ms": _WEEK_MS}),
     Topic.COHORT_HEALTH: TopicSpec(4, "school|course|cohort", {"retention.ms": _WEEK_MS}),

@@ -27,7 +27,7 @@ from schemas.clickhouse import tables as T
 from schemas.envelope import StatementEnvelope
 from schemas.errors import InvalidStatement
 from schemas.identity import learner_key
-from schemas.records import ActivityRecord, AlertRecord, CohortHealthRecord, EngagementRecord, MasteryRecord
+from schemas.records import AlertRecord, CohortHealthRecord, EngagementRecord, MasteryRecord
 from schemas.xapi.duration import duration_ms
 from schemas.xapi.timefmt import parse_ms
 
@@ -278,12 +278,6 @@ def _period(limits: TimeRange, ms: int, rule: str, path: str) -> datetime:
     return ms_to_datetime(_DATETIME.check(limits.check(ms, rule, path), rule, path))
 
 
-def activity_rows(limits: TimeRange, raw: bytes | None) -> Rows:
-    r = ActivityRecord.decode(raw)
-    hour = _period(limits, r.hour_ms, "activity.time_range", "$.hour_ms")
-    return {T.LEARNER_ACTIVITY_HOURLY: [(r.school, r.course, r.cohort, r.learner, hour, r.statements, r.version)]}
-
-
 _GRAINS = frozenset({"hour", "day"})
 _ALERT_STATES = frozenset({"fired", "resolved"})
 
@@ -353,7 +347,6 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     T.STATEMENTS: T.STATEMENT_COLUMNS,
     T.STATEMENTS_RAW: T.RAW_COLUMNS,
     T.STATEMENT_VOIDS: T.VOID_COLUMNS,
-    T.LEARNER_ACTIVITY_HOURLY: T.ACTIVITY_COLUMNS,
     T.ENGAGEMENT: T.ENGAGEMENT_COLUMNS,
     T.MASTERY: T.MASTERY_COLUMNS,
     T.COHORT_HEALTH: T.COHORT_HEALTH_COLUMNS,
@@ -366,7 +359,6 @@ def builders(secret: bytes, limits: TimeRange) -> dict[str, RowBuilder]:
     """The row builder of each sink, context bound (picklable partials of pure functions)."""
     return {
         "statements": partial(statement_rows, secret, limits),
-        "activity": partial(activity_rows, limits),
         "engagement": partial(engagement_rows, limits),
         "mastery": partial(mastery_rows, limits),
         "cohort_health": partial(cohort_health_rows, limits),

@@ -30,9 +30,6 @@ STATEMENT_VOIDS = "statement_voids"
 VOID_COLUMNS = ("school", "voided_statement_id", "voiding_statement_id", "stored")
 
 # -- derived records (migration 0002), one table per topic of schemas/records.py -------
-LEARNER_ACTIVITY_HOURLY = "learner_activity_hourly"
-ACTIVITY_COLUMNS = ("school", "course", "cohort", "learner", "hour", "statements", "version")
-
 ENGAGEMENT = "engagement"
 ENGAGEMENT_COLUMNS = (
     "school", "course", "cohort", "learner", "grain", "period_start", "statements", "sessions", "active_ms",
@@ -74,11 +71,11 @@ FORGOTTEN_COLUMNS = ("learner", "forgotten_at", "reason")
 
 # Tables researchers may read (pseudonymous analytics only); see schemas/clickhouse/access.py.
 RESEARCH_TABLES = (
-    STATEMENTS, STATEMENT_VOIDS, LEARNER_ACTIVITY_HOURLY, ENGAGEMENT, MASTERY, COHORT_HEALTH, ALERTS,
+    STATEMENTS, STATEMENT_VOIDS, ENGAGEMENT, MASTERY, COHORT_HEALTH, ALERTS,
     ACTIVITY_DAILY, STATEMENTS_CURRENT,
 )  # fmt: skip
 # Tables a school's own users may read, each filtered to their school by a row policy.
 SCHOOL_TABLES = (
-    STATEMENTS, STATEMENT_VOIDS, LEARNER_ACTIVITY_HOURLY, ENGAGEMENT, MASTERY, COHORT_HEALTH, ALERTS,
+    STATEMENTS, STATEMENT_VOIDS, ENGAGEMENT, MASTERY, COHORT_HEALTH, ALERTS,
     ACTIVITY_DAILY,
 )  # fmt: skip

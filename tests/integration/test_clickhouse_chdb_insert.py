@@ -20,7 +20,7 @@ from benchmarks.bench_sinks import make_envelopes
 from schemas.clickhouse import tables as T
 from schemas.clickhouse.engine import ClickHouseError
 from schemas.clickhouse.migrate import migrate
-from schemas.records import ActivityRecord, AlertRecord, CohortHealthRecord, EngagementRecord, MasteryRecord
+from schemas.records import AlertRecord, CohortHealthRecord, EngagementRecord, MasteryRecord
 from sinks.engines import ChdbEngine, engine_from_url
 from sinks.rows import COLUMNS, MODERN_RANGE, builders, statement_rows
 
@@ -53,7 +53,6 @@ def _derived_rows():
     build = builders(SECRET, MODERN_RANGE)
     out: dict[str, list[tuple]] = {}
     records = [
-        ("activity", ActivityRecord("s-1", "c", "k", "l" * 64, 1_767_600_000_000, 7, 3)),
         ("engagement", EngagementRecord("s-1", "c", "k", "l" * 64, "day", 1_767_571_200_000, 12, 2, 600_000,
                                         1_767_600_000_123, 5)),
         ("mastery", MasteryRecord("s-1", "c", "l" * 64, "skill-é", 0.734, 9, 6, 1_767_600_000_456, 2)),

@@ -13,14 +13,13 @@ from schemas.clickhouse import tables as T
 from schemas.envelope import StatementEntry, StatementEnvelope
 from schemas.errors import InvalidStatement
 from schemas.identity import pseudonym
-from schemas.records import ActivityRecord, AlertRecord, CohortHealthRecord, EngagementRecord, MasteryRecord
+from schemas.records import AlertRecord, CohortHealthRecord, EngagementRecord, MasteryRecord
 from schemas.xapi.canonical import canonicalize
 from sinks.rows import (
     COLUMNS,
     MODERN_RANGE,
     OLD_SERVER_RANGE,
     VOIDED_VERB,
-    activity_rows,
     alert_rows,
     builders,
     cohort_health_rows,
@@ -157,13 +156,11 @@ def test_sinks_derived_rows_are_pure_and_keyed():
     m = MasteryRecord("s-1", "c", "l", "skill-1", 0.42, 3, 2, 1_767_229_200_000, 3)
     h = CohortHealthRecord("s-1", "c", "k", 1_767_229_200_000, 30, 6, 0.2, 900_000, 11)
     a = AlertRecord("a-1", "s-1", "c", "k", "fired", 1_767_229_200_000, 1_767_229_200_000, 30, 12, 0.4, 0.3, ["l"], 4)
-    act = ActivityRecord("s-1", "c", "k", "l", 1_767_225_600_000, 9, 9)
     for build_rows, record, table in (
         (engagement_rows, e, T.ENGAGEMENT),
         (mastery_rows, m, T.MASTERY),
         (cohort_health_rows, h, T.COHORT_HEALTH),
         (alert_rows, a, T.ALERTS),
-        (activity_rows, act, T.LEARNER_ACTIVITY_HOURLY),
     ):
         raw = record.encode()
         rows = build_rows(MODERN_RANGE, raw)
@@ -192,7 +189,7 @@ def test_sinks_builders_are_picklable_partials():
     import pickle
 
     b = builders(SECRET, MODERN_RANGE)
-    assert set(b) == {"statements", "activity", "engagement", "mastery", "cohort_health", "alerts"}
+    assert set(b) == {"statements", "engagement", "mastery", "cohort_health", "alerts"}
     raw = envelope(stmt())
     assert pickle.loads(pickle.dumps(b["statements"]))(raw) == b["statements"](raw)
 
