@@ -7,6 +7,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SETUP_STAMP := $(VENV)/.setup-done
+PYBKT_VENV := .venv-pybkt
+PYBKT_STAMP := $(PYBKT_VENV)/.setup-done
 DEBIAN_PACKAGES := openjdk-17-jre-headless maven clickhouse-server prometheus prometheus-alertmanager docker-compose chromium
 
 .PHONY: demo test setup unit clean
@@ -14,7 +16,7 @@ DEBIAN_PACKAGES := openjdk-17-jre-headless maven clickhouse-server prometheus pr
 demo: setup
 	$(PY) -m learnpulse demo $(DEMO_ARGS)
 
-test: setup
+test: setup $(PYBKT_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: setup
@@ -34,6 +36,14 @@ $(SETUP_STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	@touch $(SETUP_STAMP)
 
+# pyBKT, the reference the mastery fit is compared with in the tests, needs NumPy 1 and
+# scikit-learn < 1.6: a virtualenv of its own, for `make test` only.
+$(PYBKT_STAMP): deploy/pybkt/requirements.txt
+	@[ -x $(PYBKT_VENV)/bin/python ] || $(PYTHON) -m venv $(PYBKT_VENV)
+	@echo "installing pyBKT into $(PYBKT_VENV)"
+	$(PYBKT_VENV)/bin/python -m pip install -q --disable-pip-version-check -r deploy/pybkt/requirements.txt
+	@touch $(PYBKT_STAMP)
+
 clean:
 	-[ -x $(PY) ] && $(PY) -m learnpulse stack down
-	rm -rf .learnpulse $(VENV)
+	rm -rf .learnpulse $(VENV) $(PYBKT_VENV)

@@ -7,8 +7,8 @@ simulator (with truth) → Kafka → worker → derived topics, and the sinks �
 - mastery: AUC of next-answer prediction — BKT with the shipped parameters, with
   parameters fitted by ``mastery fit`` (EM) from the ClickHouse history, the simulator's
   true parameters (the ceiling), and a baseline fitted here (the learner's running
-  accuracy on the skill). pyBKT is not in the comparison: 1.4.3 installs on Python 3.11
-  but fails with this environment's NumPy 2 / scikit-learn ≥ 1.6 (see streams/mastery/fit.py);
+  accuracy on the skill), and pyBKT fitted on the same answers (pyBKT 1.4.3 fails with
+  NumPy 2 / scikit-learn ≥ 1.6, so it runs in a virtualenv of its own, ``.venv-pybkt``);
 - the pipeline's final P(mastery) vs the true final state (AUC);
 - disengagement alerts: precision/recall over the cohorts the simulator made disengage.
 
@@ -17,8 +17,12 @@ The figures are printed (``pytest -s``) and bounded by what a working model must
 
 from __future__ import annotations
 
+import csv
 import itertools
+import json
+import subprocess
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +43,7 @@ from tests.integration.streams_support import DerivedReader, stream_settings
 SIM = SimulationConfig(seed=5, schools=2, courses_per_school=2, learners_per_course=24, cohorts_per_course=2,
                        days=42, disengaging_share=0.5, sessions_per_day=1.2)
 DAYS = 42
+REPO = Path(__file__).resolve().parents[2]
 
 
 def auc(scores: list[float], labels: list[int]) -> float:
@@ -67,6 +72,15 @@ class _Truth:
 
     def close(self) -> None:
         pass
+
+
+def _pybkt_predictions(answers: Path, out: Path) -> list[float]:
+    """pyBKT's next-answer predictions, from its own virtualenv (see deploy/pybkt)."""
+    python = REPO / ".venv-pybkt" / "bin" / "python"
+    assert python.exists(), f"{python} missing: `make setup` makes it (deploy/pybkt/requirements.txt)"
+    subprocess.run([str(python), str(Path(__file__).with_name("pybkt_compare.py")), str(answers), str(out)],
+                   check=True, timeout=600)
+    return json.loads(out.read_text())["predictions"]
 
 
 @pytest.mark.kafka
@@ -134,6 +148,13 @@ def test_streams_accuracy_against_simulator_truth(tmp_path, kafka, chdb_url, spa
                 seqs[(pseudonym(secret, stmt["actor"]), skill)].append(int(ok))
     labels: list[int] = []
     preds: dict[str, list[float]] = defaultdict(list)
+    answers = tmp_path / "answers.csv"
+    with answers.open("w", newline="") as f:
+        rows = csv.writer(f)
+        rows.writerow(["order_id", "user_id", "skill_name", "correct"])
+        order = itertools.count()
+        for (learner, skill), seq in seqs.items():
+            rows.writerows([next(order), learner, skill, ok] for ok in seq)
     for (_learner, skill), seq in seqs.items():
         states = {"shipped": model.params(skill), "fitted": fitted.params(skill),
                   "true parameters": true_params.get(skill, model.params(skill))}
@@ -146,9 +167,13 @@ def test_streams_accuracy_against_simulator_truth(tmp_path, kafka, chdb_url, spa
                 p[name] = update(p[name], bool(ok), b)
             preds["baseline: running accuracy"].append((right + 1) / (i + 2))
             right += ok
+    preds["pyBKT fitted on the same answers"] = _pybkt_predictions(answers, tmp_path / "pybkt.json")
+    assert len(preds["pyBKT fitted on the same answers"]) == len(labels)
     aucs = {name: auc(v, labels) for name, v in preds.items()}
     print(f"next-answer AUC over {len(labels)} answers: " + ", ".join(f"{k} {v:.3f}" for k, v in aucs.items()))
     assert aucs["fitted"] >= aucs["baseline: running accuracy"] - 0.01
+    # Our EM fit (from ClickHouse, through the pipeline) against pyBKT's on the same answers.
+    assert aucs["fitted"] >= aucs["pyBKT fitted on the same answers"] - 0.02
     assert aucs["fitted"] > 0.65
     assert aucs["true parameters"] >= aucs["fitted"] - 0.03
 
