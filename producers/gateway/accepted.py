@@ -54,6 +54,8 @@ class Entry(NamedTuple):
     request: int
     # When Kafka confirmed it (epoch ms, this host's clock); 0 while pending.
     acked_ms: int = 0
+    # A read found it in ClickHouse: it no longer holds Consistent-Through back.
+    in_store: bool = False
 
     @property
     def statement(self) -> dict[str, Any]:
@@ -116,14 +118,23 @@ class AcceptedIds:
             else:
                 del self._entries[key]
 
+    def confirm(self, school: str, sids: list[str]) -> None:
+        """A read of ClickHouse returned these statements: they are readable there."""
+        for sid in sids:
+            key = (school, sid)
+            e = self._entries.get(key)
+            if e is not None and not e.request and not e.in_store:
+                self._entries[key] = e._replace(in_store=True)  # keeps its place in arrival order
+
     def oldest_stored_ms(self) -> int | None:
         """``stored`` of the oldest statement held (pending, or not yet known to be in ClickHouse).
 
         Entries are in arrival order, and ``stored`` is stamped just before reserving, so
-        the first entry is the oldest.
+        the first entry not yet seen in ClickHouse is the oldest.
         """
         for e in self._entries.values():
-            return e.stored_ms
+            if not e.in_store:
+                return e.stored_ms
         return None
 
     def prune(self, consistent_through_ms: int | None) -> int:

@@ -43,6 +43,13 @@ def _committed_records(settings, isolation: str = "read_committed") -> list[byte
         c.close()
 
 
+def _wait_consistent_through(gw: LiveGateway, school: str, stored: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while gw.get({"limit": "1"}, key=school).headers["X-Experience-API-Consistent-Through"] < stored:
+        assert time.monotonic() < deadline, f"Consistent-Through never reached {stored}"
+        time.sleep(0.1)
+
+
 class _Restarted(ServedApp):
     """A second gateway on the same ClickHouse: empty accepted-ids registry, as after a restart."""
 
@@ -94,9 +101,15 @@ def test_xapi_1_0_3_comm_2_1_3_filters_voiding_and_paging_answered_by_clickhouse
              "object": {"objectType": "StatementRef", "id": bob}}, key="a"
         ).json()[0]  # fmt: skip
         other_school = gw.post(statement(), key="b").json()[0]
-        for school, sid in [("a", a1), ("a", target), ("a", ref), ("a", void), ("b", other_school)]:
-            assert gw.wait_readable(school, sid).status_code == 200
-        assert gw.wait_readable("a", bob, voided=True).status_code == 200
+        stored: dict[str, list[str]] = {"a": [], "b": []}
+        for school, sid, voided in [("a", a1, False), ("a", target, False), ("a", ref, False), ("a", void, False),
+                                    ("b", other_school, False), ("a", bob, True)]:  # fmt: skip
+            r = gw.wait_readable(school, sid, voided=voided)
+            assert r.status_code == 200
+            stored[school].append(r.json()["stored"])
+        # Queries answer what X-Experience-API-Consistent-Through covers (§2.1.3.s2.b5): wait for it.
+        for school, times in stored.items():
+            _wait_consistent_through(gw, school, max(times))
 
         def ids(school="a", **params):
             r = gw.get(params, key=school)
@@ -129,6 +142,27 @@ def test_xapi_1_0_3_comm_2_1_3_filters_voiding_and_paging_answered_by_clickhouse
         stored = {s["id"]: s["stored"] for s in gw.get(key="a").json()["statements"]}
         assert set(ids(since=stored[target])) == {s for s in newest_first if stored[s] > stored[target]}
         assert ref not in ids(until=stored[target])
+
+
+@pytest.mark.kafka
+def test_xapi_1_0_3_comm_2_1_3_s2_b5_consistent_through_covers_every_statement_a_query_returns(settings):
+    with LiveGateway(settings, ["a"]) as gw:
+        deadline = time.monotonic() + 60
+        # Until the sink has published its progress once, the header is the epoch: nothing is promised.
+        while gw.get(key="a").headers["X-Experience-API-Consistent-Through"].startswith("1970"):
+            assert time.monotonic() < deadline, "the sink never published its progress"
+            time.sleep(0.1)
+        posted = {gw.post(statement(), key="a").json()[0] for _ in range(3)}
+        seen: set[str] = set()
+        while not posted <= seen:  # poll from the moment of the POSTs until every one is returned
+            assert time.monotonic() < deadline, f"never returned by a query: {posted - seen}"
+            r = gw.get(key="a")
+            assert r.status_code == 200, r.text
+            through = r.headers["X-Experience-API-Consistent-Through"]
+            for s in r.json()["statements"]:
+                assert s["stored"] <= through, (s["id"], s["stored"], through)
+                seen.add(s["id"])
+            time.sleep(0.05)
 
 
 @pytest.mark.kafka

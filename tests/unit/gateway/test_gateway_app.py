@@ -430,6 +430,31 @@ def test_xapi_1_0_3_comm_2_1_3_s2_b8_last_modified_and_s2_b5_consistent_through(
     assert "X-Experience-API-Consistent-Through" in h.post(statement()).headers
 
 
+def test_xapi_1_0_3_comm_2_1_3_s2_b5_consistent_through_not_before_stored_of_any_returned_statement(h):
+    first = h.post(statement()).json()[0]
+    _forget_registry(h)
+    stored_first = h.store.raw[("school-a", first)][1]
+    h.sink_through = stored_first + 1  # the sink has written the first statement
+    time.sleep(0.01)
+    second = h.post(statement()).json()[0]  # readable already, but the sink's progress lags
+    stored_second = h.store.raw[("school-a", second)][1]
+    assert stored_second > stored_first + 1
+
+    def answer():
+        r = h.get()
+        assert r.status_code == 200, r.text
+        through = r.headers["X-Experience-API-Consistent-Through"]
+        for s in r.json()["statements"]:
+            assert s["stored"] <= through, (s["stored"], through)
+        return [s["id"] for s in r.json()["statements"]], through
+
+    ids, _ = answer()
+    assert ids == [first]  # the snapshot the header covers
+    h.sink_through = stored_second + 5  # the sink caught up: seen at once, not after the refresh period
+    ids, through = answer()
+    assert ids == [second, first]
+
+
 def test_xapi_1_0_3_comm_1_1_head_answers_like_get_without_body(h):
     sid = h.post(statement()).json()[0]
     get = h.get({"statementId": sid})
