@@ -53,7 +53,19 @@ def demo_credential(settings: Settings) -> tuple[str, str]:
 
 def run_demo(settings: Settings, duration: float | None, rate: float, echo) -> int:
     broker = KafkaBroker(settings)
-    echo(f"kafka: {broker.up()} on {settings.kafka.bootstrap_servers}")
+    status = broker.up()
+    echo(f"kafka: {status} on {settings.kafka.bootstrap_servers}")
+    try:
+        return _run(settings, duration, rate, echo)
+    finally:
+        # A broker this demo started goes with it; one that was running (`learnpulse stack
+        # up`) stays. The data stays in the data directory: `learnpulse sql` reads chDB.
+        if status == "started":
+            broker.stop()
+            echo("kafka: stopped")
+
+
+def _run(settings: Settings, duration: float | None, rate: float, echo) -> int:
     created = ensure_topics(settings.kafka.bootstrap_servers, settings.kafka.topic_prefix, settings.kafka.replication)
     if created:
         echo(f"topics created: {', '.join(created)}")

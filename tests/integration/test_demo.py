@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -76,7 +77,21 @@ def test_demo_runs_the_whole_pipeline_with_dashboard_lrs_and_stops_by_itself(tmp
 
         # It stops by itself, cleanly.
         assert proc.wait(timeout=150) == 0, log.read_text()[-3000:]
-        assert re.search(r"\] \d+ statements in ClickHouse across 4 schools", log.read_text())  # 3 simulated + the LRS one
+        text = log.read_text()
+        totals = re.findall(r"\] (\d+) statements in ClickHouse across 4 schools", text)  # 3 simulated + the LRS one
+        assert totals, text[-3000:]
+        # The broker the demo started went with it ...
+        assert "kafka: stopped" in text
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", settings.kafka.port), timeout=2).close()
+        # ... and the figures stay in ClickHouse for the documented SQL, without the demo.
+        out = subprocess.run(
+            [sys.executable, "-m", "learnpulse", "sql", "--format", "tsv",
+             "SELECT count() FROM {db}.statements FINAL"],
+            cwd=REPO, env={**os.environ, **settings.to_env()}, capture_output=True, text=True, timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        assert int(out.stdout.split()[-1]) >= int(totals[-1]) > 0
     finally:
         if proc.poll() is None:
             proc.terminate()
