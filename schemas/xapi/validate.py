@@ -20,7 +20,7 @@ Rule ids (stable; ``{…}`` is a property name):
   ``language-map.{type,key.rfc5646,value.type}``, ``extensions.{type,key.iri}``
 - statement: ``statement.type``, ``statement.{actor,verb,object}.required``,
   ``statement.id.uuid``, ``{timestamp,stored}.{format,timezone.required,offset.negative-zero}``,
-  ``authority.group.two-agents``, ``version.format``
+  ``authority.group.two-agents``, ``authority.group.anonymous``, ``version.format``
 - agents/groups: ``actor.type``, ``actor.ifi.exactly-one``, ``actor.name.type``,
   ``actor.mbox.mailto``, ``actor.mbox_sha1sum.hex``, ``actor.openid.uri``,
   ``actor.account.{type,homePage.required,homePage.irl,name.required,name.type,name.empty}``,
@@ -1315,6 +1315,14 @@ def _statement(doc: object, v2: bool) -> None:
                 _D + "2.4.9",
                 "authority MUST be an Agent, except in 3-legged OAuth where it MUST be a Group of two Agents; "
                 f"this Group has {0 if members is None else len(members)} member(s)",
+                ".authority",
+            )
+        if doc["authority"].get("objectType") == "Group" and any(k in doc["authority"] for k in _IFIS):  # type: ignore[index]
+            _fail(
+                "authority.group.anonymous",
+                _D + "2.4.9",
+                "an authority Group (3-legged OAuth: the application and the user) MUST be an anonymous Group, "
+                "without mbox, mbox_sha1sum, openid or account",
                 ".authority",
             )
     if "version" in doc:  # type: ignore[operator]

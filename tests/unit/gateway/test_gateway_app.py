@@ -451,7 +451,7 @@ def test_xapi_1_0_3_comm_2_1_3_s2_b5_consistent_through_not_before_stored_of_any
     ids, _ = answer()
     assert ids == [first]  # the snapshot the header covers
     h.sink_through = stored_second + 5  # the sink caught up: seen at once, not after the refresh period
-    ids, through = answer()
+    ids, _ = answer()
     assert ids == [second, first]
 
 

@@ -1084,6 +1084,18 @@ def test_xapi_1_0_3_data_2_4_9_authority_identified_group_without_members_reject
     )
 
 
+@pytest.mark.parametrize(
+    "ifi",
+    [{"mbox": "mailto:xapigroup@example.com"}, {"mbox_sha1sum": "cd9b00a5611f94eaa7b1661edab976068e364975"},
+     {"openid": "http://openid.example.org/12345"}, {"account": {"homePage": "http://www.example.com", "name": "g"}}],
+)  # fmt: skip
+def test_xapi_1_0_3_data_2_4_9_authority_identified_group_of_two_rejected(ifi: dict) -> None:
+    group = {"objectType": "Group", "name": "xAPI Group", **ifi,
+             "member": [{"name": "agentA", "mbox": "mailto:agentA@example.com"},
+                        {"name": "agentB", "mbox": "mailto:agentB@example.com"}]}  # fmt: skip
+    rejected(statement(authority=group), "authority.group.anonymous", "$.authority")
+
+
 def test_xapi_1_0_3_data_2_4_9_authority_is_validated_as_an_agent() -> None:
     rejected(statement(authority={"name": "lrs"}), "actor.ifi.exactly-one", "$.authority")
 
