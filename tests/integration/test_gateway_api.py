@@ -132,6 +132,8 @@ def test_xapi_1_0_3_comm_2_1_3_filters_voiding_and_paging_answered_by_clickhouse
         assert ids(activity="http://example.com/courses/earth", related_activities="true") == [a1]
         assert ids(registration=reg) == [a1]
         assert ids(verb="http://example.com/verbs/confirmed") == [ref]
+        # §2.1.4.s1.b2: the voided statement is gone, the voiding one targeting it still matches its filters.
+        assert ids(agent=json.dumps({"mbox": "mailto:bob@example.com"})) == [void]
         # Order, paging and time bounds.
         newest_first = ids()
         assert ids(ascending="true") == list(reversed(newest_first))

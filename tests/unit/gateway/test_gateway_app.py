@@ -588,7 +588,12 @@ def test_kafka_send_failure_503_nothing_committed_and_id_free_for_retry():
         sid = new_id()
         r = h.put(statement(), sid)
         assert r.status_code == 503 and r.json()["error"]["rule"] == "kafka.unavailable"
-        assert h.committed == [] and any(p.closed for p in h.producers)  # the failed producer was dropped
+        assert h.committed == []
+        # The failed producer is dropped right after the answer went out (the sender's thread).
+        deadline = time.monotonic() + 5
+        while not any(p.closed for p in h.producers) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert any(p.closed for p in h.producers)
         down[0] = False  # Kafka is back
         assert h.put(statement(), sid).status_code == 204  # the failed attempt reserved nothing
         assert len(h.statements_in_kafka()) == 1
