@@ -49,6 +49,8 @@ from .store import StatementStore
 log = logging.getLogger("learnpulse.gateway")
 
 ABOUT_VERSIONS = ["1.0.0", "1.0.1", "1.0.2", "1.0.3", "2.0.0"]
+# A sink progress read younger than this is not repeated for a read (see ``_read``).
+_ON_DEMAND_MIN_S = 0.05
 
 
 class Authenticator(Protocol):
@@ -111,6 +113,10 @@ class Gateway:
         self._lookups = LookupBatcher(store.lookup) if store is not None else None
         self._sink_through: int | None = None
         self._refresher: asyncio.Task | None = None
+        # On-demand re-reads of the sink's progress (reads whose page passes the header):
+        # shared by concurrent requests, at most one per ``_ON_DEMAND_MIN_S``.
+        self._on_demand: asyncio.Future | None = None
+        self._refreshed_at = float("-inf")
 
     # -- lifecycle -------------------------------------------------------------------
     async def on_startup(self, _app: web.Application) -> None:
@@ -138,8 +144,16 @@ class Gateway:
         if self._consistent_through is None:
             return
         self._sink_through = await asyncio.to_thread(self._consistent_through)
+        self._refreshed_at = time.monotonic()
         self.accepted.prune(self._sink_through)
         metrics.GATEWAY_ACCEPTED_ENTRIES.set(len(self.accepted))
+
+    async def _refresh_on_demand(self) -> None:
+        if time.monotonic() - self._refreshed_at < _ON_DEMAND_MIN_S:
+            return
+        if self._on_demand is None or self._on_demand.done():
+            self._on_demand = asyncio.ensure_future(self._refresh_consistency())
+        await asyncio.shield(self._on_demand)
 
     def consistent_through_ms(self) -> int:
         """Up to when every accepted statement is readable: the sink's committed progress,
@@ -519,7 +533,7 @@ class Gateway:
             # refresh; if it still has not, answer the snapshot the header covers (while
             # the sink's progress is unknown there is nothing to promise nor to hold back).
             try:
-                await self._refresh_consistency()
+                await self._refresh_on_demand()
             except Exception as err:  # noqa: BLE001 - the snapshot below keeps the answer right
                 log.warning("consistent-through refresh failed: %r", err)
             through = self.consistent_through_ms()
