@@ -230,6 +230,8 @@ class KafkaBroker(Service):
             "log4j.appender.file.layout=org.apache.log4j.PatternLayout\n"
             "log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
             "log4j.logger.kafka=WARN\nlog4j.logger.org.apache.kafka=WARN\n"
+            # Why each consumer group rebalanced (a line per rebalance): operators need it.
+            "log4j.logger.kafka.coordinator.group=INFO\nlog4j.logger.org.apache.kafka.coordinator.group=INFO\n"
         )
         if not (data / "meta.properties").exists():
             # `--cluster-id=` form: an id may start with "-", which a separate argument would not survive.

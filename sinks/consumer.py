@@ -729,11 +729,24 @@ def _kafka_consumer(c: SinkConfig, listener: ConsumerRebalanceListener) -> Kafka
         metadata_max_age_ms=15_000,
         **extra,
     )
-    # Know the topic's partitions before joining: a leader without them assigns nothing
-    # (kafka-python's sticky assignor skips topics missing from its metadata).
-    consumer.partitions_for_topic(c.topic)
-    consumer.subscribe([c.topic], listener=listener)
+    subscribe_with_metadata(consumer, c.topic, listener)
     return consumer
+
+
+def subscribe_with_metadata(consumer: KafkaConsumer, topic: str, listener: ConsumerRebalanceListener) -> None:
+    """Subscribe, then fetch metadata before the first poll joins the group.
+
+    kafka-python's group leader remembers the subscribed topics' partitions it assigned
+    with (its metadata snapshot, taken from metadata *responses*) and rejoins whenever
+    a later response differs. Joining before any response arrived after subscribe()
+    assigns with an empty snapshot, so the next metadata response forces a second
+    rebalance at once — and kafka-python 3.0.12 can leave that one's SyncGroup hanging
+    until the member is evicted (measured: the bench's sink stalled 30 s each time).
+    ``topics()`` is a blocking metadata request: once it returns, the snapshot holds
+    the topic's partitions and the first join is also the last.
+    """
+    consumer.subscribe([topic], listener=listener)
+    consumer.topics()
 
 
 def _kafka_producer(c: SinkConfig) -> KafkaProducer:

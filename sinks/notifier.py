@@ -60,6 +60,7 @@ from schemas import metrics
 from schemas.errors import InvalidStatement
 from schemas.records import AlertRecord
 
+from .consumer import subscribe_with_metadata
 from .errors import DeadLetterStorm
 
 log = logging.getLogger("learnpulse.notifier")
@@ -463,7 +464,7 @@ class AlertNotifier:
             heartbeat_interval_ms=2_000,
         )
         self._dlq = KafkaProducer(bootstrap_servers=c.bootstrap, acks="all", enable_idempotence=True)
-        self._consumer.subscribe([c.topic], listener=_Rebalance(self))
+        subscribe_with_metadata(self._consumer, c.topic, _Rebalance(self))
         try:
             while not stop.is_set():
                 self.step(stop)

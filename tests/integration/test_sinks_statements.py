@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 
 from learnpulse.pipeline import open_clickhouse, start_sinks
@@ -316,3 +317,42 @@ def test_sinks_statements_readable_once_consistent_through_passes_their_ack(sett
         assert through <= datetime.now(UTC)
         fresh = freshness_seconds(ch)
         assert fresh is not None and 0 <= fresh < 60
+
+
+@pytest.mark.kafka
+def test_sinks_consumer_joins_a_fresh_group_in_one_rebalance(kafka):
+    """The first join is also the last: no second rebalance right after it.
+
+    A group leader that joined before any metadata response assigned with an empty
+    metadata snapshot, rejoined a moment later, and kafka-python 3.0.12 could hang that
+    second SyncGroup until the member was evicted (a 30 s stall per sink start).
+    """
+    from sinks.consumer import SinkConfig, _kafka_consumer
+
+    topic = Topic.STATEMENTS.physical(kafka.topic_prefix)
+    for attempt in range(3):  # the race was timing-dependent: several fresh consumers
+        assigned: list[set] = []
+
+        class Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked):
+                pass
+
+            def on_partitions_assigned(self, parts):
+                assigned.append(set(parts))
+
+        config = SinkConfig(name=f"join-{attempt}", bootstrap=kafka.bootstrap_servers, topic=topic,
+                            group_id=f"join-{uuid.uuid4().hex[:8]}", deadletter_topic="unused", tables=())
+        consumer = _kafka_consumer(config, Listener())
+        try:
+            deadline = time.monotonic() + 30
+            while not assigned and time.monotonic() < deadline:
+                consumer.poll(timeout_ms=200)
+            assert assigned, "no assignment within 30 s"
+            # Past two heartbeat intervals: a pending rejoin would have started by now.
+            settle = time.monotonic() + 2.5 * max(1.0, config.session_timeout_ms / 4000)
+            while time.monotonic() < settle:
+                consumer.poll(timeout_ms=200)
+            assert consumer.group_metadata().generation_id == 1, (attempt, assigned)
+            assert len(set().union(*assigned)) == Topic.STATEMENTS.spec.partitions
+        finally:
+            consumer.close(autocommit=False)
