@@ -124,8 +124,9 @@ class SinkConfig:
     # heartbeats run on kafka-python's own thread (a long insert does not delay them).
     session_timeout_ms: int = 10_000
     # A rebalance that has not completed after this long is abandoned: the consumer is
-    # closed and a new one joins (seen with kafka-python 3.0.12: a leader's SyncGroup that
-    # never completes while another client queries the group, leaving the member evicted).
+    # closed and a new one joins (kafka-python 3.0.12 can leave a leader's SyncGroup
+    # hanging until the member is evicted; the known trigger, a rejoin right after the
+    # first join, is avoided by subscribe_with_metadata: this is the safety net).
     rebalance_stall_s: float = 30.0
     # Static membership (KIP-345): a restarted process with the same id takes its
     # partitions back at once, without a rebalance. Unique per process; None: dynamic.
