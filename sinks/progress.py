@@ -2,7 +2,8 @@
 
 Readers: ``reporting/progress.py`` (the LRS ``X-Experience-API-Consistent-Through``
 header, the freshness figure). Rows are written only when something changed, or every
-``refresh_s`` to advance ``caught_up_at`` of an idle, caught-up partition.
+``refresh_s`` to advance ``caught_up_at`` of an idle, caught-up partition; when one
+partition's row is written, the sink's other partitions' rows go with it.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class ProgressPublisher:
     def __call__(self, sink: KafkaClickHouseSink, progress: dict[TopicPartition, PartitionProgress], partitions: int):
         now = time.monotonic()
         name = sink.config.name
-        rows = []
+        candidates: list[tuple[bool, tuple[str, TopicPartition], tuple[Any, ...], tuple[Any, ...]]] = []
         for tp, p in sorted(progress.items()):
             if p.committed is None:
                 continue
@@ -61,18 +62,21 @@ class ProgressPublisher:
                         p.newest_ms = newest_ms
             state = (p.committed, p.end, p.newest_ms)
             last = self._written.get((name, tp))
-            if last is not None and last[0] == state and now - last[1] < self.refresh_s:
-                continue
-            rows.append(
-                (
-                    name, tp.topic, tp.partition, partitions, p.committed, p.end if p.end is not None else -1,
-                    ms_to_datetime(p.caught_up_ms or 0), ms_to_datetime(p.newest_ms), ms_to_datetime(_wall_ms()),
-                )
+            due = last is None or last[0] != state or now - last[1] >= self.refresh_s
+            row = (
+                name, tp.topic, tp.partition, partitions, p.committed, p.end if p.end is not None else -1,
+                ms_to_datetime(p.caught_up_ms or 0), ms_to_datetime(p.newest_ms), ms_to_datetime(_wall_ms()),
             )  # fmt: skip
-            self._written[(name, tp)] = (state, now)
-        if rows:
-            data = [list(c) for c in zip(*rows)]
-            self.engine.insert(f"{self.engine.database}.{T.SINK_PROGRESS}", T.PROGRESS_COLUMNS, data)
+            candidates.append((due, (name, tp), state, row))
+        # Consistent-Through is the oldest caught_up_at of the topic's partitions, so an
+        # idle partition left at its last row would hold it back until its refresh: when
+        # any partition has something new, every partition's row goes in the same insert.
+        if not any(due for due, *_ in candidates):
+            return
+        for _due, key, state, _row in candidates:
+            self._written[key] = (state, now)
+        data = [list(c) for c in zip(*(row for *_, row in candidates))]
+        self.engine.insert(f"{self.engine.database}.{T.SINK_PROGRESS}", T.PROGRESS_COLUMNS, data)
 
 
 def _wall_ms() -> int:

@@ -1,0 +1,50 @@
+"""sink_progress rows: written on change, all partitions together (Consistent-Through is their minimum)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from kafka import TopicPartition
+
+from schemas.clickhouse import tables as T
+from sinks.consumer import PartitionProgress
+from sinks.progress import ProgressPublisher
+
+
+class FakeEngine:
+    database = "db"
+
+    def __init__(self) -> None:
+        self.inserts: list[dict[str, list]] = []
+
+    def insert(self, table, columns, data):
+        assert table == f"db.{T.SINK_PROGRESS}"
+        self.inserts.append(dict(zip(columns, data)))
+
+    def query(self, sql, params=None):
+        return []
+
+
+def test_progress_rows_of_idle_partitions_go_with_a_changed_one():
+    engine = FakeEngine()
+    publish = ProgressPublisher(engine, refresh_s=3600)
+    sink = SimpleNamespace(config=SimpleNamespace(name="statements"))
+    a, b = TopicPartition("xapi.statements", 0), TopicPartition("xapi.statements", 1)
+    progress = {a: PartitionProgress(committed=5, end=5, caught_up_ms=1_000, newest_ms=900),
+                b: PartitionProgress(committed=7, end=7, caught_up_ms=1_000, newest_ms=800)}
+    publish(sink, progress, 2)
+    assert len(engine.inserts) == 1 and engine.inserts[0]["partition"] == [0, 1]
+
+    # Nothing new: nothing written (the idle refresh is an hour away here).
+    progress[a].caught_up_ms = progress[b].caught_up_ms = 2_000
+    publish(sink, progress, 2)
+    assert len(engine.inserts) == 1
+
+    # Partition 0 committed more: partition 1's advanced caught_up_at is written too.
+    progress[a].committed = progress[a].end = 6
+    progress[a].caught_up_ms = progress[b].caught_up_ms = 3_000
+    publish(sink, progress, 2)
+    assert len(engine.inserts) == 2
+    row = engine.inserts[1]
+    assert row["partition"] == [0, 1]
+    assert [int(t.timestamp() * 1000) for t in row["caught_up_at"]] == [3_000, 3_000]
