@@ -201,6 +201,19 @@ class PartitionProgress:
     end: int | None = None
     newest_ms: int = 0
     caught_up_ms: int | None = None
+    # End offsets measured and the wall time just before each measurement, oldest first:
+    # once ``committed`` reaches a measured end, everything Kafka acknowledged before that
+    # time is written (how a partition that never runs dry still gets a caught_up_ms).
+    ends: deque[tuple[int, int]] = field(default_factory=deque)
+
+    def caught_up_by_ends(self) -> None:
+        """Advance ``caught_up_ms`` to the newest measurement ``committed`` has reached."""
+        if self.committed is None:
+            return
+        while self.ends and self.ends[0][1] <= self.committed:
+            wall_ms, _end = self.ends.popleft()
+            if self.caught_up_ms is None or wall_ms > self.caught_up_ms:
+                self.caught_up_ms = wall_ms
 
 
 ProgressHook = Callable[["KafkaClickHouseSink", dict[TopicPartition, PartitionProgress], int], None]
@@ -210,8 +223,8 @@ class KafkaClickHouseSink:
     """Consumes one topic into one or more ClickHouse tables (see module docstring).
 
     ``to_rows`` is pure (see :mod:`sinks.rows`). ``on_progress(sink, progress, partitions)``
-    is called after every commit and every ``progress_interval_s`` when idle, with the
-    progress of every assigned partition (used to publish ``sink_progress``).
+    is called after every commit and every ``progress_interval_s``, with the progress of
+    every assigned partition (used to publish ``sink_progress``).
     ``consumer_factory``/``producer_factory`` exist for tests; by default they build
     kafka-python clients from the config.
     """
@@ -319,7 +332,7 @@ class KafkaClickHouseSink:
             job = self._start()
             if job.done.is_set():  # written inline (or very fast): commit now
                 self._complete(job)
-        elif self._job is None and not self._batch and now >= self._next_progress_at:
+        elif now >= self._next_progress_at:
             self._publish_progress()
 
     def _shutdown(self) -> None:
@@ -605,8 +618,7 @@ class KafkaClickHouseSink:
         if newest:
             metrics.FRESHNESS.labels(self.config.name).set(max(0.0, time.time() - newest / 1000))
         self._recovered()
-        if not self._batch:
-            self._publish_progress()
+        self._publish_progress()
 
     def _recovered(self) -> None:
         self._failures = 0
@@ -618,15 +630,19 @@ class KafkaClickHouseSink:
 
     # -- progress --------------------------------------------------------------------
     def _publish_progress(self) -> None:
-        """Measure which assigned partitions are caught up and hand progress to the hook.
+        """Measure how far each assigned partition is caught up; hand progress to the hook.
 
-        ``caught_up_ms`` is the wall time *before* asking Kafka for the end offsets: if the
-        committed offset reaches the end offset returned, every record Kafka acknowledged
-        before that instant is in ClickHouse.
+        A partition is caught up to wall time W once its committed offset reaches the end
+        offset Kafka reported when asked at W (W taken *before* asking): every record Kafka
+        acknowledged before W is then in ClickHouse. Ends are measured every
+        ``progress_interval_s`` whatever the batch holds, and kept until a commit reaches
+        them, so a partition under continuous traffic (never empty between batches)
+        advances by about a batch interval, not only when traffic pauses. Partitions not in
+        any batch are committed up to their position.
         """
         self._next_progress_at = self.clock() + self.config.progress_interval_s
         busy = set(self._batch.parts) | (set(self._job.batch.parts) if self._job is not None else set())
-        assigned = [tp for tp in self.consumer.assignment() if tp not in busy]
+        assigned = list(self.consumer.assignment())
         if not assigned:
             return
         measured_ms = int(time.time() * 1000)
@@ -636,15 +652,20 @@ class KafkaClickHouseSink:
                 self.partitions = len(self.consumer.partitions_for_topic(self.config.topic) or ())
             for tp in assigned:
                 prog = self.progress.setdefault(tp, PartitionProgress())
-                # Not in the batch: everything before the position is written (or was
-                # dead-lettered), so the position is the partition's committed progress.
-                prog.committed = self.consumer.position(tp, timeout_ms=1_000)
+                if tp not in busy:
+                    # Not in a batch: everything before the position is written (or was
+                    # dead-lettered), so the position is the partition's committed progress.
+                    prog.committed = self.consumer.position(tp, timeout_ms=1_000)
                 end = prog.end = ends.get(tp)
+                if end is not None:
+                    if len(prog.ends) >= 256:  # a partition far behind: keep the newest
+                        prog.ends.popleft()
+                    prog.ends.append((measured_ms, end))
+                prog.caught_up_by_ends()
                 if prog.committed is not None and end is not None:
-                    lag = max(0, end - prog.committed)
-                    metrics.CONSUMER_LAG.labels(self.config.group_id, tp.topic, str(tp.partition)).set(lag)
-                    if lag == 0:
-                        prog.caught_up_ms = measured_ms
+                    metrics.CONSUMER_LAG.labels(self.config.group_id, tp.topic, str(tp.partition)).set(
+                        max(0, end - prog.committed)
+                    )
         except KafkaError as err:
             log.info("sink %s: progress not measured: %s", self.config.name, err)
             return

@@ -60,7 +60,9 @@ class ProgressPublisher:
                         p.caught_up_ms = caught_ms
                     if not p.newest_ms and newest_ms > 0:
                         p.newest_ms = newest_ms
-            state = (p.committed, p.end, p.newest_ms)
+            # A commit makes a row due (and brings every partition's row along, below);
+            # caught_up_at or the end offset moving alone waits for the refresh.
+            state = (p.committed, p.newest_ms)
             last = self._written.get((name, tp))
             due = last is None or last[0] != state or now - last[1] >= self.refresh_s
             row = (

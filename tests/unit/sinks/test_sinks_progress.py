@@ -48,3 +48,18 @@ def test_progress_rows_of_idle_partitions_go_with_a_changed_one():
     row = engine.inserts[1]
     assert row["partition"] == [0, 1]
     assert [int(t.timestamp() * 1000) for t in row["caught_up_at"]] == [3_000, 3_000]
+
+
+def test_caught_up_advances_to_the_newest_end_the_commit_reached():
+    # A partition that never runs dry: ends measured at 1 s, 2 s, 3 s while records keep coming.
+    p = PartitionProgress(committed=5)
+    for wall_ms, end in ((1_000, 10), (2_000, 20), (3_000, 30)):
+        p.ends.append((wall_ms, end))
+    p.caught_up_by_ends()
+    assert p.caught_up_ms is None  # nothing acknowledged before 1 s is known to be written yet
+    p.committed = 25
+    p.caught_up_by_ends()
+    assert p.caught_up_ms == 2_000 and list(p.ends) == [(3_000, 30)]
+    p.committed = 30
+    p.caught_up_by_ends()
+    assert p.caught_up_ms == 3_000 and not p.ends
