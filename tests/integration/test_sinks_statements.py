@@ -8,6 +8,7 @@ Helpers here are shared by the other ``test_sinks_*`` modules.
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -317,6 +318,57 @@ def test_sinks_statements_readable_once_consistent_through_passes_their_ack(sett
         assert through <= datetime.now(UTC)
         fresh = freshness_seconds(ch)
         assert fresh is not None and 0 <= fresh < 60
+
+
+@pytest.mark.kafka
+def test_sinks_consistent_through_advances_while_traffic_never_pauses(settings):
+    """Caught-up progress must not wait for a lull: a busy LRS has none.
+
+    A producer keeps every partition busy (an envelope every few ms) for the whole test;
+    consistent-through must still pass the moment a marked statement was acknowledged,
+    and that statement must then be readable. (Before: progress was measured only with
+    an empty batch, so the header stood still while records kept arriving.)
+    """
+    rng = random.Random(5)
+    learners = [agent(f"busy{i}") for i in range(48)]
+    stop = threading.Event()
+    sent = [0]
+
+    def produce() -> None:
+        pub = Publisher(settings.kafka)
+        try:
+            i = 0
+            while not stop.is_set():
+                who = learners[i % len(learners)]
+                stmt = make_statement("s-1", who, BASE_MS + i * 1000, rng)
+                pub.send(learner_of(settings, who).encode(), envelope(settings, "s-1", who, [stmt]))
+                sent[0] += 1
+                i += 1
+                time.sleep(0.005)
+            pub.flush()
+        finally:
+            pub.close()
+
+    with running_sinks(settings, ["statements"]) as (ch, _sinks):
+        wait_for(lambda: consistent_through(ch) is not None, 60, "first progress of every partition")
+        producer = threading.Thread(target=produce, daemon=True)
+        producer.start()
+        try:
+            wait_for(lambda: sent[0] > 500, 60, "traffic flowing")
+            marker = make_statement("s-1", agent("marked"), BASE_MS, random.Random(6))
+            pub = Publisher(settings.kafka)
+            pub.send(learner_of(settings, agent("marked")).encode(), envelope(settings, "s-1", agent("marked"), [marker]))
+            pub.flush()
+            acked = datetime.now(UTC)
+            pub.close()
+            wait_for(lambda: (t := consistent_through(ch)) is not None and t >= acked, 90,
+                     "consistent-through past the marked statement while traffic continues")
+            assert producer.is_alive(), "the traffic paused: the test proves nothing"
+            assert scalar(ch, "SELECT count() FROM {db}.statements FINAL WHERE statement_id = {id:UUID}",
+                          {"id": marker["id"]}) == 1
+        finally:
+            stop.set()
+            producer.join(60)
 
 
 @pytest.mark.kafka
