@@ -13,6 +13,7 @@ co-partitioned with the topic its agent reads.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,10 +106,7 @@ def _wait_for_leaders(admin, wanted: dict[str, int], timeout_s: float = 60.0) ->
     leaves its partitions unassigned until the next metadata refresh. Measured in CI: a
     second worker's feed partitions waited five minutes (aiokafka's default metadata age).
     """
-    import time
-
     deadline = time.monotonic() + timeout_s
-    missing: list[str] = list(wanted)
     while True:
         # kafka-python 3.x: Metadata response fields by their protocol names.
         described = {t["name"]: t for t in admin.describe_topics(list(wanted))}
