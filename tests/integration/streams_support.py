@@ -267,12 +267,25 @@ def worker(spawn, settings: Settings, app_id: str, name: str):
     return proc
 
 
+def fail_if_exited(workers: Callable[[], list]) -> Callable[[], None]:
+    """A check that fails the test, with the worker's log, as soon as one of ``workers()`` exited."""
+
+    def check() -> None:
+        for w in workers():
+            if w.popen.poll() is not None:
+                pytest.fail(f"worker exited {w.popen.returncode}:\n{w.tail()}")
+
+    return check
+
+
 def collect(
     kafka: KafkaSettings, app_id: str, workers: Callable[[], list], start: dict[TopicPartition, int] | None = None,
     topics: Iterable[Topic] = tuple(DECODERS), timeout: float = 300,
+    ready: Callable[[DerivedReader], bool] | None = None,
 ) -> DerivedReader:
     """Derived records from ``start`` once the group ``app_id`` committed the end of its inputs
-    (a quiet period alone is no proof on a loaded machine) and the stream has been quiet."""
+    (a quiet period alone is no proof on a loaded machine), ``ready`` holds (if given) and the
+    stream has been quiet."""
     reader = DerivedReader(kafka, topics, start)
     caught_up = [False]
 
@@ -280,15 +293,10 @@ def collect(
         if not caught_up[0]:
             caught_up[0] = group_caught_up(kafka, app_id)
             return False
-        return True
-
-    def alive() -> None:
-        for w in workers():
-            if w.popen.poll() is not None:
-                pytest.fail(f"worker exited {w.popen.returncode}:\n{w.tail()}")
+        return ready is None or ready(r)
 
     try:
-        reader.settle(done, timeout, quiet_s=8, check=alive, diagnose=lambda: "\n".join(
+        reader.settle(done, timeout, quiet_s=8, check=fail_if_exited(workers), diagnose=lambda: "\n".join(
             [describe_lag(kafka, app_id)] + [w.tail(20) for w in workers()]))
     finally:
         reader.close()

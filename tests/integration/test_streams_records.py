@@ -20,6 +20,7 @@ from tests.integration.streams_support import (
     EnvelopeProducer,
     assigned_consumer,
     consistent_versions,
+    fail_if_exited,
     statement,
     stream_settings,
 )
@@ -72,9 +73,7 @@ def test_streams_hand_built_stream_gives_exact_records(tmp_path, kafka, spawn):
     worker = spawn(["worker"], settings, "worker")
     reader = DerivedReader(kafka)
 
-    def alive():
-        if worker.popen.poll() is not None:
-            pytest.fail(f"worker exited {worker.popen.returncode}:\n{worker.tail()}")
+    alive = fail_if_exited(lambda: [worker])
 
     try:
         reader.settle(

@@ -22,6 +22,7 @@ from tests.integration.streams_support import (
     T0,
     DerivedReader,
     EnvelopeProducer,
+    fail_if_exited,
     learner_in,
     partition_for,
     statement,
@@ -76,9 +77,7 @@ def test_streams_aborted_transaction_changes_no_figure_and_a_committed_one_does(
     worker = spawn(["worker"], settings, "worker")
     reader = DerivedReader(kafka)
 
-    def alive():
-        if worker.popen.poll() is not None:
-            pytest.fail(f"worker exited {worker.popen.returncode}:\n{worker.tail()}")
+    alive = fail_if_exited(lambda: [worker])
 
     def done(r: DerivedReader) -> bool:
         # A's partition ends with a transaction marker, not with one of its envelopes: the

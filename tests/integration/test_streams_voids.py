@@ -21,6 +21,7 @@ from tests.integration.streams_support import (
     T0,
     DerivedReader,
     EnvelopeProducer,
+    fail_if_exited,
     learner_in,
     partition_for,
     statement,
@@ -61,9 +62,7 @@ def test_streams_void_by_another_actor_undoes_the_learners_observation_in_either
     prod = EnvelopeProducer(kafka)
     reader = DerivedReader(kafka, [Topic.MASTERY])
 
-    def alive():
-        if proc.popen.poll() is not None:
-            pytest.fail(f"worker exited {proc.popen.returncode}:\n{proc.tail()}")
+    alive = fail_if_exited(lambda: [proc])
 
     try:
         # Void first: the teacher voids an answer the learner's device has not sent yet; wait
