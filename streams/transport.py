@@ -13,10 +13,14 @@ deterministic versions) and a large cost per batch. So this module swaps in the 
 subclass chain Faust allows: the app's transport → its consumer → the consumer's thread,
 which builds the aiokafka consumer as Faust does and sets its isolation level before
 Faust starts it (aiokafka hands the level to its fetcher in ``start()``).
+
+The same consumer thread also rewinds, after a rebalance, the partitions the group never
+committed (see ``_seek_to_committed_or_reset``): without it a worker could skip them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import aiokafka
@@ -34,6 +38,37 @@ class ReadCommittedConsumerThread(driver.AIOKafkaConsumerThread):
             raise RuntimeError(f"aiokafka {aiokafka.__version__}: cannot set the consumer's isolation level")
         consumer._isolation_level = READ_COMMITTED
         return consumer
+
+
+    async def seek_to_committed(self) -> Mapping[Any, int]:
+        return await self.call_thread(self._seek_to_committed_or_reset)
+
+    async def _seek_to_committed_or_reset(self) -> Mapping[Any, int]:
+        return await seek_to_committed_or_reset(self._ensure_consumer(), self.app.conf.consumer_auto_offset_reset)
+
+
+async def seek_to_committed_or_reset(consumer: aiokafka.AIOKafkaConsumer, reset: str) -> Mapping[Any, int | None]:
+    """``consumer.seek_to_committed()``, also for partitions the group never committed.
+
+    Faust discards records it fetched while a rebalance was under way and relies on this
+    seek to fetch them again. aiokafka's ``seek_to_committed`` leaves a partition without
+    a committed offset (or committed at 0) where its position is — measured: a worker
+    that took over partitions its predecessor had not committed yet had fetched them to
+    the end during the rebalance, dropped the records, and never read them (lag unchanged
+    for minutes, nothing acknowledged). Such partitions go back to where the reset policy
+    (``reset``: earliest or latest) starts a new group.
+    """
+    committed = await consumer.seek_to_committed()
+    never = [tp for tp, offset in committed.items() if offset is None or offset < 0]
+    for tp, offset in committed.items():
+        if offset == 0:
+            consumer.seek(tp, 0)
+    if never:
+        if reset == "latest":
+            await consumer.seek_to_end(*never)
+        else:
+            await consumer.seek_to_beginning(*never)
+    return committed
 
 
 class ReadCommittedConsumer(driver.Consumer):
