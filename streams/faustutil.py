@@ -8,7 +8,7 @@ changelog partition and the local RocksDB partition from the current event.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -55,13 +55,14 @@ class Sender:
     async def send(
         self, topic: str, key: bytes | None, value: bytes, partition: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
-        await self.app.producer.send(topic, key, value, partition, None, headers)
+    ) -> Awaitable[Any]:
+        """Queue a record; returns its delivery (awaitable: Kafka's acknowledgement)."""
+        return await self.app.producer.send(topic, key, value, partition, None, headers)
 
-    async def dead_letter(self, topic: str, msg: Any, err: InvalidStatement, stage: str) -> None:
+    async def dead_letter(self, topic: str, msg: Any, err: InvalidStatement, stage: str) -> Awaitable[Any]:
         """Forward an unprocessable message with its reason (never raise: that would lose it)."""
         metrics.DEADLETTERS.labels("streams", err.rule).inc()
-        await self.send(
+        return await self.send(
             topic,
             msg.key,
             msg.value,

@@ -10,6 +10,7 @@ who simply stop sending become disengaged: other traffic moves event time on.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -61,17 +62,13 @@ def register(app: faust.App, topics: Any, config: StreamsConfig) -> None:
     health_topic = topics.cohort_health.get_topic_name()
     alerts_topic = topics.alerts.get_topic_name()
     dlq_topic = topics.deadletter.get_topic_name()
-    # Feed partitions whose last records were re-sent since this process took them.
-    resynced: set[int] = set()
 
     def emit_health(cs: dict[str, Any], rec: CohortHealthRecord, pending: list) -> None:
-        cs["last"] = rec.encode().decode()
         pending.append((health_topic, rec_key(cs), rec.encode()))
         out_health.inc()
         metrics.COHORT_DISENGAGED_SHARE.labels(cs["school"], cs["course"], cs["cohort"]).set(rec.share)
 
     def emit_alert(cs: dict[str, Any], rec: AlertRecord, pending: list) -> None:
-        cs["last_alert"] = rec.encode().decode()
         pending.append((alerts_topic, rec_key(cs), rec.encode()))
         out_alerts.inc()
         metrics.COHORT_ALERT_ACTIVE.labels(cs["school"], cs["course"], cs["cohort"]).set(
@@ -81,18 +78,6 @@ def register(app: faust.App, topics: Any, config: StreamsConfig) -> None:
     def rec_key(cs: dict[str, Any]) -> bytes:
         return f"{cs['school']}|{cs['course']}|{cs['cohort']}".encode()
 
-    def resync(partition: int, srcs: dict[str, Any], event: faust.EventT, pending: list) -> None:
-        """Re-send each cohort's last records: a crash may have lost them after the state was saved."""
-        for ck in srcs.get("ck", []):
-            with event_context(event):
-                cs = load(table, ck.encode())
-            if cs is None:
-                continue
-            for field in ("last", "last_alert"):
-                if cs.get(field):
-                    topic = health_topic if field == "last" else alerts_topic
-                    pending.append((topic, rec_key(cs), cs[field].encode()))
-
     @app.agent(feed, concurrency=1)
     async def cohorts(stream: faust.StreamT) -> None:
         async for events in stream.take_events(config.batch_max, within=config.batch_within_s):
@@ -100,28 +85,43 @@ def register(app: faust.App, topics: Any, config: StreamsConfig) -> None:
             by_partition: dict[int, list[faust.EventT]] = {}
             for event in events:
                 by_partition.setdefault(event.message.partition, []).append(event)
+            deliveries = []
+            saves: list[tuple[faust.EventT, dict[bytes, bytes]]] = []
             for partition, evs in by_partition.items():
                 pending: list[tuple[str, bytes, bytes]] = []
                 dead: list[tuple[Any, InvalidStatement]] = []
+                writes: dict[bytes, bytes] = {}
                 try:
-                    process(partition, evs, pending, dead)
+                    process(partition, evs, pending, dead, writes)
                 except Exception:  # keep the worker going; the inputs are replayable and idempotent
                     log.exception("cohort agent failed on feed partition %s", partition)
                     metrics.ERRORS.labels("streams", "cohort_agent").inc()
+                    writes.clear()  # nothing half-applied is saved
                 for msg, err in dead:
-                    await sender.dead_letter(dlq_topic, msg, err, "streams:cohort")
+                    deliveries.append(await sender.dead_letter(dlq_topic, msg, err, "streams:cohort"))
                 for topic, key, value in pending:
                     # cohort_health has the feed's partition count: a cohort's records stay
                     # in the partition its key hashes to, like the feed's; alerts has one.
-                    await sender.send(topic, key, value, partition if topic == health_topic else 0)
+                    deliveries.append(await sender.send(topic, key, value, partition if topic == health_topic else 0))
+                saves.append((evs[-1], writes))
+            # Records first, state second. A step is emitted once, when the watermark passes
+            # it; were the state saved first (RocksDB keeps it through a crash) and the
+            # process killed before Kafka acknowledged the records, the redelivered feed
+            # would find the step done and the records would be lost. Saved after the
+            # acknowledgements, a crash at any point leaves either the old state (the step
+            # is computed again: same figures, same version) or the new one with its
+            # records in Kafka. One round trip per batch.
+            if deliveries:
+                await asyncio.gather(*deliveries)
+            for event, writes in saves:
+                with event_context(event):
+                    for key, value in writes.items():
+                        table[key] = value
 
-    def process(partition: int, evs: list[faust.EventT], pending: list, dead: list) -> None:
+    def process(partition: int, evs: list[faust.EventT], pending: list, dead: list, writes: dict[bytes, bytes]) -> None:
         last_event = evs[-1]
         with event_context(last_event):
             srcs = load(table, sources_key(partition)) or {"src": {}, "ck": [], "ge": None}
-        if partition not in resynced:
-            resynced.add(partition)
-            resync(partition, srcs, last_event, pending)
         cohorts_seen: dict[str, dict[str, Any]] = {}
         dirty: set[str] = set()
         for event in evs:
@@ -175,7 +175,6 @@ def register(app: faust.App, topics: Any, config: StreamsConfig) -> None:
                 for a in alerts:
                     emit_alert(cs, alert_record(cs, a), pending)
                 dirty.add(ck)
-        with event_context(last_event):
-            for ck in dirty:
-                table[ck.encode()] = orjson.dumps(cohorts_seen[ck])
-            table[sources_key(partition)] = orjson.dumps(srcs)
+        for ck in dirty:
+            writes[ck.encode()] = orjson.dumps(cohorts_seen[ck])
+        writes[sources_key(partition)] = orjson.dumps(srcs)
