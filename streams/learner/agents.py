@@ -47,6 +47,7 @@ from typing import Any
 
 import faust
 import orjson
+from faust.types import TP
 
 from schemas import metrics
 from schemas.envelope import StatementEnvelope
@@ -90,13 +91,49 @@ def register(app: faust.App, topics: Any, config: StreamsConfig, model: MasteryM
     src_name, void_name = names["statements"], names["void_feed"]
     index = OwnerIndex()
 
+    # Replay after a crash or a rebalance. The table can be ahead of the committed offset
+    # (RocksDB keeps what a killed process wrote; a changelog carries what the previous
+    # owner wrote after its last commit), while the records of those envelopes may never
+    # have reached Kafka: they are re-sent when the envelopes come again (see
+    # ``LearnerLogic.reemit``). Until then the partition's watermark, taken from that same
+    # table, would run ahead of the cohort buckets it vouches for, and the cohort stage
+    # would close hours without them. So a partition reports no watermark until this
+    # process has re-read it up to the offset its state had when it took the partition
+    # (``replay_to``), or the group's committed offset is past that.
+    replay_to: dict[int, int] = {}
+
+    def held_back(partition: int, processed: int | None) -> bool:
+        """True while ``partition`` is being replayed (``processed``: its last offset read in this batch)."""
+        target = replay_to.get(partition)
+        if target is None:
+            return False
+        committed = app.consumer._committed_offset.get(TP(src_name, partition))  # faust 0.15 bookkeeping
+        if (processed is not None and processed >= target) or (committed is not None and committed > target):
+            del replay_to[partition]
+            return False
+        return True
+
+    def took(partition: int, pstate: dict[str, Any]) -> None:
+        """First sight of a partition since this process took it: remember how far its state is."""
+        if partition not in seen:
+            seen.add(partition)
+            if pstate.get("o", -1) >= 0:
+                replay_to[partition] = pstate["o"]
+
+    seen: set[int] = set()
+
+    def reset() -> None:
+        index.reset()
+        seen.clear()
+        replay_to.clear()
+
     @app.on_partitions_revoked.connect
     async def _revoked(_app: Any, revoked: Any, **_kw: Any) -> None:
-        index.reset()
+        reset()
 
     @app.on_partitions_assigned.connect
     async def _assigned(_app: Any, assigned: Any, **_kw: Any) -> None:
-        index.reset()
+        reset()
 
     # Watermark last reported per source partition, and whether it was reported idle
     # (processing bookkeeping of this process only; a restart simply reports again).
@@ -189,6 +226,7 @@ def register(app: faust.App, topics: Any, config: StreamsConfig, model: MasteryM
             # Unresolved targets of this batch's own voids, per source partition.
             broadcast: dict[int, list[str]] = {}
             touched: set[int] = set()  # source partitions with envelopes in this batch
+            last_read: dict[int, int] = {}  # their last offset in this batch
             n_envelopes = 0
             for event in events:
                 msg = event.message
@@ -209,8 +247,10 @@ def register(app: faust.App, topics: Any, config: StreamsConfig, model: MasteryM
                     pheld = parts.get(msg.partition)
                     if pheld is None:
                         pheld = parts[msg.partition] = [load(table, part_key(msg.partition)) or {}, event]
+                        took(msg.partition, pheld[0])
                     pheld[1] = event
-                pheld[0]["o"] = msg.offset
+                pheld[0]["o"] = max(msg.offset, pheld[0].get("o", -1))
+                last_read[msg.partition] = msg.offset
                 try:
                     env = StatementEnvelope.decode(msg.value)
                 except InvalidStatement as err:
@@ -257,6 +297,8 @@ def register(app: faust.App, topics: Any, config: StreamsConfig, model: MasteryM
                         await sender.send(void_name, b"\x00void", orjson.dumps({"t": targets}), partition=q)
                         out_counters["void_feed"].inc()
             for partition in touched:
+                if held_back(partition, last_read[partition]):
+                    continue
                 await tick(partition, partition_watermark(parts[partition][0], lag), False)
             statements.inc(out.statements)
             late.inc(out.late)
@@ -288,6 +330,9 @@ def register(app: faust.App, topics: Any, config: StreamsConfig, model: MasteryM
             if end is None:
                 continue
             pstate = load(table, part_key(tp.partition)) or {}
+            took(tp.partition, pstate)
+            if held_back(tp.partition, None):
+                continue
             applied = pstate.get("o", -1)
             idle = applied + 1 >= end
             if not idle:
