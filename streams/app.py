@@ -34,6 +34,9 @@ class StreamsParameters:
     web_port: int
     replication: int = 1
     config: StreamsConfig = field(default_factory=StreamsConfig)
+    # Kafka client id of this worker process: tells group members apart on the broker
+    # (``kafka-consumer-groups --describe``), e.g. a restarted worker from its killed predecessor.
+    client_id: str = "learnpulse-worker"
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,7 @@ def create_app(p: StreamsParameters) -> faust.App:
         store="rocksdb://",
         datadir=str(p.datadir),
         autodiscover=False,
+        broker_client_id=p.client_id,
         web_enabled=True,
         web_host="127.0.0.1",
         web_port=p.web_port,
@@ -185,4 +189,54 @@ def create_app(p: StreamsParameters) -> faust.App:
     model = load_model(p.config.mastery_file, p.config.skill_map_file)
     register_learner(app, topics, p.config, model, p.bootstrap)
     register_health(app, topics, p.config)
+    install_state_dump(app)
     return app
+
+
+def install_state_dump(app: faust.App) -> None:
+    """``kill -USR1 <worker pid>`` logs the consumer's partition bookkeeping, Faust's and aiokafka's.
+
+    For a worker that looks alive but does not advance: which partitions it holds and
+    fetches, what it has read, acknowledged and committed, and where aiokafka's fetch
+    position stands. Private attributes of faust-streaming 0.15 / aiokafka 0.14, read
+    without locks: a debugging aid, never used by the processing itself.
+    """
+    import asyncio
+    import io
+    import logging
+    import signal
+
+    log = logging.getLogger("learnpulse.streams.debug")
+
+    def faust_view(out: io.StringIO) -> None:
+        c = app.consumer
+        out.write(f"generation {app.consumer_generation_id} flow_active={c.flow_active}\n")
+        for name in ("_active_partitions", "_paused_partitions", "_buffered_partitions"):
+            out.write(f"{name}: {sorted(str(tp) for tp in (getattr(c, name, None) or ()))}\n")
+        for tp in sorted(c.assignment()):
+            acked = c._acked.get(tp) or []
+            out.write(f"{tp.topic}/{tp.partition}: read={c._read_offset.get(tp)} "
+                      f"committed={c._committed_offset.get(tp)} acked={len(acked)}\n")
+
+    def aiokafka_view(out: io.StringIO) -> None:
+        kc = app.consumer._thread._consumer
+        subscription = kc._subscription._subscription
+        assignment = subscription.assignment if subscription else None
+        out.write(f"aiokafka assignment active={assignment.active if assignment else None}\n")
+        for tp in sorted(assignment.tps if assignment else ()):
+            st = assignment.state_value(tp)
+            out.write(f"  {tp.topic}/{tp.partition}: position={st._position} valid={st.has_valid_position} "
+                      f"awaiting_reset={st.awaiting_reset} paused={st.paused}\n")
+
+    def dump() -> None:
+        out = io.StringIO()
+        for view in (faust_view, aiokafka_view):
+            try:
+                view(out)
+            except Exception as err:  # a library changed: say so, keep the worker running
+                out.write(f"{view.__name__} unavailable: {err!r}\n")
+        log.warning("state dump\n%s", out.getvalue())
+
+    @app.task
+    async def _install() -> None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from pathlib import Path
 
@@ -34,6 +35,11 @@ def streams_config(settings: Settings):
         skill_map_file=s.skill_map_file,
         batch_max=s.batch_max,
     )
+
+
+def worker_client_id(name: str) -> str:
+    """The worker's Kafka client id: its name and process id (a restart is a new member)."""
+    return f"learnpulse-{name}-{os.getpid()}"
 
 
 def register(main: click.Group) -> None:
@@ -70,6 +76,7 @@ def register(main: click.Group) -> None:
                 web_port=web_port or settings.streams_web_port,
                 replication=k.replication,
                 config=streams_config(settings),
+                client_id=worker_client_id(name),
             )
         )
         ensure_internal_topics(params)
