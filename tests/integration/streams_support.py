@@ -156,6 +156,20 @@ def group_caught_up(kafka: KafkaSettings, app_id: str) -> bool:
     return lag is not None and not any(lag.values())
 
 
+def group_members(kafka: KafkaSettings, app_id: str) -> tuple[str, list[str]]:
+    """The worker group's state (``Stable``, ``PreparingRebalance``…) and its members' client ids."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    try:
+        group = admin.describe_groups([app_id]).get(app_id) or {}
+    except KafkaError:
+        return "unknown", []
+    finally:
+        admin.close()
+    return group.get("group_state") or "unknown", sorted(m["client_id"] for m in group.get("members") or ())
+
+
 def describe_lag(kafka: KafkaSettings, app_id: str) -> str:
     """The group's uncommitted records per partition, for a failure message."""
     lag = group_lag(kafka, app_id)
@@ -226,16 +240,25 @@ class DerivedReader:
 
     def settle(self, done: Callable[[DerivedReader], bool], timeout: float, quiet_s: float = 3.0,
                check: Callable[[], None] | None = None, diagnose: Callable[[], str] | None = None) -> None:
-        """Poll until ``done`` holds and nothing new arrived for ``quiet_s``; fail on timeout."""
+        """Poll until ``done`` has held, and nothing new arrived, for ``quiet_s``; fail on timeout.
+
+        Quiet is counted from when ``done`` started to hold too: a worker that has just
+        joined its group (``done``) may still have records to send after a long silence.
+        """
         deadline = time.monotonic() + timeout
         quiet_since = time.monotonic()
+        done_since: float | None = None
         while time.monotonic() < deadline:
             if check is not None:
                 check()
             if self.poll():
                 quiet_since = time.monotonic()
-            elif done(self) and time.monotonic() - quiet_since >= quiet_s:
-                return
+            elif done(self):
+                done_since = done_since or time.monotonic()
+                if time.monotonic() - max(quiet_since, done_since) >= quiet_s:
+                    return
+            else:
+                done_since = None
         counts = {t.value: len(v) for t, v in self.latest.items()}
         raise AssertionError(
             f"derived records did not settle in {timeout}s: {counts}\n{diagnose() if diagnose else ''}"
@@ -264,6 +287,7 @@ def worker(spawn, settings: Settings, app_id: str, name: str):
         settings, f"worker-{name}", extra_env={"LEARNPULSE_METRICS_PORT": str(port)},
     )
     proc.metrics_port = port
+    proc.client_id = f"learnpulse-{name}-{proc.popen.pid}"  # as learnpulse.commands.streams.worker_client_id
     return proc
 
 
@@ -291,13 +315,22 @@ def collect(
 
     def done(r: DerivedReader) -> bool:
         if not caught_up[0]:
-            caught_up[0] = group_caught_up(kafka, app_id)
+            # Committed offsets at the end are not enough: after a SIGKILL the dead member
+            # stays in the group until its session times out, and the restarted worker only
+            # joins then — and only then reports its partitions idle, which lets the cohort
+            # stage evaluate the last hours. So the group must also be stable with exactly
+            # the live workers in it (told apart by their client ids: name and pid).
+            state, members = group_members(kafka, app_id)
+            caught_up[0] = (state == "Stable" and members == sorted(w.client_id for w in workers())
+                            and group_caught_up(kafka, app_id))
             return False
         return ready is None or ready(r)
 
     try:
         reader.settle(done, timeout, quiet_s=8, check=fail_if_exited(workers), diagnose=lambda: "\n".join(
-            [describe_lag(kafka, app_id)] + [w.tail(20) for w in workers()]))
+            [describe_lag(kafka, app_id), "group state %s, members %s" % group_members(kafka, app_id),
+             f"live workers {sorted(w.client_id for w in workers())}"]
+            + [w.tail(20) for w in workers()]))
     finally:
         reader.close()
     return reader
@@ -309,10 +342,25 @@ def same_records(ref: DerivedReader, other: DerivedReader, what: str, topics: It
         a, b = ref.latest[topic], other.latest[topic]
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         assert not diff, (
-            f"{what}: {topic.value}: {len(diff)} of {len(a)} keys differ, e.g.\n{a.get(diff[0])}\n{b.get(diff[0])}"
+            f"{what}: {topic.value}: {len(diff)} of {len(a)} keys differ, e.g.\n{a.get(diff[0])}\n{b.get(diff[0])}\n"
+            f"{_describe_diff(diff, a, b)}"
         )
         consistent_versions(ref.all[topic], topic)
         consistent_versions(other.all[topic], topic)
+
+
+def _describe_diff(diff: list[tuple], a: dict, b: dict) -> str:
+    """Differing keys grouped by all but their last field (cohort, learner…): how many, first and last."""
+    groups: dict[tuple, list] = {}
+    for k in diff:
+        groups.setdefault(k[:-1], []).append(k[-1])
+    lines = []
+    for head, tails in sorted(groups.items())[:20]:
+        only_a = sum(1 for t in tails if (*head, t) not in b)
+        only_b = sum(1 for t in tails if (*head, t) not in a)
+        lines.append(f"  {head}: {len(tails)} keys ({only_a} only in the first, {only_b} only in the second), "
+                     f"{min(tails)}..{max(tails)}")
+    return "\n".join(lines)
 
 
 def metric(port: int, name: str) -> float:

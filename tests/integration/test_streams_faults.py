@@ -97,11 +97,6 @@ def test_streams_replay_with_fresh_app_id_and_at_other_speed_gives_identical_rec
 
 @pytest.mark.kafka
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect, open: a SIGKILL can land after the cohort state (changelog) was flushed "
-    "but before the cohort_health records of the same batch were; the restarted worker "
-    "re-sends only each cohort's last record, so intermediate steps can be missing "
-    "(seen in 1 of 4 full runs: 50 of 633 cohort_health keys)"))
 def test_streams_sigkill_and_restart_gives_the_same_records(tmp_path, kafka, spawn):
     settings = _settings(tmp_path, kafka)
     assert run_simulator(settings, SIM, count=COUNT, rate=None) == COUNT
@@ -128,10 +123,6 @@ def test_streams_sigkill_and_restart_gives_the_same_records(tmp_path, kafka, spa
 
 @pytest.mark.kafka
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect, open: when this file or the full suite runs, one of two workers stops "
-    "committing its xapi.statements partitions after the second rebalance (lag 68/40/40/38/"
-    "111/88 records on 6 partitions for 5 minutes, derived records complete); passes alone"))
 def test_streams_two_workers_give_the_same_records_as_one(tmp_path, kafka, spawn):
     settings = _settings(tmp_path, kafka)
     assert run_simulator(settings, SIM, count=COUNT, rate=None) == COUNT
