@@ -15,7 +15,7 @@ which builds the aiokafka consumer as Faust does and sets its isolation level be
 Faust starts it (aiokafka hands the level to its fetcher in ``start()``).
 
 The same consumer thread also rewinds, after a rebalance, the partitions the group never
-committed (see ``_seek_to_committed_or_reset``): without it a worker could skip them.
+committed (see ``seek_to_committed_or_reset``): without it a worker could skip them.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ class ReadCommittedConsumerThread(driver.AIOKafkaConsumerThread):
             raise RuntimeError(f"aiokafka {aiokafka.__version__}: cannot set the consumer's isolation level")
         consumer._isolation_level = READ_COMMITTED
         return consumer
-
 
     async def seek_to_committed(self) -> Mapping[Any, int]:
         return await self.call_thread(self._seek_to_committed_or_reset)

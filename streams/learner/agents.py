@@ -101,6 +101,7 @@ def register(app: faust.App, topics: Any, config: StreamsConfig, model: MasteryM
     # process has re-read it up to the offset its state had when it took the partition
     # (``replay_to``), or the group's committed offset is past that.
     replay_to: dict[int, int] = {}
+    seen: set[int] = set()  # partitions whose state this process has looked at since it took them
 
     def held_back(partition: int, processed: int | None) -> bool:
         """True while ``partition`` is being replayed (``processed``: its last offset read in this batch)."""
@@ -119,8 +120,6 @@ def register(app: faust.App, topics: Any, config: StreamsConfig, model: MasteryM
             seen.add(partition)
             if pstate.get("o", -1) >= 0:
                 replay_to[partition] = pstate["o"]
-
-    seen: set[int] = set()
 
     def reset() -> None:
         index.reset()
