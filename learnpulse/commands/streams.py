@@ -37,9 +37,9 @@ def streams_config(settings: Settings):
     )
 
 
-def worker_client_id(name: str) -> str:
-    """The worker's Kafka client id: its name and process id (a restart is a new member)."""
-    return f"learnpulse-{name}-{os.getpid()}"
+def worker_client_id(name: str, pid: int | None = None) -> str:
+    """A worker's Kafka client id: its name and process id (a restart is a new member)."""
+    return f"learnpulse-{name}-{os.getpid() if pid is None else pid}"
 
 
 def register(main: click.Group) -> None:

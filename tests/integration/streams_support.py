@@ -13,6 +13,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 
+from learnpulse.commands.streams import worker_client_id
 from learnpulse.settings import KafkaSettings, Settings, StreamsSettings
 from schemas.envelope import StatementEntry, StatementEnvelope
 from schemas.profile import COURSE_ACTIVITY_TYPE, SKILL_EXTENSION
@@ -287,7 +288,7 @@ def worker(spawn, settings: Settings, app_id: str, name: str):
         settings, f"worker-{name}", extra_env={"LEARNPULSE_METRICS_PORT": str(port)},
     )
     proc.metrics_port = port
-    proc.client_id = f"learnpulse-{name}-{proc.popen.pid}"  # as learnpulse.commands.streams.worker_client_id
+    proc.client_id = worker_client_id(name, proc.popen.pid)
     return proc
 
 
