@@ -64,6 +64,13 @@ class GatewaySettings(BaseModel):
     transactional_id: str | None = None
 
 
+class LrsStoreSettings(BaseModel):
+    """The LRS's transactional store: documents and accepted statement ids (``schemas.lrs_store``)."""
+
+    # sqlite:///path (embedded; default <home>/lrs-store.sqlite3) or postgresql://user:pass@host:port/db
+    url: str = ""
+
+
 class StreamsSettings(BaseModel):
     """Stream computations (defaults in ``streams.config``); files are JSON, documented there."""
 
@@ -129,6 +136,7 @@ class Settings(BaseSettings):
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     sink: SinkSettings = SinkSettings()
     gateway: GatewaySettings = GatewaySettings()
+    lrs_store: LrsStoreSettings = LrsStoreSettings()
     streams: StreamsSettings = StreamsSettings()
     notifier: NotifierSettings = NotifierSettings()
     # Key of the learner pseudonym HMAC. The default is for local demos only.
@@ -174,6 +182,10 @@ class Settings(BaseSettings):
 
         put("", self)
         return env
+
+    @property
+    def lrs_store_url(self) -> str:
+        return self.lrs_store.url or f"sqlite:///{(self.home / 'lrs-store.sqlite3').resolve()}"
 
     @property
     def clickhouse_url(self) -> str:
