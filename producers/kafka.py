@@ -96,7 +96,6 @@ class StatementProducer:
         # Callbacks run on kafka-python's I/O thread.
         self._lock = threading.Lock()
         self.acked_statements = 0
-        self.failed_statements = 0
 
     def send(self, envelope: StatementEnvelope):
         """Queue one envelope; returns the kafka-python future (see :meth:`send_encoded`)."""
@@ -131,7 +130,6 @@ class StatementProducer:
         metrics.ERRORS.labels(self.params.stage, "delivery").inc()
         self._failed_statements.inc(n)
         with self._lock:
-            self.failed_statements += n
             self._failures.append(err)
 
     def check(self) -> None:

@@ -255,13 +255,6 @@ class Truth:
         """``(school, course, cohort)`` of every cohort made to disengage."""
         return {(c.school, c.course, c.cohort) for c in self.cohorts if c.disengaging}
 
-    def active_ms_by_learner_day(self) -> dict[tuple[LearnerKey, str], int]:
-        out: dict[tuple[LearnerKey, str], int] = {}
-        for a in self.active:
-            k = (a.key, a.day)
-            out[k] = out.get(k, 0) + a.active_ms
-        return out
-
 
 def read_truth(path: str | Path) -> Truth:
     """Load a whole truth file."""

@@ -73,14 +73,6 @@ def _calendar_ok(m: re.Match[str]) -> bool:
     return not (zone is not None and len(zone) > 1 and (int(zone[1:3]) > 23 or (len(zone) > 3 and int(zone[-2:]) > 59)))
 
 
-def is_simple_rfc3339(value: str) -> bool:
-    """Cheap sufficient test: ``value`` is a valid timestamp under every xAPI version.
-
-    False does not mean invalid; ask :func:`timestamp_problem` then.
-    """
-    return _RFC3339_SIMPLE.match(value) is not None and not value.endswith("-00:00")
-
-
 def timestamp_problem(value: object, *, require_offset: bool) -> str | None:
     """``None`` if ``value`` is an acceptable xAPI Timestamp, else why not.
 

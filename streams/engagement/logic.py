@@ -43,10 +43,6 @@ def hour_of(ms: int) -> int:
     return ms - ms % HOUR_MS
 
 
-def day_of(ms: int) -> int:
-    return ms - ms % DAY_MS
-
-
 @dataclass(frozen=True, slots=True)
 class Change:
     """What one statement changed: hours whose figures changed, and active-time deltas per hour."""

@@ -17,8 +17,6 @@ class Migration:
     id: str
     forwards: tuple[str, ...]
     backwards: tuple[str, ...]
-    # A blocking migration rewrites data; writers should be stopped while it runs.
-    blocking: bool = False
 
 
 def all_migrations() -> list[Migration]:
