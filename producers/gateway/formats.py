@@ -33,10 +33,8 @@ def _agent_ids(agent: Any) -> Any:
 def _activity_ids(act: Any) -> Any:
     if not isinstance(act, dict):
         return act
-    out = {"id": act.get("id")}
-    if "objectType" in act:
-        out = {"objectType": act["objectType"], **out}
-    return out
+    # Communication §2.1.3 (format=ids): "Activity Objects contain only the id property".
+    return {"id": act.get("id")}
 
 
 def _object_ids(obj: Any) -> Any:

@@ -85,8 +85,9 @@ def is_uuid(value: object) -> bool:
 
 
 def is_mailto(value: object) -> bool:
-    """``mailto:`` followed by exactly one e-mail address."""
-    return value.__class__ is str and _MAILTO.match(value) is not None  # type: ignore[arg-type]
+    """``mailto:`` followed by exactly one e-mail address, and an IRI as :func:`is_iri` has it
+    (so ``%`` only in well-formed %-escapes, no characters that no IRI may hold)."""
+    return value.__class__ is str and _MAILTO.match(value) is not None and is_iri(value)  # type: ignore[arg-type]
 
 
 def is_sha1_hex(value: object) -> bool:

@@ -33,7 +33,7 @@ Rule ids (stable; ``{…}`` is a property name):
   ``statementref.{objectType,id.required,id.uuid}``,
   ``substatement.{property.forbidden,nested}``
 - result: ``result.type``, ``result.score.type``, ``result.score.{scaled,raw,min,max}.type``,
-  ``result.score.{scaled.range,raw.range,min-max}``, ``result.{success,completion,response}.type``,
+  ``result.score.{scaled.range,raw.range,min-max,min-max.equal}``, ``result.{success,completion,response}.type``,
   ``result.duration.format``
 - context: ``context.type``, ``context.registration.uuid``, ``context.team.group``,
   ``context.contextActivities.type``, ``context.{revision,platform}.{type,activity-only}``,
@@ -56,6 +56,7 @@ turn it into ``InvalidStatement`` with the full path.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, NoReturn
 
 import orjson
@@ -158,6 +159,12 @@ _ONLY_IN_2_0 = frozenset({"contextAgents", "contextGroups"})
 
 # Bound matchers for the hot path (saves a Python call per check).
 _uuid_match = _UUID.match
+# A Semantic Versioning 1.0.0/2.0.0 version 1.0.x or 2.0.x with a pre-release and/or build
+# suffix; the plain forms take the faster path in ``_statement_version``.
+_SEMVER_ID = r"(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
+_semver_match = re.compile(
+    rf"[12]\.0\.[0-9]+(?:-{_SEMVER_ID}(?:\.{_SEMVER_ID})*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?\Z", re.ASCII
+).match
 _simple_ts_match = timefmt._RFC3339_SIMPLE.match
 _isfinite = math.isfinite
 _ABSENT = object()
@@ -771,10 +778,19 @@ def _score(score: object) -> None:
         if cls is not int and (cls is not float or not _isfinite(hi)):
             _number_error(hi, "result.score.max.type", "score.max", ".max")
         if lo is not None and not lo < hi:
+            if lo == hi:
+                # Its own rule: zero-weight problems send min = max = 0, and a credential may
+                # tolerate exactly that without tolerating a reversed range.
+                _fail(
+                    "result.score.min-max.equal",
+                    _D + "2.4.5.1",
+                    f"score.min MUST be less than score.max, found them equal ({lo!r})",
+                    ".min",
+                )
             _fail(
                 "result.score.min-max",
                 _D + "2.4.5.1",
-                f"score.min MUST be less than score.max, found min {lo!r} and max {hi!r}",
+                f"score.min MUST be less than score.max, found min {lo!r} greater than max {hi!r}",
                 ".min",
             )
     raw = score.get("raw")  # type: ignore[attr-defined]
@@ -1264,6 +1280,10 @@ def _statement_version(value: object, v2: bool) -> None:
     if value.__class__ is str:
         head, _, patch = value.partition(".0.")  # type: ignore[attr-defined]
         if patch.isdigit() and patch.isascii() and (head == "1" or (v2 and head == "2")):
+            return
+        # Communication §3.3: "1.0" means 1.0.0, and versions are Semantic Versioning 1.0.0,
+        # so a pre-release or build suffix (1.0.3-rc1, 1.0.0-alpha) keeps a 1.0.x version.
+        if value == "1.0" or _semver_match(value) is not None and (value[0] == "1" or v2):  # type: ignore[index]
             return
     if v2:
         _fail(

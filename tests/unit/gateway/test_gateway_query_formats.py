@@ -92,6 +92,18 @@ def test_xapi_1_0_3_comm_2_1_3_format_ids_minimum_identifiers_everywhere():
     assert st["verb"]["display"] == {"en": "v"}  # input untouched
 
 
+def test_xapi_1_0_3_comm_2_1_3_format_ids_activities_keep_only_their_id():
+    # "Activity Objects contain only the id property" (Communication §2.1.3, format=ids):
+    # an explicit "objectType": "Activity" goes too, on the object and in contextActivities.
+    act = {"objectType": "Activity", "id": "http://a", "definition": {"name": {"en": "A"}}}
+    st = {"id": "e05aa883-acaf-40ad-bf54-02c8ce485fb0", "actor": {"mbox": "mailto:a@example.com"},
+          "verb": {"id": "http://v"}, "object": dict(act),
+          "context": {"contextActivities": {"parent": [dict(act)], "grouping": dict(act)}}}  # fmt: skip
+    out = ids_format(st)
+    assert out["object"] == {"id": "http://a"}
+    assert out["context"]["contextActivities"] == {"parent": [{"id": "http://a"}], "grouping": {"id": "http://a"}}
+
+
 def test_xapi_1_0_3_comm_2_1_3_s4_accept_language_per_map():
     ranges = parse_accept_language("de;q=0.5, fr-CA, en;q=0.8, *;q=0.1, es;q=0")
     assert [r for r, _ in ranges] == ["fr-ca", "en", "de", "*"]

@@ -307,6 +307,9 @@ def test_xapi_1_0_3_data_2_4_2_2_group_needs_object_type_group() -> None:
 @pytest.mark.parametrize(
     "mbox",
     [
+        "mailto:user%@example.com",
+        "mailto:user%4@example.com",
+        "mailto:us{er@example.com",
         "ana@example.com",
         "mailto:",
         "mailto:ana",
@@ -324,7 +327,8 @@ def test_xapi_1_0_3_data_2_4_2_3_mbox_must_be_a_mailto_iri(mbox: str) -> None:
 
 @pytest.mark.parametrize(
     "mbox",
-    ["mailto:ana@example.com", "mailto:Ana.Lima+x@Example.COM", "MAILTO:ana@example.com", "mailto:ana@localhost"],
+    ["mailto:ana@example.com", "mailto:Ana.Lima+x@Example.COM", "MAILTO:ana@example.com", "mailto:ana@localhost",
+     "mailto:ana%2Bx@example.com"],
 )
 def test_xapi_1_0_3_data_2_4_2_3_mbox_mailto_forms_accepted(mbox: str) -> None:
     assert accepted(statement(actor={"mbox": mbox}))
@@ -781,9 +785,18 @@ def test_xapi_1_0_3_data_2_4_5_1_raw_without_bounds_is_unrestricted() -> None:
     assert accepted(statement(result={"score": {"raw": -1e9}}))
 
 
-@pytest.mark.parametrize(("lo", "hi"), [(10, 10), (10, 5)])
+@pytest.mark.parametrize(("lo", "hi"), [(10, 5), (0.5, -1)])
 def test_xapi_1_0_3_data_2_4_5_1_min_must_be_less_than_max(lo, hi) -> None:
     rejected(statement(result={"score": {"min": lo, "max": hi}}), "result.score.min-max", "$.result.score.min")
+
+
+@pytest.mark.parametrize(("lo", "hi", "raw"), [(10, 10, None), (0, 0, 0), (0.0, 0, None)])
+def test_xapi_1_0_3_data_2_4_5_1_min_equal_to_max_has_its_own_rule(lo, hi, raw) -> None:
+    # "min MUST be less than max": equality is refused too, but under its own rule id so that
+    # a credential can tolerate it alone (zero-weight problems send min = max = 0).
+    score = {"min": lo, "max": hi} if raw is None else {"min": lo, "max": hi, "raw": raw}
+    err = rejected(statement(result={"score": score}), "result.score.min-max.equal", "$.result.score.min")
+    assert "equal" in err.message and "2.4.5.1" in err.message
 
 
 @pytest.mark.parametrize("name", ["scaled", "raw", "min", "max"])
@@ -1104,14 +1117,24 @@ def test_xapi_1_0_3_data_2_4_9_authority_is_validated_as_an_agent() -> None:
 # §2.4.10 Version
 
 
-@pytest.mark.parametrize("version", ["1.0.0", "1.0.3", "1.0.9", "1.0.10"])
+@pytest.mark.parametrize("version", ["1.0.0", "1.0.3", "1.0.9", "1.0.10", "1.0"])
 def test_xapi_1_0_3_data_2_4_10_version_starting_with_1_0_accepted(version: str) -> None:
     assert accepted(statement(version=version))
 
 
-@pytest.mark.parametrize("version", ["1.1.0", "2.0.0", "0.95", "1.0", "1.0.", "1.0.0-beta", "v1.0.0", 1.0])
+@pytest.mark.parametrize(
+    "version", ["1.1.0", "2.0.0", "0.95", "1.0.", "v1.0.0", 1.0, "1.0-rc1", "1.0.3-", "1.0.3-rc..1", "1.0.3-01", "1.0.3 "]
+)
 def test_xapi_1_0_3_data_2_4_10_version_not_starting_with_1_0_rejected(version) -> None:
     rejected(statement(version=version), "version.format", "$.version")
+
+
+@pytest.mark.parametrize("version", ["1.0.3-rc1", "1.0.0-alpha", "1.0.0-beta", "1.0.0-alpha.1", "1.0.2-0.3.7",
+                                     "1.0.0+build.5", "1.0.3-rc.1+sha.5114f85"])  # fmt: skip
+def test_xapi_1_0_3_data_2_4_10_with_comm_3_3_semver_pre_release_versions_accepted(version: str) -> None:
+    # Data §2.4.10 asks for a version starting with "1.0."; Communication §3.3 says versions
+    # are Semantic Versioning 1.0.0, whose pre-release (and build) suffixes keep that start.
+    assert accepted(statement(version=version))
 
 
 # ---------------------------------------------------------------------------------------
