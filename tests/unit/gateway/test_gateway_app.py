@@ -403,7 +403,7 @@ def test_xapi_1_0_3_comm_2_1_3_format_ids_and_canonical(h):
     ids = h.get({"statementId": sid, "format": "ids"}).json()
     assert ids["actor"] == {"objectType": "Agent", "mbox": "mailto:ada@example.com"}
     assert ids["verb"] == {"id": "http://adlnet.gov/expapi/verbs/completed"}
-    assert ids["object"] == {"objectType": "Activity", "id": "http://example.com/activities/geology"}
+    assert ids["object"] == {"id": "http://example.com/activities/geology"}  # Activity Objects: only the id
     canonical = h.get({"statementId": sid, "format": "canonical"}, **{"Accept-Language": "fr-FR, en;q=0.5"}).json()
     assert canonical["verb"]["display"] == {"fr-FR": "terminé"}
     assert canonical["object"]["definition"]["name"] == {"fr-FR": "Géologie"}
