@@ -66,13 +66,14 @@ def main(ctx: click.Context) -> None:
 
 @main.group()
 def stack() -> None:
-    """Local services: a Kafka broker (KRaft) and optionally Debian's clickhouse-server."""
+    """Local services: a Kafka broker (KRaft), optionally Debian's clickhouse-server and PostgreSQL."""
 
 
 @stack.command("up")
 @click.option("--clickhouse-server", is_flag=True, help="Also start Debian's clickhouse-server on loopback.")
+@click.option("--postgres", is_flag=True, help="Also start Debian's PostgreSQL on loopback (LRS store for several gateways).")
 @click.pass_obj
-def stack_up(settings: Settings, clickhouse_server: bool) -> None:
+def stack_up(settings: Settings, clickhouse_server: bool, postgres: bool) -> None:
     """Start the services (harmless when already running) and create the topics."""
     from .stack import ClickHouseServer, KafkaBroker
     from .topics import ensure_topics
@@ -83,6 +84,11 @@ def stack_up(settings: Settings, clickhouse_server: bool) -> None:
     if clickhouse_server:
         server = ClickHouseServer(settings)
         click.echo(f"clickhouse-server: {server.up()} at {server.url}")
+    if postgres:
+        from .postgres import PostgresServer
+
+        pg = PostgresServer(settings)
+        click.echo(f"postgres: {pg.up()}; use it with LEARNPULSE_LRS_STORE__URL='{pg.url()}'")
 
 
 @main.group()
@@ -105,9 +111,10 @@ def topics_create(settings: Settings) -> None:
 @click.pass_obj
 def stack_down(settings: Settings) -> None:
     """Stop the services (also cleans up stale pid files after a crash)."""
+    from .postgres import PostgresServer
     from .stack import ClickHouseServer, KafkaBroker
 
-    for svc in (ClickHouseServer(settings), KafkaBroker(settings)):
+    for svc in (PostgresServer(settings), ClickHouseServer(settings), KafkaBroker(settings)):
         click.echo(f"{svc.name}: {'stopped' if svc.stop() else 'was not running'}")
 
 
@@ -115,9 +122,10 @@ def stack_down(settings: Settings) -> None:
 @click.pass_obj
 def stack_status(settings: Settings) -> None:
     """Show whether each service runs and listens."""
+    from .postgres import PostgresServer
     from .stack import ClickHouseServer, KafkaBroker
 
-    for svc in (KafkaBroker(settings), ClickHouseServer(settings)):
+    for svc in (KafkaBroker(settings), ClickHouseServer(settings), PostgresServer(settings)):
         click.echo(f"{svc.name}: {svc.status()}")
 
 

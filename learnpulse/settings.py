@@ -68,7 +68,10 @@ class LrsStoreSettings(BaseModel):
     """The LRS's transactional store: documents and accepted statement ids (``schemas.lrs_store``)."""
 
     # sqlite:///path (embedded; default <home>/lrs-store.sqlite3) or postgresql://user:pass@host:port/db
+    # (`learnpulse stack up --postgres` prints the URL of its local server, password in a 0600 passfile).
     url: str = ""
+    # Port of the local PostgreSQL started by `learnpulse stack up --postgres` (loopback only).
+    postgres_port: int = 15432
 
 
 class StreamsSettings(BaseModel):

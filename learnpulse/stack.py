@@ -99,12 +99,12 @@ class Service:
                     f"stop it or choose other ports (see `learnpulse stack up --help`)"
                 )
 
-    def _spawn(self, cmd: list[str], env: dict[str, str] | None = None) -> int:
+    def _spawn(self, cmd: list[str], env: dict[str, str] | None = None, user: str | None = None) -> int:
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
         with open(self.logfile, "ab") as out:
             proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, env={**os.environ, **(env or {})}, cwd=self.dir,
+                start_new_session=True, env={**os.environ, **(env or {})}, cwd=self.dir, user=user,
             )
         self.pidfile.write_text(str(proc.pid))
         return proc.pid
@@ -120,14 +120,17 @@ class Service:
             time.sleep(0.3)
         raise UserError(f"{self.name} did not become ready in {timeout:.0f}s; see {self.logfile}")
 
+    # The signal asking for a clean, prompt stop.
+    stop_signal = signal.SIGTERM
+
     def stop(self, timeout: float = 20) -> bool:
-        """SIGTERM, then SIGKILL after ``timeout``; removes the pid file. True if it was running."""
+        """``stop_signal``, then SIGKILL after ``timeout``; removes the pid file. True if it was running."""
         pid = self.pid()
         if pid is None:
             self.pidfile.unlink(missing_ok=True)
             return False
         try:
-            os.killpg(pid, signal.SIGTERM)
+            os.killpg(pid, self.stop_signal)
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + timeout

@@ -129,12 +129,61 @@ def clickhouse_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue("server_url")
 
 
+# -- PostgreSQL (the LRS transactional store for several gateways) ----------------------
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    """Debian's PostgreSQL 15 on a free loopback port, via ``learnpulse.postgres``.
+
+    Its home is a directory of its own under the system temp dir, reachable by the
+    ``postgres`` user (PostgreSQL refuses to run as root; pytest's own temp dirs are 0700).
+    """
+    import shutil
+    import tempfile
+
+    from learnpulse.postgres import PostgresServer
+    from learnpulse.settings import LrsStoreSettings
+
+    home = Path(tempfile.mkdtemp(prefix="learnpulse-pg-"))
+    home.chmod(0o711)
+    server = PostgresServer(Settings(home=home, lrs_store=LrsStoreSettings(postgres_port=free_port())))
+    server.up(timeout=90)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(request: pytest.FixtureRequest, postgres_server) -> str:
+    """A fresh PostgreSQL database private to this test: ``postgresql://…?passfile=…``."""
+    _require_marker(request, "postgres")
+    return postgres_server.create_database(_database())
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A fresh SQLite store file private to this test (the embedded default)."""
+    return f"sqlite:///{tmp_path / 'lrs-store.sqlite3'}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def lrs_store_url(request: pytest.FixtureRequest) -> str:
+    """Both transactional stores: SQLite (embedded default) and PostgreSQL."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    return request.getfixturevalue("postgres_url")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # The server half of `clickhouse_url` needs the server marker too.
     for item in items:
         callspec = getattr(item, "callspec", None)
         if callspec is not None and callspec.params.get("clickhouse_url") == "server":
             item.add_marker(pytest.mark.clickhouse_server)
+        # The PostgreSQL half of `lrs_store_url` needs the postgres marker too.
+        if callspec is not None and callspec.params.get("lrs_store_url") == "postgres":
+            item.add_marker(pytest.mark.postgres)
 
 
 # -- pipeline processes ----------------------------------------------------------------
