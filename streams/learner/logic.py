@@ -192,8 +192,8 @@ class LearnerLogic:
 
     def _mastery(self, out: Outputs, school: str, learner: str, skill: str, sk: dict[str, Any]) -> None:
         out.mastery[(learner, skill)] = MasteryRecord(
-            sk.get("sc") or school, sk["course"], learner, skill, round(sk["p"], 9), sk["n"], sk["c"], sk["ts"],
-            sk["v"],
+            sk.get("sc") or school, sk["course"], learner, skill, round(mastery.p_mastery(sk), 9), sk["n"], sk["c"],
+            sk["ts"], sk["v"],
         )
 
     def reemit(self, state: dict[str, Any], env: StatementEnvelope, out: Outputs) -> None:

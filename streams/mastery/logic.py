@@ -10,6 +10,20 @@ P(G), ``slip`` P(S), optional ``forget`` P(F). After an observation (correct or 
 ``p_mastery`` in a record is P(L next): the estimate before the learner's next attempt;
 ``predict_correct`` gives P(next answer correct) = P(L)(1-S) + (1-P(L))G.
 
+**The state is the log-odds** ``log(P(L) / (1 - P(L)))``, not P(L). A double holding P(L)
+rounds to exactly 1.0 after a few dozen right answers in a row (24 with the shipped
+parameters), and from 1.0 the update above can never come down again: wrong answers
+were ignored for good. In log-odds the conditioning is an addition (``log((1-S)/G)`` or
+``log(S/(1-G))``) and the learning/forgetting step is computed from whichever side of 0.5
+the estimate is on, so the state stays exact however long the streak (the record's
+``p_mastery`` is the probability rounded to 9 digits: it shows 1.0 while the log-odds are
+above ~21, and comes down as soon as the wrong answers have brought them back).
+Alternatives weighed: the normalised pair (P(unknown), P(known)) needs no logarithm but
+P(unknown) underflows to 0 after ~450 right answers (shipped parameters), saturating
+again; a clamp of P(L) below 1 changes the model. State written by earlier versions
+(``p``/``p0``) is converted when first touched: the kept history is replayed from the
+baseline, so a state saturated within its last ``HISTORY`` observations becomes exact.
+
 Skills of an attempt come from (union, in this order): the object's definition
 extension ``SKILL_EXTENSION`` (a skill id or a list), ``contextActivities`` activities of
 type ``objective``, and a per-course mapping file. The observation is ``result.success``
@@ -30,6 +44,7 @@ baseline).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -44,6 +59,11 @@ HISTORY = 200
 PENDING_VOIDS = 1000
 # Parameters shipped with learnpulse (overridden by settings.streams.mastery_file).
 DEFAULT_PARAMS_FILE = Path(__file__).with_name("skills.json")
+# Log-odds given to a probability of exactly 1 (0) read from an older state: the largest
+# a double below 1 can express, log(2**53).
+SATURATED_LOG_ODDS = 53 * math.log(2)
+# How far inside (0, 1) the update keeps its parameters (see ``_constants``).
+_EDGE = 1e-12
 
 
 @dataclass(frozen=True)
@@ -66,20 +86,66 @@ class BKTParams:
         return self
 
 
-def update(p: float, correct: bool, b: BKTParams) -> float:
-    """One BKT step: condition on the observation, then apply learning/forgetting."""
-    if correct:
-        num = p * (1.0 - b.slip)
-        den = num + (1.0 - p) * b.guess
-    else:
-        num = p * b.slip
-        den = num + (1.0 - p) * (1.0 - b.guess)
-    post = num / den if den > 0 else p
-    return post * (1.0 - b.forget) + (1.0 - post) * b.learn
+def _constants(b: BKTParams) -> tuple[float, float, float, float, float, float]:
+    """What :func:`update` needs of ``b``, computed once per parameter set.
+
+    Probabilities are kept a hair inside (0, 1) here, so degenerate parameters (guess 0,
+    learn 1, ...) give finite log-odds instead of a math error in the hot path.
+    """
+    k = b.__dict__.get("_k")
+    if k is None:
+        g, s, t, f = (min(max(x, 0.0), 1.0 - _EDGE) for x in (b.guess, b.slip, b.learn, b.forget))
+        g, s = max(g, _EDGE), max(s, _EDGE)
+        k = (math.log((1.0 - s) / g), math.log(s / (1.0 - g)), t, f, math.log(1.0 - t), math.log(1.0 - f))
+        object.__setattr__(b, "_k", k)
+    return k
+
+
+def update(lo: float, correct: bool, b: BKTParams) -> float:
+    """One BKT step on log-odds: condition on the observation, then learning/forgetting.
+
+    With x the log-odds after conditioning, P(known next) : P(unknown next) is
+    ``e^x (1-F) + T : e^x F + (1-T)``, divided by ``e^x`` when x ≥ 0 (so nothing overflows)
+    and computed as is when x < 0 (so nothing underflows into a log of 0).
+    """
+    right, wrong, t, f, log1_t, log1_f = _constants(b)
+    x = lo + (right if correct else wrong)
+    if x >= 0.0:
+        e = math.exp(-x)
+        if f == 0.0:  # the unknown side is (1-T)e^-x exactly, even when e^-x underflows
+            return x - log1_t + math.log1p(t * e)
+        return math.log((1.0 - f) + t * e) - math.log(f + (1.0 - t) * e)
+    e = math.exp(x)
+    if t == 0.0:  # the known side is (1-F)e^x exactly, even when e^x underflows
+        return x + log1_f - math.log1p(f * e)
+    return math.log((1.0 - f) * e + t) - math.log(f * e + (1.0 - t))
+
+
+def probability(lo: float) -> float:
+    """P(L) from log-odds."""
+    if lo >= 0.0:
+        return 1.0 / (1.0 + math.exp(-lo))
+    e = math.exp(lo)
+    return e / (1.0 + e)
+
+
+def log_odds(p: float) -> float:
+    """Log-odds of P(L); exactly 0 or 1 (only an older, saturated state holds those) map to ±``SATURATED_LOG_ODDS``."""
+    if p >= 1.0:
+        return SATURATED_LOG_ODDS
+    if p <= 0.0:
+        return -SATURATED_LOG_ODDS
+    return math.log(p) - math.log1p(-p)
 
 
 def predict_correct(p: float, b: BKTParams) -> float:
+    """P(next answer correct) from P(L) (see :func:`probability`)."""
     return p * (1.0 - b.slip) + (1.0 - p) * b.guess
+
+
+def params_dict(b: BKTParams) -> dict[str, float]:
+    """The parameters by name (the file format's fields)."""
+    return {f.name: getattr(b, f.name) for f in fields(b)}
 
 
 @dataclass(frozen=True)
@@ -127,8 +193,8 @@ def load_model(params_file: Path | None, map_file: Path | None) -> MasteryModel:
     default, skills, cmap = BKTParams(), {}, {}
     if params_file is not None:
         doc = json.loads(Path(params_file).read_text())
-        default = BKTParams(**{**default.__dict__, **doc.get("default", {})}).check()
-        skills = {k: BKTParams(**{**default.__dict__, **v}).check() for k, v in doc.get("skills", {}).items()}
+        default = BKTParams(**{**params_dict(default), **doc.get("default", {})}).check()
+        skills = {k: BKTParams(**{**params_dict(default), **v}).check() for k, v in doc.get("skills", {}).items()}
     if map_file is not None:
         doc = json.loads(Path(map_file).read_text())
         cmap = {c: {a: tuple(s) for a, s in m.items()} for c, m in doc.items()}
@@ -160,15 +226,31 @@ def voided_target(stmt: dict[str, Any]) -> str | None:
 
 
 def _replay(sk: dict[str, Any], b: BKTParams) -> None:
-    p = sk["p0"]
+    lo = sk["l0"]
     for _sid, ok, _ts in sk["h"]:
-        p = update(p, bool(ok), b)
-    sk["p"] = p
+        lo = update(lo, bool(ok), b)
+    sk["l"] = lo
+
+
+def _current(sk: dict[str, Any], b: BKTParams) -> dict[str, Any]:
+    """``sk`` in log-odds: a state written by an earlier version (``p``, ``p0``) is converted."""
+    if "l" not in sk:
+        sk["l0"] = log_odds(sk.pop("p0"))
+        sk.pop("p", None)
+        _replay(sk, b)
+    return sk
+
+
+def p_mastery(sk: dict[str, Any]) -> float:
+    """P(L) of a learner × skill state (of this version's or an earlier one's)."""
+    lo = sk.get("l")
+    return sk["p"] if lo is None else probability(lo)
 
 
 def _new_skill(skills: dict[str, Any], skill: str, course: str, school: str, b: BKTParams) -> dict[str, Any]:
+    prior = log_odds(b.prior)
     sk = skills[skill] = {
-        "p0": b.prior, "p": b.prior, "h": [], "n": 0, "c": 0, "v": 0, "course": course, "ts": 0, "tf": 0, "sc": school,
+        "l0": prior, "l": prior, "h": [], "n": 0, "c": 0, "v": 0, "course": course, "ts": 0, "tf": 0, "sc": school,
     }
     return sk
 
@@ -179,16 +261,18 @@ def observe(
 ) -> dict[str, Any]:
     """Count one observation into ``skills[skill]``; returns that skill's state.
 
-    State: ``p`` current P(L), ``p0`` baseline before the kept history ``h``
+    State: ``l`` current log-odds of P(L), ``l0`` baseline before the kept history ``h``
     (``[statement key, 0/1, ts]``), ``n``/``c`` observations/correct counted, ``v`` version
     (see the module docstring), ``course``, ``sc`` school, ``ts`` newest event time counted,
-    ``tf`` newest event time folded into ``p0``. The key of an observation folded out of
+    ``tf`` newest event time folded into ``l0``. The key of an observation folded out of
     the history (it can no longer be undone) is appended to ``folded``.
     """
     sk = skills.get(skill)
     if sk is None:
         sk = _new_skill(skills, skill, course, school, b)
-    sk["p"] = update(sk["p"], correct, b)
+    elif "l" not in sk:
+        _current(sk, b)
+    sk["l"] = update(sk["l"], correct, b)
     sk["h"].append([sid, 1 if correct else 0, ts])
     sk["n"] += 1
     sk["c"] += int(correct)
@@ -199,7 +283,7 @@ def observe(
     sk["ts"] = max(sk["ts"], ts)
     if len(sk["h"]) > HISTORY:
         old_sid, ok, old_ts = sk["h"].pop(0)
-        sk["p0"] = update(sk["p0"], bool(ok), b)
+        sk["l0"] = update(sk["l0"], bool(ok), b)
         sk["tf"] = max(sk.get("tf", 0), old_ts)
         if folded is not None:
             folded.append(old_sid)
@@ -224,6 +308,7 @@ def undo(skills: dict[str, Any], sid: str, model: MasteryModel) -> list[str]:
         for i, (hid, ok, _ts) in enumerate(sk["h"]):
             if hid == sid:
                 del sk["h"][i]
+                _current(sk, model.params(skill))
                 sk["n"] -= 1
                 sk["c"] -= ok
                 sk["v"] += 1
@@ -237,3 +322,4 @@ def undo(skills: dict[str, Any], sid: str, model: MasteryModel) -> list[str]:
 def observed_keys(skills: dict[str, Any]) -> list[str]:
     """Keys of every observation that can still be undone (in the kept histories)."""
     return [h[0] for sk in skills.values() for h in sk["h"]]
+

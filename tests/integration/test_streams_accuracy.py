@@ -35,7 +35,9 @@ from schemas.topics import Topic
 from schemas.truth import Truth
 from streams.config import DAY_MS
 from streams.mastery.fit import fit_from_clickhouse
-from streams.mastery.logic import DEFAULT_PARAMS_FILE, BKTParams, load_model, observation, predict_correct, update
+from streams.mastery.logic import (
+    DEFAULT_PARAMS_FILE, BKTParams, load_model, log_odds, observation, predict_correct, probability, update,
+)
 from streams.timeparse import timestamp_ms
 from tests.conftest import free_port, wait_for
 from tests.integration.streams_support import DerivedReader, stream_settings
@@ -158,12 +160,12 @@ def test_streams_accuracy_against_simulator_truth(tmp_path, kafka, chdb_url, spa
     for (_learner, skill), seq in seqs.items():
         states = {"shipped": model.params(skill), "fitted": fitted.params(skill),
                   "true parameters": true_params.get(skill, model.params(skill))}
-        p = {name: b.prior for name, b in states.items()}
+        p = {name: log_odds(b.prior) for name, b in states.items()}
         right = 0
         for i, ok in enumerate(seq):
             labels.append(ok)
             for name, b in states.items():
-                preds[name].append(predict_correct(p[name], b))
+                preds[name].append(predict_correct(probability(p[name]), b))
                 p[name] = update(p[name], bool(ok), b)
             preds["baseline: running accuracy"].append((right + 1) / (i + 2))
             right += ok
