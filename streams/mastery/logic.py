@@ -187,7 +187,11 @@ def load_model(params_file: Path | None, map_file: Path | None) -> MasteryModel:
     """Read BKT parameters and the course mapping from JSON files.
 
     Parameters: ``{"default": {prior, learn, guess, slip, forget, threshold},
-    "skills": {"<skill id>": {...}}}`` (a skill's entry overrides only what it names).
+    "skills": {"<skill id>": {...}}}`` (a skill's entry overrides only what it names). A file
+    written by ``mastery fit`` also has ``"fit": {"<skill id>": {"model": "standard" |
+    "forgetting", "observations", "learners", "heldout_log_likelihood": {...}}}``: how each
+    skill's variant was chosen, for people; the stream reads only the parameters (forgetting
+    is ``forget`` > 0).
     Mapping: ``{"<course id>": {"<activity id>": ["<skill id>", ...]}}``.
     """
     default, skills, cmap = BKTParams(), {}, {}
