@@ -22,7 +22,10 @@ Model (everything drawn from the seed, so the same seed gives byte-identical sta
   session); sessions are at least 45 minutes apart.
 - **Mastery.** Bayesian Knowledge Tracing as a generative model: a skill is known at the
   start with P(prior); an answer is correct with P(1 - slip) if known, P(guess) if not;
-  after each answer an unknown skill becomes known with P(learn). No forgetting.
+  after each answer an unknown skill becomes known with P(learn). A share of learners
+  (``forgetting_share``, default none) also forget: after each of their answers a known
+  skill becomes unknown again with the skill's P(forget) (BKT with forgetting); the truth
+  names those learners and each skill's ``forget``.
 
 The statements are emitted in event-time order across all learners. The truth
 (:mod:`schemas.truth`) covers exactly the statements emitted.
@@ -127,6 +130,8 @@ class SimulationConfig:
     dropout_share: float = 0.05
     # Mean sessions per learner per day before time-of-day shaping and decay.
     sessions_per_day: float = 0.6
+    # Share of learners who forget (per answer, a known skill is lost with the skill's P(forget)).
+    forgetting_share: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("schools", "courses_per_school", "learners_per_course", "cohorts_per_course", "aus_per_course"):
@@ -134,8 +139,8 @@ class SimulationConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.skills_per_course < 0 or self.days < 1 or self.sessions_per_day <= 0:
             raise ValueError("skills_per_course >= 0, days >= 1 and sessions_per_day > 0 are required")
-        if not (0 <= self.disengaging_share <= 1 and 0 <= self.dropout_share <= 1):
-            raise ValueError("disengaging_share and dropout_share are shares in [0, 1]")
+        if not (0 <= self.disengaging_share <= 1 and 0 <= self.dropout_share <= 1 and 0 <= self.forgetting_share <= 1):
+            raise ValueError("disengaging_share, dropout_share and forgetting_share are shares in [0, 1]")
 
     @property
     def learners(self) -> int:
@@ -248,6 +253,7 @@ class _Skill:
     learn: float
     guess: float
     slip: float
+    forget: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +280,8 @@ def _build_course(seed: int, school: str, index: int, cfg: SimulationConfig, utc
             learn=round(rng.uniform(0.08, 0.3), 3),
             guess=round(rng.uniform(0.1, 0.3), 3),
             slip=round(rng.uniform(0.05, 0.15), 3),
+            # its own stream, so runs without forgetting draw exactly what they drew before
+            forget=round(random.Random(f"{seed}|forget|{school}|{index}|{k}").uniform(0.01, 0.06), 3),
         )
         for k in range(cfg.skills_per_course)
     )
@@ -304,9 +312,9 @@ def _build_course(seed: int, school: str, index: int, cfg: SimulationConfig, utc
 
 # -- learners --------------------------------------------------------------------------
 # A planned statement: (event time, builder, its arguments, active ms it concludes,
-# (skill, correct, learned) for an answer). Statements are built only when emitted, so
+# (skill, correct, learned, forgot) for an answer). Statements are built only when emitted, so
 # the thousands of planned-but-pending sessions hold small tuples, not statement trees.
-_Event = tuple[int, Callable[..., dict[str, Any]], tuple[Any, ...], int, "tuple[int, bool, bool] | None"]
+_Event = tuple[int, Callable[..., dict[str, Any]], tuple[Any, ...], int, "tuple[int, bool, bool, bool] | None"]
 class _Learner:
     """Hidden state of one learner plus the truth accumulated over emitted statements."""
 
@@ -322,6 +330,9 @@ class _Learner:
         "day_statements",
         "decay_from",
         "first_ms",
+        "forgets",
+        "forgotten",
+        "forgotten_ms",
         "gone",
         "home",
         "initially_known",
@@ -364,6 +375,9 @@ class _Learner:
         self.opp = [0] * n
         self.correct = [0] * n
         self.learned_ms: list[int | None] = [None] * n
+        self.forgets = False
+        self.forgotten = [0] * n
+        self.forgotten_ms: list[int | None] = [None] * n
         self.day = -1
         self.day_active = 0
         self.day_statements = 0
@@ -466,6 +480,10 @@ class Simulation:
             if rng.random() < skill.prior:
                 known |= 1 << j
         learner.known = learner.initially_known = known
+        if cfg.forgetting_share > 0:  # its own stream: the draws above stay as they were
+            learner.forgets = random.Random(f"{cfg.seed}|forgets|{learner.home}|{learner.name}").random() < (
+                cfg.forgetting_share
+            )
 
     def _push(self, ts: int, index: int) -> None:
         heapq.heappush(self._heap, (ts, self._seq, index))
@@ -548,14 +566,17 @@ class Simulation:
                 known_before = bool(learner.known >> item.skill & 1)
                 skill = course.skills[item.skill]
                 ok = rng.random() < ((1.0 - skill.slip) if known_before else skill.guess)
-                learned_now = False
+                learned_now = forgot_now = False
                 if not known_before and rng.random() < skill.learn:
                     learner.known |= 1 << item.skill
                     learned_now = True
+                elif known_before and learner.forgets and rng.random() < skill.forget:
+                    learner.known &= ~(1 << item.skill)
+                    forgot_now = True
                 work = min(int(rng.lognormvariate(math.log(40_000), 0.7)) + 3_000, 10 * MINUTE_MS)
                 t += work
                 correct_count += ok
-                events.append((t, b.answer, (item, t, ok, work), work, (item.skill, ok, learned_now)))
+                events.append((t, b.answer, (item, t, ok, work), work, (item.skill, ok, learned_now, forgot_now)))
         if finished:
             step = rng.randint(500, 3_000)
             t += step
@@ -607,7 +628,8 @@ class Simulation:
             yield SimulatedStatement(learner.course.school, stmt)
 
     def _account(
-        self, learner: _Learner, ts: int, active: int, answer: tuple[int, bool, bool] | None, stmt: dict[str, Any]
+        self, learner: _Learner, ts: int, active: int, answer: tuple[int, bool, bool, bool] | None,
+        stmt: dict[str, Any],
     ) -> None:
         self.statements += 1
         self.event_ms = ts
@@ -618,13 +640,16 @@ class Simulation:
             learner.first_ms = ts
         learner.last_ms = ts
         if answer is not None:
-            skill, ok, learned_now = answer
+            skill, ok, learned_now, forgot_now = answer
             self.answered += 1
             learner.answered += 1
             learner.opp[skill] += 1
             learner.correct[skill] += ok
             if learned_now:
                 learner.learned_ms[skill] = ts
+            if forgot_now:
+                learner.forgotten[skill] += 1
+                learner.forgotten_ms[skill] = ts
         day = ts // DAY_MS
         if day != learner.day:
             if learner.day >= 0:
@@ -679,7 +704,8 @@ class Simulation:
         for course in self.courses:
             for skill in course.skills:
                 out.append(
-                    TruthSkill(course.school, course.id, skill.id, skill.prior, skill.learn, skill.guess, skill.slip)
+                    TruthSkill(course.school, course.id, skill.id, skill.prior, skill.learn, skill.guess, skill.slip,
+                               skill.forget)
                 )
         out.extend(self.cohorts)
         for ln in self.learners:
@@ -697,6 +723,7 @@ class Simulation:
                     sessions=ln.sessions,
                     first_ms=ln.first_ms,
                     last_ms=ln.last_ms,
+                    forgets=ln.forgets,
                 )
             )
             for j, skill in enumerate(ln.course.skills):
@@ -711,6 +738,8 @@ class Simulation:
                         learned_ms=ln.learned_ms[j],
                         opportunities=ln.opp[j],
                         correct=ln.correct[j],
+                        forgotten=ln.forgotten[j],
+                        forgotten_ms=ln.forgotten_ms[j],
                     )
                 )
         return out

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -68,7 +68,8 @@ class TruthRun:
 
 @dataclass(frozen=True, slots=True)
 class TruthSkill:
-    """BKT parameters of one skill: P(known at start), P(learn per opportunity), P(guess), P(slip)."""
+    """BKT parameters of one skill: P(known at start), P(learn per opportunity), P(guess), P(slip),
+    and P(forget per opportunity) for the learners who forget (:attr:`TruthLearner.forgets`)."""
 
     kind: ClassVar[str] = "skill"
     school: str
@@ -78,6 +79,7 @@ class TruthSkill:
     learn: float
     guess: float
     slip: float
+    forget: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,8 @@ class TruthLearner:
     sessions: int
     first_ms: int | None
     last_ms: int | None
+    # True: known skills of this learner are forgotten with the skill's ``forget``.
+    forgets: bool = False
 
     @property
     def key(self) -> LearnerKey:
@@ -128,7 +132,9 @@ class TruthMastery:
 
     ``opportunities``/``correct`` count the emitted answered statements on this skill.
     ``learned_ms`` is the timestamp of the answered statement after which the skill
-    became known (the BKT transition follows the observation).
+    became known (the BKT transition follows the observation); for a learner who forgets,
+    the last such time, ``forgotten`` counts the times the skill was lost again and
+    ``forgotten_ms`` is the last (the state after it is unknown until learned again).
     """
 
     kind: ClassVar[str] = "mastery"
@@ -141,6 +147,8 @@ class TruthMastery:
     learned_ms: int | None
     opportunities: int
     correct: int
+    forgotten: int = 0
+    forgotten_ms: int | None = None
 
     @property
     def key(self) -> LearnerKey:
@@ -148,10 +156,19 @@ class TruthMastery:
 
     @property
     def final_known(self) -> bool:
+        if self.forgotten_ms is not None:
+            return self.learned_ms is not None and self.learned_ms > self.forgotten_ms
         return self.initially_known or self.learned_ms is not None
 
     def known_before(self, ts_ms: int) -> bool:
-        """True mastery state when answering at ``ts_ms`` (before that answer's own transition)."""
+        """True mastery state when answering at ``ts_ms`` (before that answer's own transition).
+
+        Exact for a learner × skill never forgotten; with forgetting only the last learning and
+        forgetting are kept, so earlier times are not answered (ValueError)."""
+        if self.forgotten_ms is not None and ts_ms <= max(self.forgotten_ms, self.learned_ms or 0):
+            raise ValueError("the state before the last forgetting or learning is not in the truth")
+        if self.forgotten_ms is not None:
+            return self.final_known
         return self.initially_known or (self.learned_ms is not None and self.learned_ms < ts_ms)
 
 
@@ -185,6 +202,11 @@ RECORD_TYPES: dict[str, type] = {
     t.kind: t for t in (TruthRun, TruthSkill, TruthCohort, TruthLearner, TruthMastery, TruthActiveDay)
 }
 _FIELDS = {kind: tuple(f.name for f in fields(t)) for kind, t in RECORD_TYPES.items()}
+# Fields added later have defaults: truth files written before them still load.
+_REQUIRED = {
+    kind: tuple(f.name for f in fields(t) if f.default is MISSING and f.default_factory is MISSING)
+    for kind, t in RECORD_TYPES.items()
+}
 
 
 def encode_record(record: TruthRecord) -> bytes:
@@ -206,11 +228,10 @@ def decode_record(raw: bytes | str) -> TruthRecord:
     cls = RECORD_TYPES.get(kind)  # type: ignore[arg-type]
     if cls is None:
         raise InvalidStatement("truth.kind", f"unknown truth record kind {kind!r}", "$.kind")
-    names = _FIELDS[kind]
-    missing = [n for n in names if n not in doc]
+    missing = [n for n in _REQUIRED[kind] if n not in doc]
     if missing:
         raise InvalidStatement("truth.fields", f"{kind} record lacks {', '.join(missing)}", "$")
-    return cls(**{n: doc[n] for n in names})
+    return cls(**{n: doc[n] for n in _FIELDS[kind] if n in doc})
 
 
 def iter_truth(path: str | Path) -> Iterator[TruthRecord]:

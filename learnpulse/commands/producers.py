@@ -72,6 +72,10 @@ def register(main: click.Group) -> None:
     @click.option(
         "--disengaging", type=float, default=0.25, show_default=True, help="Share of cohorts made to disengage."
     )
+    @click.option(
+        "--forgetting", type=float, default=0.0, show_default=True,
+        help="Share of learners who forget known skills (BKT with forgetting; the truth names them).",
+    )
     @click.option("--start", default=None, help="Event time of the start: ISO 8601, or 'now' (default 2026-01-01Z).")
     @click.option(
         "--truth",
@@ -107,6 +111,7 @@ def register(main: click.Group) -> None:
         cohorts: int,
         term_days: int,
         disengaging: float,
+        forgetting: float,
         start: str | None,
         truth_path: Path | None,
         truth_clickhouse: bool,
@@ -125,6 +130,7 @@ def register(main: click.Group) -> None:
 
         fields: dict = dict(SCALES[scale], seed=seed, cohorts_per_course=cohorts, days=term_days)
         fields["disengaging_share"] = disengaging
+        fields["forgetting_share"] = forgetting
         for name, value in (("schools", schools), ("courses_per_school", courses), ("learners_per_course", learners)):
             if value is not None:
                 fields[name] = value

@@ -279,3 +279,27 @@ def test_producers_simulator_config_rejects_nonsense():
         SimulationConfig(schools=0)
     with pytest.raises(ValueError):
         SimulationConfig(disengaging_share=1.5)
+
+
+def test_producers_simulator_forgetting_learners_lose_skills_and_the_truth_says_so():
+    base = SimulationConfig(seed=13, schools=1, courses_per_school=2, learners_per_course=20, days=28,
+                            skills_per_course=2, sessions_per_day=2.0, disengaging_share=0.0, dropout_share=0.0)
+    forgetting = SimulationConfig(**{**base.__dict__, "forgetting_share": 0.5})
+    n = 12_000
+    plain_items, plain = _take(base, n)
+    items, truth = _take(forgetting, n)
+    forgets = {(ln.school, ln.name) for ln in truth.learners if ln.forgets}
+    assert 0.25 * len(truth.learners) < len(forgets) < 0.75 * len(truth.learners)
+    assert not any(ln.forgets for ln in plain.learners)
+    assert all(0 < s.forget <= 0.06 for s in truth.skills)
+    lost = [m for m in truth.mastery if m.forgotten]
+    assert lost, "forgetting learners forgot something"
+    assert all((m.school, m.name) in forgets for m in lost)
+    assert all(m.forgotten_ms is not None for m in lost)
+    # Learners who do not forget are simulated exactly as in a run without forgetting.
+    def of_others(its):
+        return [orjson.dumps(i.statement) for i in its
+                if (i.school, i.statement["actor"]["account"]["name"]) not in forgets]
+    others, plain_others = of_others(items), of_others(plain_items)
+    k = min(len(others), len(plain_others)) - 200  # the two runs stop at different points
+    assert k > 1000 and others[:k] == plain_others[:k]

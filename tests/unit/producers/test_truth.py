@@ -118,3 +118,23 @@ def test_producers_pacer_rate_and_speed():
     assert both.due_in(10, 60_000) == pytest.approx(10.0)  # the rate is the tighter limit here
     with pytest.raises(ValueError):
         Pacer(rate=0)
+
+
+def test_producers_truth_mastery_with_forgetting():
+    forgot = TruthMastery("s", "c", "h", "n", "k", True, None, 9, 5, forgotten=1, forgotten_ms=2_000)
+    assert not forgot.final_known
+    assert not forgot.known_before(2_001)
+    with pytest.raises(ValueError):
+        forgot.known_before(1_500)  # before the last forgetting: not in the truth
+    relearned = TruthMastery("s", "c", "h", "n", "k", False, 3_000, 9, 5, forgotten=2, forgotten_ms=2_000)
+    assert relearned.final_known and relearned.known_before(3_001)
+
+
+def test_producers_truth_files_written_before_forgetting_still_load():
+    old = (b'{"v": 1, "kind": "mastery", "school": "s", "course": "c", "home_page": "h", "name": "n", '
+           b'"skill": "k", "initially_known": false, "learned_ms": 5, "opportunities": 3, "correct": 2}')
+    m = decode_record(old)
+    assert (m.forgotten, m.forgotten_ms, m.final_known) == (0, None, True)
+    skill = decode_record(b'{"v": 1, "kind": "skill", "school": "s", "course": "c", "skill": "k", "prior": 0.1, '
+                          b'"learn": 0.2, "guess": 0.2, "slip": 0.1}')
+    assert skill.forget == 0.0
