@@ -119,8 +119,10 @@ class DocumentStore(Protocol):
         agent: str,
         registration: str | None,
         since_ms: int | None,
-    ) -> list[str]:
-        """Document ids of that activity/agent (and registration), updated after ``since_ms``."""
+    ) -> list[tuple[str, int]]:
+        """``(document id, updated_ms)`` of that activity/agent (and registration), updated after
+        ``since_ms``; an id stored under several registrations once, with its latest update
+        (the updates give a list's Last-Modified, Communication §2.2.s6.b2)."""
         ...
 
     def forget_agent(self, school: str, agent: str) -> int:
