@@ -21,6 +21,8 @@ import os
 import secrets
 import threading
 import time
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,8 @@ class Credential:
     r: int
     p: int
     created: str
+    # Browser origins (http(s)://host[:port]) whose pages may use this school's LRS (CORS).
+    allow_origins: tuple[str, ...] = ()
 
 
 def _hash(secret: str, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -62,7 +66,7 @@ def _load(path: Path) -> dict[str, Credential]:
             c = Credential(
                 key=item["key"], school=item["school"], salt=bytes.fromhex(item["salt"]),
                 digest=bytes.fromhex(item["scrypt"]), n=int(item["n"]), r=int(item["r"]), p=int(item["p"]),
-                created=item.get("created", ""),
+                created=item.get("created", ""), allow_origins=tuple(item.get("allow_origins", ())),
             )  # fmt: skip
         except (KeyError, ValueError, TypeError) as err:
             raise UserError(f"credentials file {path} has a malformed entry: {err!r}") from err
@@ -74,7 +78,8 @@ def _dump(path: Path, creds: dict[str, Credential]) -> None:
     doc = {
         "credentials": [
             {"key": c.key, "school": c.school, "salt": c.salt.hex(), "scrypt": c.digest.hex(),
-             "n": c.n, "r": c.r, "p": c.p, "created": c.created}
+             "n": c.n, "r": c.r, "p": c.p, "created": c.created,
+             **({"allow_origins": list(c.allow_origins)} if c.allow_origins else {})}
             for c in sorted(creds.values(), key=lambda c: (c.school, c.key))
         ]
     }  # fmt: skip
@@ -103,8 +108,18 @@ class _Locked:
         self._f.close()
 
 
-def add_credential(path: Path, school: str) -> tuple[str, str]:
+def _origins(values: Sequence[str]) -> tuple[str, ...]:
+    from producers.gateway.cors import normalize_origin
+
+    try:
+        return tuple(dict.fromkeys(normalize_origin(v) for v in values))
+    except ValueError as err:
+        raise UserError(str(err)) from err
+
+
+def add_credential(path: Path, school: str, allow_origins: Sequence[str] = ()) -> tuple[str, str]:
     """Create a key/secret for ``school``; returns ``(key, secret)`` — the only time the secret exists."""
+    origins = _origins(allow_origins)
     if not school or any(c.isspace() for c in school) or len(school) > 128:
         raise UserError("school must be a non-empty name without spaces (at most 128 characters)")
     key = _KEY_PREFIX + secrets.token_hex(8)
@@ -114,7 +129,7 @@ def add_credential(path: Path, school: str) -> tuple[str, str]:
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with _Locked(path):
         creds = _load(path)
-        creds[key] = Credential(key, school, salt, digest, created=created, **_SCRYPT)
+        creds[key] = Credential(key, school, salt, digest, created=created, allow_origins=origins, **_SCRYPT)
         _dump(path, creds)
     return key, secret
 
@@ -127,6 +142,22 @@ def remove_credential(path: Path, key: str) -> bool:
             return False
         _dump(path, creds)
     return True
+
+
+def update_origins(path: Path, key: str, add: Sequence[str] = (), remove: Sequence[str] = (),
+                   clear: bool = False) -> tuple[str, ...]:  # fmt: skip
+    """Change the browser origins allowed for ``key``'s school through ``key``; the new list."""
+    added, removed = _origins(add), set(_origins(remove))
+    with _Locked(path):
+        creds = _load(path)
+        cred = creds.get(key)
+        if cred is None:
+            raise UserError(f"no credential {key}")
+        kept = () if clear else tuple(o for o in cred.allow_origins if o not in removed)
+        origins = tuple(dict.fromkeys(kept + added))
+        creds[key] = dataclasses.replace(cred, allow_origins=origins)
+        _dump(path, creds)
+    return origins
 
 
 def list_credentials(path: Path) -> list[Credential]:
@@ -173,6 +204,20 @@ class CredentialStore:
             # A removed or re-keyed credential must stop working: forget every verdict.
             self._good.clear()
             self._bad.clear()
+
+    def origin_allowed(self, origin: str, school: str | None) -> bool:
+        """CORS (``producers.gateway.cors.OriginPolicy``): whether ``school`` (any school when
+        None) allows browser pages of ``origin``; default none."""
+        from producers.gateway.cors import normalize_origin
+
+        self._reload()
+        try:
+            origin = normalize_origin(origin)
+        except ValueError:
+            return False  # "null" (sandboxed pages, file://) and garbage are never allowed
+        with self._lock:
+            creds = list(self._creds.values())
+        return any(origin in c.allow_origins for c in creds if school is None or c.school == school)
 
     def cached(self, key: str, secret: str) -> tuple[bool, str | None]:
         """``(known, school)`` from memory only: ``known`` False means call :meth:`authenticate`."""

@@ -50,6 +50,8 @@ class GatewaySettings(BaseModel):
     prefix: str = "/xapi"
     # 413 above these.
     max_body_bytes: int = 16 * 1024 * 1024
+    # 413 above this many bytes of one State/Activity Profile/Agent Profile document.
+    max_document_bytes: int = 2 * 1024 * 1024
     max_batch: int = 1000
     # Page size cap of GET /statements.
     max_limit: int = 500

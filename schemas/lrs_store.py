@@ -125,8 +125,11 @@ class DocumentStore(Protocol):
         (the updates give a list's Last-Modified, Communication §2.2.s6.b2)."""
         ...
 
-    def forget_agent(self, school: str, agent: str) -> int:
-        """Erase every State and Agent Profile document of one learner pseudonym; the count erased."""
+    def forget_agent(self, school: str | None, agent: str) -> int:
+        """Erase every State and Agent Profile document of one learner pseudonym; the count erased.
+
+        ``school`` None: in every school (``forget-learner`` names a person, not a school).
+        """
         ...
 
 

@@ -71,6 +71,26 @@ GATEWAY_ACCEPTED_EVICTED = Counter(
     "learnpulse_gateway_accepted_evicted_unsunk_total", "Accepted ids evicted before the sink committed them"
 )
 
+# -- LRS document resources (producers/gateway/documents.py) --
+# Requests to State, Activity Profile, Agent Profile, /activities and /agents by resource,
+# method and status, and their duration.
+DOCUMENT_REQUESTS = Counter(
+    "learnpulse_lrs_document_requests_total", "LRS document resource requests", ["resource", "method", "status"]
+)
+DOCUMENT_REQUEST_SECONDS = Histogram(
+    "learnpulse_lrs_document_request_seconds", "LRS document resource request duration", ["resource", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)  # fmt: skip
+# Documents written ("put", "merge") or deleted ("delete", "delete_many": documents removed).
+DOCUMENT_CHANGES = Counter("learnpulse_lrs_documents_changed_total", "LRS documents written or deleted",
+                           ["resource", "operation"])  # fmt: skip
+# Refused writes: "precondition" (412), "missing_precondition" (409, a PUT without If-Match/
+# If-None-Match on an existing document), "retried" (a merge re-read after a concurrent write).
+DOCUMENT_CONFLICTS = Counter("learnpulse_lrs_document_conflicts_total", "LRS document concurrency conflicts",
+                             ["resource", "kind"])  # fmt: skip
+# CORS preflights answered: "granted" or "refused" (origin not allowed for any school).
+CORS_PREFLIGHTS = Counter("learnpulse_gateway_cors_preflights_total", "CORS preflight requests", ["outcome"])
+
 # -- streams (Faust worker) --
 # Statements the stream processor applied, and those too late to change engagement figures.
 STREAM_STATEMENTS = Counter("learnpulse_stream_statements_total", "Statements processed by the stream worker", ["agent"])

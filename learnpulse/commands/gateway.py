@@ -41,13 +41,19 @@ def _epoch_ms(value: object) -> int | None:
     raise TypeError(f"unexpected consistent-through value {value!r}")
 
 
-def build_gateway_app(settings: Settings, ch=None, consistent_through=None):
+def build_gateway_app(settings: Settings, ch=None, consistent_through=None, documents=None):
     """The gateway aiohttp app for these settings; ``ch`` (a ClickHouse engine) enables reads.
+
+    Documents (State, Activity/Agent Profile) live in ``documents`` or else the store at
+    ``settings.lrs_store_url`` (SQLite in LEARNPULSE_HOME by default), closed with the app.
+    CORS origins come from the credentials file (per school, default none).
 
     ``consistent_through(ch)`` gives the sink's committed progress (default
     ``reporting.progress.consistent_through``) as a datetime, epoch ms or ISO string.
     """
     from producers.gateway.app import GatewayConfig, make_gateway_app
+    from producers.gateway.documents import DocumentsConfig
+    from producers.lrsstore.documents import SqlDocumentStore
     from producers.gateway.sender import TransactionalParameters, TransactionalSender
     from schemas.topics import Topic
 
@@ -84,14 +90,28 @@ def build_gateway_app(settings: Settings, ch=None, consistent_through=None):
         max_limit=g.max_limit,
         default_version=g.default_version,
     )
-    return make_gateway_app(
+    credentials = CredentialStore(credentials_path(settings))
+    owned = documents is None
+    if owned:
+        documents = SqlDocumentStore(settings.lrs_store_url)
+    app = make_gateway_app(
         config,
-        authenticator=CredentialStore(credentials_path(settings)),
+        authenticator=credentials,
         sender=sender,
         store=store,
         consistent_through=consistent,
         pseudonym_secret=settings.pseudonym_secret.get_secret_value().encode(),
+        documents=documents,
+        documents_config=DocumentsConfig(max_document_bytes=g.max_document_bytes),
+        origins=credentials,
     )
+    if owned:
+
+        async def close_documents(_app) -> None:
+            documents.close()
+
+        app.on_cleanup.append(close_documents)
+    return app
 
 
 async def _serve(app, host: str, port: int, stop: asyncio.Event) -> None:
@@ -176,14 +196,32 @@ def register(main: click.Group) -> None:
 
     @credentials.command("add")
     @click.option("--school", required=True, help="School the credential writes and reads for.")
+    @click.option("--allow-origin", "origins", multiple=True, metavar="URL",
+                  help="Browser origin (http(s)://host[:port]) whose pages may call the LRS (CORS); repeatable.")
     @click.pass_obj
-    def credentials_add(settings: Settings, school: str) -> None:
+    def credentials_add(settings: Settings, school: str, origins: tuple[str, ...]) -> None:
         """Create a key/secret for SCHOOL and print it (the secret is shown only this once)."""
         from ..credentials import add_credential
 
-        key, secret = add_credential(credentials_path(settings), school)
+        key, secret = add_credential(credentials_path(settings), school, origins)
         click.echo(f"school: {school}\nkey:    {key}\nsecret: {secret}")
+        if origins:
+            click.echo(f"allowed origins: {', '.join(origins)}")
         click.echo("Use them as HTTP Basic username/password. The secret is not stored and cannot be shown again.")
+
+    @credentials.command("update")
+    @click.argument("key")
+    @click.option("--allow-origin", "add", multiple=True, metavar="URL", help="Allow this browser origin (CORS).")
+    @click.option("--remove-origin", "remove", multiple=True, metavar="URL", help="Stop allowing this origin.")
+    @click.option("--clear-origins", is_flag=True, help="Allow no browser origin (the default).")
+    @click.pass_obj
+    def credentials_update(settings: Settings, key: str, add: tuple[str, ...], remove: tuple[str, ...],
+                           clear_origins: bool) -> None:  # fmt: skip
+        """Change which browser origins may use KEY's school (running gateways follow within seconds)."""
+        from ..credentials import update_origins
+
+        origins = update_origins(credentials_path(settings), key, add, remove, clear_origins)
+        click.echo(f"{key}: allowed origins: {', '.join(origins) or '(none)'}")
 
     @credentials.command("list")
     @click.pass_obj
@@ -192,7 +230,7 @@ def register(main: click.Group) -> None:
         from ..credentials import list_credentials
 
         for c in list_credentials(credentials_path(settings)):
-            click.echo(f"{c.key}\t{c.school}\t{c.created}")
+            click.echo(f"{c.key}\t{c.school}\t{c.created}\t{','.join(c.allow_origins) or '-'}")
 
     @credentials.command("remove")
     @click.argument("key")

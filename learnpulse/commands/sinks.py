@@ -180,6 +180,7 @@ def register(main: click.Group) -> None:
             learners = pseudonyms_for(identifier, settings.pseudonym_secret.get_secret_value().encode())
         except ValueError as err:
             raise UserError(str(err)) from err
+        documents = forget_documents(settings, learners)
         ch = open_clickhouse(settings)
         try:
             kw = {} if settle is None else {"settle_s": settle}
@@ -188,6 +189,7 @@ def register(main: click.Group) -> None:
             ch.close()
         click.echo(f"learner pseudonyms: {', '.join(report.learners)}")
         click.echo(f"statements erased: {report.statements}")
+        click.echo(f"LRS documents erased (State, Agent Profile): {documents}")
         for table, n in sorted(report.removed.items()):
             click.echo(f"  {table}: {n} rows deleted")
         for table, n in sorted(report.scrubbed.items()):
@@ -248,3 +250,14 @@ def _digest(env: str) -> str:
     if not password:
         raise UserError(f"set {env} to the password")
     return hashlib.sha256(password.encode()).hexdigest()
+
+
+def forget_documents(settings: Settings, learners: list[str]) -> int:
+    """Erase the learners' State and Agent Profile documents in every school; how many."""
+    from producers.lrsstore.documents import SqlDocumentStore
+
+    store = SqlDocumentStore(settings.lrs_store_url, connections=1)
+    try:
+        return sum(store.forget_agent(None, learner) for learner in learners)
+    finally:
+        store.close()

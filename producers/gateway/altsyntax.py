@@ -21,7 +21,8 @@ _HEADER_FIELDS = frozenset(
     name.lower()
     for name in ("Authorization", VERSION_HEADER, "Content-Type", "Content-Length", "If-Match", "If-None-Match")
 )
-_METHODS = frozenset({"GET", "HEAD", "PUT", "POST"})
+# DELETE too: the document resources take it (Communication §1.3.s3.b2).
+_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE"})
 
 
 @dataclass
@@ -51,7 +52,7 @@ def unwrap(req: XRequest, default_version: str) -> XRequest:
     target = method.upper()
     if target not in _METHODS or method != target:
         raise bad_request(
-            "alternate.method", f"method must be one of GET, HEAD, PUT, POST; found {method!r}", "$query.method"
+            "alternate.method", f"method must be one of GET, HEAD, PUT, POST, DELETE; found {method!r}", "$query.method"
         )
     if media_type(req.headers.get("Content-Type")) != "application/x-www-form-urlencoded":
         raise bad_request(

@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from schemas import metrics
 from schemas.clickhouse.engine import ClickHouseUnavailable
 from schemas.errors import InvalidStatement
+from schemas.lrs_store import DocumentStore
 from schemas.profile import SchoolProfile
 from schemas.xapi.compare import same_statement
 from schemas.xapi.formats import is_uuid
@@ -38,6 +39,8 @@ from ..publisher import RequestEncoder
 from . import multipart
 from .accepted import AcceptedIds
 from .altsyntax import XRequest, unwrap
+from .cors import OriginPolicy, cors_middleware
+from .documents import ActivityLookup, DocumentResources, DocumentsConfig
 from .formats import canonical_format, ids_format
 from .lookups import LookupBatcher
 from .protocol import CONSISTENT_HEADER, V1, VERSION_HEADER, XapiError, bad_request, http_date, negotiate
@@ -109,6 +112,8 @@ class Gateway:
         self.profiles = profiles or {}
         self.clock_ms = clock_ms
         self.accepted = AcceptedIds(config.accepted_max)
+        # Browser origins allowed per school (None: the CORS layer is not mounted).
+        self.origins: OriginPolicy | None = None
         self._encoder = RequestEncoder(pseudonym_secret, self.profiles, max_per_envelope=config.max_per_envelope)
         self._lookups = LookupBatcher(store.lookup) if store is not None else None
         self._sink_through: int | None = None
@@ -265,6 +270,11 @@ class Gateway:
         if school is None:
             metrics.GATEWAY_AUTH_FAILURES.labels("invalid").inc()
             raise self._unauthorized("unknown key or wrong secret")
+        origin = req.headers.get("Origin")
+        if origin is not None and self.origins is not None and not self.origins.origin_allowed(origin, school):
+            # A browser page on an origin this school did not allow (see .cors): refused before acting.
+            raise XapiError(403, "cors.origin", f"origin {origin} is not allowed for this credential's school "
+                            "(learnpulse credentials update --allow-origin)")  # fmt: skip
         return school
 
     @staticmethod
@@ -609,20 +619,32 @@ def make_gateway_app(
     consistent_through: Callable[[], int | None] | None,
     pseudonym_secret: bytes,
     profiles: Mapping[str, SchoolProfile] | None = None,
+    documents: DocumentStore | None = None,
+    documents_config: DocumentsConfig = DocumentsConfig(),
+    activities: ActivityLookup | None = None,
+    origins: OriginPolicy | None = None,
 ) -> web.Application:
     """The Statements API under ``config.prefix`` plus ``/metrics``.
+
+    With ``documents``, also the State, Activity Profile and Agent Profile resources,
+    ``/activities`` (definitions from ``activities`` when given) and ``/agents``
+    (:mod:`.documents`). With ``origins``, CORS on every resource (:mod:`.cors`).
 
     The app starts ``sender`` on start-up and closes it on clean-up. ``store`` answers
     reads and conflict look-ups (``reporting.lrs.LrsStore``); ``consistent_through``
     returns epoch ms up to which the sink committed everything (``reporting.progress``).
     """
     gw = Gateway(config, authenticator, sender, store, consistent_through, pseudonym_secret, profiles)
-    app = web.Application(client_max_size=config.max_body_bytes)
+    middlewares = [cors_middleware(origins, config.prefix)] if origins is not None else []
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=middlewares)
     app[GATEWAY_KEY] = gw
+    gw.origins = origins
     app.on_startup.append(gw.on_startup)
     app.on_cleanup.append(gw.on_cleanup)
     app.router.add_route("*", f"{config.prefix}/statements", gw.statements)
     app.router.add_get(f"{config.prefix}/about", gw.about)
+    if documents is not None:
+        DocumentResources(gw, documents, documents_config, activities).mount(app, config.prefix)
     app.router.add_get("/metrics", gw.metrics_endpoint)
     return app
 

@@ -51,8 +51,8 @@ def _ddl(dialect: str) -> list[str]:
             updated_ms BIGINT NOT NULL
         )""",
         "CREATE INDEX IF NOT EXISTS lrs_documents_scope ON lrs_documents (scope_sha, updated_ms)",
-        # forget-learner erases by (school, agent pseudonym).
-        "CREATE INDEX IF NOT EXISTS lrs_documents_agent ON lrs_documents (school, agent)",
+        # forget-learner erases by agent pseudonym (in every school, or one).
+        "CREATE INDEX IF NOT EXISTS lrs_documents_agent ON lrs_documents (agent, school)",
     ]
 
 
@@ -216,11 +216,15 @@ class SqlDocumentStore:
         with self._tx() as cur:
             return cur.execute(sql, params).rowcount
 
-    def forget_agent(self, school: str, agent: str) -> int:
+    def forget_agent(self, school: str | None, agent: str) -> int:
+        kinds = (str(DocumentKind.STATE), str(DocumentKind.AGENT_PROFILE))
         with self._tx() as cur:
+            if school is None:
+                return cur.execute(
+                    "DELETE FROM lrs_documents WHERE agent = ? AND kind IN (?, ?)", (agent, *kinds)
+                ).rowcount
             return cur.execute(
-                "DELETE FROM lrs_documents WHERE school = ? AND agent = ? AND kind IN (?, ?)",
-                (school, agent, str(DocumentKind.STATE), str(DocumentKind.AGENT_PROFILE)),
+                "DELETE FROM lrs_documents WHERE school = ? AND agent = ? AND kind IN (?, ?)", (school, agent, *kinds)
             ).rowcount
 
 

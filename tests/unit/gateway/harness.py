@@ -121,9 +121,10 @@ class ServedApp:
 class Harness(ServedApp):
     """The real app with an in-memory Kafka producer and store; ``with Harness() as h:``."""
 
-    def __init__(self, config: GatewayConfig | None = None, **producer_kw: Any) -> None:
+    def __init__(self, config: GatewayConfig | None = None, documents=None, origins=None, **producer_kw: Any) -> None:
         self.config = config or GatewayConfig()
         self.store = FakeStore()
+        self.documents = documents
         self.producers: list[FakeProducer] = []
         self.committed: list[tuple[str, bytes, bytes]] = []
         self.sink_through: int | None = None
@@ -149,6 +150,8 @@ class Harness(ServedApp):
             store=self.store,
             consistent_through=lambda: self.sink_through,
             pseudonym_secret=b"test-secret",
+            documents=documents,
+            origins=origins,
         )
 
     def statements_in_kafka(self) -> list[dict[str, Any]]:

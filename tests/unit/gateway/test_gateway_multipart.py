@@ -92,7 +92,7 @@ def test_xapi_1_0_3_comm_1_3_form_fields_become_headers_query_and_body():
         ({"method": "PUT", "statementId": "x"}, "application/x-www-form-urlencoded", "POST", "alternate.query"),
         ({"method": "PUT"}, "application/json", "POST", "alternate.content-type"),
         ({"method": "POST"}, "application/x-www-form-urlencoded", "PUT", "alternate.method"),
-        ({"method": "DELETE"}, "application/x-www-form-urlencoded", "POST", "alternate.method"),
+        ({"method": "PATCH"}, "application/x-www-form-urlencoded", "POST", "alternate.method"),
     ],
 )
 def test_xapi_1_0_3_comm_1_3_malformed_alternate_requests_400(query, ctype, method, rule):

@@ -138,6 +138,10 @@ class DocumentStoreContract:
         assert store.get(key("s", school="school-b")) is not None
         assert store.get(key("s", agent="b" * 64)) is not None
         assert store.get(key("ap", kind=DocumentKind.ACTIVITY_PROFILE)) is not None
+        # None: in every school
+        assert store.forget_agent(None, AGENT) == 1
+        assert store.get(key("s", school="school-b")) is None
+        assert store.get(key("s", agent="b" * 64)) is not None
 
     def test_concurrent_compare_and_set_loses_no_update(self, store):
         """Threads increment one counter by read + put-if-ETag, retrying on failure."""

@@ -70,7 +70,7 @@ class MemoryDocumentStore:
         with self._lock:
             keys = [
                 k for k in self._docs
-                if k.school == school and k.agent == agent and k.kind in (DocumentKind.STATE, DocumentKind.AGENT_PROFILE)
+                if (school is None or k.school == school) and k.agent == agent and k.kind in (DocumentKind.STATE, DocumentKind.AGENT_PROFILE)
             ]  # fmt: skip
             for k in keys:
                 del self._docs[k]
