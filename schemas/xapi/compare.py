@@ -154,19 +154,21 @@ def _agent(agent: dict[str, Any]) -> Any:
 
 
 def _activity(activity: dict[str, Any]) -> Any:
-    # The definition is not part of the statement (§2.3.1.b2).
-    return ("Activity", _iri(activity["id"]))
+    # The definition is not part of the statement (§2.3.1.b2). A tolerated statement
+    # may carry an activity without id or with another objectType: compared as sent.
+    aid = activity.get("id")
+    return (activity.get("objectType", "Activity"), _iri(aid) if isinstance(aid, str) else aid)
 
 
 def _object(obj: dict[str, Any]) -> Any:
     kind = obj.get("objectType", "Activity")
-    if kind == "Activity":
-        return _activity(obj)
     if kind in ("Agent", "Group"):
         return _agent(obj)
     if kind == "StatementRef":
         return ("StatementRef", obj["id"].lower())
-    return ("SubStatement", _statement(obj, top=False))
+    if kind == "SubStatement":
+        return ("SubStatement", _statement(obj, top=False))
+    return _activity(obj)
 
 
 def _duration(value: str) -> str:

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from typing import Any, NoReturn
 
 import orjson
@@ -69,13 +70,44 @@ from .formats import _good_iris as _IRI_OK
 from .formats import _good_tags as _TAG_OK
 
 __all__ = [
+    "CONTINUABLE_RULES",
     "SIGNATURE_USAGE",
     "VOIDED",
     "attachments_needing_parts",
     "parse_statements_json",
+    "statement_violations",
     "validate_statement",
+    "validate_statement_tolerant",
     "validate_statements",
+    "validate_statements_tolerant",
 ]
+
+# Rules whose every check site goes on checking the rest of the statement as if the
+# requirement held (see ``_fail``): only these can be walked past to find the next
+# violation, and so only these can be tolerated by an ingestion policy. Each is about a
+# value's form, never about identity (actor, verb, statement id), time or JSON types.
+CONTINUABLE_RULES = frozenset(
+    {
+        "objectType.value",
+        "property.unknown",
+        "activity.id.iri",
+        "activity.id.required",
+        "activity.definition.type.iri",
+        "activity.definition.moreInfo.irl",
+        "language-map.key.rfc5646",
+        "extensions.key.iri",
+        "context.language.rfc5646",
+        "context.revision.activity-only",
+        "context.platform.activity-only",
+        "result.score.min-max",
+        "result.score.min-max.equal",
+        "result.score.raw.range",
+        "result.score.scaled.range",
+        "version.format",
+    }
+)
+# A statement with more violations than this is refused without looking further.
+MAX_VIOLATIONS = 64
 
 VOIDED = "http://adlnet.gov/expapi/verbs/voided"
 SIGNATURE_USAGE = "http://adlnet.gov/expapi/attachments/signature"
@@ -189,7 +221,37 @@ def _key(name: str) -> str:
     return f".{name}" if name.isidentifier() else f"[{orjson.dumps(name).decode()}]"
 
 
-def _fail(rule: str, cite: str, detail: str, key: str = "") -> NoReturn:
+class _Hard(_Here):
+    """A violation no walk goes past (a wrong JSON type), whatever its rule id."""
+
+
+class _Collecting(threading.local):
+    """Per-thread state of a :func:`statement_violations` walk (unused on the strict path).
+
+    ``skip`` ≥ 0 while collecting: the first ``skip`` continuable violations met in this
+    walk were recorded by earlier walks and are passed over (the walk is deterministic,
+    so the n-th one is the same place every time); the next one is raised, so that it
+    gets its full JSON path on the way up, like any violation.
+    """
+
+    skip = -1
+    seen = 0
+    continuable: frozenset[str] = frozenset()
+
+
+_collecting = _Collecting()
+
+
+def _fail(rule: str, cite: str, detail: str, key: str = "") -> None:
+    """Raise the violation; while collecting, pass over the ones already recorded.
+
+    Only rules in ``CONTINUABLE_RULES`` ever return: their call sites go on checking the
+    rest as if the requirement held, so every later violation is still found.
+    """
+    c = _collecting
+    if c.skip >= 0 and rule in c.continuable and c.seen < c.skip:
+        c.seen += 1
+        return
     raise _Here(rule, f"{cite}: {detail}", key)
 
 
@@ -215,31 +277,33 @@ def _kind(value: object) -> str:
 
 
 def _bad_type(rule: str, cite: str, what: str, expected: str, value: object, key: str = "") -> NoReturn:
+    # A value of the wrong JSON type is never passed over, whatever its rule: nothing
+    # downstream could read it (raised directly, not through ``_fail``).
     if value is None:
-        _fail(
+        raise _Hard(
             "value.null",
-            _D + "2.2",
-            f"the LRS MUST reject Statements with null values (except inside extensions); {what} is null",
+            f"{_D}2.2: the LRS MUST reject Statements with null values (except inside extensions); {what} is null",
             key,
         )
-    _fail(rule, cite, f"{what} must be {expected}, found {_kind(value)}", key)
+    raise _Hard(rule, f"{cite}: {what} must be {expected}, found {_kind(value)}", key)
 
 
-def _unknown_property(obj: dict[str, Any], allowed: frozenset[str], what: str) -> NoReturn:
+def _unknown_property(obj: dict[str, Any], allowed: frozenset[str], what: str) -> None:
+    """Every key of ``obj`` outside ``allowed`` (the first raises unless collecting)."""
     for key in obj:
         if key in allowed:
             continue
         step = _key(key)
-        for good in sorted(allowed):
-            if good.lower() == key.lower():
-                _fail(
-                    "property.case",
-                    _D + "2.2",
-                    f"the LRS MUST reject a key whose case differs from the specification: "
-                    f"{what} has {key!r}, the property is {good!r}",
-                    step,
-                )
-        if key in _ONLY_IN_2_0:
+        case = [good for good in sorted(allowed) if good.lower() == key.lower()]
+        if case:
+            _fail(
+                "property.case",
+                _D + "2.2",
+                f"the LRS MUST reject a key whose case differs from the specification: "
+                f"{what} has {key!r}, the property is {case[0]!r}",
+                step,
+            )
+        elif key in _ONLY_IN_2_0:
             _fail(
                 "property.unknown",
                 _D + "2.4.6",
@@ -247,13 +311,13 @@ def _unknown_property(obj: dict[str, Any], allowed: frozenset[str], what: str) -
                 "(send X-Experience-API-Version: 2.0.0)",
                 step,
             )
-        _fail(
-            "property.unknown",
-            _D + "2.2",
-            f"the LRS MUST reject keys the specification does not allow: {what} has no property {_show(key)}",
-            step,
-        )
-    raise AssertionError("no unknown property found")  # pragma: no cover
+        else:
+            _fail(
+                "property.unknown",
+                _D + "2.2",
+                f"the LRS MUST reject keys the specification does not allow: {what} has no property {_show(key)}",
+                step,
+            )
 
 
 def _index_of(item: object, items: list[Any]) -> str:
@@ -264,17 +328,17 @@ def _index_of(item: object, items: list[Any]) -> str:
     raise AssertionError("item not in list")  # pragma: no cover
 
 
-def _missing(rule: str, cite: str, what: str, key: str) -> NoReturn:
+def _missing(rule: str, cite: str, what: str, key: str) -> None:
     _fail(rule, cite, f"{what} is required", key)
 
 
-def _iri_error(value: object, rule: str, cite: str, what: str, key: str, kind: str = "IRI") -> NoReturn:
+def _iri_error(value: object, rule: str, cite: str, what: str, key: str, kind: str = "IRI") -> None:
     if value.__class__ is not str:
         _bad_type(rule, cite, what, f"an absolute {kind} string", value, key)
     _fail(rule, cite, f"{what} MUST be an absolute {kind} (with a scheme), found {_show(value)}", key)
 
 
-def _object_type_error(value: object, allowed: tuple[str, ...], what: str) -> NoReturn:
+def _object_type_error(value: object, allowed: tuple[str, ...], what: str) -> None:
     if value is _ABSENT:
         _fail(
             "objectType.value",
@@ -282,6 +346,7 @@ def _object_type_error(value: object, allowed: tuple[str, ...], what: str) -> No
             f"{what}.objectType is required and must be {' or '.join(allowed)}",
             ".objectType",
         )
+        return
     if value.__class__ is not str:
         _bad_type("objectType.value", _D + "2.2", f"{what}.objectType", "a string", value, ".objectType")
     hint = ""
@@ -361,7 +426,7 @@ def _timestamp(value: object, v2: bool, name: str) -> None:
 
 def _number_error(value: object, rule: str, what: str, key: str) -> NoReturn:
     if value.__class__ is float:
-        _fail(rule, _D + "2.4.5.1", f"{what} must be a finite number, found {value!r}", key)
+        raise _Hard(rule, f"{_D}2.4.5.1: {what} must be a finite number, found {value!r}", key)
     extra = " (a string is rejected even if it contains a number, §2.2)" if value.__class__ is str else ""
     _bad_type(rule, _D + "2.4.5.1", what, "a number" + extra, value, key)
 
@@ -517,6 +582,9 @@ def _actor(actor: object, what: str) -> list[Any] | None:
     if ot == "Group":
         return _group(actor, what)  # type: ignore[arg-type]
     _object_type_error(ot, ("Agent", "Group"), what)
+    # Passed over (collecting): an actor still needs its identity, as an Agent.
+    _agent(actor, what)  # type: ignore[arg-type]
+    return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -706,20 +774,21 @@ def _definition(d: object) -> None:
             )
 
 
-def _activity(act: Any) -> None:
-    """An Activity object (objectType absent or "Activity")."""
+def _activity(act: Any, type_checked: bool = False) -> None:
+    """An Activity object (objectType absent or "Activity", unless ``type_checked``)."""
     if act.__class__ is not dict:
         _bad_type("activity.type", _D + "2.4.4.1", "an Activity", "an Activity object", act)
     if not _ACTIVITY_KEYS.issuperset(act):
         _unknown_property(act, _ACTIVITY_KEYS, "an Activity")
     ot = act.get("objectType")
-    if ot is not None and ot != "Activity" or (ot is None and "objectType" in act):
+    if (ot is not None and ot != "Activity" or (ot is None and "objectType" in act)) and not type_checked:
         _object_type_error(ot, ("Activity",), "an Activity")
     aid = act.get("id")
     if aid.__class__ is not str or (aid not in _IRI_OK and not is_iri(aid)):
         if "id" not in act:
             _missing("activity.id.required", _D + "2.4.4.1", "activity id", ".id")
-        _iri_error(aid, "activity.id.iri", _D + "2.4.4.1", "activity id", ".id")
+        else:
+            _iri_error(aid, "activity.id.iri", _D + "2.4.4.1", "activity id", ".id")
     if "definition" in act:
         try:
             _definition(act["definition"])
@@ -787,12 +856,13 @@ def _score(score: object) -> None:
                     f"score.min MUST be less than score.max, found them equal ({lo!r})",
                     ".min",
                 )
-            _fail(
-                "result.score.min-max",
-                _D + "2.4.5.1",
-                f"score.min MUST be less than score.max, found min {lo!r} greater than max {hi!r}",
-                ".min",
-            )
+            else:
+                _fail(
+                    "result.score.min-max",
+                    _D + "2.4.5.1",
+                    f"score.min MUST be less than score.max, found min {lo!r} greater than max {hi!r}",
+                    ".min",
+                )
     raw = score.get("raw")  # type: ignore[attr-defined]
     if raw is not None:
         cls = raw.__class__
@@ -1216,6 +1286,8 @@ def _statement_object(obj: object, v2: bool, in_sub: bool) -> bool:
         _core(obj, v2, True)  # type: ignore[arg-type]
     else:
         _object_type_error(ot, ("Activity", "Agent", "Group", "StatementRef", "SubStatement"), "object")
+        # Passed over (collecting): the rest is checked as an Activity's (e.g. "GroupActivity").
+        _activity(obj, type_checked=True)
     return False
 
 
@@ -1291,6 +1363,7 @@ def _statement_version(value: object, v2: bool) -> None:
             _X2 + "Version",
             f'a Statement version SHALL start with "1.0." or "2.0." (e.g. "2.0.0"), found {_show(value)}',
         )
+        return
     _fail(
         "version.format",
         _D + "2.4.10",
@@ -1371,6 +1444,72 @@ def _raise_at(err: _Here, base: str) -> NoReturn:
     raise InvalidStatement(err.rule, err.message, base + "".join(reversed(err.keys))) from None
 
 
+def _collect(doc: object, v2: bool, base: str, only: frozenset[str]) -> tuple[list[InvalidStatement], bool]:
+    """Every violation of ``doc``, walking past those whose rule is in ``only``.
+
+    One walk per violation found: walk k passes over the k violations already recorded
+    and raises the next, which reaches the top with its full path like any violation.
+    The list ends with the first violation that cannot be walked past (outside ``only``,
+    or a wrong JSON type), or at ``MAX_VIOLATIONS``; the flag says whether the walk got to
+    the end past every violation (so that all of them are in ``only``). Only statements
+    that failed the strict walk come here, so valid traffic never pays.
+    """
+    c = _collecting
+    found: list[InvalidStatement] = []
+    only = only & CONTINUABLE_RULES
+    while len(found) < MAX_VIOLATIONS:
+        c.skip, c.seen, c.continuable = len(found), 0, only
+        try:
+            _statement(doc, v2)
+            return found, True
+        except _Here as err:
+            found.append(InvalidStatement(err.rule, err.message, base + "".join(reversed(err.keys))))
+            if err.rule not in only or isinstance(err, _Hard):
+                return found, False
+        finally:
+            c.skip = -1
+    return found, False
+
+
+def _check(doc: object, v2: bool, base: str, tolerate: frozenset[str]) -> tuple[str, ...]:
+    """Validate one statement; raise its first violation that ``tolerate`` does not cover.
+
+    Returns the tolerated rule ids it violates (sorted, each once), ``()`` if valid.
+    """
+    try:
+        _statement(doc, v2)
+        return ()
+    except _Here as err:
+        if err.rule not in tolerate or isinstance(err, _Hard):
+            _raise_at(err, base)
+    found, complete = _collect(doc, v2, base, tolerate)
+    if len(found) >= MAX_VIOLATIONS:
+        raise InvalidStatement(
+            "statement.violations.too-many",
+            f"the statement breaks at least {MAX_VIOLATIONS} requirements; the first: {found[0].message}",
+            found[0].path,
+        )
+    if not complete:
+        raise found[-1]
+    return tuple(sorted({v.rule for v in found}))
+
+
+def statement_violations(doc: object, *, version: str = "1.0.3", path: str = "$") -> list[InvalidStatement]:
+    """Every requirement ``doc`` violates, in document order; ``[]`` if it is valid.
+
+    Checking goes on past violations of ``CONTINUABLE_RULES``; the first other violation
+    ends the list (what lies below a wrong type or a missing identity cannot be judged).
+    A valid statement costs what :func:`validate_statement` costs.
+    """
+    v2 = _is_v2(version)
+    try:
+        _statement(doc, v2)
+        return []
+    except _Here:
+        pass
+    return _collect(doc, v2, path, CONTINUABLE_RULES)[0]
+
+
 # ---------------------------------------------------------------------------------------
 # Public API
 
@@ -1391,6 +1530,18 @@ def validate_statement(doc: object, *, version: str = "1.0.3", path: str = "$") 
         _statement(doc, v2)
     except _Here as err:
         _raise_at(err, path)
+
+
+def validate_statement_tolerant(
+    doc: object, *, version: str = "1.0.3", path: str = "$", tolerate: frozenset[str] = frozenset()
+) -> tuple[str, ...]:
+    """:func:`validate_statement` under a tolerant ingestion policy.
+
+    A statement whose only violations are of rules in ``tolerate`` (see
+    ``CONTINUABLE_RULES``) passes: the rule ids it violates are returned, sorted, each
+    once (``()`` for a valid statement). Any other violation raises.
+    """
+    return _check(doc, _is_v2(version), path, tolerate)
 
 
 def validate_statements(payload: object, *, version: str = "1.0.3") -> list[dict[str, Any]]:
@@ -1442,6 +1593,41 @@ def validate_statements(payload: object, *, version: str = "1.0.3") -> list[dict
                 )
             seen[key] = i
     return payload  # type: ignore[return-value]
+
+
+def validate_statements_tolerant(
+    payload: object, *, version: str = "1.0.3", tolerate: frozenset[str] = frozenset()
+) -> tuple[list[dict[str, Any]], list[tuple[str, ...]]]:
+    """:func:`validate_statements` under a tolerant ingestion policy.
+
+    Returns the statements and, for each, the ``tolerate`` rule ids it violates (``()``
+    when valid). A statement violating any other rule raises as :func:`validate_statements`
+    does. Without ``tolerate`` this is :func:`validate_statements` plus empty tuples.
+    """
+    if not tolerate:
+        statements = validate_statements(payload, version=version)
+        return statements, [()] * len(statements)
+    v2 = _is_v2(version)
+    if payload.__class__ is dict:
+        return [payload], [_check(payload, v2, "$", tolerate)]  # type: ignore[list-item]
+    if payload.__class__ is not list or not payload:
+        return validate_statements(payload, version=version), []  # raises statements.type / .empty
+    seen: dict[str, int] = {}
+    tolerated: list[tuple[str, ...]] = []
+    for i, doc in enumerate(payload):  # type: ignore[arg-type]
+        tolerated.append(_check(doc, v2, f"$[{i}]", tolerate))
+        sid = doc.get("id")
+        if sid is not None:
+            key = sid.lower()
+            if key in seen:
+                raise InvalidStatement(
+                    "statements.id.duplicate",
+                    f"{_C}2.1.2: a batch containing two or more Statements with the same id SHOULD* be rejected "
+                    f"with 400 Bad Request; {sid} repeats the id of $[{seen[key]}]",
+                    f"$[{i}].id",
+                )
+            seen[key] = i
+    return payload, tolerated  # type: ignore[return-value]
 
 
 def parse_statements_json(raw: bytes | str, version: str = "1.0.3") -> list[dict[str, Any]]:
