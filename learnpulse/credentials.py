@@ -9,10 +9,15 @@ Verifying scrypt on every request would cost ~50 ms of CPU per request, so a ver
 pair is remembered in memory — as an HMAC of the secret under a random per-process key,
 never the secret — until the file changes. Failed pairs are remembered too (bounded), so
 a client retrying a wrong secret cannot make the gateway burn a core on scrypt.
+
+Each credential also carries its producer's ingestion policy (``schemas.policy``:
+strict, or tolerant of named rules) and, optionally, the xAPI version its clients
+speak (answered on requests that carry no usable version header).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import hmac
@@ -25,6 +30,8 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from schemas.policy import STRICT_POLICY, IngestPolicy, PolicyError
 
 from .errors import UserError
 
@@ -47,6 +54,19 @@ class Credential:
     created: str
     # Browser origins (http(s)://host[:port]) whose pages may use this school's LRS (CORS).
     allow_origins: tuple[str, ...] = ()
+    policy: IngestPolicy = STRICT_POLICY
+    # "1.0.3" or "2.0.0": what its clients speak (None: the gateway's default).
+    xapi_version: str | None = None
+
+
+XAPI_VERSIONS = ("1.0.3", "2.0.0")
+
+
+def _policy_from(item: dict) -> IngestPolicy:
+    doc = item.get("policy")
+    if doc is None:
+        return STRICT_POLICY
+    return IngestPolicy(doc["mode"], frozenset(doc.get("tolerate", ())))
 
 
 def _hash(secret: str, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -67,22 +87,28 @@ def _load(path: Path) -> dict[str, Credential]:
                 key=item["key"], school=item["school"], salt=bytes.fromhex(item["salt"]),
                 digest=bytes.fromhex(item["scrypt"]), n=int(item["n"]), r=int(item["r"]), p=int(item["p"]),
                 created=item.get("created", ""), allow_origins=tuple(item.get("allow_origins", ())),
+                policy=_policy_from(item), xapi_version=item.get("xapi_version"),
             )  # fmt: skip
-        except (KeyError, ValueError, TypeError) as err:
+        except (KeyError, ValueError, TypeError, PolicyError) as err:
             raise UserError(f"credentials file {path} has a malformed entry: {err!r}") from err
         out[c.key] = c
     return out
 
 
+def _entry(c: Credential) -> dict:
+    out = {"key": c.key, "school": c.school, "salt": c.salt.hex(), "scrypt": c.digest.hex(),
+           "n": c.n, "r": c.r, "p": c.p, "created": c.created}  # fmt: skip
+    if c.policy != STRICT_POLICY:
+        out["policy"] = {"mode": c.policy.mode, "tolerate": sorted(c.policy.tolerate)}
+    if c.xapi_version is not None:
+        out["xapi_version"] = c.xapi_version
+    if c.allow_origins:
+        out["allow_origins"] = list(c.allow_origins)
+    return out
+
+
 def _dump(path: Path, creds: dict[str, Credential]) -> None:
-    doc = {
-        "credentials": [
-            {"key": c.key, "school": c.school, "salt": c.salt.hex(), "scrypt": c.digest.hex(),
-             "n": c.n, "r": c.r, "p": c.p, "created": c.created,
-             **({"allow_origins": list(c.allow_origins)} if c.allow_origins else {})}
-            for c in sorted(creds.values(), key=lambda c: (c.school, c.key))
-        ]
-    }  # fmt: skip
+    doc = {"credentials": [_entry(c) for c in sorted(creds.values(), key=lambda c: (c.school, c.key))]}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -117,11 +143,23 @@ def _origins(values: Sequence[str]) -> tuple[str, ...]:
         raise UserError(str(err)) from err
 
 
-def add_credential(path: Path, school: str, allow_origins: Sequence[str] = ()) -> tuple[str, str]:
+def _check_version(xapi_version: str | None) -> None:
+    if xapi_version is not None and xapi_version not in XAPI_VERSIONS:
+        raise UserError(f"xAPI version must be one of {', '.join(XAPI_VERSIONS)}, not {xapi_version!r}")
+
+
+def add_credential(
+    path: Path,
+    school: str,
+    allow_origins: Sequence[str] = (),
+    policy: IngestPolicy = STRICT_POLICY,
+    xapi_version: str | None = None,
+) -> tuple[str, str]:
     """Create a key/secret for ``school``; returns ``(key, secret)`` — the only time the secret exists."""
     origins = _origins(allow_origins)
     if not school or any(c.isspace() for c in school) or len(school) > 128:
         raise UserError("school must be a non-empty name without spaces (at most 128 characters)")
+    _check_version(xapi_version)
     key = _KEY_PREFIX + secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     salt = secrets.token_bytes(16)
@@ -129,9 +167,37 @@ def add_credential(path: Path, school: str, allow_origins: Sequence[str] = ()) -
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with _Locked(path):
         creds = _load(path)
-        creds[key] = Credential(key, school, salt, digest, created=created, allow_origins=origins, **_SCRYPT)
+        creds[key] = Credential(key, school, salt, digest, created=created, allow_origins=origins, policy=policy,
+                                xapi_version=xapi_version, **_SCRYPT)  # fmt: skip
         _dump(path, creds)
     return key, secret
+
+
+_KEEP = object()
+
+
+def update_credential(
+    path: Path, key: str, policy: IngestPolicy | None = None, xapi_version: object = _KEEP
+) -> Credential:
+    """Change ``key``'s policy and/or xAPI version (``None`` version: the gateway's default).
+
+    Gateways pick the change up within their reload interval; the secret is untouched.
+    """
+    if xapi_version is not _KEEP:
+        _check_version(xapi_version)  # type: ignore[arg-type]
+    with _Locked(path):
+        creds = _load(path)
+        old = creds.get(key)
+        if old is None:
+            raise UserError(f"no credential {key}")
+        new = dataclasses.replace(
+            old,
+            policy=old.policy if policy is None else policy,
+            xapi_version=old.xapi_version if xapi_version is _KEEP else xapi_version,  # type: ignore[arg-type]
+        )
+        creds[key] = new
+        _dump(path, creds)
+    return new
 
 
 def remove_credential(path: Path, key: str) -> bool:
@@ -230,6 +296,23 @@ class CredentialStore:
             if (key, mark) in self._bad or key not in self._creds:
                 return True, None
         return False, None
+
+    def policy(self, key: str) -> IngestPolicy:
+        """The ingestion policy of ``key`` (strict for an unknown key)."""
+        self._reload()
+        with self._lock:
+            cred = self._creds.get(key)
+        return STRICT_POLICY if cred is None else cred.policy
+
+    def xapi_version(self, key: str, secret: str) -> str | None:
+        """The xAPI version ``key``'s clients speak, if set, for a pair already verified
+        (from memory only: never runs scrypt, never tells a stranger anything)."""
+        known, school = self.cached(key, secret)
+        if not known or school is None:
+            return None
+        with self._lock:
+            cred = self._creds.get(key)
+        return None if cred is None else cred.xapi_version
 
     def authenticate(self, key: str, secret: str) -> str | None:
         """The school of a valid pair, else None."""

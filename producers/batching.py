@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from schemas.envelope import ENVELOPE_VERSION, StatementEntry, StatementEnvelope
+from schemas.envelope import StatementEntry, StatementEnvelope
 from schemas.errors import InvalidStatement
 from schemas.xapi.timefmt import parse_ms
 
@@ -27,14 +27,11 @@ def encode_envelope(envelope: StatementEnvelope, statements_json: list[bytes]) -
     """
     return orjson.dumps(
         {
-            "v": ENVELOPE_VERSION,
+            "v": envelope.version,
             "school": envelope.school,
             "learner": envelope.learner,
             "received": envelope.received_ms,
-            "statements": [
-                {"course": e.course, "cohort": e.cohort, "statement": orjson.Fragment(raw)}
-                for e, raw in zip(envelope.entries, statements_json)
-            ],
+            "statements": [e.as_json(orjson.Fragment(raw)) for e, raw in zip(envelope.entries, statements_json)],
         }
     )
 

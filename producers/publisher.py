@@ -98,14 +98,23 @@ class StatementPublisher:
             emit_encoded=getattr(producer, "send_encoded", None),
         )
 
-    def publish(self, school: str, statement: dict[str, Any], received_ms: int | None = None) -> dict[str, Any]:
-        """Queue one validated statement; returns its canonical (stored) form."""
+    def publish(
+        self,
+        school: str,
+        statement: dict[str, Any],
+        received_ms: int | None = None,
+        violations: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        """Queue one validated statement; returns its canonical (stored) form.
+
+        ``violations``: the rule ids a tolerant policy let it through with (kept beside it).
+        """
         received = received_ms if received_ms is not None else self.clock_ms()
         stamp = self._stamp
         stored = canonicalize(statement, authority=stamp.authority(school), stored_ms=received)
         learner = _hmac_hex(self.secret, learner_key(stored["actor"]))
         course, cohort = stamp.profile(school).course_and_cohort(stored)
-        self.batcher.add(school, learner, received, StatementEntry(course, cohort, stored))
+        self.batcher.add(school, learner, received, StatementEntry(course, cohort, stored, violations))
         return stored
 
     def poll(self) -> None:
@@ -161,8 +170,11 @@ class RequestEncoder:
         *,
         version: str = "1.0.3",
         owned: bool = False,
+        violations: Sequence[tuple[str, ...]] | None = None,
     ) -> EncodedRequest:
         """Canonicalize and group ``statements`` (validated) received at ``received_ms``.
+
+        ``violations``: per statement, the rule ids a tolerant policy let it through with.
 
         ``owned``: the caller hands the statement dicts over (parsed from the request and
         used for nothing else), so they are completed in place instead of copied.
@@ -195,7 +207,7 @@ class RequestEncoder:
                 group = None
             if group is None:
                 group = open_[learner] = [[], [], 0, []]
-            group[0].append(StatementEntry(course, cohort, stored))
+            group[0].append(StatementEntry(course, cohort, stored, violations[index] if violations else ()))
             group[1].append(raw)
             group[2] += len(raw)
             group[3].append(index)

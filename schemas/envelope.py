@@ -8,6 +8,11 @@ Version 1, JSON (orjson)::
 ``received`` is the LRS receive time in epoch milliseconds (processing time, used only
 for freshness). ``course``/``cohort`` were decided by the producer from the school's
 profile; nobody downstream re-derives them. The message key is the learner pseudonym.
+
+Version 2 is version 1 plus, on an entry, ``"violations": ["objectType.value", …]``: the
+rule ids a statement accepted under a tolerant ingestion policy breaks (it is stored
+unchanged; see ``schemas.policy``). Writers write version 1 when no entry has any, so
+conformant traffic is byte-for-byte what it was; readers take both.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import orjson
 from .errors import InvalidStatement
 
 ENVELOPE_VERSION = 1
+ENVELOPE_VERSION_VIOLATIONS = 2
+_READABLE = (ENVELOPE_VERSION, ENVELOPE_VERSION_VIOLATIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +34,15 @@ class StatementEntry:
     course: str
     cohort: str
     statement: dict[str, Any]
+    # Rule ids a tolerant policy let through (sorted); () for a conformant statement.
+    violations: tuple[str, ...] = ()
+
+    def as_json(self, statement: Any) -> dict[str, Any]:
+        """The entry as it goes on the wire, with ``statement`` (a dict or an orjson Fragment)."""
+        if self.violations:
+            return {"course": self.course, "cohort": self.cohort, "statement": statement,
+                    "violations": list(self.violations)}  # fmt: skip
+        return {"course": self.course, "cohort": self.cohort, "statement": statement}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,16 +56,19 @@ class StatementEnvelope:
     def key(self) -> bytes:
         return self.learner.encode()
 
+    @property
+    def version(self) -> int:
+        """1, or 2 when an entry carries violations (older readers then refuse it, loudly)."""
+        return ENVELOPE_VERSION_VIOLATIONS if any(e.violations for e in self.entries) else ENVELOPE_VERSION
+
     def encode(self) -> bytes:
         return orjson.dumps(
             {
-                "v": ENVELOPE_VERSION,
+                "v": self.version,
                 "school": self.school,
                 "learner": self.learner,
                 "received": self.received_ms,
-                "statements": [
-                    {"course": e.course, "cohort": e.cohort, "statement": e.statement} for e in self.entries
-                ],
+                "statements": [e.as_json(e.statement) for e in self.entries],
             }
         )
 
@@ -64,7 +83,7 @@ class StatementEnvelope:
             raise InvalidStatement("envelope.json", f"not JSON: {err}") from err
         if not isinstance(doc, dict):
             raise InvalidStatement("envelope.shape", "envelope must be a JSON object")
-        if doc.get("v") != ENVELOPE_VERSION:
+        if doc.get("v") not in _READABLE:
             raise InvalidStatement("envelope.version", f"unknown envelope version {doc.get('v')!r}", "$.v")
         school, learner, received = doc.get("school"), doc.get("learner"), doc.get("received")
         if not isinstance(school, str) or not school:
@@ -87,5 +106,10 @@ class StatementEnvelope:
                 raise InvalidStatement(
                     "envelope.entry", "entry needs course, cohort (strings) and statement (object)", f"$.statements[{i}]"
                 )
-            entries.append(StatementEntry(item["course"], item["cohort"], item["statement"]))
+            violations = item.get("violations", ())
+            if not isinstance(violations, (list, tuple)) or not all(isinstance(r, str) for r in violations):
+                raise InvalidStatement(
+                    "envelope.entry.violations", "violations must be a list of rule ids", f"$.statements[{i}]"
+                )
+            entries.append(StatementEntry(item["course"], item["cohort"], item["statement"], tuple(violations)))
         return cls(school, learner, received, tuple(entries))

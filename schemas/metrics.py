@@ -129,3 +129,19 @@ NOTIFIER_REQUEST_SECONDS = Histogram(
 )  # fmt: skip
 # Fired alerts held (and re-sent) for Alertmanager until they resolve.
 NOTIFIER_ACTIVE_ALERTS = Gauge("learnpulse_notifier_active_alerts", "Fired alerts kept alive in Alertmanager")
+
+# -- Ingestion policies and the quarantine (issue 14) --
+# Statements accepted although they break a rule their credential tolerates: one count per
+# statement and rule, by stage (gateway, replay, bridge, quarantine-replay) and rule id.
+STATEMENTS_TOLERATED = Counter(
+    "learnpulse_statements_tolerated_total",
+    "Statements accepted under a tolerant policy, per rule they break",
+    ["stage", "rule"],
+)
+# Statements refused at the edge and kept in the quarantine (one per refused statement,
+# by its first rule), and quarantine records that could not be kept (Kafka refused or
+# the per-school bound was reached: "dropped" names why).
+QUARANTINED = Counter("learnpulse_quarantined_total", "Refused statements kept in the quarantine", ["stage", "rule"])
+QUARANTINE_DROPPED = Counter(
+    "learnpulse_quarantine_dropped_total", "Refused statements the quarantine could not keep", ["stage", "reason"]
+)

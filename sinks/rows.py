@@ -232,6 +232,7 @@ def statement_rows(secret: bytes, limits: TimeRange, raw: bytes | None) -> Rows:
                 ts_dt,
                 stored_dt,
                 0,  # voided: set by re-inserting the row (sinks/voids.py)
+                list(entry.violations),
             )
         )
         stored_raw.append(

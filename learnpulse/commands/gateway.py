@@ -198,13 +198,19 @@ def register(main: click.Group) -> None:
     @click.option("--school", required=True, help="School the credential writes and reads for.")
     @click.option("--allow-origin", "origins", multiple=True, metavar="URL",
                   help="Browser origin (http(s)://host[:port]) whose pages may call the LRS (CORS); repeatable.")
+    @_policy_options
     @click.pass_obj
-    def credentials_add(settings: Settings, school: str, origins: tuple[str, ...]) -> None:
+    def credentials_add(
+        settings: Settings, school: str, origins: tuple[str, ...], policy: str | None, tolerate: tuple[str, ...],
+        preset: tuple[str, ...], xapi_version: str | None,
+    ) -> None:  # fmt: skip
         """Create a key/secret for SCHOOL and print it (the secret is shown only this once)."""
         from ..credentials import add_credential
 
-        key, secret = add_credential(credentials_path(settings), school, origins)
-        click.echo(f"school: {school}\nkey:    {key}\nsecret: {secret}")
+        chosen = _policy(policy, tolerate, preset)
+        key, secret = add_credential(credentials_path(settings), school, origins, policy=chosen,
+                                     xapi_version=xapi_version)  # fmt: skip
+        click.echo(f"school: {school}\nkey:    {key}\nsecret: {secret}\npolicy: {chosen.describe()}")
         if origins:
             click.echo(f"allowed origins: {', '.join(origins)}")
         click.echo("Use them as HTTP Basic username/password. The secret is not stored and cannot be shown again.")
@@ -214,23 +220,41 @@ def register(main: click.Group) -> None:
     @click.option("--allow-origin", "add", multiple=True, metavar="URL", help="Allow this browser origin (CORS).")
     @click.option("--remove-origin", "remove", multiple=True, metavar="URL", help="Stop allowing this origin.")
     @click.option("--clear-origins", is_flag=True, help="Allow no browser origin (the default).")
+    @_policy_options
     @click.pass_obj
-    def credentials_update(settings: Settings, key: str, add: tuple[str, ...], remove: tuple[str, ...],
-                           clear_origins: bool) -> None:  # fmt: skip
-        """Change which browser origins may use KEY's school (running gateways follow within seconds)."""
-        from ..credentials import update_origins
+    def credentials_update(
+        settings: Settings, key: str, add: tuple[str, ...], remove: tuple[str, ...], clear_origins: bool,
+        policy: str | None, tolerate: tuple[str, ...], preset: tuple[str, ...], xapi_version: str | None,
+    ) -> None:  # fmt: skip
+        """Change KEY's browser origins (CORS), ingestion policy or xAPI version (running gateways follow
+        within seconds)."""
+        from ..credentials import update_credential, update_origins
 
-        origins = update_origins(credentials_path(settings), key, add, remove, clear_origins)
-        click.echo(f"{key}: allowed origins: {', '.join(origins) or '(none)'}")
+        changes: dict = {}
+        if policy is not None or tolerate or preset:
+            changes["policy"] = _policy(policy, tolerate, preset)
+        if xapi_version is not None:
+            changes["xapi_version"] = None if xapi_version == "default" else xapi_version
+        origins_asked = bool(add or remove or clear_origins)
+        if not changes and not origins_asked:
+            raise UserError("nothing to change: give --allow-origin/--remove-origin/--clear-origins, "
+                            "--policy/--tolerate/--preset and/or --xapi-version")  # fmt: skip
+        if origins_asked:
+            origins = update_origins(credentials_path(settings), key, add, remove, clear_origins)
+            click.echo(f"{key}: allowed origins: {', '.join(origins) or '(none)'}")
+        if changes:
+            c = update_credential(credentials_path(settings), key, **changes)
+            click.echo(f"{c.key}\t{c.school}\tpolicy: {c.policy.describe()}\txAPI: {c.xapi_version or 'default'}")
 
     @credentials.command("list")
     @click.pass_obj
     def credentials_list(settings: Settings) -> None:
-        """List keys and their schools (never secrets)."""
+        """List keys, their schools, policies and xAPI versions (never secrets)."""
         from ..credentials import list_credentials
 
         for c in list_credentials(credentials_path(settings)):
-            click.echo(f"{c.key}\t{c.school}\t{c.created}\t{','.join(c.allow_origins) or '-'}")
+            click.echo(f"{c.key}\t{c.school}\t{c.created}\t{','.join(c.allow_origins) or '-'}\t"
+                       f"policy: {c.policy.describe()}\txAPI: {c.xapi_version or 'default'}")  # fmt: skip
 
     @credentials.command("remove")
     @click.argument("key")
@@ -242,6 +266,44 @@ def register(main: click.Group) -> None:
         if not remove_credential(credentials_path(settings), key):
             raise UserError(f"no credential {key}")
         click.echo(f"removed {key}")
+
+
+def _policy_options(command):
+    """--policy, --tolerate, --preset and --xapi-version of ``credentials add/update``."""
+    from schemas.policy import MODES, PRESETS
+
+    command = click.option(
+        "--xapi-version", default=None,
+        help="xAPI version this credential's clients speak (1.0.3 or 2.0.0; 'default' on update to unset): "
+        "answered on requests without a usable version header.",
+    )(command)  # fmt: skip
+    command = click.option(
+        "--preset", multiple=True, type=click.Choice(sorted(PRESETS)),
+        help="Tolerate the rules a known producer needs (openedx: Open edX event-routing-backends); implies tolerant.",
+    )(command)  # fmt: skip
+    command = click.option(
+        "--tolerate", multiple=True, metavar="RULE",
+        help="A rule id (as the validator reports it) to tolerate; repeat for several; implies tolerant.",
+    )(command)  # fmt: skip
+    return click.option(
+        "--policy", type=click.Choice(MODES), default=None,
+        help="strict (default): refuse every violation; tolerant: accept statements whose only violations are "
+        "tolerated rules, stored unchanged with the rule ids beside them.",
+    )(command)  # fmt: skip
+
+
+def _policy(mode: str | None, tolerate: tuple[str, ...], preset: tuple[str, ...]):
+    """The policy the options ask for; a clear UserError for one that cannot be."""
+    from schemas.policy import STRICT, TOLERANT, PolicyError, policy_of
+
+    if mode is None:
+        mode = TOLERANT if (tolerate or preset) else STRICT
+    if mode == STRICT and (tolerate or preset):
+        raise UserError("--policy strict tolerates nothing: drop --tolerate/--preset or use --policy tolerant")
+    try:
+        return policy_of(mode, tolerate, preset)
+    except PolicyError as err:
+        raise UserError(str(err)) from err
 
 
 async def _stop_when(event, stop: asyncio.Event) -> None:

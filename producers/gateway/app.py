@@ -33,7 +33,12 @@ from schemas.profile import SchoolProfile
 from schemas.xapi.compare import same_statement
 from schemas.xapi.formats import is_uuid
 from schemas.xapi.timefmt import format_ms
-from schemas.xapi.validate import VOIDED, attachments_needing_parts, validate_statement, validate_statements
+from schemas.xapi.validate import (
+    VOIDED,
+    attachments_needing_parts,
+    validate_statement_tolerant,
+    validate_statements_tolerant,
+)
 
 from ..publisher import RequestEncoder
 from . import multipart
@@ -42,6 +47,7 @@ from .altsyntax import XRequest, unwrap
 from .cors import OriginPolicy, cors_middleware
 from .documents import ActivityLookup, DocumentResources, DocumentsConfig
 from .formats import canonical_format, ids_format
+from .intake import Intake, count_tolerated
 from .lookups import LookupBatcher
 from .protocol import CONSISTENT_HEADER, V1, VERSION_HEADER, XapiError, bad_request, http_date, negotiate
 from .query import SingleQuery, parse_cursor, parse_query, parse_single
@@ -114,6 +120,7 @@ class Gateway:
         self.accepted = AcceptedIds(config.accepted_max)
         # Browser origins allowed per school (None: the CORS layer is not mounted).
         self.origins: OriginPolicy | None = None
+        self.intake = Intake(authenticator)
         self._encoder = RequestEncoder(pseudonym_secret, self.profiles, max_per_envelope=config.max_per_envelope)
         self._lookups = LookupBatcher(store.lookup) if store is not None else None
         self._sink_through: int | None = None
@@ -204,6 +211,8 @@ class Gateway:
                                 headers={"Allow": "GET, HEAD, PUT, POST"})  # fmt: skip
             served = negotiate(req.headers.get(VERSION_HEADER))
             if served is None:
+                # Answered in the version this credential's clients speak, if it says.
+                version = self.intake.version_for(req.headers, version)
                 raise bad_request(
                     "version.header",
                     f"{VERSION_HEADER} must be 1.0.x or 2.0.x, found {req.headers.get(VERSION_HEADER)!r} "
@@ -354,7 +363,8 @@ class Gateway:
         doc = self._parse(raw)
         if not isinstance(doc, dict):
             raise bad_request("put.body", "PUT /statements takes exactly one statement object (§2.1.1)")
-        validate_statement(doc, version=version)
+        _key, policy = self.intake.policy(req.headers)
+        violations = validate_statement_tolerant(doc, version=version, tolerate=policy.tolerated)
         if "id" in doc:
             if str(doc["id"]).lower() != sid.lower():
                 raise bad_request(
@@ -363,7 +373,7 @@ class Gateway:
         else:
             doc = {"id": sid, **doc}
         self._check_attachments([doc], parts)
-        written = self._write(school, version, [doc], parts)
+        written = self._write(school, version, [doc], parts, [violations])
         del doc  # _write lets it go before it waits for Kafka
         await written
         return web.Response(status=204, headers=self._headers(version))
@@ -381,9 +391,10 @@ class Gateway:
                 f"the batch holds {len(payload)} statements; this LRS accepts at most {self.config.max_batch} "
                 "per request: split it",
             )  # fmt: skip
-        statements = validate_statements(payload, version=version)
+        _key, policy = self.intake.policy(req.headers)
+        statements, violations = validate_statements_tolerant(payload, version=version, tolerate=policy.tolerated)
         self._check_attachments(statements, parts)
-        written = self._write(school, version, statements, parts)
+        written = self._write(school, version, statements, parts, violations)
         del payload, statements  # _write lets them go before it waits for Kafka
         ids = await written
         if ids is None:  # every statement was already stored, identical: nothing changed
@@ -421,9 +432,17 @@ class Gateway:
         raise XapiError(503, "busy", "statement ids are contended; retry", headers={"Retry-After": "1"})
 
     async def _write(
-        self, school: str, version: str, statements: list[dict[str, Any]], parts: dict[str, multipart.Part] | None
+        self,
+        school: str,
+        version: str,
+        statements: list[dict[str, Any]],
+        parts: dict[str, multipart.Part] | None,
+        violations: list[tuple[str, ...]] | None = None,
     ) -> list[str] | None:
-        """Store the statements all-or-nothing; the ids in request order, or None if all existed."""
+        """Store the statements all-or-nothing; the ids in request order, or None if all existed.
+
+        ``violations``: per statement, the rule ids its credential's policy tolerated.
+        """
         sids = [s["id"].lower() if "id" in s else None for s in statements]
         voiding = [_is_voiding(s) for s in statements]
         targets = [s["object"]["id"].lower() for s, v in zip(statements, voiding) if v]
@@ -460,7 +479,8 @@ class Gateway:
                 s.setdefault("version", "2.0.0")
         received = self.clock_ms()
         # The request owns its parsed statements: completed in place, not copied.
-        encoded = self._encoder.encode(school, [s for _, s in new], received, owned=True)
+        kept = [violations[i] for i, _ in new] if violations and any(violations) else None
+        encoded = self._encoder.encode(school, [s for _, s in new], received, owned=True, violations=kept)
         settled: asyncio.Future = asyncio.get_running_loop().create_future()
         # Each stored statement is inside an encoded envelope already: the registry keeps
         # (envelope bytes, position) instead of serializing every statement again.
@@ -502,6 +522,8 @@ class Gateway:
                             "same statement ids (ids make retries safe).",
                             headers={"Retry-After": "10"}) from err  # fmt: skip
         metrics.GATEWAY_STATEMENTS.inc(accepted)
+        if kept:
+            count_tolerated("gateway", kept)
         return ids
 
     async def _store_attachments(

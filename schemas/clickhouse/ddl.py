@@ -13,6 +13,9 @@ What is degraded on 18.16 (documented for operators in ``reporting/README.md``):
 - ``CODEC(...)``, ``TTL``, ``SETTINGS`` of tables, data-skipping ``INDEX`` lines are
   dropped: larger raw table, no bloom-filter look-ups by statement id (full key-range scans
   instead), no insert deduplication window (replays are still collapsed by the key).
+- ``ALTER TABLE … ADD COLUMN IF NOT EXISTS`` / ``DROP COLUMN IF EXISTS`` lose their
+  ``IF [NOT] EXISTS`` (not in 18.16's grammar): such a migration is not re-runnable there
+  once its ALTER went through (the migration runner records it right after).
 - Users, roles, grants and row policies are not SQL there: see ``deploy/clickhouse/``.
 """
 
@@ -32,6 +35,7 @@ _TTL = re.compile(r"\n\s*TTL [^\n]*")
 _SETTINGS = re.compile(r"\n\s*SETTINGS [^\n]*")
 # A data-skipping index declared as its own line of a column list (with its comma).
 _INDEX_LINE = re.compile(r",\s*\n\s*INDEX [^\n]*?(?=,?\s*\n)")
+_ALTER_COLUMN_IF = re.compile(r"\b(ADD COLUMN|DROP COLUMN) IF (?:NOT )?EXISTS\b")
 _TO_DT64 = re.compile(r"toDateTime64\(([^(),]+),\s*\d+\s*(?:,\s*('[^']*')\s*)?\)")
 
 
@@ -54,5 +58,6 @@ def render(sql: str, version: tuple[int, ...], database: str) -> str:
     out = _CODEC.sub("", out)
     out = _TTL.sub("", out)
     out = _SETTINGS.sub("", out)
+    out = _ALTER_COLUMN_IF.sub(r"\1", out)
     out = _TO_DT64.sub(lambda m: f"toDateTime({m.group(1)}{', ' + m.group(2) if m.group(2) else ''})", out)
     return out

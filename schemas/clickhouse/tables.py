@@ -8,11 +8,12 @@ from __future__ import annotations
 
 # -- statements (migration 0001) -------------------------------------------------------
 # One row per statement id: pseudonymous analytics columns (researchers read this).
+# ``violations`` (migration 0012): rule ids a tolerant ingestion policy let through.
 STATEMENTS = "statements"
 STATEMENT_COLUMNS = (
     "statement_id", "school", "course", "cohort", "learner", "verb_id", "object_id", "object_type",
     "registration", "result_success", "result_completion", "result_score_scaled", "result_score_raw",
-    "result_duration_ms", "timestamp", "stored", "voided",
+    "result_duration_ms", "timestamp", "stored", "voided", "violations",
 )  # fmt: skip
 # Position of columns the sink reads back from its own rows.
 STATEMENT_ID_INDEX = STATEMENT_COLUMNS.index("statement_id")

@@ -64,17 +64,24 @@ def test_clickhouse_renderer_keeps_column_lists_well_formed():
 
 
 def _declared_columns(table: str) -> list[str]:
-    for m in OURS:
+    """The table's columns after every migration: its CREATE, then each ADD COLUMN (appended)."""
+    found: list[str] | None = None
+    for m in all_migrations():
         for sql in m.forwards:
             head = re.search(r"CREATE TABLE IF NOT EXISTS \{db\}\.(\w+) \((.*)\) ENGINE", sql, re.DOTALL)
             if head and head.group(1) == table:
                 body = head.group(2)
-                return [
+                found = [
                     line.split()[0]
                     for line in (part.strip() for part in re.split(r",\n", body))
                     if line and not line.startswith("INDEX")
                 ]
-    raise AssertionError(f"no DDL for {table}")
+            added = re.search(rf"ALTER TABLE \{{db\}}\.{table} ADD COLUMN IF NOT EXISTS (\w+)", sql)
+            if added and found is not None:
+                found.append(added.group(1))
+    if found is None:
+        raise AssertionError(f"no DDL for {table}")
+    return found
 
 
 @pytest.mark.parametrize(
@@ -101,3 +108,11 @@ def test_clickhouse_checksum_changes_with_the_sql():
 
     assert checksum(m) == checksum(replace(m))
     assert checksum(m) != checksum(replace(m, forwards=m.forwards + ("SELECT 1",)))
+
+
+def test_clickhouse_old_server_alter_column_loses_if_exists_only():
+    add = "ALTER TABLE {db}.statements ADD COLUMN IF NOT EXISTS violations Array(LowCardinality(String))"
+    assert render(add, OLD, "d") == "ALTER TABLE d.statements ADD COLUMN violations Array(String)"
+    assert render(add, MODERN, "d") == add.replace("{db}", "d")
+    drop = "ALTER TABLE {db}.statements DROP COLUMN IF EXISTS violations"
+    assert render(drop, OLD, "d") == "ALTER TABLE d.statements DROP COLUMN violations"

@@ -1,0 +1,64 @@
+"""What a request's credential decides beyond its school: ingestion policy and xAPI version.
+
+Kept out of ``app.py``: the gateway asks :class:`Intake` which rules a request's
+statements may break (its credential's policy, ``schemas.policy``) and which version to
+answer a request that named none.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from typing import Any
+
+from schemas import metrics
+from schemas.policy import STRICT_POLICY, IngestPolicy
+
+
+def basic_pair(headers: Mapping[str, str]) -> tuple[str, str] | None:
+    """``(key, secret)`` of an HTTP Basic ``Authorization`` header, else None."""
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        key, sep, secret = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (key, secret) if sep else None
+
+
+class Intake:
+    """Per-credential decisions, read from the authenticator when it knows them.
+
+    An authenticator without ``policy``/``xapi_version`` (a test double, an older store)
+    means strict and the gateway's default version.
+    """
+
+    def __init__(self, authenticator: Any) -> None:
+        self._policy = getattr(authenticator, "policy", None)
+        self._version = getattr(authenticator, "xapi_version", None)
+
+    def policy(self, headers: Mapping[str, str]) -> tuple[str | None, IngestPolicy]:
+        """``(credential key, policy)`` of an authenticated request."""
+        pair = basic_pair(headers)
+        if pair is None:
+            return None, STRICT_POLICY
+        return pair[0], (self._policy(pair[0]) if self._policy is not None else STRICT_POLICY)
+
+    def version_for(self, headers: Mapping[str, str], default: str) -> str:
+        """The version to answer a request without a usable version header: its credential's
+        when the pair is already known good (never verified here: no scrypt, no oracle)."""
+        if self._version is None:
+            return default
+        pair = basic_pair(headers)
+        if pair is None:
+            return default
+        return self._version(*pair) or default
+
+
+def count_tolerated(stage: str, violations: list[tuple[str, ...]]) -> None:
+    """One ``learnpulse_statements_tolerated_total`` per accepted statement and rule it breaks."""
+    for rules in violations:
+        for rule in rules:
+            metrics.STATEMENTS_TOLERATED.labels(stage, rule).inc()
