@@ -149,11 +149,21 @@ class FakeStore:
 class FakeAuth:
     """``key`` → school; the secret is ``secret-<key>``."""
 
-    def __init__(self, keys: dict[str, str]) -> None:
+    def __init__(self, keys: dict[str, str], policies=None, versions=None) -> None:
         self.keys = keys
+        self.policies = policies or {}
+        self.versions = versions or {}
 
     def cached(self, key: str, secret: str) -> tuple[bool, str | None]:
         return True, self.keys.get(key) if secret == f"secret-{key}" else None
+
+    def policy(self, key: str):
+        from schemas.policy import STRICT_POLICY
+
+        return self.policies.get(key, STRICT_POLICY)
+
+    def xapi_version(self, key: str, secret: str) -> str | None:
+        return self.versions.get(key) if self.cached(key, secret)[1] is not None else None
 
     def authenticate(self, key: str, secret: str) -> str | None:
         return self.cached(key, secret)[1]

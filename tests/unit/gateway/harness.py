@@ -121,7 +121,10 @@ class ServedApp:
 class Harness(ServedApp):
     """The real app with an in-memory Kafka producer and store; ``with Harness() as h:``."""
 
-    def __init__(self, config: GatewayConfig | None = None, documents=None, origins=None, **producer_kw: Any) -> None:
+    def __init__(
+        self, config: GatewayConfig | None = None, documents=None, origins=None, policies=None, versions=None,
+        **producer_kw: Any,
+    ) -> None:  # fmt: skip
         self.config = config or GatewayConfig()
         self.store = FakeStore()
         self.documents = documents
@@ -145,7 +148,7 @@ class Harness(ServedApp):
         )
         self.app = make_gateway_app(
             self.config,
-            authenticator=FakeAuth(KEYS),
+            authenticator=FakeAuth(KEYS, policies, versions),
             sender=self.sender,
             store=self.store,
             consistent_through=lambda: self.sink_through,

@@ -55,3 +55,51 @@ def test_credentials_removed_key_stops_working_after_reload(tmp_path):
 def test_credentials_add_rejects_bad_school_names(tmp_path, school):
     with pytest.raises(UserError):
         add_credential(tmp_path / "c.json", school)
+
+
+# -- ingestion policy and xAPI version per credential (issue 14) --------------------------
+def test_credentials_policy_and_version_persist_and_reach_the_store(tmp_path):
+    from schemas.policy import OPENEDX_RULES, STRICT_POLICY, IngestPolicy
+    from learnpulse.credentials import update_credential
+
+    path = tmp_path / "c.json"
+    key, secret = add_credential(path, "school-a")
+    store = CredentialStore(path, reload_every_s=0)
+    assert store.policy(key) == STRICT_POLICY and store.xapi_version(key, secret) is None
+    update_credential(path, key, policy=IngestPolicy("tolerant", OPENEDX_RULES), xapi_version="2.0.0")
+    [c] = list_credentials(path)
+    assert c.policy.tolerated == OPENEDX_RULES and c.xapi_version == "2.0.0"
+    store._reload(force=True)
+    assert store.policy(key).tolerated == OPENEDX_RULES
+    assert store.xapi_version(key, secret) is None  # not verified yet in this process: nothing told
+    assert store.authenticate(key, secret) == "school-a"
+    assert store.xapi_version(key, secret) == "2.0.0"
+    assert store.xapi_version(key, "wrong") is None
+    update_credential(path, key, policy=STRICT_POLICY, xapi_version=None)
+    [c] = list_credentials(path)
+    assert c.policy == STRICT_POLICY and c.xapi_version is None
+    assert "policy" not in json.loads(path.read_text())["credentials"][0]
+    with pytest.raises(UserError):
+        update_credential(path, "lp_missing", policy=STRICT_POLICY)
+    with pytest.raises(UserError):
+        update_credential(path, key, xapi_version="0.95")
+
+
+def test_credentials_cli_policy_options(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from learnpulse.cli import main
+
+    monkeypatch.setenv("LEARNPULSE_HOME", str(tmp_path))
+    run = CliRunner().invoke
+    r = run(main, ["credentials", "add", "--school", "s1", "--preset", "openedx"])
+    assert r.exit_code == 0, r.output
+    assert "tolerant (activity.id.iri, activity.id.required, objectType.value, result.score.min-max.equal)" in r.output
+    key = run(main, ["credentials", "list"]).output.split("\t")[0]
+    r = run(main, ["credentials", "update", key, "--tolerate", "statement.id.uuid"])
+    assert r.exit_code != 0 and "'statement.id.uuid' cannot be tolerated" in r.output
+    r = run(main, ["credentials", "update", key, "--policy", "strict", "--tolerate", "objectType.value"])
+    assert r.exit_code != 0 and "tolerates nothing" in r.output
+    r = run(main, ["credentials", "update", key, "--policy", "strict", "--xapi-version", "2.0.0"])
+    assert r.exit_code == 0, r.output
+    assert "policy: strict\txAPI: 2.0.0" in run(main, ["credentials", "list"]).output

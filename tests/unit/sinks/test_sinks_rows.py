@@ -198,3 +198,33 @@ def test_sinks_mbox_sha1_learner_gets_a_different_pseudonym_than_mbox():
     # Documented consequence for erasure: both forms are looked up (sinks.forget.pseudonyms_for).
     sha = hashlib.sha1(b"mailto:ada@example.org").hexdigest()
     assert pseudonym(SECRET, {"mbox_sha1sum": sha}) != pseudonym(SECRET, LEARNER)
+
+
+def test_sinks_tolerated_statement_keeps_its_rule_ids_and_raw_form():
+    """Envelope v2 (issue 14): violations per entry reach statements.violations; raw unchanged."""
+    s = stmt(object={"objectType": "GroupActivity", "id": COURSE + "/p1"},
+             result={"score": {"min": 0, "max": 0, "raw": 0}})  # fmt: skip
+    plain = stmt()
+    env = StatementEnvelope(
+        "s-1", pseudonym(SECRET, LEARNER), 1_767_607_200_456,
+        (StatementEntry(COURSE, "c", s, ("objectType.value", "result.score.min-max.equal")),
+         StatementEntry(COURSE, "c", plain)),
+    )  # fmt: skip
+    raw = env.encode()
+    assert orjson.loads(raw)["v"] == 2 and StatementEnvelope.decode(raw) == env
+    rows = build(raw)
+    got = [dict(zip(T.STATEMENT_COLUMNS, row, strict=True)) for row in rows[T.STATEMENTS]]
+    assert [r["violations"] for r in got] == [["objectType.value", "result.score.min-max.equal"], []]
+    assert got[0]["object_type"] == "GroupActivity" and got[0]["object_id"] == COURSE + "/p1"
+    assert orjson.loads(rows[T.STATEMENTS_RAW][0][-1]) == s
+
+
+def test_sinks_envelope_violations_must_be_rule_ids():
+    doc = orjson.loads(envelope(stmt()))
+    doc["v"], doc["statements"][0]["violations"] = 2, [3]
+    with pytest.raises(InvalidStatement) as err:
+        StatementEnvelope.decode(orjson.dumps(doc))
+    assert err.value.rule == "envelope.entry.violations"
+    doc["v"] = 3
+    with pytest.raises(InvalidStatement):
+        StatementEnvelope.decode(orjson.dumps(doc))
