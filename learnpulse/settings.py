@@ -64,6 +64,8 @@ class GatewaySettings(BaseModel):
     kafka_lanes: int = 2
     # Kafka transactional.id; unique per gateway process (default: learnpulse-gateway-<host>-<port>).
     transactional_id: str | None = None
+    # Clock skew allowed between gateway hosts and the sinks' for Consistent-Through (0: one host).
+    clock_margin_ms: int = 0
 
 
 class LrsStoreSettings(BaseModel):

@@ -138,6 +138,10 @@ class EncodedRequest(NamedTuple):
     envelopes: list[tuple[StatementEnvelope, bytes]]
     # For each statement (request order): (encoded envelope holding it, its position there).
     positions: list[tuple[bytes, int]]
+    # For each statement (request order): its stored JSON as spliced into the envelope,
+    # and its actor's learner pseudonym.
+    raws: list[bytes]
+    learners: list[str]
 
 
 class RequestEncoder:
@@ -191,6 +195,8 @@ class RequestEncoder:
         open_: dict[str, list[Any]] = {}
         closed: list[tuple[str, list[Any]]] = []
         stored_all: list[dict[str, Any]] = []
+        raws_all: list[bytes] = []
+        learners_all: list[str] = []
         for index, statement in enumerate(statements):
             stored = canonicalize(statement, authority=authority, stored_ms=received_ms, version=version,
                                   in_place=owned)  # fmt: skip
@@ -201,6 +207,8 @@ class RequestEncoder:
                 learner = pseudonyms[key] = _hmac_hex(secret, key)
             course, cohort = course_and_cohort(stored)
             raw = dumps(stored)
+            raws_all.append(raw)
+            learners_all.append(learner)
             group = open_.get(learner)
             if group is not None and group[2] + len(raw) > max_bytes:
                 closed.append((learner, open_.pop(learner)))
@@ -222,4 +230,4 @@ class RequestEncoder:
             envelopes.append((envelope, value))
             for n, index in enumerate(indexes):
                 positions[index] = (value, n)
-        return EncodedRequest(stored_all, envelopes, positions)
+        return EncodedRequest(stored_all, envelopes, positions, raws_all, learners_all)

@@ -142,14 +142,122 @@ class IdVerdict(enum.Enum):
     SAME = "same"
     # Accepted before with other content: 409.
     CONFLICT = "conflict"
+    # Reserved by another write whose Kafka outcome is not known yet: wait, then look again.
+    HELD = "held"
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Who reserved an id: a gateway process (``gateway`` stable across its restarts, e.g.
+    its Kafka ``transactional.id``; ``incarnation`` new at every start) and its request."""
+
+    gateway: str
+    incarnation: str
+    request: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One write's ids (lower-case), to reserve for ``holder`` all together."""
+
+    school: str
+    holder: Holder
+    ids: Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """An id the index holds: reserved (``accepted`` False) or accepted."""
+
+    statement_id: str
+    accepted: bool
+    # The reservation's holder and when it was taken (epoch ms); kept after acceptance.
+    holder: Holder
+    reserved_ms: int
+    # Accepted entries only: the statement as stored (JSON bytes, what the sinks store),
+    # its ``stored`` (epoch ms), the id it voids ("" when it voids nothing), and when
+    # Kafka acknowledged it (this host's clock).
+    body: bytes | None = None
+    stored_ms: int = 0
+    voids: str = ""
+    acked_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedStatement:
+    """What :meth:`StatementIndex.confirm` records of one statement Kafka acknowledged."""
+
+    statement_id: str
+    body: bytes
+    stored_ms: int
+    # The actor's learner pseudonym (``schemas.identity``): what ``forget-learner`` erases by.
+    learner: str
+    voids: str = ""
 
 
 class StatementIndex(Protocol):
     """The durable index of accepted statement ids, shared by every gateway of a deployment.
 
-    The implementer (issue 12, part 1; issue 13, read-your-writes) defines the exact
-    methods here: reserve ids atomically before the Kafka transaction, confirm or release
-    them after it, serve a just-acknowledged statement by id until the sinks have written
-    it, and forget a learner's entries. It must be exact across gateway crashes and across
-    several gateway processes.
+    A write reserves its ids *before* its Kafka transaction (:meth:`reserve`), records
+    them as accepted with the stored statement once Kafka acknowledged it
+    (:meth:`confirm`, before the HTTP answer), and frees them when Kafka certainly did not
+    take it (:meth:`release`). A reservation whose holder vanished (gateway crash) is
+    taken over by a later :meth:`reserve` once older than ``stale_before_ms``, or freed at
+    once when the same gateway starts again (:meth:`release_orphans`, after its Kafka
+    producers fenced the previous incarnation's). Accepted entries keep the stored
+    statement, so a just-acknowledged statement is readable by id (read-your-writes) on
+    every gateway. Every method may block; batched methods apply all their items in one
+    transaction (group commit).
     """
+
+    def reserve(self, claims: Sequence[Claim], now_ms: int, stale_before_ms: int) -> list[dict[str, IndexEntry]]:
+        """Reserve, per claim, every id not in the index, or held by a reservation taken
+        before ``stale_before_ms`` (taken over); one transaction for all claims.
+
+        Returns, per claim (same order), the entries of the ids *not* reserved for it:
+        accepted ones (compare their body: same or conflict) and ones held by another
+        request (wait and retry). Exactly one of concurrent claims on an id, in any
+        process, gets it.
+        """
+        ...
+
+    def confirm(self, items: Sequence[tuple[str, Holder, Sequence[AcceptedStatement]]], acked_ms: int) -> None:
+        """``(school, holder, statements)``: Kafka acknowledged them; they become accepted.
+
+        Only reservations still held by ``holder`` change (one taken over meanwhile stays
+        the taker's: its copy is the one the client was answered for).
+        """
+        ...
+
+    def release(self, items: Sequence[tuple[str, Holder, Sequence[str]]]) -> None:
+        """``(school, holder, ids)``: free reservations still held by ``holder`` (not written)."""
+        ...
+
+    def release_orphans(self, gateway: str, incarnation: str) -> int:
+        """Free the reservations of ``gateway``'s other incarnations; the count freed.
+
+        Call only once this incarnation's Kafka producers are initialized: that fenced
+        the previous ones, so their transactions are decided (a committed copy is then
+        collapsed by the sinks if the client sends it again).
+        """
+        ...
+
+    def get(self, school: str, ids: Sequence[str]) -> dict[str, IndexEntry]:
+        """The entries of those ids (lower-case) that the index holds."""
+        ...
+
+    def voided(self, school: str, ids: Sequence[str]) -> set[str]:
+        """Those of ``ids`` that an accepted voiding statement in the index voids."""
+        ...
+
+    def oldest_unsunk_ms(self, sunk_through_ms: int) -> int | None:
+        """``stored`` of the oldest entry pending or acknowledged at or after ``sunk_through_ms``.
+
+        Bounds ``X-Experience-API-Consistent-Through`` across every gateway: such a
+        statement may not be in ClickHouse yet.
+        """
+        ...
+
+    def forget_learner(self, school: str, learner: str) -> int:
+        """Erase every accepted entry of one learner pseudonym (its id and statement); the count erased."""
+        ...

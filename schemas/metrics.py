@@ -64,11 +64,20 @@ GATEWAY_COMMIT_REQUESTS = Histogram(
 )  # fmt: skip
 # Kafka failures seen by the gateway: "transaction" (aborted), "timeout" (never started), "outcome_unknown".
 GATEWAY_KAFKA_FAILURES = Counter("learnpulse_gateway_kafka_failures_total", "Gateway Kafka failures", ["kind"])
-# Accepted statement ids held for conflict checks until the sink has committed them, and
-# those dropped for space before the sink committed them (conflict checks may miss those).
-GATEWAY_ACCEPTED_ENTRIES = Gauge("learnpulse_gateway_accepted_entries", "Statement ids held for conflict checks")
-GATEWAY_ACCEPTED_EVICTED = Counter(
-    "learnpulse_gateway_accepted_evicted_unsunk_total", "Accepted ids evicted before the sink committed them"
+# The accepted-id index (producers.lrsstore.statement_index): verdicts on offered ids
+# (new / same / conflict / held: reserved by a write still waiting for Kafka), seconds per
+# index transaction by operation (reserve / confirm / release), reservations taken over
+# or freed after a gateway crash, and confirmations that failed after Kafka acknowledged.
+GATEWAY_INDEX_VERDICTS = Counter("learnpulse_gateway_index_verdicts_total", "Offered statement ids by verdict", ["verdict"])
+GATEWAY_INDEX_SECONDS = Histogram(
+    "learnpulse_gateway_index_seconds", "Accepted-id index transaction time", ["operation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+)  # fmt: skip
+GATEWAY_INDEX_ORPHANS = Counter(
+    "learnpulse_gateway_index_orphans_total", "Reservations of a crashed gateway freed or taken over", ["how"]
+)
+GATEWAY_INDEX_CONFIRM_FAILURES = Counter(
+    "learnpulse_gateway_index_confirm_failures_total", "Statements Kafka acknowledged but the index could not confirm"
 )
 
 # -- LRS document resources (producers/gateway/documents.py) --

@@ -89,11 +89,13 @@ def build_gateway_app(settings: Settings, ch=None, consistent_through=None, docu
         max_batch=g.max_batch,
         max_limit=g.max_limit,
         default_version=g.default_version,
+        clock_margin_ms=g.clock_margin_ms,
     )
     credentials = CredentialStore(credentials_path(settings))
     owned = documents is None
     if owned:
         documents = SqlDocumentStore(settings.lrs_store_url)
+    index, reader = open_statement_index(settings)
     app = make_gateway_app(
         config,
         authenticator=credentials,
@@ -104,6 +106,8 @@ def build_gateway_app(settings: Settings, ch=None, consistent_through=None, docu
         documents=documents,
         documents_config=DocumentsConfig(max_document_bytes=g.max_document_bytes),
         origins=credentials,
+        index=index,
+        index_reader=reader,
     )
     if owned:
 
@@ -111,7 +115,32 @@ def build_gateway_app(settings: Settings, ch=None, consistent_through=None, docu
             documents.close()
 
         app.on_cleanup.append(close_documents)
+
+    async def close_index(_app) -> None:
+        index.close()
+        reader.close()
+
+    app.on_cleanup.append(close_index)
     return app
+
+
+def open_statement_index(settings: Settings):
+    """The accepted-id index in the LRS store (``lrs_store.url``): a writer and a reader connection."""
+    from producers.lrsstore.statement_index import SqlStatementIndex
+
+    try:
+        return SqlStatementIndex.open(settings.lrs_store_url), SqlStatementIndex.open(settings.lrs_store_url)
+    except Exception as err:  # noqa: BLE001 - unreachable or misconfigured: one line that says which
+        raise UserError(f"the LRS store at {_redacted(settings.lrs_store_url)} is not usable: {err}") from err
+
+
+def _redacted(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url
 
 
 async def _serve(app, host: str, port: int, stop: asyncio.Event) -> None:

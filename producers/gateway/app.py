@@ -2,8 +2,11 @@
 
 Writes: validated at the edge (``schemas.xapi``), canonicalized and grouped per learner
 by :class:`producers.publisher.RequestEncoder`, committed to ``xapi.statements`` in a
-Kafka transaction (:mod:`.sender`); the answer is sent once Kafka acknowledged.
-Reads: from ClickHouse through the store ``learnpulse`` hands in (``reporting.lrs``).
+Kafka transaction (:mod:`.sender`); the answer is sent once Kafka acknowledged. Each id
+is reserved and then recorded as accepted in the accepted-id index every gateway shares
+(:mod:`.writes`, ``producers.lrsstore``), which makes retries and racing gateways exact.
+Reads: by id from that index first (read-your-writes), otherwise and for queries from
+ClickHouse through the store ``learnpulse`` hands in (``reporting.lrs``).
 
 Build it with :func:`make_gateway_app`; ``learnpulse gateway`` serves it, and a process
 that owns chDB (the sinks) can mount the same app beside them.
@@ -28,13 +31,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from schemas import metrics
 from schemas.clickhouse.engine import ClickHouseUnavailable
 from schemas.errors import InvalidStatement
-from schemas.lrs_store import DocumentStore
+from schemas.lrs_store import DocumentStore, StatementIndex
 from schemas.profile import SchoolProfile
-from schemas.xapi.compare import same_statement
 from schemas.xapi.formats import is_uuid
 from schemas.xapi.timefmt import format_ms
 from schemas.xapi.validate import (
-    VOIDED,
     attachments_needing_parts,
     validate_statement_tolerant,
     validate_statements_tolerant,
@@ -42,18 +43,18 @@ from schemas.xapi.validate import (
 
 from ..publisher import RequestEncoder
 from . import multipart
-from .accepted import AcceptedIds
 from .altsyntax import XRequest, unwrap
 from .cors import OriginPolicy, cors_middleware
 from .documents import ActivityLookup, DocumentResources, DocumentsConfig
 from .formats import canonical_format, ids_format
-from .intake import Intake, count_tolerated
-from .lookups import LookupBatcher
+from .intake import Intake
 from .protocol import CONSISTENT_HEADER, V1, VERSION_HEADER, XapiError, bad_request, http_date, negotiate
 from .query import SingleQuery, parse_cursor, parse_query, parse_single
-from .sender import KafkaUnavailable, OutcomeUnknown, TransactionalSender
+from .idindex import IndexClient
+from .sender import TransactionalSender
 from .signatures import check_signature, signature_sha2s
 from .store import StatementStore
+from .writes import StatementWriter
 
 log = logging.getLogger("learnpulse.gateway")
 
@@ -87,8 +88,10 @@ class GatewayConfig:
     # Version echoed on errors of requests without a usable X-Experience-API-Version.
     default_version: str = V1
     max_per_envelope: int = 100
-    accepted_max: int = 200_000
     consistent_refresh_s: float = 0.2
+    # Allowance for clock skew between the gateways' hosts and the sink's (Consistent-Through
+    # holds back statements acknowledged this long before the sink's progress): 0 on one host.
+    clock_margin_ms: int = 0
 
 
 def _now_ms() -> int:
@@ -106,6 +109,7 @@ class Gateway:
         store: StatementStore | None,
         consistent_through: Callable[[], int | None] | None,
         pseudonym_secret: bytes,
+        index: IndexClient,
         profiles: Mapping[str, SchoolProfile] | None = None,
         clock_ms: Callable[[], int] = _now_ms,
     ) -> None:
@@ -117,14 +121,18 @@ class Gateway:
         self.secret = pseudonym_secret
         self.profiles = profiles or {}
         self.clock_ms = clock_ms
-        self.accepted = AcceptedIds(config.accepted_max)
         # Browser origins allowed per school (None: the CORS layer is not mounted).
         self.origins: OriginPolicy | None = None
         self.intake = Intake(authenticator)
-        self._encoder = RequestEncoder(pseudonym_secret, self.profiles, max_per_envelope=config.max_per_envelope)
-        self._lookups = LookupBatcher(store.lookup) if store is not None else None
+        self.index = index
+        encoder = RequestEncoder(pseudonym_secret, self.profiles, max_per_envelope=config.max_per_envelope)
+        self.writer = StatementWriter(index, sender, encoder, sender.params.transactional_id, clock_ms)
         self._sink_through: int | None = None
+        # ``stored`` of the oldest statement any gateway reserved or had acknowledged at or
+        # after the sink's progress (from the index, with the sink's progress).
+        self._oldest_unsunk: int | None = None
         self._refresher: asyncio.Task | None = None
+        self._orphans: asyncio.Task | None = None
         # On-demand re-reads of the sink's progress (reads whose page passes the header):
         # shared by concurrent requests, at most one per ``_ON_DEMAND_MIN_S``.
         self._on_demand: asyncio.Future | None = None
@@ -138,10 +146,24 @@ class Gateway:
         except Exception as err:  # noqa: BLE001 - ClickHouse down at start: writes work, the loop retries
             log.warning("consistent-through not available yet: %r", err)
         self._refresher = asyncio.create_task(self._refresh_loop())
+        self._orphans = asyncio.create_task(self._release_orphans())
+
+    async def _release_orphans(self) -> None:
+        """Once this gateway's Kafka producers fenced the previous run's, free its reservations."""
+        while not self.sender.initialized():
+            await asyncio.sleep(0.2)
+        while True:
+            try:
+                await self.writer.release_orphans()
+                return
+            except Exception as err:  # noqa: BLE001 - the index is down: try again, writes wait on it anyway
+                log.warning("releasing a previous run's reservations failed: %r", err)
+                await asyncio.sleep(5)
 
     async def on_cleanup(self, _app: web.Application) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
+        for task in (self._refresher, self._orphans):
+            if task is not None:
+                task.cancel()
         await asyncio.to_thread(self.sender.close)
 
     async def _refresh_loop(self) -> None:
@@ -155,10 +177,12 @@ class Gateway:
     async def _refresh_consistency(self) -> None:
         if self._consistent_through is None:
             return
-        self._sink_through = await asyncio.to_thread(self._consistent_through)
+        through = await asyncio.to_thread(self._consistent_through)
+        if through is not None:
+            # Read after the sink's progress: anything acknowledged since is in the answer.
+            self._oldest_unsunk = await self.index.oldest_unsunk_ms(through - self.config.clock_margin_ms)
+        self._sink_through = through
         self._refreshed_at = time.monotonic()
-        self.accepted.prune(self._sink_through)
-        metrics.GATEWAY_ACCEPTED_ENTRIES.set(len(self.accepted))
 
     async def _refresh_on_demand(self) -> None:
         if time.monotonic() - self._refreshed_at < _ON_DEMAND_MIN_S:
@@ -168,12 +192,13 @@ class Gateway:
         await asyncio.shield(self._on_demand)
 
     def consistent_through_ms(self) -> int:
-        """Up to when every accepted statement is readable: the sink's committed progress,
-        held back by statements this gateway stamped but cannot yet show in ClickHouse."""
+        """Up to when every accepted statement is readable in queries: the sink's committed
+        progress, held back by statements stamped but not yet sunk (any gateway's, from the
+        index; this gateway's in-flight writes, which the last refresh may not have seen)."""
         through = self._sink_through or 0
-        oldest = self.accepted.oldest_stored_ms()
-        if oldest is not None:
-            through = min(through, oldest - 1)
+        for oldest in (self._oldest_unsunk, self.writer.oldest_in_flight_ms()):
+            if oldest is not None:
+                through = min(through, oldest - 1)
         return max(through, 0)
 
     def _headers(self, version: str, through_ms: int | None = None) -> dict[str, str]:
@@ -401,36 +426,6 @@ class Gateway:
             return web.Response(status=204, headers=self._headers(version))
         return web.Response(body=orjson.dumps(ids), content_type="application/json", headers=self._headers(version))
 
-    async def _existing(self, school: str, ids: list[str]) -> dict[str, tuple[dict[str, Any], bool]]:
-        """``id → (stored statement, is voiding)`` for the ids already accepted or stored.
-
-        Waits out other requests that hold one of the ids in flight, so the answer is
-        final once this returns — callers must reserve before their next ``await``.
-        """
-        for _ in range(5):
-            held = {sid: e for sid in ids if (e := self.accepted.get(school, sid)) is not None}
-            pending = [f for e in held.values() if (f := self.accepted.pending(e)) is not None]
-            if pending:
-                await asyncio.wait(pending, timeout=self.sender.params.timeout_s + self.sender.params.outcome_timeout_s)
-                if any(not f.done() for f in pending):
-                    raise XapiError(503, "kafka.outcome-unknown",
-                                    "a request with the same statement id is still unconfirmed; retry later",
-                                    headers={"Retry-After": "5"})  # fmt: skip
-                continue  # look again: those requests may have failed and freed their ids
-            unknown = [sid for sid in ids if sid not in held]
-            found: dict[str, bytes] = {}
-            if unknown and self._lookups is not None:
-                found = await self._lookups.lookup(school, unknown)
-                # Another request may have reserved one of these ids while we awaited.
-                if any(self.accepted.get(school, sid) is not None for sid in unknown):
-                    continue
-            out = {sid: (e.statement, e.voiding) for sid, e in held.items()}
-            for sid, raw in found.items():
-                st = orjson.loads(raw)
-                out[sid] = (st, _is_voiding(st))
-            return out
-        raise XapiError(503, "busy", "statement ids are contended; retry", headers={"Retry-After": "1"})
-
     async def _write(
         self,
         school: str,
@@ -443,88 +438,16 @@ class Gateway:
 
         ``violations``: per statement, the rule ids its credential's policy tolerated.
         """
-        sids = [s["id"].lower() if "id" in s else None for s in statements]
-        voiding = [_is_voiding(s) for s in statements]
-        targets = [s["object"]["id"].lower() for s, v in zip(statements, voiding) if v]
-        wanted = [sid for sid in sids if sid is not None] + targets
-        existing = await self._existing(school, list(dict.fromkeys(wanted))) if wanted else {}
-        # From here to the reservation there is no await: the checks stay true.
-        batch_voiding = {sid for sid, v in zip(sids, voiding) if v and sid is not None}
-        new: list[tuple[int, dict[str, Any]]] = []
-        for i, s in enumerate(statements):
-            sid = sids[i]
-            if sid is not None and sid in existing:
-                if not same_statement(existing[sid][0], s):
-                    raise XapiError(
-                        409, "statement.conflict",
-                        f"statement {s['id']} already exists with different content; statements are immutable "
-                        "(Communication §2.1.2.s2.b5)",
-                        f"$[{i}].id",
-                    )  # fmt: skip
-                continue
-            if voiding[i]:
-                target = s["object"]["id"].lower()
-                if target in batch_voiding or (target in existing and existing[target][1]):
-                    raise bad_request(
-                        "voiding.target-is-voiding",
-                        f"statement {s['object']['id']} is itself a voiding statement and cannot be voided "
-                        "(Data §2.3.2)",
-                        f"$[{i}].object.id",
-                    )
-            new.append((i, s))
-        if not new:
-            return None
         if version != V1:
-            for _, s in new:
+            for s in statements:
                 s.setdefault("version", "2.0.0")
-        received = self.clock_ms()
-        # The request owns its parsed statements: completed in place, not copied.
-        kept = [violations[i] for i, _ in new] if violations and any(violations) else None
-        encoded = self._encoder.encode(school, [s for _, s in new], received, owned=True, violations=kept)
-        settled: asyncio.Future = asyncio.get_running_loop().create_future()
-        # Each stored statement is inside an encoded envelope already: the registry keeps
-        # (envelope bytes, position) instead of serializing every statement again.
-        reserved = [
-            (st["id"].lower(), where, voiding[i])
-            for (i, _), st, where in zip(new, encoded.stored, encoded.positions, strict=True)
-        ]
-        token = self.accepted.reserve(school, reserved, received, settled)
-        new_ids = [sid for sid, _, _ in reserved]
-        settled.add_done_callback(lambda f: self.accepted.settle(school, new_ids, token, f.result()))
-        try:
+
+        async def attachments_first(new: list[dict[str, Any]], stored_ms: int) -> None:
             # Attachment contents first: a statement must never be readable without them.
             if parts:
-                await self._store_attachments(school, [s for _, s in new], parts, received)
-            job = self.sender.submit(encoded.envelopes)
-        except BaseException:
-            settled.set_result(False)
-            raise
-        job.settled.add_done_callback(lambda f: settled.done() or settled.set_result(f.result()))
-        # New statements were completed in place (an assigned id included).
-        ids = [st["id"] for st in statements]
-        accepted = len(new)
-        # Nothing below needs the parsed statements: let them go before waiting for Kafka
-        # (tens to hundreds of ms), so that the garbage collector does not walk every
-        # in-flight request's statements again and again meanwhile.
-        del statements, new, existing, encoded
-        s = None
-        try:
-            await self.sender.wait(job)
-        except KafkaUnavailable as err:
-            # Certain that nothing was written: free the ids before answering (the settle
-            # callbacks would only run on a later loop iteration, after the 503 went out).
-            self.accepted.settle(school, new_ids, token, False)
-            raise XapiError(503, "kafka.unavailable", f"statements not stored, nothing was written: {err}",
-                            headers={"Retry-After": "5"}) from err  # fmt: skip
-        except OutcomeUnknown as err:
-            raise XapiError(503, "kafka.outcome-unknown",
-                            "Kafka did not confirm in time; the statements may or may not be stored. Retry with the "
-                            "same statement ids (ids make retries safe).",
-                            headers={"Retry-After": "10"}) from err  # fmt: skip
-        metrics.GATEWAY_STATEMENTS.inc(accepted)
-        if kept:
-            count_tolerated("gateway", kept)
-        return ids
+                await self._store_attachments(school, new, parts, stored_ms)
+
+        return await self.writer.write(school, version, statements, attachments_first, violations)
 
     async def _store_attachments(
         self, school: str, statements: list[dict[str, Any]], parts: dict[str, multipart.Part], stored_ms: int
@@ -543,12 +466,12 @@ class Gateway:
 
     # -- reads -----------------------------------------------------------------------
     async def _read(self, req: XRequest, school: str, version: str) -> web.Response:
-        if self.store is None:
-            raise XapiError(503, "store.unavailable", "this gateway has no statement store to read from")
         params = req.query
         single = parse_single(params)
         if single is not None:
             return await self._read_one(single, req, school, version)
+        if self.store is None:
+            raise XapiError(503, "store.unavailable", "this gateway has no statement store to read from")
         if "more" in params:
             if len(params) != 1:
                 raise bad_request("query.more", "a more link carries the whole query; add no other parameters")
@@ -557,7 +480,6 @@ class Gateway:
             q = parse_query(params, self.config.max_limit)
         filters = q.filters()
         rows, more = await asyncio.to_thread(self.store.query, school, **filters, limit=q.limit)
-        self.accepted.confirm(school, [sid for _, sid, _ in rows])
         through = self.consistent_through_ms()
         if rows and self._consistent_through is not None and max(r[0] for r in rows) > through:
             # Consistent-Through is never before the stored of a statement returned
@@ -584,16 +506,33 @@ class Gateway:
                                    school, headers)  # fmt: skip
 
     async def _read_one(self, q: SingleQuery, req: XRequest, school: str, version: str) -> web.Response:
-        found = await asyncio.to_thread(self.store.get, school, q.statement_id, q.voided)  # type: ignore[union-attr]
+        found = await self._find_one(school, q.statement_id.lower(), q.voided)
         if found is None:
             what = "voided statement" if q.voided else "statement"
             raise XapiError(404, "statement.not-found", f"no {what} {q.statement_id}")
         raw, stored_ms = found
-        self.accepted.confirm(school, [q.statement_id])
         body = self._render(raw, q.format, req.headers.get("Accept-Language"))
         headers = self._headers(version)
         headers["Last-Modified"] = http_date(stored_ms)
         return await self._respond(body, q.attachments, [orjson.loads(body)] if q.attachments else [], school, headers)
+
+    async def _find_one(self, school: str, sid: str, voided: bool) -> tuple[bytes, int] | None:
+        """``(stored JSON, stored_ms)`` of one statement: from the index from the moment it was
+        acknowledged (read-your-writes, on every gateway), else from ClickHouse."""
+        entry = (await self.index.get(school, [sid])).get(sid)
+        in_index = entry is not None and entry.accepted and entry.body is not None
+        voided_here = bool(await self.index.voided(school, [sid]))
+        if voided_here and not voided:
+            return None  # voided: not returned by statementId (Communication §2.1.4), whatever ClickHouse has yet
+        if in_index and (voided_here or not voided):
+            return entry.body, entry.stored_ms  # type: ignore[union-attr,return-value]
+        if self.store is None:
+            raise XapiError(503, "store.unavailable", "this gateway has no statement store to read from")
+        found = await asyncio.to_thread(self.store.get, school, sid, voided)
+        if found is None and voided_here:
+            # Voided by a statement the sinks have not written yet.
+            found = await asyncio.to_thread(self.store.get, school, sid, False)
+        return found
 
     @staticmethod
     def _render(raw: bytes, fmt: str, accept_language: str | None) -> bytes:
@@ -620,15 +559,6 @@ class Gateway:
         return web.Response(body=out, headers=headers)
 
 
-def _is_voiding(statement: dict[str, Any]) -> bool:
-    obj = statement.get("object")
-    return (
-        (statement.get("verb") or {}).get("id") == VOIDED
-        and isinstance(obj, dict)
-        and obj.get("objectType") == "StatementRef"
-    )
-
-
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
 
 
@@ -640,6 +570,8 @@ def make_gateway_app(
     store: StatementStore | None,
     consistent_through: Callable[[], int | None] | None,
     pseudonym_secret: bytes,
+    index: StatementIndex,
+    index_reader: StatementIndex | None = None,
     profiles: Mapping[str, SchoolProfile] | None = None,
     documents: DocumentStore | None = None,
     documents_config: DocumentsConfig = DocumentsConfig(),
@@ -655,8 +587,11 @@ def make_gateway_app(
     The app starts ``sender`` on start-up and closes it on clean-up. ``store`` answers
     reads and conflict look-ups (``reporting.lrs.LrsStore``); ``consistent_through``
     returns epoch ms up to which the sink committed everything (``reporting.progress``).
+    ``index`` is the accepted-id index every gateway of the deployment shares
+    (``producers.lrsstore``; ``index_reader``, if given, a second connection for reads).
     """
-    gw = Gateway(config, authenticator, sender, store, consistent_through, pseudonym_secret, profiles)
+    gw = Gateway(config, authenticator, sender, store, consistent_through, pseudonym_secret,
+                 IndexClient(index, index_reader), profiles)  # fmt: skip
     middlewares = [cors_middleware(origins, config.prefix)] if origins is not None else []
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=middlewares)
     app[GATEWAY_KEY] = gw

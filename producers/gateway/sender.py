@@ -172,6 +172,10 @@ class TransactionalSender:
         for lane in self._lanes:
             lane.thread.start()
 
+    def initialized(self) -> bool:
+        """Every lane's producer ran ``init_transactions``: a previous run's are fenced."""
+        return all(lane.producer is not None for lane in self._lanes)
+
     def close(self, timeout: float = 10) -> None:
         self._stopped.set()
         for _ in self._lanes:

@@ -73,11 +73,12 @@ class Database:
             raise ValueError(f"transactional store URL must be sqlite:///path or postgresql://…, not {url!r}")
 
     @contextmanager
-    def transaction(self) -> Iterator[Cursor]:
+    def transaction(self, read_only: bool = False) -> Iterator[Cursor]:
+        """``read_only``: a snapshot read that takes no write lock (SQLite ``BEGIN DEFERRED``)."""
         with self._lock:
             raw = self._conn.cursor()
             if self.dialect == "sqlite":
-                raw.execute("BEGIN IMMEDIATE")
+                raw.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
             try:
                 yield Cursor(raw, self.dialect)
             except BaseException:

@@ -52,7 +52,7 @@ def _wait_consistent_through(gw: LiveGateway, school: str, stored: str, timeout:
 
 
 class _Restarted(ServedApp):
-    """A second gateway on the same ClickHouse: empty accepted-ids registry, as after a restart."""
+    """A second gateway process on the same ClickHouse and the same accepted-id index."""
 
     def __init__(self, live: LiveGateway) -> None:
         # Its own transactional.id: reusing the first gateway's would fence that producer.
@@ -66,13 +66,12 @@ class _Restarted(ServedApp):
 
 
 @pytest.mark.kafka
-def test_xapi_1_0_3_comm_2_1_1_conflicts_checked_against_clickhouse_after_restart(settings):
+def test_xapi_1_0_3_comm_2_1_1_conflicts_checked_on_another_gateway(settings):
     with LiveGateway(settings, ["a"]) as gw:
         sid = _id()
         assert gw.put(statement(), sid, key="a").status_code == 204
         assert gw.wait_readable("a", sid).status_code == 200
         with _Restarted(gw) as again:
-            assert len(again.gateway.accepted) == 0
             r = again.put(statement(verb={"id": "http://adlnet.gov/expapi/verbs/failed"}), sid, key="a")
             assert r.status_code == 409, r.text
             assert again.post(statement(id=sid), key="a").status_code == 204  # same content: no-op

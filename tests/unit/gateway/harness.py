@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -15,6 +16,7 @@ from aiohttp import web
 
 from producers.gateway.app import GATEWAY_KEY, GatewayConfig, make_gateway_app
 from producers.gateway.sender import TransactionalParameters, TransactionalSender
+from producers.lrsstore.statement_index import SqlStatementIndex
 
 from .fakes import FakeAuth, FakeProducer, FakeStore
 
@@ -123,11 +125,15 @@ class Harness(ServedApp):
 
     def __init__(
         self, config: GatewayConfig | None = None, documents=None, origins=None, policies=None, versions=None,
-        **producer_kw: Any,
+        index_url: str | None = None, **producer_kw: Any,
     ) -> None:  # fmt: skip
         self.config = config or GatewayConfig()
         self.store = FakeStore()
         self.documents = documents
+        # The accepted-id index: a private SQLite file (an embedded library, not a service).
+        self._index_dir = tempfile.TemporaryDirectory(prefix="lp-index-")
+        self.index_url = index_url or f"sqlite:///{self._index_dir.name}/index.sqlite3"
+        self.index = SqlStatementIndex.open(self.index_url)
         self.producers: list[FakeProducer] = []
         self.committed: list[tuple[str, bytes, bytes]] = []
         self.sink_through: int | None = None
@@ -155,7 +161,15 @@ class Harness(ServedApp):
             pseudonym_secret=b"test-secret",
             documents=documents,
             origins=origins,
+            index=self.index,
         )
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            self.index.close()
+            self._index_dir.cleanup()
 
     def statements_in_kafka(self) -> list[dict[str, Any]]:
         import orjson

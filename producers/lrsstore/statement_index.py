@@ -1,0 +1,275 @@
+"""The durable index of accepted statement ids (``schemas.lrs_store.StatementIndex``), SQL.
+
+One table, ``lrs_statement_index``, keyed by ``(school, statement_id)``, on SQLite (one
+file shared by the gateway processes of a machine) or PostgreSQL (gateways on several
+machines). A row is a *reservation* (state 0) from before a write's Kafka transaction,
+then an *accepted* statement (state 1) with its stored JSON from the moment Kafka
+acknowledged it. The primary key makes "exactly one NEW" hold between any number of
+processes: a reservation is an ``INSERT … ON CONFLICT DO NOTHING``.
+
+The write protocol (``producers.gateway.writes``) and what each crash leaves behind:
+
+1. **reserve** the request's ids (one transaction, batched with concurrent requests).
+   Ids already accepted are compared (xAPI Data §2.3.1): equivalent → not stored again
+   (204/200), other content → 409; ids reserved by another request → wait and look again.
+   *Crash here*: nothing was written anywhere.
+2. **Kafka transaction** with the new statements only.
+   *Crash before the commit*: the rows stay reserved by a dead holder and the broker
+   aborts the transaction (at the latest after ``transaction.timeout.ms``; at once when
+   the same gateway restarts, since its producers fence the old ones). Nothing reached
+   the sinks. A retry of the client finds the ids *held*: it is answered 503 with
+   ``Retry-After`` (never a false 204: the reservation is not an acceptance) until the
+   reservation is freed by the restarted gateway (:meth:`release_orphans`) or taken over
+   as stale (older than the Kafka transaction timeout plus the gateway's outcome wait);
+   then it is NEW and stored once.
+   *Crash after the commit, before step 3*: the statement is in Kafka but the client got
+   no answer. Its retry is treated as above and so stored a second time: **the sinks
+   collapse that copy** (tables keyed by ``(school, statement_id)``, first stored wins).
+3. **confirm** (state 1, the stored statement, acked time), then answer 200/204.
+   *Crash after confirm, before the answer*: the retry is a SAME: 204, nothing stored.
+4. Kafka refused (certain): **release** the reservations; the client is answered 503.
+   Kafka's outcome unknown: the reservations stay until it is known (confirm or release)
+   and are taken over as stale if it never is.
+
+The stored statement is kept with its id: reads by id are answered from here from the
+moment of the answer (read-your-writes, on every gateway) and a re-sent id is compared
+without ClickHouse, so writes keep working while ClickHouse is down. ``forget_learner``
+erases a learner's rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from schemas.lrs_store import AcceptedStatement, Claim, Holder, IndexEntry
+
+from .database import Cursor, Database
+
+log = logging.getLogger("learnpulse.lrsstore.index")
+
+TABLE = "lrs_statement_index"
+PENDING, ACCEPTED = 0, 1
+# Rows per multi-row statement (SQLite's default cap is 32,766 parameters).
+CHUNK = 400
+# Attempts of a transaction PostgreSQL aborted as a deadlock victim.
+DEADLOCK_ATTEMPTS = 5
+
+_COLUMNS = "school, statement_id, state, gateway, incarnation, request, reserved_ms"
+_ENTRY_COLUMNS = "statement_id, state, gateway, incarnation, request, reserved_ms, body, stored_ms, voids, acked_ms"
+
+T = TypeVar("T")
+
+
+def _ddl(dialect: str) -> list[str]:
+    blob = "BLOB" if dialect == "sqlite" else "BYTEA"
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+            school TEXT NOT NULL,
+            statement_id TEXT NOT NULL,
+            state SMALLINT NOT NULL,
+            gateway TEXT NOT NULL,
+            incarnation TEXT NOT NULL,
+            request BIGINT NOT NULL,
+            reserved_ms BIGINT NOT NULL,
+            body {blob},
+            stored_ms BIGINT NOT NULL DEFAULT 0,
+            learner TEXT NOT NULL DEFAULT '',
+            voids TEXT NOT NULL DEFAULT '',
+            acked_ms BIGINT NOT NULL DEFAULT 0,
+            PRIMARY KEY (school, statement_id)
+        )""",
+        # "Is this id voided?" (reads by id; a voiding statement may arrive before its target).
+        f"CREATE INDEX IF NOT EXISTS {TABLE}_voids ON {TABLE} (school, voids) WHERE voids <> ''",
+        # forget-learner.
+        f"CREATE INDEX IF NOT EXISTS {TABLE}_learner ON {TABLE} (school, learner)",
+        # Consistent-Through: pending rows and the most recently acknowledged ones.
+        f"CREATE INDEX IF NOT EXISTS {TABLE}_pending ON {TABLE} (gateway, reserved_ms) WHERE state = 0",
+        f"CREATE INDEX IF NOT EXISTS {TABLE}_acked ON {TABLE} (acked_ms)",
+    ]
+
+
+def _chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _entry(row: tuple[Any, ...]) -> IndexEntry:
+    sid, state, gateway, incarnation, request, reserved_ms, body, stored_ms, voids, acked_ms = row
+    return IndexEntry(
+        statement_id=sid,
+        accepted=state == ACCEPTED,
+        holder=Holder(gateway, incarnation, int(request)),
+        reserved_ms=int(reserved_ms),
+        body=bytes(body) if body is not None else None,
+        stored_ms=int(stored_ms),
+        voids=voids,
+        acked_ms=int(acked_ms),
+    )
+
+
+class SqlStatementIndex:
+    """:class:`schemas.lrs_store.StatementIndex` on a :class:`Database` (SQLite or PostgreSQL)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        db.ensure(_ddl(db.dialect))
+
+    @classmethod
+    def open(cls, url: str) -> SqlStatementIndex:
+        return cls(Database(url))
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _transact(self, work: Callable[[Cursor], T]) -> T:
+        """Run ``work`` in one write transaction; retried when PostgreSQL picks it as a deadlock victim."""
+        for attempt in range(DEADLOCK_ATTEMPTS):
+            try:
+                with self.db.transaction() as cur:
+                    return work(cur)
+            except Exception as err:  # noqa: BLE001 - only deadlocks are retried, by SQLSTATE
+                if getattr(err, "sqlstate", None) not in ("40P01", "40001") or attempt == DEADLOCK_ATTEMPTS - 1:
+                    raise
+                log.info("statement index transaction retried after %s", type(err).__name__)
+        raise RuntimeError("unreachable")
+
+    # -- writes ----------------------------------------------------------------------
+    def reserve(self, claims: Sequence[Claim], now_ms: int, stale_before_ms: int) -> list[dict[str, IndexEntry]]:
+        # The first claim naming an id competes for it; a later claim of the same batch
+        # finds it held. Rows go in (school, id) order in every transaction, so two
+        # batches competing for the same ids wait for each other without a deadlock.
+        wanted: dict[tuple[str, str], int] = {}
+        for n, claim in enumerate(claims):
+            for sid in claim.ids:
+                wanted.setdefault((claim.school, sid), n)
+        order = sorted(wanted)
+
+        def work(cur: Cursor) -> list[dict[str, IndexEntry]]:
+            got: set[tuple[str, str]] = set()
+            for chunk in _chunks(order):
+                rows: list[Any] = []
+                for school, sid in chunk:
+                    h = claims[wanted[(school, sid)]].holder
+                    rows.extend((school, sid, PENDING, h.gateway, h.incarnation, h.request, now_ms))
+                values = ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                cur.execute(
+                    f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES {values} "
+                    "ON CONFLICT (school, statement_id) DO NOTHING RETURNING school, statement_id",
+                    rows,
+                )
+                got.update((school, sid) for school, sid in cur.fetchall())
+            for school, sid in order:
+                if (school, sid) in got:
+                    continue
+                # Held by a holder gone for longer than any Kafka transaction can stay open.
+                h = claims[wanted[(school, sid)]].holder
+                cur.execute(
+                    f"UPDATE {TABLE} SET gateway = ?, incarnation = ?, request = ?, reserved_ms = ? "
+                    "WHERE school = ? AND statement_id = ? AND state = 0 AND reserved_ms < ? RETURNING statement_id",
+                    (h.gateway, h.incarnation, h.request, now_ms, school, sid, stale_before_ms),
+                )
+                if cur.fetchone() is not None:
+                    log.warning("statement %s of %s: a stale reservation was taken over", sid, school)
+                    got.add((school, sid))
+            out: list[dict[str, IndexEntry]] = [{} for _ in claims]
+            others: dict[str, list[str]] = {}
+            for claim in claims:
+                for sid in claim.ids:
+                    if (claim.school, sid) not in got:
+                        others.setdefault(claim.school, []).append(sid)
+            held = {school: self._select(cur, school, sorted(set(ids))) for school, ids in others.items()}
+            for n, claim in enumerate(claims):
+                mine = wanted
+                for sid in claim.ids:
+                    key = (claim.school, sid)
+                    if key in got and mine[key] == n:
+                        continue
+                    entry = held.get(claim.school, {}).get(sid)
+                    if entry is None:
+                        # Reserved for an earlier claim of this very batch.
+                        entry = IndexEntry(sid, False, claims[mine[key]].holder, now_ms)
+                    out[n][sid] = entry
+            return out
+
+        return self._transact(work)
+
+    def confirm(self, items: Sequence[tuple[str, Holder, Sequence[AcceptedStatement]]], acked_ms: int) -> None:
+        def work(cur: Cursor) -> None:
+            for school, h, statements in items:
+                for st in sorted(statements, key=lambda s: s.statement_id):
+                    cur.execute(
+                        f"UPDATE {TABLE} SET state = 1, body = ?, stored_ms = ?, learner = ?, voids = ?, acked_ms = ? "
+                        "WHERE school = ? AND statement_id = ? AND state = 0 "
+                        "AND gateway = ? AND incarnation = ? AND request = ?",
+                        (st.body, st.stored_ms, st.learner, st.voids, acked_ms, school, st.statement_id,
+                         h.gateway, h.incarnation, h.request),
+                    )  # fmt: skip
+
+        self._transact(work)
+
+    def release(self, items: Sequence[tuple[str, Holder, Sequence[str]]]) -> None:
+        def work(cur: Cursor) -> None:
+            for school, h, ids in items:
+                for chunk in _chunks(sorted(ids)):
+                    marks = ",".join("?" * len(chunk))
+                    cur.execute(
+                        f"DELETE FROM {TABLE} WHERE school = ? AND statement_id IN ({marks}) AND state = 0 "
+                        "AND gateway = ? AND incarnation = ? AND request = ?",
+                        (school, *chunk, h.gateway, h.incarnation, h.request),
+                    )
+
+        self._transact(work)
+
+    def release_orphans(self, gateway: str, incarnation: str) -> int:
+        def work(cur: Cursor) -> int:
+            cur.execute(f"DELETE FROM {TABLE} WHERE state = 0 AND gateway = ? AND incarnation <> ?",
+                        (gateway, incarnation))  # fmt: skip
+            return max(cur.rowcount, 0)
+
+        return self._transact(work)
+
+    def forget_learner(self, school: str, learner: str) -> int:
+        def work(cur: Cursor) -> int:
+            cur.execute(f"DELETE FROM {TABLE} WHERE school = ? AND learner = ? AND state = 1", (school, learner))
+            return max(cur.rowcount, 0)
+
+        return self._transact(work)
+
+    # -- reads -----------------------------------------------------------------------
+    def _select(self, cur: Cursor, school: str, ids: Sequence[str]) -> dict[str, IndexEntry]:
+        found: dict[str, IndexEntry] = {}
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            cur.execute(f"SELECT {_ENTRY_COLUMNS} FROM {TABLE} WHERE school = ? AND statement_id IN ({marks})",
+                        (school, *chunk))  # fmt: skip
+            for row in cur.fetchall():
+                found[row[0]] = _entry(row)
+        return found
+
+    def get(self, school: str, ids: Sequence[str]) -> dict[str, IndexEntry]:
+        if not ids:
+            return {}
+        with self.db.transaction(read_only=True) as cur:
+            return self._select(cur, school, list(ids))
+
+    def voided(self, school: str, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        out: set[str] = set()
+        with self.db.transaction(read_only=True) as cur:
+            for chunk in _chunks(list(ids)):
+                marks = ",".join("?" * len(chunk))
+                cur.execute(f"SELECT voids FROM {TABLE} WHERE school = ? AND voids IN ({marks}) AND state = 1",
+                            (school, *chunk))  # fmt: skip
+                out.update(v for (v,) in cur.fetchall())
+        return out
+
+    def oldest_unsunk_ms(self, sunk_through_ms: int) -> int | None:
+        with self.db.transaction(read_only=True) as cur:
+            pending = cur.execute(f"SELECT MIN(reserved_ms) FROM {TABLE} WHERE state = 0").fetchone()
+            recent = cur.execute(f"SELECT MIN(stored_ms) FROM {TABLE} WHERE acked_ms >= ?",
+                                 (sunk_through_ms,)).fetchone()  # fmt: skip
+        found = [int(v) for v in (pending[0] if pending else None, recent[0] if recent else None) if v is not None]
+        return min(found) if found else None

@@ -1,0 +1,127 @@
+"""The accepted-id index on both stores: SQLite (a file shared by processes) and PostgreSQL.
+
+One contract, run against both engines: exactly one reservation wins, whoever asks and
+from which process; reservations become accepted or are freed; a crashed holder's
+reservation is freed on its restart or taken over once stale; reads by id; voids;
+forget-learner; the bound Consistent-Through takes from it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+
+import pytest
+
+from producers.lrsstore.statement_index import SqlStatementIndex
+from schemas.lrs_store import AcceptedStatement, Claim, Holder
+
+A = Holder("gw-a", "run-1", 1)
+B = Holder("gw-b", "run-1", 1)
+
+
+@pytest.fixture
+def index(lrs_store_url: str) -> Iterator[SqlStatementIndex]:
+    idx = SqlStatementIndex.open(lrs_store_url)
+    try:
+        yield idx
+    finally:
+        idx.close()
+
+
+def _accepted(sid: str, learner: str = "l1", voids: str = "", stored_ms: int = 1_000) -> AcceptedStatement:
+    return AcceptedStatement(sid, b'{"id":"%s"}' % sid.encode(), stored_ms, learner, voids)
+
+
+def test_lrsstore_index_reserve_confirm_then_offered_again_is_accepted_entry(index):
+    assert index.reserve([Claim("s", A, ["x1", "x2"])], 1_000, 0) == [{}]
+    # Held while A's Kafka transaction runs: B learns who holds it, nothing is reserved for B.
+    [held] = index.reserve([Claim("s", B, ["x1", "x3"])], 1_001, 0)
+    assert set(held) == {"x1"} and not held["x1"].accepted and held["x1"].holder == A
+    index.confirm([("s", A, [_accepted("x1"), _accepted("x2")])], 1_005)
+    [again] = index.reserve([Claim("s", B, ["x1"])], 1_010, 0)
+    e = again["x1"]
+    assert e.accepted and e.body == b'{"id":"x1"}' and e.stored_ms == 1_000 and e.acked_ms == 1_005
+    # Schools never see each other's ids.
+    assert index.reserve([Claim("other", B, ["x1"])], 1_010, 0) == [{}]
+    assert index.get("s", ["x1", "x2", "x3", "nope"]).keys() == {"x1", "x2", "x3"}
+
+
+def test_lrsstore_index_same_id_twice_in_one_group_goes_to_the_first_claim(index):
+    out = index.reserve([Claim("s", A, ["d1"]), Claim("s", B, ["d1", "d2"])], 1_000, 0)
+    assert out[0] == {}
+    assert set(out[1]) == {"d1"} and out[1]["d1"].holder == A
+
+
+def test_lrsstore_index_release_frees_only_the_holders_reservations(index):
+    index.reserve([Claim("s", A, ["r1"])], 1_000, 0)
+    index.release([("s", B, ["r1"])])  # not B's: nothing happens
+    assert "r1" in index.get("s", ["r1"])
+    index.release([("s", A, ["r1"])])
+    assert index.get("s", ["r1"]) == {}
+    # An accepted id is never released.
+    index.reserve([Claim("s", A, ["r2"])], 1_000, 0)
+    index.confirm([("s", A, [_accepted("r2")])], 1_001)
+    index.release([("s", A, ["r2"])])
+    assert index.get("s", ["r2"])["r2"].accepted
+
+
+def test_lrsstore_index_crashed_holder_freed_on_restart_or_taken_over_when_stale(index):
+    index.reserve([Claim("s", Holder("gw-a", "run-1", 7), ["c1"])], 1_000, 0)
+    index.reserve([Claim("s", Holder("gw-b", "run-1", 7), ["c2"])], 1_000, 0)
+    # Not stale yet: held.
+    assert set(index.reserve([Claim("s", B, ["c1"])], 2_000, 500)[0]) == {"c1"}
+    # The same gateway restarted (new incarnation): its old reservations are freed, no one else's.
+    assert index.release_orphans("gw-a", "run-2") == 1
+    assert index.get("s", ["c1"]) == {} and "c2" in index.get("s", ["c2"])
+    # Stale (reserved before the limit): taken over by the next writer.
+    taker = Holder("gw-c", "run-1", 1)
+    assert index.reserve([Claim("s", taker, ["c2"])], 200_000, 100_000) == [{}]
+    assert index.get("s", ["c2"])["c2"].holder == taker
+    # The old holder's late confirmation changes nothing: the taker's copy is the one answered for.
+    index.confirm([("s", Holder("gw-b", "run-1", 7), [_accepted("c2")])], 200_001)
+    assert not index.get("s", ["c2"])["c2"].accepted
+
+
+def test_lrsstore_index_voided_forget_learner_and_oldest_unsunk(index):
+    index.reserve([Claim("s", A, ["t1", "v1", "o1"])], 1_000, 0)
+    index.confirm([("s", A, [_accepted("t1", "ada"), _accepted("v1", "bob", voids="t1", stored_ms=1_100)])], 1_200)
+    assert index.voided("s", ["t1", "v1", "zz"]) == {"t1"}
+    assert index.voided("other", ["t1"]) == set()
+    # o1 still pending (stored 1000 = reserved), t1/v1 acknowledged at 1200.
+    assert index.oldest_unsunk_ms(1_300) == 1_000
+    index.confirm([("s", A, [_accepted("o1", "ada", stored_ms=1_000)])], 1_250)
+    assert index.oldest_unsunk_ms(1_300) is None
+    assert index.oldest_unsunk_ms(1_210) == 1_000  # o1 acknowledged after the sink's progress
+    assert index.forget_learner("s", "ada") == 2
+    assert set(index.get("s", ["t1", "v1", "o1"])) == {"v1"}
+
+
+def _race(url: str, holder: Holder, ids: list[str], start, results) -> None:
+    idx = SqlStatementIndex.open(url)
+    start.wait()
+    won: list[str] = []
+    for sid in ids:  # one claim per id, as single-statement requests arrive
+        if idx.reserve([Claim("s", holder, [sid])], 1_000, 0) == [{}]:
+            won.append(sid)
+    idx.close()
+    results.put(won)
+
+
+def test_lrsstore_index_processes_racing_on_the_same_ids_exactly_one_wins_each(lrs_store_url: str):
+    SqlStatementIndex.open(lrs_store_url).close()  # the table exists before the race
+    ids = [f"id-{n:03d}" for n in range(150)]
+    ctx = multiprocessing.get_context("spawn")
+    start, results = ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(target=_race, args=(lrs_store_url, Holder(f"gw-{p}", "run", 1), ids[::step], start, results))
+        for p, step in enumerate((1, 1, -1, 2))
+    ]
+    for p in procs:
+        p.start()
+    start.set()
+    won = [results.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(30)
+    flat = [sid for w in won for sid in w]
+    assert sorted(flat) == ids  # every id reserved exactly once, by one process
