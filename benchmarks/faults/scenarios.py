@@ -1,0 +1,132 @@
+"""The faults, one scenario each, injected while the client posts.
+
+A scenario's ``inject`` runs while the load runs and returns notes (restart times…); it
+returns when its load period is over. ``skip`` says why it does not apply to a pipeline.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .catchup import group_offsets
+from .procs import Command, free_port, wait_until
+
+
+@dataclass(frozen=True)
+class Options:
+    duration: float  # seconds of load per scenario
+    kills: int  # SIGKILLs of the gateway and of the sink
+    broker_down: float
+    clickhouse_down: float
+    run_id: str
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    what: str
+    inject: Callable[..., list[str]]
+    skip: Callable[..., str | None] = lambda pipeline: None
+    #: measured over the statements of every scenario so far (a replay rewrites them all)
+    all_schools: bool = False
+
+
+def _baseline(p, o: Options, echo) -> list[str]:
+    time.sleep(o.duration)
+    return []
+
+
+def _kill_repeatedly(name: str):
+    def inject(p, o: Options, echo) -> list[str]:
+        proc = p.processes[name]
+        pause = o.duration / (o.kills + 1)
+        took = []
+        for i in range(o.kills):
+            time.sleep(pause)
+            echo(f"    SIGKILL {name} ({i + 1}/{o.kills})")
+            with p.lock:
+                proc.kill()
+                took.append(proc.restart())
+        time.sleep(pause)
+        return [f"{name} back in {_seconds(took)}"]
+
+    return inject
+
+
+def _kill_once(name: str, down_attr: str | None = None):
+    def inject(p, o: Options, echo) -> list[str]:
+        proc = p.processes[name]
+        time.sleep(o.duration / 3)
+        down = getattr(o, down_attr) if down_attr else 0
+        echo(f"    SIGKILL {name}" + (f", down for {down:.0f}s" if down else ""))
+        with p.lock:
+            proc.kill()
+            time.sleep(down)
+            took = proc.restart()
+        echo(f"    {name} back after {took:.1f}s")
+        time.sleep(o.duration / 3)
+        return [f"{name} down {down:.0f}s, restart took {took:.1f}s"]
+
+    return inject
+
+
+def _replay(p, o: Options, echo) -> list[str]:
+    """A sink in a new consumer group reads every topic from the start into the same tables."""
+    time.sleep(o.duration / 3)
+    group = f"faults-replay-{o.run_id}"
+    owner = p.processes.get("gateway") if p.sinks_in == "gateway" and p.path != "operator" else None
+    if p.path == "operator":
+        return ["replay not run: start `learnpulse sink --group NEW` yourself against your deployment"]
+    p.lock.acquire()
+    if owner is not None:
+        owner.stop()  # chDB: the replaying sink must own the chDB path for a while
+    gateway = p.processes["gateway"]
+    env = gateway.env | {"LEARNPULSE_METRICS_PORT": str(free_port())}
+    replay = Command("replay-sink", ["sink", "--group", group], env, gateway.log.parent)
+    started = time.monotonic()
+    replay.start()
+    try:
+        took = wait_until(lambda: _group_done(p.kafka_bootstrap, group), 600, "replay sink caught up", 3)
+    finally:
+        replay.stop()
+        if owner is not None:
+            owner.restart()
+        p.lock.release()
+    echo(f"    replay with group {group} caught up in {took:.0f}s")
+    time.sleep(o.duration / 3)
+    return [f"replay group {group}: {time.monotonic() - started:.0f}s"]
+
+
+def _group_done(bootstrap: str, group: str) -> bool:
+    offsets = {k: v for k, v in group_offsets(bootstrap).items() if k[0].startswith(group)}
+    statements = [v for k, v in offsets.items() if k[1].endswith("xapi.statements")]
+    return bool(statements) and all(end - committed <= 1 for committed, end in offsets.values())
+
+
+def _seconds(values: list[float]) -> str:
+    return ", ".join(f"{v:.1f}s" for v in values) or "-"
+
+
+def _needs(name: str, reason: str):
+    return lambda p: None if name in p.processes else reason
+
+
+SCENARIOS = {
+    s.name: s
+    for s in (
+        Scenario("baseline", "no fault", _baseline),
+        Scenario("gateway_kill", "gateway SIGKILL ×N under load, restarted", _kill_repeatedly("gateway"),
+                 _needs("gateway", "no gateway process given")),
+        Scenario("sink_kill", "sink SIGKILL ×N, restarted", _kill_repeatedly("sink"),
+                 _needs("sink", "the sinks run in the gateway process (chDB): see gateway_kill")),
+        Scenario("worker_kill", "stream worker SIGKILL, restarted", _kill_once("worker"),
+                 _needs("worker", "no worker process given")),
+        Scenario("broker_kill", "Kafka SIGKILL, down, `stack up`", _kill_once("kafka", "broker_down"),
+                 _needs("kafka", "no broker process given")),
+        Scenario("clickhouse_kill", "ClickHouse server SIGKILL, down, `stack up`",
+                 _kill_once("clickhouse", "clickhouse_down"), _needs("clickhouse", "no ClickHouse server (chDB path)")),
+        Scenario("replay", "a sink with a new consumer group replays every topic", _replay, all_schools=True),
+    )
+}  # fmt: skip
