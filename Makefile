@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 SETUP_STAMP := $(VENV)/.setup-done
 PYBKT_VENV := .venv-pybkt
 PYBKT_STAMP := $(PYBKT_VENV)/.setup-done
-DEBIAN_PACKAGES := openjdk-17-jre-headless maven clickhouse-server prometheus prometheus-alertmanager docker-compose chromium postgresql
+DEBIAN_PACKAGES := openjdk-17-jre-headless maven clickhouse-server prometheus prometheus-alertmanager docker-compose chromium postgresql nodejs
 
 .PHONY: demo test setup unit clean
 
@@ -23,7 +23,7 @@ unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 setup: $(SETUP_STAMP)
-$(SETUP_STAMP): pyproject.toml Makefile
+$(SETUP_STAMP): pyproject.toml Makefile tests/browser/package-lock.json
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
@@ -34,6 +34,8 @@ $(SETUP_STAMP): pyproject.toml Makefile
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	@echo "installing learnpulse and its dependencies into $(VENV)"
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@echo "installing the browser test's xAPI client (npm ci in tests/browser)"
+	npm ci --prefix tests/browser --no-audit --no-fund --silent
 	@touch $(SETUP_STAMP)
 
 # pyBKT, the reference the mastery fit is compared with in the tests, needs NumPy 1 and
