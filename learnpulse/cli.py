@@ -55,6 +55,7 @@ def main(ctx: click.Context) -> None:
     Process:       learnpulse worker                 the stream processor (Faust)
     Write, serve:  learnpulse sink | serve | notify
     Ask:           learnpulse sql "SELECT …"         read-only SQL on the pipeline's ClickHouse
+    Mastery model: learnpulse mastery fit | evaluate  fit BKT per skill; score it out of sample
     Settings come from LEARNPULSE_* environment variables (see README); every
     command has --help.
     """

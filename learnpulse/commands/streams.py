@@ -1,11 +1,10 @@
-"""Stream-processing commands: the Faust worker and the mastery model."""
+"""Stream-processing commands: the Faust worker (the mastery model's commands: ``commands.mastery``)."""
 
 from __future__ import annotations
 
 import gc
 import os
 import sys
-from pathlib import Path
 
 import click
 
@@ -89,32 +88,3 @@ def register(main: click.Group) -> None:
         gc.freeze()
         sys.argv = [sys.argv[0], "worker"]
         faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
-
-    @main.group()
-    def mastery() -> None:
-        """Bayesian Knowledge Tracing model: per-skill parameters."""
-
-    @mastery.command("fit")
-    @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Parameters file to write.")
-    @click.option("--school", default=None, help="Only this school's history.")
-    @click.option("--min-observations", type=int, default=200, show_default=True,
-                  help="Skills with fewer observations keep the default parameters.")
-    @click.pass_obj
-    def mastery_fit(settings: Settings, out: Path, school: str | None, min_observations: int) -> None:
-        """Fit BKT parameters per skill (EM) from the statements in ClickHouse and write them to --out.
-
-        Point settings.streams.mastery_file (LEARNPULSE_STREAMS__MASTERY_FILE) at the result.
-        """
-        from streams.mastery.fit import fit_from_clickhouse
-
-        from ..pipeline import open_clickhouse
-
-        ch = open_clickhouse(settings)
-        try:
-            report = fit_from_clickhouse(
-                ch, settings.streams.skill_map_file, out, school=school, min_observations=min_observations,
-                progress=lambda msg: click.echo(msg, err=True), params_file=settings.streams.mastery_file,
-            )
-        finally:
-            ch.close()
-        click.echo(report)

@@ -3,9 +3,9 @@
 Baum–Welch (EM) for the two-state hidden Markov model of BKT, on each skill's answer
 sequences (one per learner, in event-time order), in two variants: standard BKT (a known
 skill stays known) and BKT with forgetting (a per-skill ``forget``: known → unknown per
-opportunity, fitted by EM like ``learn``). Per skill, both are fitted on 80% of its learners
-(a split seeded by the skill id) and the one that predicts the other 20% better is kept
-(forgetting must win by ``CHOICE_MARGIN`` nats), then refitted on all of them. The
+opportunity, fitted by EM like ``learn``). Per skill, the one that predicts held-out
+learners better is kept (5-fold cross-validation over its learners, seeded by the skill id;
+forgetting must win by ``CHOICE_MARGIN`` nats), then fitted on all of them. The
 parameters file records the choice under ``"fit"`` (see :func:`write_params`).
 
 pyBKT is not a dependency: pyBKT 1.4.3 fails at import with scikit-learn >= 1.6 (its
@@ -39,7 +39,12 @@ Sequences = list[list[int]]
 _EPS = 1e-6
 # EM cannot move a transition probability away from 0: forgetting starts from here.
 FORGET_START = 0.05
-# Share of a skill's learners held out to choose between BKT and BKT with forgetting.
+# Choosing between BKT and BKT with forgetting per skill: held-out likelihood by
+# cross-validation over the skill's learners in CV_FOLDS folds; a skill with
+# CV_ALL_FOLDS_BELOW learners or more is judged on one fold of HELDOUT_SHARE (enough
+# learners held out, a fifth of the cost).
+CV_FOLDS = 5
+CV_ALL_FOLDS_BELOW = 250
 HELDOUT_SHARE = 0.2
 # Fewer learners than this: the held-out part is too small to judge, standard BKT is kept.
 MIN_LEARNERS_TO_CHOOSE = 10
@@ -171,44 +176,58 @@ class SkillFit:
         return doc
 
 
-def heldout_split(n: int, seed: int, share: float = HELDOUT_SHARE) -> tuple[list[int], list[int]]:
-    """Indices of ``n`` learners: (train, held out), a seeded shuffle."""
+def heldout_folds(n: int, seed: int) -> list[list[int]]:
+    """Learner indices ``0..n-1`` in held-out folds: a seeded shuffle cut in ``CV_FOLDS`` parts
+    (one part of ``HELDOUT_SHARE`` when there are ``CV_ALL_FOLDS_BELOW`` learners or more)."""
     order = list(range(n))
     random.Random(seed).shuffle(order)
-    cut = max(1, round(n * share))
-    return sorted(order[cut:]), sorted(order[:cut])
+    if n >= CV_ALL_FOLDS_BELOW:
+        return [sorted(order[: round(n * HELDOUT_SHARE)])]
+    return [sorted(order[k::CV_FOLDS]) for k in range(CV_FOLDS)]
 
 
 def fit_skill(seqs: Sequences, init: BKTParams, choose: bool = True, seed: int = 0) -> SkillFit:
-    """Fit standard BKT and, when ``choose``, BKT with forgetting; keep the variant whose
-    parameters, fitted on 80% of the learners, predict the other 20% better (log-likelihood,
-    forgetting by at least ``CHOICE_MARGIN``). The kept variant is then refitted on every learner.
+    """Fit standard BKT and, when ``choose``, BKT with forgetting; keep the variant that predicts
+    held-out learners better (log-likelihood summed over the folds of :func:`heldout_folds`, each
+    predicted by parameters fitted on the other learners; forgetting must win by
+    ``CHOICE_MARGIN``). The kept variant is then fitted on every learner.
     """
     seqs = [s for s in seqs if s]
     n_obs = sum(len(s) for s in seqs)
     standard_init = replace(init, forget=0.0)
     if not choose or len(seqs) < MIN_LEARNERS_TO_CHOOSE:
         return SkillFit(fit_em(seqs, standard_init), STANDARD, n_obs, len(seqs))
-    train_i, test_i = heldout_split(len(seqs), seed)
-    train, test = [seqs[i] for i in train_i], [seqs[i] for i in test_i]
-    on_train = {STANDARD: fit_em(train, standard_init), FORGETTING: fit_em(train, init, forgetting=True)}
-    heldout = {name: log_likelihood(test, b) for name, b in on_train.items()}
+    heldout = {STANDARD: 0.0, FORGETTING: 0.0}
+    for fold in heldout_folds(len(seqs), seed):
+        out = set(fold)
+        train = [s for i, s in enumerate(seqs) if i not in out]
+        test = [seqs[i] for i in fold]
+        heldout[STANDARD] += log_likelihood(test, fit_em(train, standard_init))
+        heldout[FORGETTING] += log_likelihood(test, fit_em(train, init, forgetting=True))
     model = FORGETTING if heldout[FORGETTING] > heldout[STANDARD] + CHOICE_MARGIN else STANDARD
-    params = fit_em(seqs, on_train[model], forgetting=model == FORGETTING)
+    params = fit_em(seqs, standard_init if model == STANDARD else init, forgetting=model == FORGETTING)
     return SkillFit(params, model, n_obs, len(seqs), heldout)
 
 
-def sequences_from_statements(
+def sequences_by_learner(
     rows: Iterable[tuple[str, str, int, dict[str, Any]]], model: MasteryModel
-) -> dict[str, Sequences]:
-    """``(learner, course, timestamp_ms, statement)`` rows → per skill, per learner answer sequences."""
+) -> dict[str, dict[str, list[int]]]:
+    """``(learner, course, timestamp_ms, statement)`` rows → per skill, per learner, the answers in time order."""
     per: dict[str, dict[str, list[tuple[int, int]]]] = {}
     for learner, course, ts, stmt in rows:
         for skill in model.skills_of(course, stmt):
             ok = observation(stmt, model.params(skill))
             if ok is not None:
                 per.setdefault(skill, {}).setdefault(learner, []).append((ts, int(ok)))
-    return {skill: [[o for _t, o in sorted(seq)] for seq in by.values()] for skill, by in per.items()}
+    return {skill: {lr: [o for _t, o in sorted(seq, key=lambda x: x[0])] for lr, seq in by.items()}
+            for skill, by in per.items()}
+
+
+def sequences_from_statements(
+    rows: Iterable[tuple[str, str, int, dict[str, Any]]], model: MasteryModel
+) -> dict[str, Sequences]:
+    """``(learner, course, timestamp_ms, statement)`` rows → per skill, per learner answer sequences."""
+    return {skill: list(by.values()) for skill, by in sequences_by_learner(rows, model).items()}
 
 
 def fit_all(
@@ -246,14 +265,8 @@ def write_params(
 VOIDED = "http://adlnet.gov/expapi/verbs/voided"
 
 
-def fit_from_clickhouse(
-    ch: Any, map_file: Path | None, out: Path, *, school: str | None = None, min_observations: int = 200,
-    progress: Callable[[str], Any] | None = None, params_file: Path | None = None,
-) -> str:
-    """Read scored statements from ClickHouse, fit each skill, write ``out``; returns a summary line."""
-    from .logic import DEFAULT_PARAMS_FILE
-
-    model = load_model(params_file or DEFAULT_PARAMS_FILE, map_file)
+def statements_from_clickhouse(ch: Any, school: str | None = None) -> Iterable[tuple[str, str, int, dict[str, Any]]]:
+    """``(learner, course, timestamp_ms, statement)`` of every scored, not voided statement in ClickHouse."""
     where = "AND s.school = {school:String}" if school else ""
     params = {"school": school} if school else None
     voided = {str(r[0]).lower() for r in ch.query(
@@ -265,8 +278,18 @@ def fit_from_clickhouse(
         "WHERE (s.result_success IS NOT NULL OR s.result_score_scaled IS NOT NULL) " + where,
         params,
     )
-    data = ((lr, c, int(ts), orjson.loads(raw)) for lr, c, ts, raw, sid in rows if sid.lower() not in voided)
-    seqs = sequences_from_statements(data, model)
+    return ((lr, c, int(ts), orjson.loads(raw)) for lr, c, ts, raw, sid in rows if sid.lower() not in voided)
+
+
+def fit_from_clickhouse(
+    ch: Any, map_file: Path | None, out: Path, *, school: str | None = None, min_observations: int = 200,
+    progress: Callable[[str], Any] | None = None, params_file: Path | None = None,
+) -> str:
+    """Read scored statements from ClickHouse, fit each skill, write ``out``; returns a summary line."""
+    from .logic import DEFAULT_PARAMS_FILE
+
+    model = load_model(params_file or DEFAULT_PARAMS_FILE, map_file)
+    seqs = sequences_from_statements(statements_from_clickhouse(ch, school), model)
     fitted = fit_all(seqs, model, min_observations, progress)
     write_params(out, model.default, {**model.skills, **{k: f.params for k, f in fitted.items()}}, fitted)
     total = sum(len(s) for v in seqs.values() for s in v)
@@ -277,5 +300,5 @@ def fit_from_clickhouse(
 
 __all__: Sequence[str] = [
     "FORGETTING", "STANDARD", "SkillFit", "fit_em", "fit_from_clickhouse", "fit_skill", "log_likelihood", "predictions",
-    "sequences_from_statements", "write_params",
+    "sequences_by_learner", "sequences_from_statements", "statements_from_clickhouse", "write_params",
 ]
