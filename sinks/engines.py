@@ -220,20 +220,27 @@ class ChdbEngine:
         (row,) = self.query("SELECT version()")
         return tuple(int(x) for x in row[0].split(".")[:3])
 
-    def _run(self, sql: str, params: Mapping[str, Any] | None, fmt: str):
+    def _run(self, sql: str, params: Mapping[str, Any] | None, fmt: str) -> bytes:
+        """The query's output as bytes. The chDB result object is read *and freed* under the
+        lock: its memory belongs to the engine, and reading or releasing it while another
+        thread runs a query on the same connection is a data race in native code (issue 12:
+        a segmentation fault of `serve`), so no chDB object outlives the lock."""
         sql = sql.replace("{db}", self.database)
         with self._lock:
             try:
-                return self._session.query(sql, fmt, params=_stringify(params) if params else None)
+                res = self._session.query(sql, fmt, params=_stringify(params) if params else None)
             except Exception as err:  # chDB raises plain RuntimeError/ChdbError for SQL errors
                 raise _chdb_error(err, "query") from err
+            try:
+                return res.bytes()
+            finally:
+                del res
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         self._run(sql, params, "CSV")
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        res = self._run(sql, params, "JSONCompact")
-        raw = res.bytes()
+        raw = self._run(sql, params, "JSONCompact")
         if not raw:
             return []
         return [tuple(r) for r in orjson.loads(raw)["data"]]
@@ -258,6 +265,7 @@ class ChdbEngine:
                     inserter = self._session.send_insert(sql, "ArrowStream")
                     inserter.append(payload)
                     inserter.finish()
+                    inserter = None  # released under the lock, like every chDB object
                     self.insert_formats["arrow"] += 1
                     return len(data[0])
                 except Exception as err:  # noqa: BLE001 - retried below as JSON, which reports its own error
@@ -268,6 +276,7 @@ class ChdbEngine:
                         except Exception:  # noqa: BLE001, S110 - already failed; the JSON insert follows
                             pass
                     self._types.pop(table, None)  # the table may have changed: look its types up again
+                    inserter = None
         return self._insert_json(table, columns, data)
 
     def _column_types(self, table: str) -> dict[str, str]:
