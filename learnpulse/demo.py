@@ -80,7 +80,7 @@ def _run(settings: Settings, duration: float | None, rate: float, echo) -> int:
     started = time.monotonic()
     # Everything started from here on is stopped in `finally`, whatever fails.
     try:
-        webs.append(_web(make_app(ch), settings.web_port, settings, "LEARNPULSE_WEB_PORT"))
+        webs.append(_web(make_app(ch, settings), settings.web_port, settings, "LEARNPULSE_WEB_PORT"))
         # The LRS API lives in this process too: with embedded chDB its reads must.
         from .commands.gateway import build_gateway_app
 

@@ -36,6 +36,22 @@ class ClickHouseSettings(BaseModel):
     server_http_port: int = 18123
 
 
+class ResearchSettings(BaseModel):
+    """Research SQL (``POST /api/sql``, ``learnpulse sql``): limits of every query (reporting/README.md)."""
+
+    max_execution_s: float = 30
+    max_memory_bytes: int = 1_000_000_000
+    max_result_rows: int = 10_000
+    max_result_bytes: int = 8 * 1024 * 1024
+    max_rows_to_read: int = 2_000_000_000
+    max_threads: int = 1
+    # With a ClickHouse server: a read-only user for research queries (e.g. one with the
+    # learnpulse_researcher role, deploy/clickhouse); default: the pipeline's user, read-only per query.
+    url: str | None = None
+    # Researcher tokens (hashed); default <home>/researchers.json.
+    tokens_file: Path | None = None
+
+
 class SinkSettings(BaseModel):
     max_rows: int = 20_000
     max_wait_s: float = 1.0
@@ -142,6 +158,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     sink: SinkSettings = SinkSettings()
+    research: ResearchSettings = ResearchSettings()
     gateway: GatewaySettings = GatewaySettings()
     lrs_store: LrsStoreSettings = LrsStoreSettings()
     streams: StreamsSettings = StreamsSettings()

@@ -1,4 +1,4 @@
-"""The HTTP surface of the process that owns ClickHouse access: live view, summary API, metrics."""
+"""The HTTP surface of the process that owns ClickHouse access: live view, summary API, research SQL, metrics."""
 
 from __future__ import annotations
 
@@ -9,19 +9,51 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from reporting.dashboard import add_dashboard_routes
-from reporting.sql import add_sql_routes
-from schemas.clickhouse.engine import ClickHouse
+from reporting.sql import add_sql_routes, allowed_hosts
+from schemas.clickhouse.engine import ClickHouse, QueryLimits, ReadonlyRunner
+from sinks.engines import readonly_runner
+
+from .researchers import OwnerToken, ResearcherTokens, researchers_path
+from .settings import Settings
 
 
-def make_app(ch: ClickHouse) -> web.Application:
-    """The web surface of the ClickHouse-owning process: dashboard, its API, /metrics."""
+def research_limits(settings: Settings) -> QueryLimits:
+    r = settings.research
+    return QueryLimits(
+        max_execution_s=r.max_execution_s, max_memory_bytes=r.max_memory_bytes, max_result_rows=r.max_result_rows,
+        max_result_bytes=r.max_result_bytes, max_rows_to_read=r.max_rows_to_read, max_threads=r.max_threads,
+    )  # fmt: skip
+
+
+def research_runner(settings: Settings, ch: ClickHouse) -> ReadonlyRunner:
+    """Research queries' own connection beside ``ch`` (another chDB handle / server connection)."""
+    return readonly_runner(ch, research_limits(settings), settings.research.url)
+
+
+def make_app(ch: ClickHouse, settings: Settings | None = None, port: int | None = None) -> web.Application:
+    """The web surface of the ClickHouse-owning process: dashboard, its API, research SQL, /metrics.
+
+    ``port``: the port it will listen on (accepted ``Host`` values of ``/api/sql``); default
+    ``settings.web_port``.
+    """
+    settings = settings or Settings()
 
     async def metrics(_request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
     add_dashboard_routes(app, ch)
-    add_sql_routes(app, ch)
+    runner = research_runner(settings, ch)
+    tokens = ResearcherTokens(settings.research.tokens_file or researchers_path(settings.home))
+    # Operators' sign-in (another issue) becomes one more authenticator in this list.
+    authenticators = [tokens, OwnerToken(settings.home)]
+    hosts = allowed_hosts(port or settings.web_port, [settings.bind_host])
+    add_sql_routes(app, runner, ch.database, authenticators, hosts)
+
+    async def close_runner(_app: web.Application) -> None:
+        await asyncio.to_thread(runner.close)
+
+    app.on_cleanup.append(close_runner)
     app.router.add_get("/metrics", metrics)
     return app
 

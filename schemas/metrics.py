@@ -154,3 +154,7 @@ QUARANTINED = Counter("learnpulse_quarantined_total", "Refused statements kept i
 QUARANTINE_DROPPED = Counter(
     "learnpulse_quarantine_dropped_total", "Refused statements the quarantine could not keep", ["stage", "reason"]
 )
+# Research SQL (POST /api/sql, `learnpulse sql`): queries by outcome ("ok", "truncated",
+# "refused", "cancelled", "unavailable") and rule (a refusal's or a limit's rule id, else "").
+SQL_QUERIES = Counter("learnpulse_sql_queries_total", "Research SQL queries by outcome and rule", ["outcome", "rule"])
+SQL_SECONDS = Histogram("learnpulse_sql_query_seconds", "Duration of research SQL queries that ran")

@@ -17,7 +17,16 @@ from urllib.parse import unquote, urlparse
 
 import orjson
 
-from schemas.clickhouse.engine import TRANSIENT_CODES, ClickHouse, ClickHouseError, ClickHouseUnavailable
+from schemas.clickhouse.engine import (
+    TRANSIENT_CODES,
+    ClickHouse,
+    ClickHouseError,
+    ClickHouseUnavailable,
+    LimitedResult,
+    QueryCancelled,
+    QueryLimits,
+    ReadonlyRunner,
+)
 
 log = logging.getLogger("learnpulse.clickhouse")
 
@@ -376,6 +385,7 @@ class ServerEngine:
         from clickhouse_driver import Client
 
         self.database = database
+        self._connection_args = {"host": host, "port": port, "user": user, "password": password}
         self._client = Client(
             host=host,
             port=port,
@@ -391,6 +401,10 @@ class ServerEngine:
         )
         self._lock = threading.Lock()
         self._version: tuple[int, ...] | None = None
+
+    def connection_args(self) -> dict[str, Any]:
+        """Host, port, user and password of this connection (for a second one)."""
+        return dict(self._connection_args)
 
     def server_version(self) -> tuple[int, ...]:
         if self._version is None:
@@ -471,6 +485,216 @@ class ServerEngine:
 def _first_line(err: Exception) -> str:
     # Old servers append a long stack trace to the message.
     return str(err).split("Stack trace", 1)[0].strip()
+
+
+# -- research queries on a connection of their own --------------------------------------
+def _code_of(err: BaseException) -> int | None:
+    code = getattr(err, "code", None)
+    if isinstance(code, int):
+        return code
+    m = _CODE.search(str(err))
+    return int(m.group(1)) if m else None
+
+
+def _setting_literal(value: Any) -> str:
+    return f"'{value}'" if isinstance(value, str) else str(value)
+
+
+class ChdbReadonlyRunner:
+    """Research queries on a second chDB handle of the same embedded engine.
+
+    chDB (4.x) runs queries of different handles of one engine in parallel, so the sinks'
+    handle is never waiting for a research query. This handle's session is set read-only
+    with the limits once (``SET …``, ``readonly`` last: nothing can change them after),
+    queries stream in blocks so the bytes are counted and a cancel stops between blocks,
+    and after any failure the handle is replaced by a fresh one.
+    """
+
+    def __init__(self, engine: ChdbEngine, limits: QueryLimits) -> None:
+        self.limits = limits
+        self._engine = engine
+        self._shared = _acquire_chdb(engine.path)  # keeps the engine up while this handle lives
+        self._lock = threading.Lock()  # one query at a time on this handle
+        self._session: Any = None
+        self._closed = False
+
+    def _open(self) -> Any:
+        if self._session is None:
+            from chdb import session
+
+            handle = session.Session(self._shared.path)
+            try:
+                for name, value in self.limits.settings().items():
+                    handle.query(f"SET {name} = {_setting_literal(value)}")
+            except Exception:
+                handle.close()
+                raise
+            self._session = handle
+        return self._session
+
+    def _discard(self) -> None:
+        if self._session is not None:
+            try:
+                self._session.close()
+            except Exception:  # noqa: BLE001 - replaced anyway
+                log.debug("closing a research chDB handle failed", exc_info=True)
+            self._session = None
+
+    def run(self, sql: str, cancel: Any) -> LimitedResult:
+        with self._lock:
+            if self._closed:
+                raise ClickHouseUnavailable("the research connection is closed")
+            try:
+                return self._stream(self._open(), sql, cancel)
+            except QueryCancelled:
+                self._discard()
+                raise
+            except Exception as err:
+                self._discard()
+                # Codes as they are (159 time, 241 memory …): for a research query they are
+                # its own answer, not a reason to retry.
+                raise ClickHouseError(f"chDB: {_first_line(err)}", _code_of(err)) from err
+
+    def _stream(self, handle: Any, sql: str, cancel: Any) -> LimitedResult:
+        limits = self.limits
+        stream = handle.send_query(sql, "JSONCompactEachRowWithNamesAndTypes")
+        header: list[list[str]] = []
+        rows: list[tuple[Any, ...]] = []
+        size = 0
+        cut: str | None = None
+        try:
+            while True:
+                if cancel is not None and cancel.is_set():
+                    raise QueryCancelled("cancelled by the caller")
+                chunk = stream.fetch()
+                if chunk is None:
+                    break
+                data = chunk.bytes()
+                for line in data.splitlines():
+                    if not line:
+                        continue
+                    if len(header) < 2:
+                        header.append(orjson.loads(line))
+                        continue
+                    size += len(line) + 1
+                    if len(rows) >= limits.max_result_rows:
+                        cut = "rows"
+                        break
+                    if size > limits.max_result_bytes:
+                        cut = "bytes"
+                        break
+                    rows.append(tuple(orjson.loads(line)))
+                if cut is not None:
+                    break
+        finally:
+            if cut is not None or (cancel is not None and cancel.is_set()):
+                try:
+                    stream.cancel()
+                except Exception:  # noqa: BLE001 - the handle is replaced below
+                    pass
+        if cut is not None:
+            self._discard()  # a cancelled stream leaves the handle in an unknown state
+        if len(header) < 2:  # no rows at all: the columns come from DESCRIBE of the checked text
+            described = self._open().query(f"DESCRIBE ({sql}\n)", "JSONCompact").bytes()
+            meta = orjson.loads(described)["data"] if described else []
+            header = [[str(r[0]) for r in meta], [str(r[1]) for r in meta]]
+        return LimitedResult([str(c) for c in header[0]], [str(t) for t in header[1]], rows, cut)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._discard()
+                _release_chdb(self._shared)
+
+
+class ServerReadonlyRunner:
+    """Research queries on a clickhouse-driver connection of their own.
+
+    Every query carries the limits as settings (``readonly=1`` among them); ``user`` may be
+    a read-only user (e.g. with the ``learnpulse_researcher`` role). A cancel closes the
+    connection, which makes the server stop the query.
+    """
+
+    def __init__(self, host: str, port: int, user: str, password: str, database: str, limits: QueryLimits,
+                 connect_timeout: float = 5) -> None:  # fmt: skip
+        from clickhouse_driver import Client
+
+        self.limits = limits
+        self.database = database
+        self._client = Client(
+            host=host, port=port, user=user, password=password, database=database,
+            connect_timeout=connect_timeout, send_receive_timeout=limits.max_execution_s + 30,
+        )  # fmt: skip
+        self._lock = threading.Lock()
+
+    def run(self, sql: str, cancel: Any) -> LimitedResult:
+        limits = self.limits
+        with self._lock:
+            stop_watch = threading.Event()
+            watcher = None
+            if cancel is not None:
+                watcher = threading.Thread(target=self._watch, args=(cancel, stop_watch), daemon=True)
+                watcher.start()
+            rows: list[tuple[Any, ...]] = []
+            cut: str | None = None
+            try:
+                it = self._client.execute_iter(sql, settings=limits.settings(), with_column_types=True)
+                meta = next(it, [])
+                size = 0
+                for row in it:
+                    if len(rows) >= limits.max_result_rows:
+                        cut = "rows"
+                        break
+                    size += len(orjson.dumps(row, default=str)) + 1
+                    if size > limits.max_result_bytes:
+                        cut = "bytes"
+                        break
+                    rows.append(tuple(row))
+                if cut is not None:
+                    self._client.disconnect()  # stops the rest of the answer
+            except Exception as err:
+                self._client.disconnect()
+                if cancel is not None and cancel.is_set():
+                    raise QueryCancelled("cancelled by the caller") from err
+                code = _code_of(err)
+                from clickhouse_driver import errors as cherr
+
+                if isinstance(err, (cherr.NetworkError, cherr.SocketTimeoutError, EOFError, OSError)):
+                    raise ClickHouseUnavailable(f"ClickHouse server not reachable: {err}") from err
+                raise ClickHouseError(f"ClickHouse: {_first_line(err)}", code) from err
+            finally:
+                stop_watch.set()
+            if cancel is not None and cancel.is_set():
+                raise QueryCancelled("cancelled by the caller")
+            return LimitedResult([str(m[0]) for m in meta], [str(m[1]) for m in meta], rows, cut)
+
+    def _watch(self, cancel: Any, done: threading.Event) -> None:
+        while not done.is_set():
+            if cancel.wait(0.2):
+                if not done.is_set():
+                    self._client.disconnect()
+                return
+
+    def close(self) -> None:
+        self._client.disconnect()
+
+
+def readonly_runner(engine: ClickHouse, limits: QueryLimits, url: str | None = None) -> ReadonlyRunner:
+    """A :class:`ReadonlyRunner` beside ``engine``: same chDB engine (another handle), or a
+    new connection to the server (``url``: another user, e.g. a read-only researcher)."""
+    if isinstance(engine, ChdbEngine):
+        return ChdbReadonlyRunner(engine, limits)
+    if isinstance(engine, ServerEngine):
+        parsed = urlparse(url) if url else None
+        conn = engine.connection_args()
+        if parsed is not None:
+            conn.update(
+                host=parsed.hostname or conn["host"], port=parsed.port or conn["port"],
+                user=unquote(parsed.username or "default"), password=unquote(parsed.password or ""),
+            )  # fmt: skip
+        return ServerReadonlyRunner(**conn, database=engine.database, limits=limits)
+    raise TypeError(f"no read-only runner for {type(engine).__name__}")
 
 
 def engine_from_url(url: str) -> ClickHouse:

@@ -7,6 +7,7 @@ built from a URL by ``learnpulse/`` and handed to sinks and reporting.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 
@@ -86,3 +87,61 @@ class ClickHouse(Protocol):
     def close(self) -> None:
         """Release connections; the engine is unusable afterwards."""
         ...
+
+
+# -- read-only queries on their own connection (research SQL) ---------------------------
+@dataclass(frozen=True)
+class QueryLimits:
+    """Limits every research query runs under (ClickHouse settings of the same meaning)."""
+
+    max_execution_s: float = 30
+    max_memory_bytes: int = 1_000_000_000
+    max_result_rows: int = 10_000
+    max_result_bytes: int = 8 * 1024 * 1024
+    max_rows_to_read: int = 2_000_000_000
+    # Threads per query: a research query never takes every core from the sinks.
+    max_threads: int = 1
+
+    def settings(self) -> dict[str, Any]:
+        """The ClickHouse settings; ``readonly`` last, since it forbids changing any after it."""
+        return {
+            "max_execution_time": max(1, int(round(self.max_execution_s))),
+            "max_memory_usage": int(self.max_memory_bytes),
+            # ClickHouse stops at a block boundary; the runner cuts to the exact count.
+            "max_result_rows": int(self.max_result_rows) + 1,
+            "max_result_bytes": int(self.max_result_bytes),
+            "result_overflow_mode": "break",
+            "max_rows_to_read": int(self.max_rows_to_read),
+            "read_overflow_mode": "throw",
+            "max_threads": int(self.max_threads),
+            "readonly": 1,
+        }
+
+
+@dataclass
+class LimitedResult:
+    columns: list[str]
+    types: list[str]
+    rows: list[tuple[Any, ...]]
+    # Why the rows were cut ("rows", "bytes"), or None when complete.
+    truncated_by: str | None = None
+
+
+class QueryCancelled(Exception):
+    """The caller cancelled the query (client gone); it was stopped in the engine."""
+
+
+class ReadonlyRunner(Protocol):
+    """Runs read-only queries on a connection (chDB: handle) of its own, under fixed limits.
+
+    Never shares the pipeline's connection: a long or failing query cannot block the sinks
+    or the dashboard. Raises :class:`ClickHouseError` (with ClickHouse's code: 159 time
+    limit, 241 memory, 158 rows to read, 164 read-only …), :class:`ClickHouseUnavailable`,
+    or :class:`QueryCancelled` when ``cancel`` was set.
+    """
+
+    limits: QueryLimits
+
+    def run(self, sql: str, cancel: Any) -> LimitedResult: ...
+
+    def close(self) -> None: ...

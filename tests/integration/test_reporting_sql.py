@@ -1,39 +1,114 @@
-"""`learnpulse sql` / `POST /api/sql`: one read-only SELECT, on both engines and through the owner process."""
+"""Research SQL (`learnpulse sql`, `POST /api/sql`): checked without executing, run read-only under
+limits on a connection of its own, on both engines; the pipeline keeps writing meanwhile."""
 
 from __future__ import annotations
 
+import http.server
 import subprocess
 import sys
+import threading
+import time
+import uuid
 
+import orjson
 import pytest
+import requests
 
 from learnpulse.pipeline import open_clickhouse
-from learnpulse.settings import ClickHouseSettings, Settings
-from learnpulse.web import make_app, start_web_thread
-from reporting.sql import QueryRejected, readonly_query
+from learnpulse.researchers import add_researcher, researchers_path
+from learnpulse.settings import ClickHouseSettings, ResearchSettings, Settings
+from learnpulse.web import make_app, research_runner, start_web_thread
+from reporting.sql import QueryRejected, research_query
 from tests.conftest import REPO, free_port
+
+PROBE = ("probe",)
+# Big answers and heavy joins from a table (18.16 refuses every table function, numbers()
+# included, in read-only mode): 200,000 rows of 1,000 bytes; 10^10 joined rows.
+BIG_ANSWER = "SELECT toFixedString(toString(i), 1000) AS s FROM (SELECT 1 FROM {db}.%s LIMIT 1) ARRAY JOIN range(200000) AS i"
+CROSS_JOIN = ("SELECT count() FROM (SELECT arrayJoin(range(100000)) AS x FROM {db}.%s) AS a"
+              " CROSS JOIN (SELECT arrayJoin(range(100000)) AS y FROM {db}.%s) AS b")
+# 18.16 materialises cross-joined blocks: there the memory limit stops the join first.
+STOPPED_BY_LIMIT = ("sql.limit.time", "sql.limit.memory")
+BIG_STATE = "SELECT length(groupArray(toFixedString(toString(i), 1000))) FROM (SELECT arrayJoin(range(1000000)) AS i FROM {db}.%s)"
+
+
+def _settings(tmp_path, url, **research) -> Settings:
+    return Settings(home=tmp_path / "home", clickhouse=ClickHouseSettings(url=url), web_port=free_port(),
+                    research=ResearchSettings(**research))  # fmt: skip
 
 
 @pytest.fixture
 def ch(tmp_path, clickhouse_url):
-    engine = open_clickhouse(Settings(home=tmp_path, clickhouse=ClickHouseSettings(url=clickhouse_url)))
+    engine = open_clickhouse(_settings(tmp_path, clickhouse_url))
     engine.execute("CREATE TABLE IF NOT EXISTS {db}.probe (n UInt32) ENGINE = MergeTree ORDER BY n")
     engine.insert(f"{engine.database}.probe", ["n"], [[3, 1, 2]])
     yield engine
     engine.close()
 
 
-def test_reporting_sql_select_returns_columns_and_rows_in_query_order(ch):
-    result = readonly_query(ch, "SELECT n, n * 10 AS tenfold FROM {db}.probe ORDER BY n DESC;")
+@pytest.fixture
+def runner_for(tmp_path, ch):
+    made = []
+
+    def make(**research):
+        r = research_runner(_settings(tmp_path, "unused", **research), ch)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.close()
+
+
+class _Listener:
+    """A local HTTP endpoint that records every request (did the engine fetch anything?)."""
+
+    def __init__(self) -> None:
+        hits = self.hits = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                hits.append(self.path)
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b'{"a":1}\n')
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_reporting_sql_select_returns_columns_and_rows_in_query_order(ch, runner_for):
+    result = research_query(runner_for(), ch.database, "SELECT n, n * 10 AS tenfold FROM {db}.probe ORDER BY n DESC;",
+                            tables=PROBE)  # fmt: skip
     assert result.columns == ["n", "tenfold"]
     assert [tuple(int(v) for v in r) for r in result.rows] == [(3, 30), (2, 20), (1, 10)]
-    assert not result.truncated
+    assert not result.truncated and result.limit is None
 
 
-def test_reporting_sql_truncates_at_max_rows(ch):
-    result = readonly_query(ch, "SELECT n FROM {db}.probe ORDER BY n", max_rows=2)
+def test_reporting_sql_empty_answer_still_names_its_columns(ch, runner_for):
+    result = research_query(runner_for(), ch.database, "SELECT n AS m FROM {db}.probe WHERE n > 100", tables=PROBE)
+    assert result.columns == ["m"] and result.rows == []
+
+
+def test_reporting_sql_truncates_at_max_rows(ch, runner_for):
+    result = research_query(runner_for(max_result_rows=2), ch.database, "SELECT n FROM {db}.probe ORDER BY n",
+                            tables=PROBE)  # fmt: skip
     assert [int(r[0]) for r in result.rows] == [1, 2]
-    assert result.truncated
+    assert result.truncated and result.limit == "sql.limit.result_rows"
+
+
+def test_reporting_sql_a_200_mb_answer_is_capped_by_bytes(ch, runner_for):
+    runner = runner_for(max_result_bytes=1_000_000, max_result_rows=1_000_000)
+    result = research_query(runner, ch.database, BIG_ANSWER % "probe", tables=PROBE)
+    assert result.truncated and result.limit == "sql.limit.result_bytes"
+    assert 0 < sum(len(r[0]) for r in result.rows) <= 1_000_000
 
 
 @pytest.mark.parametrize(
@@ -43,33 +118,199 @@ def test_reporting_sql_truncates_at_max_rows(ch):
         "INSERT INTO {db}.probe VALUES (9)",
         "SELECT 1; DROP TABLE {db}.probe",
         "ALTER TABLE {db}.probe DELETE WHERE 1",
+        "SELECT n FROM {db}.probe SETTINGS readonly = 0",
         "",
     ],
 )
-def test_reporting_sql_rejects_anything_but_one_select(ch, text):
+def test_reporting_sql_rejects_anything_but_one_select(ch, runner_for, text):
     with pytest.raises(QueryRejected):
-        readonly_query(ch, text)
+        research_query(runner_for(), ch.database, text, tables=PROBE)
     (row,) = ch.query("SELECT count() FROM {db}.probe")
     assert int(row[0]) == 3  # nothing was changed
 
 
+def test_reporting_sql_refuses_raw_and_system_tables_and_file_reads(ch, runner_for):
+    runner = runner_for()
+    for text, rule in [
+        ("SELECT raw FROM {db}.statements_raw", "sql.table"),
+        ("SELECT * FROM {db}.xapi_events_all", "sql.table"),
+        ("SELECT name FROM system.tables", "sql.table"),
+        ("SELECT file('/etc/passwd')", "sql.function"),
+        ("SELECT * FROM file('/etc/passwd', 'LineAsString')", "sql.function"),
+    ]:
+        with pytest.raises(QueryRejected) as err:
+            research_query(runner, ch.database, text)
+        assert err.value.rule == rule, text
+
+
+def test_reporting_sql_network_table_functions_are_refused_before_anything_runs(ch, runner_for):
+    listener = _Listener()
+    runner = runner_for()
+    try:
+        port = listener.port
+        for text in [
+            f"SELECT * FROM url('http://127.0.0.1:{port}/api/summary', 'JSONEachRow')",
+            f"SELECT * FROM URL('http://127.0.0.1:{port}/x', 'JSONEachRow', 'a UInt8')",
+            f"SELECT * FROM remote('127.0.0.1:{port}', system.one)",
+            f"SELECT * FROM remoteSecure('127.0.0.1:{port}', system.one)",
+            f"SELECT * FROM mysql('127.0.0.1:{port}', 'd', 't', 'u', 'p')",
+            f"SELECT * FROM postgresql('127.0.0.1:{port}', 'd', 't', 'u', 'p')",
+            f"SELECT * FROM s3('http://127.0.0.1:{port}/b/k', 'CSV')",
+            f"SELECT count() FROM {{db}}.statements WHERE learner IN (SELECT * FROM url('http://127.0.0.1:{port}/y', 'CSV', 'a String'))",
+        ]:
+            with pytest.raises(QueryRejected) as err:
+                research_query(runner, ch.database, text)
+            assert err.value.rule == "sql.function", text
+        time.sleep(0.5)
+        assert listener.hits == []
+    finally:
+        listener.close()
+
+
+def test_reporting_sql_time_and_memory_limits_stop_the_worst_query(ch, runner_for):
+    runner = runner_for(max_execution_s=2)
+    with pytest.raises(QueryRejected) as err:
+        research_query(runner, ch.database, CROSS_JOIN % ("probe", "probe"), tables=PROBE)
+    assert err.value.rule in STOPPED_BY_LIMIT
+    assert research_query(runner, ch.database, "SELECT 1 AS one").rows == [(1,)]
+    runner = runner_for(max_memory_bytes=50_000_000)
+    with pytest.raises(QueryRejected) as err:
+        research_query(runner, ch.database, BIG_STATE % "probe", tables=PROBE)
+    assert err.value.rule == "sql.limit.memory"
+    # The connection is usable again afterwards.
+    assert research_query(runner, ch.database, "SELECT 1 AS one").rows == [(1,)]
+
+
+def test_reporting_sql_the_pipeline_keeps_writing_while_the_worst_query_runs(ch, runner_for):
+    """A cross join that can only end at the time limit runs on its own connection: the
+    pipeline's connection inserts and the dashboard's reads go on meanwhile."""
+    runner = runner_for(max_execution_s=20)
+    outcome: list[object] = []
+
+    def heavy():
+        try:
+            research_query(runner, ch.database, CROSS_JOIN % ("probe", "probe"), tables=PROBE)
+        except QueryRejected as err:
+            outcome.append(err.rule)
+
+    t = threading.Thread(target=heavy)
+    t.start()
+    time.sleep(1.0)  # let it start
+    written = 0
+    for i in range(5):
+        ch.insert(f"{ch.database}.probe", ["n"], [[100 + i]])
+        written += 1
+        ch.query("SELECT count() FROM {db}.probe")
+    still_running = t.is_alive()
+    t.join(60)
+    assert written == 5
+    assert still_running, "the inserts only finished after the research query"
+    assert len(outcome) == 1 and outcome[0] in STOPPED_BY_LIMIT
+    (row,) = ch.query("SELECT count() FROM {db}.probe")
+    assert int(row[0]) == 8
+
+
+# -- HTTP --------------------------------------------------------------------------------
+@pytest.fixture
+def served(tmp_path, ch):
+    settings = _settings(tmp_path, "unused", max_execution_s=15)
+    token = add_researcher(researchers_path(settings.home), "ana")
+    ch.insert(f"{ch.database}.statements", ["statement_id", "school", "learner"], [[uuid.uuid4()], ["s"], ["x" * 64]])
+    web = start_web_thread(make_app(ch, settings), settings.web_port)
+    base = f"http://127.0.0.1:{settings.web_port}"
+    yield base, token, settings
+    web.stop()
+
+
+def _post(base, token, sql, **headers):
+    h = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {}), **headers}
+    return requests.post(f"{base}/api/sql", data=orjson.dumps({"sql": sql}), headers=h, timeout=120)
+
+
+def test_api_sql_needs_a_researcher_token_json_and_this_servers_origin(served):
+    base, token, _ = served
+    q = "SELECT count() AS n FROM {db}.statements"
+    ok = _post(base, token, q)
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["columns"] == ["n"]
+    assert _post(base, None, q).status_code == 401
+    assert _post(base, "lpr_wrong", q).status_code == 401
+    # A form or text body (what a cross-site page can send without a preflight) is refused.
+    r = requests.post(f"{base}/api/sql", data=q, headers={"Authorization": f"Bearer {token}",
+                                                           "Content-Type": "text/plain"}, timeout=30)  # fmt: skip
+    assert r.status_code == 415 and r.json()["rule"] == "sql.content_type"
+    r = _post(base, token, q, Origin="http://evil.example")
+    assert r.status_code == 403 and r.json()["rule"] == "sql.origin"
+    r = _post(base, token, q, Host="evil.example:80")
+    assert r.status_code == 403 and r.json()["rule"] == "sql.host"
+    # A cookie is no credential.
+    r = requests.post(f"{base}/api/sql", data=orjson.dumps({"sql": q}),
+                      headers={"Content-Type": "application/json", "Cookie": f"token={token}"}, timeout=30)  # fmt: skip
+    assert r.status_code == 401
+
+
+def test_api_sql_attacks_get_a_4xx_naming_the_rule_and_fetch_nothing(served):
+    base, token, _ = served
+    listener = _Listener()
+    try:
+        web_port = base.rsplit(":", 1)[1]
+        for text, rule in [
+            (f"SELECT * FROM url('http://127.0.0.1:{web_port}/api/summary', 'JSONEachRow')", "sql.function"),
+            (f"SELECT * FROM url('http://127.0.0.1:{listener.port}/x', 'JSONEachRow', 'a UInt8')", "sql.function"),
+            (f"SELECT * FROM remote('127.0.0.1:{listener.port}', system.one)", "sql.function"),
+            (f"SELECT * FROM mysql('127.0.0.1:{listener.port}', 'd', 't', 'u', 'p')", "sql.function"),
+            (f"SELECT * FROM postgresql('127.0.0.1:{listener.port}', 'd', 't', 'u', 'p')", "sql.function"),
+            ("SELECT raw FROM {db}.statements_raw", "sql.table"),
+            ("SELECT 1 FORMAT JSON", "sql.keyword"),
+            ("SELECT nosuchcolumn FROM {db}.statements", "sql.engine"),
+        ]:
+            r = _post(base, token, text)
+            assert r.status_code == 400, (text, r.status_code, r.text)
+            assert r.json()["rule"] == rule and r.json()["error"].startswith(rule), text
+        assert listener.hits == []
+        # The dashboard still answers (the url() attack used to deadlock chDB).
+        assert requests.get(f"{base}/api/state", timeout=30).status_code == 200
+    finally:
+        listener.close()
+
+
+def test_api_sql_a_200_mb_answer_is_capped_and_the_dashboard_answers_during_a_heavy_query(served):
+    base, token, _ = served
+    r = _post(base, token, BIG_ANSWER % "statements")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["truncated"] and body["limit"] in ("sql.limit.result_bytes", "sql.limit.result_rows")
+    assert len(r.content) < 20 * 1024 * 1024
+    results: list[requests.Response] = []
+    t = threading.Thread(target=lambda: results.append(
+        _post(base, token, CROSS_JOIN % ("statements", "statements"))))  # fmt: skip
+    t.start()
+    time.sleep(1.0)
+    state = requests.get(f"{base}/api/state", timeout=60)
+    dashboard_during = t.is_alive()
+    t.join(120)
+    assert state.status_code == 200
+    assert dashboard_during, "the dashboard answered only after the research query ended"
+    assert results[0].status_code == 400 and results[0].json()["rule"] in STOPPED_BY_LIMIT
+
+
 def test_learnpulse_sql_reaches_embedded_chdb_through_the_owner_process(tmp_path, chdb_url):
     # This test process owns chDB (like `learnpulse demo` does); the CLI must ask it.
-    settings = Settings(home=tmp_path, clickhouse=ClickHouseSettings(url=chdb_url), web_port=free_port())
+    settings = _settings(tmp_path, chdb_url)
     owner = open_clickhouse(settings)
-    owner.execute("CREATE TABLE IF NOT EXISTS {db}.probe (n UInt32) ENGINE = MergeTree ORDER BY n")
-    owner.insert(f"{owner.database}.probe", ["n"], [[5, 6]])
-    start_web_thread(make_app(owner), settings.web_port)
+    owner.execute("INSERT INTO {db}.statements (statement_id, school, learner) VALUES (generateUUIDv4(), 's', 'x')")
+    web = start_web_thread(make_app(owner, settings), settings.web_port)
     env = {**settings.to_env(), "PATH": "/usr/bin:/bin"}
     res = subprocess.run(
-        [sys.executable, "-m", "learnpulse", "sql", "--format", "tsv", "SELECT sum(n) AS total FROM {db}.probe"],
+        [sys.executable, "-m", "learnpulse", "sql", "--format", "tsv", "SELECT count() AS total FROM {db}.statements"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
     )
     assert res.returncode == 0, res.stderr
-    assert res.stdout.splitlines() == ["total", "11"]
+    assert res.stdout.splitlines() == ["total", "1"]
     bad = subprocess.run(
-        [sys.executable, "-m", "learnpulse", "sql", "DROP TABLE {db}.probe"],
+        [sys.executable, "-m", "learnpulse", "sql", "DROP TABLE {db}.statements"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
     )
-    assert bad.returncode == 2 and bad.stderr.startswith("learnpulse: not a single read-only SELECT")
+    assert bad.returncode == 2 and bad.stderr.startswith("learnpulse: sql.select_only"), bad.stderr
+    web.stop()
     owner.close()
