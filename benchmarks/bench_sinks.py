@@ -209,7 +209,7 @@ def main() -> None:
             for engine in engines:
                 base = (
                     f"chdb://{home / 'chdb'}?database=" if engine == "chdb"
-                    else f"clickhouse://default:@127.0.0.1:{settings.clickhouse.server_tcp_port}/"
+                    else server.url_for("")
                 )  # fmt: skip
                 probe = engine_from_url(base + "probe")
                 limits = OLD_SERVER_RANGE if needs_mapping(probe.server_version()) else MODERN_RANGE

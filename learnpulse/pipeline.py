@@ -19,6 +19,7 @@ from sinks.engines import engine_from_url
 from sinks.specs import SinkParameters, build_sinks
 
 from .errors import UserError
+from .local_secrets import pseudonym_key
 from .settings import Settings
 
 log = logging.getLogger("learnpulse")
@@ -87,7 +88,7 @@ def start_sinks(
     params = SinkParameters(
         bootstrap=k.bootstrap_servers,
         topic_prefix=k.topic_prefix,
-        secret=settings.pseudonym_secret.get_secret_value().encode(),
+        secret=pseudonym_key(settings),
         max_rows=settings.sink.max_rows,
         max_wait_s=settings.sink.max_wait_s,
         group_id=group_id,
@@ -116,7 +117,7 @@ def make_publisher(settings: Settings, stage: str) -> StatementPublisher:
     producer = StatementProducer(
         ProducerParameters(bootstrap=k.bootstrap_servers, topic=Topic.STATEMENTS.physical(k.topic_prefix), stage=stage)
     )
-    return StatementPublisher(producer, settings.pseudonym_secret.get_secret_value().encode())
+    return StatementPublisher(producer, pseudonym_key(settings))
 
 
 def run_simulator(

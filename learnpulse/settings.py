@@ -13,6 +13,9 @@ from pydantic import BaseModel, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+DEFAULT_PSEUDONYM_SECRET = "learnpulse-local-demo-secret"
+
+
 class KafkaSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 19092
@@ -163,8 +166,9 @@ class Settings(BaseSettings):
     lrs_store: LrsStoreSettings = LrsStoreSettings()
     streams: StreamsSettings = StreamsSettings()
     notifier: NotifierSettings = NotifierSettings()
-    # Key of the learner pseudonym HMAC. The default is for local demos only.
-    pseudonym_secret: SecretStr = SecretStr("learnpulse-local-demo-secret")
+    # Key of the learner pseudonym HMAC. Left at this published default, it is never used:
+    # processes use a random key generated once in the home (learnpulse/local_secrets.py).
+    pseudonym_secret: SecretStr = SecretStr(DEFAULT_PSEUDONYM_SECRET)
     # Address every server of ours listens on. Loopback unless deployed in a container.
     bind_host: str = "127.0.0.1"
     metrics_port_base: int = 19100

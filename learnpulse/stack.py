@@ -21,6 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from .errors import UserError
 from .settings import Settings
@@ -296,12 +297,16 @@ class ClickHouseServer(Service):
         c = settings.clickhouse
         super().__init__("clickhouse", settings.home.resolve() / "clickhouse", "127.0.0.1", (c.server_tcp_port,))
         self.settings = c
+        self.home = settings.home
+        self._password: str | None = None
 
     def _write_config(self) -> Path:
         d = self.dir
         for sub in ("data", "tmp", "user_files", "format_schemas", "logs"):
             (d / sub).mkdir(parents=True, exist_ok=True)
-        (d / "users.xml").write_text(_USERS_XML)
+        users = d / "users.xml"
+        users.write_text(_USERS_XML.format(sha256=hashlib.sha256(self.password.encode()).hexdigest()))
+        users.chmod(0o600)
         cfg = d / "config.xml"
         cfg.write_text(
             f"""<?xml version="1.0"?>
@@ -343,21 +348,37 @@ class ClickHouseServer(Service):
         from clickhouse_driver import Client
 
         try:
-            Client("127.0.0.1", port=self.settings.server_tcp_port, connect_timeout=2).execute("SELECT 1")
+            Client("127.0.0.1", port=self.settings.server_tcp_port, password=self.password,
+                   connect_timeout=2).execute("SELECT 1")  # fmt: skip
             return True
         except Exception:  # any failure means "not ready yet"
             return False
 
     @property
+    def password(self) -> str:
+        """The ``default`` user's password: random, made once, kept in the home (0600)."""
+        if self._password is None:
+            from .local_secrets import CLICKHOUSE_PASSWORD_FILE, local_secret
+
+            self._password, created = local_secret(self.home, CLICKHOUSE_PASSWORD_FILE)
+            if created:
+                log.warning("clickhouse-server: generated a password for user default in %s (mode 0600)",
+                            self.home.resolve() / CLICKHOUSE_PASSWORD_FILE)  # fmt: skip
+        return self._password
+
+    def url_for(self, database: str = "learnpulse") -> str:
+        return f"clickhouse://default:{quote(self.password, safe='')}@127.0.0.1:{self.settings.server_tcp_port}/{database}"
+
+    @property
     def url(self) -> str:
-        return f"clickhouse://default:@127.0.0.1:{self.settings.server_tcp_port}/learnpulse"
+        return self.url_for("learnpulse")
 
 
 _USERS_XML = """<?xml version="1.0"?>
 <yandex>
   <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
   <users>
-    <default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default>
+    <default><password_sha256_hex>{sha256}</password_sha256_hex><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default>
   </users>
   <quotas><default></default></quotas>
 </yandex>

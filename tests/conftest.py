@@ -116,9 +116,13 @@ def chdb_url(chdb_path: Path) -> str:
 
 
 @pytest.fixture
-def server_url(request: pytest.FixtureRequest, clickhouse_server_settings: ClickHouseSettings) -> str:
+def server_url(request: pytest.FixtureRequest, stack_home: Path, clickhouse_server_settings: ClickHouseSettings) -> str:
+    """A fresh database on the session's server, as its password-protected ``default`` user."""
     _require_marker(request, "clickhouse_server")
-    return f"clickhouse://default:@127.0.0.1:{clickhouse_server_settings.server_tcp_port}/{_database()}"
+    from learnpulse.stack import ClickHouseServer
+
+    server = ClickHouseServer(Settings(home=stack_home, clickhouse=clickhouse_server_settings))
+    return server.url_for(_database())
 
 
 @pytest.fixture(params=["chdb", "server"])

@@ -91,6 +91,8 @@ def build_gateway_app(settings: Settings, ch=None, consistent_through=None, docu
         default_version=g.default_version,
         clock_margin_ms=g.clock_margin_ms,
     )
+    from ..local_secrets import pseudonym_key
+
     credentials = CredentialStore(credentials_path(settings))
     owned = documents is None
     if owned:
@@ -102,7 +104,7 @@ def build_gateway_app(settings: Settings, ch=None, consistent_through=None, docu
         sender=sender,
         store=store,
         consistent_through=consistent,
-        pseudonym_secret=settings.pseudonym_secret.get_secret_value().encode(),
+        pseudonym_secret=pseudonym_key(settings),
         documents=documents,
         documents_config=DocumentsConfig(max_document_bytes=g.max_document_bytes),
         origins=credentials,

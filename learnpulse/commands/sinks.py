@@ -174,10 +174,12 @@ def register(main: click.Group) -> None:
         """
         from sinks.forget import forget_learners, pseudonyms_for
 
+        from ..local_secrets import pseudonym_key
+
         from ..pipeline import open_clickhouse
 
         try:
-            learners = pseudonyms_for(identifier, settings.pseudonym_secret.get_secret_value().encode())
+            learners = pseudonyms_for(identifier, pseudonym_key(settings))
         except ValueError as err:
             raise UserError(str(err)) from err
         documents = forget_documents(settings, learners)

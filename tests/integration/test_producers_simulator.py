@@ -9,6 +9,7 @@ import urllib.request
 import pytest
 from kafka import KafkaConsumer
 
+from learnpulse.local_secrets import pseudonym_key
 from learnpulse.pipeline import run_simulator
 from learnpulse.settings import KafkaSettings, Settings
 from producers.simulator import VERB_ANSWERED, SimulationConfig
@@ -76,7 +77,7 @@ def test_producers_simulator_to_kafka_exact_counts_and_truth(tmp_path, kafka):
     for s in stmts:
         validate_statement(s, version="1.0.3")
     # Keyed per learner: every envelope holds one learner, named by the pseudonym of its actors.
-    secret = settings.pseudonym_secret.get_secret_value().encode()
+    secret = pseudonym_key(settings)
     for env in envelopes:
         assert {pseudonym(secret, e.statement["actor"]) for e in env.entries} == {env.learner}
         assert env.school == env.entries[0].statement["authority"]["account"]["name"]

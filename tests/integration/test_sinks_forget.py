@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from learnpulse.local_secrets import pseudonym_key
 from schemas.records import AlertRecord, EngagementRecord, MasteryRecord
 from schemas.topics import Topic
 from sinks.forget import forget_learners, pseudonyms_for
@@ -86,7 +87,7 @@ def test_sinks_forget_learner_erases_raw_and_derived_rows_and_survives_a_replay(
             wait_committed(settings, sinks, name, topic=topic)
         assert scalar(ch, "SELECT count() FROM {db}.statements FINAL") == total
         assert all(_left_about(ch, a).values())
-        secret = settings.pseudonym_secret.get_secret_value().encode()
+        secret = pseudonym_key(settings)
         assert a in pseudonyms_for("mailto:ada@example.org", secret)
 
         if clickhouse_url.startswith("clickhouse://"):

@@ -21,6 +21,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 
+from learnpulse.local_secrets import pseudonym_key
 from learnpulse.pipeline import open_clickhouse, start_sinks
 from learnpulse.settings import KafkaSettings, Settings
 from producers.publisher import school_authority
@@ -61,13 +62,13 @@ def make_statement(school: str, who: dict, ts_ms: int, rng: random.Random, **ext
 
 
 def envelope(settings: Settings, school: str, who: dict, statements: list[dict], course: str = "course-1") -> bytes:
-    secret = settings.pseudonym_secret.get_secret_value().encode()
+    secret = pseudonym_key(settings)
     entries = tuple(StatementEntry(course, f"{course}/cohort-{hash(who['mbox']) % 2}", s) for s in statements)
     return StatementEnvelope(school, pseudonym(secret, who), int(time.time() * 1000), entries).encode()
 
 
 def learner_of(settings: Settings, who: dict) -> str:
-    return pseudonym(settings.pseudonym_secret.get_secret_value().encode(), who)
+    return pseudonym(pseudonym_key(settings), who)
 
 
 class Publisher:

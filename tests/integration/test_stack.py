@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,51 @@ def test_cli_help_lists_every_area():
     assert res.returncode == 0
     for command in ("demo", "stack", "worker", "simulate", "serve", "db"):
         assert f"  {command} " in res.stdout, res.stdout
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses with a listening TCP socket on ``port`` (from /proc/net/tcp and tcp6)."""
+    found = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            address, port_hex = fields[1].rsplit(":", 1)
+            if int(port_hex, 16) == port and fields[3] == "0A":  # LISTEN
+                found.add(address)
+    return found
+
+
+@pytest.mark.clickhouse_server
+def test_stack_clickhouse_server_has_a_generated_password_and_listens_on_loopback_only(
+    stack_home, clickhouse_server_settings, server_url
+):
+    import requests
+    from clickhouse_driver import Client
+
+    from learnpulse.local_secrets import CLICKHOUSE_PASSWORD_FILE
+    from learnpulse.stack import ClickHouseServer
+
+    server = ClickHouseServer(Settings(home=stack_home, clickhouse=clickhouse_server_settings))
+    secret = stack_home.resolve() / CLICKHOUSE_PASSWORD_FILE
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert len(server.password) >= 32 and server.password in server.url
+    tcp, http = clickhouse_server_settings.server_tcp_port, clickhouse_server_settings.server_http_port
+    # Without the password: refused on the native port …
+    with pytest.raises(Exception, match="(?i)password|authentication"):
+        Client("127.0.0.1", port=tcp, connect_timeout=5).execute("SELECT 1")
+    assert Client("127.0.0.1", port=tcp, password=server.password).execute("SELECT 1") == [(1,)]
+    # … and a cross-origin POST to the HTTP port (what any web page can send) creates nothing.
+    name = f"csrf_{uuid.uuid4().hex[:8]}"
+    r = requests.post(f"http://127.0.0.1:{http}/", data=f"CREATE TABLE default.{name} (x UInt8) ENGINE = Memory",
+                      headers={"Origin": "http://evil.example", "Content-Type": "text/plain"}, timeout=30)  # fmt: skip
+    assert r.status_code >= 400
+    exists = Client("127.0.0.1", port=tcp, password=server.password).execute(
+        "SELECT count() FROM system.tables WHERE database = 'default' AND name = %(n)s", {"n": name})
+    assert exists == [(0,)]
+    # Both ports are bound to 127.0.0.1 (0100007F), never to every address.
+    for port in (tcp, http):
+        assert _listening_addresses(port) == {"0100007F"}, port

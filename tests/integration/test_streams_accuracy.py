@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from learnpulse.local_secrets import pseudonym_key
 from learnpulse.pipeline import open_clickhouse, run_simulator, start_sinks
 from learnpulse.settings import ClickHouseSettings
 from producers.simulator import Simulation, SimulationConfig
@@ -114,7 +115,7 @@ def test_streams_accuracy_against_simulator_truth(tmp_path, kafka, chdb_url, spa
         sinks.join()
         ch.close()
     print(f"\n{sent} statements over {DAYS} days; mastery fit: {summary}")
-    secret = settings.pseudonym_secret.get_secret_value().encode()
+    secret = pseudonym_key(settings)
 
     # -- active time per learner × day ------------------------------------------------
     true_active: dict[tuple[str, int], int] = defaultdict(int)
