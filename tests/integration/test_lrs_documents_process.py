@@ -22,6 +22,7 @@ import requests
 
 from learnpulse.commands.gateway import credentials_path
 from learnpulse.credentials import add_credential
+from learnpulse.local_secrets import pseudonym_key
 from learnpulse.settings import ClickHouseSettings, LrsStoreSettings, Settings
 from producers.lrsstore.documents import SqlDocumentStore
 from schemas.identity import pseudonym
@@ -214,7 +215,7 @@ def test_document_rules_cors_and_forget_learner_through_the_gateway_process(tmp_
     assert "LRS documents erased (State, Agent Profile): 2" in out.stdout
     store = SqlDocumentStore(sqlite_url)
     try:
-        agent = pseudonym(settings.pseudonym_secret.get_secret_value().encode(), learner)
+        agent = pseudonym(pseudonym_key(settings), learner)
         key_of = DocumentKey("proc-school", DocumentKind.STATE, ACT, agent, "", "resume")
         assert store.get(key_of) is None
         assert store.list_ids("proc-school", DocumentKind.AGENT_PROFILE, "", agent, None, None) == []
