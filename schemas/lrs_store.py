@@ -258,6 +258,23 @@ class StatementIndex(Protocol):
         """
         ...
 
-    def forget_learner(self, school: str, learner: str) -> int:
-        """Erase every accepted entry of one learner pseudonym (its id and statement); the count erased."""
+    def forget_learner(self, school: str | None, learner: str) -> int:
+        """Erase every accepted entry of one learner pseudonym (its id and statement) in
+        ``school`` (None: every school); the count erased."""
+        ...
+
+
+class AttachmentStore(Protocol):
+    """Attachment contents of statements (content-addressed by SHA-2, per school).
+
+    Written by the gateway before the statements' Kafka transaction (a statement is never
+    readable without its attachments), so that writes need no ClickHouse.
+    """
+
+    def put(self, school: str, items: Sequence[tuple[str, str, bytes]], stored_ms: int) -> None:
+        """Store ``(sha2, content type, content)``; idempotent (the first copy is kept)."""
+        ...
+
+    def get(self, school: str, sha2s: Sequence[str]) -> dict[str, tuple[str, bytes]]:
+        """``sha2 → (content type, content)`` of those this school stored."""
         ...

@@ -54,6 +54,7 @@ def build_gateway_app(settings: Settings, ch=None, consistent_through=None, docu
     from producers.gateway.app import GatewayConfig, make_gateway_app
     from producers.gateway.documents import DocumentsConfig
     from producers.lrsstore.documents import SqlDocumentStore
+    from producers.lrsstore.attachments import SqlAttachmentStore
     from producers.gateway.sender import TransactionalParameters, TransactionalSender
     from schemas.topics import Topic
 
@@ -98,6 +99,7 @@ def build_gateway_app(settings: Settings, ch=None, consistent_through=None, docu
     if owned:
         documents = SqlDocumentStore(settings.lrs_store_url)
     index, reader = open_statement_index(settings)
+    attachments = SqlAttachmentStore(reader.db)
     app = make_gateway_app(
         config,
         authenticator=credentials,
@@ -110,6 +112,7 @@ def build_gateway_app(settings: Settings, ch=None, consistent_through=None, docu
         origins=credentials,
         index=index,
         index_reader=reader,
+        attachments=attachments,
     )
     if owned:
 

@@ -183,6 +183,7 @@ def register(main: click.Group) -> None:
         except ValueError as err:
             raise UserError(str(err)) from err
         documents = forget_documents(settings, learners)
+        indexed = forget_statement_index(settings, learners)
         ch = open_clickhouse(settings)
         try:
             kw = {} if settle is None else {"settle_s": settle}
@@ -192,6 +193,7 @@ def register(main: click.Group) -> None:
         click.echo(f"learner pseudonyms: {', '.join(report.learners)}")
         click.echo(f"statements erased: {report.statements}")
         click.echo(f"LRS documents erased (State, Agent Profile): {documents}")
+        click.echo(f"LRS statement index entries erased: {indexed}")
         for table, n in sorted(report.removed.items()):
             click.echo(f"  {table}: {n} rows deleted")
         for table, n in sorted(report.scrubbed.items()):
@@ -252,6 +254,17 @@ def _digest(env: str) -> str:
     if not password:
         raise UserError(f"set {env} to the password")
     return hashlib.sha256(password.encode()).hexdigest()
+
+
+def forget_statement_index(settings: Settings, learners: list[str]) -> int:
+    """Erase the learners' entries (ids and stored statements) from the accepted-id index; how many."""
+    from producers.lrsstore.statement_index import SqlStatementIndex
+
+    index = SqlStatementIndex.open(settings.lrs_store_url)
+    try:
+        return sum(index.forget_learner(None, learner) for learner in learners)
+    finally:
+        index.close()
 
 
 def forget_documents(settings: Settings, learners: list[str]) -> int:

@@ -31,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from schemas import metrics
 from schemas.clickhouse.engine import ClickHouseUnavailable
 from schemas.errors import InvalidStatement
-from schemas.lrs_store import DocumentStore, StatementIndex
+from schemas.lrs_store import AttachmentStore, DocumentStore, StatementIndex
 from schemas.profile import SchoolProfile
 from schemas.xapi.formats import is_uuid
 from schemas.xapi.timefmt import format_ms
@@ -125,6 +125,8 @@ class Gateway:
         self.origins: OriginPolicy | None = None
         self.intake = Intake(authenticator)
         self.index = index
+        # Attachment contents (the transactional store); None: the statement store's (ClickHouse).
+        self.attachments: AttachmentStore | None = None
         encoder = RequestEncoder(pseudonym_secret, self.profiles, max_per_envelope=config.max_per_envelope)
         self.writer = StatementWriter(index, sender, encoder, sender.params.transactional_id, clock_ms)
         self._sink_through: int | None = None
@@ -452,7 +454,7 @@ class Gateway:
     async def _store_attachments(
         self, school: str, statements: list[dict[str, Any]], parts: dict[str, multipart.Part], stored_ms: int
     ) -> None:
-        if self.store is None:
+        if self.attachments is None and self.store is None:
             raise XapiError(503, "store.unavailable", "this gateway has no attachment store")
         items: dict[str, tuple[str, str, bytes]] = {}
         for s in statements:
@@ -461,8 +463,12 @@ class Gateway:
                     sha = a["sha2"].lower()
                     if sha in parts and sha not in items:
                         items[sha] = (sha, a["contentType"], parts[sha].body)
-        if items:
-            await asyncio.to_thread(self.store.put_attachments, school, list(items.values()), stored_ms)
+        if not items:
+            return
+        if self.attachments is not None:  # the transactional store: no ClickHouse on the write path
+            await asyncio.to_thread(self.attachments.put, school, list(items.values()), stored_ms)
+        else:
+            await asyncio.to_thread(self.store.put_attachments, school, list(items.values()), stored_ms)  # type: ignore[union-attr]
 
     # -- reads -----------------------------------------------------------------------
     async def _read(self, req: XRequest, school: str, version: str) -> web.Response:
@@ -534,6 +540,16 @@ class Gateway:
             found = await asyncio.to_thread(self.store.get, school, sid, False)
         return found
 
+    async def _attachment_contents(self, school: str, wanted: list[str]) -> dict[str, tuple[str, bytes]]:
+        """From the transactional store; those missing there (stored before it held them) from ClickHouse."""
+        found: dict[str, tuple[str, bytes]] = {}
+        if self.attachments is not None:
+            found = await asyncio.to_thread(self.attachments.get, school, wanted)
+        missing = [sha for sha in wanted if sha not in found]
+        if missing and self.store is not None:
+            found.update(await asyncio.to_thread(self.store.attachments, school, missing))
+        return found
+
     @staticmethod
     def _render(raw: bytes, fmt: str, accept_language: str | None) -> bytes:
         if fmt == "exact":
@@ -553,7 +569,7 @@ class Gateway:
                     sha = str(a.get("sha2", "")).lower()
                     if sha and sha not in wanted:
                         wanted.append(sha)
-        found = await asyncio.to_thread(self.store.attachments, school, wanted) if wanted else {}  # type: ignore[union-attr]
+        found = await self._attachment_contents(school, wanted) if wanted else {}
         out, ctype = multipart.build(body, [(sha, *found[sha]) for sha in wanted if sha in found])
         headers["Content-Type"] = ctype
         return web.Response(body=out, headers=headers)
@@ -572,6 +588,7 @@ def make_gateway_app(
     pseudonym_secret: bytes,
     index: StatementIndex,
     index_reader: StatementIndex | None = None,
+    attachments: AttachmentStore | None = None,
     profiles: Mapping[str, SchoolProfile] | None = None,
     documents: DocumentStore | None = None,
     documents_config: DocumentsConfig = DocumentsConfig(),
@@ -588,7 +605,8 @@ def make_gateway_app(
     reads and conflict look-ups (``reporting.lrs.LrsStore``); ``consistent_through``
     returns epoch ms up to which the sink committed everything (``reporting.progress``).
     ``index`` is the accepted-id index every gateway of the deployment shares
-    (``producers.lrsstore``; ``index_reader``, if given, a second connection for reads).
+    (``producers.lrsstore``; ``index_reader``, if given, a second connection for reads);
+    ``attachments`` holds attachment contents (else ``store`` does).
     """
     gw = Gateway(config, authenticator, sender, store, consistent_through, pseudonym_secret,
                  IndexClient(index, index_reader), profiles)  # fmt: skip
@@ -596,6 +614,7 @@ def make_gateway_app(
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=middlewares)
     app[GATEWAY_KEY] = gw
     gw.origins = origins
+    gw.attachments = attachments
     app.on_startup.append(gw.on_startup)
     app.on_cleanup.append(gw.on_cleanup)
     app.router.add_route("*", f"{config.prefix}/statements", gw.statements)

@@ -83,7 +83,7 @@ def _ddl(dialect: str) -> list[str]:
         # "Is this id voided?" (reads by id; a voiding statement may arrive before its target).
         f"CREATE INDEX IF NOT EXISTS {TABLE}_voids ON {TABLE} (school, voids) WHERE voids <> ''",
         # forget-learner.
-        f"CREATE INDEX IF NOT EXISTS {TABLE}_learner ON {TABLE} (school, learner)",
+        f"CREATE INDEX IF NOT EXISTS {TABLE}_learner ON {TABLE} (learner)",
         # Consistent-Through: pending rows and the most recently acknowledged ones.
         f"CREATE INDEX IF NOT EXISTS {TABLE}_pending ON {TABLE} (gateway, reserved_ms) WHERE state = 0",
         f"CREATE INDEX IF NOT EXISTS {TABLE}_acked ON {TABLE} (acked_ms)",
@@ -230,9 +230,12 @@ class SqlStatementIndex:
 
         return self._transact(work)
 
-    def forget_learner(self, school: str, learner: str) -> int:
+    def forget_learner(self, school: str | None, learner: str) -> int:
         def work(cur: Cursor) -> int:
-            cur.execute(f"DELETE FROM {TABLE} WHERE school = ? AND learner = ? AND state = 1", (school, learner))
+            if school is None:
+                cur.execute(f"DELETE FROM {TABLE} WHERE learner = ? AND state = 1", (learner,))
+            else:
+                cur.execute(f"DELETE FROM {TABLE} WHERE school = ? AND learner = ? AND state = 1", (school, learner))
             return max(cur.rowcount, 0)
 
         return self._transact(work)

@@ -93,8 +93,12 @@ def test_lrsstore_index_voided_forget_learner_and_oldest_unsunk(index):
     index.confirm([("s", A, [_accepted("o1", "ada", stored_ms=1_000)])], 1_250)
     assert index.oldest_unsunk_ms(1_300) is None
     assert index.oldest_unsunk_ms(1_210) == 1_000  # o1 acknowledged after the sink's progress
+    index.reserve([Claim("s2", A, ["t2"])], 1_000, 0)
+    index.confirm([("s2", A, [_accepted("t2", "ada")])], 1_200)
     assert index.forget_learner("s", "ada") == 2
-    assert set(index.get("s", ["t1", "v1", "o1"])) == {"v1"}
+    assert set(index.get("s", ["t1", "v1", "o1"])) == {"v1"} and "t2" in index.get("s2", ["t2"])
+    assert index.forget_learner(None, "ada") == 1  # every school
+    assert index.get("s2", ["t2"]) == {}
 
 
 def _race(url: str, holder: Holder, ids: list[str], start, results) -> None:

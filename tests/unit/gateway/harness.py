@@ -16,6 +16,7 @@ from aiohttp import web
 
 from producers.gateway.app import GATEWAY_KEY, GatewayConfig, make_gateway_app
 from producers.gateway.sender import TransactionalParameters, TransactionalSender
+from producers.lrsstore.attachments import SqlAttachmentStore
 from producers.lrsstore.statement_index import SqlStatementIndex
 
 from .fakes import FakeAuth, FakeProducer, FakeStore
@@ -162,6 +163,7 @@ class Harness(ServedApp):
             documents=documents,
             origins=origins,
             index=self.index,
+            attachments=SqlAttachmentStore(self.index.db),
         )
 
     def stop(self) -> None:
