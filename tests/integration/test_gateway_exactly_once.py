@@ -1,0 +1,280 @@
+"""Exactly once across gateway processes, crashes and a ClickHouse outage (issue 12 parts 1-2, issue 13 item 5).
+
+Gateways run as real ``learnpulse gateway`` processes sharing the accepted-id index (a
+SQLite file, or PostgreSQL); the sink is a ``learnpulse sink`` process writing to
+Debian's clickhouse-server. What Kafka holds is read back with ``read_committed``: a
+statement that reached Kafka twice would show there, whatever the tables collapse.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import subprocess
+import sys
+import threading
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+import requests
+
+from learnpulse.settings import ClickHouseSettings, GatewaySettings, LrsStoreSettings, Settings
+from learnpulse.stack import ClickHouseServer
+from tests.conftest import REPO, Proc, free_port, wait_for
+from tests.integration.test_gateway_api import _committed_records
+from tests.unit.gateway.harness import statement
+
+
+def _cli(settings: Settings, *args: str) -> str:
+    res = subprocess.run(
+        [sys.executable, "-m", "learnpulse", *args], check=False, cwd=REPO, env={**os.environ, **settings.to_env()},
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout
+
+
+class Client:
+    """HTTP to one gateway process with one school's credential."""
+
+    def __init__(self, settings: Settings, key: str, secret: str) -> None:
+        self.base = f"http://127.0.0.1:{settings.gateway.port}/xapi"
+        self.headers = {
+            "Authorization": "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode(),
+            "X-Experience-API-Version": "1.0.3",
+        }
+        self.http = requests.Session()
+
+    def post(self, body) -> requests.Response:
+        return self.http.post(f"{self.base}/statements", data=orjson.dumps(body),
+                              headers={**self.headers, "Content-Type": "application/json"}, timeout=60)  # fmt: skip
+
+    def put(self, body, sid: str) -> requests.Response:
+        return self.http.put(f"{self.base}/statements", params={"statementId": sid}, data=orjson.dumps(body),
+                             headers={**self.headers, "Content-Type": "application/json"}, timeout=60)  # fmt: skip
+
+    def get(self, **params: str) -> requests.Response:
+        return self.http.get(f"{self.base}/statements", params=params, headers=self.headers, timeout=60)
+
+    def up(self) -> bool:
+        try:
+            return requests.get(f"{self.base}/about", timeout=2).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+
+def _credential(settings: Settings, school: str) -> tuple[str, str]:
+    out = _cli(settings, "credentials", "add", "--school", school)
+    return re.search(r"key:\s+(\S+)", out).group(1), re.search(r"secret:\s+(\S+)", out).group(1)
+
+
+def _with_port(settings: Settings) -> Settings:
+    return settings.model_copy(update={"gateway": GatewaySettings(port=free_port(), kafka_timeout_s=30)})
+
+
+def _start_gateway(settings: Settings, log: Path, client: Client) -> Proc:
+    gw = Proc(["gateway", "--no-sinks"], settings, log)
+
+    def up():
+        if gw.popen.poll() is not None:
+            raise AssertionError(f"gateway exited {gw.popen.returncode}:\n{gw.tail()}")
+        return client.up()
+
+    wait_for(up, 120, "the gateway to serve /xapi/about")
+    return gw
+
+
+def _statements_in_kafka(settings: Settings) -> Counter[str]:
+    return Counter(s["statement"]["id"] for v in _committed_records(settings) for s in orjson.loads(v)["statements"])
+
+
+def _batch(n: int) -> list[dict]:
+    return [statement(id=str(uuid.uuid4()), actor={"mbox": f"mailto:learner{i % 7}@example.com"}) for i in range(n)]
+
+
+def _counts(ch_url: str, ids: list[str]) -> dict[str, int]:
+    from sinks.engines import engine_from_url
+
+    ch = engine_from_url(ch_url)
+    try:
+        quoted = ",".join(f"toUUID('{i}')" for i in ids)
+        out = {}
+        for name, sql in {
+            "statements_raw": "SELECT count() FROM {db}.statements_raw WHERE statement_id IN (%s)",
+            "statements_raw FINAL": "SELECT count() FROM {db}.statements_raw FINAL WHERE statement_id IN (%s)",
+            "lrs_statements": "SELECT count() FROM {db}.lrs_statements WHERE statement_id IN (%s)",
+            "lrs_statements FINAL": "SELECT count() FROM {db}.lrs_statements FINAL WHERE statement_id IN (%s)",
+            "xapi_events_all": "SELECT count() FROM {db}.xapi_events_all WHERE event_id IN (%s)",
+            "statements FINAL": "SELECT count() FROM {db}.statements FINAL WHERE statement_id IN (%s)",
+        }.items():
+            (row,) = ch.query(sql % quoted)
+            out[name] = int(row[0])
+        return out
+    finally:
+        ch.close()
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, kafka, server_url: str) -> Settings:
+    return Settings(
+        home=tmp_path / "home",
+        kafka=kafka,
+        clickhouse=ClickHouseSettings(url=server_url),
+        lrs_store=LrsStoreSettings(url=f"sqlite:///{tmp_path / 'lrs-store.sqlite3'}"),
+        metrics_port_base=free_port(),
+        log_level="WARNING",
+    )
+
+
+@pytest.mark.kafka
+@pytest.mark.clickhouse_server
+@pytest.mark.slow
+def test_gateway_retry_across_sigkill_is_not_stored_again_and_readable_at_once(pipeline: Settings, tmp_path: Path):
+    settings = _with_port(pipeline)
+    _cli(settings, "db", "migrate")
+    client = Client(settings, *_credential(settings, "crash-school"))
+    batch = _batch(20)
+    ids = [s["id"] for s in batch]
+    gw = _start_gateway(settings, tmp_path / "gateway-1.log", client)
+    # No sink runs yet: ClickHouse has none of them ("the sink is behind").
+    r = client.post(batch)
+    assert r.status_code == 200, r.text
+    assert r.json() == ids
+    # Read-your-writes: every id readable right after the answer, no sink needed.
+    for sid in ids[:5]:
+        got = client.get(statementId=sid)
+        assert got.status_code == 200 and got.json()["id"] == sid, got.text
+    gw.kill()  # SIGKILL
+
+    gw = _start_gateway(settings, tmp_path / "gateway-2.log", client)
+    again = client.post(batch)
+    assert again.status_code == 204, again.text  # every statement existed, identical: nothing stored
+    changed = dict(batch[0], verb={"id": "http://adlnet.gov/expapi/verbs/failed"})
+    assert client.post([changed]).status_code == 409
+    for sid in ids:
+        assert client.get(statementId=sid).status_code == 200
+    assert sorted(_statements_in_kafka(settings).items()) == sorted((i, 1) for i in ids)
+
+    sink = Proc(["sink", "--table", "statements"], settings, tmp_path / "sink.log")
+    try:
+        wait_for(lambda: _counts(settings.clickhouse_url, ids)["statements_raw FINAL"] == 20, 180, "20 rows sunk")
+        counts = _counts(settings.clickhouse_url, ids)
+        assert counts == dict.fromkeys(counts, 20), counts
+    finally:
+        assert sink.stop() == 0, sink.tail()
+        gw.stop()
+
+
+def _race_puts(clients: list[Client], batch: list[dict]) -> list[int]:
+    """PUT each statement to every gateway at the same instant; every status."""
+    statuses: list[int] = []
+    lock = threading.Lock()
+    for st in batch:
+        barrier = threading.Barrier(len(clients))
+
+        def put(c: Client, st=st, barrier=barrier) -> None:
+            barrier.wait()
+            code = c.put(st, st["id"]).status_code
+            with lock:
+                statuses.append(code)
+
+        threads = [threading.Thread(target=put, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    return statuses
+
+
+@pytest.mark.kafka
+@pytest.mark.clickhouse_server
+@pytest.mark.slow
+def test_two_gateway_processes_racing_on_the_same_ids_store_each_once(
+    pipeline: Settings, lrs_store_url: str, tmp_path: Path
+):
+    shared = pipeline.model_copy(update={"lrs_store": LrsStoreSettings(url=lrs_store_url)})
+    _cli(shared, "db", "migrate")
+    key, secret = _credential(shared, "race-school")
+    one, two = _with_port(shared), _with_port(shared)
+    clients = [Client(one, key, secret), Client(two, key, secret)]
+    gws = [_start_gateway(s, tmp_path / f"gateway-{n}.log", c) for n, (s, c) in enumerate(zip((one, two), clients))]
+    try:
+        batch = _batch(25)
+        statuses = _race_puts(clients, batch)
+        assert statuses == [204] * 50, Counter(statuses)
+        in_kafka = _statements_in_kafka(shared)
+        assert sorted(in_kafka.items()) == sorted((s["id"], 1) for s in batch)  # exactly one NEW per id
+        # Each gateway answers reads by id of what the other accepted, at once.
+        for n, st in enumerate(batch):
+            got = clients[n % 2].get(statementId=st["id"])
+            assert got.status_code == 200 and got.json()["id"] == st["id"]
+        # And a conflicting copy is refused by either.
+        changed = dict(batch[0], verb={"id": "http://adlnet.gov/expapi/verbs/failed"})
+        assert [c.put(changed, changed["id"]).status_code for c in clients] == [409, 409]
+    finally:
+        for gw in gws:
+            gw.stop()
+
+
+@pytest.fixture
+def own_clickhouse(tmp_path: Path, kafka) -> Settings:
+    """A clickhouse-server of this test's own, to stop and start."""
+    home = tmp_path / "home"
+    settings = Settings(
+        home=home,
+        kafka=kafka,
+        clickhouse=ClickHouseSettings(server_tcp_port=free_port(), server_http_port=free_port()),
+        lrs_store=LrsStoreSettings(url=f"sqlite:///{tmp_path / 'lrs-store.sqlite3'}"),
+        metrics_port_base=free_port(),
+        log_level="WARNING",
+    )
+    server = ClickHouseServer(settings)
+    server.up(timeout=120)
+    settings = settings.model_copy(update={"clickhouse": settings.clickhouse.model_copy(update={"url": server.url})})
+    yield settings
+    server.stop()
+
+
+@pytest.mark.kafka
+@pytest.mark.clickhouse_server
+@pytest.mark.slow
+def test_writes_accepted_while_clickhouse_is_down_then_arrive_exactly_once(own_clickhouse: Settings, tmp_path: Path):
+    settings = _with_port(own_clickhouse)
+    _cli(settings, "db", "migrate")
+    client = Client(settings, *_credential(settings, "outage-school"))
+    gw = _start_gateway(settings, tmp_path / "gateway.log", client)
+    sink = Proc(["sink", "--table", "statements"], settings, tmp_path / "sink.log")
+    server = ClickHouseServer(settings)
+    try:
+        before = _batch(5)
+        assert client.post(before).status_code == 200
+        wait_for(lambda: _counts(settings.clickhouse_url, [s["id"] for s in before])["statements_raw FINAL"] == 5,
+                 180, "the first statements sunk")  # fmt: skip
+
+        server.stop()
+        during = _batch(20)
+        r = client.post(during)
+        assert r.status_code == 200, r.text  # Kafka holds them; no ClickHouse on the write path
+        one = statement(id=str(uuid.uuid4()))
+        assert client.put(one, one["id"]).status_code == 204
+        assert client.post(during).status_code == 204  # a retry is recognised without ClickHouse
+        for st in [*during, one]:
+            got = client.get(statementId=st["id"])  # read-your-writes, ClickHouse down
+            assert got.status_code == 200 and got.json()["id"] == st["id"], got.text
+        query = client.get(limit="5")
+        assert query.status_code == 503 and query.json()["error"]["rule"] == "store.unavailable"
+
+        server.up(timeout=120)
+        everything = [s["id"] for s in [*before, *during, one]]
+        wait_for(lambda: _counts(settings.clickhouse_url, everything)["statements_raw FINAL"] == 26, 300,
+                 "every statement sunk once ClickHouse is back")  # fmt: skip
+        counts = _counts(settings.clickhouse_url, everything)
+        assert counts == dict.fromkeys(counts, 26), counts
+        assert sorted(_statements_in_kafka(settings).items()) == sorted((i, 1) for i in everything)
+    finally:
+        assert sink.stop() == 0, sink.tail()
+        gw.stop()
