@@ -16,6 +16,8 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from schemas.clickhouse.engine import ClickHouse
 
 # StatementRef chains followed when filtering (Communication §2.1.3.s3 "applies
@@ -52,6 +54,14 @@ _ATTACHMENTS_SQL = (
     + " AND sha2 IN (SELECT arrayJoin({shas:Array(String)})) GROUP BY sha2"
 )  # fmt: skip
 ATTACHMENT_COLUMNS = ("school", "sha2", "content_type", "content_b64", "stored_ms")
+# Statements naming an activity, newest last, read to build its definition (GET /activities).
+_ACTIVITY_STATEMENTS_SQL = (
+    "SELECT toString(i.statement_id), max(i.stored_ms) AS ms FROM {db}.lrs_statement_ids AS i WHERE i.school = "
+    "{school:String} AND i.statement_id IN (SELECT statement_id FROM {db}.lrs_activities WHERE " + _SCHOOL
+    + " AND activity_id = {activity:String}) GROUP BY i.statement_id ORDER BY ms DESC LIMIT {n:UInt64}"
+)  # fmt: skip
+ACTIVITY_STATEMENTS_MAX = 200
+_LANGUAGE_MAPS = ("name", "description")
 
 
 def agent_key(ifi: str) -> str:
@@ -183,6 +193,30 @@ class LrsStore:
         # A statement indexed but not (yet) in statements_raw is left out of this page.
         return [(ms, sid, raws[sid]) for ms, sid in page if sid in raws], more
 
+    def activity(self, school: str, activity_id: str) -> dict[str, Any] | None:
+        """The Activity Object as this school's statements define it, or None if none names it.
+
+        Definitions from every statement naming the activity (object, context activities,
+        SubStatements; the newest ``ACTIVITY_STATEMENTS_MAX``) are merged, newest winning,
+        and language maps merged entry by entry, so two statements describing it in two
+        languages give both (1.0.3 Communication §2.5; the ADL suite's XAPI-00254).
+        """
+        rows = self.ch.query(
+            _ACTIVITY_STATEMENTS_SQL, {"school": school, "activity": activity_id, "n": ACTIVITY_STATEMENTS_MAX}
+        )
+        if not rows:
+            return None
+        raws = self._raw(school, {sid: int(ms) for sid, ms in rows})
+        definition: dict[str, Any] = {}
+        ordered = [raws[sid] for sid, _ in reversed(rows) if sid in raws]  # oldest first
+        for raw in ordered:
+            for found in _activities_named(orjson.loads(raw), activity_id):
+                _merge_definition(definition, found.get("definition"))
+        out: dict[str, Any] = {"objectType": "Activity", "id": activity_id}
+        if definition:
+            out["definition"] = definition
+        return out
+
     def attachments(self, school: str, sha2s: Sequence[str]) -> dict[str, tuple[str, bytes]]:
         if not sha2s:
             return {}
@@ -200,3 +234,39 @@ class LrsStore:
             [stored_ms] * len(items),
         ]
         self.ch.insert(f"{self.ch.database}.lrs_attachments", ATTACHMENT_COLUMNS, data)
+
+
+def _activities_named(statement: dict[str, Any], activity_id: str) -> list[dict[str, Any]]:
+    """Every Activity object in ``statement`` (SubStatement included) whose id is ``activity_id``."""
+    found: list[dict[str, Any]] = []
+
+    def visit(st: dict[str, Any]) -> None:
+        obj = st.get("object")
+        if isinstance(obj, dict):
+            if obj.get("objectType", "Activity") == "Activity" and obj.get("id") == activity_id:
+                found.append(obj)
+            elif obj.get("objectType") == "SubStatement":
+                visit(obj)
+        context = st.get("context")
+        cas = context.get("contextActivities") if isinstance(context, dict) else None
+        if isinstance(cas, dict):
+            for acts in cas.values():
+                for act in acts if isinstance(acts, list) else [acts]:
+                    if isinstance(act, dict) and act.get("id") == activity_id:
+                        found.append(act)
+
+    visit(statement)
+    return found
+
+
+def _merge_definition(into: dict[str, Any], definition: object) -> None:
+    """Merge a newer definition: language maps entry by entry, everything else replaced."""
+    if not isinstance(definition, dict):
+        return
+    for key, value in definition.items():
+        if key in _LANGUAGE_MAPS and isinstance(value, dict) and isinstance(into.get(key), dict):
+            into[key] = {**into[key], **value}
+        elif key == "extensions" and isinstance(value, dict) and isinstance(into.get(key), dict):
+            into[key] = {**into[key], **value}
+        else:
+            into[key] = value

@@ -109,6 +109,7 @@ def build_gateway_app(settings: Settings, ch=None, consistent_through=None, docu
         pseudonym_secret=pseudonym_key(settings),
         documents=documents,
         documents_config=DocumentsConfig(max_document_bytes=g.max_document_bytes),
+        activities=store.activity if store is not None else None,
         origins=credentials,
         index=index,
         index_reader=reader,

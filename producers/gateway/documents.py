@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ import orjson
 from aiohttp import web
 
 from schemas import metrics
+from schemas.clickhouse.engine import ClickHouseUnavailable
 from schemas.errors import InvalidStatement
 from schemas.identity import pseudonym
 from schemas.lrs_store import Document, DocumentKey, DocumentKind, DocumentStore, Precondition, PreconditionFailed
@@ -43,6 +45,8 @@ from .query import _timestamp, agent_ifi
 
 if TYPE_CHECKING:
     from .app import Gateway
+
+log = logging.getLogger("learnpulse.gateway.documents")
 
 # Reads of a merge retried when another writer changed the document in between.
 _MERGE_ATTEMPTS = 50
@@ -468,7 +472,10 @@ class DocumentResources:
         activity_id = self._activity_id(req)
         activity: dict[str, Any] | None = None
         if self.activities is not None:
-            activity = await asyncio.to_thread(self.activities, school, activity_id)
+            try:
+                activity = await asyncio.to_thread(self.activities, school, activity_id)
+            except ClickHouseUnavailable as err:
+                log.warning("activity definitions unavailable, answering the bare Activity Object: %s", err)
         # Without a canonical definition the LRS still returns an Activity Object (§2.5.s2.b1).
         body = {"objectType": "Activity", "id": activity_id}
         if activity and activity.get("definition"):

@@ -390,3 +390,25 @@ def test_document_metrics_count_requests_changes_and_conflicts(docs):
         value("learnpulse_lrs_document_conflicts_total", resource="activity_profile", kind="missing_precondition"),
     )
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1]
+
+
+def test_activities_falls_back_to_the_bare_object_when_clickhouse_is_down():
+    from aiohttp import web
+
+    from producers.gateway.documents import DocumentResources
+    from schemas.clickhouse.engine import ClickHouseUnavailable
+
+    from .harness import ServedApp
+
+    def down(_school, _activity):
+        raise ClickHouseUnavailable("connection refused")
+
+    with Harness() as h:
+        # The resources with a definitions look-up that fails, on an app of their own.
+        served = ServedApp()
+        served.app, served.config = web.Application(), h.config
+        DocumentResources(h.gateway, MemoryDocumentStore(), activities=down).mount(served.app, h.config.prefix)
+        with served:
+            r = served.http.get(f"http://127.0.0.1:{served.port}/xapi/activities", params={"activityId": ACT},
+                                headers=h.headers("key-a"))  # fmt: skip
+            assert r.status_code == 200 and r.json() == {"objectType": "Activity", "id": ACT}
