@@ -29,6 +29,7 @@ class Topic(enum.Enum):
 
     STATEMENTS = "xapi.statements"
     DEADLETTER = "xapi.deadletter"
+    QUARANTINE = "xapi.quarantine"
     ENGAGEMENT = "learnpulse.engagement"
     MASTERY = "learnpulse.mastery"
     COHORT_HEALTH = "learnpulse.cohort_health"
@@ -54,6 +55,11 @@ TOPIC_SPECS: dict[Topic, TopicSpec] = {
     ),
     Topic.DEADLETTER: TopicSpec(
         1, "original key", {"retention.ms": str(30 * 24 * 3600 * 1000), "max.message.bytes": "8388608"}
+    ),
+    # Statements refused at the edge, with their reasons (schemas/quarantine.py): kept as
+    # long as the dead letters; the ClickHouse table holds them for re-drive after that.
+    Topic.QUARANTINE: TopicSpec(
+        4, "school", {"retention.ms": str(30 * 24 * 3600 * 1000), "max.message.bytes": "1048576"}
     ),
     Topic.ENGAGEMENT: TopicSpec(12, "learner pseudonym", {"retention.ms": _WEEK_MS}),
     Topic.MASTERY: TopicSpec(12, "learner pseudonym", {"retention.ms": _WEEK_MS}),

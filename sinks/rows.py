@@ -35,6 +35,7 @@ from schemas.xapi.timefmt import parse_ms
 # returns ``{table: rows}`` for the tables in ``LRS_COLUMNS``; the statements sink writes
 # them in the same batch as the statement rows, before its offsets are committed.
 from .lrs_rows import LRS_COLUMNS, statement_index_rows
+from .quarantine_rows import quarantine_rows
 
 Rows = dict[str, list[tuple[Any, ...]]]
 RowBuilder = Callable[[bytes | None], Rows]
@@ -352,6 +353,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     T.MASTERY: T.MASTERY_COLUMNS,
     T.COHORT_HEALTH: T.COHORT_HEALTH_COLUMNS,
     T.ALERTS: T.ALERT_COLUMNS,
+    T.QUARANTINE: T.QUARANTINE_COLUMNS,
     **LRS_COLUMNS,
 }
 
@@ -364,4 +366,5 @@ def builders(secret: bytes, limits: TimeRange) -> dict[str, RowBuilder]:
         "mastery": partial(mastery_rows, limits),
         "cohort_health": partial(cohort_health_rows, limits),
         "alerts": partial(alert_rows, limits),
+        "quarantine": partial(quarantine_rows, limits),
     }

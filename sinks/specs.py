@@ -44,6 +44,7 @@ SPECS: dict[str, SinkSpec] = {
         SinkSpec("mastery", Topic.MASTERY, (T.MASTERY,)),
         SinkSpec("cohort_health", Topic.COHORT_HEALTH, (T.COHORT_HEALTH,)),
         SinkSpec("alerts", Topic.ALERTS, (T.ALERTS,)),
+        SinkSpec("quarantine", Topic.QUARANTINE, (T.QUARANTINE,)),
     )
 }
 

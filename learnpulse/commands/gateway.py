@@ -114,6 +114,7 @@ def build_gateway_app(settings: Settings, ch=None, consistent_through=None, docu
         index=index,
         index_reader=reader,
         attachments=attachments,
+        quarantine=_quarantine_writer(settings, "gateway"),
     )
     if owned:
 
@@ -301,6 +302,16 @@ def register(main: click.Group) -> None:
         if not remove_credential(credentials_path(settings), key):
             raise UserError(f"no credential {key}")
         click.echo(f"removed {key}")
+
+
+def _quarantine_writer(settings: Settings, stage: str):
+    """The writer of refused statements to ``xapi.quarantine`` for ``stage``."""
+    from producers.quarantine import kafka_quarantine_writer
+    from schemas.topics import Topic
+
+    k = settings.kafka
+    writer, _producer = kafka_quarantine_writer(k.bootstrap_servers, Topic.QUARANTINE.physical(k.topic_prefix), stage)
+    return writer
 
 
 def _policy_options(command):

@@ -42,6 +42,7 @@ from schemas.xapi.validate import (
 )
 
 from ..publisher import RequestEncoder
+from ..quarantine import QuarantineWriter
 from . import multipart
 from .altsyntax import XRequest, unwrap
 from .cors import OriginPolicy, cors_middleware
@@ -167,6 +168,7 @@ class Gateway:
             if task is not None:
                 task.cancel()
         await asyncio.to_thread(self.sender.close)
+        await asyncio.to_thread(self.intake.close)
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -225,6 +227,8 @@ class Gateway:
         started = time.perf_counter()
         version = self.config.default_version
         method = request.method
+        req: XRequest | None = None
+        school: str | None = None
         try:
             req = await self._xrequest(request)
             if "method" in req.query:
@@ -255,8 +259,11 @@ class Gateway:
                 response = await self._post(req, school, version)
         except XapiError as err:
             response = err.response(version)
+            if err.status == 400:
+                self.intake.refused(req, school, version, InvalidStatement(err.rule, err.message, err.path))
         except InvalidStatement as err:
             response = XapiError(400, err.rule, err.message, err.path).response(version)
+            self.intake.refused(req, school, version, err)
         except ClickHouseUnavailable as err:
             log.warning("statement store unavailable: %s", err)
             response = XapiError(503, "store.unavailable", f"the statement store is unreachable: {err}",
@@ -594,12 +601,14 @@ def make_gateway_app(
     documents_config: DocumentsConfig = DocumentsConfig(),
     activities: ActivityLookup | None = None,
     origins: OriginPolicy | None = None,
+    quarantine: QuarantineWriter | None = None,
 ) -> web.Application:
     """The Statements API under ``config.prefix`` plus ``/metrics``.
 
     With ``documents``, also the State, Activity Profile and Agent Profile resources,
     ``/activities`` (definitions from ``activities`` when given) and ``/agents``
-    (:mod:`.documents`). With ``origins``, CORS on every resource (:mod:`.cors`).
+    (:mod:`.documents`). With ``origins``, CORS on every resource (:mod:`.cors`). With
+    ``quarantine``, every statement write refused with 400 is kept there (:mod:`.intake`).
 
     The app starts ``sender`` on start-up and closes it on clean-up. ``store`` answers
     reads and conflict look-ups (``reporting.lrs.LrsStore``); ``consistent_through``
@@ -615,6 +624,7 @@ def make_gateway_app(
     app[GATEWAY_KEY] = gw
     gw.origins = origins
     gw.attachments = attachments
+    gw.intake.quarantine = quarantine
     app.on_startup.append(gw.on_startup)
     app.on_cleanup.append(gw.on_cleanup)
     app.router.add_route("*", f"{config.prefix}/statements", gw.statements)

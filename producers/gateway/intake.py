@@ -13,7 +13,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from schemas import metrics
+from schemas.errors import InvalidStatement
 from schemas.policy import STRICT_POLICY, IngestPolicy
+
+from ..quarantine import QuarantineWriter
 
 
 def basic_pair(headers: Mapping[str, str]) -> tuple[str, str] | None:
@@ -35,9 +38,25 @@ class Intake:
     means strict and the gateway's default version.
     """
 
-    def __init__(self, authenticator: Any) -> None:
+    def __init__(self, authenticator: Any, quarantine: QuarantineWriter | None = None) -> None:
         self._policy = getattr(authenticator, "policy", None)
         self._version = getattr(authenticator, "xapi_version", None)
+        self.quarantine = quarantine
+
+    def refused(self, req: Any, school: str | None, version: str, err: InvalidStatement) -> None:
+        """Keep a statement write answered 400 in the quarantine (never blocks; see QuarantineWriter).
+
+        Only for a request whose credential was verified (``school`` known): what anyone
+        could send without one is not kept. Reads (GET) refused are not statements.
+        """
+        if self.quarantine is None or school is None or req is None or req.method not in ("POST", "PUT"):
+            return
+        pair = basic_pair(req.headers)
+        self.quarantine.keep(school, pair[0] if pair else "", version, req.body, err)
+
+    def close(self) -> None:
+        if self.quarantine is not None:
+            self.quarantine.close()
 
     def policy(self, headers: Mapping[str, str]) -> tuple[str | None, IngestPolicy]:
         """``(credential key, policy)`` of an authenticated request."""

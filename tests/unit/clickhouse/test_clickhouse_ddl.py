@@ -94,6 +94,7 @@ def _declared_columns(table: str) -> list[str]:
         (T.MASTERY, T.MASTERY_COLUMNS),
         (T.COHORT_HEALTH, T.COHORT_HEALTH_COLUMNS),
         (T.ALERTS, T.ALERT_COLUMNS),
+        (T.QUARANTINE, T.QUARANTINE_COLUMNS),
         (T.SINK_PROGRESS, T.PROGRESS_COLUMNS),
         (T.FORGOTTEN_LEARNERS, T.FORGOTTEN_COLUMNS),
     ],

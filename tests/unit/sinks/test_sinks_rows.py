@@ -189,7 +189,7 @@ def test_sinks_builders_are_picklable_partials():
     import pickle
 
     b = builders(SECRET, MODERN_RANGE)
-    assert set(b) == {"statements", "engagement", "mastery", "cohort_health", "alerts"}
+    assert set(b) == {"statements", "engagement", "mastery", "cohort_health", "alerts", "quarantine"}
     raw = envelope(stmt())
     assert pickle.loads(pickle.dumps(b["statements"]))(raw) == b["statements"](raw)
 
@@ -228,3 +228,25 @@ def test_sinks_envelope_violations_must_be_rule_ids():
     doc["v"] = 3
     with pytest.raises(InvalidStatement):
         StatementEnvelope.decode(orjson.dumps(doc))
+
+
+def test_sinks_quarantine_record_becomes_one_row_and_round_trips():
+    from schemas.quarantine import QuarantineRecord, redrive_statement_id
+
+    err = InvalidStatement("objectType.value", "xAPI 1.0.3 Data §2.2: …", "$.object.objectType")
+    rec = QuarantineRecord.new("s-1", "lp_k", "gateway", 1_767_607_200_456, "1.0.3", b'{"actor": 1}', [err])
+    assert QuarantineRecord.decode(rec.encode()) == rec
+    binary = QuarantineRecord.new("s-1", "lp_k", "replay", 1_767_607_200_456, "1.0.3", b"\xff\xfe{", [])
+    assert QuarantineRecord.decode(binary.encode()).body == b"\xff\xfe{"
+    big = QuarantineRecord.new("s-1", "k", "gateway", 1_767_607_200_456, "1.0.3", b"x" * 300_000, [])
+    assert big.truncated and len(big.body) == 256 * 1024 and big.body_bytes == 300_000
+    rows = builders(SECRET, MODERN_RANGE)["quarantine"](rec.encode())
+    (row,) = rows[T.QUARANTINE]
+    r = dict(zip(T.QUARANTINE_COLUMNS, row, strict=True))
+    assert (r["school"], r["credential"], r["stage"], r["state"]) == ("s-1", "lp_k", "gateway", "refused")
+    assert (r["rules"], r["paths"], r["body"]) == (["objectType.value"], ["$.object.objectType"], '{"actor": 1}')
+    assert r["record_id"] == uuid.UUID(rec.record_id) and r["version"] == 1_767_607_200_456
+    assert redrive_statement_id(rec.record_id, 0) == redrive_statement_id(rec.record_id.upper(), 0)
+    assert redrive_statement_id(rec.record_id, 0) != redrive_statement_id(rec.record_id, 1)
+    with pytest.raises(InvalidStatement):
+        builders(SECRET, MODERN_RANGE)["quarantine"](b'{"v": 1, "id": "nope"}')
