@@ -35,12 +35,14 @@ import orjson
 
 from schemas import metrics
 from schemas.errors import InvalidStatement
+from schemas.policy import STRICT_POLICY, IngestPolicy
 from schemas.xapi.timefmt import format_ms, parse_ms
-from schemas.xapi.validate import validate_statement
+from schemas.xapi.validate import validate_statement_tolerant
 
 from .durable import read_json, write_json_atomic
 from .kafka import DeliveryFailed
 from .publisher import StatementPublisher
+from .quarantine import QuarantineWriter, count_tolerated
 from .replay import xapi_version_of
 from .tincan_compat import LrsError, LrsUnavailable, StatementsClient
 
@@ -104,6 +106,9 @@ class BridgeOptions:
     backoff_max_s: float = 60.0
     # With ``once``: give up after this many consecutive failed attempts.
     max_attempts: int = 8
+    # The ingestion policy of the school's credential (schemas.policy) and its key.
+    policy: IngestPolicy = STRICT_POLICY
+    credential: str = ""
 
 
 @dataclass
@@ -127,9 +132,11 @@ class LrsBridge:
         options: BridgeOptions,
         stop: threading.Event | None = None,
         sleep: Callable[[float], None] | None = None,
+        quarantine: QuarantineWriter | None = None,
     ) -> None:
         self.client = client
         self.publisher = publisher
+        self.quarantine = quarantine
         self.options = options
         self.stop = stop or threading.Event()
         self._sleep = sleep or (lambda s: self.stop.wait(s))
@@ -197,8 +204,13 @@ class LrsBridge:
                 continue
             delivered.append((stored_ms, sid))
             try:
-                validate_statement(stmt, version=xapi_version_of(stmt, self.options.xapi_version))
-                self.publisher.publish(self.options.school, stmt)
+                version = xapi_version_of(stmt, self.options.xapi_version)
+                violations = validate_statement_tolerant(stmt, version=version, tolerate=self.options.policy.tolerated)
+                if violations:
+                    self.publisher.publish(self.options.school, stmt, violations=violations)
+                    count_tolerated("bridge", [violations])
+                else:
+                    self.publisher.publish(self.options.school, stmt)
                 counts.sent += 1
             except InvalidStatement as err:
                 self._reject(stmt, err)
@@ -209,6 +221,9 @@ class LrsBridge:
         metrics.STATEMENTS_REJECTED.labels("bridge", err.rule).inc()
         record = {"source": self.client.endpoint, "rule": err.rule, "message": err.message, "path": err.path}
         self._rejects.write(orjson.dumps({**record, "original": stmt}) + b"\n")
+        if self.quarantine is not None:
+            version = xapi_version_of(stmt, self.options.xapi_version) if isinstance(stmt, dict) else "1.0.3"
+            self.quarantine.keep(self.options.school, self.options.credential, version, orjson.dumps(stmt), err)
 
     def _commit(self, delivered: list[tuple[int, str]]) -> None:
         # Kafka acknowledged → rejects durable → cursor replaced: in this order only.

@@ -35,6 +35,13 @@ from schemas.xapi.validate import statement_violations
 log = logging.getLogger("learnpulse.quarantine")
 
 
+def count_tolerated(stage: str, violations: list[tuple[str, ...]]) -> None:
+    """One ``learnpulse_statements_tolerated_total`` per accepted statement and rule it breaks."""
+    for rules in violations:
+        for rule in rules:
+            metrics.STATEMENTS_TOLERATED.labels(stage, rule).inc()
+
+
 def all_violations(body: bytes, xapi_version: str, first: InvalidStatement | None) -> list[InvalidStatement]:
     """Every violation in a refused body: each statement's (``$[i]…`` paths in a batch).
 

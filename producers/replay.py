@@ -40,10 +40,12 @@ import orjson
 from schemas import metrics
 from schemas.errors import InvalidStatement
 from schemas.xapi.timefmt import parse_ms
-from schemas.xapi.validate import attachments_needing_parts, validate_statement
+from schemas.policy import STRICT_POLICY, IngestPolicy
+from schemas.xapi.validate import attachments_needing_parts, validate_statement_tolerant
 
 from .durable import read_json, write_json_atomic
 from .publisher import StatementPublisher
+from .quarantine import QuarantineWriter, count_tolerated
 
 log = logging.getLogger("learnpulse.replay")
 
@@ -249,6 +251,10 @@ class ReplayOptions:
     restart: bool = False
     commit_every: int = 5_000
     commit_interval_s: float = 2.0
+    # The ingestion policy of the credential the statements arrive under (schemas.policy),
+    # and that credential's key (named in quarantine records).
+    policy: IngestPolicy = STRICT_POLICY
+    credential: str = ""
 
 
 @dataclass
@@ -273,8 +279,10 @@ class Replayer:
         options: ReplayOptions,
         stop: threading.Event | None = None,
         progress: Callable[[str, ReplayCounts], None] | None = None,
+        quarantine: QuarantineWriter | None = None,
     ) -> None:
         self.publisher = publisher
+        self.quarantine = quarantine
         self.options = options
         self.stop = stop
         self.progress = progress
@@ -376,7 +384,8 @@ class Replayer:
                         "replay.unwrap", f"item has no {opts.unwrap!r} key to take the statement from"
                     )
                 doc = doc[opts.unwrap]
-            validate_statement(doc, version=xapi_version_of(doc, opts.xapi_version))
+            version = xapi_version_of(doc, opts.xapi_version)
+            violations = validate_statement_tolerant(doc, version=version, tolerate=opts.policy.tolerated)
             if attachments_needing_parts(doc):
                 raise InvalidStatement(
                     "attachments.part-missing",
@@ -386,7 +395,11 @@ class Replayer:
                 )
             if "id" not in doc:
                 doc = {**doc, "id": str(uuid.uuid5(_ID_NAMESPACE, f"{opts.school}|{head}|{item.ordinal}"))}
-            self.publisher.publish(opts.school, doc)
+            if violations:
+                self.publisher.publish(opts.school, doc, violations=violations)
+                count_tolerated("replay", [violations])
+            else:
+                self.publisher.publish(opts.school, doc)
         except InvalidStatement as err:
             self._reject(path, item, err, item.doc)
             counts.rejected += 1
@@ -406,6 +419,11 @@ class Replayer:
             "original": original,
         }
         self._rejects.write(orjson.dumps(record) + b"\n")
+        if self.quarantine is not None:
+            body = item.raw if item.error is not None and isinstance(item.raw, (bytes, str)) else orjson.dumps(original)
+            body = body.encode() if isinstance(body, str) else body
+            version = xapi_version_of(original, self.options.xapi_version) if isinstance(original, dict) else "1.0.3"
+            self.quarantine.keep(self.options.school, self.options.credential, version, body, err)
 
     def _commit(self, key: str, head: str, head_len: int, position: int, complete: bool, last_ts: str | None) -> None:
         # Order matters: Kafka acknowledged, then rejects durable, then the cursor moves.

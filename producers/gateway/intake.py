@@ -16,7 +16,7 @@ from schemas import metrics
 from schemas.errors import InvalidStatement
 from schemas.policy import STRICT_POLICY, IngestPolicy
 
-from ..quarantine import QuarantineWriter
+from ..quarantine import QuarantineWriter, count_tolerated  # noqa: F401  (re-exported for app.py)
 
 
 def basic_pair(headers: Mapping[str, str]) -> tuple[str, str] | None:
@@ -74,10 +74,3 @@ class Intake:
         if pair is None:
             return default
         return self._version(*pair) or default
-
-
-def count_tolerated(stage: str, violations: list[tuple[str, ...]]) -> None:
-    """One ``learnpulse_statements_tolerated_total`` per accepted statement and rule it breaks."""
-    for rules in violations:
-        for rule in rules:
-            metrics.STATEMENTS_TOLERATED.labels(stage, rule).inc()
