@@ -15,6 +15,7 @@ from aiohttp import web
 from schemas.clickhouse.engine import ClickHouse
 
 from .progress import consistent_through
+from .quarantine import refusals_per_school
 from .summary import school_summaries
 
 _PAGE = """<!doctype html>
@@ -65,7 +66,8 @@ function spark(points){
 }
 const FIELDS=[['statements','statements',fmt],['learners','learners',fmt],['active last hour','active_last_hour',fmt],
   ['active time today','active_ms_today',hours],['sessions today','sessions_today',fmt],['mean P(mastery)','mastery_mean',pct],
-  ['cohorts alerting','cohorts_alerting',(v)=>v],['latest event','latest',v=>String(v).slice(0,16)]];
+  ['cohorts alerting','cohorts_alerting',(v)=>v],['refused (quarantine)','refused',fmt],
+  ['latest event','latest',v=>String(v).slice(0,16)]];
 function card(s){
   let el=document.getElementById('school-'+s.school);
   if(!el){el=document.createElement('section');el.className='school';el.id='school-'+s.school;
@@ -173,7 +175,7 @@ def dashboard_state(ch: ClickHouse) -> dict:
     """Everything the page shows, in one JSON-ready dict."""
     schools = {r.school: {**asdict(r), "active_ms_today": 0, "sessions_today": 0, "learners_today": 0,
                           "mastery_mean": None, "mastered_share": None, "cohorts": 0, "cohorts_alerting": 0,
-                          "hourly": []}
+                          "hourly": [], "refused": 0}
                for r in school_summaries(ch)}
     for school, active_ms, sessions, learners in ch.query(ACTIVE_TODAY_SQL):
         if school in schools:
@@ -206,6 +208,10 @@ def dashboard_state(ch: ClickHouse) -> dict:
     for school, hour, n in ch.query(HOURLY_SQL):
         if school in schools:
             schools[school]["hourly"].append([int(hour), int(n)])
+    # Statements refused at the edge and not (yet) accepted by a re-drive (the quarantine).
+    for school, (_records, refused) in refusals_per_school(ch).items():
+        if school in schools:
+            schools[school]["refused"] = refused
     cohorts.sort(key=lambda c: -c["share"])
     through = consistent_through(ch)
     return {

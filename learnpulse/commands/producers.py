@@ -198,6 +198,7 @@ def _register_replay(main: click.Group) -> None:
         help="Validate as 1.0.3 or 2.0.0; auto: by each statement's own version (default 1.0.3).",
     )
     @click.option("--unwrap", default=None, help="Take each statement from this key of the item (wrapped corpora).")
+    @_credential_option
     @click.pass_obj
     def replay(
         settings: Settings,
@@ -208,6 +209,7 @@ def _register_replay(main: click.Group) -> None:
         restart: bool,
         xapi_version: str,
         unwrap: str | None,
+        credential: str | None,
     ) -> None:
         """Replay statement files (JSON Lines, JSON arrays, .gz) into Kafka; resumable.
 
@@ -223,8 +225,11 @@ def _register_replay(main: click.Group) -> None:
         from ..pipeline import make_publisher, serve_metrics
 
         _check_school(settings, school)
+        key, policy = _credential_policy(settings, school, credential)
         home = settings.home.resolve() / "replay"
         options = ReplayOptions(
+            policy=policy,
+            credential=key,
             school=school,
             rejects_path=rejects_path or home / "rejects.jsonl",
             state_path=state_path or home / "state.json",
@@ -241,11 +246,13 @@ def _register_replay(main: click.Group) -> None:
 
         publisher = make_publisher(settings, "replay")
         try:
-            replayer = Replayer(publisher, options, _stop_on_signals(), progress)
+            quarantine = _quarantine_writer(settings, "replay")
+            replayer = Replayer(publisher, options, _stop_on_signals(), progress, quarantine=quarantine)
             try:
                 per_file = replayer.run(list(files))
             finally:
                 replayer.close()
+                quarantine.close()
         except ReplayError as err:
             raise UserError(str(err)) from err
         finally:
@@ -297,6 +304,7 @@ def _register_bridge(main: click.Group) -> None:
     )
     @click.option("--xapi-version", default="auto", show_default=True, help="1.0.3, 2.0.0 or auto (by statement).")
     @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds per LRS request.")
+    @_credential_option
     @click.pass_obj
     def bridge(
         settings: Settings,
@@ -312,6 +320,7 @@ def _register_bridge(main: click.Group) -> None:
         rejects_path: Path | None,
         xapi_version: str,
         timeout: float,
+        credential: str | None,
     ) -> None:
         """Pull statements from a remote LRS into Kafka (tincan RemoteLRS); resumes from a durable cursor.
 
@@ -328,6 +337,7 @@ def _register_bridge(main: click.Group) -> None:
         from ..pipeline import make_publisher, serve_metrics
 
         _check_school(settings, school)
+        key, policy = _credential_policy(settings, school, credential)
         home = settings.home.resolve() / "bridge"
         tag = hashlib.sha256(f"{lrs_url}|{school}".encode()).hexdigest()[:16]
         options = BridgeOptions(
@@ -338,6 +348,8 @@ def _register_bridge(main: click.Group) -> None:
             use_since=use_since,
             xapi_version=xapi_version,
             poll_interval_s=poll_interval,
+            policy=policy,
+            credential=key,
         )
         try:
             client = StatementsClient(
@@ -354,11 +366,13 @@ def _register_bridge(main: click.Group) -> None:
 
         publisher = make_publisher(settings, "bridge")
         try:
-            runner = LrsBridge(client, publisher, options, _stop_on_signals())
+            quarantine = _quarantine_writer(settings, "bridge")
+            runner = LrsBridge(client, publisher, options, _stop_on_signals(), quarantine=quarantine)
             try:
                 counts = runner.run(once=once, progress=progress)
             finally:
                 runner.close()
+                quarantine.close()
         except BridgeError as err:
             raise UserError(str(err)) from err
         finally:
@@ -369,6 +383,38 @@ def _register_bridge(main: click.Group) -> None:
             f"fetched {counts.fetched}, sent {counts.sent}, rejected {counts.rejected}, "
             f"skipped (already delivered) {counts.skipped}; cursor {options.cursor_path}"
         )
+
+
+def _credential_option(command):
+    return click.option(
+        "--credential", default=None, metavar="KEY",
+        help="The credential (of --school) whose ingestion policy applies and which refused statements are "
+        "quarantined under; default: the school's credential when it has exactly one, else strict.",
+    )(command)  # fmt: skip
+
+
+def _credential_policy(settings: Settings, school: str, key: str | None):
+    """``(credential key, its policy)`` for a producer sending under ``school``."""
+    from schemas.policy import STRICT_POLICY
+
+    from ..credentials import list_credentials
+    from .gateway import credentials_path
+
+    mine = [c for c in list_credentials(credentials_path(settings)) if c.school == school]
+    if key is not None:
+        found = [c for c in mine if c.key == key]
+        if not found:
+            raise UserError(f"--credential {key}: no such credential of school {school}")
+        return key, found[0].policy
+    if len(mine) == 1:
+        return mine[0].key, mine[0].policy
+    return "", STRICT_POLICY
+
+
+def _quarantine_writer(settings: Settings, stage: str):
+    from .gateway import _quarantine_writer as writer
+
+    return writer(settings, stage)
 
 
 def _check_school(settings: Settings, school: str) -> None:
