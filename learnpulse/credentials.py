@@ -7,8 +7,10 @@ under an exclusive lock, the file is mode 0600.
 
 Verifying scrypt on every request would cost ~50 ms of CPU per request, so a verified
 pair is remembered in memory — as an HMAC of the secret under a random per-process key,
-never the secret — until the file changes. Failed pairs are remembered too (bounded), so
-a client retrying a wrong secret cannot make the gateway burn a core on scrypt.
+never the secret — for ``verified_ttl_s`` or until the file changes. Failed pairs are
+remembered too (bounded), so a client retrying a wrong secret cannot make the gateway
+burn a core on scrypt. An unknown key costs the same scrypt as a wrong secret for a
+known one (against a dummy credential): answer times do not tell which keys exist.
 
 Each credential also carries its producer's ingestion policy (``schemas.policy``:
 strict, or tolerant of named rules) and, optionally, the xAPI version its clients
@@ -69,8 +71,12 @@ def _policy_from(item: dict) -> IngestPolicy:
     return IngestPolicy(doc["mode"], frozenset(doc.get("tolerate", ())))
 
 
+# What an unknown key is checked against (a digest of zeros: scrypt never yields it).
+_UNKNOWN = Credential("", "", salt=bytes(16), digest=bytes(32), created="", **_SCRYPT)
+
+
 def _hash(secret: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return hashlib.scrypt(secret.encode(), salt=salt, n=n, r=r, p=p, maxmem=64 * 1024 * 1024, dklen=32)
+    return hashlib.scrypt(secret.encode("utf-8", "surrogatepass"), salt=salt, n=n, r=r, p=p, maxmem=64 * 1024 * 1024, dklen=32)
 
 
 def _load(path: Path) -> dict[str, Credential]:
@@ -237,17 +243,20 @@ class CredentialStore:
     an event loop run it in a thread unless :meth:`cached` already answered.
     """
 
-    def __init__(self, path: Path, reload_every_s: float = 2.0, clock=time.monotonic) -> None:
+    def __init__(
+        self, path: Path, reload_every_s: float = 2.0, clock=time.monotonic, verified_ttl_s: float = 300.0
+    ) -> None:
         self.path = path
         self.reload_every_s = reload_every_s
+        self.verified_ttl_s = verified_ttl_s
         self.clock = clock
         self._lock = threading.Lock()
         self._pepper = secrets.token_bytes(32)
         self._creds: dict[str, Credential] = {}
         self._mtime: float | None = None
         self._checked = -1e18
-        self._good: dict[str, tuple[bytes, str]] = {}  # key -> (hmac of secret, school)
-        self._bad: dict[tuple[str, bytes], bool] = {}
+        self._good: dict[str, tuple[bytes, str, float]] = {}  # key -> (hmac of secret, school, expires)
+        self._bad: dict[tuple[str, bytes], float] = {}  # (key, hmac of secret) -> expires
         self._reload(force=True)
 
     def _mark(self, secret: str) -> bytes:
@@ -289,11 +298,14 @@ class CredentialStore:
         """``(known, school)`` from memory only: ``known`` False means call :meth:`authenticate`."""
         self._reload()
         mark = self._mark(secret)
+        now = self.clock()
         with self._lock:
             good = self._good.get(key)
-            if good is not None and hmac.compare_digest(good[0], mark):
+            if good is not None and good[2] > now and hmac.compare_digest(good[0], mark):
                 return True, good[1]
-            if (key, mark) in self._bad or key not in self._creds:
+            # Unknown keys are not answered here: that would be faster than a wrong
+            # secret for a known key, telling which keys exist.
+            if self._bad.get((key, mark), 0.0) > now:
                 return True, None
         return False, None
 
@@ -321,15 +333,17 @@ class CredentialStore:
             return school
         with self._lock:
             cred = self._creds.get(key)
-        if cred is None:
-            return None
         mark = self._mark(secret)
-        ok = hmac.compare_digest(_hash(secret, cred.salt, cred.n, cred.r, cred.p), cred.digest)
+        # The same work for an unknown key: a scrypt against a credential no secret matches.
+        checked = cred or _UNKNOWN
+        digest = _hash(secret, checked.salt, checked.n, checked.r, checked.p)
+        ok = cred is not None and hmac.compare_digest(digest, cred.digest)
+        expires = self.clock() + self.verified_ttl_s
         with self._lock:
             if ok:
-                self._good[key] = (mark, cred.school)
+                self._good[key] = (mark, cred.school, expires)
                 return cred.school
             if len(self._bad) >= _FAILED_MAX:
                 self._bad.clear()
-            self._bad[(key, mark)] = True
+            self._bad[(key, mark)] = expires
         return None

@@ -72,6 +72,8 @@ class GatewaySettings(BaseModel):
     # 413 above this many bytes of one State/Activity Profile/Agent Profile document.
     max_document_bytes: int = 2 * 1024 * 1024
     max_batch: int = 1000
+    # Per statement as stored (JSON); with its envelope it must fit one Kafka message (4 MiB).
+    max_statement_bytes: int = 1024 * 1024
     # Page size cap of GET /statements.
     max_limit: int = 500
     # X-Experience-API-Version echoed on errors of requests without a usable one.
@@ -85,6 +87,22 @@ class GatewaySettings(BaseModel):
     transactional_id: str | None = None
     # Clock skew allowed between gateway hosts and the sinks' for Consistent-Through (0: one host).
     clock_margin_ms: int = 0
+    # Slow clients: headers must be complete this long after connecting (or after the previous
+    # answer); a body must arrive at body_min_rate bytes/s on average after body_grace_s. 408 else.
+    header_timeout_s: float = 15.0
+    body_grace_s: float = 10.0
+    body_min_rate: int = 64 * 1024
+    # 429 + Retry-After above these (0: no limit): requests per second per client address and per
+    # key; sign-in attempts that need a password check (not yet verified pairs) per address and
+    # per key; lockout_failures failed sign-ins within 60 s lock out further checks for lockout_s.
+    requests_per_s_per_address: float = 2000
+    requests_per_s_per_key: float = 2000
+    auth_attempts_per_s: float = 2
+    lockout_failures: int = 10
+    lockout_s: float = 300
+    # HMAC key signing the `more` paging tokens; unset: a random key kept in <home>/gateway-cursor.key
+    # (0600, made on first start), shared by every gateway of that home.
+    cursor_key: SecretStr | None = None
 
 
 class LrsStoreSettings(BaseModel):

@@ -144,6 +144,16 @@ class EncodedRequest(NamedTuple):
     learners: list[str]
 
 
+class StatementTooLarge(Exception):
+    """Statement ``index`` of a request is ``size`` bytes as stored, over ``limit``."""
+
+    def __init__(self, index: int, size: int, limit: int) -> None:
+        super().__init__(f"statement {index} is {size} bytes as stored; at most {limit}")
+        self.index = index
+        self.size = size
+        self.limit = limit
+
+
 class RequestEncoder:
     """All statements of one request → envelopes per learner, each encoded once.
 
@@ -160,11 +170,14 @@ class RequestEncoder:
         profiles: Mapping[str, SchoolProfile] | None = None,
         max_per_envelope: int = 100,
         max_bytes: int = 256 * 1024,
+        max_statement_bytes: int | None = None,
     ) -> None:
         self._stamp = _Stamp(secret, profiles)
         self.secret = secret
         self.max_per_envelope = max_per_envelope
         self.max_bytes = max_bytes
+        # A statement larger than this as stored (JSON) raises StatementTooLarge.
+        self.max_statement_bytes = max_statement_bytes
 
     def encode(
         self,
@@ -189,6 +202,7 @@ class RequestEncoder:
         secret = self.secret
         max_count = self.max_per_envelope
         max_bytes = self.max_bytes
+        max_statement = self.max_statement_bytes
         dumps = orjson.dumps
         pseudonyms: dict[str, str] = {}
         # learner -> [entries, raw JSON of each, total bytes, request indexes]
@@ -207,6 +221,8 @@ class RequestEncoder:
                 learner = pseudonyms[key] = _hmac_hex(secret, key)
             course, cohort = course_and_cohort(stored)
             raw = dumps(stored)
+            if max_statement is not None and len(raw) > max_statement:
+                raise StatementTooLarge(index, len(raw), max_statement)
             raws_all.append(raw)
             learners_all.append(learner)
             group = open_.get(learner)

@@ -53,6 +53,10 @@ GATEWAY_REQUEST_SECONDS = Histogram(
 GATEWAY_STATEMENTS = Counter("learnpulse_gateway_statements_total", "Statements accepted by the LRS gateway")
 # Rejected credentials: "missing" (no/undecodable Basic header) or "invalid" (unknown key, wrong secret).
 GATEWAY_AUTH_FAILURES = Counter("learnpulse_gateway_auth_failures_total", "Rejected LRS credentials", ["reason"])
+# Requests the gateway refused to work on, by rule id: 429s (rate.address, rate.key, auth.rate.address,
+# auth.rate.key, auth.locked-out, auth.busy; auth.lockout-started counts lock-outs begun), 413s
+# (request.too-large, statement.too-large, batch.too-large) and 408 (request.timeout).
+GATEWAY_REFUSALS = Counter("learnpulse_gateway_refusals_total", "Requests refused by a gateway limit", ["rule"])
 # One Kafka transaction (group commit): its duration and how many requests it carried.
 GATEWAY_COMMIT_SECONDS = Histogram(
     "learnpulse_gateway_commit_seconds", "Kafka transaction duration (begin to commit acknowledged)",

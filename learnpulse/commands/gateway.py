@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import secrets
 import signal
 import socket
 from datetime import UTC, datetime
@@ -23,6 +25,38 @@ from ..settings import Settings
 
 def credentials_path(settings: Settings) -> Path:
     return settings.gateway.credentials_file or settings.home / "credentials.json"
+
+
+def cursor_key(settings: Settings) -> bytes:
+    """The key signing ``more`` tokens: configured, else ``<home>/gateway-cursor.key`` (made once, 0600)."""
+    if settings.gateway.cursor_key is not None:
+        key = settings.gateway.cursor_key.get_secret_value().encode()
+        if len(key) < 16:
+            raise UserError("LEARNPULSE_GATEWAY__CURSOR_KEY must be at least 16 characters")
+        return key
+    path = settings.home / "gateway-cursor.key"
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    except ValueError as err:
+        raise UserError(f"{path} is not a hex key; delete it to make a new one") from err
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.hex() + "\n")
+    try:
+        # link() fails if the file exists: two gateways starting together on one home
+        # agree on the first complete key written.
+        os.link(tmp, path)
+    except FileExistsError:
+        return bytes.fromhex(path.read_text().strip())
+    finally:
+        tmp.unlink()
+    click.echo(f"note: made a new key for paging tokens in {path}", err=True)
+    return key
 
 
 def _epoch_ms(value: object) -> int | None:
@@ -55,6 +89,7 @@ def build_gateway_app(settings: Settings, ch=None, consistent_through=None, docu
     from producers.gateway.documents import DocumentsConfig
     from producers.lrsstore.documents import SqlDocumentStore
     from producers.lrsstore.attachments import SqlAttachmentStore
+    from producers.gateway.authguard import AuthLimits
     from producers.gateway.sender import TransactionalParameters, TransactionalSender
     from schemas.topics import Topic
 
@@ -81,6 +116,8 @@ def build_gateway_app(settings: Settings, ch=None, consistent_through=None, docu
             topic=Topic.STATEMENTS.physical(k.topic_prefix),
             transactional_id=txn_id,
             timeout_s=g.kafka_timeout_s,
+            # The producer's record limit is the topic's: one limit from HTTP to the broker.
+            max_request_bytes=int(Topic.STATEMENTS.spec.configs["max.message.bytes"]),
         ),
         lanes=g.kafka_lanes,
     )
@@ -88,9 +125,21 @@ def build_gateway_app(settings: Settings, ch=None, consistent_through=None, docu
         prefix=g.prefix,
         max_body_bytes=g.max_body_bytes,
         max_batch=g.max_batch,
+        max_statement_bytes=g.max_statement_bytes,
         max_limit=g.max_limit,
         default_version=g.default_version,
         clock_margin_ms=g.clock_margin_ms,
+        cursor_key=cursor_key(settings),
+        header_timeout_s=g.header_timeout_s,
+        body_grace_s=g.body_grace_s,
+        body_min_rate=g.body_min_rate,
+        auth_limits=AuthLimits(
+            requests_per_s_per_address=g.requests_per_s_per_address,
+            requests_per_s_per_key=g.requests_per_s_per_key,
+            attempts_per_s=g.auth_attempts_per_s,
+            lockout_failures=g.lockout_failures,
+            lockout_s=g.lockout_s,
+        ),
     )
     from ..local_secrets import pseudonym_key
 
@@ -153,9 +202,9 @@ def _redacted(url: str) -> str:
 async def _serve(app, host: str, port: int, stop: asyncio.Event) -> None:
     from aiohttp import web
 
-    from producers.gateway.app import GATEWAY_KEY
+    from producers.gateway.app import GATEWAY_KEY, make_runner
 
-    runner = web.AppRunner(app, access_log=None)
+    runner = make_runner(app)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

@@ -212,8 +212,8 @@ def register(main: click.Group) -> None:
 
         ch = open_clickhouse(settings)
         sinks = start_sinks(settings, ch)
-        start_web_thread(make_app(ch, settings), settings.web_port)
-        click.echo(f"serving on http://127.0.0.1:{settings.web_port}/ ; Ctrl-C stops")
+        start_web_thread(make_app(ch, settings), settings.web_port, settings.bind_host)
+        click.echo(f"serving on http://{settings.bind_host}:{settings.web_port}/ ; Ctrl-C stops")
         try:
             while not sinks.stop.wait(1):
                 pass

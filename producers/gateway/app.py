@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import logging
+import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
@@ -45,10 +45,14 @@ from ..publisher import RequestEncoder
 from ..quarantine import QuarantineWriter
 from . import multipart
 from .altsyntax import XRequest, unwrap
+from .authguard import AuthGuard, AuthLimits
+from .bodyread import read_body
 from .cors import OriginPolicy, cors_middleware
+from .cursors import CursorSigner
 from .documents import ActivityLookup, DocumentResources, DocumentsConfig
 from .formats import canonical_format, ids_format
 from .intake import Intake
+from .jsonguard import parse_request_json
 from .protocol import CONSISTENT_HEADER, V1, VERSION_HEADER, XapiError, bad_request, http_date, negotiate
 from .query import SingleQuery, parse_cursor, parse_query, parse_single
 from .idindex import IndexClient
@@ -84,6 +88,9 @@ class GatewayConfig:
     # 413 above these: the whole request body, and statements per POST.
     max_body_bytes: int = 16 * 1024 * 1024
     max_batch: int = 1_000
+    # 413 above this per statement as stored (JSON): with its envelope it must fit one
+    # Kafka record (checked by make_gateway_app against the sender's max_request_bytes).
+    max_statement_bytes: int = 1024 * 1024
     # Page size cap of GET /statements (limit=0 means this).
     max_limit: int = 500
     # Version echoed on errors of requests without a usable X-Experience-API-Version.
@@ -93,6 +100,17 @@ class GatewayConfig:
     # Allowance for clock skew between the gateways' hosts and the sink's (Consistent-Through
     # holds back statements acknowledged this long before the sink's progress): 0 on one host.
     clock_margin_ms: int = 0
+    # Slow clients (:mod:`.bodyread`): a request must complete its headers within
+    # ``header_timeout_s`` of the connection (or of the previous answer), and its body
+    # must arrive at ``body_min_rate`` bytes/s on average after a ``body_grace_s`` head start.
+    header_timeout_s: float = 15.0
+    body_grace_s: float = 10.0
+    body_min_rate: int = 64 * 1024
+    # HMAC key of the ``more`` tokens (:mod:`.cursors`); None: a random key per process
+    # (tokens then die with it; ``learnpulse gateway`` passes one kept in its home).
+    cursor_key: bytes | None = None
+    # Request rates, sign-in attempt rates and lock-outs (:mod:`.authguard`).
+    auth_limits: AuthLimits = field(default_factory=AuthLimits)
 
 
 def _now_ms() -> int:
@@ -128,8 +146,12 @@ class Gateway:
         self.index = index
         # Attachment contents (the transactional store); None: the statement store's (ClickHouse).
         self.attachments: AttachmentStore | None = None
-        encoder = RequestEncoder(pseudonym_secret, self.profiles, max_per_envelope=config.max_per_envelope)
+        encoder = RequestEncoder(pseudonym_secret, self.profiles, max_per_envelope=config.max_per_envelope,
+                                 max_statement_bytes=config.max_statement_bytes)  # fmt: skip
         self.writer = StatementWriter(index, sender, encoder, sender.params.transactional_id, clock_ms)
+        self.cursors = CursorSigner(config.cursor_key or secrets.token_bytes(32))
+        self.guard = AuthGuard(config.auth_limits)
+        self._verify_slot = asyncio.Semaphore(1)
         self._sink_through: int | None = None
         # ``stored`` of the oldest statement any gateway reserved or had acknowledged at or
         # after the sink's progress (from the index, with the sink's progress).
@@ -230,6 +252,7 @@ class Gateway:
         req: XRequest | None = None
         school: str | None = None
         try:
+            self.guard.request(request.remote or "")
             req = await self._xrequest(request)
             if "method" in req.query:
                 req = unwrap(req, self.config.default_version)
@@ -250,7 +273,7 @@ class Gateway:
                     "(Communication §3.3)",
                 )
             version = served
-            school = await self._authenticate(req)
+            school = await self._authenticate(req, request.remote or "")
             if method in ("GET", "HEAD"):
                 response = await self._read(req, school, version)
             elif method == "PUT":
@@ -276,24 +299,11 @@ class Gateway:
         return response
 
     async def _xrequest(self, request: web.Request) -> XRequest:
-        length = request.content_length
-        if length is not None and length > self.config.max_body_bytes:
-            raise self._too_large(length)
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge as err:
-            raise self._too_large(None) from err
+        c = self.config
+        body = await read_body(request, c.max_body_bytes, c.body_grace_s, c.body_min_rate)
         return XRequest(request.method, dict(request.query), CIMultiDict(request.headers), body)
 
-    def _too_large(self, size: int | None) -> XapiError:
-        seen = f"{size} bytes" if size is not None else "more"
-        return XapiError(
-            413, "request.too-large",
-            f"request body is {seen}; this LRS accepts at most {self.config.max_body_bytes} bytes per request "
-            "(Communication §1.5.2.s3.b7): send smaller batches",
-        )  # fmt: skip
-
-    async def _authenticate(self, req: XRequest) -> str:
+    async def _authenticate(self, req: XRequest, address: str) -> str:
         header = req.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         key = secret = None
@@ -302,17 +312,27 @@ class Gateway:
                 key, sep, secret = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
                 if not sep:
                     key = None
-            except (binascii.Error, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError):  # binascii.Error, or a non-ASCII token
                 key = None
         if key is None or secret is None:
             metrics.GATEWAY_AUTH_FAILURES.labels("missing").inc()
+            self.guard.failed(address, None)
             raise self._unauthorized("HTTP Basic credentials are required")
         known, school = self.auth.cached(key, secret)
         if not known:
-            school = await asyncio.to_thread(self.auth.authenticate, key, secret)
+            # A scrypt: limited per address and key, and one at a time (one core at most).
+            self.guard.attempt(address, key)
+            self.guard.verifying += 1
+            try:
+                async with self._verify_slot:
+                    school = await asyncio.to_thread(self.auth.authenticate, key, secret)
+            finally:
+                self.guard.verifying -= 1
         if school is None:
             metrics.GATEWAY_AUTH_FAILURES.labels("invalid").inc()
+            self.guard.failed(address, key)
             raise self._unauthorized("unknown key or wrong secret")
+        self.guard.authenticated(key)
         origin = req.headers.get("Origin")
         if origin is not None and self.origins is not None and not self.origins.origin_allowed(origin, school):
             # A browser page on an origin this school did not allow (see .cors): refused before acting.
@@ -344,10 +364,7 @@ class Gateway:
         )
 
     def _parse(self, raw: bytes) -> Any:
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as err:
-            raise bad_request("json.parse", f"the request body is not valid JSON: {err}") from err
+        return parse_request_json(raw)
 
     def _check_attachments(self, statements: list[dict[str, Any]], parts: dict[str, multipart.Part] | None) -> None:
         """Every attachment without fileUrl has its part; every part belongs to an attachment."""
@@ -420,6 +437,7 @@ class Gateway:
         raw, parts = self._payload(req)
         payload = self._parse(raw)
         if isinstance(payload, list) and len(payload) > self.config.max_batch:
+            metrics.GATEWAY_REFUSALS.labels("batch.too-large").inc()
             raise XapiError(
                 413, "batch.too-large",
                 f"the batch holds {len(payload)} statements; this LRS accepts at most {self.config.max_batch} "
@@ -488,7 +506,7 @@ class Gateway:
         if "more" in params:
             if len(params) != 1:
                 raise bad_request("query.more", "a more link carries the whole query; add no other parameters")
-            q = parse_cursor(params["more"])
+            q = parse_cursor(params["more"], self.cursors, self.config.max_limit)
         else:
             q = parse_query(params, self.config.max_limit)
         filters = q.filters()
@@ -510,7 +528,7 @@ class Gateway:
                 rows, more = await asyncio.to_thread(self.store.query, school, **filters, limit=q.limit)
         accept_language = req.headers.get("Accept-Language")
         bodies = [self._render(raw, q.format, accept_language) for _, _, raw in rows]
-        more_url = f"{self.config.prefix}/statements?more={q.next_cursor(rows[-1][:2])}" if more and rows else ""
+        more_url = f"{self.config.prefix}/statements?more={q.next_cursor(rows[-1][:2], self.cursors)}" if more and rows else ""
         body = b'{"statements":[' + b",".join(bodies) + b'],"more":' + orjson.dumps(more_url) + b"}"
         headers = self._headers(version, through)
         if rows:
@@ -584,6 +602,30 @@ class Gateway:
 
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
 
+# Room an envelope needs around its largest statement (school, learner, course, cohort).
+ENVELOPE_MARGIN = 64 * 1024
+
+
+def check_limits_agree(config: GatewayConfig, max_message_bytes: int) -> None:
+    """Refuse limits under which an accepted request could fail in Kafka.
+
+    A request under ``max_body_bytes`` is split into envelopes of at most one statement
+    over 256 KiB each, so the only record that can outgrow Kafka's message limit is one
+    holding a single statement: ``max_statement_bytes`` plus the envelope must fit.
+    """
+    if config.max_statement_bytes + ENVELOPE_MARGIN > max_message_bytes:
+        raise ValueError(
+            f"max_statement_bytes {config.max_statement_bytes} + {ENVELOPE_MARGIN} bytes of envelope exceeds the "
+            f"Kafka message limit {max_message_bytes}: lower it, or raise max.message.bytes and max_request_bytes"
+        )
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    """The runner to serve a gateway app with: its header timeout is aiohttp's keep-alive
+    timeout, which also closes a connection that never completes its request's headers."""
+    config = app[GATEWAY_KEY].config
+    return web.AppRunner(app, access_log=None, keepalive_timeout=config.header_timeout_s)
+
 
 def make_gateway_app(
     config: GatewayConfig,
@@ -617,6 +659,7 @@ def make_gateway_app(
     (``producers.lrsstore``; ``index_reader``, if given, a second connection for reads);
     ``attachments`` holds attachment contents (else ``store`` does).
     """
+    check_limits_agree(config, sender.params.max_request_bytes)
     gw = Gateway(config, authenticator, sender, store, consistent_through, pseudonym_secret,
                  IndexClient(index, index_reader), profiles)  # fmt: skip
     middlewares = [cors_middleware(origins, config.prefix)] if origins is not None else []
@@ -635,4 +678,7 @@ def make_gateway_app(
     return app
 
 
-__all__ = ["GATEWAY_KEY", "Authenticator", "Gateway", "GatewayConfig", "make_gateway_app"]
+__all__ = [
+    "ENVELOPE_MARGIN", "GATEWAY_KEY", "Authenticator", "Gateway", "GatewayConfig", "check_limits_agree",
+    "make_gateway_app", "make_runner",
+]  # fmt: skip

@@ -39,6 +39,7 @@ from schemas.lrs_store import Document, DocumentKey, DocumentKind, DocumentStore
 from schemas.xapi.formats import is_iri, is_uuid
 
 from .altsyntax import XRequest, unwrap
+from .jsonguard import check_depth, check_unique_keys
 from .multipart import media_type
 from .protocol import V2, VERSION_HEADER, XapiError, bad_request, http_date, negotiate
 from .query import _timestamp, agent_ifi
@@ -193,6 +194,7 @@ class DocumentResources:
         version = self.gw.config.default_version
         method = request.method
         try:
+            self.gw.guard.request(request.remote or "")
             req = await self.gw._xrequest(request)
             if "method" in req.query:
                 req = unwrap(req, self.gw.config.default_version)
@@ -209,7 +211,7 @@ class DocumentResources:
                     "(Communication §3.3)",
                 )
             version = served
-            school = await self.gw._authenticate(req)
+            school = await self.gw._authenticate(req, request.remote or "")
             response = await self._dispatch(resource, req, school, version)
             response.headers[VERSION_HEADER] = version
         except XapiError as err:
@@ -319,13 +321,15 @@ class DocumentResources:
             )  # fmt: skip
         ctype = req.headers.get("Content-Type") or "application/octet-stream"
         if media_type(ctype) == "application/json":
+            check_depth(content)  # nesting the merge could not serialize again: 400 json.depth
             try:
-                orjson.loads(content)
+                parsed = orjson.loads(content)
             except orjson.JSONDecodeError as err:
                 raise bad_request(
                     "document.json", f"the document is sent as application/json but is not valid JSON: {err} "
                     "(Communication §3.2.s3.b6)",
                 ) from err  # fmt: skip
+            check_unique_keys(content, parsed)
         needs_precondition = kind is not DocumentKind.STATE or version == V2
         if method == "PUT":
             return await self._put(resource, key, content, ctype, _conditions(req), needs_precondition, version)

@@ -8,7 +8,6 @@ answer a request that named none.
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +25,7 @@ def basic_pair(headers: Mapping[str, str]) -> tuple[str, str] | None:
         return None
     try:
         key, sep, secret = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):  # binascii.Error, or a non-ASCII token
         return None
     return (key, secret) if sep else None
 

@@ -33,7 +33,9 @@ def boundary_of(content_type: str) -> str:
             value = value.strip()
             if len(value) >= 2 and value[0] == value[-1] == '"':
                 value = value[1:-1]
-            if 1 <= len(value) <= 70:
+            # RFC 2046 §5.1.1: 1-70 characters, all of them ASCII (bchars); anything else
+            # could not even be matched against the body's bytes.
+            if 1 <= len(value) <= 70 and all(" " <= ch <= "~" for ch in value):
                 return value
     raise bad_request(
         "multipart.boundary", "multipart/mixed request without a valid boundary parameter (RFC 2046 §5.1.1)"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -15,6 +13,7 @@ from schemas.identity import canonical_ifi
 from schemas.xapi.formats import is_iri, is_mailto, is_sha1_hex, is_uuid
 from schemas.xapi.timefmt import parse_ms
 
+from .cursors import CursorSigner
 from .protocol import bad_request
 
 SINGLE_PARAMS = frozenset({"statementId", "voidedStatementId"})
@@ -69,11 +68,11 @@ class StatementQuery:
             d.pop(k)
         return d
 
-    def next_cursor(self, last: tuple[int, str]) -> str:
-        """Opaque ``more`` token: this query continuing after ``last`` (stateless, never expires)."""
+    def next_cursor(self, last: tuple[int, str], signer: CursorSigner) -> str:
+        """Signed ``more`` token: this query continuing after ``last`` (stateless, never expires)."""
         d = asdict(replace(self, after=last))
         d["v"] = _CURSOR_VERSION
-        return base64.urlsafe_b64encode(orjson.dumps(d)).decode().rstrip("=")
+        return signer.sign(orjson.dumps(d))
 
 
 def _bool(params: Mapping[str, str], name: str) -> bool:
@@ -198,16 +197,21 @@ def parse_query(params: Mapping[str, str], max_limit: int) -> StatementQuery:
     )
 
 
-def parse_cursor(token: str) -> StatementQuery:
-    """Decode a ``more`` token made by :meth:`StatementQuery.next_cursor`."""
+def parse_cursor(token: str, signer: CursorSigner, max_limit: int) -> StatementQuery:
+    """Verify and decode a ``more`` token made by :meth:`StatementQuery.next_cursor`.
+
+    The page cap applies to every page: a token issued under a larger cap (before a
+    configuration change) continues with pages of at most ``max_limit``.
+    """
+    payload = signer.verify(token)
     try:
-        doc = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        doc = orjson.loads(payload)
         if doc.pop("v") != _CURSOR_VERSION:
             raise ValueError("cursor version")
         after = doc.pop("after")
         q = StatementQuery(**doc, after=(int(after[0]), str(after[1])))
-    except (ValueError, TypeError, KeyError, IndexError, binascii.Error, orjson.JSONDecodeError) as err:
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, orjson.JSONDecodeError) as err:
         raise bad_request("query.more", "the more token is not one this LRS issued", "$query.more") from err
     if q.format not in FORMATS or not isinstance(q.limit, int) or q.limit <= 0 or not is_uuid(q.after[1]):
         raise bad_request("query.more", "the more token is not one this LRS issued", "$query.more")
-    return q
+    return replace(q, limit=min(q.limit, max_limit))

@@ -10,7 +10,12 @@ A transaction costs several round trips (~10-30 ms here, far more on a loaded ma
 so the requests that arrive while a commit is in flight are committed together in the
 next one ("group commit"), and a few producers ("lanes") commit in parallel: throughput
 grows with concurrency instead of being capped at one request per commit.
-A failed transaction fails every request in it (each answered 503, none half-written).
+A failed transaction fails every request in it (each answered 503, none half-written),
+with one exception: when Kafka refuses a *record* (too large, invalid), the failure is
+one request's content, so each request of the group is committed again in its own
+transaction and only the request that holds the record fails (:class:`RecordRefused`).
+Requests never share an error message: a group failure names only the kind of error.
+A record larger than ``max_request_bytes`` is refused before it joins any transaction.
 
 kafka-python's transactional calls block and ``commit_transaction`` has no timeout, so
 they run on dedicated threads; the event loop only awaits asyncio futures. Timeouts:
@@ -37,7 +42,14 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.errors import (
+    CorruptRecordError,
+    InvalidRecordError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+)
 
 from schemas import metrics
 from schemas.envelope import StatementEnvelope
@@ -47,6 +59,8 @@ from ..kafka import KeyPartitioner
 log = logging.getLogger("learnpulse.gateway.kafka")
 
 _PENDING, _RUNNING, _WITHDRAWN, _DONE = range(4)
+# Room left in a Kafka record for its batch framing, headers and timestamp.
+_RECORD_OVERHEAD = 1024
 
 
 class KafkaUnavailable(Exception):
@@ -55,6 +69,22 @@ class KafkaUnavailable(Exception):
 
 class OutcomeUnknown(Exception):
     """The commit was sent but not confirmed in time: Kafka may or may not have it."""
+
+
+class RecordRefused(Exception):
+    """Kafka refused a record of this request (its own content); nothing of it was written.
+
+    ``too_large``: the record exceeds the Kafka message limit ``limit`` (bytes).
+    """
+
+    def __init__(self, message: str, too_large: bool, limit: int) -> None:
+        super().__init__(message)
+        self.too_large = too_large
+        self.limit = limit
+
+
+# Broker or client refusals caused by what a record holds, not by the state of Kafka.
+_RECORD_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError, CorruptRecordError, InvalidRecordError)
 
 
 @dataclass(frozen=True)
@@ -66,7 +96,12 @@ class TransactionalParameters:
     timeout_s: float = 10.0
     # How long to wait once its transaction started, before answering "outcome unknown".
     outcome_timeout_s: float = 30.0
+    # Largest Kafka record (the producer's max_request_size; agrees with the topic's
+    # max.message.bytes, see ``schemas.topics``).
     max_request_bytes: int = 4 * 1024 * 1024
+    # Cap on record bytes per transaction (one request always fits alone): bounds the
+    # memory and the send time of one commit, and the work a failure throws away.
+    max_transaction_bytes: int = 16 * 1024 * 1024
     # Cap on envelopes per transaction (bounds the work a failure throws away).
     max_envelopes: int = 5_000
     transaction_timeout_ms: int = 60_000
@@ -92,6 +127,7 @@ class Job:
     loop: asyncio.AbstractEventLoop
     result: asyncio.Future
     settled: asyncio.Future
+    size: int = 0
     state: int = _PENDING
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -190,6 +226,16 @@ class TransactionalSender:
         loop = asyncio.get_running_loop()
         records = [Outgoing(env.key, value, len(env.entries)) for env, value in envelopes]
         job = Job(records, time.monotonic() + self.params.timeout_s, loop, loop.create_future(), loop.create_future())
+        largest = max((len(r.key) + len(r.value) for r in records), default=0)
+        job.size = sum(len(r.key) + len(r.value) for r in records)
+        limit = self.params.max_request_bytes - _RECORD_OVERHEAD
+        if largest > limit:
+            # Kafka would refuse it (and with it the whole transaction): refused alone, now.
+            metrics.GATEWAY_KAFKA_FAILURES.labels("record_refused").inc()
+            job.claim()
+            job.finish(RecordRefused(f"a Kafka record of this request is {largest} bytes; Kafka takes at most "
+                                     f"{limit} bytes per record", too_large=True, limit=limit))  # fmt: skip
+            return job
         self._queue.put(job)
         return job
 
@@ -215,6 +261,7 @@ class TransactionalSender:
     def _take_group(self, first: Job) -> list[Job]:
         jobs = [first]
         n = len(first.envelopes)
+        size = first.size
         while n < self.params.max_envelopes:
             try:
                 j = self._queue.get_nowait()
@@ -223,8 +270,12 @@ class TransactionalSender:
             if j is None:
                 self._queue.put(None)
                 break
+            if size + j.size > self.params.max_transaction_bytes:
+                self._queue.put(j)  # first in the next transaction (order between requests is free)
+                break
             jobs.append(j)
             n += len(j.envelopes)
+            size += j.size
         return jobs
 
 
@@ -313,10 +364,15 @@ class _Lane:
                     raise f.exception or KafkaError("send not acknowledged")
             producer.commit_transaction()
         except Exception as err:  # noqa: BLE001 - any failure: nothing of this group is committed
+            if isinstance(err, _RECORD_ERRORS):
+                self._recover()  # aborts the open transaction before anything is retried
+                self._refused(group, err)
+                return
             self.sender.healthy.clear()
             log.warning("Kafka transaction of %d requests failed: %r", len(group), err)
             metrics.GATEWAY_KAFKA_FAILURES.labels("transaction").inc()
-            failure = KafkaUnavailable(f"Kafka refused the transaction: {err!r}")
+            # The kind of error only: details could describe another request's records.
+            failure = KafkaUnavailable(f"Kafka refused the transaction ({type(err).__name__})")
             for job in group:
                 job.finish(failure)  # never committed: no producer of this epoch will commit it
             self._recover()
@@ -330,6 +386,22 @@ class _Lane:
             job.finish(None)
         metrics.STATEMENTS_OUT.labels("gateway").inc(statements)
         metrics.MESSAGES_OUT.labels("gateway", params.topic).inc(len(futures))
+
+
+    def _refused(self, group: list[Job], err: Exception) -> None:
+        """Kafka refused a record: one request's content, so it must fail alone."""
+        if len(group) > 1:
+            log.warning("Kafka refused a record (%s) in a transaction of %d requests; committing each alone",
+                        type(err).__name__, len(group))  # fmt: skip
+            for job in group:
+                self._commit([job])
+            return
+        metrics.GATEWAY_KAFKA_FAILURES.labels("record_refused").inc()
+        too_large = isinstance(err, (MessageSizeTooLargeError, RecordListTooLargeError))
+        limit = self.sender.params.max_request_bytes - _RECORD_OVERHEAD
+        log.info("Kafka refused a request's record: %r", err)
+        group[0].finish(RecordRefused(f"Kafka refused a record of this request ({type(err).__name__})",
+                                      too_large=too_large, limit=limit))  # fmt: skip
 
 
 def _discard(producer: KafkaProducer, timeout: float = 0) -> None:

@@ -25,11 +25,11 @@ from schemas.lrs_store import AcceptedStatement, Claim, Holder, IndexEntry
 from schemas.xapi.compare import same_statement
 from schemas.xapi.validate import VOIDED
 
-from ..publisher import RequestEncoder
+from ..publisher import RequestEncoder, StatementTooLarge
 from .idindex import IndexClient
 from .intake import count_tolerated
 from .protocol import XapiError, bad_request
-from .sender import KafkaUnavailable, OutcomeUnknown, TransactionalSender
+from .sender import KafkaUnavailable, OutcomeUnknown, RecordRefused, TransactionalSender
 
 log = logging.getLogger("learnpulse.gateway.writes")
 
@@ -122,8 +122,18 @@ class StatementWriter:
             if not new:
                 return None
             kept = [violations[i] for i in new] if violations and any(violations) else None
-            await self._send(school, holder, [statements[i] for i in new], [sids[i] for i in new], received,
-                             [voiding[i] for i in new], before_send, kept)  # fmt: skip
+            try:
+                await self._send(school, holder, [statements[i] for i in new], [sids[i] for i in new], received,
+                                 [voiding[i] for i in new], before_send, kept)  # fmt: skip
+            except StatementTooLarge as err:
+                metrics.GATEWAY_REFUSALS.labels("statement.too-large").inc()
+                at = new[err.index]
+                raise XapiError(
+                    413, "statement.too-large",
+                    f"statement {at} is {err.size} bytes as stored; this LRS accepts at most {err.limit} bytes per "
+                    "statement (one Kafka message): send large content as an attachment",
+                    f"$[{at}]",
+                ) from err  # fmt: skip
         finally:
             self.in_flight.pop(token, None)
         metrics.GATEWAY_STATEMENTS.inc(len(new))
@@ -210,7 +220,11 @@ class StatementWriter:
         violations: list[tuple[str, ...]] | None,
     ) -> None:
         # The request owns its parsed statements: completed in place, not copied.
-        encoded = self.encoder.encode(school, new, received, owned=True, violations=violations)
+        try:
+            encoded = self.encoder.encode(school, new, received, owned=True, violations=violations)
+        except StatementTooLarge:
+            await self.index.release(school, holder, sids)
+            raise
         accepted = [
             AcceptedStatement(sid, raw, received, learner, st["object"]["id"].lower() if v else "")
             for sid, raw, learner, st, v in zip(sids, encoded.raws, encoded.learners, new, voiding, strict=True)
@@ -229,6 +243,16 @@ class StatementWriter:
             await self.index.release(school, holder, sids)  # certain that nothing was written
             raise XapiError(503, "kafka.unavailable", f"statements not stored, nothing was written: {err}",
                             headers={"Retry-After": "5"}) from err  # fmt: skip
+        except RecordRefused as err:
+            # This request's own records, refused alone (others in its transaction were
+            # committed without them): nothing of it was written.
+            await self.index.release(school, holder, sids)
+            if err.too_large:
+                metrics.GATEWAY_REFUSALS.labels("kafka.message-too-large").inc()
+                raise XapiError(413, "kafka.message-too-large",
+                                f"statements not stored: {err}; Kafka takes at most {err.limit} bytes per message "
+                                "(send fewer or smaller statements)") from err  # fmt: skip
+            raise XapiError(400, "kafka.record-refused", f"statements not stored: {err}") from err
         except OutcomeUnknown as err:
             # Kept reserved until Kafka decides; then confirmed or freed.
             job.settled.add_done_callback(

@@ -217,9 +217,10 @@ def test_batch_split_over_learners_is_one_kafka_transaction_all_or_nothing(setti
     batch = [statement(actor={"mbox": f"mailto:learner{i}@example.com"}) for i in range(6)] + [huge]
     with LiveGateway(settings, ["a"]) as gw:
         r = gw.post(batch, key="a")
-        # One envelope cannot be written (over the topic's message size): the whole request fails.
-        assert r.status_code == 503, r.text
-        assert r.json()["error"]["rule"] == "kafka.unavailable"
+        # One statement cannot be written (over the statement limit, which keeps every
+        # envelope within the topic's message size): the whole request fails, nothing is written.
+        assert r.status_code == 413, r.text
+        assert r.json()["error"]["rule"] == "statement.too-large"
         ok = gw.post(batch[:6], key="a")
         assert ok.status_code == 200
         for sid in ok.json():

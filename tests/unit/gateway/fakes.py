@@ -28,9 +28,17 @@ class _Future:
 class FakeProducer:
     """Enough of kafka-python's transactional KafkaProducer; commits deliver to ``on_commit``."""
 
-    def __init__(self, on_commit, fail_send: BaseException | None = None, block: threading.Event | None = None):
+    def __init__(
+        self,
+        on_commit,
+        fail_send: BaseException | None = None,
+        block: threading.Event | None = None,
+        refuse=None,
+    ):
         self.on_commit = on_commit
         self.fail_send = fail_send
+        # ``refuse(value)``: the error the broker answers for this record, or None.
+        self.refuse = refuse
         self.block = block
         self.open: list[tuple[str, bytes, bytes]] | None = None
         self.transactions = 0
@@ -45,6 +53,8 @@ class FakeProducer:
     def send(self, topic, key=None, value=None):
         self.open.append((topic, key, value))
         # ``fail_send``: an exception, or a callable giving one (or None) at send time.
+        if self.refuse is not None and (refused := self.refuse(value)) is not None:
+            return _Future(refused)
         return _Future(self.fail_send() if callable(self.fail_send) else self.fail_send)
 
     def flush(self, timeout=None) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import requests
 from aiohttp import web
 
-from producers.gateway.app import GATEWAY_KEY, GatewayConfig, make_gateway_app
+from producers.gateway.app import GATEWAY_KEY, GatewayConfig, make_gateway_app, make_runner
 from producers.gateway.sender import TransactionalParameters, TransactionalSender
 from producers.lrsstore.attachments import SqlAttachmentStore
 from producers.lrsstore.statement_index import SqlStatementIndex
@@ -56,7 +56,7 @@ class ServedApp:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(self.app, access_log=None)
+        self.runner = make_runner(self.app)
         ready = threading.Event()
 
         def run() -> None:
@@ -126,7 +126,7 @@ class Harness(ServedApp):
 
     def __init__(
         self, config: GatewayConfig | None = None, documents=None, origins=None, policies=None, versions=None,
-        index_url: str | None = None, **producer_kw: Any,
+        index_url: str | None = None, authenticator=None, **producer_kw: Any,
     ) -> None:  # fmt: skip
         self.config = config or GatewayConfig()
         self.store = FakeStore()
@@ -155,7 +155,7 @@ class Harness(ServedApp):
         )
         self.app = make_gateway_app(
             self.config,
-            authenticator=FakeAuth(KEYS, policies, versions),
+            authenticator=authenticator or FakeAuth(KEYS, policies, versions),
             sender=self.sender,
             store=self.store,
             consistent_through=lambda: self.sink_through,

@@ -103,3 +103,47 @@ def test_credentials_cli_policy_options(tmp_path, monkeypatch):
     r = run(main, ["credentials", "update", key, "--policy", "strict", "--xapi-version", "2.0.0"])
     assert r.exit_code == 0, r.output
     assert "policy: strict\txAPI: 2.0.0" in run(main, ["credentials", "list"]).output
+def _count_scrypt(monkeypatch) -> list[int]:
+    import learnpulse.credentials as creds
+
+    calls = [0]
+    real = creds._hash
+
+    def counted(*args, **kw):
+        calls[0] += 1
+        return real(*args, **kw)
+
+    monkeypatch.setattr(creds, "_hash", counted)
+    return calls
+
+
+def test_unknown_key_costs_the_same_scrypt_as_a_wrong_secret(tmp_path, monkeypatch):
+    """No timing oracle: an unknown key was answered from memory (~2 ms), a known one after a scrypt (~90 ms)."""
+    path = tmp_path / "c.json"
+    key, secret = add_credential(path, "school-a")
+    store = CredentialStore(path)
+    calls = _count_scrypt(monkeypatch)
+    assert store.cached("lp_0000000000000000", "guess-1") == (False, None)
+    assert store.authenticate("lp_0000000000000000", "guess-1") is None
+    assert calls[0] == 1
+    assert store.authenticate(key, "guess-1") is None
+    assert calls[0] == 2
+    # Repeated, both are answered from memory alike.
+    assert store.cached("lp_0000000000000000", "guess-1") == (True, None)
+    assert store.cached(key, "guess-1") == (True, None)
+
+
+def test_verified_pair_is_cached_for_a_short_time_only(tmp_path, monkeypatch):
+    path = tmp_path / "c.json"
+    key, secret = add_credential(path, "school-a")
+    now = [0.0]
+    store = CredentialStore(path, reload_every_s=1e9, clock=lambda: now[0], verified_ttl_s=60)
+    calls = _count_scrypt(monkeypatch)
+    assert store.authenticate(key, secret) == "school-a"
+    for _ in range(20):
+        assert store.cached(key, secret) == (True, "school-a")  # a valid client pays no scrypt per request
+    assert calls[0] == 1
+    now[0] += 61
+    assert store.cached(key, secret) == (False, None)
+    assert store.authenticate(key, secret) == "school-a"
+    assert calls[0] == 2

@@ -6,6 +6,7 @@ import pytest
 
 from producers.gateway.formats import canonical_format, choose_language, ids_format, parse_accept_language
 from producers.gateway.protocol import XapiError
+from producers.gateway.cursors import CursorSigner
 from producers.gateway.query import StatementQuery, agent_ifi, parse_cursor, parse_query, parse_single
 
 
@@ -54,17 +55,29 @@ def test_xapi_1_0_3_comm_2_1_3_single_statement_parameters():
 
 
 def test_more_cursor_round_trip_and_tamper_refused():
+    signer = CursorSigner(b"k" * 32)
     q = parse_query({"verb": "http://adlnet.gov/expapi/verbs/completed", "limit": "3"}, 10)
-    token = q.next_cursor((1700000000000, "e05aa883-acaf-40ad-bf54-02c8ce485fb0"))
-    back = parse_cursor(token)
+    token = q.next_cursor((1700000000000, "e05aa883-acaf-40ad-bf54-02c8ce485fb0"), signer)
+    back = parse_cursor(token, signer, 10)
     assert (
         back.verb == q.verb
         and back.limit == 3
         and back.after == (1700000000000, "e05aa883-acaf-40ad-bf54-02c8ce485fb0")
     )
-    for bad in ("", "e30", token[:-4], token.replace("A", "B", 1) + "!"):
-        with pytest.raises(XapiError):
-            parse_cursor(bad)
+    for bad in ("", "e30", token[:-4], token.replace("A", "B", 1) + "!", token.split(".")[0]):
+        with pytest.raises(XapiError) as err:
+            parse_cursor(bad, signer, 10)
+        assert err.value.rule == "query.more.signature"
+    with pytest.raises(XapiError):
+        parse_cursor(token, CursorSigner(b"another key, another gateway"), 10)
+
+
+def test_more_cursor_page_cap_applies_to_every_page():
+    signer = CursorSigner(b"k" * 32)
+    q = parse_query({"limit": "400"}, 500)
+    token = q.next_cursor((1700000000000, "e05aa883-acaf-40ad-bf54-02c8ce485fb0"), signer)
+    # The cap was lowered between two pages: the next page obeys the new one.
+    assert parse_cursor(token, signer, 100).limit == 100
 
 
 def test_xapi_1_0_3_comm_2_1_3_format_ids_minimum_identifiers_everywhere():

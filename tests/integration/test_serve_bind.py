@@ -1,0 +1,23 @@
+"""``learnpulse serve`` listens where the settings say (issue 11, item 7): it used 127.0.0.1 whatever was set."""
+
+from __future__ import annotations
+
+import pytest
+
+from learnpulse.settings import ClickHouseSettings, Settings
+from learnpulse.stack import port_open
+from tests.conftest import free_port, wait_for
+
+
+@pytest.mark.kafka
+def test_serve_listens_on_the_configured_bind_host_only(tmp_path, kafka, chdb_url, spawn):
+    settings = Settings(
+        home=tmp_path / "home", kafka=kafka, clickhouse=ClickHouseSettings(url=chdb_url), bind_host="127.0.0.2",
+        metrics_port_base=free_port(), web_port=free_port(), streams_web_port=free_port(), log_level="WARNING",
+    )  # fmt: skip
+    proc = spawn(["serve"], settings, "serve")
+    wait_for(lambda: port_open("127.0.0.2", settings.web_port) or proc.popen.poll() is not None, 120,
+             "serve listening on 127.0.0.2")  # fmt: skip
+    assert proc.popen.poll() is None, proc.tail()
+    assert port_open("127.0.0.2", settings.web_port)
+    assert not port_open("127.0.0.1", settings.web_port)

@@ -1,0 +1,104 @@
+"""Sign-in abuse is refused with 429 + Retry-After, never paid for in scrypt (issue 11, item 4)."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import REGISTRY
+
+from learnpulse.credentials import CredentialStore, add_credential
+from producers.gateway.app import GatewayConfig
+from producers.gateway.authguard import AuthGuard, AuthLimits
+
+from .harness import Harness, basic, statement
+
+_OFF = {"requests_per_s_per_address": 0, "requests_per_s_per_key": 0}
+
+
+def _refusals(rule: str) -> float:
+    return REGISTRY.get_sample_value("learnpulse_gateway_refusals_total", {"rule": rule}) or 0.0
+
+
+class _Real(Harness):
+    """The app with the real scrypt credential store; ``keys[school] = (key, secret)``."""
+
+    def __init__(self, tmp_path, limits: AuthLimits) -> None:
+        path = tmp_path / "credentials.json"
+        self.keys = {s: add_credential(path, s) for s in ("school-a", "school-b")}
+        super().__init__(GatewayConfig(auth_limits=limits), authenticator=CredentialStore(path))
+
+    def auth(self, key: str) -> str:
+        return basic(*self.keys[key]) if key in self.keys else key
+
+    def post_as(self, authorization: str):
+        return self.http.post(self.url, json=statement(), headers={**self.headers(), "Authorization": authorization})
+
+
+def _assert_429(r, rule: str) -> None:
+    assert r.status_code == 429, r.text
+    assert r.json()["error"]["rule"] == rule
+    assert int(r.headers["Retry-After"]) >= 1
+
+
+def test_repeated_failures_lock_out_further_checks_but_not_a_signed_in_client(tmp_path):
+    limits = AuthLimits(**_OFF, attempts_per_s=1000, attempts_burst=1000, lockout_failures=3, lockout_s=120)
+    with _Real(tmp_path, limits) as h:
+        key_a, secret_a = h.keys["school-a"]
+        assert h.post(statement(), key="school-a").status_code == 200  # verified and cached
+        before = _refusals("auth.locked-out")
+        for n in range(3):
+            assert h.post_as(basic(key_a, f"guess-{n}")).status_code == 401
+        _assert_429(h.post_as(basic(key_a, "guess-3")), "auth.locked-out")
+        _assert_429(h.post_as(basic("lp_unknown", "guess-4")), "auth.locked-out")  # the address is locked too
+        assert 100 <= int(h.post_as(basic(key_a, "guess-5")).headers["Retry-After"]) <= 120
+        assert _refusals("auth.locked-out") - before == 3
+        # The school's client that signed in before keeps working.
+        assert h.post(statement(), key="school-a").status_code == 200
+        # A not yet verified pair is not checked while locked out.
+        _assert_429(h.post(statement(), key="school-b"), "auth.locked-out")
+
+
+def test_sign_in_attempts_are_rate_limited_per_address(tmp_path):
+    limits = AuthLimits(**_OFF, attempts_per_s=0.01, attempts_burst=3, lockout_failures=1000)
+    with _Real(tmp_path, limits) as h:
+        key_a, _ = h.keys["school-a"]
+        statuses = [h.post_as(basic(key_a, f"guess-{n}")).status_code for n in range(3)]
+        assert statuses == [401, 401, 401]
+        _assert_429(h.post_as(basic("lp_other", "guess")), "auth.rate.address")
+
+
+def test_request_rate_limits_per_address_and_per_key(tmp_path):
+    with Harness(GatewayConfig(auth_limits=AuthLimits(requests_per_s_per_address=0.01, burst_s=300,
+                                                      requests_per_s_per_key=0))) as h:  # fmt: skip
+        assert [h.post(statement()).status_code for _ in range(3)] == [200, 200, 200]
+        r = h.post(statement())
+        _assert_429(r, "rate.address")
+        assert r.headers["X-Experience-API-Consistent-Through"]
+    with Harness(GatewayConfig(auth_limits=AuthLimits(requests_per_s_per_key=0.01, burst_s=200,
+                                                      requests_per_s_per_address=0))) as h:  # fmt: skip
+        assert [h.post(statement(), key="key-a").status_code for _ in range(2)] == [200, 200]
+        _assert_429(h.post(statement(), key="key-a"), "rate.key")
+        assert h.post(statement(), key="key-b").status_code == 200  # another school's budget is its own
+
+
+def test_wrong_secrets_for_a_key_do_not_spend_that_schools_request_budget():
+    with Harness(GatewayConfig(auth_limits=AuthLimits(requests_per_s_per_key=0.01, burst_s=200,
+                                                      requests_per_s_per_address=0, lockout_failures=1000))) as h:  # fmt: skip
+        for _ in range(5):
+            r = h.http.post(h.url, json=statement(), headers={**h.headers(), "Authorization": basic("key-a", "wrong")})
+            assert r.status_code == 401
+        assert h.post(statement(), key="key-a").status_code == 200
+
+
+def test_guard_lockout_ends_after_its_window():
+    now = [0.0]
+    guard = AuthGuard(AuthLimits(lockout_failures=2, lockout_window_s=10, lockout_s=30), clock=lambda: now[0])
+    guard.failed("1.2.3.4", "k")
+    now[0] += 11  # the first failure left the window
+    guard.failed("1.2.3.4", "k")
+    guard.attempt("1.2.3.4", "k")  # one failure in the window: not locked
+    guard.failed("1.2.3.4", "k")
+    with pytest.raises(Exception) as err:
+        guard.attempt("1.2.3.4", "other-key")
+    assert err.value.status == 429
+    now[0] += 31
+    guard.attempt("1.2.3.4", "other-key")
