@@ -20,6 +20,7 @@ from learnpulse.commands.gateway import build_gateway_app
 from producers.gateway import multipart
 from schemas.topics import Topic
 from schemas.xapi.timefmt import parse_ms
+from tests.conftest import wait_for
 from tests.unit.gateway.harness import LiveGateway, ServedApp, statement
 
 
@@ -225,6 +226,10 @@ def test_batch_split_over_learners_is_one_kafka_transaction_all_or_nothing(setti
         assert ok.status_code == 200
         for sid in ok.json():
             assert gw.wait_readable("a", sid).status_code == 200
+        # Reads by id are answered from the accepted-id index: wait for the sink itself.
+        wait_for(lambda: int(gw.ch.query("SELECT count() FROM {db}.statements_raw")[0][0]) >= 6, 60,
+                 "the six statements in ClickHouse")  # fmt: skip
+        time.sleep(2)  # anything of the refused request would be sunk by now
         (n,) = gw.ch.query("SELECT count() FROM {db}.statements_raw")
         assert int(n[0]) == 6
     committed = [s for v in _committed_records(settings) for s in orjson.loads(v)["statements"]]
