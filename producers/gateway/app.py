@@ -623,7 +623,7 @@ def check_limits_agree(config: GatewayConfig, max_message_bytes: int) -> None:
 def make_runner(app: web.Application) -> web.AppRunner:
     """The runner to serve a gateway app with: its header timeout is aiohttp's keep-alive
     timeout, which also closes a connection that never completes its request's headers."""
-    config = app[GATEWAY_KEY].config
+    config = app[GATEWAY_KEY].config if GATEWAY_KEY in app else GatewayConfig()
     return web.AppRunner(app, access_log=None, keepalive_timeout=config.header_timeout_s)
 
 
