@@ -127,6 +127,9 @@ class ForgetReport:
     scrubbed: dict[str, int] = field(default_factory=dict)
     rollup_groups: int = 0
     remaining: int = 0
+    # (school, sha2) of the attachments the erased statements declared; a content is erased
+    # only when no statement left declares it.
+    attachments: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _tables(ch: ClickHouse) -> dict[str, tuple[str, ...]]:
@@ -222,6 +225,7 @@ def forget_learners(
                 {"ids": chunk},
             )
         )
+    attachments = _attachments_of(ch, ids)
     tables = _tables(ch)
     for table, cols in tables.items():
         conditions: list[tuple[str, dict[str, Any]]] = []
@@ -251,6 +255,12 @@ def forget_learners(
             report.removed[table] = removed
             log_line(f"{table}: {removed} rows deleted")
     wait_for_mutations(ch)
+    erased = _erase_unreferenced_attachments(ch, attachments)
+    if erased:
+        report.removed[LRS_ATTACHMENTS] = erased
+        log_line(f"{LRS_ATTACHMENTS}: {erased} attachment contents deleted (no other statement refers to them)")
+        wait_for_mutations(ch)
+    report.attachments = sorted(attachments)
     if groups:
         delete, insert = rollup_rebuild_sql()
         h = {"h": sorted(groups)}
@@ -259,8 +269,100 @@ def forget_learners(
         ch.execute(insert, h)
         report.rollup_groups = len(groups)
         log_line(f"activity_daily: {len(groups)} school/course/cohort/day groups rebuilt")
-    report.remaining = _remaining(ch, tables, learners, ids)
+    report.remaining = _remaining(ch, tables, learners, ids) + _attachments_left(ch, attachments)
     return report
+
+
+# -- attachments: content by (school, sha2), shared by every statement that declares it ---
+LRS_ATTACHMENTS = "lrs_attachments"
+LRS_ATTACHMENT_REFS = "lrs_attachment_refs"
+
+
+def _has_table(ch: ClickHouse, name: str) -> bool:
+    ((n,),) = ch.query(
+        "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+        {"db": ch.database, "t": name},
+    )
+    return bool(int(n))
+
+
+def _attachments_of(ch: ClickHouse, ids: list[str]) -> set[tuple[str, str]]:
+    """(school, sha2) of every attachment the statements ``ids`` declare.
+
+    From ``lrs_attachment_refs`` (migration 0013) and, for statements stored before it,
+    from their raw JSON.
+    """
+    import orjson
+
+    from .lrs_rows import attachment_shas
+
+    found: set[tuple[str, str]] = set()
+    refs = _has_table(ch, LRS_ATTACHMENT_REFS)
+    for chunk in _chunks(ids):
+        p = {"ids": chunk}
+        in_ids = "statement_id IN (SELECT toUUID(arrayJoin({ids:Array(String)})))"
+        if refs:
+            found.update((str(s), str(h)) for s, h in ch.query(
+                f"SELECT DISTINCT school, sha2 FROM {{db}}.{LRS_ATTACHMENT_REFS} WHERE {in_ids}", p))  # fmt: skip
+        for school, raw in ch.query(
+            f"SELECT school, raw FROM {{db}}.{T.STATEMENTS_RAW} WHERE {in_ids} AND position(raw, 'sha2') > 0", p
+        ):
+            try:
+                statement = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(statement, dict):
+                found.update((str(school), sha) for sha in attachment_shas(statement))
+    return found
+
+
+def _still_referenced(ch: ClickHouse, school: str, sha2: str) -> bool:
+    """Does any statement left (after the deletions) declare this attachment?"""
+    p = {"s": school, "h": sha2}
+    if _has_table(ch, LRS_ATTACHMENT_REFS):
+        ((n,),) = ch.query(
+            f"SELECT count() FROM {{db}}.{LRS_ATTACHMENT_REFS} WHERE school = {{s:String}} AND sha2 = {{h:String}}", p
+        )
+        if int(n):
+            return True
+    # Statements stored before the refs table: their raw JSON names the sha2.
+    ((n,),) = ch.query(
+        f"SELECT count() FROM {{db}}.{T.STATEMENTS_RAW} WHERE school = {{s:String}} AND position(raw, {{h:String}}) > 0",
+        p,
+    )
+    return bool(int(n))
+
+
+def _erase_unreferenced_attachments(ch: ClickHouse, attachments: set[tuple[str, str]]) -> int:
+    if not attachments or not _has_table(ch, LRS_ATTACHMENTS):
+        return 0
+    erased = 0
+    for school, sha2 in sorted(attachments):
+        if _still_referenced(ch, school, sha2):
+            continue
+        cond = "school = {s:String} AND sha2 = {h:String}"
+        p = {"s": school, "h": sha2}
+        ((n,),) = ch.query(f"SELECT count() FROM {{db}}.{LRS_ATTACHMENTS} WHERE {cond}", p)
+        if int(n):
+            ch.execute(f"ALTER TABLE {{db}}.{LRS_ATTACHMENTS} DELETE WHERE {cond}", p)
+            erased += int(n)
+    return erased
+
+
+def _attachments_left(ch: ClickHouse, attachments: set[tuple[str, str]]) -> int:
+    """Contents of the erased statements' attachments still stored though nothing refers to them."""
+    left = 0
+    if not attachments or not _has_table(ch, LRS_ATTACHMENTS):
+        return 0
+    for school, sha2 in attachments:
+        if _still_referenced(ch, school, sha2):
+            continue
+        ((n,),) = ch.query(
+            f"SELECT count() FROM {{db}}.{LRS_ATTACHMENTS} WHERE school = {{s:String}} AND sha2 = {{h:String}}",
+            {"s": school, "h": sha2},
+        )
+        left += int(n)
+    return left
 
 
 def _remaining(ch: ClickHouse, tables: dict[str, tuple[str, ...]], learners: list[str], ids: list[str]) -> int:

@@ -27,6 +27,7 @@ LRS_STATEMENT_IDS = "lrs_statement_ids"
 LRS_VOIDS = "lrs_voids"
 LRS_AGENTS = "lrs_agents"
 LRS_ACTIVITIES = "lrs_activities"
+LRS_ATTACHMENT_REFS = "lrs_attachment_refs"
 
 LRS_COLUMNS: dict[str, tuple[str, ...]] = {
     LRS_STATEMENTS: ("school", "stored_ms", "statement_id", "verb_id", "registration", "has_ref", "ref_id", "voiding"),
@@ -34,6 +35,8 @@ LRS_COLUMNS: dict[str, tuple[str, ...]] = {
     LRS_VOIDS: ("school", "voided_id", "voiding_id", "stored_ms"),
     LRS_AGENTS: ("school", "agent", "statement_id", "direct"),
     LRS_ACTIVITIES: ("school", "activity_id", "statement_id", "direct"),
+    # Attachments (by SHA-2) each statement declares: an erasure finds them here (0013).
+    LRS_ATTACHMENT_REFS: ("school", "sha2", "statement_id"),
 }
 # lrs_attachments is written by the gateway (reporting.lrs.LrsStore.put_attachments), not here.
 
@@ -159,3 +162,17 @@ def statement_index_rows(
     agents, activities = _related(s)
     out[LRS_AGENTS].extend((school, key, sid, direct) for key, direct in agents.items())
     out[LRS_ACTIVITIES].extend((school, act, sid, direct) for act, direct in activities.items())
+    out[LRS_ATTACHMENT_REFS].extend((school, sha2, sid) for sha2 in attachment_shas(s))
+
+
+def attachment_shas(statement: dict[str, Any]) -> list[str]:
+    """SHA-2 of every attachment the statement and its SubStatement declare, once each."""
+    found: dict[str, None] = {}
+    obj = statement.get("object")
+    for holder in (statement, obj if isinstance(obj, dict) and obj.get("objectType") == "SubStatement" else None):
+        if not isinstance(holder, dict):
+            continue
+        for att in holder.get("attachments") or ():
+            if isinstance(att, dict) and isinstance(att.get("sha2"), str):
+                found[att["sha2"]] = None
+    return list(found)

@@ -32,6 +32,7 @@ GRANT SELECT ON learnpulse.lrs_statement_ids TO learnpulse_lrs;
 GRANT SELECT ON learnpulse.lrs_voids TO learnpulse_lrs;
 GRANT SELECT ON learnpulse.lrs_agents TO learnpulse_lrs;
 GRANT SELECT ON learnpulse.lrs_activities TO learnpulse_lrs;
+GRANT SELECT ON learnpulse.lrs_attachment_refs TO learnpulse_lrs;
 GRANT SELECT ON learnpulse.statements TO learnpulse_school;
 GRANT SELECT ON learnpulse.statement_voids TO learnpulse_school;
 GRANT SELECT ON learnpulse.engagement TO learnpulse_school;

@@ -134,3 +134,89 @@ def test_sinks_forget_learner_erases_raw_and_derived_rows_and_survives_a_replay(
         wait_committed(settings, sinks, "engagement", topic=Topic.ENGAGEMENT)
         assert _left_about(ch, a) == dict.fromkeys(("statements", "raw", "engagement", "mastery", "alerts"), 0)
         assert scalar(ch, "SELECT uniqExactMerge(statements) FROM {db}.activity_daily") == kept
+
+
+def _attachment(content: bytes, ctype: str = "text/plain") -> dict:
+    import hashlib
+
+    return {"usageType": "http://adlnet.gov/expapi/attachments/certificate", "display": {"en-US": "certificate"},
+            "contentType": ctype, "length": len(content), "sha2": hashlib.sha256(content).hexdigest()}  # fmt: skip
+
+
+def _every_row_of_every_table(ch) -> dict[str, list[tuple]]:
+    """All rows of every table and view of the database, as system.tables lists them."""
+    names = [str(r[0]) for r in ch.query(
+        "SELECT name FROM system.tables WHERE database = {db:String} ORDER BY name", {"db": ch.database})]  # fmt: skip
+    assert {"statements", "statements_raw", "lrs_attachments", "lrs_attachment_refs", "lrs_agents"} <= set(names)
+    return {name: ch.query(f"SELECT * FROM {{db}}.`{name}`") for name in names if not name.startswith(".inner")}
+
+
+def _mentions(rows: dict[str, list[tuple]], needles: list[str]) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for table, rs in rows.items():
+        text = repr(rs).lower()
+        hits = {n for n in needles if n.lower() in text}
+        if hits:
+            found[table] = hits
+    return found
+
+
+@pytest.mark.kafka
+def test_sinks_forget_learner_leaves_nothing_about_her_in_any_table_attachments_included(settings, clickhouse_url):
+    """Every table of the schema (system.tables), every row: no pseudonym, name, mbox,
+    account or attachment content of the erased learners is left; a shared attachment stays."""
+    import base64
+
+    from reporting.lrs import LrsStore
+
+    rng = random.Random(8)
+    ada = {"objectType": "Agent", "mbox": "mailto:ada.lovelace@example.org", "name": "Ada Lovelace"}
+    dan = {"objectType": "Agent", "name": "Dan Quill", "account": {"homePage": "https://sso.example.org", "name": "dquill-7731"}}
+    cy = agent("cy")
+    a, d, c = learner_of(settings, ada), learner_of(settings, dan), learner_of(settings, cy)
+    certificate = b"Certificate of completion: Ada Lovelace, Analytical Engines 101"
+    dan_cert = b"Certificate: Dan Quill (dquill-7731) passed"
+    shared = b"Course handbook, identical for everyone"
+    ada_st = [make_statement("s-1", ada, BASE_MS + i * 60_000, rng) for i in range(4)]
+    ada_st[0]["attachments"] = [_attachment(certificate), _attachment(shared)]
+    # Her certificate also inside a SubStatement of another of her statements.
+    ada_st.append(make_statement("s-1", ada, BASE_MS + 500_000, rng, object={
+        "objectType": "SubStatement", "actor": ada, "verb": {"id": "http://adlnet.gov/expapi/verbs/completed"},
+        "object": {"id": "http://example.com/course"}, "attachments": [_attachment(certificate)]}))  # fmt: skip
+    dan_st = [make_statement("s-1", dan, BASE_MS + i * 60_000 + 3, rng) for i in range(3)]
+    dan_st[1]["attachments"] = [_attachment(dan_cert)]
+    cy_st = [make_statement("s-1", cy, BASE_MS + i * 60_000 + 5, rng) for i in range(3)]
+    cy_st[2]["attachments"] = [_attachment(shared)]
+    pub = Publisher(settings.kafka)
+    for who, p, sts in ((ada, a, ada_st), (dan, d, dan_st), (cy, c, cy_st)):
+        pub.send(p.encode(), envelope(settings, "s-1", who, sts))
+    pub.flush()
+    pub.close()
+    p = Publisher(settings.kafka, Topic.ENGAGEMENT)
+    for learner in (a, d, c):
+        p.send(b"k", EngagementRecord("s-1", "course-1", "k", learner, "day", BASE_MS, 5, 1, 60_000, BASE_MS, 1).encode())
+    p.flush()
+    p.close()
+    with running_sinks(settings, ["statements", "engagement"]) as (ch, sinks):
+        # The gateway stores attachment contents before the statements reach Kafka.
+        LrsStore(ch).put_attachments("s-1", [(_attachment(x)["sha2"], "text/plain", x)
+                                             for x in (certificate, dan_cert, shared)], BASE_MS)  # fmt: skip
+        wait_committed(settings, sinks, "statements")
+        wait_committed(settings, sinks, "engagement", topic=Topic.ENGAGEMENT)
+        needles = [a, d, "Ada Lovelace", "ada.lovelace@example.org", "Dan Quill", "dquill-7731",
+                   base64.b64encode(certificate).decode(), base64.b64encode(dan_cert).decode(),
+                   _attachment(certificate)["sha2"], _attachment(dan_cert)["sha2"]]  # fmt: skip
+        before = _mentions(_every_row_of_every_table(ch), needles)
+        assert {"statements_raw", "lrs_attachments", "lrs_attachment_refs", "statements"} <= set(before)
+
+        secret = pseudonym_key(settings)
+        learners = pseudonyms_for("mailto:ada.lovelace@example.org", secret) + pseudonyms_for(
+            "account:https://sso.example.org|dquill-7731", secret)  # fmt: skip
+        report = forget_learners(ch, learners, settle_s=1)
+        assert report.remaining == 0
+        assert report.removed["lrs_attachments"] == 2  # her certificate and his, not the shared handbook
+
+        assert _mentions(_every_row_of_every_table(ch), needles) == {}
+        # The shared attachment stays for cy's statement, and cy is untouched.
+        assert LrsStore(ch).attachments("s-1", [_attachment(shared)["sha2"]])[_attachment(shared)["sha2"]][1] == shared
+        assert scalar(ch, "SELECT count() FROM {db}.statements FINAL WHERE learner = {c:String}", {"c": c}) == 3
