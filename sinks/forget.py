@@ -289,7 +289,7 @@ def _has_table(ch: ClickHouse, name: str) -> bool:
 def _attachments_of(ch: ClickHouse, ids: list[str]) -> set[tuple[str, str]]:
     """(school, sha2) of every attachment the statements ``ids`` declare.
 
-    From ``lrs_attachment_refs`` (migration 0013) and, for statements stored before it,
+    From ``lrs_attachment_refs`` (migration 0014) and, for statements stored before it,
     from their raw JSON.
     """
     import orjson

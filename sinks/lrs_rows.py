@@ -35,7 +35,7 @@ LRS_COLUMNS: dict[str, tuple[str, ...]] = {
     LRS_VOIDS: ("school", "voided_id", "voiding_id", "stored_ms"),
     LRS_AGENTS: ("school", "agent", "statement_id", "direct"),
     LRS_ACTIVITIES: ("school", "activity_id", "statement_id", "direct"),
-    # Attachments (by SHA-2) each statement declares: an erasure finds them here (0013).
+    # Attachments (by SHA-2) each statement declares: an erasure finds them here (0014).
     LRS_ATTACHMENT_REFS: ("school", "sha2", "statement_id"),
 }
 # lrs_attachments is written by the gateway (reporting.lrs.LrsStore.put_attachments), not here.

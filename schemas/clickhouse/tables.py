@@ -30,7 +30,7 @@ RAW_COLUMNS = ("school", "statement_id", "stored", "timestamp", "learner", "lear
 STATEMENT_VOIDS = "statement_voids"
 VOID_COLUMNS = ("school", "voided_statement_id", "voiding_statement_id", "stored")
 
-# Statements refused at the edge with their reasons (migration 0013, schemas/quarantine.py).
+# Statements refused at the edge with their reasons (migration 0014, schemas/quarantine.py).
 QUARANTINE = "quarantine"
 QUARANTINE_COLUMNS = (
     "school", "received", "record_id", "received_ms", "credential", "stage", "xapi_version", "state", "rules", "paths",

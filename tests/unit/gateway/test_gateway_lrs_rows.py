@@ -102,7 +102,7 @@ def test_lrs_rows_refuses_non_canonical_statement():
 
 
 def test_lrs_columns_match_migration_ddl():
-    ddl = "\n".join(f for m in all_migrations() if m.id in ("0010_lrs_index", "0013_attachment_refs") for f in m.forwards)
+    ddl = "\n".join(f for m in all_migrations() if m.id in ("0010_lrs_index", "0014_attachment_refs") for f in m.forwards)
     for table, cols in {**LRS_COLUMNS, "lrs_attachments": lrs.ATTACHMENT_COLUMNS}.items():
         body = re.search(rf"CREATE TABLE IF NOT EXISTS {{db}}\.{table} \((.*?)\) ENGINE", ddl, re.DOTALL).group(1)
         declared = [line.split()[0] for line in body.strip().splitlines()]

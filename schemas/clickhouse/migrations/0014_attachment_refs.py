@@ -11,7 +11,7 @@ migration have no rows here; the erasure also reads their raw JSON.
 from . import Migration
 
 MIGRATION = Migration(
-    id="0013_attachment_refs",
+    id="0014_attachment_refs",
     forwards=(
         """
         CREATE TABLE IF NOT EXISTS {db}.lrs_attachment_refs (
