@@ -84,29 +84,37 @@ class SqlDocumentStore:
 
     Holds ``connections`` connections (each used by one thread at a time), so concurrent
     gateway requests do not queue behind one connection; several processes may share the
-    store (the SQLite file or the PostgreSQL database).
+    store (the SQLite file or the PostgreSQL database). Reads are snapshot transactions
+    that take no write lock. On SQLite, where one writer at a time holds the file, this
+    process's writes share one more connection: they queue on its lock, handed over at
+    once, instead of polling SQLite's busy timeout against each other.
     """
 
     def __init__(self, url: str, connections: int = 4) -> None:
         first = Database(url)
         self.dialect = first.dialect
         first.ensure(_ddl(first.dialect))
-        self._pool: queue.LifoQueue[Database] = queue.LifoQueue()
         self._all = [first]
-        self._pool.put(first)
-        for _ in range(max(connections, 1) - 1):
-            db = Database(url)
-            self._all.append(db)
-            self._pool.put(db)
+        self._readers = self._pool([first] + [Database(url) for _ in range(max(connections, 1) - 1)])
+        self._writers = self._pool([Database(url)]) if self.dialect == "sqlite" else self._readers
+
+    def _pool(self, dbs: list[Database]) -> queue.LifoQueue[Database]:
+        pool: queue.LifoQueue[Database] = queue.LifoQueue()
+        for db in dbs:
+            if db not in self._all:
+                self._all.append(db)
+            pool.put(db)
+        return pool
 
     @contextmanager
-    def _tx(self) -> Iterator[Cursor]:
-        db = self._pool.get()
+    def _tx(self, read_only: bool = False) -> Iterator[Cursor]:
+        pool = self._readers if read_only else self._writers
+        db = pool.get()
         try:
-            with db.transaction() as cur:
+            with db.transaction(read_only=read_only) as cur:
                 yield cur
         finally:
-            self._pool.put(db)
+            pool.put(db)
 
     def close(self) -> None:
         for db in self._all:
@@ -114,7 +122,7 @@ class SqlDocumentStore:
 
     # -- reads -------------------------------------------------------------------------
     def get(self, key: DocumentKey) -> Document | None:
-        with self._tx() as cur:
+        with self._tx(read_only=True) as cur:
             row = cur.execute(
                 "SELECT content, content_type, etag, updated_ms FROM lrs_documents WHERE key_sha = ?",
                 (key_sha(key),),
@@ -140,7 +148,7 @@ class SqlDocumentStore:
         if since_ms is not None:
             sql += " AND updated_ms > ?"
             params.append(since_ms)
-        with self._tx() as cur:
+        with self._tx(read_only=True) as cur:
             rows = cur.execute(sql + " ORDER BY document_id", params).fetchall()
         # The same id under two registrations is listed once, with its latest update.
         latest: dict[str, int] = {}
