@@ -162,3 +162,7 @@ QUARANTINE_DROPPED = Counter(
 # "refused", "cancelled", "unavailable") and rule (a refusal's or a limit's rule id, else "").
 SQL_QUERIES = Counter("learnpulse_sql_queries_total", "Research SQL queries by outcome and rule", ["outcome", "rule"])
 SQL_SECONDS = Histogram("learnpulse_sql_query_seconds", "Duration of research SQL queries that ran")
+# `learnpulse supervise`: restarts of the process it runs after it died (crash, SIGKILL, OOM).
+SUPERVISOR_RESTARTS = Counter(
+    "learnpulse_supervisor_restarts_total", "Restarts of a supervised process after it died", ["process"]
+)
