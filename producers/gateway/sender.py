@@ -286,6 +286,7 @@ class _Lane:
         self.sender = sender
         self.transactional_id = transactional_id
         self.producer: KafkaProducer | None = None
+        self.initialized = False  # init_transactions of ``producer`` completed
         self.partitioner = KeyPartitioner()
         self.thread = threading.Thread(target=self._run, name=f"gateway-kafka-{transactional_id}", daemon=True)
 
@@ -311,13 +312,23 @@ class _Lane:
 
     def _ensure_producer(self) -> KafkaProducer:
         if self.producer is None:
-            producer = self.sender._factory(self.transactional_id)
+            self.producer = self.sender._factory(self.transactional_id)
+            self.initialized = False
+        if not self.initialized:
             try:
-                producer.init_transactions()
+                self.producer.init_transactions()
+            except KafkaTimeoutError:
+                # Kept: the next call goes on waiting for the same InitProducerId (kafka-python
+                # 3.0: a retry after a timeout continues the prior request). Discarding it
+                # started the handshake over at each request, so on a loaded machine, or while
+                # a restarted broker loads its transaction state, an initialization that takes
+                # longer than one request's budget never finished and every write got a 503.
+                raise
             except BaseException:
+                producer, self.producer = self.producer, None
                 _discard(producer)
                 raise
-            self.producer = producer
+            self.initialized = True
         return self.producer
 
     def _recover(self) -> None:
@@ -339,6 +350,15 @@ class _Lane:
             # running) while records are pending; fenced or expired, they end in time.
             _discard(old, timeout=self.sender.params.timeout_s + 2)
 
+    def _fail(self, group: list[Job], what: str, err: Exception) -> None:
+        self.sender.healthy.clear()
+        log.warning("Kafka %s for %d requests: %r", what, len(group), err)
+        metrics.GATEWAY_KAFKA_FAILURES.labels("transaction").inc()
+        # The kind of error only: details could describe another request's records.
+        failure = KafkaUnavailable(f"Kafka refused the transaction ({type(err).__name__})")
+        for job in group:
+            job.finish(failure)  # never committed: no producer of this epoch will commit it
+
     def _commit(self, group: list[Job]) -> None:
         started = time.perf_counter()
         params = self.sender.params
@@ -348,6 +368,10 @@ class _Lane:
         futures = []
         try:
             producer = self._ensure_producer()
+        except Exception as err:  # noqa: BLE001 - no transaction began: nothing to fence or abort
+            self._fail(group, "producer not ready", err)
+            return
+        try:
             producer.begin_transaction()
             for job in group:
                 for key, value, _ in job.envelopes:
@@ -368,13 +392,7 @@ class _Lane:
                 self._recover()  # aborts the open transaction before anything is retried
                 self._refused(group, err)
                 return
-            self.sender.healthy.clear()
-            log.warning("Kafka transaction of %d requests failed: %r", len(group), err)
-            metrics.GATEWAY_KAFKA_FAILURES.labels("transaction").inc()
-            # The kind of error only: details could describe another request's records.
-            failure = KafkaUnavailable(f"Kafka refused the transaction ({type(err).__name__})")
-            for job in group:
-                job.finish(failure)  # never committed: no producer of this epoch will commit it
+            self._fail(group, "transaction failed", err)
             self._recover()
             return
         self.sender.healthy.set()

@@ -97,3 +97,43 @@ def test_sender_lanes_commit_in_parallel_while_one_is_slow():
     asyncio.run(main())
     sender.close()
     assert [[r[1] for r in t] for t in committed] == [[b"b"], [b"a"]]
+
+
+def test_sender_keeps_waiting_for_a_slow_producer_initialization_across_requests():
+    """An InitProducerId slower than a request's budget is waited for again, not restarted.
+
+    Models kafka-python 3.0: ``init_transactions`` raises KafkaTimeoutError after
+    ``max_block_ms`` while the request goes on, and a later call keeps waiting for it. Here
+    the handshake needs three calls' worth of waiting; a sender that discarded the producer
+    at each timeout would start it over every time and never get a request through.
+    """
+    from kafka.errors import KafkaTimeoutError
+
+    class SlowInit(FakeProducer):
+        def init_transactions(self) -> None:
+            self.calls = getattr(self, "calls", 0) + 1
+            if self.calls < 3:
+                raise KafkaTimeoutError("Timeout expired while initializing transactional state")
+
+    producers: list[FakeProducer] = []
+    committed: list = []
+
+    def factory(_transactional_id):
+        producers.append(SlowInit(committed.append))
+        return producers[-1]
+
+    # Budgets far above what the stand-in takes: each answer comes from the lane, not a timer.
+    sender = TransactionalSender(TransactionalParameters("x:1", "t", "txn", timeout_s=60, outcome_timeout_s=60),
+                                 factory, lanes=1)
+
+    async def main():
+        sender.start()  # the lane's first init_transactions times out (call 1)
+        first = sender.submit([_env("a")])  # call 2 times out: a 503, nothing written
+        with pytest.raises(KafkaUnavailable):
+            await sender.wait(first)
+        await sender.wait(sender.submit([_env("b")]))  # call 3 completes on the same producer
+
+    asyncio.run(main())
+    sender.close()
+    assert len(producers) == 1 and producers[0].calls == 3
+    assert [[r[1] for r in t] for t in committed] == [[b"b"]]
