@@ -167,6 +167,15 @@ def test_gateway_retry_across_sigkill_is_not_stored_again_and_readable_at_once(p
     finally:
         assert sink.stop() == 0, sink.tail()
         gw.stop()
+    # forget-learner erases the learner's index entries too: no longer readable by id anywhere.
+    out = _cli(settings, "forget-learner", "mailto:learner0@example.com", "--settle", "0")
+    assert "LRS statement index entries erased: 3" in out, out  # learners 0..6 over 20 statements
+    gw = _start_gateway(settings, tmp_path / "gateway-3.log", client)
+    try:
+        assert client.get(statementId=ids[0]).status_code == 404
+        assert client.get(statementId=ids[1]).status_code == 200
+    finally:
+        gw.stop()
 
 
 def _race_puts(clients: list[Client], batch: list[dict]) -> list[int]:
