@@ -7,8 +7,8 @@ here, with embedded chDB, twice: ``+sinks`` as a user runs it on one machine (th
 writing ClickHouse in that same process, competing for its CPU) and ``gateway`` alone
 (``--no-sinks``: the accept path only). A POST is answered only after its Kafka
 transaction committed (acks=all). Statements carry client-assigned ids (as cmi5 players
-send them), so every request is also checked for conflicts (accepted-ids registry, then
-ClickHouse). The ratio to Ralph is taken against the ``+sinks`` rows.
+send them), so every request also reserves and confirms its ids in the accepted-id index
+(the LRS store: SQLite in the gateway's home; two grouped transactions per group of requests). The ratio to Ralph is taken against the ``+sinks`` rows.
 
 Ralph: ``ralph-malph[lrs,cli]`` (5.x) + ``requests`` in its own virtualenv under
 ``~/.cache/learnpulse/ralph-venv``, started with uvicorn directly, file-system backend.
