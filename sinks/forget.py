@@ -130,6 +130,9 @@ class ForgetReport:
     # (school, sha2) of the attachments the erased statements declared; a content is erased
     # only when no statement left declares it.
     attachments: list[tuple[str, str]] = field(default_factory=list)
+    # Those of ``attachments`` no statement left declares: their contents are erased here
+    # and, by the caller, wherever else they are kept (the LRS store's copy).
+    unreferenced: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _tables(ch: ClickHouse) -> dict[str, tuple[str, ...]]:
@@ -261,6 +264,7 @@ def forget_learners(
         log_line(f"{LRS_ATTACHMENTS}: {erased} attachment contents deleted (no other statement refers to them)")
         wait_for_mutations(ch)
     report.attachments = sorted(attachments)
+    report.unreferenced = [(s, h) for s, h in report.attachments if not _still_referenced(ch, s, h)]
     if groups:
         delete, insert = rollup_rebuild_sql()
         h = {"h": sorted(groups)}

@@ -194,6 +194,7 @@ def register(main: click.Group) -> None:
         click.echo(f"statements erased: {report.statements}")
         click.echo(f"LRS documents erased (State, Agent Profile): {documents}")
         click.echo(f"LRS statement index entries erased: {indexed}")
+        click.echo(f"LRS store attachment contents erased: {forget_store_attachments(settings, report.unreferenced)}")
         for table, n in sorted(report.removed.items()):
             click.echo(f"  {table}: {n} rows deleted")
         for table, n in sorted(report.scrubbed.items()):
@@ -254,6 +255,19 @@ def _digest(env: str) -> str:
     if not password:
         raise UserError(f"set {env} to the password")
     return hashlib.sha256(password.encode()).hexdigest()
+
+
+def forget_store_attachments(settings: Settings, unreferenced: list[tuple[str, str]]) -> int:
+    """Erase from the LRS store the attachment contents no statement declares any more; how many."""
+    if not unreferenced:
+        return 0
+    from producers.lrsstore.attachments import SqlAttachmentStore
+
+    store = SqlAttachmentStore.open(settings.lrs_store_url)
+    try:
+        return store.delete(unreferenced)
+    finally:
+        store.close()
 
 
 def forget_statement_index(settings: Settings, learners: list[str]) -> int:

@@ -50,6 +50,15 @@ class SqlAttachmentStore:
                     (school, sha.lower(), ctype, content, stored_ms),
                 )
 
+    def delete(self, items: Sequence[tuple[str, str]]) -> int:
+        """Erase the contents ``(school, sha2)`` (forget-learner: no statement declares them any more)."""
+        erased = 0
+        with self.db.transaction() as cur:
+            for school, sha in sorted(items):
+                cur.execute(f"DELETE FROM {TABLE} WHERE school = ? AND sha2 = ?", (school, sha.lower()))
+                erased += max(cur.rowcount, 0)
+        return erased
+
     def get(self, school: str, sha2s: Sequence[str]) -> dict[str, tuple[str, bytes]]:
         wanted = sorted({s.lower() for s in sha2s})
         found: dict[str, tuple[str, bytes]] = {}

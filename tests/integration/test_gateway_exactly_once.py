@@ -287,3 +287,46 @@ def test_writes_accepted_while_clickhouse_is_down_then_arrive_exactly_once(own_c
     finally:
         assert sink.stop() == 0, sink.tail()
         gw.stop()
+
+
+@pytest.mark.kafka
+def test_forget_learner_erases_index_entries_and_lrs_store_attachment_contents(tmp_path: Path, kafka, chdb_url):
+    import hashlib
+
+    from producers.lrsstore.attachments import SqlAttachmentStore
+    from producers.lrsstore.statement_index import SqlStatementIndex
+    from tests.unit.gateway.harness import LiveGateway
+
+    store_url = f"sqlite:///{tmp_path / 'lrs-store.sqlite3'}"
+    settings = Settings(home=tmp_path / "home", kafka=kafka, clickhouse=ClickHouseSettings(url=chdb_url),
+                        lrs_store=LrsStoreSettings(url=store_url), metrics_port_base=free_port(),
+                        log_level="WARNING")  # fmt: skip
+    content = b"the learner's own report\n" * 50
+    sha = hashlib.sha256(content).hexdigest()
+    att = {"usageType": "http://example.com/usage/report", "display": {"en-US": "report"},
+           "contentType": "text/plain", "length": len(content), "sha2": sha}  # fmt: skip
+    mine = statement(id=str(uuid.uuid4()), actor={"mbox": "mailto:erase.me@example.com"}, attachments=[att])
+    other = statement(id=str(uuid.uuid4()), actor={"mbox": "mailto:stays@example.com"})
+    b = "b0undary"
+    body = (
+        f"--{b}\r\nContent-Type: application/json\r\n\r\n".encode() + orjson.dumps([mine, other])
+        + f"\r\n--{b}\r\nContent-Type: text/plain\r\nX-Experience-API-Hash: {sha}\r\n\r\n".encode()
+        + content + f"\r\n--{b}--".encode()
+    )  # fmt: skip
+    with LiveGateway(settings, ["f"]) as gw:
+        r = gw.http.post(gw.url, data=body, headers={**gw.headers("f"), "Content-Type": f"multipart/mixed; boundary={b}"})
+        assert r.status_code == 200, r.text
+        for sid in (mine["id"], other["id"]):
+            assert gw.wait_readable("f", sid).status_code == 200
+        # Let the sinks write them (forget erases what ClickHouse holds too).
+        wait_for(lambda: int(gw.ch.query("SELECT count() FROM {db}.statements_raw")[0][0]) == 2, 120, "sunk")
+    out = _cli(settings, "forget-learner", "mailto:erase.me@example.com", "--settle", "0")
+    assert "LRS statement index entries erased: 1" in out, out
+    assert "LRS store attachment contents erased: 1" in out, out
+    index, attachments = SqlStatementIndex.open(store_url), SqlAttachmentStore.open(store_url)
+    try:
+        assert index.get("f", [mine["id"], other["id"]]).keys() == {other["id"]}
+        assert attachments.get("f", [sha]) == {}
+    finally:
+        index.close()
+        attachments.close()
