@@ -63,10 +63,11 @@ def main(argv: list[str]) -> int:
             try:
                 pipeline.up(echo)
                 tables.append(render(path, scale, run_matrix(pipeline, names, args, echo)))
+                print(tables[-1], flush=True)
             finally:
                 echo(f"[{path}] stopping the pipeline")
                 pipeline.down()
-    print("\n\n".join(tables), flush=True)
+    print("\n\n== all paths\n" + "\n\n".join(tables), flush=True)
     return 0
 
 
@@ -113,6 +114,7 @@ def run_matrix(pipeline: Pipeline, names: list[str], args, echo) -> list[Scenari
             result.notes += watcher.crashes[len(result.notes) :]
             with pipeline.clickhouse() as ch:
                 result.counts = count_all(ch, schools, ids, acked)
+            print(render(pipeline.path, "one scenario", [result]), flush=True)
             worst = [c for c in result.counts if c.lost or c.doubled]
             echo(f"    {name}: " + ("every table exact" if not worst else
                  "; ".join(f"{c.table} lost {c.lost} doubled {c.doubled}" for c in worst)))  # fmt: skip

@@ -20,6 +20,7 @@ def group_offsets(bootstrap: str) -> dict[tuple[str, str, int], tuple[int, int]]
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=15000)
     try:
+        consumer.topics()  # metadata of every topic (internal ones too), or end_offsets fails on them
         out = {}
         for found in admin.list_groups():
             group = found["group_id"] if isinstance(found, dict) else found[0]

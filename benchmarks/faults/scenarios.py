@@ -100,7 +100,10 @@ def _replay(p, o: Options, echo) -> list[str]:
 
 
 def _group_done(bootstrap: str, group: str) -> bool:
-    offsets = {k: v for k, v in group_offsets(bootstrap).items() if k[0].startswith(group)}
+    try:
+        offsets = {k: v for k, v in group_offsets(bootstrap).items() if k[0].startswith(group)}
+    except Exception:  # noqa: BLE001 - Kafka metadata not there yet: look again
+        return False
     statements = [v for k, v in offsets.items() if k[1].endswith("xapi.statements")]
     return bool(statements) and all(end - committed <= 1 for committed, end in offsets.values())
 
