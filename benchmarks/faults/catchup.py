@@ -1,7 +1,8 @@
 """When has the pipeline caught up? Every consumer group's committed offsets at the end of
-their partitions (within one offset: a transaction's commit marker takes one) and unchanged
-for a while; where ClickHouse can be read while the pipeline runs, also every acknowledged
-statement in ``statements`` and the engagement sums unchanged."""
+their partitions (within one offset: a transaction's commit marker takes one), or a lag that
+has not moved for 90 s (the markers of an aborted transaction are never consumed); where
+ClickHouse can be read while the pipeline runs, also every acknowledged statement in
+``statements``; and all of it unchanged for a while (the worker emits figures after the load)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def group_offsets(bootstrap: str) -> dict[tuple[str, str, int], tuple[int, int]]
         admin.close()
 
 
-def wait_caught_up(pipeline, schools: list[str], acked: int, deadline_s: float, echo, quiet_s: float = 8):
+def wait_caught_up(pipeline, schools: list[str], acked: int, deadline_s: float, echo, quiet_s: float = 15):
     """``(seconds, True)`` once caught up (see module doc), ``(deadline_s, False)`` if not by then."""
     started = time.monotonic()
     last: object = None
@@ -46,8 +47,12 @@ def wait_caught_up(pipeline, schools: list[str], acked: int, deadline_s: float, 
         if state != last:
             last, same_since = state, time.monotonic()
         elapsed = time.monotonic() - started
-        if state is not None and state[0] and time.monotonic() - same_since >= quiet_s:
-            return time.monotonic() - started - quiet_s, True
+        # A lag that stays: wait out a dead member's session (60 s) before believing it.
+        quiet = quiet_s if state is not None and state[1] == 0 else max(quiet_s, 90)
+        if state is not None and state[0] and time.monotonic() - same_since >= quiet:
+            if state[1]:
+                echo(f"    {state[1]} records never consumed (aborted transactions' markers, or stuck): going on")
+            return time.monotonic() - started - quiet, True
         if elapsed > deadline_s:
             echo(f"    NOT caught up after {deadline_s:.0f}s: {_describe(state)}")
             return deadline_s, False
@@ -73,8 +78,10 @@ def _state(pipeline, schools: list[str], acked: int):
         except Exception as err:  # noqa: BLE001 - ClickHouse still coming back
             _last_error[:] = [f"ClickHouse: {err!r}"[:160]]
             return None
-    committed = tuple(sorted((k, v[0]) for k, v in offsets.items()))
-    return (behind == 0 and in_ch, behind, counts, committed)
+    # Caught up: nothing left to read, or what is left stays the same (a partition ending in
+    # an aborted transaction keeps a lag of its markers), and every acknowledged statement
+    # stored; decided once this holds for `quiet_s` (the worker emits figures for a while).
+    return (in_ch, behind, counts)
 
 
 _last_error: list[str] = []
@@ -83,7 +90,7 @@ _last_error: list[str] = []
 def _describe(state) -> str:
     if state is None:
         return f"not answering ({_last_error[0] if _last_error else '?'})"
-    _, behind, counts, _ = state
+    _, behind, counts = state
     text = f"{behind} records behind"
     if counts:
         text += f", {counts[0]} statements stored, engagement day sum {counts[1]}"
