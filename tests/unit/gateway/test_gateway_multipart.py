@@ -109,3 +109,10 @@ def test_xapi_2_0_alternate_syntax_removed():
         with pytest.raises(XapiError) as err:
             unwrap(req, "1.0.3")
         assert err.value.rule == "alternate.removed"
+
+
+def test_xapi_1_0_3_comm_1_3_method_in_any_case():
+    req = unwrap(_alt({"method": "post"}, b"content=%7B%7D&Content-Type=application%2Fjson"), "1.0.3")
+    assert req.method == "POST"
+    req = unwrap(_alt({"method": "Delete"}, b"stateId=x"), "1.0.3")
+    assert req.method == "DELETE"
