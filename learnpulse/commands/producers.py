@@ -72,6 +72,9 @@ def register(main: click.Group) -> None:
     @click.option(
         "--disengaging", type=float, default=0.25, show_default=True, help="Share of cohorts made to disengage."
     )
+    @click.option("--skills", type=int, default=None, help="Skills per course (default 5).")
+    @click.option("--sessions-per-day", type=float, default=None, help="Mean sessions per learner per day (default 0.6).")
+    @click.option("--dropout", type=float, default=None, help="Share of learners who drop out (default 0.05).")
     @click.option(
         "--forgetting", type=float, default=0.0, show_default=True,
         help="Share of learners who forget known skills (BKT with forgetting; the truth names them).",
@@ -111,6 +114,9 @@ def register(main: click.Group) -> None:
         cohorts: int,
         term_days: int,
         disengaging: float,
+        skills: int | None,
+        sessions_per_day: float | None,
+        dropout: float | None,
         forgetting: float,
         start: str | None,
         truth_path: Path | None,
@@ -131,7 +137,9 @@ def register(main: click.Group) -> None:
         fields: dict = dict(SCALES[scale], seed=seed, cohorts_per_course=cohorts, days=term_days)
         fields["disengaging_share"] = disengaging
         fields["forgetting_share"] = forgetting
-        for name, value in (("schools", schools), ("courses_per_school", courses), ("learners_per_course", learners)):
+        for name, value in (("schools", schools), ("courses_per_school", courses), ("learners_per_course", learners),
+                            ("skills_per_course", skills), ("sessions_per_day", sessions_per_day),
+                            ("dropout_share", dropout)):
             if value is not None:
                 fields[name] = value
         if start is not None:

@@ -9,9 +9,9 @@ forgetting must win by ``CHOICE_MARGIN`` nats), then fitted on all of them. The
 parameters file records the choice under ``"fit"`` (see :func:`write_params`).
 
 pyBKT is not a dependency: pyBKT 1.4.3 fails at import with scikit-learn >= 1.6 (its
-metrics probe passes lists) and in its EM with NumPy 2. The test suite runs it in a
-virtualenv of its own (``deploy/pybkt``) on the same answers and compares next-answer AUC
-(measured: 0.788 both).
+metrics probe passes lists) and in its EM with NumPy 2. ``mastery evaluate`` and the test
+suite run it in a virtualenv of its own (``deploy/pybkt``) on the same training answers and
+compare out of sample (``streams.mastery.evaluate``).
 
 History comes from ClickHouse: scored statements (``result_success`` or
 ``result_score_scaled``) of the ``statements`` table, their skills read from the raw
