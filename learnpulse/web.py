@@ -8,6 +8,7 @@ import threading
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from producers.gateway.app import make_runner
 from reporting.dashboard import add_dashboard_routes
 from reporting.sql import add_sql_routes, allowed_hosts
 from schemas.clickhouse.engine import ClickHouse, QueryLimits, ReadonlyRunner
@@ -68,7 +69,9 @@ class WebThread:
     def __init__(self, app: web.Application, port: int, host: str) -> None:
         self.port = port
         self._loop = asyncio.new_event_loop()
-        self._runner = web.AppRunner(app, access_log=None)
+        # The gateway's runner: a connection that never completes its headers is closed
+        # (slow clients), for the LRS mounted here (demo) and the dashboard alike.
+        self._runner = make_runner(app)
         self._ready = threading.Event()
         self._failure: list[BaseException] = []
         self._thread = threading.Thread(target=self._run, args=(host,), name=f"web-{port}", daemon=True)
