@@ -20,6 +20,11 @@ The load generator is one asyncio/aiohttp client in this process with ``--concur
 connections, each POSTing batches of 1 or 100 distinct statements (ten learners per
 batch of 100) for ``--duration`` seconds after a warm-up. Everything shares this
 machine: Kafka, the server under test and the client.
+
+``--quarantine``: instead, the same gateway (+sinks) fed valid traffic only, then with
+every tenth request an invalid statement (an Open edX "GroupActivity" object, refused
+with 400 and kept in the quarantine): the valid statements/s and the valid requests'
+latencies of the two rows, side by side in the same run (the 0% row is the peer).
 """
 
 from __future__ import annotations
@@ -65,6 +70,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def invalid_template(size: int, learners: int) -> bytes:
+    """Like :func:`batch_template`, every statement's object a "GroupActivity" (400, quarantined)."""
+    return batch_template(size, learners).replace(b'"objectType":"Activity","id":"https://example.org/course/geo/q/',
+                                                  b'"objectType":"GroupActivity","id":"https://example.org/course/geo/q/')
+
+
 def batch_template(size: int, learners: int) -> bytes:
     """JSON of ``size`` statements whose ids contain ``MARK`` (unique within the batch)."""
     out = []
@@ -103,6 +114,8 @@ class Result:
     latencies: list[float]
     errors: dict[int, int]
     server_cpu_s: float = 0.0
+    # Requests answered 400 as intended (the invalid share of a --quarantine row).
+    refused: int = 0
     # CPU of the server's main thread alone (the event loop: HTTP, parsing, validation,
     # canonical form, envelopes), the part one Python process cannot spread over cores.
     main_cpu_s: float = 0.0
@@ -115,8 +128,13 @@ class Result:
         lat = sorted(self.latencies) or [0.0]
         p50 = statistics.median(lat) * 1000
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
-        ratio = f"{ours.rate / self.rate:8.1f}x" if ours and self.rate else " " * 9
+        if self.refused and ours and ours.rate:  # a --quarantine row: its valid statements/s over the 0% row's
+            ratio = f"{self.rate / ours.rate:8.2f}x"
+        else:
+            ratio = f"{ours.rate / self.rate:8.1f}x" if ours and self.rate else " " * 9
         errors = ",".join(f"{k}:{v}" for k, v in sorted(self.errors.items())) or "-"
+        if self.refused:
+            errors += f" (refused as meant: {self.refused})"
         cpu = self.server_cpu_s / self.statements * 1e6 if self.statements else 0.0
         main = self.main_cpu_s / self.statements * 1e6 if self.statements else 0.0
         return (f"{self.system:<22}{self.batch:>6}{self.concurrency:>6}{self.rate:>14,.0f}"
@@ -125,9 +143,15 @@ class Result:
 
 
 async def load(url: str, headers: dict[str, str], size: int, learners: int, concurrency: int, duration: float,
-               warmup: float, system: str) -> Result:  # fmt: skip
-    """POST distinct batches from ``concurrency`` workers; count statements acknowledged (2xx)."""
+               warmup: float, system: str, invalid_every: int = 0) -> Result:  # fmt: skip
+    """POST distinct batches from ``concurrency`` workers; count statements acknowledged (2xx).
+
+    ``invalid_every`` n > 0: every n-th request is invalid; its 400 is counted apart and
+    its latency left out (the rows compare what valid traffic gets).
+    """
     template = batch_template(size, learners)
+    bad = invalid_template(size, learners)
+    refused = 0
     counter = iter(range(1, 2**31))
     start = time.monotonic()
     measure_from = start + warmup
@@ -137,18 +161,22 @@ async def load(url: str, headers: dict[str, str], size: int, learners: int, conc
     done = 0
 
     async def worker(session: aiohttp.ClientSession) -> None:
-        nonlocal done
+        nonlocal done, refused
         while True:
             now = time.monotonic()
             if now >= stop_at:
                 return
-            body = template.replace(MARK.encode(), f"{next(counter):08x}".encode())
+            n = next(counter)
+            invalid = invalid_every > 0 and n % invalid_every == 0
+            body = (bad if invalid else template).replace(MARK.encode(), f"{n:08x}".encode())
             t0 = time.monotonic()
             async with session.post(url, data=body, headers=headers) as r:
                 await r.read()
                 t1 = time.monotonic()
                 if measure_from <= t1 <= stop_at:  # completed inside the measured window
-                    if 200 <= r.status < 300:
+                    if invalid and r.status == 400:
+                        refused += 1
+                    elif 200 <= r.status < 300:
                         done += size
                         latencies.append(t1 - t0)
                     else:
@@ -157,7 +185,7 @@ async def load(url: str, headers: dict[str, str], size: int, learners: int, conc
     conn = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=conn) as session:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-    return Result(system, size, concurrency, done, duration, latencies, errors)
+    return Result(system, size, concurrency, done, duration, latencies, errors, refused=refused)
 
 
 def cpu_seconds(pid: int, tid: int | None = None) -> float:
@@ -168,10 +196,10 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
 
 
 def measure(proc: subprocess.Popen, url: str, headers: dict[str, str], size: int, learners: int, args,
-            system: str) -> Result:  # fmt: skip
+            system: str, invalid_every: int = 0) -> Result:  # fmt: skip
     """One row: load for the duration; also the server process's CPU time per statement."""
     before, main_before = cpu_seconds(proc.pid), cpu_seconds(proc.pid, proc.pid)
-    r = asyncio.run(load(url, headers, size, learners, args.concurrency, args.duration, 2.0, system))
+    r = asyncio.run(load(url, headers, size, learners, args.concurrency, args.duration, 2.0, system, invalid_every))
     # The CPU time covers the warm-up too: scale it to the measured share of requests.
     used, main_used = cpu_seconds(proc.pid) - before, cpu_seconds(proc.pid, proc.pid) - main_before
     r.server_cpu_s = used * args.duration / (args.duration + 2.0)
@@ -280,6 +308,8 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per row (after a 2 s warm-up)")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--no-ralph", action="store_true")
+    ap.add_argument("--quarantine", action="store_true",
+                    help="only the quarantine rows: 0%% next to 10%% invalid requests (gateway +sinks)")
     args = ap.parse_args()
     common = {"Content-Type": "application/json", "X-Experience-API-Version": "1.0.3"}
     rows: list[tuple[Result, Result | None]] = []
@@ -288,7 +318,19 @@ def main() -> None:
     try:
         broker, settings = start_kafka(tmp / "kafka-home")
         ours: dict[int, Result] = {}
-        for sinks, name in ((True, "learnpulse +sinks"), (False, "learnpulse gateway")):
+        if args.quarantine:
+            proc, url, auth = start_ours(settings, tmp / "quarantine", True)
+            try:
+                # Unmeasured warm-up: the first seconds of a fresh gateway (+sinks) are slower.
+                asyncio.run(load(url, {**common, **auth}, 1, 1, args.concurrency, 5.0, 0.0, "warm-up", 10))
+                for size, learners in ((1, 1), (100, 10)):
+                    clean = measure(proc, url, {**common, **auth}, size, learners, args, "0% invalid")
+                    rows.append((clean, None))
+                    rows.append((measure(proc, url, {**common, **auth}, size, learners, args, "10% invalid",
+                                         invalid_every=10), clean))  # fmt: skip
+            finally:
+                stop(proc)
+        for sinks, name in ((True, "learnpulse +sinks"), (False, "learnpulse gateway")) if not args.quarantine else ():
             proc, url, auth = start_ours(settings, tmp / name.replace(" ", "-").replace("+", ""), sinks)
             try:
                 for size, learners in ((100, 10), (1, 1)):
@@ -297,7 +339,7 @@ def main() -> None:
                     ours.setdefault(size, r)  # the peer ratio is against the full process (+sinks)
             finally:
                 stop(proc)
-        if not args.no_ralph:
+        if not args.no_ralph and not args.quarantine:
             proc, url, auth = start_ralph(tmp / "ralph")
             try:
                 for size, learners in ((100, 10), (1, 1)):
@@ -317,6 +359,11 @@ def main() -> None:
               "cpu µs/st: CPU time of the server process per accepted statement; main µs: of its main thread "
               "(the event loop: one core at most). "
               "Ralph's file-system backend switched to append mode (it answers only the first POST otherwise).")  # fmt: skip
+        if args.quarantine:
+            print("--quarantine: statements/s and latencies count valid requests only; ours/peer of a 10% row is "
+                  "its valid statements/s over the 0% row's (1.0x = quarantine writes cost valid traffic nothing; "
+                  "the 10% row sends 10% fewer valid requests by construction, so about 0.9x is the ceiling "
+                  "when the server, not the client, is the limit).")  # fmt: skip
     finally:
         if broker is not None:
             broker.stop()
