@@ -284,8 +284,18 @@ def main(argv: list[str] | None = None) -> int:
     loads = workloads()
     if "valid corpus mix" not in loads:
         print(f"note: corpus not found at {CORPUS.resolve()}; corpus rows skipped")
-    ours = {name: measure_ours(docs, repeat, raw=name == JSON_ROW) for name, docs in loads.items()}
-    tolerant = {name: measure_ours(docs, repeat, tolerant=True) for name, docs in loads.items() if name != JSON_ROW}
+    # Strict and tolerant alternate in rounds (best of all rounds each), so that load from
+    # elsewhere on the machine falls on both alike.
+    ours: dict[str, tuple[float, int]] = {}
+    tolerant: dict[str, tuple[float, int]] = {}
+    rounds = 5
+    for _ in range(rounds):
+        for name, docs in loads.items():
+            got = measure_ours(docs, max(1, repeat // rounds), raw=name == JSON_ROW)
+            ours[name] = min(ours.get(name, got), got)
+            if name != JSON_ROW:
+                got = measure_ours(docs, max(1, repeat // rounds), tolerant=True)
+                tolerant[name] = min(tolerant.get(name, got), got)
 
     ralph: dict[str, dict[str, list[float]]] = {}
     if args.no_ralph:

@@ -26,6 +26,7 @@ from schemas.policy import OPENEDX_RULES, IngestPolicy
 from schemas.quarantine import redrive_statement_id
 from schemas.topics import Topic
 from tests.conftest import wait_for
+from tests.integration.test_producers_bridge import ralph, ralph_python  # noqa: F401  (fixtures)
 from tests.openedx_shapes import KINDS, fresh
 from tests.unit.gateway.harness import LiveGateway
 
@@ -162,4 +163,54 @@ def test_file_replay_strict_quarantines_rejects_tolerant_stores_with_rule_ids(se
             f"SELECT toString(statement_id), violations FROM {gw.ch.database}.statements FINAL WHERE school = 'edx'"
         ))  # fmt: skip
         for kind, d in zip(sorted(KINDS), docs, strict=True):
+            assert sorted(rows[d["id"]]) == sorted({r for r, _ in KINDS[kind][1]})
+
+
+@pytest.mark.kafka
+def test_bridge_from_ralph_strict_quarantines_tolerant_stores_with_rule_ids(settings, tmp_path, ralph):
+    """Ralph (Aspects' LRS) accepts Open edX's shapes; bridging them follows our policy."""
+    from producers.lrs_bridge import BridgeOptions, LrsBridge
+    from producers.tincan_compat import StatementsClient
+    from tests.integration.test_producers_bridge import PASSWORD, USER
+
+    # Ralph refuses an object without id itself; every other kind it stores.
+    kinds = [k for k in sorted(KINDS) if k != "object_without_id"]
+    docs = [fresh(k) for k in kinds]
+    ralph.post(docs)
+    assert {s["id"] for s in ralph.stored()} == {d["id"] for d in docs}
+    with LiveGateway(settings, ["edx"]) as gw:
+        key = gw.keys["edx"][0]
+        k = settings.kafka
+
+        def run(policy: IngestPolicy, name: str):
+            writer, _ = kafka_quarantine_writer(k.bootstrap_servers, Topic.QUARANTINE.physical(k.topic_prefix),
+                                                "bridge")  # fmt: skip
+            publisher = make_publisher(settings, "bridge")
+            client = StatementsClient(endpoint=ralph.url, username=USER, password=PASSWORD, version="1.0.3")
+            opts = BridgeOptions(school="edx", cursor_path=tmp_path / f"{name}.cursor",
+                                 rejects_path=tmp_path / f"{name}.rejects", use_since=False, policy=policy,
+                                 credential=key)  # fmt: skip
+            bridge = LrsBridge(client, publisher, opts, quarantine=writer)
+            try:
+                return bridge.run(once=True)
+            finally:
+                bridge.close()
+                writer.close()
+                publisher.producer.close()
+
+        strict = run(IngestPolicy(), "strict")
+        assert (strict.sent, strict.rejected) == (0, len(docs))
+        wait_for(lambda: len(_records(gw, "edx")) == len(docs), 90, "bridge rejects quarantined")
+        items = _records(gw, "edx")
+        assert {i.stage for i in items} == {"bridge"} and {i.credential for i in items} == {key}
+        assert sorted(i.rules[0] for i in items) == sorted(KINDS[kd][1][0][0] for kd in kinds)
+
+        tolerant = run(TOLERANT, "tolerant")
+        assert (tolerant.sent, tolerant.rejected) == (len(docs), 0)
+        for d in docs:
+            assert gw.wait_readable("edx", d["id"]).status_code == 200
+        rows = dict(gw.ch.query(
+            f"SELECT toString(statement_id), violations FROM {gw.ch.database}.statements FINAL WHERE school = 'edx'"
+        ))  # fmt: skip
+        for kind, d in zip(kinds, docs, strict=True):
             assert sorted(rows[d["id"]]) == sorted({r for r, _ in KINDS[kind][1]})
