@@ -37,6 +37,7 @@ def make_app(ch: ClickHouse, settings: Settings | None = None, port: int | None 
     ``port``: the port it will listen on (accepted ``Host`` values of ``/api/sql``); default
     ``settings.web_port``.
     """
+    explicit = settings is not None
     settings = settings or Settings()
 
     async def metrics(_request: web.Request) -> web.Response:
@@ -47,7 +48,8 @@ def make_app(ch: ClickHouse, settings: Settings | None = None, port: int | None 
     runner = research_runner(settings, ch)
     tokens = ResearcherTokens(settings.research.tokens_file or researchers_path(settings.home))
     # Operators' sign-in (another issue) becomes one more authenticator in this list.
-    authenticators = [tokens, OwnerToken(settings.home)]
+    # The local owner token only where the caller named the home it belongs in.
+    authenticators = [tokens, OwnerToken(settings.home)] if explicit else [tokens]
     hosts = allowed_hosts(port or settings.web_port, [settings.bind_host])
     add_sql_routes(app, runner, ch.database, authenticators, hosts)
 

@@ -314,3 +314,53 @@ def test_learnpulse_sql_reaches_embedded_chdb_through_the_owner_process(tmp_path
     assert bad.returncode == 2 and bad.stderr.startswith("learnpulse: sql.select_only"), bad.stderr
     web.stop()
     owner.close()
+
+
+# -- bounded fuzz over the HTTP surface: never a 5xx, never a fetch --------------------------
+_FUZZ_WORDS = ["SELECT", "WITH", "FROM", "JOIN", "IN", "AS", "UNION", "ALL", "SETTINGS", "FORMAT", "url", "remote",
+               "file", "numbers(3)", "{db}.statements", "{db}.statements_raw", "system.one", "count()", "x", "1",
+               "(", ")", ",", ";", "'", "`", "--", "/*", "*/", "{", "$$", "\\", "é", "\x00"]  # fmt: skip
+
+
+def test_api_sql_fuzz_answers_no_5xx_and_fetches_nothing(tmp_path, chdb_url):
+    from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+    settings = _settings(tmp_path, chdb_url, max_execution_s=5)
+    owner = open_clickhouse(settings)
+    token = add_researcher(researchers_path(settings.home), "fuzz")
+    web = start_web_thread(make_app(owner, settings), settings.web_port)
+    base = f"http://127.0.0.1:{settings.web_port}"
+    listener = _Listener()
+    statuses: list[int] = []
+    sql = st.lists(st.sampled_from(_FUZZ_WORDS + [f"url('http://127.0.0.1:{listener.port}/f', 'CSV', 'a String')"]),
+                   max_size=12).map(" ".join)  # fmt: skip
+    body = st.one_of(
+        sql.map(lambda q: orjson.dumps({"sql": q})),
+        st.binary(max_size=200),
+        sql.map(lambda q: orjson.dumps([q])),
+        st.just(b'{"sql": 1}'),
+    )
+    ctype = st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded", "",
+                             "application/json; charset=utf-8", "multipart/form-data; boundary=\u00e9"])  # fmt: skip
+    auth = st.sampled_from([f"Bearer {token}", "", "Bearer ", "Basic eDp5", f"bearer {token}", "Bearer lpr_x"])
+
+    @hsettings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(body, ctype, auth, st.sampled_from([None, base, "http://evil.example", "null"]))
+    def one(data, content_type, authorization, origin):
+        headers = {"Content-Type": content_type, "Authorization": authorization}
+        if origin is not None:
+            headers["Origin"] = origin
+        r = requests.post(f"{base}/api/sql", data=data, headers=headers, timeout=60)
+        statuses.append(r.status_code)
+        assert r.status_code < 500, (data, headers, r.status_code, r.text)
+        if r.status_code >= 400:
+            assert r.json()["rule"].startswith("sql.")
+
+    try:
+        one()
+        assert len(statuses) >= 20 and any(s == 200 for s in statuses) | any(s == 400 for s in statuses)
+        assert listener.hits == []
+    finally:
+        listener.close()
+        web.stop()
+        owner.close()
