@@ -25,7 +25,7 @@ PROBE = ("probe",)
 # Big answers and heavy joins from a table (18.16 refuses every table function, numbers()
 # included, in read-only mode): 200,000 rows of 1,000 bytes; 10^10 joined rows.
 BIG_ANSWER = "SELECT hex(toFixedString(toString(i), 500)) AS s FROM (SELECT 1 FROM {db}.%s LIMIT 1) ARRAY JOIN range(200000) AS i"
-CROSS_JOIN = ("SELECT count() FROM (SELECT arrayJoin(range(100000)) AS x FROM {db}.%s) AS a"
+CROSS_JOIN = ("SELECT sum(bitXor(x, y)) FROM (SELECT arrayJoin(range(100000)) AS x FROM {db}.%s) AS a"
               " CROSS JOIN (SELECT arrayJoin(range(100000)) AS y FROM {db}.%s) AS b")
 # 18.16 materialises cross-joined blocks: there the memory limit stops the join first.
 STOPPED_BY_LIMIT = ("sql.limit.time", "sql.limit.memory")
@@ -364,3 +364,51 @@ def test_api_sql_fuzz_answers_no_5xx_and_fetches_nothing(tmp_path, chdb_url):
         listener.close()
         web.stop()
         owner.close()
+
+
+@pytest.mark.kafka
+def test_reporting_sql_real_sinks_keep_writing_while_the_worst_query_runs(settings, tmp_path):
+    """The statements sink, consuming from Kafka, stores new statements while a research
+    query that can only end at its time limit runs on the same engine."""
+    import random
+
+    from tests.integration.test_sinks_statements import (
+        BASE_MS, Publisher, agent, envelope, learner_of, make_statement, running_sinks, scalar,
+    )  # fmt: skip
+
+    rng = random.Random(21)
+    research = settings.model_copy(update={"research": ResearchSettings(max_execution_s=40)})
+    with running_sinks(settings, ["statements"]) as (ch, _sinks):
+        runner = research_runner(research, ch)
+        ch.insert(f"{ch.database}.statements", ["statement_id", "school", "learner"], [[uuid.uuid4()], ["s"], ["x" * 64]])
+        outcome: list[str] = []
+
+        def heavy():
+            try:
+                outcome.append(repr(research_query(runner, ch.database, CROSS_JOIN % ("statements", "statements"))))
+            except QueryRejected as err:
+                outcome.append(err.rule)
+            except BaseException as err:  # noqa: BLE001 - shown by the assertion below
+                outcome.append(repr(err))
+
+        t = threading.Thread(target=heavy)
+        t.start()
+        time.sleep(1.0)
+        who = agent("kim")
+        statements = [make_statement("s-9", who, BASE_MS + i * 1000, rng) for i in range(10)]
+        pub = Publisher(settings.kafka)
+        pub.send(learner_of(settings, who).encode(), envelope(settings, "s-9", who, statements))
+        pub.flush()
+        pub.close()
+        deadline = time.monotonic() + 35
+        stored = 0
+        while time.monotonic() < deadline and t.is_alive():
+            stored = scalar(ch, "SELECT count() FROM {db}.statements WHERE school = 's-9'")
+            if stored == 10:
+                break
+            time.sleep(0.25)
+        during = t.is_alive()
+        t.join(120)
+        runner.close()
+        assert stored == 10 and during, "the sink stored the statements only after the research query ended"
+        assert len(outcome) == 1 and outcome[0] in STOPPED_BY_LIMIT, outcome
