@@ -217,3 +217,26 @@ def _body_trickle(port: int, head: bytes, stop: threading.Event, closed: list[fl
     except OSError:
         pass
     closed.append(time.monotonic() - started)
+
+
+def test_the_lrs_mounted_in_a_web_thread_cuts_off_unfinished_headers_too():
+    """``learnpulse demo`` serves the gateway from a WebThread, not ``learnpulse gateway``'s runner."""
+    from learnpulse.web import start_web_thread
+    from tests.conftest import free_port
+
+    h = Harness(GatewayConfig(header_timeout_s=1.0))
+    port = free_port()
+    served = start_web_thread(h.app, port)
+    try:
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+            s.sendall(b"POST /xapi/statements HTTP/1.1\r\nHost: x\r\n")
+            try:
+                for _ in range(120):
+                    s.sendall(b"X-Slow: 1\r\n")
+                    time.sleep(0.5)
+            except OSError:
+                pass
+        assert time.monotonic() - started < 50  # closed by the server, not after the two minutes of trickle
+    finally:
+        served.stop()
