@@ -109,12 +109,23 @@ class LocalPipeline(Pipeline):
 
     def up(self, echo) -> None:
         echo(f"[{self.path}] learnpulse stack up in {self.home} …")
-        self._run(self._stack_up.args)
+        printed = self._run(self._stack_up.args)
+        # The server's URL as `stack up` prints it: with the password it generated, if any.
+        url = re.search(r" at (clickhouse://\S+)", printed)
+        if url:
+            self._use_clickhouse_url(url.group(1))
         self._run(["db", "migrate"])
         for name in ("worker", "sink", "gateway"):
             if name in self.processes:
                 self.processes[name].restart()
         echo(f"[{self.path}] gateway {self.gateway_url}, Kafka {self.kafka_bootstrap}; logs in {self.logs}")
+
+    def _use_clickhouse_url(self, url: str) -> None:
+        self.env["LEARNPULSE_CLICKHOUSE__URL"] = url
+        commands = [p for p in self.processes.values() if isinstance(p, Command)]
+        commands += [p.up for p in self.processes.values() if isinstance(p, StackService)]
+        for c in commands:
+            c.env["LEARNPULSE_CLICKHOUSE__URL"] = url
 
     def _run(self, args: list[str]) -> str:
         done = subprocess.run(
