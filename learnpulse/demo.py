@@ -6,9 +6,11 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from reporting.summary import school_summaries
+from schemas.metrics import SUPERVISOR_RESTARTS
 
 from .errors import UserError
 from .pipeline import open_clickhouse, start_sinks
@@ -27,6 +29,8 @@ def _spawn(args: list[str], log: Path, settings: Settings, env: dict[str, str]) 
 
 
 DEMO_SCHOOL = "demo-lrs"
+# Restarts of a dead worker or simulator before the demo stops with an error.
+DEMO_MAX_RESTARTS = 5
 
 
 def demo_credential(settings: Settings) -> tuple[str, str]:
@@ -87,10 +91,13 @@ def _run(settings: Settings, duration: float | None, rate: float, echo) -> int:
         key, secret = demo_credential(settings)
         webs.append(_web(build_gateway_app(settings, ch), settings.gateway.port, settings, "LEARNPULSE_GATEWAY__PORT"))
         sinks = start_sinks(settings, ch)
-        children["worker"] = _spawn(["worker"], logs / "worker.log", settings, {"LEARNPULSE_METRICS_PORT": str(base + 1)})
-        children["simulator"] = _spawn(
-            ["simulate", "--rate", str(rate)], logs / "simulator.log", settings, {"LEARNPULSE_METRICS_PORT": str(base + 2)}
-        )
+        commands = {
+            "worker": (["worker"], {"LEARNPULSE_METRICS_PORT": str(base + 1)}),
+            "simulator": (["simulate", "--rate", str(rate)], {"LEARNPULSE_METRICS_PORT": str(base + 2)}),
+        }
+        for name, (args, env) in commands.items():
+            children[name] = _spawn(args, logs / f"{name}.log", settings, env)
+        restarts: Counter[str] = Counter()
         lrs = f"http://127.0.0.1:{settings.gateway.port}{settings.gateway.prefix}"
         echo(f"live view: http://127.0.0.1:{settings.web_port}/  (metrics: /metrics; logs in {logs})")
         echo(f"xAPI LRS:  {lrs}/statements  (HTTP Basic {key}:{secret}, school {DEMO_SCHOOL})")
@@ -98,9 +105,18 @@ def _run(settings: Settings, duration: float | None, rate: float, echo) -> int:
         echo("Ctrl-C stops the demo" + (f"; stopping by itself after {duration:.0f}s" if duration else ""))
         while duration is None or time.monotonic() - started < duration:
             time.sleep(2)
-            for name, proc in children.items():
+            for name, proc in list(children.items()):
                 if proc.poll() is not None:
-                    raise UserError(f"{name} exited with {proc.returncode}; see {logs / (name + '.log')}")
+                    # The demo supervises its processes: one that dies is started again
+                    # (learnpulse_supervisor_restarts_total), a few times, then the demo gives up.
+                    if restarts[name] >= DEMO_MAX_RESTARTS:
+                        raise UserError(f"{name} exited with {proc.returncode} after {restarts[name]} restarts; "
+                                        f"see {logs / (name + '.log')}")  # fmt: skip
+                    restarts[name] += 1
+                    SUPERVISOR_RESTARTS.labels(name).inc()
+                    echo(f"{name} exited with {proc.returncode}; restarting it ({restarts[name]}/{DEMO_MAX_RESTARTS})")
+                    args, env = commands[name]
+                    children[name] = _spawn(args, logs / f"{name}.log", settings, env)
             if sinks.errors:
                 raise UserError(f"sink failed: {sinks.errors[0]}")
             _print_summary(ch, echo, time.monotonic() - started)
