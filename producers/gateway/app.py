@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import secrets
 import time
@@ -152,6 +153,7 @@ class Gateway:
         self.cursors = CursorSigner(config.cursor_key or secrets.token_bytes(32))
         self.guard = AuthGuard(config.auth_limits)
         self._verify_slot = asyncio.Semaphore(1)
+        self._verifying: dict[tuple[str, bytes], asyncio.Future] = {}
         self._sink_through: int | None = None
         # ``stored`` of the oldest statement any gateway reserved or had acknowledged at or
         # after the sink's progress (from the index, with the sink's progress).
@@ -320,14 +322,7 @@ class Gateway:
             raise self._unauthorized("HTTP Basic credentials are required")
         known, school = self.auth.cached(key, secret)
         if not known:
-            # A scrypt: limited per address and key, and one at a time (one core at most).
-            self.guard.attempt(address, key)
-            self.guard.verifying += 1
-            try:
-                async with self._verify_slot:
-                    school = await asyncio.to_thread(self.auth.authenticate, key, secret)
-            finally:
-                self.guard.verifying -= 1
+            school = await self._verify(address, key, secret)
         if school is None:
             metrics.GATEWAY_AUTH_FAILURES.labels("invalid").inc()
             self.guard.failed(address, key)
@@ -339,6 +334,26 @@ class Gateway:
             raise XapiError(403, "cors.origin", f"origin {origin} is not allowed for this credential's school "
                             "(learnpulse credentials update --allow-origin)")  # fmt: skip
         return school
+
+    async def _verify(self, address: str, key: str, secret: str) -> str | None:
+        """Check a pair the credential cache does not know: one scrypt, limited per address and
+        key, one at a time (one core at most). Concurrent requests with the same pair (a
+        client's connections starting together) share one check and one attempt."""
+        pair = (key, hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest())
+        shared = self._verifying.get(pair)
+        if shared is None:
+            self.guard.attempt(address, key)
+            shared = self._verifying[pair] = asyncio.ensure_future(self._verify_once(key, secret))
+            shared.add_done_callback(lambda _f: self._verifying.pop(pair, None))
+        return await asyncio.shield(shared)
+
+    async def _verify_once(self, key: str, secret: str) -> str | None:
+        self.guard.verifying += 1
+        try:
+            async with self._verify_slot:
+                return await asyncio.to_thread(self.auth.authenticate, key, secret)
+        finally:
+            self.guard.verifying -= 1
 
     @staticmethod
     def _unauthorized(message: str) -> XapiError:

@@ -102,3 +102,32 @@ def test_guard_lockout_ends_after_its_window():
     assert err.value.status == 429
     now[0] += 31
     guard.attempt("1.2.3.4", "other-key")
+
+
+def test_a_clients_connections_starting_together_share_one_password_check(tmp_path, monkeypatch):
+    """An LMS opening many connections at once with a not yet verified pair: one scrypt, no 429."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import learnpulse.credentials as creds
+
+    calls = [0]
+    real = creds._hash
+
+    def counted(*args, **kw):
+        calls[0] += 1
+        return real(*args, **kw)
+
+    limits = AuthLimits(**_OFF, attempts_per_s=0.01, attempts_burst=2, lockout_failures=1000)
+    with _Real(tmp_path, limits) as h:
+        monkeypatch.setattr(creds, "_hash", counted)
+        auth = h.auth("school-a")
+
+        def post(_):
+            import requests
+
+            return requests.post(h.url, json=statement(), headers={**h.headers(), "Authorization": auth}).status_code
+
+        with ThreadPoolExecutor(24) as pool:
+            statuses = list(pool.map(post, range(24)))
+        assert statuses == [200] * 24
+        assert calls[0] <= 2  # at most a check already finished when the last requests arrived
