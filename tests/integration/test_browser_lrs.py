@@ -23,12 +23,13 @@ import pytest
 
 from learnpulse.commands.gateway import credentials_path
 from learnpulse.credentials import update_origins
+from learnpulse.local_secrets import pseudonym_key
 from learnpulse.settings import ClickHouseSettings, Settings
 from producers.lrsstore.documents import SqlDocumentStore
 from schemas.identity import pseudonym
 from schemas.lrs_store import DocumentKey, DocumentKind
-from tests.conftest import REPO, free_port
-from tests.unit.gateway.harness import LiveGateway
+from tests.conftest import REPO, free_port, wait_for
+from tests.unit.gateway.harness import LiveGateway, statement
 
 from .test_dashboard import CHROMIUM_ARGS
 
@@ -100,6 +101,10 @@ def test_course_page_on_another_origin_sends_statements_and_keeps_state_and_prof
     with LiveGateway(settings, ["browser-school"]) as gw:
         key, secret = gw.keys["browser-school"]
         update_origins(credentials_path(settings), key, add=[allowed_site])
+        # The gateway's Kafka producers take a while to be ready on a busy machine: wait until
+        # it accepts a statement (a 503 before that is the gateway's correct answer, not ours to test).
+        wait_for(lambda: gw.post(statement(), key="browser-school").status_code == 200, 180,
+                 "the gateway to accept statements")  # fmt: skip
         learner = f"mailto:learner-{uuid.uuid4().hex[:8]}@example.com"
         activity = f"http://example.com/courses/volcanoes/{uuid.uuid4().hex[:8]}"
         registration = str(uuid.uuid4())
@@ -118,7 +123,7 @@ def test_course_page_on_another_origin_sends_statements_and_keeps_state_and_prof
         assert result["consistentThrough"]
 
         # What the LRS holds: the document store, keyed by the learner's pseudonym.
-        agent = pseudonym(settings.pseudonym_secret.get_secret_value().encode(), {"mbox": learner})
+        agent = pseudonym(pseudonym_key(settings), {"mbox": learner})
         store = SqlDocumentStore(settings.lrs_store_url, connections=1)
         try:
             state = store.get(DocumentKey("browser-school", DocumentKind.STATE, activity, agent, registration, "resume"))

@@ -22,6 +22,8 @@ def test_xapi_comm_2_5_activity_definitions_merged_across_statements_per_school(
         # Named only as a context activity by school b: b sees that definition, not a's.
         other = statement(context={"contextActivities": {"parent": [
             {"id": activity, "definition": {"description": {"en-US": "school b's view"}}}]}})  # fmt: skip
+        # Kafka producers take a while to be ready on a busy machine: wait until statements are accepted.
+        wait_for(lambda: gw.post(statement(), key="a").status_code == 200, 180, "the gateway to accept statements")
         r = gw.post([english, french], key="a")
         assert r.status_code == 200, r.text
         assert gw.post(other, key="b").status_code == 200
