@@ -48,6 +48,12 @@ def _accepted(gw: LiveGateway, doc) -> int:
         time.sleep(1)
 
 
+def _dashboard_refused(gw: LiveGateway) -> dict[str, int]:
+    from reporting.dashboard import dashboard_state
+
+    return {s["school"]: s["refused"] for s in dashboard_state(gw.ch)["schools"]}
+
+
 def _copies(gw: LiveGateway, table: str, ids: list[str]) -> int:
     """Rows of ``table`` for these statement ids, without FINAL: a copy would count twice."""
     (n,) = gw.ch.query(
@@ -94,6 +100,9 @@ def test_gateway_strict_refuses_and_quarantines_then_replay_after_policy_change_
         assert by_rule[("edx", "objectType.value")] == 4  # group_object, group_parent, group_and_zero, batch
         assert stats_by_producer(gw.ch, Filter(school="edx"))[0][:4] == ("edx", key, "gateway", n_records)
         assert refusals_per_school(gw.ch)["edx"] == (n_records, n_records)
+        gw.wait_readable("edx", ok["id"])
+        wait_for(lambda: "edx" in _dashboard_refused(gw), 90, "the school on the dashboard")
+        assert _dashboard_refused(gw)["edx"] == n_records
         assert gw.get({"statementId": sent["group_object"]["id"]}, key="edx").status_code == 404
 
         # The operator makes the credential tolerant: new traffic is accepted, stored unchanged.
@@ -126,6 +135,7 @@ def test_gateway_strict_refuses_and_quarantines_then_replay_after_policy_change_
         assert rows[sent["bare_guid_grouping"]["id"]] == ["activity.id.iri"]
         wait_for(lambda: len(_records(gw, "edx", "accepted")) == n_records, 90, "records marked accepted")
         assert refusals_per_school(gw.ch)["edx"] == (n_records, 0)
+        assert _dashboard_refused(gw)["edx"] == 0
 
         # A second replay finds nothing to do; nothing is stored twice.
         again = quarantine_replay(settings, gw.ch, Filter(school="edx"))
