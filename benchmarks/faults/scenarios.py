@@ -87,8 +87,12 @@ def _replay(p, o: Options, echo) -> list[str]:
     replay = Command("replay-sink", ["sink", "--group", group], env, gateway.log.parent)
     started = time.monotonic()
     replay.start()
+    done = _GroupSettled(p.kafka_bootstrap, group)
     try:
-        took = wait_until(lambda: _group_done(p.kafka_bootstrap, group), 600, "replay sink caught up", 3)
+        took = wait_until(done, 600, "replay sink caught up", 3)
+    except TimeoutError as err:
+        took = float("nan")
+        echo(f"    {err}")
     finally:
         replay.stop()
         if owner is not None:
@@ -99,13 +103,26 @@ def _replay(p, o: Options, echo) -> list[str]:
     return [f"replay group {group}: {time.monotonic() - started:.0f}s"]
 
 
-def _group_done(bootstrap: str, group: str) -> bool:
-    try:
-        offsets = {k: v for k, v in group_offsets(bootstrap).items() if k[0].startswith(group)}
-    except Exception:  # noqa: BLE001 - Kafka metadata not there yet: look again
-        return False
-    statements = [v for k, v in offsets.items() if k[1].endswith("xapi.statements")]
-    return bool(statements) and all(end - committed <= 1 for committed, end in offsets.values())
+class _GroupSettled:
+    """True once the replay's groups have read the statements topic and their committed offsets
+    are at the end (within a commit marker) or have not moved for 30 s (an aborted
+    transaction's markers are never consumed)."""
+
+    def __init__(self, bootstrap: str, group: str) -> None:
+        self.bootstrap, self.group = bootstrap, group
+        self.last: object = None
+        self.since = time.monotonic()
+
+    def __call__(self) -> bool:
+        try:
+            offsets = {k: v for k, v in group_offsets(self.bootstrap).items() if k[0].startswith(self.group)}
+        except Exception:  # noqa: BLE001 - Kafka metadata not there yet: look again
+            return False
+        if offsets != self.last:
+            self.last, self.since = offsets, time.monotonic()
+        statements = [v for k, v in offsets.items() if k[1].endswith("xapi.statements")]
+        at_end = all(end - committed <= 1 for committed, end in offsets.values())
+        return bool(statements) and (at_end or time.monotonic() - self.since >= 30)
 
 
 def _seconds(values: list[float]) -> str:
