@@ -132,6 +132,11 @@ class StreamsSettings(BaseModel):
     watermark_lag_min: float = 10
     # Envelopes per processing batch.
     batch_max: int = 1000
+    # How long a worker that stopped heartbeating keeps its partitions. Workers are static
+    # group members (Kafka group.instance.id from their --name): a worker restarted under
+    # its name (and web port) takes its place back at once, so this only delays the
+    # hand-over of a worker that does not come back.
+    session_timeout_s: float = 60
 
 
 class WebhookSettings(BaseModel):

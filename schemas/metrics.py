@@ -114,6 +114,10 @@ STREAM_LATE = Counter(
 STREAM_DUPLICATES = Counter(
     "learnpulse_stream_duplicate_statements_total", "Statements skipped as copies of one already applied", ["agent"]
 )
+# Partitions of xapi.statements this worker holds since the group's last rebalance.
+STREAM_ASSIGNED_PARTITIONS = Gauge(
+    "learnpulse_stream_assigned_partitions", "Partitions of xapi.statements assigned to this stream worker"
+)
 # Event-time watermark of each source partition of xapi.statements (epoch seconds).
 STREAM_WATERMARK = Gauge("learnpulse_stream_watermark_seconds", "Event-time watermark per partition", ["partition"])
 # Share of disengaged learners per cohort at the latest evaluated event time, and whether its alert is on.

@@ -37,6 +37,12 @@ class StreamsParameters:
     # Kafka client id of this worker process: tells group members apart on the broker
     # (``kafka-consumer-groups --describe``), e.g. a restarted worker from its killed predecessor.
     client_id: str = "learnpulse-worker"
+    # Static group membership (Kafka group.instance.id, KIP-345): one per live worker, kept
+    # across restarts, so a restarted worker is back on its partitions at once instead of
+    # after its dead predecessor's session; None: a dynamic member.
+    instance_id: str | None = None
+    # How long the group waits for a member that stopped heartbeating (see StreamsSettings).
+    session_timeout_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,16 @@ def create_app(p: StreamsParameters) -> faust.App:
         datadir=str(p.datadir),
         autodiscover=False,
         broker_client_id=p.client_id,
+        # faust-streaming 0.15 hands this to aiokafka 0.14's consumer as group_instance_id
+        # (JoinGroup v5+; a static member sends no LeaveGroup when it stops). Faust's
+        # assignor checks that the assignment the broker keeps for the member names this
+        # worker's web URL, so a restarted worker must keep its web port too (it does:
+        # settings.streams_web_port or --web-port); with another port it never gets its
+        # partitions (AssertionError in PartitionAssignor.on_assignment).
+        consumer_group_instance_id=p.instance_id,
+        broker_session_timeout=p.session_timeout_s,
+        # Faust refuses a session timeout above the request timeout (default 90 s).
+        broker_request_timeout=max(90.0, p.session_timeout_s + 30.0),
         web_enabled=True,
         web_host="127.0.0.1",
         web_port=p.web_port,

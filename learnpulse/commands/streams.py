@@ -41,6 +41,15 @@ def worker_client_id(name: str, pid: int | None = None) -> str:
     return f"learnpulse-{name}-{os.getpid() if pid is None else pid}"
 
 
+def worker_instance_id(name: str) -> str:
+    """A worker's static group membership id: from its name, the same after a restart.
+
+    Two live workers of one group must not share a name (they would also share a state
+    directory): the later one would fence the earlier out of the group.
+    """
+    return f"learnpulse-worker-{name}"
+
+
 def register(main: click.Group) -> None:
     """Add this area's subcommands to ``main``."""
 
@@ -55,6 +64,8 @@ def register(main: click.Group) -> None:
         """Run the Faust stream processor (xapi.statements → derived topics).
 
         Several workers (same settings, different --name and ports) share the partitions.
+        The name is also the worker's static group membership: restarted under the same
+        name and web port, a worker is back on its partitions in seconds.
         """
         import faust
 
@@ -76,6 +87,8 @@ def register(main: click.Group) -> None:
                 replication=k.replication,
                 config=streams_config(settings),
                 client_id=worker_client_id(name),
+                instance_id=worker_instance_id(name),
+                session_timeout_s=settings.streams.session_timeout_s,
             )
         )
         ensure_internal_topics(params)

@@ -42,6 +42,7 @@ history (``mastery.HISTORY`` later observations of that skill), or after more th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -121,10 +122,17 @@ def register(app: faust.App, topics: Any, config: StreamsConfig, model: MasteryM
             if pstate.get("o", -1) >= 0:
                 replay_to[partition] = pstate["o"]
 
+    # Watermark last reported per source partition, and whether it was reported idle
+    # (processing bookkeeping of this process only; a restart simply reports again).
+    reported: dict[int, tuple[int | None, bool]] = {}
+
     def reset() -> None:
         index.reset()
         seen.clear()
         replay_to.clear()
+        # Another worker may have reported a partition since this one last did: report
+        # afresh whatever this process holds after a rebalance.
+        reported.clear()
 
     @app.on_partitions_revoked.connect
     async def _revoked(_app: Any, revoked: Any, **_kw: Any) -> None:
@@ -133,10 +141,7 @@ def register(app: faust.App, topics: Any, config: StreamsConfig, model: MasteryM
     @app.on_partitions_assigned.connect
     async def _assigned(_app: Any, assigned: Any, **_kw: Any) -> None:
         reset()
-
-    # Watermark last reported per source partition, and whether it was reported idle
-    # (processing bookkeeping of this process only; a restart simply reports again).
-    reported: dict[int, tuple[int | None, bool]] = {}
+        metrics.STREAM_ASSIGNED_PARTITIONS.set(sum(1 for tp in app.consumer.assignment() if tp.topic == src_name))
 
     async def tick(partition: int, wm: int | None, idle: bool) -> None:
         if reported.get(partition) == (wm, idle):
@@ -160,7 +165,7 @@ def register(app: faust.App, topics: Any, config: StreamsConfig, model: MasteryM
             q = feed_partition[ckey] = app.producer.key_partition(names["cohort_feed"], ckey.encode()).partition
         return q
 
-    async def send(out: Outputs, partition_of: dict[str, int]) -> None:
+    async def send(out: Outputs, partition_of: dict[str, int], deliveries: list) -> None:
         # Cohort buckets first (the watermark ticks that follow must not overtake them),
         # one message per cohort and batch.
         by_cohort: dict[str, list[list[Any]]] = {}
@@ -172,14 +177,16 @@ def register(app: faust.App, topics: Any, config: StreamsConfig, model: MasteryM
         for ckey, buckets in by_cohort.items():
             school, course, cohort = ckey.split("|", 2)
             value = orjson.dumps({"k": "bs", "school": school, "course": course, "cohort": cohort, "b": buckets})
-            await sender.send(names["cohort_feed"], ckey.encode(), value, cohort_partition(ckey))
+            deliveries.append(await sender.send(names["cohort_feed"], ckey.encode(), value, cohort_partition(ckey)))
         # A learner's derived records go to the partition its statements came from: the
         # derived topics have the statements' partition count, so that is the partition
         # the default (murmur2) partitioner would pick for the same key, without hashing.
         for r in out.engagement.values():
-            await sender.send(names["engagement"], r.learner.encode(), r.encode(), partition_of[r.learner])
+            deliveries.append(
+                await sender.send(names["engagement"], r.learner.encode(), r.encode(), partition_of[r.learner]))
         for r in out.mastery.values():
-            await sender.send(names["mastery"], r.learner.encode(), r.encode(), partition_of[r.learner])
+            deliveries.append(
+                await sender.send(names["mastery"], r.learner.encode(), r.encode(), partition_of[r.learner]))
         out_counters["engagement"].inc(len(out.engagement))
         out_counters["mastery"].inc(len(out.mastery))
         out_counters["cohort_feed"].inc(len(by_cohort))
@@ -280,21 +287,36 @@ def register(app: faust.App, topics: Any, config: StreamsConfig, model: MasteryM
                 resolve(work, states, parts, out, partition_of)
             else:
                 index.apply(out.observed, partition_of)
+            # Records first, state second (as in the cohort agent). The state forgets what
+            # it sent and can no longer change — cohort buckets behind the partition's
+            # watermark, engagement hours before the horizon's day — so a redelivered
+            # envelope cannot re-emit them (see LearnerLogic.reemit). Saved before Kafka
+            # acknowledged those records (RocksDB keeps it through a SIGKILL), they were
+            # lost with the process: the cohort stage closed hours without them (issue 12:
+            # missing and different cohort_health rows, missing alerts). Saved after, a
+            # crash leaves the old state (the envelopes are applied again: same records,
+            # same versions) or the new one with its records in Kafka. One round trip a batch.
+            deliveries: list = []
+            for msg, err in dead:
+                deliveries.append(await sender.dead_letter(names["deadletter"], msg, err, "streams:learner"))
+            await send(out, partition_of, deliveries)
+            if broadcast:
+                for q in range(n_src):
+                    targets = [t for p, ts in broadcast.items() if p != q for t in ts]
+                    if targets:
+                        deliveries.append(
+                            await sender.send(void_name, b"\x00void", orjson.dumps({"t": targets}), partition=q))
+                        out_counters["void_feed"].inc()
+            if deliveries:
+                await asyncio.gather(*deliveries)
+            # Learners before their partitions: a crash between the two leaves partition
+            # state behind, never ahead (a redelivered envelope brings its ``mx`` up again).
             for key, (state, event) in states.items():
                 with event_context(event):
                     table[key] = orjson.dumps(state)
             for partition, (pstate, event) in parts.items():
                 with event_context(event):
                     table[part_key(partition)] = orjson.dumps(pstate)
-            for msg, err in dead:
-                await sender.dead_letter(names["deadletter"], msg, err, "streams:learner")
-            await send(out, partition_of)
-            if broadcast:
-                for q in range(n_src):
-                    targets = [t for p, ts in broadcast.items() if p != q for t in ts]
-                    if targets:
-                        await sender.send(void_name, b"\x00void", orjson.dumps({"t": targets}), partition=q)
-                        out_counters["void_feed"].inc()
             for partition in touched:
                 if held_back(partition, last_read[partition]):
                     continue

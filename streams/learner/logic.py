@@ -224,6 +224,12 @@ class LearnerLogic:
         timestamps = parse_timestamps(env)
         if offset <= state.get("o", -1):
             self.reemit(state, env, out)
+            # The partition saw these statements too: its newest time is a maximum, so
+            # taking them again is exact, and a partition state saved behind its learners'
+            # (a crash between the two writes) catches up as in an uninterrupted run.
+            newest = max(timestamps, default=None)
+            if newest is not None and (part.get("mx") is None or newest > part["mx"]):
+                part["mx"] = newest
             return False
         learner = env.learner
         school = env.school

@@ -13,7 +13,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 
-from learnpulse.commands.streams import worker_client_id
+from learnpulse.commands.streams import worker_client_id, worker_instance_id
 from learnpulse.settings import KafkaSettings, Settings, StreamsSettings
 from schemas.envelope import StatementEntry, StatementEnvelope
 from schemas.profile import COURSE_ACTIVITY_TYPE, SKILL_EXTENSION
@@ -158,7 +158,12 @@ def group_caught_up(kafka: KafkaSettings, app_id: str) -> bool:
 
 
 def group_members(kafka: KafkaSettings, app_id: str) -> tuple[str, list[str]]:
-    """The worker group's state (``Stable``, ``PreparingRebalance``…) and its members' client ids."""
+    """The worker group's state (``Stable``, ``PreparingRebalance``…) and its members' names.
+
+    A member's name is its static membership id (``group.instance.id``: workers have one,
+    from ``--name``), else its client id. Kafka keeps a static member's client id when a
+    restarted process takes its place, so only the instance id names it.
+    """
     from kafka import KafkaAdminClient
 
     admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
@@ -168,7 +173,8 @@ def group_members(kafka: KafkaSettings, app_id: str) -> tuple[str, list[str]]:
         return "unknown", []
     finally:
         admin.close()
-    return group.get("group_state") or "unknown", sorted(m["client_id"] for m in group.get("members") or ())
+    members = group.get("members") or ()
+    return group.get("group_state") or "unknown", sorted(m.get("group_instance_id") or m["client_id"] for m in members)
 
 
 def describe_lag(kafka: KafkaSettings, app_id: str) -> str:
@@ -280,16 +286,31 @@ def consistent_versions(records: list[Any], topic: Topic) -> dict[tuple, Any]:
     return seen
 
 
-def worker(spawn, settings: Settings, app_id: str, name: str):
-    """A ``learnpulse worker`` process on its own app id, ports and state directory (``.metrics_port``)."""
+def worker(spawn, settings: Settings, app_id: str, name: str, web_port: int | None = None):
+    """A ``learnpulse worker`` process on its own app id, ports and state directory (``.metrics_port``).
+
+    ``web_port``: a restarted worker passes its predecessor's (``.web_port``), as a real
+    restart with the same settings does: Faust's assignor ties a static member to its URL.
+    """
     port = free_port()
+    web_port = web_port or free_port()
     proc = spawn(
-        ["worker", "--app-id", app_id, "--name", name, "--web-port", str(free_port())],
+        ["worker", "--app-id", app_id, "--name", name, "--web-port", str(web_port)],
         settings, f"worker-{name}", extra_env={"LEARNPULSE_METRICS_PORT": str(port)},
     )
     proc.metrics_port = port
+    proc.web_port = web_port
     proc.client_id = worker_client_id(name, proc.popen.pid)
+    proc.member = worker_instance_id(name)
     return proc
+
+
+def assigned_partitions(w) -> int:
+    """Partitions of xapi.statements the worker process ``w`` holds (0 while its metrics are not up)."""
+    try:
+        return int(metric(w.metrics_port, "learnpulse_stream_assigned_partitions"))
+    except OSError:
+        return 0
 
 
 def fail_if_exited(workers: Callable[[], list]) -> Callable[[], None]:
@@ -316,13 +337,15 @@ def collect(
 
     def done(r: DerivedReader) -> bool:
         if not caught_up[0]:
-            # Committed offsets at the end are not enough: after a SIGKILL the dead member
-            # stays in the group until its session times out, and the restarted worker only
-            # joins then — and only then reports its partitions idle, which lets the cohort
-            # stage evaluate the last hours. So the group must also be stable with exactly
-            # the live workers in it (told apart by their client ids: name and pid).
+            # Committed offsets at the end are not enough: after a SIGKILL the restarted
+            # worker takes the partitions back only once it has joined — and only then
+            # reports them idle, which lets the cohort stage evaluate the last hours. So the
+            # group must also be stable with exactly the live workers in it, and those live
+            # processes (not a dead member of the same name) must hold every partition.
             state, members = group_members(kafka, app_id)
-            caught_up[0] = (state == "Stable" and members == sorted(w.client_id for w in workers())
+            live = workers()
+            caught_up[0] = (state == "Stable" and members == sorted(w.member for w in live)
+                            and sum(assigned_partitions(w) for w in live) == Topic.STATEMENTS.spec.partitions
                             and group_caught_up(kafka, app_id))
             return False
         return ready is None or ready(r)
@@ -330,7 +353,8 @@ def collect(
     try:
         reader.settle(done, timeout, quiet_s=8, check=fail_if_exited(workers), diagnose=lambda: "\n".join(
             [describe_lag(kafka, app_id), "group state %s, members %s" % group_members(kafka, app_id),
-             f"live workers {sorted(w.client_id for w in workers())}"]
+             f"live workers {sorted(w.member for w in workers())}, "
+             f"partitions they hold {[assigned_partitions(w) for w in workers()]}"]
             + [w.tail(20) for w in workers()]))
     finally:
         reader.close()

@@ -20,13 +20,21 @@ import pytest
 from learnpulse.pipeline import run_simulator
 from producers.simulator import SimulationConfig
 from schemas.topics import Topic
+from tests.conftest import wait_for
 from tests.integration.streams_support import (
     DECODERS,
+    T0,
     DerivedReader,
+    EnvelopeProducer,
+    assigned_partitions,
     collect,
     consistent_versions,
     end_offsets,
+    fail_if_exited,
+    group_members,
+    learner_in,
     same_records,
+    statement,
     stream_settings,
     worker,
 )
@@ -114,7 +122,7 @@ def test_streams_sigkill_and_restart_gives_the_same_records(tmp_path, kafka, spa
                 watcher.poll()
             os.kill(current[0].popen.pid, signal.SIGKILL)
             current[0].popen.wait(10)
-            current[0] = worker(spawn, settings, app_id, "crash")  # same state directory
+            current[0] = worker(spawn, settings, app_id, "crash", web_port=current[0].web_port)  # same state, member
     finally:
         watcher.close()
     crashed = _collect(kafka, offsets, lambda: current, app_id)
@@ -132,3 +140,121 @@ def test_streams_two_workers_give_the_same_records_as_one(tmp_path, kafka, spawn
     pair = [worker(spawn, settings, app_id, "one"), worker(spawn, settings, app_id, "two")]
     both = _collect(kafka, offsets, lambda: pair, app_id)
     _same(ref, both, "two workers")
+
+
+# Where each crash run kills its worker: the share of the reference run's engagement records
+# seen so far. Spread over the stream, late points included: there the learner stage has
+# hours behind its watermark (final, no longer kept once sent) in every batch.
+KILL_POINTS = (0.3, 0.45, 0.6, 0.75, 0.9)
+
+
+def _kill_after(kafka, start, current: list, share_of: int, deadline_s: float = 180) -> None:
+    """SIGKILL ``current[0]`` once ``share_of`` engagement records of this run were produced: mid-stream."""
+    watcher = DerivedReader(kafka, [Topic.ENGAGEMENT], start)
+    try:
+        seen, deadline = 0, time.monotonic() + deadline_s
+        while seen < share_of and time.monotonic() < deadline:
+            # poll(), not iteration: iteration returns only after a pause of the stream,
+            # which would put every kill at the end.
+            seen += sum(len(batch) for batch in watcher.consumer.poll(timeout_ms=100).values())
+            fail_if_exited(lambda: current)()
+        assert seen >= share_of, f"only {seen} of {share_of} engagement records in {deadline_s}s"
+    finally:
+        watcher.close()
+    os.kill(current[0].popen.pid, signal.SIGKILL)
+    current[0].popen.wait(10)
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # a reference and five crash runs
+def test_streams_worker_sigkill_repeatedly_gives_the_clean_runs_cohort_figures_and_alerts(tmp_path, kafka, spawn):
+    """Issue 12: cohort figures and alerts after a worker SIGKILL equal a clean run, versions included.
+
+    One clean reference, then one crash run per kill point, each on its own app id over
+    the same input: the worker is killed mid-stream and restarted under the same name
+    (same state directory, same static group membership). Every run must give the reference's
+    latest record of every key — cohort_health, alerts, engagement and mastery — and no
+    (key, version) may carry other figures in any run. All runs are made before judging,
+    so a failure says in how many of them the figures differed.
+    """
+    settings = _settings(tmp_path, kafka)
+    assert run_simulator(settings, SIM, count=COUNT, rate=None) == COUNT
+    ref, _offsets = _reference(kafka, settings, spawn)
+    assert ref.latest[Topic.ALERTS], "the simulation raises alerts: the comparison covers them"
+    total = len(ref.all[Topic.ENGAGEMENT])
+    failures: list[str] = []
+    everything = list(ref.all[t] for t in TOPICS)
+    for run, share in enumerate(KILL_POINTS):
+        start = end_offsets(kafka, TOPICS)
+        app_id = f"kill{run}-{uuid.uuid4().hex[:6]}"
+        name = f"kill{run}"
+        current = [worker(spawn, settings, app_id, name)]
+        _kill_after(kafka, start, current, int(total * share))
+        # Same name and web port: same state directory and static group membership.
+        current[0] = worker(spawn, settings, app_id, name, web_port=current[0].web_port)
+        crashed = _collect(kafka, start, lambda: current, app_id)
+        fails = len(failures)
+        current[0].stop()
+        try:
+            same_records(ref, crashed, f"run {run} (killed at {share:.0%})", TOPICS)
+        except AssertionError as err:
+            failures.append(str(err))
+        print(f"crash run {run} (killed at {share:.0%}): {'differs' if len(failures) > fails else 'same'}")
+        for i, t in enumerate(TOPICS):
+            everything[i] = everything[i] + crashed.all[t]
+    for i, t in enumerate(TOPICS):  # one set of figures per (key, version) across every run
+        consistent_versions(everything[i], t)
+    assert not failures, f"{len(failures)} of {len(KILL_POINTS)} crash runs differ from the clean run:\n" + "\n".join(
+        f[:1500] for f in failures)
+
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_streams_restarted_worker_takes_its_partitions_back_without_waiting_for_the_dead_session(
+    tmp_path, kafka, spawn
+):
+    """A SIGKILLed worker restarted under its name replaces its dead self in the group at once.
+
+    Workers are static group members (group.instance.id from --name). The dead member's
+    session here is 10 minutes, far beyond this test's deadlines: a dynamic member could
+    only join after it expired, so the new process holding every partition of a stable
+    group of one member within the deadline, and processing new input, is the proof; so
+    is that member carrying the worker's instance id.
+    """
+    from kafka import KafkaAdminClient
+
+    from learnpulse.commands.streams import worker_instance_id
+
+    settings = stream_settings(tmp_path, kafka, session_timeout_s=600)
+    app_id = f"static-{uuid.uuid4().hex[:6]}"
+    partitions = Topic.STATEMENTS.spec.partitions
+
+    def alone_with_every_partition(w) -> bool:
+        fail_if_exited(lambda: [w])()
+        return group_members(kafka, app_id) == ("Stable", [w.member]) and assigned_partitions(w) == partitions
+
+    first = worker(spawn, settings, app_id, "static")
+    wait_for(lambda: alone_with_every_partition(first), 180, "the first worker holding every partition")
+    first.kill()  # SIGKILL: no goodbye; its session would last 10 minutes
+    second = worker(spawn, settings, app_id, "static", web_port=first.web_port)
+    wait_for(lambda: alone_with_every_partition(second), 240, "the restarted worker holding every partition")
+    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    try:
+        (member,) = admin.describe_groups([app_id])[app_id]["members"]
+    finally:
+        admin.close()
+    assert member["group_instance_id"] == worker_instance_id("static")
+    # And it processes: new input on every partition gives its engagement records.
+    producer = EnvelopeProducer(kafka)
+    learners = [learner_in(p, prefix="static") for p in range(partitions)]
+    for learner in learners:
+        producer.send("s-1", learner, "c-1", "https://c.example/course-1", [statement(learner, T0)])
+    producer.close()
+    reader = DerivedReader(kafka, [Topic.ENGAGEMENT])
+    try:
+        reader.settle(lambda r: {k[0] for k in r.latest[Topic.ENGAGEMENT]} >= set(learners), 180, quiet_s=1,
+                      check=fail_if_exited(lambda: [second]))
+    finally:
+        reader.close()

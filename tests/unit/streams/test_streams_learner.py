@@ -73,6 +73,25 @@ def test_streams_learner_redelivered_envelope_is_not_counted_twice_but_reemitted
     assert state["c"]["C"]["h"][str(T0)][0] == 2
 
 
+def test_streams_learner_redelivery_brings_a_partition_state_saved_behind_its_learner_up_to_date():
+    """A crash between the learner's and the partition's writes: the replay gives the clean run's partition state."""
+    logic = LearnerLogic(StreamsConfig(), MasteryModel())
+    clean_state, clean_part = {}, {}
+    envelopes = [env(stmt(T0)), env(stmt(T0 + 3 * H), learner="A"), env(stmt(T0 + 9 * H))]
+    for offset, e in enumerate(envelopes):
+        logic.apply(clean_state if e.learner == "L" else {}, clean_part, e, offset, Outputs())
+    # The crashed run saved L's state after offset 2 but its partition only after offset 0.
+    state, part, other = {}, {}, {}
+    logic.apply(state, part, envelopes[0], 0, Outputs())
+    behind = dict(part)
+    logic.apply(other, part, envelopes[1], 1, Outputs())
+    logic.apply(state, part, envelopes[2], 2, Outputs())
+    part, other = behind, {}
+    logic.apply(other, part, envelopes[1], 1, Outputs())  # re-applied: A's state was lost too
+    assert not logic.apply(state, part, envelopes[2], 2, Outputs())  # L's: redelivered
+    assert part["mx"] == clean_part["mx"] == T0 + 9 * H
+
+
 def test_streams_learner_statement_key_is_a_digest_not_a_prefix():
     # Time-based UUIDs share long prefixes and suffixes; their keys must still differ.
     a, b = "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "1b4e28ba-2fa1-11d2-883f-0016d3cca428"
