@@ -12,6 +12,7 @@ same in both, versions included.
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections import defaultdict
 
@@ -26,6 +27,7 @@ from schemas.topics import Topic
 from tests.integration.streams_support import (
     assigned_consumer,
     collect,
+    end_offsets,
     metric,
     same_records,
     stream_settings,
@@ -44,11 +46,18 @@ def _settings(tmp_path, kafka):
 
 
 def _read_statements(kafka) -> dict[int, list[tuple[bytes, bytes]]]:
+    """Every record of the topic, read up to its end offsets (not until a pause: on a loaded
+    machine the first fetch alone can outlast the consumer's idle timeout)."""
+    ends = end_offsets(kafka, [Topic.STATEMENTS])
     consumer = assigned_consumer(kafka, [Topic.STATEMENTS])
     by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+    deadline = time.monotonic() + 180
     try:
-        for msg in consumer:
-            by_partition[msg.partition].append((msg.key, msg.value))
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
+            if time.monotonic() > deadline:
+                pytest.fail(f"xapi.statements not read to its end in 180 s: {ends}")
+            for tp, messages in consumer.poll(timeout_ms=500).items():
+                by_partition[tp.partition].extend((m.key, m.value) for m in messages)
     finally:
         consumer.close()
     return by_partition
