@@ -95,7 +95,8 @@ def test_streams_replay_with_fresh_app_id_and_at_other_speed_gives_identical_rec
     from learnpulse.topics import ensure_topics
 
     ensure_topics(slow_kafka.bootstrap_servers, slow_kafka.topic_prefix)
-    slow_settings = _settings(tmp_path / "slow", slow_kafka)
+    # The same home: learner pseudonyms come from its secret (a random one per home).
+    slow_settings = _settings(tmp_path, slow_kafka)
     assert run_simulator(slow_settings, SIM, count=COUNT, rate=2_000) == COUNT
     app_id = f"slow-{uuid.uuid4().hex[:6]}"
     slow_worker = worker(spawn, slow_settings, app_id, "slow")
