@@ -40,6 +40,9 @@ FILTER_REFRESH_S = 2.0
 # Columns holding statement ids: a row is erased when the statement it names is.
 ID_COLUMNS = ("statement_id", "voided_statement_id", "voiding_statement_id", "voided_id", "voiding_id")
 ARRAY_COLUMNS = ("disengaged_learners",)
+# Columns listing everyone a row names: the row is erased when one of them is forgotten
+# (statements_raw's rows go by statement id too; the quarantine's only this way).
+NAMED_LEARNERS_COLUMN = "learners"
 # Bookkeeping, and the rollup (rebuilt instead of filtered).
 _SKIP_TABLES = frozenset({T.FORGOTTEN_LEARNERS, "schema_migrations", T.SINK_PROGRESS, T.ACTIVITY_DAILY})
 _PSEUDONYM = re.compile(r"[0-9a-f]{64}\Z")
@@ -142,9 +145,13 @@ def _tables(ch: ClickHouse) -> dict[str, tuple[str, ...]]:
         for r in ch.query("SELECT name, engine FROM system.tables WHERE database = {db:String}", {"db": ch.database})
     }
     columns: dict[str, list[str]] = {}
-    for table, name in ch.query(
-        "SELECT table, name FROM system.columns WHERE database = {db:String}", {"db": ch.database}
+    for table, name, ctype in ch.query(
+        "SELECT table, name, type FROM system.columns WHERE database = {db:String}", {"db": ch.database}
     ):
+        # A `learners` that is not a list of pseudonyms (cohort sizes in cohort_health, alerts)
+        # names nobody.
+        if str(name) == NAMED_LEARNERS_COLUMN and not str(ctype).startswith("Array("):
+            continue
         columns.setdefault(str(table), []).append(str(name))
     return {
         t: tuple(cols)
@@ -234,6 +241,8 @@ def forget_learners(
         conditions: list[tuple[str, dict[str, Any]]] = []
         if "learner" in cols:
             conditions.append(("has({ps:Array(String)}, learner)", ps))
+        if NAMED_LEARNERS_COLUMN in cols:
+            conditions.append((f"hasAny({NAMED_LEARNERS_COLUMN}, {{ps:Array(String)}})", ps))
         for name in ID_COLUMNS:
             if name in cols:
                 for chunk in _chunks(ids):
@@ -378,7 +387,7 @@ def _remaining(ch: ClickHouse, tables: dict[str, tuple[str, ...]], learners: lis
                 f"SELECT count() FROM {ch.database}.{table} WHERE has({{ps:Array(String)}}, learner)", ps
             )
             left += int(n)
-        for name in ARRAY_COLUMNS:
+        for name in (*ARRAY_COLUMNS, NAMED_LEARNERS_COLUMN):
             if name in cols:
                 ((n,),) = ch.query(
                     f"SELECT count() FROM {ch.database}.{table} WHERE hasAny({name}, {{ps:Array(String)}})", ps

@@ -366,5 +366,5 @@ def builders(secret: bytes, limits: TimeRange) -> dict[str, RowBuilder]:
         "mastery": partial(mastery_rows, limits),
         "cohort_health": partial(cohort_health_rows, limits),
         "alerts": partial(alert_rows, limits),
-        "quarantine": partial(quarantine_rows, limits),
+        "quarantine": partial(quarantine_rows, secret, limits),
     }

@@ -34,7 +34,7 @@ VOID_COLUMNS = ("school", "voided_statement_id", "voiding_statement_id", "stored
 QUARANTINE = "quarantine"
 QUARANTINE_COLUMNS = (
     "school", "received", "record_id", "received_ms", "credential", "stage", "xapi_version", "state", "rules", "paths",
-    "messages", "body", "body_bytes", "truncated", "version",
+    "messages", "body", "body_bytes", "truncated", "version", "learners",
 )  # fmt: skip
 
 # -- derived records (migration 0002), one table per topic of schemas/records.py -------

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import random
 import re
+import time
 
+import orjson
 import pytest
 
 from learnpulse.local_secrets import pseudonym_key
 from schemas.envelope import StatementEntry, StatementEnvelope
+from schemas.errors import InvalidStatement
+from schemas.quarantine import QuarantineRecord
 from schemas.records import AlertRecord, EngagementRecord, MasteryRecord
 from schemas.topics import Topic
 from sinks.forget import forget_learners, pseudonyms_for
@@ -207,17 +211,29 @@ def test_sinks_forget_learner_leaves_nothing_about_her_in_any_table_attachments_
         p.send(b"k", EngagementRecord("s-1", "course-1", "k", learner, "day", BASE_MS, 5, 1, 60_000, BASE_MS, 1).encode())
     p.flush()
     p.close()
-    with running_sinks(settings, ["statements", "engagement"]) as (ch, sinks):
+    # Refused statements naming her (in the actor, and inside a malformed object) and cy.
+    refused = InvalidStatement("objectType.value", "not an objectType", "$.object.objectType")
+    p = Publisher(settings.kafka, Topic.QUARANTINE)
+    for body in ({**ada_st[1], "object": {"objectType": "GroupActivity", "id": "x"}},
+                 {"actor": {"name": "someone"}, "verb": ada_st[2]["verb"], "object": {**dan, "objectType": "Agnt"}},
+                 {**cy_st[0], "object": {"objectType": "GroupActivity", "id": "y"}}):  # fmt: skip
+        # Received now: the quarantine's TTL drops records older than 30 days.
+        record = QuarantineRecord.new("s-1", "lp_k", "gateway", int(time.time() * 1000), "1.0.3", orjson.dumps(body), [refused])
+        p.send(b"s-1", record.encode())
+    p.flush()
+    p.close()
+    with running_sinks(settings, ["statements", "engagement", "quarantine"]) as (ch, sinks):
         # The gateway stores attachment contents before the statements reach Kafka.
         LrsStore(ch).put_attachments("s-1", [(_attachment(x)["sha2"], "text/plain", x)
                                              for x in (certificate, dan_cert, shared)], BASE_MS)  # fmt: skip
         wait_committed(settings, sinks, "statements")
         wait_committed(settings, sinks, "engagement", topic=Topic.ENGAGEMENT)
+        wait_committed(settings, sinks, "quarantine", topic=Topic.QUARANTINE)
         needles = [a, d, "Ada Lovelace", "ada.lovelace@example.org", "Dan Quill", "dquill-7731",
                    base64.b64encode(certificate).decode(), base64.b64encode(dan_cert).decode(),
                    _attachment(certificate)["sha2"], _attachment(dan_cert)["sha2"]]  # fmt: skip
         before = _mentions(_every_row_of_every_table(ch), needles)
-        assert {"statements_raw", "lrs_attachments", "lrs_attachment_refs", "statements"} <= set(before)
+        assert {"statements_raw", "lrs_attachments", "lrs_attachment_refs", "statements", "quarantine"} <= set(before)
 
         secret = pseudonym_key(settings)
         learners = pseudonyms_for("mailto:ada.lovelace@example.org", secret) + pseudonyms_for(
@@ -233,3 +249,4 @@ def test_sinks_forget_learner_leaves_nothing_about_her_in_any_table_attachments_
         # The shared attachment stays for cy's statement, and cy is untouched.
         assert LrsStore(ch).attachments("s-1", [_attachment(shared)["sha2"]])[_attachment(shared)["sha2"]][1] == shared
         assert scalar(ch, "SELECT count() FROM {db}.statements FINAL WHERE learner = {c:String}", {"c": c}) == 3
+        assert scalar(ch, "SELECT count() FROM {db}.quarantine WHERE has(learners, {c:String})", {"c": c}) == 1

@@ -250,3 +250,25 @@ def test_sinks_quarantine_record_becomes_one_row_and_round_trips():
     assert redrive_statement_id(rec.record_id, 0) != redrive_statement_id(rec.record_id, 1)
     with pytest.raises(InvalidStatement):
         builders(SECRET, MODERN_RANGE)["quarantine"](b'{"v": 1, "id": "nope"}')
+
+
+def test_sinks_quarantine_row_lists_everyone_the_refused_body_names():
+    from schemas.identity import pseudonym
+    from schemas.quarantine import QuarantineRecord
+
+    ada = {"mbox": "mailto:ada@example.org", "name": "Ada"}
+    dan = {"account": {"homePage": "https://sso.example.org", "name": "dan-1"}}
+    # Wrong anywhere: a batch whose object is a malformed agent, a member deep in a team.
+    body = orjson.dumps([{"actor": ada, "verb": {"id": "x"}, "object": {**dan, "objectType": "Agnt"},
+                          "context": {"team": {"objectType": "Group", "member": [{"openid": "https://id.example/c"}]}}},
+                         {"actor": {"mbox": "not-an-iri"}}])  # fmt: skip
+    rec = QuarantineRecord.new("s-1", "k", "gateway", 1_767_607_200_456, "1.0.3", body, [])
+    (row,) = builders(SECRET, MODERN_RANGE)["quarantine"](rec.encode())[T.QUARANTINE]
+    learners = dict(zip(T.QUARANTINE_COLUMNS, row, strict=True))["learners"]
+    # An identifier the validator refuses still names someone as written: kept too.
+    named = (ada, dan, {"openid": "https://id.example/c"}, {"mbox": "not-an-iri"})
+    assert learners == sorted(pseudonym(SECRET, a) for a in named)
+    for unreadable in (b"\xff{", b'{"actor": ' * 3000):
+        rec = QuarantineRecord.new("s-1", "k", "gateway", 1_767_607_200_456, "1.0.3", unreadable, [])
+        (row,) = builders(SECRET, MODERN_RANGE)["quarantine"](rec.encode())[T.QUARANTINE]
+        assert dict(zip(T.QUARANTINE_COLUMNS, row, strict=True))["learners"] == []
