@@ -150,6 +150,8 @@ def _arrow_converters() -> dict[str, Any]:
     out["LowCardinality(String)"] = out["String"]
     out["LowCardinality(Nullable(String))"] = out["Nullable(String)"]
     out["Array(String)"] = _string_arrays
+    # statements.violations (migration 0012): ClickHouse dictionary-encodes the strings itself.
+    out["Array(LowCardinality(String))"] = _string_arrays
     return out
 
 

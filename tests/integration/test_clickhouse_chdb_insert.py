@@ -107,10 +107,11 @@ def test_chdb_insert_edge_values_equal_on_both_paths(two_databases):
     for n, v in enumerate(variants):
         rows.append((uuid.UUID(int=sid.int + n), "s-1", "c", "k", "l", "http://v", v["text"], "Activity",
                      v["registration"], v["success"], None, v["scaled"], 3, v["duration"],
-                     base + timedelta(days=n), datetime(1900, 1, 1) + timedelta(milliseconds=n), 0))  # fmt: skip
+                     base + timedelta(days=n), datetime(1900, 1, 1) + timedelta(milliseconds=n), 0,
+                     ["activity.id.iri", "objectType.value"][:n]))  # fmt: skip
     aware = (uuid.UUID(int=sid.int + 9), "s-1", "c", "k", "l", "http://v", "o", "Activity", None, None, None, None, None, None,
              datetime(2026, 1, 5, 12, 0, 0, 5000, tzinfo=timezone(timedelta(hours=2))),
-             datetime(2026, 1, 5, 10, 0, tzinfo=UTC), 0)  # fmt: skip
+             datetime(2026, 1, 5, 10, 0, tzinfo=UTC), 0, [])  # fmt: skip
     rows.append(aware)
     table = T.STATEMENTS
     arrow.insert(f"{arrow.database}.{table}", COLUMNS[table], _columns(rows))
@@ -128,7 +129,7 @@ def test_chdb_insert_values_arrow_would_bend_go_the_json_way(two_databases, colu
     arrow, json_engine = two_databases
     row = dict(zip(COLUMNS[T.STATEMENTS], (
         uuid.uuid4(), "s-1", "c", "k", "l", "http://v", "o", "Activity", None, None, None, None, None, None,
-        datetime(2026, 1, 5), datetime(2026, 1, 5), 0), strict=True))  # fmt: skip
+        datetime(2026, 1, 5), datetime(2026, 1, 5), 0, []), strict=True))  # fmt: skip
     row[column] = value
     outcomes = []
     for engine, insert in ((arrow, arrow.insert), (json_engine, json_engine._insert_json)):
