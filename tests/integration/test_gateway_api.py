@@ -72,6 +72,9 @@ def test_xapi_1_0_3_comm_2_1_1_conflicts_checked_on_another_gateway(settings):
         sid = _id()
         assert gw.put(statement(), sid, key="a").status_code == 204
         assert gw.wait_readable("a", sid).status_code == 200
+        # Readable by id comes from the accepted-id index: wait for the sink to have written it.
+        wait_for(lambda: int(gw.ch.query("SELECT count() FROM {db}.statements_raw")[0][0]) >= 1, 120,
+                 "the statement in ClickHouse")  # fmt: skip
         with _Restarted(gw) as again:
             r = again.put(statement(verb={"id": "http://adlnet.gov/expapi/verbs/failed"}), sid, key="a")
             assert r.status_code == 409, r.text

@@ -15,7 +15,7 @@ import pytest
 from learnpulse.settings import GatewaySettings, KafkaSettings, Settings
 from learnpulse.stack import KafkaBroker
 from learnpulse.topics import ensure_topics
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for
 from tests.integration.test_gateway_api import _committed_records
 from tests.unit.gateway.harness import LiveGateway, statement
 
@@ -61,8 +61,14 @@ def test_gateway_kafka_down_503_nothing_written_then_recovers_exactly(tmp_path, 
             assert gw.post(b, key="a").status_code == 200  # the retry stores b, once
             for s in a + b + c:
                 assert gw.wait_readable("a", s["id"], timeout=90).status_code == 200
-            (n,) = gw.ch.query("SELECT count() FROM (SELECT DISTINCT statement_id FROM {db}.statements_raw)")
-            assert int(n[0]) == 15
+
+            def sunk() -> int:
+                (n,) = gw.ch.query("SELECT count() FROM (SELECT DISTINCT statement_id FROM {db}.statements_raw)")
+                return int(n[0])
+
+            # Readable by id comes from the accepted-id index, before the sink wrote them.
+            wait_for(lambda: sunk() >= 15, 180, "the 15 statements in ClickHouse")
+            assert sunk() == 15
         committed = [s["statement"]["id"] for v in _committed_records(settings) for s in orjson.loads(v)["statements"]]
         assert sorted(committed) == sorted(s["id"] for s in a + b + c)
     finally:
