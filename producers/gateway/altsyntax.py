@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
+from aiohttp import web
 from multidict import CIMultiDict
 
 from .multipart import media_type
@@ -82,3 +83,16 @@ def unwrap(req: XRequest, default_version: str) -> XRequest:
     if body and "Content-Type" not in headers:
         headers["Content-Type"] = "application/json"
     return XRequest(target, query, headers, body, alternate=True)
+
+
+def headers_only_for_head(req: XRequest | None, response: web.StreamResponse) -> web.StreamResponse:
+    """The answer to a HEAD carried by the alternate syntax: the GET's status and headers, no body.
+
+    A real HEAD has its body dropped by aiohttp; a tunnelled one travels as a POST, so the
+    body would go out unless taken off here.
+    """
+    if req is None or not req.alternate or req.method != "HEAD" or not isinstance(response, web.Response):
+        return response
+    if response.body is None:
+        return response
+    return web.Response(status=response.status, headers=response.headers)

@@ -45,7 +45,7 @@ from schemas.xapi.validate import (
 from ..publisher import RequestEncoder
 from ..quarantine import QuarantineWriter
 from . import multipart
-from .altsyntax import XRequest, unwrap
+from .altsyntax import XRequest, headers_only_for_head, unwrap
 from .authguard import AuthGuard, AuthLimits
 from .bodyread import read_body
 from .cors import OriginPolicy, cors_middleware
@@ -298,7 +298,7 @@ class Gateway:
             response.headers[CONSISTENT_HEADER] = format_ms(self.consistent_through_ms())
         metrics.GATEWAY_REQUESTS.labels(method, str(response.status)).inc()
         metrics.GATEWAY_REQUEST_SECONDS.labels(method).observe(time.perf_counter() - started)
-        return response
+        return headers_only_for_head(req, response)
 
     async def _xrequest(self, request: web.Request) -> XRequest:
         c = self.config

@@ -38,7 +38,7 @@ from schemas.identity import pseudonym
 from schemas.lrs_store import Document, DocumentKey, DocumentKind, DocumentStore, Precondition, PreconditionFailed
 from schemas.xapi.formats import is_iri, is_uuid
 
-from .altsyntax import XRequest, unwrap
+from .altsyntax import XRequest, headers_only_for_head, unwrap
 from .jsonguard import check_depth, check_unique_keys
 from .multipart import media_type
 from .protocol import V2, VERSION_HEADER, XapiError, bad_request, http_date, negotiate
@@ -193,6 +193,7 @@ class DocumentResources:
         started = time.perf_counter()
         version = self.gw.config.default_version
         method = request.method
+        req: XRequest | None = None
         try:
             self.gw.guard.request(request.remote or "")
             req = await self.gw._xrequest(request)
@@ -220,7 +221,7 @@ class DocumentResources:
             response = XapiError(400, err.rule, err.message, err.path).response(version)
         metrics.DOCUMENT_REQUESTS.labels(resource.name, method, str(response.status)).inc()
         metrics.DOCUMENT_REQUEST_SECONDS.labels(resource.name, method).observe(time.perf_counter() - started)
-        return response
+        return headers_only_for_head(req, response)
 
     async def _dispatch(self, resource: _Resource, req: XRequest, school: str, version: str) -> web.Response:
         unknown = set(req.query) - resource.params

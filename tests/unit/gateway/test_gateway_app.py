@@ -562,6 +562,10 @@ def test_xapi_1_0_3_comm_1_3_alternate_syntax_put_and_get(h):
     r = h.http.post(h.url, params={"method": "GET"}, data={**{k: form[k] for k in ("Authorization",
                     "X-Experience-API-Version")}, "statementId": sid})  # fmt: skip
     assert r.status_code == 200 and r.json()["id"] == sid
+    # HEAD tunnelled in a POST: the GET's status and headers, no body (Communication §2.1.3 HEAD).
+    r = h.http.post(h.url, params={"method": "HEAD"}, data={**{k: form[k] for k in ("Authorization",
+                    "X-Experience-API-Version")}, "statementId": sid})  # fmt: skip
+    assert r.status_code == 200 and r.content == b"" and r.headers["X-Experience-API-Consistent-Through"]
     # Anything but 'method' in the query string is refused.
     r = h.http.post(h.url, params={"method": "PUT", "statementId": sid}, data=form)
     assert r.status_code == 400

@@ -348,6 +348,9 @@ def test_alternate_request_syntax_in_1_0_3_only(docs):
     assert r.status_code == 204, r.text
     assert docs.call("GET", "/activities/state", state_params(stateId="alt")).json() == {"alt": True}
     delete = {k: v for k, v in form.items() if k not in ("content", "Content-Type")}
+    # HEAD tunnelled in a POST: the GET's status and headers (ETag), no body.
+    r = docs.h.http.post(docs.base + "/activities/state?method=HEAD", data=urlencode(delete), headers=ctype)
+    assert r.status_code == 200 and r.content == b"" and r.headers["ETag"]
     r = docs.h.http.post(docs.base + "/activities/state?method=DELETE", data=urlencode(delete), headers=ctype)
     assert r.status_code == 204
     assert docs.call("GET", "/activities/state", state_params(stateId="alt")).status_code == 404
