@@ -40,7 +40,9 @@ def test_dashboard_shows_every_school_with_clickhouse_counts_and_lights_up(tmp_p
     run_simulator(settings, SimulationConfig(seed=3, schools=3), count=first, rate=None)
     ch = open_clickhouse(settings)
     sinks = start_sinks(settings, ch)
-    start_web_thread(make_app(ch), settings.web_port)
+    # Stopped before ClickHouse is closed: the app's research handle keeps chDB's embedded
+    # engine (and its directory lock) alive until the app is cleaned up.
+    web = start_web_thread(make_app(ch), settings.web_port)
     try:
         wait_for(lambda: sum(school_counts(ch).values()) == first, 120, "first batch in ClickHouse")
         page = browser.new_page()
@@ -62,6 +64,7 @@ def test_dashboard_shows_every_school_with_clickhouse_counts_and_lights_up(tmp_p
         page.wait_for_selector("section.school.hot", timeout=20_000)
         wait_for(lambda: shown() == school_counts(ch), 20, "page to show the new counts")
     finally:
+        web.stop()
         sinks.join()
         ch.close()
 
@@ -78,7 +81,7 @@ def test_dashboard_shows_open_cohort_alerts_and_drops_resolved_ones(tmp_path, ka
     run_simulator(settings, SimulationConfig(seed=5, schools=2), count=200, rate=None)
     ch = open_clickhouse(settings)
     sinks = start_sinks(settings, ch)
-    start_web_thread(make_app(ch), settings.web_port)
+    web = start_web_thread(make_app(ch), settings.web_port)
     producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all")
     topic = Topic.ALERTS.physical(kafka.topic_prefix)
     fired = AlertRecord("ep-1", "school-001", "https://c.example/algebra", "algebra/cohort-b", "fired",
@@ -102,5 +105,6 @@ def test_dashboard_shows_open_cohort_alerts_and_drops_resolved_ones(tmp_path, ka
         assert "none" in page.inner_text("#alerts")
     finally:
         producer.close()
+        web.stop()
         sinks.join()
         ch.close()
