@@ -46,7 +46,10 @@ def _require_tool(tool: str, debian_package: str) -> None:
         raise UserError(f"`{tool}` not found: install it (apt-get install {debian_package}, or `make setup`) and retry")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """Whether ``pid`` runs (a zombie does not count); False for None."""
+    if pid is None:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -83,7 +86,7 @@ class Service:
             pid = int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _pid_alive(pid) else None
+        return pid if pid_alive(pid) else None
 
     def status(self) -> str:
         pid = self.pid()
@@ -135,9 +138,9 @@ class Service:
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _pid_alive(pid):
+        while time.monotonic() < deadline and pid_alive(pid):
             time.sleep(0.2)
-        if _pid_alive(pid):
+        if pid_alive(pid):
             try:
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -18,6 +18,8 @@ import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from learnpulse.stack import pid_alive
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -31,22 +33,6 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
             return True
-    except OSError:
-        return False
-
-
-def pid_alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:  # a zombie still answers kill(0)
-            return f.read().split(") ", 1)[1][0] != "Z"
     except OSError:
         return False
 
