@@ -5,8 +5,8 @@ opens the database at start-up):
 
 - every forward statement is idempotent (``IF NOT EXISTS``; the one data statement, the
   rollup backfill, only adds set members that are already there);
-- when two migrators create the same object at once, ClickHouse answers "already
-  exists" to one of them; that is success;
+- when two migrators create the same object (table, database, column) at once,
+  ClickHouse answers "already exists" to one of them; that is success;
 - the ledger is a ReplacingMergeTree keyed by id, so a migration recorded twice collapses,
   and it is read with ``GROUP BY``, never trusting that merges happened.
 
@@ -59,11 +59,24 @@ def checksum(m: Migration) -> str:
     return hashlib.sha256("\n;\n".join(m.forwards).encode()).hexdigest()[:16]
 
 
-def _execute(ch: ClickHouse, sql: str) -> None:
+# ILLEGAL_COLUMN: on a server two concurrent ``ADD COLUMN IF NOT EXISTS`` can both pass the
+# check, and the later one is refused with this code; only its "already exists" form is a
+# lost race (the same code also means a column that cannot be converted).
+_ILLEGAL_COLUMN = 44
+
+
+def _lost_race_to_create(err: ClickHouseError) -> bool:
+    if err.code in ALREADY_EXISTS_CODES:
+        return True
+    return err.code == _ILLEGAL_COLUMN and "already exists" in str(err)
+
+
+def execute_idempotent(ch: ClickHouse, sql: str) -> None:
+    """Run one forward statement; a concurrent migrator having created its object first is success."""
     try:
         ch.execute(sql)
     except ClickHouseError as err:
-        if err.code not in ALREADY_EXISTS_CODES:
+        if not _lost_race_to_create(err):
             raise
 
 
@@ -74,8 +87,8 @@ def recorded(ch: ClickHouse) -> dict[str, str]:
 
 
 def _ensure_ledger(ch: ClickHouse) -> None:
-    _execute(ch, f"CREATE DATABASE IF NOT EXISTS {ch.database}")
-    _execute(ch, render(_LEDGER_DDL, ch.server_version(), ch.database))
+    execute_idempotent(ch, f"CREATE DATABASE IF NOT EXISTS {ch.database}")
+    execute_idempotent(ch, render(_LEDGER_DDL, ch.server_version(), ch.database))
 
 
 def status(ch: ClickHouse) -> list[MigrationStatus]:
@@ -106,7 +119,7 @@ def migrate(ch: ClickHouse, log: Callable[[str], None] = lambda _m: None) -> lis
                 continue
             log(f"applying {m.id}")
             for sql in m.forwards:
-                _execute(ch, render(sql, version, ch.database))
+                execute_idempotent(ch, render(sql, version, ch.database))
             ch.insert(f"{ch.database}.{LEDGER}", ["id", "checksum", "applied_at"], [[m.id], [checksum(m)], [_now()]])
             now_applied.append(m.id)
         return now_applied

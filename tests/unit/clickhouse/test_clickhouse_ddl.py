@@ -8,7 +8,8 @@ import pytest
 
 from schemas.clickhouse import tables as T
 from schemas.clickhouse.ddl import needs_mapping, render
-from schemas.clickhouse.migrate import checksum
+from schemas.clickhouse.engine import ClickHouseError
+from schemas.clickhouse.migrate import checksum, execute_idempotent
 from schemas.clickhouse.migrations import all_migrations
 
 OLD, MODERN = (18, 16, 1), (26, 9, 2)
@@ -117,3 +118,33 @@ def test_clickhouse_old_server_alter_column_loses_if_exists_only():
     assert render(add, MODERN, "d") == add.replace("{db}", "d")
     drop = "ALTER TABLE {db}.statements DROP COLUMN IF EXISTS violations"
     assert render(drop, OLD, "d") == "ALTER TABLE d.statements DROP COLUMN violations"
+
+
+class _RacedEngine:
+    """Answers every statement with one error, as a server does to the migrator that lost a race."""
+
+    def __init__(self, error):
+        self.error = error
+
+    def execute(self, sql, params=None):
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ClickHouseError("Code: 57. Table t.statements already exists", 57),
+        ClickHouseError("Code: 82. Database t already exists", 82),
+        # Two concurrent ``ADD COLUMN IF NOT EXISTS`` both pass the check on a server; the
+        # second is refused with ILLEGAL_COLUMN (seen in CI on three concurrent `db migrate`).
+        ClickHouseError("Code: 44. DB::Exception: Cannot add column violations: column with this name already exists.", 44),
+    ],
+)
+def test_clickhouse_migrator_that_lost_a_race_to_create_takes_it_as_done(error):
+    execute_idempotent(_RacedEngine(error), "ALTER TABLE t.statements ADD COLUMN IF NOT EXISTS violations String")
+
+
+def test_clickhouse_migrator_still_fails_on_other_column_errors():
+    error = ClickHouseError("Code: 44. DB::Exception: Cannot convert column x to UInt8", 44)
+    with pytest.raises(ClickHouseError):
+        execute_idempotent(_RacedEngine(error), "ALTER TABLE t.statements MODIFY COLUMN x UInt8")
