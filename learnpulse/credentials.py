@@ -236,6 +236,16 @@ def list_credentials(path: Path) -> list[Credential]:
     return sorted(_load(path).values(), key=lambda c: (c.school, c.key))
 
 
+def _file_version(path: Path) -> tuple[int, int, int] | None:
+    """What tells one content of the file from the next: writes replace it (a new inode), and
+    mtime alone comes from a coarse clock, so two writes within one tick share it."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 class CredentialStore:
     """Checks HTTP Basic pairs against the file; thread-safe; re-reads the file when it changes.
 
@@ -253,7 +263,7 @@ class CredentialStore:
         self._lock = threading.Lock()
         self._pepper = secrets.token_bytes(32)
         self._creds: dict[str, Credential] = {}
-        self._mtime: float | None = None
+        self._version: tuple[int, int, int] | None = None
         self._checked = -1e18
         self._good: dict[str, tuple[bytes, str, float]] = {}  # key -> (hmac of secret, school, expires)
         self._bad: dict[tuple[str, bytes], float] = {}  # (key, hmac of secret) -> expires
@@ -267,15 +277,12 @@ class CredentialStore:
         if not force and now - self._checked < self.reload_every_s:
             return
         self._checked = now
-        try:
-            mtime = self.path.stat().st_mtime_ns
-        except FileNotFoundError:
-            mtime = None
-        if mtime == self._mtime and not force:
+        version = _file_version(self.path)
+        if version == self._version and not force:
             return
         creds = _load(self.path)
         with self._lock:
-            self._creds, self._mtime = creds, mtime
+            self._creds, self._version = creds, version
             # A removed or re-keyed credential must stop working: forget every verdict.
             self._good.clear()
             self._bad.clear()

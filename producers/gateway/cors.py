@@ -73,14 +73,22 @@ def cors_middleware(policy: OriginPolicy, prefix: str):
             return await handler(request)
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             return _preflight(request, origin, policy)
-        response = await handler(request)
-        if policy.origin_allowed(origin, None):
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Access-Control-Expose-Headers"] = ", ".join(EXPOSE_HEADERS)
-        response.headers.add("Vary", "Origin")
+        try:
+            response = await handler(request)
+        except web.HTTPException as raised:  # the router's 404/405: the page must be able to read them too
+            _grant(raised.headers, origin, policy)
+            raise
+        _grant(response.headers, origin, policy)
         return response
 
     return cors
+
+
+def _grant(headers, origin: str, policy: OriginPolicy) -> None:
+    if policy.origin_allowed(origin, None):
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Access-Control-Expose-Headers"] = ", ".join(EXPOSE_HEADERS)
+    headers.add("Vary", "Origin")
 
 
 def _preflight(request: web.Request, origin: str, policy: OriginPolicy) -> web.Response:

@@ -211,16 +211,30 @@ class LiveGateway(ServedApp):
             raise AssertionError(f"sink failed: {self.sinks.errors[0]!r}")
 
     def wait_readable(self, school: str, sid: str, timeout: float = 60.0, voided: bool = False) -> requests.Response:
-        """GET the statement once the sink has written it (fails after ``timeout``)."""
+        """GET the statement once the sink has written it to ClickHouse (fails after ``timeout``).
+
+        The gateway answers reads by id from its accepted-statement index before the sink
+        writes, so a readable statement is not yet a row: callers count rows next.
+        """
         deadline = time.monotonic() + timeout
         name = "voidedStatementId" if voided else "statementId"
         while True:
+            self._raise_sink_errors()
             r = self.get({name: sid}, key=school)
-            if r.status_code != 404 or time.monotonic() > deadline:
+            if time.monotonic() > deadline or (r.status_code != 404 and self._stored(school, sid)):
                 return r
-            if self.sinks.errors:
-                raise AssertionError(f"sink failed: {self.sinks.errors[0]!r}")
             time.sleep(0.2)
+
+    def _stored(self, school: str, sid: str) -> bool:
+        ((n,),) = self.ch.query(
+            "SELECT count() FROM {db}.statements_raw WHERE school = {s:String} AND statement_id = toUUID({i:String})",
+            {"s": school, "i": sid},
+        )
+        return int(n) > 0
+
+    def _raise_sink_errors(self) -> None:
+        if self.sinks.errors:
+            raise AssertionError(f"sink failed: {self.sinks.errors[0]!r}")
 
 
 def new_id() -> str:

@@ -85,6 +85,16 @@ def test_answers_to_an_allowed_origin_expose_the_xapi_headers(h):
     assert r.status_code == 401 and r.headers["Access-Control-Allow-Origin"] == ALLOWED
 
 
+def test_router_errors_to_an_allowed_origin_carry_the_grant_so_the_page_can_read_them(h):
+    # aiohttp's router raises 404/405 instead of returning them; without the grant the
+    # page sees only "Network Error".
+    base = f"http://127.0.0.1:{h.port}/xapi"
+    for method, url in (("GET", f"{base}/no-such-resource"), ("PATCH", f"{base}/statements")):
+        r = h.http.request(method, url, headers=h.headers("key-a", Origin=ALLOWED))
+        assert r.status_code in (404, 405), (method, url, r.status_code)
+        assert r.headers.get("Access-Control-Allow-Origin") == ALLOWED, (method, url)
+
+
 def test_a_school_that_did_not_allow_the_origin_is_refused_before_anything_is_written(h):
     n = len(h.committed)
     r = h.http.post(h.url, json=statement(), headers=h.headers("key-b", Origin=ALLOWED))

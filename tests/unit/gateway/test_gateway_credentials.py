@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 
 import pytest
 
-from learnpulse.credentials import CredentialStore, add_credential, list_credentials, remove_credential
+from learnpulse.credentials import (
+    CredentialStore,
+    add_credential,
+    list_credentials,
+    remove_credential,
+    update_origins,
+)
 from learnpulse.errors import UserError
 
 
@@ -47,6 +54,25 @@ def test_credentials_removed_key_stops_working_after_reload(tmp_path):
     assert store.authenticate(key, secret) == "school-a"
     assert remove_credential(path, key)
     assert not remove_credential(path, key)
+    now[0] += 2
+    assert store.authenticate(key, secret) is None
+
+
+def test_credentials_change_within_one_clock_tick_is_still_seen(tmp_path):
+    # The kernel stamps mtime from a coarse clock: a file rewritten within one tick of the
+    # last read keeps its mtime. A revoked key or a new allowed origin must still be seen.
+    path = tmp_path / "c.json"
+    key, secret = add_credential(path, "school-a")
+    before = path.stat().st_mtime_ns
+    now = [0.0]
+    store = CredentialStore(path, reload_every_s=1.0, clock=lambda: now[0])
+    assert not store.origin_allowed("https://course.example", None)
+    update_origins(path, key, add=["https://course.example"])
+    os.utime(path, ns=(before, before))
+    now[0] += 2
+    assert store.origin_allowed("https://course.example", "school-a")
+    assert remove_credential(path, key)
+    os.utime(path, ns=(before, before))
     now[0] += 2
     assert store.authenticate(key, secret) is None
 
