@@ -60,6 +60,7 @@ from .idindex import IndexClient
 from .sender import TransactionalSender
 from .signatures import check_signature, signature_sha2s
 from .store import StatementStore
+from .unexpected import unexpected_error_middleware
 from .writes import StatementWriter
 
 log = logging.getLogger("learnpulse.gateway")
@@ -678,6 +679,7 @@ def make_gateway_app(
     gw = Gateway(config, authenticator, sender, store, consistent_through, pseudonym_secret,
                  IndexClient(index, index_reader), profiles)  # fmt: skip
     middlewares = [cors_middleware(origins, config.prefix)] if origins is not None else []
+    middlewares.append(unexpected_error_middleware)  # inside CORS: a 500 carries the grant
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=middlewares)
     app[GATEWAY_KEY] = gw
     gw.origins = origins

@@ -83,12 +83,25 @@ def browser():
 
 def _run_page(browser, site: str, params: dict[str, str]) -> dict:
     page = browser.new_page()
+    # What the browser saw, for the failure message: axios reports only "Network Error".
+    seen: list[str] = []
+    page.on("requestfailed", lambda r: seen.append(f"failed {r.method} {r.url}: {r.failure}"))
+    page.on("console", lambda m: seen.append(f"console {m.type}: {m.text}"))
     try:
         page.goto(f"{site}/index.html?{urlencode(params)}")
         page.wait_for_function("window.__result !== undefined", timeout=120_000)
-        return page.evaluate("window.__result")
+        result = page.evaluate("window.__result")
+        if "error" in result:
+            result["browser_saw"] = seen
+        return result
     finally:
         page.close()
+
+
+def _preflight_granted(gw, origin: str) -> bool:
+    r = gw.http.options(gw.url, headers={"Origin": origin, "Access-Control-Request-Method": "POST",
+                                         "Access-Control-Request-Headers": "authorization,content-type"})  # fmt: skip
+    return r.status_code == 204
 
 
 @pytest.mark.kafka
@@ -105,6 +118,9 @@ def test_course_page_on_another_origin_sends_statements_and_keeps_state_and_prof
         # it accepts a statement (a 503 before that is the gateway's correct answer, not ours to test).
         wait_for(lambda: gw.post(statement(), key="browser-school").status_code == 200, 180,
                  "the gateway to accept statements")  # fmt: skip
+        # Running gateways re-read the credentials file within their reload interval (2 s): on a
+        # quiet machine the page came sooner and its preflight was refused (seen in CI).
+        wait_for(lambda: _preflight_granted(gw, allowed_site), 60, "the gateway to allow the course's origin")
         learner = f"mailto:learner-{uuid.uuid4().hex[:8]}@example.com"
         activity = f"http://example.com/courses/volcanoes/{uuid.uuid4().hex[:8]}"
         registration = str(uuid.uuid4())

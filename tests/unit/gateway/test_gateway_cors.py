@@ -139,3 +139,18 @@ def test_credentials_store_origins_per_school(tmp_path):
         update_origins(path, key_a, add=["*"])
     with pytest.raises(UserError):
         update_origins(path, "lp_nope", add=[ALLOWED])
+
+
+class _BrokenDocuments(MemoryDocumentStore):
+    def get(self, key):
+        raise RuntimeError("disk on fire")
+
+
+def test_an_unexpected_failure_is_a_json_500_the_page_can_read():
+    with Harness(documents=_BrokenDocuments(), origins=Origins({"school-a": {ALLOWED}})) as h:
+        r = h.http.get(f"http://127.0.0.1:{h.port}/xapi/activities/state", params=STATE_Q,
+                       headers=h.headers("key-a", Origin=ALLOWED))  # fmt: skip
+    assert r.status_code == 500
+    assert r.headers.get("Access-Control-Allow-Origin") == ALLOWED
+    assert r.json()["error"]["rule"] == "internal"
+    assert "disk on fire" not in r.text  # internals stay in the log
