@@ -69,7 +69,8 @@ Rows = dict[str, list[tuple[Any, ...]]]
 # A step run after the batch's rows are in ClickHouse and before its offsets are
 # committed; must be idempotent (it re-runs after a crash). May raise ClickHouseUnavailable.
 AfterInsert = Callable[[ClickHouse, Rows], None]
-# Removes rows that must not be written (erased learners); pure over its input.
+# Removes rows that must not be written (erased learners, later copies of a statement);
+# may read ClickHouse (its errors propagate, and the batch is retried later).
 RowFilter = Callable[[Rows], Rows]
 
 # ClickHouse error codes no single record can cause: stop rather than dead-letter.

@@ -20,7 +20,6 @@ Order of an erasure (:func:`forget_learners`):
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 import time
@@ -31,6 +30,7 @@ from typing import Any
 
 from schemas.clickhouse import tables as T
 from schemas.clickhouse.engine import ClickHouse
+from schemas.clickhouse.rollups import GROUP_OF_STATEMENT, rebuild_sql
 
 log = logging.getLogger("learnpulse.forget")
 
@@ -179,21 +179,6 @@ def wait_for_mutations(ch: ClickHouse, timeout_s: float = 600) -> None:
         time.sleep(0.2)
 
 
-def rollup_rebuild_sql() -> tuple[str, str]:
-    """(delete, insert) statements rebuilding the rollup groups whose hashes are ``{h}``."""
-    select: str = importlib.import_module("schemas.clickhouse.migrations.0003_rollups").ROLLUP_SELECT
-    group = "cityHash64(school, course, cohort, toString(toDate(timestamp)))"
-    where = f"FROM {{db}}.statements WHERE has({{h:Array(UInt64)}}, {group})\n"
-    if "FROM {db}.statements\n" not in select:
-        raise RuntimeError("the rollup SELECT changed shape; update rollup_rebuild_sql")
-    insert = "INSERT INTO {db}.activity_daily " + select.replace("FROM {db}.statements\n", where)
-    delete = (
-        "ALTER TABLE {db}.activity_daily DELETE"
-        " WHERE has({h:Array(UInt64)}, cityHash64(school, course, cohort, toString(day)))"
-    )
-    return delete, insert
-
-
 def forget_learners(
     ch: ClickHouse,
     learners: list[str],
@@ -230,7 +215,7 @@ def forget_learners(
         groups.update(
             int(r[0])
             for r in ch.query(
-                "SELECT DISTINCT cityHash64(school, course, cohort, toString(toDate(timestamp))) FROM {db}.statements"
+                f"SELECT DISTINCT {GROUP_OF_STATEMENT} FROM {{db}}.statements"
                 " WHERE statement_id IN (SELECT toUUID(arrayJoin({ids:Array(String)})))",
                 {"ids": chunk},
             )
@@ -275,7 +260,7 @@ def forget_learners(
     report.attachments = sorted(attachments)
     report.unreferenced = [(s, h) for s, h in report.attachments if not _still_referenced(ch, s, h)]
     if groups:
-        delete, insert = rollup_rebuild_sql()
+        delete, insert = rebuild_sql()
         h = {"h": sorted(groups)}
         ch.execute(delete, h)
         wait_for_mutations(ch)

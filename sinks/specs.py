@@ -14,7 +14,8 @@ from schemas.clickhouse.ddl import needs_mapping
 from schemas.clickhouse.engine import ClickHouse
 from schemas.topics import Topic
 
-from .consumer import AfterInsert, KafkaClickHouseSink, SinkConfig
+from .consumer import AfterInsert, KafkaClickHouseSink, RowFilter, Rows, SinkConfig
+from .copies import FirstCopyFilter
 from .forget import ForgottenFilter
 from .progress import ProgressPublisher
 from .rows import COLUMNS, LRS_COLUMNS, MODERN_RANGE, OLD_SERVER_RANGE, builders
@@ -27,6 +28,8 @@ class SinkSpec:
     topic: Topic
     tables: tuple[str, ...]
     after_insert: tuple[AfterInsert, ...] = ()
+    # Write only the first stored copy of a statement the gateway accepted twice (sinks/copies.py).
+    first_copy_only: bool = False
 
 
 # statements_raw first: the first table's rows count towards the batch size, and the LRS
@@ -39,6 +42,7 @@ SPECS: dict[str, SinkSpec] = {
             Topic.STATEMENTS,
             (T.STATEMENTS_RAW, *LRS_COLUMNS, T.STATEMENTS, T.STATEMENT_VOIDS),
             (mark_voided,),
+            first_copy_only=True,
         ),
         SinkSpec("engagement", Topic.ENGAGEMENT, (T.ENGAGEMENT,)),
         SinkSpec("mastery", Topic.MASTERY, (T.MASTERY,)),
@@ -76,7 +80,8 @@ def build_sinks(
     limits = OLD_SERVER_RANGE if needs_mapping(engine.server_version()) else MODERN_RANGE
     make_rows = builders(params.secret, limits)
     progress = ProgressPublisher(engine)
-    row_filter = ForgottenFilter(engine, COLUMNS)
+    forgotten = ForgottenFilter(engine, COLUMNS)
+    first_copy = FirstCopyFilter(engine, COLUMNS)
     sinks = []
     for name in names or list(SPECS):
         spec = SPECS[name]
@@ -98,8 +103,17 @@ def build_sinks(
                 make_rows[name],
                 COLUMNS,
                 after_insert=spec.after_insert,
-                row_filter=row_filter,
+                row_filter=_chain(forgotten, first_copy) if spec.first_copy_only else forgotten,
                 on_progress=progress,
             )
         )
     return sinks
+
+
+def _chain(*filters: RowFilter) -> RowFilter:
+    def apply_all(rows: Rows) -> Rows:
+        for f in filters:
+            rows = f(rows)
+        return rows
+
+    return apply_all

@@ -30,6 +30,7 @@ from schemas.envelope import StatementEntry, StatementEnvelope
 from schemas.identity import pseudonym
 from schemas.topics import Topic
 from schemas.xapi.canonical import canonicalize
+from schemas.xapi.timefmt import parse_ms
 from sinks.rows import VOIDED_VERB
 from tests.conftest import wait_for
 
@@ -209,6 +210,59 @@ def test_sinks_statements_insert_with_duplicate_id_and_replayed_envelopes(settin
             "SELECT any(raw) FROM {db}.statements_raw WHERE statement_id = toUUID({id:String})", {"id": sid}
         )
         assert orjson.loads(raw[0]) == statements[sid][0]
+
+
+def _accepted_again(school: str, st: dict, stored_ms: int) -> dict:
+    """What a gateway stores when a client retries a statement it stored but never confirmed."""
+    offered = {k: v for k, v in st.items() if k not in ("stored", "authority", "version")}
+    if st.get("timestamp") == st["stored"]:
+        del offered["timestamp"]  # the LRS had set it from stored: it does so again
+    return canonicalize(offered, authority=school_authority(school), stored_ms=stored_ms)
+
+
+@pytest.mark.kafka
+def test_sinks_statements_write_a_statement_accepted_twice_once_first_stored_wins(settings):
+    # A gateway killed between its Kafka commit and recording the ids accepts the client's
+    # retry again with a later stored: both copies reach the topic, in order, same key.
+    rng = random.Random(3)
+    learners = [agent(f"twice{i}") for i in range(6)]
+    first: dict[str, tuple[dict, dict]] = {}
+    pub = Publisher(settings.kafka)
+    for n in range(30):
+        who = rng.choice(learners)
+        st = make_statement("s-1", who, BASE_MS + n * 60_000, rng)
+        if n % 2:  # half without a timestamp of their own: it is stored, so it differs per copy
+            st = _accepted_again("s-1", {k: v for k, v in st.items() if k != "timestamp"}, BASE_MS + n * 60_000)
+        first[st["id"]] = (st, who)
+        pub.send(learner_of(settings, who).encode(), envelope(settings, "s-1", who, [st]))
+    # Ten retries land in the same batch as their first copy.
+    for st, who in list(first.values())[:10]:
+        again = _accepted_again("s-1", st, parse_ms(st["stored"]) + 30_000)
+        pub.send(learner_of(settings, who).encode(), envelope(settings, "s-1", who, [again]))
+    pub.flush()
+    n = len(first)
+
+    def check(ch):
+        assert scalar(ch, "SELECT count() FROM {db}.statements_raw") == n
+        assert scalar(ch, "SELECT count() FROM {db}.lrs_statements") == n
+        assert scalar(ch, "SELECT count() FROM {db}.lrs_statement_ids") == n
+        assert scalar(ch, "SELECT count() FROM {db}.xapi_events_all") == n
+        assert scalar(ch, "SELECT count() FROM {db}.statements FINAL") == n
+        assert scalar(ch, "SELECT uniqExactMerge(statements) FROM {db}.activity_daily") == n
+        raw = dict(ch.query("SELECT toString(statement_id), raw FROM {db}.statements_raw"))
+        assert {sid: orjson.loads(r) for sid, r in raw.items()} == {sid: st for sid, (st, _) in first.items()}
+
+    with running_sinks(settings, ["statements"]) as (ch, sinks):
+        wait_committed(settings, sinks, "statements")
+        check(ch)
+        # Twenty more retries, in later batches than their first copy.
+        for st, who in list(first.values())[10:]:
+            again = _accepted_again("s-1", st, parse_ms(st["stored"]) + 90_000)
+            pub.send(learner_of(settings, who).encode(), envelope(settings, "s-1", who, [again]))
+        pub.flush()
+        pub.close()
+        wait_committed(settings, sinks, "statements")
+        check(ch)
 
 
 @pytest.mark.kafka

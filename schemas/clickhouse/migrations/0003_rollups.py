@@ -15,22 +15,8 @@ Conditional counts use ``uniqExactIf`` states (their type names the condition, w
 ``uniqExactIfMerge`` / ``minMerge`` / ``maxMerge`` and ``GROUP BY`` (see reporting/README.md).
 """
 
+from ..rollups import ROLLUP_SELECT as _SELECT
 from . import Migration
-
-_SELECT = """
-    SELECT
-        school, course, cohort, toDate(timestamp) AS day, verb_id,
-        uniqExactState(statement_id) AS statements,
-        uniqExactIfState(statement_id, voided = 1) AS voided,
-        uniqExactState(learner) AS learners,
-        uniqExactIfState(statement_id, ifNull(result_completion, 0) = 1) AS completed,
-        uniqExactIfState(statement_id, ifNull(result_success, 2) = 1) AS passed,
-        uniqExactIfState(statement_id, ifNull(result_success, 2) = 0) AS failed,
-        minState(timestamp) AS first_event,
-        maxState(timestamp) AS last_event
-    FROM {db}.statements
-    GROUP BY school, course, cohort, day, verb_id
-"""
 
 MIGRATION = Migration(
     id="0003_rollups",
@@ -66,5 +52,3 @@ MIGRATION = Migration(
     ),
 )
 
-# The rollup's SELECT, for rebuilding groups after an erasure (sinks/forget.py).
-ROLLUP_SELECT = _SELECT

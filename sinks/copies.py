@@ -1,0 +1,134 @@
+"""One copy per statement: the statements sink writes the copy stored first.
+
+How a second copy comes about: a gateway killed after its Kafka transaction committed and
+before it recorded the ids as accepted (``producers/lrsstore/statement_index.py``, step 2)
+stored statements whose client never got an answer; the client's retry is accepted again,
+with a later ``stored``. Both copies reach ``xapi.statements`` under the same learner key,
+so in the same partition and in order. Tables keyed by ``(school, stored, id)``
+(``statements_raw``, ``lrs_statements``, the ``xapi_events_all`` view) would keep both,
+and ``statements`` too when the LRS set ``timestamp`` from ``stored``.
+
+So per ``(school, statement id)`` the sink writes only the copy with the earliest
+``stored``: the one ``lrs_statement_ids`` already holds (an earlier batch wrote it), else
+the earliest of this batch. A replay of the written copy itself (same ``stored``) is
+written again and collapses by key, so a crash anywhere in between stays exact; a batch
+is only committed after every table was written, so the look-up never misses a copy an
+earlier, committed batch wrote. Rows without ``stored`` (agents, activities, attachment
+references of the statement) are the same for every copy: they are written with the
+winning copy, and dropped when it was written by an earlier batch.
+
+The stream stages count each statement id once on their own (``streams/learner/logic.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from schemas.clickhouse import tables as T
+from schemas.clickhouse.engine import ClickHouse
+
+from .lrs_rows import LRS_STATEMENT_IDS, LRS_STATEMENTS, LRS_VOIDS
+
+Rows = dict[str, list[tuple[Any, ...]]]
+Copy = tuple[str, str]  # (school, statement id as lower-case text)
+
+# Per table: (column naming the statement the row belongs to, its stored column).
+_OWN_COPY_COLUMNS = {
+    T.STATEMENTS_RAW: ("statement_id", "stored"),
+    T.STATEMENTS: ("statement_id", "stored"),
+    T.STATEMENT_VOIDS: ("voiding_statement_id", "stored"),
+    LRS_STATEMENTS: ("statement_id", "stored_ms"),
+    LRS_STATEMENT_IDS: ("statement_id", "stored_ms"),
+    LRS_VOIDS: ("voiding_id", "stored_ms"),
+}
+_EPOCH = datetime(1970, 1, 1)
+_LOOKUP_CHUNK = 5_000
+
+
+def stored_ms(value: datetime | int) -> int:
+    """``stored`` as epoch ms, from a row's naive-UTC datetime or its ms column."""
+    if isinstance(value, datetime):
+        return (value.replace(tzinfo=None) - _EPOCH) // timedelta(milliseconds=1)
+    return int(value)
+
+
+def batch_copies(rows: Rows) -> dict[Copy, int]:
+    """Earliest ``stored`` (ms) of each statement in the batch, from its index rows."""
+    first: dict[Copy, int] = {}
+    for school, sid, ms, _voiding in rows.get(LRS_STATEMENT_IDS, ()):
+        key = (school, str(sid).lower())
+        if key not in first or ms < first[key]:
+            first[key] = ms
+    return first
+
+
+def keep_first_copies(rows: Rows, columns: dict[str, tuple[str, ...]], written: dict[Copy, int]) -> Rows:
+    """``rows`` with only the first stored copy of each statement (pure).
+
+    ``written``: the ``stored`` (ms) of statements some earlier batch already wrote.
+    """
+    in_batch = batch_copies(rows)
+    first = {key: min(ms, written.get(key, ms)) for key, ms in in_batch.items()}
+    # Statements whose first copy is in this batch get their stored-less rows written here.
+    written_here = {key for key, ms in first.items() if in_batch[key] == ms}
+    out: Rows = {}
+    for table, rs in rows.items():
+        cols = columns[table]
+        if "school" not in cols:
+            out[table] = rs
+            continue
+        i_school = cols.index("school")
+        if table in _OWN_COPY_COLUMNS:
+            id_col, stored_col = _OWN_COPY_COLUMNS[table]
+            i_id, i_st = cols.index(id_col), cols.index(stored_col)
+            out[table] = [
+                r for r in rs if first.get((r[i_school], str(r[i_id]).lower()), stored_ms(r[i_st])) == stored_ms(r[i_st])
+            ]
+        elif "statement_id" in cols:
+            i_id = cols.index("statement_id")
+            out[table] = [
+                r for r in rs if (key := (r[i_school], str(r[i_id]).lower())) not in first or key in written_here
+            ]
+        else:
+            out[table] = rs
+    return out
+
+
+class FirstCopyFilter:
+    """The statements sink's row filter: :func:`keep_first_copies` against what is written.
+
+    Reads ``lrs_statement_ids`` for the batch's ids on every batch (a primary-key look-up:
+    the table is ordered by ``(school, statement_id)``). If it cannot be read the error
+    propagates and the sink retries the batch later; it never writes without knowing.
+    """
+
+    def __init__(self, engine: ClickHouse, columns: dict[str, tuple[str, ...]]) -> None:
+        self.engine = engine
+        self.columns = columns
+
+    def written(self, copies: Iterable[Copy]) -> dict[Copy, int]:
+        wanted = set(copies)
+        ids = sorted({sid for _school, sid in wanted})
+        found: dict[Copy, int] = {}
+        for start in range(0, len(ids), _LOOKUP_CHUNK):
+            rows = self.engine.query(
+                f"SELECT school, toString(statement_id), min(stored_ms) FROM {{db}}.{LRS_STATEMENT_IDS} "
+                "WHERE statement_id IN (SELECT toUUID(arrayJoin({ids:Array(String)}))) GROUP BY school, statement_id",
+                {"ids": ids[start : start + _LOOKUP_CHUNK]},
+            )
+            for school, sid, ms in rows:
+                key = (str(school), str(sid).lower())
+                if key in wanted:
+                    found[key] = int(ms)
+        return found
+
+    def __call__(self, rows: Rows) -> Rows:
+        copies = batch_copies(rows)
+        if not copies:
+            return rows
+        return keep_first_copies(rows, self.columns, self.written(copies))
+
+
+__all__ = ["FirstCopyFilter", "batch_copies", "keep_first_copies", "stored_ms"]
