@@ -322,8 +322,3 @@ def undo(skills: dict[str, Any], sid: str, model: MasteryModel) -> list[str]:
                 break
     return changed
 
-
-def observed_keys(skills: dict[str, Any]) -> list[str]:
-    """Keys of every observation that can still be undone (in the kept histories)."""
-    return [h[0] for sk in skills.values() for h in sk["h"]]
-
