@@ -42,6 +42,7 @@ How the usual ways of getting this wrong are avoided:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import threading
@@ -172,6 +173,7 @@ class _Batch:
     # Progress of the current flush, reset whenever the batch changes.
     inserted: set[str] = field(default_factory=set)
     steps_done: bool = False
+    _digest: str | None = None
 
     def __bool__(self) -> bool:
         return bool(self.parts) or bool(self.deadletters)
@@ -179,6 +181,30 @@ class _Batch:
     def changed(self) -> None:
         self.inserted.clear()
         self.steps_done = False
+        self._digest = None
+
+    def digest(self) -> str:
+        """What the batch holds, by content: its records' partitions, offsets and bytes."""
+        if self._digest is None:
+            h = hashlib.blake2b(digest_size=16)
+            for tp in sorted(self.parts):
+                for e in self.parts[tp].entries:
+                    if e.rows:
+                        _feed_record(h, tp, e)
+            self._digest = h.hexdigest()
+        return self._digest
+
+
+def _feed_record(h: Any, tp: TopicPartition, e: _Entry) -> None:
+    value = e.value or b""
+    h.update(f"{tp.topic}/{tp.partition}@{e.offset}:{len(value)}:".encode())
+    h.update(value)
+
+
+def _record_digest(tp: TopicPartition, e: _Entry) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    _feed_record(h, tp, e)
+    return h.hexdigest()
 
 
 @dataclass
@@ -490,13 +516,17 @@ class KafkaClickHouseSink:
                 continue
             data = rows.get(table) or []
             if data:
-                self._insert(table, data)
+                self._insert(table, data, b.digest())
             b.inserted.add(table)
 
-    def _insert(self, table: str, rows: list[tuple[Any, ...]]) -> None:
+    def _insert(self, table: str, rows: list[tuple[Any, ...]], content: str) -> None:
+        """Insert ``rows``; ``content`` (the digest of the records they came from) makes the
+        deduplication token, so a retry of an insert whose outcome was unknown adds nothing
+        (a replay in other batch boundaries gets other tokens: the table keys collapse it)."""
         columns = self.columns[table]
+        token = f"{self.config.name}:{table}:{len(rows)}:{content}"
         started = time.perf_counter()
-        self.engine.insert(f"{self.engine.database}.{table}", columns, [list(c) for c in zip(*rows)])
+        self.engine.insert(f"{self.engine.database}.{table}", columns, [list(c) for c in zip(*rows)], token)
         metrics.INSERT_SECONDS.labels(table).observe(time.perf_counter() - started)
         metrics.BATCH_ROWS.labels(table).observe(len(rows))
         metrics.ROWS_WRITTEN.labels(table).inc(len(rows))
@@ -511,7 +541,7 @@ class KafkaClickHouseSink:
                 try:
                     for table in self._order(rows):
                         if rows.get(table):
-                            self._insert(table, rows[table])
+                            self._insert(table, rows[table], _record_digest(tp, e))
                 except ClickHouseError as err:
                     if err.code in MISCONFIGURED_CODES:
                         raise SinkMisconfigured(f"sink {self.config.name}: {err}") from err

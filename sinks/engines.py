@@ -271,7 +271,9 @@ class ChdbEngine:
             return []
         return [tuple(r) for r in orjson.loads(raw)["data"]]
 
-    def insert(self, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> int:
+    def insert(
+        self, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]], dedup_token: str | None = None
+    ) -> int:
         """Columnar insert: as Arrow when every column's values fit its type exactly, else as JSON.
 
         Arrow (one IPC stream, read by ClickHouse without parsing text) costs the embedded
@@ -282,9 +284,12 @@ class ChdbEngine:
         """
         if not data or not len(data[0]):
             return 0
+        # The same token on both paths: an Arrow insert that failed after writing is not
+        # written again by the JSON one.
+        token = f", insert_deduplication_token={_literal(dedup_token)}" if dedup_token else ""
         payload = self._arrow_payload(table, columns, data)
         if payload is not None:
-            sql = f"INSERT INTO {table} ({', '.join(columns)}) SETTINGS input_format_null_as_default=0"
+            sql = f"INSERT INTO {table} ({', '.join(columns)}) SETTINGS input_format_null_as_default=0{token}"
             with self._lock:
                 inserter = None
                 try:
@@ -303,7 +308,7 @@ class ChdbEngine:
                             pass
                     self._types.pop(table, None)  # the table may have changed: look its types up again
                     inserter = None
-        return self._insert_json(table, columns, data)
+        return self._insert_json(table, columns, data, token)
 
     def _column_types(self, table: str) -> dict[str, str]:
         found = self._types.get(table)
@@ -340,12 +345,12 @@ class ChdbEngine:
             arrays.append(array)
         return _ipc_stream(arrays, columns)
 
-    def _insert_json(self, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> int:
+    def _insert_json(self, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]], token: str) -> int:
         self.insert_formats["json"] += 1
         payload = orjson.dumps(list(data), default=_json_default)
         sql = (
             f"INSERT INTO {table} ({', '.join(columns)}) "
-            "SETTINGS date_time_input_format='best_effort', input_format_null_as_default=0 "
+            f"SETTINGS date_time_input_format='best_effort', input_format_null_as_default=0{token} "
             "FORMAT JSONCompactColumns "
         )
         with self._lock:
@@ -389,6 +394,9 @@ def _stringify(params: Mapping[str, Any]) -> dict[str, str]:
         else:
             out[k] = str(v)
     return out
+
+
+_DEDUP_TOKENS_FROM = (22, 2)
 
 
 class ServerEngine:
@@ -476,24 +484,31 @@ class ServerEngine:
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self._call(sql, params)]
 
-    def insert(self, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> int:
+    def insert(
+        self, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]], dedup_token: str | None = None
+    ) -> int:
         if not data or not len(data[0]):
             return 0
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES"
+        settings = {"insert_deduplication_token": dedup_token} if dedup_token and self._knows_tokens() else None
         with self._lock:
             try:
-                return self._client.execute(
-                    f"INSERT INTO {table} ({', '.join(columns)}) VALUES", list(data), columnar=True
-                )
+                return self._client.execute(sql, list(data), columnar=True, settings=settings)
             except Exception as err:
                 classified = self._classify(err)
                 if not (isinstance(classified, ClickHouseError) and classified.code == 81 and self._use_default()):
                     raise classified from err
             try:
-                return self._client.execute(
-                    f"INSERT INTO {table} ({', '.join(columns)}) VALUES", list(data), columnar=True
-                )
+                return self._client.execute(sql, list(data), columnar=True, settings=settings)
             except Exception as err:
                 raise self._classify(err) from err
+
+    def _knows_tokens(self) -> bool:
+        # insert_deduplication_token exists from 22.2; older servers refuse unknown settings.
+        try:
+            return self.server_version() >= _DEDUP_TOKENS_FROM
+        except Exception:  # noqa: BLE001 - version unknown (server down): the insert reports that itself
+            return False
 
     def close(self) -> None:
         self._client.disconnect()

@@ -13,6 +13,8 @@ What is degraded on 18.16 (documented for operators in ``reporting/README.md``):
 - ``CODEC(...)``, ``TTL``, ``SETTINGS`` of tables, data-skipping ``INDEX`` lines are
   dropped: larger raw table, no bloom-filter look-ups by statement id (full key-range scans
   instead), no insert deduplication window (replays are still collapsed by the key).
+- ``ALTER TABLE … MODIFY SETTING`` / ``RESET SETTING`` (table settings) become a no-op
+  ``SELECT 1``.
 - ``ALTER TABLE … ADD COLUMN IF NOT EXISTS`` / ``DROP COLUMN IF EXISTS`` lose their
   ``IF [NOT] EXISTS`` (not in 18.16's grammar): such a migration is not re-runnable there
   once its ALTER went through (the migration runner records it right after).
@@ -36,6 +38,7 @@ _SETTINGS = re.compile(r"\n\s*SETTINGS [^\n]*")
 # A data-skipping index declared as its own line of a column list (with its comma).
 _INDEX_LINE = re.compile(r",\s*\n\s*INDEX [^\n]*?(?=,?\s*\n)")
 _ALTER_COLUMN_IF = re.compile(r"\b(ADD COLUMN|DROP COLUMN) IF (?:NOT )?EXISTS\b")
+_TABLE_SETTING = re.compile(r"\s*ALTER TABLE \S+ (?:MODIFY|RESET) SETTING [^;]*\Z")
 _TO_DT64 = re.compile(r"toDateTime64\(([^(),]+),\s*\d+\s*(?:,\s*('[^']*')\s*)?\)")
 
 
@@ -49,6 +52,8 @@ def render(sql: str, version: tuple[int, ...], database: str) -> str:
     out = sql.replace("{db}", database)
     if not needs_mapping(version):
         return out
+    if _TABLE_SETTING.match(out):
+        return "SELECT 1"
     out = _INDEX_LINE.sub("", out)
     out = _DT64.sub("DateTime", out)
     out = _DT_TZ.sub("DateTime", out)

@@ -77,10 +77,15 @@ class ClickHouse(Protocol):
         """Run a SELECT and return its rows as tuples."""
         ...
 
-    def insert(self, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> int:
+    def insert(
+        self, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]], dedup_token: str | None = None
+    ) -> int:
         """Insert one block, given column-wise (``data[i]`` is the column ``columns[i]``).
 
-        The block is inserted whole or not at all; returns the number of rows.
+        The block is inserted whole or not at all; returns the number of rows. With
+        ``dedup_token``, a second insert with the same token into a table with a
+        deduplication window is dropped by ClickHouse (``insert_deduplication_token``: a
+        retry of an insert whose outcome was not known). Servers before 22.2 ignore it.
         """
         ...
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from dataclasses import replace
 
 import pytest
@@ -114,3 +115,25 @@ def test_clickhouse_migration_edited_after_apply_is_refused(ch, monkeypatch):
     monkeypatch.setattr(M, "all_migrations", edited)
     with pytest.raises(MigrationDrift, match="0001_statements"):
         migrate(ch)
+
+
+def test_clickhouse_a_retried_insert_with_its_token_adds_nothing_to_any_sink_table(clickhouse_url):
+    """Every table a sink writes keeps a deduplication window (0016); on 18.16 the token is not sent."""
+    from sinks.lrs_rows import LRS_COLUMNS
+
+    engine = engine_from_url(clickhouse_url)
+    try:
+        migrate(engine)
+        tokens_work = engine.server_version() >= (22, 2)
+        table = "lrs_voids"
+        cols = LRS_COLUMNS[table]
+        row = ["school-t", uuid.uuid4(), uuid.uuid4(), 1_767_607_200_456]
+        data = [[v] for v in row]
+        full = f"{engine.database}.{table}"
+        for _ in range(2):
+            engine.insert(full, cols, data, dedup_token="sink:lrs_voids:1:abc")
+        engine.insert(full, cols, data, dedup_token="sink:lrs_voids:1:other")
+        ((n,),) = engine.query(f"SELECT count() FROM {{db}}.{table} WHERE school = 'school-t'")
+        assert int(n) == (2 if tokens_work else 3)
+    finally:
+        engine.close()

@@ -148,3 +148,13 @@ def test_clickhouse_migrator_still_fails_on_other_column_errors():
     error = ClickHouseError("Code: 44. DB::Exception: Cannot convert column x to UInt8", 44)
     with pytest.raises(ClickHouseError):
         execute_idempotent(_RacedEngine(error), "ALTER TABLE t.statements MODIFY COLUMN x UInt8")
+
+
+def test_clickhouse_old_server_table_settings_become_a_no_op():
+    sql = "ALTER TABLE {db}.lrs_voids MODIFY SETTING non_replicated_deduplication_window = 100"
+    assert render(sql, OLD, "lp") == "SELECT 1"
+    assert render(sql, MODERN, "lp") == sql.replace("{db}", "lp")
+    # Only whole table-setting statements: a CREATE with SETTINGS keeps its other lines.
+    assert render("CREATE TABLE {db}.t (a UInt8) ENGINE = MergeTree ORDER BY a\nSETTINGS x = 1", OLD, "lp").startswith(
+        "CREATE TABLE lp.t"
+    )

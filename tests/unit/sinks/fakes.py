@@ -148,16 +148,27 @@ class FakeEngine:
     # Reject any insert whose first column contains this value.
     poison: Any = None
     error_code: int = 27
+    # Inserts that are written but whose answer is lost (the client sees a network error).
+    lose_answers: int = 0
+    # Tokens seen per table, as a table with a deduplication window keeps them.
+    tokens: dict[str, set[str]] = field(default_factory=dict)
 
     def server_version(self) -> tuple[int, ...]:
         return (26, 9, 2)
 
-    def insert(self, table, columns, data) -> int:
+    def insert(self, table, columns, data, dedup_token=None) -> int:
         if self.down:
             raise ClickHouseUnavailable("connection refused")
         if self.poison is not None and self.poison in data[0]:
             raise ClickHouseError("Code: 27. cannot parse", self.error_code)
-        self.inserts.append((table, tuple(columns), [list(c) for c in data]))
+        seen = self.tokens.setdefault(table, set())
+        if dedup_token is None or dedup_token not in seen:
+            self.inserts.append((table, tuple(columns), [list(c) for c in data]))
+        if dedup_token is not None:
+            seen.add(dedup_token)
+        if self.lose_answers > 0:
+            self.lose_answers -= 1
+            raise ClickHouseUnavailable("connection reset after the data was sent")
         return len(data[0])
 
     def execute(self, sql, params=None) -> None:

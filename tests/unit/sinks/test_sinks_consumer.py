@@ -130,6 +130,34 @@ def test_sinks_clickhouse_down_holds_batch_pauses_and_commits_nothing_until_inse
     assert [k for k, _ in h.written()] == sorted(f"k{i}" for i in range(50))
 
 
+def test_sinks_insert_whose_answer_was_lost_is_retried_with_the_same_token_and_adds_nothing():
+    h = Harness()
+    h.engine.lose_answers = 1  # written, but the sink hears a network error
+    for i in range(3):
+        h.kafka.produce(0, f"k{i}:v".encode())
+    h.step()
+    assert h.kafka.committed == {}
+    h.step(advance=5)
+    assert h.kafka.committed == {TP0: 3}
+    assert h.written() == [("k0", "v"), ("k1", "v"), ("k2", "v")]
+
+
+def test_sinks_tokens_follow_content_not_offsets_alone():
+    # A topic deleted and made again restarts at offset 0: other records at the same
+    # offsets must not be taken for a retry of the old insert.
+    h = Harness()
+    for i in range(3):
+        h.kafka.produce(0, f"old{i}:v".encode())
+    h.step()
+    again = Harness()
+    again.engine = h.engine
+    again.sink.engine = h.engine
+    for i in range(3):
+        again.kafka.produce(0, f"new{i}:v".encode())
+    again.step()
+    assert {k for k, _ in again.written()} == {"old0", "old1", "old2", "new0", "new1", "new2"}
+
+
 def test_sinks_backoff_grows_and_is_capped():
     h = Harness(retry_initial_s=0.5, retry_max_s=2.0)
     h.engine.down = True
@@ -158,14 +186,14 @@ def test_sinks_failed_second_table_retries_only_that_table():
     original = h.engine.insert
     calls = {"u": 0}
 
-    def flaky(table, columns, data):
+    def flaky(table, columns, data, dedup_token=None):
         if table.endswith(".u"):
             calls["u"] += 1
             if calls["u"] == 1:
                 from schemas.clickhouse.engine import ClickHouseUnavailable
 
                 raise ClickHouseUnavailable("blip")
-        return original(table, columns, data)
+        return original(table, columns, data, dedup_token)
 
     h.engine.insert = flaky
     for i in range(3):
@@ -354,14 +382,14 @@ class GatedEngine(FakeEngine):
         self.entered = threading.Event()
         self.fail_while_closed = fail_while_closed
 
-    def insert(self, table, columns, data):
+    def insert(self, table, columns, data, dedup_token=None):
         self.entered.set()
         if self.fail_while_closed and not self.gate.is_set():
             from schemas.clickhouse.engine import ClickHouseUnavailable
 
             raise ClickHouseUnavailable("down")
         self.gate.wait(10)
-        return super().insert(table, columns, data)
+        return super().insert(table, columns, data, dedup_token)
 
 
 def _threaded(engine: FakeEngine, **config) -> Harness:

@@ -17,7 +17,7 @@ class FakeEngine:
     def __init__(self) -> None:
         self.inserts: list[dict[str, list]] = []
 
-    def insert(self, table, columns, data):
+    def insert(self, table, columns, data, dedup_token=None):
         assert table == f"db.{T.SINK_PROGRESS}"
         self.inserts.append(dict(zip(columns, data)))
 
