@@ -265,6 +265,7 @@ class KafkaClickHouseSink:
         *,
         after_insert: Sequence[AfterInsert] = (),
         row_filter: RowFilter | None = None,
+        insert_filter: RowFilter | None = None,
         on_progress: ProgressHook | None = None,
         clock: Callable[[], float] = time.monotonic,
         consumer_factory: Callable[[SinkConfig, ConsumerRebalanceListener], Any] | None = None,
@@ -282,6 +283,8 @@ class KafkaClickHouseSink:
         self.columns = columns
         self.after_insert = tuple(after_insert)
         self.row_filter = row_filter
+        # Rows not to insert (already in ClickHouse) that the after-insert steps still see.
+        self.insert_filter = insert_filter
         self.on_progress = on_progress
         self.clock = clock
         self._consumer_factory = consumer_factory or _kafka_consumer
@@ -479,7 +482,7 @@ class KafkaClickHouseSink:
             # is never blamed on the records.
             rows = self._gather(b)
             try:
-                self._insert_all(b, rows)
+                self._insert_all(b, self._to_insert(rows))
             except ClickHouseError as err:
                 if err.code in MISCONFIGURED_CODES:
                     raise SinkMisconfigured(f"sink {self.config.name}: {err}") from err
@@ -505,6 +508,9 @@ class KafkaClickHouseSink:
                     for table, rows in e.rows.items():
                         out.setdefault(table, []).extend(rows)
         return self.row_filter(out) if self.row_filter else out
+
+    def _to_insert(self, rows: Rows) -> Rows:
+        return self.insert_filter(rows) if self.insert_filter else rows
 
     def _order(self, rows: Rows) -> list[str]:
         """Insert order: the configured tables, then any other table the builder filled."""
@@ -537,7 +543,7 @@ class KafkaClickHouseSink:
             for e in b.parts[tp].entries:
                 if not e.rows:
                     continue
-                rows = self.row_filter(e.rows) if self.row_filter else e.rows
+                rows = self._to_insert(self.row_filter(e.rows) if self.row_filter else e.rows)
                 try:
                     for table in self._order(rows):
                         if rows.get(table):

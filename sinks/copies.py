@@ -17,6 +17,10 @@ earlier, committed batch wrote. Rows without ``stored`` (agents, activities, att
 references of the statement) are the same for every copy: they are written with the
 winning copy, and dropped when it was written by an earlier batch.
 
+A statement already written whole (its copy is in ``lrs_statement_ids``, the sink's last
+table) is not inserted again at all (:meth:`FirstCopyFilter.unwritten`): a replay by a new
+consumer group, or a sink re-reading its uncommitted batch, adds no row anywhere.
+
 The stream stages count each statement id once on their own (``streams/learner/logic.py``).
 """
 
@@ -96,6 +100,20 @@ def keep_first_copies(rows: Rows, columns: dict[str, tuple[str, ...]], written: 
     return out
 
 
+def drop_statements(rows: Rows, columns: dict[str, tuple[str, ...]], statements: set[Copy]) -> Rows:
+    """``rows`` without any row of these statements (pure; rows of one copy per statement)."""
+    out: Rows = {}
+    for table, rs in rows.items():
+        cols = columns[table]
+        id_col = _OWN_COPY_COLUMNS.get(table, ("statement_id",))[0]
+        if "school" not in cols or id_col not in cols:
+            out[table] = rs
+            continue
+        i_school, i_id = cols.index("school"), cols.index(id_col)
+        out[table] = [r for r in rs if (r[i_school], str(r[i_id]).lower()) not in statements]
+    return out
+
+
 class FirstCopyFilter:
     """The statements sink's row filter: :func:`keep_first_copies` against what is written.
 
@@ -108,21 +126,26 @@ class FirstCopyFilter:
         self.engine = engine
         self.columns = columns
 
-    def written(self, copies: Iterable[Copy]) -> dict[Copy, int]:
+    def stored_copies(self, copies: Iterable[Copy]) -> dict[Copy, set[int]]:
+        """The ``stored`` (ms) of every copy of these statements ``lrs_statement_ids`` holds."""
         wanted = set(copies)
         ids = sorted({sid for _school, sid in wanted})
-        found: dict[Copy, int] = {}
+        found: dict[Copy, set[int]] = {}
         for start in range(0, len(ids), _LOOKUP_CHUNK):
             rows = self.engine.query(
-                f"SELECT school, toString(statement_id), min(stored_ms) FROM {{db}}.{LRS_STATEMENT_IDS} "
-                "WHERE statement_id IN (SELECT toUUID(arrayJoin({ids:Array(String)}))) GROUP BY school, statement_id",
+                f"SELECT DISTINCT school, toString(statement_id), stored_ms FROM {{db}}.{LRS_STATEMENT_IDS} "
+                "WHERE statement_id IN (SELECT toUUID(arrayJoin({ids:Array(String)})))",
                 {"ids": ids[start : start + _LOOKUP_CHUNK]},
             )
             for school, sid, ms in rows:
                 key = (str(school), str(sid).lower())
                 if key in wanted:
-                    found[key] = int(ms)
+                    found.setdefault(key, set()).add(int(ms))
         return found
+
+    def written(self, copies: Iterable[Copy]) -> dict[Copy, int]:
+        """The first ``stored`` (ms) of the statements some batch already wrote."""
+        return {key: min(stored) for key, stored in self.stored_copies(copies).items()}
 
     def __call__(self, rows: Rows) -> Rows:
         copies = batch_copies(rows)
@@ -130,5 +153,20 @@ class FirstCopyFilter:
             return rows
         return keep_first_copies(rows, self.columns, self.written(copies))
 
+    def unwritten(self, rows: Rows) -> Rows:
+        """The sink's insert filter: ``rows`` without the statements already written whole.
 
-__all__ = ["FirstCopyFilter", "batch_copies", "keep_first_copies", "stored_ms"]
+        ``lrs_statement_ids`` is the statements sink's last table, so a copy found there
+        has every row of it in every table: a replay (a new consumer group, a restarted
+        sink re-reading its last batch) inserts nothing for it. The after-insert steps
+        (voids) still see it: they run on the rows before this filter.
+        """
+        copies = batch_copies(rows)
+        if not copies:
+            return rows
+        stored = self.stored_copies(copies)
+        complete = {key for key, ms in copies.items() if ms in stored.get(key, ())}
+        return drop_statements(rows, self.columns, complete) if complete else rows
+
+
+__all__ = ["FirstCopyFilter", "batch_copies", "drop_statements", "keep_first_copies", "stored_ms"]

@@ -17,6 +17,7 @@ from schemas.topics import Topic
 from .consumer import AfterInsert, KafkaClickHouseSink, RowFilter, Rows, SinkConfig
 from .copies import FirstCopyFilter
 from .forget import ForgottenFilter
+from .lrs_rows import LRS_STATEMENT_IDS
 from .progress import ProgressPublisher
 from .rows import COLUMNS, LRS_COLUMNS, MODERN_RANGE, OLD_SERVER_RANGE, builders
 from .voids import mark_voided
@@ -34,13 +35,15 @@ class SinkSpec:
 
 # statements_raw first: the first table's rows count towards the batch size, and the LRS
 # read index (reporting/lrs.py) expects the JSON to be there when an id is indexed.
+# lrs_statement_ids last: a statement found there is written whole (sinks/copies.py).
+_LRS_BUT_IDS = tuple(t for t in LRS_COLUMNS if t != LRS_STATEMENT_IDS)
 SPECS: dict[str, SinkSpec] = {
     s.name: s
     for s in (
         SinkSpec(
             "statements",
             Topic.STATEMENTS,
-            (T.STATEMENTS_RAW, *LRS_COLUMNS, T.STATEMENTS, T.STATEMENT_VOIDS),
+            (T.STATEMENTS_RAW, *_LRS_BUT_IDS, T.STATEMENTS, T.STATEMENT_VOIDS, LRS_STATEMENT_IDS),
             (mark_voided,),
             first_copy_only=True,
         ),
@@ -104,6 +107,7 @@ def build_sinks(
                 COLUMNS,
                 after_insert=spec.after_insert,
                 row_filter=_chain(forgotten, first_copy) if spec.first_copy_only else forgotten,
+                insert_filter=first_copy.unwritten if spec.first_copy_only else None,
                 on_progress=progress,
             )
         )

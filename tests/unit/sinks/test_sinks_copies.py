@@ -101,3 +101,30 @@ def test_the_filter_looks_up_only_the_batch_ids_and_keeps_other_schools_apart():
     assert stored_of(kept, T.STATEMENTS_RAW) == [RETRY]
     index = _Index([("s-1", sid, FIRST)])
     assert FirstCopyFilter(index, COLUMNS)(rows_of((st, RETRY)))[T.STATEMENTS_RAW] == []
+
+
+class _AllCopies(_Index):
+    def query(self, sql, params=None):
+        assert "DISTINCT" in sql
+        return super().query(sql, params)
+
+
+def test_statements_written_whole_are_not_inserted_again_but_others_are():
+    done, fresh = offered(), offered()
+    rows = rows_of((done, FIRST), (fresh, FIRST))
+    index = _AllCopies([("s-1", done["id"].lower(), FIRST)])
+    left = FirstCopyFilter(index, COLUMNS).unwritten(rows)
+    for table, rs in left.items():
+        cols = COLUMNS[table]
+        for col in ("statement_id", "voiding_statement_id", "voiding_id"):
+            if col in cols:
+                assert done["id"] not in {str(r[cols.index(col)]) for r in rs}, table
+    assert {str(r[COLUMNS[T.STATEMENTS_RAW].index("statement_id")]) for r in left[T.STATEMENTS_RAW]} == {fresh["id"]}
+    assert len(left[LRS_AGENTS]) == len(rows[LRS_AGENTS]) // 2
+
+
+def test_a_copy_with_another_stored_is_not_taken_for_the_written_one():
+    st = offered()
+    rows = rows_of((st, FIRST))
+    index = _AllCopies([("s-1", st["id"].lower(), FIRST - 1)])  # some other copy was written
+    assert FirstCopyFilter(index, COLUMNS).unwritten(rows) == rows
