@@ -1,0 +1,28 @@
+"""Statement References (xAPI 1.0.3 Data §2.4.4.3), as an object and as context.statement."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..formats import is_uuid
+from .violations import DATA, bad_type, fail, missing, show, unknown_properties
+
+_STATEMENTREF_KEYS = frozenset({"objectType", "id"})
+
+
+def check_statement_ref(ref: dict[str, Any]) -> None:
+    """A Statement Reference whose objectType "StatementRef" was already checked."""
+    if not _STATEMENTREF_KEYS.issuperset(ref):
+        unknown_properties(ref, _STATEMENTREF_KEYS, "a Statement Reference")
+    rid = ref.get("id")
+    if not is_uuid(rid):
+        if "id" not in ref:
+            missing("statementref.id.required", DATA + "2.4.4.3", "StatementRef id", ".id")
+        if rid.__class__ is not str:
+            bad_type("statementref.id.uuid", DATA + "2.4.4.3", "StatementRef id", "a UUID string", rid, ".id")
+        fail(
+            "statementref.id.uuid",
+            DATA + "2.4.4.3",
+            f'a Statement Reference MUST set "id" to the UUID of a Statement, found {show(rid)}',
+            ".id",
+        )
