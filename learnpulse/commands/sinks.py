@@ -119,7 +119,7 @@ def register(main: click.Group) -> None:
     @main.command()
     @click.option(
         "--table", "tables", multiple=True,
-        help="Sink to run (statements, engagement, mastery, cohort_health, alerts); repeatable; default all.",
+        help="Sink to run (statements, engagement, mastery, cohort_health, alerts, quarantine); repeatable; default all.",
     )  # fmt: skip
     @click.option(
         "--group", default=None, help="Consumer group (default per sink); a new group replays from the start."
