@@ -32,7 +32,7 @@ How the usual ways of getting this wrong are avoided:
   rejects as a whole is split per record, so one bad record is dead-lettered
   (``clickhouse.rejected``) and the rest is written. Errors no record causes (missing
   table, no permission) stop the sink (:class:`SinkMisconfigured`), and so does a
-  dead-letter storm (:class:`DeadLetterStorm`): a bad deploy must not drain the topic
+  dead-letter storm (:class:`~sinks.errors.DeadLetterStorm`, :mod:`sinks.storm`): a bad deploy must not drain the topic
   into the dead-letter queue.
 - **Commit failures**: a commit refused because the group moved on
   (``CommitFailedError``) drops the batch; its rows are already written and the new
@@ -60,9 +60,11 @@ from kafka.structs import MemberState, OffsetAndMetadata
 
 from schemas import metrics
 from schemas.clickhouse.engine import ClickHouse, ClickHouseError, ClickHouseUnavailable
+from schemas.deadletter import DeadLetter, source_of
 from schemas.errors import InvalidStatement
 
-from .errors import DeadLetterStorm, DeadLetterUndelivered, SinkMisconfigured
+from .errors import DeadLetterUndelivered, SinkMisconfigured
+from .storm import StormGuard
 
 log = logging.getLogger("learnpulse.sink")
 
@@ -289,8 +291,7 @@ class KafkaClickHouseSink:
         self.clock = clock
         self._consumer_factory = consumer_factory or _kafka_consumer
         self._producer_factory = producer_factory or _kafka_producer
-        self._recent_rejects: deque[bool] = deque(maxlen=config.storm_window)
-        self._rejects_lock = threading.Lock()
+        self._storm = StormGuard(config.storm_window, config.storm_min, config.storm_share, "records")
         self._batch = _Batch()
         # The batch being written (or written, its commit pending); at most one, so
         # commits stay in offset order and memory at two batches.
@@ -430,8 +431,7 @@ class KafkaClickHouseSink:
                 self._deadletter(b, tp, m.offset, m.key, m.value, err.rule, str(err))
                 rows = None
             else:
-                with self._rejects_lock:
-                    self._recent_rejects.append(False)
+                self._storm.passed()
                 b.units += len(rows.get(first_table, ()))
             part.entries.append(_Entry(m.offset, m.key, m.value, rows))
             part.next_offset = m.offset + 1
@@ -442,20 +442,8 @@ class KafkaClickHouseSink:
     def _deadletter(self, b: _Batch, tp: TopicPartition, offset: int, key: bytes | None, value: bytes | None,
                     rule: str, reason: str) -> None:  # fmt: skip
         c = self.config
-        with self._rejects_lock:
-            self._recent_rejects.append(True)
-            rejects, window = sum(self._recent_rejects), len(self._recent_rejects)
-        if rejects >= c.storm_min and rejects > c.storm_share * window:
-            raise DeadLetterStorm(
-                f"{rejects} of the last {window} records were rejected (last: {reason}); "
-                "stopping instead of dead-lettering the stream"
-            )
-        headers = [
-            ("rule", rule.encode()),
-            ("reason", reason.encode()),
-            ("source", f"{tp.topic}/{tp.partition}/{offset}".encode()),
-            ("stage", f"sink:{c.name}".encode()),
-        ]
+        self._storm.dead_lettered(reason)
+        headers = DeadLetter(rule, reason, source_of(tp.topic, tp.partition, offset), f"sink:{c.name}").headers()
         dl = _DeadLetter(tp, key, value or b"", headers)
         dl.future = self._dlq.send(c.deadletter_topic, key=key, value=dl.value, headers=headers)
         b.deadletters.append(dl)

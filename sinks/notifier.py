@@ -57,11 +57,12 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from schemas import metrics
+from schemas.deadletter import DeadLetter, source_of
 from schemas.errors import InvalidStatement
 from schemas.records import AlertRecord
 
 from .consumer import subscribe_with_metadata
-from .errors import DeadLetterStorm
+from .storm import StormGuard
 
 log = logging.getLogger("learnpulse.notifier")
 
@@ -438,7 +439,7 @@ class AlertNotifier:
         self._parts: dict[TopicPartition, _Partition] = {}
         # First undelivered offset of partitions whose held records were dropped.
         self._rewind: dict[TopicPartition, int] = {}
-        self._recent_rejects: deque[bool] = deque(maxlen=config.storm_window)
+        self._storm = StormGuard(config.storm_window, config.storm_min, config.storm_share, "alert deliveries")
         self._next_resend = 0.0
         self._next_lag = 0.0
         self._consumer: KafkaConsumer = None  # type: ignore[assignment]  # created in run()
@@ -573,7 +574,7 @@ class AlertNotifier:
             if outcome == "accepted":
                 cur.remaining.remove(target)
                 cur.accepted.add(target.name)
-                self._recent_rejects.append(False)
+                self._storm.passed()
                 metrics.NOTIFIER_DELIVERED.labels(target.name, cur.rec.state).inc()
                 if cur.attempt:
                     log.warning(
@@ -606,22 +607,9 @@ class AlertNotifier:
 
     def _deadletter(self, m: Any, rule: str, reason: str, target: str | None = None) -> bool:
         """Write ``m`` to the dead-letter topic and wait for Kafka; False if Kafka failed (retried later)."""
-        self._recent_rejects.append(True)
-        rejects = sum(self._recent_rejects)
         c = self.config
-        if rejects >= c.storm_min and rejects > c.storm_share * len(self._recent_rejects):
-            raise DeadLetterStorm(
-                f"{rejects} of the last {len(self._recent_rejects)} alert deliveries were dead-lettered "
-                f"(last: {reason}); stopping instead of dead-lettering every alert"
-            )
-        headers = [
-            ("rule", rule.encode()),
-            ("reason", reason.encode()),
-            ("source", f"{m.topic}/{m.partition}/{m.offset}".encode()),
-            ("stage", b"notifier"),
-        ]
-        if target is not None:
-            headers.append(("target", target.encode()))
+        self._storm.dead_lettered(reason)
+        headers = DeadLetter(rule, reason, source_of(m.topic, m.partition, m.offset), "notifier", target).headers()
         try:
             self._dlq.send(c.deadletter_topic, key=m.key, value=m.value or b"", headers=headers).get(timeout=30)
         except KafkaError as err:

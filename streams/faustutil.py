@@ -20,6 +20,7 @@ import orjson
 from faust.streams import _current_event
 
 from schemas import metrics
+from schemas.deadletter import DeadLetter, source_of
 from schemas.errors import InvalidStatement
 
 
@@ -66,10 +67,5 @@ class Sender:
             topic,
             msg.key,
             msg.value,
-            headers=[
-                ("rule", err.rule.encode()),
-                ("reason", str(err).encode()),
-                ("source", f"{msg.topic}/{msg.partition}/{msg.offset}".encode()),
-                ("stage", stage.encode()),
-            ],
+            headers=DeadLetter(err.rule, str(err), source_of(msg.topic, msg.partition, msg.offset), stage).headers(),
         )
