@@ -48,7 +48,7 @@ def is_duration(value: object) -> bool:
     """True if ``value`` is an xAPI Duration string (see the module docstring)."""
     if value.__class__ is not str:
         return False
-    return _TIME_ONLY.match(value) is not None or _DURATION.match(value) is not None  # type: ignore[arg-type]
+    return _TIME_ONLY.match(value) is not None or _DURATION.match(value) is not None
 
 
 def duration_ms(value: str, path: str = "$.result.duration") -> int:

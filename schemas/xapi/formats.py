@@ -53,11 +53,11 @@ def is_iri(value: object) -> bool:
         return False
     if value in _good_iris:
         return True
-    if _IRI.match(value) is None or value.count("#") > 1:  # type: ignore[arg-type]
+    if _IRI.match(value) is None or value.count("#") > 1:
         return False
     if len(_good_iris) >= _CACHE_MAX:
         _good_iris.clear()
-    _good_iris[value] = True  # type: ignore[index]
+    _good_iris[value] = True
     return True
 
 
@@ -67,11 +67,11 @@ def is_language_tag(value: object) -> bool:
         return False
     if value in _good_tags:
         return True
-    if _LANGUAGE_TAG.match(value) is None:  # type: ignore[arg-type]
+    if _LANGUAGE_TAG.match(value) is None:
         return False
     if len(_good_tags) >= _CACHE_MAX:
         _good_tags.clear()
-    _good_tags[value] = True  # type: ignore[index]
+    _good_tags[value] = True
     return True
 
 
@@ -81,25 +81,25 @@ def is_uuid(value: object) -> bool:
     xAPI 1.0.3 Data §4.4 requires the standard string form and only recommends the
     RFC 4122 variant; the spec's own example id (§2.4) is not of that variant.
     """
-    return value.__class__ is str and _UUID.match(value) is not None  # type: ignore[arg-type]
+    return value.__class__ is str and _UUID.match(value) is not None
 
 
 def is_mailto(value: object) -> bool:
     """``mailto:`` followed by exactly one e-mail address, and an IRI as :func:`is_iri` has it
     (so ``%`` only in well-formed %-escapes, no characters that no IRI may hold)."""
-    return value.__class__ is str and _MAILTO.match(value) is not None and is_iri(value)  # type: ignore[arg-type]
+    return value.__class__ is str and _MAILTO.match(value) is not None and is_iri(value)
 
 
 def is_sha1_hex(value: object) -> bool:
     """40 hexadecimal digits."""
-    return value.__class__ is str and _SHA1.match(value) is not None  # type: ignore[arg-type]
+    return value.__class__ is str and _SHA1.match(value) is not None
 
 
 def is_sha2_hex(value: object) -> bool:
     """Hex digest of SHA-224, SHA-256, SHA-384 or SHA-512."""
-    return value.__class__ is str and _SHA2.match(value) is not None  # type: ignore[arg-type]
+    return value.__class__ is str and _SHA2.match(value) is not None
 
 
 def is_media_type(value: object) -> bool:
     """``type/subtype`` optionally followed by ``;`` parameters."""
-    return value.__class__ is str and _MEDIA_TYPE.match(value) is not None  # type: ignore[arg-type]
+    return value.__class__ is str and _MEDIA_TYPE.match(value) is not None

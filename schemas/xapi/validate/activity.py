@@ -16,6 +16,7 @@ from .violations import (
     object_type_error,
     show,
     unknown_properties,
+    unreachable,
 )
 
 _ACTIVITY_KEYS = frozenset({"objectType", "id", "definition"})
@@ -56,7 +57,7 @@ _COMPONENT_KEYS = frozenset({"id", "description"})
 
 
 def check_components(items: object, list_name: str) -> None:
-    if items.__class__ is not list:
+    if type(items) is not list:
         bad_type(
             "activity.definition.components.type",
             DATA + "2.4.4.1",
@@ -65,9 +66,9 @@ def check_components(items: object, list_name: str) -> None:
             items,
         )
     seen: set[str] = set()
-    for i, comp in enumerate(items):  # type: ignore[arg-type]
+    for i, comp in enumerate(items):
         try:
-            if comp.__class__ is not dict:
+            if type(comp) is not dict:
                 bad_type(
                     "activity.definition.components.type",
                     DATA + "2.4.4.1",
@@ -78,12 +79,12 @@ def check_components(items: object, list_name: str) -> None:
             if not _COMPONENT_KEYS.issuperset(comp):
                 unknown_properties(comp, _COMPONENT_KEYS, "an interaction component")
             cid = comp.get("id")
-            if cid.__class__ is not str or not cid:
+            if type(cid) is not str or not cid:
                 if "id" not in comp:
                     missing(
                         "activity.definition.component.id.required", DATA + "2.4.4.1", "interaction component id", ".id"
                     )
-                if cid.__class__ is not str:
+                if type(cid) is not str:
                     bad_type(
                         "activity.definition.component.id.type",
                         DATA + "2.4.4.1",
@@ -119,9 +120,9 @@ def check_components(items: object, list_name: str) -> None:
 
 def check_interaction(d: dict[str, Any], itype: object) -> None:
     """The interaction properties of a definition that has an interactionType."""
-    allowed = _COMPONENTS_FOR.get(itype) if itype.__class__ is str else None  # type: ignore[call-overload]
+    allowed = _COMPONENTS_FOR.get(itype) if type(itype) is str else None
     if allowed is None:
-        if itype.__class__ is not str:
+        if type(itype) is not str:
             bad_type(
                 "activity.definition.interactionType.value",
                 DATA + "2.4.4.1",
@@ -130,7 +131,7 @@ def check_interaction(d: dict[str, Any], itype: object) -> None:
                 itype,
                 ".interactionType",
             )
-        hint = " (values are case-sensitive)" if itype.lower() in _COMPONENTS_FOR else ""  # type: ignore[attr-defined]
+        hint = " (values are case-sensitive)" if itype.lower() in _COMPONENTS_FOR else ""
         fail(
             "activity.definition.interactionType.value",
             DATA + "2.4.4.1",
@@ -138,9 +139,10 @@ def check_interaction(d: dict[str, Any], itype: object) -> None:
             f"found {show(itype)}{hint}",
             ".interactionType",
         )
+        unreachable("activity.definition.interactionType.value")
     if "correctResponsesPattern" in d:
         crp = d["correctResponsesPattern"]
-        if crp.__class__ is not list:
+        if type(crp) is not list:
             bad_type(
                 "activity.definition.correctResponsesPattern.type",
                 DATA + "2.4.4.1",
@@ -150,7 +152,7 @@ def check_interaction(d: dict[str, Any], itype: object) -> None:
                 ".correctResponsesPattern",
             )
         for i, pattern in enumerate(crp):
-            if pattern.__class__ is not str:
+            if type(pattern) is not str:
                 bad_type(
                     "activity.definition.correctResponsesPattern.type",
                     DATA + "2.4.4.1",
@@ -179,42 +181,42 @@ def check_interaction(d: dict[str, Any], itype: object) -> None:
 
 
 def check_definition(d: object) -> None:
-    if d.__class__ is not dict:
+    if type(d) is not dict:
         bad_type("activity.definition.type", DATA + "2.4.4.1", "activity definition", "an object", d)
-    if not _DEFINITION_KEYS.issuperset(d):  # type: ignore[attr-defined]
-        unknown_properties(d, _DEFINITION_KEYS, "an Activity Definition")  # type: ignore[arg-type]
-    if "name" in d:  # type: ignore[operator]
+    if not _DEFINITION_KEYS.issuperset(d):
+        unknown_properties(d, _DEFINITION_KEYS, "an Activity Definition")
+    if "name" in d:
         try:
-            check_language_map(d["name"], "definition.name")  # type: ignore[index]
+            check_language_map(d["name"], "definition.name")
         except Violation as e:
             e.keys.append(".name")
             raise
-    if "description" in d:  # type: ignore[operator]
+    if "description" in d:
         try:
-            check_language_map(d["description"], "definition.description")  # type: ignore[index]
+            check_language_map(d["description"], "definition.description")
         except Violation as e:
             e.keys.append(".description")
             raise
-    if "type" in d:  # type: ignore[operator]
-        atype = d["type"]  # type: ignore[index]
-        if atype.__class__ is not str or (atype not in IRI_OK and not is_iri(atype)):
+    if "type" in d:
+        atype = d["type"]
+        if type(atype) is not str or (atype not in IRI_OK and not is_iri(atype)):
             iri_error(atype, "activity.definition.type.iri", DATA + "2.4.4.1", "definition.type", ".type")
-    if "moreInfo" in d:  # type: ignore[operator]
-        more = d["moreInfo"]  # type: ignore[index]
-        if more.__class__ is not str or (more not in IRI_OK and not is_iri(more)):
+    if "moreInfo" in d:
+        more = d["moreInfo"]
+        if type(more) is not str or (more not in IRI_OK and not is_iri(more)):
             iri_error(
                 more, "activity.definition.moreInfo.irl", DATA + "2.4.4.1", "definition.moreInfo", ".moreInfo", "IRL"
             )
-    if "extensions" in d:  # type: ignore[operator]
+    if "extensions" in d:
         try:
-            check_extensions(d["extensions"])  # type: ignore[index]
+            check_extensions(d["extensions"])
         except Violation as e:
             e.keys.append(".extensions")
             raise
-    if "interactionType" in d:  # type: ignore[operator]
-        check_interaction(d, d["interactionType"])  # type: ignore[arg-type,index]
-    elif not _INTERACTION_KEYS.isdisjoint(d):  # type: ignore[arg-type]
-        for key in sorted(_INTERACTION_KEYS.intersection(d)):  # type: ignore[arg-type]
+    if "interactionType" in d:
+        check_interaction(d, d["interactionType"])
+    elif not _INTERACTION_KEYS.isdisjoint(d):
+        for key in sorted(_INTERACTION_KEYS.intersection(d)):
             fail(
                 "activity.definition.interactionType.required",
                 DATA + "2.4.4.1",
@@ -225,7 +227,7 @@ def check_definition(d: object) -> None:
 
 def check_activity(act: Any, type_checked: bool = False) -> None:
     """An Activity object (objectType absent or "Activity", unless ``type_checked``)."""
-    if act.__class__ is not dict:
+    if type(act) is not dict:
         bad_type("activity.type", DATA + "2.4.4.1", "an Activity", "an Activity object", act)
     if not _ACTIVITY_KEYS.issuperset(act):
         unknown_properties(act, _ACTIVITY_KEYS, "an Activity")
@@ -233,7 +235,7 @@ def check_activity(act: Any, type_checked: bool = False) -> None:
     if (ot is not None and ot != "Activity" or (ot is None and "objectType" in act)) and not type_checked:
         object_type_error(ot, ("Activity",), "an Activity")
     aid = act.get("id")
-    if aid.__class__ is not str or (aid not in IRI_OK and not is_iri(aid)):
+    if type(aid) is not str or (aid not in IRI_OK and not is_iri(aid)):
         if "id" not in act:
             missing("activity.id.required", DATA + "2.4.4.1", "activity id", ".id")
         else:

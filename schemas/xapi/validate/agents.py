@@ -25,20 +25,20 @@ _ACCOUNT_KEYS = frozenset({"homePage", "name"})
 
 
 def check_account(acc: object) -> None:
-    if acc.__class__ is not dict:
+    if type(acc) is not dict:
         bad_type("actor.account.type", DATA + "2.4.2.4", "account", "an object", acc)
-    if not _ACCOUNT_KEYS.issuperset(acc):  # type: ignore[attr-defined]
-        unknown_properties(acc, _ACCOUNT_KEYS, "an Account")  # type: ignore[arg-type]
-    home = acc.get("homePage")  # type: ignore[attr-defined]
-    if home.__class__ is not str or (home not in IRI_OK and not is_iri(home)):
-        if "homePage" not in acc:  # type: ignore[operator]
+    if not _ACCOUNT_KEYS.issuperset(acc):
+        unknown_properties(acc, _ACCOUNT_KEYS, "an Account")
+    home = acc.get("homePage")
+    if type(home) is not str or (home not in IRI_OK and not is_iri(home)):
+        if "homePage" not in acc:
             missing("actor.account.homePage.required", DATA + "2.4.2.4", "account.homePage", ".homePage")
         iri_error(home, "actor.account.homePage.irl", DATA + "2.4.2.4", "account.homePage", ".homePage", "IRL")
-    name = acc.get("name")  # type: ignore[attr-defined]
-    if name.__class__ is not str or not name:
-        if "name" not in acc:  # type: ignore[operator]
+    name = acc.get("name")
+    if type(name) is not str or not name:
+        if "name" not in acc:
             missing("actor.account.name.required", DATA + "2.4.2.4", "account.name", ".name")
-        if name.__class__ is not str:
+        if type(name) is not str:
             bad_type("actor.account.name.type", DATA + "2.4.2.4", "account.name", "a string", name, ".name")
         fail(
             "actor.account.name.empty",
@@ -55,7 +55,7 @@ def check_ifis(obj: dict[str, Any]) -> int:
         n += 1
         if not is_mailto(obj["mbox"]):
             mbox = obj["mbox"]
-            if mbox.__class__ is not str:
+            if type(mbox) is not str:
                 bad_type("actor.mbox.mailto", DATA + "2.4.2.3", "mbox", "a mailto IRI string", mbox, ".mbox")
             fail(
                 "actor.mbox.mailto",
@@ -67,7 +67,7 @@ def check_ifis(obj: dict[str, Any]) -> int:
         n += 1
         if not is_sha1_hex(obj["mbox_sha1sum"]):
             sha = obj["mbox_sha1sum"]
-            if sha.__class__ is not str:
+            if type(sha) is not str:
                 bad_type("actor.mbox_sha1sum.hex", DATA + "2.4.2.3", "mbox_sha1sum", "a string", sha, ".mbox_sha1sum")
             fail(
                 "actor.mbox_sha1sum.hex",
@@ -78,7 +78,7 @@ def check_ifis(obj: dict[str, Any]) -> int:
     if "openid" in obj:
         n += 1
         openid = obj["openid"]
-        if openid.__class__ is not str or (openid not in IRI_OK and not is_iri(openid)):
+        if type(openid) is not str or (openid not in IRI_OK and not is_iri(openid)):
             iri_error(openid, "actor.openid.uri", DATA + "2.4.2.3", "openid", ".openid", "URI")
     if "account" in obj:
         n += 1
@@ -94,7 +94,7 @@ def check_agent(agent: dict[str, Any], what: str) -> None:
     """An Agent whose objectType (absent or "Agent") was already checked."""
     if not _AGENT_KEYS.issuperset(agent):
         unknown_properties(agent, _AGENT_KEYS, f"an Agent ({what})")
-    if "name" in agent and agent["name"].__class__ is not str:
+    if "name" in agent and type(agent["name"]) is not str:
         bad_type("actor.name.type", DATA + "2.4.2.1", f"{what}.name", "a string", agent["name"], ".name")
     n = check_ifis(agent)
     if n != 1:
@@ -110,7 +110,7 @@ def check_group(group: dict[str, Any], what: str) -> list[Any] | None:
     """A Group whose objectType "Group" was already checked; returns its members."""
     if not _GROUP_KEYS.issuperset(group):
         unknown_properties(group, _GROUP_KEYS, f"a Group ({what})")
-    if "name" in group and group["name"].__class__ is not str:
+    if "name" in group and type(group["name"]) is not str:
         bad_type("actor.name.type", DATA + "2.4.2.2", f"{what}.name", "a string", group["name"], ".name")
     n = check_ifis(group)
     if n > 1:
@@ -121,7 +121,7 @@ def check_group(group: dict[str, Any], what: str) -> list[Any] | None:
             f"an Identified Group MUST include exactly one inverse functional identifier, found {n} ({found})",
         )
     members = group.get("member")
-    if members.__class__ is not list:
+    if type(members) is not list:
         if "member" in group:
             bad_type("group.member.type", DATA + "2.4.2.2", f"{what}.member", "an array of Agents", members, ".member")
         if n == 0:
@@ -139,9 +139,9 @@ def check_group(group: dict[str, Any], what: str) -> list[Any] | None:
             'an Anonymous Group MUST list its constituent Agents in "member"; the array is empty',
             ".member",
         )
-    for i, member in enumerate(members):  # type: ignore[arg-type]
+    for i, member in enumerate(members):
         try:
-            if member.__class__ is not dict:
+            if type(member) is not dict:
                 bad_type("group.member.type", DATA + "2.4.2.2", "a Group member", "an Agent object", member)
             ot = member.get("objectType", "Agent")
             if ot != "Agent":
@@ -157,20 +157,20 @@ def check_group(group: dict[str, Any], what: str) -> list[Any] | None:
         except Violation as e:
             e.keys.append(f".member[{i}]")
             raise
-    return members  # type: ignore[return-value]
+    return members
 
 
 def check_actor(actor: object, what: str) -> list[Any] | None:
     """An Agent or a Group (xAPI 1.0.3 Data §2.4.2). Returns a Group's members, if any."""
-    if actor.__class__ is not dict:
+    if type(actor) is not dict:
         bad_type("actor.type", DATA + "2.4.2", what, "an Agent or Group object", actor)
-    ot = actor.get("objectType", "Agent")  # type: ignore[attr-defined]
+    ot = actor.get("objectType", "Agent")
     if ot == "Agent":
-        check_agent(actor, what)  # type: ignore[arg-type]
+        check_agent(actor, what)
         return None
     if ot == "Group":
-        return check_group(actor, what)  # type: ignore[arg-type]
+        return check_group(actor, what)
     object_type_error(ot, ("Agent", "Group"), what)
     # Passed over (collecting): an actor still needs its identity, as an Agent.
-    check_agent(actor, what)  # type: ignore[arg-type]
+    check_agent(actor, what)
     return None

@@ -21,10 +21,10 @@ from .violations import (
 
 
 def _is_v2(version: object) -> bool:
-    if version.__class__ is str:
-        if version == "1.0.3" or version == "1.0" or version.startswith("1.0."):  # type: ignore[attr-defined]
+    if type(version) is str:
+        if version == "1.0.3" or version == "1.0" or version.startswith("1.0."):
             return False
-        if version == "2.0.0" or version == "2.0" or version.startswith("2.0."):  # type: ignore[attr-defined]
+        if version == "2.0.0" or version == "2.0" or version.startswith("2.0."):
             return True
     raise InvalidStatement(
         "version.header",
@@ -144,13 +144,13 @@ def validate_statements(payload: object, *, version: str = "1.0.3") -> list[dict
     (Communication §2.1.2.s2.b6). The statements themselves are returned unmodified.
     """
     v2 = _is_v2(version)
-    if payload.__class__ is dict:
+    if type(payload) is dict:
         try:
             check_statement(payload, v2)
         except Violation as err:
             _raise_at(err, "$")
-        return [payload]  # type: ignore[list-item]
-    if payload.__class__ is not list:
+        return [payload]
+    if type(payload) is not list:
         try:
             bad_type(
                 "statements.type",
@@ -168,7 +168,7 @@ def validate_statements(payload: object, *, version: str = "1.0.3") -> list[dict
             "$",
         )
     seen: dict[str, int] = {}
-    for i, doc in enumerate(payload):  # type: ignore[arg-type]
+    for i, doc in enumerate(payload):
         try:
             check_statement(doc, v2)
         except Violation as err:
@@ -184,7 +184,7 @@ def validate_statements(payload: object, *, version: str = "1.0.3") -> list[dict
                     f"$[{i}].id",
                 )
             seen[key] = i
-    return payload  # type: ignore[return-value]
+    return payload
 
 
 def validate_statements_tolerant(
@@ -200,13 +200,13 @@ def validate_statements_tolerant(
         statements = validate_statements(payload, version=version)
         return statements, [()] * len(statements)
     v2 = _is_v2(version)
-    if payload.__class__ is dict:
-        return [payload], [_check(payload, v2, "$", tolerate)]  # type: ignore[list-item]
-    if payload.__class__ is not list or not payload:
+    if type(payload) is dict:
+        return [payload], [_check(payload, v2, "$", tolerate)]
+    if type(payload) is not list or not payload:
         return validate_statements(payload, version=version), []  # raises statements.type / .empty
     seen: dict[str, int] = {}
     tolerated: list[tuple[str, ...]] = []
-    for i, doc in enumerate(payload):  # type: ignore[arg-type]
+    for i, doc in enumerate(payload):
         tolerated.append(_check(doc, v2, f"$[{i}]", tolerate))
         sid = doc.get("id")
         if sid is not None:
@@ -219,7 +219,7 @@ def validate_statements_tolerant(
                     f"$[{i}].id",
                 )
             seen[key] = i
-    return payload, tolerated  # type: ignore[return-value]
+    return payload, tolerated
 
 
 def parse_statements_json(raw: bytes | str, version: str = "1.0.3") -> list[dict[str, Any]]:
@@ -252,8 +252,8 @@ def attachments_needing_parts(statement: dict[str, Any]) -> list[str]:
     out: list[str] = []
     sources = [statement.get("attachments")]
     obj = statement.get("object")
-    if obj.__class__ is dict and obj.get("objectType") == "SubStatement":  # type: ignore[union-attr]
-        sources.append(obj.get("attachments"))  # type: ignore[union-attr]
+    if type(obj) is dict and obj.get("objectType") == "SubStatement":
+        sources.append(obj.get("attachments"))
     for atts in sources:
         for att in atts or ():
             if "fileUrl" not in att and att["sha2"] not in out:

@@ -12,26 +12,26 @@ _ATTACHMENT_REQUIRED = ("usageType", "display", "contentType", "length", "sha2")
 
 
 def check_attachment(att: object) -> None:
-    if att.__class__ is not dict:
+    if type(att) is not dict:
         bad_type("attachments.type", DATA + "2.4.11", "an attachment", "an Attachment object", att)
-    if not _ATTACHMENT_KEYS.issuperset(att):  # type: ignore[attr-defined]
-        unknown_properties(att, _ATTACHMENT_KEYS, "an Attachment")  # type: ignore[arg-type]
+    if not _ATTACHMENT_KEYS.issuperset(att):
+        unknown_properties(att, _ATTACHMENT_KEYS, "an Attachment")
     for req in _ATTACHMENT_REQUIRED:
-        if req not in att:  # type: ignore[operator]
+        if req not in att:
             missing(f"attachment.{req}.required", DATA + "2.4.11", f"attachment.{req}", f".{req}")
-    usage = att["usageType"]  # type: ignore[index]
-    if usage.__class__ is not str or (usage not in IRI_OK and not is_iri(usage)):
+    usage = att["usageType"]
+    if type(usage) is not str or (usage not in IRI_OK and not is_iri(usage)):
         iri_error(usage, "attachment.usageType.iri", DATA + "2.4.11", "attachment.usageType", ".usageType")
     for lmap in ("display", "description"):
-        if lmap in att:  # type: ignore[operator]
+        if lmap in att:
             try:
-                check_language_map(att[lmap], f"attachment.{lmap}")  # type: ignore[index]
+                check_language_map(att[lmap], f"attachment.{lmap}")
             except Violation as e:
                 e.keys.append(f".{lmap}")
                 raise
-    ctype = att["contentType"]  # type: ignore[index]
+    ctype = att["contentType"]
     if not is_media_type(ctype):
-        if ctype.__class__ is not str:
+        if type(ctype) is not str:
             bad_type(
                 "attachment.contentType.media-type",
                 DATA + "2.4.11",
@@ -46,16 +46,16 @@ def check_attachment(att: object) -> None:
             f"attachment.contentType MUST be an Internet Media Type (type/subtype), found {show(ctype)}",
             ".contentType",
         )
-    length = att["length"]  # type: ignore[index]
-    if length.__class__ is not int:
+    length = att["length"]
+    if type(length) is not int:
         bad_type("attachment.length.type", DATA + "2.4.11", "attachment.length", "an integer", length, ".length")
     if length < 0:
         fail(
             "attachment.length.negative", DATA + "2.4.11", f"attachment.length counts octets, found {length}", ".length"
         )
-    if not is_sha2_hex(att["sha2"]):  # type: ignore[index]
-        sha2 = att["sha2"]  # type: ignore[index]
-        if sha2.__class__ is not str:
+    if not is_sha2_hex(att["sha2"]):
+        sha2 = att["sha2"]
+        if type(sha2) is not str:
             bad_type("attachment.sha2.hex", DATA + "2.4.11", "attachment.sha2", "a string", sha2, ".sha2")
         fail(
             "attachment.sha2.hex",
@@ -63,9 +63,9 @@ def check_attachment(att: object) -> None:
             f"attachment.sha2 MUST be the hex SHA-2 hash of the data (224/256/384/512 bits), found {show(sha2)}",
             ".sha2",
         )
-    if "fileUrl" in att:  # type: ignore[operator]
-        url = att["fileUrl"]  # type: ignore[index]
-        if url.__class__ is not str or (url not in IRI_OK and not is_iri(url)):
+    if "fileUrl" in att:
+        url = att["fileUrl"]
+        if type(url) is not str or (url not in IRI_OK and not is_iri(url)):
             iri_error(url, "attachment.fileUrl.irl", DATA + "2.4.11", "attachment.fileUrl", ".fileUrl", "IRL")
     if usage == SIGNATURE_USAGE and ctype != "application/octet-stream":
         fail(

@@ -43,20 +43,20 @@ _CONTEXT_GROUP_KEYS = frozenset({"objectType", "group", "relevantTypes"})
 
 
 def check_context_activities(cas: object) -> None:
-    if cas.__class__ is not dict:
+    if type(cas) is not dict:
         bad_type("context.contextActivities.type", DATA + "2.4.6.2", "context.contextActivities", "an object", cas)
-    if not _CONTEXT_ACTIVITY_KINDS.issuperset(cas):  # type: ignore[attr-defined]
-        unknown_properties(cas, _CONTEXT_ACTIVITY_KINDS, "a contextActivities object")  # type: ignore[arg-type]
-    for kind, value in cas.items():  # type: ignore[attr-defined]
+    if not _CONTEXT_ACTIVITY_KINDS.issuperset(cas):
+        unknown_properties(cas, _CONTEXT_ACTIVITY_KINDS, "a contextActivities object")
+    for kind, value in cas.items():
         try:
-            if value.__class__ is list:
+            if type(value) is list:
                 for act in value:
                     try:
                         check_activity(act)
                     except Violation as e:
                         e.keys.append(index_of(act, value))
                         raise
-            elif value.__class__ is dict:
+            elif type(value) is dict:
                 # A single Activity is allowed for compatibility with 0.95 (§2.4.6.2).
                 check_activity(value)
             else:
@@ -73,35 +73,35 @@ def check_context_activities(cas: object) -> None:
 
 
 def check_relevant_types(value: object, cite: str) -> None:
-    if value.__class__ is not list:
+    if type(value) is not list:
         bad_type("context.relevantTypes.type", cite, "relevantTypes", "an array of IRIs", value)
     if not value:
         fail(
             "context.relevantTypes.empty", cite, "relevantTypes, when present, SHALL hold 1 or more Relevant Type IRIs"
         )
-    for i, iri in enumerate(value):  # type: ignore[arg-type]
-        if iri.__class__ is not str or (iri not in IRI_OK and not is_iri(iri)):
+    for i, iri in enumerate(value):
+        if type(iri) is not str or (iri not in IRI_OK and not is_iri(iri)):
             iri_error(iri, "context.relevantTypes.iri", cite, "a Relevant Type", f"[{i}]")
 
 
 def check_context_agent(item: object) -> None:
     """xAPI 2.0 Context Agent: {objectType: "contextAgent", agent: Agent, relevantTypes?: [IRI]}."""
     cite = XAPI2 + "Context Agents"
-    if item.__class__ is not dict:
+    if type(item) is not dict:
         bad_type("context.contextAgents.type", cite, "a Context Agent", "an object", item)
-    if not _CONTEXT_AGENT_KEYS.issuperset(item):  # type: ignore[attr-defined]
-        unknown_properties(item, _CONTEXT_AGENT_KEYS, "a Context Agent")  # type: ignore[arg-type]
-    if item.get("objectType") != "contextAgent":  # type: ignore[attr-defined]
-        if "objectType" not in item:  # type: ignore[operator]
+    if not _CONTEXT_AGENT_KEYS.issuperset(item):
+        unknown_properties(item, _CONTEXT_AGENT_KEYS, "a Context Agent")
+    if item.get("objectType") != "contextAgent":
+        if "objectType" not in item:
             missing(
                 "context.contextAgent.objectType", cite, 'a Context Agent\'s objectType ("contextAgent")', ".objectType"
             )
-        object_type_error(item["objectType"], ("contextAgent",), "a Context Agent")  # type: ignore[index]
-    if "agent" not in item:  # type: ignore[operator]
+        object_type_error(item["objectType"], ("contextAgent",), "a Context Agent")
+    if "agent" not in item:
         missing("context.contextAgent.agent.required", cite, "a Context Agent's agent", ".agent")
-    agent = item["agent"]  # type: ignore[index]
+    agent = item["agent"]
     try:
-        if agent.__class__ is not dict:
+        if type(agent) is not dict:
             bad_type("actor.type", cite, "a Context Agent's agent", "an Agent object", agent)
         ot = agent.get("objectType", "Agent")
         if ot != "Agent":
@@ -110,9 +110,9 @@ def check_context_agent(item: object) -> None:
     except Violation as e:
         e.keys.append(".agent")
         raise
-    if "relevantTypes" in item:  # type: ignore[operator]
+    if "relevantTypes" in item:
         try:
-            check_relevant_types(item["relevantTypes"], cite)  # type: ignore[index]
+            check_relevant_types(item["relevantTypes"], cite)
         except Violation as e:
             e.keys.append(".relevantTypes")
             raise
@@ -121,21 +121,21 @@ def check_context_agent(item: object) -> None:
 def check_context_group(item: object) -> None:
     """xAPI 2.0 Context Group: {objectType: "contextGroup", group: Group, relevantTypes?: [IRI]}."""
     cite = XAPI2 + "Context Groups"
-    if item.__class__ is not dict:
+    if type(item) is not dict:
         bad_type("context.contextGroups.type", cite, "a Context Group", "an object", item)
-    if not _CONTEXT_GROUP_KEYS.issuperset(item):  # type: ignore[attr-defined]
-        unknown_properties(item, _CONTEXT_GROUP_KEYS, "a Context Group")  # type: ignore[arg-type]
-    if item.get("objectType") != "contextGroup":  # type: ignore[attr-defined]
-        if "objectType" not in item:  # type: ignore[operator]
+    if not _CONTEXT_GROUP_KEYS.issuperset(item):
+        unknown_properties(item, _CONTEXT_GROUP_KEYS, "a Context Group")
+    if item.get("objectType") != "contextGroup":
+        if "objectType" not in item:
             missing(
                 "context.contextGroup.objectType", cite, 'a Context Group\'s objectType ("contextGroup")', ".objectType"
             )
-        object_type_error(item["objectType"], ("contextGroup",), "a Context Group")  # type: ignore[index]
-    if "group" not in item:  # type: ignore[operator]
+        object_type_error(item["objectType"], ("contextGroup",), "a Context Group")
+    if "group" not in item:
         missing("context.contextGroup.group.required", cite, "a Context Group's group", ".group")
-    group = item["group"]  # type: ignore[index]
+    group = item["group"]
     try:
-        if group.__class__ is not dict:
+        if type(group) is not dict:
             bad_type("actor.type", cite, "a Context Group's group", "a Group object", group)
         if group.get("objectType") != "Group":
             object_type_error(group.get("objectType", ABSENT), ("Group",), "a Context Group's group")
@@ -143,23 +143,23 @@ def check_context_group(item: object) -> None:
     except Violation as e:
         e.keys.append(".group")
         raise
-    if "relevantTypes" in item:  # type: ignore[operator]
+    if "relevantTypes" in item:
         try:
-            check_relevant_types(item["relevantTypes"], cite)  # type: ignore[index]
+            check_relevant_types(item["relevantTypes"], cite)
         except Violation as e:
             e.keys.append(".relevantTypes")
             raise
 
 
 def check_context(ctx: object, object_is_activity: bool, v2: bool) -> None:
-    if ctx.__class__ is not dict:
+    if type(ctx) is not dict:
         bad_type("context.type", DATA + "2.4.6", "context", "an object", ctx)
     allowed = _CONTEXT_KEYS_2 if v2 else _CONTEXT_KEYS_1
-    if not allowed.issuperset(ctx):  # type: ignore[attr-defined]
-        unknown_properties(ctx, allowed, "a Context")  # type: ignore[arg-type]
-    reg = ctx.get("registration", ABSENT)  # type: ignore[attr-defined]
-    if reg is not ABSENT and (reg.__class__ is not str or uuid_match(reg) is None):
-        if reg.__class__ is not str:
+    if not allowed.issuperset(ctx):
+        unknown_properties(ctx, allowed, "a Context")
+    reg = ctx.get("registration", ABSENT)
+    if reg is not ABSENT and (type(reg) is not str or uuid_match(reg) is None):
+        if type(reg) is not str:
             bad_type(
                 "context.registration.uuid",
                 DATA + "2.4.6",
@@ -174,35 +174,35 @@ def check_context(ctx: object, object_is_activity: bool, v2: bool) -> None:
             f"context.registration MUST be a UUID in standard string form, found {show(reg)}",
             ".registration",
         )
-    if "instructor" in ctx:  # type: ignore[operator]
+    if "instructor" in ctx:
         try:
-            check_actor(ctx["instructor"], "context.instructor")  # type: ignore[index]
+            check_actor(ctx["instructor"], "context.instructor")
         except Violation as e:
             e.keys.append(".instructor")
             raise
-    if "team" in ctx:  # type: ignore[operator]
-        team = ctx["team"]  # type: ignore[index]
-        if team.__class__ is dict and team.get("objectType") != "Group":
+    if "team" in ctx:
+        team = ctx["team"]
+        if type(team) is dict and team.get("objectType") != "Group":
             fail("context.team.group", DATA + "2.4.6", 'context.team MUST be a Group (objectType "Group")', ".team")
         try:
             check_actor(team, "context.team")
         except Violation as e:
             e.keys.append(".team")
             raise
-    if "contextActivities" in ctx:  # type: ignore[operator]
+    if "contextActivities" in ctx:
         try:
-            check_context_activities(ctx["contextActivities"])  # type: ignore[index]
+            check_context_activities(ctx["contextActivities"])
         except Violation as e:
             e.keys.append(".contextActivities")
             raise
-    if "revision" in ctx:  # type: ignore[operator]
-        check_activity_only(ctx["revision"], "revision", object_is_activity)  # type: ignore[index]
-    if "platform" in ctx:  # type: ignore[operator]
-        check_activity_only(ctx["platform"], "platform", object_is_activity)  # type: ignore[index]
-    if "language" in ctx:  # type: ignore[operator]
-        lang = ctx["language"]  # type: ignore[index]
-        if lang.__class__ is not str or (lang not in TAG_OK and not is_language_tag(lang)):
-            if lang.__class__ is not str:
+    if "revision" in ctx:
+        check_activity_only(ctx["revision"], "revision", object_is_activity)
+    if "platform" in ctx:
+        check_activity_only(ctx["platform"], "platform", object_is_activity)
+    if "language" in ctx:
+        lang = ctx["language"]
+        if type(lang) is not str or (lang not in TAG_OK and not is_language_tag(lang)):
+            if type(lang) is not str:
                 bad_type(
                     "context.language.rfc5646",
                     DATA + "2.4.6",
@@ -217,10 +217,10 @@ def check_context(ctx: object, object_is_activity: bool, v2: bool) -> None:
                 f"context.language MUST be an RFC 5646 language tag, found {show(lang)}",
                 ".language",
             )
-    if "statement" in ctx:  # type: ignore[operator]
+    if "statement" in ctx:
         try:
-            ref = ctx["statement"]  # type: ignore[index]
-            if ref.__class__ is not dict:
+            ref = ctx["statement"]
+            if type(ref) is not dict:
                 bad_type(
                     "context.statement.type", DATA + "2.4.6", "context.statement", "a Statement Reference object", ref
                 )
@@ -235,14 +235,14 @@ def check_context(ctx: object, object_is_activity: bool, v2: bool) -> None:
         except Violation as e:
             e.keys.append(".statement")
             raise
-    if "extensions" in ctx:  # type: ignore[operator]
+    if "extensions" in ctx:
         try:
-            check_extensions(ctx["extensions"])  # type: ignore[index]
+            check_extensions(ctx["extensions"])
         except Violation as e:
             e.keys.append(".extensions")
             raise
     if v2:
-        if "contextAgents" in ctx:  # type: ignore[operator]
+        if "contextAgents" in ctx:
             try:
                 each(
                     ctx["contextAgents"],
@@ -250,11 +250,11 @@ def check_context(ctx: object, object_is_activity: bool, v2: bool) -> None:
                     "context.contextAgents.type",
                     XAPI2 + "Context Agents",
                     "context.contextAgents",
-                )  # type: ignore[index]
+                )
             except Violation as e:
                 e.keys.append(".contextAgents")
                 raise
-        if "contextGroups" in ctx:  # type: ignore[operator]
+        if "contextGroups" in ctx:
             try:
                 each(
                     ctx["contextGroups"],
@@ -262,7 +262,7 @@ def check_context(ctx: object, object_is_activity: bool, v2: bool) -> None:
                     "context.contextGroups.type",
                     XAPI2 + "Context Groups",
                     "context.contextGroups",
-                )  # type: ignore[index]
+                )
             except Violation as e:
                 e.keys.append(".contextGroups")
                 raise
@@ -270,7 +270,7 @@ def check_context(ctx: object, object_is_activity: bool, v2: bool) -> None:
 
 def check_activity_only(value: object, prop: str, object_is_activity: bool) -> None:
     """context.revision / context.platform: strings, only when the Object is an Activity."""
-    if value.__class__ is not str:
+    if type(value) is not str:
         bad_type(f"context.{prop}.type", DATA + "2.4.6", f"context.{prop}", "a string", value, f".{prop}")
     if not object_is_activity:
         fail(

@@ -45,18 +45,18 @@ _semver_match = re.compile(
 
 def check_object(obj: object, v2: bool, in_sub: bool) -> bool:
     """Validate a Statement's object; return whether it is an Activity."""
-    if obj.__class__ is not dict:
+    if type(obj) is not dict:
         bad_type("object.type", DATA + "2.4.4", "object", "an object", obj)
-    ot = obj.get("objectType", "Activity")  # type: ignore[attr-defined]
+    ot = obj.get("objectType", "Activity")
     if ot == "Activity":
-        check_activity(obj)  # type: ignore[arg-type]
+        check_activity(obj)
         return True
     if ot == "Agent":
-        check_agent(obj, "object")  # type: ignore[arg-type]
+        check_agent(obj, "object")
     elif ot == "Group":
-        check_group(obj, "object")  # type: ignore[arg-type]
+        check_group(obj, "object")
     elif ot == "StatementRef":
-        check_statement_ref(obj)  # type: ignore[arg-type]
+        check_statement_ref(obj)
     elif ot == "SubStatement":
         if in_sub:
             fail(
@@ -65,9 +65,9 @@ def check_object(obj: object, v2: bool, in_sub: bool) -> bool:
                 "a SubStatement MUST NOT contain a SubStatement of its own",
                 ".objectType",
             )
-        if not _SUBSTATEMENT_KEYS.issuperset(obj):  # type: ignore[attr-defined]
+        if not _SUBSTATEMENT_KEYS.issuperset(obj):
             for key in _SUBSTATEMENT_FORBIDDEN:
-                if key in obj:  # type: ignore[operator]
+                if key in obj:
                     fail(
                         "substatement.property.forbidden",
                         DATA + "2.4.4.3",
@@ -75,8 +75,8 @@ def check_object(obj: object, v2: bool, in_sub: bool) -> bool:
                         f"found {key!r}",
                         f".{key}",
                     )
-            unknown_properties(obj, _SUBSTATEMENT_KEYS, "a SubStatement")  # type: ignore[arg-type]
-        check_core(obj, v2, True)  # type: ignore[arg-type]
+            unknown_properties(obj, _SUBSTATEMENT_KEYS, "a SubStatement")
+        check_core(obj, v2, True)
     else:
         object_type_error(ot, ("Activity", "Agent", "Group", "StatementRef", "SubStatement"), "object")
         # Passed over (collecting): the rest is checked as an Activity's (e.g. "GroupActivity").
@@ -127,7 +127,7 @@ def check_core(st: dict[str, Any], v2: bool, in_sub: bool) -> None:
             raise
     if "timestamp" in st:
         ts = st["timestamp"]
-        if ts.__class__ is not str or simple_ts_match(ts) is None or ts.endswith("-00:00"):
+        if type(ts) is not str or simple_ts_match(ts) is None or ts.endswith("-00:00"):
             try:
                 check_timestamp(ts, v2, "timestamp")
             except Violation as e:
@@ -142,13 +142,13 @@ def check_core(st: dict[str, Any], v2: bool, in_sub: bool) -> None:
 
 
 def check_version(value: object, v2: bool) -> None:
-    if value.__class__ is str:
-        head, _, patch = value.partition(".0.")  # type: ignore[attr-defined]
+    if type(value) is str:
+        head, _, patch = value.partition(".0.")
         if patch.isdigit() and patch.isascii() and (head == "1" or (v2 and head == "2")):
             return
         # Communication §3.3: "1.0" means 1.0.0, and versions are Semantic Versioning 1.0.0,
         # so a pre-release or build suffix (1.0.3-rc1, 1.0.0-alpha) keeps a 1.0.x version.
-        if value == "1.0" or _semver_match(value) is not None and (value[0] == "1" or v2):  # type: ignore[index]
+        if value == "1.0" or _semver_match(value) is not None and (value[0] == "1" or v2):
             return
     if v2:
         fail(
@@ -165,13 +165,13 @@ def check_version(value: object, v2: bool) -> None:
 
 
 def check_statement(doc: object, v2: bool) -> None:
-    if doc.__class__ is not dict:
+    if type(doc) is not dict:
         bad_type("statement.type", DATA + "2.4", "a Statement", "a JSON object", doc)
-    if not _STATEMENT_KEYS.issuperset(doc):  # type: ignore[attr-defined]
-        unknown_properties(doc, _STATEMENT_KEYS, "a Statement")  # type: ignore[arg-type]
-    sid = doc.get("id", ABSENT)  # type: ignore[attr-defined]
-    if sid is not ABSENT and (sid.__class__ is not str or uuid_match(sid) is None):
-        if sid.__class__ is not str:
+    if not _STATEMENT_KEYS.issuperset(doc):
+        unknown_properties(doc, _STATEMENT_KEYS, "a Statement")
+    sid = doc.get("id", ABSENT)
+    if sid is not ABSENT and (type(sid) is not str or uuid_match(sid) is None):
+        if type(sid) is not str:
             bad_type("statement.id.uuid", DATA + "2.4.1", "the Statement id", "a UUID string", sid, ".id")
         fail(
             "statement.id.uuid",
@@ -179,23 +179,23 @@ def check_statement(doc: object, v2: bool) -> None:
             f"a Statement id MUST be a UUID in standard string form, found {show(sid)}",
             ".id",
         )
-    check_core(doc, v2, False)  # type: ignore[arg-type]
-    if "stored" in doc:  # type: ignore[operator]
+    check_core(doc, v2, False)
+    if "stored" in doc:
         # Set by the LRS and overwritten on store, but validated first (§2.4.8.s3.b2).
-        stored = doc["stored"]  # type: ignore[index]
-        if stored.__class__ is not str or simple_ts_match(stored) is None or stored.endswith("-00:00"):
+        stored = doc["stored"]
+        if type(stored) is not str or simple_ts_match(stored) is None or stored.endswith("-00:00"):
             try:
                 check_timestamp(stored, v2, "stored")
             except Violation as e:
                 e.keys.append(".stored")
                 raise
-    if "authority" in doc:  # type: ignore[operator]
+    if "authority" in doc:
         try:
-            members = check_actor(doc["authority"], "authority")  # type: ignore[index]
+            members = check_actor(doc["authority"], "authority")
         except Violation as e:
             e.keys.append(".authority")
             raise
-        if doc["authority"].get("objectType") == "Group" and (members is None or len(members) != 2):  # type: ignore[index]
+        if doc["authority"].get("objectType") == "Group" and (members is None or len(members) != 2):
             fail(
                 "authority.group.two-agents",
                 DATA + "2.4.9",
@@ -203,7 +203,7 @@ def check_statement(doc: object, v2: bool) -> None:
                 f"this Group has {0 if members is None else len(members)} member(s)",
                 ".authority",
             )
-        if doc["authority"].get("objectType") == "Group" and any(k in doc["authority"] for k in IFIS):  # type: ignore[index]
+        if doc["authority"].get("objectType") == "Group" and any(k in doc["authority"] for k in IFIS):
             fail(
                 "authority.group.anonymous",
                 DATA + "2.4.9",
@@ -211,9 +211,9 @@ def check_statement(doc: object, v2: bool) -> None:
                 "without mbox, mbox_sha1sum, openid or account",
                 ".authority",
             )
-    if "version" in doc:  # type: ignore[operator]
+    if "version" in doc:
         try:
-            check_version(doc["version"], v2)  # type: ignore[index]
+            check_version(doc["version"], v2)
         except Violation as e:
             e.keys.append(".version")
             raise

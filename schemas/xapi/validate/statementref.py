@@ -18,7 +18,7 @@ def check_statement_ref(ref: dict[str, Any]) -> None:
     if not is_uuid(rid):
         if "id" not in ref:
             missing("statementref.id.required", DATA + "2.4.4.3", "StatementRef id", ".id")
-        if rid.__class__ is not str:
+        if type(rid) is not str:
             bad_type("statementref.id.uuid", DATA + "2.4.4.3", "StatementRef id", "a UUID string", rid, ".id")
         fail(
             "statementref.id.uuid",

@@ -15,9 +15,9 @@ simple_ts_match = timefmt._RFC3339_SIMPLE.match
 
 def check_language_map(value: object, what: str) -> None:
     """xAPI 1.0.3 Data §4.2: keys RFC 5646 tags, values strings."""
-    if value.__class__ is not dict:
+    if type(value) is not dict:
         bad_type("language-map.type", DATA + "4.2", what, "a language map (an object)", value)
-    for tag, text in value.items():  # type: ignore[attr-defined]
+    for tag, text in value.items():
         if tag not in TAG_OK and not is_language_tag(tag):
             fail(
                 "language-map.key.rfc5646",
@@ -25,15 +25,15 @@ def check_language_map(value: object, what: str) -> None:
                 f"language map keys MUST be RFC 5646 language tags; {what} has key {show(tag)}",
                 key_step(tag),
             )
-        if text.__class__ is not str:
+        if type(text) is not str:
             bad_type("language-map.value.type", DATA + "4.2", f"{what}[{tag!r}]", "a string", text, key_step(tag))
 
 
 def check_extensions(value: object) -> None:
     """xAPI 1.0.3 Data §4.1: keys MUST be IRIs; values are any JSON (null included)."""
-    if value.__class__ is not dict:
+    if type(value) is not dict:
         bad_type("extensions.type", DATA + "4.1", "extensions", "an object", value)
-    for key in value:  # type: ignore[attr-defined]
+    for key in value:
         if key not in IRI_OK and not is_iri(key):
             fail(
                 "extensions.key.iri",
@@ -48,7 +48,7 @@ def check_timestamp(value: object, v2: bool, name: str) -> None:
     problem = timefmt.timestamp_problem(value, require_offset=v2)
     if problem is None:
         return
-    if value.__class__ is not str:
+    if type(value) is not str:
         bad_type(f"{name}.format", DATA + "4.5", name, "an ISO 8601 timestamp string", value)
     if problem == timefmt.TIMEZONE:
         fail(

@@ -7,6 +7,7 @@ check already failed.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import orjson
@@ -95,6 +96,11 @@ def fail(rule: str, cite: str, detail: str, key: str = "") -> None:
     raise Violation(rule, f"{cite}: {detail}", key)
 
 
+def unreachable(rule: str) -> NoReturn:
+    """Marks the end of a check whose ``fail`` (of a rule outside CONTINUABLE_RULES) always raised."""
+    raise AssertionError(f"{rule} is not continuable, so its failure raised")  # pragma: no cover
+
+
 def show(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -172,10 +178,27 @@ def missing(rule: str, cite: str, what: str, key: str) -> None:
     fail(rule, cite, f"{what} is required", key)
 
 
+def format_error(rule: str, cite: str, what: str, expected: str, value: object, detail: str, key: str = "") -> None:
+    """A value that is not of its form: a wrong JSON type (``expected``) or a bad string (``detail``)."""
+    if type(value) is not str:
+        bad_type(rule, cite, what, expected, value, key)
+    fail(rule, cite, detail, key)
+
+
 def iri_error(value: object, rule: str, cite: str, what: str, key: str, kind: str = "IRI") -> None:
-    if value.__class__ is not str:
+    if type(value) is not str:
         bad_type(rule, cite, what, f"an absolute {kind} string", value, key)
     fail(rule, cite, f"{what} MUST be an absolute {kind} (with a scheme), found {show(value)}", key)
+
+
+def nonempty_string_error(obj: dict[str, Any], name: str, rules: str, cite: str, what: str, empty: str) -> None:
+    """``obj[name]`` is missing (``{rules}.required``), not a string (``.type``) or empty (``.empty``)."""
+    if name not in obj:
+        missing(f"{rules}.required", cite, what, f".{name}")
+    value = obj.get(name)
+    if type(value) is not str:
+        bad_type(f"{rules}.type", cite, what, "a string", value, f".{name}")
+    fail(f"{rules}.empty", cite, empty, f".{name}")
 
 
 def object_type_error(value: object, allowed: tuple[str, ...], what: str) -> None:
@@ -187,11 +210,11 @@ def object_type_error(value: object, allowed: tuple[str, ...], what: str) -> Non
             ".objectType",
         )
         return
-    if value.__class__ is not str:
+    if type(value) is not str:
         bad_type("objectType.value", DATA + "2.2", f"{what}.objectType", "a string", value, ".objectType")
     hint = ""
     for good in allowed:
-        if good.lower() == value.lower():  # type: ignore[attr-defined]
+        if good.lower() == value.lower():
             hint = f" (objectType values are case-sensitive: use {good!r})"
     fail(
         "objectType.value",
@@ -201,12 +224,13 @@ def object_type_error(value: object, allowed: tuple[str, ...], what: str) -> Non
     )
 
 
-def each(items: object, check: Any, rule: str, cite: str, what: str) -> None:
-    if items.__class__ is not list:
+def each(items: object, check: Callable[[object], object], rule: str, cite: str, what: str) -> None:
+    """``check`` every item of the array ``items``; a violation's path gets the item's index."""
+    if type(items) is not list:
         bad_type(rule, cite, what, "an array", items)
-    for item in items:  # type: ignore[attr-defined]
+    for item in items:
         try:
             check(item)
         except Violation as e:
-            e.keys.append(index_of(item, items))  # type: ignore[arg-type]
+            e.keys.append(index_of(item, items))
             raise
