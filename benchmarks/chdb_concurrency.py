@@ -41,14 +41,18 @@ FROM numbers({n:UInt64})
 
 
 def child(rows: int, seconds: float, readers: int, path: str) -> int:
+    from learnpulse.settings import Settings
+    from learnpulse.web import research_runner
     from reporting.dashboard import dashboard_state
-    from reporting.sql import readonly_query
+    from reporting.sql import research_query
     from reporting.summary import school_summaries
     from schemas.clickhouse.migrate import migrate
     from sinks.engines import engine_from_url
 
     ch = engine_from_url(f"chdb://{path}")
     migrate(ch)
+    # Research SQL as `serve` runs it: checked, on a read-only handle of its own, with limits.
+    runner = research_runner(Settings(), ch)
     stop = threading.Event()
     done = {"filled": 0, "inserts": 0, "reads": 0}
     errors: list[str] = []
@@ -86,7 +90,7 @@ def child(rows: int, seconds: float, readers: int, path: str) -> int:
         dashboard_state(ch)
         school_summaries(ch)
         for sql in RESEARCH:
-            readonly_query(ch, sql)
+            research_query(runner, ch.database, sql)
         done["reads"] += 1
 
     threads = [guarded("fill", fill), guarded("sink-insert", insert_derived)]
@@ -100,6 +104,7 @@ def child(rows: int, seconds: float, readers: int, path: str) -> int:
     stop.set()
     for t in threads:
         t.join(120)
+    runner.close()
     ch.close()
     print(f"child done: {done}; errors: {errors[:5]}", flush=True)
     return 0

@@ -1,0 +1,21 @@
+"""The benchmarks still run: each one that needs no broker, at the smallest scale.
+
+Benchmarks print figures and are never asserted on them; this only checks that a refactor
+did not leave one broken (chdb_concurrency imported a function renamed months before).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_chdb_concurrency_benchmark_runs_to_a_clean_exit():
+    done = subprocess.run(  # noqa: S603 - our own module
+        [sys.executable, "-m", "benchmarks.chdb_concurrency", "--rows", "20000", "--seconds", "4", "--readers", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "child exit 0" in done.stdout and "errors: []" in done.stdout, done.stdout[-2000:]
