@@ -130,12 +130,15 @@ class FirstCopyFilter:
         """The ``stored`` (ms) of every copy of these statements ``lrs_statement_ids`` holds."""
         wanted = set(copies)
         ids = sorted({sid for _school, sid in wanted})
+        # Both key columns in the condition: a primary-key range per school, not a scan.
+        schools = sorted({school for school, _sid in wanted})
         found: dict[Copy, set[int]] = {}
         for start in range(0, len(ids), _LOOKUP_CHUNK):
             rows = self.engine.query(
                 f"SELECT DISTINCT school, toString(statement_id), stored_ms FROM {{db}}.{LRS_STATEMENT_IDS} "
-                "WHERE statement_id IN (SELECT toUUID(arrayJoin({ids:Array(String)})))",
-                {"ids": ids[start : start + _LOOKUP_CHUNK]},
+                "WHERE school IN (SELECT arrayJoin({schools:Array(String)})) "
+                "AND statement_id IN (SELECT toUUID(arrayJoin({ids:Array(String)})))",
+                {"schools": schools, "ids": ids[start : start + _LOOKUP_CHUNK]},
             )
             for school, sid, ms in rows:
                 key = (str(school), str(sid).lower())
