@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
 from ..formats import is_iri, is_language_tag
 from .activity import check_activity
 from .agents import check_actor, check_agent, check_group
@@ -13,9 +17,10 @@ from .violations import (
     XAPI2,
     Violation,
     bad_type,
+    check_items,
     each,
     fail,
-    index_of,
+    format_error,
     iri_error,
     missing,
     object_type_error,
@@ -38,8 +43,6 @@ _CONTEXT_KEYS_1 = frozenset(
 )
 _CONTEXT_KEYS_2 = _CONTEXT_KEYS_1 | {"contextAgents", "contextGroups"}
 _CONTEXT_ACTIVITY_KINDS = frozenset({"parent", "grouping", "category", "other"})
-_CONTEXT_AGENT_KEYS = frozenset({"objectType", "agent", "relevantTypes"})
-_CONTEXT_GROUP_KEYS = frozenset({"objectType", "group", "relevantTypes"})
 
 
 def check_context_activities(cas: object) -> None:
@@ -50,12 +53,7 @@ def check_context_activities(cas: object) -> None:
     for kind, value in cas.items():
         try:
             if type(value) is list:
-                for act in value:
-                    try:
-                        check_activity(act)
-                    except Violation as e:
-                        e.keys.append(index_of(act, value))
-                        raise
+                check_items(value, check_activity)
             elif type(value) is dict:
                 # A single Activity is allowed for compatibility with 0.95 (§2.4.6.2).
                 check_activity(value)
@@ -84,71 +82,76 @@ def check_relevant_types(value: object, cite: str) -> None:
             iri_error(iri, "context.relevantTypes.iri", cite, "a Relevant Type", f"[{i}]")
 
 
-def check_context_agent(item: object) -> None:
-    """xAPI 2.0 Context Agent: {objectType: "contextAgent", agent: Agent, relevantTypes?: [IRI]}."""
-    cite = XAPI2 + "Context Agents"
-    if type(item) is not dict:
-        bad_type("context.contextAgents.type", cite, "a Context Agent", "an object", item)
-    if not _CONTEXT_AGENT_KEYS.issuperset(item):
-        unknown_properties(item, _CONTEXT_AGENT_KEYS, "a Context Agent")
-    if item.get("objectType") != "contextAgent":
-        if "objectType" not in item:
+@dataclass(frozen=True, slots=True)
+class ContextMember:
+    """xAPI 2.0 Context Agents and Context Groups, which are built alike.
+
+    ``{objectType: "contextAgent", agent: Agent, relevantTypes?: [IRI]}`` and
+    ``{objectType: "contextGroup", group: Group, relevantTypes?: [IRI]}``: the texts below
+    are made once, so that a valid item costs no string formatting.
+    """
+
+    name: str  # "Context Agent"
+    object_type: str  # "contextAgent"
+    key: str  # "agent"
+    kind: str  # "Agent"
+    kind_default: object  # an Agent's objectType may be left out, a Group's may not
+    kind_text: str  # "an Agent object"
+    check_kind: Callable[[dict[str, Any], str], object]
+    keys: frozenset[str] = field(init=False)
+    cite: str = field(init=False)
+    label: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keys", frozenset({"objectType", self.key, "relevantTypes"}))
+        object.__setattr__(self, "cite", f"{XAPI2}{self.name}s")
+        object.__setattr__(self, "label", f"{self.object_type}.{self.key}")
+
+    def check_list(self, items: object) -> None:
+        each(items, self.check, f"context.{self.object_type}s.type", self.cite, f"context.{self.object_type}s")
+
+    def check(self, item: object) -> None:
+        cite = self.cite
+        if type(item) is not dict:
+            bad_type(f"context.{self.object_type}s.type", cite, f"a {self.name}", "an object", item)
+        if not self.keys.issuperset(item):
+            unknown_properties(item, self.keys, f"a {self.name}")
+        if item.get("objectType") != self.object_type:
+            if "objectType" not in item:
+                missing(
+                    f"context.{self.object_type}.objectType",
+                    cite,
+                    f'a {self.name}\'s objectType ("{self.object_type}")',
+                    ".objectType",
+                )
+            object_type_error(item["objectType"], (self.object_type,), f"a {self.name}")
+        if self.key not in item:
             missing(
-                "context.contextAgent.objectType", cite, 'a Context Agent\'s objectType ("contextAgent")', ".objectType"
+                f"context.{self.object_type}.{self.key}.required", cite, f"a {self.name}'s {self.key}", f".{self.key}"
             )
-        object_type_error(item["objectType"], ("contextAgent",), "a Context Agent")
-    if "agent" not in item:
-        missing("context.contextAgent.agent.required", cite, "a Context Agent's agent", ".agent")
-    agent = item["agent"]
-    try:
-        if type(agent) is not dict:
-            bad_type("actor.type", cite, "a Context Agent's agent", "an Agent object", agent)
-        ot = agent.get("objectType", "Agent")
-        if ot != "Agent":
-            object_type_error(ot, ("Agent",), "a Context Agent's agent")
-        check_agent(agent, "contextAgent.agent")
-    except Violation as e:
-        e.keys.append(".agent")
-        raise
-    if "relevantTypes" in item:
+        member = item[self.key]
         try:
-            check_relevant_types(item["relevantTypes"], cite)
+            if type(member) is not dict:
+                bad_type("actor.type", cite, f"a {self.name}'s {self.key}", self.kind_text, member)
+            kind = member.get("objectType", self.kind_default)
+            if kind != self.kind:
+                object_type_error(kind, (self.kind,), f"a {self.name}'s {self.key}")
+            self.check_kind(member, self.label)
         except Violation as e:
-            e.keys.append(".relevantTypes")
+            e.keys.append(f".{self.key}")
             raise
+        if "relevantTypes" in item:
+            try:
+                check_relevant_types(item["relevantTypes"], cite)
+            except Violation as e:
+                e.keys.append(".relevantTypes")
+                raise
 
 
-def check_context_group(item: object) -> None:
-    """xAPI 2.0 Context Group: {objectType: "contextGroup", group: Group, relevantTypes?: [IRI]}."""
-    cite = XAPI2 + "Context Groups"
-    if type(item) is not dict:
-        bad_type("context.contextGroups.type", cite, "a Context Group", "an object", item)
-    if not _CONTEXT_GROUP_KEYS.issuperset(item):
-        unknown_properties(item, _CONTEXT_GROUP_KEYS, "a Context Group")
-    if item.get("objectType") != "contextGroup":
-        if "objectType" not in item:
-            missing(
-                "context.contextGroup.objectType", cite, 'a Context Group\'s objectType ("contextGroup")', ".objectType"
-            )
-        object_type_error(item["objectType"], ("contextGroup",), "a Context Group")
-    if "group" not in item:
-        missing("context.contextGroup.group.required", cite, "a Context Group's group", ".group")
-    group = item["group"]
-    try:
-        if type(group) is not dict:
-            bad_type("actor.type", cite, "a Context Group's group", "a Group object", group)
-        if group.get("objectType") != "Group":
-            object_type_error(group.get("objectType", ABSENT), ("Group",), "a Context Group's group")
-        check_group(group, "contextGroup.group")
-    except Violation as e:
-        e.keys.append(".group")
-        raise
-    if "relevantTypes" in item:
-        try:
-            check_relevant_types(item["relevantTypes"], cite)
-        except Violation as e:
-            e.keys.append(".relevantTypes")
-            raise
+CONTEXT_AGENT = ContextMember(
+    "Context Agent", "contextAgent", "agent", "Agent", "Agent", "an Agent object", check_agent
+)
+CONTEXT_GROUP = ContextMember("Context Group", "contextGroup", "group", "Group", ABSENT, "a Group object", check_group)
 
 
 def check_context(ctx: object, object_is_activity: bool, v2: bool) -> None:
@@ -159,18 +162,12 @@ def check_context(ctx: object, object_is_activity: bool, v2: bool) -> None:
         unknown_properties(ctx, allowed, "a Context")
     reg = ctx.get("registration", ABSENT)
     if reg is not ABSENT and (type(reg) is not str or uuid_match(reg) is None):
-        if type(reg) is not str:
-            bad_type(
-                "context.registration.uuid",
-                DATA + "2.4.6",
-                "context.registration",
-                "a UUID string",
-                reg,
-                ".registration",
-            )
-        fail(
+        format_error(
             "context.registration.uuid",
             DATA + "2.4.6",
+            "context.registration",
+            "a UUID string",
+            reg,
             f"context.registration MUST be a UUID in standard string form, found {show(reg)}",
             ".registration",
         )
@@ -202,18 +199,12 @@ def check_context(ctx: object, object_is_activity: bool, v2: bool) -> None:
     if "language" in ctx:
         lang = ctx["language"]
         if type(lang) is not str or (lang not in TAG_OK and not is_language_tag(lang)):
-            if type(lang) is not str:
-                bad_type(
-                    "context.language.rfc5646",
-                    DATA + "2.4.6",
-                    "context.language",
-                    "a language tag string",
-                    lang,
-                    ".language",
-                )
-            fail(
+            format_error(
                 "context.language.rfc5646",
                 DATA + "2.4.6",
+                "context.language",
+                "a language tag string",
+                lang,
                 f"context.language MUST be an RFC 5646 language tag, found {show(lang)}",
                 ".language",
             )
@@ -242,30 +233,14 @@ def check_context(ctx: object, object_is_activity: bool, v2: bool) -> None:
             e.keys.append(".extensions")
             raise
     if v2:
-        if "contextAgents" in ctx:
-            try:
-                each(
-                    ctx["contextAgents"],
-                    check_context_agent,
-                    "context.contextAgents.type",
-                    XAPI2 + "Context Agents",
-                    "context.contextAgents",
-                )
-            except Violation as e:
-                e.keys.append(".contextAgents")
-                raise
-        if "contextGroups" in ctx:
-            try:
-                each(
-                    ctx["contextGroups"],
-                    check_context_group,
-                    "context.contextGroups.type",
-                    XAPI2 + "Context Groups",
-                    "context.contextGroups",
-                )
-            except Violation as e:
-                e.keys.append(".contextGroups")
-                raise
+        for member in (CONTEXT_AGENT, CONTEXT_GROUP):
+            key = member.object_type + "s"
+            if key in ctx:
+                try:
+                    member.check_list(ctx[key])
+                except Violation as e:
+                    e.keys.append(f".{key}")
+                    raise
 
 
 def check_activity_only(value: object, prop: str, object_is_activity: bool) -> None:

@@ -225,9 +225,14 @@ def object_type_error(value: object, allowed: tuple[str, ...], what: str) -> Non
 
 
 def each(items: object, check: Callable[[object], object], rule: str, cite: str, what: str) -> None:
-    """``check`` every item of the array ``items``; a violation's path gets the item's index."""
+    """``check`` every item of the array ``items`` (``rule`` if it is not an array)."""
     if type(items) is not list:
         bad_type(rule, cite, what, "an array", items)
+    check_items(items, check)
+
+
+def check_items(items: list[Any], check: Callable[[object], object]) -> None:
+    """``check`` every item; a violation's path gets the item's index."""
     for item in items:
         try:
             check(item)
