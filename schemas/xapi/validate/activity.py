@@ -13,6 +13,7 @@ from .violations import (
     fail,
     iri_error,
     missing,
+    nonempty_string_error,
     object_type_error,
     show,
     unknown_properties,
@@ -53,6 +54,7 @@ _COMPONENTS_FOR: dict[str, frozenset[str]] = {
     "numeric": frozenset(),
     "other": frozenset(),
 }
+_DEFINITION_TEXTS = ("name", "description")  # language maps
 _COMPONENT_KEYS = frozenset({"id", "description"})
 
 
@@ -80,24 +82,13 @@ def check_components(items: object, list_name: str) -> None:
                 unknown_properties(comp, _COMPONENT_KEYS, "an interaction component")
             cid = comp.get("id")
             if type(cid) is not str or not cid:
-                if "id" not in comp:
-                    missing(
-                        "activity.definition.component.id.required", DATA + "2.4.4.1", "interaction component id", ".id"
-                    )
-                if type(cid) is not str:
-                    bad_type(
-                        "activity.definition.component.id.type",
-                        DATA + "2.4.4.1",
-                        "interaction component id",
-                        "a string",
-                        cid,
-                        ".id",
-                    )
-                fail(
-                    "activity.definition.component.id.empty",
+                nonempty_string_error(
+                    comp,
+                    "id",
+                    "activity.definition.component.id",
                     DATA + "2.4.4.1",
+                    "interaction component id",
                     "an interaction component id identifies the component and cannot be empty",
-                    ".id",
                 )
             if cid in seen:
                 fail(
@@ -185,18 +176,13 @@ def check_definition(d: object) -> None:
         bad_type("activity.definition.type", DATA + "2.4.4.1", "activity definition", "an object", d)
     if not _DEFINITION_KEYS.issuperset(d):
         unknown_properties(d, _DEFINITION_KEYS, "an Activity Definition")
-    if "name" in d:
-        try:
-            check_language_map(d["name"], "definition.name")
-        except Violation as e:
-            e.keys.append(".name")
-            raise
-    if "description" in d:
-        try:
-            check_language_map(d["description"], "definition.description")
-        except Violation as e:
-            e.keys.append(".description")
-            raise
+    for name in _DEFINITION_TEXTS:
+        if name in d:
+            try:
+                check_language_map(d[name], f"definition.{name}")
+            except Violation as e:
+                e.keys.append(f".{name}")
+                raise
     if "type" in d:
         atype = d["type"]
         if type(atype) is not str or (atype not in IRI_OK and not is_iri(atype)):

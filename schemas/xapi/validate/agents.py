@@ -11,8 +11,10 @@ from .violations import (
     Violation,
     bad_type,
     fail,
+    format_error,
     iri_error,
     missing,
+    nonempty_string_error,
     object_type_error,
     show,
     unknown_properties,
@@ -36,15 +38,13 @@ def check_account(acc: object) -> None:
         iri_error(home, "actor.account.homePage.irl", DATA + "2.4.2.4", "account.homePage", ".homePage", "IRL")
     name = acc.get("name")
     if type(name) is not str or not name:
-        if "name" not in acc:
-            missing("actor.account.name.required", DATA + "2.4.2.4", "account.name", ".name")
-        if type(name) is not str:
-            bad_type("actor.account.name.type", DATA + "2.4.2.4", "account.name", "a string", name, ".name")
-        fail(
-            "actor.account.name.empty",
+        nonempty_string_error(
+            acc,
+            "name",
+            "actor.account.name",
             DATA + "2.4.2.4",
+            "account.name",
             "account.name is the unique id or name used to log in and cannot be empty",
-            ".name",
         )
 
 
@@ -53,25 +53,27 @@ def check_ifis(obj: dict[str, Any]) -> int:
     n = 0
     if "mbox" in obj:
         n += 1
-        if not is_mailto(obj["mbox"]):
-            mbox = obj["mbox"]
-            if type(mbox) is not str:
-                bad_type("actor.mbox.mailto", DATA + "2.4.2.3", "mbox", "a mailto IRI string", mbox, ".mbox")
-            fail(
+        mbox = obj["mbox"]
+        if not is_mailto(mbox):
+            format_error(
                 "actor.mbox.mailto",
                 DATA + "2.4.2.3",
+                "mbox",
+                "a mailto IRI string",
+                mbox,
                 f'mbox MUST be a mailto IRI ("mailto:email address"), found {show(mbox)}',
                 ".mbox",
             )
     if "mbox_sha1sum" in obj:
         n += 1
-        if not is_sha1_hex(obj["mbox_sha1sum"]):
-            sha = obj["mbox_sha1sum"]
-            if type(sha) is not str:
-                bad_type("actor.mbox_sha1sum.hex", DATA + "2.4.2.3", "mbox_sha1sum", "a string", sha, ".mbox_sha1sum")
-            fail(
+        sha = obj["mbox_sha1sum"]
+        if not is_sha1_hex(sha):
+            format_error(
                 "actor.mbox_sha1sum.hex",
                 DATA + "2.4.2.3",
+                "mbox_sha1sum",
+                "a string",
+                sha,
                 f"mbox_sha1sum MUST be the hex-encoded SHA1 of a mailto IRI (40 hex digits), found {show(sha)}",
                 ".mbox_sha1sum",
             )
@@ -90,15 +92,24 @@ def check_ifis(obj: dict[str, Any]) -> int:
     return n
 
 
+def _check_identity(obj: dict[str, Any], keys: frozenset[str], kind: str, cite: str, what: str) -> int:
+    """What Agents and Groups share: their keys, name and identifiers; returns how many IFIs."""
+    if not keys.issuperset(obj):
+        unknown_properties(obj, keys, f"{kind} ({what})")
+    if "name" in obj and type(obj["name"]) is not str:
+        bad_type("actor.name.type", cite, f"{what}.name", "a string", obj["name"], ".name")
+    return check_ifis(obj)
+
+
+def _ifi_names(obj: dict[str, Any]) -> str:
+    return ", ".join(k for k in IFIS if k in obj)
+
+
 def check_agent(agent: dict[str, Any], what: str) -> None:
     """An Agent whose objectType (absent or "Agent") was already checked."""
-    if not _AGENT_KEYS.issuperset(agent):
-        unknown_properties(agent, _AGENT_KEYS, f"an Agent ({what})")
-    if "name" in agent and type(agent["name"]) is not str:
-        bad_type("actor.name.type", DATA + "2.4.2.1", f"{what}.name", "a string", agent["name"], ".name")
-    n = check_ifis(agent)
+    n = _check_identity(agent, _AGENT_KEYS, "an Agent", DATA + "2.4.2.1", what)
     if n != 1:
-        found = ", ".join(k for k in IFIS if k in agent)
+        found = _ifi_names(agent)
         fail(
             "actor.ifi.exactly-one",
             DATA + "2.4.2.1",
@@ -108,13 +119,9 @@ def check_agent(agent: dict[str, Any], what: str) -> None:
 
 def check_group(group: dict[str, Any], what: str) -> list[Any] | None:
     """A Group whose objectType "Group" was already checked; returns its members."""
-    if not _GROUP_KEYS.issuperset(group):
-        unknown_properties(group, _GROUP_KEYS, f"a Group ({what})")
-    if "name" in group and type(group["name"]) is not str:
-        bad_type("actor.name.type", DATA + "2.4.2.2", f"{what}.name", "a string", group["name"], ".name")
-    n = check_ifis(group)
+    n = _check_identity(group, _GROUP_KEYS, "a Group", DATA + "2.4.2.2", what)
     if n > 1:
-        found = ", ".join(k for k in IFIS if k in group)
+        found = _ifi_names(group)
         fail(
             "actor.ifi.exactly-one",
             DATA + "2.4.2.2",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..formats import is_iri, is_media_type, is_sha2_hex
 from .values import IRI_OK, check_language_map
-from .violations import DATA, Violation, bad_type, fail, iri_error, missing, show, unknown_properties
+from .violations import DATA, Violation, bad_type, fail, format_error, iri_error, missing, show, unknown_properties
 
 SIGNATURE_USAGE = "http://adlnet.gov/expapi/attachments/signature"
 _ATTACHMENT_KEYS = frozenset({"usageType", "display", "description", "contentType", "length", "sha2", "fileUrl"})
@@ -31,18 +31,12 @@ def check_attachment(att: object) -> None:
                 raise
     ctype = att["contentType"]
     if not is_media_type(ctype):
-        if type(ctype) is not str:
-            bad_type(
-                "attachment.contentType.media-type",
-                DATA + "2.4.11",
-                "attachment.contentType",
-                "a string",
-                ctype,
-                ".contentType",
-            )
-        fail(
+        format_error(
             "attachment.contentType.media-type",
             DATA + "2.4.11",
+            "attachment.contentType",
+            "a string",
+            ctype,
             f"attachment.contentType MUST be an Internet Media Type (type/subtype), found {show(ctype)}",
             ".contentType",
         )
@@ -53,13 +47,14 @@ def check_attachment(att: object) -> None:
         fail(
             "attachment.length.negative", DATA + "2.4.11", f"attachment.length counts octets, found {length}", ".length"
         )
-    if not is_sha2_hex(att["sha2"]):
-        sha2 = att["sha2"]
-        if type(sha2) is not str:
-            bad_type("attachment.sha2.hex", DATA + "2.4.11", "attachment.sha2", "a string", sha2, ".sha2")
-        fail(
+    sha2 = att["sha2"]
+    if not is_sha2_hex(sha2):
+        format_error(
             "attachment.sha2.hex",
             DATA + "2.4.11",
+            "attachment.sha2",
+            "a string",
+            sha2,
             f"attachment.sha2 MUST be the hex SHA-2 hash of the data (224/256/384/512 bits), found {show(sha2)}",
             ".sha2",
         )

@@ -7,7 +7,7 @@ from typing import NoReturn
 
 from ..duration import is_duration
 from .values import check_extensions
-from .violations import DATA, HardViolation, Violation, bad_type, fail, show, unknown_properties
+from .violations import DATA, HardViolation, Violation, bad_type, fail, format_error, show, unknown_properties
 
 _isfinite = math.isfinite
 _RESULT_KEYS = frozenset({"score", "success", "completion", "response", "duration", "extensions"})
@@ -102,18 +102,12 @@ def check_result(res: object) -> None:
         bad_type("result.response.type", DATA + "2.4.5", "result.response", "a string", res["response"], ".response")
     if "duration" in res and not is_duration(res["duration"]):
         duration = res["duration"]
-        if type(duration) is not str:
-            bad_type(
-                "result.duration.format",
-                DATA + "4.6",
-                "result.duration",
-                "an ISO 8601 duration string",
-                duration,
-                ".duration",
-            )
-        fail(
+        format_error(
             "result.duration.format",
             DATA + "4.6",
+            "result.duration",
+            "an ISO 8601 duration string",
+            duration,
             f"a Duration MUST use the ISO 8601:2004 §4.4.3.2 format (e.g. PT1H2M3.45S, P2W); found {show(duration)}",
             ".duration",
         )

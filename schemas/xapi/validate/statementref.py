@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..formats import is_uuid
-from .violations import DATA, bad_type, fail, missing, show, unknown_properties
+from .violations import DATA, format_error, missing, show, unknown_properties
 
 _STATEMENTREF_KEYS = frozenset({"objectType", "id"})
 
@@ -18,11 +18,12 @@ def check_statement_ref(ref: dict[str, Any]) -> None:
     if not is_uuid(rid):
         if "id" not in ref:
             missing("statementref.id.required", DATA + "2.4.4.3", "StatementRef id", ".id")
-        if type(rid) is not str:
-            bad_type("statementref.id.uuid", DATA + "2.4.4.3", "StatementRef id", "a UUID string", rid, ".id")
-        fail(
+        format_error(
             "statementref.id.uuid",
             DATA + "2.4.4.3",
+            "StatementRef id",
+            "a UUID string",
+            rid,
             f'a Statement Reference MUST set "id" to the UUID of a Statement, found {show(rid)}',
             ".id",
         )

@@ -191,14 +191,18 @@ def iri_error(value: object, rule: str, cite: str, what: str, key: str, kind: st
     fail(rule, cite, f"{what} MUST be an absolute {kind} (with a scheme), found {show(value)}", key)
 
 
-def nonempty_string_error(obj: dict[str, Any], name: str, rules: str, cite: str, what: str, empty: str) -> None:
-    """``obj[name]`` is missing (``{rules}.required``), not a string (``.type``) or empty (``.empty``)."""
+def nonempty_string_error(obj: dict[str, Any], name: str, rules: str, cite: str, what: str, empty: str) -> NoReturn:
+    """``obj[name]`` is missing (``{rules}.required``), not a string (``.type``) or empty (``.empty``).
+
+    None of these rules is continuable (an identifier's), so this always raises.
+    """
     if name not in obj:
         missing(f"{rules}.required", cite, what, f".{name}")
     value = obj.get(name)
     if type(value) is not str:
         bad_type(f"{rules}.type", cite, what, "a string", value, f".{name}")
     fail(f"{rules}.empty", cite, empty, f".{name}")
+    unreachable(f"{rules}.empty")
 
 
 def object_type_error(value: object, allowed: tuple[str, ...], what: str) -> None:
