@@ -134,6 +134,21 @@ def validate_statement_tolerant(
     return _check(doc, _is_v2(version), path, tolerate)
 
 
+def _note_id(seen: dict[str, int], doc: dict[str, Any], i: int) -> None:
+    """Remember the id of the valid statement ``doc`` at ``$[i]``; raise if the batch had it already."""
+    sid = doc.get("id")
+    if sid is not None:
+        key = sid.lower()
+        if key in seen:
+            raise InvalidStatement(
+                "statements.id.duplicate",
+                f"{COMM}2.1.2: a batch containing two or more Statements with the same id SHOULD* be rejected "
+                f"with 400 Bad Request; {sid} repeats the id of $[{seen[key]}]",
+                f"$[{i}].id",
+            )
+        seen[key] = i
+
+
 def validate_statements(payload: object, *, version: str = "1.0.3") -> list[dict[str, Any]]:
     """Validate a POST /statements body; return its statements as a list.
 
@@ -173,17 +188,7 @@ def validate_statements(payload: object, *, version: str = "1.0.3") -> list[dict
             check_statement(doc, v2)
         except Violation as err:
             _raise_at(err, f"$[{i}]")
-        sid = doc.get("id")
-        if sid is not None:
-            key = sid.lower()
-            if key in seen:
-                raise InvalidStatement(
-                    "statements.id.duplicate",
-                    f"{COMM}2.1.2: a batch containing two or more Statements with the same id SHOULD* be rejected "
-                    f"with 400 Bad Request; {sid} repeats the id of $[{seen[key]}]",
-                    f"$[{i}].id",
-                )
-            seen[key] = i
+        _note_id(seen, doc, i)
     return payload
 
 
@@ -208,17 +213,7 @@ def validate_statements_tolerant(
     tolerated: list[tuple[str, ...]] = []
     for i, doc in enumerate(payload):
         tolerated.append(_check(doc, v2, f"$[{i}]", tolerate))
-        sid = doc.get("id")
-        if sid is not None:
-            key = sid.lower()
-            if key in seen:
-                raise InvalidStatement(
-                    "statements.id.duplicate",
-                    f"{COMM}2.1.2: a batch containing two or more Statements with the same id SHOULD* be rejected "
-                    f"with 400 Bad Request; {sid} repeats the id of $[{seen[key]}]",
-                    f"$[{i}].id",
-                )
-            seen[key] = i
+        _note_id(seen, doc, i)
     return payload, tolerated
 
 

@@ -11,7 +11,7 @@ from .attachments import check_attachment
 from .context import check_context
 from .result import check_result
 from .statementref import check_statement_ref
-from .values import check_timestamp, simple_ts_match, uuid_match
+from .values import check_time_property, uuid_match
 from .verb import check_verb
 from .violations import (
     ABSENT,
@@ -21,6 +21,7 @@ from .violations import (
     bad_type,
     each,
     fail,
+    format_error,
     missing,
     object_type_error,
     show,
@@ -126,13 +127,7 @@ def check_core(st: dict[str, Any], v2: bool, in_sub: bool) -> None:
             e.keys.append(".context")
             raise
     if "timestamp" in st:
-        ts = st["timestamp"]
-        if type(ts) is not str or simple_ts_match(ts) is None or ts.endswith("-00:00"):
-            try:
-                check_timestamp(ts, v2, "timestamp")
-            except Violation as e:
-                e.keys.append(".timestamp")
-                raise
+        check_time_property(st, "timestamp", v2)
     if "attachments" in st:
         try:
             each(st["attachments"], check_attachment, "attachments.type", DATA + "2.4.11", "attachments")
@@ -164,6 +159,33 @@ def check_version(value: object, v2: bool) -> None:
     )
 
 
+def check_authority(authority: object) -> None:
+    """An Agent, or in 3-legged OAuth an anonymous Group of two Agents (Data §2.4.9)."""
+    try:
+        members = check_actor(authority, "authority")
+    except Violation as e:
+        e.keys.append(".authority")
+        raise
+    if type(authority) is not dict or authority.get("objectType") != "Group":
+        return
+    if members is None or len(members) != 2:
+        fail(
+            "authority.group.two-agents",
+            DATA + "2.4.9",
+            "authority MUST be an Agent, except in 3-legged OAuth where it MUST be a Group of two Agents; "
+            f"this Group has {0 if members is None else len(members)} member(s)",
+            ".authority",
+        )
+    if any(k in authority for k in IFIS):
+        fail(
+            "authority.group.anonymous",
+            DATA + "2.4.9",
+            "an authority Group (3-legged OAuth: the application and the user) MUST be an anonymous Group, "
+            "without mbox, mbox_sha1sum, openid or account",
+            ".authority",
+        )
+
+
 def check_statement(doc: object, v2: bool) -> None:
     if type(doc) is not dict:
         bad_type("statement.type", DATA + "2.4", "a Statement", "a JSON object", doc)
@@ -171,46 +193,21 @@ def check_statement(doc: object, v2: bool) -> None:
         unknown_properties(doc, _STATEMENT_KEYS, "a Statement")
     sid = doc.get("id", ABSENT)
     if sid is not ABSENT and (type(sid) is not str or uuid_match(sid) is None):
-        if type(sid) is not str:
-            bad_type("statement.id.uuid", DATA + "2.4.1", "the Statement id", "a UUID string", sid, ".id")
-        fail(
+        format_error(
             "statement.id.uuid",
             DATA + "2.4.1",
+            "the Statement id",
+            "a UUID string",
+            sid,
             f"a Statement id MUST be a UUID in standard string form, found {show(sid)}",
             ".id",
         )
     check_core(doc, v2, False)
     if "stored" in doc:
         # Set by the LRS and overwritten on store, but validated first (§2.4.8.s3.b2).
-        stored = doc["stored"]
-        if type(stored) is not str or simple_ts_match(stored) is None or stored.endswith("-00:00"):
-            try:
-                check_timestamp(stored, v2, "stored")
-            except Violation as e:
-                e.keys.append(".stored")
-                raise
+        check_time_property(doc, "stored", v2)
     if "authority" in doc:
-        try:
-            members = check_actor(doc["authority"], "authority")
-        except Violation as e:
-            e.keys.append(".authority")
-            raise
-        if doc["authority"].get("objectType") == "Group" and (members is None or len(members) != 2):
-            fail(
-                "authority.group.two-agents",
-                DATA + "2.4.9",
-                "authority MUST be an Agent, except in 3-legged OAuth where it MUST be a Group of two Agents; "
-                f"this Group has {0 if members is None else len(members)} member(s)",
-                ".authority",
-            )
-        if doc["authority"].get("objectType") == "Group" and any(k in doc["authority"] for k in IFIS):
-            fail(
-                "authority.group.anonymous",
-                DATA + "2.4.9",
-                "an authority Group (3-legged OAuth: the application and the user) MUST be an anonymous Group, "
-                "without mbox, mbox_sha1sum, openid or account",
-                ".authority",
-            )
+        check_authority(doc["authority"])
     if "version" in doc:
         try:
             check_version(doc["version"], v2)
