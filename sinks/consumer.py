@@ -75,6 +75,8 @@ AfterInsert = Callable[[ClickHouse, Rows], None]
 # Removes rows that must not be written (erased learners, later copies of a statement);
 # may read ClickHouse (its errors propagate, and the batch is retried later).
 RowFilter = Callable[[Rows], Rows]
+# (table, its rows of the batch) -> those rows not in the table yet.
+RetryFilter = Callable[[str, list[tuple[Any, ...]]], list[tuple[Any, ...]]]
 
 # ClickHouse error codes no single record can cause: stop rather than dead-letter.
 MISCONFIGURED_CODES = frozenset(
@@ -174,6 +176,9 @@ class _Batch:
     opened_at: float = 0.0
     # Progress of the current flush, reset whenever the batch changes.
     inserted: set[str] = field(default_factory=set)
+    # Tables whose insert may have landed without our knowing (a lost answer, or rows
+    # of a batch that changed since): a retry first drops the rows already there.
+    uncertain: set[str] = field(default_factory=set)
     steps_done: bool = False
     _digest: str | None = None
 
@@ -181,6 +186,7 @@ class _Batch:
         return bool(self.parts) or bool(self.deadletters)
 
     def changed(self) -> None:
+        self.uncertain |= self.inserted
         self.inserted.clear()
         self.steps_done = False
         self._digest = None
@@ -268,6 +274,7 @@ class KafkaClickHouseSink:
         after_insert: Sequence[AfterInsert] = (),
         row_filter: RowFilter | None = None,
         insert_filter: RowFilter | None = None,
+        retry_filter: RetryFilter | None = None,
         on_progress: ProgressHook | None = None,
         clock: Callable[[], float] = time.monotonic,
         consumer_factory: Callable[[SinkConfig, ConsumerRebalanceListener], Any] | None = None,
@@ -287,6 +294,9 @@ class KafkaClickHouseSink:
         self.row_filter = row_filter
         # Rows not to insert (already in ClickHouse) that the after-insert steps still see.
         self.insert_filter = insert_filter
+        # Before re-inserting into a table whose last insert had an unknown outcome: the
+        # rows not there yet (servers without deduplication tokens, e.g. 18.16).
+        self.retry_filter = retry_filter
         self.on_progress = on_progress
         self.clock = clock
         self._consumer_factory = consumer_factory or _kafka_consumer
@@ -509,9 +519,16 @@ class KafkaClickHouseSink:
             if table in b.inserted:
                 continue
             data = rows.get(table) or []
+            if data and table in b.uncertain and self.retry_filter is not None:
+                data = self.retry_filter(table, data)
             if data:
-                self._insert(table, data, b.digest())
+                try:
+                    self._insert(table, data, b.digest())
+                except ClickHouseUnavailable:
+                    b.uncertain.add(table)  # it may have been written all the same
+                    raise
             b.inserted.add(table)
+            b.uncertain.discard(table)
 
     def _insert(self, table: str, rows: list[tuple[Any, ...]], content: str) -> None:
         """Insert ``rows``; ``content`` (the digest of the records they came from) makes the
@@ -588,6 +605,7 @@ class KafkaClickHouseSink:
             else:
                 merged.parts[tp] = a or b  # type: ignore[assignment]
         merged.deadletters = [dl for dl in old.deadletters if dl.tp not in job.revoked] + new.deadletters
+        merged.uncertain = old.inserted | old.uncertain
         first = self.config.tables[0]
         merged.units = sum(len(e.rows.get(first, ())) for part in merged.parts.values() for e in part.entries if e.rows)
         self._batch = merged

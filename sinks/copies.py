@@ -156,6 +156,34 @@ class FirstCopyFilter:
             return rows
         return keep_first_copies(rows, self.columns, self.written(copies))
 
+    def not_in_table(self, table: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """The sink's retry filter: ``rows`` of ``table`` whose statement has no row there yet.
+
+        Called only to retry an insert whose outcome was unknown (a server without insert
+        deduplication tokens may have written it). The sink writes one copy per statement
+        and a statement's rows of a table in one insert, so a statement id present in the
+        table means all its rows of that table are there.
+        """
+        cols = self.columns[table]
+        id_col = _OWN_COPY_COLUMNS.get(table, ("statement_id",))[0]
+        if "school" not in cols or id_col not in cols or not rows:
+            return rows
+        i_school, i_id = cols.index("school"), cols.index(id_col)
+        ids = sorted({str(r[i_id]).lower() for r in rows})
+        schools = sorted({r[i_school] for r in rows})
+        present: set[Copy] = set()
+        for start in range(0, len(ids), _LOOKUP_CHUNK):
+            present.update(
+                (str(school), str(sid).lower())
+                for school, sid in self.engine.query(
+                    f"SELECT DISTINCT school, toString({id_col}) FROM {{db}}.{table} "
+                    "WHERE school IN (SELECT arrayJoin({schools:Array(String)})) "
+                    f"AND {id_col} IN (SELECT toUUID(arrayJoin({{ids:Array(String)}})))",
+                    {"schools": schools, "ids": ids[start : start + _LOOKUP_CHUNK]},
+                )
+            )
+        return [r for r in rows if (r[i_school], str(r[i_id]).lower()) not in present]
+
     def unwritten(self, rows: Rows) -> Rows:
         """The sink's insert filter: ``rows`` without the statements already written whole.
 

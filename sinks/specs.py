@@ -108,6 +108,7 @@ def build_sinks(
                 after_insert=spec.after_insert,
                 row_filter=_chain(forgotten, first_copy) if spec.first_copy_only else forgotten,
                 insert_filter=first_copy.unwritten if spec.first_copy_only else None,
+                retry_filter=first_copy.not_in_table if spec.first_copy_only else None,
                 on_progress=progress,
             )
         )

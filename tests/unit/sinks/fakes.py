@@ -152,6 +152,8 @@ class FakeEngine:
     lose_answers: int = 0
     # Tokens seen per table, as a table with a deduplication window keeps them.
     tokens: dict[str, set[str]] = field(default_factory=dict)
+    # A server without insert deduplication tokens (18.16): every insert is written.
+    ignores_tokens: bool = False
 
     def server_version(self) -> tuple[int, ...]:
         return (26, 9, 2)
@@ -162,7 +164,7 @@ class FakeEngine:
         if self.poison is not None and self.poison in data[0]:
             raise ClickHouseError("Code: 27. cannot parse", self.error_code)
         seen = self.tokens.setdefault(table, set())
-        if dedup_token is None or dedup_token not in seen:
+        if self.ignores_tokens or dedup_token is None or dedup_token not in seen:
             self.inserts.append((table, tuple(columns), [list(c) for c in data]))
         if dedup_token is not None:
             seen.add(dedup_token)

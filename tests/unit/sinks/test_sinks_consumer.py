@@ -142,6 +142,28 @@ def test_sinks_insert_whose_answer_was_lost_is_retried_with_the_same_token_and_a
     assert h.written() == [("k0", "v"), ("k1", "v"), ("k2", "v")]
 
 
+def test_sinks_retry_without_tokens_inserts_only_the_rows_not_there_yet():
+    # An 18.16 server has no deduplication tokens: the retry asks what is there first.
+    h = Harness()
+    h.engine.ignores_tokens = True
+    h.engine.lose_answers = 1
+    asked = []
+
+    def not_there(table, rows):
+        asked.append(table)
+        present = set(h.engine.rows(table.rsplit(".", 1)[-1]))
+        return [r for r in rows if r not in present]
+
+    h.sink.retry_filter = not_there
+    for i in range(3):
+        h.kafka.produce(0, f"k{i}:v".encode())
+    h.step()
+    h.step(advance=5)
+    assert h.kafka.committed == {TP0: 3}
+    assert h.written() == [("k0", "v"), ("k1", "v"), ("k2", "v")]
+    assert asked == ["t"]  # only the table whose outcome was unknown, only on the retry
+
+
 def test_sinks_tokens_follow_content_not_offsets_alone():
     # A topic deleted and made again restarts at offset 0: other records at the same
     # offsets must not be taken for a retry of the old insert.
