@@ -8,9 +8,9 @@ changelog partition and the local RocksDB partition from the current event.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterator, MutableMapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 import orjson
@@ -18,6 +18,7 @@ import orjson
 # Faust keeps the event being processed in this context variable (faust-streaming 0.15,
 # ``faust.streams``); tables read it to choose the partition.
 from faust.streams import _current_event
+from faust.types import TP
 
 from schemas import metrics
 from schemas.deadletter import DeadLetter, source_of
@@ -33,7 +34,40 @@ def event_context(event: faust.EventT) -> Iterator[None]:
         _current_event.reset(token)
 
 
-def load(table: faust.Table, key: bytes) -> dict[str, Any] | None:
+class StateTable(Protocol):
+    """What a stage needs of its Faust table: the local store to read, item assignment to write
+    (which also writes the changelog, in the partition of the current event)."""
+
+    @property
+    def data(self) -> MutableMapping[bytes, bytes]: ...
+
+    def __setitem__(self, key: bytes, value: bytes) -> None: ...
+
+
+class Sends(Protocol):
+    """What a stage needs to send: :class:`Sender`, or a fake in unit tests."""
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Awaitable[Any]: ...
+
+    async def dead_letter(self, topic: str, msg: Any, err: InvalidStatement, stage: str) -> Awaitable[Any]: ...
+
+
+def committed_offset(app: faust.App, topic: str, partition: int) -> int | None:
+    """The offset this worker's consumer last committed for ``topic``/``partition`` (None: none yet).
+
+    faust-streaming 0.15.3 keeps it in ``Consumer._committed_offset`` only: ``ConsumerT`` has no
+    public accessor for it (nor for the acknowledged offsets it commits from). The public
+    alternatives ask the broker (aiokafka's ``AIOKafkaConsumer.committed``, whose consumer
+    Faust also keeps private, or an admin ``OffsetFetch``): a round trip per batch while a
+    partition is replayed. Read here only, so an upgrade of Faust has one place to change.
+    """
+    return app.consumer._committed_offset.get(TP(topic, partition))
+
+
+def load(table: StateTable, key: bytes) -> dict[str, Any] | None:
     # One store lookup (``table.get`` asks the store twice: ``in``, then ``[]``).
     try:
         raw = table.data[key]

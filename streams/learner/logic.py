@@ -46,7 +46,7 @@ is applied where its own actor lives; when the target is one of this learner's
 observations it is undone at once, when it is one of this learner's other statements
 there is nothing to undo. Otherwise the target belongs to someone else (an instructor or
 the LMS voided a learner's answer) or has not arrived yet: the agent resolves it (see
-``streams.learner.agents``), so :meth:`LearnerLogic.apply` only lists it in
+``streams.learner.stage``), so :meth:`LearnerLogic.apply` only lists it in
 ``Outputs.voids``. Voids are idempotent: a second void of the same target changes nothing.
 
 Redelivery (at-least-once after a crash): an envelope at or below ``o`` is not applied
@@ -58,7 +58,7 @@ stored versions, so they change nothing downstream.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -431,8 +431,8 @@ class OwnerIndex:
     def reset(self) -> None:
         self.owners = None
 
-    def build(self, items: Iterable[tuple[bytes, bytes]], held: dict[bytes, list[Any]]) -> None:
-        """From every learner state of the active partitions (``held``: this batch's, newer)."""
+    def build(self, items: Iterable[tuple[bytes, bytes]], held: Mapping[bytes, dict[str, Any]]) -> None:
+        """From every learner state of the active partitions (``held``: this batch's states, newer)."""
         owners: dict[str, list[Any]] = {}
 
         def add(key: bytes, state: dict[str, Any]) -> None:
@@ -449,7 +449,7 @@ class OwnerIndex:
             if key[:1] == b"\x00" or key in held:
                 continue
             add(key, orjson.loads(raw))
-        for key, (state, _event) in held.items():
+        for key, state in held.items():
             if key[:1] != b"\x00":
                 add(key, state)
         self.owners = owners

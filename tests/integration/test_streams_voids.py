@@ -2,7 +2,7 @@
 
 The voiding statement is keyed by the teacher, so it lands in another partition than the
 learner's state; the learner stage looks the target up across partitions (the void feed,
-see streams.learner.agents). Both orders are checked — void after the answer, and void
+see streams.learner.stage). Both orders are checked — void after the answer, and void
 before it — and both give the mastery record of a learner who never gave that answer.
 """
 
