@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
@@ -24,6 +22,8 @@ from streams.learner.logic import statement_key
 from streams.learner.stage import LearnerStage, LearnerTopics, part_key
 from streams.mastery.logic import VOIDED_VERB, MasteryModel
 
+from .fakes import Event, FakeSender, FakeTable, Message
+
 T0 = 1_767_225_600_000
 M = 60_000
 TOPICS = LearnerTopics(
@@ -33,63 +33,8 @@ TOPICS = LearnerTopics(
 _ids = itertools.count(1)
 
 
-@dataclass
-class Message:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-
-
-@dataclass(eq=False)
-class Event:
-    message: Message
-
-
-class FakeTable:
-    """A Faust table's local store and its item assignment."""
-
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
-
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        self.data[key] = value
-
-    def state(self, key: bytes) -> dict[str, Any]:
-        return orjson.loads(self.data[key])
-
-
-class FakeSender:
-    """Records what is sent; each delivery is a future the test acknowledges (or not)."""
-
-    def __init__(self, acknowledge: bool = True) -> None:
-        self.acknowledge = acknowledge
-        self.sent: list[tuple[str, bytes | None, bytes, int | None]] = []
-        self.dead: list[tuple[str, Any, Any, str]] = []
-        self.pending: list[asyncio.Future] = []
-
-    def _delivery(self) -> asyncio.Future:
-        future = asyncio.get_running_loop().create_future()
-        if self.acknowledge:
-            future.set_result(None)
-        else:
-            self.pending.append(future)
-        return future
-
-    async def send(self, topic, key, value, partition=None, headers=None):
-        self.sent.append((topic, key, value, partition))
-        return self._delivery()
-
-    async def dead_letter(self, topic, msg, err, stage):
-        self.dead.append((topic, msg, err, stage))
-        return self._delivery()
-
-    def to(self, topic: str) -> list[tuple[str, bytes | None, bytes, int | None]]:
-        return [s for s in self.sent if s[0] == topic]
-
-    def mastery(self) -> list[MasteryRecord]:
-        return [MasteryRecord.decode(v) for _t, _k, v, _p in self.to(TOPICS.mastery)]
+def mastery_records(sender: FakeSender) -> list[MasteryRecord]:
+    return [MasteryRecord.decode(v) for _t, _k, v, _p in sender.to(TOPICS.mastery)]
 
 
 def stage_with(table: FakeTable, sender: FakeSender, committed: dict[int, int] | None = None) -> LearnerStage:
@@ -145,7 +90,7 @@ def test_learner_stage_saves_state_only_after_kafka_acknowledged_the_records():
     run(scenario())
     assert table.state(b"aa01")["o"] == 0 and table.state(b"aa02")["o"] == 1
     assert table.state(part_key(0))["o"] == 1
-    assert {r.learner for r in sender.mastery()} == {"aa01"}
+    assert {r.learner for r in mastery_records(sender)} == {"aa01"}
     assert {k for _t, k, _v, _p in sender.to(TOPICS.engagement)} == {b"aa01", b"aa02"}
     # The partition's watermark goes to every cohort feed partition, after the buckets.
     ticks = [(s[3], orjson.loads(s[2])) for s in sender.to(TOPICS.cohort_feed) if s[1] == b"\x00wm"]
@@ -211,12 +156,12 @@ def test_learner_stage_voids_another_learners_answer_held_by_another_partition()
     run(stage.process_batch([envelope(1, 0, "bb02", statement(T0 + 2 * M, voids=answer["id"]))]))
     broadcast = sender.to(TOPICS.void_feed)
     assert [(p, orjson.loads(v)) for _t, _k, v, p in broadcast] == [(0, {"t": [statement_key(answer["id"])]})]
-    assert sender.mastery() == []
+    assert mastery_records(sender) == []
     # The void feed brings it to partition 0, where aa01's observation is undone.
     undone = FakeSender()
     stage.sender = undone
     _topic, key, value, partition = broadcast[0]
     run(stage.process_batch([Event(Message(TOPICS.void_feed, partition, 0, key, value))]))
-    (record,) = undone.mastery()
+    (record,) = mastery_records(undone)
     assert record.learner == "aa01" and record.observations == 1
     assert table.state(b"aa01")["k"]["k"]["n"] == 1
