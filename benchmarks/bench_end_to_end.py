@@ -1,0 +1,200 @@
+"""The whole pipeline on this machine, fed over HTTP at fixed rates: what it accepts, how far
+behind each stage falls, how fresh the figures are, what each process costs, next to bare
+Kafka and ClickHouse ceilings measured in the same run.
+
+Run as ``python -m benchmarks.bench_end_to_end`` (``--help``). It starts Kafka, ``db migrate``,
+the worker and the gateway through the real CLI as separate processes in a private
+LEARNPULSE_HOME on free loopback ports (``benchmarks.faults.pipeline.LocalPipeline``; with
+``--path server`` Debian's clickhouse-server and a separate ``sink`` process, else chDB and
+the gateway runs the sinks). Per rate of ``--rates`` it posts for ``--duration`` s:
+single-statement POSTs (``--batch N``: N per POST) of answered/experienced/completed
+statements from ``--learners`` learners across courses and cohorts, over keep-alive
+connections of ``--clients`` threads, open loop (requests are due at fixed times whatever the
+answers). Columns:
+
+- offered/s, accepted/s: statements due per second, and answered 2xx per second of the step;
+  ``answers``: per status, per request; ``lat``: request latency (send → answer) p50/p99;
+- lag: per consumer group and topic (the worker's group on the statements topic, each sink's
+  on its topic), records committed-behind the partition ends, sampled every 2 s: the max and
+  the last value of the step; ``bounded``: the last value within ~3 s of input, or no higher
+  than the highest of the step's first half (flat or draining, not growing);
+- held: accepted ≥ 0.98 × offered and every stage bounded; the highest offered rate that held;
+- freshness, from a probe's acknowledgement (a few probe statements per second,
+  ``--probes``) until (a) GET ?statementId= answers 200, (b) the gateway's
+  X-Experience-API-Consistent-Through (seen on its GETs) reaches the statement's stored time,
+  (c) the probe learner's ``engagement FINAL`` day row counts it, (d) a ``cohort_health`` row of
+  its course/cohort has ``at`` ≥ the acknowledgement. ``at`` is an hourly event-time step
+  boundary, evaluated once the worker's watermark (newest statement time − 10 min) passes it,
+  so (d) is only seen when a run crosses an hour + 10 min; usually "none of N". (c) and (d)
+  read ClickHouse while the pipeline runs: the server path only;
+- CPU seconds per 1,000 accepted statements over each step, per process (``/proc`` utime +
+  stime with descendants; kafka and clickhouse are the servers); ``load generator`` is this
+  process (clients, probes, lag sampler);
+- ceilings: bare Kafka produce and consume of envelopes of the same statements, and a bare
+  insert of the rows the statements sink writes for them (``bench_sinks.run_ceiling``), on the
+  same broker and ClickHouse; ratio = highest held rate / ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+import uuid
+
+from benchmarks.end_to_end.ceilings import envelopes, insert_ceiling, kafka_ceilings
+from benchmarks.end_to_end.probes import Probes
+from benchmarks.end_to_end.report import render
+from benchmarks.end_to_end.run import run_step
+from benchmarks.end_to_end.sampler import LagSampler
+from benchmarks.end_to_end.traffic import Load, Shape
+from benchmarks.faults.pipeline import LocalPipeline, wait_processes_ready
+
+STARTUP_S = 90  # stack up, migrate, three processes ready: a guess for the time printed at start
+CEILINGS_S = 40
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_end_to_end", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap.add_argument("--path", choices=("chdb", "server"), default="chdb", help="ClickHouse path (default chdb)")
+    ap.add_argument("--rates", default="100,300,1000", help="statements/s, one step each (default 100,300,1000)")
+    ap.add_argument("--duration", type=float, default=30, help="seconds of load per rate (default 30)")
+    ap.add_argument("--settle", type=float, default=20,
+                    help="at most this many seconds after each step for probes to be seen and lag to drain (20)")
+    ap.add_argument("--warmup", type=float, default=5, help="seconds of load at the first rate, not reported (5)")
+    ap.add_argument("--batch", type=int, default=1, help="statements per POST (default 1, as browsers send)")
+    ap.add_argument("--learners", type=int, default=10_000, help="distinct learners (default 10000)")
+    ap.add_argument("--courses", type=int, default=8, help="courses (default 8), each with --cohorts cohorts")
+    ap.add_argument("--cohorts", type=int, default=3, help="cohorts per course (default 3)")
+    ap.add_argument("--clients", type=int, default=64, help="client threads, one keep-alive connection each (64)")
+    ap.add_argument("--probes", type=float, default=2, help="freshness probe statements per second (default 2)")
+    ap.add_argument("--ceiling-statements", type=int, default=20_000,
+                    help="statements in the ceiling measurements (default 20000; 0: none)")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    estimate = STARTUP_S + args.warmup + len(rates) * (args.duration + args.settle) + (
+        CEILINGS_S if args.ceiling_statements else 0)  # fmt: skip
+    echo = _echo()
+    echo(f"end to end on {args.path}: rates {args.rates}/s, {args.duration:.0f}s each, {args.batch} per POST, "
+         f"{args.learners} learners; at most about {estimate / 60:.1f} min")  # fmt: skip
+    signal.signal(signal.SIGTERM, _interrupt)
+    started = time.monotonic()
+    pipeline = LocalPipeline(args.path)
+    probes = sampler = load = None
+    steps, ceilings = [], []
+    try:
+        pipeline.up(echo)
+        wait_processes_ready(pipeline)
+        shape = Shape(f"e2e-{uuid.uuid4().hex[:6]}", args.learners, args.courses, args.cohorts)
+        credential = pipeline.credential(shape.school)
+        _wait_credential_known(pipeline.gateway_url, credential)
+        settings = _settings(pipeline)
+        live = pipeline.clickhouse_live()
+        url = pipeline.env.get("LEARNPULSE_CLICKHOUSE__URL")
+        ch = _engine_factory(url) if live else None
+        from learnpulse.local_secrets import pseudonym_key
+
+        probes = Probes(pipeline.gateway_url, credential, shape, pseudonym_key(settings),
+                        per_second=args.probes, clickhouse=ch).start()  # fmt: skip
+        sampler = LagSampler(pipeline.kafka_bootstrap).start()
+        load = Load(pipeline.gateway_url, credential, shape, clients=args.clients, batch=args.batch)
+        if args.warmup:
+            echo(f"warming up: {args.warmup:.0f}s at {rates[0]:g}/s")
+            load.run(rates[0], args.warmup)
+        for rate in rates:
+            echo(f"step {rate:g}/s for {args.duration:.0f}s")
+            steps.append(run_step(pipeline, load, probes, sampler, rate, args.duration, args.settle, echo))
+            s = steps[-1]
+            echo(f"  {rate:g}/s: accepted {s.accepted_per_s():,.0f}/s, held {'yes' if s.held else 'no'}, "
+                 f"freshness by id p50 {s.freshness['by id'][0]}")  # fmt: skip
+        probes.stop()
+        sampler.stop()
+        load.close()
+        if args.ceiling_statements:
+            echo(f"ceilings: {args.ceiling_statements} statements, bare Kafka and ClickHouse")
+            ceilings = _ceilings(pipeline, settings, shape, args)
+    except KeyboardInterrupt:
+        echo("interrupted: tearing the pipeline down")
+    finally:
+        for part in (probes, sampler):
+            if part is not None:
+                part.stop()
+        echo("stopping the pipeline")
+        pipeline.down()
+    if steps:
+        print(render(args.path, args.batch, steps, ceilings, pipeline.clickhouse_live(), time.monotonic() - started))
+    return 0 if steps else 1
+
+
+def _ceilings(pipeline, settings, shape, args):
+    from kafka import KafkaConsumer
+
+    from schemas.topics import Topic
+
+    envs = envelopes(shape, args.ceiling_statements, args.batch)
+    consumer = KafkaConsumer(bootstrap_servers=pipeline.kafka_bootstrap)
+    try:
+        partitions = len(consumer.partitions_for_topic(Topic.STATEMENTS.physical(settings.kafka.topic_prefix)) or [1])
+    finally:
+        consumer.close()
+    out = kafka_ceilings(pipeline.kafka_bootstrap, partitions, envs, args.ceiling_statements)
+    if args.path == "server":
+        base = pipeline.env["LEARNPULSE_CLICKHOUSE__URL"].rsplit("/", 1)[0] + "/"
+    else:
+        base = f"chdb://{pipeline.home / 'ceiling-chdb'}?database="
+    out.append(insert_ceiling(base, envs, args.ceiling_statements, settings.sink.max_rows))
+    return out
+
+
+def _wait_credential_known(gateway_url: str, credential: tuple[str, str], timeout: float = 60) -> None:
+    """Gateways reload credentials every few seconds: ask until this one is known, before the
+    load (a burst of 401s would also trip the gateway's guard against guessing)."""
+    from benchmarks.end_to_end.traffic import Client
+
+    client = Client(gateway_url, credential)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            status, _h, _b = client.request("GET", "/statements?limit=1")
+            if status == 200:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the gateway does not take the new credential: {status} after {timeout:.0f}s")
+            time.sleep(1)
+    finally:
+        client.close()
+
+
+def _settings(pipeline):
+    from learnpulse.settings import Settings
+
+    return Settings(home=pipeline.home)
+
+
+def _engine_factory(url: str):
+    from sinks.engines import engine_from_url
+
+    return lambda: engine_from_url(url)
+
+
+def _interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
+
+def _echo():
+    t0 = time.monotonic()
+
+    def echo(msg: str) -> None:
+        print(f"[{time.monotonic() - t0:6.0f}s] {msg}", file=sys.stderr, flush=True)
+
+    return echo
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,185 @@
+"""Freshness probes: a few statements per second from probe learners of their own, each
+followed from its acknowledgement until it is (a) readable by id, (b) covered by the
+gateway's ``X-Experience-API-Consistent-Through``, (c) counted in its learner's
+``engagement FINAL`` day row, (d) in a ``cohort_health`` row of its course/cohort with
+``at`` at or after the acknowledgement. (c) and (d) need ClickHouse readable while the
+pipeline runs (the server path)."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import quote
+
+import orjson
+
+from schemas.identity import pseudonym
+
+from .traffic import HOME, Client, Shape, statement
+
+MEASURES = ("by id", "consistent", "engagement", "health")
+
+
+def iso_ms(text: str) -> int:
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+@dataclass
+class Probe:
+    id: str
+    learner: str  # pseudonym
+    nth: int  # how many statements of this learner were acknowledged, this one included
+    course: str
+    cohort: str
+    acked: float  # monotonic
+    acked_ms: int  # wall clock, epoch ms
+    stored_ms: int | None = None
+    at: dict | None = None  # measure -> monotonic time it was first seen
+
+    def seconds(self, measure: str) -> float | None:
+        t = (self.at or {}).get(measure)
+        return None if t is None else t - self.acked
+
+
+class Probes:
+    def __init__(self, gateway_url: str, credential: tuple[str, str], shape: Shape, secret: bytes, *,
+                 per_second: float, learners: int = 6, clickhouse=None) -> None:  # fmt: skip
+        self.shape = shape
+        self.secret = secret
+        self.interval = 1.0 / per_second
+        self.names = [f"probe-{i}" for i in range(learners)]
+        self.counts = [0] * learners
+        self.poster = Client(gateway_url, credential)
+        self.reader = Client(gateway_url, credential)
+        self.clickhouse = clickhouse  # an engine factory (server path) or None
+        self.probes: list[Probe] = []
+        self.refused = 0
+        self._through: list[tuple[float, int]] = []  # (monotonic, Consistent-Through ms) as seen
+        self._lock = threading.Lock()
+        self._sending = threading.Event()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=f, daemon=True) for f in (self._post_loop, self._read_loop)]
+        if clickhouse is not None:
+            self._threads.append(threading.Thread(target=self._clickhouse_loop, daemon=True))
+
+    def start(self) -> Probes:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def sending(self, on: bool) -> None:
+        (self._sending.set if on else self._sending.clear)()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._sending.set()
+        for t in self._threads:
+            t.join(10)
+        self.poster.close()
+        self.reader.close()
+
+    def between(self, start: float, end: float) -> list[Probe]:
+        with self._lock:
+            return [p for p in self.probes if start <= p.acked < end]
+
+    def pending(self, probes: list[Probe]) -> int:
+        # (d) is left out: a cohort_health row comes only at an hourly event-time step (see report)
+        wanted = MEASURES[:3] if self.clickhouse is not None else MEASURES[:2]
+        with self._lock:
+            return sum(1 for p in probes for m in wanted if m not in (p.at or {}))
+
+    # -- posting -------------------------------------------------------------------
+    def _post_loop(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            self._sending.wait()
+            if self._stop.is_set():
+                return
+            k = i % len(self.names)
+            course, cohort = self.shape.course_cohort(k)
+            s = statement(self.shape, self.names[k], course, cohort, i)
+            status, _h, _b = self.poster.request("POST", "/statements", orjson.dumps(s))
+            acked, acked_ms = time.monotonic(), int(time.time() * 1000)
+            if status in (200, 204):
+                self.counts[k] += 1
+                course_id = f"{HOME}/{self.shape.school}/course/{course}"
+                learner = pseudonym(self.secret, s["actor"])
+                with self._lock:
+                    self.probes.append(Probe(s["id"], learner, self.counts[k], course_id,
+                                             f"{course_id}/cohort/{cohort}", acked, acked_ms, at={}))  # fmt: skip
+            else:
+                self.refused += 1
+            i += 1
+            self._stop.wait(self.interval)
+
+    # -- (a) and (b): through the gateway -----------------------------------------------
+    def _read_loop(self) -> None:
+        # By id every 20 ms until read; Consistent-Through (on any answer) at least every 100 ms.
+        last_read = 0.0
+        while not self._stop.wait(0.02):
+            with self._lock:
+                unread = [p for p in self.probes if "by id" not in p.at]
+                unsure = [p for p in self.probes if "consistent" not in p.at]
+            ask = unread[:20] or (unsure[-1:] if time.monotonic() - last_read >= 0.1 else [])
+            if ask:
+                last_read = time.monotonic()
+            for p in ask:
+                status, headers, body = self.reader.request("GET", f"/statements?statementId={quote(p.id)}")
+                seen = time.monotonic()
+                through = headers.get("x-experience-api-consistent-through")
+                if through:
+                    self._through.append((seen, iso_ms(through)))
+                if status == 200 and "by id" not in p.at:
+                    p.stored_ms = iso_ms(orjson.loads(body)["stored"])
+                    p.at["by id"] = seen
+            self._resolve_consistent(unsure)
+
+    def _resolve_consistent(self, unsure: list[Probe]) -> None:
+        for p in unsure:
+            if p.stored_ms is None:
+                continue
+            first = next((t for t, ms in self._through if t >= p.acked and ms >= p.stored_ms), None)
+            if first is not None:
+                p.at["consistent"] = first
+        with self._lock:
+            oldest = min((p.acked for p in self.probes if "consistent" not in p.at), default=time.monotonic())
+        self._through = [x for x in self._through if x[0] >= oldest]
+
+    # -- (c) and (d): in ClickHouse --------------------------------------------------------
+    def _clickhouse_loop(self) -> None:
+        ch = None
+        while not self._stop.wait(0.25):
+            try:
+                ch = ch or self.clickhouse()
+                self._look_in_clickhouse(ch)
+            except Exception:  # noqa: BLE001 - a query that failed under load: look again
+                with contextlib.suppress(Exception):
+                    ch.close()
+                ch = None
+        if ch is not None:
+            ch.close()
+
+    def _look_in_clickhouse(self, ch) -> None:
+        with self._lock:
+            waiting = [p for p in self.probes if "engagement" not in p.at or "health" not in p.at]
+        if not waiting:
+            return
+        school = {"school": self.shape.school}
+        counted = dict(ch.query(
+            "SELECT learner, sum(statements) FROM {db}.engagement FINAL WHERE school = {school:String} "
+            "AND grain = 'day' AND period_start = toStartOfDay(now('UTC')) AND has({learners:Array(String)}, learner) "
+            "GROUP BY learner", school | {"learners": sorted({p.learner for p in waiting})},
+        ))  # fmt: skip
+        newest = {(c, h): int(ms) for c, h, ms in ch.query(
+            "SELECT course, cohort, toUnixTimestamp64Milli(max(at)) FROM {db}.cohort_health "
+            "WHERE school = {school:String} GROUP BY course, cohort", school,
+        )}  # fmt: skip
+        seen = time.monotonic()
+        for p in waiting:
+            if "engagement" not in p.at and counted.get(p.learner, 0) >= p.nth:
+                p.at["engagement"] = seen
+            if "health" not in p.at and newest.get((p.course, p.cohort), 0) >= p.acked_ms:
+                p.at["health"] = seen

@@ -1,0 +1,74 @@
+"""The tables printed at the end."""
+
+from __future__ import annotations
+
+from .ceilings import Ceiling
+from .probes import MEASURES
+from .rules import highest_held
+from .run import StepResult
+
+CHDB_NA = "n/a (chDB: only its owner reads it; use --path server)"
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:,.0f}"
+
+
+def _fresh(value: tuple[float | None, float | None, int, int], na: bool) -> str:
+    if na:
+        return "n/a"
+    p50, p99, seen, total = value
+    if not total:
+        return "no probe"
+    if not seen:
+        return f"none of {total}"
+    return f"{_ms(p50)}/{_ms(p99)} ({seen}/{total})"
+
+
+def _stage(group: str, topic: str) -> str:
+    return f"{group} ← {topic}"
+
+
+def render(path: str, batch: int, steps: list[StepResult], ceilings: list[Ceiling], clickhouse_live: bool,
+           elapsed: float) -> str:  # fmt: skip
+    out = [f"== end to end, path {path}, {batch} statement(s) per POST ({elapsed:.0f}s in all)", ""]
+    out.append(f"{'offered/s':>9} {'accepted/s':>10} {'sent':>7} {'accepted':>8}  {'lat p50/p99 ms':>14}  "
+               f"{'lag bounded':>11} {'held':>5}  answers")  # fmt: skip
+    for s in steps:
+        bounded = sum(1 for lag in s.lags.values() if lag.bounded)
+        answers = ", ".join(f"{k}: {v}" for k, v in sorted(s.load.statuses.items(), key=str))
+        out.append(f"{s.rate:>9,.0f} {s.accepted_per_s():>10,.0f} {s.load.sent:>7} {s.load.accepted:>8}  "
+                   f"{_ms(s.latency(50)) + '/' + _ms(s.latency(99)):>14}  {f'{bounded}/{len(s.lags)}':>11} "
+                   f"{'yes' if s.held else 'no':>5}  {answers}")  # fmt: skip
+    best = highest_held([(s.rate, s.held) for s in steps])
+    out.append(f"highest offered rate that held: {'none' if best is None else f'{best:,.0f}/s'} "
+               f"(accepted ≥ 0.98 × offered and every stage's lag bounded)")  # fmt: skip
+    out += ["", "freshness from acknowledgement, ms p50/p99 (probes seen/probes):"]
+    out.append(f"{'offered/s':>9}  {'(a) by id':>22} {'(b) consistent':>22} {'(c) engagement':>22} {'(d) health':>22}")
+    for s in steps:
+        cells = [_fresh(s.freshness[m], not clickhouse_live and m in ("engagement", "health")) for m in MEASURES]
+        out.append(f"{s.rate:>9,.0f}  " + " ".join(f"{c:>22}" for c in cells))
+    if not clickhouse_live:
+        out.append(f"(c), (d): {CHDB_NA}")
+    out += ["", "consumer lag in records (group ← topic): max / final per step, * = not bounded"]
+    stages = sorted({k for s in steps for k in s.lags})
+    out.append(f"{'stage':<60} " + " ".join(f"{f'{s.rate:,.0f}/s':>14}" for s in steps))
+    for stage in stages:
+        cells = []
+        for s in steps:
+            lag = s.lags.get(stage)
+            cells.append("-" if lag is None else f"{lag.max}/{lag.final}{'' if lag.bounded else '*'}")
+        out.append(f"{_stage(*stage)[:60]:<60} " + " ".join(f"{c:>14}" for c in cells))
+    out += ["", "CPU seconds per 1,000 accepted statements, per process (over each step's load):"]
+    names = list(steps[0].cpu) if steps else []
+    out.append(f"{'offered/s':>9} " + " ".join(f"{n:>14}" for n in names))
+    for s in steps:
+        per = [s.cpu[n] / s.load.accepted * 1000 if s.load.accepted else float("nan") for n in names]
+        out.append(f"{s.rate:>9,.0f} " + " ".join(f"{v:>14.3f}" for v in per))
+    if ceilings:
+        out += ["", "ceilings, same run, same broker and ClickHouse (statements/s; ratio = highest held / ceiling):"]
+        for c in ceilings:
+            ratio = "-" if best is None else f"{best / c.per_second:.3f}"
+            out.append(f"  {c.what:<62} {c.per_second:>10,.0f}/s  ratio {ratio:>6}  "
+                       f"cpu {c.cpu_per_1k:.3f}s/1k  {c.note}")  # fmt: skip
+    return "\n".join(out)

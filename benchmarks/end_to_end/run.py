@@ -1,0 +1,90 @@
+"""One rate step after another against a pipeline started here, then the ceilings."""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass, field
+
+from .probes import MEASURES, Probes
+from .rules import held, lag_bounded, percentile
+from .sampler import LagSampler, cpu_seconds
+from .traffic import Load, StepLoad
+
+#: processes whose CPU is reported, as named in benchmarks.faults.pipeline
+PROCESSES = ("gateway", "worker", "sink", "kafka", "clickhouse")
+
+
+def own_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+@dataclass
+class Lag:
+    max: int
+    final: int
+    bounded: bool
+    samples: list[int]
+
+
+@dataclass
+class StepResult:
+    rate: float
+    duration: float
+    load: StepLoad
+    lags: dict[tuple[str, str], Lag] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds over the step, per process
+    freshness: dict[str, tuple[float | None, float | None, int, int]] = field(default_factory=dict)
+    floor: int = 0
+    held: bool = False
+
+    def accepted_per_s(self) -> float:
+        return self.load.accepted / self.duration
+
+    def latency(self, q: float) -> float | None:
+        return percentile(self.load.latencies, q)
+
+
+def lag_floor(rate: float) -> int:
+    """Lag any stage may show and still be keeping up: ~3 s of input (a Faust commit interval,
+    a sink's flush wait), at least 100 records."""
+    return max(100, int(rate * 3))
+
+
+def run_step(pipeline, load: Load, probes: Probes, sampler: LagSampler, rate: float, duration: float,
+             settle: float, echo) -> StepResult:  # fmt: skip
+    procs = {n: pipeline.processes[n] for n in PROCESSES if n in pipeline.processes}
+    cpu0 = {n: cpu_seconds(p.pid()) for n, p in procs.items()} | {"load generator": own_cpu()}
+    probes.sending(True)
+    step = load.run(rate, duration)
+    end = time.monotonic()
+    probes.sending(False)
+    cpu1 = {n: cpu_seconds(p.pid()) for n, p in procs.items()} | {"load generator": own_cpu()}
+    result = StepResult(rate, duration, step, floor=lag_floor(rate))
+    result.cpu = {n: cpu1[n] - cpu0[n] for n in cpu0}
+    echo(f"  {rate:g}/s: {step.sent} sent, {step.accepted} accepted of {step.offered} offered; "
+         f"{dict(step.statuses)}; settling up to {settle:.0f}s")  # fmt: skip
+    time.sleep(min(sampler.every + 0.5, settle))  # one lag sample after the load
+    samples = sampler.between(step.started, time.monotonic())
+    stages = sorted({k for _t, lags in samples for k in lags})
+    for stage in stages:
+        series = [(t, lags[stage]) for t, lags in samples if stage in lags]
+        values = [v for _t, v in series]
+        result.lags[stage] = Lag(max(values), values[-1], lag_bounded(series, result.floor), values)
+    result.held = held(step.offered, step.accepted, (lag.bounded for lag in result.lags.values()))
+    # Give the probes of this step time to be seen everywhere (bounded by `settle`).
+    mine = probes.between(step.started, end)
+    give_up = time.monotonic() + settle
+    while time.monotonic() < give_up and (probes.pending(mine) or _behind(sampler, result.floor)):
+        time.sleep(0.5)
+    for measure in MEASURES:
+        seen = [s for s in (p.seconds(measure) for p in mine) if s is not None]
+        result.freshness[measure] = (percentile(seen, 50), percentile(seen, 99), len(seen), len(mine))
+    return result
+
+
+def _behind(sampler: LagSampler, floor: int) -> bool:
+    """Whether the last lag sample shows a stage still behind (the next step starts after it drained)."""
+    last = sampler.samples[-1][1] if sampler.samples else {}
+    return any(lag > floor for lag in last.values())

@@ -1,0 +1,109 @@
+"""What the pipeline's processes cost and how far behind its consumer groups are.
+
+CPU: utime + stime of a process and its descendants from ``/proc/<pid>/stat`` (every
+thread included), in seconds. Lag: per consumer group and topic, the records between the
+group's committed offset and the end of each partition (one record per partition is
+allowed for a transaction's commit marker), sampled every ``every`` seconds with one
+admin client and one consumer kept open (cheaper than ``benchmarks.faults.catchup.group_offsets``,
+which opens both per call; the same reading)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds) of one process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """CPU seconds of ``pid`` and its living descendants (0 if it is gone)."""
+    if pid is None:
+        return 0.0
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            got = _stat(int(entry))
+            if got is not None:
+                parents[int(entry)], cpu[int(entry)] = got
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += cpu.get(p, 0.0)
+        todo.extend(c for c, parent in parents.items() if parent == p)
+    return total
+
+
+class LagSampler:
+    """Samples ``{(group, topic): lag}`` every ``every`` seconds in a thread of its own."""
+
+    def __init__(self, bootstrap: str, every: float = 2.0) -> None:
+        self.bootstrap = bootstrap
+        self.every = every
+        self.samples: list[tuple[float, dict[tuple[str, str], int]]] = []
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> LagSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def between(self, start: float, end: float) -> list[tuple[float, dict[tuple[str, str], int]]]:
+        return [s for s in list(self.samples) if start <= s[0] <= end]
+
+    def _run(self) -> None:
+        from kafka import KafkaAdminClient, KafkaConsumer
+
+        admin = consumer = None
+        while not self._stop.is_set():
+            try:
+                if admin is None:
+                    admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10000)
+                    consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, request_timeout_ms=10000)
+                self.samples.append((time.monotonic(), self._lags(admin, consumer)))
+            except Exception:  # noqa: BLE001 - a broker busy under load: count it, open anew
+                self.errors += 1
+                for c in (admin, consumer):
+                    with contextlib.suppress(Exception):
+                        c.close()
+                admin = consumer = None
+            self._stop.wait(self.every)
+        for c in (admin, consumer):
+            with contextlib.suppress(Exception):
+                c.close()
+
+    @staticmethod
+    def _lags(admin, consumer) -> dict[tuple[str, str], int]:
+        consumer.topics()  # metadata of every topic, or end_offsets fails on new ones
+        lags: dict[tuple[str, str], int] = {}
+        for found in admin.list_groups():
+            group = found["group_id"] if isinstance(found, dict) else found[0]
+            committed = admin.list_group_offsets({group: None}).get(group, {})
+            if not committed:
+                continue
+            ends = consumer.end_offsets(list(committed))
+            for tp, meta in committed.items():
+                behind = max(0, ends.get(tp, meta.offset) - max(meta.offset, 0) - 1)
+                lags[(group, tp.topic)] = lags.get((group, tp.topic), 0) + behind
+        return lags
