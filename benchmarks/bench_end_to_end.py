@@ -111,8 +111,9 @@ def main(argv: list[str]) -> int:
             echo(f"step {rate:g}/s for {args.duration:.0f}s")
             steps.append(run_step(pipeline, load, probes, sampler, rate, args.duration, args.settle, echo))
             s = steps[-1]
+            p50 = s.freshness["by id"][0]
             echo(f"  {rate:g}/s: accepted {s.accepted_per_s():,.0f}/s, held {'yes' if s.held else 'no'}, "
-                 f"freshness by id p50 {s.freshness['by id'][0]}")  # fmt: skip
+                 f"readable by id p50 {'-' if p50 is None else f'{p50 * 1000:.0f} ms'}")  # fmt: skip
         probes.stop()
         sampler.stop()
         load.close()
@@ -127,8 +128,15 @@ def main(argv: list[str]) -> int:
                 part.stop()
         echo("stopping the pipeline")
         pipeline.down()
+    notes = []
+    if probes is not None and (probes.refused or probes.clickhouse_errors):
+        notes.append(f"probes: {probes.refused} not acknowledged; {probes.clickhouse_errors} ClickHouse reads failed "
+                     f"(last: {probes.last_error or '-'})")  # fmt: skip
+    if sampler is not None and sampler.errors:
+        notes.append(f"lag sampler: {sampler.errors} samples failed (broker busy)")
     if steps:
-        print(render(args.path, args.batch, steps, ceilings, pipeline.clickhouse_live(), time.monotonic() - started))
+        print(render(args.path, args.batch, steps, ceilings, pipeline.clickhouse_live(), time.monotonic() - started,
+                     notes))  # fmt: skip
     return 0 if steps else 1
 
 

@@ -57,6 +57,8 @@ class Probes:
         self.clickhouse = clickhouse  # an engine factory (server path) or None
         self.probes: list[Probe] = []
         self.refused = 0
+        self.clickhouse_errors = 0
+        self.last_error = ""
         self._through: list[tuple[float, int]] = []  # (monotonic, Consistent-Through ms) as seen
         self._lock = threading.Lock()
         self._sending = threading.Event()
@@ -94,8 +96,11 @@ class Probes:
     # -- posting -------------------------------------------------------------------
     def _post_loop(self) -> None:
         i = 0
+        next_at = time.monotonic()
         while not self._stop.is_set():
-            self._sending.wait()
+            if not self._sending.is_set():
+                self._sending.wait()
+                next_at = time.monotonic()
             if self._stop.is_set():
                 return
             k = i % len(self.names)
@@ -113,7 +118,8 @@ class Probes:
             else:
                 self.refused += 1
             i += 1
-            self._stop.wait(self.interval)
+            next_at += self.interval  # on a fixed schedule, whatever the answer took
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
 
     # -- (a) and (b): through the gateway -----------------------------------------------
     def _read_loop(self) -> None:
@@ -155,7 +161,9 @@ class Probes:
             try:
                 ch = ch or self.clickhouse()
                 self._look_in_clickhouse(ch)
-            except Exception:  # noqa: BLE001 - a query that failed under load: look again
+            except Exception as err:  # noqa: BLE001 - a query that failed under load: look again
+                self.clickhouse_errors += 1
+                self.last_error = repr(err)[:300]
                 with contextlib.suppress(Exception):
                     ch.close()
                 ch = None
@@ -168,13 +176,14 @@ class Probes:
         if not waiting:
             return
         school = {"school": self.shape.school}
+        # Day rows summed over days: every statement of a probe learner is in one of them.
         counted = dict(ch.query(
             "SELECT learner, sum(statements) FROM {db}.engagement FINAL WHERE school = {school:String} "
-            "AND grain = 'day' AND period_start = toStartOfDay(now('UTC')) AND has({learners:Array(String)}, learner) "
+            "AND grain = 'day' AND has({learners:Array(String)}, learner) "
             "GROUP BY learner", school | {"learners": sorted({p.learner for p in waiting})},
         ))  # fmt: skip
         newest = {(c, h): int(ms) for c, h, ms in ch.query(
-            "SELECT course, cohort, toUnixTimestamp64Milli(max(at)) FROM {db}.cohort_health "
+            "SELECT course, cohort, toUnixTimestamp(max(at)) * 1000 FROM {db}.cohort_health "  # whole hours: s suffice
             "WHERE school = {school:String} GROUP BY course, cohort", school,
         )}  # fmt: skip
         seen = time.monotonic()

@@ -30,7 +30,7 @@ def _stage(group: str, topic: str) -> str:
 
 
 def render(path: str, batch: int, steps: list[StepResult], ceilings: list[Ceiling], clickhouse_live: bool,
-           elapsed: float) -> str:  # fmt: skip
+           elapsed: float, notes: list[str] = ()) -> str:  # fmt: skip
     out = [f"== end to end, path {path}, {batch} statement(s) per POST ({elapsed:.0f}s in all)", ""]
     out.append(f"{'offered/s':>9} {'accepted/s':>10} {'sent':>7} {'accepted':>8}  {'lat p50/p99 ms':>14}  "
                f"{'lag bounded':>11} {'held':>5}  answers")  # fmt: skip
@@ -66,9 +66,14 @@ def render(path: str, batch: int, steps: list[StepResult], ceilings: list[Ceilin
         per = [s.cpu[n] / s.load.accepted * 1000 if s.load.accepted else float("nan") for n in names]
         out.append(f"{s.rate:>9,.0f} " + " ".join(f"{v:>14.3f}" for v in per))
     if ceilings:
-        out += ["", "ceilings, same run, same broker and ClickHouse (statements/s; ratio = highest held / ceiling):"]
+        base, named = best, "highest held rate"
+        if base is None:
+            base, named = max(s.accepted_per_s() for s in steps), "highest accepted/s (no rate held)"
+        out += ["", f"ceilings, same run, same broker and ClickHouse (statements/s; ratio = {named} / ceiling):"]
         for c in ceilings:
-            ratio = "-" if best is None else f"{best / c.per_second:.3f}"
+            ratio = f"{base / c.per_second:.3f}"
             out.append(f"  {c.what:<62} {c.per_second:>10,.0f}/s  ratio {ratio:>6}  "
                        f"cpu {c.cpu_per_1k:.3f}s/1k  {c.note}")  # fmt: skip
+    if notes:
+        out += ["", *notes]
     return "\n".join(out)
