@@ -54,7 +54,8 @@ _COMPONENTS_FOR: dict[str, frozenset[str]] = {
     "numeric": frozenset(),
     "other": frozenset(),
 }
-_DEFINITION_TEXTS = ("name", "description")  # language maps
+# The definition's language maps: (property, what messages call it, path step).
+_DEFINITION_TEXTS = (("name", "definition.name", ".name"), ("description", "definition.description", ".description"))
 _COMPONENT_KEYS = frozenset({"id", "description"})
 
 
@@ -176,12 +177,12 @@ def check_definition(d: object) -> None:
         bad_type("activity.definition.type", DATA + "2.4.4.1", "activity definition", "an object", d)
     if not _DEFINITION_KEYS.issuperset(d):
         unknown_properties(d, _DEFINITION_KEYS, "an Activity Definition")
-    for name in _DEFINITION_TEXTS:
+    for name, what, step in _DEFINITION_TEXTS:
         if name in d:
             try:
-                check_language_map(d[name], f"definition.{name}")
+                check_language_map(d[name], what)
             except Violation as e:
-                e.keys.append(f".{name}")
+                e.keys.append(step)
                 raise
     if "type" in d:
         atype = d["type"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from .. import timefmt
 from ..formats import _UUID, _good_iris, _good_tags, is_iri, is_language_tag
 from .violations import DATA, XAPI2, Violation, bad_type, fail, key_step, show
@@ -45,15 +43,14 @@ def check_extensions(value: object) -> None:
             )
 
 
-def check_time_property(doc: dict[str, Any], name: str, v2: bool) -> None:
-    """``doc[name]`` (``timestamp`` or ``stored``): a fast look for the usual RFC 3339 form first."""
-    ts = doc[name]
-    if type(ts) is not str or simple_ts_match(ts) is None or ts.endswith("-00:00"):
-        try:
-            check_timestamp(ts, v2, name)
-        except Violation as e:
-            e.keys.append(f".{name}")
-            raise
+def check_time_property(value: object, v2: bool, name: str) -> None:
+    """The ``timestamp`` or ``stored`` property ``name`` that failed the caller's fast look
+    (the usual RFC 3339 form), checked in full; a violation's path gets the property."""
+    try:
+        check_timestamp(value, v2, name)
+    except Violation as e:
+        e.keys.append(f".{name}")
+        raise
 
 
 def check_timestamp(value: object, v2: bool, name: str) -> None:
