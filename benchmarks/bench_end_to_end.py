@@ -129,6 +129,10 @@ def main(argv: list[str]) -> int:
         echo("stopping the pipeline")
         pipeline.down()
     notes = []
+    behind = [s for s in steps if s.load.sent < s.load.offered]
+    if behind:
+        notes.append(f"sent < offered at {', '.join(f'{s.rate:g}/s' for s in behind)}: all {args.clients} clients "
+                     "were waiting for answers (each keeps one request in flight; --clients for more)")  # fmt: skip
     if probes is not None and (probes.refused or probes.clickhouse_errors):
         notes.append(f"probes: {probes.refused} not acknowledged; {probes.clickhouse_errors} ClickHouse reads failed "
                      f"(last: {probes.last_error or '-'})")  # fmt: skip

@@ -25,6 +25,14 @@ def _fresh(value: tuple[float | None, float | None, int, int], na: bool) -> str:
     return f"{_ms(p50)}/{_ms(p99)} ({seen}/{total})"
 
 
+def _series(values: list[int], most: int = 20) -> str:
+    """The samples, thinned evenly to at most ``most`` (first and last kept)."""
+    if len(values) > most:
+        step = (len(values) - 1) / (most - 1)
+        values = [values[round(i * step)] for i in range(most)]
+    return " ".join(str(v) for v in values)
+
+
 def _stage(group: str, topic: str) -> str:
     return f"{group} ← {topic}"
 
@@ -59,6 +67,12 @@ def render(path: str, batch: int, steps: list[StepResult], ceilings: list[Ceilin
             lag = s.lags.get(stage)
             cells.append("-" if lag is None else f"{lag.max}/{lag.final}{'' if lag.bounded else '*'}")
         out.append(f"{_stage(*stage)[:60]:<60} " + " ".join(f"{c:>14}" for c in cells))
+    out += ["", "lag over time (records, every ~2 s sample of each step):"]
+    for stage in stages:
+        for s in steps:
+            lag = s.lags.get(stage)
+            if lag is not None and lag.max:
+                out.append(f"  {_stage(*stage)[:52]:<52} {f'{s.rate:,.0f}/s':>8}: {_series(lag.samples)}")
     out += ["", "CPU seconds per 1,000 accepted statements, per process (over each step's load):"]
     names = list(steps[0].cpu) if steps else []
     out.append(f"{'offered/s':>9} " + " ".join(f"{n:>14}" for n in names))
