@@ -15,9 +15,10 @@ answers). Columns:
 - offered/s, accepted/s: statements due per second, and answered 2xx per second of the step;
   ``answers``: per status, per request; ``lat``: request latency (send → answer) p50/p99;
 - lag: per consumer group and topic (the worker's group on the statements topic, each sink's
-  on its topic), records committed-behind the partition ends, sampled every 2 s: the max and
-  the last value of the step; ``bounded``: the last value within ~3 s of input, or no higher
-  than the highest of the step's first half (flat or draining, not growing);
+  on its topic), offsets between the committed offset and the partition ends (records, and
+  the commit markers of the gateway's transactions: up to two offsets per statement), sampled
+  every 2 s: the max and the last value of the step; ``bounded``: the last value within ~3 s
+  of input, or no higher than the highest of the step's first half (flat or draining, not growing);
 - held: accepted ≥ 0.98 × offered and every stage bounded; the highest offered rate that held;
 - freshness, from a probe's acknowledgement (a few probe statements per second,
   ``--probes``) until (a) GET ?statementId= answers 200, (b) the gateway's
@@ -82,7 +83,7 @@ def main(argv: list[str]) -> int:
         CEILINGS_S if args.ceiling_statements else 0)  # fmt: skip
     echo = _echo()
     echo(f"end to end on {args.path}: rates {args.rates}/s, {args.duration:.0f}s each, {args.batch} per POST, "
-         f"{args.learners} learners; at most about {estimate / 60:.1f} min")  # fmt: skip
+         f"{args.learners} learners; about {estimate / 60:.1f} min")  # fmt: skip
     signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
     pipeline = LocalPipeline(args.path)

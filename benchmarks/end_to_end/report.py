@@ -58,7 +58,8 @@ def render(path: str, batch: int, steps: list[StepResult], ceilings: list[Ceilin
         out.append(f"{s.rate:>9,.0f}  " + " ".join(f"{c:>22}" for c in cells))
     if not clickhouse_live:
         out.append(f"(c), (d): {CHDB_NA}")
-    out += ["", "consumer lag in records (group ← topic): max / final per step, * = not bounded"]
+    out += ["", "consumer lag in offsets (records + transaction markers; group ← topic): max / final per step, "
+            "* = not bounded"]
     stages = sorted({k for s in steps for k in s.lags})
     out.append(f"{'stage':<60} " + " ".join(f"{f'{s.rate:,.0f}/s':>14}" for s in steps))
     for stage in stages:
@@ -67,7 +68,7 @@ def render(path: str, batch: int, steps: list[StepResult], ceilings: list[Ceilin
             lag = s.lags.get(stage)
             cells.append("-" if lag is None else f"{lag.max}/{lag.final}{'' if lag.bounded else '*'}")
         out.append(f"{_stage(*stage)[:60]:<60} " + " ".join(f"{c:>14}" for c in cells))
-    out += ["", "lag over time (records, every ~2 s sample of each step):"]
+    out += ["", "lag over time (offsets, every ~2 s sample of each step):"]
     for stage in stages:
         for s in steps:
             lag = s.lags.get(stage)

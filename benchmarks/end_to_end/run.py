@@ -48,8 +48,9 @@ class StepResult:
 
 def lag_floor(rate: float) -> int:
     """Lag any stage may show and still be keeping up: ~3 s of input (a Faust commit interval,
-    a sink's flush wait), at least 100 records."""
-    return max(100, int(rate * 3))
+    a sink's flush wait) at up to two offsets per statement (the gateway writes in
+    transactions: a single-statement request takes its record and a commit marker), at least 100."""
+    return max(100, int(rate * 3 * 2))
 
 
 def run_step(pipeline, load: Load, probes: Probes, sampler: LagSampler, rate: float, duration: float,

@@ -1,9 +1,9 @@
 """What the pipeline's processes cost and how far behind its consumer groups are.
 
 CPU: utime + stime of a process and its descendants from ``/proc/<pid>/stat`` (every
-thread included), in seconds. Lag: per consumer group and topic, the records between the
-group's committed offset and the end of each partition (one record per partition is
-allowed for a transaction's commit marker), sampled every ``every`` seconds with one
+thread included), in seconds. Lag: per consumer group and topic, the offsets between the
+group's committed offset and the end of each partition (records and, on topics written in
+transactions, commit markers; one per partition is allowed for the last marker), sampled every ``every`` seconds with one
 admin client and one consumer kept open (cheaper than ``benchmarks.faults.catchup.group_offsets``,
 which opens both per call; the same reading)."""
 
