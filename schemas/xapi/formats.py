@@ -43,7 +43,7 @@ _LANGUAGE_TAG = re.compile(rf"(?:{_LANGTAG}|x(?:-[a-z0-9]{{1,8}})+|{_GRANDFATHER
 # Remembered good values. Bounded: cleared when full, so memory stays flat whatever
 # the input; the answer never depends on what is remembered.
 _CACHE_MAX = 65_536
-_good_iris: dict[str, bool] = {}  # read directly by validate.py on its hot path
+_good_iris: dict[str, bool] = {}  # read directly by the validator (validate/values.py) on its hot path
 _good_tags: dict[str, bool] = {}
 
 

@@ -60,7 +60,7 @@ _COMPONENT_KEYS = frozenset({"id", "description"})
 
 
 def check_components(items: object, list_name: str) -> None:
-    if type(items) is not list:
+    if items.__class__ is not list:
         bad_type(
             "activity.definition.components.type",
             DATA + "2.4.4.1",
@@ -71,7 +71,7 @@ def check_components(items: object, list_name: str) -> None:
     seen: set[str] = set()
     for i, comp in enumerate(items):
         try:
-            if type(comp) is not dict:
+            if comp.__class__ is not dict:
                 bad_type(
                     "activity.definition.components.type",
                     DATA + "2.4.4.1",
@@ -82,7 +82,7 @@ def check_components(items: object, list_name: str) -> None:
             if not _COMPONENT_KEYS.issuperset(comp):
                 unknown_properties(comp, _COMPONENT_KEYS, "an interaction component")
             cid = comp.get("id")
-            if type(cid) is not str or not cid:
+            if cid.__class__ is not str or not cid:
                 nonempty_string_error(
                     comp,
                     "id",
@@ -112,9 +112,9 @@ def check_components(items: object, list_name: str) -> None:
 
 def check_interaction(d: dict[str, Any], itype: object) -> None:
     """The interaction properties of a definition that has an interactionType."""
-    allowed = _COMPONENTS_FOR.get(itype) if type(itype) is str else None
+    allowed = _COMPONENTS_FOR.get(itype) if itype.__class__ is str else None
     if allowed is None:
-        if type(itype) is not str:
+        if itype.__class__ is not str:
             bad_type(
                 "activity.definition.interactionType.value",
                 DATA + "2.4.4.1",
@@ -134,7 +134,7 @@ def check_interaction(d: dict[str, Any], itype: object) -> None:
         unreachable("activity.definition.interactionType.value")
     if "correctResponsesPattern" in d:
         crp = d["correctResponsesPattern"]
-        if type(crp) is not list:
+        if crp.__class__ is not list:
             bad_type(
                 "activity.definition.correctResponsesPattern.type",
                 DATA + "2.4.4.1",
@@ -144,7 +144,7 @@ def check_interaction(d: dict[str, Any], itype: object) -> None:
                 ".correctResponsesPattern",
             )
         for i, pattern in enumerate(crp):
-            if type(pattern) is not str:
+            if pattern.__class__ is not str:
                 bad_type(
                     "activity.definition.correctResponsesPattern.type",
                     DATA + "2.4.4.1",
@@ -173,7 +173,7 @@ def check_interaction(d: dict[str, Any], itype: object) -> None:
 
 
 def check_definition(d: object) -> None:
-    if type(d) is not dict:
+    if d.__class__ is not dict:
         bad_type("activity.definition.type", DATA + "2.4.4.1", "activity definition", "an object", d)
     if not _DEFINITION_KEYS.issuperset(d):
         unknown_properties(d, _DEFINITION_KEYS, "an Activity Definition")
@@ -186,11 +186,11 @@ def check_definition(d: object) -> None:
                 raise
     if "type" in d:
         atype = d["type"]
-        if type(atype) is not str or (atype not in IRI_OK and not is_iri(atype)):
+        if atype.__class__ is not str or (atype not in IRI_OK and not is_iri(atype)):
             iri_error(atype, "activity.definition.type.iri", DATA + "2.4.4.1", "definition.type", ".type")
     if "moreInfo" in d:
         more = d["moreInfo"]
-        if type(more) is not str or (more not in IRI_OK and not is_iri(more)):
+        if more.__class__ is not str or (more not in IRI_OK and not is_iri(more)):
             iri_error(
                 more, "activity.definition.moreInfo.irl", DATA + "2.4.4.1", "definition.moreInfo", ".moreInfo", "IRL"
             )
@@ -214,7 +214,7 @@ def check_definition(d: object) -> None:
 
 def check_activity(act: Any, type_checked: bool = False) -> None:
     """An Activity object (objectType absent or "Activity", unless ``type_checked``)."""
-    if type(act) is not dict:
+    if act.__class__ is not dict:
         bad_type("activity.type", DATA + "2.4.4.1", "an Activity", "an Activity object", act)
     if not _ACTIVITY_KEYS.issuperset(act):
         unknown_properties(act, _ACTIVITY_KEYS, "an Activity")
@@ -222,7 +222,7 @@ def check_activity(act: Any, type_checked: bool = False) -> None:
     if (ot is not None and ot != "Activity" or (ot is None and "objectType" in act)) and not type_checked:
         object_type_error(ot, ("Activity",), "an Activity")
     aid = act.get("id")
-    if type(aid) is not str or (aid not in IRI_OK and not is_iri(aid)):
+    if aid.__class__ is not str or (aid not in IRI_OK and not is_iri(aid)):
         if "id" not in act:
             missing("activity.id.required", DATA + "2.4.4.1", "activity id", ".id")
         else:

@@ -27,17 +27,17 @@ _ACCOUNT_KEYS = frozenset({"homePage", "name"})
 
 
 def check_account(acc: object) -> None:
-    if type(acc) is not dict:
+    if acc.__class__ is not dict:
         bad_type("actor.account.type", DATA + "2.4.2.4", "account", "an object", acc)
     if not _ACCOUNT_KEYS.issuperset(acc):
         unknown_properties(acc, _ACCOUNT_KEYS, "an Account")
     home = acc.get("homePage")
-    if type(home) is not str or (home not in IRI_OK and not is_iri(home)):
+    if home.__class__ is not str or (home not in IRI_OK and not is_iri(home)):
         if "homePage" not in acc:
             missing("actor.account.homePage.required", DATA + "2.4.2.4", "account.homePage", ".homePage")
         iri_error(home, "actor.account.homePage.irl", DATA + "2.4.2.4", "account.homePage", ".homePage", "IRL")
     name = acc.get("name")
-    if type(name) is not str or not name:
+    if name.__class__ is not str or not name:
         nonempty_string_error(
             acc,
             "name",
@@ -80,7 +80,7 @@ def check_ifis(obj: dict[str, Any]) -> int:
     if "openid" in obj:
         n += 1
         openid = obj["openid"]
-        if type(openid) is not str or (openid not in IRI_OK and not is_iri(openid)):
+        if openid.__class__ is not str or (openid not in IRI_OK and not is_iri(openid)):
             iri_error(openid, "actor.openid.uri", DATA + "2.4.2.3", "openid", ".openid", "URI")
     if "account" in obj:
         n += 1
@@ -105,7 +105,7 @@ def check_agent(agent: dict[str, Any], what: str) -> None:
     # Agents and Groups share these three steps; written out, as this is the hot path.
     if not _AGENT_KEYS.issuperset(agent):
         unknown_properties(agent, _AGENT_KEYS, f"an Agent ({what})")
-    if "name" in agent and type(agent["name"]) is not str:
+    if "name" in agent and agent["name"].__class__ is not str:
         _name_error(agent, DATA + "2.4.2.1", what)
     n = check_ifis(agent)
     if n != 1:
@@ -121,7 +121,7 @@ def check_group(group: dict[str, Any], what: str) -> list[Any] | None:
     """A Group whose objectType "Group" was already checked; returns its members."""
     if not _GROUP_KEYS.issuperset(group):
         unknown_properties(group, _GROUP_KEYS, f"a Group ({what})")
-    if "name" in group and type(group["name"]) is not str:
+    if "name" in group and group["name"].__class__ is not str:
         _name_error(group, DATA + "2.4.2.2", what)
     n = check_ifis(group)
     if n > 1:
@@ -132,7 +132,7 @@ def check_group(group: dict[str, Any], what: str) -> list[Any] | None:
             f"an Identified Group MUST include exactly one inverse functional identifier, found {n} ({found})",
         )
     members = group.get("member")
-    if type(members) is not list:
+    if members.__class__ is not list:
         if "member" in group:
             bad_type("group.member.type", DATA + "2.4.2.2", f"{what}.member", "an array of Agents", members, ".member")
         if n == 0:
@@ -152,7 +152,7 @@ def check_group(group: dict[str, Any], what: str) -> list[Any] | None:
         )
     for i, member in enumerate(members):
         try:
-            if type(member) is not dict:
+            if member.__class__ is not dict:
                 bad_type("group.member.type", DATA + "2.4.2.2", "a Group member", "an Agent object", member)
             ot = member.get("objectType", "Agent")
             if ot != "Agent":
@@ -173,7 +173,7 @@ def check_group(group: dict[str, Any], what: str) -> list[Any] | None:
 
 def check_actor(actor: object, what: str) -> list[Any] | None:
     """An Agent or a Group (xAPI 1.0.3 Data §2.4.2). Returns a Group's members, if any."""
-    if type(actor) is not dict:
+    if actor.__class__ is not dict:
         bad_type("actor.type", DATA + "2.4.2", what, "an Agent or Group object", actor)
     ot = actor.get("objectType", "Agent")
     if ot == "Agent":

@@ -21,7 +21,7 @@ from .violations import (
 
 
 def _is_v2(version: object) -> bool:
-    if type(version) is str:
+    if version.__class__ is str:
         if version == "1.0.3" or version == "1.0" or version.startswith("1.0."):
             return False
         if version == "2.0.0" or version == "2.0" or version.startswith("2.0."):
@@ -159,13 +159,13 @@ def validate_statements(payload: object, *, version: str = "1.0.3") -> list[dict
     (Communication §2.1.2.s2.b6). The statements themselves are returned unmodified.
     """
     v2 = _is_v2(version)
-    if type(payload) is dict:
+    if payload.__class__ is dict:
         try:
             check_statement(payload, v2)
         except Violation as err:
             _raise_at(err, "$")
         return [payload]
-    if type(payload) is not list:
+    if payload.__class__ is not list:
         try:
             bad_type(
                 "statements.type",
@@ -205,9 +205,9 @@ def validate_statements_tolerant(
         statements = validate_statements(payload, version=version)
         return statements, [()] * len(statements)
     v2 = _is_v2(version)
-    if type(payload) is dict:
+    if payload.__class__ is dict:
         return [payload], [_check(payload, v2, "$", tolerate)]
-    if type(payload) is not list or not payload:
+    if payload.__class__ is not list or not payload:
         return validate_statements(payload, version=version), []  # raises statements.type / .empty
     seen: dict[str, int] = {}
     tolerated: list[tuple[str, ...]] = []
@@ -247,7 +247,7 @@ def attachments_needing_parts(statement: dict[str, Any]) -> list[str]:
     out: list[str] = []
     sources = [statement.get("attachments")]
     obj = statement.get("object")
-    if type(obj) is dict and obj.get("objectType") == "SubStatement":
+    if obj.__class__ is dict and obj.get("objectType") == "SubStatement":
         sources.append(obj.get("attachments"))
     for atts in sources:
         for att in atts or ():

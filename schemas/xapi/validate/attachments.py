@@ -12,7 +12,7 @@ _ATTACHMENT_REQUIRED = ("usageType", "display", "contentType", "length", "sha2")
 
 
 def check_attachment(att: object) -> None:
-    if type(att) is not dict:
+    if att.__class__ is not dict:
         bad_type("attachments.type", DATA + "2.4.11", "an attachment", "an Attachment object", att)
     if not _ATTACHMENT_KEYS.issuperset(att):
         unknown_properties(att, _ATTACHMENT_KEYS, "an Attachment")
@@ -20,7 +20,7 @@ def check_attachment(att: object) -> None:
         if req not in att:
             missing(f"attachment.{req}.required", DATA + "2.4.11", f"attachment.{req}", f".{req}")
     usage = att["usageType"]
-    if type(usage) is not str or (usage not in IRI_OK and not is_iri(usage)):
+    if usage.__class__ is not str or (usage not in IRI_OK and not is_iri(usage)):
         iri_error(usage, "attachment.usageType.iri", DATA + "2.4.11", "attachment.usageType", ".usageType")
     for lmap in ("display", "description"):
         if lmap in att:
@@ -41,7 +41,7 @@ def check_attachment(att: object) -> None:
             ".contentType",
         )
     length = att["length"]
-    if type(length) is not int:
+    if length.__class__ is not int:
         bad_type("attachment.length.type", DATA + "2.4.11", "attachment.length", "an integer", length, ".length")
     if length < 0:
         fail(
@@ -60,7 +60,7 @@ def check_attachment(att: object) -> None:
         )
     if "fileUrl" in att:
         url = att["fileUrl"]
-        if type(url) is not str or (url not in IRI_OK and not is_iri(url)):
+        if url.__class__ is not str or (url not in IRI_OK and not is_iri(url)):
             iri_error(url, "attachment.fileUrl.irl", DATA + "2.4.11", "attachment.fileUrl", ".fileUrl", "IRL")
     if usage == SIGNATURE_USAGE and ctype != "application/octet-stream":
         fail(

@@ -46,13 +46,13 @@ _CONTEXT_ACTIVITY_KINDS = frozenset({"parent", "grouping", "category", "other"})
 
 
 def check_context_activities(cas: object) -> None:
-    if type(cas) is not dict:
+    if cas.__class__ is not dict:
         bad_type("context.contextActivities.type", DATA + "2.4.6.2", "context.contextActivities", "an object", cas)
     if not _CONTEXT_ACTIVITY_KINDS.issuperset(cas):
         unknown_properties(cas, _CONTEXT_ACTIVITY_KINDS, "a contextActivities object")
     for kind, value in cas.items():
         try:
-            if type(value) is list:
+            if value.__class__ is list:
                 # check_items written out: this is the hot path (a call per kind saved).
                 for act in value:
                     try:
@@ -60,7 +60,7 @@ def check_context_activities(cas: object) -> None:
                     except Violation as e:
                         e.keys.append(index_of(act, value))
                         raise
-            elif type(value) is dict:
+            elif value.__class__ is dict:
                 # A single Activity is allowed for compatibility with 0.95 (§2.4.6.2).
                 check_activity(value)
             else:
@@ -77,14 +77,14 @@ def check_context_activities(cas: object) -> None:
 
 
 def check_relevant_types(value: object, cite: str) -> None:
-    if type(value) is not list:
+    if value.__class__ is not list:
         bad_type("context.relevantTypes.type", cite, "relevantTypes", "an array of IRIs", value)
     if not value:
         fail(
             "context.relevantTypes.empty", cite, "relevantTypes, when present, SHALL hold 1 or more Relevant Type IRIs"
         )
     for i, iri in enumerate(value):
-        if type(iri) is not str or (iri not in IRI_OK and not is_iri(iri)):
+        if iri.__class__ is not str or (iri not in IRI_OK and not is_iri(iri)):
             iri_error(iri, "context.relevantTypes.iri", cite, "a Relevant Type", f"[{i}]")
 
 
@@ -118,7 +118,7 @@ class ContextMember:
 
     def check(self, item: object) -> None:
         cite = self.cite
-        if type(item) is not dict:
+        if item.__class__ is not dict:
             bad_type(f"context.{self.object_type}s.type", cite, f"a {self.name}", "an object", item)
         if not self.keys.issuperset(item):
             unknown_properties(item, self.keys, f"a {self.name}")
@@ -137,7 +137,7 @@ class ContextMember:
             )
         member = item[self.key]
         try:
-            if type(member) is not dict:
+            if member.__class__ is not dict:
                 bad_type("actor.type", cite, f"a {self.name}'s {self.key}", self.kind_text, member)
             kind = member.get("objectType", self.kind_default)
             if kind != self.kind:
@@ -161,13 +161,13 @@ CONTEXT_GROUP = ContextMember("Context Group", "contextGroup", "group", "Group",
 
 
 def check_context(ctx: object, object_is_activity: bool, v2: bool) -> None:
-    if type(ctx) is not dict:
+    if ctx.__class__ is not dict:
         bad_type("context.type", DATA + "2.4.6", "context", "an object", ctx)
     allowed = _CONTEXT_KEYS_2 if v2 else _CONTEXT_KEYS_1
     if not allowed.issuperset(ctx):
         unknown_properties(ctx, allowed, "a Context")
     reg = ctx.get("registration", ABSENT)
-    if reg is not ABSENT and (type(reg) is not str or uuid_match(reg) is None):
+    if reg is not ABSENT and (reg.__class__ is not str or uuid_match(reg) is None):
         format_error(
             "context.registration.uuid",
             DATA + "2.4.6",
@@ -185,7 +185,7 @@ def check_context(ctx: object, object_is_activity: bool, v2: bool) -> None:
             raise
     if "team" in ctx:
         team = ctx["team"]
-        if type(team) is dict and team.get("objectType") != "Group":
+        if team.__class__ is dict and team.get("objectType") != "Group":
             fail("context.team.group", DATA + "2.4.6", 'context.team MUST be a Group (objectType "Group")', ".team")
         try:
             check_actor(team, "context.team")
@@ -204,7 +204,7 @@ def check_context(ctx: object, object_is_activity: bool, v2: bool) -> None:
         check_activity_only(ctx["platform"], "platform", object_is_activity)
     if "language" in ctx:
         lang = ctx["language"]
-        if type(lang) is not str or (lang not in TAG_OK and not is_language_tag(lang)):
+        if lang.__class__ is not str or (lang not in TAG_OK and not is_language_tag(lang)):
             format_error(
                 "context.language.rfc5646",
                 DATA + "2.4.6",
@@ -217,7 +217,7 @@ def check_context(ctx: object, object_is_activity: bool, v2: bool) -> None:
     if "statement" in ctx:
         try:
             ref = ctx["statement"]
-            if type(ref) is not dict:
+            if ref.__class__ is not dict:
                 bad_type(
                     "context.statement.type", DATA + "2.4.6", "context.statement", "a Statement Reference object", ref
                 )
@@ -251,7 +251,7 @@ def check_context(ctx: object, object_is_activity: bool, v2: bool) -> None:
 
 def check_activity_only(value: object, prop: str, object_is_activity: bool) -> None:
     """context.revision / context.platform: strings, only when the Object is an Activity."""
-    if type(value) is not str:
+    if value.__class__ is not str:
         bad_type(f"context.{prop}.type", DATA + "2.4.6", f"context.{prop}", "a string", value, f".{prop}")
     if not object_is_activity:
         fail(

@@ -15,20 +15,20 @@ _SCORE_KEYS = frozenset({"scaled", "raw", "min", "max"})
 
 
 def number_error(value: object, rule: str, what: str, key: str) -> NoReturn:
-    if type(value) is float:
+    if value.__class__ is float:
         raise HardViolation(rule, f"{DATA}2.4.5.1: {what} must be a finite number, found {value!r}", key)
-    extra = " (a string is rejected even if it contains a number, §2.2)" if type(value) is str else ""
+    extra = " (a string is rejected even if it contains a number, §2.2)" if value.__class__ is str else ""
     bad_type(rule, DATA + "2.4.5.1", what, "a number" + extra, value, key)
 
 
 def check_score(score: object) -> None:
-    if type(score) is not dict:
+    if score.__class__ is not dict:
         bad_type("result.score.type", DATA + "2.4.5.1", "result.score", "an object", score)
     if not _SCORE_KEYS.issuperset(score):
         unknown_properties(score, _SCORE_KEYS, "a Score")
     # Numbers: int, or a finite float; bool is excluded by testing the exact class.
     scaled = score.get("scaled", 0)
-    cls = type(scaled)
+    cls = scaled.__class__
     if cls is not int and (cls is not float or not _isfinite(scaled)):
         number_error(scaled, "result.score.scaled.type", "score.scaled", ".scaled")
     if not -1 <= scaled <= 1:
@@ -40,12 +40,12 @@ def check_score(score: object) -> None:
         )
     lo = score.get("min")
     if lo is not None:
-        cls = type(lo)
+        cls = lo.__class__
         if cls is not int and (cls is not float or not _isfinite(lo)):
             number_error(lo, "result.score.min.type", "score.min", ".min")
     hi = score.get("max")
     if hi is not None:
-        cls = type(hi)
+        cls = hi.__class__
         if cls is not int and (cls is not float or not _isfinite(hi)):
             number_error(hi, "result.score.max.type", "score.max", ".max")
         if lo is not None and not lo < hi:
@@ -67,7 +67,7 @@ def check_score(score: object) -> None:
                 )
     raw = score.get("raw")
     if raw is not None:
-        cls = type(raw)
+        cls = raw.__class__
         if cls is not int and (cls is not float or not _isfinite(raw)):
             number_error(raw, "result.score.raw.type", "score.raw", ".raw")
         if (lo is not None and raw < lo) or (hi is not None and raw > hi):
@@ -84,7 +84,7 @@ def check_score(score: object) -> None:
 
 
 def check_result(res: object) -> None:
-    if type(res) is not dict:
+    if res.__class__ is not dict:
         bad_type("result.type", DATA + "2.4.5", "result", "an object", res)
     if not _RESULT_KEYS.issuperset(res):
         unknown_properties(res, _RESULT_KEYS, "a Result")
@@ -94,11 +94,11 @@ def check_result(res: object) -> None:
         except Violation as e:
             e.keys.append(".score")
             raise
-    if "success" in res and type(res["success"]) is not bool:
+    if "success" in res and res["success"].__class__ is not bool:
         boolean_error(res["success"], "success")
-    if "completion" in res and type(res["completion"]) is not bool:
+    if "completion" in res and res["completion"].__class__ is not bool:
         boolean_error(res["completion"], "completion")
-    if "response" in res and type(res["response"]) is not str:
+    if "response" in res and res["response"].__class__ is not str:
         bad_type("result.response.type", DATA + "2.4.5", "result.response", "a string", res["response"], ".response")
     if "duration" in res and not is_duration(res["duration"]):
         duration = res["duration"]
@@ -120,5 +120,5 @@ def check_result(res: object) -> None:
 
 
 def boolean_error(value: object, name: str) -> NoReturn:
-    extra = " (a string is rejected even if it contains a boolean, §2.2)" if type(value) is str else ""
+    extra = " (a string is rejected even if it contains a boolean, §2.2)" if value.__class__ is str else ""
     bad_type(f"result.{name}.type", DATA + "2.4.5", f"result.{name}", "a boolean" + extra, value, f".{name}")

@@ -46,7 +46,7 @@ _semver_match = re.compile(
 
 def check_object(obj: object, v2: bool, in_sub: bool) -> bool:
     """Validate a Statement's object; return whether it is an Activity."""
-    if type(obj) is not dict:
+    if obj.__class__ is not dict:
         bad_type("object.type", DATA + "2.4.4", "object", "an object", obj)
     ot = obj.get("objectType", "Activity")
     if ot == "Activity":
@@ -129,7 +129,7 @@ def check_core(st: dict[str, Any], v2: bool, in_sub: bool) -> None:
     if "timestamp" in st:
         ts = st["timestamp"]
         # The usual RFC 3339 form passes here without a call (inline on the hot path).
-        if type(ts) is not str or simple_ts_match(ts) is None or ts.endswith("-00:00"):
+        if ts.__class__ is not str or simple_ts_match(ts) is None or ts.endswith("-00:00"):
             check_time_property(ts, v2, "timestamp")
     if "attachments" in st:
         try:
@@ -140,7 +140,7 @@ def check_core(st: dict[str, Any], v2: bool, in_sub: bool) -> None:
 
 
 def check_version(value: object, v2: bool) -> None:
-    if type(value) is str:
+    if value.__class__ is str:
         head, _, patch = value.partition(".0.")
         if patch.isdigit() and patch.isascii() and (head == "1" or (v2 and head == "2")):
             return
@@ -169,7 +169,7 @@ def check_authority(authority: object) -> None:
     except Violation as e:
         e.keys.append(".authority")
         raise
-    if type(authority) is not dict or authority.get("objectType") != "Group":
+    if authority.__class__ is not dict or authority.get("objectType") != "Group":
         return
     if members is None or len(members) != 2:
         fail(
@@ -190,12 +190,12 @@ def check_authority(authority: object) -> None:
 
 
 def check_statement(doc: object, v2: bool) -> None:
-    if type(doc) is not dict:
+    if doc.__class__ is not dict:
         bad_type("statement.type", DATA + "2.4", "a Statement", "a JSON object", doc)
     if not _STATEMENT_KEYS.issuperset(doc):
         unknown_properties(doc, _STATEMENT_KEYS, "a Statement")
     sid = doc.get("id", ABSENT)
-    if sid is not ABSENT and (type(sid) is not str or uuid_match(sid) is None):
+    if sid is not ABSENT and (sid.__class__ is not str or uuid_match(sid) is None):
         format_error(
             "statement.id.uuid",
             DATA + "2.4.1",
@@ -209,7 +209,7 @@ def check_statement(doc: object, v2: bool) -> None:
     if "stored" in doc:
         # Set by the LRS and overwritten on store, but validated first (§2.4.8.s3.b2).
         stored = doc["stored"]
-        if type(stored) is not str or simple_ts_match(stored) is None or stored.endswith("-00:00"):
+        if stored.__class__ is not str or simple_ts_match(stored) is None or stored.endswith("-00:00"):
             check_time_property(stored, v2, "stored")
     if "authority" in doc:
         check_authority(doc["authority"])

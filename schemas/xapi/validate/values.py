@@ -15,7 +15,7 @@ simple_ts_match = timefmt._RFC3339_SIMPLE.match
 
 def check_language_map(value: object, what: str) -> None:
     """xAPI 1.0.3 Data §4.2: keys RFC 5646 tags, values strings."""
-    if type(value) is not dict:
+    if value.__class__ is not dict:
         bad_type("language-map.type", DATA + "4.2", what, "a language map (an object)", value)
     for tag, text in value.items():
         if tag not in TAG_OK and not is_language_tag(tag):
@@ -25,13 +25,13 @@ def check_language_map(value: object, what: str) -> None:
                 f"language map keys MUST be RFC 5646 language tags; {what} has key {show(tag)}",
                 key_step(tag),
             )
-        if type(text) is not str:
+        if text.__class__ is not str:
             bad_type("language-map.value.type", DATA + "4.2", f"{what}[{tag!r}]", "a string", text, key_step(tag))
 
 
 def check_extensions(value: object) -> None:
     """xAPI 1.0.3 Data §4.1: keys MUST be IRIs; values are any JSON (null included)."""
-    if type(value) is not dict:
+    if value.__class__ is not dict:
         bad_type("extensions.type", DATA + "4.1", "extensions", "an object", value)
     for key in value:
         if key not in IRI_OK and not is_iri(key):
@@ -58,7 +58,7 @@ def check_timestamp(value: object, v2: bool, name: str) -> None:
     problem = timefmt.timestamp_problem(value, require_offset=v2)
     if problem is None:
         return
-    if type(value) is not str:
+    if value.__class__ is not str:
         bad_type(f"{name}.format", DATA + "4.5", name, "an ISO 8601 timestamp string", value)
     if problem == timefmt.TIMEZONE:
         fail(

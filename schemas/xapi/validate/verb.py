@@ -10,12 +10,12 @@ _VERB_KEYS = frozenset({"id", "display"})
 
 
 def check_verb(verb: object) -> str:
-    if type(verb) is not dict:
+    if verb.__class__ is not dict:
         bad_type("verb.type", DATA + "2.4.3", "verb", "an object", verb)
     if not _VERB_KEYS.issuperset(verb):
         unknown_properties(verb, _VERB_KEYS, "a Verb")
     vid = verb.get("id")
-    if type(vid) is not str or (vid not in IRI_OK and not is_iri(vid)):
+    if vid.__class__ is not str or (vid not in IRI_OK and not is_iri(vid)):
         if "id" not in verb:
             missing("verb.id.required", DATA + "2.4.3", "verb.id", ".id")
         iri_error(vid, "verb.id.iri", DATA + "2.4.3", "verb.id", ".id")

@@ -180,13 +180,13 @@ def missing(rule: str, cite: str, what: str, key: str) -> None:
 
 def format_error(rule: str, cite: str, what: str, expected: str, value: object, detail: str, key: str = "") -> None:
     """A value that is not of its form: a wrong JSON type (``expected``) or a bad string (``detail``)."""
-    if type(value) is not str:
+    if value.__class__ is not str:
         bad_type(rule, cite, what, expected, value, key)
     fail(rule, cite, detail, key)
 
 
 def iri_error(value: object, rule: str, cite: str, what: str, key: str, kind: str = "IRI") -> None:
-    if type(value) is not str:
+    if value.__class__ is not str:
         bad_type(rule, cite, what, f"an absolute {kind} string", value, key)
     fail(rule, cite, f"{what} MUST be an absolute {kind} (with a scheme), found {show(value)}", key)
 
@@ -199,7 +199,7 @@ def nonempty_string_error(obj: dict[str, Any], name: str, rules: str, cite: str,
     if name not in obj:
         missing(f"{rules}.required", cite, what, f".{name}")
     value = obj.get(name)
-    if type(value) is not str:
+    if value.__class__ is not str:
         bad_type(f"{rules}.type", cite, what, "a string", value, f".{name}")
     fail(f"{rules}.empty", cite, empty, f".{name}")
     unreachable(f"{rules}.empty")
@@ -214,7 +214,7 @@ def object_type_error(value: object, allowed: tuple[str, ...], what: str) -> Non
             ".objectType",
         )
         return
-    if type(value) is not str:
+    if value.__class__ is not str:
         bad_type("objectType.value", DATA + "2.2", f"{what}.objectType", "a string", value, ".objectType")
     hint = ""
     for good in allowed:
@@ -230,7 +230,7 @@ def object_type_error(value: object, allowed: tuple[str, ...], what: str) -> Non
 
 def each(items: object, check: Callable[[object], object], rule: str, cite: str, what: str) -> None:
     """``check`` every item of the array ``items`` (``rule`` if it is not an array)."""
-    if type(items) is not list:
+    if items.__class__ is not list:
         bad_type(rule, cite, what, "an array", items)
     check_items(items, check)
 
