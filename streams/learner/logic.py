@@ -1,7 +1,8 @@
 """One learner's envelope → state changes and derived records. Pure: no I/O, no clock.
 
 The learner stage keeps, per learner (table key = learner pseudonym, co-partitioned with
-``xapi.statements``), one state document::
+``xapi.statements``), one state document (stored with these compact keys, read and written
+through the named views of :mod:`streams.learner.state`)::
 
     {"o": last applied source offset, "p": its partition,
      "c": {course: engagement state (see engagement.logic) + "sc" school, "co" cohort,
@@ -64,7 +65,7 @@ from typing import Any
 
 import orjson
 
-from schemas.envelope import StatementEnvelope
+from schemas.envelope import StatementEntry, StatementEnvelope
 from schemas.errors import InvalidStatement
 from schemas.records import EngagementRecord, MasteryRecord
 from schemas.xapi.duration import duration_ms
@@ -73,6 +74,7 @@ from ..config import HOUR_MS, StreamsConfig
 from ..engagement import logic as engagement
 from ..mastery import logic as mastery
 from ..timeparse import timestamp_ms
+from .state import ACTIVE, LAST, VERSION, CourseState, LearnerState, PartitionState
 
 # Keys of a learner's own voiding statements remembered (a re-sent void is skipped early;
 # applying one again would change nothing anyway).
@@ -153,8 +155,35 @@ def cohort_key(school: str, course: str, cohort: str) -> str:
     return f"{school}|{course}|{cohort}"
 
 
+@dataclass(slots=True)
+class EnvelopeRun:
+    """What applying one envelope gathers before its records are made."""
+
+    learner: LearnerState
+    partition: PartitionState
+    learner_id: str
+    school: str
+    courses: dict[str, dict[str, Any]]
+    skills: dict[str, dict[str, Any]]
+    lag: int
+    newest: int | None = None  # the partition's newest statement time, this envelope's included
+    watermark_hour: int | None = None  # hour of ``newest - lag``: no cohort-feed bucket goes before it
+    engagement_hours: dict[str, set[int]] = field(default_factory=dict)  # course → hours whose figures changed
+    feed_hours: dict[str, set[int]] = field(default_factory=dict)  # course → cohort-feed buckets changed
+    horizon_moved: set[str] = field(default_factory=set)  # courses whose horizon advanced
+
+    def see(self, t: int) -> None:
+        """A statement time: the partition's newest time and watermark hour follow it."""
+        if self.newest is None or t > self.newest:
+            self.newest = t
+            self.watermark_hour = (t - self.lag) - (t - self.lag) % HOUR_MS
+
+
 class LearnerLogic:
-    """Applies envelopes to learner and partition state; collects records into :class:`Outputs`."""
+    """Applies envelopes to learner and partition state; collects records into :class:`Outputs`.
+
+    ``state`` and ``part`` arguments are the stored documents (see :mod:`.state`).
+    """
 
     def __init__(self, config: StreamsConfig, model: mastery.MasteryModel) -> None:
         self.config = config
@@ -165,8 +194,9 @@ class LearnerLogic:
     # -- records from state ---------------------------------------------------------
     def _engagement(self, out: Outputs, learner: str, course: str, cst: dict[str, Any], hours: set[int]) -> None:
         days = set()
-        h = cst["h"]
-        school, cohort = cst["sc"], cst["co"]
+        c = CourseState(cst)
+        h = c.hours
+        school, cohort = c.school, c.cohort
         records = out.engagement
         for hr in hours:
             f = h.get(str(hr))
@@ -183,11 +213,12 @@ class LearnerLogic:
             )
 
     def _cohort(self, out: Outputs, learner: str, course: str, cst: dict[str, Any], hour: int) -> None:
-        a, last, v = cst["cb"][str(hour)]
-        key = cohort_key(cst["sc"], course, cst["co"])
+        c = CourseState(cst)
+        b = c.feed_buckets[str(hour)]
+        key = cohort_key(c.school, course, c.cohort)
         out.cohort[(key, learner, hour)] = {
-            "school": cst["sc"], "course": course, "cohort": cst["co"], "learner": learner,
-            "hour": hour, "a": a, "l": last, "v": v,
+            "school": c.school, "course": course, "cohort": c.cohort, "learner": learner,
+            "hour": hour, "a": b[ACTIVE], "l": b[LAST], "v": b[VERSION],
         }
 
     def _mastery(self, out: Outputs, school: str, learner: str, skill: str, sk: dict[str, Any]) -> None:
@@ -198,14 +229,16 @@ class LearnerLogic:
 
     def reemit(self, state: dict[str, Any], env: StatementEnvelope, out: Outputs) -> None:
         """Records of everything ``env`` may have touched, from the current state (redelivery)."""
+        learner = LearnerState(state)
         for course in {e.course for e in env.entries}:
-            cst = state.get("c", {}).get(course)
-            if cst is None or "sc" not in cst:
+            cst = learner.known_courses.get(course)
+            if cst is None or not CourseState(cst).placed:
                 continue
-            self._engagement(out, env.learner, course, cst, {int(h) for h in cst.get("h", {})})
-            for hour in cst.get("cb", {}):
+            c = CourseState(cst)
+            self._engagement(out, env.learner, course, cst, {int(h) for h in c.hours})
+            for hour in c.feed_buckets:
                 self._cohort(out, env.learner, course, cst, int(hour))
-        for skill, sk in state.get("k", {}).items():
+        for skill, sk in learner.known_skills.items():
             self._mastery(out, env.school, env.learner, skill, sk)
 
     # -- applying -------------------------------------------------------------------
@@ -222,144 +255,138 @@ class LearnerLogic:
         Raises InvalidStatement (before changing anything) if a timestamp is unreadable.
         """
         timestamps = parse_timestamps(env)
-        if offset <= state.get("o", -1):
-            self.reemit(state, env, out)
-            # The partition saw these statements too: its newest time is a maximum, so
-            # taking them again is exact, and a partition state saved behind its learners'
-            # (a crash between the two writes) catches up as in an uninterrupted run.
-            newest = max(timestamps, default=None)
-            if newest is not None and (part.get("mx") is None or newest > part["mx"]):
-                part["mx"] = newest
+        learner, partition = LearnerState(state), PartitionState(part)
+        if offset <= learner.offset:
+            self.redeliver(learner, partition, env, timestamps, out)
             return False
-        learner = env.learner
-        school = env.school
-        courses: dict[str, Any] = state.get("c")  # type: ignore[assignment]
-        if courses is None:
-            courses = state["c"] = {}
-        skills: dict[str, Any] = state.get("k")  # type: ignore[assignment]
-        if skills is None:
-            skills = state["k"] = {}
-        mx = part.get("mx")
-        lag = self.lag
-        wm_hour = None if mx is None else (mx - lag) - (mx - lag) % HOUR_MS
-        eng_dirty: dict[str, set[int]] = {}
-        cb_dirty: dict[str, set[int]] = {}
-        hz_moved: set[str] = set()
-        apply_statement = engagement.apply_statement
-        eng_params = self.eng
-        voided_verb = mastery.VOIDED_VERB
+        run = EnvelopeRun(learner, partition, env.learner, env.school, learner.courses(), learner.skills(), self.lag)
+        if partition.newest is not None:
+            run.see(partition.newest)
         for entry, t in zip(env.entries, timestamps):
-            stmt = entry.statement
-            out.statements += 1
-            if mx is None or t > mx:
-                mx = t
-                wm_hour = (mx - lag) - (mx - lag) % HOUR_MS
-            raw_id = stmt.get("id")
-            sid = statement_key(raw_id) if isinstance(raw_id, str) else None
-            verb = stmt.get("verb")
-            if verb is not None and verb.get("id") == voided_verb:
-                target = mastery.voided_target(stmt)
-                if target is not None:
-                    self._void(state, skills, courses, school, learner, sid, statement_key(target), out)
-                    continue  # a voiding statement is bookkeeping, not learning activity
-            course = entry.course
-            cst = courses.get(course)
-            if cst is None:
-                cst = courses[course] = {}
-            hz = cst.get("hz")
-            late = hz is not None and t < hz
-            ids = cst.get("i")
-            if ids is None:
-                ids = cst["i"] = {}
-            if sid is not None and not late:
-                if sid in ids:
-                    out.duplicates += 1
-                    continue
-                ids[sid] = t
-            cst["sc"] = school
-            cst["co"] = entry.cohort
-            result = stmt.get("result")
-            ch = apply_statement(cst, t, _duration(result, stmt) if result else 0, eng_params)
-            if cst.get("hz") != hz:
-                hz_moved.add(course)
-            if not ch.hours:
-                out.late += 1
-            else:
-                dirty = eng_dirty.get(course)
-                if dirty is None:
-                    dirty = eng_dirty[course] = set()
-                dirty.update(ch.hours)
-                cb = cst.get("cb")
-                if cb is None:
-                    cb = cst["cb"] = {}
-                touched = cb_dirty.get(course)
-                if touched is None:
-                    touched = cb_dirty[course] = set()
-                n = cst["n"]
-                for hr, d in ch.active_delta.items():
-                    eff = max(wm_hour, hr)
-                    key = str(eff)
-                    b = cb.get(key)
-                    if b is None:
-                        b = cb[key] = [0, 0, 0]
-                    b[0] += d
-                    b[2] = n
-                    touched.add(eff)
-                th = t - t % HOUR_MS
-                eff = max(wm_hour, th)
-                key = str(eff)
-                b = cb.get(key)
-                if b is None:
-                    b = cb[key] = [0, 0, 0]
-                b[1] = max(b[1], t)
-                b[2] = n
-                touched.add(eff)
-            if result and sid is not None:
-                self._observe(part, skills, school, learner, course, stmt, result, sid, t, late, out)
-        part["mx"] = mx
-        state["o"] = offset
-        for course, hours in eng_dirty.items():
-            self._engagement(out, learner, course, courses[course], hours)
-            engagement.prune(courses[course])
-        for course in hz_moved:
-            # Keys older than the horizon can go: a copy of theirs would be late anyway.
-            cst = courses[course]
-            hz = cst["hz"]
-            ids = cst["i"]
-            if ids:
-                cst["i"] = {k: v for k, v in ids.items() if v >= hz}
-        for course, hours in cb_dirty.items():
-            cst = courses[course]
-            for hour in hours:
-                self._cohort(out, learner, course, cst, hour)
-            # Buckets behind the watermark were sent and can no longer change.
-            wm_hour = engagement.hour_of(mx - self.lag)
-            for key in [k for k in cst["cb"] if int(k) < wm_hour]:
-                del cst["cb"][key]
+            self.apply_statement(run, entry, t, out)
+        partition.newest = run.newest
+        learner.offset = offset
+        self.emit_engagement(run, out)
+        self.forget_keys_behind_horizons(run)
+        self.emit_feed_buckets(run, out)
         return True
 
-    def _void(
-        self, state: dict[str, Any], skills: dict[str, Any], courses: dict[str, Any], school: str, learner: str,
-        sid: str | None, target: str, out: Outputs,
+    def redeliver(
+        self, learner: LearnerState, partition: PartitionState, env: StatementEnvelope, timestamps: list[int],
+        out: Outputs,
     ) -> None:
-        own = state.get("vx")
-        if own is None:
-            own = state["vx"] = []
+        """An envelope at or below the learner's offset: its records again, from the state."""
+        self.reemit(learner.doc, env, out)
+        # The partition saw these statements too: its newest time is a maximum, so taking
+        # them again is exact, and a partition state saved behind its learners' (a crash
+        # between the two writes) catches up as in an uninterrupted run.
+        newest = max(timestamps, default=None)
+        if newest is not None and (partition.newest is None or newest > partition.newest):
+            partition.newest = newest
+
+    def apply_statement(self, run: EnvelopeRun, entry: StatementEntry, t: int, out: Outputs) -> None:
+        stmt = entry.statement
+        out.statements += 1
+        run.see(t)
+        raw_id = stmt.get("id")
+        sid = statement_key(raw_id) if isinstance(raw_id, str) else None
+        verb = stmt.get("verb")
+        if verb is not None and verb.get("id") == mastery.VOIDED_VERB:
+            target = mastery.voided_target(stmt)
+            if target is not None:
+                self._void(run, sid, statement_key(target), out)
+                return  # a voiding statement is bookkeeping, not learning activity
+        course = entry.course
+        cst = run.courses.get(course)
+        if cst is None:
+            cst = run.courses[course] = {}
+        c = CourseState(cst)
+        hz = c.horizon
+        late = hz is not None and t < hz
+        applied = c.applied()
+        if sid is not None and not late:
+            if sid in applied:
+                out.duplicates += 1
+                return
+            applied[sid] = t
+        c.place(run.school, entry.cohort)
+        result = stmt.get("result")
+        change = engagement.apply_statement(cst, t, _duration(result, stmt) if result else 0, self.eng)
+        if c.horizon != hz:
+            run.horizon_moved.add(course)
+        if not change.hours:
+            out.late += 1
+        else:
+            self.book_activity(run, course, c, change, t)
+        if result and sid is not None:
+            self._observe(run, course, stmt, result, sid, t, late, out)
+
+    def book_activity(self, run: EnvelopeRun, course: str, c: CourseState, change: engagement.Change, t: int) -> None:
+        """Mark the changed engagement hours; add the activity to the cohort-feed buckets.
+
+        A contribution to an hour before the partition's watermark is booked in the
+        watermark's hour: every bucket before the watermark is final.
+        """
+        hours = run.engagement_hours.get(course)
+        if hours is None:
+            hours = run.engagement_hours[course] = set()
+        hours.update(change.hours)
+        touched = run.feed_hours.get(course)
+        if touched is None:
+            touched = run.feed_hours[course] = set()
+        n = c.sequence
+        wm_hour = run.watermark_hour
+        assert wm_hour is not None  # run.see(t) came first
+        for hr, d in change.active_delta.items():
+            eff = max(wm_hour, hr)
+            b = c.feed_bucket(eff)
+            b[ACTIVE] += d
+            b[VERSION] = n
+            touched.add(eff)
+        eff = max(wm_hour, t - t % HOUR_MS)
+        b = c.feed_bucket(eff)
+        b[LAST] = max(b[LAST], t)
+        b[VERSION] = n
+        touched.add(eff)
+
+    def emit_engagement(self, run: EnvelopeRun, out: Outputs) -> None:
+        for course, hours in run.engagement_hours.items():
+            self._engagement(out, run.learner_id, course, run.courses[course], hours)
+            engagement.prune(run.courses[course])
+
+    def forget_keys_behind_horizons(self, run: EnvelopeRun) -> None:
+        # Keys older than the horizon can go: a copy of theirs would be late anyway.
+        for course in run.horizon_moved:
+            CourseState(run.courses[course]).forget_applied_behind_horizon()
+
+    def emit_feed_buckets(self, run: EnvelopeRun, out: Outputs) -> None:
+        if not run.feed_hours:
+            return
+        assert run.newest is not None  # buckets come from statements, which move it
+        for course, hours in run.feed_hours.items():
+            cst = run.courses[course]
+            for hour in hours:
+                self._cohort(out, run.learner_id, course, cst, hour)
+            # Buckets behind the watermark were sent and can no longer change.
+            CourseState(cst).forget_feed_buckets_before(engagement.hour_of(run.newest - self.lag))
+
+    def _void(self, run: EnvelopeRun, sid: str | None, target: str, out: Outputs) -> None:
+        own = run.learner.own_voids()
         if sid is not None:
             if sid in own:
                 out.duplicates += 1
                 return
             own.append(sid)
             del own[:-OWN_VOIDS]
-        if self.undo(state, school, learner, target, out):
+        if self.undo(run.learner.doc, run.school, run.learner_id, target, out):
             return
-        if any(target in cst.get("i", ()) for cst in courses.values()):
+        if any(target in CourseState(cst).applied_keys for cst in run.courses.values()):
             return  # one of this learner's statements, but not an observation: nothing to undo
         out.voids.append(target)
 
     def undo(self, state: dict[str, Any], school: str, learner: str, target: str, out: Outputs) -> bool:
         """Undo observation ``target`` in this learner's state; False if it holds none."""
-        skills = state.get("k")
+        skills = LearnerState(state).known_skills
         if not skills:
             return False
         changed = mastery.undo(skills, target, self.model)
@@ -369,8 +396,8 @@ class LearnerLogic:
         return bool(changed)
 
     def _observe(
-        self, part: dict[str, Any], skills: dict[str, Any], school: str, learner: str, course: str,
-        stmt: dict[str, Any], result: dict[str, Any], sid: str, t: int, late: bool, out: Outputs,
+        self, run: EnvelopeRun, course: str, stmt: dict[str, Any], result: dict[str, Any], sid: str, t: int,
+        late: bool, out: Outputs,
     ) -> None:
         if not isinstance(result, dict):
             return
@@ -382,13 +409,15 @@ class LearnerLogic:
         names = self.model.skills_of(course, stmt)
         if not names:
             return
+        skills, school, learner = run.skills, run.school, run.learner_id
         if late and any(h[0] == sid for name in names if name in skills for h in skills[name]["h"]):
             out.duplicates += 1
             return  # a late copy of an observation still in the history
-        pending = part.get("vd")
-        voided = bool(pending) and sid in pending
-        if voided:
+        pending = run.partition.pending_voids
+        voided = False
+        if pending is not None and sid in pending:
             del pending[sid]
+            voided = True
         folded: list[str] = []
         for skill in names:
             b = self.model.params(skill)
@@ -407,9 +436,7 @@ class LearnerLogic:
 
 def add_pending_void(part: dict[str, Any], target: str) -> None:
     """Remember a void whose target this partition has not seen (bounded, oldest dropped)."""
-    pending = part.get("vd")
-    if pending is None:
-        pending = part["vd"] = {}
+    pending = PartitionState(part).pending_voids_created()
     pending.pop(target, None)
     pending[target] = 1
     while len(pending) > mastery.PENDING_VOIDS:
@@ -436,8 +463,9 @@ class OwnerIndex:
         owners: dict[str, list[Any]] = {}
 
         def add(key: bytes, state: dict[str, Any]) -> None:
-            learner, partition = key.decode(), state.get("p")
-            for sk in state.get("k", {}).values():
+            view = LearnerState(state)
+            learner, partition = key.decode(), view.partition
+            for sk in view.known_skills.values():
                 for h in sk["h"]:
                     o = owners.get(h[0])
                     if o is None:
@@ -476,7 +504,7 @@ class OwnerIndex:
 
 
 def partition_watermark(part: dict[str, Any], lag_ms: int) -> int | None:
-    mx = part.get("mx")
+    mx = PartitionState(part).newest
     return None if mx is None else mx - lag_ms
 
 

@@ -58,6 +58,7 @@ from ..config import StreamsConfig
 from ..faustutil import Sends, StateTable, event_context, load
 from ..mastery.logic import MasteryModel
 from .logic import LearnerLogic, Outputs, OwnerIndex, add_pending_void, partition_watermark
+from .state import LearnerState, PartitionState
 
 log = logging.getLogger("learnpulse.streams.learner")
 
@@ -187,8 +188,9 @@ class LearnerStage:
         """First sight of a partition since this process took it: remember how far its state is."""
         if partition not in self.seen:
             self.seen.add(partition)
-            if pstate.get("o", -1) >= 0:
-                self.replay_to[partition] = pstate["o"]
+            offset = PartitionState(pstate).offset
+            if offset >= 0:
+                self.replay_to[partition] = offset
 
     def held_back(self, partition: int, processed: int | None) -> bool:
         """True while ``partition`` is being replayed (``processed``: its last offset read in this batch)."""
@@ -226,7 +228,7 @@ class LearnerStage:
             self.took(partition, pstate)
             if self.held_back(partition, None):
                 continue
-            applied = pstate.get("o", -1)
+            applied = PartitionState(pstate).offset
             idle = applied + 1 >= end
             if not idle and self.probe is not None:
                 # Probe only a partition that stood still since the last tick (not one being read).
@@ -302,7 +304,7 @@ class LearnerStage:
         if first:
             self.took(msg.partition, pheld.state)
         pheld.event = event
-        pheld.state["o"] = max(msg.offset, pheld.state.get("o", -1))
+        PartitionState(pheld.state).read_up_to(msg.offset)
         batch.last_read[msg.partition] = msg.offset
         try:
             env = StatementEnvelope.decode(msg.value)
@@ -316,7 +318,7 @@ class LearnerStage:
         before = len(out.voids)
         try:
             self.logic.apply(held.state, pheld.state, env, msg.offset, out)
-            held.state["p"] = msg.partition
+            LearnerState(held.state).partition = msg.partition
         except InvalidStatement as err:
             batch.dead.append((msg, err))
         except Exception as err:  # a bug must not lose the event: keep it in the DLQ
