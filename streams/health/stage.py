@@ -56,6 +56,40 @@ def alert_record(cs: dict[str, Any], a: logic.AlertChange) -> AlertRecord:
     )
 
 
+class FeedSources:
+    """A feed partition's own document, stored as ``{"src": {source partition: [watermark ms,
+    idle]}, "ck": [its cohort keys, first seen first], "ge": last step evaluated (None: none)}``."""
+
+    __slots__ = ("doc",)
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.doc = doc
+
+    @classmethod
+    def new(cls) -> FeedSources:
+        return cls({"src": {}, "ck": [], "ge": None})
+
+    @property
+    def watermarks(self) -> dict[str, list[Any]]:
+        """Source partition (as a string) → ``[watermark ms or None, idle]``."""
+        return self.doc["src"]
+
+    def report(self, source: int, watermark: int | None, idle: bool) -> None:
+        self.doc["src"][str(source)] = [watermark, idle]
+
+    @property
+    def cohort_keys(self) -> list[str]:
+        return self.doc["ck"]
+
+    @property
+    def evaluated_step(self) -> int | None:
+        return self.doc.get("ge")
+
+    @evaluated_step.setter
+    def evaluated_step(self, step: int) -> None:
+        self.doc["ge"] = step
+
+
 @dataclass(frozen=True, slots=True)
 class CohortTopics:
     feed: str
@@ -71,7 +105,7 @@ class FeedPartition:
 
     partition: int
     events: list[Any]
-    sources: dict[str, Any] = field(default_factory=dict)  # the partition's own state (see sources_key)
+    sources: FeedSources = field(default_factory=FeedSources.new)  # the partition's own state (see sources_key)
     cohorts: dict[str, dict[str, Any]] = field(default_factory=dict)  # cohort key → state, read in this batch
     dirty: set[str] = field(default_factory=set)
     pending: list[tuple[str, bytes, bytes]] = field(default_factory=list)  # (topic, key, value) to send
@@ -118,13 +152,14 @@ class CohortStage:
 
     def process_partition(self, work: FeedPartition) -> None:
         with event_context(work.events[-1]):
-            work.sources = load(self.table, sources_key(work.partition)) or {"src": {}, "ck": [], "ge": None}
+            stored = load(self.table, sources_key(work.partition))
+        work.sources = FeedSources(stored) if stored is not None else FeedSources.new()
         for event in work.events:
             self.read(work, event)
         self.evaluate(work)
         for ck in work.dirty:
             work.writes[ck.encode()] = orjson.dumps(work.cohorts[ck])
-        work.writes[sources_key(work.partition)] = orjson.dumps(work.sources)
+        work.writes[sources_key(work.partition)] = orjson.dumps(work.sources.doc)
 
     def read(self, work: FeedPartition, event: Any) -> None:
         """One feed record: a source partition's watermark, or a cohort's learner buckets."""
@@ -133,7 +168,8 @@ class CohortStage:
             doc = orjson.loads(msg.value)
             kind = doc["k"]
             if kind == "wm":
-                work.sources["src"][str(doc["src"])] = [doc["wm"], bool(doc["idle"])]
+                watermark, idle = doc["wm"], bool(doc["idle"])
+                work.sources.report(doc["src"], watermark, idle)
                 return
             if kind != "bs":
                 raise InvalidStatement("feed.kind", f"unknown feed record kind {kind!r}")
@@ -151,7 +187,7 @@ class CohortStage:
                 cs = load(self.table, ck.encode())
             if cs is None:
                 cs = logic.new_cohort(doc["school"], doc["course"], doc["cohort"])
-                work.sources["ck"].append(ck)
+                work.sources.cohort_keys.append(ck)
             work.cohorts[ck] = cs
         # One message per cohort and learner-stage batch: [learner, hour, active, last, version]
         for learner, hour, active, last, version in doc["b"]:
@@ -161,13 +197,14 @@ class CohortStage:
     def evaluate(self, work: FeedPartition) -> None:
         """Advance the partition's cohorts to the step the global watermark passed."""
         srcs = work.sources
-        gw = logic.global_watermark(srcs["src"], self.topics.source_partitions)
+        gw = logic.global_watermark(srcs.watermarks, self.topics.source_partitions)
         if gw is None:
             return
         step_at = gw - gw % self.params.step_ms
-        if srcs.get("ge") is None or step_at > srcs["ge"]:
-            srcs["ge"] = step_at
-            todo = srcs["ck"]
+        evaluated = srcs.evaluated_step
+        if evaluated is None or step_at > evaluated:
+            srcs.evaluated_step = evaluated = step_at
+            todo = srcs.cohort_keys
         else:
             # The watermark did not move (or moved back: a partition woke up); cohorts
             # created or fed in this batch still catch up with the others.
@@ -180,7 +217,7 @@ class CohortStage:
                 if cs is None:
                     continue
                 work.cohorts[ck] = cs
-            healths, alerts = logic.advance(cs, srcs["ge"], self.params)
+            healths, alerts = logic.advance(cs, evaluated, self.params)
             for h in healths:
                 self.emit_health(work, cs, health_record(cs, h))
             for a in alerts:
