@@ -127,65 +127,100 @@ def apply_statement(st: dict[str, Any], t: int, duration_ms: int, p: EngagementP
     ev: list[list[int]] = st.get("ev")  # type: ignore[assignment]
     if ev is None:
         ev = st["ev"] = []
-    dur = max(0, duration_ms)
-    dur = min(dur, p.max_duration_ms)
-    s = t - dur
-    if hz is not None and s < hz:
-        s = hz
+    s = _activity_start(t, duration_ms, hz, p)
     end = st.get("end")
     deltas: dict[int, int] = {}
-    th = t - t % HOUR_MS
     if end is None or s >= end:
-        # In order: everything seen ends before this starts; update incrementally.
-        changed = [th]
-        if end is None or s - end > p.session_gap_ms:
-            sh = s - s % HOUR_MS
-            _hour_slot(h, sh)[SESSIONS] += 1
-            if sh != th:
-                changed.append(sh)
-        a = end if end is not None and s - end <= p.idle_cutoff_ms else s
-        if hz is not None and a < hz:
-            a = hz
-        if a < t:
-            if a >= th:  # the common case: within one hour
-                _hour_slot(h, th)[ACTIVE] += t - a
-                deltas[th] = t - a
-            else:
-                _add_active(h, a, t, deltas)
-                changed.extend(hr for hr in deltas if hr != th)
-        slot = _hour_slot(h, th)
-        slot[STMTS] += 1
-        slot[LAST] = max(slot[LAST], t)
+        changed = _append_in_order(h, t, s, end, hz, deltas, p)
         ev.append([t, s])
         st["end"] = t
     else:
-        bisect.insort(ev, [t, s])
-        first = s - p.session_gap_ms
-        first -= first % HOUR_MS
-        if hz is not None and first < hz:
-            first = hz
-        last = t + p.session_gap_ms
-        changed = []
-        for hr, f in figures_for(ev, first, last - last % HOUR_MS, p).items():
-            key = str(hr)
-            slot = h.get(key)
-            old = slot[:4] if slot is not None else [0, 0, 0, 0]
-            if f != old:
-                if slot is None:
-                    slot = h[key] = [0, 0, 0, 0, 0]
-                slot[:4] = f
-                changed.append(hr)
-                if f[ACTIVE] != old[ACTIVE]:
-                    deltas[hr] = f[ACTIVE] - old[ACTIVE]
+        changed = _recount_out_of_order(h, ev, t, s, hz, deltas, p)
         if t > end:
             st["end"] = t
+    _stamp_versions(st, h, changed, n)
+    _advance_horizon(st, ev, t, hz, p)
+    return Change(tuple(sorted(set(changed))), deltas)
+
+
+def _activity_start(t: int, duration_ms: int, hz: int | None, p: EngagementParams) -> int:
+    """Start of the statement's activity interval: its duration (clamped) back from ``t``, not before the horizon."""
+    dur = min(max(0, duration_ms), p.max_duration_ms)
+    s = t - dur
+    if hz is not None and s < hz:
+        s = hz
+    return s
+
+
+def _append_in_order(
+    h: dict[str, list[int]], t: int, s: int, end: int | None, hz: int | None, deltas: dict[int, int],
+    p: EngagementParams,
+) -> list[int]:
+    """Everything seen ends before this statement starts: update the hours incrementally.
+
+    Returns the hours whose figures changed; ``deltas`` receives the active time added per hour.
+    """
+    th = t - t % HOUR_MS
+    changed = [th]
+    if end is None or s - end > p.session_gap_ms:
+        sh = s - s % HOUR_MS
+        _hour_slot(h, sh)[SESSIONS] += 1
+        if sh != th:
+            changed.append(sh)
+    a = end if end is not None and s - end <= p.idle_cutoff_ms else s
+    if hz is not None and a < hz:
+        a = hz
+    if a < t:
+        if a >= th:  # the common case: within one hour
+            _hour_slot(h, th)[ACTIVE] += t - a
+            deltas[th] = t - a
+        else:
+            _add_active(h, a, t, deltas)
+            changed.extend(hr for hr in deltas if hr != th)
+    slot = _hour_slot(h, th)
+    slot[STMTS] += 1
+    slot[LAST] = max(slot[LAST], t)
+    return changed
+
+
+def _recount_out_of_order(
+    h: dict[str, list[int]], ev: list[list[int]], t: int, s: int, hz: int | None, deltas: dict[int, int],
+    p: EngagementParams,
+) -> list[int]:
+    """A statement inside what was seen: recompute the hours it can affect from the kept statements."""
+    bisect.insort(ev, [t, s])
+    first = s - p.session_gap_ms
+    first -= first % HOUR_MS
+    if hz is not None and first < hz:
+        first = hz
+    last = t + p.session_gap_ms
+    changed = []
+    for hr, f in figures_for(ev, first, last - last % HOUR_MS, p).items():
+        key = str(hr)
+        slot = h.get(key)
+        old = slot[:4] if slot is not None else [0, 0, 0, 0]
+        if f != old:
+            if slot is None:
+                slot = h[key] = [0, 0, 0, 0, 0]
+            slot[:4] = f
+            changed.append(hr)
+            if f[ACTIVE] != old[ACTIVE]:
+                deltas[hr] = f[ACTIVE] - old[ACTIVE]
+    return changed
+
+
+def _stamp_versions(st: dict[str, Any], h: dict[str, list[int]], changed: list[int], n: int) -> None:
+    """Changed hours and their days take the statement's sequence number as their version."""
     days = st.get("d")
     if days is None:
         days = st["d"] = {}
     for hr in changed:
         h[str(hr)][VERSION] = n
         days[str(hr - hr % DAY_MS)] = n
-    # Advance the horizon and forget what can no longer change.
+
+
+def _advance_horizon(st: dict[str, Any], ev: list[list[int]], t: int, hz: int | None, p: EngagementParams) -> None:
+    """A newer statement moves the horizon on; kept statements that can no longer matter go."""
     newest = st.get("new")
     if newest is None or t > newest:
         st["new"] = t
@@ -196,7 +231,6 @@ def apply_statement(st: dict[str, Any], t: int, duration_ms: int, p: EngagementP
             cut = bisect.bisect_left(ev, [new_hz - p.session_gap_ms])
             if cut:
                 del ev[:cut]
-    return Change(tuple(sorted(set(changed))), deltas)
 
 
 def prune(st: dict[str, Any]) -> None:
