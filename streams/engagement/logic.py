@@ -127,7 +127,10 @@ def apply_statement(st: dict[str, Any], t: int, duration_ms: int, p: EngagementP
     ev: list[list[int]] = st.get("ev")  # type: ignore[assignment]
     if ev is None:
         ev = st["ev"] = []
-    s = _activity_start(t, duration_ms, hz, p)
+    # The statement's activity interval: its duration (clamped) back from t, not before the horizon.
+    s = t - min(max(0, duration_ms), p.max_duration_ms)
+    if hz is not None and s < hz:
+        s = hz
     end = st.get("end")
     deltas: dict[int, int] = {}
     if end is None or s >= end:
@@ -141,15 +144,6 @@ def apply_statement(st: dict[str, Any], t: int, duration_ms: int, p: EngagementP
     _stamp_versions(st, h, changed, n)
     _advance_horizon(st, ev, t, hz, p)
     return Change(tuple(sorted(set(changed))), deltas)
-
-
-def _activity_start(t: int, duration_ms: int, hz: int | None, p: EngagementParams) -> int:
-    """Start of the statement's activity interval: its duration (clamped) back from ``t``, not before the horizon."""
-    dur = min(max(0, duration_ms), p.max_duration_ms)
-    s = t - dur
-    if hz is not None and s < hz:
-        s = hz
-    return s
 
 
 def _append_in_order(

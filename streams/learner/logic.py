@@ -74,7 +74,22 @@ from ..config import HOUR_MS, StreamsConfig
 from ..engagement import logic as engagement
 from ..mastery import logic as mastery
 from ..timeparse import timestamp_ms
-from .state import ACTIVE, LAST, VERSION, CourseState, LearnerState, PartitionState
+from .state import (
+    ACTIVE,
+    COURSE_APPLIED,
+    COURSE_COHORT,
+    COURSE_FEED_BUCKETS,
+    COURSE_HORIZON,
+    COURSE_HOURS,
+    COURSE_SCHOOL,
+    COURSE_SEQUENCE,
+    LAST,
+    PARTITION_PENDING_VOIDS,
+    VERSION,
+    CourseState,
+    LearnerState,
+    PartitionState,
+)
 
 # Keys of a learner's own voiding statements remembered (a re-sent void is skipped early;
 # applying one again would change nothing anyway).
@@ -193,10 +208,10 @@ class LearnerLogic:
 
     # -- records from state ---------------------------------------------------------
     def _engagement(self, out: Outputs, learner: str, course: str, cst: dict[str, Any], hours: set[int]) -> None:
+        # Per record: the document indexed by its named keys (a view costs a call per field).
         days = set()
-        c = CourseState(cst)
-        h = c.hours
-        school, cohort = c.school, c.cohort
+        h = cst[COURSE_HOURS]
+        school, cohort = cst[COURSE_SCHOOL], cst[COURSE_COHORT]
         records = out.engagement
         for hr in hours:
             f = h.get(str(hr))
@@ -213,11 +228,10 @@ class LearnerLogic:
             )
 
     def _cohort(self, out: Outputs, learner: str, course: str, cst: dict[str, Any], hour: int) -> None:
-        c = CourseState(cst)
-        b = c.feed_buckets[str(hour)]
-        key = cohort_key(c.school, course, c.cohort)
-        out.cohort[(key, learner, hour)] = {
-            "school": c.school, "course": course, "cohort": c.cohort, "learner": learner,
+        b = cst[COURSE_FEED_BUCKETS][str(hour)]
+        school, cohort = cst[COURSE_SCHOOL], cst[COURSE_COHORT]
+        out.cohort[(cohort_key(school, course, cohort), learner, hour)] = {
+            "school": school, "course": course, "cohort": cohort, "learner": learner,
             "hour": hour, "a": b[ACTIVE], "l": b[LAST], "v": b[VERSION],
         }
 
@@ -285,9 +299,12 @@ class LearnerLogic:
             partition.newest = newest
 
     def apply_statement(self, run: EnvelopeRun, entry: StatementEntry, t: int, out: Outputs) -> None:
+        # The per-statement path: the course document is indexed with the named keys of
+        # .state directly (no view: see COURSE_SCHOOL there).
         stmt = entry.statement
         out.statements += 1
-        run.see(t)
+        if run.newest is None or t > run.newest:
+            run.see(t)
         raw_id = stmt.get("id")
         sid = statement_key(raw_id) if isinstance(raw_id, str) else None
         verb = stmt.get("verb")
@@ -300,28 +317,32 @@ class LearnerLogic:
         cst = run.courses.get(course)
         if cst is None:
             cst = run.courses[course] = {}
-        c = CourseState(cst)
-        hz = c.horizon
+        hz = cst.get(COURSE_HORIZON)
         late = hz is not None and t < hz
-        applied = c.applied()
+        applied = cst.get(COURSE_APPLIED)
+        if applied is None:
+            applied = cst[COURSE_APPLIED] = {}
         if sid is not None and not late:
             if sid in applied:
                 out.duplicates += 1
                 return
             applied[sid] = t
-        c.place(run.school, entry.cohort)
+        cst[COURSE_SCHOOL] = run.school
+        cst[COURSE_COHORT] = entry.cohort
         result = stmt.get("result")
         change = engagement.apply_statement(cst, t, _duration(result, stmt) if result else 0, self.eng)
-        if c.horizon != hz:
+        if cst.get(COURSE_HORIZON) != hz:
             run.horizon_moved.add(course)
         if not change.hours:
             out.late += 1
         else:
-            self.book_activity(run, course, c, change, t)
+            self.book_activity(run, course, cst, change, t)
         if result and sid is not None:
             self._observe(run, course, stmt, result, sid, t, late, out)
 
-    def book_activity(self, run: EnvelopeRun, course: str, c: CourseState, change: engagement.Change, t: int) -> None:
+    def book_activity(
+        self, run: EnvelopeRun, course: str, cst: dict[str, Any], change: engagement.Change, t: int,
+    ) -> None:
         """Mark the changed engagement hours; add the activity to the cohort-feed buckets.
 
         A contribution to an hour before the partition's watermark is booked in the
@@ -331,20 +352,29 @@ class LearnerLogic:
         if hours is None:
             hours = run.engagement_hours[course] = set()
         hours.update(change.hours)
+        buckets = cst.get(COURSE_FEED_BUCKETS)
+        if buckets is None:
+            buckets = cst[COURSE_FEED_BUCKETS] = {}
         touched = run.feed_hours.get(course)
         if touched is None:
             touched = run.feed_hours[course] = set()
-        n = c.sequence
+        n = cst[COURSE_SEQUENCE]
         wm_hour = run.watermark_hour
         assert wm_hour is not None  # run.see(t) came first
         for hr, d in change.active_delta.items():
             eff = max(wm_hour, hr)
-            b = c.feed_bucket(eff)
+            key = str(eff)
+            b = buckets.get(key)
+            if b is None:
+                b = buckets[key] = [0, 0, 0]
             b[ACTIVE] += d
             b[VERSION] = n
             touched.add(eff)
         eff = max(wm_hour, t - t % HOUR_MS)
-        b = c.feed_bucket(eff)
+        key = str(eff)
+        b = buckets.get(key)
+        if b is None:
+            b = buckets[key] = [0, 0, 0]
         b[LAST] = max(b[LAST], t)
         b[VERSION] = n
         touched.add(eff)
@@ -413,7 +443,7 @@ class LearnerLogic:
         if late and any(h[0] == sid for name in names if name in skills for h in skills[name]["h"]):
             out.duplicates += 1
             return  # a late copy of an observation still in the history
-        pending = run.partition.pending_voids
+        pending = run.partition.doc.get(PARTITION_PENDING_VOIDS)
         voided = False
         if pending is not None and sid in pending:
             del pending[sid]
