@@ -153,7 +153,7 @@ class CohortStage:
     def process_partition(self, work: FeedPartition) -> None:
         with event_context(work.events[-1]):
             stored = load(self.table, sources_key(work.partition))
-        work.sources = FeedSources(stored) if stored is not None else FeedSources.new()
+        work.sources = FeedSources(stored) if stored else FeedSources.new()
         for event in work.events:
             self.read(work, event)
         self.evaluate(work)
