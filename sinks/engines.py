@@ -345,7 +345,9 @@ class ChdbEngine:
             arrays.append(array)
         return _ipc_stream(arrays, columns)
 
-    def _insert_json(self, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]], token: str) -> int:
+    def _insert_json(
+        self, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]], token: str = ""
+    ) -> int:
         self.insert_formats["json"] += 1
         payload = orjson.dumps(list(data), default=_json_default)
         sql = (
