@@ -15,6 +15,7 @@ import pytest
 from learnpulse.pipeline import run_simulator
 from producers.simulator import SimulationConfig
 from tests.conftest import wait_for
+from tests.integration.streams_support import group_caught_up
 from tests.integration.test_sinks_statements import running_sinks, scalar
 
 QUERIES = Path(__file__).resolve().parents[2] / "reporting" / "queries"
@@ -56,7 +57,7 @@ def test_clickhouse_research_queries_on_pipeline_data(settings, spawn):
                 and scalar(ch, "SELECT count() FROM {db}.cohort_health") > 0
             )
 
-        wait_for(ready, 240, "statements and derived records of the simulation", interval=1.0)
+        wait_for(ready, 600, "statements and derived records of the simulation", interval=1.0)
         # The worker keeps emitting updates for a while: compare once nothing changes any more.
         inserted = (
             "SELECT (SELECT count() FROM {db}.engagement), (SELECT count() FROM {db}.mastery),"
@@ -64,13 +65,17 @@ def test_clickhouse_research_queries_on_pipeline_data(settings, spawn):
         )
         last: list = [None]
 
+        app_id = f"{settings.kafka.topic_prefix}learnpulse-streams"
+
         def settled():
+            # Unchanged counts alone are no proof on a loaded machine (a slow worker pauses
+            # longer than the interval): the worker must have committed every input too.
             now = ch.query(inserted)
             same = now == last[0]
             last[0] = now
-            return same
+            return same and group_caught_up(settings.kafka, app_id)
 
-        wait_for(settled, 180, "derived records to settle", interval=4.0)
+        wait_for(settled, 600, "derived records to settle", interval=4.0)
         school = {"s": PARAMS["school"]}
 
         _sql, rows = run(ch, "01_daily_activity_by_course.sql")
