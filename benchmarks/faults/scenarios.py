@@ -104,14 +104,16 @@ def _replay(p, o: Options, echo) -> list[str]:
 
 
 class _GroupSettled:
-    """True once the replay's groups have read the statements topic and their committed offsets
-    are at the end (within a commit marker) or have not moved for 30 s (an aborted
-    transaction's markers are never consumed)."""
+    """True once the replay's groups have read the statements topic up to where every topic
+    ended when the replay started (within a commit marker) — the load goes on meanwhile, so
+    "at the end" would never hold on a pipeline that keeps accepting — or have not moved for
+    30 s (an aborted transaction's markers are never consumed)."""
 
     def __init__(self, bootstrap: str, group: str) -> None:
         self.bootstrap, self.group = bootstrap, group
         self.last: object = None
         self.since = time.monotonic()
+        self.target = _end_offsets(bootstrap)
 
     def __call__(self) -> bool:
         try:
@@ -121,8 +123,23 @@ class _GroupSettled:
         if offsets != self.last:
             self.last, self.since = offsets, time.monotonic()
         statements = [v for k, v in offsets.items() if k[1].endswith("xapi.statements")]
-        at_end = all(end - committed <= 1 for committed, end in offsets.values())
-        return bool(statements) and (at_end or time.monotonic() - self.since >= 30)
+        read = all(
+            self.target.get((topic, partition), end) - committed <= 1
+            for (_group, topic, partition), (committed, end) in offsets.items()
+        )
+        return bool(statements) and (read or time.monotonic() - self.since >= 30)
+
+
+def _end_offsets(bootstrap: str) -> dict[tuple[str, int], int]:
+    """``(topic, partition) → end offset`` of every topic now."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    try:
+        parts = [TopicPartition(t, p) for t in consumer.topics() for p in consumer.partitions_for_topic(t) or ()]
+        return {(tp.topic, tp.partition): end for tp, end in consumer.end_offsets(parts).items()}
+    finally:
+        consumer.close()
 
 
 def _seconds(values: list[float]) -> str:
