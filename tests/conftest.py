@@ -12,6 +12,7 @@ so a test run never collides with a running demo.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -27,10 +28,44 @@ from learnpulse.settings import ClickHouseSettings, KafkaSettings, Settings
 REPO = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
+# Ports handed out this session (never twice: a port given to a process not started yet
+# looks free), drawn below the kernel's ephemeral range: outgoing connections take their
+# local ports from that range, so a server port chosen there (as binding port 0 does) can be
+# taken by some client before the server binds it (seen in CI: "metrics port … is taken").
+_GIVEN_PORTS: set[int] = set()
+_PORTS_FROM = 20_000  # above our own defaults (15432, 19100…)
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_block(n: int) -> int:
+    """The first of ``n`` consecutive loopback ports that are free now and not handed out before."""
+    top = max(_ephemeral_low(), _PORTS_FROM + 1000) - n
+    for _ in range(2000):
+        base = random.randrange(_PORTS_FROM, top)
+        block = range(base, base + n)
+        if _GIVEN_PORTS.isdisjoint(block) and all(_bindable(p) for p in block):
+            _GIVEN_PORTS.update(block)
+            return base
+    raise RuntimeError(f"no {n} free consecutive ports between {_PORTS_FROM} and {top}")
+
+
+def free_port() -> int:
+    return free_port_block(1)
 
 
 def _require_marker(request: pytest.FixtureRequest, marker: str) -> None:
@@ -203,7 +238,7 @@ def settings(tmp_path: Path, kafka: KafkaSettings, clickhouse_url: str) -> Setti
         home=tmp_path / "home",
         kafka=kafka,
         clickhouse=ClickHouseSettings(url=clickhouse_url),
-        metrics_port_base=free_port(),
+        metrics_port_base=free_port_block(16),
         web_port=free_port(),
         streams_web_port=free_port(),
         log_level="WARNING",

@@ -20,7 +20,7 @@ from schemas.profile import COURSE_ACTIVITY_TYPE, SKILL_EXTENSION
 from schemas.records import AlertRecord, CohortHealthRecord, EngagementRecord, MasteryRecord
 from schemas.topics import Topic
 from schemas.xapi.timefmt import format_ms
-from tests.conftest import free_port
+from tests.conftest import free_port, free_port_block
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 MIN = 60_000
@@ -47,7 +47,7 @@ def stream_settings(tmp_path: Path, kafka: KafkaSettings, **streams: Any) -> Set
     return Settings(
         home=tmp_path / "home",
         kafka=kafka,
-        metrics_port_base=free_port(),
+        metrics_port_base=free_port_block(16),
         web_port=free_port(),
         streams_web_port=free_port(),
         log_level="INFO",

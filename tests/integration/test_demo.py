@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from learnpulse.settings import GatewaySettings, KafkaSettings, Settings
-from tests.conftest import REPO, free_port, wait_for
+from tests.conftest import REPO, free_port, free_port_block, wait_for
 
 
 def _get(url: str, headers: dict[str, str] | None = None):
@@ -36,7 +36,7 @@ def test_demo_runs_the_whole_pipeline_with_dashboard_lrs_and_stops_by_itself(tmp
         kafka=KafkaSettings(port=free_port(), controller_port=free_port()),
         web_port=free_port(),
         gateway=GatewaySettings(port=free_port()),
-        metrics_port_base=free_port(),
+        metrics_port_base=free_port_block(16),
         streams_web_port=free_port(),
     )
     log = tmp_path / "demo.out"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from learnpulse.settings import GatewaySettings, KafkaSettings, Settings
-from tests.conftest import REPO, free_port, wait_for
+from tests.conftest import REPO, free_port, free_port_block, wait_for
 
 
 def _workers(pid: int) -> list[int]:
@@ -42,7 +42,7 @@ def _get(url: str) -> bytes:
 def test_demo_restarts_a_sigkilled_worker_and_the_figures_go_on(tmp_path, kafka_settings):
     settings = Settings(
         home=tmp_path / "home", kafka=KafkaSettings(port=free_port(), controller_port=free_port()),
-        web_port=free_port(), gateway=GatewaySettings(port=free_port()), metrics_port_base=free_port(),
+        web_port=free_port(), gateway=GatewaySettings(port=free_port()), metrics_port_base=free_port_block(16),
         streams_web_port=free_port(),
     )  # fmt: skip
     log = tmp_path / "demo.out"

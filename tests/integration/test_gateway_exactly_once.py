@@ -24,7 +24,7 @@ import requests
 
 from learnpulse.settings import ClickHouseSettings, GatewaySettings, LrsStoreSettings, Settings
 from learnpulse.stack import ClickHouseServer
-from tests.conftest import REPO, Proc, free_port, wait_for
+from tests.conftest import Proc, REPO, free_port, free_port_block, wait_for
 from tests.integration.test_gateway_api import _committed_records
 from tests.unit.gateway.harness import statement
 
@@ -125,7 +125,7 @@ def pipeline(tmp_path: Path, kafka, server_url: str) -> Settings:
         kafka=kafka,
         clickhouse=ClickHouseSettings(url=server_url),
         lrs_store=LrsStoreSettings(url=f"sqlite:///{tmp_path / 'lrs-store.sqlite3'}"),
-        metrics_port_base=free_port(),
+        metrics_port_base=free_port_block(16),
         log_level="WARNING",
     )
 
@@ -238,7 +238,7 @@ def own_clickhouse(tmp_path: Path, kafka) -> Settings:
         kafka=kafka,
         clickhouse=ClickHouseSettings(server_tcp_port=free_port(), server_http_port=free_port()),
         lrs_store=LrsStoreSettings(url=f"sqlite:///{tmp_path / 'lrs-store.sqlite3'}"),
-        metrics_port_base=free_port(),
+        metrics_port_base=free_port_block(16),
         log_level="WARNING",
     )
     server = ClickHouseServer(settings)
@@ -299,7 +299,7 @@ def test_forget_learner_erases_index_entries_and_lrs_store_attachment_contents(t
 
     store_url = f"sqlite:///{tmp_path / 'lrs-store.sqlite3'}"
     settings = Settings(home=tmp_path / "home", kafka=kafka, clickhouse=ClickHouseSettings(url=chdb_url),
-                        lrs_store=LrsStoreSettings(url=store_url), metrics_port_base=free_port(),
+                        lrs_store=LrsStoreSettings(url=store_url), metrics_port_base=free_port_block(16),
                         log_level="WARNING")  # fmt: skip
     content = b"the learner's own report\n" * 50
     sha = hashlib.sha256(content).hexdigest()

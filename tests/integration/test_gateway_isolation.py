@@ -20,7 +20,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 
 from learnpulse.settings import ClickHouseSettings, Settings
 from schemas.topics import Topic
-from tests.conftest import free_port
+from tests.conftest import free_port, free_port_block
 from tests.unit.gateway.harness import LiveGateway, new_id, statement
 
 B_THREADS, B_REQUESTS = 4, 25
@@ -31,7 +31,7 @@ A_THREADS, A_REQUESTS = 3, 4
 def chdb_settings(tmp_path, kafka, chdb_url) -> Settings:
     return Settings(
         home=tmp_path / "home", kafka=kafka, clickhouse=ClickHouseSettings(url=chdb_url),
-        metrics_port_base=free_port(), web_port=free_port(), streams_web_port=free_port(), log_level="WARNING",
+        metrics_port_base=free_port_block(16), web_port=free_port(), streams_web_port=free_port(), log_level="WARNING",
     )  # fmt: skip
 
 

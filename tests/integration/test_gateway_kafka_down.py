@@ -15,7 +15,7 @@ import pytest
 from learnpulse.settings import GatewaySettings, KafkaSettings, Settings
 from learnpulse.stack import KafkaBroker
 from learnpulse.topics import ensure_topics
-from tests.conftest import free_port, wait_for
+from tests.conftest import free_port, wait_for, free_port_block
 from tests.integration.test_gateway_api import _committed_records
 from tests.unit.gateway.harness import LiveGateway, statement
 
@@ -29,7 +29,7 @@ def test_gateway_kafka_down_503_nothing_written_then_recovers_exactly(tmp_path, 
         kafka=private,
         clickhouse={"url": chdb_url},
         gateway=GatewaySettings(kafka_timeout_s=5),
-        metrics_port_base=free_port(),
+        metrics_port_base=free_port_block(16),
     )
     broker = KafkaBroker(Settings(home=tmp_path / "broker", kafka=private))
     broker.up(timeout=120)

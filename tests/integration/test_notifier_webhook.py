@@ -24,7 +24,7 @@ from learnpulse.settings import KafkaSettings, NotifierSettings, Settings, Webho
 from schemas.records import AlertRecord
 from schemas.topics import Topic
 from sinks.notifier import SIGNATURE_HEADER, verify_signature
-from tests.conftest import free_port, wait_for
+from tests.conftest import free_port, wait_for, free_port_block
 
 SECRET = "s3cret-for-tests"
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -117,7 +117,7 @@ def receiver():
 
 # -- helpers ---------------------------------------------------------------------------------
 def notifier_settings(tmp_path: Path, kafka: KafkaSettings, notifier: NotifierSettings) -> Settings:
-    return Settings(home=tmp_path / "home", kafka=kafka, metrics_port_base=free_port(), notifier=notifier)
+    return Settings(home=tmp_path / "home", kafka=kafka, metrics_port_base=free_port_block(16), notifier=notifier)
 
 
 def alerts_for(cohorts: int, schools: int = 3) -> list[AlertRecord]:

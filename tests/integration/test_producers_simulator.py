@@ -20,7 +20,7 @@ from schemas.profile import SKILL_EXTENSION
 from schemas.topics import Topic
 from schemas.truth import read_truth
 from schemas.xapi.validate import validate_statement
-from tests.conftest import free_port, wait_for
+from tests.conftest import free_port, wait_for, free_port_block
 
 
 def read_back(kafka: KafkaSettings, expected: int, timeout: float = 60, settle: float = 2.0) -> list[StatementEnvelope]:
@@ -59,7 +59,7 @@ def statements_of(envelopes: list[StatementEnvelope]) -> list[dict]:
 
 
 def producer_settings(tmp_path, kafka: KafkaSettings) -> Settings:
-    return Settings(home=tmp_path / "home", kafka=kafka, metrics_port_base=free_port(), log_level="WARNING")
+    return Settings(home=tmp_path / "home", kafka=kafka, metrics_port_base=free_port_block(16), log_level="WARNING")
 
 
 @pytest.mark.kafka

@@ -6,14 +6,14 @@ import pytest
 
 from learnpulse.settings import ClickHouseSettings, Settings
 from learnpulse.stack import port_open
-from tests.conftest import free_port, wait_for
+from tests.conftest import free_port, wait_for, free_port_block
 
 
 @pytest.mark.kafka
 def test_serve_listens_on_the_configured_bind_host_only(tmp_path, kafka, chdb_url, spawn):
     settings = Settings(
         home=tmp_path / "home", kafka=kafka, clickhouse=ClickHouseSettings(url=chdb_url), bind_host="127.0.0.2",
-        metrics_port_base=free_port(), web_port=free_port(), streams_web_port=free_port(), log_level="WARNING",
+        metrics_port_base=free_port_block(16), web_port=free_port(), streams_web_port=free_port(), log_level="WARNING",
     )  # fmt: skip
     proc = spawn(["serve"], settings, "serve")
     wait_for(lambda: port_open("127.0.0.2", settings.web_port) or proc.popen.poll() is not None, 120,
