@@ -28,11 +28,12 @@ from learnpulse.settings import ClickHouseSettings, KafkaSettings, Settings
 REPO = Path(__file__).resolve().parent.parent
 
 
-# Ports handed out this session (never twice: a port given to a process not started yet
-# looks free), drawn below the kernel's ephemeral range: outgoing connections take their
+# Ports handed out lately (never twice: a port given to a process not started yet looks
+# free), drawn below the kernel's ephemeral range: outgoing connections take their
 # local ports from that range, so a server port chosen there (as binding port 0 does) can be
 # taken by some client before the server binds it (seen in CI: "metrics port … is taken").
-_GIVEN_PORTS: set[int] = set()
+_GIVEN_PORTS: dict[int, None] = {}  # insertion-ordered: the oldest are forgotten first
+_GIVEN_PORTS_KEPT = 3_000  # a port handed out that long ago is bound by now, or was let go
 _PORTS_FROM = 20_000  # above our own defaults (15432, 19100…)
 
 
@@ -58,8 +59,10 @@ def free_port_block(n: int) -> int:
     for _ in range(2000):
         base = random.randrange(_PORTS_FROM, top)
         block = range(base, base + n)
-        if _GIVEN_PORTS.isdisjoint(block) and all(_bindable(p) for p in block):
-            _GIVEN_PORTS.update(block)
+        if not any(p in _GIVEN_PORTS for p in block) and all(_bindable(p) for p in block):
+            _GIVEN_PORTS.update(dict.fromkeys(block))
+            while len(_GIVEN_PORTS) > _GIVEN_PORTS_KEPT:
+                del _GIVEN_PORTS[next(iter(_GIVEN_PORTS))]
             return base
     raise RuntimeError(f"no {n} free consecutive ports between {_PORTS_FROM} and {top}")
 
