@@ -51,6 +51,7 @@ from benchmarks.end_to_end.run import run_step
 from benchmarks.end_to_end.sampler import LagSampler
 from benchmarks.end_to_end.traffic import Load, Shape
 from benchmarks.faults.pipeline import LocalPipeline, wait_processes_ready
+from benchmarks.faults.procs import elapsed_echo
 
 STARTUP_S = 90  # stack up, migrate, three processes ready: a guess for the time printed at start
 CEILINGS_S = 40
@@ -81,7 +82,7 @@ def main(argv: list[str]) -> int:
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     estimate = STARTUP_S + args.warmup + len(rates) * (args.duration + args.settle) + (
         CEILINGS_S if args.ceiling_statements else 0)  # fmt: skip
-    echo = _echo()
+    echo = elapsed_echo()
     echo(f"end to end on {args.path}: rates {args.rates}/s, {args.duration:.0f}s each, {args.batch} per POST, "
          f"{args.learners} learners; about {estimate / 60:.1f} min")  # fmt: skip
     signal.signal(signal.SIGTERM, _interrupt)
@@ -198,15 +199,6 @@ def _engine_factory(url: str):
 
 def _interrupt(_signum, _frame):
     raise KeyboardInterrupt
-
-
-def _echo():
-    t0 = time.monotonic()
-
-    def echo(msg: str) -> None:
-        print(f"[{time.monotonic() - t0:6.0f}s] {msg}", file=sys.stderr, flush=True)
-
-    return echo
 
 
 if __name__ == "__main__":

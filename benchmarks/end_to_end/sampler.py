@@ -95,15 +95,9 @@ class LagSampler:
 
     @staticmethod
     def _lags(admin, consumer) -> dict[tuple[str, str], int]:
-        consumer.topics()  # metadata of every topic, or end_offsets fails on new ones
+        from benchmarks.faults.catchup import read_group_offsets
+
         lags: dict[tuple[str, str], int] = {}
-        for found in admin.list_groups():
-            group = found["group_id"] if isinstance(found, dict) else found[0]
-            committed = admin.list_group_offsets({group: None}).get(group, {})
-            if not committed:
-                continue
-            ends = consumer.end_offsets(list(committed))
-            for tp, meta in committed.items():
-                behind = max(0, ends.get(tp, meta.offset) - max(meta.offset, 0) - 1)
-                lags[(group, tp.topic)] = lags.get((group, tp.topic), 0) + behind
+        for (group, topic, _partition), (committed, end) in read_group_offsets(admin, consumer).items():
+            lags[(group, topic)] = lags.get((group, topic), 0) + max(0, end - max(committed, 0) - 1)
         return lags

@@ -11,6 +11,7 @@ import uuid
 from .catchup import wait_caught_up
 from .client import Load
 from .pipeline import LocalPipeline, OperatorPipeline, Pipeline
+from .procs import elapsed_echo
 from .report import ScenarioResult, render
 from .scenarios import SCENARIOS, Options
 from .tables import count_all
@@ -50,7 +51,7 @@ def main(argv: list[str]) -> int:
         sys.exit(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     scale = (f"{args.duration:.0f}s of load per scenario at {args.rate:.0f} statements/s in POSTs of {args.batch}, "
              f"{args.kills} kills, broker down {args.broker_down:.0f}s, ClickHouse down {args.clickhouse_down:.0f}s")
-    echo = _echo()
+    echo = elapsed_echo()
     tables = []
     if args.gateway:
         pipeline = OperatorPipeline(args.gateway, args.credential, args.kafka, args.clickhouse_url,
@@ -156,15 +157,6 @@ def _pairs(values: list[str]):
     for v in values:
         name, _, rest = v.partition("=")
         yield name.strip(), rest.strip()
-
-
-def _echo():
-    t0 = time.monotonic()
-
-    def echo(msg: str) -> None:
-        print(f"[{time.monotonic() - t0:6.0f}s] {msg}", file=sys.stderr, flush=True)
-
-    return echo
 
 
 if __name__ == "__main__":

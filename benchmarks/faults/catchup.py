@@ -26,20 +26,25 @@ def group_offsets(bootstrap: str) -> dict[tuple[str, str, int], tuple[int, int]]
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=15000)
     try:
-        consumer.topics()  # metadata of every topic (internal ones too), or end_offsets fails on them
-        out = {}
-        for found in admin.list_groups():
-            group = found["group_id"] if isinstance(found, dict) else found[0]
-            committed = admin.list_group_offsets({group: None}).get(group, {})
-            if not committed:
-                continue
-            ends = consumer.end_offsets(list(committed))
-            for tp, meta in committed.items():
-                out[(group, tp.topic, tp.partition)] = (meta.offset, ends.get(tp, meta.offset))
-        return out
+        return read_group_offsets(admin, consumer)
     finally:
         consumer.close()
         admin.close()
+
+
+def read_group_offsets(admin, consumer) -> dict[tuple[str, str, int], tuple[int, int]]:
+    """:func:`group_offsets` through clients the caller keeps (a sampler asking every 2 s)."""
+    consumer.topics()  # metadata of every topic (internal ones too), or end_offsets fails on them
+    out = {}
+    for found in admin.list_groups():
+        group = found["group_id"] if isinstance(found, dict) else found[0]
+        committed = admin.list_group_offsets({group: None}).get(group, {})
+        if not committed:
+            continue
+        ends = consumer.end_offsets(list(committed))
+        for tp, meta in committed.items():
+            out[(group, tp.topic, tp.partition)] = (meta.offset, ends.get(tp, meta.offset))
+    return out
 
 
 def wait_caught_up(pipeline, schools: list[str], acked: int, deadline_s: float, echo, quiet_s: float = 15):

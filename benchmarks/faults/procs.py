@@ -187,3 +187,13 @@ class External(Process):
         if not self.restart_command:
             raise RuntimeError(f"no restart command for {self.name} (--restart {self.name}=CMD)")
         subprocess.run(shlex.split(self.restart_command), check=True, timeout=240)  # noqa: S603 - the operator's own
+
+
+def elapsed_echo():
+    """A progress printer: each line to stderr with the seconds since it was made."""
+    t0 = time.monotonic()
+
+    def echo(msg: str) -> None:
+        print(f"[{time.monotonic() - t0:6.0f}s] {msg}", file=sys.stderr, flush=True)
+
+    return echo
