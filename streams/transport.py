@@ -16,11 +16,14 @@ Faust starts it (aiokafka hands the level to its fetcher in ``start()``).
 
 The same consumer thread also rewinds, after a rebalance, the partitions the group never
 committed (see ``seek_to_committed_or_reset``): without it a worker could skip them.
+
+The consumer also decides which offsets to commit by its own rule (see
+``ReadCommittedConsumer._filter_committable_offsets``): Faust's stalls on transaction markers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import aiokafka
@@ -70,9 +73,60 @@ async def seek_to_committed_or_reset(consumer: aiokafka.AIOKafkaConsumer, reset:
     return committed
 
 
+def first_pending_offsets(messages: Iterable[Any]) -> dict[Any, int]:
+    """The lowest offset per partition among messages handed to a stream and not yet acknowledged."""
+    first: dict[Any, int] = {}
+    for message in messages:
+        if not message.acked:
+            offset = first.get(message.tp)
+            if offset is None or message.offset < offset:
+                first[message.tp] = message.offset
+    return first
+
+
+def commit_position(acked: Iterable[int], pending: int | None, committed: int | None) -> int | None:
+    """The offset to commit for a partition, or None when it would not move.
+
+    ``acked``: offsets processed since the last commit; ``pending``: the lowest offset handed
+    to the stream and not processed yet. Records reach the stream in offset order, so every
+    record below the highest processed offset under ``pending`` was processed: what else lies
+    there are transaction markers, aborted records or compacted-away offsets, none of which a
+    consumer is ever given. The position after it is what Kafka's own consumers commit.
+    """
+    done = [offset for offset in acked if pending is None or offset < pending]
+    if not done:
+        return None
+    position = max(done) + 1
+    return position if committed is None or position > committed else None
+
+
 class ReadCommittedConsumer(driver.Consumer):
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def _filter_committable_offsets(self, tps: Iterable[Any]) -> dict[Any, int]:
+        """Faust 0.15 commits the first run of consecutive acknowledged offsets and records each
+        record after a gap twice in its gap list, so behind single-record transactions (a marker
+        after every record: what browsers' one-statement requests make) a commit moved a few
+        offsets and its lists grew without end (measured: the group's lag grew at 30
+        statements/s). The position after the last processed record is committed instead."""
+        pending = first_pending_offsets(self._unacked_messages)
+        positions: dict[Any, int] = {}
+        for tp in tps:
+            position = commit_position(self._acked[tp], pending.get(tp), self._committed_offset[tp])
+            if position is not None:
+                forget_below(self, tp, position)
+                positions[tp] = position
+        return positions
+
+
+def forget_below(consumer: Any, tp: Any, position: int) -> None:
+    """Drop the acknowledgement and gap bookkeeping of Faust's ``consumer`` that a commit at ``position`` covers."""
+    acked = consumer._acked[tp]
+    acked[:] = [offset for offset in acked if offset >= position]
+    index = consumer._acked_index[tp]
+    index.difference_update([offset for offset in index if offset < position])
+    consumer._gap[tp].chop(0, position)
 
 
 class ReadCommittedTransport(driver.Transport):

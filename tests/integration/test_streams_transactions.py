@@ -22,12 +22,16 @@ from tests.integration.streams_support import (
     T0,
     DerivedReader,
     EnvelopeProducer,
+    describe_lag,
     fail_if_exited,
+    group_lag,
     learner_in,
     partition_for,
     statement,
     stream_settings,
+    worker,
 )
+from tests.conftest import wait_for
 
 SCHOOL = "school-t"
 COURSE = "https://c.example/course-t"
@@ -108,3 +112,48 @@ def test_streams_aborted_transaction_changes_no_figure_and_a_committed_one_does(
     assert [(h.at_ms - T0, h.learners, h.disengaged) for h in health if h.at_ms >= T0 + 7 * DAY] == [
         (7 * DAY + HOUR, 2, 1), (8 * DAY, 2, 2),
     ]
+
+
+@pytest.mark.kafka
+def test_streams_commits_past_the_marker_of_every_single_statement_transaction(tmp_path, kafka, spawn):
+    """Browsers send one statement per request: a transaction marker follows every record.
+
+    Faust's own commit rule moved a few offsets per commit (every 2.8 s) behind such
+    records, so the group's committed offset fell further behind with every request; here
+    800 offsets would have taken it about ten minutes. Committed means processed too: the
+    learner's engagement counts every statement.
+    """
+    settings = stream_settings(tmp_path, kafka)
+    a = learner_in(5)
+    topic = Topic.STATEMENTS.physical(kafka.topic_prefix)
+    requests = 400
+    tx = KafkaProducer(
+        bootstrap_servers=kafka.bootstrap_servers, transactional_id=f"test-{uuid.uuid4().hex[:8]}",
+        enable_idempotence=True, acks="all",
+    )
+    tx.init_transactions()
+    for i in range(requests):
+        tx.begin_transaction()
+        tx.send(topic, key=a.encode(), value=_envelope(a, statement(a, T0 + i * 1000, duration="PT1S")))
+        tx.commit_transaction()
+    tx.close()
+    app_id = f"markers-{uuid.uuid4().hex[:6]}"
+    w = worker(spawn, settings, app_id, "markers")
+    alive = fail_if_exited(lambda: [w])
+
+    def committed_to_the_last_marker() -> bool:
+        alive()
+        lag = group_lag(kafka, app_id)
+        if lag is None:
+            return False
+        # The partition's last offset is the last transaction's marker: no consumer is
+        # given it, so a group caught up keeps a lag of one there (as Kafka's own do).
+        return all(n == (1 if tp.topic == topic and tp.partition == 5 else 0) for tp, n in lag.items())
+
+    reader = DerivedReader(kafka, [Topic.ENGAGEMENT])
+    try:
+        wait_for(committed_to_the_last_marker, 240, f"the worker's commits past every marker ({describe_lag(kafka, app_id)})")
+        reader.settle(lambda r: (a, COURSE, "day", T0) in r.latest[Topic.ENGAGEMENT], 120, check=alive)
+    finally:
+        reader.close()
+    assert reader.latest[Topic.ENGAGEMENT][(a, COURSE, "day", T0)].statements == requests
