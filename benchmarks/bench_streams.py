@@ -1,6 +1,7 @@
 """How many statements/s does one stream worker process? Next to a bare aiokafka consumer.
 
 Run as ``python -m benchmarks.bench_streams`` (``--count N``, ``--rounds R``,
+``--per-envelope 1`` for the shape of browsers' traffic, one statement per message,
 ``--bootstrap HOST:PORT`` to use a running broker, ``--two-workers`` for a second row
 with two worker processes sharing the partitions).
 
@@ -158,6 +159,8 @@ def main() -> None:
     parser.add_argument("--bootstrap", default=None, help="use this broker instead of starting one")
     parser.add_argument("--scale", choices=sorted(SCALES), default="medium")
     parser.add_argument("--two-workers", action="store_true", help="also run two workers sharing the partitions")
+    parser.add_argument("--per-envelope", type=int, default=20,
+                        help="most statements of a learner per message; 1 is the shape of browsers' traffic")
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="lp-bench-streams-"))
@@ -178,7 +181,8 @@ def main() -> None:
         ensure_topics(kafka.bootstrap_servers, prefix)
         topic = Topic.STATEMENTS.physical(prefix)
         print(f"simulating {args.count:,} statements ({args.scale}) …", flush=True)
-        run_simulator(settings, SimulationConfig(seed=7, **SCALES[args.scale]), count=args.count, rate=None)
+        run_simulator(settings, SimulationConfig(seed=7, **SCALES[args.scale]), count=args.count, rate=None,
+                      per_envelope=args.per_envelope)
         messages, statements, _, _ = asyncio.run(_read_all(kafka.bootstrap_servers, topic, decode=True))
         if statements != args.count:
             raise RuntimeError(f"topic holds {statements} statements, expected {args.count}")

@@ -112,12 +112,13 @@ def start_sinks(
     return SinkThreads(stop, threads, errors)
 
 
-def make_publisher(settings: Settings, stage: str) -> StatementPublisher:
+def make_publisher(settings: Settings, stage: str, per_envelope: int = 20) -> StatementPublisher:
+    """``per_envelope``: most statements of one learner per Kafka message."""
     k = settings.kafka
     producer = StatementProducer(
         ProducerParameters(bootstrap=k.bootstrap_servers, topic=Topic.STATEMENTS.physical(k.topic_prefix), stage=stage)
     )
-    return StatementPublisher(producer, pseudonym_key(settings))
+    return StatementPublisher(producer, pseudonym_key(settings), max_per_envelope=per_envelope)
 
 
 def run_simulator(
@@ -131,17 +132,19 @@ def run_simulator(
     speed: float | None = None,
     until_ms: int | None = None,
     truth=None,
+    per_envelope: int = 20,
 ) -> int:
     """Produce ``count`` statements (None: until stopped or event time ``until_ms``).
 
     ``rate``: statements/s, ``speed``: event-time/wall-time ratio (None: as fast as
     possible). ``truth``: a ``producers.truth.TruthSink`` receiving the ground truth of
-    exactly the statements sent; closed at the end.
+    exactly the statements sent; closed at the end. ``per_envelope``: most statements of
+    a learner per message (1: each alone, the shape of browsers' one-statement requests).
     """
     from producers.runner import run_simulation
     from producers.simulator import Simulation
 
-    publisher = make_publisher(settings, "simulator")
+    publisher = make_publisher(settings, "simulator", per_envelope)
     sim = Simulation(config, on_truth=truth.write if truth is not None else None)
     try:
         return run_simulation(

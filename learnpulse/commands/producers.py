@@ -99,6 +99,11 @@ def register(main: click.Group) -> None:
         default=None,
         help="Write the statements to this JSON Lines file (.gz compresses) instead of Kafka.",
     )
+    @click.option(
+        "--per-envelope", type=click.IntRange(1, 1000), default=20, show_default=True,
+        help="Most statements of one learner per Kafka message; 1 sends each statement alone, "
+             "as course content does (one statement per request).",
+    )
     @click.pass_obj
     def simulate(
         settings: Settings,
@@ -122,6 +127,7 @@ def register(main: click.Group) -> None:
         truth_path: Path | None,
         truth_clickhouse: bool,
         out: Path | None,
+        per_envelope: int,
     ) -> None:
         """Produce statements of simulated virtual schools to Kafka, with their ground truth.
 
@@ -170,7 +176,7 @@ def register(main: click.Group) -> None:
         serve_metrics(_metrics_port(settings, SIMULATOR_METRICS))
         sent = run_simulator(
             settings, config, count, rate, stop, _progress_printer(sys.stderr.isatty()),
-            speed=speed, until_ms=until, truth=truth,
+            speed=speed, until_ms=until, truth=truth, per_envelope=per_envelope,
         )  # fmt: skip
         if sys.stderr.isatty():
             click.echo("", err=True)

@@ -97,6 +97,19 @@ def test_producers_simulator_to_kafka_exact_counts_and_truth(tmp_path, kafka):
 
 
 @pytest.mark.kafka
+def test_producers_simulate_command_sends_each_statement_alone_with_per_envelope_1(tmp_path, kafka, spawn):
+    """The shape of browsers' traffic (one statement per request): one statement per message."""
+    settings = producer_settings(tmp_path, kafka)
+    proc = spawn(["simulate", "--count", "300", "--per-envelope", "1", "--scale", "demo"], settings, "simulate")
+    wait_for(lambda: proc.popen.poll() is not None, 120, "the simulator to send 300 statements and exit")
+    assert proc.popen.returncode == 0, proc.tail()
+    envelopes = read_back(kafka, 300)
+    assert len(envelopes) == 300
+    assert {len(env.entries) for env in envelopes} == {1}
+    assert len({s["id"] for s in statements_of(envelopes)}) == 300
+
+
+@pytest.mark.kafka
 def test_producers_simulate_command_serves_metrics_and_stops_cleanly(tmp_path, kafka, spawn):
     """`learnpulse simulate --rate` runs as a live feed; SIGTERM flushes, writes the truth, exits 0."""
     settings = producer_settings(tmp_path, kafka)
