@@ -25,6 +25,15 @@ machine: Kafka, the server under test and the client.
 every tenth request an invalid statement (an Open edX "GroupActivity" object, refused
 with 400 and kept in the quarantine): the valid statements/s and the valid requests'
 latencies of the two rows, side by side in the same run (the 0% row is the peer).
+
+``--browser``: what course content in browsers sends: single-statement POSTs from
+``--clients`` (default 1,000) concurrent keep-alive connections, every request a new
+learner (tens of thousands over a row), against the gateway alone; beside it, in the same
+run and with the same client, a bare aiohttp server whose handler reads the body and
+answers a one-id JSON list (the ceiling of HTTP on this machine with this load generator:
+its row's ours/peer is the gateway's share of it). Then batches of 100 at ``--concurrency``.
+``--profile``: also record the gateway process with py-spy during its single-statement row
+(``pip install py-spy``; a flame graph SVG, path printed).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import argparse
 import asyncio
 import base64
 import fcntl
+import itertools
 import os
 import re
 import shutil
@@ -52,6 +62,33 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 RALPH_SPEC = ("ralph-malph[lrs,cli]>=5.1,<6", "requests>=2.31,<3")  # ralph.api imports requests
 RALPH_USER, RALPH_PASSWORD = "bench", "bench-secret"
+# The ceiling: HTTP alone, the same request and a reply of the same shape, nothing else.
+_HELLO_SERVER = """
+import sys
+from aiohttp import web
+
+REPLY = b'["00000000-0000-4000-8000-000000000000"]'
+
+
+async def statements(request):
+    await request.read()
+    return web.Response(body=REPLY, content_type="application/json", headers={"X-Experience-API-Version": "1.0.3"})
+
+
+async def about(_request):
+    return web.Response(body=b'{"version":["1.0.3"]}', content_type="application/json")
+
+
+app = web.Application()
+app.router.add_post("/xapi/statements", statements)
+app.router.add_get("/xapi/about", about)
+try:  # the gateway's default loop (settings gateway.event_loop)
+    import uvloop
+    loop = uvloop.new_event_loop()
+except ImportError:
+    loop = None
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None, loop=loop)
+"""
 _RALPH_LAUNCHER = """
 import sys
 from ralph.backends.data.base import BaseOperationType
@@ -62,6 +99,7 @@ uvicorn.run("ralph.api:app", host="127.0.0.1", port=int(sys.argv[1]), log_level=
 """
 # A cmi5-like statement; MARK is replaced per request so every id is new.
 MARK = "MARKMARK"
+_REQUESTS = itertools.count(1)
 
 
 def free_port() -> int:
@@ -119,6 +157,9 @@ class Result:
     # CPU of the server's main thread alone (the event loop: HTTP, parsing, validation,
     # canonical form, envelopes), the part one Python process cannot spread over cores.
     main_cpu_s: float = 0.0
+    # Shares of the row's wall time the main thread spent on a CPU and runnable but waiting
+    # for one (the rest it was blocked: idle in the event loop, or waiting for the GIL).
+    main_time: tuple[float, float] = (0.0, 0.0)
 
     @property
     def rate(self) -> float:
@@ -131,7 +172,8 @@ class Result:
         if self.refused and ours and ours.rate:  # a --quarantine row: its valid statements/s over the 0% row's
             ratio = f"{self.rate / ours.rate:8.2f}x"
         else:
-            ratio = f"{ours.rate / self.rate:8.1f}x" if ours and self.rate else " " * 9
+            x = ours.rate / self.rate if ours and self.rate else None
+            ratio = " " * 9 if x is None else f"{x:8.2f}x" if x < 10 else f"{x:8.1f}x"
         errors = ",".join(f"{k}:{v}" for k, v in sorted(self.errors.items())) or "-"
         if self.refused:
             errors += f" (refused as meant: {self.refused})"
@@ -152,7 +194,7 @@ async def load(url: str, headers: dict[str, str], size: int, learners: int, conc
     template = batch_template(size, learners)
     bad = invalid_template(size, learners)
     refused = 0
-    counter = iter(range(1, 2**31))
+    counter = _REQUESTS  # shared by every row: a row never re-sends an earlier row's ids
     start = time.monotonic()
     measure_from = start + warmup
     stop_at = measure_from + duration
@@ -195,16 +237,81 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds so far of each thread of a process, by native thread id."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            out[int(tid)] = cpu_seconds(pid, int(tid))
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended meanwhile
+    return out
+
+
+def schedstat(pid: int, tid: int) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for one) of a thread so far."""
+    on_cpu, waiting, _slices = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+    return int(on_cpu) / 1e9, int(waiting) / 1e9
+
+
+def thread_names(stacks: Path) -> dict[int, str]:
+    """Native thread id -> Python thread name, from py-spy's collapsed stacks."""
+    names = {}
+    for line in stacks.read_text().splitlines():
+        m = re.match(r"thread \((\d+)\): ([^;]+);", line)
+        if m:
+            names[int(m.group(1))] = m.group(2)
+    return names
+
+
+def cpu_by_thread(before: dict[int, float], after: dict[int, float], names: dict[int, str], requests: int,
+                  scale: float) -> str:  # fmt: skip
+    """One line: CPU µs per request of each busy thread (threads of one kind summed)."""
+    by_kind: dict[str, float] = {}
+    for tid, used in after.items():
+        name = names.get(tid, f"tid {tid}")
+        kind = re.sub(r"bench\.learnpulse-gateway-\S+?-(\d+)", r"\1", name)  # the lanes' long transactional ids
+        by_kind[kind] = by_kind.get(kind, 0.0) + (used - before.get(tid, 0.0)) * scale
+    busy = sorted(((v, k) for k, v in by_kind.items() if v > 0), reverse=True)
+    return "  ".join(f"{k}: {v / max(requests, 1) * 1e6:.0f}" for v, k in busy)
+
+
 def measure(proc: subprocess.Popen, url: str, headers: dict[str, str], size: int, learners: int, args,
-            system: str, invalid_every: int = 0) -> Result:  # fmt: skip
-    """One row: load for the duration; also the server process's CPU time per statement."""
+            system: str, invalid_every: int = 0, concurrency: int | None = None,
+            profile: Path | None = None) -> Result:  # fmt: skip
+    """One row: load for the duration; also the server process's CPU time per statement.
+
+    ``profile``: record the server with py-spy for the measured seconds (collapsed stacks).
+    """
     before, main_before = cpu_seconds(proc.pid), cpu_seconds(proc.pid, proc.pid)
-    r = asyncio.run(load(url, headers, size, learners, args.concurrency, args.duration, 2.0, system, invalid_every))
+    threads_before = thread_cpu(proc.pid)
+    sched_before, wall_before = schedstat(proc.pid, proc.pid), time.monotonic()
+    spy = None
+    if profile is not None:
+        exe = Path(sys.executable).with_name("py-spy")
+        spy = subprocess.Popen([str(exe) if exe.exists() else "py-spy", "record", "--format", "raw", "--nonblocking", "--pid", str(proc.pid), "--threads", "--idle", "--rate", "200",
+                                "--duration", str(int(args.duration + 2)), "--output", str(profile)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
+    r = asyncio.run(load(url, headers, size, learners, concurrency or args.concurrency, args.duration, 2.0, system,
+                         invalid_every))  # fmt: skip
+    threads_after = thread_cpu(proc.pid)
+    sched_after, wall = schedstat(proc.pid, proc.pid), time.monotonic() - wall_before
+    on_cpu, waiting = (sched_after[0] - sched_before[0]) / wall, (sched_after[1] - sched_before[1]) / wall
+    r.main_time = (on_cpu, waiting)
+    if spy is not None:
+        spy.wait(60)
+        print(f"py-spy profile of {system}: {profile}", file=sys.stderr)
+        requests = len(r.latencies)
+        print(f"  CPU µs per request by thread: "
+              f"{cpu_by_thread(threads_before, threads_after, thread_names(profile), requests, args.duration / (args.duration + 2.0))}",
+              file=sys.stderr)  # fmt: skip
     # The CPU time covers the warm-up too: scale it to the measured share of requests.
     used, main_used = cpu_seconds(proc.pid) - before, cpu_seconds(proc.pid, proc.pid) - main_before
     r.server_cpu_s = used * args.duration / (args.duration + 2.0)
     r.main_cpu_s = main_used * args.duration / (args.duration + 2.0)
     print(r.row(), file=sys.stderr)
+    print(f"  main thread: {r.main_time[0]:.0%} of the time on a CPU, {r.main_time[1]:.0%} waiting for one "
+          f"(load average {os.getloadavg()[0]:.1f})", file=sys.stderr)  # fmt: skip
     return r
 
 
@@ -263,6 +370,38 @@ def start_ours(settings, home: Path, sinks: bool) -> tuple[subprocess.Popen, str
     return proc, f"http://127.0.0.1:{port}/xapi/statements", {"Authorization": auth}
 
 
+def start_hello(home: Path) -> tuple[subprocess.Popen, str, dict[str, str]]:
+    """The bare aiohttp server of ``--browser`` (the HTTP ceiling)."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "hello.py").write_text(_HELLO_SERVER)
+    port = free_port()
+    log = home / "hello.log"
+    proc = subprocess.Popen([sys.executable, str(home / "hello.py"), str(port)], cwd=home,
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115  # fmt: skip
+    wait_http(f"http://127.0.0.1:{port}/xapi/about", 60, proc, log)
+    return proc, f"http://127.0.0.1:{port}/xapi/statements", {}
+
+
+def browser_rows(settings, tmp: Path, common: dict[str, str], args) -> list[tuple[Result, Result | None]]:
+    """``--browser``: single-statement POSTs at ``--clients``, beside the bare-HTTP ceiling."""
+    proc, url, auth = start_ours(settings, tmp / "browser", False)
+    try:
+        # Unmeasured warm-up (JIT-free Python still warms caches, the index, Kafka's producers).
+        asyncio.run(load(url, {**common, **auth}, 1, 1, args.clients, 3.0, 0.0, "warm-up"))
+        profile = tmp.parent / f"gateway-profile-{os.getpid()}.txt" if args.profile else None
+        ours = measure(proc, url, {**common, **auth}, 1, 1, args, "learnpulse gateway", concurrency=args.clients,
+                       profile=profile)  # fmt: skip
+        batch = measure(proc, url, {**common, **auth}, 100, 10, args, "learnpulse gateway")
+    finally:
+        stop(proc)
+    proc, url, _ = start_hello(tmp / "hello")
+    try:
+        hello = measure(proc, url, common, 1, 1, args, "bare aiohttp (ceiling)", concurrency=args.clients)
+    finally:
+        stop(proc)
+    return [(ours, None), (hello, ours), (batch, None)]
+
+
 # -- Ralph ---------------------------------------------------------------------------------
 def ralph_python() -> Path:
     """Python of the Ralph virtualenv, created on first use (shared, under a lock)."""
@@ -310,6 +449,10 @@ def main() -> None:
     ap.add_argument("--no-ralph", action="store_true")
     ap.add_argument("--quarantine", action="store_true",
                     help="only the quarantine rows: 0%% next to 10%% invalid requests (gateway +sinks)")
+    ap.add_argument("--browser", action="store_true",
+                    help="single-statement POSTs at --clients beside a bare aiohttp ceiling, then batches of 100")
+    ap.add_argument("--clients", type=int, default=1000, help="concurrent connections of --browser's single rows")
+    ap.add_argument("--profile", action="store_true", help="--browser: py-spy stacks of the single-statement row")
     args = ap.parse_args()
     common = {"Content-Type": "application/json", "X-Experience-API-Version": "1.0.3"}
     rows: list[tuple[Result, Result | None]] = []
@@ -318,7 +461,9 @@ def main() -> None:
     try:
         broker, settings = start_kafka(tmp / "kafka-home")
         ours: dict[int, Result] = {}
-        if args.quarantine:
+        if args.browser:
+            rows.extend(browser_rows(settings, tmp, common, args))
+        elif args.quarantine:
             proc, url, auth = start_ours(settings, tmp / "quarantine", True)
             try:
                 # Unmeasured warm-up: the first seconds of a fresh gateway (+sinks) are slower.
@@ -330,7 +475,8 @@ def main() -> None:
                                          invalid_every=10), clean))  # fmt: skip
             finally:
                 stop(proc)
-        for sinks, name in ((True, "learnpulse +sinks"), (False, "learnpulse gateway")) if not args.quarantine else ():
+        both = ((True, "learnpulse +sinks"), (False, "learnpulse gateway"))
+        for sinks, name in both if not (args.quarantine or args.browser) else ():
             proc, url, auth = start_ours(settings, tmp / name.replace(" ", "-").replace("+", ""), sinks)
             try:
                 for size, learners in ((100, 10), (1, 1)):
@@ -339,7 +485,7 @@ def main() -> None:
                     ours.setdefault(size, r)  # the peer ratio is against the full process (+sinks)
             finally:
                 stop(proc)
-        if not args.no_ralph and not args.quarantine:
+        if not (args.no_ralph or args.quarantine or args.browser):
             proc, url, auth = start_ralph(tmp / "ralph")
             try:
                 for size, learners in ((100, 10), (1, 1)):
@@ -359,6 +505,11 @@ def main() -> None:
               "cpu µs/st: CPU time of the server process per accepted statement; main µs: of its main thread "
               "(the event loop: one core at most). "
               "Ralph's file-system backend switched to append mode (it answers only the first POST otherwise).")  # fmt: skip
+        if args.browser:
+            print("--browser: every single-statement request is a new learner; the bare aiohttp row is the ceiling "
+                  "(same client, same connections, a handler that only reads the body): ours/peer is the "
+                  "gateway's share of it. The load generator is one asyncio process on the same cores, so the "
+                  "ceiling is also the client's.")  # fmt: skip
         if args.quarantine:
             print("--quarantine: statements/s and latencies count valid requests only; ours/peer of a 10% row is "
                   "its valid statements/s over the 0% row's (1.0x = quarantine writes cost valid traffic nothing; "
