@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -83,6 +84,9 @@ class GatewaySettings(BaseModel):
     # Transactional producers committing in parallel (more: lower latency for small requests,
     # fewer: less CPU per statement for large ones).
     kafka_lanes: int = 2
+    # The event loop serving requests: "uvloop" (libuv; about a third less CPU per request than
+    # the standard loop, measured with benchmarks.bench_gateway --browser) or "asyncio".
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # Kafka transactional.id; unique per gateway process (default: learnpulse-gateway-<host>-<port>).
     transactional_id: str | None = None
     # Clock skew allowed between gateway hosts and the sinks' for Consistent-Through (0: one host).

@@ -199,6 +199,15 @@ def _redacted(url: str) -> str:
     return url
 
 
+def event_loop_factory(name: str):
+    """The loop constructor for ``gateway.event_loop`` (None: asyncio's default)."""
+    if name == "asyncio":
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
 async def _serve(app, host: str, port: int, stop: asyncio.Event) -> None:
     from aiohttp import web
 
@@ -267,7 +276,8 @@ def register(main: click.Group) -> None:
                     sink_threads.stop.set()  # also releases the _stop_when thread
 
         try:
-            asyncio.run(main_loop())
+            with asyncio.Runner(loop_factory=event_loop_factory(settings.gateway.event_loop)) as runner:
+                runner.run(main_loop())
         finally:
             if sink_threads is not None:
                 sink_threads.join()
