@@ -11,6 +11,7 @@ crash leaves behind are in :mod:`producers.lrsstore.statement_index`.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import logging
 import time
@@ -49,6 +50,43 @@ def is_voiding(statement: dict[str, Any]) -> bool:
     )
 
 
+class InFlight:
+    """``stored`` (epoch ms) of the writes not yet answered, and the oldest of them.
+
+    Asked on every answer (Consistent-Through), so the oldest is kept in a heap: a min over
+    every write in flight cost O(n) per request, quadratic with 1,000 clients. Finished
+    writes leave the heap lazily (when they reach its top, or when it holds mostly them).
+    """
+
+    def __init__(self) -> None:
+        self._stored: dict[int, int] = {}
+        self._heap: list[tuple[int, int]] = []
+
+    def __len__(self) -> int:
+        return len(self._stored)
+
+    def add(self, token: int, stored_ms: int) -> None:
+        self._stored[token] = stored_ms
+        heapq.heappush(self._heap, (stored_ms, token))
+
+    def remove(self, token: int) -> None:
+        self._stored.pop(token, None)
+        if len(self._heap) > 2 * len(self._stored) + 64:
+            self._heap = [(ms, t) for t, ms in self._stored.items()]
+            heapq.heapify(self._heap)
+        else:
+            self._drop_finished()
+
+    def oldest_ms(self) -> int | None:
+        self._drop_finished()
+        return self._heap[0][0] if self._heap else None
+
+    def _drop_finished(self) -> None:
+        heap, stored = self._heap, self._stored
+        while heap and heap[0][1] not in stored:
+            heapq.heappop(heap)
+
+
 class StatementWriter:
     """Stores one request's statements all-or-nothing, exactly once per id across gateways."""
 
@@ -70,7 +108,7 @@ class StatementWriter:
         self._requests = itertools.count(1)
         # request token -> stored (epoch ms) of writes not yet answered: Consistent-Through
         # never passes them (they may reach Kafka later than the sink's progress says).
-        self.in_flight: dict[int, int] = {}
+        self.in_flight = InFlight()
         p = sender.params
         # A reservation older than this has no live holder: its Kafka transaction is
         # decided (the broker aborts it after transaction_timeout_ms) and the holder has
@@ -80,7 +118,7 @@ class StatementWriter:
         self.held_wait_s = p.timeout_s
 
     def oldest_in_flight_ms(self) -> int | None:
-        return min(self.in_flight.values(), default=None)
+        return self.in_flight.oldest_ms()
 
     async def release_orphans(self) -> int:
         """Free what an earlier incarnation of this gateway left reserved (call once Kafka fenced it)."""
@@ -116,7 +154,7 @@ class StatementWriter:
         token = next(self._requests)
         holder = Holder(self.gateway, self.incarnation, token)
         received = self.clock_ms()
-        self.in_flight[token] = received
+        self.in_flight.add(token, received)
         try:
             new = await self._reserve(school, holder, statements, sids)
             if not new:
@@ -135,7 +173,7 @@ class StatementWriter:
                     f"$[{at}]",
                 ) from err  # fmt: skip
         finally:
-            self.in_flight.pop(token, None)
+            self.in_flight.remove(token)
         metrics.GATEWAY_STATEMENTS.inc(len(new))
         if kept:
             count_tolerated("gateway", kept)
