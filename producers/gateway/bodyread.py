@@ -47,10 +47,17 @@ async def read_body(request: web.Request, max_bytes: int, grace_s: float, min_ra
     length = request.content_length
     if length is not None and length > max_bytes:
         raise too_large(length, max_bytes)
+    stream = request.content
+    if stream.is_eof():
+        # The whole body came with the headers (every small request): it is in memory,
+        # so there is nothing to time, only the size to check (a chunked body has no length).
+        body = stream.read_nowait()
+        if len(body) > max_bytes:
+            raise too_large(None, max_bytes)
+        return body
     started = time.monotonic()
     chunks: list[bytes] = []
     received = 0
-    stream = request.content
     while True:
         allowed = started + grace_s + received / min_rate - time.monotonic()
         if allowed <= 0:

@@ -65,6 +65,19 @@ def test_request_body_413_names_the_body_limit():
         assert "5000 bytes per request" in r.json()["error"]["message"]
 
 
+def test_chunked_body_without_length_is_held_to_the_body_limit_too():
+    """A chunked body (no Content-Length) small enough to arrive with its headers is read at
+    once, without the slow-client timer: over the limit it is still 413, under it accepted."""
+    with Harness(GatewayConfig(max_body_bytes=5_000)) as h:
+        headers = {**h.headers(), "Content-Type": "application/json"}
+        big = orjson.dumps([statement() for _ in range(20)])
+        r = h.http.post(h.url, data=iter([big]), headers=headers)  # an iterator: sent chunked
+        assert r.status_code == 413
+        assert r.json()["error"]["rule"] == "request.too-large"
+        r = h.http.post(h.url, data=iter([orjson.dumps(statement())]), headers=headers)
+        assert r.status_code == 200, r.text
+
+
 # -- one request's records never fail another's ----------------------------------------------
 def _env(learner: str, size: int = 10) -> tuple[StatementEnvelope, bytes]:
     env = StatementEnvelope("s", learner, 0, (StatementEntry("c", "c", {"id": learner, "pad": "x" * size}),))
