@@ -270,7 +270,7 @@ class CredentialStore:
         self._reload(force=True)
 
     def _mark(self, secret: str) -> bytes:
-        return hmac.new(self._pepper, secret.encode(), hashlib.sha256).digest()
+        return hmac.digest(self._pepper, secret.encode(), "sha256")
 
     def _reload(self, force: bool = False) -> None:
         now = self.clock()

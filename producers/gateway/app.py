@@ -115,6 +115,23 @@ class GatewayConfig:
     auth_limits: AuthLimits = field(default_factory=AuthLimits)
 
 
+# The per-request metrics' children of the Statement Resource's methods, looked up once
+# (``labels()`` takes a lock and builds its key on every call). Other methods (answered 405)
+# are looked up as before, and not remembered here.
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "OPTIONS"})
+_REQUEST_METRICS: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+
+def _request_metrics(method: str, status: int) -> tuple[Any, Any]:
+    """``(requests counter, duration histogram)`` children for one answer."""
+    found = _REQUEST_METRICS.get((method, status))
+    if found is None:
+        found = metrics.GATEWAY_REQUESTS.labels(method, str(status)), metrics.GATEWAY_REQUEST_SECONDS.labels(method)
+        if method in _KNOWN_METHODS:
+            _REQUEST_METRICS[(method, status)] = found
+    return found
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -297,8 +314,9 @@ class Gateway:
         if response.status >= 400:
             # On every answer of the Statement Resource, errors included (§2.1.3.s2.b5).
             response.headers[CONSISTENT_HEADER] = format_ms(self.consistent_through_ms())
-        metrics.GATEWAY_REQUESTS.labels(method, str(response.status)).inc()
-        metrics.GATEWAY_REQUEST_SECONDS.labels(method).observe(time.perf_counter() - started)
+        count, seconds = _request_metrics(method, response.status)
+        count.inc()
+        seconds.observe(time.perf_counter() - started)
         return headers_only_for_head(req, response)
 
     async def _xrequest(self, request: web.Request) -> XRequest:

@@ -39,6 +39,10 @@ _HELD_FIRST_WAIT_S = 0.005
 _HELD_MAX_WAIT_S = 0.25
 # Attempts to confirm after Kafka acknowledged (the statements are stored by then).
 _CONFIRM_ATTEMPTS = 3
+# Metric children every write touches, looked up once.
+_RESERVE_SECONDS = metrics.GATEWAY_INDEX_SECONDS.labels("reserve")
+_CONFIRM_SECONDS = metrics.GATEWAY_INDEX_SECONDS.labels("confirm")
+_NEW_IDS = metrics.GATEWAY_INDEX_VERDICTS.labels("new")
 
 
 def is_voiding(statement: dict[str, Any]) -> bool:
@@ -201,9 +205,9 @@ class StatementWriter:
             now = self.clock_ms()
             started = time.perf_counter()
             others = await self.index.reserve(Claim(school, holder, sids), now, now - self.stale_after_ms)
-            metrics.GATEWAY_INDEX_SECONDS.labels("reserve").observe(time.perf_counter() - started)
+            _RESERVE_SECONDS.observe(time.perf_counter() - started)
             if not others:
-                metrics.GATEWAY_INDEX_VERDICTS.labels("new").inc(len(sids))
+                _NEW_IDS.inc(len(sids))
                 return list(range(len(sids)))
             mine = [sid for sid in sids if sid not in others]
             held = [sid for sid, e in others.items() if not e.accepted]
@@ -214,7 +218,7 @@ class StatementWriter:
                 raise
             if not held:
                 metrics.GATEWAY_INDEX_VERDICTS.labels("same").inc(len(others))
-                metrics.GATEWAY_INDEX_VERDICTS.labels("new").inc(len(mine))
+                _NEW_IDS.inc(len(mine))
                 return [i for i, sid in enumerate(sids) if sid not in others]
             # Another write holds some ids until Kafka answers it: let go of ours (two
             # requests must never wait for each other) and look again shortly.
@@ -316,7 +320,7 @@ class StatementWriter:
             started = time.perf_counter()
             try:
                 await self.index.confirm(school, holder, accepted, self.clock_ms())
-                metrics.GATEWAY_INDEX_SECONDS.labels("confirm").observe(time.perf_counter() - started)
+                _CONFIRM_SECONDS.observe(time.perf_counter() - started)
                 return
             except Exception as err:  # noqa: BLE001 - the statements are stored whatever the index says
                 if attempt == _CONFIRM_ATTEMPTS - 1:

@@ -613,3 +613,23 @@ def test_kafka_hang_503_outcome_unknown_then_retry_with_same_id_is_safe():
             time.sleep(0.05)
         assert h.put(statement(), sid).status_code == 204
         assert len(h.statements_in_kafka()) == 1
+
+
+def test_every_answer_is_counted_by_method_and_status(h):
+    """The per-request metrics' children are looked up once and reused: each answer still counts."""
+    from prometheus_client import REGISTRY
+
+    def count(method: str, status: str) -> float:
+        labels = {"method": method, "status": status}
+        return REGISTRY.get_sample_value("learnpulse_gateway_requests_total", labels) or 0.0
+
+    def observed(method: str) -> float:
+        return REGISTRY.get_sample_value("learnpulse_gateway_request_seconds_count", {"method": method}) or 0.0
+
+    ok, bad, timed = count("POST", "200"), count("POST", "400"), observed("POST")
+    for _ in range(3):
+        assert h.post(statement()).status_code == 200
+    assert h.post({"actor": 1}).status_code == 400
+    assert count("POST", "200") == ok + 3
+    assert count("POST", "400") == bad + 1
+    assert observed("POST") == timed + 4
