@@ -382,6 +382,18 @@ def start_hello(home: Path) -> tuple[subprocess.Popen, str, dict[str, str]]:
     return proc, f"http://127.0.0.1:{port}/xapi/statements", {}
 
 
+def commit_figures(statements_url: str) -> dict[str, float]:
+    """The gateway's Kafka-transaction counters from its /metrics (count, requests, seconds)."""
+    text = urllib.request.urlopen(statements_url.rsplit("/xapi/", 1)[0] + "/metrics", timeout=10).read().decode()
+    out = {}
+    for name, key in (("learnpulse_gateway_commit_requests_count", "commits"),
+                      ("learnpulse_gateway_commit_requests_sum", "requests"),
+                      ("learnpulse_gateway_commit_seconds_sum", "seconds")):  # fmt: skip
+        m = re.search(rf"^{name} (\S+)$", text, re.M)
+        out[key] = float(m.group(1)) if m else 0.0
+    return out
+
+
 def browser_rows(settings, tmp: Path, common: dict[str, str], args) -> list[tuple[Result, Result | None]]:
     """``--browser``: single-statement POSTs at ``--clients``, beside the bare-HTTP ceiling."""
     proc, url, auth = start_ours(settings, tmp / "browser", False)
@@ -389,8 +401,15 @@ def browser_rows(settings, tmp: Path, common: dict[str, str], args) -> list[tupl
         # Unmeasured warm-up (JIT-free Python still warms caches, the index, Kafka's producers).
         asyncio.run(load(url, {**common, **auth}, 1, 1, args.clients, 3.0, 0.0, "warm-up"))
         profile = tmp.parent / f"gateway-profile-{os.getpid()}.txt" if args.profile else None
+        before = commit_figures(url)
         ours = measure(proc, url, {**common, **auth}, 1, 1, args, "learnpulse gateway", concurrency=args.clients,
                        profile=profile)  # fmt: skip
+        after = commit_figures(url)
+        commits = after["commits"] - before["commits"]
+        if commits:
+            print(f"  Kafka transactions: {commits / (args.duration + 2):,.0f}/s, "
+                  f"{(after['requests'] - before['requests']) / commits:.1f} requests and "
+                  f"{(after['seconds'] - before['seconds']) / commits * 1000:.1f} ms each", file=sys.stderr)  # fmt: skip
         batch = measure(proc, url, {**common, **auth}, 100, 10, args, "learnpulse gateway")
     finally:
         stop(proc)
