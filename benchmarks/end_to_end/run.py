@@ -55,7 +55,9 @@ def lag_floor(rate: float) -> int:
 
 def run_step(pipeline, load: Load, probes: Probes, sampler: LagSampler, rate: float, duration: float,
              settle: float, echo) -> StepResult:  # fmt: skip
-    procs = {n: pipeline.processes[n] for n in PROCESSES if n in pipeline.processes}
+    # On the chDB path the sinks (and chDB) run inside the gateway process: say so in the column.
+    label = {"gateway": "gateway+sinks"} if getattr(pipeline, "sinks_in", None) == "gateway" else {}
+    procs = {label.get(n, n): pipeline.processes[n] for n in PROCESSES if n in pipeline.processes}
     cpu0 = {n: cpu_seconds(p.pid()) for n, p in procs.items()} | {"load generator": own_cpu()}
     probes.sending(True)
     step = load.run(rate, duration)
