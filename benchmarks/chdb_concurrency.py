@@ -44,6 +44,7 @@ def child(rows: int, seconds: float, readers: int, path: str) -> int:
     from learnpulse.settings import Settings
     from learnpulse.web import research_runner
     from reporting.dashboard import dashboard_state
+    from reporting.scope import EVERY_SCHOOL
     from reporting.sql import research_query
     from reporting.summary import school_summaries
     from schemas.clickhouse.migrate import migrate
@@ -87,8 +88,8 @@ def child(rows: int, seconds: float, readers: int, path: str) -> int:
         done["inserts"] += 1
 
     def read():
-        dashboard_state(ch)
-        school_summaries(ch)
+        dashboard_state(ch, EVERY_SCHOOL)
+        school_summaries(ch, EVERY_SCHOOL)
         for sql in RESEARCH:
             research_query(runner, ch.database, sql)
         done["reads"] += 1

@@ -20,15 +20,12 @@ speak (answered on requests that carry no usable version header).
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import threading
 import time
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +33,8 @@ from pathlib import Path
 from schemas.policy import STRICT_POLICY, IngestPolicy, PolicyError
 
 from .errors import UserError
+from .homefiles import Locked as _Locked
+from .homefiles import file_stamp, write_private
 
 # scrypt cost: N=2^14, r=8, p=1 (16 MiB, ~50 ms here): the interactive-login setting of
 # the scrypt paper; the in-memory cache makes it a once-per-process cost per credential.
@@ -115,29 +114,7 @@ def _entry(c: Credential) -> dict:
 
 def _dump(path: Path, creds: dict[str, Credential]) -> None:
     doc = {"credentials": [_entry(c) for c in sorted(creds.values(), key=lambda c: (c.school, c.key))]}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-class _Locked:
-    """Exclusive lock on ``<file>.lock`` so two ``credentials add`` never lose an entry."""
-
-    def __init__(self, path: Path) -> None:
-        self.lock_path = path.with_name(path.name + ".lock")
-
-    def __enter__(self) -> None:
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.lock_path, "w")
-        fcntl.flock(self._f, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self._f, fcntl.LOCK_UN)
-        self._f.close()
+    write_private(path, json.dumps(doc, indent=1))
 
 
 def _origins(values: Sequence[str]) -> tuple[str, ...]:
@@ -236,14 +213,8 @@ def list_credentials(path: Path) -> list[Credential]:
     return sorted(_load(path).values(), key=lambda c: (c.school, c.key))
 
 
-def _file_version(path: Path) -> tuple[int, int, int] | None:
-    """What tells one content of the file from the next: writes replace it (a new inode), and
-    mtime alone comes from a coarse clock, so two writes within one tick share it."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
+# Writes replace the file (a new inode) and mtime comes from a coarse clock: the stamp has both.
+_file_version = file_stamp
 
 
 class CredentialStore:

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from reporting.scope import EVERY_SCHOOL
 from reporting.summary import school_summaries
 from schemas.metrics import SUPERVISOR_RESTARTS
 
@@ -53,6 +54,31 @@ def demo_credential(settings: Settings) -> tuple[str, str]:
     saved.write_text(f"{key}:{secret}\n")
     saved.chmod(0o600)
     return key, secret
+
+
+DEMO_OPERATOR = "admin"
+
+
+def first_operator(settings: Settings) -> str | None:
+    """With no operator account yet, make a network operator with a random password.
+
+    The password goes to a file in the home (0600) and nowhere else, never a default one;
+    returns that file's path (to print once), or None when accounts exist already.
+    """
+    import secrets
+
+    from .commands.operators import accounts_path
+    from .homefiles import write_private
+    from .operators import add_operator, list_operators
+
+    path = accounts_path(settings)
+    if list_operators(path):
+        return None
+    password = secrets.token_urlsafe(18)
+    saved = settings.home.resolve() / f"operator-{DEMO_OPERATOR}.password"
+    write_private(saved, password + "\n")
+    add_operator(path, DEMO_OPERATOR, "network", password)
+    return str(saved)
 
 
 def run_demo(settings: Settings, duration: float | None, rate: float, echo) -> int:
@@ -100,6 +126,11 @@ def _run(settings: Settings, duration: float | None, rate: float, echo) -> int:
         restarts: Counter[str] = Counter()
         lrs = f"http://127.0.0.1:{settings.gateway.port}{settings.gateway.prefix}"
         echo(f"live view: http://127.0.0.1:{settings.web_port}/  (metrics: /metrics; logs in {logs})")
+        if saved := first_operator(settings):
+            echo(f"sign in:   operator {DEMO_OPERATOR!r} (network: every school), password in {saved} (mode 0600); "
+                 "more accounts: learnpulse operators add")  # fmt: skip
+        else:
+            echo("sign in:   with an operator account (learnpulse operators list)")
         echo(f"xAPI LRS:  {lrs}/statements  (HTTP Basic {key}:{secret}, school {DEMO_SCHOOL})")
         echo('SQL:       learnpulse sql "SELECT school, count() FROM {db}.statements FINAL GROUP BY school"')
         echo("Ctrl-C stops the demo" + (f"; stopping by itself after {duration:.0f}s" if duration else ""))
@@ -146,7 +177,7 @@ def _web(app, port: int, settings: Settings, variable: str):
 
 
 def _print_summary(ch, echo, elapsed: float) -> None:
-    rows = school_summaries(ch)
+    rows = school_summaries(ch, EVERY_SCHOOL)  # this terminal is the machine's owner
     total = sum(r.statements for r in rows)
     lines = [f"[{elapsed:6.0f}s] {total} statements in ClickHouse across {len(rows)} schools"]
     for r in rows:

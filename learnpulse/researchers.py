@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import threading
@@ -24,8 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .credentials import _Locked
 from .errors import UserError
+from .homefiles import Locked, file_stamp, write_private
 
 TOKEN_PREFIX = "lpr_"
 OWNER_TOKEN_FILE = "sql-owner.token"
@@ -57,18 +56,6 @@ def _load(path: Path) -> dict[str, Researcher]:
     return {r["name"]: Researcher(r["name"], r["token_sha256"], r.get("created", "")) for r in doc.get("researchers", [])}
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, mode 0600 from the start."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _dump(path: Path, researchers: dict[str, Researcher]) -> None:
     doc = {"researchers": [r.__dict__ for r in sorted(researchers.values(), key=lambda r: r.name)]}
     write_private(path, json.dumps(doc, indent=2) + "\n")
@@ -79,7 +66,7 @@ def add_researcher(path: Path, name: str) -> str:
     if not _NAME.match(name):
         raise UserError(f"invalid researcher name {name!r} (allowed: {_NAME.pattern})")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    with _Locked(path):
+    with Locked(path):
         found = _load(path)
         found[name] = Researcher(name, _digest(token), datetime.now(UTC).isoformat(timespec="seconds"))
         _dump(path, found)
@@ -87,7 +74,7 @@ def add_researcher(path: Path, name: str) -> str:
 
 
 def remove_researcher(path: Path, name: str) -> bool:
-    with _Locked(path):
+    with Locked(path):
         found = _load(path)
         if found.pop(name, None) is None:
             return False
@@ -106,7 +93,7 @@ class ResearcherTokens:
         self.path = path
         self.reload_every_s = reload_every_s
         self._by_digest: dict[str, str] = {}
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._checked = float("-inf")
         self._lock = threading.Lock()
 
@@ -115,11 +102,7 @@ class ResearcherTokens:
         if now - self._checked < self.reload_every_s:
             return
         self._checked = now
-        try:
-            st = self.path.stat()
-            stamp = (st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            stamp = None
+        stamp = file_stamp(self.path)
         if stamp != self._stamp:
             self._by_digest = {r.token_sha256: r.name for r in _load(self.path).values()} if stamp else {}
             self._stamp = stamp

@@ -56,6 +56,25 @@ class ResearchSettings(BaseModel):
     tokens_file: Path | None = None
 
 
+class OperatorSettings(BaseModel):
+    """Operators' sign-in to the dashboard (``learnpulse operators``; README "Operators")."""
+
+    # Accounts (Argon2id hashes); default <home>/operators.json.
+    accounts_file: Path | None = None
+    # Mark the session cookie Secure: set it when the app is reached over HTTPS (a TLS
+    # reverse proxy in front), else browsers would send the cookie over plain HTTP too.
+    secure_cookies: bool = False
+    # A session ends after this long without a request, and this long after sign-in whatever happens.
+    session_idle_s: float = 30 * 60
+    session_max_s: float = 12 * 3600
+    # Lock-out: this many failed sign-ins for one account name (existing or not) within the
+    # window lock it for the cool-down; from one client address, address_failures.
+    lockout_failures: int = 5
+    address_failures: int = 20
+    lockout_window_s: float = 15 * 60
+    lockout_cooldown_s: float = 15 * 60
+
+
 class SinkSettings(BaseModel):
     max_rows: int = 20_000
     max_wait_s: float = 1.0
@@ -189,6 +208,7 @@ class Settings(BaseSettings):
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     sink: SinkSettings = SinkSettings()
     research: ResearchSettings = ResearchSettings()
+    operators: OperatorSettings = OperatorSettings()
     gateway: GatewaySettings = GatewaySettings()
     lrs_store: LrsStoreSettings = LrsStoreSettings()
     streams: StreamsSettings = StreamsSettings()

@@ -1,4 +1,4 @@
-"""The HTTP surface of the process that owns ClickHouse access: live view, summary API, research SQL, metrics."""
+"""The HTTP surface of the process that owns ClickHouse access: sign-in, live view, its API, research SQL, metrics."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from reporting.sql import add_sql_routes, allowed_hosts
 from schemas.clickhouse.engine import ClickHouse, QueryLimits, ReadonlyRunner
 from sinks.engines import readonly_runner
 
+from .operators import OperatorAccounts, operators_path
 from .researchers import OwnerToken, ResearcherTokens, researchers_path
 from .settings import Settings
+from .signin import SIGNIN_PATH, SignIn
 
 
 def research_limits(settings: Settings) -> QueryLimits:
@@ -44,11 +46,15 @@ def make_app(ch: ClickHouse, settings: Settings | None = None, port: int | None 
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
-    add_dashboard_routes(app, ch)
+    # Operators sign in; every dashboard answer is scoped to who signed in.
+    accounts = OperatorAccounts(settings.operators.accounts_file or operators_path(settings.home))
+    signin = SignIn(accounts, settings.operators)
+    signin.install(app)
+    add_dashboard_routes(app, ch, SIGNIN_PATH)
     runner = research_runner(settings, ch)
     tokens = ResearcherTokens(settings.research.tokens_file or researchers_path(settings.home))
-    # Operators' sign-in (another issue) becomes one more authenticator in this list.
-    # The local owner token only where the caller named the home it belongs in.
+    # Research SQL keeps its bearer tokens only: operator sessions never reach it (researchers
+    # see pseudonyms; an operator's scope is not a research query's). The local owner token only where the caller named the home it belongs in.
     authenticators = [tokens, OwnerToken(settings.home)] if explicit else [tokens]
     hosts = allowed_hosts(port or settings.web_port, [settings.bind_host])
     add_sql_routes(app, runner, ch.database, authenticators, hosts)

@@ -2,21 +2,29 @@
 
 Served by the process that owns ClickHouse access (in embedded mode the only process that
 can read chDB). Every figure on the page comes from :mod:`reporting` queries, so what an
-operator sees is what a researcher gets with the documented SQL.
+operator sees is what a researcher gets with the documented SQL. Every answer is scoped to
+the signed-in operator (reporting/scope.py); the sign-in itself is the web app's
+(learnpulse/signin.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import html
+import logging
 from dataclasses import asdict
 
 from aiohttp import web
 
-from schemas.clickhouse.engine import ClickHouse
+from schemas.clickhouse.engine import ClickHouse, ClickHouseError, ClickHouseUnavailable
 
 from .progress import consistent_through
+from .drilldown import cohort_learners, school_cohorts
 from .quarantine import refusals_per_school
+from .scope import IN_SCOPE, LEARNER_IN_SCOPE, SCOPE_KEY, VIEWER_KEY, Scope
 from .summary import school_summaries
+
+log = logging.getLogger("learnpulse.dashboard")
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
@@ -45,7 +53,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}#status.down{color:var(-
  <div><b id="k-learners">–</b><span>learners</span></div>
  <div><b id="k-alerts">–</b><span>cohort alerts open</span></div>
  <div><b id="k-lag">–</b><span>seconds behind intake</span></div>
-</div><span id="status" class="dim">connecting…</span></header>
+</div><span id="status" class="dim">connecting…</span><!--viewer--></header>
 <div class="wrap"><main id="schools"></main>
 <aside>
  <section class="panel"><h2>Open cohort alerts</h2><ul id="alerts"><li class="dim">none</li></ul></section>
@@ -100,7 +108,9 @@ function cohorts(list){
 async function tick(){
   const st=document.getElementById('status');
   try{
-    const r=await fetch('api/state',{cache:'no-store'}); if(!r.ok) throw new Error(r.status);
+    const r=await fetch('api/state',{cache:'no-store'});
+    if(r.status===401){location.reload();return;}
+    if(!r.ok) throw new Error(r.status);
     const state=await r.json(); let total=0, learners=0;
     for(const s of state.schools){card(s); total+=s.statements; learners+=s.learners;}
     alerts(state.alerts); cohorts(state.cohorts_at_risk);
@@ -122,77 +132,82 @@ setInterval(tick,2000); tick();
 
 # -- queries -----------------------------------------------------------------------------
 # Every count reads ReplacingMergeTree tables with FINAL (or argMax by version), so a
-# replayed record is never counted twice; see reporting/README.md.
+# replayed record is never counted twice; see reporting/README.md. Each reads only the rows
+# in the reader's scope (reporting/scope.py), bound as query parameters.
 
 # Active time and sessions on each school's newest event-time day.
 ACTIVE_TODAY_SQL = """
 SELECT school, sum(active_ms), sum(sessions), uniqExact(learner)
 FROM {db}.engagement FINAL
-WHERE grain = 'day'
+WHERE grain = 'day' AND {in_scope}
   AND (school, period_start) IN (SELECT school, max(period_start) FROM {db}.engagement WHERE grain = 'day' GROUP BY school)
 GROUP BY school
-"""
+""".replace("{in_scope}", IN_SCOPE)
 
 # Current BKT estimates: mean P(mastery) and the share of learner x skill pairs mastered.
 MASTERY_SQL = """
 SELECT school, avg(p_mastery), countIf(p_mastery >= {mastered:Float64}) / count()
 FROM {db}.mastery FINAL
+WHERE {learner_in_scope}
 GROUP BY school
-"""
+""".replace("{learner_in_scope}", LEARNER_IN_SCOPE)
 
 # Latest health snapshot per cohort.
 COHORTS_SQL = """
 SELECT school, course, cohort, argMax(share, at), argMax(learners, at), argMax(disengaged, at), toString(max(at))
 FROM {db}.cohort_health FINAL
+WHERE {in_scope}
 GROUP BY school, course, cohort
-"""
+""".replace("{in_scope}", IN_SCOPE)
 
 # Alert episodes whose latest state is "fired".
 OPEN_ALERTS_SQL = """
 SELECT alert_id, school, course, cohort, argMax(share, version), argMax(learners, version),
        argMax(disengaged, version), argMax(threshold, version), toString(min(fired_at))
 FROM {db}.alerts FINAL
+WHERE {in_scope}
 GROUP BY alert_id, school, course, cohort
 HAVING argMax(state, version) = 'fired'
 ORDER BY min(fired_at) DESC
-"""
+""".replace("{in_scope}", IN_SCOPE)
 
 # Statements per event-time hour over the newest 24 hours (the sparkline), from hourly
 # engagement: learning statements (voiding statements are bookkeeping, not activity).
 HOURLY_SQL = """
 SELECT school, toUnixTimestamp(period_start), sum(statements)
 FROM {db}.engagement FINAL
-WHERE grain = 'hour'
+WHERE grain = 'hour' AND {in_scope}
   AND period_start > (SELECT max(period_start) FROM {db}.engagement WHERE grain = 'hour') - INTERVAL 24 HOUR
 GROUP BY school, period_start
 ORDER BY school, period_start
-"""
+""".replace("{in_scope}", IN_SCOPE)
 
 MASTERED = 0.95
 
 
-def dashboard_state(ch: ClickHouse) -> dict:
-    """Everything the page shows, in one JSON-ready dict."""
+def dashboard_state(ch: ClickHouse, scope: Scope) -> dict:
+    """Everything the page shows to a reader with ``scope``, in one JSON-ready dict."""
+    p = scope.params()
     schools = {r.school: {**asdict(r), "active_ms_today": 0, "sessions_today": 0, "learners_today": 0,
                           "mastery_mean": None, "mastered_share": None, "cohorts": 0, "cohorts_alerting": 0,
                           "hourly": [], "refused": 0}
-               for r in school_summaries(ch)}
-    for school, active_ms, sessions, learners in ch.query(ACTIVE_TODAY_SQL):
+               for r in school_summaries(ch, scope)}
+    for school, active_ms, sessions, learners in ch.query(ACTIVE_TODAY_SQL, p):
         if school in schools:
             schools[school].update(active_ms_today=int(active_ms), sessions_today=int(sessions),
                                    learners_today=int(learners))
-    for school, mean, mastered in ch.query(MASTERY_SQL, {"mastered": MASTERED}):
+    for school, mean, mastered in ch.query(MASTERY_SQL, {**p, "mastered": MASTERED}):
         if school in schools:
             schools[school].update(mastery_mean=float(mean), mastered_share=float(mastered))
     cohorts = [
         {"school": r[0], "course": r[1], "cohort": r[2], "share": float(r[3]), "learners": int(r[4]),
          "disengaged": int(r[5]), "at": str(r[6])}
-        for r in ch.query(COHORTS_SQL)
+        for r in ch.query(COHORTS_SQL, p)
     ]
     alerts = [
         {"alert_id": r[0], "school": r[1], "course": r[2], "cohort": r[3], "share": float(r[4]), "learners": int(r[5]),
          "disengaged": int(r[6]), "threshold": float(r[7]), "fired_at": str(r[8])}
-        for r in ch.query(OPEN_ALERTS_SQL)
+        for r in ch.query(OPEN_ALERTS_SQL, p)
     ]
     latest = {(c["school"], c["course"], c["cohort"]): c for c in cohorts}
     for a in alerts:
@@ -205,11 +220,12 @@ def dashboard_state(ch: ClickHouse) -> dict:
     for a in alerts:
         if a["school"] in schools:
             schools[a["school"]]["cohorts_alerting"] += 1
-    for school, hour, n in ch.query(HOURLY_SQL):
+    for school, hour, n in ch.query(HOURLY_SQL, p):
         if school in schools:
             schools[school]["hourly"].append([int(hour), int(n)])
-    # Statements refused at the edge and not (yet) accepted by a re-drive (the quarantine).
-    for school, (_records, refused) in refusals_per_school(ch).items():
+    # Statements refused at the edge and not (yet) accepted by a re-drive (the quarantine):
+    # a school-wide figure, for readers of whole schools only.
+    for school, (_records, refused) in refusals_per_school(ch, scope=scope).items():
         if school in schools:
             schools[school]["refused"] = refused
     cohorts.sort(key=lambda c: -c["share"])
@@ -223,20 +239,82 @@ def dashboard_state(ch: ClickHouse) -> dict:
     }
 
 
-def add_dashboard_routes(app: web.Application, ch: ClickHouse) -> None:
-    """Mount the page on ``/`` and its JSON API on ``/api/…`` of ``app``."""
+def _refuse(status: int, rule: str, message: str) -> web.Response:
+    return web.json_response({"error": f"{rule}: {message}", "rule": rule}, status=status,
+                             headers={"Cache-Control": "no-store"})  # fmt: skip
 
-    async def summary(_request: web.Request) -> web.Response:
-        rows = await asyncio.to_thread(school_summaries, ch)
-        return web.json_response([asdict(r) for r in rows], headers={"Cache-Control": "no-store"})
 
-    async def state(_request: web.Request) -> web.Response:
-        body = await asyncio.to_thread(dashboard_state, ch)
+UNAUTHENTICATED = ("auth.required", "sign in first (POST /signin); every dashboard answer is scoped to its reader")
+
+
+def add_dashboard_routes(app: web.Application, ch: ClickHouse, signin_path: str = "/signin") -> None:
+    """Mount the page on ``/`` and its JSON API on ``/api/…`` of ``app``.
+
+    Every answer is for the reader the sign-in put on the request (``SCOPE_KEY``): none is
+    401 (API) or a redirect to ``signin_path`` (page); a school or cohort outside the
+    reader's scope is 403, and every query filters by the scope itself.
+    """
+
+    def scope_of(request: web.Request) -> Scope | None:
+        scope = request.get(SCOPE_KEY)
+        return scope if isinstance(scope, Scope) else None
+
+    async def answer(fn, *args) -> web.Response:
+        """``fn(*args)`` off the loop, as JSON; ClickHouse failing is a 503 naming the rule, never a 500."""
+        try:
+            body = await asyncio.to_thread(fn, *args)
+        except (ClickHouseError, ClickHouseUnavailable) as err:
+            log.warning("dashboard query failed: %s", err)
+            return _refuse(503, "dashboard.unavailable", "ClickHouse did not answer; retry shortly")
         return web.json_response(body, headers={"Cache-Control": "no-store"})
 
-    async def index(_request: web.Request) -> web.Response:
-        return web.Response(text=_PAGE, content_type="text/html")
+    async def summary(request: web.Request) -> web.Response:
+        if (scope := scope_of(request)) is None:
+            return _refuse(401, *UNAUTHENTICATED)
+        return await answer(lambda: [asdict(r) for r in school_summaries(ch, scope)])
+
+    async def state(request: web.Request) -> web.Response:
+        if (scope := scope_of(request)) is None:
+            return _refuse(401, *UNAUTHENTICATED)
+        return await answer(dashboard_state, ch, scope)
+
+    async def school(request: web.Request) -> web.Response:
+        if (scope := scope_of(request)) is None:
+            return _refuse(401, *UNAUTHENTICATED)
+        name = request.match_info["school"]
+        if not scope.touches_school(name):
+            return _refuse(403, "scope.school", f"school {name!r} is outside what you may see")
+        return await answer(lambda: {"school": name, "whole_school": scope.whole_school(name),
+                                     "cohorts": school_cohorts(ch, scope, name)})  # fmt: skip
+
+    async def cohort(request: web.Request) -> web.Response:
+        if (scope := scope_of(request)) is None:
+            return _refuse(401, *UNAUTHENTICATED)
+        m = request.match_info
+        if not scope.allows_cohort(m["school"], m["course"], m["cohort"]):
+            return _refuse(403, "scope.cohort", f"cohort {m['cohort']!r} of {m['course']!r} in {m['school']!r} is "
+                           "outside what you may see")  # fmt: skip
+        return await answer(cohort_learners, ch, scope, m["school"], m["course"], m["cohort"])
+
+    async def index(request: web.Request) -> web.Response:
+        viewer = request.get(VIEWER_KEY)
+        if scope_of(request) is None or not isinstance(viewer, dict):
+            raise web.HTTPSeeOther(signin_path)
+        bar = _VIEWER_BAR.format(name=html.escape(viewer["name"]), role=html.escape(viewer["role"]),
+                                 csrf=html.escape(viewer["csrf"]), signout=html.escape(viewer.get("signout", "signout")))  # fmt: skip
+        return web.Response(text=_PAGE.replace("<!--viewer-->", bar), content_type="text/html",
+                            headers={"Cache-Control": "no-store"})  # fmt: skip
 
     app.router.add_get("/", index)
     app.router.add_get("/api/summary", summary)
     app.router.add_get("/api/state", state)
+    app.router.add_get("/api/schools/{school}", school)
+    app.router.add_get("/api/cohorts/{school}/{course}/{cohort}", cohort)
+
+
+# Who is signed in, and sign-out (a form POST carrying the session's CSRF token).
+_VIEWER_BAR = (
+    '<form id="viewer" method="post" action="{signout}" class="dim">signed in as <b id="viewer-name">{name}</b> '
+    '(<span id="viewer-role">{role}</span>) <input type="hidden" name="csrf" value="{csrf}">'
+    '<button type="submit">sign out</button></form>'
+)

@@ -13,6 +13,8 @@ from typing import Any
 from schemas.clickhouse.engine import ClickHouse
 from schemas.quarantine import QuarantineRecord
 
+from .scope import EVERY_SCHOOL, SCHOOL_IN_SCOPE, Scope
+
 _WHERE = """
 WHERE (empty({school:String}) OR school = {school:String})
   AND (empty({rule:String}) OR has(rules, {rule:String}))
@@ -42,7 +44,7 @@ BY_PRODUCER_SQL = (
 )
 PER_SCHOOL_SQL = (
     "SELECT school, count(), countIf(state != 'accepted') FROM {db}.quarantine FINAL" + _WHERE
-    + "GROUP BY school ORDER BY school"
+    + "AND " + SCHOOL_IN_SCOPE + " GROUP BY school ORDER BY school"
 )
 _FAR = 2**62
 
@@ -108,6 +110,9 @@ def stats_by_producer(ch: ClickHouse, f: Filter) -> list[tuple[str, str, str, in
             for r in ch.query(BY_PRODUCER_SQL, f.params())]  # fmt: skip
 
 
-def refusals_per_school(ch: ClickHouse, since_ms: int = 0) -> dict[str, tuple[int, int]]:
-    """``school → (records refused, of them still not accepted)`` for the dashboard."""
-    return {str(r[0]): (int(r[1]), int(r[2])) for r in ch.query(PER_SCHOOL_SQL, Filter(since_ms=since_ms).params())}
+def refusals_per_school(
+    ch: ClickHouse, since_ms: int = 0, scope: Scope = EVERY_SCHOOL
+) -> dict[str, tuple[int, int]]:
+    """``school → (records refused, of them still not accepted)`` for the schools ``scope`` holds whole."""
+    params = Filter(since_ms=since_ms).params(**scope.params())
+    return {str(r[0]): (int(r[1]), int(r[2])) for r in ch.query(PER_SCHOOL_SQL, params)}

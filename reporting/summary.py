@@ -6,29 +6,33 @@ from dataclasses import dataclass
 
 from schemas.clickhouse.engine import ClickHouse
 
+from .scope import IN_SCOPE, Scope
+
 # Statements, learners and courses per school from the rollup ClickHouse maintains
 # (activity_daily, never a scan of `statements`). Its id sets count each statement once
 # however often it was written, so these equal `count() FROM statements FINAL`.
+# Only rows in the reader's scope (reporting/scope.py) are read.
 SCHOOL_SUMMARY_SQL = """
 SELECT s.school, s.statements, s.learners, s.courses, toString(s.latest), ifNull(a.active, 0)
 FROM (
     SELECT school, uniqExactMerge(statements) AS statements, uniqExactMerge(learners) AS learners,
            uniqExact(course) AS courses, maxMerge(last_event) AS latest
     FROM {db}.activity_daily
+    WHERE {in_scope}
     GROUP BY school
 ) AS s
 LEFT JOIN (
     -- learners active in the newest event-time hour of each school (hourly engagement)
     SELECT school, uniqExact(learner) AS active
     FROM {db}.engagement FINAL
-    WHERE grain = 'hour'
+    WHERE grain = 'hour' AND {in_scope}
       AND (school, period_start) IN (
           SELECT school, max(period_start) FROM {db}.engagement WHERE grain = 'hour' GROUP BY school
       )
     GROUP BY school
 ) AS a ON a.school = s.school
 ORDER BY s.school
-"""
+""".replace("{in_scope}", IN_SCOPE)
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,9 @@ class SchoolSummary:
     active_last_hour: int
 
 
-def school_summaries(ch: ClickHouse) -> list[SchoolSummary]:
+def school_summaries(ch: ClickHouse, scope: Scope) -> list[SchoolSummary]:
+    """Each school ``scope`` touches, counting only its rows in ``scope``."""
     return [
-        SchoolSummary(r[0], int(r[1]), int(r[2]), int(r[3]), str(r[4]), int(r[5])) for r in ch.query(SCHOOL_SUMMARY_SQL)
+        SchoolSummary(r[0], int(r[1]), int(r[2]), int(r[3]), str(r[4]), int(r[5]))
+        for r in ch.query(SCHOOL_SUMMARY_SQL, scope.params())
     ]

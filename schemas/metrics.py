@@ -170,3 +170,7 @@ SQL_SECONDS = Histogram("learnpulse_sql_query_seconds", "Duration of research SQ
 SUPERVISOR_RESTARTS = Counter(
     "learnpulse_supervisor_restarts_total", "Restarts of a supervised process after it died", ["process"]
 )
+# Operators' sign-in to the dashboard (issue 17): attempts by outcome ("ok", "failed": wrong
+# name or password, "locked": refused unchecked during a lock-out), and sign-outs.
+OPERATOR_SIGNINS = Counter("learnpulse_operator_signins_total", "Operator sign-in attempts by outcome", ["outcome"])
+OPERATOR_SIGNOUTS = Counter("learnpulse_operator_signouts_total", "Operator sign-outs")

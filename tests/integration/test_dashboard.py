@@ -15,6 +15,7 @@ from learnpulse.settings import ClickHouseSettings, Settings
 from learnpulse.web import make_app, start_web_thread
 from producers.simulator import SimulationConfig
 from tests.conftest import free_port, wait_for
+from tests.operators_support import make_operator
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
@@ -27,6 +28,20 @@ def browser():
         b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+def sign_in_page(browser, base: str, home) -> object:
+    """A browser page signed in as a new network operator (through the sign-in form)."""
+    password = make_operator(home, "net", "network")
+    page = browser.new_page()
+    page.goto(f"{base}/")
+    page.wait_for_url(f"{base}/signin", timeout=20_000)  # not signed in: sent to the form
+    page.fill("input[name=name]", "net")
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/", timeout=30_000)
+    assert page.inner_text("#viewer-name") == "net"
+    return page
 
 
 def school_counts(ch) -> dict[str, int]:
@@ -42,11 +57,10 @@ def test_dashboard_shows_every_school_with_clickhouse_counts_and_lights_up(tmp_p
     sinks = start_sinks(settings, ch)
     # Stopped before ClickHouse is closed: the app's research handle keeps chDB's embedded
     # engine (and its directory lock) alive until the app is cleaned up.
-    web = start_web_thread(make_app(ch), settings.web_port)
+    web = start_web_thread(make_app(ch, settings), settings.web_port)
     try:
         wait_for(lambda: sum(school_counts(ch).values()) == first, 120, "first batch in ClickHouse")
-        page = browser.new_page()
-        page.goto(f"http://127.0.0.1:{settings.web_port}/")
+        page = sign_in_page(browser, f"http://127.0.0.1:{settings.web_port}", settings.home)
         page.wait_for_selector("section.school", timeout=20_000)
         expected = school_counts(ch)
         assert len(expected) == 3
@@ -81,15 +95,14 @@ def test_dashboard_shows_open_cohort_alerts_and_drops_resolved_ones(tmp_path, ka
     run_simulator(settings, SimulationConfig(seed=5, schools=2), count=200, rate=None)
     ch = open_clickhouse(settings)
     sinks = start_sinks(settings, ch)
-    web = start_web_thread(make_app(ch), settings.web_port)
+    web = start_web_thread(make_app(ch, settings), settings.web_port)
     producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all")
     topic = Topic.ALERTS.physical(kafka.topic_prefix)
     fired = AlertRecord("ep-1", "school-001", "https://c.example/algebra", "algebra/cohort-b", "fired",
                         1_767_312_000_000, 1_767_312_000_000, 31, 13, 13 / 31, 0.3, ("p1", "p2"), 1)
     try:
         producer.send(topic, key=b"school-001|algebra", value=fired.encode()).get(30)
-        page = browser.new_page()
-        page.goto(f"http://127.0.0.1:{settings.web_port}/")
+        page = sign_in_page(browser, f"http://127.0.0.1:{settings.web_port}", settings.home)
         page.wait_for_selector("#alerts li.alert", timeout=60_000)
         text = page.inner_text("#alerts")
         assert "school-001 · algebra · cohort-b" in text
@@ -105,6 +118,44 @@ def test_dashboard_shows_open_cohort_alerts_and_drops_resolved_ones(tmp_path, ka
         assert "none" in page.inner_text("#alerts")
     finally:
         producer.close()
+        web.stop()
+        sinks.join()
+        ch.close()
+
+
+@pytest.mark.kafka
+def test_dashboard_page_of_a_school_operator_shows_its_school_only_and_signs_out(tmp_path, kafka, chdb_url, browser):
+    settings = Settings(home=tmp_path / "home", kafka=kafka, clickhouse=ClickHouseSettings(url=chdb_url), web_port=free_port())
+    run_simulator(settings, SimulationConfig(seed=6, schools=3), count=300, rate=None)
+    ch = open_clickhouse(settings)
+    sinks = start_sinks(settings, ch)
+    web = start_web_thread(make_app(ch, settings), settings.web_port)
+    base = f"http://127.0.0.1:{settings.web_port}"
+    password = make_operator(settings.home, "sch", "school", schools=["school-002"])
+    try:
+        wait_for(lambda: sum(school_counts(ch).values()) == 300, 120, "the statements in ClickHouse")
+        page = browser.new_page()
+        page.goto(f"{base}/signin")
+        page.fill("input[name=name]", "sch")
+        page.fill("input[name=password]", "not the password")
+        page.click("button[type=submit]")
+        page.wait_for_selector("p.error", timeout=20_000)
+        assert "wrong" in page.inner_text("p.error")
+        page.fill("input[name=name]", "sch")
+        page.fill("input[name=password]", password)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{base}/", timeout=30_000)
+        page.wait_for_selector("section.school", timeout=20_000)
+        expected = school_counts(ch)["school-002"]
+        wait_for(lambda: page.get_attribute("#school-school-002", "data-statements") == str(expected), 20,
+                 "the school's card with its ClickHouse count")  # fmt: skip
+        assert [c.get_attribute("id") for c in page.query_selector_all("section.school")] == ["school-school-002"]
+        assert page.evaluate("async () => (await fetch('api/schools/school-000')).status") == 403
+        assert page.evaluate("document.cookie") == ""  # HttpOnly: scripts cannot read the session
+        page.click("#viewer button[type=submit]")
+        page.wait_for_url(f"{base}/signin", timeout=20_000)
+        assert page.evaluate("async () => (await fetch('api/state')).status") == 401
+    finally:
         web.stop()
         sinks.join()
         ch.close()

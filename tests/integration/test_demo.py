@@ -16,6 +16,7 @@ import pytest
 
 from learnpulse.settings import GatewaySettings, KafkaSettings, Settings
 from tests.conftest import REPO, free_port, free_port_block, wait_for
+from tests.operators_support import signed_in
 
 
 def _get(url: str, headers: dict[str, str] | None = None):
@@ -50,9 +51,19 @@ def test_demo_runs_the_whole_pipeline_with_dashboard_lrs_and_stops_by_itself(tmp
         key, secret = re.search(r"HTTP Basic (\S+):(\S+), school", text).groups()
         web = f"http://127.0.0.1:{settings.web_port}"
 
+        # A first network operator, its random password in a private file named once.
+        secret_file = re.search(r"password in (\S+) \(mode 0600\)", text).group(1)
+        assert os.stat(secret_file).st_mode & 0o777 == 0o600
+        assert _get(f"{web}/api/summary")[0] == 401  # nobody signed in
+        http = signed_in(web, "admin", open(secret_file).read().strip())
+
         # Schools light up on the dashboard API within the first minute.
+        def summary():
+            answer = http.get(f"{web}/api/summary", timeout=10)
+            return answer.json() if answer.status_code == 200 else None
+
         schools = wait_for(
-            lambda: (rows := _get(f"{web}/api/summary")[1]) and len(rows) == 3 and all(r["statements"] for r in rows) and rows,
+            lambda: (rows := summary()) and len(rows) == 3 and all(r["statements"] for r in rows) and rows,
             60, "three schools with statements on the dashboard",
         )
         assert {r["school"] for r in schools} == {"school-000", "school-001", "school-002"}

@@ -50,8 +50,9 @@ def _accepted(gw: LiveGateway, doc) -> int:
 
 def _dashboard_refused(gw: LiveGateway) -> dict[str, int]:
     from reporting.dashboard import dashboard_state
+    from reporting.scope import EVERY_SCHOOL
 
-    return {s["school"]: s["refused"] for s in dashboard_state(gw.ch)["schools"]}
+    return {s["school"]: s["refused"] for s in dashboard_state(gw.ch, EVERY_SCHOOL)["schools"]}
 
 
 def _copies(gw: LiveGateway, table: str, ids: list[str]) -> int:

@@ -20,6 +20,7 @@ from learnpulse.settings import ClickHouseSettings, ResearchSettings, Settings
 from learnpulse.web import make_app, research_runner, start_web_thread
 from reporting.sql import QueryRejected, research_query
 from tests.conftest import REPO, free_port
+from tests.operators_support import make_operator, signed_in
 
 PROBE = ("probe",)
 # Big answers and heavy joins from a table (18.16 refuses every table function, numbers()
@@ -223,6 +224,13 @@ def served(tmp_path, ch):
     web.stop()
 
 
+@pytest.fixture
+def operator(served):
+    """A network operator signed in to the dashboard of ``served``."""
+    base, _token, settings = served
+    return signed_in(base, "op", make_operator(settings.home, "op", "network"))
+
+
 def _post(base, token, sql, **headers):
     h = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {}), **headers}
     return requests.post(f"{base}/api/sql", data=orjson.dumps({"sql": sql}), headers=h, timeout=120)
@@ -250,7 +258,7 @@ def test_api_sql_needs_a_researcher_token_json_and_this_servers_origin(served):
     assert r.status_code == 401
 
 
-def test_api_sql_attacks_get_a_4xx_naming_the_rule_and_fetch_nothing(served):
+def test_api_sql_attacks_get_a_4xx_naming_the_rule_and_fetch_nothing(served, operator):
     base, token, _ = served
     listener = _Listener()
     try:
@@ -270,12 +278,12 @@ def test_api_sql_attacks_get_a_4xx_naming_the_rule_and_fetch_nothing(served):
             assert r.json()["rule"] == rule and r.json()["error"].startswith(rule), text
         assert listener.hits == []
         # The dashboard still answers (the url() attack used to deadlock chDB).
-        assert requests.get(f"{base}/api/state", timeout=30).status_code == 200
+        assert operator.get(f"{base}/api/state", timeout=30).status_code == 200
     finally:
         listener.close()
 
 
-def test_api_sql_a_200_mb_answer_is_capped_and_the_dashboard_answers_during_a_heavy_query(served):
+def test_api_sql_a_200_mb_answer_is_capped_and_the_dashboard_answers_during_a_heavy_query(served, operator):
     base, token, _ = served
     r = _post(base, token, BIG_ANSWER % "statements")
     assert r.status_code == 200
@@ -287,7 +295,7 @@ def test_api_sql_a_200_mb_answer_is_capped_and_the_dashboard_answers_during_a_he
         _post(base, token, CROSS_JOIN % ("statements", "statements"))))  # fmt: skip
     t.start()
     time.sleep(1.0)
-    state = requests.get(f"{base}/api/state", timeout=60)
+    state = operator.get(f"{base}/api/state", timeout=60)
     dashboard_during = t.is_alive()
     t.join(120)
     assert state.status_code == 200

@@ -1,0 +1,263 @@
+"""Operators sign in and see exactly their scope, against a running pipeline with data in it.
+
+simulator → Kafka → Faust worker → sinks → chDB, then the web app of the ClickHouse-owning
+process (learnpulse.web.make_app) on a loopback port. Every figure an operator gets is
+compared with a direct ClickHouse query over the statements (or engagement) table, written
+here independently of reporting/.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import requests
+
+from learnpulse.operators import set_password
+from learnpulse.operators import operators_path
+from learnpulse.pipeline import open_clickhouse, run_simulator, start_sinks
+from learnpulse.settings import ClickHouseSettings, OperatorSettings, Settings
+from learnpulse.topics import ensure_topics
+from learnpulse.web import make_app, start_web_thread
+from producers.simulator import SimulationConfig
+from tests.conftest import Proc, free_port, free_port_block, wait_for
+from tests.operators_support import make_operator, sign_in_attempt, signed_in
+
+pytestmark = pytest.mark.kafka
+N = 3_000
+
+
+class Served:
+    def __init__(self, settings, ch, base, passwords, cohort):
+        self.settings, self.ch, self.base, self.passwords, self.cohort = settings, ch, base, passwords, cohort
+
+    def session(self, name: str) -> requests.Session:
+        return signed_in(self.base, name, self.passwords[name])
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, kafka_settings, chdb_path):
+    tmp = tmp_path_factory.mktemp("operators")
+    kafka = kafka_settings.model_copy(update={"topic_prefix": f"t{uuid.uuid4().hex[:8]}."})
+    ensure_topics(kafka.bootstrap_servers, kafka.topic_prefix, kafka.replication)
+    settings = Settings(
+        home=tmp / "home", kafka=kafka,
+        clickhouse=ClickHouseSettings(url=f"chdb://{chdb_path}?database=t_{uuid.uuid4().hex[:10]}"),
+        metrics_port_base=free_port_block(16), web_port=free_port(), streams_web_port=free_port(), log_level="WARNING",
+    )  # fmt: skip
+    worker = Proc(["worker"], settings, tmp / "worker.log")
+    ch = open_clickhouse(settings)
+    sinks = start_sinks(settings, ch)
+    web = None
+    try:
+        assert run_simulator(settings, SimulationConfig(seed=11, schools=3), count=N, rate=None) == N
+
+        def written():
+            if worker.popen.poll() is not None:
+                pytest.fail(f"worker exited {worker.popen.returncode}:\n{worker.tail()}")
+            (row,) = ch.query(
+                "SELECT (SELECT count() FROM {db}.statements FINAL),"
+                " (SELECT sum(statements) FROM {db}.engagement FINAL WHERE grain = 'day')"
+            )
+            return tuple(int(x or 0) for x in row)
+
+        wait_for(lambda: written() == (N, N), 300, f"{N} statements and their daily engagement in ClickHouse")
+        # The teacher's cohort: the first cohort of school-002 (by name).
+        (cohort,) = ch.query("SELECT school, course, cohort FROM {db}.statements FINAL WHERE school = 'school-002' "
+                             "GROUP BY school, course, cohort ORDER BY course, cohort LIMIT 1")  # fmt: skip
+        cohort = tuple(cohort)
+        passwords = {
+            "net": make_operator(settings.home, "net", "network"),
+            "sch": make_operator(settings.home, "sch", "school", schools=["school-001"]),
+            "tch": make_operator(settings.home, "tch", "teacher", cohorts=[cohort]),
+            "victim": make_operator(settings.home, "victim", "network"),
+            "changing": make_operator(settings.home, "changing", "network"),
+        }
+        web = start_web_thread(make_app(ch, settings), settings.web_port)
+        yield Served(settings, ch, f"http://127.0.0.1:{settings.web_port}", passwords, cohort)
+    finally:
+        if web is not None:
+            web.stop()
+        worker.stop()
+        sinks.join()
+        ch.close()
+
+
+def direct_counts(ch, where: str = "1", params=None) -> dict[str, tuple[int, int]]:
+    """school → (statements, learners) straight from the statements table."""
+    rows = ch.query(f"SELECT school, count(), uniqExact(learner) FROM {{db}}.statements FINAL WHERE {where} "
+                    "GROUP BY school", params or {})  # fmt: skip
+    return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+
+
+def summary_of(http: requests.Session, base: str) -> dict[str, tuple[int, int]]:
+    answer = http.get(f"{base}/api/summary", timeout=60)
+    assert answer.status_code == 200, answer.text
+    return {r["school"]: (r["statements"], r["learners"]) for r in answer.json()}
+
+
+def test_unauthenticated_calls_get_401_and_the_page_sends_to_sign_in(served):
+    base = served.base
+    school, course, cohort = served.cohort
+    for path in ("/api/state", "/api/summary", f"/api/schools/{school}",
+                 f"/api/cohorts/{school}/{requests.utils.quote(course, safe='')}/{requests.utils.quote(cohort, safe='')}"):  # fmt: skip
+        answer = requests.get(base + path, timeout=30)
+        assert answer.status_code == 401, (path, answer.status_code)
+        assert answer.json()["rule"] == "auth.required"
+    page = requests.get(f"{base}/", allow_redirects=False, timeout=30)
+    assert page.status_code == 303 and page.headers["Location"] == "/signin"
+    # A made-up session cookie is no session.
+    forged = requests.get(f"{base}/api/state", cookies={"lp_session": "x" * 43}, timeout=30)
+    assert forged.status_code == 401
+    # The research SQL endpoint still wants its bearer token, session or not.
+    http = served.session("net")
+    sql = http.post(f"{base}/api/sql", json={"sql": "SELECT 1"}, headers={"X-CSRF-Token": http.csrf}, timeout=30)
+    assert sql.status_code == 401 and sql.json()["rule"] == "sql.auth"
+
+
+def test_the_session_cookie_is_httponly_samesite_strict(served):
+    answer = sign_in_attempt(served.base, "net", served.passwords["net"])
+    assert answer.status_code == 303
+    cookie = answer.headers["Set-Cookie"]
+    assert "lp_session=" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    assert "Secure" not in cookie  # plain HTTP here; operators.secure_cookies adds it behind TLS
+
+
+def test_network_operator_sees_every_school_with_clickhouse_counts(served):
+    http = served.session("net")
+    expected = direct_counts(served.ch)
+    assert set(expected) == {"school-000", "school-001", "school-002"}
+    assert summary_of(http, served.base) == expected
+    state = http.get(f"{served.base}/api/state", timeout=60).json()
+    assert {s["school"]: s["statements"] for s in state["schools"]} == {k: v[0] for k, v in expected.items()}
+    school = http.get(f"{served.base}/api/schools/school-000", timeout=60)
+    assert school.status_code == 200
+    by_cohort = {(c["course"], c["cohort"]): c["statements"] for c in school.json()["cohorts"]}
+    rows = served.ch.query("SELECT course, cohort, count() FROM {db}.statements FINAL WHERE school = 'school-000' "
+                           "GROUP BY course, cohort")  # fmt: skip
+    assert by_cohort == {(r[0], r[1]): int(r[2]) for r in rows}
+
+
+def test_school_operator_sees_its_school_only_and_gets_403_beyond(served):
+    http = served.session("sch")
+    assert summary_of(http, served.base) == direct_counts(served.ch, "school = 'school-001'")
+    state = http.get(f"{served.base}/api/state", timeout=60).json()
+    assert [s["school"] for s in state["schools"]] == ["school-001"]
+    assert all(c["school"] == "school-001" for c in state["cohorts_at_risk"] + state["alerts"])
+    assert http.get(f"{served.base}/api/schools/school-001", timeout=60).status_code == 200
+    other = http.get(f"{served.base}/api/schools/school-000", timeout=60)
+    assert other.status_code == 403 and other.json()["rule"] == "scope.school"
+    assert "cohorts" not in other.json()
+    school, course, cohort = served.cohort  # the teacher's cohort, in school-002
+    url = f"{served.base}/api/cohorts/{school}/{requests.utils.quote(course, safe='')}/{requests.utils.quote(cohort, safe='')}"
+    denied = http.get(url, timeout=60)
+    assert denied.status_code == 403 and denied.json()["rule"] == "scope.cohort"
+
+
+def test_teacher_sees_its_cohort_only_with_clickhouse_figures(served):
+    http = served.session("tch")
+    school, course, cohort = served.cohort
+    where = "school = {s:String} AND course = {c:String} AND cohort = {k:String}"
+    params = {"s": school, "c": course, "k": cohort}
+    assert summary_of(http, served.base) == direct_counts(served.ch, where, params)
+    state = http.get(f"{served.base}/api/state", timeout=60).json()
+    (card,) = state["schools"]
+    assert card["school"] == school and card["refused"] == 0
+    assert all((c["school"], c["course"], c["cohort"]) == served.cohort for c in state["cohorts_at_risk"])
+    # Mastery has no cohort column: the mean is over the learners of the teacher's cohort.
+    (row,) = served.ch.query(
+        "SELECT avg(p_mastery) FROM {db}.mastery FINAL WHERE school = {s:String} AND course = {c:String} AND learner IN "
+        "(SELECT learner FROM {db}.statements FINAL WHERE " + where + ")", params,
+    )  # fmt: skip
+    if row[0] is None or row[0] != row[0]:  # no mastery rows (NaN/NULL): the card says so
+        assert card["mastery_mean"] is None
+    else:
+        assert card["mastery_mean"] == pytest.approx(float(row[0]))
+
+    school_view = http.get(f"{served.base}/api/schools/{school}", timeout=60).json()
+    assert [(c["course"], c["cohort"]) for c in school_view["cohorts"]] == [(course, cohort)]
+    assert school_view["whole_school"] is False
+    assert http.get(f"{served.base}/api/schools/school-000", timeout=60).status_code == 403
+
+    q = requests.utils.quote
+    got = http.get(f"{served.base}/api/cohorts/{school}/{q(course, safe='')}/{q(cohort, safe='')}", timeout=60)
+    assert got.status_code == 200, got.text
+    body = got.json()
+    direct = served.ch.query(
+        "SELECT learner, sum(active_ms) FROM {db}.engagement FINAL WHERE " + where + " AND grain = 'day' "
+        "AND period_start >= (SELECT max(period_start) FROM {db}.engagement WHERE " + where + " AND grain = 'day') "
+        "- INTERVAL 6 DAY GROUP BY learner", params,
+    )  # fmt: skip
+    learners = {r[0] for r in served.ch.query("SELECT DISTINCT learner FROM {db}.statements FINAL WHERE " + where,
+                                              params)}  # fmt: skip
+    assert {x["learner"] for x in body["learners"]} == learners
+    active = {r[0]: int(r[1]) for r in direct}
+    assert {x["learner"]: x["active_ms_7d"] for x in body["learners"]} == {x: active.get(x, 0) for x in learners}
+    values = sorted(active.get(x, 0) for x in learners)
+    assert body["median_active_ms_7d"] == values[len(values) // 2]
+    # Another cohort of the same course, and the same cohort name in another school: 403.
+    others = served.ch.query("SELECT DISTINCT cohort FROM {db}.statements FINAL WHERE school = {s:String} AND "
+                             "course = {c:String} AND cohort != {k:String}", params)  # fmt: skip
+    for (other,) in others:
+        denied = http.get(f"{served.base}/api/cohorts/{school}/{q(course, safe='')}/{q(other, safe='')}", timeout=60)
+        assert denied.status_code == 403
+    assert others
+    elsewhere = http.get(f"{served.base}/api/cohorts/school-000/{q(course, safe='')}/{q(cohort, safe='')}", timeout=60)
+    assert elsewhere.status_code == 403
+
+
+def test_sign_out_needs_the_csrf_token(served):
+    http = served.session("net")
+    assert http.post(f"{served.base}/signout", allow_redirects=False, timeout=30).status_code == 403
+    assert http.post(f"{served.base}/signout", data={"csrf": "wrong"}, allow_redirects=False, timeout=30).status_code == 403
+    assert http.get(f"{served.base}/api/state", timeout=60).status_code == 200  # still signed in
+    out = http.post(f"{served.base}/signout", data={"csrf": http.csrf}, allow_redirects=False, timeout=30)
+    assert out.status_code == 303 and out.headers["Location"] == "/signin"
+    assert http.get(f"{served.base}/api/state", timeout=60).status_code == 401
+
+
+def test_a_sign_in_form_from_elsewhere_is_refused(served):
+    # No pre-session cookie and token from our form: a cross-site form post.
+    answer = requests.post(f"{served.base}/signin", data={"name": "net", "password": served.passwords["net"],
+                                                          "csrf": "made-up"}, allow_redirects=False, timeout=30)  # fmt: skip
+    assert answer.status_code == 403 and answer.json()["rule"] == "auth.csrf"
+    assert "lp_session" not in answer.cookies
+
+
+def test_a_new_password_ends_open_sessions(served):
+    http = served.session("changing")
+    assert http.get(f"{served.base}/api/state", timeout=60).status_code == 200
+    set_password(operators_path(served.settings.home), "changing", "a brand new password 42")
+    wait_for(lambda: http.get(f"{served.base}/api/state", timeout=60).status_code == 401, 30, "the session to end")
+    assert sign_in_attempt(served.base, "changing", served.passwords["changing"]).status_code == 401
+    signed_in(served.base, "changing", "a brand new password 42")
+
+
+def test_repeated_failures_lock_the_account_whether_it_exists_or_not(served):
+    base = served.base
+    limit = served.settings.operators.lockout_failures
+    for name in ("victim", "nobody-of-that-name"):
+        for _ in range(limit):
+            answer = sign_in_attempt(base, name, "wrong password!!")
+            assert answer.status_code == 401 and "The name or the password is wrong." in answer.text
+        locked = sign_in_attempt(base, name, served.passwords.get(name, "whatever password"))
+        assert locked.status_code == 429 and "paused" in locked.text
+        assert "lp_session" not in locked.cookies
+    # The other accounts are not locked (the address limit is higher).
+    signed_in(base, "net", served.passwords["net"])
+    metrics = requests.get(f"{base}/metrics", timeout=30).text
+    for outcome in ("ok", "failed", "locked"):
+        assert f'learnpulse_operator_signins_total{{outcome="{outcome}"}}' in metrics
+
+
+def test_repeated_failures_from_one_address_lock_it_out(served, tmp_path):
+    settings = served.settings.model_copy(update={"operators": OperatorSettings(address_failures=3),
+                                                  "web_port": free_port()})  # fmt: skip
+    web = start_web_thread(make_app(served.ch, settings), settings.web_port)
+    try:
+        base = f"http://127.0.0.1:{settings.web_port}"
+        for n in range(3):  # three different names, one address
+            assert sign_in_attempt(base, f"guess-{n}", "wrong password!!").status_code == 401
+        assert sign_in_attempt(base, "net", served.passwords["net"]).status_code == 429
+    finally:
+        web.stop()
