@@ -1,0 +1,137 @@
+"""The dashboard's scoped queries on both engines (chDB and Debian's clickhouse-server).
+
+Rows are written straight into the base and rollup tables (statements → activity_daily
+through its materialized view; engagement, mastery, cohort_health, alerts), and every
+figure each kind of scope gets is compared with the same figure computed here in Python
+from the rows written. Names carry ':' '/' and non-ASCII letters, as course IRIs do.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from learnpulse.pipeline import open_clickhouse
+from learnpulse.settings import ClickHouseSettings, Settings
+from reporting.dashboard import dashboard_state
+from reporting.drilldown import cohort_learners, school_cohorts
+from reporting.scope import EVERY_SCHOOL, Scope
+from reporting.summary import school_summaries
+
+SCHOOLS = ("s-a", "s-b")
+COURSES = ("https://c.example/1:algèbre", "https://c.example/2")
+COHORTS = ("k1", "k/2")
+DAY0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def _learners(school, course, cohort):
+    i = SCHOOLS.index(school) * 4 + COURSES.index(course) * 2 + COHORTS.index(cohort)
+    return [f"{i}-learner-{n}" for n in range(2 + i % 3)]
+
+
+@pytest.fixture
+def data(tmp_path, clickhouse_url):
+    ch = open_clickhouse(Settings(home=tmp_path / "home", clickhouse=ClickHouseSettings(url=clickhouse_url)))
+    stmts, eng, mastery, health, alerts = [], [], [], [], []
+    for school, course, cohort in itertools.product(SCHOOLS, COURSES, COHORTS):
+        for n, learner in enumerate(_learners(school, course, cohort)):
+            for day in range(10):
+                if (day + n) % 3 == 0:  # active on some days only
+                    continue
+                at = DAY0 + timedelta(days=day, hours=n)
+                for _ in range(1 + n):
+                    stmts.append((uuid.uuid4(), school, course, cohort, learner, at))
+                eng.append((school, course, cohort, learner, "day", at.replace(hour=0), 1 + n, 1, 60_000 * (day + n + 1), at))
+                eng.append((school, course, cohort, learner, "hour", at, 1 + n, 1, 60_000 * (day + n + 1), at))
+            mastery.append((school, course, learner, "skill-1", 0.1 + 0.2 * n, DAY0))
+        health.append((school, course, cohort, DAY0, 10, 3, 0.3))
+        if school == "s-a":
+            alerts.append((f"{school}|{course}|{cohort}", school, course, cohort, "fired", DAY0, DAY0, 10, 3, 0.3, 0.25))
+    cols = list(zip(*stmts))
+    n = len(stmts)
+    ch.insert(f"{ch.database}.statements",
+              ["statement_id", "school", "course", "cohort", "learner", "timestamp", "stored", "voided", "verb_id"],
+              [*cols, list(cols[5]), [0] * n, ["http://adlnet.gov/expapi/verbs/experienced"] * n])  # fmt: skip
+    cols = list(zip(*eng))
+    ch.insert(f"{ch.database}.engagement",
+              ["school", "course", "cohort", "learner", "grain", "period_start", "statements", "sessions", "active_ms",
+               "last_event", "version"], [*cols, [1] * len(eng)])  # fmt: skip
+    cols = list(zip(*mastery))
+    ch.insert(f"{ch.database}.mastery", ["school", "course", "learner", "skill", "p_mastery", "event_time",
+                                         "observations", "correct", "version"],
+              [*cols, [1] * len(mastery), [1] * len(mastery), [1] * len(mastery)])  # fmt: skip
+    cols = list(zip(*health))
+    ch.insert(f"{ch.database}.cohort_health", ["school", "course", "cohort", "at", "learners", "disengaged", "share",
+                                               "median_active_ms_7d", "version"],
+              [*cols, [0] * len(health), [1] * len(health)])  # fmt: skip
+    cols = list(zip(*alerts))
+    ch.insert(f"{ch.database}.alerts", ["alert_id", "school", "course", "cohort", "state", "at", "fired_at", "learners",
+                                        "disengaged", "share", "threshold", "disengaged_learners", "version"],
+              [*cols, [[]] * len(alerts), [1] * len(alerts)])  # fmt: skip
+    yield ch, stmts, eng, mastery
+    ch.close()
+
+
+TEACHER = ("s-b", COURSES[1], COHORTS[0])
+SCOPES = {
+    "network": (EVERY_SCHOOL, lambda s, c, k: True),
+    "school": (Scope.of_schools(["s-b"]), lambda s, c, k: s == "s-b"),
+    "teacher": (Scope.of_cohorts([TEACHER]), lambda s, c, k: (s, c, k) == TEACHER),
+}
+
+
+@pytest.mark.parametrize("kind", list(SCOPES))
+def test_each_scope_gets_exactly_its_rows_figures(data, kind):
+    ch, stmts, eng, mastery = data
+    scope, inside = SCOPES[kind]
+    mine = [s for s in stmts if inside(s[1], s[2], s[3])]
+    expected = {}
+    for school in {s[1] for s in mine}:
+        rows = [s for s in mine if s[1] == school]
+        expected[school] = (len(rows), len({s[4] for s in rows}), len({(s[2]) for s in rows}))
+    got = {r.school: (r.statements, r.learners, r.courses) for r in school_summaries(ch, scope)}
+    assert got == expected
+
+    state = dashboard_state(ch, scope)
+    assert {s["school"]: s["statements"] for s in state["schools"]} == {k: v[0] for k, v in expected.items()}
+    newest = {school: max(e[5] for e in eng if e[0] == school and e[4] == "day") for school in SCHOOLS}
+    for card in state["schools"]:
+        today = [e for e in eng if e[0] == card["school"] and e[4] == "day" and e[5] == newest[card["school"]]
+                 and inside(*e[:3])]  # fmt: skip
+        assert card["active_ms_today"] == sum(e[8] for e in today)
+        learners = {s[4] for s in mine if s[1] == card["school"]}
+        p = [m[4] for m in mastery if m[0] == card["school"] and m[2] in learners]
+        assert card["mastery_mean"] == pytest.approx(sum(p) / len(p))
+    assert {(c["school"], c["course"], c["cohort"]) for c in state["cohorts_at_risk"]} <= {
+        (s[1], s[2], s[3]) for s in mine
+    }
+    assert {(a["school"], a["course"], a["cohort"]) for a in state["alerts"]} == {
+        (s[1], s[2], s[3]) for s in mine if s[1] == "s-a"
+    }
+
+    cohorts = school_cohorts(ch, scope, "s-b")
+    want = sorted({(s[2], s[3]) for s in mine if s[1] == "s-b"})
+    assert [(c["course"], c["cohort"]) for c in cohorts] == want
+    for c in cohorts:
+        rows = [s for s in mine if s[1:4] == ("s-b", c["course"], c["cohort"])]
+        assert (c["statements"], c["learners"], c["share"], c["open_alerts"]) == (len(rows), len({s[4] for s in rows}), 0.3, 0)
+
+
+@pytest.mark.parametrize("kind", list(SCOPES))
+def test_cohort_learners_with_7_day_active_time_and_median(data, kind):
+    ch, _stmts, eng, _mastery = data
+    scope, inside = SCOPES[kind]
+    answer = cohort_learners(ch, scope, *TEACHER)
+    rows = [e for e in eng if e[:3] == TEACHER and e[4] == "day"]
+    newest = max(e[5] for e in rows)
+    learners = sorted({e[3] for e in rows})
+    active = {x: sum(e[8] for e in rows if e[3] == x and e[5] > newest - timedelta(days=7)) for x in learners}
+    assert [x["learner"] for x in answer["learners"]] == learners
+    assert {x["learner"]: x["active_ms_7d"] for x in answer["learners"]} == active
+    assert answer["median_active_ms_7d"] == sorted(active.values())[len(active) // 2]
+    # A cohort outside the scope gives nothing, even asked for directly (the HTTP layer answers 403 first).
+    outside = cohort_learners(ch, scope, "s-a", COURSES[0], COHORTS[0])
+    assert bool(outside["learners"]) == inside("s-a", COURSES[0], COHORTS[0])
