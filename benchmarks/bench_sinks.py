@@ -35,6 +35,7 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
+from learnpulse.collector import collect_young_objects_rarely
 from learnpulse.settings import ClickHouseSettings, KafkaSettings, Settings
 from learnpulse.stack import ClickHouseServer, KafkaBroker
 from learnpulse.topics import ensure_topics
@@ -205,6 +206,8 @@ def main() -> None:
             statements = sum(len(e.entries) for e in envelopes)
             produce(settings.kafka.bootstrap_servers, Topic.STATEMENTS.physical("bench."), envelopes)
             print(f"{statements} statements in {len(envelopes)} envelopes on Kafka", flush=True)
+            # As the sink process does once started (learnpulse sink / serve / gateway).
+            collect_young_objects_rarely()
             results = []
             for engine in engines:
                 base = (

@@ -9,6 +9,7 @@ import threading
 
 import click
 
+from ..collector import collect_young_objects_rarely
 from ..errors import UserError
 from ..settings import Settings
 
@@ -151,6 +152,7 @@ def register(main: click.Group) -> None:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         threads = start_sinks(settings, ch, list(tables) or None, group, instance_id)
+        collect_young_objects_rarely()
         click.echo(f"sinks running: {', '.join(tables) or 'all'}", err=True)
         try:
             while not stopping.wait(0.5) and not threads.stop.is_set():
@@ -214,6 +216,7 @@ def register(main: click.Group) -> None:
         ch = open_clickhouse(settings)
         sinks = start_sinks(settings, ch)
         start_web_thread(make_app(ch, settings), settings.web_port, settings.bind_host)
+        collect_young_objects_rarely()
         click.echo(f"serving on http://{settings.bind_host}:{settings.web_port}/ ; Ctrl-C stops")
         try:
             while not sinks.stop.wait(1):

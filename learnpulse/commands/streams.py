@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 
 import click
 
+from ..collector import collect_young_objects_rarely
 from ..errors import UserError
 from ..settings import Settings
 
@@ -93,11 +93,6 @@ def register(main: click.Group) -> None:
         )
         ensure_internal_topics(params)
         app = create_app(params)
-        # Envelopes decode into many short-lived, acyclic objects: with the default
-        # thresholds the collector ran every ~700 allocations and walked the long-lived
-        # heap (Faust, tables, caches) again and again. Collect young objects rarely and
-        # keep what exists at start-up out of every collection.
-        gc.set_threshold(50_000, 20, 20)
-        gc.freeze()
+        collect_young_objects_rarely()
         sys.argv = [sys.argv[0], "worker"]
         faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
