@@ -33,6 +33,21 @@ def research_runner(settings: Settings, ch: ClickHouse) -> ReadonlyRunner:
     return readonly_runner(ch, research_limits(settings), settings.research.url)
 
 
+def flag_rules(settings: Settings):
+    """A school's disengagement thresholds as the stream worker applies them (per-school overrides included)."""
+    from reporting.drilldown import FlagRules
+
+    from .commands.streams import streams_config
+
+    params = streams_config(settings).health
+
+    def of(school: str) -> FlagRules:
+        t = params.per_school.get(school, params.defaults)
+        return FlagRules(t.inactive_days, t.low_active_fraction)
+
+    return of
+
+
 def make_app(ch: ClickHouse, settings: Settings | None = None, port: int | None = None) -> web.Application:
     """The web surface of the ClickHouse-owning process: dashboard, its API, research SQL, /metrics.
 
@@ -50,7 +65,7 @@ def make_app(ch: ClickHouse, settings: Settings | None = None, port: int | None 
     accounts = OperatorAccounts(settings.operators.accounts_file or operators_path(settings.home))
     signin = SignIn(accounts, settings.operators)
     signin.install(app)
-    add_dashboard_routes(app, ch, SIGNIN_PATH)
+    add_dashboard_routes(app, ch, SIGNIN_PATH, flag_rules(settings))
     runner = research_runner(settings, ch)
     tokens = ResearcherTokens(settings.research.tokens_file or researchers_path(settings.home))
     # Research SQL keeps its bearer tokens only: operator sessions never reach it (researchers

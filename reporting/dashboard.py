@@ -10,8 +10,11 @@ the signed-in operator (reporting/scope.py); the sign-in itself is the web app's
 from __future__ import annotations
 
 import asyncio
+import csv
 import html
+import io
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 
 from aiohttp import web
@@ -19,7 +22,7 @@ from aiohttp import web
 from schemas.clickhouse.engine import ClickHouse, ClickHouseError, ClickHouseUnavailable
 
 from .progress import consistent_through
-from .drilldown import cohort_learners, school_cohorts
+from .drilldown import MAX_PAGE, FlagRules, cohort_learners, school_cohorts
 from .quarantine import refusals_per_school
 from .scope import IN_SCOPE, LEARNER_IN_SCOPE, SCOPE_KEY, VIEWER_KEY, Scope
 from .summary import school_summaries
@@ -244,15 +247,52 @@ def _refuse(status: int, rule: str, message: str) -> web.Response:
                              headers={"Cache-Control": "no-store"})  # fmt: skip
 
 
+COHORT_CSV_COLUMNS = ("course", "cohort", "statements", "learners", "latest", "share", "health_learners", "disengaged",
+                      "open_alerts")  # fmt: skip
+LEARNER_CSV_COLUMNS = ("learner", "last_seen", "days_since_seen", "active_ms_7d", "sessions_7d", "vs_median", "flags")
+
+
+def to_csv(columns: tuple[str, ...], rows: list[dict]) -> str:
+    """RFC 4180 CSV; a cell a spreadsheet would run as a formula gets a leading quote mark."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row[c] is None else _inert(str(row[c])) for c in columns])
+    return out.getvalue()
+
+
+def _inert(cell: str) -> str:
+    return "'" + cell if cell[:1] in ("=", "+", "-", "@", "\t", "\r") and not _number(cell) else cell
+
+
+def _number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _whole(text: str, name: str) -> int:
+    if not text.isdigit() or len(text) > 9:
+        raise ValueError(f"dashboard.paging: {name} must be a whole number, got {text[:20]!r}")
+    return int(text)
+
+
 UNAUTHENTICATED = ("auth.required", "sign in first (POST /signin); every dashboard answer is scoped to its reader")
 
 
-def add_dashboard_routes(app: web.Application, ch: ClickHouse, signin_path: str = "/signin") -> None:
+def add_dashboard_routes(
+    app: web.Application, ch: ClickHouse, signin_path: str = "/signin",
+    flag_rules: Callable[[str], FlagRules] = lambda _school: FlagRules(),
+) -> None:  # fmt: skip
     """Mount the page on ``/`` and its JSON API on ``/api/…`` of ``app``.
 
     Every answer is for the reader the sign-in put on the request (``SCOPE_KEY``): none is
     401 (API) or a redirect to ``signin_path`` (page); a school or cohort outside the
-    reader's scope is 403, and every query filters by the scope itself.
+    reader's scope is 403, and every query filters by the scope itself. ``flag_rules``: the
+    disengagement thresholds of a school (the stream worker's), to say why a learner is flagged.
     """
 
     def scope_of(request: web.Request) -> Scope | None:
@@ -284,8 +324,17 @@ def add_dashboard_routes(app: web.Application, ch: ClickHouse, signin_path: str 
         name = request.match_info["school"]
         if not scope.touches_school(name):
             return _refuse(403, "scope.school", f"school {name!r} is outside what you may see")
+        try:
+            offset = _whole(request.query.get("offset", "0"), "offset")
+            limit = _whole(request.query.get("limit", str(MAX_PAGE)), "limit")
+        except ValueError as err:
+            return _refuse(400, "dashboard.paging", str(err))
+        search = request.query.get("q", "")[:200]
+        if request.query.get("format") == "csv":
+            return await answer_csv(f"{name}-cohorts.csv", COHORT_CSV_COLUMNS,
+                                    lambda: school_cohorts(ch, scope, name, search, offset, limit)["cohorts"])  # fmt: skip
         return await answer(lambda: {"school": name, "whole_school": scope.whole_school(name),
-                                     "cohorts": school_cohorts(ch, scope, name)})  # fmt: skip
+                                     **school_cohorts(ch, scope, name, search, offset, limit)})  # fmt: skip
 
     async def cohort(request: web.Request) -> web.Response:
         if (scope := scope_of(request)) is None:
@@ -294,7 +343,23 @@ def add_dashboard_routes(app: web.Application, ch: ClickHouse, signin_path: str 
         if not scope.allows_cohort(m["school"], m["course"], m["cohort"]):
             return _refuse(403, "scope.cohort", f"cohort {m['cohort']!r} of {m['course']!r} in {m['school']!r} is "
                            "outside what you may see")  # fmt: skip
-        return await answer(cohort_learners, ch, scope, m["school"], m["course"], m["cohort"])
+        rules = flag_rules(m["school"])
+        if request.query.get("format") == "csv":
+            return await answer_csv("cohort-learners.csv", LEARNER_CSV_COLUMNS, lambda: [
+                {**x, "flags": " ".join(f["rule"] for f in x["flags"])}
+                for x in cohort_learners(ch, scope, m["school"], m["course"], m["cohort"], rules)["learners"]
+            ])  # fmt: skip
+        return await answer(cohort_learners, ch, scope, m["school"], m["course"], m["cohort"], rules)
+
+    async def answer_csv(filename: str, columns: tuple[str, ...], rows_of) -> web.Response:
+        try:
+            rows = await asyncio.to_thread(rows_of)
+        except (ClickHouseError, ClickHouseUnavailable) as err:
+            log.warning("dashboard query failed: %s", err)
+            return _refuse(503, "dashboard.unavailable", "ClickHouse did not answer; retry shortly")
+        return web.Response(text=to_csv(columns, rows), content_type="text/csv", charset="utf-8",
+                            headers={"Cache-Control": "no-store",
+                                     "Content-Disposition": f'attachment; filename="{filename}"'})  # fmt: skip
 
     async def index(request: web.Request) -> web.Response:
         viewer = request.get(VIEWER_KEY)

@@ -8,6 +8,9 @@ filters by the scope again, so a mistake in one does not show data.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
 from schemas.clickhouse.engine import ClickHouse
 
 from .scope import IN_SCOPE, Scope
@@ -27,8 +30,10 @@ FROM (
         SELECT course, cohort, uniqExactMerge(statements) AS statements, uniqExactMerge(learners) AS learners,
                maxMerge(last_event) AS latest
         FROM {db}.activity_daily
-        WHERE school = {school:String} AND {in_scope}
+        WHERE school = {school:String} AND {in_scope} AND {matches}
         GROUP BY course, cohort
+        ORDER BY course, cohort
+        LIMIT {offset:UInt32}, {limit:UInt32}
     ) AS a
     LEFT JOIN (
         SELECT course, cohort, 1 AS has_health, argMax(share, (at, version)) AS share,
@@ -51,9 +56,20 @@ LEFT JOIN (
 ORDER BY x.course, x.cohort
 """.replace("{in_scope}", IN_SCOPE)
 
-# The cohort's newest event-time day with engagement: the end of its "last 7 days".
+# A search matches a cohort when its course or cohort name holds the text (any case).
+_MATCHES = "(empty({q:String}) OR positionCaseInsensitiveUTF8(concat(course, ' ', cohort), {q:String}) > 0)"
+SCHOOL_COHORTS_SQL = SCHOOL_COHORTS_SQL.replace("{matches}", _MATCHES)
+# How many cohorts the search finds (the pages' total).
+SCHOOL_COHORTS_COUNT_SQL = (
+    "SELECT count() FROM (SELECT course, cohort FROM {db}.activity_daily WHERE school = {school:String} AND "
+    + IN_SCOPE + " AND " + _MATCHES + " GROUP BY course, cohort)"
+)
+MAX_PAGE = 500
+
+# The cohort's newest event-time day with engagement (the end of its "last 7 days") and its
+# newest event (the event-time "now" a learner's inactivity is measured from).
 COHORT_NEWEST_DAY_SQL = """
-SELECT toString(max(toDate(period_start))), count()
+SELECT toString(max(toDate(period_start))), count(), toString(max(last_event))
 FROM {db}.engagement
 WHERE school = {school:String} AND course = {course:String} AND cohort = {cohort:String} AND grain = 'day'
 """
@@ -61,7 +77,7 @@ WHERE school = {school:String} AND course = {course:String} AND cohort = {cohort
 # Each learner of one cohort (daily engagement, latest versions via FINAL): when last seen
 # (newest event), active time and sessions over the 7 event-time days ending on the
 # cohort's newest day. The cohort median of that active time is taken over these rows
-# (:func:`cohort_learners`: the middle learner's figure, the upper one of two).
+# (:func:`cohort_learners`, as the stream worker takes it: the mean of the middle two).
 COHORT_LEARNERS_SQL = """
 SELECT learner, toString(max(last_event)) AS last_seen,
        sumIf(active_ms, toDate(period_start) > toDate({newest:Date}) - 7) AS active_ms_7d,
@@ -74,26 +90,69 @@ ORDER BY learner
 """.replace("{in_scope}", IN_SCOPE)
 
 
-def school_cohorts(ch: ClickHouse, scope: Scope, school: str) -> list[dict]:
-    """The cohorts of ``school`` in ``scope``, with activity, latest health (None before the first) and open alerts."""
-    rows = ch.query(SCHOOL_COHORTS_SQL, {**scope.params(), "school": school})
-    return [
+@dataclass(frozen=True)
+class FlagRules:
+    """When a learner is flagged disengaged: the stream worker's thresholds (streams.config.HealthThresholds)."""
+
+    inactive_days: float = 7.0
+    low_active_fraction: float = 0.25
+
+
+def school_cohorts(
+    ch: ClickHouse, scope: Scope, school: str, search: str = "", offset: int = 0, limit: int = MAX_PAGE
+) -> dict:
+    """One page of the cohorts of ``school`` in ``scope`` (course or cohort name holding ``search``),
+    with activity, latest health (None before the first snapshot) and open alerts; ``total``: all pages."""
+    params = {**scope.params(), "school": school, "q": search, "offset": max(0, offset),
+              "limit": max(0, min(limit, MAX_PAGE))}  # fmt: skip
+    rows = ch.query(SCHOOL_COHORTS_SQL, params)
+    ((total,),) = ch.query(SCHOOL_COHORTS_COUNT_SQL, params)
+    cohorts = [
         {"course": r[0], "cohort": r[1], "statements": int(r[2]), "learners": int(r[3]), "latest": str(r[4]),
          "share": float(r[6]) if r[5] else None, "health_learners": int(r[7]) if r[5] else None,
          "disengaged": int(r[8]) if r[5] else None, "open_alerts": int(r[9])}
         for r in rows
     ]  # fmt: skip
+    return {"total": int(total), "offset": params["offset"], "limit": params["limit"], "cohorts": cohorts}
 
 
-def cohort_learners(ch: ClickHouse, scope: Scope, school: str, course: str, cohort: str) -> dict:
-    """The learners (pseudonyms) of one cohort in ``scope``, their last activity and 7-day active time vs the median."""
+def median(values: list[int]) -> int:
+    """The stream worker's median (streams/health/logic.py): the middle value, the mean of two (rounded down)."""
+    if not values:
+        return 0
+    v = sorted(values)
+    m = len(v) // 2
+    return v[m] if len(v) % 2 else (v[m - 1] + v[m]) // 2
+
+
+def _epoch_ms(text: str) -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def cohort_learners(
+    ch: ClickHouse, scope: Scope, school: str, course: str, cohort: str, rules: FlagRules = FlagRules()
+) -> dict:
+    """The learners (pseudonyms) of one cohort in ``scope``: last seen, 7-day active time against
+    the cohort median, and why a learner is flagged (``flags``: rule ids with the figure that broke it)."""
     where = {"school": school, "course": course, "cohort": cohort}
-    ((newest, days),) = ch.query(COHORT_NEWEST_DAY_SQL, where)
-    rows = ch.query(COHORT_LEARNERS_SQL, {**scope.params(), **where, "newest": newest}) if int(days) else []
-    active = sorted(int(r[2]) for r in rows)
-    median = active[len(active) // 2] if active else None
+    ((newest_day, days, newest_event),) = ch.query(COHORT_NEWEST_DAY_SQL, where)
+    rows = ch.query(COHORT_LEARNERS_SQL, {**scope.params(), **where, "newest": newest_day}) if int(days) else []
+    med = median([int(r[2]) for r in rows])
+    now_ms = _epoch_ms(str(newest_event)) if rows else 0
+    learners = []
+    for r in rows:
+        active, seen_ms = int(r[2]), _epoch_ms(str(r[1]))
+        idle_days = round((now_ms - seen_ms) / 86_400_000, 2)
+        flags = []
+        if idle_days >= rules.inactive_days:
+            flags.append({"rule": "inactive", "days": idle_days, "threshold_days": rules.inactive_days})
+        if active < rules.low_active_fraction * med:
+            flags.append({"rule": "low_active_time", "fraction_of_median": round(active / med, 3),
+                          "threshold_fraction": rules.low_active_fraction})  # fmt: skip
+        learners.append({"learner": r[0], "last_seen": str(r[1]), "days_since_seen": idle_days, "active_ms_7d": active,
+                         "sessions_7d": int(r[3]), "vs_median": round(active / med, 3) if med else None,
+                         "flags": flags})  # fmt: skip
     return {
-        **where, "through_day": newest if rows else None, "median_active_ms_7d": median,
-        "learners": [{"learner": r[0], "last_seen": str(r[1]), "active_ms_7d": int(r[2]), "sessions_7d": int(r[3]),
-                      "vs_median": round(int(r[2]) / median, 3) if median else None} for r in rows],
+        **where, "through_day": newest_day if rows else None, "newest_event": str(newest_event) if rows else None,
+        "median_active_ms_7d": med if rows else None, "learners": learners,
     }  # fmt: skip

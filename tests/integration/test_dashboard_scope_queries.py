@@ -17,7 +17,7 @@ import pytest
 from learnpulse.pipeline import open_clickhouse
 from learnpulse.settings import ClickHouseSettings, Settings
 from reporting.dashboard import dashboard_state
-from reporting.drilldown import cohort_learners, school_cohorts
+from reporting.drilldown import FlagRules, cohort_learners, school_cohorts
 from reporting.scope import EVERY_SCHOOL, Scope
 from reporting.summary import school_summaries
 
@@ -112,7 +112,7 @@ def test_each_scope_gets_exactly_its_rows_figures(data, kind):
         (s[1], s[2], s[3]) for s in mine if s[1] == "s-a"
     }
 
-    cohorts = school_cohorts(ch, scope, "s-b")
+    cohorts = school_cohorts(ch, scope, "s-b")["cohorts"]
     want = sorted({(s[2], s[3]) for s in mine if s[1] == "s-b"})
     assert [(c["course"], c["cohort"]) for c in cohorts] == want
     for c in cohorts:
@@ -131,7 +131,38 @@ def test_cohort_learners_with_7_day_active_time_and_median(data, kind):
     active = {x: sum(e[8] for e in rows if e[3] == x and e[5] > newest - timedelta(days=7)) for x in learners}
     assert [x["learner"] for x in answer["learners"]] == learners
     assert {x["learner"]: x["active_ms_7d"] for x in answer["learners"]} == active
-    assert answer["median_active_ms_7d"] == sorted(active.values())[len(active) // 2]
+    v = sorted(active.values())
+    med = v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) // 2  # as the stream worker
+    assert answer["median_active_ms_7d"] == med
+    # Why each learner is flagged: idle days since the cohort's newest event, active time vs the median.
+    newest_event = max(e[9] for e in rows)
+    for x in answer["learners"]:
+        seen = max(e[9] for e in rows if e[3] == x["learner"])
+        idle = round((newest_event - seen).total_seconds() / 86400, 2)
+        assert x["days_since_seen"] == idle
+        expected = {"low_active_time"} if active[x["learner"]] < 0.25 * med else set()
+        assert {f["rule"] for f in x["flags"]} == expected | ({"inactive"} if idle >= 7 else set())
+    # With a lower inactivity threshold, the learners idle that long are flagged "inactive".
+    strict = cohort_learners(ch, scope, *TEACHER, rules=FlagRules(inactive_days=0.5))
+    idle = {x["learner"] for x in strict["learners"] if x["days_since_seen"] >= 0.5}
+    assert idle and {x["learner"] for x in strict["learners"] if "inactive" in {f["rule"] for f in x["flags"]}} == idle
     # A cohort outside the scope gives nothing, even asked for directly (the HTTP layer answers 403 first).
     outside = cohort_learners(ch, scope, "s-a", COURSES[0], COHORTS[0])
     assert bool(outside["learners"]) == inside("s-a", COURSES[0], COHORTS[0])
+
+
+def test_school_cohorts_search_and_pages(data):
+    ch = data[0]
+    every = school_cohorts(ch, EVERY_SCHOOL, "s-a")
+    assert every["total"] == 4 and len(every["cohorts"]) == 4
+    pairs = [(c["course"], c["cohort"]) for c in every["cohorts"]]
+    pages = [school_cohorts(ch, EVERY_SCHOOL, "s-a", offset=o, limit=3) for o in (0, 3)]
+    assert [p["total"] for p in pages] == [4, 4]
+    assert [(c["course"], c["cohort"]) for p in pages for c in p["cohorts"]] == pairs
+    found = school_cohorts(ch, EVERY_SCHOOL, "s-a", search="ALGÈBRE")  # any case, non-ASCII
+    assert found["total"] == 2 and {c["course"] for c in found["cohorts"]} == {COURSES[0]}
+    assert school_cohorts(ch, EVERY_SCHOOL, "s-a", search="k/2")["total"] == 2
+    assert school_cohorts(ch, EVERY_SCHOOL, "s-a", search="nothing like it") == {
+        "total": 0, "offset": 0, "limit": 500, "cohorts": []}
+    teacher = school_cohorts(ch, Scope.of_cohorts([TEACHER]), "s-b", search="k")
+    assert teacher["total"] == 1

@@ -132,6 +132,10 @@ def test_network_operator_sees_every_school_with_clickhouse_counts(served):
     assert {s["school"]: s["statements"] for s in state["schools"]} == {k: v[0] for k, v in expected.items()}
     school = http.get(f"{served.base}/api/schools/school-000", timeout=60)
     assert school.status_code == 200
+    assert school.json()["total"] == len(school.json()["cohorts"])
+    for bad in ("offset=-1", "limit=x", "offset=99999999999"):
+        refused = http.get(f"{served.base}/api/schools/school-000?{bad}", timeout=60)
+        assert refused.status_code == 400 and refused.json()["rule"] == "dashboard.paging", bad
     by_cohort = {(c["course"], c["cohort"]): c["statements"] for c in school.json()["cohorts"]}
     rows = served.ch.query("SELECT course, cohort, count() FROM {db}.statements FINAL WHERE school = 'school-000' "
                            "GROUP BY course, cohort")  # fmt: skip
@@ -193,8 +197,14 @@ def test_teacher_sees_its_cohort_only_with_clickhouse_figures(served):
     assert {x["learner"] for x in body["learners"]} == learners
     active = {r[0]: int(r[1]) for r in direct}
     assert {x["learner"]: x["active_ms_7d"] for x in body["learners"]} == {x: active.get(x, 0) for x in learners}
-    values = sorted(active.get(x, 0) for x in learners)
-    assert body["median_active_ms_7d"] == values[len(values) // 2]
+    v = sorted(active.get(x, 0) for x in learners)
+    assert body["median_active_ms_7d"] == (v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) // 2)
+    low = {x["learner"] for x in body["learners"] if x["active_ms_7d"] < 0.25 * body["median_active_ms_7d"]}
+    assert {x["learner"] for x in body["learners"] if "low_active_time" in [f["rule"] for f in x["flags"]]} == low
+    csv = http.get(f"{served.base}/api/cohorts/{school}/{q(course, safe='')}/{q(cohort, safe='')}?format=csv", timeout=60)
+    assert csv.status_code == 200 and csv.headers["Content-Type"].startswith("text/csv")
+    lines = csv.text.strip().split("\r\n")
+    assert lines[0].startswith("learner,last_seen,") and len(lines) == 1 + len(learners)
     # Another cohort of the same course, and the same cohort name in another school: 403.
     others = served.ch.query("SELECT DISTINCT cohort FROM {db}.statements FINAL WHERE school = {s:String} AND "
                              "course = {c:String} AND cohort != {k:String}", params)  # fmt: skip
