@@ -9,6 +9,7 @@ serve`` can start it with ``learnpulse.web.start_web_thread``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import signal
@@ -200,11 +201,21 @@ def _redacted(url: str) -> str:
 
 
 def event_loop_factory(name: str):
-    """The loop constructor for ``gateway.event_loop`` (None: asyncio's default)."""
+    """The loop constructor for ``gateway.event_loop`` (None: asyncio's default).
+
+    uvloop is a dependency; an environment installed before it was (``make setup`` not run
+    again) serves on the standard loop, with a warning, rather than not at all.
+    """
     if name == "asyncio":
         return None
-    import uvloop
-
+    try:
+        import uvloop
+    except ImportError:
+        logging.getLogger("learnpulse.gateway").warning(
+            "gateway.event_loop is uvloop but uvloop is not installed (pip install -e . again): "
+            "serving on the standard asyncio loop"
+        )
+        return None
     return uvloop.new_event_loop
 
 
