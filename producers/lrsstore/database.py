@@ -38,6 +38,12 @@ class Cursor:
         self._raw.execute(sql if self.dialect == "sqlite" else sql.replace("?", "%s"), tuple(params))
         return self
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Cursor:
+        """One statement for many parameter rows, looped in the driver (SQLite: C; PostgreSQL: pipelined)."""
+        if rows:
+            self._raw.executemany(sql if self.dialect == "sqlite" else sql.replace("?", "%s"), rows)
+        return self
+
     def fetchone(self) -> tuple[Any, ...] | None:
         return self._raw.fetchone()
 
