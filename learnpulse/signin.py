@@ -219,7 +219,7 @@ class SignIn:
             _sid, session, op = current
             request[SCOPE_KEY] = op.scope()
             request[VIEWER_KEY] = {"name": op.name, "role": op.role, "csrf": session.csrf,
-                                   "signout": SIGNOUT_PATH.lstrip("/")}  # fmt: skip
+                                   "signout": SIGNOUT_PATH}  # fmt: skip
         return await handler(request)
 
     # -- routes ----------------------------------------------------------------------------

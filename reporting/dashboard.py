@@ -23,6 +23,7 @@ from schemas.clickhouse.engine import ClickHouse, ClickHouseError, ClickHouseUna
 
 from .progress import consistent_through
 from .drilldown import MAX_PAGE, FlagRules, cohort_learners, school_cohorts
+from .pages import COHORT_PAGE, SCHOOL_PAGE, forbidden_page, page
 from .quarantine import refusals_per_school
 from .scope import IN_SCOPE, LEARNER_IN_SCOPE, SCOPE_KEY, VIEWER_KEY, Scope
 from .summary import school_summaries
@@ -36,7 +37,7 @@ _PAGE = """<!doctype html>
 :root{--bg:#0f1720;--card:#17212b;--fg:#e6edf3;--dim:#8b98a5;--hot:#2ea043;--warn:#d29922;--bad:#f85149;--line:#58a6ff}
 *{box-sizing:border-box}body{margin:0;font:14px/1.4 system-ui,sans-serif;background:var(--bg);color:var(--fg)}
 header{display:flex;flex-wrap:wrap;gap:2em;align-items:baseline;padding:1em 1.5em;border-bottom:1px solid #26313c}
-h1{font-size:18px;margin:0}h2{font-size:15px;margin:0 0 .5em}.kpi{display:flex;gap:2em;flex-wrap:wrap}.kpi div{display:flex;flex-direction:column}
+h1{font-size:18px;margin:0}a{color:var(--line)}h2{font-size:15px;margin:0 0 .5em}.kpi{display:flex;gap:2em;flex-wrap:wrap}.kpi div{display:flex;flex-direction:column}
 .kpi b{font-size:22px;font-variant-numeric:tabular-nums}.kpi span,.dim{color:var(--dim);font-size:12px}
 .wrap{display:grid;grid-template-columns:minmax(0,3fr) minmax(280px,1fr);gap:1.5em;padding:1.5em}
 #schools{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:1em;align-content:start}
@@ -83,7 +84,8 @@ function card(s){
   let el=document.getElementById('school-'+s.school);
   if(!el){el=document.createElement('section');el.className='school';el.id='school-'+s.school;
     el.innerHTML='<h2></h2><dl>'+FIELDS.map(f=>'<dt>'+f[0]+'</dt><dd class="'+f[1]+'"></dd>').join('')+'</dl><div class="sp"></div>';
-    el.querySelector('h2').textContent=s.school; document.getElementById('schools').appendChild(el);}
+    const a=document.createElement('a'); a.href='schools/'+encodeURIComponent(s.school); a.textContent=s.school;
+    el.querySelector('h2').appendChild(a); document.getElementById('schools').appendChild(el);}
   for(const [,k,f] of FIELDS){el.querySelector('.'+k).textContent=f(s[k]);}
   el.querySelector('.sp').innerHTML=spark(s.hourly||[]);
   el.dataset.statements=s.statements;
@@ -105,7 +107,11 @@ function cohorts(list){
   const tb=document.getElementById('cohorts'); tb.innerHTML='';
   for(const c of list){const tr=document.createElement('tr');
     for(const [v,cls] of [[c.school+' · '+short(c.course)+' · '+short(c.cohort),''],[pct(c.share),'n'],[c.disengaged+'/'+c.learners,'n']]){
-      const td=document.createElement('td');td.textContent=v;if(cls)td.className=cls;tr.appendChild(td);}
+      const td=document.createElement('td');
+      if(!cls){const a=document.createElement('a');a.textContent=v;
+        a.href='cohorts/'+[c.school,c.course,c.cohort].map(encodeURIComponent).join('/');td.appendChild(a);}
+      else td.textContent=v;
+      if(cls)td.className=cls;tr.appendChild(td);}
     tb.appendChild(tr);}
 }
 async function tick(){
@@ -361,16 +367,41 @@ def add_dashboard_routes(
                             headers={"Cache-Control": "no-store",
                                      "Content-Disposition": f'attachment; filename="{filename}"'})  # fmt: skip
 
-    async def index(request: web.Request) -> web.Response:
+    def viewer_bar(request: web.Request) -> str | None:
         viewer = request.get(VIEWER_KEY)
         if scope_of(request) is None or not isinstance(viewer, dict):
+            return None
+        return _VIEWER_BAR.format(name=html.escape(viewer["name"]), role=html.escape(viewer["role"]),
+                                  csrf=html.escape(viewer["csrf"]), signout=html.escape(viewer.get("signout", "/signout")))  # fmt: skip
+
+    def html_page(text: str, status: int = 200) -> web.Response:
+        return web.Response(text=text, status=status, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+    async def index(request: web.Request) -> web.Response:
+        if (bar := viewer_bar(request)) is None:
             raise web.HTTPSeeOther(signin_path)
-        bar = _VIEWER_BAR.format(name=html.escape(viewer["name"]), role=html.escape(viewer["role"]),
-                                 csrf=html.escape(viewer["csrf"]), signout=html.escape(viewer.get("signout", "signout")))  # fmt: skip
-        return web.Response(text=_PAGE.replace("<!--viewer-->", bar), content_type="text/html",
-                            headers={"Cache-Control": "no-store"})  # fmt: skip
+        return html_page(_PAGE.replace("<!--viewer-->", bar))
+
+    async def school_page(request: web.Request) -> web.Response:
+        if (bar := viewer_bar(request)) is None:
+            raise web.HTTPSeeOther(signin_path)
+        name = request.match_info["school"]
+        if not scope_of(request).touches_school(name):
+            return html_page(forbidden_page(f"School {name!r}", "scope.school"), 403)
+        return html_page(page(SCHOOL_PAGE, name, bar))
+
+    async def cohort_page(request: web.Request) -> web.Response:
+        if (bar := viewer_bar(request)) is None:
+            raise web.HTTPSeeOther(signin_path)
+        m = request.match_info
+        if not scope_of(request).allows_cohort(m["school"], m["course"], m["cohort"]):
+            return html_page(forbidden_page(f"Cohort {m['cohort']!r} of {m['course']!r} in {m['school']!r}",
+                                            "scope.cohort"), 403)  # fmt: skip
+        return html_page(page(COHORT_PAGE, m["cohort"], bar))
 
     app.router.add_get("/", index)
+    app.router.add_get("/schools/{school}", school_page)
+    app.router.add_get("/cohorts/{school}/{course}/{cohort}", cohort_page)
     app.router.add_get("/api/summary", summary)
     app.router.add_get("/api/state", state)
     app.router.add_get("/api/schools/{school}", school)

@@ -271,3 +271,59 @@ def test_repeated_failures_from_one_address_lock_it_out(served, tmp_path):
         assert sign_in_attempt(base, "net", served.passwords["net"]).status_code == 429
     finally:
         web.stop()
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    from tests.integration.test_dashboard import CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def test_teacher_drills_down_in_the_browser_to_its_cohort_and_no_further(served, browser, tmp_path):
+    """Network page → school page → cohort page, each with what ClickHouse holds; another cohort's page is 403.
+    Screenshots of each page go to $LEARNPULSE_TEST_ARTEFACTS (else the test's temporary directory)."""
+    import os
+    from pathlib import Path
+    from urllib.parse import quote
+
+    shots = Path(os.environ.get("LEARNPULSE_TEST_ARTEFACTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    base = served.base
+    school, course, cohort = served.cohort
+    page = browser.new_page(viewport={"width": 1366, "height": 800})
+    page.goto(f"{base}/signin")
+    page.fill("input[name=name]", "tch")
+    page.fill("input[name=password]", served.passwords["tch"])
+    page.click("button[type=submit]")
+    page.wait_for_selector("section.school", timeout=30_000)
+    assert [c.get_attribute("id") for c in page.query_selector_all("section.school")] == [f"school-{school}"]
+    page.screenshot(path=str(shots / "teacher-network.png"), full_page=True)
+
+    page.click(f"#school-{school} h2 a")
+    page.wait_for_selector("#cohorts tr", timeout=30_000)
+    rows = page.query_selector_all("#cohorts tr")
+    assert len(rows) == 1 and cohort in rows[0].inner_text()
+    assert page.inner_text("#page") == "1–1 of 1"
+    page.screenshot(path=str(shots / "teacher-school.png"), full_page=True)
+
+    page.click("#cohorts tr a")
+    page.wait_for_selector("#learners tr", timeout=30_000)
+    (n,) = served.ch.query("SELECT uniqExact(learner) FROM {db}.engagement FINAL WHERE school = {s:String} AND "
+                           "course = {c:String} AND cohort = {k:String} AND grain = 'day'",
+                           {"s": school, "c": course, "k": cohort})  # fmt: skip
+    assert len(page.query_selector_all("#learners tr")) == int(n[0])
+    assert "cohort median" in page.inner_text("#median")
+    page.screenshot(path=str(shots / "teacher-cohort.png"), full_page=True)
+
+    (other,) = served.ch.query("SELECT any(cohort) FROM {db}.statements FINAL WHERE school = {s:String} AND "
+                               "course = {c:String} AND cohort != {k:String}", {"s": school, "c": course, "k": cohort})  # fmt: skip
+    answer = page.goto(f"{base}/cohorts/{quote(school, safe='')}/{quote(course, safe='')}/{quote(other[0], safe='')}")
+    assert answer.status == 403 and "scope.cohort" in page.inner_text("#forbidden")
+    assert page.goto(f"{base}/schools/school-000").status == 403
+    page.screenshot(path=str(shots / "teacher-forbidden.png"), full_page=True)

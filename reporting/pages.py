@@ -1,0 +1,121 @@
+"""The drill-down pages: a school's cohorts, a cohort's learners. Each fills itself from the
+dashboard's API (reporting/dashboard.py), so it shows exactly what the API lets its reader see.
+
+A page for a school or cohort outside the reader's scope is a 403 page, never the page.
+"""
+
+from __future__ import annotations
+
+import html
+
+_STYLE = """<style>
+:root{--bg:#0f1720;--card:#17212b;--fg:#e6edf3;--dim:#8b98a5;--bad:#f85149;--line:#58a6ff}
+*{box-sizing:border-box}body{margin:0;font:14px/1.4 system-ui,sans-serif;background:var(--bg);color:var(--fg)}
+header{display:flex;flex-wrap:wrap;gap:1.5em;align-items:baseline;padding:1em 1.5em;border-bottom:1px solid #26313c}
+h1{font-size:18px;margin:0}main{padding:1.5em}a{color:var(--line)}.dim{color:var(--dim);font-size:12px}
+table{width:100%;border-collapse:collapse;background:var(--card)}th,td{padding:.35em .5em;border-bottom:1px solid #26313c;text-align:left}
+td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}.flag{color:var(--bad)}
+.tools{display:flex;gap:1em;align-items:center;margin-bottom:1em}input,button{font:inherit;padding:.3em .5em}
+</style>"""
+
+_HEAD = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1"><title>learnpulse — {title}</title>""" + _STYLE
+
+SCHOOL_PAGE = _HEAD + """</head><body>
+<header><h1><a href="/">schools</a> › <span id="school"></span></h1><span id="status" class="dim">loading…</span><!--viewer--></header>
+<main>
+<div class="tools"><label>search <input id="q" type="search" placeholder="course or cohort"></label>
+ <button id="prev" type="button">‹ previous</button><span id="page" class="dim"></span><button id="next" type="button">next ›</button>
+ <a id="csv" href="#">CSV</a></div>
+<table><thead><tr><th>course</th><th>cohort</th><th class="n">statements</th><th class="n">learners</th>
+<th class="n">disengaged</th><th class="n">open alerts</th><th>latest event</th></tr></thead><tbody id="cohorts"></tbody></table>
+<p id="empty" class="dim" hidden>No cohorts here yet: nothing has arrived for this school in your scope.</p>
+</main>
+<script>
+const school = decodeURIComponent(location.pathname.split('/')[2]);
+const enc = encodeURIComponent, LIMIT = 50; let offset = 0;
+document.getElementById('school').textContent = school;
+const pct = x => x===null ? '–' : (100*x).toFixed(0)+'%';
+function api(extra){ const q=document.getElementById('q').value;
+  return '/api/schools/'+enc(school)+'?q='+enc(q)+'&offset='+offset+'&limit='+LIMIT+(extra||''); }
+async function load(){
+  const st=document.getElementById('status');
+  try{
+    const r=await fetch(api(),{cache:'no-store'}); if(r.status===401){location.reload();return;}
+    if(!r.ok) throw new Error(r.status);
+    const body=await r.json(), tb=document.getElementById('cohorts'); tb.innerHTML='';
+    for(const c of body.cohorts){ const tr=document.createElement('tr');
+      const link=document.createElement('a'); link.href='/cohorts/'+enc(school)+'/'+enc(c.course)+'/'+enc(c.cohort);
+      link.textContent=c.cohort;
+      const cells=[c.course, link, c.statements, c.learners, c.share===null?'–':pct(c.share)+' of '+c.health_learners,
+                   c.open_alerts, c.latest.slice(0,16)];
+      cells.forEach((v,i)=>{const td=document.createElement('td'); if(v instanceof Node) td.appendChild(v); else td.textContent=v;
+        if(i>=2&&i<=5) td.className='n'; tr.appendChild(td);});
+      tb.appendChild(tr);}
+    document.getElementById('empty').hidden = body.total>0;
+    document.getElementById('page').textContent = body.total ? (offset+1)+'–'+(offset+body.cohorts.length)+' of '+body.total : '';
+    document.getElementById('prev').disabled = offset===0;
+    document.getElementById('next').disabled = offset+LIMIT>=body.total;
+    document.getElementById('csv').href = api('&format=csv');
+    st.textContent='updated '+new Date().toLocaleTimeString(); st.className='dim';
+  }catch(e){st.textContent='no answer from the server ('+e.message+')';}
+}
+document.getElementById('q').addEventListener('input',()=>{offset=0;load();});
+document.getElementById('prev').addEventListener('click',()=>{offset=Math.max(0,offset-LIMIT);load();});
+document.getElementById('next').addEventListener('click',()=>{offset+=LIMIT;load();});
+load(); setInterval(load, 5000);
+</script></body></html>"""
+
+COHORT_PAGE = _HEAD + """</head><body>
+<header><h1><a href="/">schools</a> › <a id="school-link"></a> › <span id="cohort"></span></h1>
+<span id="median" class="dim"></span><span id="status" class="dim">loading…</span><!--viewer--></header>
+<main>
+<div class="tools"><label>search <input id="q" type="search" placeholder="learner"></label><a id="csv" href="#">CSV</a></div>
+<table><thead><tr><th>learner (pseudonym)</th><th>last seen</th><th class="n">days since</th>
+<th class="n">active time, 7 days</th><th class="n">vs median</th><th class="n">sessions, 7 days</th><th>why flagged</th></tr></thead>
+<tbody id="learners"></tbody></table>
+<p id="empty" class="dim" hidden>No learners here yet: no engagement has been computed for this cohort.</p>
+</main>
+<script>
+const parts = location.pathname.split('/').slice(2).map(decodeURIComponent), [school, course, cohort] = parts;
+const enc = encodeURIComponent, url = '/api/cohorts/'+parts.map(enc).join('/');
+const sl=document.getElementById('school-link'); sl.textContent=school; sl.href='/schools/'+enc(school);
+document.getElementById('cohort').textContent = course.split('/').filter(Boolean).slice(-1)[0]+' · '+cohort;
+document.getElementById('csv').href = url+'?format=csv';
+const hours = ms => (ms/3600000).toFixed(1)+' h';
+function why(flags){ return flags.map(f => f.rule==='inactive' ? 'inactive '+f.days.toFixed(1)+' days'
+  : 'active time '+(100*f.fraction_of_median).toFixed(0)+'% of the median (below '+(100*f.threshold_fraction).toFixed(0)+'%)').join('; '); }
+let last = null;
+function render(){
+  if(!last) return; const q=document.getElementById('q').value.toLowerCase(), tb=document.getElementById('learners'); tb.innerHTML='';
+  for(const x of last.learners.filter(x=>x.learner.toLowerCase().includes(q))){ const tr=document.createElement('tr');
+    const cells=[x.learner.slice(0,16)+'…', x.last_seen.slice(0,16), x.days_since_seen.toFixed(1), hours(x.active_ms_7d),
+                 x.vs_median===null?'–':x.vs_median.toFixed(2)+'×', x.sessions_7d, why(x.flags)];
+    cells.forEach((v,i)=>{const td=document.createElement('td'); td.textContent=v; if(i>=2&&i<=5) td.className='n';
+      if(i===6&&v) td.className='flag'; tr.appendChild(td);});
+    tr.dataset.learner=x.learner; tb.appendChild(tr);}
+  document.getElementById('empty').hidden = last.learners.length>0;
+  document.getElementById('median').textContent = last.median_active_ms_7d===null ? '' :
+    'cohort median: '+hours(last.median_active_ms_7d)+' in the 7 days to '+last.through_day;
+}
+async function load(){
+  const st=document.getElementById('status');
+  try{ const r=await fetch(url,{cache:'no-store'}); if(r.status===401){location.reload();return;}
+    if(!r.ok) throw new Error(r.status); last=await r.json(); render();
+    st.textContent='updated '+new Date().toLocaleTimeString(); st.className='dim';
+  }catch(e){st.textContent='no answer from the server ('+e.message+')';}
+}
+document.getElementById('q').addEventListener('input', render);
+load(); setInterval(load, 5000);
+</script></body></html>"""
+
+FORBIDDEN_PAGE = _HEAD.replace("{title}", "not yours") + """</head><body><header><h1><a href="/">schools</a></h1></header>
+<main><p id="forbidden"><!--what--> is outside what you may see (<!--rule-->).</p></main></body></html>"""
+
+
+def forbidden_page(what: str, rule: str) -> str:
+    return FORBIDDEN_PAGE.replace("<!--what-->", html.escape(what)).replace("<!--rule-->", html.escape(rule))
+
+
+def page(template: str, title: str, viewer_bar: str) -> str:
+    return template.replace("{title}", html.escape(title), 1).replace("<!--viewer-->", viewer_bar)
