@@ -243,9 +243,11 @@ class CredentialStore:
     def _mark(self, secret: str) -> bytes:
         return hmac.digest(self._pepper, secret.encode(), "sha256")
 
-    def _reload(self, force: bool = False) -> None:
+    def _reload(self, force: bool = False, check_now: bool = False) -> None:
+        """Re-read the file if it changed, looking at most every ``reload_every_s`` unless
+        ``check_now``; ``force``: re-read it whatever its stamp."""
         now = self.clock()
-        if not force and now - self._checked < self.reload_every_s:
+        if not (force or check_now) and now - self._checked < self.reload_every_s:
             return
         self._checked = now
         version = _file_version(self.path)
@@ -311,6 +313,13 @@ class CredentialStore:
             return school
         with self._lock:
             cred = self._creds.get(key)
+        if cred is None:
+            # Issued since the last look (an LMS posts the moment it gets its key): refused
+            # until the periodic reload, its first requests counted as failed sign-ins and
+            # could lock its address out. One stat; unknown keys still cost a scrypt below.
+            self._reload(check_now=True)
+            with self._lock:
+                cred = self._creds.get(key)
         mark = self._mark(secret)
         # The same work for an unknown key: a scrypt against a credential no secret matches.
         checked = cred or _UNKNOWN

@@ -58,6 +58,19 @@ def test_credentials_removed_key_stops_working_after_reload(tmp_path):
     assert store.authenticate(key, secret) is None
 
 
+def test_credentials_new_key_works_at_once_not_after_the_reload_interval(tmp_path):
+    # A school's LMS often starts posting the moment its credential is issued. Refused until
+    # the next periodic reload, its first requests counted as failed sign-ins and ten of
+    # them locked its address out for five minutes (seen in the fault benchmark).
+    path = tmp_path / "c.json"
+    add_credential(path, "school-a")
+    now = [0.0]
+    store = CredentialStore(path, reload_every_s=1e9, clock=lambda: now[0])
+    key, secret = add_credential(path, "school-b")
+    assert store.authenticate(key, secret) == "school-b"
+    assert store.authenticate("lp_unknown", secret) is None
+
+
 def test_credentials_change_within_one_clock_tick_is_still_seen(tmp_path):
     # The kernel stamps mtime from a coarse clock: a file rewritten within one tick of the
     # last read keeps its mtime. A revoked key or a new allowed origin must still be seen.
