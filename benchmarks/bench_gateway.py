@@ -32,6 +32,9 @@ learner (tens of thousands over a row), against the gateway alone; beside it, in
 run and with the same client, a bare aiohttp server whose handler reads the body and
 answers a one-id JSON list (the ceiling of HTTP on this machine with this load generator:
 its row's ours/peer is the gateway's share of it). Then batches of 100 at ``--concurrency``.
+``--rates``: beside them, single-statement rows at these offered rates over the same
+connections, open loop (latency counted from when each request was due): the latency a
+fixed load gets, where the closed-loop row shows only the saturated server's queue.
 ``--profile``: also record the gateway process with py-spy during its single-statement row
 (``pip install py-spy``; a flame graph SVG, path printed).
 """
@@ -185,11 +188,15 @@ class Result:
 
 
 async def load(url: str, headers: dict[str, str], size: int, learners: int, concurrency: int, duration: float,
-               warmup: float, system: str, invalid_every: int = 0) -> Result:  # fmt: skip
+               warmup: float, system: str, invalid_every: int = 0, rate: float = 0.0) -> Result:  # fmt: skip
     """POST distinct batches from ``concurrency`` workers; count statements acknowledged (2xx).
 
     ``invalid_every`` n > 0: every n-th request is invalid; its 400 is counted apart and
     its latency left out (the rows compare what valid traffic gets).
+
+    ``rate`` > 0: open loop: requests are due at ``rate`` per second in all, spread evenly
+    over the workers, and a request's latency counts from when it was due, not from when a
+    late worker got to send it (else a slow server would hide its queue from the figures).
     """
     template = batch_template(size, learners)
     bad = invalid_template(size, learners)
@@ -202,16 +209,25 @@ async def load(url: str, headers: dict[str, str], size: int, learners: int, conc
     errors: dict[int, int] = {}
     done = 0
 
-    async def worker(session: aiohttp.ClientSession) -> None:
+    period = concurrency / rate if rate > 0 else 0.0
+
+    async def worker(session: aiohttp.ClientSession, w: int) -> None:
         nonlocal done, refused
+        due = start + period * w / concurrency
         while True:
             now = time.monotonic()
             if now >= stop_at:
                 return
+            if period:
+                if due > now:
+                    await asyncio.sleep(due - now)
+                    if due >= stop_at:
+                        return
             n = next(counter)
             invalid = invalid_every > 0 and n % invalid_every == 0
             body = (bad if invalid else template).replace(MARK.encode(), f"{n:08x}".encode())
-            t0 = time.monotonic()
+            t0 = due if period else time.monotonic()
+            due += period
             async with session.post(url, data=body, headers=headers) as r:
                 await r.read()
                 t1 = time.monotonic()
@@ -226,7 +242,7 @@ async def load(url: str, headers: dict[str, str], size: int, learners: int, conc
 
     conn = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=conn) as session:
-        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        await asyncio.gather(*(worker(session, w) for w in range(concurrency)))
     return Result(system, size, concurrency, done, duration, latencies, errors, refused=refused)
 
 
@@ -278,7 +294,7 @@ def cpu_by_thread(before: dict[int, float], after: dict[int, float], names: dict
 
 def measure(proc: subprocess.Popen, url: str, headers: dict[str, str], size: int, learners: int, args,
             system: str, invalid_every: int = 0, concurrency: int | None = None,
-            profile: Path | None = None) -> Result:  # fmt: skip
+            profile: Path | None = None, rate: float = 0.0) -> Result:  # fmt: skip
     """One row: load for the duration; also the server process's CPU time per statement.
 
     ``profile``: record the server with py-spy for the measured seconds (collapsed stacks).
@@ -293,7 +309,7 @@ def measure(proc: subprocess.Popen, url: str, headers: dict[str, str], size: int
                                 "--duration", str(int(args.duration + 2)), "--output", str(profile)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
     r = asyncio.run(load(url, headers, size, learners, concurrency or args.concurrency, args.duration, 2.0, system,
-                         invalid_every))  # fmt: skip
+                         invalid_every, rate))  # fmt: skip
     threads_after = thread_cpu(proc.pid)
     sched_after, wall = schedstat(proc.pid, proc.pid), time.monotonic() - wall_before
     on_cpu, waiting = (sched_after[0] - sched_before[0]) / wall, (sched_after[1] - sched_before[1]) / wall
@@ -388,10 +404,29 @@ def commit_figures(statements_url: str) -> dict[str, float]:
     out = {}
     for name, key in (("learnpulse_gateway_commit_requests_count", "commits"),
                       ("learnpulse_gateway_commit_requests_sum", "requests"),
-                      ("learnpulse_gateway_commit_seconds_sum", "seconds")):  # fmt: skip
-        m = re.search(rf"^{name} (\S+)$", text, re.M)
+                      ("learnpulse_gateway_commit_seconds_sum", "seconds"),
+                      ('learnpulse_gateway_index_seconds_sum{operation="reserve"}', "reserve_s"),
+                      ('learnpulse_gateway_index_seconds_count{operation="reserve"}', "reserves"),
+                      ('learnpulse_gateway_index_seconds_sum{operation="confirm"}', "confirm_s"),
+                      ('learnpulse_gateway_index_seconds_count{operation="confirm"}', "confirms"),
+                      ('learnpulse_gateway_request_seconds_sum{method="POST"}', "request_s"),
+                      ('learnpulse_gateway_request_seconds_count{method="POST"}', "posts")):  # fmt: skip
+        m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
         out[key] = float(m.group(1)) if m else 0.0
     return out
+
+
+def where_time_goes(before: dict[str, float], after: dict[str, float]) -> str:
+    """Mean milliseconds a POST spent in the gateway, waiting for the index and for Kafka."""
+    d = {k: after[k] - before[k] for k in after}
+
+    def mean(total: str, count: str) -> float:
+        return d[total] / d[count] * 1000 if d[count] else 0.0
+
+    return (f"  per POST inside the gateway: {mean('request_s', 'posts'):.1f} ms, of which reserving ids "
+            f"{mean('reserve_s', 'reserves'):.1f}, confirming {mean('confirm_s', 'confirms'):.1f}; "
+            f"Kafka transactions {mean('seconds', 'commits'):.1f} ms for {d['requests'] / max(d['commits'], 1):.1f} "
+            "requests each")  # fmt: skip
 
 
 def browser_rows(settings, tmp: Path, common: dict[str, str], args) -> list[tuple[Result, Result | None]]:
@@ -404,12 +439,13 @@ def browser_rows(settings, tmp: Path, common: dict[str, str], args) -> list[tupl
         before = commit_figures(url)
         ours = measure(proc, url, {**common, **auth}, 1, 1, args, "learnpulse gateway", concurrency=args.clients,
                        profile=profile)  # fmt: skip
-        after = commit_figures(url)
-        commits = after["commits"] - before["commits"]
-        if commits:
-            print(f"  Kafka transactions: {commits / (args.duration + 2):,.0f}/s, "
-                  f"{(after['requests'] - before['requests']) / commits:.1f} requests and "
-                  f"{(after['seconds'] - before['seconds']) / commits * 1000:.1f} ms each", file=sys.stderr)  # fmt: skip
+        print(where_time_goes(before, commit_figures(url)), file=sys.stderr)
+        paced = []
+        for rate in args.rates:
+            before = commit_figures(url)
+            paced.append(measure(proc, url, {**common, **auth}, 1, 1, args, f"gateway paced {rate:g}/s",
+                                 concurrency=args.clients, rate=rate))  # fmt: skip
+            print(where_time_goes(before, commit_figures(url)), file=sys.stderr)
         batch = measure(proc, url, {**common, **auth}, 100, 10, args, "learnpulse gateway")
     finally:
         stop(proc)
@@ -418,7 +454,7 @@ def browser_rows(settings, tmp: Path, common: dict[str, str], args) -> list[tupl
         hello = measure(proc, url, common, 1, 1, args, "bare aiohttp (ceiling)", concurrency=args.clients)
     finally:
         stop(proc)
-    return [(ours, None), (hello, ours), (batch, None)]
+    return [(ours, None), (hello, ours), *((p, None) for p in paced), (batch, None)]
 
 
 # -- Ralph ---------------------------------------------------------------------------------
@@ -471,6 +507,9 @@ def main() -> None:
     ap.add_argument("--browser", action="store_true",
                     help="single-statement POSTs at --clients beside a bare aiohttp ceiling, then batches of 100")
     ap.add_argument("--clients", type=int, default=1000, help="concurrent connections of --browser's single rows")
+    ap.add_argument("--rates", type=lambda v: [float(x) for x in v.split(",") if x], default=[250.0, 500.0],
+                    help="--browser: also these offered rates (requests/s, comma-separated) over --clients "
+                         "connections, open loop: latency from when each request was due")  # fmt: skip
     ap.add_argument("--profile", action="store_true", help="--browser: py-spy stacks of the single-statement row")
     args = ap.parse_args()
     common = {"Content-Type": "application/json", "X-Experience-API-Version": "1.0.3"}
@@ -528,7 +567,9 @@ def main() -> None:
             print("--browser: every single-statement request is a new learner; the bare aiohttp row is the ceiling "
                   "(same client, same connections, a handler that only reads the body): ours/peer is the "
                   "gateway's share of it. The load generator is one asyncio process on the same cores, so the "
-                  "ceiling is also the client's.")  # fmt: skip
+                  "ceiling is also the client's. Closed-loop rows keep every connection busy: their latency is "
+                  "the saturated server's queue (connections / requests per second); 'paced' rows offer a "
+                  "fixed rate (open loop, latency from when each request was due).")  # fmt: skip
         if args.quarantine:
             print("--quarantine: statements/s and latencies count valid requests only; ours/peer of a 10% row is "
                   "its valid statements/s over the 0% row's (1.0x = quarantine writes cost valid traffic nothing; "
