@@ -73,6 +73,10 @@ class OperatorSettings(BaseModel):
     address_failures: int = 20
     lockout_window_s: float = 15 * 60
     lockout_cooldown_s: float = 15 * 60
+    # Addresses of reverse proxies in front (e.g. ["127.0.0.1"]): from them, the client's
+    # address for the lock-out is the nearest X-Forwarded-For hop that is not a proxy.
+    # Empty: X-Forwarded-For is ignored (anyone could write it).
+    trusted_proxies: list[str] = []
 
 
 class SinkSettings(BaseModel):

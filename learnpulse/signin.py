@@ -242,7 +242,7 @@ class SignIn:
         if not _same(request.cookies.get(FORM_COOKIE, ""), str(form.get("csrf", ""))):
             return _refuse(403, "auth.csrf", "the sign-in form is stale or came from elsewhere: load /signin again")
         name, password = str(form.get("name", "")).strip(), str(form.get("password", ""))
-        address = request.remote or "?"
+        address = client_address(request, self.settings.trusted_proxies)
         keys = ((f"name:{name.lower()}", self.settings.lockout_failures),
                 (f"address:{address}", self.settings.address_failures))  # fmt: skip
         wait = max(self.lockout.locked(key) for key, _ in keys)
@@ -280,6 +280,19 @@ class SignIn:
     def _set_cookie(self, response: web.StreamResponse, name: str, value: str) -> None:
         response.set_cookie(name, value, path="/", httponly=True, samesite="Strict",
                             secure=self.settings.secure_cookies)  # fmt: skip
+
+
+def client_address(request: web.Request, trusted_proxies: list[str]) -> str:
+    """Who is signing in, for the lock-out: the peer, or behind trusted proxies the nearest
+    X-Forwarded-For hop that is not one of them (hops further left are the client's to write)."""
+    peer = request.remote or "?"
+    if peer not in trusted_proxies:
+        return peer
+    hops = [h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",") if h.strip()]
+    for hop in reversed(hops):
+        if hop not in trusted_proxies:
+            return hop[:64]
+    return peer
 
 
 def _see_other(location: str) -> web.Response:

@@ -168,3 +168,24 @@ def test_the_cookies_are_secure_when_the_settings_say_tls(tmp_path):
     form_cookies, signin_cookies = run(scenario, tmp_path, secure_cookies=True)
     for cookie in (form_cookies[0], next(c for c in signin_cookies if c.startswith("lp_session="))):
         assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+
+
+def test_the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy():
+    from aiohttp.test_utils import make_mocked_request
+
+    from learnpulse.signin import client_address
+
+    def request(remote, *xff):
+        headers = [("X-Forwarded-For", v) for v in xff]
+        from multidict import CIMultiDict
+
+        req = make_mocked_request("POST", "/signin", headers=CIMultiDict(headers))
+        return req.clone(remote=remote)
+
+    assert client_address(request("10.0.0.9", "1.2.3.4"), []) == "10.0.0.9"  # no proxy named: header ignored
+    assert client_address(request("127.0.0.1", "1.2.3.4"), ["127.0.0.1"]) == "1.2.3.4"
+    # The client wrote a hop of its own in front: the proxy's own (rightmost) one counts.
+    assert client_address(request("127.0.0.1", "6.6.6.6, 1.2.3.4"), ["127.0.0.1"]) == "1.2.3.4"
+    assert client_address(request("127.0.0.1", "1.2.3.4, 10.0.0.2"), ["127.0.0.1", "10.0.0.2"]) == "1.2.3.4"
+    assert client_address(request("127.0.0.1"), ["127.0.0.1"]) == "127.0.0.1"
+    assert client_address(request("10.0.0.9", "1.2.3.4"), ["127.0.0.1"]) == "10.0.0.9"  # not via the proxy
