@@ -23,7 +23,8 @@ from schemas.clickhouse.engine import ClickHouse, ClickHouseError, ClickHouseUna
 
 from .progress import consistent_through
 from .drilldown import MAX_PAGE, FlagRules, cohort_learners, school_cohorts
-from .pages import COHORT_PAGE, SCHOOL_PAGE, forbidden_page, page
+from .learner import learner_timeline
+from .pages import COHORT_PAGE, LEARNER_PAGE, SCHOOL_PAGE, forbidden_page, page
 from .quarantine import refusals_per_school
 from .scope import IN_SCOPE, LEARNER_IN_SCOPE, SCOPE_KEY, VIEWER_KEY, Scope
 from .summary import school_summaries
@@ -357,6 +358,23 @@ def add_dashboard_routes(
             ])  # fmt: skip
         return await answer(cohort_learners, ch, scope, m["school"], m["course"], m["cohort"], rules)
 
+    async def learner(request: web.Request) -> web.Response:
+        if (scope := scope_of(request)) is None:
+            return _refuse(401, *UNAUTHENTICATED)
+        m = request.match_info
+        if not scope.allows_cohort(m["school"], m["course"], m["cohort"]):
+            return _refuse(403, "scope.cohort", f"cohort {m['cohort']!r} of {m['course']!r} in {m['school']!r} is "
+                           "outside what you may see")  # fmt: skip
+        try:
+            body = await asyncio.to_thread(learner_timeline, ch, scope, m["school"], m["course"], m["cohort"],
+                                           m["learner"])  # fmt: skip
+        except (ClickHouseError, ClickHouseUnavailable) as err:
+            log.warning("dashboard query failed: %s", err)
+            return _refuse(503, "dashboard.unavailable", "ClickHouse did not answer; retry shortly")
+        if body is None:
+            return _refuse(404, "dashboard.learner", "no such learner in this cohort")
+        return web.json_response(body, headers={"Cache-Control": "no-store"})
+
     async def answer_csv(filename: str, columns: tuple[str, ...], rows_of) -> web.Response:
         try:
             rows = await asyncio.to_thread(rows_of)
@@ -399,13 +417,24 @@ def add_dashboard_routes(
                                             "scope.cohort"), 403)  # fmt: skip
         return html_page(page(COHORT_PAGE, m["cohort"], bar))
 
+    async def learner_page(request: web.Request) -> web.Response:
+        if (bar := viewer_bar(request)) is None:
+            raise web.HTTPSeeOther(signin_path)
+        m = request.match_info
+        if not scope_of(request).allows_cohort(m["school"], m["course"], m["cohort"]):
+            return html_page(forbidden_page(f"Cohort {m['cohort']!r} of {m['course']!r} in {m['school']!r}",
+                                            "scope.cohort"), 403)  # fmt: skip
+        return html_page(page(LEARNER_PAGE, m["learner"][:12], bar))
+
     app.router.add_get("/", index)
     app.router.add_get("/schools/{school}", school_page)
     app.router.add_get("/cohorts/{school}/{course}/{cohort}", cohort_page)
+    app.router.add_get("/cohorts/{school}/{course}/{cohort}/learners/{learner}", learner_page)
     app.router.add_get("/api/summary", summary)
     app.router.add_get("/api/state", state)
     app.router.add_get("/api/schools/{school}", school)
     app.router.add_get("/api/cohorts/{school}/{course}/{cohort}", cohort)
+    app.router.add_get("/api/cohorts/{school}/{course}/{cohort}/learners/{learner}", learner)
 
 
 # Who is signed in, and sign-out (a form POST carrying the session's CSRF token).

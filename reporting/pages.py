@@ -89,10 +89,12 @@ let last = null;
 function render(){
   if(!last) return; const q=document.getElementById('q').value.toLowerCase(), tb=document.getElementById('learners'); tb.innerHTML='';
   for(const x of last.learners.filter(x=>x.learner.toLowerCase().includes(q))){ const tr=document.createElement('tr');
-    const cells=[x.learner.slice(0,16)+'…', x.last_seen.slice(0,16), x.days_since_seen.toFixed(1), hours(x.active_ms_7d),
+    const link=document.createElement('a'); link.textContent=x.learner.slice(0,16)+'…';
+    link.href=location.pathname+'/learners/'+enc(x.learner);
+    const cells=[link, x.last_seen.slice(0,16), x.days_since_seen.toFixed(1), hours(x.active_ms_7d),
                  x.vs_median===null?'–':x.vs_median.toFixed(2)+'×', x.sessions_7d, why(x.flags)];
-    cells.forEach((v,i)=>{const td=document.createElement('td'); td.textContent=v; if(i>=2&&i<=5) td.className='n';
-      if(i===6&&v) td.className='flag'; tr.appendChild(td);});
+    cells.forEach((v,i)=>{const td=document.createElement('td'); if(v instanceof Node) td.appendChild(v); else td.textContent=v;
+      if(i>=2&&i<=5) td.className='n'; if(i===6&&v) td.className='flag'; tr.appendChild(td);});
     tr.dataset.learner=x.learner; tb.appendChild(tr);}
   document.getElementById('empty').hidden = last.learners.length>0;
   document.getElementById('median').textContent = last.median_active_ms_7d===null ? '' :
@@ -107,6 +109,50 @@ async function load(){
 }
 document.getElementById('q').addEventListener('input', render);
 load(); setInterval(load, 5000);
+</script></body></html>"""
+
+LEARNER_PAGE = _HEAD + """</head><body>
+<header><h1><a href="/">schools</a> › <a id="cohort-link"></a> › learner <span id="learner"></span></h1>
+<span id="status" class="dim">loading…</span><!--viewer--></header>
+<main>
+<h2>Days</h2>
+<table><thead><tr><th>day</th><th class="n">statements</th><th class="n">sessions</th><th class="n">active time</th><th>active</th></tr></thead>
+<tbody id="days"></tbody></table>
+<h2>Mastery now</h2>
+<table><thead><tr><th>skill</th><th class="n">P(mastery)</th><th class="n">answers</th><th class="n">correct</th><th>updated</th></tr></thead>
+<tbody id="mastery"></tbody></table>
+<p id="no-mastery" class="dim" hidden>No mastery estimates yet.</p>
+<h2>Newest statements</h2>
+<table><thead><tr><th>when</th><th>verb</th><th>object</th><th>success</th><th class="n">score</th></tr></thead>
+<tbody id="statements"></tbody></table>
+<p id="missing" class="dim" hidden>Nothing for this learner in this cohort.</p>
+</main>
+<script>
+const parts = location.pathname.split('/').filter(Boolean).map(decodeURIComponent);
+const [school, course, cohort, learner] = [parts[1], parts[2], parts[3], parts[5]], enc = encodeURIComponent;
+const url = '/api/cohorts/'+[school, course, cohort].map(enc).join('/')+'/learners/'+enc(learner);
+const cl=document.getElementById('cohort-link'); cl.textContent=cohort; cl.href='/cohorts/'+[school, course, cohort].map(enc).join('/');
+document.getElementById('learner').textContent = learner.slice(0,16)+'…';
+const short = iri => String(iri).split('/').filter(Boolean).slice(-1)[0] || iri;
+function fill(id, rows, cols, numeric){ const tb=document.getElementById(id); tb.innerHTML='';
+  for(const r of rows){ const tr=document.createElement('tr');
+    cols(r).forEach((v,i)=>{const td=document.createElement('td'); td.textContent=v; if(numeric.includes(i)) td.className='n'; tr.appendChild(td);});
+    tb.appendChild(tr);} }
+async function load(){
+  const st=document.getElementById('status');
+  try{ const r=await fetch(url,{cache:'no-store'}); if(r.status===401){location.reload();return;}
+    if(r.status===404){document.getElementById('missing').hidden=false; st.textContent=''; return;}
+    if(!r.ok) throw new Error(r.status); const b=await r.json();
+    const top=Math.max(1,...b.days.map(d=>d.active_ms));
+    fill('days', b.days, d=>[d.day, d.statements, d.sessions, (d.active_ms/60000).toFixed(0)+' min', '█'.repeat(Math.round(20*d.active_ms/top))], [1,2,3]);
+    fill('mastery', b.mastery, m=>[m.skill, m.p_mastery.toFixed(2), m.observations, m.correct, m.updated.slice(0,16)], [1,2,3]);
+    document.getElementById('no-mastery').hidden = b.mastery.length>0;
+    fill('statements', b.statements, s=>[s.timestamp.slice(0,19), short(s.verb), short(s.object),
+      s.success===null?'–':(s.success?'yes':'no'), s.score_scaled===null?'–':s.score_scaled.toFixed(2)], [4]);
+    st.textContent='updated '+new Date().toLocaleTimeString(); st.className='dim';
+  }catch(e){st.textContent='no answer from the server ('+e.message+')';}
+}
+load(); setInterval(load, 10000);
 </script></body></html>"""
 
 FORBIDDEN_PAGE = _HEAD.replace("{title}", "not yours") + """</head><body><header><h1><a href="/">schools</a></h1></header>

@@ -18,6 +18,7 @@ from learnpulse.pipeline import open_clickhouse
 from learnpulse.settings import ClickHouseSettings, Settings
 from reporting.dashboard import dashboard_state
 from reporting.drilldown import FlagRules, cohort_learners, school_cohorts
+from reporting.learner import learner_timeline
 from reporting.scope import EVERY_SCHOOL, Scope
 from reporting.summary import school_summaries
 
@@ -166,3 +167,24 @@ def test_school_cohorts_search_and_pages(data):
         "total": 0, "offset": 0, "limit": 500, "cohorts": []}
     teacher = school_cohorts(ch, Scope.of_cohorts([TEACHER]), "s-b", search="k")
     assert teacher["total"] == 1
+
+
+@pytest.mark.parametrize("kind", list(SCOPES))
+def test_a_learners_timeline_in_its_cohort(data, kind):
+    ch, stmts, eng, mastery = data
+    scope, inside = SCOPES[kind]
+    learner = _learners(*TEACHER)[1]
+    got = learner_timeline(ch, scope, *TEACHER, learner)
+    days = sorted((e for e in eng if e[:4] == (*TEACHER, learner) and e[4] == "day"), key=lambda e: e[5])
+    assert [(d["day"], d["statements"], d["sessions"], d["active_ms"]) for d in got["days"]] == [
+        (e[5].date().isoformat(), e[6], e[7], e[8]) for e in days
+    ]
+    mine = sorted((s for s in stmts if s[1:5] == (*TEACHER, learner)), key=lambda s: s[5], reverse=True)
+    assert len(got["statements"]) == min(100, len(mine))
+    assert got["statements"][0]["timestamp"].startswith(mine[0][5].strftime("%Y-%m-%d %H:%M:%S"))
+    assert [m["p_mastery"] for m in got["mastery"]] == [m[4] for m in mastery if m[:3] == (TEACHER[0], TEACHER[1], learner)]
+    # The same learner asked for through another cohort, or a learner of another cohort: nothing.
+    assert learner_timeline(ch, scope, TEACHER[0], TEACHER[1], COHORTS[1], learner) is None
+    other = _learners("s-a", COURSES[0], COHORTS[0])[0]
+    seen = learner_timeline(ch, scope, "s-a", COURSES[0], COHORTS[0], other)
+    assert (seen is not None) == inside("s-a", COURSES[0], COHORTS[0])

@@ -215,6 +215,19 @@ def test_teacher_sees_its_cohort_only_with_clickhouse_figures(served):
     elsewhere = http.get(f"{served.base}/api/cohorts/school-000/{q(course, safe='')}/{q(cohort, safe='')}", timeout=60)
     assert elsewhere.status_code == 403
 
+    # One learner's timeline: its daily engagement rows; another cohort's learner: 403; unknown: 404.
+    one = sorted(learners)[0]
+    cohort_url = f"{served.base}/api/cohorts/{school}/{q(course, safe='')}/{q(cohort, safe='')}"
+    timeline = http.get(f"{cohort_url}/learners/{one}", timeout=60)
+    assert timeline.status_code == 200, timeline.text
+    days = served.ch.query("SELECT toString(toDate(period_start)), active_ms FROM {db}.engagement FINAL WHERE " + where
+                           + " AND learner = {l:String} AND grain = 'day' ORDER BY period_start", {**params, "l": one})  # fmt: skip
+    assert [(d["day"], d["active_ms"]) for d in timeline.json()["days"]] == [(r[0], int(r[1])) for r in days]
+    assert http.get(f"{cohort_url}/learners/{'0' * 64}", timeout=60).status_code == 404
+    denied = http.get(f"{served.base}/api/cohorts/{school}/{q(course, safe='')}/{q(others[0][0], safe='')}/learners/{one}",
+                      timeout=60)  # fmt: skip
+    assert denied.status_code == 403
+
 
 def test_sign_out_needs_the_csrf_token(served):
     http = served.session("net")
@@ -320,6 +333,15 @@ def test_teacher_drills_down_in_the_browser_to_its_cohort_and_no_further(served,
     assert len(page.query_selector_all("#learners tr")) == int(n[0])
     assert "cohort median" in page.inner_text("#median")
     page.screenshot(path=str(shots / "teacher-cohort.png"), full_page=True)
+
+    first = page.query_selector("#learners tr").get_attribute("data-learner")
+    page.click("#learners tr a")
+    page.wait_for_selector("#days tr", timeout=30_000)
+    (days,) = served.ch.query("SELECT count() FROM {db}.engagement FINAL WHERE school = {s:String} AND course = {c:String} "
+                              "AND cohort = {k:String} AND learner = {l:String} AND grain = 'day'",
+                              {"s": school, "c": course, "k": cohort, "l": first})  # fmt: skip
+    assert len(page.query_selector_all("#days tr")) == int(days[0])
+    page.screenshot(path=str(shots / "teacher-learner.png"), full_page=True)
 
     (other,) = served.ch.query("SELECT any(cohort) FROM {db}.statements FINAL WHERE school = {s:String} AND "
                                "course = {c:String} AND cohort != {k:String}", {"s": school, "c": course, "k": cohort})  # fmt: skip
