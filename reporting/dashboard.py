@@ -22,9 +22,10 @@ from aiohttp import web
 from schemas.clickhouse.engine import ClickHouse, ClickHouseError, ClickHouseUnavailable
 
 from .progress import consistent_through
+from .alerts import MAX_NOTE, acknowledge, alert_cohort, alert_history
 from .drilldown import MAX_PAGE, FlagRules, cohort_learners, school_cohorts
 from .learner import learner_timeline
-from .pages import COHORT_PAGE, LEARNER_PAGE, SCHOOL_PAGE, forbidden_page, page
+from .pages import ALERTS_PAGE, COHORT_PAGE, LEARNER_PAGE, SCHOOL_PAGE, forbidden_page, page
 from .quarantine import refusals_per_school
 from .scope import IN_SCOPE, LEARNER_IN_SCOPE, SCOPE_KEY, VIEWER_KEY, Scope
 from .summary import school_summaries
@@ -61,7 +62,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}#status.down{color:var(-
 </div><span id="status" class="dim">connecting…</span><!--viewer--></header>
 <div class="wrap"><main id="schools"></main>
 <aside>
- <section class="panel"><h2>Open cohort alerts</h2><ul id="alerts"><li class="dim">none</li></ul></section>
+ <section class="panel"><h2>Open cohort alerts <a class="dim" href="alerts">history, acknowledge</a></h2><ul id="alerts"><li class="dim">none</li></ul></section>
  <section class="panel"><h2>Cohorts most at risk</h2><table><tbody id="cohorts"></tbody></table>
   <p class="dim">share of learners disengaged (no activity for 7 days, or 7-day active time far below the cohort median)</p></section>
 </aside></div>
@@ -256,6 +257,8 @@ def _refuse(status: int, rule: str, message: str) -> web.Response:
 
 COHORT_CSV_COLUMNS = ("course", "cohort", "statements", "learners", "latest", "share", "health_learners", "disengaged",
                       "open_alerts")  # fmt: skip
+ALERT_CSV_COLUMNS = ("alert_id", "school", "course", "cohort", "state", "fired_at", "changed_at", "share", "learners",
+                     "disengaged", "threshold", "acknowledgements")  # fmt: skip
 LEARNER_CSV_COLUMNS = ("learner", "last_seen", "days_since_seen", "active_ms_7d", "sessions_7d", "vs_median", "flags")
 
 
@@ -375,6 +378,45 @@ def add_dashboard_routes(
             return _refuse(404, "dashboard.learner", "no such learner in this cohort")
         return web.json_response(body, headers={"Cache-Control": "no-store"})
 
+    async def alerts(request: web.Request) -> web.Response:
+        if (scope := scope_of(request)) is None:
+            return _refuse(401, *UNAUTHENTICATED)
+        only_open = request.query.get("open", "") in ("1", "true")
+        if request.query.get("format") == "csv":
+            return await answer_csv("alerts.csv", ALERT_CSV_COLUMNS, lambda: [
+                {**a, "acknowledgements": " | ".join(f"{k['operator']} {k['at']}: {k['note']}" for k in a["acknowledgements"])}
+                for a in alert_history(ch, scope, only_open)
+            ])  # fmt: skip
+        return await answer(lambda: {"alerts": alert_history(ch, scope, only_open)})
+
+    async def acknowledge_alert(request: web.Request) -> web.Response:
+        # The sign-in middleware let this POST through only with a session and its CSRF token.
+        if (scope := scope_of(request)) is None:
+            return _refuse(401, *UNAUTHENTICATED)
+        alert_id = request.match_info["alert_id"]
+        if request.content_type != "application/json":
+            return _refuse(415, "alerts.content_type", 'send {"note": "…"} as application/json')
+        try:
+            doc = await request.json()
+        except ValueError:
+            return _refuse(400, "alerts.note", 'the body is not JSON; send {"note": "…"}')
+        note = doc.get("note") if isinstance(doc, dict) else None
+        if not isinstance(note, str) or not note.strip() or len(note) > MAX_NOTE:
+            return _refuse(400, "alerts.note", f"a note of 1 to {MAX_NOTE} characters is required")
+        try:
+            cohort_of = await asyncio.to_thread(alert_cohort, ch, alert_id)
+            if cohort_of is None:
+                return _refuse(404, "alerts.unknown", f"no alert {alert_id[:64]!r}")
+            if not scope.allows_cohort(*cohort_of):
+                return _refuse(403, "scope.cohort", "this alert's cohort is outside what you may see")
+            operator = request[VIEWER_KEY]["name"]
+            ack = await asyncio.to_thread(acknowledge, ch, alert_id, cohort_of, operator, note.strip())
+        except (ClickHouseError, ClickHouseUnavailable) as err:
+            log.warning("alert acknowledgement failed: %s", err)
+            return _refuse(503, "dashboard.unavailable", "ClickHouse did not answer; nothing was recorded, retry")
+        log.info("alert %s acknowledged by %s", alert_id, operator)
+        return web.json_response(ack, status=201, headers={"Cache-Control": "no-store"})
+
     async def answer_csv(filename: str, columns: tuple[str, ...], rows_of) -> web.Response:
         try:
             rows = await asyncio.to_thread(rows_of)
@@ -417,6 +459,11 @@ def add_dashboard_routes(
                                             "scope.cohort"), 403)  # fmt: skip
         return html_page(page(COHORT_PAGE, m["cohort"], bar))
 
+    async def alerts_page(request: web.Request) -> web.Response:
+        if (bar := viewer_bar(request)) is None:
+            raise web.HTTPSeeOther(signin_path)
+        return html_page(page(ALERTS_PAGE, "alerts", bar))
+
     async def learner_page(request: web.Request) -> web.Response:
         if (bar := viewer_bar(request)) is None:
             raise web.HTTPSeeOther(signin_path)
@@ -427,6 +474,9 @@ def add_dashboard_routes(
         return html_page(page(LEARNER_PAGE, m["learner"][:12], bar))
 
     app.router.add_get("/", index)
+    app.router.add_get("/alerts", alerts_page)
+    app.router.add_get("/api/alerts", alerts)
+    app.router.add_post("/api/alerts/{alert_id}/acknowledgements", acknowledge_alert)
     app.router.add_get("/schools/{school}", school_page)
     app.router.add_get("/cohorts/{school}/{course}/{cohort}", cohort_page)
     app.router.add_get("/cohorts/{school}/{course}/{cohort}/learners/{learner}", learner_page)

@@ -155,6 +155,47 @@ async function load(){
 load(); setInterval(load, 10000);
 </script></body></html>"""
 
+ALERTS_PAGE = _HEAD + """</head><body>
+<header><h1><a href="/">schools</a> › alerts</h1><span id="status" class="dim">loading…</span><!--viewer--></header>
+<main>
+<div class="tools"><label><input id="open" type="checkbox"> open only</label><a id="csv" href="/api/alerts?format=csv">CSV</a></div>
+<table><thead><tr><th>cohort</th><th>state</th><th>fired</th><th>last change</th><th class="n">disengaged</th>
+<th>acknowledged</th><th>acknowledge</th></tr></thead><tbody id="alerts"></tbody></table>
+<p id="empty" class="dim" hidden>No alerts in your scope.</p>
+</main>
+<script>
+const enc = encodeURIComponent, short = iri => String(iri).split('/').filter(Boolean).slice(-1)[0] || iri;
+const csrf = () => document.querySelector('#viewer input[name=csrf]').value;
+async function ack(id, input){
+  const note=input.value.trim(); if(!note) return;
+  const r=await fetch('/api/alerts/'+enc(id)+'/acknowledgements',{method:'POST',
+    headers:{'Content-Type':'application/json','X-CSRF-Token':csrf()},body:JSON.stringify({note})});
+  document.getElementById('status').textContent = r.ok ? 'acknowledged' : 'not recorded ('+r.status+')';
+  if(r.ok){input.value=''; load();}
+}
+async function load(){
+  const st=document.getElementById('status'), open=document.getElementById('open').checked;
+  try{ const r=await fetch('/api/alerts'+(open?'?open=1':''),{cache:'no-store'}); if(r.status===401){location.reload();return;}
+    if(!r.ok) throw new Error(r.status); const b=await r.json(), tb=document.getElementById('alerts');
+    if(document.activeElement && document.activeElement.tagName==='INPUT' && document.activeElement.type==='text') return;
+    tb.innerHTML='';
+    for(const a of b.alerts){ const tr=document.createElement('tr'); tr.dataset.alert=a.alert_id;
+      const cells=[a.school+' · '+short(a.course)+' · '+short(a.cohort), a.state, a.fired_at.slice(0,16), a.changed_at.slice(0,16),
+        (100*a.share).toFixed(0)+'% of '+a.learners, a.acknowledgements.map(k=>k.operator+' ('+k.at.slice(0,16)+'): '+k.note).join('; ')];
+      cells.forEach((v,i)=>{const td=document.createElement('td'); td.textContent=v; if(i===4) td.className='n';
+        if(i===5) td.className='acks'; tr.appendChild(td);});
+      const td=document.createElement('td'), input=document.createElement('input'), btn=document.createElement('button');
+      input.type='text'; input.placeholder='note'; input.maxLength=1000; input.setAttribute('aria-label','note');
+      btn.type='button'; btn.textContent='acknowledge'; btn.addEventListener('click',()=>ack(a.alert_id,input));
+      td.append(input,btn); tr.appendChild(td); tb.appendChild(tr);}
+    document.getElementById('empty').hidden = b.alerts.length>0;
+    st.textContent='updated '+new Date().toLocaleTimeString(); st.className='dim';
+  }catch(e){st.textContent='no answer from the server ('+e.message+')';}
+}
+document.getElementById('open').addEventListener('change', load);
+load(); setInterval(load, 10000);
+</script></body></html>"""
+
 FORBIDDEN_PAGE = _HEAD.replace("{title}", "not yours") + """</head><body><header><h1><a href="/">schools</a></h1></header>
 <main><p id="forbidden"><!--what--> is outside what you may see (<!--rule-->).</p></main></body></html>"""
 

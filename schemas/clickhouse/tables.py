@@ -60,6 +60,10 @@ ALERT_COLUMNS = (
     "threshold", "disengaged_learners", "version",
 )  # fmt: skip
 
+# Acknowledgements of alert episodes by operators (migration 0017; dashboard, not research).
+ALERT_ACKNOWLEDGEMENTS = "alert_acknowledgements"
+ALERT_ACK_COLUMNS = ("alert_id", "school", "course", "cohort", "operator", "note", "at")
+
 # -- rollups (migration 0003): maintained by ClickHouse from `statements` ---------------
 ACTIVITY_DAILY = "activity_daily"
 ACTIVITY_DAILY_MV = "activity_daily_mv"

@@ -188,3 +188,33 @@ def test_a_learners_timeline_in_its_cohort(data, kind):
     other = _learners("s-a", COURSES[0], COHORTS[0])[0]
     seen = learner_timeline(ch, scope, "s-a", COURSES[0], COHORTS[0], other)
     assert (seen is not None) == inside("s-a", COURSES[0], COHORTS[0])
+
+
+@pytest.mark.parametrize("kind", list(SCOPES))
+def test_alert_history_and_acknowledgements_in_scope(data, kind):
+    from reporting.alerts import acknowledge, alert_cohort, alert_history
+
+    ch = data[0]
+    scope, inside = SCOPES[kind]
+    # One s-b episode of the teacher's cohort that fired and resolved.
+    ch.insert(f"{ch.database}.alerts", ["alert_id", "school", "course", "cohort", "state", "at", "fired_at", "learners",
+                                        "disengaged", "share", "threshold", "disengaged_learners", "version"],
+              [[x, x] for x in ("ep-b",)] + [[v, v] for v in TEACHER]
+              + [["fired", "resolved"], [DAY0, DAY0 + timedelta(days=1)], [DAY0, DAY0], [10, 10], [5, 1], [0.5, 0.1],
+                 [0.4, 0.4], [[], []], [1, 2]])  # fmt: skip
+    every = alert_history(ch, scope)
+    expected = {a for a in [(f"s-a|{c}|{k}", "s-a", c, k) for c in COURSES for k in COHORTS] + [("ep-b", *TEACHER)]
+                if inside(*a[1:])}  # fmt: skip
+    assert {(a["alert_id"], a["school"], a["course"], a["cohort"]) for a in every} == expected
+    by_id = {a["alert_id"]: a for a in every}
+    if "ep-b" in by_id:
+        assert by_id["ep-b"]["state"] == "resolved" and by_id["ep-b"]["share"] == 0.1
+    assert {a["alert_id"] for a in alert_history(ch, scope, only_open=True)} == {x[0] for x in expected} - {"ep-b"}
+
+    assert alert_cohort(ch, "ep-b") == TEACHER and alert_cohort(ch, "nope") is None
+    acknowledge(ch, "ep-b", TEACHER, "tia", "called the tutor")
+    acknowledge(ch, "s-a|" + COURSES[0] + "|" + COHORTS[0], ("s-a", COURSES[0], COHORTS[0]), "sam", "on it")
+    got = {a["alert_id"]: [(k["operator"], k["note"]) for k in a["acknowledgements"]] for a in alert_history(ch, scope)}
+    if inside(*TEACHER):
+        assert got["ep-b"] == [("tia", "called the tutor")]
+    assert all(alert_id in {x[0] for x in expected} for alert_id in got)

@@ -349,3 +349,58 @@ def test_teacher_drills_down_in_the_browser_to_its_cohort_and_no_further(served,
     assert answer.status == 403 and "scope.cohort" in page.inner_text("#forbidden")
     assert page.goto(f"{base}/schools/school-000").status == 403
     page.screenshot(path=str(shots / "teacher-forbidden.png"), full_page=True)
+
+
+def test_acknowledging_an_alert_needs_csrf_and_scope_and_records_who(served, browser, tmp_path):
+    from datetime import UTC, datetime
+
+    school, course, cohort = served.cohort
+    (other,) = served.ch.query("SELECT school, course, cohort FROM {db}.statements FINAL WHERE school = 'school-001' "
+                               "LIMIT 1")  # fmt: skip
+    now = datetime.now(UTC)
+    ids = [f"ack-{uuid.uuid4().hex[:8]}", f"ack-{uuid.uuid4().hex[:8]}"]
+    rows = [(ids[0], *other), (ids[1], school, course, cohort)]
+    served.ch.insert(f"{served.ch.database}.alerts",
+                     ["alert_id", "school", "course", "cohort", "state", "at", "fired_at", "learners", "disengaged",
+                      "share", "threshold", "disengaged_learners", "version"],
+                     [[r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows],
+                      ["fired"] * 2, [now] * 2, [now] * 2, [10] * 2, [5] * 2, [0.5] * 2, [0.4] * 2, [[]] * 2, [1] * 2])  # fmt: skip
+    base = served.base
+    sch = served.session("sch")
+    url = f"{base}/api/alerts/{ids[0]}/acknowledgements"
+    assert sch.post(url, json={"note": "calling"}, timeout=30).status_code == 403  # no CSRF token
+    assert requests.post(url, json={"note": "calling"}, timeout=30).status_code == 401  # nobody
+    bad = sch.post(url, json={"note": "  "}, headers={"X-CSRF-Token": sch.csrf}, timeout=30)
+    assert bad.status_code == 400 and bad.json()["rule"] == "alerts.note"
+    unknown = sch.post(f"{base}/api/alerts/nope/acknowledgements", json={"note": "x"},
+                       headers={"X-CSRF-Token": sch.csrf}, timeout=30)  # fmt: skip
+    assert unknown.status_code == 404
+    done = sch.post(url, json={"note": "calling the tutor today"}, headers={"X-CSRF-Token": sch.csrf}, timeout=30)
+    assert done.status_code == 201 and done.json()["operator"] == "sch"
+    # The teacher cannot acknowledge another school's alert, and does not see it.
+    tch = served.session("tch")
+    denied = tch.post(url, json={"note": "mine?"}, headers={"X-CSRF-Token": tch.csrf}, timeout=30)
+    assert denied.status_code == 403
+    seen = {a["alert_id"] for a in tch.get(f"{base}/api/alerts", timeout=30).json()["alerts"]}
+    assert ids[1] in seen and ids[0] not in seen
+    # Everyone who may see it sees who acknowledged it, with the note.
+    net = served.session("net")
+    (alert,) = [a for a in net.get(f"{base}/api/alerts?open=1", timeout=30).json()["alerts"] if a["alert_id"] == ids[0]]
+    assert [(k["operator"], k["note"]) for k in alert["acknowledgements"]] == [("sch", "calling the tutor today")]
+
+    # In the browser: the teacher acknowledges its cohort's alert on the alerts page.
+    page = browser.new_page(viewport={"width": 1366, "height": 800})
+    page.goto(f"{base}/signin")
+    page.fill("input[name=name]", "tch")
+    page.fill("input[name=password]", served.passwords["tch"])
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/", timeout=30_000)
+    page.goto(f"{base}/alerts")
+    row = f"#alerts tr[data-alert='{ids[1]}']"
+    page.wait_for_selector(row, timeout=30_000)
+    assert page.query_selector(f"#alerts tr[data-alert='{ids[0]}']") is None
+    page.fill(f"{row} input", "spoke to the cohort lead")
+    page.click(f"{row} button")
+    wait_for(lambda: "tch" in (page.inner_text(f"{row} td.acks") if page.query_selector(row) else ""), 30,
+             "the acknowledgement on the page")  # fmt: skip
+    assert "spoke to the cohort lead" in page.inner_text(f"{row} td.acks")
