@@ -241,7 +241,7 @@ class CredentialStore:
         self._reload(force=True)
 
     def _mark(self, secret: str) -> bytes:
-        return hmac.digest(self._pepper, secret.encode(), "sha256")
+        return hmac.new(self._pepper, secret.encode(), hashlib.sha256).digest()
 
     def _reload(self, force: bool = False, check_now: bool = False) -> None:
         """Re-read the file if it changed, looking at most every ``reload_every_s`` unless

@@ -13,6 +13,7 @@ Two entry points share the per-statement steps (:class:`_Stamp`):
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +40,7 @@ def school_authority(school: str) -> dict[str, Any]:
 
 @lru_cache(maxsize=65_536)
 def _hmac_hex(secret: bytes, key: str) -> str:
-    return hmac.digest(secret, key.encode(), "sha256").hex()  # one C call; same value as hmac.new
+    return hmac.new(secret, key.encode(), hashlib.sha256).hexdigest()
 
 
 def cached_pseudonym(secret: bytes, agent: dict[str, Any]) -> str:
