@@ -1,0 +1,148 @@
+"""How fast the dashboard's scoped API answers, next to the same figure from the raw statements.
+
+Run as ``python -m benchmarks.bench_dashboard`` (``--statements N``, default 1,000,000;
+``--repeat R``, default 15). Embedded ClickHouse (chDB) in a temporary directory gets the
+migrations and N synthetic statements (``INSERT … SELECT`` from ``numbers``: 5 schools, 40
+courses, 3 cohorts per course, 20,000 learners, 30 days), from which daily and hourly
+``engagement``, ``mastery``, ``cohort_health`` and ``alerts`` rows are derived in SQL. Then,
+for each answer of the dashboard API (the functions its routes call, without HTTP) and each
+kind of reader (network, one school, a teacher's one cohort), R timed runs give p50 and p95;
+the "raw" columns time the same figure computed from ``statements FINAL`` with the same
+scope filter, in the same run. Ratio = p95 / raw p95 (below 1: the rollups help).
+The issue's aim: p95 ≤ 100 ms at 10M statements on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_FILL = """
+INSERT INTO {db}.statements (statement_id, school, course, cohort, learner, verb_id, object_id, object_type,
+    registration, result_success, result_completion, result_score_scaled, result_score_raw, result_duration_ms,
+    timestamp, stored, voided)
+SELECT generateUUIDv4(), concat('school-', toString(number % 5)),
+       concat('course-', toString(number % 5), '-', toString(intDiv(number, 5) % 8)),
+       concat('k', toString(intDiv(number, 40) % 3)),
+       lower(hex(cityHash64(number % 20000))),
+       'http://adlnet.gov/expapi/verbs/answered', concat('https://x.example/q/', toString(number % 997)),
+       'Activity', NULL, number % 2, NULL, (number % 100) / 100, NULL, 20000,
+       toDateTime64('2026-03-01 00:00:00', 3, 'UTC') + toIntervalSecond(intDiv(number * 2592000, {n:UInt64})),
+       now64(3), 0
+FROM numbers({n:UInt64})
+"""
+_ENGAGEMENT = """
+INSERT INTO {db}.engagement
+SELECT school, course, cohort, learner, '{grain}', {period}(timestamp) AS p, count(), 1, count() * 60000,
+       max(timestamp), 1
+FROM {db}.statements GROUP BY school, course, cohort, learner, p
+"""
+_MASTERY = """
+INSERT INTO {db}.mastery
+SELECT school, course, learner, concat('skill-', toString(cityHash64(learner) % 3)), avg(result_score_scaled), count(),
+       sum(result_success), max(timestamp), 1
+FROM {db}.statements GROUP BY school, course, learner
+"""
+_HEALTH = """
+INSERT INTO {db}.cohort_health
+SELECT school, course, cohort, max(timestamp), uniqExact(learner), intDiv(uniqExact(learner), 4), 0.25, 3600000, 1
+FROM {db}.statements GROUP BY school, course, cohort
+"""
+_ALERTS = """
+INSERT INTO {db}.alerts
+SELECT concat(school, course, cohort), school, course, cohort, 'fired', max(timestamp), max(timestamp),
+       uniqExact(learner), 1, 0.5, 0.4, [], 1
+FROM {db}.statements WHERE cohort = 'k0' GROUP BY school, course, cohort
+"""
+
+# The same figures from the raw statements (what the rollups save), scoped the same way.
+RAW_SUMMARY = ("SELECT school, count(), uniqExact(learner), uniqExact(course), max(timestamp) "
+               "FROM {db}.statements FINAL WHERE {in_scope} GROUP BY school")  # fmt: skip
+RAW_COHORTS = ("SELECT course, cohort, count(), uniqExact(learner), max(timestamp) FROM {db}.statements FINAL "
+               "WHERE school = {school:String} AND {in_scope} GROUP BY course, cohort ORDER BY course, cohort")  # fmt: skip
+RAW_LEARNERS = ("SELECT learner, max(timestamp), count() FROM {db}.statements FINAL WHERE school = {school:String} "
+                "AND course = {course:String} AND cohort = {cohort:String} AND {in_scope} GROUP BY learner")  # fmt: skip
+RAW_LEARNER = ("SELECT toDate(timestamp) AS d, count() FROM {db}.statements FINAL WHERE school = {school:String} AND "
+               "course = {course:String} AND cohort = {cohort:String} AND learner = {learner:String} AND {in_scope} "
+               "GROUP BY d ORDER BY d")  # fmt: skip
+
+
+def timed(fn, repeat: int) -> tuple[float, float]:
+    fn()  # warm-up
+    ms = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        ms.append((time.perf_counter() - t) * 1000)
+    ms.sort()
+    return ms[len(ms) // 2], ms[min(len(ms) - 1, int(round(0.95 * (len(ms) - 1))))]
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_dashboard", description=__doc__)
+    ap.add_argument("--statements", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=15)
+    args = ap.parse_args(argv)
+
+    from learnpulse.pipeline import open_clickhouse
+    from learnpulse.settings import ClickHouseSettings, Settings
+    from reporting.alerts import alert_history
+    from reporting.dashboard import dashboard_state
+    from reporting.drilldown import cohort_learners, school_cohorts
+    from reporting.learner import learner_timeline
+    from reporting.scope import EVERY_SCHOOL, IN_SCOPE, Scope
+    from reporting.summary import school_summaries
+
+    with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp:
+        home = Path(tmp)
+        ch = open_clickhouse(Settings(home=home, clickhouse=ClickHouseSettings(url=f"chdb://{home / 'chdb'}")))
+        started = time.monotonic()
+        ch.execute(_FILL, {"n": args.statements})
+        for grain, period in (("day", "toStartOfDay"), ("hour", "toStartOfHour")):
+            ch.execute(_ENGAGEMENT.replace("{grain}", grain).replace("{period}", period))
+        for sql in (_MASTERY, _HEALTH, _ALERTS):
+            ch.execute(sql)
+        print(f"filled {args.statements:,} statements and their derived rows in {time.monotonic() - started:.0f} s",
+              flush=True)  # fmt: skip
+        school, course, cohort = "school-1", "course-1-0", "k0"
+        ((learner,),) = ch.query("SELECT any(learner) FROM {db}.statements WHERE school = {s:String} AND "
+                                 "course = {c:String} AND cohort = {k:String}", {"s": school, "c": course, "k": cohort})  # fmt: skip
+        scopes = {"network": EVERY_SCHOOL, "school": Scope.of_schools([school]),
+                  "teacher": Scope.of_cohorts([(school, course, cohort)])}  # fmt: skip
+        where = {"school": school, "course": course, "cohort": cohort, "learner": learner}
+
+        def raw(sql: str, scope):
+            text = sql.replace("{in_scope}", IN_SCOPE)
+            return lambda: ch.query(text, {**scope.params(), **where})
+
+        rows = []
+        for kind, scope in scopes.items():
+            figures = [
+                ("/api/summary", lambda s=scope: school_summaries(ch, s), raw(RAW_SUMMARY, scope)),
+                ("/api/state", lambda s=scope: dashboard_state(ch, s), raw(RAW_SUMMARY, scope)),
+                ("/api/schools/{school}", lambda s=scope: school_cohorts(ch, s, school), raw(RAW_COHORTS, scope)),
+                ("/api/cohorts/{…}", lambda s=scope: cohort_learners(ch, s, school, course, cohort),
+                 raw(RAW_LEARNERS, scope)),
+                ("/api/cohorts/{…}/learners/{l}", lambda s=scope: learner_timeline(ch, s, school, course, cohort, learner),
+                 raw(RAW_LEARNER, scope)),
+                ("/api/alerts", lambda s=scope: alert_history(ch, s), None),
+            ]  # fmt: skip
+            for name, fn, peer in figures:
+                p50, p95 = timed(fn, args.repeat)
+                r50, r95 = timed(peer, args.repeat) if peer else (None, None)
+                rows.append((name, kind, p50, p95, r50, r95))
+        ch.close()
+
+    print(f"\ndashboard API over {args.statements:,} statements (chDB, {args.repeat} runs each; ms)")
+    print(f"{'answer':<32} {'reader':<8} {'p50':>8} {'p95':>8} {'raw p50':>9} {'raw p95':>9} {'ratio':>6}")
+    for name, kind, p50, p95, r50, r95 in rows:
+        peer = f"{r50:9.1f} {r95:9.1f} {p95 / r95:6.2f}" if r95 else f"{'–':>9} {'–':>9} {'–':>6}"
+        print(f"{name:<32} {kind:<8} {p50:8.1f} {p95:8.1f} {peer}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
