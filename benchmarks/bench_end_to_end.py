@@ -6,7 +6,9 @@ Run as ``python -m benchmarks.bench_end_to_end`` (``--help``). It starts Kafka, 
 the worker and the gateway through the real CLI as separate processes in a private
 LEARNPULSE_HOME on free loopback ports (``benchmarks.faults.pipeline.LocalPipeline``; with
 ``--path server`` Debian's clickhouse-server and a separate ``sink`` process, else chDB and
-the gateway runs the sinks). Per rate of ``--rates`` it posts for ``--duration`` s:
+the gateway runs the sinks). With ``--source simulator`` each step runs ``learnpulse simulate``
+into Kafka instead (``benchmarks.end_to_end.simulated``; ``--batch`` = statements per message).
+Per rate of ``--rates`` it posts for ``--duration`` s:
 single-statement POSTs (``--batch N``: N per POST) of answered/experienced/completed
 statements from ``--learners`` learners across courses and cohorts, over keep-alive
 connections of ``--clients`` threads, open loop (requests are due at fixed times whatever the
@@ -49,6 +51,7 @@ from benchmarks.end_to_end.probes import Probes
 from benchmarks.end_to_end.report import render
 from benchmarks.end_to_end.run import run_step
 from benchmarks.end_to_end.sampler import LagSampler
+from benchmarks.end_to_end.simulated import SimulatorLoad
 from benchmarks.end_to_end.traffic import Load, Shape
 from benchmarks.faults.pipeline import LocalPipeline, wait_processes_ready
 from benchmarks.faults.procs import elapsed_echo
@@ -66,7 +69,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--settle", type=float, default=20,
                     help="at most this many seconds after each step for probes to be seen and lag to drain (20)")
     ap.add_argument("--warmup", type=float, default=5, help="seconds of load at the first rate, not reported (5)")
-    ap.add_argument("--batch", type=int, default=1, help="statements per POST (default 1, as browsers send)")
+    ap.add_argument("--batch", type=int, default=1,
+                    help="statements per POST (default 1, as browsers send); with --source simulator, "
+                         "most statements of a learner per Kafka message")
+    ap.add_argument("--source", choices=("http", "simulator"), default="http",
+                    help="http: POSTs to the gateway (default); simulator: `learnpulse simulate` into Kafka "
+                         "(--scale medium: 10,000 learners; probes still go through the gateway)")
     ap.add_argument("--learners", type=int, default=10_000, help="distinct learners (default 10000)")
     ap.add_argument("--courses", type=int, default=8, help="courses (default 8), each with --cohorts cohorts")
     ap.add_argument("--cohorts", type=int, default=3, help="cohorts per course (default 3)")
@@ -83,8 +91,8 @@ def main(argv: list[str]) -> int:
     estimate = STARTUP_S + args.warmup + len(rates) * (args.duration + args.settle) + (
         CEILINGS_S if args.ceiling_statements else 0)  # fmt: skip
     echo = elapsed_echo()
-    echo(f"end to end on {args.path}: rates {args.rates}/s, {args.duration:.0f}s each, {args.batch} per POST, "
-         f"{args.learners} learners; about {estimate / 60:.1f} min")  # fmt: skip
+    echo(f"end to end on {args.path}: rates {args.rates}/s, {args.duration:.0f}s each, {_fed_by(args)}; "
+         f"about {estimate / 60:.1f} min")  # fmt: skip
     signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
     pipeline = LocalPipeline(args.path)
@@ -105,7 +113,8 @@ def main(argv: list[str]) -> int:
         probes = Probes(pipeline.gateway_url, credential, shape, pseudonym_key(settings),
                         per_second=args.probes, clickhouse=ch).start()  # fmt: skip
         sampler = LagSampler(pipeline.kafka_bootstrap).start()
-        load = Load(pipeline.gateway_url, credential, shape, clients=args.clients, batch=args.batch)
+        load = (SimulatorLoad(pipeline.env, per_envelope=args.batch) if args.source == "simulator"
+                else Load(pipeline.gateway_url, credential, shape, clients=args.clients, batch=args.batch))
         if args.warmup:
             echo(f"warming up: {args.warmup:.0f}s at {rates[0]:g}/s")
             load.run(rates[0], args.warmup)
@@ -132,7 +141,10 @@ def main(argv: list[str]) -> int:
         pipeline.down()
     notes = []
     behind = [s for s in steps if s.load.sent < s.load.offered]
-    if behind:
+    if behind and args.source == "simulator":
+        notes.append(f"sent < offered at {', '.join(f'{s.rate:g}/s' for s in behind)}: the simulator did not send "
+                     "all its statements (see answers)")  # fmt: skip
+    elif behind:
         notes.append(f"sent < offered at {', '.join(f'{s.rate:g}/s' for s in behind)}: all {args.clients} clients "
                      "were waiting for answers (each keeps one request in flight; --clients for more)")  # fmt: skip
     if probes is not None and (probes.refused or probes.clickhouse_errors):
@@ -141,9 +153,15 @@ def main(argv: list[str]) -> int:
     if sampler is not None and sampler.errors:
         notes.append(f"lag sampler: {sampler.errors} samples failed (broker busy)")
     if steps:
-        print(render(args.path, args.batch, steps, ceilings, pipeline.clickhouse_live(), time.monotonic() - started,
+        print(render(args.path, _fed_by(args), steps, ceilings, pipeline.clickhouse_live(), time.monotonic() - started,
                      notes))  # fmt: skip
     return 0 if steps else 1
+
+
+def _fed_by(args) -> str:
+    if args.source == "simulator":
+        return f"the simulator, at most {args.batch} statement(s) per message, 10,000 learners"
+    return f"{args.batch} statement(s) per POST, {args.learners} learners"
 
 
 def _ceilings(pipeline, settings, shape, args):

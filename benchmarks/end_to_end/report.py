@@ -37,9 +37,9 @@ def _stage(group: str, topic: str) -> str:
     return f"{group} ← {topic}"
 
 
-def render(path: str, batch: int, steps: list[StepResult], ceilings: list[Ceiling], clickhouse_live: bool,
+def render(path: str, fed_by: str, steps: list[StepResult], ceilings: list[Ceiling], clickhouse_live: bool,
            elapsed: float, notes: list[str] = ()) -> str:  # fmt: skip
-    out = [f"== end to end, path {path}, {batch} statement(s) per POST ({elapsed:.0f}s in all)", ""]
+    out = [f"== end to end, path {path}, {fed_by} ({elapsed:.0f}s in all)", ""]
     out.append(f"{'offered/s':>9} {'accepted/s':>10} {'sent':>7} {'accepted':>8}  {'lat p50/p99 ms':>14}  "
                f"{'lag bounded':>11} {'held':>5}  answers")  # fmt: skip
     for s in steps:

@@ -33,3 +33,19 @@ def test_dashboard_benchmark_prints_every_answer_for_every_reader():
                                         "/api/cohorts/{…}/learners/{l}", "/api/alerts")
         for reader in ("network", "school", "teacher")
     }  # fmt: skip
+
+
+def test_end_to_end_benchmark_fed_by_the_simulator_prints_its_table():
+    """The whole pipeline started by the benchmark (Kafka, worker, gateway with the sinks on
+    chDB), fed by ``learnpulse simulate`` one statement per message: every statement due is
+    acknowledged and the table names every stage."""
+    done = subprocess.run(  # noqa: S603 - our own module
+        [sys.executable, "-m", "benchmarks.bench_end_to_end", "--source", "simulator", "--rates", "40",
+         "--duration", "5", "--warmup", "0", "--settle", "10", "--ceiling-statements", "0", "--probes", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [line.split() for line in done.stdout.splitlines() if line.strip().startswith("40 ")]
+    assert rows and rows[0][1:4] == ["40", "200", "200"], done.stdout[-3000:]
+    for stage in ("learnpulse-streams ← ", "learnpulse-sink-statements ← "):
+        assert stage in done.stdout, done.stdout[-3000:]
