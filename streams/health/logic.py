@@ -17,7 +17,7 @@ or below (hysteresis): one fired and one resolved record per episode.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..config import DAY_MS, HOUR_MS, HealthParams, HealthThresholds
@@ -82,16 +82,24 @@ def _median(values: list[int]) -> int:
 
 def evaluate(cs: dict[str, Any], at: int, t: HealthThresholds) -> Health:
     """Health at ``at`` from the running figures (call after advancing them to ``at``)."""
+    return _ordered(_evaluate(cs, at, t))
+
+
+def _evaluate(cs: dict[str, Any], at: int, t: HealthThresholds) -> Health:
+    """:func:`evaluate` with the disengaged learners in no particular order: most steps emit
+    nothing (the figures did not change), so only an emitted one pays for sorting the names."""
     members = [(name, lr) for name, lr in cs["L"].items() if lr["first"] < at]
     med = _median([lr["s7"] for _n, lr in members])
     inactive_ms = t.inactive_days * DAY_MS
     low = t.low_active_fraction * med
-    dis = sorted(
-        name for name, lr in members if at - lr["last"] >= inactive_ms or lr["s7"] < low
-    )
+    dis = tuple(name for name, lr in members if at - lr["last"] >= inactive_ms or lr["s7"] < low)
     n = len(members)
     share = round(len(dis) / n, 6) if n else 0.0
-    return Health(at, n, len(dis), share, med, tuple(dis))
+    return Health(at, n, len(dis), share, med, dis)
+
+
+def _ordered(h: Health) -> Health:
+    return replace(h, disengaged_learners=tuple(sorted(h.disengaged_learners)))
 
 
 def alert_id(cs: dict[str, Any], fired_at: int) -> str:
@@ -120,30 +128,35 @@ def advance(cs: dict[str, Any], to_ms: int, p: HealthParams) -> tuple[list[Healt
     t = p.for_school(cs["school"])
     while eh + p.step_ms <= to_ms:
         nxt = eh + p.step_ms
+        # Bucket keys of the hours entering and leaving the window, made once per step (not
+        # per learner: a fast replay steps every cohort through many hours per second).
+        keys = [(str(hour), str(hour - p.window_ms)) for hour in range(eh, nxt, HOUR_MS)]
         for lr in cs["L"].values():
             b = lr["b"]
-            for hour in range(eh, nxt, HOUR_MS):
-                add = b.get(str(hour))
+            for entering, leaving in keys:
+                add = b.get(entering)
                 if add is not None:
                     lr["s7"] += add[ACTIVE]
                     lr["last"] = max(lr["last"], add[LAST])
-                gone = b.pop(str(hour - p.window_ms), None)
+                gone = b.pop(leaving, None)
                 if gone is not None:
                     lr["s7"] -= gone[ACTIVE]
         eh = cs["eh"] = nxt
-        h = evaluate(cs, nxt, t)
+        h = _evaluate(cs, nxt, t)
+        ordered: Health | None = None
         figures = [h.learners, h.disengaged, h.share, h.median_active_ms_7d]
         if figures != cs["rec"]:
             cs["rec"] = figures
-            healths.append(h)
+            ordered = _ordered(h)
+            healths.append(ordered)
         al = cs["al"]
         if al is None and h.learners >= t.min_cohort_size and h.share >= t.alert_share:
             aid = alert_id(cs, nxt)
             cs["al"] = {"id": aid, "at": nxt}
-            alerts.append(AlertChange(aid, "fired", nxt, t.alert_share, h))
+            alerts.append(AlertChange(aid, "fired", nxt, t.alert_share, ordered or _ordered(h)))
         elif al is not None and h.share <= t.resolve_share:
             cs["al"] = None
-            alerts.append(AlertChange(al["id"], "resolved", al["at"], t.resolve_share, h))
+            alerts.append(AlertChange(al["id"], "resolved", al["at"], t.resolve_share, ordered or _ordered(h)))
     return healths, alerts
 
 
