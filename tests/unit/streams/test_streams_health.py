@@ -37,6 +37,19 @@ def test_streams_health_absence_makes_learners_disengaged_as_event_time_advances
     assert [(a.state, a.fired_at_ms) for a in alerts] == [("fired", T0 + 7 * DAY_MS + HOUR_MS)]
 
 
+def test_streams_health_names_disengaged_learners_in_order_whatever_order_they_joined():
+    cs = cohort()
+    for name in ("l9", "l3", "l7", "l1"):
+        active(cs, name, T0)
+    for d in range(1, 9):
+        active(cs, "l7", T0 + d * DAY_MS, version=d + 1)
+    healths, alerts = h.advance(cs, T0 + 9 * DAY_MS, P)
+    first = next(x for x in healths if x.disengaged == 3)
+    assert first.disengaged_learners == ("l1", "l3", "l9")
+    assert [a.health.disengaged_learners for a in alerts] == [("l1", "l3", "l9")]
+    assert h.evaluate(cs, T0 + 9 * DAY_MS, T).disengaged_learners == ("l1", "l3", "l9")
+
+
 def test_streams_health_alert_resolves_with_hysteresis_once_per_episode():
     cs = cohort()
     for i in range(10):
