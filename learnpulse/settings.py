@@ -107,7 +107,7 @@ class GatewaySettings(BaseModel):
     # Transactional producers committing in parallel (more: lower latency for small requests,
     # fewer: less CPU per statement for large ones).
     kafka_lanes: int = 2
-    # The event loop serving requests: "uvloop" (libuv; about a third less CPU per request than
+    # The event loop serving requests: "uvloop" (libuv; about a fifth less CPU per request than
     # the standard loop, measured with benchmarks.bench_gateway --browser) or "asyncio".
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # Kafka transactional.id; unique per gateway process (default: learnpulse-gateway-<host>-<port>).
