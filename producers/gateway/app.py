@@ -115,20 +115,22 @@ class GatewayConfig:
     auth_limits: AuthLimits = field(default_factory=AuthLimits)
 
 
-# The per-request metrics' children of the Statement Resource's methods, looked up once
-# (``labels()`` takes a lock and builds its key on every call). Other methods (answered 405)
-# are looked up as before, and not remembered here.
+# The per-request metrics' children, looked up once (``labels()`` takes a lock and builds
+# its key on every call). Methods other than the Statement Resource's (answered 405) share
+# the label "other": the client names the method, and a label per invented name would grow
+# the metrics without bound.
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "OPTIONS"})
 _REQUEST_METRICS: dict[tuple[str, int], tuple[Any, Any]] = {}
 
 
 def _request_metrics(method: str, status: int) -> tuple[Any, Any]:
     """``(requests counter, duration histogram)`` children for one answer."""
+    if method not in _KNOWN_METHODS:
+        method = "other"
     found = _REQUEST_METRICS.get((method, status))
     if found is None:
         found = metrics.GATEWAY_REQUESTS.labels(method, str(status)), metrics.GATEWAY_REQUEST_SECONDS.labels(method)
-        if method in _KNOWN_METHODS:
-            _REQUEST_METRICS[(method, status)] = found
+        _REQUEST_METRICS[(method, status)] = found
     return found
 
 

@@ -633,3 +633,17 @@ def test_every_answer_is_counted_by_method_and_status(h):
     assert count("POST", "200") == ok + 3
     assert count("POST", "400") == bad + 1
     assert observed("POST") == timed + 4
+
+
+def test_methods_outside_the_statement_resource_share_one_metrics_label(h):
+    """A client names the method: counting each name it invents as a label would grow the
+    metrics without bound (one series per name)."""
+    from prometheus_client import REGISTRY
+
+    before = REGISTRY.get_sample_value("learnpulse_gateway_requests_total", {"method": "other", "status": "405"}) or 0.0
+    for name in ("PURGE", "MKCOL", "PROPFIND"):
+        r = h.http.request(name, h.url, headers={"X-Experience-API-Version": "1.0.3"})
+        assert r.status_code == 405, r.text
+    after = REGISTRY.get_sample_value("learnpulse_gateway_requests_total", {"method": "other", "status": "405"})
+    assert after == before + 3
+    assert REGISTRY.get_sample_value("learnpulse_gateway_requests_total", {"method": "MKCOL", "status": "405"}) is None
