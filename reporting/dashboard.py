@@ -79,6 +79,7 @@ function spark(points){
   return '<svg class="spark" viewBox="0 0 100 36" preserveAspectRatio="none"><path d="'+d+'"/></svg>';
 }
 const FIELDS=[['statements','statements',fmt],['learners','learners',fmt],['active last hour','active_last_hour',fmt],
+  ['active today','learners_today',fmt],['active 7 days','learners_7d',fmt],
   ['active time today','active_ms_today',hours],['sessions today','sessions_today',fmt],['mean P(mastery)','mastery_mean',pct],
   ['cohorts alerting','cohorts_alerting',(v)=>v],['refused (quarantine)','refused',fmt],
   ['latest event','latest',v=>String(v).slice(0,16)]];
@@ -155,6 +156,16 @@ WHERE grain = 'day' AND {in_scope}
 GROUP BY school
 """.replace("{in_scope}", IN_SCOPE)
 
+# Learners active in the newest 7 event-time days (daily engagement; copies do not change a
+# distinct count, so no FINAL).
+ACTIVE_7D_SQL = """
+SELECT school, uniqExact(learner)
+FROM {db}.engagement
+WHERE grain = 'day' AND {in_scope}
+  AND period_start > (SELECT max(period_start) FROM {db}.engagement WHERE grain = 'day') - INTERVAL 7 DAY
+GROUP BY school
+""".replace("{in_scope}", IN_SCOPE)
+
 # Current BKT estimates: mean P(mastery) and the share of learner x skill pairs mastered.
 MASTERY_SQL = """
 SELECT school, avg(p_mastery), countIf(p_mastery >= {mastered:Float64}) / count()
@@ -199,7 +210,7 @@ MASTERED = 0.95
 def dashboard_state(ch: ClickHouse, scope: Scope) -> dict:
     """Everything the page shows to a reader with ``scope``, in one JSON-ready dict."""
     p = scope.params()
-    schools = {r.school: {**asdict(r), "active_ms_today": 0, "sessions_today": 0, "learners_today": 0,
+    schools = {r.school: {**asdict(r), "active_ms_today": 0, "sessions_today": 0, "learners_today": 0, "learners_7d": 0,
                           "mastery_mean": None, "mastered_share": None, "cohorts": 0, "cohorts_alerting": 0,
                           "hourly": [], "refused": 0}
                for r in school_summaries(ch, scope)}
@@ -207,6 +218,9 @@ def dashboard_state(ch: ClickHouse, scope: Scope) -> dict:
         if school in schools:
             schools[school].update(active_ms_today=int(active_ms), sessions_today=int(sessions),
                                    learners_today=int(learners))
+    for school, learners in ch.query(ACTIVE_7D_SQL, p):
+        if school in schools:
+            schools[school]["learners_7d"] = int(learners)
     for school, mean, mastered in ch.query(MASTERY_SQL, {**p, "mastered": MASTERED}):
         if school in schools:
             schools[school].update(mastery_mean=float(mean), mastered_share=float(mastered))

@@ -103,6 +103,9 @@ def test_each_scope_gets_exactly_its_rows_figures(data, kind):
         today = [e for e in eng if e[0] == card["school"] and e[4] == "day" and e[5] == newest[card["school"]]
                  and inside(*e[:3])]  # fmt: skip
         assert card["active_ms_today"] == sum(e[8] for e in today)
+        week = {e[3] for e in eng if e[0] == card["school"] and e[4] == "day" and inside(*e[:3])
+                and e[5] > max(x[5] for x in eng if x[4] == "day") - timedelta(days=7)}  # fmt: skip
+        assert card["learners_7d"] == len(week) and card["learners_today"] == len({e[3] for e in today})
         learners = {s[4] for s in mine if s[1] == card["school"]}
         p = [m[4] for m in mastery if m[0] == card["school"] and m[2] in learners]
         assert card["mastery_mean"] == pytest.approx(sum(p) / len(p))
