@@ -360,13 +360,20 @@ def add_dashboard_routes(
         return await answer(lambda: {"school": name, "whole_school": scope.whole_school(name),
                                      **school_cohorts(ch, scope, name, search, offset, limit)})  # fmt: skip
 
-    async def cohort(request: web.Request) -> web.Response:
+    def cohort_scope(request: web.Request) -> Scope | web.Response:
+        """The reader's scope when it covers the cohort the URL names, else the 401 or 403 answer."""
         if (scope := scope_of(request)) is None:
             return _refuse(401, *UNAUTHENTICATED)
         m = request.match_info
         if not scope.allows_cohort(m["school"], m["course"], m["cohort"]):
             return _refuse(403, "scope.cohort", f"cohort {m['cohort']!r} of {m['course']!r} in {m['school']!r} is "
                            "outside what you may see")  # fmt: skip
+        return scope
+
+    async def cohort(request: web.Request) -> web.Response:
+        if isinstance(scope := cohort_scope(request), web.Response):
+            return scope
+        m = request.match_info
         rules = flag_rules(m["school"])
         if request.query.get("format") == "csv":
             return await answer_csv("cohort-learners.csv", LEARNER_CSV_COLUMNS, lambda: [
@@ -376,12 +383,9 @@ def add_dashboard_routes(
         return await answer(cohort_learners, ch, scope, m["school"], m["course"], m["cohort"], rules)
 
     async def learner(request: web.Request) -> web.Response:
-        if (scope := scope_of(request)) is None:
-            return _refuse(401, *UNAUTHENTICATED)
+        if isinstance(scope := cohort_scope(request), web.Response):
+            return scope
         m = request.match_info
-        if not scope.allows_cohort(m["school"], m["course"], m["cohort"]):
-            return _refuse(403, "scope.cohort", f"cohort {m['cohort']!r} of {m['course']!r} in {m['school']!r} is "
-                           "outside what you may see")  # fmt: skip
         try:
             body = await asyncio.to_thread(learner_timeline, ch, scope, m["school"], m["course"], m["cohort"],
                                            m["learner"])  # fmt: skip
