@@ -8,7 +8,7 @@ changelog partition and the local RocksDB partition from the current event.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Awaitable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -65,6 +65,19 @@ def committed_offset(app: faust.App, topic: str, partition: int) -> int | None:
     partition is replayed. Read here only, so an upgrade of Faust has one place to change.
     """
     return app.consumer._committed_offset.get(TP(topic, partition))
+
+
+async def process_or_stop_commits(app: faust.App, process: Callable[[Any], Awaitable[None]], events: Any) -> None:
+    """``await process(events)``; if it raises (not a cancellation: Faust re-reads a rebalance's
+    records itself), the worker stops committing before Faust restarts the agent (see
+    ``streams.transport.ReadCommittedConsumer.stop_commits``)."""
+    try:
+        await process(events)
+    except Exception as err:
+        stop = getattr(app.consumer, "stop_commits", None)
+        if stop is not None:
+            stop(err)
+        raise
 
 
 def load(table: StateTable, key: bytes) -> dict[str, Any] | None:

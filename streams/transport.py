@@ -23,6 +23,7 @@ The consumer also decides which offsets to commit by its own rule (see
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -31,6 +32,8 @@ import faust
 from faust.transport.drivers import aiokafka as driver
 
 READ_COMMITTED = "read_committed"
+
+log = logging.getLogger("learnpulse.streams.transport")
 
 
 class ReadCommittedConsumerThread(driver.AIOKafkaConsumerThread):
@@ -101,15 +104,35 @@ def commit_position(acked: Iterable[int], pending: int | None, committed: int | 
 
 
 class ReadCommittedConsumer(driver.Consumer):
+    # Set once a batch failed (see ``stop_commits``); the class default: none failed.
+    commits_stopped: BaseException | None = None
+
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def stop_commits(self, reason: BaseException) -> None:
+        """A batch failed: commit nothing more in this process.
+
+        Faust restarts a failed agent, which goes on with later records, while the failed
+        batch's messages may already be gone from the in-flight set (held weakly): the rule
+        below would then commit past them. Stopped, the group keeps the last commit and a
+        restart of the worker reads them again (and the lag shows it meanwhile).
+        """
+        if self.commits_stopped is None:
+            self.commits_stopped = reason
+            log.error("a stream batch failed (%r): this worker commits no more offsets; restart it", reason)
 
     def _filter_committable_offsets(self, tps: Iterable[Any]) -> dict[Any, int]:
         """Faust 0.15 commits the first run of consecutive acknowledged offsets and records each
         record after a gap twice in its gap list, so behind single-record transactions (a marker
         after every record: what browsers' one-statement requests make) a commit moved a few
         offsets and its lists grew without end (measured: the group's lag grew at 30
-        statements/s). The position after the last processed record is committed instead."""
+        statements/s). Faust has no public hook for the offsets to commit: this override of its
+        private method (and its ``_acked``, ``_acked_index``, ``_gap``, ``_committed_offset``,
+        ``_unacked_messages``) is tied to faust-streaming 0.15. The position after the last
+        processed record is committed instead."""
+        if self.commits_stopped is not None:
+            return {}
         pending = first_pending_offsets(self._unacked_messages)
         positions: dict[Any, int] = {}
         for tp in tps:

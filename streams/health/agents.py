@@ -7,7 +7,7 @@ from typing import Any
 import faust
 
 from ..config import StreamsConfig
-from ..faustutil import Sender
+from ..faustutil import Sender, process_or_stop_commits
 from .stage import CohortStage, CohortTopics
 
 
@@ -26,6 +26,6 @@ def register(app: faust.App, topics: Any, config: StreamsConfig) -> CohortStage:
     @app.agent(feed, concurrency=1)
     async def cohorts(stream: faust.StreamT) -> None:
         async for events in stream.take_events(config.batch_max, within=config.batch_within_s):
-            await stage.process_batch(events)
+            await process_or_stop_commits(app, stage.process_batch, events)
 
     return stage

@@ -13,7 +13,7 @@ import faust
 from schemas import metrics
 
 from ..config import StreamsConfig
-from ..faustutil import Sender, committed_offset
+from ..faustutil import Sender, committed_offset, process_or_stop_commits
 from ..mastery.logic import MasteryModel
 from .probe import GapProbe
 from .stage import LearnerStage, LearnerTopics
@@ -41,7 +41,7 @@ def register(app: faust.App, topics: Any, config: StreamsConfig, model: MasteryM
     @app.agent(app.topic(names.statements, names.void_feed, key_type=bytes, value_type=bytes), concurrency=1)
     async def learners(stream: faust.StreamT) -> None:
         async for events in stream.take_events(config.batch_max, within=config.batch_within_s):
-            await stage.process_batch(events)
+            await process_or_stop_commits(app, stage.process_batch, events)
 
     @app.on_partitions_revoked.connect
     async def _revoked(_app: Any, revoked: Any, **_kw: Any) -> None:
