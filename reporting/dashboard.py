@@ -468,13 +468,20 @@ def add_dashboard_routes(
             return html_page(forbidden_page(f"School {name!r}", "scope.school"), 403)
         return html_page(page(SCHOOL_PAGE, name, bar))
 
+    def cohort_page_refusal(request: web.Request) -> web.Response | None:
+        """The 403 page when the reader's scope does not cover the cohort the URL names."""
+        m = request.match_info
+        if scope_of(request).allows_cohort(m["school"], m["course"], m["cohort"]):
+            return None
+        return html_page(forbidden_page(f"Cohort {m['cohort']!r} of {m['course']!r} in {m['school']!r}",
+                                        "scope.cohort"), 403)  # fmt: skip
+
     async def cohort_page(request: web.Request) -> web.Response:
         if (bar := viewer_bar(request)) is None:
             raise web.HTTPSeeOther(signin_path)
         m = request.match_info
-        if not scope_of(request).allows_cohort(m["school"], m["course"], m["cohort"]):
-            return html_page(forbidden_page(f"Cohort {m['cohort']!r} of {m['course']!r} in {m['school']!r}",
-                                            "scope.cohort"), 403)  # fmt: skip
+        if (refused := cohort_page_refusal(request)) is not None:
+            return refused
         return html_page(page(COHORT_PAGE, m["cohort"], bar))
 
     async def alerts_page(request: web.Request) -> web.Response:
@@ -486,9 +493,8 @@ def add_dashboard_routes(
         if (bar := viewer_bar(request)) is None:
             raise web.HTTPSeeOther(signin_path)
         m = request.match_info
-        if not scope_of(request).allows_cohort(m["school"], m["course"], m["cohort"]):
-            return html_page(forbidden_page(f"Cohort {m['cohort']!r} of {m['course']!r} in {m['school']!r}",
-                                            "scope.cohort"), 403)  # fmt: skip
+        if (refused := cohort_page_refusal(request)) is not None:
+            return refused
         return html_page(page(LEARNER_PAGE, m["learner"][:12], bar))
 
     app.router.add_get("/", index)
