@@ -34,9 +34,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import DAY_MS, HOUR_MS, EngagementParams
-
-# Figures of one hour: [statements, sessions, active_ms, last_event_ms, version]
-STMTS, SESSIONS, ACTIVE, LAST, VERSION = range(5)
+from .state import (
+    ACTIVE, ACTIVITY_END, DAY_VERSIONS, HORIZON, HOURS, KEPT_EVENTS, LAST, NEWEST, SEQUENCE, SESSIONS, STMTS, VERSION,
+    EngagementDoc,
+)
 
 
 def hour_of(ms: int) -> int:
@@ -111,36 +112,36 @@ def figures_for(events: list[list[int]], first_hour: int, last_hour: int, p: Eng
     return out
 
 
-def apply_statement(st: dict[str, Any], t: int, duration_ms: int, p: EngagementParams) -> Change:
+def apply_statement(st: EngagementDoc | dict[str, Any], t: int, duration_ms: int, p: EngagementParams) -> Change:
     """Count one statement (timestamp ``t``, duration) into learner×course state ``st``.
 
-    ``st`` keys: ``n`` sequence, ``new`` newest t, ``hz`` horizon hour, ``end`` latest
-    activity end, ``ev`` kept ``[t, s]`` sorted by t, ``h`` hour figures, ``d`` day versions.
+    ``st``: see ``streams.engagement.state`` (the learner stage's course document, which holds
+    a few keys of its own too).
     """
-    hz = st.get("hz")
+    hz = st.get(HORIZON)
     if hz is not None and t < hz:
         return NO_CHANGE  # late: changes nothing, not even the sequence
-    n = st["n"] = st.get("n", 0) + 1
-    h: dict[str, list[int]] = st.get("h")  # type: ignore[assignment]
+    n = st[SEQUENCE] = st.get(SEQUENCE, 0) + 1
+    h = st.get(HOURS)
     if h is None:
-        h = st["h"] = {}
-    ev: list[list[int]] = st.get("ev")  # type: ignore[assignment]
+        h = st[HOURS] = {}
+    ev = st.get(KEPT_EVENTS)
     if ev is None:
-        ev = st["ev"] = []
+        ev = st[KEPT_EVENTS] = []
     # The statement's activity interval: its duration (clamped) back from t, not before the horizon.
     s = t - min(max(0, duration_ms), p.max_duration_ms)
     if hz is not None and s < hz:
         s = hz
-    end = st.get("end")
+    end = st.get(ACTIVITY_END)
     deltas: dict[int, int] = {}
     if end is None or s >= end:
         changed = _append_in_order(h, t, s, end, hz, deltas, p)
         ev.append([t, s])
-        st["end"] = t
+        st[ACTIVITY_END] = t
     else:
         changed = _recount_out_of_order(h, ev, t, s, hz, deltas, p)
         if t > end:
-            st["end"] = t
+            st[ACTIVITY_END] = t
     _stamp_versions(st, h, changed, n)
     _advance_horizon(st, ev, t, hz, p)
     return Change(tuple(sorted(set(changed))), deltas)
@@ -203,57 +204,57 @@ def _recount_out_of_order(
     return changed
 
 
-def _stamp_versions(st: dict[str, Any], h: dict[str, list[int]], changed: list[int], n: int) -> None:
+def _stamp_versions(st: EngagementDoc | dict[str, Any], h: dict[str, list[int]], changed: list[int], n: int) -> None:
     """Changed hours and their days take the statement's sequence number as their version."""
-    days = st.get("d")
+    days = st.get(DAY_VERSIONS)
     if days is None:
-        days = st["d"] = {}
+        days = st[DAY_VERSIONS] = {}
     for hr in changed:
         h[str(hr)][VERSION] = n
         days[str(hr - hr % DAY_MS)] = n
 
 
-def _advance_horizon(st: dict[str, Any], ev: list[list[int]], t: int, hz: int | None, p: EngagementParams) -> None:
+def _advance_horizon(st: EngagementDoc | dict[str, Any], ev: list[list[int]], t: int, hz: int | None, p: EngagementParams) -> None:
     """A newer statement moves the horizon on; kept statements that can no longer matter go."""
-    newest = st.get("new")
+    newest = st.get(NEWEST)
     if newest is None or t > newest:
-        st["new"] = t
+        st[NEWEST] = t
         new_hz = t - p.lateness_ms
         new_hz -= new_hz % HOUR_MS
         if hz is None or new_hz > hz:
-            st["hz"] = new_hz
+            st[HORIZON] = new_hz
             cut = bisect.bisect_left(ev, [new_hz - p.session_gap_ms])
             if cut:
                 del ev[:cut]
 
 
-def prune(st: dict[str, Any]) -> None:
+def prune(st: EngagementDoc | dict[str, Any]) -> None:
     """Forget the figures of days before the horizon's day (final, and already emitted).
 
     Called once the caller has emitted the records of what changed: an envelope can span
     days, and its earlier days' figures are needed until then.
     """
-    hz = st.get("hz")
+    hz = st.get(HORIZON)
     if hz is None:
         return
     keep_from = hz - hz % DAY_MS
-    h = st.get("h", {})
+    h = st.get(HOURS, {})
     for key in [k for k in h if int(k) < keep_from]:
         del h[key]
-    days = st.get("d", {})
+    days = st.get(DAY_VERSIONS, {})
     for key in [k for k in days if int(k) < keep_from]:
         del days[key]
 
 
-def hour_figures(st: dict[str, Any], hour: int) -> list[int]:
+def hour_figures(st: EngagementDoc | dict[str, Any], hour: int) -> list[int]:
     """``[statements, sessions, active, last, version]`` of one kept hour."""
-    return list(st["h"][str(hour)])
+    return list(st[HOURS][str(hour)])
 
 
-def day_figures(st: dict[str, Any], day: int) -> list[int]:
+def day_figures(st: EngagementDoc | dict[str, Any], day: int) -> list[int]:
     """``[statements, sessions, active, last, version]`` of a day: sums of its kept hours."""
-    out = [0, 0, 0, 0, st.get("d", {}).get(str(day), 0)]
-    for key, f in st.get("h", {}).items():
+    out = [0, 0, 0, 0, st.get(DAY_VERSIONS, {}).get(str(day), 0)]
+    for key, f in st.get(HOURS, {}).items():
         if day <= int(key) < day + DAY_MS:
             out[STMTS] += f[STMTS]
             out[SESSIONS] += f[SESSIONS]

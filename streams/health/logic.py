@@ -21,8 +21,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..config import DAY_MS, HOUR_MS, HealthParams, HealthThresholds
+from .state import (
+    ACTIVE, ACTIVE_7D, BUCKETS, EVALUATED_STEP, FIRST_HOUR, LAST, LAST_EVENT, LAST_RECORDED, LEARNERS, OPEN_ALERT,
+    VERSION, CohortDoc, new_cohort, new_learner,
+)
 
-ACTIVE, LAST, VERSION = range(3)
+__all__ = ["AlertChange", "Health", "advance", "evaluate", "global_watermark", "merge_bucket", "new_cohort"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,31 +48,27 @@ class AlertChange:
     health: Health
 
 
-def new_cohort(school: str, course: str, cohort: str) -> dict[str, Any]:
-    return {"school": school, "course": course, "cohort": cohort, "L": {}, "eh": None, "rec": None, "al": None}
-
-
-def merge_bucket(cs: dict[str, Any], learner: str, hour: int, active: int, last: int, version: int, p: HealthParams) -> bool:
+def merge_bucket(cs: CohortDoc, learner: str, hour: int, active: int, last: int, version: int, p: HealthParams) -> bool:
     """Store a learner's cumulative bucket; an older or equal version is ignored (redelivery).
 
     Returns True if anything changed.
     """
-    lr = cs["L"].get(learner)
+    lr = cs[LEARNERS].get(learner)
     if lr is None:
-        lr = cs["L"][learner] = {"b": {}, "first": hour, "s7": 0, "last": 0}
+        lr = cs[LEARNERS][learner] = new_learner(hour)
     key = str(hour)
-    old = lr["b"].get(key)
+    old = lr[BUCKETS].get(key)
     if old is not None and old[VERSION] >= version:
         return False
-    lr["b"][key] = [active, last, version]
-    lr["first"] = min(lr["first"], hour)
-    eh = cs["eh"]
+    lr[BUCKETS][key] = [active, last, version]
+    lr[FIRST_HOUR] = min(lr[FIRST_HOUR], hour)
+    eh = cs[EVALUATED_STEP]
     # A bucket behind the evaluated hour (only in live traffic after an idle partition
     # woke up): fold it into the running figures so nothing is lost.
     if eh is not None and hour < eh:
         if hour >= eh - p.window_ms:
-            lr["s7"] += active - (old[ACTIVE] if old else 0)
-        lr["last"] = max(lr["last"], last)
+            lr[ACTIVE_7D] += active - (old[ACTIVE] if old else 0)
+        lr[LAST_EVENT] = max(lr[LAST_EVENT], last)
     return True
 
 
@@ -80,19 +80,19 @@ def _median(values: list[int]) -> int:
     return v[m] if len(v) % 2 else (v[m - 1] + v[m]) // 2
 
 
-def evaluate(cs: dict[str, Any], at: int, t: HealthThresholds) -> Health:
+def evaluate(cs: CohortDoc, at: int, t: HealthThresholds) -> Health:
     """Health at ``at`` from the running figures (call after advancing them to ``at``)."""
     return _ordered(_evaluate(cs, at, t))
 
 
-def _evaluate(cs: dict[str, Any], at: int, t: HealthThresholds) -> Health:
+def _evaluate(cs: CohortDoc, at: int, t: HealthThresholds) -> Health:
     """:func:`evaluate` with the disengaged learners in no particular order: most steps emit
     nothing (the figures did not change), so only an emitted one pays for sorting the names."""
-    members = [(name, lr) for name, lr in cs["L"].items() if lr["first"] < at]
-    med = _median([lr["s7"] for _n, lr in members])
+    members = [(name, lr) for name, lr in cs[LEARNERS].items() if lr[FIRST_HOUR] < at]
+    med = _median([lr[ACTIVE_7D] for _n, lr in members])
     inactive_ms = t.inactive_days * DAY_MS
     low = t.low_active_fraction * med
-    dis = tuple(name for name, lr in members if at - lr["last"] >= inactive_ms or lr["s7"] < low)
+    dis = tuple(name for name, lr in members if at - lr[LAST_EVENT] >= inactive_ms or lr[ACTIVE_7D] < low)
     n = len(members)
     share = round(len(dis) / n, 6) if n else 0.0
     return Health(at, n, len(dis), share, med, dis)
@@ -102,60 +102,60 @@ def _ordered(h: Health) -> Health:
     return replace(h, disengaged_learners=tuple(sorted(h.disengaged_learners)))
 
 
-def alert_id(cs: dict[str, Any], fired_at: int) -> str:
+def alert_id(cs: CohortDoc, fired_at: int) -> str:
     raw = f"{cs['school']}|{cs['course']}|{cs['cohort']}|{fired_at}".encode()
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
-def advance(cs: dict[str, Any], to_ms: int, p: HealthParams) -> tuple[list[Health], list[AlertChange]]:
+def advance(cs: CohortDoc, to_ms: int, p: HealthParams) -> tuple[list[Health], list[AlertChange]]:
     """Evaluate every step boundary after the last evaluated one up to ``to_ms``.
 
     Returns the health figures that changed and the alert transitions, in event-time order.
     """
     healths: list[Health] = []
     alerts: list[AlertChange] = []
-    eh = cs["eh"]
+    eh = cs[EVALUATED_STEP]
     if eh is None:
         # Evaluation starts at the cohort's first hour. Decided only once the watermark is
         # past it: then every learner who was active before has arrived, whatever the order.
-        if not cs["L"]:
+        if not cs[LEARNERS]:
             return healths, alerts
-        first = min(lr["first"] for lr in cs["L"].values())
+        first = min(lr[FIRST_HOUR] for lr in cs[LEARNERS].values())
         first -= first % p.step_ms
         if first + p.step_ms > to_ms:
             return healths, alerts
-        eh = cs["eh"] = first
+        eh = cs[EVALUATED_STEP] = first
     t = p.for_school(cs["school"])
     while eh + p.step_ms <= to_ms:
         nxt = eh + p.step_ms
         # Bucket keys of the hours entering and leaving the window, made once per step (not
         # per learner: a fast replay steps every cohort through many hours per second).
         keys = [(str(hour), str(hour - p.window_ms)) for hour in range(eh, nxt, HOUR_MS)]
-        for lr in cs["L"].values():
-            b = lr["b"]
+        for lr in cs[LEARNERS].values():
+            b = lr[BUCKETS]
             for entering, leaving in keys:
                 add = b.get(entering)
                 if add is not None:
-                    lr["s7"] += add[ACTIVE]
-                    lr["last"] = max(lr["last"], add[LAST])
+                    lr[ACTIVE_7D] += add[ACTIVE]
+                    lr[LAST_EVENT] = max(lr[LAST_EVENT], add[LAST])
                 gone = b.pop(leaving, None)
                 if gone is not None:
-                    lr["s7"] -= gone[ACTIVE]
-        eh = cs["eh"] = nxt
+                    lr[ACTIVE_7D] -= gone[ACTIVE]
+        eh = cs[EVALUATED_STEP] = nxt
         h = _evaluate(cs, nxt, t)
         ordered: Health | None = None
         figures = [h.learners, h.disengaged, h.share, h.median_active_ms_7d]
-        if figures != cs["rec"]:
-            cs["rec"] = figures
+        if figures != cs[LAST_RECORDED]:
+            cs[LAST_RECORDED] = figures
             ordered = _ordered(h)
             healths.append(ordered)
-        al = cs["al"]
+        al = cs[OPEN_ALERT]
         if al is None and h.learners >= t.min_cohort_size and h.share >= t.alert_share:
             aid = alert_id(cs, nxt)
-            cs["al"] = {"id": aid, "at": nxt}
+            cs[OPEN_ALERT] = {"id": aid, "at": nxt}
             alerts.append(AlertChange(aid, "fired", nxt, t.alert_share, ordered or _ordered(h)))
         elif al is not None and h.share <= t.resolve_share:
-            cs["al"] = None
+            cs[OPEN_ALERT] = None
             alerts.append(AlertChange(al["id"], "resolved", al["at"], t.resolve_share, ordered or _ordered(h)))
     return healths, alerts
 

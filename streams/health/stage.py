@@ -28,6 +28,7 @@ from schemas.records import AlertRecord, CohortHealthRecord
 from ..config import StreamsConfig
 from ..faustutil import Sends, StateTable, event_context, load
 from . import logic
+from .state import CohortDoc, cohort_key
 
 log = logging.getLogger("learnpulse.streams.health")
 
@@ -37,18 +38,14 @@ def sources_key(partition: int) -> bytes:
     return b"\x00sources:%d" % partition
 
 
-def cohort_key(cs: dict[str, Any]) -> str:
-    return f"{cs['school']}|{cs['course']}|{cs['cohort']}"
-
-
-def health_record(cs: dict[str, Any], h: logic.Health) -> CohortHealthRecord:
+def health_record(cs: CohortDoc, h: logic.Health) -> CohortHealthRecord:
     return CohortHealthRecord(
         cs["school"], cs["course"], cs["cohort"], h.at_ms, h.learners, h.disengaged, h.share,
         h.median_active_ms_7d, h.at_ms,
     )
 
 
-def alert_record(cs: dict[str, Any], a: logic.AlertChange) -> AlertRecord:
+def alert_record(cs: CohortDoc, a: logic.AlertChange) -> AlertRecord:
     h = a.health
     return AlertRecord(
         a.alert_id, cs["school"], cs["course"], cs["cohort"], a.state, h.at_ms, a.fired_at_ms, h.learners,
@@ -106,7 +103,7 @@ class FeedPartition:
     partition: int
     events: list[Any]
     sources: FeedSources = field(default_factory=FeedSources.new)  # the partition's own state (see sources_key)
-    cohorts: dict[str, dict[str, Any]] = field(default_factory=dict)  # cohort key → state, read in this batch
+    cohorts: dict[str, CohortDoc] = field(default_factory=dict)  # cohort key → state, read in this batch
     dirty: set[str] = field(default_factory=set)
     pending: list[tuple[str, bytes, bytes]] = field(default_factory=list)  # (topic, key, value) to send
     dead: list[tuple[Any, InvalidStatement]] = field(default_factory=list)
@@ -224,12 +221,12 @@ class CohortStage:
                 self.emit_alert(work, cs, alert_record(cs, a))
             work.dirty.add(ck)
 
-    def emit_health(self, work: FeedPartition, cs: dict[str, Any], rec: CohortHealthRecord) -> None:
+    def emit_health(self, work: FeedPartition, cs: CohortDoc, rec: CohortHealthRecord) -> None:
         work.pending.append((self.topics.cohort_health, cohort_key(cs).encode(), rec.encode()))
         self.out_health.inc()
         metrics.COHORT_DISENGAGED_SHARE.labels(cs["school"], cs["course"], cs["cohort"]).set(rec.share)
 
-    def emit_alert(self, work: FeedPartition, cs: dict[str, Any], rec: AlertRecord) -> None:
+    def emit_alert(self, work: FeedPartition, cs: CohortDoc, rec: AlertRecord) -> None:
         work.pending.append((self.topics.alerts, cohort_key(cs).encode(), rec.encode()))
         self.out_alerts.inc()
         metrics.COHORT_ALERT_ACTIVE.labels(cs["school"], cs["course"], cs["cohort"]).set(

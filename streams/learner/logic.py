@@ -73,6 +73,8 @@ from schemas.xapi.duration import duration_ms
 from ..config import HOUR_MS, StreamsConfig
 from ..engagement import logic as engagement
 from ..mastery import logic as mastery
+from ..mastery import state as skill_state
+from ..mastery.state import SkillDoc
 from ..timeparse import timestamp_ms
 from .state import (
     ACTIVE,
@@ -235,10 +237,11 @@ class LearnerLogic:
             "hour": hour, "a": b[ACTIVE], "l": b[LAST], "v": b[VERSION],
         }
 
-    def _mastery(self, out: Outputs, school: str, learner: str, skill: str, sk: dict[str, Any]) -> None:
+    def _mastery(self, out: Outputs, school: str, learner: str, skill: str, sk: SkillDoc) -> None:
         out.mastery[(learner, skill)] = MasteryRecord(
-            sk.get("sc") or school, sk["course"], learner, skill, round(mastery.p_mastery(sk), 9), sk["n"], sk["c"],
-            sk["ts"], sk["v"],
+            sk.get(skill_state.SCHOOL) or school, sk[skill_state.COURSE], learner, skill,
+            round(mastery.p_mastery(sk), 9), sk[skill_state.OBSERVED], sk[skill_state.CORRECT],
+            sk[skill_state.NEWEST], sk[skill_state.VERSION],
         )
 
     def reemit(self, state: dict[str, Any], env: StatementEnvelope, out: Outputs) -> None:
@@ -440,7 +443,9 @@ class LearnerLogic:
         if not names:
             return
         skills, school, learner = run.skills, run.school, run.learner_id
-        if late and any(h[0] == sid for name in names if name in skills for h in skills[name]["h"]):
+        if late and any(
+            h[skill_state.KEY] == sid for name in names if name in skills for h in skills[name][skill_state.KEPT_HISTORY]
+        ):
             out.duplicates += 1
             return  # a late copy of an observation still in the history
         pending = run.partition.doc.get(PARTITION_PENDING_VOIDS)
@@ -496,10 +501,10 @@ class OwnerIndex:
             view = LearnerState(state)
             learner, partition = key.decode(), view.partition
             for sk in view.known_skills.values():
-                for h in sk["h"]:
-                    o = owners.get(h[0])
+                for h in sk[skill_state.KEPT_HISTORY]:
+                    o = owners.get(h[skill_state.KEY])
                     if o is None:
-                        owners[h[0]] = [learner, partition, 1]
+                        owners[h[skill_state.KEY]] = [learner, partition, 1]
                     else:
                         o[2] += 1
 

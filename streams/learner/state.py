@@ -27,6 +27,9 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
+from ..engagement.state import HORIZON, HOURS, SEQUENCE
+from ..mastery.state import SkillDoc
+
 # A cohort-feed bucket, stored as a list: [active ms, last event ms, version].
 ACTIVE, LAST, VERSION = range(3)
 
@@ -35,7 +38,8 @@ ACTIVE, LAST, VERSION = range(3)
 # which measured ~15% of the pure learner logic's time there (``CourseState`` below is
 # written with the same names).
 COURSE_SCHOOL, COURSE_COHORT, COURSE_APPLIED, COURSE_FEED_BUCKETS = "sc", "co", "i", "cb"
-COURSE_HORIZON, COURSE_SEQUENCE, COURSE_HOURS = "hz", "n", "h"  # kept by streams.engagement.logic
+# Kept by streams.engagement.logic, named in streams.engagement.state.
+COURSE_HORIZON, COURSE_SEQUENCE, COURSE_HOURS = HORIZON, SEQUENCE, HOURS
 PARTITION_PENDING_VOIDS = "vd"
 
 
@@ -55,7 +59,7 @@ class CourseDoc(TypedDict, total=False):
 
 class LearnerDoc(TypedDict, total=False):
     c: dict[str, CourseDoc]
-    k: dict[str, dict[str, Any]]
+    k: dict[str, SkillDoc]
     vx: list[str]
     o: int
     p: int
@@ -98,7 +102,7 @@ class LearnerState:
         return self.doc.get("c", {})
 
     @property
-    def known_skills(self) -> dict[str, dict[str, Any]]:
+    def known_skills(self) -> dict[str, SkillDoc]:
         return self.doc.get("k", {})
 
     def courses(self) -> dict[str, dict[str, Any]]:
@@ -108,7 +112,7 @@ class LearnerState:
             courses = self.doc["c"] = {}
         return courses
 
-    def skills(self) -> dict[str, dict[str, Any]]:
+    def skills(self) -> dict[str, SkillDoc]:
         """Skill → BKT state (``streams.mastery.logic``), created when missing."""
         skills = self.doc.get("k")
         if skills is None:

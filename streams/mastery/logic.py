@@ -51,6 +51,11 @@ from typing import Any
 
 from schemas.profile import SKILL_EXTENSION
 
+from .state import (
+    BASELINE, CORRECT, COURSE, KEPT_HISTORY, LEGACY_P, LEGACY_P0, LOG_ODDS, NEWEST, NEWEST_FOLDED, OBSERVED, SCHOOL,
+    VERSION, SkillDoc, new_skill,
+)
+
 VOIDED_VERB = "http://adlnet.gov/expapi/verbs/voided"
 OBJECTIVE_TYPE = "http://adlnet.gov/expapi/activities/objective"
 # Observations kept per learner × skill for undo; older ones are folded into the baseline.
@@ -229,96 +234,94 @@ def voided_target(stmt: dict[str, Any]) -> str | None:
     return None
 
 
-def _replay(sk: dict[str, Any], b: BKTParams) -> None:
-    lo = sk["l0"]
-    for _sid, ok, _ts in sk["h"]:
+def _replay(sk: SkillDoc, b: BKTParams) -> None:
+    lo = sk[BASELINE]
+    for _sid, ok, _ts in sk[KEPT_HISTORY]:
         lo = update(lo, bool(ok), b)
-    sk["l"] = lo
+    sk[LOG_ODDS] = lo
 
 
-def _current(sk: dict[str, Any], b: BKTParams) -> dict[str, Any]:
+def _current(sk: SkillDoc, b: BKTParams) -> SkillDoc:
     """``sk`` in log-odds: a state written by an earlier version (``p``, ``p0``) is converted."""
-    if "l" not in sk:
-        sk["l0"] = log_odds(sk.pop("p0"))
-        sk.pop("p", None)
+    if LOG_ODDS not in sk:
+        sk[BASELINE] = log_odds(sk.pop(LEGACY_P0))
+        sk.pop(LEGACY_P, None)
         _replay(sk, b)
     return sk
 
 
-def p_mastery(sk: dict[str, Any]) -> float:
+def p_mastery(sk: SkillDoc) -> float:
     """P(L) of a learner × skill state (of this version's or an earlier one's)."""
-    lo = sk.get("l")
-    return sk["p"] if lo is None else probability(lo)
+    lo = sk.get(LOG_ODDS)
+    return sk[LEGACY_P] if lo is None else probability(lo)
 
 
-def _new_skill(skills: dict[str, Any], skill: str, course: str, school: str, b: BKTParams) -> dict[str, Any]:
-    prior = log_odds(b.prior)
-    sk = skills[skill] = {
-        "l0": prior, "l": prior, "h": [], "n": 0, "c": 0, "v": 0, "course": course, "ts": 0, "tf": 0, "sc": school,
-    }
+def _new_skill(skills: dict[str, SkillDoc], skill: str, course: str, school: str, b: BKTParams) -> SkillDoc:
+    sk = skills[skill] = new_skill(log_odds(b.prior), course, school)
     return sk
 
 
 def observe(
-    skills: dict[str, Any], skill: str, course: str, sid: str, correct: bool, ts: int, b: BKTParams,
+    skills: dict[str, SkillDoc], skill: str, course: str, sid: str, correct: bool, ts: int, b: BKTParams,
     school: str = "", folded: list[str] | None = None,
-) -> dict[str, Any]:
+) -> SkillDoc:
     """Count one observation into ``skills[skill]``; returns that skill's state.
 
-    State: ``l`` current log-odds of P(L), ``l0`` baseline before the kept history ``h``
-    (``[statement key, 0/1, ts]``), ``n``/``c`` observations/correct counted, ``v`` version
-    (see the module docstring), ``course``, ``sc`` school, ``ts`` newest event time counted,
-    ``tf`` newest event time folded into ``l0``. The key of an observation folded out of
-    the history (it can no longer be undone) is appended to ``folded``.
+    State (``streams.mastery.state``): the current log-odds of P(L), the baseline before the
+    kept history (``[statement key, 0/1, ts]``), observations/correct counted, the version
+    (see the module docstring), course, school, the newest event time counted and the newest
+    folded into the baseline. The key of an observation folded out of the history (it can no
+    longer be undone) is appended to ``folded``.
     """
     sk = skills.get(skill)
     if sk is None:
         sk = _new_skill(skills, skill, course, school, b)
-    elif "l" not in sk:
+    elif LOG_ODDS not in sk:
         _current(sk, b)
-    sk["l"] = update(sk["l"], correct, b)
-    sk["h"].append([sid, 1 if correct else 0, ts])
-    sk["n"] += 1
-    sk["c"] += int(correct)
-    sk["v"] += 1
-    sk["course"] = course
+    sk[LOG_ODDS] = update(sk[LOG_ODDS], correct, b)
+    kept = sk[KEPT_HISTORY]
+    kept.append([sid, 1 if correct else 0, ts])
+    sk[OBSERVED] += 1
+    sk[CORRECT] += int(correct)
+    sk[VERSION] += 1
+    sk[COURSE] = course
     if school:
-        sk["sc"] = school
-    sk["ts"] = max(sk["ts"], ts)
-    if len(sk["h"]) > HISTORY:
-        old_sid, ok, old_ts = sk["h"].pop(0)
-        sk["l0"] = update(sk["l0"], bool(ok), b)
-        sk["tf"] = max(sk.get("tf", 0), old_ts)
+        sk[SCHOOL] = school
+    sk[NEWEST] = max(sk[NEWEST], ts)
+    if len(kept) > HISTORY:
+        old_sid, ok, old_ts = kept.pop(0)
+        sk[BASELINE] = update(sk[BASELINE], bool(ok), b)
+        sk[NEWEST_FOLDED] = max(sk.get(NEWEST_FOLDED, 0), old_ts)
         if folded is not None:
             folded.append(old_sid)
     return sk
 
 
 def voided_first(
-    skills: dict[str, Any], skill: str, course: str, b: BKTParams, school: str = ""
-) -> dict[str, Any]:
+    skills: dict[str, SkillDoc], skill: str, course: str, b: BKTParams, school: str = ""
+) -> SkillDoc:
     """An observation whose void came first: not counted, but versioned as observed then undone."""
     sk = skills.get(skill)
     if sk is None:
         sk = _new_skill(skills, skill, course, school, b)
-    sk["v"] += 2
+    sk[VERSION] += 2
     return sk
 
 
-def undo(skills: dict[str, Any], sid: str, model: MasteryModel) -> list[str]:
+def undo(skills: dict[str, SkillDoc], sid: str, model: MasteryModel) -> list[str]:
     """Remove statement ``sid``'s observations; returns the skills that changed."""
     changed = []
     for skill, sk in skills.items():
-        for i, (hid, ok, _ts) in enumerate(sk["h"]):
+        kept = sk[KEPT_HISTORY]
+        for i, (hid, ok, _ts) in enumerate(kept):
             if hid == sid:
-                del sk["h"][i]
+                del kept[i]
                 _current(sk, model.params(skill))
-                sk["n"] -= 1
-                sk["c"] -= ok
-                sk["v"] += 1
-                sk["ts"] = max([sk.get("tf", 0), *(x[2] for x in sk["h"])])
+                sk[OBSERVED] -= 1
+                sk[CORRECT] -= ok
+                sk[VERSION] += 1
+                sk[NEWEST] = max([sk.get(NEWEST_FOLDED, 0), *(x[2] for x in kept)])
                 _replay(sk, model.params(skill))
                 changed.append(skill)
                 break
     return changed
-

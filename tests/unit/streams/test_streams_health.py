@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import orjson
+
 from streams.config import DAY_MS, HOUR_MS, HealthParams, HealthThresholds
 from streams.health import logic as h
+from streams.health import state as st
 
 T0 = 1_767_225_600_000
 T = HealthThresholds(inactive_days=7, low_active_fraction=0.0, alert_share=0.5, resolve_share=0.2, min_cohort_size=4)
@@ -92,7 +95,7 @@ def test_streams_health_small_cohorts_and_per_school_thresholds_never_alert():
         for i in range(n):
             active(cs, f"l{i}", T0)
         _, alerts = h.advance(cs, T0 + 10 * DAY_MS, P)
-        healths = [cs["rec"]]
+        healths = [cs[st.LAST_RECORDED]]
         assert healths[0][2] == 1.0 and alerts == []
 
 
@@ -101,7 +104,7 @@ def test_streams_health_redelivered_or_stale_bucket_is_ignored():
     assert h.merge_bucket(cs, "l", T0, 100, T0, 5, P)
     assert not h.merge_bucket(cs, "l", T0, 100, T0, 5, P)
     assert not h.merge_bucket(cs, "l", T0, 50, T0, 4, P)
-    assert cs["L"]["l"]["b"][str(T0)][0] == 100
+    assert cs[st.LEARNERS]["l"][st.BUCKETS][str(T0)][st.ACTIVE] == 100
 
 
 def test_streams_health_evaluation_starts_at_first_learner_whatever_the_arrival_order():
@@ -120,3 +123,22 @@ def test_streams_health_global_watermark_waits_for_every_partition_and_skips_idl
     assert h.global_watermark({"0": [10, False], "1": [20, False]}, 2) == 10
     assert h.global_watermark({"0": [10, True], "1": [20, False]}, 2) == 20
     assert h.global_watermark({"0": [10, True], "1": [None, True]}, 2) == 10
+
+
+def test_streams_health_a_cohort_stored_by_an_earlier_worker_is_read_and_saved_in_the_same_form():
+    # A running deployment's cohort-state table holds these documents (short keys, as every
+    # worker version so far stored them): a new worker must go on from them as they are.
+    stored = orjson.loads(
+        b'{"school":"s","course":"c","cohort":"k","L":{'
+        + b",".join(b'"l%d":{"b":{"%d":[600000,%d,1]},"first":%d,"s7":0,"last":0}' % (i, T0, T0 + 60_000, T0) for i in range(4))
+        + b'},"eh":null,"rec":null,"al":null}'
+    )
+    fresh = cohort()
+    for i in range(4):
+        active(fresh, f"l{i}", T0)
+    assert orjson.dumps(fresh) == orjson.dumps(stored)
+    for cs in (stored, fresh):
+        h.advance(cs, T0 + 9 * DAY_MS, P)
+    assert orjson.dumps(stored) == orjson.dumps(fresh)
+    assert set(stored) == {"school", "course", "cohort", "L", "eh", "rec", "al"}
+    assert stored["al"]["at"] == T0 + 7 * DAY_MS + HOUR_MS and stored["rec"][1] == 4
