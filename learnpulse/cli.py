@@ -56,6 +56,7 @@ def main(ctx: click.Context) -> None:
     Write, serve:  learnpulse sink | serve | notify
     Ask:           learnpulse sql "SELECT …"         read-only SQL on the pipeline's ClickHouse
     Mastery model: learnpulse mastery fit | evaluate  fit BKT per skill; score it out of sample
+    Plan:          learnpulse capacity --schools … --learners … --statements-per-hour …
     Settings come from LEARNPULSE_* environment variables (see README); every
     command has --help.
     """

@@ -3,6 +3,6 @@
 Kept apart so each area's commands can grow without touching the others.
 """
 
-from . import gateway, mastery, notify, operators, producers, quarantine, reporting, sinks, streams, supervise
+from . import capacity, gateway, mastery, notify, operators, producers, quarantine, reporting, sinks, streams, supervise
 
-AREAS = (producers, streams, mastery, sinks, reporting, operators, gateway, notify, quarantine, supervise)
+AREAS = (producers, streams, mastery, sinks, reporting, operators, gateway, notify, quarantine, supervise, capacity)

@@ -35,6 +35,21 @@ def test_dashboard_benchmark_prints_every_answer_for_every_reader():
     }  # fmt: skip
 
 
+def test_storage_benchmark_counts_every_table_the_statements_sink_writes():
+    done = subprocess.run(  # noqa: S603 - our own module
+        [sys.executable, "-m", "benchmarks.bench_storage", "--statements", "2000", "--engines", "chdb"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = {" ".join(line.split()[:2]): line.split() for line in done.stdout.splitlines() if line.startswith("chdb ")}
+    # Every statement is one row of statements and of statements_raw, and takes some bytes.
+    assert float(rows["chdb statements"][2]) == 1.0 and float(rows["chdb statements_raw"][2]) == 1.0
+    total = rows["chdb every"]  # "chdb every table  <compressed> <on disk> …"
+    assert float(total[3].replace(",", "")) > 0
+    kafka = next(line for line in done.stdout.splitlines() if line.startswith("Kafka xapi.statements"))
+    assert float(kafka.split()[4].replace(",", "")) > 0
+
+
 def test_end_to_end_benchmark_fed_by_the_simulator_prints_its_table():
     """The whole pipeline started by the benchmark (Kafka, worker, gateway with the sinks on
     chDB), fed by ``learnpulse simulate`` one statement per message: every statement due is

@@ -1,0 +1,173 @@
+"""How many processes, partitions and bytes a network needs: ``learnpulse capacity``.
+
+Pure arithmetic over figures measured on one machine of the reference kind (2 cores,
+Debian 12, Python 3.11); ``deploy/CAPACITY.md`` gives the commands that measured each one,
+so they can be measured again on the machine a school network will use. The plan is a
+starting point to measure from, not a promise: every stage is one Python process per core
+at most (the GIL), so processes are counted in whole cores.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+# -- measured figures -------------------------------------------------------------------
+# CPU-seconds per 1,000 statements of a busy process (deploy/CAPACITY.md gives each run).
+
+
+@dataclass(frozen=True, slots=True)
+class StageCost:
+    per_request: float  # per HTTP request (gateway) or Kafka message (worker), per 1,000
+    per_statement: float  # per statement inside it, per 1,000
+
+    def per_1000(self, statements_per_request: float) -> float:
+        return self.per_statement + self.per_request / statements_per_request
+
+
+# bench_gateway --browser: 729 µs per single-statement POST, 142 µs per statement at 100 per POST.
+GATEWAY = StageCost(per_request=0.60, per_statement=0.13)
+# bench_streams: 3,809 statements per CPU-second at 1 per message, 11,178 at 9 per message.
+WORKER = StageCost(per_request=0.19, per_statement=0.07)
+# bench_end_to_end --path server --batch 20 at 1,000/s: the sink process (every sink),
+# clickhouse-server and the Kafka broker, per 1,000 statements.
+SINKS = 0.33
+CLICKHOUSE_SERVER = 0.18
+KAFKA_BROKER = 0.30
+# Bytes per statement (bench_storage, simulator statements; scale by your statements' JSON size).
+SIMULATOR_JSON_BYTES = 1_543
+CLICKHOUSE_BYTES = 389  # clickhouse-server: every table the statements sink writes, on disk
+KAFKA_BYTES = 133  # xapi.statements, LZ4, per replica
+PARTITIONS_DEFAULT = 12  # schemas/topics.py: xapi.statements
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    schools: int
+    learners: int
+    statements_per_hour: float  # the network's busiest hour
+    statements_per_request: float = 1.0
+    active_hours_per_day: float = 6.0  # busiest-hour rate held this long on a school day
+    school_days_per_year: int = 180
+    clickhouse_replicas: int = 1
+    kafka_replication: int = 1
+    kafka_retention_days: float = 7.0
+    statement_json_bytes: float = SIMULATOR_JSON_BYTES
+    utilisation: float = 0.6  # plan every core to this share, for bursts and catch-up after outages
+
+    def check(self) -> Workload:
+        problems = [
+            name for name, ok in (
+                ("--schools must be ≥ 1", self.schools >= 1),
+                ("--learners must be ≥ 1", self.learners >= 1),
+                ("--statements-per-hour must be > 0", self.statements_per_hour > 0),
+                ("--per-request must be ≥ 1", self.statements_per_request >= 1),
+                ("--utilisation must be in (0, 1]", 0 < self.utilisation <= 1),
+                ("--replicas and --kafka-replication must be ≥ 1",
+                 self.clickhouse_replicas >= 1 and self.kafka_replication >= 1),
+            ) if not ok
+        ]  # fmt: skip
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class StagePlan:
+    name: str
+    cpu_seconds_per_1000: float
+    cores: float  # at the planned utilisation
+    processes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    workload: Workload
+    peak_per_second: float
+    stages: list[StagePlan] = field(default_factory=list)
+    partitions: int = PARTITIONS_DEFAULT
+    statements_per_year: float = 0.0
+    clickhouse_bytes_per_year: float = 0.0
+    kafka_bytes_retained: float = 0.0
+
+    @property
+    def cores(self) -> float:
+        return sum(s.cores for s in self.stages)
+
+
+def _stage(name: str, cost: float, per_second: float, utilisation: float) -> StagePlan:
+    cores = per_second * cost / 1000 / utilisation
+    return StagePlan(name, cost, cores, max(1, math.ceil(cores)))
+
+
+def _replicated(stage: StagePlan, replicas: int) -> StagePlan:
+    """A multi-threaded server, on each of ``replicas`` machines: every replica does the writing
+    work again (inserts on each ClickHouse replica, fetches on each broker)."""
+    return StagePlan(stage.name, stage.cpu_seconds_per_1000, stage.cores * replicas, replicas)
+
+
+def plan(w: Workload) -> Plan:
+    w.check()
+    per_second = w.statements_per_hour / 3600
+    size = w.statement_json_bytes / SIMULATOR_JSON_BYTES
+    stages = [
+        _stage("gateway", GATEWAY.per_1000(w.statements_per_request), per_second, w.utilisation),
+        # A request's statements of one learner travel in one message (DESIGN.md).
+        _stage("stream worker", WORKER.per_1000(w.statements_per_request), per_second, w.utilisation),
+        _stage("sinks", SINKS, per_second, w.utilisation),
+        _replicated(_stage("clickhouse-server", CLICKHOUSE_SERVER, per_second, w.utilisation), w.clickhouse_replicas),
+        _replicated(_stage("kafka broker", KAFKA_BROKER, per_second, w.utilisation), w.kafka_replication),
+    ]
+    consumers = max(stages[1].processes, stages[2].processes)
+    # Every worker and sink process needs a partition of its own; twice that leaves room to
+    # add processes without repartitioning (which would move learners between partitions).
+    partitions = max(PARTITIONS_DEFAULT, 2 * consumers)
+    per_year = w.statements_per_hour * w.active_hours_per_day * w.school_days_per_year
+    per_day = w.statements_per_hour * w.active_hours_per_day
+    return Plan(
+        workload=w,
+        peak_per_second=per_second,
+        stages=stages,
+        partitions=partitions,
+        statements_per_year=per_year,
+        clickhouse_bytes_per_year=per_year * CLICKHOUSE_BYTES * size * w.clickhouse_replicas,
+        kafka_bytes_retained=per_day * w.kafka_retention_days * KAFKA_BYTES * size * w.kafka_replication,
+    )
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:,.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def render(p: Plan) -> str:
+    w = p.workload
+    lines = [
+        f"{w.schools:,} schools, {w.learners:,} learners; busiest hour {w.statements_per_hour:,.0f} statements "
+        f"({p.peak_per_second:,.1f}/s), {w.statements_per_request:g} per request",
+        "",
+        f"{'stage':<30} {'CPU-s / 1,000':>14} {'cores':>7} {'processes':>10}",
+    ]
+    for s in p.stages:
+        lines.append(f"{s.name:<30} {s.cpu_seconds_per_1000:>14.2f} {s.cores:>7.2f} {s.processes:>10}")
+    lines += [
+        f"{'every stage':<30} {'':>14} {p.cores:>7.2f}",
+        "",
+        f"xapi.statements partitions: {p.partitions} (each worker and sink process needs its own; twice that "
+        "leaves room to grow)",
+        f"statements per year: {p.statements_per_year:,.0f} ({w.active_hours_per_day:g} busy hours × "
+        f"{w.school_days_per_year} school days)",
+        f"ClickHouse storage per year: {_bytes(p.clickhouse_bytes_per_year)} "
+        f"({w.clickhouse_replicas} replica(s); statements, raw JSON, LRS index, rollups)",
+        f"Kafka xapi.statements retained: {_bytes(p.kafka_bytes_retained)} "
+        f"({w.kafka_retention_days:g} days × replication {w.kafka_replication})",
+        f"cores at {w.utilisation:.0%} utilisation (servers: over all their replicas); Python stages: one core per "
+        "process at most; figures measured on a 2-core machine, see deploy/CAPACITY.md",
+    ]
+    if w.statements_per_hour / w.learners > 600:
+        lines.append("note: more than 600 statements per learner in the busiest hour: is --statements-per-hour "
+                     "the whole network's?")
+    return "\n".join(lines)
