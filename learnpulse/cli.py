@@ -72,17 +72,24 @@ def stack() -> None:
 
 
 @stack.command("up")
+@click.option("--brokers", type=click.IntRange(1, 9), default=None,
+              help="Kafka brokers (KRaft) to run here [default: LEARNPULSE_KAFKA__BROKERS, 1]; 3 or more: "
+                   "topics replicated 3 times with min.insync.replicas=2. Give every process the same "
+                   "LEARNPULSE_KAFKA__BROKERS so each knows every broker.")
 @click.option("--clickhouse-server", is_flag=True, help="Also start Debian's clickhouse-server on loopback.")
 @click.option("--postgres", is_flag=True, help="Also start Debian's PostgreSQL on loopback (LRS store for several gateways).")
 @click.pass_obj
-def stack_up(settings: Settings, clickhouse_server: bool, postgres: bool) -> None:
+def stack_up(settings: Settings, brokers: int | None, clickhouse_server: bool, postgres: bool) -> None:
     """Start the services (harmless when already running) and create the topics."""
-    from .stack import ClickHouseServer, KafkaBroker
+    from .stack import ClickHouseServer, kafka_up
     from .topics import ensure_topics
 
-    click.echo(f"kafka: {KafkaBroker(settings).up()} on {settings.kafka.bootstrap_servers}")
-    created = ensure_topics(settings.kafka.bootstrap_servers, settings.kafka.topic_prefix, settings.kafka.replication)
-    click.echo(f"topics: {len(created)} created")
+    if brokers is not None:
+        settings.kafka.brokers = brokers
+    k = settings.kafka
+    click.echo(f"kafka: {kafka_up(settings)} on {k.bootstrap_servers}")
+    created = ensure_topics(k.bootstrap_servers, k.topic_prefix, k.topic_replication)
+    click.echo(f"topics: {len(created)} created (replication factor {k.topic_replication})")
     if clickhouse_server:
         server = ClickHouseServer(settings)
         click.echo(f"clickhouse-server: {server.up()} at {server.url}")
@@ -105,7 +112,7 @@ def topics_create(settings: Settings) -> None:
     from .topics import ensure_topics
 
     k = settings.kafka
-    created = ensure_topics(k.bootstrap_servers, k.topic_prefix, k.replication)
+    created = ensure_topics(k.bootstrap_servers, k.topic_prefix, k.topic_replication)
     click.echo(f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else ""))
 
 
@@ -114,9 +121,9 @@ def topics_create(settings: Settings) -> None:
 def stack_down(settings: Settings) -> None:
     """Stop the services (also cleans up stale pid files after a crash)."""
     from .postgres import PostgresServer
-    from .stack import ClickHouseServer, KafkaBroker
+    from .stack import ClickHouseServer, local_kafka_brokers
 
-    for svc in (PostgresServer(settings), ClickHouseServer(settings), KafkaBroker(settings)):
+    for svc in (PostgresServer(settings), ClickHouseServer(settings), *reversed(local_kafka_brokers(settings))):
         click.echo(f"{svc.name}: {'stopped' if svc.stop() else 'was not running'}")
 
 
@@ -125,9 +132,9 @@ def stack_down(settings: Settings) -> None:
 def stack_status(settings: Settings) -> None:
     """Show whether each service runs and listens."""
     from .postgres import PostgresServer
-    from .stack import ClickHouseServer, KafkaBroker
+    from .stack import ClickHouseServer, local_kafka_brokers
 
-    for svc in (KafkaBroker(settings), ClickHouseServer(settings), PostgresServer(settings)):
+    for svc in (*local_kafka_brokers(settings), ClickHouseServer(settings), PostgresServer(settings)):
         click.echo(f"{svc.name}: {svc.status()}")
 
 

@@ -96,7 +96,7 @@ def run_demo(settings: Settings, duration: float | None, rate: float, echo) -> i
 
 
 def _run(settings: Settings, duration: float | None, rate: float, echo) -> int:
-    created = ensure_topics(settings.kafka.bootstrap_servers, settings.kafka.topic_prefix, settings.kafka.replication)
+    created = ensure_topics(settings.kafka.bootstrap_servers, settings.kafka.topic_prefix, settings.kafka.topic_replication)
     if created:
         echo(f"topics created: {', '.join(created)}")
     ch = open_clickhouse(settings)

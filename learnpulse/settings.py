@@ -24,12 +24,27 @@ class KafkaSettings(BaseModel):
     # Set to use an external cluster instead of the local broker (host:port,...).
     bootstrap: str | None = None
     topic_prefix: str = ""
-    replication: int = 1
+    # Replication factor of the topics learnpulse creates; 0: 3 on a cluster of 3 or more
+    # brokers (min.insync.replicas 2), else the number of brokers.
+    replication: int = 0
+    # Local brokers `learnpulse stack up` runs (KRaft, each broker and controller): broker n
+    # (1-based) listens on port + 2(n-1), its controller on controller_port + 2(n-1).
+    brokers: int = 1
     heap: str = "512m"
+
+    def broker_port(self, node: int) -> int:
+        return self.port + 2 * (node - 1)
+
+    def controller_port_of(self, node: int) -> int:
+        return self.controller_port + 2 * (node - 1)
 
     @property
     def bootstrap_servers(self) -> str:
-        return self.bootstrap or f"{self.host}:{self.port}"
+        return self.bootstrap or ",".join(f"{self.host}:{self.broker_port(n)}" for n in range(1, self.brokers + 1))
+
+    @property
+    def topic_replication(self) -> int:
+        return self.replication or min(3, self.brokers)
 
 
 class ClickHouseSettings(BaseModel):

@@ -155,11 +155,17 @@ class Service:
 
 
 class KafkaBroker(Service):
-    def __init__(self, settings: Settings) -> None:
+    """Broker ``node`` (1-based) of the local KRaft cluster of ``settings.kafka.brokers``: each node
+    is a broker and a controller (combined mode), in a directory of its own under the home."""
+
+    def __init__(self, settings: Settings, node: int = 1) -> None:
         k = settings.kafka
-        super().__init__("kafka", settings.home.resolve() / "kafka", k.host, (k.port, k.controller_port))
+        name = "kafka" if node == 1 else f"kafka-{node}"
+        super().__init__(name, settings.home.resolve() / name, k.host, (k.broker_port(node), k.controller_port_of(node)))
         self.settings = k
+        self.node = node
         self.cache_dir = settings.cache_dir
+        self.cluster_id_file = settings.home.resolve() / "kafka-cluster-id"
 
     @property
     def libs(self) -> Path:
@@ -204,23 +210,31 @@ class KafkaBroker(Service):
         k = self.settings
         data = self.dir / "data"
         props = self.dir / "server.properties"
+        port, controller = k.broker_port(self.node), k.controller_port_of(self.node)
+        voters = ",".join(f"{n}@{k.host}:{k.controller_port_of(n)}" for n in range(1, k.brokers + 1))
+        # Internal topics replicated like learnpulse's own (acks=all waits for min.insync.replicas).
+        replication, min_isr = k.topic_replication, min(2, k.topic_replication)
         props.write_text(
             "\n".join(
                 [
                     "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.voters=1@{k.host}:{k.controller_port}",
-                    f"listeners=PLAINTEXT://{k.host}:{k.port},CONTROLLER://{k.host}:{k.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://{k.host}:{k.port}",
+                    f"node.id={self.node}",
+                    f"controller.quorum.voters={voters}",
+                    f"listeners=PLAINTEXT://{k.host}:{port},CONTROLLER://{k.host}:{controller}",
+                    f"advertised.listeners=PLAINTEXT://{k.host}:{port}",
                     "controller.listener.names=CONTROLLER",
                     "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
                     "inter.broker.listener.name=PLAINTEXT",
                     f"log.dirs={data}",
                     "num.partitions=1",
-                    "offsets.topic.replication.factor=1",
+                    f"default.replication.factor={replication}",
+                    f"min.insync.replicas={min_isr}",
+                    f"offsets.topic.replication.factor={replication}",
                     "offsets.topic.num.partitions=12",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
+                    f"transaction.state.log.replication.factor={replication}",
+                    f"transaction.state.log.min.isr={min_isr}",
+                    # A replica that was down may not become leader: an acknowledged record is never lost.
+                    "unclean.leader.election.enable=false",
                     "group.initial.rebalance.delay.ms=0",
                     # Topics are created by learnpulse with their declared partitions.
                     "auto.create.topics.enable=false",
@@ -242,7 +256,7 @@ class KafkaBroker(Service):
         )
         if not (data / "meta.properties").exists():
             # `--cluster-id=` form: an id may start with "-", which a separate argument would not survive.
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = self._cluster_id()
             res = subprocess.run(
                 self._java() + ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props)],
                 capture_output=True, text=True,
@@ -250,6 +264,19 @@ class KafkaBroker(Service):
             if res.returncode != 0:
                 raise UserError(f"formatting Kafka storage failed: {res.stdout[-300:]} {res.stderr[-300:]}")
         return props
+
+    def _cluster_id(self) -> str:
+        """One id for every node of the local cluster, made once (the first node's, if it has one)."""
+        if self.cluster_id_file.exists():
+            return self.cluster_id_file.read_text().strip()
+        first = self.dir.parent / "kafka" / "data" / "meta.properties"
+        if first.exists():
+            for line in first.read_text().splitlines():
+                if line.startswith("cluster.id="):
+                    return line.split("=", 1)[1].strip()
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        self.cluster_id_file.write_text(cluster_id + "\n")
+        return cluster_id
 
     def _java(self) -> list[str]:
         return [
@@ -259,8 +286,14 @@ class KafkaBroker(Service):
         ]
 
     def up(self, timeout: float = 90) -> str:
+        started = self.start()
+        self._wait_ready(self.ready, timeout)
+        return started
+
+    def start(self) -> str:
+        """Spawn the broker without waiting for it: a cluster's nodes must all be started before
+        any can be ready (the controllers need a majority of the quorum)."""
         if self.pid() is not None:
-            self._wait_ready(self.ready, timeout)
             return "already running"
         self.pidfile.unlink(missing_ok=True)
         _require_tool("java", "openjdk-17-jre-headless")
@@ -270,27 +303,57 @@ class KafkaBroker(Service):
         self.ensure_jars()
         props = self._write_config()
         self._spawn(self._java() + ["kafka.Kafka", str(props)])
-        self._wait_ready(self.ready, timeout)
         return "started"
 
+    def wait_ready(self, timeout: float = 90) -> None:
+        self._wait_ready(self.ready, timeout)
+
     def ready(self) -> bool:
-        if not port_open(self.settings.host, self.settings.port):
+        """This node answers and the cluster lists it among its brokers."""
+        port = self.settings.broker_port(self.node)
+        if not port_open(self.settings.host, port):
             return False
         from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
 
         try:
             admin = KafkaAdminClient(
-                bootstrap_servers=self.settings.bootstrap_servers, request_timeout_ms=3000, bootstrap_timeout_ms=3000
+                bootstrap_servers=f"{self.settings.host}:{port}", request_timeout_ms=3000, bootstrap_timeout_ms=3000
             )
         except (KafkaError, OSError, ValueError):
             return False
         try:
-            return bool(admin.describe_cluster().get("brokers"))
+            brokers = admin.describe_cluster().get("brokers", [])
+            return any(b.get("broker_id", b.get("node_id")) == self.node for b in brokers)
         except (KafkaError, OSError):
             return False
         finally:
             admin.close()
+
+
+def kafka_brokers(settings: Settings) -> list[KafkaBroker]:
+    """Every node of the local cluster (``settings.kafka.brokers``)."""
+    return [KafkaBroker(settings, node) for node in range(1, settings.kafka.brokers + 1)]
+
+
+def local_kafka_brokers(settings: Settings) -> list[KafkaBroker]:
+    """The configured brokers and any other this home has run (a cluster started with a larger
+    ``--brokers`` than the settings now say): what ``stack down`` and ``status`` look at."""
+    home = settings.home.resolve()
+    nodes = set(range(1, settings.kafka.brokers + 1))
+    nodes |= {int(d.name.split("-", 1)[1]) for d in home.glob("kafka-*") if d.is_dir() and d.name.split("-", 1)[1].isdigit()}
+    return [KafkaBroker(settings, node) for node in sorted(nodes)]
+
+
+def kafka_up(settings: Settings, timeout: float = 120) -> str:
+    """Start every local broker, then wait until each is ready; what happened, in a few words."""
+    brokers = kafka_brokers(settings)
+    outcomes = [b.start() for b in brokers]
+    for b in brokers:
+        b.wait_ready(timeout)
+    if len(brokers) == 1:
+        return outcomes[0]
+    return f"{outcomes.count('started')} of {len(brokers)} brokers started, the others already running"
 
 
 class ClickHouseServer(Service):

@@ -115,7 +115,7 @@ def kafka(request: pytest.FixtureRequest, kafka_settings: KafkaSettings) -> Kafk
     from learnpulse.topics import ensure_topics
 
     k = kafka_settings.model_copy(update={"topic_prefix": f"t{uuid.uuid4().hex[:8]}."})
-    ensure_topics(k.bootstrap_servers, k.topic_prefix, k.replication)
+    ensure_topics(k.bootstrap_servers, k.topic_prefix, k.topic_replication)
     return k
 
 

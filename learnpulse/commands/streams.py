@@ -84,7 +84,7 @@ def register(main: click.Group) -> None:
                 app_id=app_id or f"{k.topic_prefix}learnpulse-streams",
                 datadir=datadir,
                 web_port=web_port or settings.streams_web_port,
-                replication=k.replication,
+                replication=k.topic_replication,
                 config=streams_config(settings),
                 client_id=worker_client_id(name),
                 instance_id=worker_instance_id(name),

@@ -39,7 +39,7 @@ class Served:
 def served(tmp_path_factory, kafka_settings, chdb_path):
     tmp = tmp_path_factory.mktemp("operators")
     kafka = kafka_settings.model_copy(update={"topic_prefix": f"t{uuid.uuid4().hex[:8]}."})
-    ensure_topics(kafka.bootstrap_servers, kafka.topic_prefix, kafka.replication)
+    ensure_topics(kafka.bootstrap_servers, kafka.topic_prefix, kafka.topic_replication)
     settings = Settings(
         home=tmp / "home", kafka=kafka,
         clickhouse=ClickHouseSettings(url=f"chdb://{chdb_path}?database=t_{uuid.uuid4().hex[:10]}"),
