@@ -31,6 +31,13 @@ LEARNER_IN_SCOPE = (
     f"({{scope_all:UInt8}} = 1 OR {_ANY_SCHOOL} OR (school, course, learner) IN "
     f"(SELECT school, course, learner FROM {{db}}.engagement WHERE grain = 'day' AND {_ANY_COHORT}))"
 )
+# A row of the names directory (school, learner; no course or cohort) is in scope: the whole
+# school, or the learner was seen in one of the scope's cohorts (a teacher sees the names
+# of its cohorts' learners only).
+NAME_IN_SCOPE = (
+    f"({{scope_all:UInt8}} = 1 OR {_ANY_SCHOOL} OR (school, learner) IN "
+    f"(SELECT school, learner FROM {{db}}.engagement WHERE grain = 'day' AND {_ANY_COHORT}))"
+)
 # A row of a table with a school column only is in scope (whole schools; never for cohorts).
 SCHOOL_IN_SCOPE = f"({{scope_all:UInt8}} = 1 OR {_ANY_SCHOOL})"
 
@@ -70,7 +77,8 @@ class Scope:
         return self.whole_school(school) or (school, course, cohort) in self.cohorts
 
     def params(self) -> dict[str, Any]:
-        """The query parameters :data:`IN_SCOPE`, :data:`LEARNER_IN_SCOPE` and :data:`SCHOOL_IN_SCOPE` read."""
+        """The query parameters :data:`IN_SCOPE`, :data:`LEARNER_IN_SCOPE`, :data:`NAME_IN_SCOPE` and
+        :data:`SCHOOL_IN_SCOPE` read."""
         return {
             "scope_all": 1 if self.every_school else 0,
             "scope_schools": sorted(self.schools),

@@ -48,3 +48,41 @@ def _has_ifi(agent: dict[str, Any]) -> bool:
 def pseudonym(secret: bytes, agent: dict[str, Any]) -> str:
     """Hex HMAC-SHA256 of :func:`learner_key` of the actor under ``secret``."""
     return hmac.new(secret, learner_key(agent).encode(), hashlib.sha256).hexdigest()
+
+
+# -- display names for staff (the per-school directory, migration 0018) -----------------
+MAX_DISPLAY_NAME = 200
+_CONTROL = dict.fromkeys([*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)], " ")
+
+
+def _clean(text: str) -> str:
+    # Control characters (line breaks, escapes a terminal or CSV would act on) become
+    # spaces; runs of white space one space; bounded so a hostile actor cannot fill pages.
+    return " ".join(text.translate(_CONTROL).split())[:MAX_DISPLAY_NAME]
+
+
+def display_name(agent: Any) -> str:
+    """What staff see for an actor ("" when nothing human-readable: the pseudonym is shown).
+
+    In order: the Agent/Group ``name``; else the account as ``name@homePage``; else the
+    ``mbox`` or ``openid`` without its scheme (``mailto:``, ``https://``). An
+    ``mbox_sha1sum`` names nobody readable. An anonymous Group without a name has none.
+    """
+    if not isinstance(agent, dict):
+        return ""
+    name = agent.get("name")
+    if isinstance(name, str) and (clean := _clean(name)):
+        return clean
+    account = agent.get("account")
+    if isinstance(account, dict):
+        login, home = account.get("name"), account.get("homePage")
+        if isinstance(login, str) and isinstance(home, str) and _clean(login):
+            return _clean(f"{login}@{home}")
+    mbox = agent.get("mbox")
+    if isinstance(mbox, str) and (clean := _clean(mbox.partition(":")[2] if ":" in mbox else mbox)):
+        return clean
+    openid = agent.get("openid")
+    if isinstance(openid, str):
+        scheme, sep, rest = openid.partition("://")
+        return _clean(rest if sep else openid)
+    return ""

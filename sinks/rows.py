@@ -26,7 +26,7 @@ import orjson
 from schemas.clickhouse import tables as T
 from schemas.envelope import StatementEnvelope
 from schemas.errors import InvalidStatement
-from schemas.identity import learner_key
+from schemas.identity import display_name, learner_key
 from schemas.records import AlertRecord, CohortHealthRecord, EngagementRecord, MasteryRecord
 from schemas.xapi.duration import duration_ms
 from schemas.xapi.timefmt import parse_ms
@@ -169,6 +169,8 @@ def statement_rows(secret: bytes, limits: TimeRange, raw: bytes | None) -> Rows:
     """
     env = StatementEnvelope.decode(raw)
     analytic, stored_raw, voids = [], [], []
+    # The envelope's learner's display name from its newest statement (learner_names).
+    named: tuple[int, str, uuid.UUID] | None = None
     parsed: list[tuple[dict[str, Any], uuid.UUID, int, str, str]] = []
     # A request's statements share one ``stored`` time: converted once per envelope.
     times: dict[Any, tuple[int, datetime]] = {}
@@ -177,7 +179,7 @@ def statement_rows(secret: bytes, limits: TimeRange, raw: bytes | None) -> Rows:
         path = f"$.statements[{i}].statement"
         try:
             sid = _uuid(s["id"], path + ".id")
-            _, ts_dt = _checked_time(limits, s["timestamp"], path, ".timestamp", times)
+            ts_ms, ts_dt = _checked_time(limits, s["timestamp"], path, ".timestamp", times)
             stored_ms, stored_dt = _checked_time(limits, s["stored"], path, ".stored", times)
             verb = s["verb"]["id"]
         except (KeyError, TypeError) as err:
@@ -248,12 +250,30 @@ def statement_rows(secret: bytes, limits: TimeRange, raw: bytes | None) -> Rows:
             )
         )
         parsed.append((s, sid, stored_ms, verb, path))
+        if name := display_name(s.get("actor")):
+            version = name_version(ts_ms, sid)
+            if named is None or version > named[0]:
+                named = (version, name, sid)
     # The LRS index once every statement passed the checks above (as lrs_rows(env) would
     # run after them), reusing what they parsed.
     index: Rows = {t: [] for t in LRS_COLUMNS}
     for s, sid, stored_ms, verb, path in parsed:
         statement_index_rows(env.school, s, sid, stored_ms, verb, path, index)
-    return {T.STATEMENTS: analytic, T.STATEMENTS_RAW: stored_raw, T.STATEMENT_VOIDS: voids, **index}
+    names = [(env.school, env.learner, named[1], named[0], named[2])] if named else []
+    return {T.STATEMENTS: analytic, T.STATEMENTS_RAW: stored_raw, T.STATEMENT_VOIDS: voids, T.LEARNER_NAMES: names,
+            **index}  # fmt: skip
+
+
+_NAME_ID_BITS = 20
+
+
+def name_version(timestamp_ms: int, statement_id: uuid.UUID) -> int:
+    """``learner_names.version``: newer statement wins; in one millisecond, 20 bits of its id decide.
+
+    A UInt64: timestamps before 1970 count as 0; 44 bits of ms reach the year 2527.
+    """
+    ms = min(max(timestamp_ms, 0), (1 << (64 - _NAME_ID_BITS)) - 1)
+    return (ms << _NAME_ID_BITS) | (statement_id.int >> (128 - _NAME_ID_BITS))
 
 
 def _checked_time(
@@ -354,6 +374,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     T.COHORT_HEALTH: T.COHORT_HEALTH_COLUMNS,
     T.ALERTS: T.ALERT_COLUMNS,
     T.QUARANTINE: T.QUARANTINE_COLUMNS,
+    T.LEARNER_NAMES: T.LEARNER_NAME_COLUMNS,
     **LRS_COLUMNS,
 }
 

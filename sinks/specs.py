@@ -43,7 +43,7 @@ SPECS: dict[str, SinkSpec] = {
         SinkSpec(
             "statements",
             Topic.STATEMENTS,
-            (T.STATEMENTS_RAW, *_LRS_BUT_IDS, T.STATEMENTS, T.STATEMENT_VOIDS, LRS_STATEMENT_IDS),
+            (T.STATEMENTS_RAW, *_LRS_BUT_IDS, T.STATEMENTS, T.STATEMENT_VOIDS, T.LEARNER_NAMES, LRS_STATEMENT_IDS),
             (mark_voided,),
             first_copy_only=True,
         ),

@@ -23,6 +23,7 @@ GRANT SELECT ON learnpulse.alerts TO learnpulse_operator;
 GRANT SELECT ON learnpulse.activity_daily TO learnpulse_operator;
 GRANT SELECT ON learnpulse.statements_current TO learnpulse_operator;
 GRANT SELECT ON learnpulse.sink_progress TO learnpulse_operator;
+GRANT SELECT ON learnpulse.learner_names TO learnpulse_operator;
 GRANT SELECT ON learnpulse.statements_raw TO learnpulse_lrs;
 GRANT SELECT ON learnpulse.statement_voids TO learnpulse_lrs;
 GRANT SELECT ON learnpulse.sink_progress TO learnpulse_lrs;

@@ -6,7 +6,9 @@ Current ClickHouse (SQL access control, >= 20.x; applied by ``learnpulse db acce
 - ``learnpulse_researcher``: SELECT on the pseudonymous analytics tables and views only
   (:data:`~schemas.clickhouse.tables.RESEARCH_TABLES`): no raw JSON, no names or mail
   addresses (those are only in ``statements_raw``, ``xapi_events_all`` and the LRS index);
-- ``learnpulse_operator``: the dashboard: the researcher's tables plus ``sink_progress``;
+- ``learnpulse_operator``: the dashboard: the researcher's tables plus ``sink_progress`` and
+  the staff directory of names ``learner_names`` (the app shows a name only to operators
+  whose scope covers the school; researchers and school SQL users never get it);
 - ``learnpulse_writer``: the pipeline (sinks, migrations, erasures);
 - ``learnpulse_lrs``: the LRS read API (raw JSON and its index, voids, progress);
 - ``learnpulse_school``: SELECT on :data:`~schemas.clickhouse.tables.SCHOOL_TABLES`, given
@@ -34,7 +36,7 @@ LRS = "learnpulse_lrs"
 SCHOOL = "learnpulse_school"
 STAFF = (RESEARCHER, OPERATOR, WRITER, LRS)
 
-OPERATOR_TABLES = (*T.RESEARCH_TABLES, T.SINK_PROGRESS)
+OPERATOR_TABLES = (*T.RESEARCH_TABLES, T.SINK_PROGRESS, T.LEARNER_NAMES)
 LRS_TABLES = (T.STATEMENTS_RAW, T.STATEMENT_VOIDS, T.SINK_PROGRESS, T.XAPI_EVENTS_ALL)
 # Tables whose rows are scoped per school (a `school` column) and carry row policies.
 POLICY_TABLES = T.SCHOOL_TABLES

@@ -64,6 +64,12 @@ ALERT_COLUMNS = (
 ALERT_ACKNOWLEDGEMENTS = "alert_acknowledgements"
 ALERT_ACK_COLUMNS = ("alert_id", "school", "course", "cohort", "operator", "note", "at")
 
+# Per-school directory of learners' display names for staff (migration 0018): the latest
+# statement's actor name (schemas.identity.display_name) per (school, learner); written by
+# the statements sink with the statement rows. Never a research table: names are people.
+LEARNER_NAMES = "learner_names"
+LEARNER_NAME_COLUMNS = ("school", "learner", "name", "version", "statement_id")
+
 # -- rollups (migration 0003): maintained by ClickHouse from `statements` ---------------
 ACTIVITY_DAILY = "activity_daily"
 ACTIVITY_DAILY_MV = "activity_daily_mv"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import re
 import time
+import uuid
 
 import orjson
 import pytest
@@ -80,6 +81,9 @@ def _left_about(ch, a: str) -> dict[str, int]:
         "engagement": scalar(ch, "SELECT count() FROM {db}.engagement WHERE learner = {a:String}", {"a": a}),
         "mastery": scalar(ch, "SELECT count() FROM {db}.mastery WHERE learner = {a:String}", {"a": a}),
         "alerts": scalar(ch, "SELECT count() FROM {db}.alerts WHERE has(disengaged_learners, {a:String})", {"a": a}),
+        # The staff directory of names (migration 0018): her name, by pseudonym and as text.
+        "names": scalar(ch, "SELECT count() FROM {db}.learner_names WHERE learner = {a:String} OR name = 'Ada'",
+                        {"a": a}),
     }
 
 
@@ -111,8 +115,9 @@ def test_sinks_forget_learner_erases_raw_and_derived_rows_and_survives_a_replay(
             assert report.statements == 22 and report.remaining == 0
             assert report.removed["statements"] >= 22 and report.removed["engagement"] == 1
             assert report.scrubbed == {"alerts": 1}
+            assert report.removed["learner_names"] >= 1
 
-        assert _left_about(ch, a) == dict.fromkeys(("statements", "raw", "engagement", "mastery", "alerts"), 0)
+        assert _left_about(ch, a) == dict.fromkeys(("statements", "raw", "engagement", "mastery", "alerts", "names"), 0)
         kept = scalar(ch, "SELECT count() FROM {db}.statements FINAL")
         # The teacher's voiding statement stays (it names a statement id, not her); the void
         # row pointing at her erased statement goes.
@@ -122,6 +127,8 @@ def test_sinks_forget_learner_erases_raw_and_derived_rows_and_survives_a_replay(
         assert scalar(ch, "SELECT uniqExactMerge(statements) FROM {db}.activity_daily") == kept
         assert scalar(ch, "SELECT uniqExactMerge(learners) FROM {db}.activity_daily") == 2  # bob, teacher
         assert scalar(ch, "SELECT count() FROM {db}.engagement FINAL WHERE learner = {b:String}", {"b": b}) == 1
+        # Bob keeps his name.
+        assert ch.query("SELECT name FROM {db}.learner_names FINAL WHERE learner = {b:String}", {"b": b}) == [("Bob",)]
         alert = ch.query("SELECT disengaged_learners FROM {db}.alerts FINAL")
         assert [list(r[0]) for r in alert] == [[b]]
 
@@ -137,7 +144,7 @@ def test_sinks_forget_learner_erases_raw_and_derived_rows_and_survives_a_replay(
         p.close()
         wait_committed(settings, sinks, "statements")
         wait_committed(settings, sinks, "engagement", topic=Topic.ENGAGEMENT)
-        assert _left_about(ch, a) == dict.fromkeys(("statements", "raw", "engagement", "mastery", "alerts"), 0)
+        assert _left_about(ch, a) == dict.fromkeys(("statements", "raw", "engagement", "mastery", "alerts", "names"), 0)
         assert scalar(ch, "SELECT uniqExactMerge(statements) FROM {db}.activity_daily") == kept
 
 
@@ -233,7 +240,9 @@ def test_sinks_forget_learner_leaves_nothing_about_her_in_any_table_attachments_
                    base64.b64encode(certificate).decode(), base64.b64encode(dan_cert).decode(),
                    _attachment(certificate)["sha2"], _attachment(dan_cert)["sha2"]]  # fmt: skip
         before = _mentions(_every_row_of_every_table(ch), needles)
-        assert {"statements_raw", "lrs_attachments", "lrs_attachment_refs", "statements", "quarantine"} <= set(before)
+        assert {"statements_raw", "lrs_attachments", "lrs_attachment_refs", "statements", "quarantine",
+                "learner_names"} <= set(before)
+        assert {"Ada Lovelace", "Dan Quill"} <= before["learner_names"]
 
         secret = pseudonym_key(settings)
         learners = pseudonyms_for("mailto:ada.lovelace@example.org", secret) + pseudonyms_for(
@@ -250,3 +259,10 @@ def test_sinks_forget_learner_leaves_nothing_about_her_in_any_table_attachments_
         assert LrsStore(ch).attachments("s-1", [_attachment(shared)["sha2"]])[_attachment(shared)["sha2"]][1] == shared
         assert scalar(ch, "SELECT count() FROM {db}.statements FINAL WHERE learner = {c:String}", {"c": c}) == 3
         assert scalar(ch, "SELECT count() FROM {db}.quarantine WHERE has(learners, {c:String})", {"c": c}) == 1
+        assert ch.query("SELECT name FROM {db}.learner_names FINAL WHERE learner = {c:String}", {"c": c}) == [("Cy",)]
+        # A name written after the deletions (a racing writer) is counted as left.
+        from sinks.forget import _remaining, _tables
+
+        ch.insert(f"{ch.database}.learner_names", ["school", "learner", "name", "version", "statement_id"],
+                  [["s-1"], [a], ["Ada Lovelace"], [1], [uuid.UUID(ada_st[0]["id"])]])  # fmt: skip
+        assert _remaining(ch, _tables(ch), learners, []) == 1

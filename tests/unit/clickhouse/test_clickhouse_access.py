@@ -40,6 +40,14 @@ def test_clickhouse_researcher_reads_only_pseudonymous_tables():
     assert {T.STATEMENTS_RAW, *LRS_COLUMNS} <= _granted(sql, A.LRS)
 
 
+def test_clickhouse_names_directory_is_for_the_operators_app_only():
+    sql = A.access_sql("lp", tuple(LRS_COLUMNS))
+    assert T.LEARNER_NAMES not in T.RESEARCH_TABLES and T.LEARNER_NAMES not in T.SCHOOL_TABLES
+    for role in (A.RESEARCHER, A.SCHOOL, A.LRS):
+        assert T.LEARNER_NAMES not in _granted(sql, role), role
+    assert T.LEARNER_NAMES in _granted(sql, A.OPERATOR)
+
+
 def test_clickhouse_school_user_gets_a_row_policy_on_every_school_table():
     sql = A.school_user_sql("lp", "school_a_reader", "school-000", DIGEST)
     assert sql[0].startswith("CREATE USER IF NOT EXISTS school_a_reader IDENTIFIED WITH sha256_hash BY ")

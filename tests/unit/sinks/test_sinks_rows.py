@@ -272,3 +272,32 @@ def test_sinks_quarantine_row_lists_everyone_the_refused_body_names():
         rec = QuarantineRecord.new("s-1", "k", "gateway", 1_767_607_200_456, "1.0.3", unreadable, [])
         (row,) = builders(SECRET, MODERN_RANGE)["quarantine"](rec.encode())[T.QUARANTINE]
         assert dict(zip(T.QUARANTINE_COLUMNS, row, strict=True))["learners"] == []
+
+
+# -- the per-school directory of names (learner_names, issue 17 part 3) -----------------
+def _name_row(rows):
+    (row,) = rows[T.LEARNER_NAMES]
+    return dict(zip(T.LEARNER_NAME_COLUMNS, row, strict=True))
+
+
+def test_sinks_statement_rows_name_the_learner_from_the_newest_statement_of_the_envelope():
+    older = stmt(timestamp="2026-01-05T09:00:00.000Z", actor={**LEARNER, "name": "Ada L."})
+    newer = stmt(timestamp="2026-01-05T11:00:00.000Z", actor={**LEARNER, "name": "Ada King"})
+    for order in ((older, newer), (newer, older)):
+        r = _name_row(build(envelope(*order)))
+        assert (r["school"], r["learner"], r["name"]) == ("s-1", pseudonym(SECRET, LEARNER), "Ada King")
+        assert r["statement_id"] == uuid.UUID(newer["id"])
+    assert _name_row(build(envelope(newer)))["version"] > _name_row(build(envelope(older)))["version"]
+
+
+def test_sinks_name_versions_of_one_millisecond_still_order_by_statement_id():
+    a, b = (stmt(timestamp="2026-01-05T09:00:00.000Z", id=i) for i in (
+        "00000000-0000-4000-8000-000000000001", "ffffffff-0000-4000-8000-000000000001"))  # fmt: skip
+    assert _name_row(build(envelope(b)))["version"] > _name_row(build(envelope(a)))["version"]
+    assert _name_row(build(envelope(a, b)))["statement_id"] == uuid.UUID(b["id"])
+
+
+def test_sinks_no_name_row_when_the_actor_has_nothing_readable():
+    hashed = {"objectType": "Agent", "mbox_sha1sum": "ebd31e95054c018b10727ccffd2ef2ec3a016ee9"}
+    rows = build(envelope(stmt(actor=hashed), learner_agent=hashed))
+    assert rows[T.LEARNER_NAMES] == []
