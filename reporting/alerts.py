@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from schemas.clickhouse.engine import ClickHouse
 from schemas.clickhouse.tables import ALERT_ACK_COLUMNS, ALERT_ACKNOWLEDGEMENTS
 
+from .names import names_of
 from .scope import IN_SCOPE, Scope
 
 MAX_NOTE = 1000
@@ -23,7 +24,8 @@ MAX_ALERTS = 500
 # the episodes whose latest state is "fired".
 ALERT_HISTORY_SQL = """
 SELECT alert_id, school, course, cohort, argMax(state, version), toString(min(fired_at)), toString(max(at)),
-       argMax(share, version), argMax(learners, version), argMax(disengaged, version), argMax(threshold, version)
+       argMax(share, version), argMax(learners, version), argMax(disengaged, version), argMax(threshold, version),
+       argMax(disengaged_learners, version)
 FROM {db}.alerts
 WHERE {in_scope}
 GROUP BY alert_id, school, course, cohort
@@ -48,10 +50,16 @@ def alert_history(ch: ClickHouse, scope: Scope, only_open: bool = False, limit: 
     if rows:
         for alert_id, operator, note, at in ch.query(ACKS_SQL, {**scope.params(), "ids": [r[0] for r in rows]}):
             acks.setdefault(alert_id, []).append({"operator": operator, "note": note, "at": at})
+    # The disengaged learners each episode names, with their names where the reader may see them.
+    named: dict[str, set[str]] = {}
+    for r in rows:
+        named.setdefault(str(r[1]), set()).update(str(p) for p in r[11])
+    names = {school: names_of(ch, scope, school, ps) for school, ps in named.items()}
     return [
         {"alert_id": r[0], "school": r[1], "course": r[2], "cohort": r[3], "state": r[4], "fired_at": r[5],
          "changed_at": r[6], "share": float(r[7]), "learners": int(r[8]), "disengaged": int(r[9]),
-         "threshold": float(r[10]), "acknowledgements": acks.get(r[0], [])}
+         "threshold": float(r[10]), "acknowledgements": acks.get(r[0], []),
+         "disengaged_learners": [{"learner": str(p), "name": names[str(r[1])].get(str(p))} for p in r[11]]}
         for r in rows
     ]  # fmt: skip
 

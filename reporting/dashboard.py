@@ -272,8 +272,8 @@ def _refuse(status: int, rule: str, message: str) -> web.Response:
 COHORT_CSV_COLUMNS = ("course", "cohort", "statements", "learners", "latest", "share", "health_learners", "disengaged",
                       "open_alerts")  # fmt: skip
 ALERT_CSV_COLUMNS = ("alert_id", "school", "course", "cohort", "state", "fired_at", "changed_at", "share", "learners",
-                     "disengaged", "threshold", "acknowledgements")  # fmt: skip
-LEARNER_CSV_COLUMNS = ("learner", "last_seen", "days_since_seen", "active_ms_7d", "sessions_7d", "vs_median", "flags")
+                     "disengaged", "threshold", "acknowledgements", "disengaged_learners")  # fmt: skip
+LEARNER_CSV_COLUMNS = ("learner", "name", "last_seen", "days_since_seen", "active_ms_7d", "sessions_7d", "vs_median", "flags")
 
 
 def to_csv(columns: tuple[str, ...], rows: list[dict]) -> str:
@@ -402,7 +402,8 @@ def add_dashboard_routes(
         only_open = request.query.get("open", "") in ("1", "true")
         if request.query.get("format") == "csv":
             return await answer_csv("alerts.csv", ALERT_CSV_COLUMNS, lambda: [
-                {**a, "acknowledgements": " | ".join(f"{k['operator']} {k['at']}: {k['note']}" for k in a["acknowledgements"])}
+                {**a, "acknowledgements": " | ".join(f"{k['operator']} {k['at']}: {k['note']}" for k in a["acknowledgements"]),
+                 "disengaged_learners": "; ".join(x["name"] or x["learner"] for x in a["disengaged_learners"])}
                 for a in alert_history(ch, scope, only_open)
             ])  # fmt: skip
         return await answer(lambda: {"alerts": alert_history(ch, scope, only_open)})

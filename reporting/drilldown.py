@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from schemas.clickhouse.engine import ClickHouse
 
+from .names import names_of
 from .scope import IN_SCOPE, Scope
 
 # Per course x cohort of one school: statements, learners and newest event (activity_daily;
@@ -132,13 +133,15 @@ def _epoch_ms(text: str) -> int:
 def cohort_learners(
     ch: ClickHouse, scope: Scope, school: str, course: str, cohort: str, rules: FlagRules = FlagRules()
 ) -> dict:
-    """The learners (pseudonyms) of one cohort in ``scope``: last seen, 7-day active time against
-    the cohort median, and why a learner is flagged (``flags``: rule ids with the figure that broke it)."""
+    """The learners of one cohort in ``scope`` (pseudonym, and ``name`` from the school's directory
+    or None): last seen, 7-day active time against the cohort median, and why a learner is
+    flagged (``flags``: rule ids with the figure that broke it)."""
     where = {"school": school, "course": course, "cohort": cohort}
     ((newest_day, days, newest_event),) = ch.query(COHORT_NEWEST_DAY_SQL, where)
     rows = ch.query(COHORT_LEARNERS_SQL, {**scope.params(), **where, "newest": newest_day}) if int(days) else []
     med = median([int(r[2]) for r in rows])
     now_ms = _epoch_ms(str(newest_event)) if rows else 0
+    names = names_of(ch, scope, school, (str(r[0]) for r in rows)) if rows else {}
     learners = []
     for r in rows:
         active, seen_ms = int(r[2]), _epoch_ms(str(r[1]))
@@ -149,7 +152,7 @@ def cohort_learners(
         if active < rules.low_active_fraction * med:
             flags.append({"rule": "low_active_time", "fraction_of_median": round(active / med, 3),
                           "threshold_fraction": rules.low_active_fraction})  # fmt: skip
-        learners.append({"learner": r[0], "last_seen": str(r[1]), "days_since_seen": idle_days, "active_ms_7d": active,
+        learners.append({"learner": r[0], "name": names.get(str(r[0])), "last_seen": str(r[1]), "days_since_seen": idle_days, "active_ms_7d": active,
                          "sessions_7d": int(r[3]), "vs_median": round(active / med, 3) if med else None,
                          "flags": flags})  # fmt: skip
     return {

@@ -1,6 +1,6 @@
 """One learner of one cohort: a daily timeline of sessions, active time and statements, the
-newest statements, and the current mastery per skill. Pseudonyms only (the staff directory
-of names is another part of issue 17).
+newest statements, and the current mastery per skill; the learner's display name from the
+school's directory (reporting/names.py) when there is one.
 
 The reader must be allowed the cohort (the HTTP layer answers 403 first); every query also
 filters by the scope and by the cohort, so a learner is only shown through a cohort they
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from schemas.clickhouse.engine import ClickHouse
 
+from .names import names_of
 from .scope import IN_SCOPE, LEARNER_IN_SCOPE, Scope
 
 _COHORT = "school = {school:String} AND course = {course:String} AND cohort = {cohort:String} AND learner = {learner:String}"
@@ -48,6 +49,7 @@ def learner_timeline(
     mastery = ch.query(LEARNER_MASTERY_SQL, params)
     return {
         "school": school, "course": course, "cohort": cohort, "learner": learner,
+        "name": names_of(ch, scope, school, [learner]).get(learner),
         "days": [{"day": r[0], "statements": int(r[1]), "sessions": int(r[2]), "active_ms": int(r[3]),
                   "last_event": r[4]} for r in days],
         "statements": [{"timestamp": r[0], "verb": r[1], "object": r[2],

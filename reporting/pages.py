@@ -70,8 +70,8 @@ COHORT_PAGE = _HEAD + """</head><body>
 <header><h1><a href="/">schools</a> › <a id="school-link"></a> › <span id="cohort"></span></h1>
 <span id="median" class="dim"></span><span id="status" class="dim">loading…</span><!--viewer--></header>
 <main>
-<div class="tools"><label>search <input id="q" type="search" placeholder="learner"></label><a id="csv" href="#">CSV</a></div>
-<table><thead><tr><th>learner (pseudonym)</th><th>last seen</th><th class="n">days since</th>
+<div class="tools"><label>search <input id="q" type="search" placeholder="name or pseudonym"></label><a id="csv" href="#">CSV</a></div>
+<table><thead><tr><th>learner</th><th>last seen</th><th class="n">days since</th>
 <th class="n">active time, 7 days</th><th class="n">vs median</th><th class="n">sessions, 7 days</th><th>why flagged</th></tr></thead>
 <tbody id="learners"></tbody></table>
 <p id="empty" class="dim" hidden>No learners here yet: no engagement has been computed for this cohort.</p>
@@ -88,9 +88,11 @@ function why(flags){ return flags.map(f => f.rule==='inactive' ? 'inactive '+f.d
 let last = null;
 function render(){
   if(!last) return; const q=document.getElementById('q').value.toLowerCase(), tb=document.getElementById('learners'); tb.innerHTML='';
-  for(const x of last.learners.filter(x=>x.learner.toLowerCase().includes(q))){ const tr=document.createElement('tr');
-    const link=document.createElement('a'); link.textContent=x.learner.slice(0,16)+'…';
-    link.href=location.pathname+'/learners/'+enc(x.learner);
+  // A learner's name (the school's directory; only readers of this cohort get it), else the pseudonym.
+  const found = x => x.learner.toLowerCase().includes(q) || (x.name||'').toLowerCase().includes(q);
+  for(const x of last.learners.filter(found)){ const tr=document.createElement('tr');
+    const link=document.createElement('a'); link.className='learner-name'; link.textContent=x.name || x.learner.slice(0,16)+'…';
+    link.title=x.learner; link.href=location.pathname+'/learners/'+enc(x.learner);
     const cells=[link, x.last_seen.slice(0,16), x.days_since_seen.toFixed(1), hours(x.active_ms_7d),
                  x.vs_median===null?'–':x.vs_median.toFixed(2)+'×', x.sessions_7d, why(x.flags)];
     cells.forEach((v,i)=>{const td=document.createElement('td'); if(v instanceof Node) td.appendChild(v); else td.textContent=v;
@@ -133,6 +135,7 @@ const [school, course, cohort, learner] = [parts[1], parts[2], parts[3], parts[5
 const url = '/api/cohorts/'+[school, course, cohort].map(enc).join('/')+'/learners/'+enc(learner);
 const cl=document.getElementById('cohort-link'); cl.textContent=cohort; cl.href='/cohorts/'+[school, course, cohort].map(enc).join('/');
 document.getElementById('learner').textContent = learner.slice(0,16)+'…';
+document.getElementById('learner').title = learner;
 const short = iri => String(iri).split('/').filter(Boolean).slice(-1)[0] || iri;
 function fill(id, rows, cols, numeric){ const tb=document.getElementById(id); tb.innerHTML='';
   for(const r of rows){ const tr=document.createElement('tr');
@@ -143,6 +146,7 @@ async function load(){
   try{ const r=await fetch(url,{cache:'no-store'}); if(r.status===401){location.reload();return;}
     if(r.status===404){document.getElementById('missing').hidden=false; st.textContent=''; return;}
     if(!r.ok) throw new Error(r.status); const b=await r.json();
+    if(b.name) document.getElementById('learner').textContent = b.name;
     const top=Math.max(1,...b.days.map(d=>d.active_ms));
     fill('days', b.days, d=>[d.day, d.statements, d.sessions, (d.active_ms/60000).toFixed(0)+' min', '█'.repeat(Math.round(20*d.active_ms/top))], [1,2,3]);
     fill('mastery', b.mastery, m=>[m.skill, m.p_mastery.toFixed(2), m.observations, m.correct, m.updated.slice(0,16)], [1,2,3]);
@@ -160,7 +164,7 @@ ALERTS_PAGE = _HEAD + """</head><body>
 <main>
 <div class="tools"><label><input id="open" type="checkbox"> open only</label><a id="csv" href="/api/alerts?format=csv">CSV</a></div>
 <table><thead><tr><th>cohort</th><th>state</th><th>fired</th><th>last change</th><th class="n">disengaged</th>
-<th>acknowledged</th><th>acknowledge</th></tr></thead><tbody id="alerts"></tbody></table>
+<th>disengaged learners</th><th>acknowledged</th><th>acknowledge</th></tr></thead><tbody id="alerts"></tbody></table>
 <p id="empty" class="dim" hidden>No alerts in your scope.</p>
 </main>
 <script>
@@ -181,9 +185,11 @@ async function load(){
     tb.innerHTML='';
     for(const a of b.alerts){ const tr=document.createElement('tr'); tr.dataset.alert=a.alert_id;
       const cells=[a.school+' · '+short(a.course)+' · '+short(a.cohort), a.state, a.fired_at.slice(0,16), a.changed_at.slice(0,16),
-        (100*a.share).toFixed(0)+'% of '+a.learners, a.acknowledgements.map(k=>k.operator+' ('+k.at.slice(0,16)+'): '+k.note).join('; ')];
+        (100*a.share).toFixed(0)+'% of '+a.learners,
+        a.disengaged_learners.map(x=>x.name || x.learner.slice(0,12)+'…').join(', '),
+        a.acknowledgements.map(k=>k.operator+' ('+k.at.slice(0,16)+'): '+k.note).join('; ')];
       cells.forEach((v,i)=>{const td=document.createElement('td'); td.textContent=v; if(i===4) td.className='n';
-        if(i===5) td.className='acks'; tr.appendChild(td);});
+        if(i===5) td.className='named'; if(i===6) td.className='acks'; tr.appendChild(td);});
       const td=document.createElement('td'), input=document.createElement('input'), btn=document.createElement('button');
       input.type='text'; input.placeholder='note'; input.maxLength=1000; input.setAttribute('aria-label','note');
       btn.type='button'; btn.textContent='acknowledge'; btn.addEventListener('click',()=>ack(a.alert_id,input));

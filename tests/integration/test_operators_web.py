@@ -404,3 +404,72 @@ def test_acknowledging_an_alert_needs_csrf_and_scope_and_records_who(served, bro
     wait_for(lambda: "tch" in (page.inner_text(f"{row} td.acks") if page.query_selector(row) else ""), 30,
              "the acknowledgement on the page")  # fmt: skip
     assert "spoke to the cohort lead" in page.inner_text(f"{row} td.acks")
+
+
+def _names_from_raw(ch, school: str, course: str, cohort: str) -> dict[str, str]:
+    """Each learner of a cohort -> display name, from the raw JSON of their newest statement (the
+    simulator's actors have an account and no name: account name@homePage), independently of
+    the sink's directory."""
+    rows = ch.query(
+        "SELECT learner, argMax(concat(JSONExtractString(raw, 'actor', 'account', 'name'), '@', "
+        "JSONExtractString(raw, 'actor', 'account', 'homePage')), timestamp) FROM {db}.statements_raw "
+        "WHERE school = {s:String} AND learner IN (SELECT learner FROM {db}.statements FINAL WHERE school = {s:String} "
+        "AND course = {c:String} AND cohort = {k:String}) GROUP BY learner",
+        {"s": school, "c": course, "k": cohort},
+    )
+    return {str(p): str(n) for p, n in rows}
+
+
+def test_school_operator_sees_its_learners_names_and_another_schools_operator_gets_403(served, browser, tmp_path):
+    """Names for staff: the school operator's cohort page shows each learner's name (as the raw
+    statements give it), its search finds a learner by name, the CSV carries the names; the
+    operator of another school gets 403 for that cohort's page and API, and no name."""
+    import os
+    from pathlib import Path
+    from urllib.parse import quote
+
+    shots = Path(os.environ.get("LEARNPULSE_TEST_ARTEFACTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    ch, base = served.ch, served.base
+    ((course, cohort),) = ch.query("SELECT course, cohort FROM {db}.statements FINAL WHERE school = 'school-001' "
+                                   "GROUP BY course, cohort ORDER BY count() DESC, course, cohort LIMIT 1")  # fmt: skip
+    names = _names_from_raw(ch, "school-001", course, cohort)
+    assert names and all("@" in n for n in names.values())
+    path = "/cohorts/school-001/" + quote(course, safe="") + "/" + quote(cohort, safe="")
+
+    page = browser.new_page(viewport={"width": 1366, "height": 800})
+    page.goto(f"{base}/signin")
+    page.fill("input[name=name]", "sch")
+    page.fill("input[name=password]", served.passwords["sch"])
+    page.click("button[type=submit]")
+    page.wait_for_selector("section.school", timeout=30_000)
+    page.goto(base + path)
+    page.wait_for_selector("#learners tr", timeout=30_000)
+    shown = {r.get_attribute("data-learner"): r.query_selector("a.learner-name").inner_text()
+             for r in page.query_selector_all("#learners tr")}  # fmt: skip
+    assert shown == {p: n for p, n in names.items() if p in shown} and set(shown) <= set(names)
+    page.screenshot(path=str(shots / "school-cohort-names.png"), full_page=True)
+    # Search by (part of) a name finds that learner.
+    one, name = sorted(names.items())[0]
+    page.fill("#q", name.split("@")[0])
+    wait_for(lambda: [r.get_attribute("data-learner") for r in page.query_selector_all("#learners tr")] == [one], 30,
+             "the search to keep only the named learner")  # fmt: skip
+    # The learner page is headed by the name.
+    page.goto(f"{base}{path}/learners/{one}")
+    wait_for(lambda: page.inner_text("#learner") == name, 30, "the learner page to show the name")
+    # The CSV export carries the names.
+    http = served.session("sch")
+    csv = http.get(f"{base}/api{path}?format=csv", timeout=60)
+    assert csv.status_code == 200 and csv.text.splitlines()[0].startswith("learner,name,")
+    assert f"{one},{name}," in csv.text
+
+    # The operator of another school (school-002) gets 403 and no name, alerts included.
+    other = make_operator(served.settings.home, "sch2", "school", schools=["school-002"])
+    outsider = signed_in(base, "sch2", other)
+    for url in (f"{base}/api{path}", f"{base}/api{path}/learners/{one}", f"{base}{path}"):
+        answer = outsider.get(url, timeout=60)
+        assert answer.status_code == 403, url
+        assert name not in answer.text
+    alerts = outsider.get(f"{base}/api/alerts", timeout=60)
+    assert alerts.status_code == 200 and name not in alerts.text and "school-001" not in alerts.text
+    page.close()
