@@ -221,3 +221,30 @@ def test_alert_history_and_acknowledgements_in_scope(data, kind):
     if inside(*TEACHER):
         assert got["ep-b"] == [("tia", "called the tutor")]
     assert all(alert_id in {x[0] for x in expected} for alert_id in got)
+
+
+@pytest.mark.parametrize("kind", list(SCOPES))
+def test_learner_names_only_within_the_scope(data, kind):
+    """The staff directory (learner_names): each scope gets the newest name of exactly the learners
+    it covers (a teacher: those seen in its cohort), on the cohort and learner answers too."""
+    from reporting.names import names_of
+
+    ch, _stmts, eng, _mastery = data
+    scope, inside = SCOPES[kind]
+    every = sorted({(e[0], e[3]) for e in eng})
+    sid = uuid.UUID(int=1)
+    # An older name then the newest (by version) for each learner; written newest first.
+    rows = [(s, p, f"Name of {p} ü", 2_000, sid) for s, p in every] + [(s, p, "old name", 1_000, sid) for s, p in every]
+    ch.insert(f"{ch.database}.learner_names", ["school", "learner", "name", "version", "statement_id"],
+              [list(c) for c in zip(*rows)])  # fmt: skip
+    covered = {(e[0], e[3]) for e in eng if inside(*e[:3])}
+    for school in SCHOOLS:
+        got = names_of(ch, scope, school, [p for s, p in every if s == school])
+        assert got == {p: f"Name of {p} ü" for s, p in covered if s == school}
+    answer = cohort_learners(ch, scope, *TEACHER)
+    assert {x["learner"]: x["name"] for x in answer["learners"]} == {p: f"Name of {p} ü" for p in _learners(*TEACHER)}
+    learner = _learners(*TEACHER)[0]
+    assert learner_timeline(ch, scope, *TEACHER, learner)["name"] == f"Name of {learner} ü"
+    # A learner of a cohort outside the scope: no name, even asked for by pseudonym.
+    other = _learners("s-a", COURSES[0], COHORTS[0])[0]
+    assert bool(names_of(ch, scope, "s-a", [other])) == inside("s-a", COURSES[0], COHORTS[0])
