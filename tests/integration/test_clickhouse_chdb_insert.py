@@ -84,7 +84,9 @@ def test_chdb_insert_arrow_stores_what_json_stores_for_every_sink_table(two_data
         assert arrow.insert_formats == {"arrow": inserted + 1}, f"{table}: the Arrow path was not taken"
         inserted += 1
         got, expected = _dump(arrow, arrow.database, table), _dump(json_engine, json_engine.database, table)
-        assert len(got) == len(table_rows)
+        # learner_names is keyed by (school, learner): one insert already keeps one row per key.
+        keys = {r[:2] for r in table_rows} if table == T.LEARNER_NAMES else table_rows
+        assert len(got) == len(keys), table
         assert got == expected, table
 
 

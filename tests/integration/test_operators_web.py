@@ -204,7 +204,9 @@ def test_teacher_sees_its_cohort_only_with_clickhouse_figures(served):
     csv = http.get(f"{served.base}/api/cohorts/{school}/{q(course, safe='')}/{q(cohort, safe='')}?format=csv", timeout=60)
     assert csv.status_code == 200 and csv.headers["Content-Type"].startswith("text/csv")
     lines = csv.text.strip().split("\r\n")
-    assert lines[0].startswith("learner,last_seen,") and len(lines) == 1 + len(learners)
+    assert lines[0].startswith("learner,name,last_seen,") and len(lines) == 1 + len(learners)
+    # The teacher sees the names of its cohort's learners (the school's directory).
+    assert {x["learner"]: x["name"] for x in body["learners"]} == _names_from_raw(served.ch, school, course, cohort)
     # Another cohort of the same course, and the same cohort name in another school: 403.
     others = served.ch.query("SELECT DISTINCT cohort FROM {db}.statements FINAL WHERE school = {s:String} AND "
                              "course = {c:String} AND cohort != {k:String}", params)  # fmt: skip
