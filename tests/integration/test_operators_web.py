@@ -300,6 +300,15 @@ def browser():
         b.close()
 
 
+def browser_sign_in(page, base: str, name: str, password: str) -> None:
+    """Sign in through the form, as a person does, and wait for the network page."""
+    page.goto(f"{base}/signin")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_selector("section.school", timeout=30_000)
+
+
 def test_teacher_drills_down_in_the_browser_to_its_cohort_and_no_further(served, browser, tmp_path):
     """Network page → school page → cohort page, each with what ClickHouse holds; another cohort's page is 403.
     Screenshots of each page go to $LEARNPULSE_TEST_ARTEFACTS (else the test's temporary directory)."""
@@ -312,11 +321,7 @@ def test_teacher_drills_down_in_the_browser_to_its_cohort_and_no_further(served,
     base = served.base
     school, course, cohort = served.cohort
     page = browser.new_page(viewport={"width": 1366, "height": 800})
-    page.goto(f"{base}/signin")
-    page.fill("input[name=name]", "tch")
-    page.fill("input[name=password]", served.passwords["tch"])
-    page.click("button[type=submit]")
-    page.wait_for_selector("section.school", timeout=30_000)
+    browser_sign_in(page, base, "tch", served.passwords["tch"])
     assert [c.get_attribute("id") for c in page.query_selector_all("section.school")] == [f"school-{school}"]
     page.screenshot(path=str(shots / "teacher-network.png"), full_page=True)
 
@@ -440,11 +445,7 @@ def test_school_operator_sees_its_learners_names_and_another_schools_operator_ge
     path = "/cohorts/school-001/" + quote(course, safe="") + "/" + quote(cohort, safe="")
 
     page = browser.new_page(viewport={"width": 1366, "height": 800})
-    page.goto(f"{base}/signin")
-    page.fill("input[name=name]", "sch")
-    page.fill("input[name=password]", served.passwords["sch"])
-    page.click("button[type=submit]")
-    page.wait_for_selector("section.school", timeout=30_000)
+    browser_sign_in(page, base, "sch", served.passwords["sch"])
     page.goto(base + path)
     page.wait_for_selector("#learners tr", timeout=30_000)
     shown = {r.get_attribute("data-learner"): r.query_selector("a.learner-name").inner_text()
