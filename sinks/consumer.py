@@ -1,5 +1,9 @@
 """A Kafka → ClickHouse sink: poll → rows → batch → insert → after-insert steps → commit.
 
+The sink is a :class:`~sinks.kafkaloop.Step` of :class:`~sinks.kafkaloop.KafkaLoop`, which
+owns the consumer, polling, pausing, commits, rebalances and the dead-letter producer;
+this module is the batching ClickHouse writer.
+
 Delivery contract: *at-least-once into tables keyed for exactly-once*. Offsets are
 committed only after ClickHouse acknowledged every row of the batch, every after-insert
 step (void reconciliation) finished and Kafka acknowledged every dead letter. A crash at
@@ -52,19 +56,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka import TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
-from kafka.structs import MemberState, OffsetAndMetadata
 
 from schemas import metrics
 from schemas.clickhouse.engine import ClickHouse, ClickHouseError, ClickHouseUnavailable
-from schemas.deadletter import DeadLetter, source_of
 from schemas.errors import InvalidStatement
 
 from .errors import DeadLetterUndelivered, SinkMisconfigured
-from .storm import StormGuard
+from .kafkaloop import ConsumerFactory, KafkaLoop, LoopConfig, Pending, ProducerFactory
 
 log = logging.getLogger("learnpulse.sink")
 
@@ -138,6 +138,16 @@ class SinkConfig:
     # partitions back at once, without a rebalance. Unique per process; None: dynamic.
     group_instance_id: str | None = None
 
+    def loop_config(self) -> LoopConfig:
+        return LoopConfig(
+            name=f"sink {self.name}", component="sink", stage=f"sink:{self.name}",
+            client_id=f"learnpulse-sink-{self.name}", bootstrap=self.bootstrap, topic=self.topic,
+            group_id=self.group_id, deadletter_topic=self.deadletter_topic, max_poll_records=self.max_poll_records,
+            session_timeout_ms=self.session_timeout_ms, cooperative=self.cooperative,
+            group_instance_id=self.group_instance_id, rebalance_stall_s=self.rebalance_stall_s,
+            storm_share=self.storm_share, storm_min=self.storm_min, storm_window=self.storm_window,
+        )  # fmt: skip
+
 
 @dataclass
 class _Entry:
@@ -160,18 +170,9 @@ class _Part:
 
 
 @dataclass
-class _DeadLetter:
-    tp: TopicPartition
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]]
-    future: Any = None
-
-
-@dataclass
 class _Batch:
     parts: dict[TopicPartition, _Part] = field(default_factory=dict)
-    deadletters: list[_DeadLetter] = field(default_factory=list)
+    deadletters: list[Pending] = field(default_factory=list)
     units: int = 0
     opened_at: float = 0.0
     # Progress of the current flush, reset whenever the batch changes.
@@ -260,8 +261,8 @@ class KafkaClickHouseSink:
     ``to_rows`` is pure (see :mod:`sinks.rows`). ``on_progress(sink, progress, partitions)``
     is called after every commit and every ``progress_interval_s``, with the progress of
     every assigned partition (used to publish ``sink_progress``).
-    ``consumer_factory``/``producer_factory`` exist for tests; by default they build
-    kafka-python clients from the config.
+    ``consumer_factory``/``producer_factory`` (of :class:`~sinks.kafkaloop.KafkaLoop`)
+    exist for tests; by default they build kafka-python clients from the config.
     """
 
     def __init__(
@@ -277,8 +278,8 @@ class KafkaClickHouseSink:
         retry_filter: RetryFilter | None = None,
         on_progress: ProgressHook | None = None,
         clock: Callable[[], float] = time.monotonic,
-        consumer_factory: Callable[[SinkConfig, ConsumerRebalanceListener], Any] | None = None,
-        producer_factory: Callable[[SinkConfig], Any] | None = None,
+        consumer_factory: ConsumerFactory | None = None,
+        producer_factory: ProducerFactory | None = None,
         runner: Runner | None = None,
     ) -> None:
         missing = [t for t in config.tables if t not in columns]
@@ -299,49 +300,40 @@ class KafkaClickHouseSink:
         self.retry_filter = retry_filter
         self.on_progress = on_progress
         self.clock = clock
-        self._consumer_factory = consumer_factory or _kafka_consumer
-        self._producer_factory = producer_factory or _kafka_producer
-        self._storm = StormGuard(config.storm_window, config.storm_min, config.storm_share, "records")
+        self.loop = KafkaLoop(
+            config.loop_config(), self, clock=clock,
+            consumer_factory=consumer_factory, producer_factory=producer_factory,
+        )  # fmt: skip
         self._batch = _Batch()
         # The batch being written (or written, its commit pending); at most one, so
         # commits stay in offset order and memory at two batches.
         self._job: _Job | None = None
         self._runner = runner or self._thread_runner
-        self._unstable_since: float | None = None
-        self.consumer_restarts = 0
         self._backoff_s = config.retry_initial_s
         self._retry_at = 0.0
         self._paused = False
         self._failures = 0
-        self._rewind: dict[TopicPartition, int] = {}
         self.progress: dict[TopicPartition, PartitionProgress] = {}
         self._next_progress_at = 0.0
         self.partitions = 0  # partitions of the topic, from metadata
-        self.consumer: Any = None
-        self._dlq: Any = None
 
     # -- lifecycle -------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; flush and commit what it holds on the way out."""
-        self.consumer = self._consumer_factory(self.config, _Listener(self))
-        self._dlq = self._producer_factory(self.config)
-        try:
-            while not stop.is_set():
-                self.step()
-            self._shutdown()
-        finally:
-            self.consumer.close(autocommit=False)
-            self._dlq.close(timeout=10)
+        self.loop.run(stop)
+
+    @property
+    def consumer(self) -> Any:
+        return self.loop.consumer
 
     def _thread_runner(self, fn: Callable[[], None]) -> None:
         threading.Thread(target=fn, name=f"sink-{self.config.name}-writer", daemon=True).start()
 
-    def step(self) -> None:
-        """One round: finish a written batch, poll, take records, hand a due batch to the writer.
-
-        Writing overlaps with polling and building the next batch's rows; at most one
-        batch is written at a time and a full next batch waits for it.
-        """
+    # -- the loop's step: one round is ready() → poll(timeout_s()) → submit() → poll() ---
+    # Writing overlaps with polling and building the next batch's rows; at most one
+    # batch is written at a time and a full next batch waits for it.
+    def ready(self) -> bool:
+        """Finish a written batch; False (fetch nothing) while the next batch is full."""
         now = self.clock()
         job = self._job
         if job is not None and job.done.is_set() and now >= self._retry_at:
@@ -352,23 +344,27 @@ class KafkaClickHouseSink:
             # commit must be retried does not wait here: poll() has to run for the group
             # to finish a rebalance, e.g. after RebalanceInProgressError.)
             job.done.wait(0.05)
-            return
-        # Block in poll() until the next thing this loop can act on. Never spin with a zero
-        # timeout while waiting for a retry: kafka-python finishes a rebalance (and
-        # heartbeats its progress) only inside poll() calls that are given time.
-        if self._retry_at > now:
-            wait = min(0.1, self._retry_at - now)
-        elif job is not None:
-            wait = 0.02
-        elif self._batch:
-            wait = min(0.1, max(0.0, self._batch.opened_at + self.config.max_wait_s - now))
-        else:
-            wait = 0.1
-        polled = self.consumer.poll(timeout_ms=int(wait * 1000), max_records=self.config.max_poll_records)
-        for tp, msgs in polled.items():
-            self._take(tp, msgs)
+            return False
+        return True
+
+    def timeout_s(self) -> float:
+        """Block in poll() until the next thing the sink can act on.
+
+        Never a zero timeout while waiting for a retry: kafka-python finishes a rebalance
+        (and heartbeats its progress) only inside poll() calls that are given time.
+        """
         now = self.clock()
-        self._watch_membership(now)
+        if self._retry_at > now:
+            return min(0.1, self._retry_at - now)
+        if self._job is not None:
+            return 0.02
+        if self._batch:
+            return min(0.1, max(0.0, self._batch.opened_at + self.config.max_wait_s - now))
+        return 0.1
+
+    def poll(self) -> None:
+        """Hand a due batch to the writer (committing it at once if written inline), or publish progress."""
+        now = self.clock()
         if self._job is None and self._batch and now >= self._retry_at and self._due(now):
             job = self._start()
             if job.done.is_set():  # written inline (or very fast): commit now
@@ -376,7 +372,19 @@ class KafkaClickHouseSink:
         elif now >= self._next_progress_at:
             self._publish_progress()
 
-    def _shutdown(self) -> None:
+    def blocked(self, assigned: set[TopicPartition]) -> set[TopicPartition]:
+        """While ClickHouse (or Kafka) fails: every partition, so lag grows in Kafka, not in memory."""
+        return set(assigned) if self._paused else set()
+
+    def held(self, tp: TopicPartition) -> int | None:
+        firsts = [b.parts[tp].first_offset for b in self._batches() if tp in b.parts]
+        return min(firsts, default=None)
+
+    def _batches(self) -> list[_Batch]:
+        return [self._batch] if self._job is None else [self._batch, self._job.batch]
+
+    def join(self) -> None:
+        """Shutdown: keep writing what is held for up to ``shutdown_flush_s``."""
         deadline = self.clock() + self.config.shutdown_flush_s
         while (self._job is not None or self._batch) and self.clock() < deadline:
             job = self._job
@@ -393,46 +401,15 @@ class KafkaClickHouseSink:
         if self._job is not None or self._batch:
             log.warning("sink %s stops with an unwritten batch; it is replayed on restart", self.config.name)
 
-    def _watch_membership(self, now: float) -> None:
-        """Replace the consumer when its group membership stays unsettled too long."""
-        metadata = getattr(self.consumer, "group_metadata", None)
-        state = getattr(metadata(), "state", None) if metadata else None
-        if state is None or state == MemberState.STABLE:
-            self._unstable_since = None
-            return
-        if self._unstable_since is None:
-            self._unstable_since = now
-            return
-        if now - self._unstable_since < self.config.rebalance_stall_s:
-            return
-        log.warning(
-            "sink %s: group membership %s for %.0fs; replacing the consumer (uncommitted records are re-read)",
-            self.config.name, state, now - self._unstable_since,
-        )  # fmt: skip
-        metrics.ERRORS.labels("sink", "rebalance_stalled").inc()
-        self.revoked(set(self.consumer.assignment()))
-        self._rewind.clear()  # the new consumer starts from the committed offsets
-        old = self.consumer
-        self.consumer = None
-        try:
-            old.close(autocommit=False, timeout_ms=5_000)
-        except KafkaError as err:
-            log.info("sink %s: closing the stalled consumer: %s", self.config.name, err)
-        self.consumer = self._consumer_factory(self.config, _Listener(self))
-        self.consumer_restarts += 1
-        self._unstable_since = None
-
     # -- taking records --------------------------------------------------------------
-    def _take(self, tp: TopicPartition, msgs: list) -> None:
-        if not msgs:
-            return
+    def submit(self, tp: TopicPartition, msgs: list) -> None:
+        """Turn the records into rows (dead-lettering those the row builder rejects) and batch them."""
         b = self._batch
         if not b:
             b.opened_at = self.clock()
         part = b.parts.get(tp)
         if part is None:
             part = b.parts[tp] = _Part(first_offset=msgs[0].offset)
-        metrics.MESSAGES_IN.labels("sink", tp.topic).inc(len(msgs))
         first_table = self.config.tables[0]
         for m in msgs:
             try:
@@ -441,7 +418,7 @@ class KafkaClickHouseSink:
                 self._deadletter(b, tp, m.offset, m.key, m.value, err.rule, str(err))
                 rows = None
             else:
-                self._storm.passed()
+                self.loop.deadletters.passed()
                 b.units += len(rows.get(first_table, ()))
             part.entries.append(_Entry(m.offset, m.key, m.value, rows))
             part.next_offset = m.offset + 1
@@ -451,14 +428,7 @@ class KafkaClickHouseSink:
 
     def _deadletter(self, b: _Batch, tp: TopicPartition, offset: int, key: bytes | None, value: bytes | None,
                     rule: str, reason: str) -> None:  # fmt: skip
-        c = self.config
-        self._storm.dead_lettered(reason)
-        headers = DeadLetter(rule, reason, source_of(tp.topic, tp.partition, offset), f"sink:{c.name}").headers()
-        dl = _DeadLetter(tp, key, value or b"", headers)
-        dl.future = self._dlq.send(c.deadletter_topic, key=key, value=dl.value, headers=headers)
-        b.deadletters.append(dl)
-        metrics.DEADLETTERS.labels("sink", rule).inc()
-        log.warning("dead-lettered %s/%s/%s: %s", tp.topic, tp.partition, offset, reason)
+        b.deadletters.append(self.loop.deadletters.send(tp, offset, key, value, rule, reason))
 
     def _due(self, now: float) -> bool:
         b = self._batch
@@ -491,7 +461,7 @@ class KafkaClickHouseSink:
                 for step in self.after_insert:
                     step(self.engine, rows)
                 b.steps_done = True
-            self._settle_deadletters(b)
+            self.loop.deadletters.settle(b.deadletters)
         except BaseException as err:  # noqa: BLE001 - handed to the main thread (_complete)
             job.error = err
         finally:
@@ -560,17 +530,6 @@ class KafkaClickHouseSink:
                     e.rows = None
         b.inserted.update(self._order(self._gather(b)))
 
-    def _settle_deadletters(self, b: _Batch) -> None:
-        """Wait for Kafka to hold every dead letter of the batch; resend those that failed."""
-        if not b.deadletters:
-            return
-        self._dlq.flush(timeout=30)
-        failed = [dl for dl in b.deadletters if not dl.future.is_done or dl.future.failed()]
-        for dl in failed:
-            dl.future = self._dlq.send(self.config.deadletter_topic, key=dl.key, value=dl.value, headers=dl.headers)
-        if failed:
-            raise DeadLetterUndelivered(f"{len(failed)} dead letters not acknowledged by Kafka; resent")
-
     # -- after the writer (main thread) ------------------------------------------------
     def _complete(self, job: _Job) -> None:
         """Commit a written batch, or take a failed one back to retry it first."""
@@ -623,21 +582,15 @@ class KafkaClickHouseSink:
                 "sink %s: %s (attempt %d); holding the batch, retrying in %.1fs",
                 self.config.name, err, self._failures, self._backoff_s,
             )  # fmt: skip
-        if not self._paused:
-            # Stop fetching: lag grows in Kafka, not in memory.
-            self.consumer.pause(*self.consumer.assignment())
-            self._paused = True
+        self._paused = True  # the loop stops fetching (see blocked())
         jitter = 1 + random.uniform(-0.2, 0.2)
         self._retry_at = self.clock() + self._backoff_s * jitter
         self._backoff_s = min(self._backoff_s * 2, self.config.retry_max_s)
 
     def _commit(self, job: _Job) -> None:
         parts = {tp: p for tp, p in job.batch.parts.items() if tp not in job.revoked}
-        offsets = {tp: OffsetAndMetadata(p.next_offset, "", -1) for tp, p in parts.items()}
-        try:
-            if offsets:
-                self.consumer.commit(offsets)
-        except CommitFailedError as err:
+        err = self.loop.commit({tp: p.next_offset for tp, p in parts.items()})
+        if isinstance(err, CommitFailedError):
             # The group moved on: the partitions belong to someone else now (or again to
             # us, from the committed offset). Rows are written; the replay rewrites them.
             metrics.ERRORS.labels("sink", "commit_failed").inc()
@@ -646,7 +599,7 @@ class KafkaClickHouseSink:
             self._job = None
             self._recovered()
             return
-        except KafkaError as err:
+        if err is not None:
             # Transient (rebalance in progress, coordinator moving, timeout): keep the
             # written batch and commit it after the next polls; fetch nothing meanwhile.
             self._backoff(err)
@@ -667,9 +620,7 @@ class KafkaClickHouseSink:
         self._failures = 0
         self._backoff_s = self.config.retry_initial_s
         self._retry_at = 0.0
-        if self._paused:
-            self.consumer.resume(*self.consumer.assignment())
-            self._paused = False
+        self._paused = False
 
     # -- progress --------------------------------------------------------------------
     def _publish_progress(self) -> None:
@@ -720,106 +671,21 @@ class KafkaClickHouseSink:
 
     # -- rebalances (called on kafka-python's network thread, during poll) -------------
     def revoked(self, partitions: set[TopicPartition]) -> None:
-        """Drop the uncommitted records of partitions we no longer own."""
+        """Drop the uncommitted records of partitions we no longer own (the loop rewinds them
+        if they come straight back)."""
         b = self._batch
         job = self._job
         for tp in partitions:
-            firsts = []
             part = b.parts.pop(tp, None)
             if part is not None:
                 b.units -= sum(len(e.rows.get(self.config.tables[0], ())) for e in part.entries if e.rows)
-                firsts.append(part.first_offset)
             if job is not None and tp in job.batch.parts:
                 # Being written on the writer thread: left alone, but never committed.
                 job.revoked.add(tp)
-                firsts.append(job.batch.parts[tp].first_offset)
-            if firsts and not self.config.cooperative:
-                self._rewind[tp] = min(firsts)
             b.deadletters = [dl for dl in b.deadletters if dl.tp != tp]
             self.progress.pop(tp, None)
         if partitions:
             b.changed()
-            log.info("sink %s: partitions revoked %s", self.config.name, sorted(p.partition for p in partitions))
 
     def assigned(self, partitions: set[TopicPartition]) -> None:
-        for tp in partitions:
-            offset = self._rewind.pop(tp, None)
-            if offset is not None:
-                self.consumer.seek(tp, offset)
-        self._rewind.clear()
-        if self._paused and partitions:
-            self.consumer.pause(*partitions)
-        log.info("sink %s: partitions assigned %s", self.config.name, sorted(p.partition for p in partitions))
-
-
-class _Listener(ConsumerRebalanceListener):
-    """Non-blocking: runs on kafka-python's IO thread (no inserts, no commits here)."""
-
-    def __init__(self, sink: KafkaClickHouseSink) -> None:
-        self.sink = sink
-
-    def on_partitions_revoked(self, revoked):
-        self.sink.revoked(set(revoked))
-
-    def on_partitions_assigned(self, assigned):
-        self.sink.assigned(set(assigned))
-
-    def on_partitions_lost(self, lost):
-        self.sink.revoked(set(lost))
-
-
-def _kafka_consumer(c: SinkConfig, listener: ConsumerRebalanceListener) -> KafkaConsumer:
-    extra: dict[str, Any] = {}
-    if c.cooperative:
-        extra["partition_assignment_strategy"] = (CooperativeStickyAssignor,)
-    consumer = KafkaConsumer(
-        bootstrap_servers=c.bootstrap,
-        group_id=c.group_id,
-        client_id=f"learnpulse-sink-{c.name}",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        # Producers of xapi.statements may be transactional (the LRS gateway): never read
-        # records of aborted transactions.
-        isolation_level="read_committed",
-        max_poll_records=c.max_poll_records,
-        # Bounded fetch buffers: this plus one batch is the sink's memory.
-        fetch_max_bytes=16 * 1024 * 1024,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-        max_poll_interval_ms=300_000,
-        session_timeout_ms=c.session_timeout_ms,
-        heartbeat_interval_ms=max(1_000, c.session_timeout_ms // 4),
-        group_instance_id=c.group_instance_id,
-        # The group leader assigns only partitions it has metadata for: refresh often
-        # enough that a topic it did not know yet is assigned within seconds, not minutes.
-        metadata_max_age_ms=15_000,
-        **extra,
-    )
-    subscribe_with_metadata(consumer, c.topic, listener)
-    return consumer
-
-
-def subscribe_with_metadata(consumer: KafkaConsumer, topic: str, listener: ConsumerRebalanceListener) -> None:
-    """Subscribe, then fetch metadata before the first poll joins the group.
-
-    kafka-python's group leader remembers the subscribed topics' partitions it assigned
-    with (its metadata snapshot, taken from metadata *responses*) and rejoins whenever
-    a later response differs. Joining before any response arrived after subscribe()
-    assigns with an empty snapshot, so the next metadata response forces a second
-    rebalance at once — and kafka-python 3.0.12 can leave that one's SyncGroup hanging
-    until the member is evicted (measured: the bench's sink stalled 30 s each time).
-    ``topics()`` is a blocking metadata request: once it returns, the snapshot holds
-    the topic's partitions and the first join is also the last.
-    """
-    consumer.subscribe([topic], listener=listener)
-    consumer.topics()
-
-
-def _kafka_producer(c: SinkConfig) -> KafkaProducer:
-    return KafkaProducer(
-        bootstrap_servers=c.bootstrap,
-        client_id=f"learnpulse-sink-{c.name}-dlq",
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=20,
-        max_request_size=8 * 1024 * 1024,
-    )
+        """Nothing to prepare: the loop pauses new partitions while the sink is blocked."""

@@ -50,19 +50,13 @@ from typing import Any, Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
 import orjson
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
-from kafka.errors import CommitFailedError, KafkaError
-from kafka.structs import OffsetAndMetadata
+from kafka import KafkaConsumer, TopicPartition
 
 from schemas import metrics
-from schemas.deadletter import DeadLetter, source_of
 from schemas.errors import InvalidStatement
 from schemas.records import AlertRecord
 
-from .consumer import subscribe_with_metadata
-from .storm import StormGuard
+from .kafkaloop import ConsumerFactory, KafkaLoop, LoopConfig, ProducerFactory
 
 log = logging.getLogger("learnpulse.notifier")
 
@@ -126,6 +120,18 @@ class NotifierConfig:
         names = [t.name for t in self.targets]
         if len(set(names)) != len(names):
             raise ValueError(f"target names must be unique, got {names}")
+
+    def loop_config(self) -> LoopConfig:
+        return LoopConfig(
+            name="notifier", component="notifier", stage="notifier", client_id="learnpulse-notifier",
+            bootstrap=self.bootstrap, topic=self.topic, group_id=self.group_id,
+            deadletter_topic=self.deadletter_topic, max_poll_records=self.max_poll_records,
+            # A killed notifier holds its partition until its session expires; alerts
+            # should not wait the client's 45 s default for a replacement to take over.
+            session_timeout_ms=10_000,
+            storm_share=self.storm_share, storm_min=self.storm_min, storm_window=self.storm_window,
+            storm_what="alert deliveries", lag_interval_s=5.0,
+        )  # fmt: skip
 
 
 # -- pure: decoding, payloads, signatures, classification -----------------------------
@@ -421,8 +427,10 @@ class _Partition:
 class AlertNotifier:
     """Delivers the alerts of one topic to the configured targets (see the module docstring).
 
-    ``poster`` sends HTTP requests and ``clock``/``wall`` give monotonic and epoch seconds;
-    all three are injectable for tests of the delivery logic.
+    A :class:`~sinks.kafkaloop.Step` of :class:`~sinks.kafkaloop.KafkaLoop` (which owns the
+    consumer, pausing, commits, rebalances, dead letters and lag). ``poster`` sends HTTP
+    requests and ``clock``/``wall`` give monotonic and epoch seconds; they and the loop's
+    client factories are injectable for tests of the delivery logic.
     """
 
     def __init__(
@@ -431,65 +439,62 @@ class AlertNotifier:
         poster: Poster = http_post,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        *,
+        consumer_factory: ConsumerFactory | None = None,
+        producer_factory: ProducerFactory | None = None,
     ) -> None:
         self.config = config
         self.poster = poster
         self.clock = clock
         self.wall = wall
+        self.loop = KafkaLoop(
+            config.loop_config(), self, clock=clock,
+            consumer_factory=consumer_factory, producer_factory=producer_factory,
+        )  # fmt: skip
         self._parts: dict[TopicPartition, _Partition] = {}
-        # First undelivered offset of partitions whose held records were dropped.
-        self._rewind: dict[TopicPartition, int] = {}
-        self._storm = StormGuard(config.storm_window, config.storm_min, config.storm_share, "alert deliveries")
         self._next_resend = 0.0
-        self._next_lag = 0.0
-        self._consumer: KafkaConsumer = None  # type: ignore[assignment]  # created in run()
-        self._dlq: KafkaProducer = None  # type: ignore[assignment]
 
     # -- lifecycle -------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Deliver until ``stop`` is set. A record being retried when it is set stays uncommitted."""
-        c = self.config
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=c.bootstrap,
-            group_id=c.group_id,
-            client_id="learnpulse-notifier",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            max_poll_records=c.max_poll_records,
-            # Only partitions that move are revoked (as in sinks.consumer); eager is handled too.
-            partition_assignment_strategy=(CooperativeStickyAssignor,),
-            # A killed notifier holds its partition until its session expires; alerts
-            # should not wait the client's 45 s default for a replacement to take over.
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=2_000,
-        )
-        self._dlq = KafkaProducer(bootstrap_servers=c.bootstrap, acks="all", enable_idempotence=True)
-        subscribe_with_metadata(self._consumer, c.topic, _Rebalance(self))
-        try:
-            while not stop.is_set():
-                self.step(stop)
-        finally:
-            self._consumer.close(autocommit=False)
-            self._dlq.close(timeout=10)
+        self.loop.run(stop)
 
-    def step(self, stop: threading.Event) -> None:
-        """One round: poll (sleeping at most until the next retry is due), deliver what is due."""
-        polled = self._consumer.poll(timeout_ms=int(self._poll_timeout_s() * 1000))
-        for tp, msgs in polled.items():
-            part = self._parts.get(tp)
-            if part is None:  # revoked while the fetch was in flight
-                continue
+    # -- the loop's step: one round is poll(timeout_s()) → submit() → poll() ----------
+    def ready(self) -> bool:
+        return True  # fullness is per partition: see blocked()
+
+    def submit(self, tp: TopicPartition, msgs: list) -> None:
+        part = self._parts.get(tp)
+        if part is not None:  # else revoked while the fetch was in flight
             part.queue.extend(msgs)
-            # Hold what we have, fetch no more of this partition until it is delivered.
-            self._consumer.pause(tp)
+
+    def poll(self) -> None:
+        """Deliver what is due (a bounded amount per round, so the loop polls often), re-send fired alerts."""
         started = self.clock()
         for tp, part in list(self._parts.items()):
             if not part.rebuilt:
                 self._rebuild(tp, part)
-            self._drain(tp, part, stop, started)
+            self._drain(tp, part, started)
         self._resend_active()
-        self._report_lag()
+
+    def blocked(self, assigned: set[TopicPartition]) -> set[TopicPartition]:
+        """A partition with records held is not fetched until they are delivered."""
+        return {tp for tp, part in self._parts.items() if part.queue}
+
+    def held(self, tp: TopicPartition) -> int | None:
+        part = self._parts.get(tp)
+        if part is None:
+            return None
+        if part.current is not None:
+            return part.current.msg.offset
+        return part.queue[0].offset if part.queue else None
+
+    def join(self) -> None:
+        """Nothing to finish: an undelivered record stays uncommitted and is re-delivered."""
+
+    def timeout_s(self) -> float:
+        """Sleep in poll at most until the next retry or re-send is due."""
+        return self._poll_timeout_s()
 
     def _poll_timeout_s(self) -> float:
         now = self.clock()
@@ -503,9 +508,9 @@ class AlertNotifier:
         return min(0.5, max(0.0, wait))
 
     # -- per partition ---------------------------------------------------------------
-    def _drain(self, tp: TopicPartition, part: _Partition, stop: threading.Event, started: float) -> None:
+    def _drain(self, tp: TopicPartition, part: _Partition, started: float) -> None:
         # Bounded work per round, so poll (group membership, stop) comes round often.
-        while part.queue and not stop.is_set() and self.clock() - started < 1.0:
+        while part.queue and not self.loop.stopping() and self.clock() - started < 1.0:
             if self.clock() < part.hold_until:
                 return
             if part.current is None:
@@ -535,13 +540,9 @@ class AlertNotifier:
             self._remember(part, cur)
             part.queue.popleft()
             part.current = None
-        if not part.queue and tp in self._parts:
-            self._consumer.resume(tp)
 
     def _begin(self, tp: TopicPartition, part: _Partition, m: Any) -> _InFlight | Literal["hold"] | None:
         """Decide what the head record needs: delivery (an ``_InFlight``), nothing (None), or a later try."""
-        if part.hold_attempt == 0:
-            metrics.MESSAGES_IN.labels("notifier", tp.topic).inc()
         try:
             rec = decode_alert(m.value)
         except InvalidStatement as err:
@@ -574,7 +575,7 @@ class AlertNotifier:
             if outcome == "accepted":
                 cur.remaining.remove(target)
                 cur.accepted.add(target.name)
-                self._storm.passed()
+                self.loop.deadletters.passed()
                 metrics.NOTIFIER_DELIVERED.labels(target.name, cur.rec.state).inc()
                 if cur.attempt:
                     log.warning(
@@ -607,36 +608,22 @@ class AlertNotifier:
 
     def _deadletter(self, m: Any, rule: str, reason: str, target: str | None = None) -> bool:
         """Write ``m`` to the dead-letter topic and wait for Kafka; False if Kafka failed (retried later)."""
-        c = self.config
-        self._storm.dead_lettered(reason)
-        headers = DeadLetter(rule, reason, source_of(m.topic, m.partition, m.offset), "notifier", target).headers()
-        try:
-            self._dlq.send(c.deadletter_topic, key=m.key, value=m.value or b"", headers=headers).get(timeout=30)
-        except KafkaError as err:
-            metrics.ERRORS.labels("notifier", "deadletter").inc()
-            log.warning("dead-letter write failed, will retry: %s", err)
-            return False
-        metrics.DEADLETTERS.labels("notifier", rule).inc()
-        log.warning("dead-lettered %s/%s/%s: %s", m.topic, m.partition, m.offset, reason)
-        return True
+        tp = TopicPartition(m.topic, m.partition)
+        return self.loop.deadletters.write(tp, m.offset, m.key, m.value, rule, reason, target)
 
     def _commit(self, tp: TopicPartition, part: _Partition, offset: int) -> bool:
-        try:
-            self._consumer.commit({tp: OffsetAndMetadata(offset, "", -1)})
-        except (CommitFailedError, KafkaError) as err:
-            # The group moved on: the partition's new owner re-reads from the last commit
-            # (a repeat, with the same Idempotency-Key). Drop what we hold of it.
-            metrics.ERRORS.labels("notifier", "commit_failed").inc()
-            log.warning("commit failed on %s (its records will be re-delivered): %s", tp, err)
-            part.queue.clear()
-            part.current = None
-            # The fetch position is past what we dropped; a partition we keep would skip it.
-            try:
-                self._consumer.seek(tp, offset - 1)
-            except ValueError:  # no longer assigned: its next owner starts at the commit
-                self._rewind[tp] = offset - 1
-            return False
-        return True
+        err = self.loop.commit({tp: offset})
+        if err is None:
+            return True
+        # The group moved on (or the commit failed): the partition's next owner re-reads
+        # from the last commit (a repeat, with the same Idempotency-Key). Drop what we hold
+        # of it; the fetch position is past it, so a partition we keep is rewound.
+        metrics.ERRORS.labels("notifier", "commit_failed").inc()
+        log.warning("commit failed on %s (its records will be re-delivered): %s", tp, err)
+        part.queue.clear()
+        part.current = None
+        self.loop.rewind(tp, offset - 1)
+        return False
 
     def _remember(self, part: _Partition, cur: _InFlight) -> None:
         rec = cur.rec
@@ -656,7 +643,7 @@ class AlertNotifier:
     def _rebuild(self, tp: TopicPartition, part: _Partition) -> None:
         """Read the partition up to the group's committed offset: last state per cohort, fired alerts."""
         part.rebuilt = True
-        end = self._consumer.committed(tp)
+        end = self.loop.consumer.committed(tp)
         if not end:
             return
         reader = KafkaConsumer(
@@ -738,71 +725,16 @@ class AlertNotifier:
                     "%s: re-send of %d fired alerts failed (%s)", target.name, len(alerts), resp.status or resp.text
                 )
 
-    # -- observability -----------------------------------------------------------------
-    def _report_lag(self) -> None:
-        now = self.clock()
-        if now < self._next_lag or not self._parts:
-            return
-        self._next_lag = now + 5
-        tps = list(self._parts)
-        try:
-            ends = self._consumer.end_offsets(tps)
-        except KafkaError:
-            return
-        for tp in tps:
-            part = self._parts.get(tp)
-            if part is None:
-                continue
-            if part.current is not None:
-                pos = part.current.msg.offset
-            elif part.queue:
-                pos = part.queue[0].offset
-            else:
-                try:
-                    pos = self._consumer.position(tp)
-                except KafkaError:
-                    continue
-            lag = max(0, ends.get(tp, pos) - pos)
-            metrics.CONSUMER_LAG.labels(self.config.group_id, tp.topic, str(tp.partition)).set(lag)
-
     # -- rebalance ---------------------------------------------------------------------
     # kafka-python runs these on its network thread while poll() blocks the caller: they
     # must not block (no commits, no metadata calls), and they never race the loop above.
-    def _revoked(self, tps: Iterable[TopicPartition]) -> None:
+    def revoked(self, tps: set[TopicPartition]) -> None:
+        """Undelivered records are not committed: the next owner re-reads them (the loop
+        rewinds a partition handed straight back to its first undelivered offset)."""
         for tp in tps:
-            # Undelivered records are not committed: the next owner re-reads them.
-            part = self._parts.pop(tp, None)
-            held = None
-            if part is not None:
-                held = (
-                    part.current.msg.offset
-                    if part.current is not None
-                    else (part.queue[0].offset if part.queue else None)
-                )
-            if held is not None:
-                # An eager rebalance that hands the partition straight back keeps its fetch
-                # position, past the records dropped here: rewind on assignment.
-                self._rewind[tp] = held
+            self._parts.pop(tp, None)
         metrics.NOTIFIER_ACTIVE_ALERTS.set(sum(len(p.active) for p in self._parts.values()))
 
-    def _assigned(self, tps: Iterable[TopicPartition]) -> None:
-        log.info("assigned %s", sorted(f"{tp.topic}/{tp.partition}" for tp in tps))
+    def assigned(self, tps: set[TopicPartition]) -> None:
         for tp in tps:
-            self._parts[tp] = _Partition()
-            held = self._rewind.pop(tp, None)
-            if held is not None:
-                try:
-                    self._consumer.seek(tp, held)
-                except ValueError:
-                    pass
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, notifier: AlertNotifier) -> None:
-        self.notifier = notifier
-
-    def on_partitions_revoked(self, revoked):
-        self.notifier._revoked(revoked)
-
-    def on_partitions_assigned(self, assigned):
-        self.notifier._assigned(assigned)
+            self._parts[tp] = _Partition()  # rebuilt from the topic before its first delivery

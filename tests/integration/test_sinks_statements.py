@@ -456,7 +456,8 @@ def test_sinks_consumer_joins_a_fresh_group_with_the_topic_in_its_metadata(kafka
     """
     from kafka.coordinator.consumer import ConsumerCoordinator
 
-    from sinks.consumer import SinkConfig, _kafka_consumer
+    from sinks.consumer import SinkConfig
+    from sinks.kafkaloop import kafka_consumer
 
     # kafka-python 3.0.12: the leader computes the assignment in _perform_assignment and
     # keeps the metadata snapshot it used as _assignment_snapshot (a later difference from
@@ -486,7 +487,7 @@ def test_sinks_consumer_joins_a_fresh_group_with_the_topic_in_its_metadata(kafka
 
         config = SinkConfig(name=f"join-{attempt}", bootstrap=kafka.bootstrap_servers, topic=topic,
                             group_id=f"join-{uuid.uuid4().hex[:8]}", deadletter_topic="unused", tables=())
-        consumer = _kafka_consumer(config, Listener())
+        consumer = kafka_consumer(config.loop_config(), Listener())
         try:
             deadline = time.monotonic() + 120
             while not assigned and time.monotonic() < deadline:

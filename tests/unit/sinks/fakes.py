@@ -1,7 +1,8 @@
-"""In-memory stand-ins for the sink's Kafka clients and ClickHouse engine (pure-logic tests only).
+"""In-memory stand-ins for the Kafka clients of sinks.kafkaloop and the ClickHouse engine (pure-logic tests only).
 
-The real clients are exercised by tests/integration/test_sinks_*.py against the real
-broker and both real ClickHouse engines.
+One set for every user of the loop (the loop itself, the ClickHouse sink, the alert
+notifier). The real clients are exercised by tests/integration/test_sinks_*.py and
+test_notifier_*.py against the real broker, both real ClickHouse engines and real receivers.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import TopicPartition
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 
 from schemas.clickhouse.engine import ClickHouseError, ClickHouseUnavailable
 
@@ -29,6 +30,13 @@ class Clock:
         self.now += seconds
 
 
+class Committed(dict):
+    """Committed offsets by partition; also callable as KafkaConsumer.committed(tp)."""
+
+    def __call__(self, tp: TopicPartition) -> int | None:
+        return self.get(tp)
+
+
 class FakeConsumer:
     """Partitions with logs; poll returns records from unpaused assigned partitions in order."""
 
@@ -38,7 +46,8 @@ class FakeConsumer:
         self.logs: dict[TopicPartition, list[Record]] = {TopicPartition(topic, p): [] for p in range(partitions)}
         self.assigned: set[TopicPartition] = set(self.logs)
         self.positions = {tp: 0 for tp in self.logs}
-        self.committed: dict[TopicPartition, int] = {}
+        self.committed = Committed()
+        self.polls: list[int] = []  # the timeout of every poll
         self.commits: list[dict[TopicPartition, int]] = []
         self.paused_set: set[TopicPartition] = set()
         self.pending_rebalance: tuple[set[TopicPartition], set[TopicPartition]] | None = None
@@ -53,6 +62,7 @@ class FakeConsumer:
 
     # -- the KafkaConsumer surface the sink uses --
     def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Record]]:
+        self.polls.append(timeout_ms)
         if self.pending_rebalance is not None:
             revoked, added = self.pending_rebalance
             self.pending_rebalance = None
@@ -103,6 +113,8 @@ class FakeConsumer:
         return {tp.partition for tp in self.logs}
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
+        if tp not in self.assigned:
+            raise ValueError("Unassigned partition")  # as kafka-python's
         self.seeks.append((tp, offset))
         self.positions[tp] = offset
 
@@ -118,14 +130,21 @@ class FakeFuture:
     def failed(self) -> bool:
         return not self._ok
 
+    def get(self, timeout=None):
+        if not self._ok:
+            raise KafkaTimeoutError("dead-letter topic unavailable")
+
 
 class FakeProducer:
+    """``fail_next``: that many next sends fail; ``fail``: every send fails while set."""
+
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes, list]] = []
         self.fail_next = 0
+        self.fail = False
 
     def send(self, topic, key=None, value=None, headers=None):
-        ok = self.fail_next <= 0
+        ok = self.fail_next <= 0 and not self.fail
         self.fail_next -= 1
         if ok:
             self.sent.append((topic, key, value, headers))

@@ -62,8 +62,8 @@ class Harness:
             clock=self.clock, consumer_factory=consumer_factory, producer_factory=lambda _c: self.producer,
             runner=runner or (lambda fn: fn()),  # inline writer: each step is deterministic
         )  # fmt: skip
-        self.sink.consumer = consumer_factory(self.config, _listener(self.sink))
-        self.sink._dlq = self.producer
+        self.loop = self.sink.loop
+        self.loop.start()
 
     @property
     def kafka(self) -> FakeConsumer:
@@ -73,16 +73,10 @@ class Harness:
     def step(self, n: int = 1, advance: float = 0.0) -> None:
         for _ in range(n):
             self.clock.advance(advance)
-            self.sink.step()
+            self.loop.run_once()
 
     def written(self) -> list[tuple[str, str]]:
         return sorted(self.engine.rows("t"))
-
-
-def _listener(sink):
-    from sinks.consumer import _Listener
-
-    return _Listener(sink)
 
 
 def test_sinks_batch_closes_by_size_before_the_time_limit():
@@ -190,7 +184,7 @@ def test_sinks_backoff_grows_and_is_capped():
     for _ in range(5):
         delays.append(h.sink._retry_at - h.clock.now)
         h.clock.now = h.sink._retry_at
-        h.sink.step()
+        h.loop.run_once()
     assert delays[0] < delays[1] < delays[2]
     assert max(delays) <= 2.0 * 1.2 + 1e-9
 
@@ -327,7 +321,7 @@ def test_sinks_eager_reassignment_seeks_back_to_first_dropped_offset():
     # Eager: everything revoked, then the same partitions assigned again (state kept).
     h.kafka.pending_rebalance = ({TP0, TP1}, {TP0, TP1})
     h.kafka.positions[TP0] = 2  # kept position, as kafka-python does for retained partitions
-    h.sink.step()
+    h.loop.run_once()
     assert (TP0, 0) in h.kafka.seeks
     h.step(advance=1.1)
     h.step(advance=1.1)
@@ -381,14 +375,14 @@ def test_sinks_run_stops_flushes_and_closes_on_stop_event():
     h = Harness(max_rows=100)
     h.kafka.produce(0, b"a:1")
     stop = threading.Event()
-    h.sink._consumer_factory = lambda _c, _l: h.kafka
-    orig_step = h.sink.step
+    h.loop._consumer_factory = lambda _c, _l: h.kafka
+    orig_round = h.loop.run_once
 
-    def step_then_stop():
-        orig_step()
+    def round_then_stop():
+        orig_round()
         stop.set()
 
-    h.sink.step = step_then_stop
+    h.loop.run_once = round_then_stop
     h.sink.run(stop)
     assert h.written() == [("a", "1")]
     assert h.kafka.committed == {TP0: 1}
@@ -508,7 +502,7 @@ def test_sinks_stalled_rebalance_replaces_the_consumer_and_rereads_uncommitted_r
     h.step(advance=25)
     assert h.consumer is stuck, "a rebalance may take a while"
     h.step(advance=10)  # unsettled for 35 s: replaced
-    assert h.consumer is not stuck and stuck.closed and h.sink.consumer_restarts == 1
+    assert h.consumer is not stuck and stuck.closed and h.loop.consumer_restarts == 1
     assert not h.sink._batch, "uncommitted records were dropped, to be re-read by the new consumer"
     assert stuck.committed == {}
     h.consumer.logs = stuck.logs  # the new consumer sees the same partitions, from the committed offsets
