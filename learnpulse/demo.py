@@ -16,7 +16,7 @@ from schemas.metrics import SUPERVISOR_RESTARTS
 from .errors import UserError
 from .pipeline import open_clickhouse, start_sinks
 from .settings import Settings
-from .stack import KafkaBroker
+from .stack import kafka_brokers
 from .topics import ensure_topics
 from .web import make_app, start_web_thread
 
@@ -82,16 +82,19 @@ def first_operator(settings: Settings) -> str | None:
 
 
 def run_demo(settings: Settings, duration: float | None, rate: float, echo) -> int:
-    broker = KafkaBroker(settings)
-    status = broker.up()
-    echo(f"kafka: {status} on {settings.kafka.bootstrap_servers}")
+    brokers = kafka_brokers(settings)
+    started = [b for b in brokers if b.start() == "started"]
+    for b in brokers:
+        b.wait_ready(120)
+    echo(f"kafka: {'started' if started else 'already running'} on {settings.kafka.bootstrap_servers}")
     try:
         return _run(settings, duration, rate, echo)
     finally:
-        # A broker this demo started goes with it; one that was running (`learnpulse stack
-        # up`) stays. The data stays in the data directory: `learnpulse sql` reads chDB.
-        if status == "started":
-            broker.stop()
+        # Brokers this demo started go with it; those that were running (`learnpulse stack
+        # up`) stay. The data stays in the data directory: `learnpulse sql` reads chDB.
+        for b in reversed(started):
+            b.stop()
+        if started:
             echo("kafka: stopped")
 
 
