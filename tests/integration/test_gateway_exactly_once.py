@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -224,6 +225,69 @@ def test_two_gateway_processes_racing_on_the_same_ids_store_each_once(
         # And a conflicting copy is refused by either.
         changed = dict(batch[0], verb={"id": "http://adlnet.gov/expapi/verbs/failed"})
         assert [c.put(changed, changed["id"]).status_code for c in clients] == [409, 409]
+    finally:
+        for gw in gws:
+            gw.stop()
+
+
+def _race_different_puts(clients: list[Client], pairs: list[tuple[dict, dict]]) -> list[tuple[int, int]]:
+    """PUT two different statements with one id, one to each gateway, at the same instant.
+
+    A 503 (the other gateway holds the id: ``statement.held``) is retried as a client would,
+    until the answer is final; the final statuses, per pair."""
+    out: list[tuple[int, int]] = []
+    for pair in pairs:
+        barrier = threading.Barrier(2)
+        final = [0, 0]
+
+        def put(n: int, st: dict) -> None:
+            barrier.wait()
+            deadline = time.monotonic() + 120
+            code = clients[n].put(st, st["id"]).status_code
+            while code == 503 and time.monotonic() < deadline:
+                time.sleep(0.2)
+                code = clients[n].put(st, st["id"]).status_code
+            final[n] = code
+
+        threads = [threading.Thread(target=put, args=(n, st)) for n, st in enumerate(pair)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(180)
+        out.append((final[0], final[1]))
+    return out
+
+
+@pytest.mark.kafka
+@pytest.mark.clickhouse_server
+@pytest.mark.slow
+def test_two_gateways_given_different_statements_with_one_id_at_once_keep_one_and_refuse_the_other(
+    pipeline: Settings, lrs_store_url: str, tmp_path: Path
+):
+    shared = pipeline.model_copy(update={"lrs_store": LrsStoreSettings(url=lrs_store_url)})
+    _cli(shared, "db", "migrate")
+    key, secret = _credential(shared, "conflict-school")
+    one, two = _with_port(shared), _with_port(shared)
+    clients = [Client(one, key, secret), Client(two, key, secret)]
+    gws = [_start_gateway(s, tmp_path / f"gateway-{n}.log", c) for n, (s, c) in enumerate(zip((one, two), clients))]
+    try:
+        pairs = [
+            (st, dict(st, verb={"id": "http://adlnet.gov/expapi/verbs/failed", "display": {"en-US": "failed"}}))
+            for st in _batch(20)
+        ]
+        finals = _race_different_puts(clients, pairs)
+        # Never two silently diverging copies: one gateway stores its statement, the other is refused.
+        assert all(sorted(f) == [204, 409] for f in finals), Counter(finals)
+        committed = {
+            s["statement"]["id"]: s["statement"] for v in _committed_records(shared) for s in orjson.loads(v)["statements"]
+        }
+        assert Counter(s["statement"]["id"] for v in _committed_records(shared) for s in orjson.loads(v)["statements"]) \
+            == Counter({a["id"]: 1 for a, _b in pairs})  # one copy per id in Kafka
+        for (a, b), (code_a, _code_b) in zip(pairs, finals):
+            kept = a if code_a == 204 else b
+            assert committed[a["id"]]["verb"]["id"] == kept["verb"]["id"]  # the one answered 204
+            for c in clients:  # both gateways read back the kept one
+                assert c.get(statementId=a["id"]).json()["verb"]["id"] == kept["verb"]["id"]
     finally:
         for gw in gws:
             gw.stop()
