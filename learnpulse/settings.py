@@ -142,6 +142,9 @@ class GatewaySettings(BaseModel):
     auth_attempts_per_s: float = 2
     lockout_failures: int = 10
     lockout_s: float = 300
+    # Addresses of load balancers in front of the gateways (deploy/haproxy): their
+    # X-Forwarded-For names the client those limits count. Empty: the header is ignored.
+    trusted_proxies: list[str] = []
     # HMAC key signing the `more` paging tokens; unset: a random key kept in <home>/gateway-cursor.key
     # (0600, made on first start), shared by every gateway of that home.
     cursor_key: SecretStr | None = None

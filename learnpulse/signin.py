@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from producers.gateway.forwarded import client_address
+
 from reporting.scope import SCOPE_KEY, VIEWER_KEY
 from schemas import metrics as M
 
@@ -280,19 +282,6 @@ class SignIn:
     def _set_cookie(self, response: web.StreamResponse, name: str, value: str) -> None:
         response.set_cookie(name, value, path="/", httponly=True, samesite="Strict",
                             secure=self.settings.secure_cookies)  # fmt: skip
-
-
-def client_address(request: web.Request, trusted_proxies: list[str]) -> str:
-    """Who is signing in, for the lock-out: the peer, or behind trusted proxies the nearest
-    X-Forwarded-For hop that is not one of them (hops further left are the client's to write)."""
-    peer = request.remote or "?"
-    if peer not in trusted_proxies:
-        return peer
-    hops = [h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",") if h.strip()]
-    for hop in reversed(hops):
-        if hop not in trusted_proxies:
-            return hop[:64]
-    return peer
 
 
 def _see_other(location: str) -> web.Response:

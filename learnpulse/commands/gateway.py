@@ -141,6 +141,7 @@ def build_gateway_app(settings: Settings, ch=None, consistent_through=None, docu
             lockout_failures=g.lockout_failures,
             lockout_s=g.lockout_s,
         ),
+        trusted_proxies=frozenset(g.trusted_proxies),
     )
     from ..local_secrets import pseudonym_key
 

@@ -50,6 +50,7 @@ from .authguard import AuthGuard, AuthLimits
 from .bodyread import read_body
 from .cors import OriginPolicy, cors_middleware
 from .cursors import CursorSigner
+from .forwarded import client_address
 from .documents import ActivityLookup, DocumentResources, DocumentsConfig
 from .formats import canonical_format, ids_format
 from .intake import Intake
@@ -113,6 +114,8 @@ class GatewayConfig:
     cursor_key: bytes | None = None
     # Request rates, sign-in attempt rates and lock-outs (:mod:`.authguard`).
     auth_limits: AuthLimits = field(default_factory=AuthLimits)
+    # Load balancers whose X-Forwarded-For names the client those limits count (:mod:`.forwarded`).
+    trusted_proxies: frozenset[str] = frozenset()
 
 
 # The per-request metrics' children, looked up once (``labels()`` takes a lock and builds
@@ -274,7 +277,8 @@ class Gateway:
         req: XRequest | None = None
         school: str | None = None
         try:
-            self.guard.request(request.remote or "")
+            address = client_address(request, self.config.trusted_proxies)
+            self.guard.request(address)
             req = await self._xrequest(request)
             if "method" in req.query:
                 req = unwrap(req, self.config.default_version)
@@ -295,7 +299,7 @@ class Gateway:
                     "(Communication §3.3)",
                 )
             version = served
-            school = await self._authenticate(req, request.remote or "")
+            school = await self._authenticate(req, address)
             if method in ("GET", "HEAD"):
                 response = await self._read(req, school, version)
             elif method == "PUT":

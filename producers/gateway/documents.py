@@ -39,6 +39,7 @@ from schemas.lrs_store import Document, DocumentKey, DocumentKind, DocumentStore
 from schemas.xapi.formats import is_iri, is_uuid
 
 from .altsyntax import XRequest, headers_only_for_head, unwrap
+from .forwarded import client_address
 from .jsonguard import check_depth, check_unique_keys
 from .multipart import media_type
 from .protocol import V2, VERSION_HEADER, XapiError, bad_request, http_date, negotiate
@@ -195,7 +196,8 @@ class DocumentResources:
         method = request.method
         req: XRequest | None = None
         try:
-            self.gw.guard.request(request.remote or "")
+            address = client_address(request, self.gw.config.trusted_proxies)
+            self.gw.guard.request(address)
             req = await self.gw._xrequest(request)
             if "method" in req.query:
                 req = unwrap(req, self.gw.config.default_version)
@@ -212,7 +214,7 @@ class DocumentResources:
                     "(Communication §3.3)",
                 )
             version = served
-            school = await self.gw._authenticate(req, request.remote or "")
+            school = await self.gw._authenticate(req, address)
             response = await self._dispatch(resource, req, school, version)
             response.headers[VERSION_HEADER] = version
         except XapiError as err:

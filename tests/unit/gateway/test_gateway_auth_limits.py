@@ -21,10 +21,11 @@ def _refusals(rule: str) -> float:
 class _Real(Harness):
     """The app with the real scrypt credential store; ``keys[school] = (key, secret)``."""
 
-    def __init__(self, tmp_path, limits: AuthLimits) -> None:
+    def __init__(self, tmp_path, limits: AuthLimits, trusted_proxies: frozenset[str] = frozenset()) -> None:
         path = tmp_path / "credentials.json"
         self.keys = {s: add_credential(path, s) for s in ("school-a", "school-b")}
-        super().__init__(GatewayConfig(auth_limits=limits), authenticator=CredentialStore(path))
+        super().__init__(GatewayConfig(auth_limits=limits, trusted_proxies=trusted_proxies),
+                         authenticator=CredentialStore(path))  # fmt: skip
 
     def auth(self, key: str) -> str:
         return basic(*self.keys[key]) if key in self.keys else key
@@ -131,3 +132,38 @@ def test_a_clients_connections_starting_together_share_one_password_check(tmp_pa
             statuses = list(pool.map(post, range(24)))
         assert statuses == [200] * 24
         assert calls[0] <= 2  # at most a check already finished when the last requests arrived
+
+
+def _limited_behind(tmp_path, trusted: frozenset[str]) -> _Real:
+    limits = AuthLimits(**_OFF, attempts_per_s=1000, attempts_burst=1000, lockout_failures=3, lockout_s=120)
+    return _Real(tmp_path, limits, trusted)
+
+
+def _guess_from(h: _Real, forwarded_for: str, secret: str):
+    key_b, _ = h.keys["school-b"]
+    return h.http.post(h.url, json=statement(), headers={
+        **h.headers(), "Authorization": basic(key_b, secret), "X-Forwarded-For": forwarded_for})  # fmt: skip
+
+
+def _sign_in_from(h: _Real, forwarded_for: str):
+    return h.http.post(h.url, json=statement(), headers={
+        **h.headers(), "Authorization": h.auth("school-a"), "X-Forwarded-For": forwarded_for})  # fmt: skip
+
+
+def test_behind_a_trusted_balancer_one_clients_guesses_lock_out_that_client_not_the_others(tmp_path):
+    # The test client connects from 127.0.0.1: here that is the balancer.
+    with _limited_behind(tmp_path, frozenset({"127.0.0.1"})) as h:
+        for n in range(3):
+            assert _guess_from(h, "203.0.113.9", f"guess-{n}").status_code == 401
+        _assert_429(_guess_from(h, "203.0.113.9", "guess-3"), "auth.locked-out")
+        # A client that writes the guesser's address first is still counted by the hop the balancer added.
+        assert _sign_in_from(h, "203.0.113.9, 198.51.100.7").status_code == 200
+        assert _sign_in_from(h, "198.51.100.8").status_code == 200
+
+
+def test_without_trusted_proxies_x_forwarded_for_is_ignored(tmp_path):
+    # Anyone can write the header: believed, it would let a guesser pick a fresh address per try.
+    with _limited_behind(tmp_path, frozenset()) as h:
+        for n in range(3):
+            assert _guess_from(h, f"203.0.113.{n}", f"guess-{n}").status_code == 401
+        _assert_429(_guess_from(h, "203.0.113.99", "guess-3"), "auth.locked-out")
