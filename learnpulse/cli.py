@@ -78,8 +78,14 @@ def stack() -> None:
                    "LEARNPULSE_KAFKA__BROKERS so each knows every broker.")
 @click.option("--clickhouse-server", is_flag=True, help="Also start Debian's clickhouse-server on loopback.")
 @click.option("--postgres", is_flag=True, help="Also start Debian's PostgreSQL on loopback (LRS store for several gateways).")
+@click.option("--balancer", is_flag=True,
+              help="Also start Debian's HAProxy on LEARNPULSE_BALANCER__PORT (8087) in front of the gateways "
+                   "(deploy/haproxy/haproxy.cfg).")
+@click.option("--backend", "backends", multiple=True, metavar="HOST:PORT",
+              help="A gateway behind the balancer (repeat; default: LEARNPULSE_BALANCER__BACKENDS).")
 @click.pass_obj
-def stack_up(settings: Settings, brokers: int | None, clickhouse_server: bool, postgres: bool) -> None:
+def stack_up(settings: Settings, brokers: int | None, clickhouse_server: bool, postgres: bool, balancer: bool,
+             backends: tuple[str, ...]) -> None:  # fmt: skip
     """Start the services (harmless when already running) and create the topics."""
     from .stack import ClickHouseServer, kafka_up
     from .topics import ensure_topics
@@ -98,6 +104,11 @@ def stack_up(settings: Settings, brokers: int | None, clickhouse_server: bool, p
 
         pg = PostgresServer(settings)
         click.echo(f"postgres: {pg.up()}; use it with LEARNPULSE_LRS_STORE__URL='{pg.url()}'")
+    if balancer:
+        from .balancer import Balancer
+
+        lb = Balancer(settings, list(backends) or None)
+        click.echo(f"haproxy: {lb.up()} on {lb.host}:{lb.ports[0]} in front of {', '.join(lb.backends)}")
 
 
 @main.group()
@@ -120,10 +131,11 @@ def topics_create(settings: Settings) -> None:
 @click.pass_obj
 def stack_down(settings: Settings) -> None:
     """Stop the services (also cleans up stale pid files after a crash)."""
+    from .balancer import Balancer
     from .postgres import PostgresServer
     from .stack import ClickHouseServer, local_kafka_brokers
 
-    for svc in (PostgresServer(settings), ClickHouseServer(settings), *reversed(local_kafka_brokers(settings))):
+    for svc in (Balancer(settings), PostgresServer(settings), ClickHouseServer(settings), *reversed(local_kafka_brokers(settings))):
         click.echo(f"{svc.name}: {'stopped' if svc.stop() else 'was not running'}")
 
 
@@ -131,10 +143,11 @@ def stack_down(settings: Settings) -> None:
 @click.pass_obj
 def stack_status(settings: Settings) -> None:
     """Show whether each service runs and listens."""
+    from .balancer import Balancer
     from .postgres import PostgresServer
     from .stack import ClickHouseServer, local_kafka_brokers
 
-    for svc in (*local_kafka_brokers(settings), ClickHouseServer(settings), PostgresServer(settings)):
+    for svc in (*local_kafka_brokers(settings), ClickHouseServer(settings), PostgresServer(settings), Balancer(settings)):
         click.echo(f"{svc.name}: {svc.status()}")
 
 

@@ -150,6 +150,15 @@ class GatewaySettings(BaseModel):
     cursor_key: SecretStr | None = None
 
 
+class BalancerSettings(BaseModel):
+    """HAProxy in front of several gateways (``learnpulse stack up --balancer``, deploy/haproxy)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8087
+    # The gateways, host:port each.
+    backends: list[str] = []
+
+
 class LrsStoreSettings(BaseModel):
     """The LRS's transactional store: documents and accepted statement ids (``schemas.lrs_store``)."""
 
@@ -232,6 +241,7 @@ class Settings(BaseSettings):
     research: ResearchSettings = ResearchSettings()
     operators: OperatorSettings = OperatorSettings()
     gateway: GatewaySettings = GatewaySettings()
+    balancer: BalancerSettings = BalancerSettings()
     lrs_store: LrsStoreSettings = LrsStoreSettings()
     streams: StreamsSettings = StreamsSettings()
     notifier: NotifierSettings = NotifierSettings()

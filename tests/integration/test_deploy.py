@@ -101,3 +101,12 @@ def test_prometheus_scrapes_every_pipeline_process(settings, spawn, tmp_path):
     finally:
         prom.terminate()
         prom.wait(20)
+
+
+def test_haproxy_accepts_the_rendered_balancer_config(tmp_path):
+    from learnpulse.balancer import TEMPLATE, render_config
+
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(render_config(TEMPLATE.read_text(), "127.0.0.1:8087", ["127.0.0.1:8088", "127.0.0.1:8089"]))
+    res = subprocess.run([_tool("haproxy"), "-c", "-f", str(cfg)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
