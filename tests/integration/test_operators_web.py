@@ -69,6 +69,7 @@ def served(tmp_path_factory, kafka_settings, chdb_path):
         passwords = {
             "net": make_operator(settings.home, "net", "network"),
             "sch": make_operator(settings.home, "sch", "school", schools=["school-001"]),
+            "sch2": make_operator(settings.home, "sch2", "school", schools=["school-002"]),
             "tch": make_operator(settings.home, "tch", "teacher", cohorts=[cohort]),
             "victim": make_operator(settings.home, "victim", "network"),
             "changing": make_operator(settings.home, "changing", "network"),
@@ -467,8 +468,7 @@ def test_school_operator_sees_its_learners_names_and_another_schools_operator_ge
     assert f"{one},{name}," in csv.text
 
     # The operator of another school (school-002) gets 403 and no name, alerts included.
-    other = make_operator(served.settings.home, "sch2", "school", schools=["school-002"])
-    outsider = signed_in(base, "sch2", other)
+    outsider = served.session("sch2")
     for url in (f"{base}/api{path}", f"{base}/api{path}/learners/{one}", f"{base}{path}"):
         answer = outsider.get(url, timeout=60)
         assert answer.status_code == 403, url
