@@ -207,25 +207,32 @@ def register(main: click.Group) -> None:
             raise UserError("some rows were written while erasing; run the command again")
 
     @main.command()
+    @click.option("--no-sinks", is_flag=True,
+                  help="Only the web surface: `learnpulse sink` processes write ClickHouse (a server, not chDB).")
     @click.pass_obj
-    def serve(settings: Settings) -> None:
+    def serve(settings: Settings, no_sinks: bool) -> None:
         """Run the sinks and the web surface (live view, /metrics) against ClickHouse."""
         from ..pipeline import open_clickhouse, start_sinks
         from ..web import make_app, start_web_thread
 
+        if no_sinks and settings.clickhouse_url.startswith("chdb:"):
+            raise UserError("--no-sinks needs a ClickHouse server: with chDB this process is the only one "
+                            "that can write it")  # fmt: skip
         ch = open_clickhouse(settings)
-        sinks = start_sinks(settings, ch)
+        sinks = None if no_sinks else start_sinks(settings, ch)
         start_web_thread(make_app(ch, settings), settings.web_port, settings.bind_host)
         collect_young_objects_rarely()
         click.echo(f"serving on http://{settings.bind_host}:{settings.web_port}/ ; Ctrl-C stops")
+        stop = threading.Event() if sinks is None else sinks.stop
         try:
-            while not sinks.stop.wait(1):
+            while not stop.wait(1):
                 pass
         except KeyboardInterrupt:
             pass
-        sinks.join()
-        if sinks.errors:
-            raise UserError(f"sink failed: {sinks.errors[0]}")
+        if sinks is not None:
+            sinks.join()
+            if sinks.errors:
+                raise UserError(f"sink failed: {sinks.errors[0]}")
 
 
 def engine_database(settings: Settings) -> str:

@@ -110,3 +110,27 @@ def test_haproxy_accepts_the_rendered_balancer_config(tmp_path):
     cfg.write_text(render_config(TEMPLATE.read_text(), "127.0.0.1:8087", ["127.0.0.1:8088", "127.0.0.1:8089"]))
     res = subprocess.run([_tool("haproxy"), "-c", "-f", str(cfg)], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_docker_compose_cluster_file_is_valid_and_its_balancer_config_passes_haproxy(tmp_path):
+    compose = [_tool("docker-compose"), "-f", str(REPO / "docker-compose.cluster.yml")]
+    res = subprocess.run([*compose, "config"], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    listed = subprocess.run([*compose, "config", "--services"], cwd=REPO, capture_output=True, text=True)
+    services = set(listed.stdout.split())
+    assert {"kafka-1", "kafka-2", "kafka-3", "gateway-1", "gateway-2", "balancer", "worker-1", "worker-2",
+            "sink-1", "sink-2", "dashboard", "postgres", "clickhouse"} <= services, services  # fmt: skip
+    assert "KAFKA_MIN_INSYNC_REPLICAS: '2'" in res.stdout or "KAFKA_MIN_INSYNC_REPLICAS: 2" in res.stdout
+    # The balancer's entrypoint renders deploy/haproxy/haproxy.cfg: run it here (gateway
+    # names as loopback addresses, haproxy -c instead of starting) and let haproxy judge it.
+    text = (REPO / "docker-compose.cluster.yml").read_text()
+    block = text.split("- >-\n", 1)[1].split("\n    volumes:", 1)[0]
+    script = " ".join(line.strip() for line in block.splitlines())
+    script = script.replace("/etc/learnpulse/haproxy.cfg", str(REPO / "deploy" / "haproxy" / "haproxy.cfg"))
+    script = script.replace("/tmp/haproxy.cfg", str(tmp_path / "haproxy.cfg"))
+    script = script.replace("gateway-1:8088", "127.0.0.1:8088").replace("gateway-2:8088", "127.0.0.1:8089")
+    assert "exec haproxy -W -db -f" in script, script
+    script = script.replace("exec haproxy -W -db -f", f"{_tool('haproxy')} -c -f")
+    check = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "server gateway-2 127.0.0.1:8089" in (tmp_path / "haproxy.cfg").read_text()
