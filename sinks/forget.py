@@ -8,7 +8,8 @@ Order of an erasure (:func:`forget_learners`):
    must not bring them back);
 2. wait ``settle_s`` so a batch filtered with the old ledger is written before step 3;
 3. delete, in every table of the database that has such a column (so tables added by
-   later migrations are covered too): rows whose ``learner`` is one of them, rows of every
+   later migrations are covered too, the staff directory of names ``learner_names`` among
+   them): rows whose ``learner`` is one of them, rows of every
    statement that names them anywhere (``statements_raw.learners``: actor, object,
    instructor, team, authority, SubStatement) by statement id, voids of those statements;
    remove them from ``alerts.disengaged_learners``. ``ALTER TABLE ... DELETE`` rewrites the

@@ -163,6 +163,24 @@ def register(main: click.Group) -> None:
         if threads.errors:
             raise UserError(f"sink failed: {threads.errors[0]}")
 
+    @db.command("fill-names")
+    @click.pass_obj
+    def db_fill_names(settings: Settings) -> None:
+        """Fill the staff directory of names from statements stored before it existed (idempotent).
+
+        With embedded chDB, stop `learnpulse serve` first (one process owns the database).
+        """
+        from sinks.names_fill import fill_names
+
+        from ..pipeline import open_clickhouse
+
+        ch = open_clickhouse(settings)
+        try:
+            n = fill_names(ch, log_line=lambda m: click.echo(m, err=True))
+        finally:
+            ch.close()
+        click.echo(f"learners named: {n}")
+
     @main.command("forget-learner")
     @click.argument("identifier")
     @click.option("--reason", default="erasure request", show_default=True, help="Recorded with the erasure.")

@@ -5,6 +5,8 @@ never readable by researcher SQL."""
 from __future__ import annotations
 
 import random
+import uuid
+from datetime import UTC
 
 import pytest
 
@@ -95,4 +97,62 @@ def test_learner_names_refused_to_researcher_sql(tmp_path, clickhouse_url):
         assert int(research_query(runner, ch.database, "SELECT count() FROM {db}.statements").rows[0][0]) == 0
     finally:
         runner.close()
+        ch.close()
+
+
+def test_learner_names_filled_from_statements_stored_before_the_directory(tmp_path, clickhouse_url):
+    """`learnpulse db fill-names` (sinks/names_fill.py) gives the names the sink would have
+    written, reading statements_raw in pages over several months; forgotten learners stay out."""
+    from datetime import datetime
+
+    from learnpulse.pipeline import open_clickhouse
+    from learnpulse.settings import ClickHouseSettings, Settings
+    from schemas.clickhouse import tables as T
+    from schemas.identity import pseudonym
+    from schemas.xapi.canonical import canonicalize
+    from sinks.names_fill import fill_names
+    from sinks.rows import COLUMNS, OLD_SERVER_RANGE, statement_rows
+
+    secret = b"fill-names-test"
+    ch = open_clickhouse(Settings(home=tmp_path / "home", clickhouse=ClickHouseSettings(url=clickhouse_url)))
+    rng = random.Random(5)
+    people = [{"objectType": "Agent", "mbox": f"mailto:p{i}@example.org", "name": f"Person {i}"} for i in range(6)]
+    people.append({"objectType": "Agent", "mbox_sha1sum": "cd" * 20})  # nobody readable
+    written: dict[str, list] = {T.STATEMENTS_RAW: [], T.LEARNER_NAMES: []}
+    for n in range(40):
+        who = dict(rng.choice(people))
+        if "name" in who and rng.random() < 0.5:
+            who["name"] = f"{who['name']} v{n}"  # renamed now and then
+        ts = int(datetime(2026, 1 + n % 3, 1 + n % 27, tzinfo=UTC).timestamp() * 1000) + rng.randrange(86_400_000)
+        s = canonicalize({"id": str(uuid.UUID(int=rng.getrandbits(128), version=4)), "actor": who,
+                          "verb": {"id": "http://adlnet.gov/expapi/verbs/experienced"},
+                          "object": {"id": "http://example.com/a"},
+                          "timestamp": datetime.fromtimestamp(ts / 1000, UTC).isoformat(timespec="milliseconds")},
+                         authority={"objectType": "Agent", "account": {"homePage": "https://x", "name": "s"}},
+                         stored_ms=ts + 1000)  # fmt: skip
+        school = "s-1" if n % 4 else "s-2"
+        env = StatementEnvelope(school, pseudonym(secret, who), ts, (StatementEntry("c", "k", s),))
+        for table, rows in statement_rows(secret, OLD_SERVER_RANGE, env.encode()).items():
+            if table in written:
+                written[table].extend(rows)
+    ch.insert(f"{ch.database}.{T.STATEMENTS_RAW}", COLUMNS[T.STATEMENTS_RAW],
+              [list(c) for c in zip(*written[T.STATEMENTS_RAW])])  # fmt: skip
+    # What the sink would have kept: per (school, learner) the row of the highest version.
+    sink: dict[tuple[str, str], tuple] = {}
+    for row in written[T.LEARNER_NAMES]:
+        if row[:2] not in sink or row[3] > sink[row[:2]][3]:
+            sink[row[:2]] = row
+    forgotten = pseudonym(secret, people[0])
+    ch.insert(f"{ch.database}.{T.FORGOTTEN_LEARNERS}", T.FORGOTTEN_COLUMNS, [[forgotten], [datetime(2026, 1, 1)], ["t"]])
+    try:
+        expected = {k: r[2] for k, r in sink.items() if k[1] != forgotten}
+        assert len(expected) >= 5
+        assert fill_names(ch, page=7) == len(expected)
+        got = {(str(s), str(p)): str(n) for s, p, n in ch.query(
+            "SELECT school, learner, argMax(name, version) FROM {db}.learner_names GROUP BY school, learner")}  # fmt: skip
+        assert got == expected
+        assert fill_names(ch, page=7) == len(expected)  # again: nothing changes
+        ((rows,),) = ch.query("SELECT count() FROM {db}.learner_names FINAL")
+        assert int(rows) == len(expected)
+    finally:
         ch.close()
