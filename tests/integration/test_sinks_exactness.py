@@ -27,7 +27,7 @@ from schemas.records import EngagementRecord
 from schemas.topics import Topic
 from sinks.engines import engine_from_url
 from sinks.rows import VOIDED_VERB
-from tests.conftest import free_port, wait_for
+from tests.conftest import free_port, free_port_block, wait_for
 from tests.integration.test_sinks_statements import (
     BASE_MS,
     GroupOffsets,
@@ -307,5 +307,65 @@ def test_sinks_exact_after_sigkills_server_outage_and_full_replay(
     ch = engine_from_url(settings.clickhouse_url)
     try:
         assert figures(ch) == expected
+    finally:
+        ch.close()
+
+
+def _members(settings: Settings, group: str) -> int:
+    """Members of a consumer group now (0 while its coordinator is not known yet)."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    try:
+        described = admin.describe_groups([group])
+    except KafkaError:
+        return 0
+    finally:
+        admin.close()
+    groups = described.values() if isinstance(described, dict) else described
+    return sum(len(g["members"] if isinstance(g, dict) else g.members) for g in groups)
+
+
+@pytest.mark.slow
+@pytest.mark.kafka
+@pytest.mark.clickhouse_server
+def test_two_sink_processes_sharing_the_partitions_write_what_one_writes(tmp_path, kafka, server_url, spawn):
+    """Sinks scale out as one consumer group: two processes split the partitions of each topic,
+    one is SIGKILLed and restarted mid-stream (its partitions move and come back), and every
+    figure equals what one sink writes: nothing lost, nothing twice."""
+    settings = Settings(home=tmp_path / "home", kafka=kafka, clickhouse={"url": server_url},
+                        metrics_port_base=free_port_block(16), log_level="WARNING")  # fmt: skip
+    world = World(settings, seed=21)
+    group_prefix = f"{settings.kafka.topic_prefix}learnpulse-sink"
+
+    def start(name: str, tag: str):
+        args = ["sink", "--instance-id", name, *[a for t in SINKS for a in ("--table", t)]]
+        return spawn(args, settings, f"sink-{tag}", {"LEARNPULSE_METRICS_PORT": str(free_port())})
+
+    one, two = start("one", "one-0"), start("two", "two-0")
+    producer = threading.Thread(target=world.run, args=(60.0,), daemon=True)
+    offsets = GroupOffsets(settings.kafka)
+    producer.start()
+    try:
+        wait_for(lambda: _members(settings, f"{group_prefix}-statements") == 2, 180,
+                 "both sink processes in the statements group")  # fmt: skip
+        wait_for(lambda: world.done.is_set() or offsets.committed(f"{group_prefix}-statements") > 0, 180,
+                 "the sinks to commit something")  # fmt: skip
+        time.sleep(2)
+        two.kill()
+        two = start("two", "two-1")
+    finally:
+        world.faults_done.set()
+        offsets.close()
+    producer.join(180)
+    assert world.done.is_set() and world.error is None, world.error
+    _wait_all_committed(settings, group_prefix, one)
+    _wait_all_committed(settings, group_prefix, two)
+    assert one.stop() == 0, one.tail()
+    assert two.stop() == 0, two.tail()
+    ch = engine_from_url(settings.clickhouse_url)
+    try:
+        assert figures(ch) == expected_figures(world)
     finally:
         ch.close()
