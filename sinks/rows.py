@@ -169,8 +169,8 @@ def statement_rows(secret: bytes, limits: TimeRange, raw: bytes | None) -> Rows:
     """
     env = StatementEnvelope.decode(raw)
     analytic, stored_raw, voids = [], [], []
-    # The envelope's learner's display name from its newest statement (learner_names).
-    named: tuple[int, str, uuid.UUID] | None = None
+    # (timestamp ms, id, statement): the envelope learner's name is the newest statement's.
+    versions: list[tuple[int, uuid.UUID, dict[str, Any]]] = []
     parsed: list[tuple[dict[str, Any], uuid.UUID, int, str, str]] = []
     # A request's statements share one ``stored`` time: converted once per envelope.
     times: dict[Any, tuple[int, datetime]] = {}
@@ -250,18 +250,34 @@ def statement_rows(secret: bytes, limits: TimeRange, raw: bytes | None) -> Rows:
             )
         )
         parsed.append((s, sid, stored_ms, verb, path))
-        if name := display_name(s.get("actor")):
-            version = name_version(ts_ms, sid)
-            if named is None or version > named[0]:
-                named = (version, name, sid)
+        versions.append((ts_ms, sid, s))
     # The LRS index once every statement passed the checks above (as lrs_rows(env) would
     # run after them), reusing what they parsed.
     index: Rows = {t: [] for t in LRS_COLUMNS}
     for s, sid, stored_ms, verb, path in parsed:
         statement_index_rows(env.school, s, sid, stored_ms, verb, path, index)
-    names = [(env.school, env.learner, named[1], named[0], named[2])] if named else []
+    names = _newest_name(env.school, env.learner, versions)
     return {T.STATEMENTS: analytic, T.STATEMENTS_RAW: stored_raw, T.STATEMENT_VOIDS: voids, T.LEARNER_NAMES: names,
             **index}  # fmt: skip
+
+
+def _newest_name(school: str, learner: str, statements: list[tuple[int, uuid.UUID, dict[str, Any]]]) -> list[tuple]:
+    """The ``learner_names`` row of the envelope: its newest statement (highest :func:`name_version`)
+    whose actor has a readable name.
+
+    Cheap for the usual envelope: the newest timestamp is found with integers only, and one
+    name and one version are computed; all are ordered only when that actor has no name.
+    """
+    if not statements:
+        return []
+    newest = max(ts for ts, _sid, _s in statements)
+    ts, sid, s = max((v for v in statements if v[0] == newest), key=lambda v: name_version(v[0], v[1]))
+    if name := display_name(s.get("actor")):
+        return [(school, learner, name, name_version(ts, sid), sid)]
+    for ts, sid, s in sorted(statements, key=lambda v: name_version(v[0], v[1]), reverse=True):
+        if name := display_name(s.get("actor")):
+            return [(school, learner, name, name_version(ts, sid), sid)]
+    return []
 
 
 _NAME_ID_BITS = 20

@@ -29,6 +29,9 @@ from schemas.identity import MAX_DISPLAY_NAME, display_name
         ("mailto:ada@example.org", ""),
         # Control characters and runs of white space become one space.
         ({"name": "Ada\r\n\tLovelace\x1b[31m"}, "Ada Lovelace [31m"),
+        ({"name": "  Ada  Lovelace "}, "Ada Lovelace"),
+        ({"name": "Ada\u00a0Lovelace\u2028"}, "Ada Lovelace"),
+        ({"name": "Zoë Ødegård"}, "Zoë Ødegård"),
     ],
 )
 def test_display_name_rules(agent, expected):
