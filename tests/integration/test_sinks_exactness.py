@@ -268,6 +268,11 @@ def test_sinks_exact_after_sigkills_server_outage_and_full_replay(
                 kills += 1
                 sink = _start_sink(spawn, settings, str(step + 1))
             else:
+                # The outage is for a running sink (it holds its batch and retries). A sink just
+                # restarted may still be in its start-up, which refuses to start without
+                # ClickHouse (by design): with the "caught up" shortcut above the outage could
+                # strike there and leave no sink at all.
+                wait_for(lambda s=sink: "sinks running" in s.log.read_text(errors="replace"), 120, "the sink to start")
                 down = time.monotonic()
                 server.stop()
                 time.sleep(8)
