@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .settings import Settings
-from .stack import Service, _require_tool, port_open
+from .stack import Service, port_open
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "haproxy" / "haproxy.cfg"
 
@@ -37,12 +37,8 @@ class Balancer(Service):
         return self.dir / "haproxy.cfg"
 
     def up(self, timeout: float = 30) -> str:
-        if self.pid() is not None:
+        if not self._prepare_start("haproxy", "haproxy"):
             return "already running"
-        self.pidfile.unlink(missing_ok=True)
-        _require_tool("haproxy", "haproxy")
-        self._check_ports_free()
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.config.write_text(render_config(TEMPLATE.read_text(), f"{self.host}:{self.ports[0]}", self.backends))
         check = subprocess.run(["haproxy", "-c", "-q", "-f", str(self.config)], capture_output=True, text=True)
         if check.returncode != 0:

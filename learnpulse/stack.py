@@ -103,6 +103,17 @@ class Service:
                     f"stop it or choose other ports (see `learnpulse stack up --help`)"
                 )
 
+    def _prepare_start(self, tool: str, debian_package: str) -> bool:
+        """Before spawning: False if it runs already; else the tool is there, the ports are
+        free and the directories exist."""
+        if self.pid() is not None:
+            return False
+        self.pidfile.unlink(missing_ok=True)
+        _require_tool(tool, debian_package)
+        self._check_ports_free()
+        (self.dir / "logs").mkdir(parents=True, exist_ok=True)
+        return True
+
     def _spawn(self, cmd: list[str], env: dict[str, str] | None = None, user: str | None = None) -> int:
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
         with open(self.logfile, "ab") as out:
@@ -293,13 +304,8 @@ class KafkaBroker(Service):
     def start(self) -> str:
         """Spawn the broker without waiting for it: a cluster's nodes must all be started before
         any can be ready (the controllers need a majority of the quorum)."""
-        if self.pid() is not None:
+        if not self._prepare_start("java", "openjdk-17-jre-headless"):
             return "already running"
-        self.pidfile.unlink(missing_ok=True)
-        _require_tool("java", "openjdk-17-jre-headless")
-        self._check_ports_free()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "logs").mkdir(exist_ok=True)
         self.ensure_jars()
         props = self._write_config()
         self._spawn(self._java() + ["kafka.Kafka", str(props)])

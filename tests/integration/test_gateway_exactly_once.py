@@ -9,6 +9,7 @@ statement that reached Kafka twice would show there, whatever the tables collaps
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 import subprocess
@@ -179,24 +180,49 @@ def test_gateway_retry_across_sigkill_is_not_stored_again_and_readable_at_once(p
         gw.stop()
 
 
+@contextlib.contextmanager
+def _two_gateways(pipeline: Settings, lrs_store_url: str, tmp_path: Path, school: str):
+    """Two gateway processes on one LRS store and one Kafka; (settings, a client of each)."""
+    shared = pipeline.model_copy(update={"lrs_store": LrsStoreSettings(url=lrs_store_url)})
+    _cli(shared, "db", "migrate")
+    key, secret = _credential(shared, school)
+    one, two = _with_port(shared), _with_port(shared)
+    clients = [Client(one, key, secret), Client(two, key, secret)]
+    gws = [_start_gateway(s, tmp_path / f"gateway-{n}.log", c) for n, (s, c) in enumerate(zip((one, two), clients))]
+    try:
+        yield shared, clients
+    finally:
+        for gw in gws:
+            gw.stop()
+
+
+def _at_once(*calls) -> None:
+    """Run ``calls`` in threads released together (a barrier), and wait for every one."""
+    barrier = threading.Barrier(len(calls))
+
+    def run(call) -> None:
+        barrier.wait()
+        call()
+
+    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+
+
 def _race_puts(clients: list[Client], batch: list[dict]) -> list[int]:
     """PUT each statement to every gateway at the same instant; every status."""
     statuses: list[int] = []
     lock = threading.Lock()
     for st in batch:
-        barrier = threading.Barrier(len(clients))
 
-        def put(c: Client, st=st, barrier=barrier) -> None:
-            barrier.wait()
+        def put(c: Client, st=st) -> None:
             code = c.put(st, st["id"]).status_code
             with lock:
                 statuses.append(code)
 
-        threads = [threading.Thread(target=put, args=(c,)) for c in clients]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        _at_once(*(lambda c=c: put(c) for c in clients))
     return statuses
 
 
@@ -206,13 +232,7 @@ def _race_puts(clients: list[Client], batch: list[dict]) -> list[int]:
 def test_two_gateway_processes_racing_on_the_same_ids_store_each_once(
     pipeline: Settings, lrs_store_url: str, tmp_path: Path
 ):
-    shared = pipeline.model_copy(update={"lrs_store": LrsStoreSettings(url=lrs_store_url)})
-    _cli(shared, "db", "migrate")
-    key, secret = _credential(shared, "race-school")
-    one, two = _with_port(shared), _with_port(shared)
-    clients = [Client(one, key, secret), Client(two, key, secret)]
-    gws = [_start_gateway(s, tmp_path / f"gateway-{n}.log", c) for n, (s, c) in enumerate(zip((one, two), clients))]
-    try:
+    with _two_gateways(pipeline, lrs_store_url, tmp_path, "race-school") as (shared, clients):
         batch = _batch(25)
         statuses = _race_puts(clients, batch)
         assert statuses == [204] * 50, Counter(statuses)
@@ -225,9 +245,6 @@ def test_two_gateway_processes_racing_on_the_same_ids_store_each_once(
         # And a conflicting copy is refused by either.
         changed = dict(batch[0], verb={"id": "http://adlnet.gov/expapi/verbs/failed"})
         assert [c.put(changed, changed["id"]).status_code for c in clients] == [409, 409]
-    finally:
-        for gw in gws:
-            gw.stop()
 
 
 def _race_different_puts(clients: list[Client], pairs: list[tuple[dict, dict]]) -> list[tuple[int, int]]:
@@ -237,11 +254,9 @@ def _race_different_puts(clients: list[Client], pairs: list[tuple[dict, dict]]) 
     until the answer is final; the final statuses, per pair."""
     out: list[tuple[int, int]] = []
     for pair in pairs:
-        barrier = threading.Barrier(2)
         final = [0, 0]
 
         def put(n: int, st: dict) -> None:
-            barrier.wait()
             deadline = time.monotonic() + 120
             code = clients[n].put(st, st["id"]).status_code
             while code == 503 and time.monotonic() < deadline:
@@ -249,11 +264,7 @@ def _race_different_puts(clients: list[Client], pairs: list[tuple[dict, dict]]) 
                 code = clients[n].put(st, st["id"]).status_code
             final[n] = code
 
-        threads = [threading.Thread(target=put, args=(n, st)) for n, st in enumerate(pair)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(180)
+        _at_once(*(lambda n=n, st=st: put(n, st) for n, st in enumerate(pair)))
         out.append((final[0], final[1]))
     return out
 
@@ -264,13 +275,7 @@ def _race_different_puts(clients: list[Client], pairs: list[tuple[dict, dict]]) 
 def test_two_gateways_given_different_statements_with_one_id_at_once_keep_one_and_refuse_the_other(
     pipeline: Settings, lrs_store_url: str, tmp_path: Path
 ):
-    shared = pipeline.model_copy(update={"lrs_store": LrsStoreSettings(url=lrs_store_url)})
-    _cli(shared, "db", "migrate")
-    key, secret = _credential(shared, "conflict-school")
-    one, two = _with_port(shared), _with_port(shared)
-    clients = [Client(one, key, secret), Client(two, key, secret)]
-    gws = [_start_gateway(s, tmp_path / f"gateway-{n}.log", c) for n, (s, c) in enumerate(zip((one, two), clients))]
-    try:
+    with _two_gateways(pipeline, lrs_store_url, tmp_path, "conflict-school") as (shared, clients):
         pairs = [
             (st, dict(st, verb={"id": "http://adlnet.gov/expapi/verbs/failed", "display": {"en-US": "failed"}}))
             for st in _batch(20)
@@ -288,9 +293,6 @@ def test_two_gateways_given_different_statements_with_one_id_at_once_keep_one_an
             assert committed[a["id"]]["verb"]["id"] == kept["verb"]["id"]  # the one answered 204
             for c in clients:  # both gateways read back the kept one
                 assert c.get(statementId=a["id"]).json()["verb"]["id"] == kept["verb"]["id"]
-    finally:
-        for gw in gws:
-            gw.stop()
 
 
 @pytest.fixture
