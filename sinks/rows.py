@@ -286,9 +286,10 @@ _NAME_ID_BITS = 20
 def name_version(timestamp_ms: int, statement_id: uuid.UUID) -> int:
     """``learner_names.version``: newer statement wins; in one millisecond, 20 bits of its id decide.
 
-    A UInt64: timestamps before 1970 count as 0; 44 bits of ms reach the year 2527.
+    A UInt64 of ms since 1900-01-01 (the oldest time stored, :data:`MODERN_RANGE`): 44 bits
+    reach past 2299, the newest.
     """
-    ms = min(max(timestamp_ms, 0), (1 << (64 - _NAME_ID_BITS)) - 1)
+    ms = min(max(timestamp_ms - MODERN_RANGE.min_ms, 0), (1 << (64 - _NAME_ID_BITS)) - 1)
     return (ms << _NAME_ID_BITS) | (statement_id.int >> (128 - _NAME_ID_BITS))
 
 

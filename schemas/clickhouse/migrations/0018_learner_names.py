@@ -4,8 +4,8 @@ Written by the statements sink in the same batch as the statement rows (one row 
 envelope whose actor has a readable name, ``schemas.identity.display_name``), so a replay
 rewrites the same rows and nothing needs parsing JSON inside ClickHouse (18.16 could not).
 ReplacingMergeTree(version) keyed by (school, learner): copies and older names collapse to
-the row of the newest statement; ``version`` = statement timestamp in ms << 20 | 20 bits of
-the statement id, so two statements of one millisecond still have one winner whatever the
+the row of the newest statement; ``version`` = statement timestamp in ms since 1900 << 20 | 20 bits
+of the statement id, so two statements of one millisecond still have one winner whatever the
 order they were written in. Readers take ``argMax(name, version)`` (no trust in merges).
 
 Names are personal data: the table is not a research table (no researcher grant, refused by

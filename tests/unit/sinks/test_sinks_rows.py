@@ -290,6 +290,15 @@ def test_sinks_statement_rows_name_the_learner_from_the_newest_statement_of_the_
     assert _name_row(build(envelope(newer)))["version"] > _name_row(build(envelope(older)))["version"]
 
 
+def test_sinks_name_versions_order_every_storable_time():
+    from sinks.rows import name_version
+
+    sid = uuid.UUID(int=0)
+    times = [MODERN_RANGE.min_ms, -1, 0, 1_767_607_200_456, MODERN_RANGE.max_ms]
+    versions = [name_version(t, sid) for t in times]
+    assert versions == sorted(set(versions)) and versions[-1] < 2**64
+
+
 def test_sinks_name_versions_of_one_millisecond_still_order_by_statement_id():
     a, b = (stmt(timestamp="2026-01-05T09:00:00.000Z", id=i) for i in (
         "00000000-0000-4000-8000-000000000001", "ffffffff-0000-4000-8000-000000000001"))  # fmt: skip
