@@ -9,6 +9,7 @@ here independently of reporting/.
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -476,3 +477,52 @@ def test_school_operator_sees_its_learners_names_and_another_schools_operator_ge
     alerts = outsider.get(f"{base}/api/alerts", timeout=60)
     assert alerts.status_code == 200 and name not in alerts.text and "school-001" not in alerts.text
     page.close()
+
+
+AXE = Path(__file__).resolve().parents[1] / "browser" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def serious_accessibility_violations(page) -> list[str]:
+    """axe-core (npm, installed by `make setup`) on the page as it is: WCAG 2.1 A and AA rules;
+    the violations of serious or critical impact, one line each."""
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate(
+        "async () => (await axe.run(document, {runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']})).violations"
+        ".map(v => ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))}))"
+    )
+    return [f"{v['id']} ({v['impact']}): {v['help']} at {v['nodes']}" for v in result
+            if v["impact"] in ("serious", "critical")]  # fmt: skip
+
+
+def test_every_page_passes_axe_core_without_serious_violations(served, browser):
+    """Sign-in, network, school, cohort, learner and alerts pages, as a school operator sees them."""
+    from urllib.parse import quote
+
+    if not AXE.exists():  # a checkout that skipped `make setup`
+        import subprocess
+
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=AXE.parents[2], check=True,
+                       timeout=600)  # noqa: S603, S607  # fmt: skip
+    base = served.base
+    school, course, cohort = served.cohort
+    page = browser.new_page(viewport={"width": 1366, "height": 800})
+    found: dict[str, list[str]] = {}
+    page.goto(f"{base}/signin")
+    found["sign-in"] = serious_accessibility_violations(page)
+    browser_sign_in(page, base, "sch2", served.passwords["sch2"])
+    found["network"] = serious_accessibility_violations(page)
+    cohort_path = "/".join(quote(x, safe="") for x in (school, course, cohort))
+    for name, path, ready in (
+        ("school", f"/schools/{quote(school, safe='')}", "#cohorts tr"),
+        ("cohort", f"/cohorts/{cohort_path}", "#learners tr"),
+        ("alerts", "/alerts", "body"),
+    ):  # fmt: skip
+        page.goto(base + path)
+        page.wait_for_selector(ready, timeout=30_000)
+        found[name] = serious_accessibility_violations(page)
+        if name == "cohort":
+            learner = page.query_selector("#learners tr").get_attribute("data-learner")
+    page.goto(f"{base}/cohorts/{cohort_path}/learners/{quote(learner, safe='')}")
+    page.wait_for_selector("#days tr", timeout=30_000)
+    found["learner"] = serious_accessibility_violations(page)
+    assert not {k: v for k, v in found.items() if v}, found
