@@ -12,22 +12,24 @@ import sys
 from tests.conftest import REPO
 
 
-def test_chdb_concurrency_benchmark_runs_to_a_clean_exit():
+def run_benchmark(module: str, *args: str, timeout: float = 300) -> str:
+    """``python -m benchmarks.<module> args…`` to a clean exit; its standard output."""
     done = subprocess.run(  # noqa: S603 - our own module
-        [sys.executable, "-m", "benchmarks.chdb_concurrency", "--rows", "20000", "--seconds", "4", "--readers", "1"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", f"benchmarks.{module}", *args], cwd=REPO, capture_output=True, text=True,
+        timeout=timeout,
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "child exit 0" in done.stdout and "errors: []" in done.stdout, done.stdout[-2000:]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_chdb_concurrency_benchmark_runs_to_a_clean_exit():
+    out = run_benchmark("chdb_concurrency", "--rows", "20000", "--seconds", "4", "--readers", "1")
+    assert "child exit 0" in out and "errors: []" in out, out[-2000:]
 
 
 def test_dashboard_benchmark_prints_every_answer_for_every_reader():
-    done = subprocess.run(  # noqa: S603 - our own module
-        [sys.executable, "-m", "benchmarks.bench_dashboard", "--statements", "20000", "--repeat", "2"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    lines = [line.split() for line in done.stdout.splitlines() if line.startswith("/api/")]
+    out = run_benchmark("bench_dashboard", "--statements", "20000", "--repeat", "2")
+    lines = [line.split() for line in out.splitlines() if line.startswith("/api/")]
     assert {(line[0], line[1]) for line in lines} == {
         (answer, reader) for answer in ("/api/summary", "/api/state", "/api/schools/{school}", "/api/cohorts/{…}",
                                         "/api/cohorts/{…}/learners/{l}", "/api/alerts")
@@ -36,17 +38,13 @@ def test_dashboard_benchmark_prints_every_answer_for_every_reader():
 
 
 def test_storage_benchmark_counts_every_table_the_statements_sink_writes():
-    done = subprocess.run(  # noqa: S603 - our own module
-        [sys.executable, "-m", "benchmarks.bench_storage", "--statements", "2000", "--engines", "chdb"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    rows = {" ".join(line.split()[:2]): line.split() for line in done.stdout.splitlines() if line.startswith("chdb ")}
+    out = run_benchmark("bench_storage", "--statements", "2000", "--engines", "chdb")
+    rows = {" ".join(line.split()[:2]): line.split() for line in out.splitlines() if line.startswith("chdb ")}
     # Every statement is one row of statements and of statements_raw, and takes some bytes.
     assert float(rows["chdb statements"][2]) == 1.0 and float(rows["chdb statements_raw"][2]) == 1.0
     total = rows["chdb every"]  # "chdb every table  <compressed> <on disk> …"
     assert float(total[3].replace(",", "")) > 0
-    kafka = next(line for line in done.stdout.splitlines() if line.startswith("Kafka xapi.statements"))
+    kafka = next(line for line in out.splitlines() if line.startswith("Kafka xapi.statements"))
     assert float(kafka.split()[4].replace(",", "")) > 0
 
 
@@ -54,13 +52,9 @@ def test_end_to_end_benchmark_fed_by_the_simulator_prints_its_table():
     """The whole pipeline started by the benchmark (Kafka, worker, gateway with the sinks on
     chDB), fed by ``learnpulse simulate`` one statement per message: every statement due is
     acknowledged and the table names every stage."""
-    done = subprocess.run(  # noqa: S603 - our own module
-        [sys.executable, "-m", "benchmarks.bench_end_to_end", "--source", "simulator", "--rates", "40",
-         "--duration", "5", "--warmup", "0", "--settle", "10", "--ceiling-statements", "0", "--probes", "1"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    rows = [line.split() for line in done.stdout.splitlines() if line.strip().startswith("40 ")]
-    assert rows and rows[0][1:4] == ["40", "200", "200"], done.stdout[-3000:]
+    out = run_benchmark("bench_end_to_end", "--source", "simulator", "--rates", "40", "--duration", "5", "--warmup",
+                        "0", "--settle", "10", "--ceiling-statements", "0", "--probes", "1", timeout=600)  # fmt: skip
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith("40 ")]
+    assert rows and rows[0][1:4] == ["40", "200", "200"], out[-3000:]
     for stage in ("learnpulse-streams ← ", "learnpulse-sink-statements ← "):
-        assert stage in done.stdout, done.stdout[-3000:]
+        assert stage in out, out[-3000:]
