@@ -49,7 +49,7 @@ def open_clickhouse(settings: Settings, migrate_schema: bool = True) -> ClickHou
         from schemas.clickhouse.migrate import MigrationDrift
 
         try:
-            migrate(ch)
+            migrate(ch, cluster=settings.clickhouse.cluster_name)
         except MigrationDrift as err:
             ch.close()
             raise UserError(str(err)) from err

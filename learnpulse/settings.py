@@ -47,12 +47,32 @@ class KafkaSettings(BaseModel):
         return self.replication or min(3, self.brokers)
 
 
+class ClickHouseClusterSettings(BaseModel):
+    """A replicated ClickHouse cluster (deploy/CLUSTER.md); empty ``name``: one node."""
+
+    # The cluster of the servers' <remote_servers>: migrations create every table in its
+    # replicated form ON CLUSTER name (schemas/clickhouse/cluster.py).
+    name: str = ""
+    # The local cluster `learnpulse stack up --clickhouse-replicas N` runs (tests, trials):
+    # N servers as replicas of shard `shard`, replica r (1-based) on server_tcp_port + 10(r-1)
+    # and server_http_port + 10(r-1); one ZooKeeper on zookeeper_port (loopback).
+    replicas: int = 2
+    shard: str = "01"
+    zookeeper_port: int = 12181
+
+
 class ClickHouseSettings(BaseModel):
     # chdb:///path (embedded, default) or clickhouse://user:pass@host:9000/db
     url: str = ""
     # Ports for the local Debian clickhouse-server started by `learnpulse stack up --clickhouse-server`.
     server_tcp_port: int = 19000
     server_http_port: int = 18123
+    cluster: ClickHouseClusterSettings = ClickHouseClusterSettings()
+
+    @property
+    def cluster_name(self) -> str | None:
+        """The cluster migrations target, or None on a single node."""
+        return self.cluster.name or None
 
 
 class ResearchSettings(BaseModel):

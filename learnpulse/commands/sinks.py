@@ -34,7 +34,7 @@ def register(main: click.Group) -> None:
 
         ch = open_clickhouse(settings, migrate_schema=False)
         try:
-            applied = migrate(ch, click.echo)
+            applied = migrate(ch, click.echo, cluster=settings.clickhouse.cluster_name)
         except MigrationDrift as err:
             raise UserError(str(err)) from err
         finally:
@@ -51,7 +51,7 @@ def register(main: click.Group) -> None:
 
         ch = open_clickhouse(settings, migrate_schema=False)
         try:
-            for s in status(ch):
+            for s in status(ch, settings.clickhouse.cluster_name):
                 state = "applied" if s.applied else "pending"
                 if s.applied and s.recorded_checksum != s.checksum:
                     state = "applied from different code (drift)"

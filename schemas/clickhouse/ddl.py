@@ -38,7 +38,7 @@ _SETTINGS = re.compile(r"\n\s*SETTINGS [^\n]*")
 # A data-skipping index declared as its own line of a column list (with its comma).
 _INDEX_LINE = re.compile(r",\s*\n\s*INDEX [^\n]*?(?=,?\s*\n)")
 _ALTER_COLUMN_IF = re.compile(r"\b(ADD COLUMN|DROP COLUMN) IF (?:NOT )?EXISTS\b")
-_TABLE_SETTING = re.compile(r"\s*ALTER TABLE \S+ (?:MODIFY|RESET) SETTING [^;]*\Z")
+_TABLE_SETTING = re.compile(r"\s*ALTER TABLE \S+ (?:ON CLUSTER \S+ )?(?:MODIFY|RESET) SETTING [^;]*\Z")
 _TO_DT64 = re.compile(r"toDateTime64\(([^(),]+),\s*\d+\s*(?:,\s*('[^']*')\s*)?\)")
 
 

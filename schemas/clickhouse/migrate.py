@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from .cluster import clusterize
 from .ddl import render
 from .engine import ALREADY_EXISTS_CODES, ClickHouse, ClickHouseError
 from .migrations import Migration, all_migrations
@@ -86,24 +87,37 @@ def recorded(ch: ClickHouse) -> dict[str, str]:
     return {str(r[0]): str(r[1]) for r in rows}
 
 
-def _ensure_ledger(ch: ClickHouse) -> None:
-    execute_idempotent(ch, f"CREATE DATABASE IF NOT EXISTS {ch.database}")
-    execute_idempotent(ch, render(_LEDGER_DDL, ch.server_version(), ch.database))
+def forward_statements(sql: str, version: tuple[int, ...], database: str, cluster: str | None) -> list[str]:
+    """One forward statement as run on this server: in its cluster form when ``cluster`` is set."""
+    single = [sql] if not cluster else clusterize(sql, cluster)
+    return [render(s, version, database) for s in single]
 
 
-def status(ch: ClickHouse) -> list[MigrationStatus]:
+def _ensure_ledger(ch: ClickHouse, cluster: str | None) -> None:
+    version = ch.server_version()
+    for sql in forward_statements("CREATE DATABASE IF NOT EXISTS {db}", version, ch.database, cluster):
+        execute_idempotent(ch, sql)
+    for sql in forward_statements(_LEDGER_DDL, version, ch.database, cluster):
+        execute_idempotent(ch, sql)
+
+
+def status(ch: ClickHouse, cluster: str | None = None) -> list[MigrationStatus]:
     """Every known migration with whether (and with which checksum) it was applied."""
     with _LOCK:
-        _ensure_ledger(ch)
+        _ensure_ledger(ch, cluster)
         done = recorded(ch)
     return [MigrationStatus(m.id, m.id in done, checksum(m), done.get(m.id)) for m in all_migrations()]
 
 
-def migrate(ch: ClickHouse, log: Callable[[str], None] = lambda _m: None) -> list[str]:
-    """Apply every pending migration in order; returns the ids applied now."""
+def migrate(ch: ClickHouse, log: Callable[[str], None] = lambda _m: None, cluster: str | None = None) -> list[str]:
+    """Apply every pending migration in order; returns the ids applied now.
+
+    With ``cluster`` (a name in the servers' ``remote_servers``), every table is created in
+    its replicated form on every server of the cluster (``schemas/clickhouse/cluster.py``).
+    """
     with _LOCK:
         version = ch.server_version()
-        _ensure_ledger(ch)
+        _ensure_ledger(ch, cluster)
         done = recorded(ch)
         known = all_migrations()
         drifted = [m.id for m in known if m.id in done and done[m.id] != checksum(m)]
@@ -118,8 +132,9 @@ def migrate(ch: ClickHouse, log: Callable[[str], None] = lambda _m: None) -> lis
             if m.id in done:
                 continue
             log(f"applying {m.id}")
-            for sql in m.forwards:
-                execute_idempotent(ch, render(sql, version, ch.database))
+            for forward in m.forwards:
+                for sql in forward_statements(forward, version, ch.database, cluster):
+                    execute_idempotent(ch, sql)
             ch.insert(f"{ch.database}.{LEDGER}", ["id", "checksum", "applied_at"], [[m.id], [checksum(m)], [_now()]])
             now_applied.append(m.id)
         return now_applied

@@ -1,0 +1,119 @@
+"""The cluster form of every migration, offline: replicated engines, ON CLUSTER, Distributed reads."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from schemas.clickhouse.cluster import clusterize, distributed_name
+from schemas.clickhouse.migrate import _LEDGER_DDL, forward_statements
+from schemas.clickhouse.migrations import all_migrations
+
+OLD, MODERN = (18, 16, 1), (26, 9, 2)
+ENGINE = re.compile(r"ENGINE = (\w*)MergeTree(?:\(([^()]*)\))?")
+CREATE_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS \{db\}\.(\w+) \(")
+
+
+def _flat(sql: str) -> str:
+    return " ".join(sql.split())
+
+
+def _single_node_tables() -> dict[str, tuple[str, str]]:
+    """{table: (engine variant, engine args)} of every CREATE TABLE in the migrations and the ledger."""
+    found = {}
+    for sql in [f for m in all_migrations() for f in m.forwards] + [_LEDGER_DDL]:
+        if m := CREATE_TABLE.search(_flat(sql)):
+            engine = ENGINE.search(sql)
+            found[m.group(1)] = (engine.group(1), engine.group(2) or "")
+    return found
+
+
+def test_every_table_of_the_migrations_gets_a_replicated_engine_of_the_same_variant_and_a_distributed_table():
+    tables = _single_node_tables()
+    assert {"statements", "statements_raw", "activity_daily", "learner_names", "schema_migrations"} <= set(tables)
+    for sql in [f for m in all_migrations() for f in m.forwards] + [_LEDGER_DDL]:
+        if not (m := CREATE_TABLE.search(_flat(sql))):
+            continue
+        table = m.group(1)
+        variant, args = tables[table]
+        local, distributed = clusterize(sql, "lp")
+        path = f"'/clickhouse/tables/{{shard}}/{{db}}/{table}', '{{replica}}'"
+        expected = f"ENGINE = Replicated{variant}MergeTree({path}{', ' + args if args else ''})"
+        assert expected in local, (table, local)
+        assert _flat(local).startswith(f"CREATE TABLE IF NOT EXISTS {{db}}.{table} ON CLUSTER lp (")
+        # Everything after the engine (partitioning, sorting key, TTL, settings) is kept.
+        assert local.split(")", 1)[0] == sql.split(")", 1)[0].replace(f".{table} (", f".{table} ON CLUSTER lp (")
+        assert ENGINE.split(local)[-1] == ENGINE.split(sql)[-1]
+        assert distributed.startswith(
+            f"CREATE TABLE IF NOT EXISTS {{db}}.{distributed_name(table)} ON CLUSTER lp AS {{db}}.{table} "
+            f"ENGINE = Distributed(lp, {{db}}, {table}, cityHash64("
+        )
+
+
+def test_pipeline_tables_are_sharded_by_school_so_copies_of_a_key_meet_in_one_shard():
+    by_school = 0
+    for sql in [f for m in all_migrations() for f in m.forwards]:
+        m = CREATE_TABLE.search(_flat(sql))
+        if m and re.search(r"ORDER BY \(school\b", _flat(sql)):
+            assert clusterize(sql, "lp")[1].endswith("cityHash64(school))"), m.group(1)
+            by_school += 1
+    assert by_school >= 15
+    ledger = clusterize(_LEDGER_DDL, "lp")[1]
+    assert ledger.endswith("cityHash64(id))")
+
+
+def test_views_materialized_views_database_and_data_statements_in_cluster_form():
+    rollup = next(m for m in all_migrations() if m.id == "0003_rollups")
+    create_mv, backfill = rollup.forwards[1], rollup.forwards[2]
+    (mv,) = clusterize(create_mv, "lp")
+    # The view reads and writes the local (replicated) tables: each replica feeds its own rollup.
+    assert mv.startswith("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.activity_daily_mv ON CLUSTER lp TO {db}.activity_daily AS")
+    assert "FROM {db}.statements\n" in mv
+    assert clusterize(backfill, "lp") == [backfill]
+    views = next(m for m in all_migrations() if m.id == "0004_views")
+    for sql in views.forwards:
+        (view,) = clusterize(sql, "lp")
+        assert re.match(r"\s*CREATE VIEW IF NOT EXISTS \{db\}\.\w+ ON CLUSTER lp AS", view), view
+    assert clusterize("CREATE DATABASE IF NOT EXISTS {db}", "lp") == ["CREATE DATABASE IF NOT EXISTS {db} ON CLUSTER lp"]
+
+
+def test_alters_and_drops_reach_every_server_and_the_distributed_table():
+    violations = next(m for m in all_migrations() if m.id == "0012_statement_violations").forwards[0]
+    local, distributed = clusterize(violations, "lp")
+    assert local.startswith("ALTER TABLE {db}.statements ON CLUSTER lp ADD COLUMN IF NOT EXISTS violations")
+    assert distributed.startswith("ALTER TABLE {db}.statements_distributed ON CLUSTER lp ADD COLUMN IF NOT EXISTS")
+    assert clusterize("DROP TABLE IF EXISTS {db}.learner_activity_hourly", "lp") == [
+        "DROP TABLE IF EXISTS {db}.learner_activity_hourly_distributed ON CLUSTER lp",
+        "DROP TABLE IF EXISTS {db}.learner_activity_hourly ON CLUSTER lp",
+    ]
+    window = next(m for m in all_migrations() if m.id == "0016_dedup_window").forwards[0]
+    (setting,) = clusterize(window, "lp")
+    assert setting == "ALTER TABLE {db}.statement_voids ON CLUSTER lp MODIFY SETTING replicated_deduplication_window = 100"
+
+
+@pytest.mark.parametrize("version", [OLD, MODERN], ids=["18.16", "26.9"])
+def test_every_forward_statement_renders_in_cluster_form_with_macros_kept_and_the_database_filled(version):
+    for m in all_migrations():
+        for forward in m.forwards:
+            statements = forward_statements(forward, version, "lpdb", "lp")
+            assert statements, m.id
+            for sql in statements:
+                assert "{db}" not in sql
+                if "Replicated" in sql:
+                    assert "'/clickhouse/tables/{shard}/lpdb/" in sql and "'{replica}'" in sql
+                if version == OLD and "SETTING" in sql:
+                    # 18.16 has no table settings at all: the window is its default there.
+                    assert sql == "SELECT 1"
+
+
+def test_single_node_form_is_unchanged_without_a_cluster():
+    for m in all_migrations():
+        for forward in m.forwards:
+            (sql,) = forward_statements(forward, MODERN, "lpdb", None)
+            assert "ON CLUSTER" not in sql and "Replicated" not in sql
+
+
+def test_cluster_names_are_plain_identifiers():
+    with pytest.raises(ValueError, match="cluster name"):
+        clusterize("CREATE DATABASE IF NOT EXISTS {db}", "lp; DROP TABLE x")
