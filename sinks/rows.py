@@ -353,7 +353,8 @@ def mastery_rows(limits: TimeRange, raw: bytes | None) -> Rows:
         r.school, r.course, r.learner, r.skill, float(r.p_mastery), r.observations, r.correct,
         _time(limits, r.event_ms, "mastery.time_range", "$.event_ms"), r.version,
     )  # fmt: skip
-    return {T.MASTERY: [row]}
+    # The same estimate, kept over time (migration 0019): keyed by its event time.
+    return {T.MASTERY: [row], T.MASTERY_HISTORY: [row]}
 
 
 def cohort_health_rows(limits: TimeRange, raw: bytes | None) -> Rows:
@@ -388,6 +389,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     T.STATEMENT_VOIDS: T.VOID_COLUMNS,
     T.ENGAGEMENT: T.ENGAGEMENT_COLUMNS,
     T.MASTERY: T.MASTERY_COLUMNS,
+    T.MASTERY_HISTORY: T.MASTERY_HISTORY_COLUMNS,
     T.COHORT_HEALTH: T.COHORT_HEALTH_COLUMNS,
     T.ALERTS: T.ALERT_COLUMNS,
     T.QUARANTINE: T.QUARANTINE_COLUMNS,

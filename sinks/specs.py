@@ -48,7 +48,7 @@ SPECS: dict[str, SinkSpec] = {
             first_copy_only=True,
         ),
         SinkSpec("engagement", Topic.ENGAGEMENT, (T.ENGAGEMENT,)),
-        SinkSpec("mastery", Topic.MASTERY, (T.MASTERY,)),
+        SinkSpec("mastery", Topic.MASTERY, (T.MASTERY, T.MASTERY_HISTORY)),
         SinkSpec("cohort_health", Topic.COHORT_HEALTH, (T.COHORT_HEALTH,)),
         SinkSpec("alerts", Topic.ALERTS, (T.ALERTS,)),
         SinkSpec("quarantine", Topic.QUARANTINE, (T.QUARANTINE,)),

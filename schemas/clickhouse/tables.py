@@ -49,6 +49,10 @@ MASTERY_COLUMNS = (
     "school", "course", "learner", "skill", "p_mastery", "observations", "correct", "event_time", "version",
 )  # fmt: skip
 
+# Every estimate written to `mastery`, kept per event time (migration 0019; mastery sink).
+MASTERY_HISTORY = "mastery_history"
+MASTERY_HISTORY_COLUMNS = MASTERY_COLUMNS
+
 COHORT_HEALTH = "cohort_health"
 COHORT_HEALTH_COLUMNS = (
     "school", "course", "cohort", "at", "learners", "disengaged", "share", "median_active_ms_7d", "version",
@@ -89,11 +93,11 @@ FORGOTTEN_COLUMNS = ("learner", "forgotten_at", "reason")
 
 # Tables researchers may read (pseudonymous analytics only); see schemas/clickhouse/access.py.
 RESEARCH_TABLES = (
-    STATEMENTS, STATEMENT_VOIDS, ENGAGEMENT, MASTERY, COHORT_HEALTH, ALERTS,
+    STATEMENTS, STATEMENT_VOIDS, ENGAGEMENT, MASTERY, MASTERY_HISTORY, COHORT_HEALTH, ALERTS,
     ACTIVITY_DAILY, STATEMENTS_CURRENT,
 )  # fmt: skip
 # Tables a school's own users may read, each filtered to their school by a row policy.
 SCHOOL_TABLES = (
-    STATEMENTS, STATEMENT_VOIDS, ENGAGEMENT, MASTERY, COHORT_HEALTH, ALERTS,
+    STATEMENTS, STATEMENT_VOIDS, ENGAGEMENT, MASTERY, MASTERY_HISTORY, COHORT_HEALTH, ALERTS,
     ACTIVITY_DAILY,
 )  # fmt: skip
