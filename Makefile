@@ -23,7 +23,7 @@ unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 setup: $(SETUP_STAMP)
-$(SETUP_STAMP): pyproject.toml Makefile tests/browser/package-lock.json
+$(SETUP_STAMP): pyproject.toml Makefile tests/browser/package-lock.json reporting/web/package-lock.json
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
@@ -36,6 +36,8 @@ $(SETUP_STAMP): pyproject.toml Makefile tests/browser/package-lock.json
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	@echo "installing the browser test's xAPI client (npm ci in tests/browser)"
 	npm ci --prefix tests/browser --no-audit --no-fund --silent
+	@echo "installing the dashboard's chart library (npm ci in reporting/web)"
+	npm ci --prefix reporting/web --no-audit --no-fund --silent
 	@touch $(SETUP_STAMP)
 
 # pyBKT, the reference the mastery fit is compared with in the tests, needs NumPy 1 and

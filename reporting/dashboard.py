@@ -29,6 +29,9 @@ from .pages import ALERTS_PAGE, COHORT_PAGE, LEARNER_PAGE, SCHOOL_PAGE, forbidde
 from .quarantine import refusals_per_school
 from .scope import IN_SCOPE, LEARNER_IN_SCOPE, SCOPE_KEY, VIEWER_KEY, Scope
 from .summary import school_summaries
+from .assets import add_asset_routes
+from .trend_panel import trend_panel
+from .trends import TREND_CSV_COLUMNS, parse_range, school_trends
 
 log = logging.getLogger("learnpulse.dashboard")
 
@@ -50,6 +53,7 @@ svg.spark{width:100%;height:36px;margin-top:.6em}svg.spark path{fill:none;stroke
 .panel{margin-bottom:1em}.panel ul{list-style:none;margin:0;padding:0}.panel li{padding:.4em 0;border-bottom:1px solid #26313c}
 .alert b{color:var(--bad)}table{width:100%;border-collapse:collapse;font-size:12px}td{padding:.2em .3em;border-bottom:1px solid #26313c}
 td.n{text-align:right;font-variant-numeric:tabular-nums}#status.down{color:var(--bad)}
+.trend-wrap{padding:1.5em 1.5em 0}
 </style></head><body>
 <header><h1>learnpulse — schools live</h1>
 <div class="kpi">
@@ -60,6 +64,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}#status.down{color:var(-
  <div><b id="k-alerts">–</b><span>cohort alerts open</span></div>
  <div><b id="k-lag">–</b><span>seconds behind intake</span></div>
 </div><span id="status" class="dim">connecting…</span><!--viewer--></header>
+<div class="trend-wrap"><!--trends--></div>
 <div class="wrap"><main id="schools"></main>
 <aside>
  <section class="panel"><h2>Open cohort alerts <a class="dim" href="alerts">history, acknowledge</a></h2><ul id="alerts"><li class="dim">none</li></ul></section>
@@ -139,7 +144,7 @@ async function tick(){
   }catch(e){st.textContent='no answer from the server ('+e.message+')'; st.className='down';}
 }
 setInterval(tick,2000); tick();
-</script></body></html>"""
+</script></body></html>""".replace("<!--trends-->", trend_panel(for_school=False))
 
 
 # -- queries -----------------------------------------------------------------------------
@@ -342,6 +347,20 @@ def add_dashboard_routes(
             return _refuse(401, *UNAUTHENTICATED)
         return await answer(dashboard_state, ch, scope)
 
+    async def trends(request: web.Request) -> web.Response:
+        if (scope := scope_of(request)) is None:
+            return _refuse(401, *UNAUTHENTICATED)
+        name = request.query.get("school", "")
+        if name and not scope.touches_school(name):
+            return _refuse(403, "scope.school", f"school {name[:200]!r} is outside what you may see")
+        try:
+            rng = parse_range(request.query)
+        except ValueError as err:
+            return _refuse(400, "dashboard.range", str(err))
+        if request.query.get("format") == "csv":
+            return await answer_csv("trends.csv", TREND_CSV_COLUMNS, lambda: school_trends(ch, scope, rng, name)["points"])
+        return await answer(school_trends, ch, scope, rng, name)
+
     async def school(request: web.Request) -> web.Response:
         if (scope := scope_of(request)) is None:
             return _refuse(401, *UNAUTHENTICATED)
@@ -507,6 +526,8 @@ def add_dashboard_routes(
     app.router.add_get("/cohorts/{school}/{course}/{cohort}/learners/{learner}", learner_page)
     app.router.add_get("/api/summary", summary)
     app.router.add_get("/api/state", state)
+    app.router.add_get("/api/trends", trends)
+    add_asset_routes(app)
     app.router.add_get("/api/schools/{school}", school)
     app.router.add_get("/api/cohorts/{school}/{course}/{cohort}", cohort)
     app.router.add_get("/api/cohorts/{school}/{course}/{cohort}/learners/{learner}", learner)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import html
 
+from .trend_panel import trend_panel
+
 _STYLE = """<style>
 :root{--bg:#0f1720;--card:#17212b;--fg:#e6edf3;--dim:#8b98a5;--bad:#f85149;--line:#58a6ff}
 *{box-sizing:border-box}body{margin:0;font:14px/1.4 system-ui,sans-serif;background:var(--bg);color:var(--fg)}
@@ -16,14 +18,17 @@ h1{font-size:18px;margin:0}main{padding:1.5em}a{color:var(--line)}.dim{color:var
 table{width:100%;border-collapse:collapse;background:var(--card)}th,td{padding:.35em .5em;border-bottom:1px solid #26313c;text-align:left}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}.flag{color:var(--bad)}
 .tools{display:flex;gap:1em;align-items:center;margin-bottom:1em}input,button{font:inherit;padding:.3em .5em}
+h2{font-size:15px;margin:0 0 .5em}.panel{background:var(--card);border-radius:8px;padding:1em;margin-bottom:1.5em}
 </style>"""
 
 _HEAD = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1"><title>learnpulse — {title}</title>""" + _STYLE
 
-SCHOOL_PAGE = _HEAD + """</head><body>
+_SCHOOL_PAGE = _HEAD + """</head><body>
 <header><h1><a href="/">schools</a> › <span id="school"></span></h1><span id="status" class="dim">loading…</span><!--viewer--></header>
 <main>
+<!--trends-->
+<h2>Courses and cohorts</h2>
 <div class="tools"><label>search <input id="q" type="search" placeholder="course or cohort"></label>
  <button id="prev" type="button">‹ previous</button><span id="page" class="dim"></span><button id="next" type="button">next ›</button>
  <a id="csv" href="#">CSV</a></div>
@@ -65,6 +70,7 @@ document.getElementById('prev').addEventListener('click',()=>{offset=Math.max(0,
 document.getElementById('next').addEventListener('click',()=>{offset+=LIMIT;load();});
 load(); setInterval(load, 5000);
 </script></body></html>"""
+SCHOOL_PAGE = _SCHOOL_PAGE.replace("<!--trends-->", trend_panel(for_school=True))
 
 COHORT_PAGE = _HEAD + """</head><body>
 <header><h1><a href="/">schools</a> › <a id="school-link"></a> › <span id="cohort"></span></h1>

@@ -248,3 +248,73 @@ def test_learner_names_only_within_the_scope(data, kind):
     # A learner of a cohort outside the scope: no name, even asked for by pseudonym.
     other = _learners("s-a", COURSES[0], COHORTS[0])[0]
     assert bool(names_of(ch, scope, "s-a", [other])) == inside("s-a", COURSES[0], COHORTS[0])
+
+
+def _expected_trends(eng, health, inside, grain: str, first, last, school=""):
+    """Per (school, period): activity summed from the engagement rows written, and the share from
+    each cohort's last snapshot in the period, computed here from the rows written."""
+    start, end = datetime.combine(first, datetime.min.time(), UTC), datetime.combine(last, datetime.min.time(), UTC)
+    end += timedelta(days=1)
+    out: dict[tuple[str, str], dict] = {}
+
+    def at(school_name, t):
+        return out.setdefault((school_name, t.isoformat().replace("+00:00", "Z")), {
+            "statements": 0, "learners_seen": set(), "active_ms": 0, "sessions": 0, "last": {}})  # fmt: skip
+
+    for s, c, k, learner, g, period, statements, sessions, active_ms, _last in eng:
+        if g == grain and inside(s, c, k) and start <= period < end and school in ("", s):
+            p = at(s, period)
+            p["statements"] += statements
+            p["sessions"] += sessions
+            p["active_ms"] += active_ms
+            p["learners_seen"].add(learner)
+    for s, c, k, when, learners, disengaged in health:
+        if inside(s, c, k) and start <= when < end and school in ("", s):
+            bucket = when.replace(minute=0, second=0) if grain == "hour" else when.replace(hour=0, minute=0, second=0)
+            cohorts = at(s, bucket)["last"]
+            if (c, k) not in cohorts or cohorts[(c, k)][0] < when:
+                cohorts[(c, k)] = (when, learners, disengaged)
+    return {
+        key: (p["statements"], len(p["learners_seen"]), p["active_ms"], p["sessions"],
+              sum(x[2] for x in p["last"].values()) if p["last"] else None,
+              sum(x[1] for x in p["last"].values()) if p["last"] else None)
+        for key, p in out.items()
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(SCOPES))
+def test_trends_per_period_equal_the_rows_written_within_the_scope(data, kind):
+    from reporting.trends import TrendRange, school_trends
+
+    ch, _stmts, eng, _mastery = data
+    scope, inside = SCOPES[kind]
+    # Later snapshots, fewer disengaged last: in a day the last one counts (not the most), and a
+    # replayed copy (higher version) replaces its first.
+    health = [(s, c, k, DAY0, 10, 3) for s, c, k in itertools.product(SCHOOLS, COURSES, COHORTS)]
+    later = [(s, c, k, DAY0 + timedelta(days=2, hours=h), 10 + h, 14 - h) for h in (5, 9)
+             for s, c, k in itertools.product(SCHOOLS, COURSES[:1], COHORTS)]  # fmt: skip
+    health += later
+    cols = list(zip(*[x[:4] for x in later]))
+    ch.insert(f"{ch.database}.cohort_health", ["school", "course", "cohort", "at", "learners", "disengaged", "share",
+                                               "median_active_ms_7d", "version"],
+              [*cols, [x[4] for x in later], [x[5] for x in later], [x[5] / x[4] for x in later], [0] * len(later),
+               [1] * len(later)])  # fmt: skip
+    replayed = later[0]
+    ch.insert(f"{ch.database}.cohort_health", ["school", "course", "cohort", "at", "learners", "disengaged", "share",
+                                               "median_active_ms_7d", "version"],
+              [[replayed[0]], [replayed[1]], [replayed[2]], [replayed[3]], [40], [20], [0.5], [0], [2]])  # fmt: skip
+    health[health.index(replayed)] = (*replayed[:4], 40, 20)
+
+    for grain, first, last in (("day", DAY0.date(), DAY0.date() + timedelta(days=9)),
+                               ("hour", DAY0.date() + timedelta(days=2), DAY0.date() + timedelta(days=3))):  # fmt: skip
+        for school in ("", "s-b"):
+            got = school_trends(ch, scope, TrendRange(first, last, grain), school)
+            assert (got["from"], got["to"], got["grain"]) == (first.isoformat(), last.isoformat(), grain)
+            want = _expected_trends(eng, health, inside, grain, first, last, school)
+            assert want, "the range holds rows"
+            assert {(p["school"], p["period"]): (p["statements"], p["active_learners"], p["active_ms"], p["sessions"],
+                                                 p["disengaged"], p["learners"]) for p in got["points"]} == want  # fmt: skip
+    # No days chosen: the newest 7 days with data in scope.
+    newest = school_trends(ch, scope, TrendRange())
+    newest_day = max(e[5] for e in eng if e[4] == "day" and inside(*e[:3])).date()
+    assert (newest["from"], newest["to"]) == ((newest_day - timedelta(days=6)).isoformat(), newest_day.isoformat())

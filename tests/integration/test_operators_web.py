@@ -510,10 +510,11 @@ def test_every_page_passes_axe_core_without_serious_violations(served, browser):
     page.goto(f"{base}/signin")
     found["sign-in"] = serious_accessibility_violations(page)
     browser_sign_in(page, base, "sch2", served.passwords["sch2"])
+    page.wait_for_selector("#chart-statements svg", timeout=30_000)
     found["network"] = serious_accessibility_violations(page)
     cohort_path = "/".join(quote(x, safe="") for x in (school, course, cohort))
     for name, path, ready in (
-        ("school", f"/schools/{quote(school, safe='')}", "#cohorts tr"),
+        ("school", f"/schools/{quote(school, safe='')}", "#chart-share svg"),
         ("cohort", f"/cohorts/{cohort_path}", "#learners tr"),
         ("alerts", "/alerts", "body"),
     ):  # fmt: skip
@@ -526,3 +527,57 @@ def test_every_page_passes_axe_core_without_serious_violations(served, browser):
     page.wait_for_selector("#days tr", timeout=30_000)
     found["learner"] = serious_accessibility_violations(page)
     assert not {k: v for k, v in found.items() if v}, found
+
+
+def _trend_rows_from_clickhouse(ch, school: str, first: str, last: str) -> list[list[str]]:
+    """The trend table's activity cells for ``school`` per day, straight from daily engagement."""
+    rows = ch.query(
+        "SELECT toString(toDate(period_start)), sum(statements), uniqExact(learner), sum(sessions) "
+        "FROM {db}.engagement FINAL WHERE grain = 'day' AND school = {s:String} "
+        "AND toDate(period_start) >= toDate({a:String}) AND toDate(period_start) <= toDate({b:String}) "
+        "GROUP BY period_start ORDER BY period_start", {"s": school, "a": first, "b": last})  # fmt: skip
+    return [[school, str(r[0]), str(r[1]), str(r[2]), str(r[3])] for r in rows]
+
+
+def test_trends_chart_and_table_show_clickhouse_figures_within_the_scope(served, browser):
+    """The network page's trends: a Plot chart whose dots take keyboard focus, and a table equal to ClickHouse;
+    a school operator's range covers its school only, and another school's trends are 403."""
+    base = served.base
+    page = browser.new_page(viewport={"width": 1366, "height": 800})
+    browser_sign_in(page, base, "sch2", served.passwords["sch2"])
+    page.wait_for_selector("#chart-statements svg", timeout=30_000)
+    page.wait_for_selector("#trend-rows tr", state="attached", timeout=30_000)
+    first, last = page.input_value("#trend-range input[name=from]"), page.input_value("#trend-range input[name=to]")
+    cells = page.eval_on_selector_all("#trend-rows tr", "trs => trs.map(tr => [...tr.cells].map(td => td.textContent))")
+    shown = [[c[0], c[1][:10], c[2], c[3], c[5]] for c in cells]
+    assert shown == _trend_rows_from_clickhouse(served.ch, "school-002", first, last)
+    # Every dot takes keyboard focus and says its figures.
+    dots = page.query_selector_all('#chart-statements g[aria-label="dot"] > *')
+    assert len(dots) == len(cells)
+    dots[0].focus()
+    label = page.evaluate("document.activeElement.getAttribute('aria-label')")
+    assert label.startswith("school-002, ") and f"{cells[0][2]} statements" in label
+
+    # A range chosen by hand: one day, in hours; the table follows it.
+    page.fill("#trend-range input[name=from]", last)
+    page.fill("#trend-range input[name=to]", last)
+    page.select_option("#trend-range select[name=grain]", "hour")
+    page.click("#trend-range button[type=submit]")
+    page.wait_for_function("() => [...document.querySelectorAll('#trend-rows tr')].every(tr => "
+                           "tr.cells[1].textContent.slice(11) !== '00:00') || document.querySelectorAll('#trend-rows tr').length > 1",
+                           timeout=30_000)  # fmt: skip
+    hourly = served.session("sch2").get(f"{base}/api/trends", params={"from": last, "to": last, "grain": "hour"}, timeout=60)
+    assert hourly.status_code == 200
+    points = hourly.json()["points"]
+    assert {p["school"] for p in points} == {"school-002"}
+    assert sum(p["statements"] for p in points) == sum(int(r[2]) for r in _trend_rows_from_clickhouse(served.ch, "school-002", last, last))
+
+    net = served.session("net")
+    assert net.get(f"{base}/api/trends", params={"school": "school-001"}, timeout=60).status_code == 200
+    other = served.session("sch2").get(f"{base}/api/trends", params={"school": "school-001"}, timeout=60)
+    assert other.status_code == 403 and other.json()["rule"] == "scope.school"
+    bad = served.session("sch2").get(f"{base}/api/trends", params={"from": "2026-13-01", "to": "2026-12-01"}, timeout=60)
+    assert bad.status_code == 400 and bad.json()["rule"] == "dashboard.range"
+    csv_answer = served.session("sch2").get(f"{base}/api/trends", params={"format": "csv"}, timeout=60)
+    assert csv_answer.status_code == 200 and csv_answer.text.startswith("school,period,statements")
+    assert requests.get(f"{base}/api/trends", timeout=30).status_code == 401
