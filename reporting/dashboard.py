@@ -274,8 +274,8 @@ def _refuse(status: int, rule: str, message: str) -> web.Response:
                              headers={"Cache-Control": "no-store"})  # fmt: skip
 
 
-COHORT_CSV_COLUMNS = ("course", "cohort", "statements", "learners", "latest", "share", "health_learners", "disengaged",
-                      "open_alerts")  # fmt: skip
+COHORT_CSV_COLUMNS = ("course", "cohort", "statements", "learners", "active_learners_7d", "active_ms_7d", "mastery_mean",
+                      "latest", "share", "health_learners", "disengaged", "open_alerts")  # fmt: skip
 ALERT_CSV_COLUMNS = ("alert_id", "school", "course", "cohort", "state", "fired_at", "changed_at", "share", "learners",
                      "disengaged", "threshold", "acknowledgements", "disengaged_learners")  # fmt: skip
 LEARNER_CSV_COLUMNS = ("learner", "name", "last_seen", "days_since_seen", "active_ms_7d", "sessions_7d", "vs_median", "flags")

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from schemas.clickhouse.engine import ClickHouse
 
+from .cohort_figures import add_cohort_figures
 from .names import names_of
 from .scope import IN_SCOPE, Scope
 
@@ -103,7 +104,8 @@ def school_cohorts(
     ch: ClickHouse, scope: Scope, school: str, search: str = "", offset: int = 0, limit: int = MAX_PAGE
 ) -> dict:
     """One page of the cohorts of ``school`` in ``scope`` (course or cohort name holding ``search``),
-    with activity, latest health (None before the first snapshot) and open alerts; ``total``: all pages."""
+    with activity, latest health (None before the first snapshot), open alerts, and the 14-day
+    trend, this week's active time and mean mastery (reporting/cohort_figures.py); ``total``: all pages."""
     params = {**scope.params(), "school": school, "q": search, "offset": max(0, offset),
               "limit": max(0, min(limit, MAX_PAGE))}  # fmt: skip
     rows = ch.query(SCHOOL_COHORTS_SQL, params)
@@ -114,7 +116,9 @@ def school_cohorts(
          "disengaged": int(r[8]) if r[5] else None, "open_alerts": int(r[9])}
         for r in rows
     ]  # fmt: skip
-    return {"total": int(total), "offset": params["offset"], "limit": params["limit"], "cohorts": cohorts}
+    through = add_cohort_figures(ch, scope, school, cohorts)
+    return {"total": int(total), "offset": params["offset"], "limit": params["limit"], "through_day": through,
+            "cohorts": cohorts}  # fmt: skip
 
 
 def median(values: list[int]) -> int:

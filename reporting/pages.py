@@ -33,7 +33,10 @@ _SCHOOL_PAGE = _HEAD + """</head><body>
  <button id="prev" type="button">‹ previous</button><span id="page" class="dim"></span><button id="next" type="button">next ›</button>
  <a id="csv" href="#">CSV</a></div>
 <table><thead><tr><th>course</th><th>cohort</th><th class="n">statements</th><th class="n">learners</th>
-<th class="n">disengaged</th><th class="n">open alerts</th><th>latest event</th></tr></thead><tbody id="cohorts"></tbody></table>
+<th class="n">active learners, 7 days</th><th class="n">active time, 7 days</th><th>active learners per day, 14 days</th>
+<th class="n">mean P(mastery)</th><th class="n">disengaged</th><th class="n">open alerts</th><th>latest event</th></tr></thead>
+<tbody id="cohorts"></tbody></table>
+<p id="through" class="dim"></p>
 <p id="empty" class="dim" hidden>No cohorts here yet: nothing has arrived for this school in your scope.</p>
 </main>
 <script>
@@ -41,6 +44,18 @@ const school = decodeURIComponent(location.pathname.split('/')[2]);
 const enc = encodeURIComponent, LIMIT = 50; let offset = 0;
 document.getElementById('school').textContent = school;
 const pct = x => x===null ? '–' : (100*x).toFixed(0)+'%';
+const hours = ms => (ms/3600000).toFixed(1)+' h';
+// A sparkline of [day, active learners] over the 14 days; its label says every figure.
+function spark(points){
+  const svg=document.createElementNS('http://www.w3.org/2000/svg','svg'); svg.setAttribute('viewBox','0 0 100 24');
+  svg.setAttribute('width','100'); svg.setAttribute('height','24'); svg.setAttribute('role','img');
+  svg.setAttribute('aria-label', points.length ? 'active learners per day: '+points.map(p=>p[1]).join(', ') : 'no activity');
+  if(points.length){ const t0=points[0][0], span=Math.max(points[points.length-1][0]-t0,1), max=Math.max(...points.map(p=>p[1]),1);
+    const path=document.createElementNS('http://www.w3.org/2000/svg','polyline');
+    path.setAttribute('points', points.map(p=>(100*(p[0]-t0)/span).toFixed(1)+','+(22-20*p[1]/max).toFixed(1)).join(' '));
+    path.setAttribute('fill','none'); path.setAttribute('stroke','#58a6ff'); path.setAttribute('stroke-width','1.5'); svg.appendChild(path);}
+  return svg;
+}
 function api(extra){ const q=document.getElementById('q').value;
   return '/api/schools/'+enc(school)+'?q='+enc(q)+'&offset='+offset+'&limit='+LIMIT+(extra||''); }
 async function load(){
@@ -52,12 +67,15 @@ async function load(){
     for(const c of body.cohorts){ const tr=document.createElement('tr');
       const link=document.createElement('a'); link.href='/cohorts/'+enc(school)+'/'+enc(c.course)+'/'+enc(c.cohort);
       link.textContent=c.cohort;
-      const cells=[c.course, link, c.statements, c.learners, c.share===null?'–':pct(c.share)+' of '+c.health_learners,
+      const cells=[c.course, link, c.statements, c.learners, c.active_learners_7d, hours(c.active_ms_7d), spark(c.trend),
+                   c.mastery_mean===null?'–':pct(c.mastery_mean), c.share===null?'–':pct(c.share)+' of '+c.health_learners,
                    c.open_alerts, c.latest.slice(0,16)];
       cells.forEach((v,i)=>{const td=document.createElement('td'); if(v instanceof Node) td.appendChild(v); else td.textContent=v;
-        if(i>=2&&i<=5) td.className='n'; tr.appendChild(td);});
+        if(i>=2&&i<=9&&i!==6) td.className='n'; tr.appendChild(td);});
       tb.appendChild(tr);}
     document.getElementById('empty').hidden = body.total>0;
+    document.getElementById('through').textContent = body.through_day ? 'weeks and trends end on '+body.through_day+
+      ' (UTC), the newest day with activity in your scope' : '';
     document.getElementById('page').textContent = body.total ? (offset+1)+'–'+(offset+body.cohorts.length)+' of '+body.total : '';
     document.getElementById('prev').disabled = offset===0;
     document.getElementById('next').disabled = offset+LIMIT>=body.total;

@@ -167,7 +167,7 @@ def test_school_cohorts_search_and_pages(data):
     assert found["total"] == 2 and {c["course"] for c in found["cohorts"]} == {COURSES[0]}
     assert school_cohorts(ch, EVERY_SCHOOL, "s-a", search="k/2")["total"] == 2
     assert school_cohorts(ch, EVERY_SCHOOL, "s-a", search="nothing like it") == {
-        "total": 0, "offset": 0, "limit": 500, "cohorts": []}
+        "total": 0, "offset": 0, "limit": 500, "through_day": None, "cohorts": []}
     teacher = school_cohorts(ch, Scope.of_cohorts([TEACHER]), "s-b", search="k")
     assert teacher["total"] == 1
 
@@ -318,3 +318,27 @@ def test_trends_per_period_equal_the_rows_written_within_the_scope(data, kind):
     newest = school_trends(ch, scope, TrendRange())
     newest_day = max(e[5] for e in eng if e[4] == "day" and inside(*e[:3])).date()
     assert (newest["from"], newest["to"]) == ((newest_day - timedelta(days=6)).isoformat(), newest_day.isoformat())
+
+
+@pytest.mark.parametrize("kind", list(SCOPES))
+def test_school_page_cohorts_carry_their_trend_week_and_mastery(data, kind):
+    ch, _stmts, eng, mastery = data
+    scope, inside = SCOPES[kind]
+    days = [e for e in eng if e[0] == "s-b" and e[4] == "day" and inside(*e[:3])]
+    newest = max(e[5] for e in days)
+    answer = school_cohorts(ch, scope, "s-b")
+    assert answer["through_day"] == newest.date().isoformat()
+    assert answer["cohorts"], "the scope holds cohorts of s-b"
+    for c in answer["cohorts"]:
+        mine = [e for e in days if e[1:3] == (c["course"], c["cohort"])]
+        per_day: dict[datetime, set] = {}
+        for e in mine:
+            if e[5] > newest - timedelta(days=14):
+                per_day.setdefault(e[5], set()).add(e[3])
+        assert c["trend"] == [[int(d.timestamp()), len(ls)] for d, ls in sorted(per_day.items())]
+        week = [e for e in mine if e[5] > newest - timedelta(days=7)]
+        assert c["active_ms_7d"] == sum(e[8] for e in week)
+        assert c["active_learners_7d"] == len({e[3] for e in week})
+        learners = {e[3] for e in mine}
+        p = [m[4] for m in mastery if m[0] == "s-b" and m[1] == c["course"] and m[2] in learners]
+        assert c["mastery_mean"] == pytest.approx(sum(p) / len(p))

@@ -332,6 +332,16 @@ def test_teacher_drills_down_in_the_browser_to_its_cohort_and_no_further(served,
     rows = page.query_selector_all("#cohorts tr")
     assert len(rows) == 1 and cohort in rows[0].inner_text()
     assert page.inner_text("#page") == "1–1 of 1"
+    # The 14-day sparkline says the cohort's daily active learners, as ClickHouse counts them (the
+    # teacher's scope is this cohort: its newest day ends the 14).
+    daily = served.ch.query(
+        "SELECT uniqExact(learner) FROM {db}.engagement FINAL WHERE school = {s:String} AND course = {c:String} "
+        "AND cohort = {k:String} AND grain = 'day' AND period_start > (SELECT max(period_start) FROM {db}.engagement "
+        "WHERE school = {s:String} AND course = {c:String} AND cohort = {k:String} AND grain = 'day') - INTERVAL 14 DAY "
+        "GROUP BY period_start ORDER BY period_start",
+        {"s": school, "c": course, "k": cohort})  # fmt: skip
+    spark = rows[0].query_selector("svg[role=img]").get_attribute("aria-label")
+    assert spark == "active learners per day: " + ", ".join(str(int(r[0])) for r in daily)
     page.screenshot(path=str(shots / "teacher-school.png"), full_page=True)
 
     page.click("#cohorts tr a")

@@ -1,0 +1,90 @@
+"""The school page's per-cohort figures beyond counts: a 14-day trend, this week's active time, mastery.
+
+Read for the cohorts of one page only (at most ``drilldown.MAX_PAGE``), from the rollups, in
+the reader's scope. "This week" and the trend end on the school's newest event-time day with
+daily engagement in scope (as the trends do), so replayed history reads as it was.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from schemas.clickhouse.engine import ClickHouse
+
+from .scope import COHORT_KEY, IN_SCOPE, Scope, cohort_key
+from .trends import NEWEST_DAY_SQL
+
+TREND_DAYS = 14
+WEEK_DAYS = 7
+_ON_PAGE = f"has(CAST({{page:Array(String)}} AS Array(String)), {COHORT_KEY})"
+
+# Per cohort on the page and day: distinct active learners and active time (engagement FINAL).
+COHORT_DAYS_SQL = f"""
+SELECT course, cohort, toUnixTimestamp(period_start), uniqExact(learner), sum(active_ms)
+FROM {{db}}.engagement FINAL
+WHERE school = {{school:String}} AND grain = 'day' AND {IN_SCOPE} AND {_ON_PAGE}
+  AND period_start >= toDateTime({{since:UInt32}})
+GROUP BY course, cohort, period_start
+"""
+
+# Distinct learners of each cohort on the page active since ``since`` (copies do not change a
+# distinct count: no FINAL).
+COHORT_WEEK_LEARNERS_SQL = f"""
+SELECT course, cohort, uniqExact(learner)
+FROM {{db}}.engagement
+WHERE school = {{school:String}} AND grain = 'day' AND {IN_SCOPE} AND {_ON_PAGE}
+  AND period_start >= toDateTime({{since:UInt32}})
+GROUP BY course, cohort
+"""
+
+# Per cohort on the page: mean P(mastery) over the (learner, skill) estimates of its learners
+# in its course (mastery has no cohort column: a cohort's learners come from daily engagement).
+COHORT_MASTERY_SQL = f"""
+SELECT e.course, e.cohort, avg(m.p_mastery), count()
+FROM (
+    SELECT DISTINCT course, cohort, learner
+    FROM {{db}}.engagement
+    WHERE school = {{school:String}} AND grain = 'day' AND {IN_SCOPE} AND {_ON_PAGE}
+) AS e
+INNER JOIN (
+    SELECT course, learner, p_mastery FROM {{db}}.mastery FINAL WHERE school = {{school:String}}
+) AS m ON m.course = e.course AND m.learner = e.learner
+GROUP BY e.course, e.cohort
+"""
+
+
+def add_cohort_figures(ch: ClickHouse, scope: Scope, school: str, cohorts: list[dict]) -> str | None:
+    """Fill ``trend`` ([day start in Unix seconds, active learners] per day of the newest 14),
+    ``active_learners_7d``, ``active_ms_7d`` and ``mastery_mean`` (None without estimates) into
+    each of ``cohorts`` (dicts with course and cohort); returns the newest day (YYYY-MM-DD) or None."""
+    for c in cohorts:
+        c.update(trend=[], active_learners_7d=0, active_ms_7d=0, mastery_mean=None)
+    if not cohorts:
+        return None
+    ((newest, rows),) = ch.query(NEWEST_DAY_SQL, {**scope.params(), "school": school})
+    if not int(rows):
+        return None
+    newest_day = datetime.fromtimestamp(int(newest), UTC)
+    since = newest_day - timedelta(days=TREND_DAYS - 1)
+    week_from = int((newest_day - timedelta(days=WEEK_DAYS - 1)).timestamp())
+    params = {**scope.params(), "school": school, "since": int(since.timestamp()),
+              "page": sorted(cohort_key(school, c["course"], c["cohort"]) for c in cohorts)}  # fmt: skip
+    by_key = {(c["course"], c["cohort"]): c for c in cohorts}
+    week_learners: dict[tuple[str, str], int] = {}
+    for course, cohort, day, learners, active_ms in ch.query(COHORT_DAYS_SQL, params):
+        c = by_key.get((course, cohort))
+        if c is None:
+            continue
+        c["trend"].append([int(day), int(learners)])
+        if int(day) >= week_from:
+            c["active_ms_7d"] += int(active_ms)
+    # Distinct learners over the week are not a sum of daily distinct counts: one more query.
+    for course, cohort, learners in ch.query(COHORT_WEEK_LEARNERS_SQL, {**params, "since": week_from}):
+        week_learners[(course, cohort)] = int(learners)
+    for key, c in by_key.items():
+        c["trend"].sort()
+        c["active_learners_7d"] = week_learners.get(key, 0)
+    for course, cohort, mean, pairs in ch.query(COHORT_MASTERY_SQL, params):
+        if (c := by_key.get((course, cohort))) is not None and int(pairs):
+            c["mastery_mean"] = float(mean)
+    return newest_day.date().isoformat()
