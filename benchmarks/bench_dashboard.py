@@ -65,6 +65,8 @@ RAW_COHORTS = ("SELECT course, cohort, count(), uniqExact(learner), max(timestam
                "WHERE school = {school:String} AND {in_scope} GROUP BY course, cohort ORDER BY course, cohort")  # fmt: skip
 RAW_LEARNERS = ("SELECT learner, max(timestamp), count() FROM {db}.statements FINAL WHERE school = {school:String} "
                 "AND course = {course:String} AND cohort = {cohort:String} AND {in_scope} GROUP BY learner")  # fmt: skip
+RAW_TRENDS = ("SELECT school, toStartOfDay(timestamp) AS d, count(), uniqExact(learner) FROM {db}.statements FINAL "
+              "WHERE {in_scope} AND timestamp >= toDateTime64('2026-03-24 00:00:00', 3, 'UTC') GROUP BY school, d")  # fmt: skip
 RAW_LEARNER = ("SELECT toDate(timestamp) AS d, count() FROM {db}.statements FINAL WHERE school = {school:String} AND "
                "course = {course:String} AND cohort = {cohort:String} AND learner = {learner:String} AND {in_scope} "
                "GROUP BY d ORDER BY d")  # fmt: skip
@@ -95,6 +97,7 @@ def main(argv: list[str]) -> int:
     from reporting.learner import learner_timeline
     from reporting.scope import EVERY_SCHOOL, IN_SCOPE, Scope
     from reporting.summary import school_summaries
+    from reporting.trends import TrendRange, school_trends
 
     with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp:
         home = Path(tmp)
@@ -128,6 +131,7 @@ def main(argv: list[str]) -> int:
                  raw(RAW_LEARNERS, scope)),
                 ("/api/cohorts/{…}/learners/{l}", lambda s=scope: learner_timeline(ch, s, school, course, cohort, learner),
                  raw(RAW_LEARNER, scope)),
+                ("/api/trends (newest 7 days)", lambda s=scope: school_trends(ch, s, TrendRange()), raw(RAW_TRENDS, scope)),
                 ("/api/alerts", lambda s=scope: alert_history(ch, s), None),
             ]  # fmt: skip
             for name, fn, peer in figures:
