@@ -8,7 +8,8 @@ the reader's scope are read, and only those may be acknowledged.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 
 from schemas.clickhouse.engine import ClickHouse
 from schemas.clickhouse.tables import ALERT_ACK_COLUMNS, ALERT_ACKNOWLEDGEMENTS
@@ -21,18 +22,26 @@ MAX_ALERTS = 500
 
 # Each episode in scope, newest first: latest state, when it fired, when it last changed,
 # the share at its latest version and the threshold it crossed. ``{only_open}`` = 1 keeps
-# the episodes whose latest state is "fired".
-ALERT_HISTORY_SQL = """
-SELECT alert_id, school, course, cohort, argMax(state, version), toString(min(fired_at)), toString(max(at)),
-       argMax(share, version), argMax(learners, version), argMax(disengaged, version), argMax(threshold, version),
-       argMax(disengaged_learners, version)
+# the episodes whose latest state is "fired"; episodes that fired in [start, end) (Unix
+# seconds; 0, 0: any time) and whose school, course or cohort holds ``q`` (any case).
+_EPISODES = """
+SELECT alert_id, school, course, cohort, argMax(state, version) AS latest_state, min(fired_at) AS first_fired,
+       toString(max(at)) AS changed, argMax(share, version) AS latest_share, argMax(learners, version) AS latest_learners,
+       argMax(disengaged, version) AS latest_disengaged, argMax(threshold, version) AS latest_threshold,
+       argMax(disengaged_learners, version) AS named
 FROM {db}.alerts
 WHERE {in_scope}
+  AND ({end:UInt32} = 0 OR (fired_at >= toDateTime({start:UInt32}) AND fired_at < toDateTime({end:UInt32})))
+  AND (empty({q:String}) OR positionCaseInsensitiveUTF8(concat(school, ' ', course, ' ', cohort), {q:String}) > 0)
 GROUP BY alert_id, school, course, cohort
-HAVING {only_open:UInt8} = 0 OR argMax(state, version) = 'fired'
-ORDER BY min(fired_at) DESC, alert_id
-LIMIT {limit:UInt32}
+HAVING {only_open:UInt8} = 0 OR latest_state = 'fired'
 """.replace("{in_scope}", IN_SCOPE)
+ALERT_HISTORY_SQL = (
+    "SELECT alert_id, school, course, cohort, latest_state, toString(first_fired), changed, latest_share, "
+    "latest_learners, latest_disengaged, latest_threshold, named FROM (" + _EPISODES + ") "
+    "ORDER BY first_fired DESC, alert_id LIMIT {offset:UInt32}, {limit:UInt32}"
+)
+ALERT_COUNT_SQL = "SELECT count() FROM (" + _EPISODES + ")"
 
 ACKS_SQL = (
     "SELECT alert_id, operator, note, toString(at) FROM {db}.alert_acknowledgements "
@@ -43,8 +52,37 @@ ACKS_SQL = (
 ALERT_COHORT_SQL = "SELECT any(school), any(course), any(cohort), count() FROM {db}.alerts WHERE alert_id = {id:String}"
 
 
-def alert_history(ch: ClickHouse, scope: Scope, only_open: bool = False, limit: int = MAX_ALERTS) -> list[dict]:
-    params = {**scope.params(), "only_open": 1 if only_open else 0, "limit": max(1, min(limit, MAX_ALERTS))}
+@dataclass(frozen=True)
+class AlertQuery:
+    """Which episodes: open only, fired on days ``first``…``last`` (UTC; None: any), search text, page."""
+
+    only_open: bool = False
+    first: date | None = None
+    last: date | None = None
+    search: str = ""
+    offset: int = 0
+    limit: int = MAX_ALERTS
+
+    def params(self) -> dict:
+        start = end = 0
+        if self.first is not None and self.last is not None:
+            start = int(datetime.combine(self.first, datetime.min.time(), UTC).timestamp())
+            end = int(datetime.combine(self.last + timedelta(days=1), datetime.min.time(), UTC).timestamp())
+        return {"only_open": 1 if self.only_open else 0, "start": start, "end": end, "q": self.search[:200],
+                "offset": max(0, self.offset), "limit": max(1, min(self.limit, MAX_ALERTS))}  # fmt: skip
+
+
+def alert_page(ch: ClickHouse, scope: Scope, which: AlertQuery = AlertQuery()) -> dict:
+    """One page of :func:`alert_history` with ``total``: how many episodes ``which`` finds in ``scope``."""
+    params = {**scope.params(), **which.params()}
+    ((total,),) = ch.query(ALERT_COUNT_SQL, params)
+    return {"total": int(total), "offset": params["offset"], "limit": params["limit"],
+            "alerts": alert_history(ch, scope, which)}  # fmt: skip
+
+
+def alert_history(ch: ClickHouse, scope: Scope, which: AlertQuery = AlertQuery()) -> list[dict]:
+    """The episodes ``which`` asks for in ``scope``, newest first, with acknowledgements and named learners."""
+    params = {**scope.params(), **which.params()}
     rows = ch.query(ALERT_HISTORY_SQL, params)
     acks: dict[str, list[dict]] = {}
     if rows:

@@ -22,7 +22,7 @@ from aiohttp import web
 from schemas.clickhouse.engine import ClickHouse, ClickHouseError, ClickHouseUnavailable
 
 from .progress import consistent_through
-from .alerts import MAX_NOTE, acknowledge, alert_cohort, alert_history
+from .alerts import MAX_ALERTS, MAX_NOTE, AlertQuery, acknowledge, alert_cohort, alert_history, alert_page
 from .drilldown import MAX_PAGE, FlagRules, cohort_learners, school_cohorts
 from .learner import learner_timeline
 from .pages import ALERTS_PAGE, COHORT_PAGE, LEARNER_PAGE, SCHOOL_PAGE, forbidden_page, page
@@ -31,7 +31,7 @@ from .scope import IN_SCOPE, LEARNER_IN_SCOPE, SCOPE_KEY, VIEWER_KEY, Scope
 from .summary import school_summaries
 from .assets import add_asset_routes
 from .trend_panel import trend_panel
-from .trends import TREND_CSV_COLUMNS, parse_range, school_trends
+from .trends import TREND_CSV_COLUMNS, parse_days, parse_range, school_trends
 
 log = logging.getLogger("learnpulse.dashboard")
 
@@ -418,14 +418,23 @@ def add_dashboard_routes(
     async def alerts(request: web.Request) -> web.Response:
         if (scope := scope_of(request)) is None:
             return _refuse(401, *UNAUTHENTICATED)
-        only_open = request.query.get("open", "") in ("1", "true")
+        try:
+            first, last = parse_days(request.query)
+            which = AlertQuery(
+                only_open=request.query.get("open", "") in ("1", "true"), first=first, last=last,
+                search=request.query.get("q", "")[:200], offset=_whole(request.query.get("offset", "0"), "offset"),
+                limit=_whole(request.query.get("limit", str(MAX_ALERTS)), "limit"),
+            )  # fmt: skip
+        except ValueError as err:
+            rule = "dashboard.range" if str(err).startswith("dashboard.range") else "dashboard.paging"
+            return _refuse(400, rule, str(err))
         if request.query.get("format") == "csv":
             return await answer_csv("alerts.csv", ALERT_CSV_COLUMNS, lambda: [
                 {**a, "acknowledgements": " | ".join(f"{k['operator']} {k['at']}: {k['note']}" for k in a["acknowledgements"]),
                  "disengaged_learners": "; ".join(x["name"] or x["learner"] for x in a["disengaged_learners"])}
-                for a in alert_history(ch, scope, only_open)
+                for a in alert_history(ch, scope, which)
             ])  # fmt: skip
-        return await answer(lambda: {"alerts": alert_history(ch, scope, only_open)})
+        return await answer(alert_page, ch, scope, which)
 
     async def acknowledge_alert(request: web.Request) -> web.Response:
         # The sign-in middleware let this POST through only with a session and its CSRF token.

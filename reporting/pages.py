@@ -186,10 +186,15 @@ load(); setInterval(load, 10000);
 ALERTS_PAGE = _HEAD + """</head><body>
 <header><h1><a href="/">schools</a> › alerts</h1><span id="status" class="dim">loading…</span><!--viewer--></header>
 <main>
-<div class="tools"><label><input id="open" type="checkbox"> open only</label><a id="csv" href="/api/alerts?format=csv">CSV</a></div>
+<form class="tools" id="filters"><label><input id="open" type="checkbox"> open only</label>
+ <label>fired from <input id="from" type="date"></label><label>to <input id="to" type="date"></label>
+ <label>search <input id="q" type="search" placeholder="school, course or cohort"></label>
+ <button type="submit">show</button>
+ <button id="prev" type="button">‹ previous</button><span id="page" class="dim"></span><button id="next" type="button">next ›</button>
+ <a id="csv" href="/api/alerts?format=csv">CSV</a></form>
 <table><thead><tr><th>cohort</th><th>state</th><th>fired</th><th>last change</th><th class="n">disengaged</th>
 <th>disengaged learners</th><th>acknowledged</th><th>acknowledge</th></tr></thead><tbody id="alerts"></tbody></table>
-<p id="empty" class="dim" hidden>No alerts in your scope.</p>
+<p id="empty" class="dim" hidden>No alerts in your scope match.</p>
 </main>
 <script>
 const enc = encodeURIComponent, short = iri => String(iri).split('/').filter(Boolean).slice(-1)[0] || iri;
@@ -201,10 +206,23 @@ async function ack(id, input){
   document.getElementById('status').textContent = r.ok ? 'acknowledged' : 'not recorded ('+r.status+')';
   if(r.ok){input.value=''; load();}
 }
+const LIMIT=50; let offset=0;
+function api(extra){
+  const p=new URLSearchParams(), v=id=>document.getElementById(id).value;
+  if(document.getElementById('open').checked) p.set('open','1');
+  if(v('from') && v('to')){p.set('from',v('from')); p.set('to',v('to'));}
+  if(v('q')) p.set('q',v('q'));
+  p.set('offset',offset); p.set('limit',LIMIT); return '/api/alerts?'+p.toString()+(extra||'');
+}
 async function load(){
-  const st=document.getElementById('status'), open=document.getElementById('open').checked;
-  try{ const r=await fetch('/api/alerts'+(open?'?open=1':''),{cache:'no-store'}); if(r.status===401){location.reload();return;}
-    if(!r.ok) throw new Error(r.status); const b=await r.json(), tb=document.getElementById('alerts');
+  const st=document.getElementById('status');
+  try{ const r=await fetch(api(),{cache:'no-store'}); if(r.status===401){location.reload();return;}
+    const b=await r.json(), tb=document.getElementById('alerts');
+    if(!r.ok){ st.textContent=b.error||('no answer ('+r.status+')'); st.className=''; return; }
+    document.getElementById('page').textContent = b.total ? (offset+1)+'–'+(offset+b.alerts.length)+' of '+b.total : '';
+    document.getElementById('prev').disabled = offset===0;
+    document.getElementById('next').disabled = offset+LIMIT>=b.total;
+    document.getElementById('csv').href = api('&format=csv');
     if(document.activeElement && document.activeElement.tagName==='INPUT' && document.activeElement.type==='text') return;
     tb.innerHTML='';
     for(const a of b.alerts){ const tr=document.createElement('tr'); tr.dataset.alert=a.alert_id;
@@ -222,7 +240,10 @@ async function load(){
     st.textContent='updated '+new Date().toLocaleTimeString(); st.className='dim';
   }catch(e){st.textContent='no answer from the server ('+e.message+')';}
 }
-document.getElementById('open').addEventListener('change', load);
+document.getElementById('open').addEventListener('change', ()=>{offset=0; load();});
+document.getElementById('filters').addEventListener('submit', ev=>{ev.preventDefault(); offset=0; load();});
+document.getElementById('prev').addEventListener('click',()=>{offset=Math.max(0,offset-LIMIT);load();});
+document.getElementById('next').addEventListener('click',()=>{offset+=LIMIT;load();});
 load(); setInterval(load, 10000);
 </script></body></html>"""
 

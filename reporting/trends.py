@@ -89,15 +89,20 @@ def parse_range(query: Mapping[str, str]) -> TrendRange:
     grain = query.get("grain", "day")
     if grain not in GRAINS:
         raise ValueError(f"{RANGE_RULE}: grain must be one of {', '.join(GRAINS)}, got {grain[:20]!r}")
+    first, last = parse_days(query)
+    if first is not None and last is not None and (last - first).days + 1 > MAX_DAYS[grain]:
+        raise ValueError(f"{RANGE_RULE}: at most {MAX_DAYS[grain]} days in periods of one {grain}")
+    return TrendRange(first, last, grain)
+
+
+def parse_days(query: Mapping[str, str]) -> tuple[date | None, date | None]:
+    """``from`` and ``to`` (YYYY-MM-DD, inclusive): both or neither; ValueError naming the rule."""
     first, last = _day(query, "from"), _day(query, "to")
     if (first is None) != (last is None):
         raise ValueError(f"{RANGE_RULE}: give both from and to (YYYY-MM-DD), or neither for the newest days")
-    if first is not None and last is not None:
-        if last < first:
-            raise ValueError(f"{RANGE_RULE}: to ({last}) is before from ({first})")
-        if (last - first).days + 1 > MAX_DAYS[grain]:
-            raise ValueError(f"{RANGE_RULE}: at most {MAX_DAYS[grain]} days in periods of one {grain}")
-    return TrendRange(first, last, grain)
+    if first is not None and last is not None and last < first:
+        raise ValueError(f"{RANGE_RULE}: to ({last}) is before from ({first})")
+    return first, last
 
 
 def _day(query: Mapping[str, str], name: str) -> date | None:

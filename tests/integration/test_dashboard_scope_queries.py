@@ -195,7 +195,7 @@ def test_a_learners_timeline_in_its_cohort(data, kind):
 
 @pytest.mark.parametrize("kind", list(SCOPES))
 def test_alert_history_and_acknowledgements_in_scope(data, kind):
-    from reporting.alerts import acknowledge, alert_cohort, alert_history
+    from reporting.alerts import AlertQuery, acknowledge, alert_cohort, alert_history
 
     ch = data[0]
     scope, inside = SCOPES[kind]
@@ -212,7 +212,7 @@ def test_alert_history_and_acknowledgements_in_scope(data, kind):
     by_id = {a["alert_id"]: a for a in every}
     if "ep-b" in by_id:
         assert by_id["ep-b"]["state"] == "resolved" and by_id["ep-b"]["share"] == 0.1
-    assert {a["alert_id"] for a in alert_history(ch, scope, only_open=True)} == {x[0] for x in expected} - {"ep-b"}
+    assert {a["alert_id"] for a in alert_history(ch, scope, AlertQuery(only_open=True))} == {x[0] for x in expected} - {"ep-b"}
 
     assert alert_cohort(ch, "ep-b") == TEACHER and alert_cohort(ch, "nope") is None
     acknowledge(ch, "ep-b", TEACHER, "tia", "called the tutor")
@@ -342,3 +342,32 @@ def test_school_page_cohorts_carry_their_trend_week_and_mastery(data, kind):
         learners = {e[3] for e in mine}
         p = [m[4] for m in mastery if m[0] == "s-b" and m[1] == c["course"] and m[2] in learners]
         assert c["mastery_mean"] == pytest.approx(sum(p) / len(p))
+
+
+@pytest.mark.parametrize("kind", list(SCOPES))
+def test_alert_pages_by_fired_day_search_and_offset(data, kind):
+    from reporting.alerts import AlertQuery, alert_page
+
+    ch = data[0]
+    scope, inside = SCOPES[kind]
+    later = [(f"late-{i}", *cohort, DAY0 + timedelta(days=2 + i)) for i, cohort in
+             enumerate([TEACHER, ("s-a", COURSES[1], COHORTS[1]), ("s-b", COURSES[0], COHORTS[1])])]  # fmt: skip
+    n = len(later)
+    ch.insert(f"{ch.database}.alerts", ["alert_id", "school", "course", "cohort", "state", "at", "fired_at", "learners",
+                                        "disengaged", "share", "threshold", "disengaged_learners", "version"],
+              [[x[0] for x in later], [x[1] for x in later], [x[2] for x in later], [x[3] for x in later], ["fired"] * n,
+               [x[4] for x in later], [x[4] for x in later], [10] * n, [5] * n, [0.5] * n, [0.4] * n, [[]] * n, [1] * n])  # fmt: skip
+    everything = [(f"s-a|{c}|{k}", "s-a", c, k, DAY0) for c in COURSES for k in COHORTS] + later
+    mine = [a for a in everything if inside(*a[1:4])]
+
+    def ids(which: AlertQuery) -> list[str]:
+        return [a["alert_id"] for a in alert_page(ch, scope, which)["alerts"]]
+
+    day2, day4 = (DAY0 + timedelta(days=2)).date(), (DAY0 + timedelta(days=4)).date()
+    in_range = sorted((a for a in mine if day2 <= a[4].date() <= day4), key=lambda a: (-a[4].timestamp(), a[0]))
+    assert ids(AlertQuery(first=day2, last=day4)) == [a[0] for a in in_range]
+    newest_first = sorted(mine, key=lambda a: (-a[4].timestamp(), a[0]))
+    page = alert_page(ch, scope, AlertQuery(offset=1, limit=2))
+    assert page["total"] == len(mine) and [a["alert_id"] for a in page["alerts"]] == [a[0] for a in newest_first[1:3]]
+    assert ids(AlertQuery(search="K/2")) == [a[0] for a in newest_first if a[3] == "k/2"]
+    assert alert_page(ch, scope, AlertQuery(search="no such cohort"))["total"] == 0

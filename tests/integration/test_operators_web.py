@@ -423,6 +423,21 @@ def test_acknowledging_an_alert_needs_csrf_and_scope_and_records_who(served, bro
     wait_for(lambda: "tch" in (page.inner_text(f"{row} td.acks") if page.query_selector(row) else ""), 30,
              "the acknowledgement on the page")  # fmt: skip
     assert "spoke to the cohort lead" in page.inner_text(f"{row} td.acks")
+    # A fired-day range that excludes today hides it; searching its cohort's name finds it.
+    page.fill("#from", "2001-01-01")
+    page.fill("#to", "2001-01-02")
+    page.click("#filters button[type=submit]")
+    wait_for(lambda: page.query_selector(row) is None and page.is_visible("#empty"), 30, "no alerts fired in 2001")
+    page.fill("#from", now.date().isoformat())
+    page.fill("#to", now.date().isoformat())
+    page.fill("#q", cohort.upper())
+    page.click("#filters button[type=submit]")
+    page.wait_for_selector(row, timeout=30_000)
+    shown = [tr.get_attribute("data-alert") for tr in page.query_selector_all("#alerts tr")]
+    assert ids[1] in shown and all(cohort.split("/")[-1] in tr.inner_text()
+                                   for tr in page.query_selector_all("#alerts tr"))  # fmt: skip
+    bad = tch.get(f"{base}/api/alerts", params={"from": "2026-02-30", "to": "2026-03-01"}, timeout=30)
+    assert bad.status_code == 400 and bad.json()["rule"] == "dashboard.range"
 
 
 def _names_from_raw(ch, school: str, course: str, cohort: str) -> dict[str, str]:
