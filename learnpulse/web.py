@@ -34,7 +34,7 @@ def research_runner(settings: Settings, ch: ClickHouse) -> ReadonlyRunner:
 
 
 def flag_rules(settings: Settings):
-    """A school's disengagement thresholds as the stream worker applies them (per-school overrides included)."""
+    """A school's flag thresholds as the stream worker applies them (per-school overrides included)."""
     from reporting.drilldown import FlagRules
 
     from .commands.streams import streams_config
@@ -43,7 +43,7 @@ def flag_rules(settings: Settings):
 
     def of(school: str) -> FlagRules:
         t = params.per_school.get(school, params.defaults)
-        return FlagRules(t.inactive_days, t.low_active_fraction)
+        return FlagRules(t.inactive_days, t.low_active_fraction, t.stalled_attempts, t.stalled_within_days)
 
     return of
 

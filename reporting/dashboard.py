@@ -25,6 +25,7 @@ from .progress import consistent_through
 from .alerts import MAX_ALERTS, MAX_NOTE, AlertQuery, acknowledge, alert_cohort, alert_history, alert_page
 from .drilldown import MAX_PAGE, FlagRules, cohort_learners, school_cohorts
 from .learner import learner_timeline
+from .mastery import MASTERED
 from .pages import ALERTS_PAGE, COHORT_PAGE, LEARNER_PAGE, SCHOOL_PAGE, forbidden_page, page
 from .quarantine import refusals_per_school
 from .scope import IN_SCOPE, LEARNER_IN_SCOPE, SCOPE_KEY, VIEWER_KEY, Scope
@@ -208,9 +209,6 @@ WHERE grain = 'hour' AND {in_scope}
 GROUP BY school, period_start
 ORDER BY school, period_start
 """.replace("{in_scope}", IN_SCOPE)
-
-MASTERED = 0.95
-
 
 def dashboard_state(ch: ClickHouse, scope: Scope) -> dict:
     """Everything the page shows to a reader with ``scope``, in one JSON-ready dict."""

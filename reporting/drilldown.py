@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from schemas.clickhouse.engine import ClickHouse
 
 from .cohort_figures import add_cohort_figures
+from .mastery import COHORT_MASTERY_SQL, current_series, history_rows, stalled
 from .names import names_of
 from .scope import IN_SCOPE, Scope
 
@@ -94,10 +95,13 @@ ORDER BY learner
 
 @dataclass(frozen=True)
 class FlagRules:
-    """When a learner is flagged disengaged: the stream worker's thresholds (streams.config.HealthThresholds)."""
+    """When a learner is flagged: the stream worker's thresholds (streams.config.HealthThresholds)."""
 
     inactive_days: float = 7.0
     low_active_fraction: float = 0.25
+    # Mastery stalled (reporting/mastery.py): attempts without a rise, practised within these days.
+    stalled_attempts: int = 5
+    stalled_within_days: float = 7.0
 
 
 def school_cohorts(
@@ -146,6 +150,7 @@ def cohort_learners(
     med = median([int(r[2]) for r in rows])
     now_ms = _epoch_ms(str(newest_event)) if rows else 0
     names = names_of(ch, scope, school, (str(r[0]) for r in rows)) if rows else {}
+    now_mastery, stalls = _mastery_of(ch, scope, school, course, [str(r[0]) for r in rows], now_ms, rules)
     learners = []
     for r in rows:
         active, seen_ms = int(r[2]), _epoch_ms(str(r[1]))
@@ -156,10 +161,33 @@ def cohort_learners(
         if active < rules.low_active_fraction * med:
             flags.append({"rule": "low_active_time", "fraction_of_median": round(active / med, 3),
                           "threshold_fraction": rules.low_active_fraction})  # fmt: skip
+        if stalls.get(str(r[0])):
+            flags.append({"rule": "mastery_stalled", "skills": stalls[str(r[0])],
+                          "threshold_attempts": rules.stalled_attempts, "within_days": rules.stalled_within_days})  # fmt: skip
         learners.append({"learner": r[0], "name": names.get(str(r[0])), "last_seen": str(r[1]), "days_since_seen": idle_days, "active_ms_7d": active,
                          "sessions_7d": int(r[3]), "vs_median": round(active / med, 3) if med else None,
-                         "flags": flags})  # fmt: skip
+                         "mastery": now_mastery.get(str(r[0]), {}), "flags": flags})  # fmt: skip
     return {
         **where, "through_day": newest_day if rows else None, "newest_event": str(newest_event) if rows else None,
         "median_active_ms_7d": med if rows else None, "learners": learners,
+        "skills": sorted({skill for m in now_mastery.values() for skill in m}),
     }  # fmt: skip
+
+
+def _mastery_of(
+    ch: ClickHouse, scope: Scope, school: str, course: str, learners: list[str], now_ms: int, rules: FlagRules
+) -> tuple[dict[str, dict[str, float]], dict[str, list[dict]]]:
+    """Each learner's current P(mastery) per skill of the course (the heatmap), and the skills whose
+    mastery is stalled (reporting/mastery.py) with the rule's figures."""
+    if not learners:
+        return {}, {}
+    params = {**scope.params(), "school": school, "course": course, "learners": learners}
+    now: dict[str, dict[str, float]] = {}
+    for learner, skill, p in ch.query(COHORT_MASTERY_SQL, params):
+        now.setdefault(str(learner), {})[str(skill)] = float(p)
+    stalls: dict[str, list[dict]] = {}
+    for (learner, skill), points in history_rows(ch, params).items():
+        why = stalled(current_series(points), now_ms, rules.stalled_attempts, rules.stalled_within_days)
+        if why is not None:
+            stalls.setdefault(learner, []).append({"skill": skill, **why})
+    return now, stalls

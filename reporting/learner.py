@@ -1,5 +1,6 @@
 """One learner of one cohort: a daily timeline of sessions, active time and statements, the
-newest statements, and the current mastery per skill; the learner's display name from the
+newest statements, the current mastery per skill and each skill's estimates over time
+(``mastery_history``, superseded points dropped: reporting/mastery.py); the learner's display name from the
 school's directory (reporting/names.py) when there is one.
 
 The reader must be allowed the cohort (the HTTP layer answers 403 first); every query also
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from schemas.clickhouse.engine import ClickHouse
 
+from .mastery import current_series, history_rows
 from .names import names_of
 from .scope import IN_SCOPE, LEARNER_IN_SCOPE, Scope
 
@@ -47,6 +49,7 @@ def learner_timeline(
     if not days and not statements:
         return None
     mastery = ch.query(LEARNER_MASTERY_SQL, params)
+    history = history_rows(ch, {**params, "learners": [learner]})
     return {
         "school": school, "course": course, "cohort": cohort, "learner": learner,
         "name": names_of(ch, scope, school, [learner]).get(learner),
@@ -56,4 +59,9 @@ def learner_timeline(
                         "success": None if r[3] is None else bool(r[3]), "score_scaled": r[4]} for r in statements],
         "mastery": [{"skill": r[0], "p_mastery": float(r[1]), "observations": int(r[2]), "correct": int(r[3]),
                      "updated": r[4]} for r in mastery],
+        "mastery_history": [
+            {"skill": skill, "points": [{"at_ms": p.at_ms, "p_mastery": p.p_mastery, "observations": p.observations}
+                                        for p in current_series(points)]}
+            for (_learner, skill), points in sorted(history.items())
+        ],
     }  # fmt: skip

@@ -45,6 +45,11 @@ class HealthThresholds:
     resolve_share: float = 0.25
     # Cohorts smaller than this never alert.
     min_cohort_size: int = 5
+    # "Mastery stalled" (operators' cohort page only, reporting/mastery.py): a skill practised
+    # within the last `stalled_within_days` whose P(mastery) has not risen over the last
+    # `stalled_attempts` attempts (and is below mastered). Not a disengagement rule: no alert.
+    stalled_attempts: int = 5
+    stalled_within_days: float = 7.0
 
 
 @dataclass(frozen=True)

@@ -371,3 +371,59 @@ def test_alert_pages_by_fired_day_search_and_offset(data, kind):
     assert page["total"] == len(mine) and [a["alert_id"] for a in page["alerts"]] == [a[0] for a in newest_first[1:3]]
     assert ids(AlertQuery(search="K/2")) == [a[0] for a in newest_first if a[3] == "k/2"]
     assert alert_page(ch, scope, AlertQuery(search="no such cohort"))["total"] == 0
+
+
+def _history_world(ch) -> dict[str, list[tuple[int, float]]]:
+    """Estimates of skill-2 over time for the learners of two cohorts of one course: the first
+    learner of each cohort flat over the last 6 attempts (stalled), the second rising. Returns
+    each learner's (minutes after the start, P) points."""
+    start = DAY0 + timedelta(days=9)
+    series = {}
+    for cohort in COHORTS:
+        for n, learner in enumerate(_learners(TEACHER[0], TEACHER[1], cohort)[:2]):
+            ps = [0.3, 0.42, 0.41, 0.4, 0.42, 0.41, 0.42] if n == 0 else [0.3 + 0.05 * i for i in range(7)]
+            series[learner] = list(enumerate(ps))
+    rows = [(TEACHER[0], TEACHER[1], learner, "skill-2", p, i + 1, i, start + timedelta(minutes=i), i + 1)
+            for learner, points in series.items() for i, p in points]  # fmt: skip
+    ch.insert(f"{ch.database}.mastery_history", ["school", "course", "learner", "skill", "p_mastery", "observations",
+                                                 "correct", "event_time", "version"], [list(c) for c in zip(*rows)])  # fmt: skip
+    return series
+
+
+def _not_risen(points: list[tuple[int, float]], attempts: int) -> bool:
+    return len(points) > attempts and points[-1][1] <= points[-1 - attempts][1] and points[-1][1] < 0.95
+
+
+@pytest.mark.parametrize("kind", list(SCOPES))
+def test_cohort_mastery_heatmap_and_stalled_flags_in_scope(data, kind):
+    ch, _stmts, _eng, mastery = data
+    scope, inside = SCOPES[kind]
+    series = _history_world(ch)
+    answer = cohort_learners(ch, scope, *TEACHER, rules=FlagRules(stalled_attempts=5, stalled_within_days=7))
+    # The heatmap's cells: the current estimate (`mastery FINAL`) of each learner of the cohort.
+    want = {m[2]: {m[3]: m[4]} for m in mastery if m[:2] == TEACHER[:2] and m[2] in _learners(*TEACHER)}
+    assert {x["learner"]: x["mastery"] for x in answer["learners"]} == want
+    assert answer["skills"] == ["skill-1"]
+    stalled = {x["learner"]: [f for f in x["flags"] if f["rule"] == "mastery_stalled"] for x in answer["learners"]}
+    for learner, flags in stalled.items():
+        expected = _not_risen(series.get(learner, []), 5)
+        assert bool(flags) == expected, learner
+        if expected:
+            (skill,) = flags[0]["skills"]
+            assert skill == {"skill": "skill-2", "p_mastery": series[learner][-1][1], "was": series[learner][-6][1],
+                             "attempts_since": 5}  # fmt: skip
+    assert any(stalled.values())
+    # Stricter: over 6 attempts the first learner's mastery did rise (0.3 -> 0.42).
+    wider = cohort_learners(ch, scope, *TEACHER, rules=FlagRules(stalled_attempts=6, stalled_within_days=7))
+    assert not any(f["rule"] == "mastery_stalled" for x in wider["learners"] for f in x["flags"])
+    # A practice older than the window is not "still practising".
+    short = cohort_learners(ch, scope, *TEACHER, rules=FlagRules(stalled_within_days=0.01))
+    assert not any(f["rule"] == "mastery_stalled" for x in short["learners"] for f in x["flags"])
+    # The learner page's mastery over time: every point of the history, in event-time order.
+    learner = _learners(*TEACHER)[0]
+    got = learner_timeline(ch, scope, *TEACHER, learner)["mastery_history"]
+    assert [(h["skill"], [(p["observations"], p["p_mastery"]) for p in h["points"]]) for h in got] == [
+        ("skill-2", [(i + 1, p) for i, p in series[learner]])]
+    # Outside the scope: another cohort's learners get no history through a cohort they are not in.
+    other = _learners(TEACHER[0], TEACHER[1], COHORTS[1])[0]
+    assert learner_timeline(ch, scope, *TEACHER, other) is None
