@@ -119,7 +119,7 @@ def test_docker_compose_cluster_file_is_valid_and_its_balancer_config_passes_hap
     listed = subprocess.run([*compose, "config", "--services"], cwd=REPO, capture_output=True, text=True)
     services = set(listed.stdout.split())
     assert {"kafka-1", "kafka-2", "kafka-3", "gateway-1", "gateway-2", "balancer", "worker-1", "worker-2",
-            "sink-1", "sink-2", "dashboard", "postgres", "clickhouse"} <= services, services  # fmt: skip
+            "sink-1", "sink-2", "dashboard", "postgres", "keeper", "clickhouse-1", "clickhouse-2"} <= services, services  # fmt: skip
     assert "KAFKA_MIN_INSYNC_REPLICAS: '2'" in res.stdout or "KAFKA_MIN_INSYNC_REPLICAS: 2" in res.stdout
     # The balancer's entrypoint renders deploy/haproxy/haproxy.cfg: run it here (gateway
     # names as loopback addresses, haproxy -c instead of starting) and let haproxy judge it.
@@ -134,3 +134,36 @@ def test_docker_compose_cluster_file_is_valid_and_its_balancer_config_passes_hap
     check = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "server gateway-2 127.0.0.1:8089" in (tmp_path / "haproxy.cfg").read_text()
+
+
+def test_docker_compose_cluster_replicas_name_themselves_and_meet_in_keeper():
+    """The ClickHouse cluster of docker-compose.cluster.yml: every replica in remote_servers is a
+    service that names itself ({replica}) distinctly, Keeper is a service, and the pipeline's
+    cluster setting names the cluster of remote_servers."""
+    import xml.etree.ElementTree as ET
+
+    import yaml
+
+    res = subprocess.run([_tool("docker-compose"), "-f", str(REPO / "docker-compose.cluster.yml"), "config"],
+                         cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    services = yaml.safe_load(res.stdout)["services"]
+    cluster = ET.parse(REPO / "deploy" / "clickhouse" / "cluster" / "cluster.xml").getroot()
+    (name,) = [c.tag for c in cluster.find("remote_servers")]
+    hosts = [r.findtext("host") for r in cluster.iter("replica") if r.findtext("host")]
+    assert hosts and len(set(hosts)) == len(hosts)
+    for host in hosts:
+        env = services[host]["environment"]
+        assert env["LEARNPULSE_REPLICA"] == host, host
+        assert any("cluster.xml" in str(v) for v in services[host]["volumes"]), host
+    assert cluster.find("macros/replica").get("from_env") == "LEARNPULSE_REPLICA"
+    (keeper_host,) = [n.findtext("host") for n in cluster.find("zookeeper")]
+    keeper = ET.parse(REPO / "deploy" / "clickhouse" / "cluster" / "keeper.xml").getroot()
+    assert keeper_host in services and keeper.findtext("keeper_server/tcp_port") == cluster.findtext("zookeeper/node/port")
+    assert [s.findtext("hostname") for s in keeper.iter("server")] == [keeper_host]
+    for process in ("setup", "sink-1", "sink-2", "worker-1", "dashboard"):
+        env = services[process]["environment"]
+        assert env["LEARNPULSE_CLICKHOUSE__CLUSTER__NAME"] == name, process
+    # Each sink writes to a replica of the cluster, and the two to different ones.
+    sinks = {services[s]["environment"]["LEARNPULSE_CLICKHOUSE__URL"].split("@")[1].split(":")[0] for s in ("sink-1", "sink-2")}
+    assert sinks == set(hosts)
