@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import urllib.parse
@@ -112,11 +113,21 @@ def test_haproxy_accepts_the_rendered_balancer_config(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+def _without_cluster_secret() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "LEARNPULSE_CLUSTER_SECRET"}
+
+
+CLUSTER_ENV = {**_without_cluster_secret(), "LEARNPULSE_CLUSTER_SECRET": "a-test-secret"}
+
+
 def test_docker_compose_cluster_file_is_valid_and_its_balancer_config_passes_haproxy(tmp_path):
     compose = [_tool("docker-compose"), "-f", str(REPO / "docker-compose.cluster.yml")]
-    res = subprocess.run([*compose, "config"], cwd=REPO, capture_output=True, text=True)
+    # No default for the replicas' shared secret: without one, compose refuses the file.
+    refused = subprocess.run([*compose, "config"], cwd=REPO, capture_output=True, text=True, env=_without_cluster_secret())
+    assert refused.returncode != 0 and "LEARNPULSE_CLUSTER_SECRET" in refused.stderr
+    res = subprocess.run([*compose, "config"], cwd=REPO, capture_output=True, text=True, env=CLUSTER_ENV)
     assert res.returncode == 0, res.stderr
-    listed = subprocess.run([*compose, "config", "--services"], cwd=REPO, capture_output=True, text=True)
+    listed = subprocess.run([*compose, "config", "--services"], cwd=REPO, capture_output=True, text=True, env=CLUSTER_ENV)
     services = set(listed.stdout.split())
     assert {"kafka-1", "kafka-2", "kafka-3", "gateway-1", "gateway-2", "balancer", "worker-1", "worker-2",
             "sink-1", "sink-2", "dashboard", "postgres", "keeper", "clickhouse-1", "clickhouse-2"} <= services, services  # fmt: skip
@@ -145,7 +156,7 @@ def test_docker_compose_cluster_replicas_name_themselves_and_meet_in_keeper():
     import yaml
 
     res = subprocess.run([_tool("docker-compose"), "-f", str(REPO / "docker-compose.cluster.yml"), "config"],
-                         cwd=REPO, capture_output=True, text=True)  # fmt: skip
+                         cwd=REPO, capture_output=True, text=True, env=CLUSTER_ENV)  # fmt: skip
     assert res.returncode == 0, res.stderr
     services = yaml.safe_load(res.stdout)["services"]
     cluster = ET.parse(REPO / "deploy" / "clickhouse" / "cluster" / "cluster.xml").getroot()
