@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 SETUP_STAMP := $(VENV)/.setup-done
 PYBKT_VENV := .venv-pybkt
 PYBKT_STAMP := $(PYBKT_VENV)/.setup-done
-DEBIAN_PACKAGES := openjdk-17-jre-headless maven clickhouse-server prometheus prometheus-alertmanager docker-compose chromium postgresql nodejs haproxy
+DEBIAN_PACKAGES := openjdk-17-jre-headless maven clickhouse-server prometheus prometheus-alertmanager docker-compose chromium postgresql nodejs haproxy zookeeper
 
 .PHONY: demo test setup unit clean
 

@@ -77,6 +77,9 @@ def stack() -> None:
                    "topics replicated 3 times with min.insync.replicas=2. Give every process the same "
                    "LEARNPULSE_KAFKA__BROKERS so each knows every broker.")
 @click.option("--clickhouse-server", is_flag=True, help="Also start Debian's clickhouse-server on loopback.")
+@click.option("--clickhouse-replicas", type=click.IntRange(0, 9), default=0,
+              help="Instead, start ZooKeeper and this many clickhouse-server replicas of one shard (deploy/CLUSTER.md); "
+                   "give every process LEARNPULSE_CLICKHOUSE__CLUSTER__NAME (default learnpulse) to use it.")
 @click.option("--postgres", is_flag=True, help="Also start Debian's PostgreSQL on loopback (LRS store for several gateways).")
 @click.option("--balancer", is_flag=True,
               help="Also start Debian's HAProxy on LEARNPULSE_BALANCER__PORT (8087) in front of the gateways "
@@ -84,11 +87,14 @@ def stack() -> None:
 @click.option("--backend", "backends", multiple=True, metavar="HOST:PORT",
               help="A gateway behind the balancer (repeat; default: LEARNPULSE_BALANCER__BACKENDS).")
 @click.pass_obj
-def stack_up(settings: Settings, brokers: int | None, clickhouse_server: bool, postgres: bool, balancer: bool,
-             backends: tuple[str, ...]) -> None:  # fmt: skip
+def stack_up(settings: Settings, brokers: int | None, clickhouse_server: bool, clickhouse_replicas: int,
+             postgres: bool, balancer: bool, backends: tuple[str, ...]) -> None:  # fmt: skip
     """Start the services (harmless when already running) and create the topics."""
     from .stack import ClickHouseServer, kafka_up
     from .topics import ensure_topics
+
+    if clickhouse_server and clickhouse_replicas:
+        raise UserError("--clickhouse-server or --clickhouse-replicas, not both (replica 1 takes the server's ports)")
 
     if brokers is not None:
         settings.kafka.brokers = brokers
@@ -99,6 +105,8 @@ def stack_up(settings: Settings, brokers: int | None, clickhouse_server: bool, p
     if clickhouse_server:
         server = ClickHouseServer(settings)
         click.echo(f"clickhouse-server: {server.up()} at {server.url}")
+    if clickhouse_replicas:
+        _clickhouse_cluster_up(settings, clickhouse_replicas)
     if postgres:
         from .postgres import PostgresServer
 
@@ -109,6 +117,20 @@ def stack_up(settings: Settings, brokers: int | None, clickhouse_server: bool, p
 
         lb = Balancer(settings, list(backends) or None)
         click.echo(f"haproxy: {lb.up()} on {lb.host}:{lb.ports[0]} in front of {', '.join(lb.backends)}")
+
+
+def _clickhouse_cluster_up(settings: Settings, replicas: int) -> None:
+    from .stack_cluster import DEFAULT_CLUSTER, cluster_services, cluster_up
+
+    c = settings.clickhouse
+    c.cluster.replicas = replicas
+    c.cluster.name = c.cluster.name or DEFAULT_CLUSTER
+    click.echo(f"clickhouse cluster {c.cluster.name}: {cluster_up(settings)}")
+    _zookeeper, servers = cluster_services(settings)
+    for server in servers:
+        click.echo(f"  {server.name}: {server.url}")
+    click.echo(f"use it with LEARNPULSE_CLICKHOUSE__CLUSTER__NAME={c.cluster.name} and a replica's URL "
+               "as LEARNPULSE_CLICKHOUSE__URL")  # fmt: skip
 
 
 @main.group()
@@ -134,8 +156,10 @@ def stack_down(settings: Settings) -> None:
     from .balancer import Balancer
     from .postgres import PostgresServer
     from .stack import ClickHouseServer, local_kafka_brokers
+    from .stack_cluster import local_cluster_services
 
-    for svc in (Balancer(settings), PostgresServer(settings), ClickHouseServer(settings), *reversed(local_kafka_brokers(settings))):
+    for svc in (Balancer(settings), PostgresServer(settings), ClickHouseServer(settings),
+                *local_cluster_services(settings), *reversed(local_kafka_brokers(settings))):  # fmt: skip
         click.echo(f"{svc.name}: {'stopped' if svc.stop() else 'was not running'}")
 
 
@@ -146,8 +170,10 @@ def stack_status(settings: Settings) -> None:
     from .balancer import Balancer
     from .postgres import PostgresServer
     from .stack import ClickHouseServer, local_kafka_brokers
+    from .stack_cluster import local_cluster_services
 
-    for svc in (*local_kafka_brokers(settings), ClickHouseServer(settings), PostgresServer(settings), Balancer(settings)):
+    for svc in (*local_kafka_brokers(settings), ClickHouseServer(settings), *reversed(local_cluster_services(settings)),
+                PostgresServer(settings), Balancer(settings)):  # fmt: skip
         click.echo(f"{svc.name}: {svc.status()}")
 
 

@@ -365,12 +365,19 @@ def kafka_up(settings: Settings, timeout: float = 120) -> str:
 class ClickHouseServer(Service):
     """Debian's clickhouse-server on loopback ports with a private data directory."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, name: str = "clickhouse", tcp_port: int | None = None,
+                 http_port: int | None = None) -> None:  # fmt: skip
         c = settings.clickhouse
-        super().__init__("clickhouse", settings.home.resolve() / "clickhouse", "127.0.0.1", (c.server_tcp_port,))
+        self.tcp_port = tcp_port or c.server_tcp_port
+        self.http_port = http_port or c.server_http_port
+        super().__init__(name, settings.home.resolve() / name, "127.0.0.1", (self.tcp_port,))
         self.settings = c
         self.home = settings.home
         self._password: str | None = None
+
+    def _more_config(self) -> str:
+        """XML elements a subclass adds to config.xml (a cluster replica's)."""
+        return ""
 
     def _write_config(self) -> Path:
         d = self.dir
@@ -384,8 +391,8 @@ class ClickHouseServer(Service):
             f"""<?xml version="1.0"?>
 <yandex>
   <logger><level>warning</level><log>{d}/logs/server.log</log><errorlog>{d}/logs/server.err.log</errorlog><size>20M</size><count>2</count></logger>
-  <tcp_port>{self.settings.server_tcp_port}</tcp_port>
-  <http_port>{self.settings.server_http_port}</http_port>
+  <tcp_port>{self.tcp_port}</tcp_port>
+  <http_port>{self.http_port}</http_port>
   <listen_host>127.0.0.1</listen_host>
   <path>{d}/data/</path>
   <tmp_path>{d}/tmp/</tmp_path>
@@ -396,9 +403,11 @@ class ClickHouseServer(Service):
   <default_database>default</default_database>
   <mark_cache_size>268435456</mark_cache_size>
   <max_concurrent_queries>100</max_concurrent_queries>
-</yandex>
+{self._more_config()}</yandex>
 """
         )
+        # A replica's config names the interserver user's password.
+        cfg.chmod(0o600)
         return cfg
 
     def up(self, timeout: float = 60) -> str:
@@ -415,12 +424,12 @@ class ClickHouseServer(Service):
         return "started"
 
     def ready(self) -> bool:
-        if not port_open("127.0.0.1", self.settings.server_tcp_port):
+        if not port_open("127.0.0.1", self.tcp_port):
             return False
         from clickhouse_driver import Client
 
         try:
-            Client("127.0.0.1", port=self.settings.server_tcp_port, password=self.password,
+            Client("127.0.0.1", port=self.tcp_port, password=self.password,
                    connect_timeout=2).execute("SELECT 1")  # fmt: skip
             return True
         except Exception:  # any failure means "not ready yet"
@@ -439,7 +448,7 @@ class ClickHouseServer(Service):
         return self._password
 
     def url_for(self, database: str = "learnpulse") -> str:
-        return f"clickhouse://default:{quote(self.password, safe='')}@127.0.0.1:{self.settings.server_tcp_port}/{database}"
+        return f"clickhouse://default:{quote(self.password, safe='')}@127.0.0.1:{self.tcp_port}/{database}"
 
     @property
     def url(self) -> str:

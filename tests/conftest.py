@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from learnpulse.settings import ClickHouseSettings, KafkaSettings, Settings
+from learnpulse.settings import ClickHouseClusterSettings, ClickHouseSettings, KafkaSettings, Settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -147,6 +147,26 @@ def clickhouse_server_settings(stack_home: Path) -> Iterator[ClickHouseSettings]
         yield settings.clickhouse
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def clickhouse_cluster(stack_home: Path) -> Iterator[Settings]:
+    """ZooKeeper and two clickhouse-server replicas of one shard (cluster ``lp_test``), loopback, private dirs."""
+    from learnpulse.stack_cluster import cluster_down, cluster_up
+
+    replicas = 2
+    settings = Settings(
+        home=stack_home / "cluster",
+        clickhouse=ClickHouseSettings(
+            server_tcp_port=free_port_block(replicas), server_http_port=free_port_block(2 * replicas),
+            cluster=ClickHouseClusterSettings(name="lp_test", replicas=replicas, zookeeper_port=free_port()),
+        ),
+    )
+    try:
+        cluster_up(settings, timeout=120)
+        yield settings
+    finally:
+        cluster_down(settings)
 
 
 def _database() -> str:

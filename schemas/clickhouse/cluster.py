@@ -16,7 +16,9 @@ servers:
   keeps the replication log and the hashes of the last inserted blocks, so a block a
   sink retries against another replica is dropped there (block deduplication);
 - views, materialized views (on the local tables), ``ALTER`` and ``DROP`` run
-  ``ON CLUSTER``; a column change is made on the Distributed table too;
+  ``ON CLUSTER``; after a column change the Distributed table is created again from the
+  local one (it holds no data: sinks write the local tables; and 18.16 refuses an
+  ``ALTER … ON CLUSTER`` of a table that is not replicated on a replicated shard);
 - ``non_replicated_deduplication_window`` (0016) is ``replicated_deduplication_window``.
 
 Rows are spread over shards by the first column of the sorting key (``school`` for
@@ -27,6 +29,7 @@ merges stay exact. Pure string work, testable offline.
 from __future__ import annotations
 
 import re
+from functools import cache
 
 DISTRIBUTED_SUFFIX = "_distributed"
 ZK_TABLES = "/clickhouse/tables"
@@ -34,7 +37,9 @@ ZK_TABLES = "/clickhouse/tables"
 _CREATE_DB = re.compile(r"^(\s*CREATE DATABASE IF NOT EXISTS \S+)", re.S)
 _CREATE_TABLE = re.compile(r"^(\s*CREATE TABLE IF NOT EXISTS )(\S+)\.(\w+)(\s*\()", re.S)
 _CREATE_VIEW = re.compile(r"^(\s*CREATE (?:MATERIALIZED )?VIEW IF NOT EXISTS \S+)", re.S)
-_ENGINE = re.compile(r"ENGINE = (Replacing|Summing|Aggregating|Collapsing|VersionedCollapsing)?MergeTree(?:\(([^()]*)\))?")
+_ENGINE = re.compile(
+    r"ENGINE = (Replacing|Summing|Aggregating|Collapsing|VersionedCollapsing)?MergeTree(?:\(([^()]*)\))?"
+)
 _ORDER_BY = re.compile(r"\n\s*ORDER BY \(?\s*([^,()\s]+(?:\([^()]*\))?)")
 _ALTER = re.compile(r"^(\s*ALTER TABLE )(\S+)\.(\w+)( .*)$", re.S)
 _COLUMN_CHANGE = re.compile(r"^\s*(ADD|DROP|MODIFY|RENAME) COLUMN\b")
@@ -66,7 +71,8 @@ def clusterize(sql: str, cluster: str) -> list[str]:
         rest = _NON_REPLICATED_WINDOW.sub("replicated_deduplication_window", rest)
         out = [f"{head}{database}.{table}{on}{rest}"]
         if _COLUMN_CHANGE.match(rest):
-            out.append(f"{head}{database}.{distributed_name(table)}{on}{rest}")
+            out.append(f"DROP TABLE IF EXISTS {database}.{distributed_name(table)}{on}")
+            out.append(_distributed(database, table, on, cluster, sharding_keys()[table]))
         return out
     if m := _DROP.match(sql):
         head, database, table = m.groups()
@@ -88,14 +94,35 @@ def _create_table(sql: str, m: re.Match[str], on: str, cluster: str) -> list[str
         f"{head}{database}.{table}{on}{paren}{sql[m.end():engine.start()]}"
         f"ENGINE = Replicated{variant}MergeTree({replicated_args}){sql[engine.end():]}"
     )
-    order = _ORDER_BY.search(sql, engine.end())
+    return [local, _distributed(database, table, on, cluster, _sharding_key(sql, table))]
+
+
+def _distributed(database: str, table: str, on: str, cluster: str, key: str) -> str:
+    return (
+        f"CREATE TABLE IF NOT EXISTS {database}.{distributed_name(table)}{on} AS {database}.{table} "
+        f"ENGINE = Distributed({_identifier(cluster)}, {database}, {table}, cityHash64({key}))"
+    )
+
+
+def _sharding_key(create_table: str, table: str) -> str:
+    """The first column of the sorting key of a ``CREATE TABLE``."""
+    order = _ORDER_BY.search(create_table)
     if order is None:
         raise ValueError(f"{table}: no ORDER BY to shard by")
-    distributed = (
-        f"CREATE TABLE IF NOT EXISTS {database}.{distributed_name(table)}{on} AS {database}.{table} "
-        f"ENGINE = Distributed({_identifier(cluster)}, {database}, {table}, cityHash64({order.group(1)}))"
-    )
-    return [local, distributed]
+    return order.group(1)
+
+
+@cache
+def sharding_keys() -> dict[str, str]:
+    """{table: sharding key} of every table the migrations create (for re-creating a Distributed table)."""
+    from .migrations import all_migrations
+
+    keys = {}
+    for m in all_migrations():
+        for sql in m.forwards:
+            if found := _CREATE_TABLE.match(sql):
+                keys[found.group(3)] = _sharding_key(sql, found.group(3))
+    return keys
 
 
 def _identifier(name: str) -> str:

@@ -80,9 +80,12 @@ def test_views_materialized_views_database_and_data_statements_in_cluster_form()
 
 def test_alters_and_drops_reach_every_server_and_the_distributed_table():
     violations = next(m for m in all_migrations() if m.id == "0012_statement_violations").forwards[0]
-    local, distributed = clusterize(violations, "lp")
+    local, drop, create = clusterize(violations, "lp")
     assert local.startswith("ALTER TABLE {db}.statements ON CLUSTER lp ADD COLUMN IF NOT EXISTS violations")
-    assert distributed.startswith("ALTER TABLE {db}.statements_distributed ON CLUSTER lp ADD COLUMN IF NOT EXISTS")
+    # The Distributed table (no data of its own) is made again with the new columns.
+    assert drop == "DROP TABLE IF EXISTS {db}.statements_distributed ON CLUSTER lp"
+    statements = next(m for m in all_migrations() if m.id == "0001_statements").forwards[0]
+    assert create == clusterize(statements, "lp")[1]
     assert clusterize("DROP TABLE IF EXISTS {db}.learner_activity_hourly", "lp") == [
         "DROP TABLE IF EXISTS {db}.learner_activity_hourly_distributed ON CLUSTER lp",
         "DROP TABLE IF EXISTS {db}.learner_activity_hourly ON CLUSTER lp",

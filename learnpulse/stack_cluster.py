@@ -1,0 +1,151 @@
+"""A local replicated ClickHouse: ZooKeeper (Debian) and N clickhouse-server replicas of one shard.
+
+``learnpulse stack up --clickhouse-replicas N`` and the test fixtures run it, everything on
+127.0.0.1 in private directories under the home: ZooKeeper keeps the replication log,
+the hashes of the last inserted blocks (deduplication) and the ``ON CLUSTER`` DDL queue;
+each replica gets ``remote_servers`` (the cluster ``settings.clickhouse.cluster.name``),
+``macros`` ({shard}, {replica}) and the ZooKeeper address in its generated config.
+Production clusters use ClickHouse Keeper instead (deploy/CLUSTER.md).
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from .errors import UserError
+from .settings import ClickHouseSettings, Settings
+from .stack import ClickHouseServer, Service
+
+ZOOKEEPER_JAR = Path("/usr/share/java/zookeeper.jar")
+# Debian's log4j settings for the server (the jar's Class-Path lists its other jars).
+ZOOKEEPER_CONF = Path("/etc/zookeeper/conf_example")
+DEFAULT_CLUSTER = "learnpulse"
+# The ON CLUSTER queue in ZooKeeper (the same on every replica of the cluster).
+DDL_QUEUE = "/clickhouse/task_queue/ddl"
+
+
+class ZooKeeperServer(Service):
+    """One standalone ZooKeeper (Debian package ``zookeeper``) on loopback with a private data directory."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.port = settings.clickhouse.cluster.zookeeper_port
+        super().__init__("zookeeper", settings.home.resolve() / "zookeeper", "127.0.0.1", (self.port,))
+
+    def _write_config(self) -> Path:
+        (self.dir / "data").mkdir(parents=True, exist_ok=True)
+        cfg = self.dir / "zoo.cfg"
+        cfg.write_text(
+            "tickTime=2000\n"
+            f"dataDir={self.dir / 'data'}\n"
+            f"clientPort={self.port}\n"
+            "clientPortAddress=127.0.0.1\n"
+            # No admin web server (it would take port 8080 on every interface).
+            "admin.enableServer=false\n"
+            "4lw.commands.whitelist=srvr\n"
+            "maxClientCnxns=200\n"
+            # Old snapshots and logs are purged hourly (a long-running trial stays small).
+            "autopurge.snapRetainCount=3\nautopurge.purgeInterval=1\n"
+        )
+        return cfg
+
+    def up(self, timeout: float = 60) -> str:
+        if not self._prepare_start("java", "openjdk-17-jre-headless"):
+            self._wait_ready(self.ready, timeout)
+            return "already running"
+        if not ZOOKEEPER_JAR.exists():
+            raise UserError(f"{ZOOKEEPER_JAR} not found: apt-get install zookeeper (or run `make setup`)")
+        cfg = self._write_config()
+        # IPv4 only: the JVM would otherwise listen on ::ffff:127.0.0.1.
+        self._spawn([
+            "java", "-Xmx256m", "-XX:+UseSerialGC", "-Djava.net.preferIPv4Stack=true",
+            f"-Dzookeeper.log.dir={self.dir / 'logs'}", "-cp", f"{ZOOKEEPER_CONF}:{ZOOKEEPER_JAR}",
+            "org.apache.zookeeper.server.ZooKeeperServerMain", str(cfg),
+        ])  # fmt: skip
+        self._wait_ready(self.ready, timeout)
+        return "started"
+
+    def ready(self) -> bool:
+        """``srvr`` names the server's mode once it serves clients (``ruok`` answers earlier:
+        a clickhouse-server 18.16 whose first session is refused then crashes)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as conn:
+                conn.sendall(b"srvr")
+                answer = b""
+                while chunk := conn.recv(4096):
+                    answer += chunk
+                return b"Mode: standalone" in answer
+        except OSError:
+            return False
+
+
+class ClickHouseReplica(ClickHouseServer):
+    """Replica ``replica`` (1-based) of the local cluster's one shard.
+
+    Ports: native ``server_tcp_port + r - 1``, HTTP ``server_http_port + 2(r - 1)``, the
+    interserver port (replicas fetch parts from each other) the HTTP port + 1.
+    """
+
+    def __init__(self, settings: Settings, replica: int) -> None:
+        c = settings.clickhouse
+        self.replica = replica
+        self.cluster_settings = c.cluster
+        self.cluster = c.cluster.name or DEFAULT_CLUSTER
+        super().__init__(
+            settings, name=f"clickhouse-r{replica}",
+            tcp_port=replica_tcp_port(c, replica), http_port=c.server_http_port + 2 * (replica - 1),
+        )  # fmt: skip
+        self.interserver_port = self.http_port + 1
+        self.ports = (self.tcp_port, self.interserver_port)
+
+    def _more_config(self) -> str:
+        c = self.cluster_settings
+        password = escape(self.password)
+        replicas = "".join(
+            f"<replica><host>127.0.0.1</host><port>{replica_tcp_port(self.settings, r)}</port>"
+            f"<user>default</user><password>{password}</password></replica>"
+            for r in range(1, c.replicas + 1)
+        )
+        return f"""  <interserver_http_host>127.0.0.1</interserver_http_host>
+  <interserver_http_port>{self.interserver_port}</interserver_http_port>
+  <remote_servers><{self.cluster}><shard><internal_replication>true</internal_replication>{replicas}</shard></{self.cluster}></remote_servers>
+  <macros><shard>{escape(c.shard)}</shard><replica>r{self.replica}</replica></macros>
+  <zookeeper><node><host>127.0.0.1</host><port>{c.zookeeper_port}</port></node><session_timeout_ms>30000</session_timeout_ms></zookeeper>
+  <distributed_ddl><path>{DDL_QUEUE}</path></distributed_ddl>
+"""
+
+
+def replica_tcp_port(c: ClickHouseSettings, replica: int) -> int:
+    """The native port of replica ``replica`` (1-based) of the local cluster."""
+    return c.server_tcp_port + replica - 1
+
+
+def cluster_services(settings: Settings) -> tuple[ZooKeeperServer, list[ClickHouseReplica]]:
+    """ZooKeeper and the replicas of ``settings.clickhouse.cluster`` (not started)."""
+    replicas = settings.clickhouse.cluster.replicas
+    if replicas < 1:
+        raise UserError("clickhouse.cluster.replicas must be 1 or more")
+    return ZooKeeperServer(settings), [ClickHouseReplica(settings, r) for r in range(1, replicas + 1)]
+
+
+def cluster_up(settings: Settings, timeout: float = 120) -> str:
+    """Start ZooKeeper, then every replica; idempotent like the other services."""
+    zookeeper, replicas = cluster_services(settings)
+    outcomes = [f"zookeeper {zookeeper.up(timeout)}"]
+    outcomes += [f"{r.name} {r.up(timeout)}" for r in replicas]
+    return ", ".join(outcomes)
+
+
+def cluster_down(settings: Settings) -> list[str]:
+    """Stop the replicas, then ZooKeeper; the names of those that were running."""
+    return [svc.name for svc in local_cluster_services(settings) if svc.stop()]
+
+
+def local_cluster_services(settings: Settings) -> list[Service]:
+    """The replicas this home has run (whatever ``replicas`` now says), then ZooKeeper:
+    what ``stack down`` and ``status`` look at, in stopping order."""
+    home = settings.home.resolve()
+    numbers = (d.name.removeprefix("clickhouse-r") for d in home.glob("clickhouse-r*") if d.is_dir())
+    found = {int(n) for n in numbers if n.isdigit()}
+    return [*(ClickHouseReplica(settings, r) for r in sorted(found)), ZooKeeperServer(settings)]

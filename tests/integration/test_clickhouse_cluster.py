@@ -1,0 +1,210 @@
+"""The cluster form on real servers: ZooKeeper and two Debian clickhouse-server replicas of one shard.
+
+Rows are built by the statements sink's own builder (``sinks.rows.statement_rows``) from
+simulator envelopes and inserted as the sink inserts them (one block per table per batch,
+``sinks/consumer.py``), so a retried batch is the same block: ZooKeeper remembers its
+hash and the other replica drops it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from benchmarks.bench_sinks import make_envelopes
+from learnpulse.settings import Settings
+from learnpulse.stack_cluster import ClickHouseReplica, cluster_services
+from schemas.clickhouse import tables as T
+from schemas.clickhouse.cluster import distributed_name
+from schemas.clickhouse.migrate import migrate
+from sinks.engines import ServerEngine, engine_from_url
+from sinks.rows import COLUMNS, OLD_SERVER_RANGE, Rows, statement_rows
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.clickhouse_server
+
+SECRET = b"cluster-secret"
+# How long a replica stays stopped while the other one takes inserts (the issue's 60 s).
+STOPPED_S = 60
+WRITTEN = (T.STATEMENTS, T.STATEMENTS_RAW)
+
+
+def _engine(replica: ClickHouseReplica, database: str) -> ServerEngine:
+    return ServerEngine("127.0.0.1", replica.tcp_port, "default", replica.password, database)
+
+
+@pytest.fixture
+def replicas(clickhouse_cluster: Settings) -> list[ClickHouseReplica]:
+    _zookeeper, replicas = cluster_services(clickhouse_cluster)
+    return replicas
+
+
+@pytest.fixture
+def cluster_db(clickhouse_cluster: Settings, replicas: list[ClickHouseReplica]) -> Iterator[list[ServerEngine]]:
+    """A fresh database migrated in its cluster form through replica 1; an engine per replica."""
+    database = f"t_{uuid.uuid4().hex[:10]}"
+    engines = [_engine(r, database) for r in replicas]
+    migrate(engines[0], cluster=clickhouse_cluster.clickhouse.cluster_name)
+    yield engines
+    for e in engines:
+        e.close()
+
+
+def _batches(envelopes: int, per_batch: int) -> list[Rows]:
+    """The statements sink's rows of ``envelopes`` simulator envelopes, ``per_batch`` envelopes a batch."""
+    envs = make_envelopes(envelopes)
+    out = []
+    for i in range(0, len(envs), per_batch):
+        rows: Rows = {}
+        for env in envs[i : i + per_batch]:
+            for table, table_rows in statement_rows(SECRET, OLD_SERVER_RANGE, env.encode()).items():
+                rows.setdefault(table, []).extend(table_rows)
+        out.append(rows)
+    return out
+
+
+def _insert(ch: ServerEngine, batch: Rows) -> None:
+    """One batch as the sink writes it: a block per table, in the sink's table order."""
+    for table in WRITTEN:
+        rows = batch[table]
+        ch.insert(f"{ch.database}.{table}", COLUMNS[table], [list(c) for c in zip(*rows, strict=True)])
+
+
+def _ids(batches: list[Rows]) -> set[uuid.UUID]:
+    i = T.STATEMENT_ID_INDEX
+    return {row[i] for b in batches for row in b[T.STATEMENTS]}
+
+
+def _counts(ch: ServerEngine) -> tuple[int, ...]:
+    """Rows as stored (no FINAL, no GROUP BY: a doubled block shows) and distinct ids, per written table."""
+    out: list[int] = []
+    for table in WRITTEN:
+        ((rows, ids),) = ch.query(f"SELECT count(), uniqExact(statement_id) FROM {ch.database}.{table}")
+        out += [rows, ids]
+    return tuple(out)
+
+
+def test_every_table_is_replicated_on_both_replicas_and_migrating_again_applies_nothing(clickhouse_cluster, cluster_db):
+    first, second = cluster_db
+    tables = {name: engine for name, engine in second.query(
+        "SELECT name, engine FROM system.tables WHERE database = {db:String}", {"db": second.database})}  # fmt: skip
+    for table in (*COLUMNS, T.ACTIVITY_DAILY, T.SINK_PROGRESS, T.FORGOTTEN_LEARNERS, "schema_migrations"):
+        assert tables[table].startswith("Replicated") and tables[table].endswith("MergeTree"), (table, tables[table])
+        assert tables[distributed_name(table)] == "Distributed", table
+    assert tables[T.ACTIVITY_DAILY] == "ReplicatedAggregatingMergeTree"
+    assert tables[T.ACTIVITY_DAILY_MV] == "MaterializedView"
+    # The ledger is replicated too: the second replica knows every migration is applied.
+    assert migrate(second, cluster=clickhouse_cluster.clickhouse.cluster_name) == []
+
+
+def _stop_merges(engines: list[ServerEngine]) -> None:
+    """No background merge on the written tables: a doubled block stays countable."""
+    for ch in engines:
+        for table in WRITTEN:
+            ch.execute(f"SYSTEM STOP MERGES {ch.database}.{table}")
+
+
+def test_a_batch_retried_against_the_other_replica_is_written_once(cluster_db):
+    first, second = cluster_db
+    _stop_merges(cluster_db)
+    batches = _batches(envelopes=400, per_batch=6)
+    for n, batch in enumerate(batches):
+        # The first attempt's answer is lost (every batch), so the sink retries it on the
+        # other replica; every third batch it goes the other way round.
+        a, b = (first, second) if n % 3 else (second, first)
+        _insert(a, batch)
+        _insert(b, batch)
+    ids = _ids(batches)
+    expected = (len(ids), len(ids), len(ids), len(ids))
+    assert len(ids) > 300
+    # 0 lost and 0 doubled on both replicas, counted before any merge could collapse copies.
+    wait_for(lambda: _counts(first) == expected, 120, f"replica 1 to hold {expected}")
+    wait_for(lambda: _counts(second) == expected, 120, f"replica 2 to hold {expected}")
+    stored = {r[0] for r in second.query(f"SELECT statement_id FROM {second.database}.statements")}
+    assert stored == ids
+
+
+def test_a_replica_stopped_for_a_minute_while_inserts_go_on_catches_up(cluster_db, replicas):
+    first, second = cluster_db
+    batches = _batches(envelopes=300, per_batch=5)
+    _insert(first, batches[0])
+    wait_for(lambda: _counts(second) == _counts(first), 120, "replica 2 to hold the first batch")
+    replicas[1].stop()
+    try:
+        stopped_at = time.monotonic()
+        written = 1
+        # Inserts go on against replica 1 for the whole stop, spread over the minute.
+        for batch in batches[1:]:
+            _insert(first, batch)
+            written += 1
+            time.sleep(max(0.0, stopped_at + STOPPED_S * written / len(batches) - time.monotonic()))
+        assert written == len(batches)
+    finally:
+        replicas[1].up(timeout=120)
+    ids = _ids(batches)
+    expected = (len(ids), len(ids), len(ids), len(ids))
+    assert _counts(first) == expected
+    second.close()
+    back = _engine(replicas[1], first.database)
+    try:
+        wait_for(lambda: _counts(back) == expected, 180, f"replica 2 to catch up to {expected}")
+    finally:
+        back.close()
+
+
+# Reports as a reader writes them over ``{t}`` (the statements table or its Distributed
+# table) and ``{rollup}``; none relies on merges having happened.
+READS = (
+    "SELECT school, uniqExact(statement_id), uniqExact(learner), max(timestamp) FROM {db}.{t} GROUP BY school ORDER BY school",
+    "SELECT course, verb_id, uniqExact(statement_id) FROM {db}.{t} GROUP BY course, verb_id ORDER BY course, verb_id",
+    "SELECT learner, argMax(result_score_scaled, timestamp) FROM {db}.{t} GROUP BY learner ORDER BY learner LIMIT 50",
+    "SELECT school, day, uniqExactMerge(statements), uniqExactMerge(learners), uniqExactIfMerge(passed)"
+    " FROM {db}.{rollup} GROUP BY school, day ORDER BY school, day",
+)  # fmt: skip
+
+
+def test_reads_through_the_distributed_tables_equal_a_single_node_run(cluster_db, server_url):
+    first, second = cluster_db
+    single = engine_from_url(server_url)
+    try:
+        migrate(single)
+        batches = _batches(envelopes=200, per_batch=8)
+        for batch in batches:
+            _insert(first, batch)
+            _insert(single, batch)
+        expected = _counts(single)
+        wait_for(lambda: _counts(second) == expected, 120, "replica 2 to hold every batch")
+        for sql in READS:
+            alone = single.query(sql.format(db=single.database, t=T.STATEMENTS, rollup=T.ACTIVITY_DAILY))
+            assert alone, sql
+            for engine in (first, second):
+                spread = engine.query(sql.format(
+                    db=engine.database, t=distributed_name(T.STATEMENTS), rollup=distributed_name(T.ACTIVITY_DAILY)))  # fmt: skip
+                assert spread == alone, sql
+    finally:
+        single.close()
+
+
+def test_the_cluster_listens_on_loopback_only_keeps_its_secrets_private_and_stops_cleanly(clickhouse_cluster, replicas):
+    from tests.integration.test_stack import _listening_addresses
+
+    zookeeper, _ = cluster_services(clickhouse_cluster)
+    ports = [zookeeper.port] + [p for r in replicas for p in (r.tcp_port, r.http_port, r.interserver_port)]
+    for port in ports:
+        assert _listening_addresses(port) == {"0100007F"}, port
+    for r in replicas:
+        # The generated config names the replicas' password (remote_servers).
+        config = r.dir / "config.xml"
+        assert r.password in config.read_text() and config.stat().st_mode & 0o777 == 0o600
+        assert f"<replica>r{r.replica}</replica>" in config.read_text()
+    # Stopping a replica ends its process and frees its port; up brings it back on the same data.
+    pid = replicas[1].pid()
+    assert pid is not None and replicas[1].stop()
+    assert replicas[1].pid() is None and not replicas[1].pidfile.exists()
+    wait_for(lambda: _listening_addresses(replicas[1].tcp_port) == set(), 30, "the stopped replica's port to close")
+    assert replicas[1].up(timeout=120) == "started"
+    assert ServerEngine("127.0.0.1", replicas[1].tcp_port, "default", replicas[1].password, "default").query(
+        "SELECT 1") == [(1,)]  # fmt: skip
