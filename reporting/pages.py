@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 
+from .mastery_panels import heatmap_panel, mastery_time_panel
 from .trend_panel import trend_panel
 
 _STYLE = """<style>
@@ -99,6 +100,7 @@ COHORT_PAGE = _HEAD + """</head><body>
 <th class="n">active time, 7 days</th><th class="n">vs median</th><th class="n">sessions, 7 days</th><th>why flagged</th></tr></thead>
 <tbody id="learners"></tbody></table>
 <p id="empty" class="dim" hidden>No learners here yet: no engagement has been computed for this cohort.</p>
+<!--heatmap-->
 </main>
 <script>
 const parts = location.pathname.split('/').slice(2).map(decodeURIComponent), [school, course, cohort] = parts;
@@ -107,7 +109,10 @@ const sl=document.getElementById('school-link'); sl.textContent=school; sl.href=
 document.getElementById('cohort').textContent = course.split('/').filter(Boolean).slice(-1)[0]+' · '+cohort;
 document.getElementById('csv').href = url+'?format=csv';
 const hours = ms => (ms/3600000).toFixed(1)+' h';
+const skillName = s => String(s).split('/').filter(Boolean).slice(-1)[0] || s;
 function why(flags){ return flags.map(f => f.rule==='inactive' ? 'inactive '+f.days.toFixed(1)+' days'
+  : f.rule==='mastery_stalled' ? 'mastery stalled: '+f.skills.map(k=>skillName(k.skill)+' '+k.p_mastery.toFixed(2)+
+      ' (was '+k.was.toFixed(2)+', '+k.attempts_since+' attempts ago)').join(', ')
   : 'active time '+(100*f.fraction_of_median).toFixed(0)+'% of the median (below '+(100*f.threshold_fraction).toFixed(0)+'%)').join('; '); }
 let last = null;
 function render(){
@@ -123,6 +128,8 @@ function render(){
       if(i>=2&&i<=5) td.className='n'; if(i===6&&v) td.className='flag'; tr.appendChild(td);});
     tr.dataset.learner=x.learner; tb.appendChild(tr);}
   document.getElementById('empty').hidden = last.learners.length>0;
+  fillHeatmap({skills:last.skills, learners:last.learners.filter(found)}, x=>{const a=document.createElement('a');
+    a.textContent=x.name || x.learner.slice(0,16)+'…'; a.title=x.learner; a.href=location.pathname+'/learners/'+enc(x.learner); return a;});
   document.getElementById('median').textContent = last.median_active_ms_7d===null ? '' :
     'cohort median: '+hours(last.median_active_ms_7d)+' in the 7 days to '+last.through_day;
 }
@@ -148,6 +155,7 @@ LEARNER_PAGE = _HEAD + """</head><body>
 <table><thead><tr><th>skill</th><th class="n">P(mastery)</th><th class="n">answers</th><th class="n">correct</th><th>updated</th></tr></thead>
 <tbody id="mastery"></tbody></table>
 <p id="no-mastery" class="dim" hidden>No mastery estimates yet.</p>
+<!--mastery-time-->
 <h2>Newest statements</h2>
 <table><thead><tr><th>when</th><th>verb</th><th>object</th><th>success</th><th class="n">score</th></tr></thead>
 <tbody id="statements"></tbody></table>
@@ -175,13 +183,19 @@ async function load(){
     fill('days', b.days, d=>[d.day, d.statements, d.sessions, (d.active_ms/60000).toFixed(0)+' min', '█'.repeat(Math.round(20*d.active_ms/top))], [1,2,3]);
     fill('mastery', b.mastery, m=>[m.skill, m.p_mastery.toFixed(2), m.observations, m.correct, m.updated.slice(0,16)], [1,2,3]);
     document.getElementById('no-mastery').hidden = b.mastery.length>0;
+    fillMasteryOverTime(b.mastery_history);
     fill('statements', b.statements, s=>[s.timestamp.slice(0,19), short(s.verb), short(s.object),
       s.success===null?'–':(s.success?'yes':'no'), s.score_scaled===null?'–':s.score_scaled.toFixed(2)], [4]);
     st.textContent='updated '+new Date().toLocaleTimeString(); st.className='dim';
   }catch(e){st.textContent='no answer from the server ('+e.message+')';}
 }
-load(); setInterval(load, 10000);
+// After the deferred chart library: DOMContentLoaded comes once it ran.
+window.addEventListener('DOMContentLoaded', load); setInterval(load, 10000);
 </script></body></html>"""
+
+# Mastery: the cohort's heatmap, a learner's estimates over time (reporting/mastery_panels.py).
+COHORT_PAGE = COHORT_PAGE.replace("<!--heatmap-->", heatmap_panel())
+LEARNER_PAGE = LEARNER_PAGE.replace("<!--mastery-time-->", mastery_time_panel())
 
 ALERTS_PAGE = _HEAD + """</head><body>
 <header><h1><a href="/">schools</a> › alerts</h1><span id="status" class="dim">loading…</span><!--viewer--></header>

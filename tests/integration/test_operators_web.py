@@ -606,3 +606,98 @@ def test_trends_chart_and_table_show_clickhouse_figures_within_the_scope(served,
     csv_answer = served.session("sch2").get(f"{base}/api/trends", params={"format": "csv"}, timeout=60)
     assert csv_answer.status_code == 200 and csv_answer.text.startswith("school,period,statements")
     assert requests.get(f"{base}/api/trends", timeout=30).status_code == 401
+
+
+STALLED_SKILL = "https://skills.example/stalled-check"
+
+
+def _stalled_from_clickhouse(ch, school: str, course: str, learners: list[str], now_s: int) -> dict:
+    """(learner, skill) -> text of the "mastery stalled" reason, computed here from mastery_history FINAL with
+    the default thresholds (5 attempts, practised within 7 days, below 0.95): estimates in event-time order,
+    those whose version is not above an earlier one's dropped (superseded by an undo)."""
+    rows = ch.query("SELECT learner, skill, toUnixTimestamp(event_time), p_mastery, observations, version "
+                    "FROM {db}.mastery_history FINAL WHERE school = {s:String} AND course = {c:String} "
+                    "ORDER BY learner, skill, event_time", {"s": school, "c": course})  # fmt: skip
+    series: dict[tuple[str, str], list] = {}
+    for learner, skill, t, p, obs, version in rows:
+        kept = series.setdefault((learner, skill), [])
+        if learner in learners and (not kept or version > max(k[3] for k in kept)):
+            kept.append((int(t), float(p), int(obs), int(version)))
+    out = {}
+    for (learner, skill), pts in series.items():
+        if not pts:
+            continue
+        t, p, obs, _v = pts[-1]
+        before = [x for x in pts[:-1] if x[2] <= obs - 5]
+        if before and p < 0.95 and now_s - t <= 7 * 86400 and p <= before[-1][1]:
+            short = skill.rstrip("/").split("/")[-1]
+            out[(learner, skill)] = f"{short} {p:.2f} (was {before[-1][1]:.2f}, {obs - before[-1][2]} attempts ago)"
+    return out
+
+
+def test_cohort_mastery_heatmap_stalled_reason_and_learner_mastery_over_time_equal_clickhouse(served, browser, tmp_path):
+    """The teacher's cohort page: every heatmap cell is the learner's `mastery FINAL` estimate, only for the
+    cohort's learners; the "mastery stalled" reasons are those computed from `mastery_history`; a learner's
+    page lists its estimates over time and draws them."""
+    import os
+    from datetime import UTC, datetime, timedelta
+    from urllib.parse import quote
+
+    shots = Path(os.environ.get("LEARNPULSE_TEST_ARTEFACTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    ch = served.ch
+    school, course, cohort = served.cohort
+    p = {"s": school, "c": course, "k": cohort}
+    learners = sorted(str(r[0]) for r in ch.query(
+        "SELECT DISTINCT learner FROM {db}.engagement FINAL WHERE school = {s:String} AND course = {c:String} "
+        "AND cohort = {k:String} AND grain = 'day'", p))  # fmt: skip
+    ((newest,),) = ch.query("SELECT toUnixTimestamp(max(last_event)) FROM {db}.engagement WHERE school = {s:String} "
+                            "AND course = {c:String} AND cohort = {k:String} AND grain = 'day'", p)  # fmt: skip
+    # One learner of the cohort practises a skill of its own without progress over its last 6 attempts.
+    target, end = learners[0], datetime.fromtimestamp(int(newest), UTC).replace(tzinfo=None)
+    flat = [0.3, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4]
+    ch.insert(f"{ch.database}.mastery_history", ["school", "course", "learner", "skill", "p_mastery", "observations",
+                                                 "correct", "event_time", "version"],
+              [[school] * 7, [course] * 7, [target] * 7, [STALLED_SKILL] * 7, flat, list(range(1, 8)), [1] * 7,
+               [end - timedelta(minutes=6 - i) for i in range(7)], list(range(1, 8))])  # fmt: skip
+    expected_cells = {
+        (str(r[0]), str(r[1]), f"{float(r[2]):.2f}")
+        for r in ch.query("SELECT learner, skill, p_mastery FROM {db}.mastery FINAL WHERE school = {s:String} "
+                          "AND course = {c:String}", p) if str(r[0]) in learners
+    }  # fmt: skip
+    assert expected_cells, "the simulated cohort has mastery estimates"
+    expected_stalled = _stalled_from_clickhouse(ch, school, course, learners, int(newest))
+    assert (target, STALLED_SKILL) in expected_stalled
+
+    page = browser.new_page(viewport={"width": 1366, "height": 800})
+    browser_sign_in(page, served.base, "tch", served.passwords["tch"])
+    cohort_path = "/".join(quote(x, safe="") for x in (school, course, cohort))
+    page.goto(f"{served.base}/cohorts/{cohort_path}")
+    page.wait_for_selector(f"#learners tr[data-learner='{target}']", timeout=30_000)
+    page.wait_for_function("document.querySelectorAll('#heatmap-rows td.cell').length > 0 || "
+                           "!document.getElementById('no-heatmap').hidden", timeout=30_000)  # fmt: skip
+    cells = page.eval_on_selector_all(
+        "#heatmap-rows td.cell[data-p]", "els => els.map(e => [e.parentElement.dataset.learner, e.dataset.skill, e.textContent])")
+    assert {tuple(c) for c in cells} == expected_cells
+    # Colour is never the only carrier: every cell with an estimate says it as text.
+    assert all(c[2] for c in cells)
+    reasons = page.eval_on_selector_all(
+        "#learners tr", "rows => rows.map(r => [r.dataset.learner, r.lastElementChild.textContent])")
+    shown = {}
+    for learner, text in reasons:
+        if "mastery stalled: " in text:
+            shown[learner] = text.split("mastery stalled: ", 1)[1].split("; ")[0]
+    want: dict[str, list[str]] = {}
+    for (learner, skill), text in sorted(expected_stalled.items()):
+        want.setdefault(learner, []).append(text)
+    assert shown == {k: ", ".join(v) for k, v in want.items()}
+    page.screenshot(path=str(shots / "teacher-cohort-mastery.png"), full_page=True)
+
+    page.goto(f"{served.base}/cohorts/{cohort_path}/learners/{quote(target, safe='')}")
+    # The points table sits in a closed <details> (the chart is what shows): present, not visible.
+    page.wait_for_selector("#mastery-points tr[data-skill='stalled-check']", state="attached", timeout=30_000)
+    points = page.eval_on_selector_all("#mastery-points tr[data-skill='stalled-check']",
+                                       "rows => rows.map(r => [...r.children].map(td => td.textContent))")  # fmt: skip
+    assert [(x[2], int(x[3])) for x in points] == [(f"{v:.2f}", i + 1) for i, v in enumerate(flat)]
+    page.wait_for_selector("#mastery-chart svg", timeout=30_000)
+    page.screenshot(path=str(shots / "teacher-learner-mastery.png"), full_page=True)
