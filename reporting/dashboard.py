@@ -25,7 +25,7 @@ from .progress import consistent_through
 from .alerts import MAX_ALERTS, MAX_NOTE, AlertQuery, acknowledge, alert_cohort, alert_history, alert_page
 from .drilldown import MAX_PAGE, FlagRules, cohort_learners, school_cohorts
 from .learner import learner_timeline
-from .mastery import MASTERED
+from .mastery import MASTERED, heatmap_rows
 from .pages import ALERTS_PAGE, COHORT_PAGE, LEARNER_PAGE, SCHOOL_PAGE, forbidden_page, page
 from .quarantine import refusals_per_school
 from .scope import IN_SCOPE, LEARNER_IN_SCOPE, SCOPE_KEY, VIEWER_KEY, Scope
@@ -276,6 +276,7 @@ COHORT_CSV_COLUMNS = ("course", "cohort", "statements", "learners", "active_lear
                       "latest", "share", "health_learners", "disengaged", "open_alerts")  # fmt: skip
 ALERT_CSV_COLUMNS = ("alert_id", "school", "course", "cohort", "state", "fired_at", "changed_at", "share", "learners",
                      "disengaged", "threshold", "acknowledgements", "disengaged_learners")  # fmt: skip
+MASTERY_CSV_COLUMNS = ("learner", "name", "skill", "p_mastery")
 LEARNER_CSV_COLUMNS = ("learner", "name", "last_seen", "days_since_seen", "active_ms_7d", "sessions_7d", "vs_median", "flags")
 
 
@@ -392,6 +393,13 @@ def add_dashboard_routes(
             return scope
         m = request.match_info
         rules = flag_rules(m["school"])
+        table = request.query.get("table", "learners")
+        if request.query.get("format") == "csv" and table == "mastery":
+            # The heatmap: one row per learner x skill with an estimate.
+            return await answer_csv("cohort-mastery.csv", MASTERY_CSV_COLUMNS, lambda: heatmap_rows(
+                cohort_learners(ch, scope, m["school"], m["course"], m["cohort"], rules)))  # fmt: skip
+        if request.query.get("format") == "csv" and table != "learners":
+            return _refuse(400, "dashboard.csv_table", "table must be learners or mastery")
         if request.query.get("format") == "csv":
             return await answer_csv("cohort-learners.csv", LEARNER_CSV_COLUMNS, lambda: [
                 {**x, "flags": " ".join(f["rule"] for f in x["flags"])}

@@ -92,3 +92,9 @@ def history_rows(ch, params: dict) -> dict[tuple[str, str], list[Point]]:
     for learner, skill, ms, p, obs, version in ch.query(sql, params):
         out.setdefault((str(learner), str(skill)), []).append(Point(int(ms), float(p), int(obs), int(version)))
     return out
+
+
+def heatmap_rows(cohort: dict) -> list[dict]:
+    """The cells of a cohort answer's heatmap (``reporting.drilldown.cohort_learners``), one per learner × skill."""
+    return [{"learner": x["learner"], "name": x["name"], "skill": skill, "p_mastery": p}
+            for x in cohort["learners"] for skill, p in sorted(x["mastery"].items())]  # fmt: skip

@@ -28,6 +28,7 @@ HEATMAP_PANEL = """<section aria-labelledby="heatmap-h"><h2 id="heatmap-h">Maste
 <p class="legend" aria-hidden="true">P(mastery): <span id="heatmap-legend"></span></p>
 <div style="overflow-x:auto"><table id="heatmap"><caption class="dim">Each learner's current P(mastery) per skill of the
 course (– : no attempt yet)</caption><thead><tr id="heatmap-head"></tr></thead><tbody id="heatmap-rows"></tbody></table></div>
+<p><a id="heatmap-csv" href="#">CSV</a></p>
 <p id="no-heatmap" class="dim" hidden>No mastery estimates for these learners yet.</p></section>"""
 
 # fillHeatmap(answer, label): label(learner row) gives the learner's link or text.

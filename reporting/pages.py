@@ -108,6 +108,7 @@ const enc = encodeURIComponent, url = '/api/cohorts/'+parts.map(enc).join('/');
 const sl=document.getElementById('school-link'); sl.textContent=school; sl.href='/schools/'+enc(school);
 document.getElementById('cohort').textContent = course.split('/').filter(Boolean).slice(-1)[0]+' · '+cohort;
 document.getElementById('csv').href = url+'?format=csv';
+document.getElementById('heatmap-csv').href = url+'?format=csv&table=mastery';
 const hours = ms => (ms/3600000).toFixed(1)+' h';
 const skillName = s => String(s).split('/').filter(Boolean).slice(-1)[0] || s;
 function why(flags){ return flags.map(f => f.rule==='inactive' ? 'inactive '+f.days.toFixed(1)+' days'

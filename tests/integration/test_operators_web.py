@@ -692,6 +692,16 @@ def test_cohort_mastery_heatmap_stalled_reason_and_learner_mastery_over_time_equ
         want.setdefault(learner, []).append(text)
     assert shown == {k: ", ".join(v) for k, v in want.items()}
     page.screenshot(path=str(shots / "teacher-cohort-mastery.png"), full_page=True)
+    # The heatmap's CSV: the same cells.
+    import csv
+    import io
+
+    answer = served.session("tch").get(f"{served.base}/api/cohorts/{cohort_path}?format=csv&table=mastery", timeout=60)
+    assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("text/csv")
+    got = {(r["learner"], r["skill"], f"{float(r['p_mastery']):.2f}") for r in csv.DictReader(io.StringIO(answer.text))}
+    assert got == expected_cells
+    bad = served.session("tch").get(f"{served.base}/api/cohorts/{cohort_path}?format=csv&table=nope", timeout=60)
+    assert bad.status_code == 400 and bad.json()["rule"] == "dashboard.csv_table"
 
     page.goto(f"{served.base}/cohorts/{cohort_path}/learners/{quote(target, safe='')}")
     # The points table sits in a closed <details> (the chart is what shows): present, not visible.
