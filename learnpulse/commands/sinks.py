@@ -59,6 +59,24 @@ def register(main: click.Group) -> None:
         finally:
             ch.close()
 
+    @db.command("ddl")
+    @click.option("--cluster", default=None,
+                  help="The cluster form, ON CLUSTER this name [default: LEARNPULSE_CLICKHOUSE__CLUSTER__NAME; unset: one node].")
+    @click.option("--database", default="learnpulse", show_default=True)
+    @click.option("--server-version", default="26.9", show_default=True,
+                  help="Render for this ClickHouse release (before 19: the old forms).")
+    @click.pass_obj
+    def db_ddl(settings: Settings, cluster: str | None, database: str, server_version: str) -> None:
+        """Print the DDL `db migrate` runs on an empty database, without connecting (deploy/CLUSTER.md)."""
+        from schemas.clickhouse.migrate import schema_sql, sql_script
+
+        try:
+            version = tuple(int(x) for x in server_version.split("."))
+            statements = schema_sql(version, database, cluster or settings.clickhouse.cluster_name)
+        except ValueError as err:
+            raise UserError(f"db ddl: {err}") from err
+        click.echo(sql_script(statements), nl=False)
+
     @db.command("access")
     @click.option("--apply", is_flag=True, help="Run the statements (needs a user with access management).")
     @click.option(

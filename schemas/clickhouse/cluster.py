@@ -19,7 +19,10 @@ servers:
   ``ON CLUSTER``; after a column change the Distributed table is created again from the
   local one (it holds no data: sinks write the local tables; and 18.16 refuses an
   ``ALTER … ON CLUSTER`` of a table that is not replicated on a replicated shard);
-- ``non_replicated_deduplication_window`` (0016) is ``replicated_deduplication_window``.
+- ``non_replicated_deduplication_window`` (0001, 0016) is left out: a replicated table
+  keeps the hashes of its last blocks in ZooKeeper/Keeper by default
+  (``replicated_deduplication_window``), which is what makes a retry on another replica
+  add nothing; 0016's ``MODIFY SETTING`` statements have no cluster form.
 
 Rows are spread over shards by the first column of the sorting key (``school`` for
 every pipeline table), so all copies of a key meet in one shard and Replacing/Aggregating
@@ -44,7 +47,13 @@ _ORDER_BY = re.compile(r"\n\s*ORDER BY \(?\s*([^,()\s]+(?:\([^()]*\))?)")
 _ALTER = re.compile(r"^(\s*ALTER TABLE )(\S+)\.(\w+)( .*)$", re.S)
 _COLUMN_CHANGE = re.compile(r"^\s*(ADD|DROP|MODIFY|RENAME) COLUMN\b")
 _DROP = re.compile(r"^(\s*DROP TABLE IF EXISTS )(\S+)\.(\w+)\s*$", re.S)
-_NON_REPLICATED_WINDOW = re.compile(r"\bnon_replicated_deduplication_window\b")
+_SETS_NON_REPLICATED_WINDOW = re.compile(r"^\s*(?:MODIFY|RESET) SETTING non_replicated_deduplication_window\b")
+# The setting in a CREATE's SETTINGS list (with the comma joining it to another), or the whole line.
+_WINDOW_IN_SETTINGS = (
+    re.compile(r",\s*non_replicated_deduplication_window\s*=\s*\d+"),
+    re.compile(r"non_replicated_deduplication_window\s*=\s*\d+\s*,\s*"),
+    re.compile(r"\n\s*SETTINGS non_replicated_deduplication_window\s*=\s*\d+\s*(?=\n|$)"),
+)
 
 
 def distributed_name(table: str) -> str:
@@ -68,7 +77,8 @@ def clusterize(sql: str, cluster: str) -> list[str]:
         return [m.group(1) + on + sql[m.end():]]
     if m := _ALTER.match(sql):
         head, database, table, rest = m.groups()
-        rest = _NON_REPLICATED_WINDOW.sub("replicated_deduplication_window", rest)
+        if _SETS_NON_REPLICATED_WINDOW.match(rest):
+            return []
         out = [f"{head}{database}.{table}{on}{rest}"]
         if _COLUMN_CHANGE.match(rest):
             out.append(f"DROP TABLE IF EXISTS {database}.{distributed_name(table)}{on}")
@@ -90,9 +100,12 @@ def _create_table(sql: str, m: re.Match[str], on: str, cluster: str) -> list[str
     replicated_args = ", ".join(
         [f"'{zookeeper_path(database, table)}'", "'{replica}'"] + ([args] if args else [])
     )
+    rest = sql[engine.end():]
+    for pattern in _WINDOW_IN_SETTINGS:
+        rest = pattern.sub("", rest)
     local = (
         f"{head}{database}.{table}{on}{paren}{sql[m.end():engine.start()]}"
-        f"ENGINE = Replicated{variant}MergeTree({replicated_args}){sql[engine.end():]}"
+        f"ENGINE = Replicated{variant}MergeTree({replicated_args}){rest}"
     )
     return [local, _distributed(database, table, on, cluster, _sharding_key(sql, table))]
 

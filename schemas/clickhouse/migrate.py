@@ -18,6 +18,8 @@ database that is neither the old nor the new schema.
 from __future__ import annotations
 
 import hashlib
+import re
+import textwrap
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,6 +93,23 @@ def forward_statements(sql: str, version: tuple[int, ...], database: str, cluste
     """One forward statement as run on this server: in its cluster form when ``cluster`` is set."""
     single = [sql] if not cluster else clusterize(sql, cluster)
     return [render(s, version, database) for s in single]
+
+
+def schema_sql(version: tuple[int, ...], database: str, cluster: str | None) -> list[str]:
+    """Every statement ``migrate`` runs on an empty database, in order (the ledger's inserts aside)."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", database):
+        raise ValueError(f"database name {database!r}: letters, digits and _ only")
+    out = forward_statements("CREATE DATABASE IF NOT EXISTS {db}", version, database, cluster)
+    out += forward_statements(_LEDGER_DDL, version, database, cluster)
+    for m in all_migrations():
+        for forward in m.forwards:
+            out += forward_statements(forward, version, database, cluster)
+    return out
+
+
+def sql_script(statements: list[str]) -> str:
+    """Statements as one script for ``clickhouse-client --multiquery``: each dedented, ended by ``;``."""
+    return "".join(textwrap.dedent(s.strip("\n")).strip() + ";\n\n" for s in statements)
 
 
 def _ensure_ledger(ch: ClickHouse, cluster: str | None) -> None:

@@ -137,3 +137,27 @@ def test_clickhouse_a_retried_insert_with_its_token_adds_nothing_to_any_sink_tab
         assert int(n) == (2 if tokens_work else 3)
     finally:
         engine.close()
+
+
+def test_the_cluster_form_for_current_releases_is_valid_sql_there(chdb_url):
+    # chDB is a current ClickHouse (no ZooKeeper to run it): its own parser checks every
+    # statement `db ddl --cluster` prints for it; the 18.16 form runs in test_clickhouse_cluster.py.
+    from schemas.clickhouse.migrate import schema_sql
+
+    engine = engine_from_url(chdb_url)
+    try:
+        statements = schema_sql(engine.server_version(), "learnpulse", "learnpulse")
+        # Data statements (backfills) run on one replica and replicate from there.
+        assert all("ON CLUSTER learnpulse" in s for s in statements if not s.startswith("INSERT")), statements
+        def parsed(sql: str) -> str:
+            literal = sql.replace("\\", "\\\\").replace("'", "\\'")
+            ((formatted,),) = engine.query(f"SELECT formatQuery('{literal}')")
+            return formatted
+
+        for sql in statements:
+            formatted = parsed(sql)
+            assert "ON CLUSTER learnpulse" in formatted or formatted.startswith("INSERT"), formatted
+        with pytest.raises(Exception, match="(?i)syntax"):
+            parsed(statements[1].replace("ORDER BY", "ORDER"))
+    finally:
+        engine.close()

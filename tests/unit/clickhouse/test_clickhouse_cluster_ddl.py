@@ -42,9 +42,11 @@ def test_every_table_of_the_migrations_gets_a_replicated_engine_of_the_same_vari
         expected = f"ENGINE = Replicated{variant}MergeTree({path}{', ' + args if args else ''})"
         assert expected in local, (table, local)
         assert _flat(local).startswith(f"CREATE TABLE IF NOT EXISTS {{db}}.{table} ON CLUSTER lp (")
-        # Everything after the engine (partitioning, sorting key, TTL, settings) is kept.
+        # Everything after the engine (partitioning, sorting key, TTL, settings) is kept, but
+        # the non-replicated window (tested below).
         assert local.split(")", 1)[0] == sql.split(")", 1)[0].replace(f".{table} (", f".{table} ON CLUSTER lp (")
-        assert ENGINE.split(local)[-1] == ENGINE.split(sql)[-1]
+        after = ENGINE.split(sql)[-1].replace(", non_replicated_deduplication_window = 100", "")
+        assert ENGINE.split(local)[-1] == after
         assert distributed.startswith(
             f"CREATE TABLE IF NOT EXISTS {{db}}.{distributed_name(table)} ON CLUSTER lp AS {{db}}.{table} "
             f"ENGINE = Distributed(lp, {{db}}, {table}, cityHash64("
@@ -90,9 +92,23 @@ def test_alters_and_drops_reach_every_server_and_the_distributed_table():
         "DROP TABLE IF EXISTS {db}.learner_activity_hourly_distributed ON CLUSTER lp",
         "DROP TABLE IF EXISTS {db}.learner_activity_hourly ON CLUSTER lp",
     ]
-    window = next(m for m in all_migrations() if m.id == "0016_dedup_window").forwards[0]
-    (setting,) = clusterize(window, "lp")
-    assert setting == "ALTER TABLE {db}.statement_voids ON CLUSTER lp MODIFY SETTING replicated_deduplication_window = 100"
+    # Replicated tables deduplicate through ZooKeeper/Keeper by default: 0016 has no cluster form.
+    for window in next(m for m in all_migrations() if m.id == "0016_dedup_window").forwards:
+        assert clusterize(window, "lp") == []
+    assert clusterize("ALTER TABLE {db}.quarantine MODIFY SETTING index_granularity = 8192", "lp") == [
+        "ALTER TABLE {db}.quarantine ON CLUSTER lp MODIFY SETTING index_granularity = 8192"
+    ]
+
+
+def test_the_non_replicated_window_is_left_out_of_every_settings_list_and_the_others_kept():
+    for sql in [f for m in all_migrations() for f in m.forwards]:
+        for out in clusterize(sql, "lp"):
+            assert "non_replicated_deduplication_window" not in out, out
+    statements = next(m for m in all_migrations() if m.id == "0001_statements").forwards[0]
+    assert "non_replicated_deduplication_window" in statements
+    assert "SETTINGS index_granularity = 8192\n" in clusterize(statements, "lp")[0] + "\n"
+    only = "CREATE TABLE IF NOT EXISTS {db}.t (\n x UInt8\n) ENGINE = MergeTree\nORDER BY x\nSETTINGS non_replicated_deduplication_window = 7\n"
+    assert "SETTINGS" not in clusterize(only, "lp")[0]
 
 
 @pytest.mark.parametrize("version", [OLD, MODERN], ids=["18.16", "26.9"])
@@ -100,7 +116,7 @@ def test_every_forward_statement_renders_in_cluster_form_with_macros_kept_and_th
     for m in all_migrations():
         for forward in m.forwards:
             statements = forward_statements(forward, version, "lpdb", "lp")
-            assert statements, m.id
+            assert statements or m.id == "0016_dedup_window", m.id
             for sql in statements:
                 assert "{db}" not in sql
                 if "Replicated" in sql:
