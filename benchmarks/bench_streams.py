@@ -98,11 +98,12 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _run_workers(settings, total: int, workers: int, timeout: float) -> tuple[float, float]:
+def _run_workers(settings, total: int, workers: int, timeout: float, hooks=None) -> tuple[float, float]:
     """Start ``workers`` processes on a fresh app id.
 
     Returns statements/s from the first batch to the last statement, by the wall clock and
-    per CPU-second the workers used in that span.
+    per CPU-second the workers used in that span. ``hooks``: told each process's pid once
+    ``started`` and before ``stopping`` it (bench_scaleout samples their memory).
     """
     app_id = f"{settings.kafka.topic_prefix}bench-{uuid.uuid4().hex[:6]}"
     procs, ports = [], []
@@ -116,6 +117,8 @@ def _run_workers(settings, total: int, workers: int, timeout: float) -> tuple[fl
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
         ), log))
         ports.append(port)
+        if hooks is not None:
+            hooks.started(procs[-1][0].pid)
     try:
         first_t = first_n = first_cpu = None
         deadline = time.monotonic() + timeout
@@ -136,6 +139,8 @@ def _run_workers(settings, total: int, workers: int, timeout: float) -> tuple[fl
         raise RuntimeError(f"workers processed {n:.0f} of {total} statements in {timeout:.0f}s")
     finally:
         for p, log in procs:
+            if hooks is not None:
+                hooks.stopping(p.pid)
             p.terminate()
         for p, log in procs:
             try:

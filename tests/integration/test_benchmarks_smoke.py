@@ -9,6 +9,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -58,3 +60,25 @@ def test_end_to_end_benchmark_fed_by_the_simulator_prints_its_table():
     assert rows and rows[0][1:4] == ["40", "200", "200"], out[-3000:]
     for stage in ("learnpulse-streams ← ", "learnpulse-sink-statements ← "):
         assert stage in out, out[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_scaleout_benchmark_prints_one_and_two_processes_of_every_stage_and_their_memory():
+    """Gateways (direct and behind HAProxy), sinks and workers, one process next to two; the
+    end-to-end figure on one broker and on the 3-broker cluster; the memory of every process."""
+    out = run_benchmark("bench_scaleout", "--statements", "2000", "--duration", "2", "--clients", "4", "--batch",
+                        "10", "--timeout", "300", timeout=1400)  # fmt: skip
+    for stage in ("gateways, direct", "gateways behind HAProxy", "statements sinks (clickhouse-server)",
+                  "stream workers"):  # fmt: skip
+        lines = [line for line in out.splitlines() if line.startswith(stage)]
+        assert lines, out[-3000:]
+        for line in lines:  # stage (38) shape (26) then 1 process, 2, 2 / 1
+            one, two, ratio = line[64:].split()[:3]
+            assert float(one.replace(",", "")) > 0 and float(two.replace(",", "")) > 0 and ratio.endswith("x"), line
+    assert "3 brokers, replication 3, min.insync 2" in out and "cluster / single" in out, out[-3000:]
+    memory = out.split("resident memory", 1)[1]
+    for process in ("gateway (--no-sinks)", "gateway + every sink on chDB", "stream worker", "sink process",
+                    "kafka broker", "clickhouse-server", "haproxy"):  # fmt: skip
+        line = next((row for row in memory.splitlines() if row.startswith(process)), None)
+        assert line is not None and float(line.split()[-1].replace(",", "")) > 0, memory
