@@ -277,6 +277,9 @@ def gateways(stack: Stack, args, echo, memory: MemorySampler) -> list[Row]:
         return rate
 
     try:
+        # Warm both gateways up (first connections, the LRS store's first writes), not reported.
+        echo("gateways: warming up")
+        post_for([url1, url2], headers, 1, args.clients, min(args.duration, 5), warmup=0)
         for size in (1, args.batch):
             shape = "1 statement per POST" if size == 1 else f"{size} statements per POST"
             echo(f"gateways, {shape}: direct")
