@@ -41,6 +41,35 @@ KAFKA_BYTES = 133  # xapi.statements, LZ4, per replica
 PARTITIONS_DEFAULT = 12  # schemas/topics.py: xapi.statements
 
 
+# Peak resident memory (MB) per process: bench_scaleout (deploy/CAPACITY.md, "Memory").
+GATEWAY_PEAK_MB = 162.0  # --no-sinks, 32 connections, 100 statements per POST
+WORKER_PEAK_MB = 250.0  # 10,000 learners' state (simulator --scale medium)
+WORKER_MB_PER_1000_LEARNERS = 0.0
+SINKS_PEAK_MB = 404.0  # the statements sink catching up in full batches of 20,000 rows
+CLICKHOUSE_PEAK_MB = 474.0
+KAFKA_PEAK_MB = 912.0  # heap 512m (LEARNPULSE_KAFKA__HEAP) + the JVM's own + mapped index files
+
+
+# Resident memory of one process (MB), measured with benchmarks.bench_scaleout (deploy/CAPACITY.md):
+# the peak under the benchmark's load (the kernel's VmHWM), and how it grows where that was measured.
+@dataclass(frozen=True, slots=True)
+class ProcessMemory:
+    peak_mb: float  # at the measured load, the state it held then included
+    per_1000_learners_mb: float = 0.0  # state held per learner the process owns (the worker's tables)
+
+    def for_learners(self, learners_per_process: float) -> float:
+        return self.peak_mb + self.per_1000_learners_mb * learners_per_process / 1000
+
+
+MEMORY = {
+    "gateway": ProcessMemory(peak_mb=GATEWAY_PEAK_MB),
+    "stream worker": ProcessMemory(peak_mb=WORKER_PEAK_MB, per_1000_learners_mb=WORKER_MB_PER_1000_LEARNERS),
+    "sinks": ProcessMemory(peak_mb=SINKS_PEAK_MB),
+    "clickhouse-server": ProcessMemory(peak_mb=CLICKHOUSE_PEAK_MB),
+    "kafka broker": ProcessMemory(peak_mb=KAFKA_PEAK_MB),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Workload:
     schools: int
@@ -78,6 +107,11 @@ class StagePlan:
     cpu_seconds_per_1000: float
     cores: float  # at the planned utilisation
     processes: int
+    mb_per_process: float = 0.0  # resident memory of each, at peak (MEMORY)
+
+    @property
+    def mb(self) -> float:
+        return self.mb_per_process * self.processes
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +128,10 @@ class Plan:
     def cores(self) -> float:
         return sum(s.cores for s in self.stages)
 
+    @property
+    def mb(self) -> float:
+        return sum(s.mb for s in self.stages)
+
 
 def _stage(name: str, cost: float, per_second: float, utilisation: float) -> StagePlan:
     cores = per_second * cost / 1000 / utilisation
@@ -104,6 +142,13 @@ def _replicated(stage: StagePlan, replicas: int) -> StagePlan:
     """A multi-threaded server, on each of ``replicas`` machines: every replica does the writing
     work again (inserts on each ClickHouse replica, fetches on each broker)."""
     return StagePlan(stage.name, stage.cpu_seconds_per_1000, stage.cores * replicas, replicas)
+
+
+def _with_memory(stage: StagePlan, learners: int) -> StagePlan:
+    """Each process's memory; a worker holds the state of the learners on its partitions."""
+    memory = MEMORY[stage.name]
+    return StagePlan(stage.name, stage.cpu_seconds_per_1000, stage.cores, stage.processes,
+                     memory.for_learners(learners / stage.processes))  # fmt: skip
 
 
 def plan(w: Workload) -> Plan:
@@ -118,6 +163,7 @@ def plan(w: Workload) -> Plan:
         _replicated(_stage("clickhouse-server", CLICKHOUSE_SERVER, per_second, w.utilisation), w.clickhouse_replicas),
         _replicated(_stage("kafka broker", KAFKA_BROKER, per_second, w.utilisation), w.kafka_replication),
     ]
+    stages = [_with_memory(s, w.learners) for s in stages]
     consumers = max(stages[1].processes, stages[2].processes)
     # Every worker and sink process needs a partition of its own; twice that leaves room to
     # add processes without repartitioning (which would move learners between partitions).
@@ -149,12 +195,13 @@ def render(p: Plan) -> str:
         f"{w.schools:,} schools, {w.learners:,} learners; busiest hour {w.statements_per_hour:,.0f} statements "
         f"({p.peak_per_second:,.1f}/s), {w.statements_per_request:g} per request",
         "",
-        f"{'stage':<30} {'CPU-s / 1,000':>14} {'cores':>7} {'processes':>10}",
+        f"{'stage':<30} {'CPU-s / 1,000':>14} {'cores':>7} {'processes':>10} {'MB each':>8} {'MB in all':>10}",
     ]
     for s in p.stages:
-        lines.append(f"{s.name:<30} {s.cpu_seconds_per_1000:>14.2f} {s.cores:>7.2f} {s.processes:>10}")
+        lines.append(f"{s.name:<30} {s.cpu_seconds_per_1000:>14.2f} {s.cores:>7.2f} {s.processes:>10}"
+                     f" {s.mb_per_process:>8,.0f} {s.mb:>10,.0f}")  # fmt: skip
     lines += [
-        f"{'every stage':<30} {'':>14} {p.cores:>7.2f}",
+        f"{'every stage':<30} {'':>14} {p.cores:>7.2f} {'':>10} {'':>8} {p.mb:>10,.0f}",
         "",
         f"xapi.statements partitions: {p.partitions} (each worker and sink process needs its own; twice that "
         "leaves room to grow)",
@@ -166,6 +213,8 @@ def render(p: Plan) -> str:
         f"({w.kafka_retention_days:g} days × replication {w.kafka_replication})",
         f"cores at {w.utilisation:.0%} utilisation (servers: over all their replicas); Python stages: one core per "
         "process at most; figures measured on a 2-core machine, see deploy/CAPACITY.md",
+        "memory: resident peak per process under load (Kafka: its JVM heap included; ClickHouse: without "
+        "the OS page cache it also wants for reads)",
     ]
     if w.statements_per_hour / w.learners > 600:
         lines.append("note: more than 600 statements per learner in the busiest hour: is --statements-per-hour "

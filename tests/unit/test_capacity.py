@@ -60,3 +60,21 @@ def test_capacity_command_prints_the_plan_and_refuses_nonsense_with_the_rule():
     bad = CliRunner().invoke(main, ["capacity", "--schools", "0", "--learners", "20000",
                                     "--statements-per-hour", "360000"])  # fmt: skip
     assert bad.exit_code == 2 and "--schools must be ≥ 1" in bad.output
+
+
+def test_capacity_memory_is_each_process_peak_times_processes_and_the_workers_grow_with_learners():
+    small = cap.plan(workload())
+    by_name = {s.name: s for s in small.stages}
+    assert all(m.peak_mb > 0 for m in cap.MEMORY.values())
+    assert by_name["gateway"].mb_per_process == pytest.approx(cap.MEMORY["gateway"].peak_mb)
+    assert by_name["kafka broker"].mb_per_process == pytest.approx(cap.MEMORY["kafka broker"].peak_mb)
+    assert small.mb == pytest.approx(sum(s.mb_per_process * s.processes for s in small.stages))
+    replicated = {s.name: s for s in cap.plan(workload(kafka_replication=3)).stages}
+    assert replicated["kafka broker"].mb == pytest.approx(3 * by_name["kafka broker"].mb)
+    # Ten times the learners on one worker: its per-learner state grows by the measured share.
+    more = {s.name: s for s in cap.plan(workload(learners=200_000)).stages}["stream worker"]
+    grown = 180_000 / 1000 * cap.MEMORY["stream worker"].per_1000_learners_mb
+    assert more.mb_per_process - by_name["stream worker"].mb_per_process == pytest.approx(grown)
+    ok = CliRunner().invoke(main, ["capacity", "--schools", "40", "--learners", "20000",
+                                   "--statements-per-hour", "360000"])  # fmt: skip
+    assert "MB each" in ok.output and f"{small.mb:,.0f}" in ok.output
