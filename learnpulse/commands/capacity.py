@@ -27,7 +27,7 @@ def register(main: click.Group) -> None:
                   help="Share of each core to plan for (room for bursts and catching up after an outage).")
     def capacity(schools, learners, statements_per_hour, per_request, busy_hours, school_days, replicas,
                  kafka_replication, kafka_retention_days, statement_bytes, utilisation) -> None:  # fmt: skip
-        """Cores, processes, partitions and storage a network needs (clickhouse-server path), from figures measured here.
+        """Cores, processes, memory, partitions and storage a network needs (clickhouse-server path), from figures measured here.
 
         \b
         Example: learnpulse capacity --schools 40 --learners 20000 --statements-per-hour 400000
