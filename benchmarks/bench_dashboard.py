@@ -4,7 +4,8 @@ Run as ``python -m benchmarks.bench_dashboard`` (``--statements N``, default 1,0
 ``--repeat R``, default 15). Embedded ClickHouse (chDB) in a temporary directory gets the
 migrations and N synthetic statements (``INSERT … SELECT`` from ``numbers``: 5 schools, 40
 courses, 3 cohorts per course, 20,000 learners, 30 days), from which daily and hourly
-``engagement``, ``mastery``, ``cohort_health`` and ``alerts`` rows are derived in SQL. Then,
+``engagement``, ``mastery``, ``mastery_history`` (one estimate per statement), ``cohort_health``
+and ``alerts`` rows are derived in SQL. Then,
 for each answer of the dashboard API (the functions its routes call, without HTTP) and each
 kind of reader (network, one school, a teacher's one cohort), R timed runs give p50 and p95;
 the "raw" columns time the same figure computed from ``statements FINAL`` with the same
@@ -45,6 +46,15 @@ INSERT INTO {db}.mastery
 SELECT school, course, learner, concat('skill-', toString(cityHash64(learner) % 3)), avg(result_score_scaled), count(),
        sum(result_success), max(timestamp), 1
 FROM {db}.statements GROUP BY school, course, learner
+"""
+# Every estimate kept over time (mastery_history): one per attempt, as the stream worker writes
+# at most one per learner x skill and processing batch; attempts counted from the minutes
+# since the first day (growing with time, as the worker's count does).
+_MASTERY_HISTORY = """
+INSERT INTO {db}.mastery_history
+SELECT school, course, learner, concat('skill-', toString(cityHash64(learner) % 3)), result_score_scaled,
+       toUInt32(intDiv(toUnixTimestamp(timestamp) - 1772323200, 60)) + 1 AS n, n, timestamp, n
+FROM {db}.statements
 """
 _HEALTH = """
 INSERT INTO {db}.cohort_health
@@ -106,7 +116,7 @@ def main(argv: list[str]) -> int:
         ch.execute(_FILL, {"n": args.statements})
         for grain, period in (("day", "toStartOfDay"), ("hour", "toStartOfHour")):
             ch.execute(_ENGAGEMENT.replace("{grain}", grain).replace("{period}", period))
-        for sql in (_MASTERY, _HEALTH, _ALERTS):
+        for sql in (_MASTERY, _MASTERY_HISTORY, _HEALTH, _ALERTS):
             ch.execute(sql)
         print(f"filled {args.statements:,} statements and their derived rows in {time.monotonic() - started:.0f} s",
               flush=True)  # fmt: skip
