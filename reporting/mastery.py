@@ -42,9 +42,19 @@ MASTERY_HISTORY_SQL = (
     "WHERE school = {school:String} AND course = {course:String} AND " + _LEARNERS + " AND " + LEARNER_IN_SCOPE
     + " GROUP BY learner, skill, event_time ORDER BY learner, skill, event_time"
 )
+# The same for the learner × skill pairs the stalled rule can flag: the newest estimate (highest
+# version: the last point of the series) is at or after ``since`` (Unix seconds) and below mastered.
+_CANDIDATES = (
+    " AND (learner, skill) IN (SELECT learner, skill FROM {db}.mastery_history WHERE school = {school:String} AND "
+    "course = {course:String} AND " + _LEARNERS + " GROUP BY learner, skill HAVING "
+    "toUnixTimestamp(argMax(event_time, version)) >= {since:UInt32} AND argMax(p_mastery, version) < {mastered:Float64})"
+)
+STALLED_CANDIDATES_SQL = MASTERY_HISTORY_SQL.replace(" GROUP BY learner, skill, event_time", _CANDIDATES
+                                                     + " GROUP BY learner, skill, event_time")  # fmt: skip
+_MS_1816 = ("toUnixTimestamp64Milli(event_time)", "toUInt64(toUnixTimestamp(event_time)) * 1000")
 # 18.16 has no toUnixTimestamp64Milli and keeps whole seconds: its event_time in ms.
-MASTERY_HISTORY_SQL_1816 = MASTERY_HISTORY_SQL.replace("toUnixTimestamp64Milli(event_time)",
-                                                       "toUInt64(toUnixTimestamp(event_time)) * 1000")  # fmt: skip
+MASTERY_HISTORY_SQL_1816 = MASTERY_HISTORY_SQL.replace(*_MS_1816)
+STALLED_CANDIDATES_SQL_1816 = STALLED_CANDIDATES_SQL.replace(*_MS_1816)
 
 
 @dataclass(frozen=True)
@@ -85,9 +95,16 @@ def stalled(series: list[Point], now_ms: int, attempts: int, within_days: float)
             "attempts_since": now.observations - then.observations}  # fmt: skip
 
 
-def history_rows(ch, params: dict) -> dict[tuple[str, str], list[Point]]:
-    """``MASTERY_HISTORY_SQL`` on ``ch`` (``params``: school, course, learners, scope), per learner × skill."""
-    sql = MASTERY_HISTORY_SQL_1816 if needs_mapping(ch.server_version()) else MASTERY_HISTORY_SQL
+def history_rows(ch, params: dict, stalled_since_ms: int | None = None) -> dict[tuple[str, str], list[Point]]:
+    """``MASTERY_HISTORY_SQL`` on ``ch`` (``params``: school, course, learners, scope), per learner × skill;
+    with ``stalled_since_ms``, only the pairs :func:`stalled` can flag when practised since then."""
+    old = needs_mapping(ch.server_version())
+    if stalled_since_ms is None:
+        sql = MASTERY_HISTORY_SQL_1816 if old else MASTERY_HISTORY_SQL
+    else:
+        sql = STALLED_CANDIDATES_SQL_1816 if old else STALLED_CANDIDATES_SQL
+        # Whole seconds rounded down: a superset of the pairs; stalled() applies the exact bound.
+        params = {**params, "since": max(0, stalled_since_ms // 1000), "mastered": MASTERED}
     out: dict[tuple[str, str], list[Point]] = {}
     for learner, skill, ms, p, obs, version in ch.query(sql, params):
         out.setdefault((str(learner), str(skill)), []).append(Point(int(ms), float(p), int(obs), int(version)))
