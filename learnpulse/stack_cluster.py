@@ -99,6 +99,13 @@ class ClickHouseReplica(ClickHouseServer):
         self.interserver_port = self.http_port + 1
         self.ports = (self.tcp_port, self.interserver_port)
 
+    def url_for(self, database: str = "learnpulse") -> str:
+        """This replica's URL, the other replicas as ``alt_hosts`` (where a client goes when it is down)."""
+        others = [f"127.0.0.1:{replica_tcp_port(self.settings, r)}"
+                  for r in range(1, self.cluster_settings.replicas + 1) if r != self.replica]  # fmt: skip
+        url = super().url_for(database)
+        return f"{url}?alt_hosts={','.join(others)}" if others else url
+
     def _more_config(self) -> str:
         c = self.cluster_settings
         password = escape(self.password)

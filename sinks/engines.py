@@ -13,7 +13,7 @@ from datetime import date, datetime
 from itertools import chain
 from math import isfinite
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 import orjson
 
@@ -408,7 +408,11 @@ class ServerEngine:
     (>= 19.15) and escaped by the driver for older servers.
     """
 
-    def __init__(self, host: str, port: int, user: str, password: str, database: str, connect_timeout: float = 5):
+    def __init__(self, host: str, port: int, user: str, password: str, database: str, connect_timeout: float = 5,
+                 alt_hosts: str = ""):  # fmt: skip
+        """``alt_hosts``: other replicas (``host:port,…``) to connect to when this one does not
+        answer; a retried insert then reaches one of them (replicated tables drop it there if
+        the first attempt was written: deploy/CLUSTER.md)."""
         from clickhouse_driver import Client
 
         self.database = database
@@ -423,6 +427,7 @@ class ServerEngine:
             # does not exist yet (before the first migration creates it).
             database=database,
             connect_timeout=connect_timeout,
+            alt_hosts=alt_hosts or None,
             send_receive_timeout=300,
             settings={"insert_block_size": 1_048_576},
         )
@@ -731,8 +736,21 @@ def readonly_runner(engine: ClickHouse, limits: QueryLimits, url: str | None = N
     raise TypeError(f"no read-only runner for {type(engine).__name__}")
 
 
+_HOST_PORT = re.compile(r"[A-Za-z0-9._-]+:\d{1,5}")
+
+
+def _alt_hosts(query: str) -> str:
+    """``alt_hosts=h2:9000,h3:9000`` of a server URL: the other replicas, checked."""
+    value = parse_qs(query).get("alt_hosts", [""])[-1]
+    hosts = [h for h in value.split(",") if h]
+    bad = [h for h in hosts if not _HOST_PORT.fullmatch(h)]
+    if bad:
+        raise ValueError(f"alt_hosts: {', '.join(bad)} is not host:port")
+    return ",".join(hosts)
+
+
 def engine_from_url(url: str) -> ClickHouse:
-    """``chdb:///abs/path[?database=db]`` or ``clickhouse://user:pass@host:port/db``."""
+    """``chdb:///abs/path[?database=db]`` or ``clickhouse://user:pass@host:port/db[?alt_hosts=host:port,…]``."""
     parsed = urlparse(url)
     if parsed.scheme == "chdb":
         path = unquote(parsed.path) or "./.learnpulse/chdb"
@@ -745,6 +763,7 @@ def engine_from_url(url: str) -> ClickHouse:
             user=unquote(parsed.username or "default"),
             password=unquote(parsed.password or ""),
             database=(parsed.path or "/learnpulse").lstrip("/") or "learnpulse",
+            alt_hosts=_alt_hosts(parsed.query),
         )
     raise ValueError(
         f"unsupported ClickHouse URL scheme {parsed.scheme!r}: use chdb:///path or clickhouse://host:port/db"

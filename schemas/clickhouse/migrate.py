@@ -113,6 +113,10 @@ def sql_script(statements: list[str]) -> str:
 
 
 def _ensure_ledger(ch: ClickHouse, cluster: str | None) -> None:
+    # ON CLUSTER waits for every server: a process starting while one replica is down must
+    # not wait for it when the ledger is there already (nothing to create).
+    if cluster and ch.query(f"EXISTS TABLE {ch.database}.{LEDGER}") == [(1,)]:
+        return
     version = ch.server_version()
     for sql in forward_statements("CREATE DATABASE IF NOT EXISTS {db}", version, ch.database, cluster):
         execute_idempotent(ch, sql)

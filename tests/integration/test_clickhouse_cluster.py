@@ -19,7 +19,7 @@ from learnpulse.settings import Settings
 from learnpulse.stack_cluster import ClickHouseReplica, cluster_services
 from schemas.clickhouse import tables as T
 from schemas.clickhouse.cluster import distributed_name
-from schemas.clickhouse.migrate import migrate
+from schemas.clickhouse.migrate import migrate, recorded
 from sinks.engines import ServerEngine, engine_from_url
 from sinks.rows import COLUMNS, OLD_SERVER_RANGE, Rows, statement_rows
 from tests.conftest import wait_for
@@ -96,7 +96,9 @@ def test_every_table_is_replicated_on_both_replicas_and_migrating_again_applies_
         assert tables[distributed_name(table)] == "Distributed", table
     assert tables[T.ACTIVITY_DAILY] == "ReplicatedAggregatingMergeTree"
     assert tables[T.ACTIVITY_DAILY_MV] == "MaterializedView"
-    # The ledger is replicated too: the second replica knows every migration is applied.
+    # The ledger is replicated too (asynchronously, like every table): once the second replica
+    # has it, a migrator there knows every migration is applied.
+    wait_for(lambda: recorded(second) == recorded(first), 120, "the ledger on replica 2")
     assert migrate(second, cluster=clickhouse_cluster.clickhouse.cluster_name) == []
 
 
@@ -127,13 +129,16 @@ def test_a_batch_retried_against_the_other_replica_is_written_once(cluster_db):
     assert stored == ids
 
 
-def test_a_replica_stopped_for_a_minute_while_inserts_go_on_catches_up(cluster_db, replicas):
+def test_a_replica_stopped_for_a_minute_while_inserts_go_on_catches_up(clickhouse_cluster, cluster_db, replicas):
     first, second = cluster_db
     batches = _batches(envelopes=300, per_batch=5)
     _insert(first, batches[0])
     wait_for(lambda: _counts(second) == _counts(first), 120, "replica 2 to hold the first batch")
     replicas[1].stop()
     try:
+        # A process starting now finds the schema applied and runs no ON CLUSTER statement
+        # (which would wait for the stopped replica, then fail).
+        assert migrate(first, cluster=clickhouse_cluster.clickhouse.cluster_name) == []
         stopped_at = time.monotonic()
         written = 1
         # Inserts go on against replica 1 for the whole stop, spread over the minute.
@@ -208,3 +213,66 @@ def test_the_cluster_listens_on_loopback_only_keeps_its_secrets_private_and_stop
     assert replicas[1].up(timeout=120) == "started"
     assert ServerEngine("127.0.0.1", replicas[1].tcp_port, "default", replicas[1].password, "default").query(
         "SELECT 1") == [(1,)]  # fmt: skip
+
+
+@pytest.mark.kafka
+def test_a_sink_whose_replica_stops_goes_on_against_the_other_and_nothing_is_lost_or_doubled(
+    clickhouse_cluster, cluster_db, replicas, kafka
+):
+    import threading
+
+    from benchmarks.bench_sinks import produce
+    from schemas.topics import Topic
+    from sinks.specs import SinkParameters, build_sinks
+
+    first, second = cluster_db
+    # The sink's URL names replica 1 and, as alt_hosts, replica 2 (what `stack up` prints).
+    url = replicas[0].url_for(first.database)
+    assert f"alt_hosts=127.0.0.1:{replicas[1].tcp_port}" in url
+    engine = engine_from_url(url)
+    params = SinkParameters(bootstrap=kafka.bootstrap_servers, topic_prefix=kafka.topic_prefix, secret=SECRET,
+                            max_rows=200, max_wait_s=0.5, group_id=f"cluster-{uuid.uuid4().hex[:8]}")  # fmt: skip
+    (sink,) = build_sinks(params, engine, ["statements"])
+    envelopes = make_envelopes(600)
+    topic = Topic.STATEMENTS.physical(kafka.topic_prefix)
+    expected = {r[T.STATEMENT_ID_INDEX] for env in envelopes
+                for r in statement_rows(SECRET, OLD_SERVER_RANGE, env.encode())[T.STATEMENTS]}  # fmt: skip
+    stop, errors = threading.Event(), []
+
+    def run() -> None:
+        try:
+            sink.run(stop)
+        except BaseException as err:  # noqa: BLE001 - reported by the test
+            errors.append(err)
+
+    def distinct(ch: ServerEngine) -> int:
+        ((n,),) = ch.query(f"SELECT uniqExact(statement_id) FROM {ch.database}.statements")
+        return n
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        half = len(envelopes) // 2
+        produce(kafka.bootstrap_servers, topic, envelopes[:half])
+        wait_for(lambda: distinct(first) > 0 or errors, 120, "the sink's first rows on replica 1")
+        replicas[0].stop()
+        try:
+            produce(kafka.bootstrap_servers, topic, envelopes[half:])
+            # Everything arrives while replica 1 is down: the sink went on against replica 2.
+            wait_for(lambda: errors or distinct(second) == len(expected), 240, f"{len(expected)} statements on replica 2")
+            assert not errors, errors
+        finally:
+            replicas[0].up(timeout=120)
+    finally:
+        stop.set()
+        thread.join(60)
+        engine.close()
+    ids = {r[0] for r in second.query(f"SELECT statement_id FROM {second.database}.statements")}
+    assert ids == expected
+    ((final_rows,),) = second.query(f"SELECT count() FROM {second.database}.statements FINAL")
+    assert final_rows == len(expected)
+    back = _engine(replicas[0], second.database)
+    try:
+        wait_for(lambda: distinct(back) == len(expected), 180, "replica 1 to catch up after its restart")
+    finally:
+        back.close()

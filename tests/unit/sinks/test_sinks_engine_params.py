@@ -29,3 +29,14 @@ def test_sinks_chdb_array_parameter_text_is_the_same_on_every_path(values):
 
 def test_sinks_chdb_array_parameter_escapes_quotes_and_backslashes():
     assert _stringify({"p": ["a'b", "c\\d"]})["p"] == "['a\\'b','c\\\\d']"
+
+
+def test_a_server_url_names_other_replicas_as_alt_hosts_and_refuses_anything_else():
+    from sinks.engines import engine_from_url
+
+    engine = engine_from_url("clickhouse://u:p@127.0.0.1:9000/lp?alt_hosts=127.0.0.1:9001,replica-2:9000")
+    hosts = list(engine._client.connection.hosts)
+    assert hosts == [("127.0.0.1", 9000), ("127.0.0.1", 9001), ("replica-2", 9000)]
+    assert list(engine_from_url("clickhouse://u:p@127.0.0.1:9000/lp")._client.connection.hosts) == [("127.0.0.1", 9000)]
+    with pytest.raises(ValueError, match="alt_hosts: 127.0.0.1 is not host:port"):
+        engine_from_url("clickhouse://u:p@127.0.0.1:9000/lp?alt_hosts=127.0.0.1")
