@@ -44,6 +44,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -208,17 +209,29 @@ NO_LIMITS = {"LEARNPULSE_GATEWAY__REQUESTS_PER_S_PER_ADDRESS": "0", "LEARNPULSE_
 
 
 @dataclass
+class Rate:
+    """Statements per second of wall clock, and per CPU-second the stage's processes used."""
+
+    wall: float
+    per_cpu: float
+
+
+@dataclass
 class Row:
     stage: str
     shape: str
-    one: float
-    two: float | None
+    one: Rate
+    two: Rate | None
     note: str = ""
 
     def line(self) -> str:
-        two = "-" if self.two is None else f"{self.two:,.0f}"
-        ratio = "-" if not self.two or not self.one else f"{self.two / self.one:.2f}x"
-        return f"{self.stage:<38}{self.shape:<26}{self.one:>12,.0f}{two:>12}{ratio:>8}  {self.note}"
+        def pair(attr: str) -> str:
+            one = getattr(self.one, attr)
+            two = None if self.two is None else getattr(self.two, attr)
+            ratio = "-" if not two or not one else f"{two / one:.2f}x"
+            return f"{one:>12,.0f}{'-' if two is None else f'{two:,.0f}':>12}{ratio:>8}"
+
+        return f"{self.stage:<38}{self.shape:<26}{pair('wall')}{pair('per_cpu')}  {self.note}"
 
 
 def start_gateway(settings, name: str, env: dict[str, str], sinks: bool = False) -> tuple[Child, str]:
@@ -237,8 +250,40 @@ def credential(settings, env: dict[str, str]) -> dict[str, str]:
             "X-Experience-API-Version": "1.0.3", "Content-Type": "application/json"}  # fmt: skip
 
 
+WARMUP_S = 2.0  # of each gateway row: load not counted
+
+
+class CpuSpan:
+    """CPU seconds ``pids`` use from ``after_s`` from now until :meth:`stop` (a row's measured window)."""
+
+    def __init__(self, pids: list[int], after_s: float = 0.0) -> None:
+        self.pids = pids
+        self.start: float | None = None
+        self._timer = threading.Timer(after_s, self._begin)
+        self._timer.start()
+
+    def _begin(self) -> None:
+        self.start = cpu_of(self.pids)
+
+    def stop(self) -> float:
+        self._timer.cancel()
+        if self.start is None:
+            return 0.0
+        return cpu_of(self.pids) - self.start
+
+
+def cpu_of(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += bg.cpu_seconds(pid)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
 def post_for(urls: list[str], headers: dict[str, str], size: int, clients: int, duration: float,
-             warmup: float = 2.0) -> tuple[float, dict[int, int]]:  # fmt: skip
+             warmup: float = WARMUP_S) -> tuple[float, dict[int, int]]:  # fmt: skip
     """Statements/s acknowledged by ``urls`` together (``clients`` connections split between them)."""
 
     async def run():
@@ -267,14 +312,16 @@ def gateways(stack: Stack, args, echo, memory: MemorySampler) -> list[Row]:
     rows: list[Row] = []
     notes: dict[int, list[str]] = {}
 
-    def measure(label: str, urls: list[str], size: int) -> float:
+    def measure(label: str, urls: list[str], size: int, pids: list[int] | None = None) -> Rate:
         memory.loaded(True)
-        rate, errors = post_for(urls, headers, size, args.clients, args.duration)
+        cpu = CpuSpan(pids or [child.pid for child, _url in gws], after_s=WARMUP_S)
+        rate, errors = post_for(urls, headers, size, args.clients, args.duration, WARMUP_S)
+        used = cpu.stop()
         memory.loaded(False)
         if errors:
             notes.setdefault(size, []).append(f"{label}: {errors}")
         echo(f"  {label}, {size} per POST: {rate:,.0f} statements/s" + (f" (errors {errors})" if errors else ""))
-        return rate
+        return Rate(rate, rate * args.duration / used if used else 0.0)
 
     try:
         # Warm both gateways up (first connections, the LRS store's first writes), not reported.
@@ -315,7 +362,8 @@ def gateways(stack: Stack, args, echo, memory: MemorySampler) -> list[Row]:
     try:
         echo("gateway + sinks on chDB")
         rows.append(Row("gateway + sinks, chDB (1 process)", f"{args.batch} statements per POST",
-                        measure("gateway + sinks on chDB", [url], args.batch), None, "one process owns chDB"))  # fmt: skip
+                        measure("gateway + sinks on chDB", [url], args.batch, [child.pid]), None,
+                        "one process owns chDB"))  # fmt: skip
     finally:
         memory.unwatch(child.pid)
         child.stop()
@@ -355,7 +403,7 @@ def committed_all(admin, group: str, ends) -> bool:
     return all(tp in offsets and offsets[tp].offset >= end for tp, end in ends.items() if end > 0)
 
 
-def run_sinks(stack: Stack, n: int, total: int, timeout: float, memory: MemorySampler) -> float:
+def run_sinks(stack: Stack, n: int, total: int, timeout: float, memory: MemorySampler) -> Rate:
     from kafka import KafkaAdminClient
 
     from schemas.topics import Topic
@@ -374,11 +422,12 @@ def run_sinks(stack: Stack, n: int, total: int, timeout: float, memory: MemorySa
         # The clock starts at the first messages read (start-up and the group's join not counted).
         wait(lambda: sum(metric(c.metrics_port, MESSAGES_IN) for c in children), timeout,
              "the sinks' first messages", children, step=0.05)  # fmt: skip
-        first_t = time.monotonic()
+        first_t, first_cpu = time.monotonic(), cpu_of([c.pid for c in children])
         # The sink's group is "<--group>-<sink name>" (sinks.specs).
         wait(lambda: committed_all(admin, f"{group}-statements", ends), timeout, "the sinks to commit every partition's end",
              children)  # fmt: skip
-        return total / (time.monotonic() - first_t)
+        wall, cpu = time.monotonic() - first_t, cpu_of([c.pid for c in children]) - first_cpu
+        return Rate(total / wall, total / cpu if cpu else 0.0)
     finally:
         memory.loaded(False)
         for c in children:
@@ -488,7 +537,7 @@ def main(argv: list[str]) -> int:
                 for n in (1, 2):
                     echo(f"sinks: {n} process(es) on {total:,} statements")
                     rates.append(run_sinks(stack, n, total, args.timeout, memory))
-                    echo(f"  {rates[-1]:,.0f} statements/s")
+                    echo(f"  {rates[-1].wall:,.0f} statements/s")
                 rows.append(Row("statements sinks (clickhouse-server)", f"pre-filled, ≤{args.per_envelope}/message",
                                 *rates))  # fmt: skip
                 loads.append(os.getloadavg()[0])
@@ -497,8 +546,8 @@ def main(argv: list[str]) -> int:
                 hooks = _WorkerMemory(memory)
                 for n in (1, 2):
                     echo(f"workers: {n} process(es) on {total:,} statements")
-                    wall, _per_cpu = _run_workers(stack.settings, total, n, args.timeout, hooks)
-                    rates.append(wall)
+                    wall, per_cpu = _run_workers(stack.settings, total, n, args.timeout, hooks)
+                    rates.append(Rate(wall, per_cpu))
                     echo(f"  {wall:,.0f} statements/s")
                 rows.append(Row("stream workers", f"pre-filled, ≤{args.per_envelope}/message", *rates))
                 loads.append(os.getloadavg()[0])
@@ -528,7 +577,8 @@ def report(args, rows: list[Row], cluster, memory: MemorySampler, loads: list[fl
     out = [
         f"\nscale-out on {os.cpu_count()} cores (load average {min(loads):.1f}–{max(loads):.1f} during the run); "
         f"{args.clients} client connections; rates in statements/s",
-        f"{'stage':<38}{'shape':<26}{'1 process':>12}{'2':>12}{'2 / 1':>8}",
+        f"{'':<64}{'statements/s (wall clock)':^32}{'statements per CPU-second':^32}",
+        f"{'stage':<38}{'shape':<26}" + f"{'1 process':>12}{'2':>12}{'2 / 1':>8}" * 2,
     ]
     out += [r.line() for r in rows]
     if cluster:
@@ -541,6 +591,9 @@ def report(args, rows: list[Row], cluster, memory: MemorySampler, loads: list[fl
             out.append(f"{'cluster / single':<40}{cluster[1][1] / cluster[0][1]:>11.2f}x"
                        f"{cluster[1][2] / cluster[0][2]:>14.2f}x")  # fmt: skip
     out += ["", "resident memory (VmRSS; peak: the kernel's VmHWM), per process", memory.table()]
+    out += ["", "per CPU-second: statements over the CPU time the stage's own processes used (gateways: both, "
+            "the idle one too; not Kafka's, ClickHouse's or HAProxy's): near 1x, two processes do the same work "
+            "for the same CPU, and on cores of their own would scale with them."]  # fmt: skip
     if (os.cpu_count() or 1) < 4:
         out += ["", f"note: {os.cpu_count()} cores are shared by the load generator, Kafka, ClickHouse and every "
                 "process measured: two processes cannot reach 2x (nor 1.8x) here; the ratio shows how much of a "
