@@ -41,16 +41,16 @@ KAFKA_BYTES = 133  # xapi.statements, LZ4, per replica
 PARTITIONS_DEFAULT = 12  # schemas/topics.py: xapi.statements
 
 
-# Peak resident memory (MB) per process: bench_scaleout (deploy/CAPACITY.md, "Memory").
-GATEWAY_PEAK_MB = 162.0  # --no-sinks, 32 connections, 100 statements per POST
+# Peak resident memory (MB) per process, the highest of the bench_scaleout runs (deploy/CAPACITY.md, "Memory").
+GATEWAY_PEAK_MB = 166.0  # --no-sinks, 32 connections, 100 statements per POST
 # The worker peaked at 183 MB with 270 learners and 204-250 MB with 10,000: a base that gives the
 # higher figure at 10,000, plus 2.2 MB per 1,000 learners (204 - 183 over 9,730, the two
 # runs with the worker stage alone).
 WORKER_MB_PER_1000_LEARNERS = 2.2
 WORKER_PEAK_MB = 250.0 - 10 * WORKER_MB_PER_1000_LEARNERS
-SINKS_PEAK_MB = 404.0  # the statements sink catching up in full batches of 20,000 rows
-CLICKHOUSE_PEAK_MB = 474.0
-KAFKA_PEAK_MB = 912.0  # heap 512m (LEARNPULSE_KAFKA__HEAP) + the JVM's own + mapped index files
+SINKS_PEAK_MB = 430.0  # the statements sink catching up in full batches of 20,000 rows
+CLICKHOUSE_PEAK_MB = 522.0
+KAFKA_PEAK_MB = 934.0  # heap 512m (LEARNPULSE_KAFKA__HEAP) + the JVM's own + mapped index files
 
 
 # Resident memory of one process (MB), measured with benchmarks.bench_scaleout (deploy/CAPACITY.md):
