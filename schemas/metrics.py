@@ -27,6 +27,11 @@ PRODUCER_EVENT_TIME = Gauge(
     "learnpulse_producer_event_time_seconds", "Event time (timestamp) of the latest statement produced", ["stage"]
 )
 ROWS_WRITTEN = Counter("learnpulse_rows_written_total", "Rows inserted into ClickHouse", ["table"])
+# A process's ClickHouse connection moved to another replica of its URL (alt_hosts): the one
+# it used did not answer (deploy/CLUSTER.md).
+CLICKHOUSE_REPLICA_SWITCHES = Counter(
+    "learnpulse_clickhouse_replica_switches_total", "ClickHouse connections moved to another replica"
+)
 # Failures, by stage and a short kind ("clickhouse_unavailable", "deadletter", "delivery").
 ERRORS = Counter("learnpulse_errors_total", "Errors by stage and kind", ["stage", "kind"])
 DEADLETTERS = Counter("learnpulse_deadletter_total", "Records sent to the dead-letter topic", ["stage", "rule"])

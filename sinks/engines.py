@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import orjson
 
+from schemas import metrics
 from schemas.clickhouse.engine import (
     TRANSIENT_CODES,
     ClickHouse,
@@ -433,6 +434,8 @@ class ServerEngine:
         )
         self._lock = threading.Lock()
         self._version: tuple[int, ...] | None = None
+        # (host, port) of the replica that answered last.
+        self._replica: tuple[str, int] | None = None
 
     def connection_args(self) -> dict[str, Any]:
         """Host, port, user and password of this connection (for a second one)."""
@@ -451,15 +454,27 @@ class ServerEngine:
             sql = _PARAM.sub(lambda m: f"%({m.group(1)})s", sql.replace("%", "%%"))
         with self._lock:
             try:
-                return self._client.execute(sql, params or None, **kw)
+                return self._execute(sql, params or None, **kw)
             except Exception as err:
                 classified = self._classify(err)
                 if not (isinstance(classified, ClickHouseError) and classified.code == 81 and self._use_default()):
                     raise classified from err
             try:
-                return self._client.execute(sql, params or None, **kw)
+                return self._execute(sql, params or None, **kw)
             except Exception as err:
                 raise self._classify(err) from err
+
+    def _execute(self, *args: Any, **kw: Any) -> Any:
+        """``Client.execute``, then note which replica answered (the driver connects to the
+        first of host and ``alt_hosts`` that answers)."""
+        result = self._client.execute(*args, **kw)
+        host, port = self._client.connection.hosts[0]
+        if (host, port) != self._replica:
+            if self._replica is not None:
+                log.warning("ClickHouse: now connected to %s:%s (%s:%s did not answer)", host, port, *self._replica)
+                metrics.CLICKHOUSE_REPLICA_SWITCHES.inc()
+            self._replica = (host, port)
+        return result
 
     def _use_default(self) -> bool:
         """Connect to "default" when our database does not exist yet; False if already there."""
@@ -500,13 +515,13 @@ class ServerEngine:
         settings = {"insert_deduplication_token": dedup_token} if dedup_token and self._knows_tokens() else None
         with self._lock:
             try:
-                return self._client.execute(sql, list(data), columnar=True, settings=settings)
+                return self._execute(sql, list(data), columnar=True, settings=settings)
             except Exception as err:
                 classified = self._classify(err)
                 if not (isinstance(classified, ClickHouseError) and classified.code == 81 and self._use_default()):
                     raise classified from err
             try:
-                return self._client.execute(sql, list(data), columnar=True, settings=settings)
+                return self._execute(sql, list(data), columnar=True, settings=settings)
             except Exception as err:
                 raise self._classify(err) from err
 

@@ -17,6 +17,7 @@ import pytest
 from benchmarks.bench_sinks import make_envelopes
 from learnpulse.settings import Settings
 from learnpulse.stack_cluster import ClickHouseReplica, cluster_services
+from schemas import metrics
 from schemas.clickhouse import tables as T
 from schemas.clickhouse.cluster import distributed_name
 from schemas.clickhouse.migrate import migrate, recorded
@@ -249,6 +250,7 @@ def test_a_sink_whose_replica_stops_goes_on_against_the_other_and_nothing_is_los
         ((n,),) = ch.query(f"SELECT uniqExact(statement_id) FROM {ch.database}.statements")
         return n
 
+    switches = metrics.CLICKHOUSE_REPLICA_SWITCHES._value.get()
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
@@ -261,6 +263,8 @@ def test_a_sink_whose_replica_stops_goes_on_against_the_other_and_nothing_is_los
             # Everything arrives while replica 1 is down: the sink went on against replica 2.
             wait_for(lambda: errors or distinct(second) == len(expected), 240, f"{len(expected)} statements on replica 2")
             assert not errors, errors
+            # The move to the other replica is counted (learnpulse_clickhouse_replica_switches_total).
+            assert metrics.CLICKHOUSE_REPLICA_SWITCHES._value.get() > switches
         finally:
             replicas[0].up(timeout=120)
     finally:
