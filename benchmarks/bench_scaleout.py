@@ -27,7 +27,9 @@ stops after ``--timeout`` s whatever happens, and the run prints its progress to
   / seconds from the first POST until the worker has processed and the statements sink
   written every one of them.
 
-The ratio column is two processes' rate over one's. On a machine with fewer spare cores than
+The ratio columns are two processes' rate over one's: by the wall clock, and per CPU-second
+the stage's own processes used (near 1x: two processes do the same work for the same CPU, so
+on cores of their own they would scale with them). On a machine with fewer spare cores than
 processes the two share the same cores, so the ratio shows how much of the stage's work
 was waiting (on Kafka, ClickHouse, the network) rather than computing, not how the stage
 scales on machines of its own; the header gives the core count and load average.
