@@ -42,6 +42,7 @@ import asyncio
 import base64
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -571,6 +572,8 @@ def main(argv: list[str]) -> int:
             cluster_stack.down(server_too=False)
         if stack is not None:
             stack.down()
+    # Kept only when something failed (the traceback names its logs).
+    shutil.rmtree(home, ignore_errors=True)
     print(report(args, rows, cluster, memory, loads))
     return 0
 
