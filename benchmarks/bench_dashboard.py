@@ -141,7 +141,7 @@ def main(argv: list[str]) -> int:
                  raw(RAW_LEARNERS, scope)),
                 ("/api/cohorts/{…}/learners/{l}", lambda s=scope: learner_timeline(ch, s, school, course, cohort, learner),
                  raw(RAW_LEARNER, scope)),
-                ("/api/trends (newest 7 days)", lambda s=scope: school_trends(ch, s, TrendRange()), raw(RAW_TRENDS, scope)),
+                ("/api/trends", lambda s=scope: school_trends(ch, s, TrendRange()), raw(RAW_TRENDS, scope)),
                 ("/api/alerts", lambda s=scope: alert_history(ch, s), None),
             ]  # fmt: skip
             for name, fn, peer in figures:

@@ -34,7 +34,7 @@ def test_dashboard_benchmark_prints_every_answer_for_every_reader():
     lines = [line.split() for line in out.splitlines() if line.startswith("/api/")]
     assert {(line[0], line[1]) for line in lines} == {
         (answer, reader) for answer in ("/api/summary", "/api/state", "/api/schools/{school}", "/api/cohorts/{…}",
-                                        "/api/cohorts/{…}/learners/{l}", "/api/alerts")
+                                        "/api/cohorts/{…}/learners/{l}", "/api/trends", "/api/alerts")
         for reader in ("network", "school", "teacher")
     }  # fmt: skip
 
