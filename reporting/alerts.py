@@ -9,13 +9,14 @@ the reader's scope are read, and only those may be acknowledged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 from schemas.clickhouse.engine import ClickHouse
 from schemas.clickhouse.tables import ALERT_ACK_COLUMNS, ALERT_ACKNOWLEDGEMENTS
 
 from .names import names_of
 from .scope import IN_SCOPE, Scope
+from .trends import day_bounds
 
 MAX_NOTE = 1000
 MAX_ALERTS = 500
@@ -64,10 +65,7 @@ class AlertQuery:
     limit: int = MAX_ALERTS
 
     def params(self) -> dict:
-        start = end = 0
-        if self.first is not None and self.last is not None:
-            start = int(datetime.combine(self.first, datetime.min.time(), UTC).timestamp())
-            end = int(datetime.combine(self.last + timedelta(days=1), datetime.min.time(), UTC).timestamp())
+        start, end = (0, 0) if self.first is None or self.last is None else day_bounds(self.first, self.last)
         return {"only_open": 1 if self.only_open else 0, "start": start, "end": end, "q": self.search[:200],
                 "offset": max(0, self.offset), "limit": max(1, min(self.limit, MAX_ALERTS))}  # fmt: skip
 

@@ -75,13 +75,18 @@ class TrendRange:
     def bounds(self) -> tuple[int, int]:
         """[start, end) in Unix seconds."""
         assert self.first is not None and self.last is not None
-        start = datetime.combine(self.first, datetime.min.time(), UTC)
-        end = datetime.combine(self.last + timedelta(days=1), datetime.min.time(), UTC)
-        return int(start.timestamp()), int(end.timestamp())
+        return day_bounds(self.first, self.last)
 
     def ending_on(self, last: date) -> TrendRange:
         days = DEFAULT_DAYS if self.grain == "day" else 1
         return TrendRange(last - timedelta(days=days - 1), last, self.grain)
+
+
+def day_bounds(first: date, last: date) -> tuple[int, int]:
+    """Days ``first`` to ``last`` (inclusive, UTC) as [start, end) in Unix seconds."""
+    start = datetime.combine(first, datetime.min.time(), UTC)
+    end = datetime.combine(last + timedelta(days=1), datetime.min.time(), UTC)
+    return int(start.timestamp()), int(end.timestamp())
 
 
 def parse_range(query: Mapping[str, str]) -> TrendRange:
