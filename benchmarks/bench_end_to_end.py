@@ -8,6 +8,12 @@ LEARNPULSE_HOME on free loopback ports (``benchmarks.faults.pipeline.LocalPipeli
 ``--path server`` Debian's clickhouse-server and a separate ``sink`` process, else chDB and
 the gateway runs the sinks). With ``--source simulator`` each step runs ``learnpulse simulate``
 into Kafka instead (``benchmarks.end_to_end.simulated``; ``--batch`` = statements per message).
+``--path server --clickhouse-replicas N`` runs on the ClickHouse cluster form instead: ZooKeeper
+and N clickhouse-server replicas of one shard (``stack up --clickhouse-replicas N``), every table
+replicated ON CLUSTER, one sink process per replica writing to its own replica (the others as
+``alt_hosts``), as docker-compose.cluster.yml runs them; the freshness probes read replica 1.
+``--compare-single`` then also runs the single server first, in the same run, and prints both
+tables and the cluster / single ratios.
 Per rate of ``--rates`` it posts for ``--duration`` s:
 single-statement POSTs (``--batch N``: N per POST) of answered/experienced/completed
 statements from ``--learners`` learners across courses and cohorts, over keep-alive
@@ -45,10 +51,11 @@ import signal
 import sys
 import time
 import uuid
+from dataclasses import dataclass, field
 
 from benchmarks.end_to_end.ceilings import envelopes, insert_ceiling, kafka_ceilings
 from benchmarks.end_to_end.probes import Probes
-from benchmarks.end_to_end.report import render
+from benchmarks.end_to_end.report import render, render_comparison
 from benchmarks.end_to_end.run import run_step
 from benchmarks.end_to_end.sampler import LagSampler
 from benchmarks.end_to_end.simulated import SimulatorLoad
@@ -64,6 +71,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_end_to_end", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     ap.add_argument("--path", choices=("chdb", "server"), default="chdb", help="ClickHouse path (default chdb)")
+    ap.add_argument("--clickhouse-replicas", type=int, default=0, metavar="N",
+                    help="the ClickHouse cluster form: N replicas of one shard (server path; default 0: one server)")
+    ap.add_argument("--compare-single", action="store_true",
+                    help="with --clickhouse-replicas: also run the single server first and print the ratios")
     ap.add_argument("--rates", default="100,300,1000", help="statements/s, one step each (default 100,300,1000)")
     ap.add_argument("--duration", type=float, default=30, help="seconds of load per rate (default 30)")
     ap.add_argument("--settle", type=float, default=20,
@@ -82,22 +93,72 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--probes", type=float, default=2, help="freshness probe statements per second (default 2)")
     ap.add_argument("--ceiling-statements", type=int, default=20_000,
                     help="statements in the ceiling measurements (default 20000; 0: none)")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.clickhouse_replicas and args.path != "server":
+        ap.error("--clickhouse-replicas needs --path server (the cluster form is clickhouse-server replicas)")
+    if args.clickhouse_replicas < 0 or args.clickhouse_replicas > 9:
+        ap.error("--clickhouse-replicas: 0 to 9")
+    if args.compare_single and not args.clickhouse_replicas:
+        ap.error("--compare-single compares with the cluster form: give --clickhouse-replicas N")
+    return args
+
+
+@dataclass
+class FormRun:
+    """One pipeline form's run: its steps, ceilings and notes, as render() prints them."""
+
+    form: str
+    steps: list = field(default_factory=list)
+    ceilings: list = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    clickhouse_live: bool = False
+    elapsed: float = 0.0
+    interrupted: bool = False
+
+
+def forms(args: argparse.Namespace) -> list[int]:
+    """The ClickHouse replicas of each pipeline to run, in order (0: one server, or chDB)."""
+    if args.compare_single:
+        return [0, args.clickhouse_replicas]
+    return [args.clickhouse_replicas]
 
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
-    estimate = STARTUP_S + args.warmup + len(rates) * (args.duration + args.settle) + (
-        CEILINGS_S if args.ceiling_statements else 0)  # fmt: skip
+    runs_of = forms(args)
+    estimate = len(runs_of) * (STARTUP_S + args.warmup + len(rates) * (args.duration + args.settle) + (
+        CEILINGS_S if args.ceiling_statements else 0))  # fmt: skip
     echo = elapsed_echo()
-    echo(f"end to end on {args.path}: rates {args.rates}/s, {args.duration:.0f}s each, {_fed_by(args)}; "
-         f"about {estimate / 60:.1f} min")  # fmt: skip
+    echo(f"end to end on {args.path}{_replicas_said(runs_of)}: rates {args.rates}/s, {args.duration:.0f}s each, "
+         f"{_fed_by(args)}; about {estimate / 60:.1f} min")  # fmt: skip
     signal.signal(signal.SIGTERM, _interrupt)
+    runs = []
+    for replicas in runs_of:
+        run = run_form(args, rates, replicas, echo)
+        runs.append(run)
+        if run.steps:
+            print(render(run.form, _fed_by(args), run.steps, run.ceilings, run.clickhouse_live, run.elapsed,
+                         run.notes), flush=True)  # fmt: skip
+        if run.interrupted:
+            break
+    if len(runs) == 2 and all(r.steps for r in runs):
+        print(render_comparison(*runs))
+    return 0 if runs and all(r.steps for r in runs) else 1
+
+
+def _replicas_said(runs_of: list[int]) -> str:
+    said = {0: "one server", **{n: f"a cluster of {n} replicas" for n in runs_of if n}}
+    return " (" + ", then ".join(said[n] for n in runs_of) + ")" if any(runs_of) else ""
+
+
+def run_form(args: argparse.Namespace, rates: list[float], replicas: int, echo) -> FormRun:
+    """Start one pipeline (``replicas`` ClickHouse replicas, 0: one server or chDB), run every
+    rate step on it, measure the ceilings, tear it down."""
     started = time.monotonic()
-    pipeline = LocalPipeline(args.path)
+    pipeline = LocalPipeline(args.path, clickhouse_replicas=replicas)
+    run = FormRun(pipeline.form)
     probes = sampler = load = None
-    steps, ceilings = [], []
     try:
         pipeline.up(echo)
         wait_processes_ready(pipeline)
@@ -120,8 +181,8 @@ def main(argv: list[str]) -> int:
             load.run(rates[0], args.warmup)
         for rate in rates:
             echo(f"step {rate:g}/s for {args.duration:.0f}s")
-            steps.append(run_step(pipeline, load, probes, sampler, rate, args.duration, args.settle, echo))
-            s = steps[-1]
+            run.steps.append(run_step(pipeline, load, probes, sampler, rate, args.duration, args.settle, echo))
+            s = run.steps[-1]
             p50 = s.freshness["by id"][0]
             echo(f"  {rate:g}/s: accepted {s.accepted_per_s():,.0f}/s, held {'yes' if s.held else 'no'}, "
                  f"readable by id p50 {'-' if p50 is None else f'{p50 * 1000:.0f} ms'}")  # fmt: skip
@@ -130,15 +191,23 @@ def main(argv: list[str]) -> int:
         load.close()
         if args.ceiling_statements:
             echo(f"ceilings: {args.ceiling_statements} statements, bare Kafka and ClickHouse")
-            ceilings = _ceilings(pipeline, settings, shape, args)
+            run.ceilings = _ceilings(pipeline, settings, shape, args)
     except KeyboardInterrupt:
         echo("interrupted: tearing the pipeline down")
+        run.interrupted = True
     finally:
         for part in (probes, sampler):
             if part is not None:
                 part.stop()
-        echo("stopping the pipeline")
+        echo(f"stopping the pipeline ({pipeline.form})")
         pipeline.down()
+    run.notes = _notes(args, run.steps, probes, sampler)
+    run.clickhouse_live = pipeline.clickhouse_live()
+    run.elapsed = time.monotonic() - started
+    return run
+
+
+def _notes(args, steps, probes, sampler) -> list[str]:
     notes = []
     behind = [s for s in steps if s.load.sent < s.load.offered]
     if behind and args.source == "simulator":
@@ -152,10 +221,7 @@ def main(argv: list[str]) -> int:
                      f"(last: {probes.last_error or '-'})")  # fmt: skip
     if sampler is not None and sampler.errors:
         notes.append(f"lag sampler: {sampler.errors} samples failed (broker busy)")
-    if steps:
-        print(render(args.path, _fed_by(args), steps, ceilings, pipeline.clickhouse_live(), time.monotonic() - started,
-                     notes))  # fmt: skip
-    return 0 if steps else 1
+    return notes
 
 
 def _fed_by(args) -> str:
@@ -180,7 +246,9 @@ def _ceilings(pipeline, settings, shape, args):
         base = pipeline.env["LEARNPULSE_CLICKHOUSE__URL"].rsplit("/", 1)[0] + "/"
     else:
         base = f"chdb://{pipeline.home / 'ceiling-chdb'}?database="
-    out.append(insert_ceiling(base, envs, args.ceiling_statements, settings.sink.max_rows))
+    # The pipeline's cluster (its processes' environment, not this one's): its replicated tables.
+    cluster = pipeline.env.get("LEARNPULSE_CLICKHOUSE__CLUSTER__NAME") or None
+    out.append(insert_ceiling(base, envs, args.ceiling_statements, settings.sink.max_rows, cluster))
     return out
 
 

@@ -43,7 +43,6 @@ import base64
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,32 +56,11 @@ from pathlib import Path
 from benchmarks import bench_gateway as bg
 from benchmarks.bench_streams import _counter as worker_counter
 from benchmarks.bench_streams import _run_workers
-from benchmarks.faults.procs import elapsed_echo, free_port
+from benchmarks.faults.procs import elapsed_echo, free_port, free_port_block
 from benchmarks.memory import MemorySampler
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("gateways", "sinks", "workers", "cluster")
-
-
-def free_port_block(n: int) -> int:
-    """The first of ``n`` consecutive free loopback ports (a 3-broker cluster takes 6)."""
-    for _ in range(200):
-        base = free_port()
-        if base + n >= 65535:
-            continue
-        try:
-            socks = []
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no {n} consecutive free ports")
 
 
 @dataclass

@@ -146,10 +146,12 @@ def run_sink(url: str, kafka: KafkaSettings, batch: int, messages: int) -> tuple
     return done - first_poll[0], done_cpu - first_cpu[0]
 
 
-def run_ceiling(url: str, rows_by_table: dict[str, list[tuple]], batch: int, first: str) -> tuple[float, float]:
-    """Wall and CPU seconds to insert the prebuilt rows in blocks of ``batch`` statements (fresh database)."""
+def run_ceiling(url: str, rows_by_table: dict[str, list[tuple]], batch: int, first: str,
+                cluster: str | None = None) -> tuple[float, float]:  # fmt: skip
+    """Wall and CPU seconds to insert the prebuilt rows in blocks of ``batch`` statements (fresh
+    database; with ``cluster``, its replicated tables, created ON CLUSTER)."""
     ch = engine_from_url(url)
-    migrate(ch)
+    migrate(ch, cluster=cluster)
     tables = SPECS["statements"].tables
     n = len(rows_by_table[first])
     started, started_cpu = time.perf_counter(), _cpu()

@@ -74,8 +74,9 @@ def kafka_ceilings(bootstrap: str, partitions: int, envs: list, statements: int)
     return [produced, consumed]
 
 
-def insert_ceiling(base_url: str, envs: list, statements: int, block: int) -> Ceiling:
-    """``base_url`` names the engine with the database left to add (``…/`` or ``…?database=``)."""
+def insert_ceiling(base_url: str, envs: list, statements: int, block: int, cluster: str | None = None) -> Ceiling:
+    """``base_url`` names the engine with the database left to add (``…/`` or ``…?database=``);
+    ``cluster``: into the replicated tables of this cluster (the cluster form), else plain ones."""
     probe = engine_from_url(base_url + "learnpulse")
     limits = OLD_SERVER_RANGE if needs_mapping(probe.server_version()) else MODERN_RANGE
     probe.close()
@@ -85,6 +86,7 @@ def insert_ceiling(base_url: str, envs: list, statements: int, block: int) -> Ce
         for table, rows in build(env.encode()).items():
             rows_by_table.setdefault(table, []).extend(rows)
     first = SPECS["statements"].tables[0]
-    wall, cpu = run_ceiling(base_url + f"ceiling_{uuid.uuid4().hex[:8]}", rows_by_table, block, first)
-    return Ceiling(f"ClickHouse bare insert (statements sink tables, blocks of {block})", statements / wall,
+    wall, cpu = run_ceiling(base_url + f"ceiling_{uuid.uuid4().hex[:8]}", rows_by_table, block, first, cluster)
+    tables = "replicated statements sink tables" if cluster else "statements sink tables"
+    return Ceiling(f"ClickHouse bare insert ({tables}, blocks of {block})", statements / wall,
                    cpu / statements * 1000, "CPU: this process only")  # fmt: skip

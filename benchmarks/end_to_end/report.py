@@ -92,3 +92,57 @@ def render(path: str, fed_by: str, steps: list[StepResult], ceilings: list[Ceili
     if notes:
         out += ["", *notes]
     return "\n".join(out)
+
+
+def cpu_per_1k(step: StepResult, which=lambda _name: True) -> float:
+    """CPU seconds per 1,000 accepted statements of the step's processes ``which`` keeps
+    (the load generator never: it is the same in both forms)."""
+    if not step.load.accepted:
+        return float("nan")
+    spent = sum(v for n, v in step.cpu.items() if n != "load generator" and which(n))
+    return spent / step.load.accepted * 1000
+
+
+def _clickhouse_side(name: str) -> bool:
+    return name.startswith("clickhouse") or name == "zookeeper"
+
+
+def _sinks(name: str) -> bool:
+    return name.startswith("sink")
+
+
+def render_comparison(single, cluster) -> str:
+    """Both forms' steps of one run side by side (runs with ``form`` and ``steps``): per offered
+    rate, accepted/s, freshness (a) and (c) p50 and CPU per 1,000 statements, and cluster / single."""
+    out = ["", f"== {cluster.form} / {single.form}, same run, same load", ""]
+    out.append(f"{'offered/s':>9}  {'':<34} {'single':>10} {'cluster':>10} {'ratio':>7}")
+    singles = {s.rate: s for s in single.steps}
+    rows = (
+        ("accepted/s", lambda s: s.accepted_per_s(), "{:,.0f}"),
+        ("(a) by id p50 ms", lambda s: _p50_ms(s, "by id"), "{:,.0f}"),
+        ("(c) engagement p50 ms", lambda s: _p50_ms(s, "engagement"), "{:,.0f}"),
+        ("CPU s/1k, every process", cpu_per_1k, "{:.3f}"),
+        ("CPU s/1k, sinks", lambda s: cpu_per_1k(s, _sinks), "{:.3f}"),
+        ("CPU s/1k, ClickHouse (+ ZooKeeper)", lambda s: cpu_per_1k(s, _clickhouse_side), "{:.3f}"),
+    )
+    for step in cluster.steps:
+        alone = singles.get(step.rate)
+        if alone is None:
+            continue
+        for name, value, fmt in rows:
+            a, b = value(alone), value(step)
+            ratio = f"{b / a:.2f}x" if a and b is not None and a == a and b == b else "-"
+            out.append(f"{step.rate:>9,.0f}  {name:<34} {_fmt(fmt, a):>10} {_fmt(fmt, b):>10} {ratio:>7}")
+    held = [highest_held([(s.rate, s.held) for s in run.steps]) for run in (single, cluster)]
+    out.append("highest offered rate that held: " + ", ".join(
+        f"{run.form} {'none' if h is None else f'{h:,.0f}/s'}" for run, h in zip((single, cluster), held, strict=True)))  # fmt: skip
+    return "\n".join(out)
+
+
+def _p50_ms(step: StepResult, measure: str) -> float | None:
+    p50 = step.freshness[measure][0]
+    return None if p50 is None else p50 * 1000
+
+
+def _fmt(fmt: str, value: float | None) -> str:
+    return "-" if value is None or value != value else fmt.format(value)

@@ -11,8 +11,20 @@ from .rules import held, lag_bounded, percentile
 from .sampler import LagSampler, cpu_seconds
 from .traffic import Load, StepLoad
 
-#: processes whose CPU is reported, as named in benchmarks.faults.pipeline
-PROCESSES = ("gateway", "worker", "sink", "kafka", "clickhouse")
+#: processes whose CPU is reported, as named in benchmarks.faults.pipeline (a name ending in
+#: "*": every process so named, one per replica of the cluster form: sink, sink-2, clickhouse-r1 …)
+PROCESSES = ("gateway", "worker", "sink*", "kafka", "zookeeper", "clickhouse*")
+
+
+def reported_processes(names) -> list[str]:
+    """``names`` (a pipeline's processes) in the order of :data:`PROCESSES`, those it reports."""
+    out = []
+    for pattern in PROCESSES:
+        if pattern.endswith("*"):
+            out += sorted(n for n in names if n.startswith(pattern[:-1]))
+        elif pattern in names:
+            out.append(pattern)
+    return out
 
 
 def own_cpu() -> float:
@@ -57,7 +69,7 @@ def run_step(pipeline, load: Load, probes: Probes, sampler: LagSampler, rate: fl
              settle: float, echo) -> StepResult:  # fmt: skip
     # On the chDB path the sinks (and chDB) run inside the gateway process: say so in the column.
     label = {"gateway": "gateway+sinks"} if getattr(pipeline, "sinks_in", None) == "gateway" else {}
-    procs = {label.get(n, n): pipeline.processes[n] for n in PROCESSES if n in pipeline.processes}
+    procs = {label.get(n, n): pipeline.processes[n] for n in reported_processes(pipeline.processes)}
     cpu0 = {n: cpu_seconds(p.pid()) for n, p in procs.items()} | {"load generator": own_cpu()}
     probes.sending(True)
     step = load.run(rate, duration)

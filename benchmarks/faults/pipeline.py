@@ -3,7 +3,12 @@
 ``LocalPipeline("server")``: ``learnpulse stack up --clickhouse-server`` (Kafka and Debian's
 clickhouse-server), then ``gateway``, ``sink`` and ``worker`` as separate processes.
 ``LocalPipeline("chdb")``: Kafka, then ``gateway`` (which runs the sinks: one process owns
-an embedded chDB path) and ``worker``. ``OperatorPipeline``: an existing deployment.
+an embedded chDB path) and ``worker``.
+``LocalPipeline("server", clickhouse_replicas=N)``: the ClickHouse cluster form instead of one
+server (``stack up --clickhouse-replicas N``: ZooKeeper and N replicas of one shard, every table
+replicated ON CLUSTER); one ``sink`` process per replica, each writing to its own replica with
+the others as ``alt_hosts``, sharing the sinks' partitions (as docker-compose.cluster.yml runs
+sink-1 and sink-2); the other processes use replica 1's URL. ``OperatorPipeline``: an existing deployment.
 """
 
 from __future__ import annotations
@@ -19,7 +24,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .procs import REPO, Command, External, Process, StackService, free_port, wait_until
+from .procs import REPO, Command, External, Process, StackService, free_port, free_port_block, wait_until
+
+#: the cluster name the cluster form runs under (``remote_servers``, ON CLUSTER)
+CLUSTER = "learnpulse"
+# Ports taken per replica from one base: more than stack_cluster uses, so its layout may change.
+PORTS_PER_REPLICA = 10
 
 
 @dataclass
@@ -65,25 +75,36 @@ class Pipeline:
 
 
 class LocalPipeline(Pipeline):
-    def __init__(self, path: str, home: Path | None = None) -> None:
+    def __init__(self, path: str, home: Path | None = None, clickhouse_replicas: int = 0) -> None:
+        if clickhouse_replicas and path != "server":
+            raise ValueError("the ClickHouse cluster form runs on the server path only")
+        self.replicas = clickhouse_replicas
         self._tmp = None if home else tempfile.TemporaryDirectory(prefix=f"lp-faults-{path}-")
         self.home = Path(home or self._tmp.name)
         self.logs = self.home / "bench-logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         kafka_port, gateway_port = free_port(), free_port()
-        self.ch_tcp = free_port()
+        # A replica's ports are a base + an offset (learnpulse.stack_cluster): blocks of free ports.
+        block = PORTS_PER_REPLICA * clickhouse_replicas
+        self.ch_tcp = free_port_block(block) if clickhouse_replicas else free_port()
         env = {
             "LEARNPULSE_HOME": str(self.home),
             "LEARNPULSE_KAFKA__PORT": str(kafka_port),
             "LEARNPULSE_KAFKA__CONTROLLER_PORT": str(free_port()),
             "LEARNPULSE_CLICKHOUSE__SERVER_TCP_PORT": str(self.ch_tcp),
-            "LEARNPULSE_CLICKHOUSE__SERVER_HTTP_PORT": str(free_port()),
+            "LEARNPULSE_CLICKHOUSE__SERVER_HTTP_PORT": str(free_port_block(block) if clickhouse_replicas else free_port()),
             "LEARNPULSE_GATEWAY__PORT": str(gateway_port),
             "LEARNPULSE_METRICS_PORT_BASE": str(free_port()),
             "LEARNPULSE_WEB_PORT": str(free_port()),
             "LEARNPULSE_STREAMS_WEB_PORT": str(free_port()),
             "LEARNPULSE_LOG_LEVEL": "WARNING",
         }
+        if clickhouse_replicas:
+            env |= {
+                "LEARNPULSE_CLICKHOUSE__CLUSTER__NAME": CLUSTER,
+                "LEARNPULSE_CLICKHOUSE__CLUSTER__REPLICAS": str(clickhouse_replicas),
+                "LEARNPULSE_CLICKHOUSE__CLUSTER__ZOOKEEPER_PORT": str(free_port()),
+            }
         if path == "server":
             env["LEARNPULSE_CLICKHOUSE__URL"] = f"clickhouse://default:@127.0.0.1:{self.ch_tcp}/learnpulse"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("LEARNPULSE_")} | env
@@ -93,32 +114,68 @@ class LocalPipeline(Pipeline):
         def command(name: str, args: list[str], port: int | None = None) -> Command:
             return Command(name, args, self.env | {"LEARNPULSE_METRICS_PORT": str(free_port())}, self.logs, port)
 
-        up = ["stack", "up"] + (["--clickhouse-server"] if path == "server" else [])
+        up = ["stack", "up"]
+        if clickhouse_replicas:
+            up += ["--clickhouse-replicas", str(clickhouse_replicas)]
+        elif path == "server":
+            up += ["--clickhouse-server"]
         self.processes["kafka"] = StackService(
             "kafka", self.home / "kafka" / "kafka.pid", command("stack-up", ["stack", "up"]), kafka_port
         )
         self._stack_up = command("stack-up", up)
-        if path == "server":
+        if clickhouse_replicas:
+            self._add_cluster_services(command("stack-up-ch", up))
+        elif path == "server":
             self.processes["clickhouse"] = StackService(
                 "clickhouse", self.home / "clickhouse" / "clickhouse.pid", command("stack-up-ch", up), self.ch_tcp
             )
         self.processes["worker"] = command("worker", ["worker"])
-        if path == "server":
+        if clickhouse_replicas:
+            for r in range(1, clickhouse_replicas + 1):
+                # Static membership ids, as docker-compose.cluster.yml gives sink-1 and sink-2.
+                self.processes[sink_name(r)] = command(sink_name(r), ["sink", "--instance-id", f"sink-{r}"])
+        elif path == "server":
             self.processes["sink"] = command("sink", ["sink"])
         self.processes["gateway"] = command("gateway", ["gateway"], gateway_port)
 
+    @property
+    def form(self) -> str:
+        """The path and ClickHouse form, as the reports name it."""
+        return f"{self.path}, cluster of {self.replicas} replicas" if self.replicas else self.path
+
+    def _add_cluster_services(self, up: Command) -> None:
+        """ZooKeeper and every replica, each restarted by ``stack up --clickhouse-replicas N``."""
+        zookeeper_port = int(self.env["LEARNPULSE_CLICKHOUSE__CLUSTER__ZOOKEEPER_PORT"])
+        self.processes["zookeeper"] = StackService(
+            "zookeeper", self.home / "zookeeper" / "zookeeper.pid", up, zookeeper_port
+        )
+        for r in range(1, self.replicas + 1):
+            name = f"clickhouse-r{r}"
+            self.processes[name] = StackService(name, self.home / name / f"{name}.pid", up, self.ch_tcp + r - 1)
+
     def up(self, echo) -> None:
-        echo(f"[{self.path}] learnpulse stack up in {self.home} …")
+        echo(f"[{self.form}] learnpulse stack up in {self.home} …")
         printed = self._run(self._stack_up.args)
         # The server's URL as `stack up` prints it: with the password it generated, if any.
         url = re.search(r" at (clickhouse://\S+)", printed)
         if url:
             self._use_clickhouse_url(url.group(1))
+        if self.replicas:
+            self._use_replica_urls(replica_urls(printed))
         self._run(["db", "migrate"])
-        for name in ("worker", "sink", "gateway"):
+        for name in ("worker", *(n for n in self.processes if n.startswith("sink")), "gateway"):
             if name in self.processes:
                 self.processes[name].restart()
-        echo(f"[{self.path}] gateway {self.gateway_url}, Kafka {self.kafka_bootstrap}; logs in {self.logs}")
+        echo(f"[{self.form}] gateway {self.gateway_url}, Kafka {self.kafka_bootstrap}; logs in {self.logs}")
+
+    def _use_replica_urls(self, urls: dict[int, str]) -> None:
+        """Replica 1's URL for every process, then each sink process its own replica's."""
+        missing = [r for r in range(1, self.replicas + 1) if r not in urls]
+        if missing:
+            raise RuntimeError(f"`stack up` printed no URL for replica(s) {missing}")
+        self._use_clickhouse_url(urls[1])
+        for r in range(1, self.replicas + 1):
+            self.processes[sink_name(r)].env["LEARNPULSE_CLICKHOUSE__URL"] = urls[r]
 
     def _use_clickhouse_url(self, url: str) -> None:
         self.env["LEARNPULSE_CLICKHOUSE__URL"] = url
@@ -169,13 +226,23 @@ class LocalPipeline(Pipeline):
                 gateway.restart()
 
     def down(self) -> None:
-        for name in ("gateway", "sink", "worker"):
+        for name in ("gateway", *(n for n in self.processes if n.startswith("sink")), "worker"):
             if name in self.processes:
                 self.processes[name].stop()
         with contextlib.suppress(Exception):
             self._run(["stack", "down"])
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+def sink_name(replica: int) -> str:
+    """The sink process writing to replica ``replica`` (1-based): ``sink`` for the first, as on one server."""
+    return "sink" if replica == 1 else f"sink-{replica}"
+
+
+def replica_urls(printed: str) -> dict[int, str]:
+    """``{replica: URL}`` from what ``stack up --clickhouse-replicas N`` prints (``  clickhouse-rN: URL``)."""
+    return {int(m.group(1)): m.group(2) for m in re.finditer(r"^\s+clickhouse-r(\d+): (clickhouse://\S+)", printed, re.M)}
 
 
 class OperatorPipeline(Pipeline):

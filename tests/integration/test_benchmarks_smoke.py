@@ -85,3 +85,23 @@ def test_scaleout_benchmark_prints_one_and_two_processes_of_every_stage_and_thei
                     "kafka broker", "clickhouse-server", "haproxy"):  # fmt: skip
         line = next((row for row in memory.splitlines() if row.startswith(process)), None)
         assert line is not None and float(line.split()[-1].replace(",", "")) > 0, memory
+
+
+def test_end_to_end_benchmark_on_the_clickhouse_cluster_form_next_to_one_server():
+    """``--clickhouse-replicas 2 --compare-single``: one server, then ZooKeeper and two replicas
+    with a sink process each, in one run; both tables, every process's CPU, and the ratios."""
+    out = run_benchmark("bench_end_to_end", "--path", "server", "--clickhouse-replicas", "2", "--compare-single",
+                        "--rates", "40", "--duration", "5", "--warmup", "0", "--settle", "10", "--ceiling-statements",
+                        "0", "--probes", "1", "--learners", "200", "--clients", "8", timeout=900)  # fmt: skip
+    tables = out.split("== end to end, path ")[1:]
+    assert [t.split(",")[0:2] for t in tables] == [["server", " 1 statement(s) per POST"],
+                                                   ["server", " cluster of 2 replicas"]], out[-3000:]  # fmt: skip
+    for table in tables:
+        rows = [line.split() for line in table.splitlines() if line.strip().startswith("40 ")]
+        assert rows and rows[0][2:4] == ["200", "200"], table[-3000:]
+    cpu = tables[1].split("CPU seconds per 1,000")[1].splitlines()[1].split()
+    for process in ("sink", "sink-2", "zookeeper", "clickhouse-r1", "clickhouse-r2"):
+        assert process in cpu, cpu
+    comparison = out.split("== server, cluster of 2 replicas / server, same run")[1]
+    accepted = next(line for line in comparison.splitlines() if "accepted/s" in line).split()
+    assert accepted[0] == "40" and accepted[-1].endswith("x"), comparison

@@ -62,3 +62,44 @@ def test_highest_held_rate():
     assert highest_held([(100, True), (300, True), (1000, False)]) == 300
     assert highest_held([(100, True), (300, False), (1000, True)]) == 1000
     assert highest_held([(100, False)]) is None
+
+
+def test_the_cluster_form_needs_the_server_path_and_compare_single_needs_the_cluster_form():
+    from benchmarks.bench_end_to_end import forms, parse
+
+    with pytest.raises(SystemExit):
+        parse(["--clickhouse-replicas", "2"])  # chDB has no cluster form
+    with pytest.raises(SystemExit):
+        parse(["--path", "server", "--compare-single"])
+    assert forms(parse(["--path", "server"])) == [0]
+    assert forms(parse(["--path", "server", "--clickhouse-replicas", "2"])) == [2]
+    assert forms(parse(["--path", "server", "--clickhouse-replicas", "3", "--compare-single"])) == [0, 3]
+
+
+def test_each_replica_url_is_read_from_what_stack_up_prints():
+    from benchmarks.faults.pipeline import replica_urls, sink_name
+
+    printed = (
+        "kafka: started on 127.0.0.1:4000\n"
+        "clickhouse cluster learnpulse: zookeeper started, clickhouse-r1 started, clickhouse-r2 started\n"
+        "  clickhouse-r1: clickhouse://default:p%40ss@127.0.0.1:5000/learnpulse?alt_hosts=127.0.0.1:5001\n"
+        "  clickhouse-r2: clickhouse://default:p%40ss@127.0.0.1:5001/learnpulse?alt_hosts=127.0.0.1:5000\n"
+        "use it with LEARNPULSE_CLICKHOUSE__CLUSTER__NAME=learnpulse and a replica's URL as LEARNPULSE_CLICKHOUSE__URL\n"
+    )
+    urls = replica_urls(printed)
+    assert urls == {
+        1: "clickhouse://default:p%40ss@127.0.0.1:5000/learnpulse?alt_hosts=127.0.0.1:5001",
+        2: "clickhouse://default:p%40ss@127.0.0.1:5001/learnpulse?alt_hosts=127.0.0.1:5000",
+    }
+    assert [sink_name(r) for r in (1, 2, 3)] == ["sink", "sink-2", "sink-3"]
+
+
+def test_every_sink_and_replica_has_its_cpu_column_in_a_fixed_order():
+    from benchmarks.end_to_end.run import reported_processes
+
+    cluster = ["kafka", "zookeeper", "clickhouse-r2", "clickhouse-r1", "worker", "sink", "sink-2", "gateway"]
+    assert reported_processes(cluster) == ["gateway", "worker", "sink", "sink-2", "kafka", "zookeeper",
+                                           "clickhouse-r1", "clickhouse-r2"]  # fmt: skip
+    assert reported_processes(["kafka", "clickhouse", "worker", "sink", "gateway"]) == [
+        "gateway", "worker", "sink", "kafka", "clickhouse"]  # fmt: skip
+    assert reported_processes(["kafka", "worker", "gateway"]) == ["gateway", "worker", "kafka"]
