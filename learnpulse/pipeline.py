@@ -46,11 +46,13 @@ def open_clickhouse(settings: Settings, migrate_schema: bool = True) -> ClickHou
         where = parsed._replace(netloc=netloc).geturl()
         raise UserError(f"ClickHouse not reachable at {where}: {err}") from err
     if migrate_schema:
-        from schemas.clickhouse.migrate import MigrationDrift
+        from schemas.clickhouse.migrate import MigrationDrift, ReplicasUnreachable
 
         try:
+            # With every migration applied this runs no DDL and asks no replica (a replica
+            # may be down); with one pending, a silent replica refuses the start at once.
             migrate(ch, cluster=settings.clickhouse.cluster_name)
-        except MigrationDrift as err:
+        except (MigrationDrift, ReplicasUnreachable) as err:
             ch.close()
             raise UserError(str(err)) from err
     return ch

@@ -441,6 +441,21 @@ class ServerEngine:
         """Host, port, user and password of this connection (for a second one)."""
         return dict(self._connection_args)
 
+    def answers_at(self, host: str, port: int, timeout: float = 3) -> bool:
+        """Whether the server at ``host``:``port`` (another replica of our cluster) takes this
+        connection's credentials and answers ``SELECT 1`` within ``timeout`` seconds."""
+        from clickhouse_driver import Client
+
+        a = self._connection_args
+        client = Client(host=host, port=port, user=a["user"], password=a["password"], database="default",
+                        connect_timeout=timeout, send_receive_timeout=timeout, sync_request_timeout=timeout)  # fmt: skip
+        try:
+            return client.execute("SELECT 1") == [(1,)]
+        except Exception:  # noqa: BLE001 - any failure means it does not answer; the caller names it
+            return False
+        finally:
+            client.disconnect()
+
     def server_version(self) -> tuple[int, ...]:
         if self._version is None:
             (row,) = self._call("SELECT version()", None)

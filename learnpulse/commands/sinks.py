@@ -25,17 +25,21 @@ def register(main: click.Group) -> None:
         """ClickHouse schema, access and data lifecycle."""
 
     @db.command("migrate")
+    @click.option("--wait-for-replicas", type=click.FloatRange(0), default=0, metavar="SECONDS",
+                  help="On a cluster, wait this long for every replica to answer before ON CLUSTER DDL "
+                       "[default: 0, refuse at once naming the replicas that do not answer].")  # fmt: skip
     @click.pass_obj
-    def db_migrate(settings: Settings) -> None:
+    def db_migrate(settings: Settings, wait_for_replicas: float) -> None:
         """Apply pending migrations (safe to run twice or concurrently)."""
-        from schemas.clickhouse.migrate import MigrationDrift, migrate
+        from schemas.clickhouse.migrate import MigrationDrift, ReplicasUnreachable, migrate
 
         from ..pipeline import open_clickhouse
 
         ch = open_clickhouse(settings, migrate_schema=False)
         try:
-            applied = migrate(ch, click.echo, cluster=settings.clickhouse.cluster_name)
-        except MigrationDrift as err:
+            applied = migrate(ch, click.echo, cluster=settings.clickhouse.cluster_name,
+                              wait_for_replicas=wait_for_replicas)  # fmt: skip
+        except (MigrationDrift, ReplicasUnreachable) as err:
             raise UserError(str(err)) from err
         finally:
             ch.close()
@@ -45,13 +49,17 @@ def register(main: click.Group) -> None:
     @click.pass_obj
     def db_status(settings: Settings) -> None:
         """List migrations and whether each is applied."""
-        from schemas.clickhouse.migrate import status
+        from schemas.clickhouse.migrate import ReplicasUnreachable, status
 
         from ..pipeline import open_clickhouse
 
         ch = open_clickhouse(settings, migrate_schema=False)
         try:
-            for s in status(ch, settings.clickhouse.cluster_name):
+            try:
+                known = status(ch, settings.clickhouse.cluster_name)
+            except ReplicasUnreachable as err:  # the ledger is to be created ON CLUSTER
+                raise UserError(str(err)) from err
+            for s in known:
                 state = "applied" if s.applied else "pending"
                 if s.applied and s.recorded_checksum != s.checksum:
                     state = "applied from different code (drift)"

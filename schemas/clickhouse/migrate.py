@@ -13,6 +13,11 @@ opens the database at start-up):
 A migration recorded with a different checksum than its code means the code changed
 after it was applied: :class:`MigrationDrift` stops the process instead of leaving a
 database that is neither the old nor the new schema.
+
+On a cluster, before its first ``ON CLUSTER`` statement (and only when there is one to run:
+a process starting with every migration applied runs none), every replica must answer
+(``schemas/clickhouse/replicas.py``); else :class:`ReplicasUnreachable` names the silent ones
+at once, instead of a timeout after ``distributed_ddl_task_timeout``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from .cluster import clusterize
 from .ddl import render
 from .engine import ALREADY_EXISTS_CODES, ClickHouse, ClickHouseError
 from .migrations import Migration, all_migrations
+from .replicas import ReplicasUnreachable, require_replicas  # noqa: F401 - ReplicasUnreachable: raised by migrate
 
 LEDGER = "schema_migrations"
 _LEDGER_DDL = """
@@ -112,11 +118,28 @@ def sql_script(statements: list[str]) -> str:
     return "".join(textwrap.dedent(s.strip("\n")).strip() + ";\n\n" for s in statements)
 
 
-def _ensure_ledger(ch: ClickHouse, cluster: str | None) -> None:
+def _before_cluster_ddl(ch: ClickHouse, cluster: str | None, wait_s: float,
+                        log: Callable[[str], None]) -> Callable[[], None]:  # fmt: skip
+    """What to call before running DDL: on a cluster, the first call checks that every replica
+    answers (the later ones do nothing); on one node, nothing."""
+    # Only a server engine can ask the other replicas (chDB has no cluster).
+    answers = getattr(ch, "answers_at", None)
+    checked: list[bool] = []
+
+    def check() -> None:
+        if cluster and answers is not None and not checked:
+            require_replicas(ch, cluster, answers, wait_s, log)
+            checked.append(True)
+
+    return check
+
+
+def _ensure_ledger(ch: ClickHouse, cluster: str | None, before_ddl: Callable[[], None] = lambda: None) -> None:
     # ON CLUSTER waits for every server: a process starting while one replica is down must
     # not wait for it when the ledger is there already (nothing to create).
     if cluster and ch.query(f"EXISTS TABLE {ch.database}.{LEDGER}") == [(1,)]:
         return
+    before_ddl()
     version = ch.server_version()
     for sql in forward_statements("CREATE DATABASE IF NOT EXISTS {db}", version, ch.database, cluster):
         execute_idempotent(ch, sql)
@@ -127,20 +150,24 @@ def _ensure_ledger(ch: ClickHouse, cluster: str | None) -> None:
 def status(ch: ClickHouse, cluster: str | None = None) -> list[MigrationStatus]:
     """Every known migration with whether (and with which checksum) it was applied."""
     with _LOCK:
-        _ensure_ledger(ch, cluster)
+        _ensure_ledger(ch, cluster, _before_cluster_ddl(ch, cluster, 0.0, lambda _m: None))
         done = recorded(ch)
     return [MigrationStatus(m.id, m.id in done, checksum(m), done.get(m.id)) for m in all_migrations()]
 
 
-def migrate(ch: ClickHouse, log: Callable[[str], None] = lambda _m: None, cluster: str | None = None) -> list[str]:
+def migrate(ch: ClickHouse, log: Callable[[str], None] = lambda _m: None, cluster: str | None = None,
+            wait_for_replicas: float = 0.0) -> list[str]:  # fmt: skip
     """Apply every pending migration in order; returns the ids applied now.
 
     With ``cluster`` (a name in the servers' ``remote_servers``), every table is created in
-    its replicated form on every server of the cluster (``schemas/clickhouse/cluster.py``).
+    its replicated form on every server of the cluster (``schemas/clickhouse/cluster.py``);
+    when something is to be applied, every replica must answer first, within
+    ``wait_for_replicas`` seconds (0: at once), else :class:`ReplicasUnreachable`.
     """
     with _LOCK:
         version = ch.server_version()
-        _ensure_ledger(ch, cluster)
+        before_ddl = _before_cluster_ddl(ch, cluster, wait_for_replicas, log)
+        _ensure_ledger(ch, cluster, before_ddl)
         done = recorded(ch)
         known = all_migrations()
         drifted = [m.id for m in known if m.id in done and done[m.id] != checksum(m)]
@@ -154,6 +181,7 @@ def migrate(ch: ClickHouse, log: Callable[[str], None] = lambda _m: None, cluste
         for m in known:
             if m.id in done:
                 continue
+            before_ddl()
             log(f"applying {m.id}")
             for forward in m.forwards:
                 for sql in forward_statements(forward, version, ch.database, cluster):

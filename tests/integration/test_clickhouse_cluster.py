@@ -280,3 +280,73 @@ def test_a_sink_whose_replica_stops_goes_on_against_the_other_and_nothing_is_los
         wait_for(lambda: distinct(back) == len(expected), 180, "replica 1 to catch up after its restart")
     finally:
         back.close()
+
+
+def _throwaway_migration(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A migration after every real one (in this process only): one more table, pending everywhere."""
+    from schemas.clickhouse import migrate as runner
+    from schemas.clickhouse.migrations import Migration
+
+    known = runner.all_migrations()
+    extra = Migration(
+        id="9999_throwaway_replica_check",
+        # Laid out as the real migrations are (the cluster form reads ORDER BY on its own line).
+        forwards=("CREATE TABLE IF NOT EXISTS {db}.throwaway_replica_check (id UInt8)\nENGINE = MergeTree\nORDER BY id",),
+        backwards=("DROP TABLE IF EXISTS {db}.throwaway_replica_check",),
+    )
+    monkeypatch.setattr(runner, "all_migrations", lambda: [*known, extra])
+    return extra.id
+
+
+def test_migrating_with_a_replica_down_is_refused_at_once_naming_it_and_applies_once_it_is_back(
+    clickhouse_cluster, cluster_db, replicas, monkeypatch
+):
+    import threading
+
+    from schemas.clickhouse.migrate import ReplicasUnreachable
+    from tests.integration.test_stack import assert_one_line_error, run_cli
+
+    first, second = cluster_db
+    cluster = clickhouse_cluster.clickhouse.cluster_name
+    down = f"127.0.0.1:{replicas[1].tcp_port}"
+    replicas[1].stop()
+    try:
+        # Nothing pending: nothing to run ON CLUSTER, so nothing to refuse (processes start).
+        assert migrate(first, cluster=cluster) == []
+        pending = _throwaway_migration(monkeypatch)
+        # Refused before any ON CLUSTER statement (which would wait distributed_ddl_task_timeout,
+        # then fail naming no replica): the error names the silent one, and only it.
+        with pytest.raises(ReplicasUnreachable) as refused:
+            migrate(first, cluster=cluster)
+        assert down in str(refused.value) and f"127.0.0.1:{replicas[0].tcp_port}" not in str(refused.value)
+        assert pending not in recorded(first)
+        # The command says it in one line, exit code != 0, no traceback (a fresh database:
+        # its ledger is still to be created ON CLUSTER).
+        url = replicas[0].url_for(f"t_{uuid.uuid4().hex[:10]}")
+        res = run_cli(["db", "migrate"], clickhouse_cluster, {"LEARNPULSE_CLICKHOUSE__URL": url}, timeout=120)
+        assert_one_line_error(res, down, "--wait-for-replicas")
+        # Told to wait, it waits for the replica to come back, then applies.
+        outcome: list[object] = []
+        waiting = threading.Thread(
+            target=lambda: outcome.append(_migrate_or_error(first, cluster, wait_for_replicas=300)), daemon=True
+        )
+        waiting.start()
+        replicas[1].up(timeout=120)
+        waiting.join(360)
+        assert outcome == [[pending]]
+    finally:
+        replicas[1].up(timeout=120)
+    # Applied ON CLUSTER: the table is on the replica that was down too.
+    back = _engine(replicas[1], first.database)
+    try:
+        wait_for(lambda: back.query(f"EXISTS TABLE {back.database}.throwaway_replica_check") == [(1,)], 120,
+                 "the throwaway table on replica 2")  # fmt: skip
+    finally:
+        back.close()
+
+
+def _migrate_or_error(ch: ServerEngine, cluster: str, wait_for_replicas: float) -> object:
+    try:
+        return migrate(ch, cluster=cluster, wait_for_replicas=wait_for_replicas)
+    except Exception as err:  # noqa: BLE001 - reported by the test
+        return err
