@@ -21,7 +21,7 @@ _ON_PAGE = f"has(CAST({{page:Array(String)}} AS Array(String)), {COHORT_KEY})"
 # Per cohort on the page and day: distinct active learners and active time (engagement FINAL).
 COHORT_DAYS_SQL = f"""
 SELECT course, cohort, toUnixTimestamp(period_start), uniqExact(learner), sum(active_ms)
-FROM {{db}}.engagement FINAL
+FROM {{db}}.engagement_by_time FINAL
 WHERE school = {{school:String}} AND grain = 'day' AND {IN_SCOPE} AND {_ON_PAGE}
   AND period_start >= toDateTime({{since:UInt32}})
 GROUP BY course, cohort, period_start
@@ -31,7 +31,7 @@ GROUP BY course, cohort, period_start
 # distinct count: no FINAL).
 COHORT_WEEK_LEARNERS_SQL = f"""
 SELECT course, cohort, uniqExact(learner)
-FROM {{db}}.engagement
+FROM {{db}}.engagement_by_time
 WHERE school = {{school:String}} AND grain = 'day' AND {IN_SCOPE} AND {_ON_PAGE}
   AND period_start >= toDateTime({{since:UInt32}})
 GROUP BY course, cohort
@@ -43,7 +43,7 @@ COHORT_MASTERY_SQL = f"""
 SELECT e.course, e.cohort, avg(m.p_mastery), count()
 FROM (
     SELECT DISTINCT course, cohort, learner
-    FROM {{db}}.engagement
+    FROM {{db}}.engagement_by_time
     WHERE school = {{school:String}} AND grain = 'day' AND {IN_SCOPE} AND {_ON_PAGE}
 ) AS e
 INNER JOIN (

@@ -156,9 +156,9 @@ setInterval(tick,2000); tick();
 # Active time and sessions on each school's newest event-time day.
 ACTIVE_TODAY_SQL = """
 SELECT school, sum(active_ms), sum(sessions), uniqExact(learner)
-FROM {db}.engagement FINAL
+FROM {db}.engagement_by_time FINAL
 WHERE grain = 'day' AND {in_scope}
-  AND (school, period_start) IN (SELECT school, max(period_start) FROM {db}.engagement WHERE grain = 'day' GROUP BY school)
+  AND (school, period_start) IN (SELECT school, max(period_start) FROM {db}.engagement_by_time WHERE grain = 'day' GROUP BY school)
 GROUP BY school
 """.replace("{in_scope}", IN_SCOPE)
 
@@ -166,9 +166,9 @@ GROUP BY school
 # distinct count, so no FINAL).
 ACTIVE_7D_SQL = """
 SELECT school, uniqExact(learner)
-FROM {db}.engagement
+FROM {db}.engagement_by_time
 WHERE grain = 'day' AND {in_scope}
-  AND period_start > (SELECT max(period_start) FROM {db}.engagement WHERE grain = 'day') - INTERVAL 7 DAY
+  AND period_start > (SELECT max(period_start) FROM {db}.engagement_by_time WHERE grain = 'day') - INTERVAL 7 DAY
 GROUP BY school
 """.replace("{in_scope}", IN_SCOPE)
 
@@ -203,9 +203,9 @@ ORDER BY min(fired_at) DESC
 # engagement: learning statements (voiding statements are bookkeeping, not activity).
 HOURLY_SQL = """
 SELECT school, toUnixTimestamp(period_start), sum(statements)
-FROM {db}.engagement FINAL
+FROM {db}.engagement_by_time FINAL
 WHERE grain = 'hour' AND {in_scope}
-  AND period_start > (SELECT max(period_start) FROM {db}.engagement WHERE grain = 'hour') - INTERVAL 24 HOUR
+  AND period_start > (SELECT max(period_start) FROM {db}.engagement_by_time WHERE grain = 'hour') - INTERVAL 24 HOUR
 GROUP BY school, period_start
 ORDER BY school, period_start
 """.replace("{in_scope}", IN_SCOPE)

@@ -24,10 +24,10 @@ FROM (
 LEFT JOIN (
     -- learners active in the newest event-time hour of each school (hourly engagement)
     SELECT school, uniqExact(learner) AS active
-    FROM {db}.engagement FINAL
+    FROM {db}.engagement_by_time FINAL
     WHERE grain = 'hour' AND {in_scope}
       AND (school, period_start) IN (
-          SELECT school, max(period_start) FROM {db}.engagement WHERE grain = 'hour' GROUP BY school
+          SELECT school, max(period_start) FROM {db}.engagement_by_time WHERE grain = 'hour' GROUP BY school
       )
     GROUP BY school
 ) AS a ON a.school = s.school

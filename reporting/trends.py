@@ -29,7 +29,7 @@ RANGE_RULE = "dashboard.range"
 # Bounds go as Unix seconds: every supported server compares DateTime with toDateTime(UInt32).
 ACTIVITY_TREND_SQL = """
 SELECT school, toUnixTimestamp(period_start) AS t, sum(statements), uniqExact(learner), sum(active_ms), sum(sessions)
-FROM {db}.engagement FINAL
+FROM {db}.engagement_by_time FINAL
 WHERE grain = {grain:String} AND {in_scope}
   AND period_start >= toDateTime({start:UInt32}) AND period_start < toDateTime({end:UInt32})
   AND ({school:String} = '' OR school = {school:String})
@@ -59,7 +59,7 @@ HEALTH_TREND_SQL = {
 # replaying last term's statements gets a chart of last term, not of an empty week.
 NEWEST_DAY_SQL = """
 SELECT toUnixTimestamp(max(period_start)), count()
-FROM {db}.engagement
+FROM {db}.engagement_by_time
 WHERE grain = 'day' AND {in_scope} AND ({school:String} = '' OR school = {school:String})
 """.replace("{in_scope}", IN_SCOPE)
 

@@ -44,6 +44,11 @@ ENGAGEMENT_COLUMNS = (
     "last_event", "version",
 )  # fmt: skip
 
+# The same rows sorted time-first (migration 0021), copied by ClickHouse from `engagement`
+# (materialized view): the dashboard's newest-period and range reads.
+ENGAGEMENT_BY_TIME = "engagement_by_time"
+ENGAGEMENT_BY_TIME_MV = "engagement_by_time_mv"
+
 MASTERY = "mastery"
 MASTERY_COLUMNS = (
     "school", "course", "learner", "skill", "p_mastery", "observations", "correct", "event_time", "version",
@@ -93,11 +98,11 @@ FORGOTTEN_COLUMNS = ("learner", "forgotten_at", "reason")
 
 # Tables researchers may read (pseudonymous analytics only); see schemas/clickhouse/access.py.
 RESEARCH_TABLES = (
-    STATEMENTS, STATEMENT_VOIDS, ENGAGEMENT, MASTERY, MASTERY_HISTORY, COHORT_HEALTH, ALERTS,
+    STATEMENTS, STATEMENT_VOIDS, ENGAGEMENT, ENGAGEMENT_BY_TIME, MASTERY, MASTERY_HISTORY, COHORT_HEALTH, ALERTS,
     ACTIVITY_DAILY, STATEMENTS_CURRENT,
 )  # fmt: skip
 # Tables a school's own users may read, each filtered to their school by a row policy.
 SCHOOL_TABLES = (
-    STATEMENTS, STATEMENT_VOIDS, ENGAGEMENT, MASTERY, MASTERY_HISTORY, COHORT_HEALTH, ALERTS,
+    STATEMENTS, STATEMENT_VOIDS, ENGAGEMENT, ENGAGEMENT_BY_TIME, MASTERY, MASTERY_HISTORY, COHORT_HEALTH, ALERTS,
     ACTIVITY_DAILY,
 )  # fmt: skip
