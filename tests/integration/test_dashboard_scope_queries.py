@@ -427,3 +427,59 @@ def test_cohort_mastery_heatmap_and_stalled_flags_in_scope(data, kind):
     # Outside the scope: another cohort's learners get no history through a cohort they are not in.
     other = _learners(TEACHER[0], TEACHER[1], COHORTS[1])[0]
     assert learner_timeline(ch, scope, *TEACHER, other) is None
+
+
+_ENGAGEMENT_COLUMNS = ["school", "course", "cohort", "learner", "grain", "period_start", "statements", "sessions",
+                       "active_ms", "last_event", "version"]  # fmt: skip
+
+
+def _write_engagement(ch, rows, version: int) -> None:
+    ch.insert(f"{ch.database}.engagement", _ENGAGEMENT_COLUMNS, [*map(list, zip(*rows)), [version] * len(rows)])
+
+
+def _engagement_figures(ch, scope) -> dict:
+    """Every figure the dashboard reads from engagement (newest day/hour, 7 days, 24 hours, trends, school page)."""
+    from reporting.trends import TrendRange, school_trends
+
+    state = dashboard_state(ch, scope)
+    figures = {("card", s["school"]): (s["active_ms_today"], s["sessions_today"], s["learners_today"],
+                                       s["learners_7d"], s["active_last_hour"], tuple(map(tuple, s["hourly"])))
+               for s in state["schools"]}  # fmt: skip
+    for grain, first, last in (("day", None, None), ("hour", DAY0.date() + timedelta(days=9), DAY0.date() + timedelta(days=9))):
+        for p in school_trends(ch, scope, TrendRange(first, last, grain))["points"]:
+            figures[(grain, p["school"], p["period"])] = (p["statements"], p["active_learners"], p["active_ms"], p["sessions"])
+    for c in school_cohorts(ch, scope, "s-b")["cohorts"]:
+        figures[("cohort", c["course"], c["cohort"])] = (tuple(map(tuple, c["trend"])), c["active_ms_7d"],
+                                                         c["active_learners_7d"], c["mastery_mean"])  # fmt: skip
+    return figures
+
+
+@pytest.mark.parametrize("kind", list(SCOPES))
+def test_engagement_copies_and_older_versions_never_count_a_newer_version_wins(data, kind):
+    """A replayed engagement row (same version) or an older version of it changes no figure; a newer one replaces it."""
+    ch, _stmts, eng, _mastery = data
+    scope, _inside = SCOPES[kind]
+    before = _engagement_figures(ch, scope)
+    # The teacher's cohort's newest day (the school's newest day too) and hour of one learner.
+    day = max((e for e in eng if e[:3] == TEACHER and e[4] == "day"), key=lambda e: (e[5], e[3]))
+    assert day[5] == max(e[5] for e in eng if e[0] == "s-b" and e[4] == "day")
+    hour = next(e for e in eng if e[3] == day[3] and e[4] == "hour" and e[5] == day[9])
+    _write_engagement(ch, eng, 1)  # every row again, as a replay writes it
+    _write_engagement(ch, [(*e[:6], 100 * e[6], e[7] + 5, 100 * e[8], e[9]) for e in eng], 0)  # older versions
+    assert _engagement_figures(ch, scope) == before
+
+    # A newer version of both rows: 7 more statements, one more session, 1000 ms more active time.
+    _write_engagement(ch, [(*e[:6], e[6] + 7, e[7] + 1, e[8] + 1000, e[9]) for e in (day, hour)], 2)
+    want = dict(before)
+    ms, sessions, learners, week, last_hour, hourly = want[("card", "s-b")]
+    t = int(hour[5].timestamp())
+    assert t in dict(hourly), "the changed hour is on the sparkline"
+    want[("card", "s-b")] = (ms + 1000, sessions + 1, learners, week, last_hour,
+                             tuple((h, n + 7 if h == t else n) for h, n in hourly))  # fmt: skip
+    for grain, e in (("day", day), ("hour", hour)):
+        key = (grain, "s-b", e[5].isoformat().replace("+00:00", "Z"))
+        n, active, ms_, sess = want[key]
+        want[key] = (n + 7, active, ms_ + 1000, sess + 1)
+    trend, ms7, learners7, mastery = want[("cohort", *TEACHER[1:])]
+    want[("cohort", *TEACHER[1:])] = (trend, ms7 + 1000, learners7, mastery)
+    assert _engagement_figures(ch, scope) == want
