@@ -79,6 +79,9 @@ def _left_about(ch, a: str) -> dict[str, int]:
         "statements": scalar(ch, "SELECT count() FROM {db}.statements WHERE learner = {a:String}", {"a": a}),
         "raw": scalar(ch, "SELECT count() FROM {db}.statements_raw WHERE has(learners, {a:String})", {"a": a}),
         "engagement": scalar(ch, "SELECT count() FROM {db}.engagement WHERE learner = {a:String}", {"a": a}),
+        # The same rows sorted time-first (migration 0021, copied by a materialized view).
+        "engagement_by_time": scalar(ch, "SELECT count() FROM {db}.engagement_by_time WHERE learner = {a:String}",
+                                     {"a": a}),
         "mastery": scalar(ch, "SELECT count() FROM {db}.mastery WHERE learner = {a:String}", {"a": a}),
         # Her estimates kept over time (migration 0019).
         "mastery_history": scalar(ch, "SELECT count() FROM {db}.mastery_history WHERE learner = {a:String}", {"a": a}),
@@ -119,7 +122,7 @@ def test_sinks_forget_learner_erases_raw_and_derived_rows_and_survives_a_replay(
             assert report.scrubbed == {"alerts": 1}
             assert report.removed["learner_names"] >= 1
 
-        assert _left_about(ch, a) == dict.fromkeys(("statements", "raw", "engagement", "mastery", "mastery_history", "alerts", "names"), 0)
+        assert _left_about(ch, a) == dict.fromkeys(("statements", "raw", "engagement", "engagement_by_time", "mastery", "mastery_history", "alerts", "names"), 0)
         kept = scalar(ch, "SELECT count() FROM {db}.statements FINAL")
         # The teacher's voiding statement stays (it names a statement id, not her); the void
         # row pointing at her erased statement goes.
@@ -146,7 +149,7 @@ def test_sinks_forget_learner_erases_raw_and_derived_rows_and_survives_a_replay(
         p.close()
         wait_committed(settings, sinks, "statements")
         wait_committed(settings, sinks, "engagement", topic=Topic.ENGAGEMENT)
-        assert _left_about(ch, a) == dict.fromkeys(("statements", "raw", "engagement", "mastery", "mastery_history", "alerts", "names"), 0)
+        assert _left_about(ch, a) == dict.fromkeys(("statements", "raw", "engagement", "engagement_by_time", "mastery", "mastery_history", "alerts", "names"), 0)
         assert scalar(ch, "SELECT uniqExactMerge(statements) FROM {db}.activity_daily") == kept
 
 
