@@ -8,18 +8,29 @@ from schemas.clickhouse.engine import ClickHouse
 
 from .scope import IN_SCOPE, Scope
 
-# Statements, learners and courses per school from the rollup ClickHouse maintains
-# (activity_daily, never a scan of `statements`). Its id sets count each statement once
-# however often it was written, so these equal `count() FROM statements FINAL`.
+# Statements, learners and courses per school from the rollups (never a scan of
+# `statements`): activity_totals holds the exact, finalized counts of each activity_daily
+# group (its id sets count each statement once however often it was written; the latest
+# recompute per group wins under FINAL), so these equal `count() FROM statements FINAL`;
+# distinct learners come from activity_learners (one row per school/course/cohort/learner).
 # Only rows in the reader's scope (reporting/scope.py) are read.
 SCHOOL_SUMMARY_SQL = """
 SELECT s.school, s.statements, s.learners, s.courses, toString(s.latest), ifNull(a.active, 0)
 FROM (
-    SELECT school, uniqExactMerge(statements) AS statements, uniqExactMerge(learners) AS learners,
-           uniqExact(course) AS courses, maxMerge(last_event) AS latest
-    FROM {db}.activity_daily
-    WHERE {in_scope}
-    GROUP BY school
+    SELECT t.school AS school, t.statements AS statements, ifNull(l.learners, 0) AS learners,
+           t.courses AS courses, t.latest AS latest
+    FROM (
+        SELECT school, sum(statements) AS statements, uniqExact(course) AS courses, max(last_event) AS latest
+        FROM {db}.activity_totals FINAL
+        WHERE {in_scope}
+        GROUP BY school
+    ) AS t
+    LEFT JOIN (
+        SELECT school, uniqExact(learner) AS learners
+        FROM {db}.activity_learners
+        WHERE {in_scope}
+        GROUP BY school
+    ) AS l ON l.school = t.school
 ) AS s
 LEFT JOIN (
     -- learners active in the newest event-time hour of each school (hourly engagement)

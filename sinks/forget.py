@@ -15,7 +15,9 @@ Order of an erasure (:func:`forget_learners`):
    remove them from ``alerts.disengaged_learners``. ``ALTER TABLE ... DELETE`` rewrites the
    parts, so the data is physically gone (a lightweight delete would only mask it);
 4. rebuild the rollup groups (school, course, cohort, day) those statements were in,
-   from ``statements`` as it is now (the rollup's id sets cannot subtract);
+   from ``statements`` as it is now (the rollup's id sets cannot subtract), then recompute
+   their ``activity_totals`` from the rebuilt sets (sinks/totals.py; a group left empty
+   loses its totals row). ``activity_learners`` is erased by step 3 (``learner`` column);
 5. count what is left (must be 0) and report everything removed.
 """
 
@@ -32,6 +34,8 @@ from typing import Any
 from schemas.clickhouse import tables as T
 from schemas.clickhouse.engine import ClickHouse
 from schemas.clickhouse.rollups import GROUP_OF_STATEMENT, rebuild_sql
+
+from .totals import delete_rebuilt_sql, recompute_rebuilt
 
 log = logging.getLogger("learnpulse.forget")
 
@@ -264,10 +268,13 @@ def forget_learners(
         delete, insert = rebuild_sql()
         h = {"h": sorted(groups)}
         ch.execute(delete, h)
+        # A group may hold nothing after the erasure: its totals row goes, not only changes.
+        ch.execute(delete_rebuilt_sql(), h)
         wait_for_mutations(ch)
         ch.execute(insert, h)
+        recompute_rebuilt(ch, h["h"])
         report.rollup_groups = len(groups)
-        log_line(f"activity_daily: {len(groups)} school/course/cohort/day groups rebuilt")
+        log_line(f"activity_daily, activity_totals: {len(groups)} school/course/cohort/day groups rebuilt")
     report.remaining = _remaining(ch, tables, learners, ids) + _attachments_left(ch, attachments)
     return report
 

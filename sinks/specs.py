@@ -20,6 +20,7 @@ from .forget import ForgottenFilter
 from .lrs_rows import LRS_STATEMENT_IDS
 from .progress import ProgressPublisher
 from .rows import COLUMNS, LRS_COLUMNS, MODERN_RANGE, OLD_SERVER_RANGE, builders
+from .totals import recompute_touched
 from .voids import mark_voided
 
 
@@ -44,7 +45,8 @@ SPECS: dict[str, SinkSpec] = {
             "statements",
             Topic.STATEMENTS,
             (T.STATEMENTS_RAW, *_LRS_BUT_IDS, T.STATEMENTS, T.STATEMENT_VOIDS, T.LEARNER_NAMES, LRS_STATEMENT_IDS),
-            (mark_voided,),
+            # Totals after voids: the recompute must see the rows mark_voided rewrote.
+            (mark_voided, recompute_touched),
             first_copy_only=True,
         ),
         SinkSpec("engagement", Topic.ENGAGEMENT, (T.ENGAGEMENT,)),

@@ -82,6 +82,10 @@ LEARNER_NAME_COLUMNS = ("school", "learner", "name", "version", "statement_id")
 # -- rollups (migration 0003): maintained by ClickHouse from `statements` ---------------
 ACTIVITY_DAILY = "activity_daily"
 ACTIVITY_DAILY_MV = "activity_daily_mv"
+# Finalized exact counts per activity_daily group and learners per cohort (migration 0020):
+# what the dashboard reads; activity_totals is recomputed from activity_daily (sinks/totals.py).
+ACTIVITY_TOTALS = "activity_totals"
+ACTIVITY_LEARNERS = "activity_learners"
 
 # -- compatibility views (migration 0004) ----------------------------------------------
 XAPI_EVENTS_ALL = "xapi_events_all"
@@ -99,10 +103,10 @@ FORGOTTEN_COLUMNS = ("learner", "forgotten_at", "reason")
 # Tables researchers may read (pseudonymous analytics only); see schemas/clickhouse/access.py.
 RESEARCH_TABLES = (
     STATEMENTS, STATEMENT_VOIDS, ENGAGEMENT, ENGAGEMENT_BY_TIME, MASTERY, MASTERY_HISTORY, COHORT_HEALTH, ALERTS,
-    ACTIVITY_DAILY, STATEMENTS_CURRENT,
+    ACTIVITY_DAILY, ACTIVITY_TOTALS, ACTIVITY_LEARNERS, STATEMENTS_CURRENT,
 )  # fmt: skip
 # Tables a school's own users may read, each filtered to their school by a row policy.
 SCHOOL_TABLES = (
     STATEMENTS, STATEMENT_VOIDS, ENGAGEMENT, ENGAGEMENT_BY_TIME, MASTERY, MASTERY_HISTORY, COHORT_HEALTH, ALERTS,
-    ACTIVITY_DAILY,
+    ACTIVITY_DAILY, ACTIVITY_TOTALS, ACTIVITY_LEARNERS,
 )  # fmt: skip

@@ -1,7 +1,8 @@
 """The dashboard's scoped queries on both engines (chDB and Debian's clickhouse-server).
 
 Rows are written straight into the base and rollup tables (statements → activity_daily
-through its materialized view; engagement, mastery, cohort_health, alerts), and every
+and activity_learners through their materialized views, activity_totals recomputed as the
+statements sink does; engagement, mastery, cohort_health, alerts), and every
 figure each kind of scope gets is compared with the same figure computed here in Python
 from the rows written. Names carry ':' '/' and non-ASCII letters, as course IRIs do.
 """
@@ -21,6 +22,7 @@ from reporting.drilldown import FlagRules, cohort_learners, school_cohorts
 from reporting.learner import learner_timeline
 from reporting.scope import EVERY_SCHOOL, Scope
 from reporting.summary import school_summaries
+from sinks.totals import recompute_all
 
 SCHOOLS = ("s-a", "s-b")
 COURSES = ("https://c.example/1:algèbre", "https://c.example/2")
@@ -56,6 +58,7 @@ def data(tmp_path, clickhouse_url):
     ch.insert(f"{ch.database}.statements",
               ["statement_id", "school", "course", "cohort", "learner", "timestamp", "stored", "voided", "verb_id"],
               [*cols, list(cols[5]), [0] * n, ["http://adlnet.gov/expapi/verbs/experienced"] * n])  # fmt: skip
+    recompute_all(ch)  # as the statements sink does after its inserts
     cols = list(zip(*eng))
     ch.insert(f"{ch.database}.engagement",
               ["school", "course", "cohort", "learner", "grain", "period_start", "statements", "sessions", "active_ms",

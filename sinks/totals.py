@@ -1,0 +1,171 @@
+"""Keeps ``activity_totals`` (migration 0020) equal to the exact content of ``activity_daily``.
+
+``activity_daily`` holds id sets per (school, course, cohort, day, verb) group, so copies of
+a statement count once; ``activity_totals`` holds the same figures finalized. It can only be
+*recomputed* from the sets, never incremented (an increment would count copies). So:
+
+- the statements sink, after inserting a batch and marking voids (its after-insert steps,
+  before it commits the Kafka offsets), recomputes every group the batch touched: the
+  batch's own statements and the stored targets of its voiding statements
+  (:func:`recompute_touched`). A crash before the step means a replay that runs it again;
+- ``forget-learner`` recomputes the groups it rebuilt (:func:`recompute_rebuilt`).
+
+Which recompute wins (``ReplacingMergeTree(version)``): ``version`` = the server's clock in
+whole seconds, read *before* the recompute's SELECT, in the high 32 bits, and the group's
+content size (the sum of its counts, capped) in the low 32 bits. A recompute sees every
+insert completed before its clock was read; an insert completed later is followed by its
+own sink's recompute, whose clock is not smaller. Two recomputes of one second are ordered
+by content: on one server, under inserts only, later snapshots hold supersets of the sets,
+so the larger content is the later view (equal content: equal rows). An erasure shrinks the
+sets, so :func:`recompute_rebuilt` first waits for the server's next second: every
+recompute that could have seen the erased rows then has a smaller clock. Whole seconds
+because 18.16 has no sub-second clock; one formula on every server.
+
+Cluster form (replicas): a recompute on one replica may not yet see an insert made through
+another, and its clock is not the other replica's. The totals can then lag by the last
+batch of another replica until that group is touched again. The fix would be quorum inserts
+(``insert_quorum``) with ``select_sequential_consistency``; not done.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from datetime import date, datetime
+from typing import Any
+
+from schemas.clickhouse import tables as T
+from schemas.clickhouse.engine import ClickHouse
+
+Rows = dict[str, list[tuple[Any, ...]]]
+Group = tuple[str, str, str, date, str]  # school, course, cohort, day, verb_id
+
+# One group as one string: each name after its length in bytes, then the day (always 10
+# characters) and the verb, so no two groups share a key. The oldest servers lack tuple
+# parameters and lambdas over columns (as reporting/scope.py COHORT_KEY).
+GROUP_KEY = (
+    "concat(toString(length(school)), ':', school, toString(length(course)), ':', course,"
+    " toString(length(cohort)), ':', cohort, toString(day), verb_id)"
+)
+_COUNTS = ("statements", "voided", "learners", "completed", "passed", "failed")
+_VERSION = (
+    "bitShiftLeft(toUInt64({clock:UInt64}), 32) + least(" + " + ".join(_COUNTS) + ", toUInt64(4294967295))"
+)
+_RECOMPUTE_SQL = f"""
+INSERT INTO {{db}}.{T.ACTIVITY_TOTALS}
+SELECT school, course, cohort, day, verb_id, {", ".join(_COUNTS)}, first_event, last_event, {_VERSION} AS version
+FROM (
+    SELECT school, course, cohort, day, verb_id,
+           uniqExactMerge(statements) AS statements, uniqExactIfMerge(voided) AS voided,
+           uniqExactMerge(learners) AS learners, uniqExactIfMerge(completed) AS completed,
+           uniqExactIfMerge(passed) AS passed, uniqExactIfMerge(failed) AS failed,
+           minMerge(first_event) AS first_event, maxMerge(last_event) AS last_event
+    FROM {{db}}.{T.ACTIVITY_DAILY}
+    WHERE {{where}}
+    GROUP BY school, course, cohort, day, verb_id
+)
+"""
+# Key ranges first (the table's sorting key and monthly partitions), then the exact groups.
+_TOUCHED = (
+    "school >= {first_school:String} AND school <= {last_school:String}"
+    " AND day >= toDate({first_day:String}) AND day <= toDate({last_day:String})"
+    f" AND has(CAST({{groups:Array(String)}} AS Array(String)), {GROUP_KEY})"
+)
+# The groups of stored statements a batch's voiding statements name (marked voided by
+# sinks/voids.py in this batch or already before).
+_GROUPS_OF_IDS_SQL = f"""
+SELECT DISTINCT school, course, cohort, toString(toDate(timestamp)), verb_id
+FROM {{db}}.{T.STATEMENTS}
+WHERE school = {{school:String}} AND statement_id IN (SELECT toUUID(arrayJoin({{ids:Array(String)}})))
+"""
+_IDX = {c: T.STATEMENT_COLUMNS.index(c) for c in ("school", "course", "cohort", "timestamp", "verb_id")}
+# Groups per recompute: keeps the parameter text bounded.
+CHUNK = 2_000
+
+
+def group_key(group: Group) -> str:
+    """:data:`GROUP_KEY` of one group, as ClickHouse computes it (lengths in UTF-8 bytes)."""
+    school, course, cohort, day, verb = group
+    return "".join(f"{len(n.encode())}:{n}" for n in (school, course, cohort)) + day.isoformat() + verb
+
+
+def server_clock(ch: ClickHouse) -> int:
+    """The server's clock in whole seconds (read in a query of its own, before a recompute)."""
+    ((now,),) = ch.query("SELECT toUInt64(now())")
+    return int(now)
+
+
+def recompute_groups(ch: ClickHouse, groups: Iterable[Group]) -> None:
+    """Write the current exact totals of ``groups`` (idempotent; see the module docstring)."""
+    ordered = sorted(set(groups))
+    for i in range(0, len(ordered), CHUNK):
+        chunk = ordered[i : i + CHUNK]
+        params = {
+            "clock": server_clock(ch),
+            "first_school": min(g[0] for g in chunk), "last_school": max(g[0] for g in chunk),
+            "first_day": min(g[3] for g in chunk).isoformat(), "last_day": max(g[3] for g in chunk).isoformat(),
+            "groups": [group_key(g) for g in chunk],
+        }  # fmt: skip
+        ch.execute(_RECOMPUTE_SQL.replace("{where}", _TOUCHED), params)
+
+
+def _day(ts: datetime) -> date:
+    return ts.date()  # the sink's timestamps are naive UTC, as toDate(timestamp) in UTC
+
+
+def batch_groups(rows: Rows) -> set[Group]:
+    """The groups of a batch's statement rows."""
+    i = _IDX
+    return {
+        (r[i["school"]], r[i["course"]], r[i["cohort"]], _day(r[i["timestamp"]]), r[i["verb_id"]])
+        for r in rows.get(T.STATEMENTS) or []
+    }
+
+
+def void_target_groups(ch: ClickHouse, rows: Rows) -> set[Group]:
+    """The groups of the stored statements the batch's voiding statements name."""
+    targets: dict[str, set[str]] = {}
+    for school, voided_id, _voiding_id, _stored in rows.get(T.STATEMENT_VOIDS) or []:
+        targets.setdefault(school, set()).add(str(voided_id))
+    found: set[Group] = set()
+    for school, id_set in sorted(targets.items()):
+        ids = sorted(id_set)
+        for i in range(0, len(ids), CHUNK):
+            for s, course, cohort, day, verb in ch.query(_GROUPS_OF_IDS_SQL, {"school": school, "ids": ids[i : i + CHUNK]}):
+                found.add((str(s), str(course), str(cohort), date.fromisoformat(str(day)), str(verb)))
+    return found
+
+
+def recompute_touched(ch: ClickHouse, rows: Rows) -> None:
+    """After-insert step of the statements sink, after :func:`sinks.voids.mark_voided`."""
+    groups = batch_groups(rows) | void_target_groups(ch, rows)
+    if groups:
+        recompute_groups(ch, groups)
+
+
+# -- forget-learner: groups rebuilt from `statements`, named by their rollup hash ----------
+_GROUP_HASH = "cityHash64(school, course, cohort, toString(day))"  # schemas.clickhouse.rollups
+_REBUILT = f"has({{h:Array(UInt64)}}, {_GROUP_HASH})"
+_DELETE_REBUILT_SQL = f"ALTER TABLE {{db}}.{T.ACTIVITY_TOTALS} DELETE WHERE {_REBUILT}"
+
+
+def delete_rebuilt_sql() -> str:
+    """ALTER deleting the totals of the groups ``{h:Array(UInt64)}`` (a group may be empty after an erasure)."""
+    return _DELETE_REBUILT_SQL
+
+
+def recompute_rebuilt(ch: ClickHouse, hashes: list[int], poll_s: float = 0.1) -> None:
+    """Recompute the groups whose rollup hashes are ``hashes`` after ``activity_daily`` was rebuilt.
+
+    Waits for the server's next second first, so this recompute's version is above every
+    recompute that saw the rows before the erasure (module docstring).
+    """
+    start = server_clock(ch)
+    while server_clock(ch) <= start:
+        time.sleep(poll_s)
+    ch.execute(_RECOMPUTE_SQL.replace("{where}", _REBUILT), {"clock": server_clock(ch), "h": hashes})
+
+
+def recompute_all(ch: ClickHouse) -> None:
+    """Recompute every group (a repair, and what a fill written around the sink needs)."""
+    ch.execute(_RECOMPUTE_SQL.replace("{where}", "1"), {"clock": server_clock(ch)})

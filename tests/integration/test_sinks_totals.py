@@ -1,0 +1,121 @@
+"""``activity_totals`` (migration 0020, sinks/totals.py) through a real statements sink, both engines.
+
+After duplicates, replays in other batch boundaries and voids in both arrival orders, every
+group's totals row (FINAL) must equal the exact merge of ``activity_daily``'s id sets and
+the counts from ``statements FINAL``; the dashboard summary must equal them too. Without the
+sink's recompute step the totals would be missing or stale; a count that added copies would
+exceed ``statements FINAL``.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from reporting.scope import EVERY_SCHOOL
+from reporting.summary import school_summaries
+from sinks.rows import VOIDED_VERB
+from tests.integration.test_sinks_statements import (
+    BASE_MS,
+    Publisher,
+    agent,
+    envelope,
+    learner_of,
+    make_statement,
+    running_sinks,
+    wait_committed,
+)
+
+_GROUP = "school, course, cohort, toString(day) AS d, verb_id"
+TOTALS_SQL = (
+    f"SELECT {_GROUP}, statements, voided, learners, completed, passed, failed, toString(first_event),"
+    " toString(last_event) FROM {db}.activity_totals FINAL ORDER BY school, course, cohort, d, verb_id"
+)
+MERGED_SQL = (
+    f"SELECT {_GROUP}, uniqExactMerge(statements), uniqExactIfMerge(voided), uniqExactMerge(learners),"
+    " uniqExactIfMerge(completed), uniqExactIfMerge(passed), uniqExactIfMerge(failed), toString(minMerge(first_event)),"
+    " toString(maxMerge(last_event)) FROM {db}.activity_daily GROUP BY school, course, cohort, day, verb_id"
+    " ORDER BY school, course, cohort, d, verb_id"
+)
+# (toStartOfDay: 18.16 cannot select the sorting-key expression toDate(timestamp) under FINAL)
+RECOUNT_SQL = (
+    "SELECT school, course, cohort, toString(toDate(toStartOfDay(timestamp))) AS d, verb_id, count(),"
+    " countIf(voided = 1), uniqExact(learner), countIf(ifNull(result_completion, 0) = 1),"
+    " countIf(ifNull(result_success, 2) = 1), countIf(ifNull(result_success, 2) = 0), toString(min(timestamp)),"
+    " toString(max(timestamp)) FROM {db}.statements FINAL GROUP BY school, course, cohort, d, verb_id"
+    " ORDER BY school, course, cohort, d, verb_id"
+)
+PER_SCHOOL_SQL = (
+    "SELECT school, count(), uniqExact(learner), uniqExact(course) FROM {db}.statements FINAL GROUP BY school"
+    " ORDER BY school"
+)
+
+
+def _text(rows) -> list[tuple[str, ...]]:
+    return [tuple(str(v) for v in r) for r in rows]
+
+
+def assert_totals_exact(ch) -> None:
+    """activity_totals FINAL == the merged id sets == statements FINAL; the summary agrees."""
+    totals = _text(ch.query(TOTALS_SQL))
+    assert totals == _text(ch.query(MERGED_SQL))
+    assert totals == _text(ch.query(RECOUNT_SQL))
+    summary = [(s.school, str(s.statements), str(s.learners), str(s.courses)) for s in school_summaries(ch, EVERY_SCHOOL)]
+    assert summary == _text(ch.query(PER_SCHOOL_SQL))
+
+
+@pytest.mark.kafka
+def test_sinks_totals_equal_the_recount_after_replays_and_voids(settings):
+    rng = random.Random(17)
+    learners = [agent(f"tot{i}") for i in range(12)]
+    teacher = agent("teacher")
+    pub = Publisher(settings.kafka)
+    sent: list[tuple[dict, str, dict]] = []  # (statement, school, who)
+    envelopes = []
+
+    def send(school, who, batch):
+        raw = envelope(settings, school, who, batch)
+        envelopes.append((who, raw))
+        pub.send(learner_of(settings, who).encode(), raw)
+
+    for n in range(60):
+        school, who = rng.choice(("s-1", "s-2")), rng.choice(learners)
+        batch = [make_statement(school, who, BASE_MS + n * 3_600_000 + i, rng) for i in range(rng.randint(1, 4))]
+        sent.extend((s, school, who) for s in batch)
+        send(school, who, batch)
+    void_before = make_statement(  # voids a statement that arrives later
+        "s-1", teacher, BASE_MS + 9_000_000_000, rng, verb={"id": VOIDED_VERB},
+        object={"objectType": "StatementRef", "id": "6f0f5b1e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"},
+    )  # fmt: skip
+    send("s-1", teacher, [void_before])
+    pub.flush()
+
+    with running_sinks(settings, ["statements"]) as (ch, sinks):
+        wait_committed(settings, sinks, "statements")
+        assert_totals_exact(ch)
+        # Replays in other batch boundaries: statements regrouped into new envelopes, and
+        # whole envelopes again, after the first copies were committed.
+        for s, school, who in rng.sample(sent, 25):
+            send(school, who, [s])
+        for who, raw in rng.sample(envelopes, 10):
+            pub.send(learner_of(settings, who).encode(), raw)
+        # A void of a statement stored in an earlier batch (its group is not in the void's
+        # batch), and the statement the first void named, arriving after it.
+        target, school, _who = next(x for x in sent if x[1] == "s-1")
+        send("s-1", teacher, [make_statement(
+            "s-1", teacher, BASE_MS + 9_100_000_000, rng, verb={"id": VOIDED_VERB},
+            object={"objectType": "StatementRef", "id": target["id"]},
+        )])  # fmt: skip
+        late = make_statement("s-1", learners[0], BASE_MS + 5_000, rng)
+        late = {**late, "id": "6f0f5b1e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"}
+        send("s-1", learners[0], [late])
+        pub.flush()
+        pub.close()
+        wait_committed(settings, sinks, "statements")
+
+        assert_totals_exact(ch)
+        voided = ch.query("SELECT sum(voided) FROM {db}.activity_totals FINAL WHERE school = 's-1'")
+        assert int(voided[0][0]) == 2
+        n = len({s["id"] for s, _school, _who in sent}) + 3
+        assert int(ch.query("SELECT sum(statements) FROM {db}.activity_totals FINAL")[0][0]) == n
