@@ -1,6 +1,6 @@
 """From a school to its cohorts, from a cohort to its learners: the dashboard's drill-down answers.
 
-Both read the rollups (``activity_daily``, ``engagement``, ``cohort_health``, ``alerts``),
+Both read the rollups (``activity_totals``/``activity_learners``, ``engagement``, ``cohort_health``, ``alerts``),
 never the raw statements, and only rows in the reader's scope (reporting/scope.py): the
 HTTP layer answers 403 before asking for a school or cohort outside the scope, and the SQL
 filters by the scope again, so a mistake in one does not show data.
@@ -18,8 +18,9 @@ from .mastery import COHORT_MASTERY_SQL, DAY_MS, current_series, history_rows, s
 from .names import names_of
 from .scope import IN_SCOPE, Scope
 
-# Per course x cohort of one school: statements, learners and newest event (activity_daily;
-# id sets count each statement once), the latest health snapshot (cohort_health, latest
+# Per course x cohort of one school: statements and newest event (activity_totals FINAL: the
+# exact counts of activity_daily's id sets, which count each statement once), learners
+# (activity_learners: one row per cohort x learner), the latest health snapshot (cohort_health, latest
 # row by event time then version) and how many disengagement alerts are open (an episode
 # whose latest state is "fired"). A cohort without a snapshot yet has NULL health figures.
 SCHOOL_COHORTS_SQL = """
@@ -30,13 +31,22 @@ FROM (
            a.latest AS latest, h.has_health AS has_health, h.share AS share, h.learners AS health_learners,
            h.disengaged AS disengaged
     FROM (
-        SELECT course, cohort, uniqExactMerge(statements) AS statements, uniqExactMerge(learners) AS learners,
-               maxMerge(last_event) AS latest
-        FROM {db}.activity_daily
-        WHERE school = {school:String} AND {in_scope} AND {matches}
-        GROUP BY course, cohort
-        ORDER BY course, cohort
-        LIMIT {offset:UInt32}, {limit:UInt32}
+        SELECT t.course AS course, t.cohort AS cohort, t.statements AS statements,
+               ifNull(l.learners, 0) AS learners, t.latest AS latest
+        FROM (
+            SELECT course, cohort, sum(statements) AS statements, max(last_event) AS latest
+            FROM {db}.activity_totals FINAL
+            WHERE school = {school:String} AND {in_scope} AND {matches}
+            GROUP BY course, cohort
+            ORDER BY course, cohort
+            LIMIT {offset:UInt32}, {limit:UInt32}
+        ) AS t
+        LEFT JOIN (
+            SELECT course, cohort, uniqExact(learner) AS learners
+            FROM {db}.activity_learners
+            WHERE school = {school:String} AND {in_scope} AND {matches}
+            GROUP BY course, cohort
+        ) AS l ON l.course = t.course AND l.cohort = t.cohort
     ) AS a
     LEFT JOIN (
         SELECT course, cohort, 1 AS has_health, argMax(share, (at, version)) AS share,
@@ -64,7 +74,7 @@ _MATCHES = "(empty({q:String}) OR positionCaseInsensitiveUTF8(concat(course, ' '
 SCHOOL_COHORTS_SQL = SCHOOL_COHORTS_SQL.replace("{matches}", _MATCHES)
 # How many cohorts the search finds (the pages' total).
 SCHOOL_COHORTS_COUNT_SQL = (
-    "SELECT count() FROM (SELECT course, cohort FROM {db}.activity_daily WHERE school = {school:String} AND "
+    "SELECT count() FROM (SELECT course, cohort FROM {db}.activity_totals WHERE school = {school:String} AND "
     + IN_SCOPE + " AND " + _MATCHES + " GROUP BY course, cohort)"
 )
 MAX_PAGE = 500

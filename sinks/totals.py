@@ -36,6 +36,7 @@ from typing import Any
 
 from schemas.clickhouse import tables as T
 from schemas.clickhouse.engine import ClickHouse
+from schemas.clickhouse.rollups import totals_select
 
 Rows = dict[str, list[tuple[Any, ...]]]
 Group = tuple[str, str, str, date, str]  # school, course, cohort, day, verb_id
@@ -47,24 +48,7 @@ GROUP_KEY = (
     "concat(toString(length(school)), ':', school, toString(length(course)), ':', course,"
     " toString(length(cohort)), ':', cohort, toString(day), verb_id)"
 )
-_COUNTS = ("statements", "voided", "learners", "completed", "passed", "failed")
-_VERSION = (
-    "bitShiftLeft(toUInt64({clock:UInt64}), 32) + least(" + " + ".join(_COUNTS) + ", toUInt64(4294967295))"
-)
-_RECOMPUTE_SQL = f"""
-INSERT INTO {{db}}.{T.ACTIVITY_TOTALS}
-SELECT school, course, cohort, day, verb_id, {", ".join(_COUNTS)}, first_event, last_event, {_VERSION} AS version
-FROM (
-    SELECT school, course, cohort, day, verb_id,
-           uniqExactMerge(statements) AS statements, uniqExactIfMerge(voided) AS voided,
-           uniqExactMerge(learners) AS learners, uniqExactIfMerge(completed) AS completed,
-           uniqExactIfMerge(passed) AS passed, uniqExactIfMerge(failed) AS failed,
-           minMerge(first_event) AS first_event, maxMerge(last_event) AS last_event
-    FROM {{db}}.{T.ACTIVITY_DAILY}
-    WHERE {{where}}
-    GROUP BY school, course, cohort, day, verb_id
-)
-"""
+_RECOMPUTE_SQL = f"INSERT INTO {{db}}.{T.ACTIVITY_TOTALS} " + totals_select("{clock:UInt64}", "{where}")
 # Key ranges first (the table's sorting key and monthly partitions), then the exact groups.
 _TOUCHED = (
     "school >= {first_school:String} AND school <= {last_school:String}"

@@ -78,6 +78,10 @@ _AGGREGATES = (
         "SELECT sum(n) FROM (SELECT uniqExactMerge(statements) AS n FROM {db}.activity_daily "
         f"WHERE {_SCHOOLS} GROUP BY school, course, cohort, day, verb_id)",
     ),
+    (
+        "activity_totals FINAL",
+        f"SELECT sum(statements) FROM {{db}}.activity_totals FINAL WHERE {_SCHOOLS}",
+    ),
     ("engagement FINAL (day sums)", f"SELECT sum(statements) FROM {{db}}.engagement FINAL WHERE {_SCHOOLS} AND grain = 'day'"),
     ("engagement FINAL (hour sums)", f"SELECT sum(statements) FROM {{db}}.engagement FINAL WHERE {_SCHOOLS} AND grain = 'hour'"),
 )

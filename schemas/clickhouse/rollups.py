@@ -3,7 +3,8 @@
 Migration ``0003_rollups`` builds ``activity_daily`` (and its materialized view) from
 :data:`ROLLUP_SELECT`; an erasure (``sinks/forget.py``) rebuilds the groups it touched
 with :func:`rebuild_sql`. Changing the SELECT changes 0003's checksum, so the migration
-runner stops on drift: a new rollup needs a new migration, not an edit here.
+runner stops on drift: a new rollup needs a new migration, not an edit here. The same holds
+for :func:`totals_select` (migration 0020's backfill, and the recomputes of sinks/totals.py).
 """
 
 from __future__ import annotations
@@ -38,4 +39,28 @@ def rebuild_sql() -> tuple[str, str]:
     return delete, insert
 
 
-__all__ = ["GROUP_OF_STATEMENT", "ROLLUP_SELECT", "rebuild_sql"]
+TOTAL_COUNTS = ("statements", "voided", "learners", "completed", "passed", "failed")
+
+
+def totals_select(clock: str, where: str) -> str:
+    """SELECT of ``activity_totals`` rows (migration 0020): the exact counts of the
+    ``activity_daily`` groups matching ``where``, finalized, versioned by ``clock`` (an SQL
+    expression of the server's clock in seconds) and the group's content size (sinks/totals.py)."""
+    version = f"bitShiftLeft(toUInt64({clock}), 32) + least({' + '.join(TOTAL_COUNTS)}, toUInt64(4294967295))"
+    return f"""
+    SELECT school, course, cohort, day, verb_id, {", ".join(TOTAL_COUNTS)}, first_event, last_event,
+           {version} AS version
+    FROM (
+        SELECT school, course, cohort, day, verb_id,
+               uniqExactMerge(statements) AS statements, uniqExactIfMerge(voided) AS voided,
+               uniqExactMerge(learners) AS learners, uniqExactIfMerge(completed) AS completed,
+               uniqExactIfMerge(passed) AS passed, uniqExactIfMerge(failed) AS failed,
+               minMerge(first_event) AS first_event, maxMerge(last_event) AS last_event
+        FROM {{db}}.activity_daily
+        WHERE {where}
+        GROUP BY school, course, cohort, day, verb_id
+    )
+"""
+
+
+__all__ = ["GROUP_OF_STATEMENT", "ROLLUP_SELECT", "TOTAL_COUNTS", "rebuild_sql", "totals_select"]

@@ -169,6 +169,14 @@ def figures(ch) -> dict[str, object]:
             " FROM {db}.activity_daily GROUP BY course, day"
         )
     }
+    # The finalized totals (migration 0020): additive over verbs and cohorts, learners aside.
+    totals = {
+        (str(r[0]), str(r[1])): tuple(int(x) for x in r[2:])
+        for r in ch.query(
+            "SELECT course, toString(day), sum(statements), sum(completed), sum(passed), sum(failed), sum(voided)"
+            " FROM {db}.activity_totals FINAL GROUP BY course, day"
+        )
+    }
     engagement = {
         (str(r[0]), str(r[1])): (int(r[2]), int(r[3]), int(r[4]))
         for r in ch.query("SELECT course, learner, count(), sum(version), sum(active_ms) FROM {db}.engagement FINAL GROUP BY course, learner")
@@ -181,6 +189,7 @@ def figures(ch) -> dict[str, object]:
             str(r[0]) for r in ch.query("SELECT toString(statement_id) FROM {db}.statements FINAL WHERE voided = 1")
         },
         "rollup": rollup,
+        "totals": totals,
         "engagement": engagement,
     }
 
@@ -193,12 +202,14 @@ def expected_figures(world: World) -> dict[str, object]:
         e[1] += rec.version
         e[2] += rec.active_ms
     n = len(world.statements)
+    rollup = world.expected_rollup()
     return {
         "statements_final": n,
         "distinct_ids": n,
         "raw_final": n,
         "voided": set(world.voided),
-        "rollup": world.expected_rollup(),
+        "rollup": rollup,
+        "totals": {k: (v[0], *v[2:]) for k, v in rollup.items()},
         "engagement": {k: tuple(v) for k, v in eng.items()},
     }
 

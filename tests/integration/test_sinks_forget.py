@@ -29,6 +29,7 @@ from tests.integration.test_sinks_statements import (
     scalar,
     wait_committed,
 )
+from tests.integration.test_sinks_totals import assert_totals_exact
 
 SINKS = ["statements", "engagement", "mastery", "alerts"]
 TOPICS = [Topic.STATEMENTS, Topic.ENGAGEMENT, Topic.MASTERY, Topic.ALERTS]
@@ -131,6 +132,8 @@ def test_sinks_forget_learner_erases_raw_and_derived_rows_and_survives_a_replay(
         # The rollup was rebuilt: it equals statements FINAL again, without her.
         assert scalar(ch, "SELECT uniqExactMerge(statements) FROM {db}.activity_daily") == kept
         assert scalar(ch, "SELECT uniqExactMerge(learners) FROM {db}.activity_daily") == 2  # bob, teacher
+        # Its totals were recomputed (a group left empty lost its row); the summary agrees.
+        assert_totals_exact(ch)
         assert scalar(ch, "SELECT count() FROM {db}.engagement FINAL WHERE learner = {b:String}", {"b": b}) == 1
         # Bob keeps his name.
         assert ch.query("SELECT name FROM {db}.learner_names FINAL WHERE learner = {b:String}", {"b": b}) == [("Bob",)]
@@ -151,6 +154,7 @@ def test_sinks_forget_learner_erases_raw_and_derived_rows_and_survives_a_replay(
         wait_committed(settings, sinks, "engagement", topic=Topic.ENGAGEMENT)
         assert _left_about(ch, a) == dict.fromkeys(("statements", "raw", "engagement", "engagement_by_time", "mastery", "mastery_history", "alerts", "names"), 0)
         assert scalar(ch, "SELECT uniqExactMerge(statements) FROM {db}.activity_daily") == kept
+        assert_totals_exact(ch)
 
 
 def _attachment(content: bytes, ctype: str = "text/plain") -> dict:

@@ -25,23 +25,8 @@ The backfills copy what ``activity_daily`` and ``statements`` hold now (idempote
 keys; the totals' version is the backfill's clock, so any later recompute wins).
 """
 
+from ..rollups import totals_select
 from . import Migration
-
-_TOTALS_OF_GROUPS = """
-    SELECT school, course, cohort, day, verb_id, statements, voided, learners, completed, passed, failed,
-           first_event, last_event,
-           bitShiftLeft(toUInt64(now()), 32) + least(statements + voided + learners + completed + passed + failed,
-                                                     toUInt64(4294967295)) AS version
-    FROM (
-        SELECT school, course, cohort, day, verb_id,
-               uniqExactMerge(statements) AS statements, uniqExactIfMerge(voided) AS voided,
-               uniqExactMerge(learners) AS learners, uniqExactIfMerge(completed) AS completed,
-               uniqExactIfMerge(passed) AS passed, uniqExactIfMerge(failed) AS failed,
-               minMerge(first_event) AS first_event, maxMerge(last_event) AS last_event
-        FROM {db}.activity_daily
-        GROUP BY school, course, cohort, day, verb_id
-    )
-"""
 
 _LEARNERS_SELECT = """
     SELECT school, course, cohort, learner, minState(timestamp) AS first_event, maxState(timestamp) AS last_event
@@ -86,7 +71,7 @@ MIGRATION = Migration(
         "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.activity_learners_mv TO {db}.activity_learners AS "
         + _LEARNERS_SELECT,
         "INSERT INTO {db}.activity_learners " + _LEARNERS_SELECT,
-        "INSERT INTO {db}.activity_totals " + _TOTALS_OF_GROUPS,
+        "INSERT INTO {db}.activity_totals " + totals_select("now()", "1"),
     ),
     backwards=(
         "DROP TABLE IF EXISTS {db}.activity_learners_mv",
