@@ -17,7 +17,9 @@ Order of an erasure (:func:`forget_learners`):
 4. rebuild the rollup groups (school, course, cohort, day) those statements were in,
    from ``statements`` as it is now (the rollup's id sets cannot subtract), then recompute
    their ``activity_totals`` from the rebuilt sets (sinks/totals.py; a group left empty
-   loses its totals row). ``activity_learners`` is erased by step 3 (``learner`` column);
+   loses its totals row). ``activity_learners`` loses the erased learner's rows in step 3
+   (``learner`` column); the rows of other learners whose statements named them are
+   rebuilt here (one left without statements in a cohort goes);
 5. count what is left (must be 0) and report everything removed.
 """
 
@@ -35,7 +37,7 @@ from schemas.clickhouse import tables as T
 from schemas.clickhouse.engine import ClickHouse
 from schemas.clickhouse.rollups import GROUP_OF_STATEMENT, rebuild_sql
 
-from .totals import delete_rebuilt_sql, recompute_rebuilt
+from .totals import delete_rebuilt_sql, learner_keys_of, learners_rebuild_sql, recompute_rebuilt
 
 log = logging.getLogger("learnpulse.forget")
 
@@ -216,7 +218,9 @@ def forget_learners(
     )  # fmt: skip
     report.statements = len(ids)
     groups: set[int] = set()
+    learner_keys: set[str] = set()
     for chunk in _chunks(ids):
+        learner_keys |= learner_keys_of(ch, chunk)
         groups.update(
             int(r[0])
             for r in ch.query(
@@ -270,8 +274,12 @@ def forget_learners(
         ch.execute(delete, h)
         # A group may hold nothing after the erasure: its totals row goes, not only changes.
         ch.execute(delete_rebuilt_sql(), h)
+        delete_learners, insert_learners = learners_rebuild_sql()
+        k = {"k": sorted(learner_keys)}
+        ch.execute(delete_learners, k)
         wait_for_mutations(ch)
         ch.execute(insert, h)
+        ch.execute(insert_learners, k)
         recompute_rebuilt(ch, h["h"])
         report.rollup_groups = len(groups)
         log_line(f"activity_daily, activity_totals: {len(groups)} school/course/cohort/day groups rebuilt")

@@ -153,3 +153,34 @@ def recompute_rebuilt(ch: ClickHouse, hashes: list[int], poll_s: float = 0.1) ->
 def recompute_all(ch: ClickHouse) -> None:
     """Recompute every group (a repair, and what a fill written around the sink needs)."""
     ch.execute(_RECOMPUTE_SQL.replace("{where}", "1"), {"clock": server_clock(ch)})
+
+
+# -- forget-learner: activity_learners rows left without statements ---------------------
+# An erasure also deletes other learners' statements that name the erased one; such a
+# learner may have nothing left in that cohort, yet its activity_learners row (no statement
+# id to delete it by) would stay. Forget-learner rebuilds the rows of every (cohort,
+# learner) whose statements it erases: delete, then insert again from `statements`.
+LEARNER_KEY = (
+    "concat(toString(length(school)), ':', school, toString(length(course)), ':', course,"
+    " toString(length(cohort)), ':', cohort, learner)"
+)
+_KEYS = f"has(CAST({{k:Array(String)}} AS Array(String)), {LEARNER_KEY})"
+_LEARNER_KEYS_OF_IDS_SQL = (
+    f"SELECT DISTINCT {LEARNER_KEY} FROM {{db}}.{T.STATEMENTS}"
+    " WHERE statement_id IN (SELECT toUUID(arrayJoin({ids:Array(String)})))"
+)
+_LEARNERS_DELETE_SQL = f"ALTER TABLE {{db}}.{T.ACTIVITY_LEARNERS} DELETE WHERE {_KEYS}"
+_LEARNERS_INSERT_SQL = (
+    f"INSERT INTO {{db}}.{T.ACTIVITY_LEARNERS} SELECT school, course, cohort, learner, minState(timestamp),"
+    f" maxState(timestamp) FROM {{db}}.{T.STATEMENTS} WHERE {_KEYS} GROUP BY school, course, cohort, learner"
+)
+
+
+def learner_keys_of(ch: ClickHouse, ids: list[str]) -> set[str]:
+    """:data:`LEARNER_KEY` of the (cohort, learner) of each stored statement of ``ids``."""
+    return {str(r[0]) for r in ch.query(_LEARNER_KEYS_OF_IDS_SQL, {"ids": ids})}
+
+
+def learners_rebuild_sql() -> tuple[str, str]:
+    """(delete, insert) rebuilding the activity_learners rows whose keys are ``{k:Array(String)}``."""
+    return _LEARNERS_DELETE_SQL, _LEARNERS_INSERT_SQL

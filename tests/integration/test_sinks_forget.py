@@ -45,6 +45,9 @@ def _publish_world(settings, rng):
     bob_st.append(
         make_statement("s-1", bob, BASE_MS + 98_000, rng, object={"objectType": "Agent", "mbox": ada["mbox"]})
     )
+    # Cal's only statement names ada: erasing it leaves cal without activity in that cohort.
+    cal = agent("cal")
+    cal_st = make_statement("s-1", cal, BASE_MS + 97_000, rng, context={"instructor": ada})
     void = make_statement(
         "s-1", teacher, BASE_MS + 200_000, rng,
         verb={"id": "http://adlnet.gov/expapi/verbs/voided"}, object={"objectType": "StatementRef", "id": ada_st[0]["id"]},
@@ -54,6 +57,7 @@ def _publish_world(settings, rng):
     for raw in ada_envelopes:
         pub.send(a.encode(), raw)
     pub.send(b.encode(), envelope(settings, "s-1", bob, bob_st))
+    pub.send(learner_of(settings, cal).encode(), envelope(settings, "s-1", cal, [cal_st]))
     pub.send(learner_of(settings, teacher).encode(), envelope(settings, "s-1", teacher, [void]))
     pub.flush()
     pub.close()
@@ -72,7 +76,7 @@ def _publish_world(settings, rng):
             p.send(b"k", r.encode())
         p.flush()
         p.close()
-    return ada, a, b, ada_envelopes, 20 + 22 + 1
+    return ada, a, b, ada_envelopes, 20 + 22 + 1 + 1
 
 
 def _left_about(ch, a: str) -> dict[str, int]:
@@ -113,13 +117,13 @@ def test_sinks_forget_learner_erases_raw_and_derived_rows_and_survives_a_replay(
             assert proc.popen.wait(180) == 0, proc.tail()
             proc.stop()
             out = (tmp_path / "forget.log").read_text()
-            assert re.search(r"statements erased: 22\b", out), out  # 20 own + 2 naming her
+            assert re.search(r"statements erased: 23\b", out), out  # 20 own + 3 naming her
             assert "rows left about this learner: 0" in out
         else:
             # Embedded: the process owning chDB runs the erasure.
             report = forget_learners(ch, pseudonyms_for("mailto:ada@example.org", secret), settle_s=3)
-            assert report.statements == 22 and report.remaining == 0
-            assert report.removed["statements"] >= 22 and report.removed["engagement"] == 1
+            assert report.statements == 23 and report.remaining == 0
+            assert report.removed["statements"] >= 23 and report.removed["engagement"] == 1
             assert report.scrubbed == {"alerts": 1}
             assert report.removed["learner_names"] >= 1
 
@@ -127,7 +131,7 @@ def test_sinks_forget_learner_erases_raw_and_derived_rows_and_survives_a_replay(
         kept = scalar(ch, "SELECT count() FROM {db}.statements FINAL")
         # The teacher's voiding statement stays (it names a statement id, not her); the void
         # row pointing at her erased statement goes.
-        assert kept == total - 22
+        assert kept == total - 23
         assert scalar(ch, "SELECT count() FROM {db}.statement_voids FINAL") == 0
         # The rollup was rebuilt: it equals statements FINAL again, without her.
         assert scalar(ch, "SELECT uniqExactMerge(statements) FROM {db}.activity_daily") == kept
