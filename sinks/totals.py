@@ -44,10 +44,11 @@ Group = tuple[str, str, str, date, str]  # school, course, cohort, day, verb_id
 # One group as one string: each name after its length in bytes, then the day (always 10
 # characters) and the verb, so no two groups share a key. The oldest servers lack tuple
 # parameters and lambdas over columns (as reporting/scope.py COHORT_KEY).
-GROUP_KEY = (
-    "concat(toString(length(school)), ':', school, toString(length(course)), ':', course,"
-    " toString(length(cohort)), ':', cohort, toString(day), verb_id)"
+_COHORT_PART = (
+    "toString(length(school)), ':', school, toString(length(course)), ':', course,"
+    " toString(length(cohort)), ':', cohort"
 )
+GROUP_KEY = f"concat({_COHORT_PART}, toString(day), verb_id)"
 _RECOMPUTE_SQL = f"INSERT INTO {{db}}.{T.ACTIVITY_TOTALS} " + totals_select("{clock:UInt64}", "{where}")
 # Key ranges first (the table's sorting key and monthly partitions), then the exact groups.
 _TOUCHED = (
@@ -160,10 +161,7 @@ def recompute_all(ch: ClickHouse) -> None:
 # learner may have nothing left in that cohort, yet its activity_learners row (no statement
 # id to delete it by) would stay. Forget-learner rebuilds the rows of every (cohort,
 # learner) whose statements it erases: delete, then insert again from `statements`.
-LEARNER_KEY = (
-    "concat(toString(length(school)), ':', school, toString(length(course)), ':', course,"
-    " toString(length(cohort)), ':', cohort, learner)"
-)
+LEARNER_KEY = f"concat({_COHORT_PART}, learner)"
 _KEYS = f"has(CAST({{k:Array(String)}} AS Array(String)), {LEARNER_KEY})"
 _LEARNER_KEYS_OF_IDS_SQL = (
     f"SELECT DISTINCT {LEARNER_KEY} FROM {{db}}.{T.STATEMENTS}"
