@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from schemas.clickhouse.engine import ClickHouse
 
 from .cohort_figures import add_cohort_figures
-from .mastery import COHORT_MASTERY_SQL, DAY_MS, current_series, history_rows, stalled
+from .mastery import COHORT_MASTERY_SQL, stalled_skills
 from .names import names_of
 from .scope import IN_SCOPE, Scope
 
@@ -195,10 +195,5 @@ def _mastery_of(
     now: dict[str, dict[str, float]] = {}
     for learner, skill, p in ch.query(COHORT_MASTERY_SQL, params):
         now.setdefault(str(learner), {})[str(skill)] = float(p)
-    stalls: dict[str, list[dict]] = {}
-    since_ms = now_ms - int(rules.stalled_within_days * DAY_MS)
-    for (learner, skill), points in history_rows(ch, params, since_ms).items():
-        why = stalled(current_series(points), now_ms, rules.stalled_attempts, rules.stalled_within_days)
-        if why is not None:
-            stalls.setdefault(learner, []).append({"skill": skill, **why})
+    stalls = stalled_skills(ch, params, now_ms, rules.stalled_attempts, rules.stalled_within_days)
     return now, stalls

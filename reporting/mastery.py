@@ -13,6 +13,10 @@ the learner is still practising the skill (an attempt counted within ``D`` days 
 cohort's newest event, the "now" inactivity is measured from), has made at least ``N``
 attempts since an earlier estimate, has not mastered it (P < 0.95) and P(mastery) now is not
 above that earlier estimate (the newest one made at least ``N`` attempts ago).
+
+The cohort answer computes the rule in ClickHouse (``STALLED_SQL``, :func:`stalled_skills`): it
+reads no history into Python. :func:`stalled` states the same rule on one series; the tests
+hold the SQL to it (tests/integration/test_mastery_stalled_sql.py).
 """
 
 from __future__ import annotations
@@ -42,19 +46,39 @@ MASTERY_HISTORY_SQL = (
     "WHERE school = {school:String} AND course = {course:String} AND " + _LEARNERS + " AND " + LEARNER_IN_SCOPE
     + " GROUP BY learner, skill, event_time ORDER BY learner, skill, event_time"
 )
-# The same for the learner × skill pairs the stalled rule can flag: the newest estimate (highest
-# version: the last point of the series) is at or after ``since`` (Unix seconds) and below mastered.
-_CANDIDATES = (
-    " AND (learner, skill) IN (SELECT learner, skill FROM {db}.mastery_history WHERE school = {school:String} AND "
-    "course = {course:String} AND " + _LEARNERS + " GROUP BY learner, skill HAVING "
-    "toUnixTimestamp(argMax(event_time, version)) >= {since:UInt32} AND argMax(p_mastery, version) < {mastered:Float64})"
+# The stalled rule in SQL (window-free: 18.16 has no window functions), one row per flagged
+# learner × skill: learner, skill, P now, P then, attempts since. Per pair, the history's points
+# (one per event time, newest version: a replayed row is no extra attempt) sorted by event time;
+# ``series`` drops the points an undo superseded, as current_series() does. When versions rise
+# with event time (no undo: nearly always) every point is kept; otherwise each point is checked
+# against the highest version before it, an O(n²) step run only on those few pairs' arrays
+# (``undone`` is empty for the others). The lambda reads ``points``: on 18.16 a lambda reading
+# an alias that nothing else reads got a wrong array (tests/integration/test_mastery_stalled_sql.py).
+STALLED_SQL = (
+    "SELECT learner, skill, newest.2, back.2, toInt64(newest.3) - toInt64(back.3) FROM ("
+    " SELECT learner, skill, series, series[length(series)] AS newest,"
+    "  arrayFilter(x -> toInt64(x.3) <= toInt64(newest.3) - {attempts:Int64}, arrayPopBack(series)) AS earlier,"
+    "  earlier[length(earlier)] AS back"
+    " FROM ("
+    "  SELECT learner, skill, arraySort(x -> x.1, groupArray((ms, p, obs, v))) AS points,"
+    "   arrayAll((a, b) -> a.4 < b.4, arrayPopBack(points), arrayPopFront(points)) AS rising,"
+    "   arrayFilter(x -> NOT rising, points) AS undone,"
+    "   if(rising, points, arrayFilter((x, i) -> i = 1 OR x.4 > arrayReduce('max',"
+    "    arraySlice(arrayMap(y -> y.4, points), 1, i - 1)), undone, arrayEnumerate(undone))) AS series"
+    "  FROM ("
+    "   SELECT learner, skill, toUnixTimestamp64Milli(event_time) AS ms, argMax(p_mastery, version) AS p,"
+    "    argMax(observations, version) AS obs, max(version) AS v FROM {db}.mastery_history"
+    "   WHERE school = {school:String} AND course = {course:String} AND " + _LEARNERS + " AND " + LEARNER_IN_SCOPE
+    + "   GROUP BY learner, skill, event_time)"
+    "  GROUP BY learner, skill))"
+    " WHERE newest.2 < {mastered:Float64} AND newest.1 >= {since_ms:Float64} AND notEmpty(earlier)"
+    " AND newest.2 <= back.2"
+    " ORDER BY learner, skill"
 )
-STALLED_CANDIDATES_SQL = MASTERY_HISTORY_SQL.replace(" GROUP BY learner, skill, event_time", _CANDIDATES
-                                                     + " GROUP BY learner, skill, event_time")  # fmt: skip
 _MS_1816 = ("toUnixTimestamp64Milli(event_time)", "toUInt64(toUnixTimestamp(event_time)) * 1000")
 # 18.16 has no toUnixTimestamp64Milli and keeps whole seconds: its event_time in ms.
 MASTERY_HISTORY_SQL_1816 = MASTERY_HISTORY_SQL.replace(*_MS_1816)
-STALLED_CANDIDATES_SQL_1816 = STALLED_CANDIDATES_SQL.replace(*_MS_1816)
+STALLED_SQL_1816 = STALLED_SQL.replace(*_MS_1816)
 
 
 @dataclass(frozen=True)
@@ -95,19 +119,27 @@ def stalled(series: list[Point], now_ms: int, attempts: int, within_days: float)
             "attempts_since": now.observations - then.observations}  # fmt: skip
 
 
-def history_rows(ch, params: dict, stalled_since_ms: int | None = None) -> dict[tuple[str, str], list[Point]]:
-    """``MASTERY_HISTORY_SQL`` on ``ch`` (``params``: school, course, learners, scope), per learner × skill;
-    with ``stalled_since_ms``, only the pairs :func:`stalled` can flag when practised since then."""
-    old = needs_mapping(ch.server_version())
-    if stalled_since_ms is None:
-        sql = MASTERY_HISTORY_SQL_1816 if old else MASTERY_HISTORY_SQL
-    else:
-        sql = STALLED_CANDIDATES_SQL_1816 if old else STALLED_CANDIDATES_SQL
-        # Whole seconds rounded down: a superset of the pairs; stalled() applies the exact bound.
-        params = {**params, "since": max(0, stalled_since_ms // 1000), "mastered": MASTERED}
+def history_rows(ch, params: dict) -> dict[tuple[str, str], list[Point]]:
+    """``MASTERY_HISTORY_SQL`` on ``ch`` (``params``: school, course, learners, scope), per learner × skill."""
+    sql = MASTERY_HISTORY_SQL_1816 if needs_mapping(ch.server_version()) else MASTERY_HISTORY_SQL
     out: dict[tuple[str, str], list[Point]] = {}
     for learner, skill, ms, p, obs, version in ch.query(sql, params):
         out.setdefault((str(learner), str(skill)), []).append(Point(int(ms), float(p), int(obs), int(version)))
+    return out
+
+
+def stalled_skills(ch, params: dict, now_ms: int, attempts: int, within_days: float) -> dict[str, list[dict]]:
+    """:func:`stalled` for every learner × skill of ``params`` (school, course, learners, scope), computed
+    by ``STALLED_SQL`` on ``ch``: per learner, the stalled skills with the rule's figures."""
+    if attempts < 1:
+        return {}
+    sql = STALLED_SQL_1816 if needs_mapping(ch.server_version()) else STALLED_SQL
+    rule = {"attempts": attempts, "mastered": MASTERED, "since_ms": float(now_ms - within_days * DAY_MS)}
+    out: dict[str, list[dict]] = {}
+    for learner, skill, p_now, p_then, since in ch.query(sql, {**params, **rule}):
+        why = {"skill": str(skill), "p_mastery": round(float(p_now), 4), "was": round(float(p_then), 4),
+               "attempts_since": int(since)}  # fmt: skip
+        out.setdefault(str(learner), []).append(why)
     return out
 
 
