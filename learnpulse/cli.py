@@ -80,6 +80,10 @@ def stack() -> None:
 @click.option("--clickhouse-replicas", type=click.IntRange(0, 9), default=0,
               help="Instead, start ZooKeeper and this many clickhouse-server replicas of one shard (deploy/CLUSTER.md); "
                    "give every process LEARNPULSE_CLICKHOUSE__CLUSTER__NAME (default learnpulse) to use it.")
+@click.option("--clickhouse-shards", type=click.IntRange(1, 9), default=None,
+              help="With --clickhouse-replicas: this many shards of that many replicas each [default: "
+                   "LEARNPULSE_CLICKHOUSE__CLUSTER__SHARDS, 1]; give every process the same "
+                   "LEARNPULSE_CLICKHOUSE__CLUSTER__SHARDS (more than 1: reads and writes go across shards).")
 @click.option("--postgres", is_flag=True, help="Also start Debian's PostgreSQL on loopback (LRS store for several gateways).")
 @click.option("--balancer", is_flag=True,
               help="Also start Debian's HAProxy on LEARNPULSE_BALANCER__PORT (8087) in front of the gateways "
@@ -88,13 +92,17 @@ def stack() -> None:
               help="A gateway behind the balancer (repeat; default: LEARNPULSE_BALANCER__BACKENDS).")
 @click.pass_obj
 def stack_up(settings: Settings, brokers: int | None, clickhouse_server: bool, clickhouse_replicas: int,
-             postgres: bool, balancer: bool, backends: tuple[str, ...]) -> None:  # fmt: skip
+             clickhouse_shards: int | None, postgres: bool, balancer: bool, backends: tuple[str, ...]) -> None:  # fmt: skip
     """Start the services (harmless when already running) and create the topics."""
     from .stack import ClickHouseServer, kafka_up
     from .topics import ensure_topics
 
     if clickhouse_server and clickhouse_replicas:
         raise UserError("--clickhouse-server or --clickhouse-replicas, not both (replica 1 takes the server's ports)")
+    if clickhouse_shards is not None:
+        if not clickhouse_replicas:
+            raise UserError("--clickhouse-shards needs --clickhouse-replicas (the replicas of each shard)")
+        settings.clickhouse.cluster.shards = clickhouse_shards
 
     if brokers is not None:
         settings.kafka.brokers = brokers
@@ -129,8 +137,9 @@ def _clickhouse_cluster_up(settings: Settings, replicas: int) -> None:
     _zookeeper, servers = cluster_services(settings)
     for server in servers:
         click.echo(f"  {server.name}: {server.url}")
-    click.echo(f"use it with LEARNPULSE_CLICKHOUSE__CLUSTER__NAME={c.cluster.name} and a replica's URL "
-               "as LEARNPULSE_CLICKHOUSE__URL")  # fmt: skip
+    click.echo(f"use it with LEARNPULSE_CLICKHOUSE__CLUSTER__NAME={c.cluster.name}"
+               f" LEARNPULSE_CLICKHOUSE__CLUSTER__SHARDS={c.cluster.shards} and a replica's URL"
+               " as LEARNPULSE_CLICKHOUSE__URL")  # fmt: skip
 
 
 @main.group()

@@ -55,7 +55,21 @@ def open_clickhouse(settings: Settings, migrate_schema: bool = True) -> ClickHou
         except (MigrationDrift, ReplicasUnreachable) as err:
             ch.close()
             raise UserError(str(err)) from err
+    if settings.clickhouse.sharded:
+        ch = _across_shards(ch)
     return ch
+
+
+def _across_shards(ch: ClickHouse) -> ClickHouse:
+    """The same server, reading and writing every shard (deploy/CLUSTER.md, several shards)."""
+    from sinks.engines import ServerEngine
+
+    if not isinstance(ch, ServerEngine):
+        ch.close()
+        raise UserError("clickhouse.cluster.shards > 1 needs a clickhouse:// URL (a server of the cluster)")
+    sharded = ch.across_shards()
+    ch.close()
+    return sharded
 
 
 @dataclass

@@ -58,6 +58,11 @@ class ClickHouseClusterSettings(BaseModel):
     # and server_http_port + 10(r-1); one ZooKeeper on zookeeper_port (loopback).
     replicas: int = 2
     shard: str = "01"
+    # Shards of the cluster. More than one: every process writes through the Distributed
+    # tables (synchronously) and reads the database `<db>_all_shards`, whose tables have
+    # the local names and are Distributed over every shard (deploy/CLUSTER.md). The local
+    # cluster then runs shards x replicas servers, shard s named "0s" in the macros.
+    shards: int = 1
     zookeeper_port: int = 12181
 
 
@@ -73,6 +78,11 @@ class ClickHouseSettings(BaseModel):
     def cluster_name(self) -> str | None:
         """The cluster migrations target, or None on a single node."""
         return self.cluster.name or None
+
+    @property
+    def sharded(self) -> bool:
+        """More than one shard: reads and writes go through the Distributed tables."""
+        return bool(self.cluster.name) and self.cluster.shards > 1
 
 
 class ResearchSettings(BaseModel):

@@ -1,6 +1,7 @@
-"""A local replicated ClickHouse: ZooKeeper (Debian) and N clickhouse-server replicas of one shard.
+"""A local replicated ClickHouse: ZooKeeper (Debian) and S shards x R clickhouse-server replicas.
 
-``learnpulse stack up --clickhouse-replicas N`` and the test fixtures run it, everything on
+``learnpulse stack up --clickhouse-shards S --clickhouse-replicas R`` and the test fixtures
+run it (S=1 by default), everything on
 127.0.0.1 in private directories under the home: ZooKeeper keeps the replication log,
 the hashes of the last inserted blocks (deduplication) and the ``ON CLUSTER`` DDL queue;
 each replica gets ``remote_servers`` (the cluster ``settings.clickhouse.cluster.name``),
@@ -15,7 +16,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from .errors import UserError
-from .settings import ClickHouseSettings, Settings
+from .settings import ClickHouseClusterSettings, ClickHouseSettings, Settings
 from .stack import ClickHouseServer, Service
 
 ZOOKEEPER_JAR = Path("/usr/share/java/zookeeper.jar")
@@ -81,8 +82,9 @@ class ZooKeeperServer(Service):
 
 
 class ClickHouseReplica(ClickHouseServer):
-    """Replica ``replica`` (1-based) of the local cluster's one shard.
+    """Server ``replica`` (1-based, numbered across shards) of the local cluster.
 
+    Servers 1..R are the replicas of shard 1, R+1..2R those of shard 2, and so on.
     Ports: native ``server_tcp_port + r - 1``, HTTP ``server_http_port + 2(r - 1)``, the
     interserver port (replicas fetch parts from each other) the HTTP port + 1.
     """
@@ -98,26 +100,33 @@ class ClickHouseReplica(ClickHouseServer):
         )  # fmt: skip
         self.interserver_port = self.http_port + 1
         self.ports = (self.tcp_port, self.interserver_port)
+        self.shard = shard_of(c.cluster, replica)
 
     def url_for(self, database: str = "learnpulse") -> str:
-        """This replica's URL, the other replicas as ``alt_hosts`` (where a client goes when it is down)."""
+        """This replica's URL, the other replicas of its shard as ``alt_hosts`` (where a client
+        goes when it is down)."""
         others = [f"127.0.0.1:{replica_tcp_port(self.settings, r)}"
-                  for r in range(1, self.cluster_settings.replicas + 1) if r != self.replica]  # fmt: skip
+                  for r in servers_of_shard(self.cluster_settings, self.shard) if r != self.replica]  # fmt: skip
         url = super().url_for(database)
         return f"{url}?alt_hosts={','.join(others)}" if others else url
 
     def _more_config(self) -> str:
         c = self.cluster_settings
         password = escape(self.password)
-        replicas = "".join(
-            f"<replica><host>127.0.0.1</host><port>{replica_tcp_port(self.settings, r)}</port>"
-            f"<user>default</user><password>{password}</password></replica>"
-            for r in range(1, c.replicas + 1)
-        )
+
+        def shard(s: int) -> str:
+            replicas = "".join(
+                f"<replica><host>127.0.0.1</host><port>{replica_tcp_port(self.settings, r)}</port>"
+                f"<user>default</user><password>{password}</password></replica>"
+                for r in servers_of_shard(c, s)
+            )
+            return f"<shard><internal_replication>true</internal_replication>{replicas}</shard>"
+
+        shards = "".join(shard(s) for s in range(1, c.shards + 1))
         return f"""  <interserver_http_host>127.0.0.1</interserver_http_host>
   <interserver_http_port>{self.interserver_port}</interserver_http_port>
-  <remote_servers><{self.cluster}><shard><internal_replication>true</internal_replication>{replicas}</shard></{self.cluster}></remote_servers>
-  <macros><shard>{escape(c.shard)}</shard><replica>r{self.replica}</replica></macros>
+  <remote_servers><{self.cluster}>{shards}</{self.cluster}></remote_servers>
+  <macros><shard>{escape(shard_macro(c, self.shard))}</shard><replica>r{self.replica}</replica></macros>
   <zookeeper><node><host>127.0.0.1</host><port>{c.zookeeper_port}</port></node><session_timeout_ms>30000</session_timeout_ms></zookeeper>
   <distributed_ddl><path>{DDL_QUEUE}</path></distributed_ddl>
 """
@@ -128,12 +137,27 @@ def replica_tcp_port(c: ClickHouseSettings, replica: int) -> int:
     return c.server_tcp_port + replica - 1
 
 
+def shard_of(c: ClickHouseClusterSettings, server: int) -> int:
+    """The shard (1-based) of local server ``server`` (1-based, numbered across shards)."""
+    return (server - 1) // c.replicas + 1
+
+
+def servers_of_shard(c: ClickHouseClusterSettings, shard: int) -> range:
+    """The local servers (1-based numbers) that are the replicas of ``shard``."""
+    return range((shard - 1) * c.replicas + 1, shard * c.replicas + 1)
+
+
+def shard_macro(c: ClickHouseClusterSettings, shard: int) -> str:
+    """The ``{shard}`` macro of ``shard``: the setting ``shard`` on one shard (as before), else 01, 02, …"""
+    return c.shard if c.shards == 1 else f"{shard:02d}"
+
+
 def cluster_services(settings: Settings) -> tuple[ZooKeeperServer, list[ClickHouseReplica]]:
-    """ZooKeeper and the replicas of ``settings.clickhouse.cluster`` (not started)."""
-    replicas = settings.clickhouse.cluster.replicas
-    if replicas < 1:
-        raise UserError("clickhouse.cluster.replicas must be 1 or more")
-    return ZooKeeperServer(settings), [ClickHouseReplica(settings, r) for r in range(1, replicas + 1)]
+    """ZooKeeper and the servers of ``settings.clickhouse.cluster`` (not started), shard by shard."""
+    c = settings.clickhouse.cluster
+    if c.replicas < 1 or c.shards < 1:
+        raise UserError("clickhouse.cluster.replicas and clickhouse.cluster.shards must be 1 or more")
+    return ZooKeeperServer(settings), [ClickHouseReplica(settings, r) for r in range(1, c.shards * c.replicas + 1)]
 
 
 def cluster_up(settings: Settings, timeout: float = 120) -> str:

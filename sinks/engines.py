@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 import orjson
 
 from schemas import metrics
+from schemas.clickhouse.cluster import all_shards_database, local_database
 from schemas.clickhouse.engine import (
     TRANSIENT_CODES,
     ClickHouse,
@@ -400,6 +401,7 @@ def _stringify(params: Mapping[str, Any]) -> dict[str, str]:
 
 
 _DEDUP_TOKENS_FROM = (22, 2)
+ACROSS_SHARDS_SETTINGS = {"insert_distributed_sync": 1, "distributed_product_mode": "global"}
 
 
 class ServerEngine:
@@ -410,13 +412,16 @@ class ServerEngine:
     """
 
     def __init__(self, host: str, port: int, user: str, password: str, database: str, connect_timeout: float = 5,
-                 alt_hosts: str = ""):  # fmt: skip
+                 alt_hosts: str = "", session_settings: Mapping[str, Any] | None = None):  # fmt: skip
         """``alt_hosts``: other replicas (``host:port,…``) to connect to when this one does not
         answer; a retried insert then reaches one of them (replicated tables drop it there if
-        the first attempt was written: deploy/CLUSTER.md)."""
+        the first attempt was written: deploy/CLUSTER.md). ``session_settings``: ClickHouse
+        settings of every query (:meth:`across_shards`)."""
         from clickhouse_driver import Client
 
         self.database = database
+        self.session_settings = dict(session_settings or {})
+        self._alt_hosts = alt_hosts
         self._connection_args = {"host": host, "port": port, "user": user, "password": password}
         self._client = Client(
             host=host,
@@ -430,7 +435,7 @@ class ServerEngine:
             connect_timeout=connect_timeout,
             alt_hosts=alt_hosts or None,
             send_receive_timeout=300,
-            settings={"insert_block_size": 1_048_576},
+            settings={"insert_block_size": 1_048_576, **self.session_settings},
         )
         self._lock = threading.Lock()
         self._version: tuple[int, ...] | None = None
@@ -455,6 +460,23 @@ class ServerEngine:
             return False
         finally:
             client.disconnect()
+
+    def across_shards(self) -> ServerEngine:
+        """A connection to the same server(s) whose ``{db}`` is the all-shards database of this
+        one's (``schemas/clickhouse/cluster.py``): its tables have the local names and are
+        Distributed over every shard, so every query and insert of the pipeline works unchanged.
+
+        Inserts are synchronous (``insert_distributed_sync``; ``distributed_foreground_insert``
+        is its current name, the old one an alias): an acknowledged block is on its shard's
+        replicated table, which drops the same block inserted again (a retried batch).
+        Subqueries over Distributed tables (``IN (SELECT …)``, ``JOIN``) are computed once over
+        every shard and sent to each (``distributed_product_mode = 'global'``), so a global max
+        or id set is not a per-shard one.
+        """
+        return ServerEngine(
+            **self._connection_args, database=all_shards_database(local_database(self.database)),
+            alt_hosts=self._alt_hosts, session_settings=ACROSS_SHARDS_SETTINGS,
+        )  # fmt: skip
 
     def server_version(self) -> tuple[int, ...]:
         if self._version is None:
@@ -686,9 +708,11 @@ class ServerReadonlyRunner:
     """
 
     def __init__(self, host: str, port: int, user: str, password: str, database: str, limits: QueryLimits,
-                 connect_timeout: float = 5) -> None:  # fmt: skip
+                 connect_timeout: float = 5, session_settings: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+        """``session_settings``: set before the limits (``readonly`` forbids any after it)."""
         from clickhouse_driver import Client
 
+        self.session_settings = dict(session_settings or {})
         self.limits = limits
         self.database = database
         self._client = Client(
@@ -708,7 +732,8 @@ class ServerReadonlyRunner:
             rows: list[tuple[Any, ...]] = []
             cut: str | None = None
             try:
-                it = self._client.execute_iter(sql, settings=limits.settings(), with_column_types=True)
+                settings = {**self.session_settings, **limits.settings()}
+                it = self._client.execute_iter(sql, settings=settings, with_column_types=True)
                 meta = next(it, [])
                 size = 0
                 for row in it:
@@ -762,7 +787,8 @@ def readonly_runner(engine: ClickHouse, limits: QueryLimits, url: str | None = N
                 host=parsed.hostname or conn["host"], port=parsed.port or conn["port"],
                 user=unquote(parsed.username or "default"), password=unquote(parsed.password or ""),
             )  # fmt: skip
-        return ServerReadonlyRunner(**conn, database=engine.database, limits=limits)
+        return ServerReadonlyRunner(**conn, database=engine.database, limits=limits,
+                                    session_settings=engine.session_settings)  # fmt: skip
     raise TypeError(f"no read-only runner for {type(engine).__name__}")
 
 

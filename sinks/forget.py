@@ -21,6 +21,12 @@ Order of an erasure (:func:`forget_learners`):
    (``learner`` column); the rows of other learners whose statements named them are
    rebuilt here (one left without statements in a cohort goes);
 5. count what is left (must be 0) and report everything removed.
+
+On a cluster of several shards the engine's database is the all-shards one
+(``schemas/clickhouse/cluster.py``): every read and count above goes across shards, the
+ledger insert and the rollup rebuild are routed to the shard of their school, and every
+``ALTER`` runs on the local tables ``ON CLUSTER`` (each shard erases its rows); the wait
+for mutations looks at every shard.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from schemas.clickhouse import tables as T
+from schemas.clickhouse.cluster import local_database
 from schemas.clickhouse.engine import ClickHouse
 from schemas.clickhouse.rollups import GROUP_OF_STATEMENT, rebuild_sql
 
@@ -145,15 +152,47 @@ class ForgetReport:
     unreferenced: list[tuple[str, str]] = field(default_factory=list)
 
 
+def _cluster_of(ch: ClickHouse) -> str | None:
+    """The cluster whose shards the engine's database spans (its Distributed tables name it),
+    or None when the database holds the tables themselves."""
+    if local_database(ch.database) == ch.database:
+        return None
+    rows = ch.query(
+        "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+        {"db": ch.database, "t": T.STATEMENTS},
+    )
+    found = re.match(r"Distributed\((\w+),", str(rows[0][0])) if rows else None
+    if found is None:
+        raise ValueError(f"{ch.database}.{T.STATEMENTS} is not a Distributed table: cannot find its cluster")
+    return found.group(1)
+
+
+_ALTER_TABLE = re.compile(r"^ALTER TABLE (?:\{db\}|\w+)\.(\w+) ")
+
+
+def _alter(ch: ClickHouse, sql: str, params: dict[str, Any]) -> None:
+    """Run ``ALTER TABLE {db}.<table> …``: on the tables themselves, or, across shards, on
+    the local tables of every shard (``ON CLUSTER``; a Distributed table takes no mutation)."""
+    cluster = _cluster_of(ch)
+    if cluster is not None:
+        m = _ALTER_TABLE.match(sql)
+        if m is None:
+            raise ValueError(f"not an ALTER TABLE of one table: {sql[:60]!r}")
+        sql = f"ALTER TABLE {local_database(ch.database)}.{m.group(1)} ON CLUSTER {cluster} " + sql[m.end():]
+    ch.execute(sql, params)
+
+
 def _tables(ch: ClickHouse) -> dict[str, tuple[str, ...]]:
-    """MergeTree tables of the database and their columns (views and the rollup excluded)."""
+    """MergeTree tables of the database and their columns (views and the rollup excluded);
+    across shards those of the local database (same names and columns)."""
+    local = {"db": local_database(ch.database)}
     engines = {
         str(r[0]): str(r[1])
-        for r in ch.query("SELECT name, engine FROM system.tables WHERE database = {db:String}", {"db": ch.database})
+        for r in ch.query("SELECT name, engine FROM system.tables WHERE database = {db:String}", local)
     }
     columns: dict[str, list[str]] = {}
     for table, name, ctype in ch.query(
-        "SELECT table, name, type FROM system.columns WHERE database = {db:String}", {"db": ch.database}
+        "SELECT table, name, type FROM system.columns WHERE database = {db:String}", local
     ):
         # A `learners` that is not a list of pseudonyms (cohort sizes in cohort_health, alerts)
         # names nobody.
@@ -173,11 +212,15 @@ def _chunks(items: list[str]) -> Iterable[list[str]]:
 
 
 def wait_for_mutations(ch: ClickHouse, timeout_s: float = 600) -> None:
-    """Block until every mutation of the database is done (18.16 runs them asynchronously)."""
+    """Block until every mutation of the database is done (18.16 runs them asynchronously);
+    across shards, on every shard (``cluster()`` asks a replica of each)."""
+    cluster = _cluster_of(ch)
+    mutations = "system.mutations" if cluster is None else f"cluster('{cluster}', system, mutations)"
     deadline = time.monotonic() + timeout_s
     while True:
         ((pending,),) = ch.query(
-            "SELECT count() FROM system.mutations WHERE database = {db:String} AND is_done = 0", {"db": ch.database}
+            f"SELECT count() FROM {mutations} WHERE database = {{db:String}} AND is_done = 0",
+            {"db": local_database(ch.database)},
         )
         if not int(pending):
             return
@@ -246,13 +289,14 @@ def forget_learners(
             ((n,),) = ch.query(f"SELECT count() FROM {db}.{table} WHERE {cond}", params)
             if int(n):
                 removed += int(n)
-                ch.execute(f"ALTER TABLE {db}.{table} DELETE WHERE {cond}", params)
+                _alter(ch, f"ALTER TABLE {db}.{table} DELETE WHERE {cond}", params)
         for name in ARRAY_COLUMNS:
             if name in cols:
                 ((n,),) = ch.query(f"SELECT count() FROM {db}.{table} WHERE hasAny({name}, {{ps:Array(String)}})", ps)
                 if int(n):
                     report.scrubbed[table] = int(n)
-                    ch.execute(
+                    _alter(
+                        ch,
                         f"ALTER TABLE {db}.{table} UPDATE {name} = arrayFilter(x -> NOT has({{ps:Array(String)}}, x), {name})"
                         f" WHERE hasAny({name}, {{ps:Array(String)}})",
                         ps,
@@ -271,12 +315,12 @@ def forget_learners(
     if groups:
         delete, insert = rebuild_sql()
         h = {"h": sorted(groups)}
-        ch.execute(delete, h)
+        _alter(ch, delete, h)
         # A group may hold nothing after the erasure: its totals row goes, not only changes.
-        ch.execute(delete_rebuilt_sql(), h)
+        _alter(ch, delete_rebuilt_sql(), h)
         delete_learners, insert_learners = learners_rebuild_sql()
         k = {"k": sorted(learner_keys)}
-        ch.execute(delete_learners, k)
+        _alter(ch, delete_learners, k)
         wait_for_mutations(ch)
         ch.execute(insert, h)
         ch.execute(insert_learners, k)
@@ -358,7 +402,7 @@ def _erase_unreferenced_attachments(ch: ClickHouse, attachments: set[tuple[str, 
         p = {"s": school, "h": sha2}
         ((n,),) = ch.query(f"SELECT count() FROM {{db}}.{LRS_ATTACHMENTS} WHERE {cond}", p)
         if int(n):
-            ch.execute(f"ALTER TABLE {{db}}.{LRS_ATTACHMENTS} DELETE WHERE {cond}", p)
+            _alter(ch, f"ALTER TABLE {{db}}.{LRS_ATTACHMENTS} DELETE WHERE {cond}", p)
             erased += int(n)
     return erased
 

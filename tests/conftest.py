@@ -169,6 +169,26 @@ def clickhouse_cluster(stack_home: Path) -> Iterator[Settings]:
         cluster_down(settings)
 
 
+@pytest.fixture(scope="session")
+def clickhouse_shards(stack_home: Path) -> Iterator[Settings]:
+    """ZooKeeper and two clickhouse-server shards of one replica each (cluster ``lp_shards``), loopback."""
+    from learnpulse.stack_cluster import cluster_down, cluster_up
+
+    servers = 2
+    settings = Settings(
+        home=stack_home / "shards",
+        clickhouse=ClickHouseSettings(
+            server_tcp_port=free_port_block(servers), server_http_port=free_port_block(2 * servers),
+            cluster=ClickHouseClusterSettings(name="lp_shards", shards=servers, replicas=1, zookeeper_port=free_port()),
+        ),
+    )
+    try:
+        cluster_up(settings, timeout=120)
+        yield settings
+    finally:
+        cluster_down(settings)
+
+
 def _database() -> str:
     return f"t_{uuid.uuid4().hex[:10]}"
 

@@ -106,7 +106,7 @@ def register(main: click.Group) -> None:
                 users_xml_1816(database, _digest("LEARNPULSE_WRITER_PASSWORD"), _digest("LEARNPULSE_OPERATOR_PASSWORD"))
             )
             return
-        statements = access_sql(database, tuple(LRS_COLUMNS))
+        statements = access_sql(database, tuple(LRS_COLUMNS), across_shards=settings.clickhouse.sharded)
         if not apply:
             click.echo(";\n".join(statements) + ";")
             return

@@ -16,6 +16,14 @@ Current ClickHouse (SQL access control, >= 20.x; applied by ``learnpulse db acce
   (:func:`school_user_sql`). Staff roles get a ``USING 1`` policy on the same tables, so
   what they see never depends on the server's ``users_without_row_policies_can_read_rows``.
 
+Several shards (``across_shards``): every process reads and writes the all-shards
+database ``<db>_all_shards`` (``schemas/clickhouse/cluster.py``), so each role gets the
+same SELECT grants on its tables there, and the writer its write grants. The row policies
+stay on the local tables only: a query through a Distributed table is run on every shard
+against the local tables, where the policies of the initial user's roles apply (ClickHouse
+>= 21.12, with or without an inter-server secret); a policy on the Distributed table itself
+would be checked on the initiator only, or refused by current releases.
+
 18.16 has none of this in SQL and ignores per-table row filters in ``users.xml`` (checked:
 a ``<filter>`` there does not restrict rows). Its only isolation is per database
 (``allow_databases``) and read-only profiles, so :func:`users_xml_1816` defines only the
@@ -28,6 +36,7 @@ import re
 from xml.sax.saxutils import escape
 
 from . import tables as T
+from .cluster import all_shards_database
 
 RESEARCHER = "learnpulse_researcher"
 OPERATOR = "learnpulse_operator"
@@ -52,25 +61,27 @@ def _check(pattern: re.Pattern[str], value: str, what: str) -> str:
     return value
 
 
-def access_sql(database: str, lrs_tables: tuple[str, ...] = ()) -> list[str]:
+def access_sql(database: str, lrs_tables: tuple[str, ...] = (), across_shards: bool = False) -> list[str]:
     """Roles, grants and staff row policies for ``database`` (idempotent statements).
 
     ``lrs_tables``: the LRS read index tables (``sinks.lrs_rows.LRS_COLUMNS``), readable by
-    the LRS role only.
+    the LRS role only. ``across_shards``: the same grants on the all-shards database too.
     """
     db = _check(_NAME, database, "database")
     out = [f"CREATE ROLE IF NOT EXISTS {r}" for r in (*STAFF, SCHOOL)]
+    databases = (db, all_shards_database(db)) if across_shards else (db,)
 
     def grant(privileges: str, tables: tuple[str, ...], role: str) -> None:
-        out.extend(f"GRANT {privileges} ON {db}.{t} TO {role}" for t in tables)
+        out.extend(f"GRANT {privileges} ON {d}.{t} TO {role}" for d in databases for t in tables)
 
     grant("SELECT", T.RESEARCH_TABLES, RESEARCHER)
     grant("SELECT", OPERATOR_TABLES, OPERATOR)
     grant("SELECT", (*LRS_TABLES, *lrs_tables), LRS)
     grant("SELECT", T.SCHOOL_TABLES, SCHOOL)
-    out.append(
+    out.extend(
         f"GRANT SELECT, INSERT, ALTER UPDATE, ALTER DELETE, CREATE TABLE, CREATE VIEW, CREATE DICTIONARY, "
-        f"CREATE DATABASE, DROP TABLE, DROP VIEW, SHOW ON {db}.* TO {WRITER}"
+        f"CREATE DATABASE, DROP TABLE, DROP VIEW, SHOW ON {d}.* TO {WRITER}"
+        for d in databases
     )
     # Erasures wait for their mutations; the writer reads their state.
     out.append(f"GRANT SELECT ON system.mutations TO {WRITER}")
@@ -86,7 +97,8 @@ def school_user_sql(database: str, user: str, school: str, password_sha256_hex: 
     """Create a school's user: the school role and one row policy per school table.
 
     The password is given as its SHA-256 (hex), so the clear text never appears in SQL,
-    logs or ``system.query_log``.
+    logs or ``system.query_log``. Across shards the policies on the local tables apply on
+    every shard (module docstring), so nothing more is needed there.
     """
     db = _check(_NAME, database, "database")
     name = _check(_NAME, user, "user name")

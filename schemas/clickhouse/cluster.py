@@ -24,9 +24,17 @@ servers:
   (``replicated_deduplication_window``), which is what makes a retry on another replica
   add nothing; 0016's ``MODIFY SETTING`` statements have no cluster form.
 
-Rows are spread over shards by the first column of the sorting key (``school`` for
-every pipeline table), so all copies of a key meet in one shard and Replacing/Aggregating
-merges stay exact. Pure string work, testable offline.
+Several shards: the same statements also create the database ``<db>_all_shards``
+(:func:`all_shards_database`) holding, for every table and view of ``<db>``, a Distributed
+table of the same name over it on every shard. A process of a sharded cluster names that
+database as its own (``ServerEngine.across_shards``): every ``{db}.<table>`` query then
+reads every shard and every insert is routed to the shard of its sharding key, without a
+query of the readers or the sinks changing. Mutations (``forget-learner``) go to the local
+tables ``ON CLUSTER`` (:func:`local_database`).
+
+Rows are spread over shards by ``school`` when the sorting key has it (every pipeline
+table: :func:`_sharding_key`), else by the first column of the sorting key, so all copies
+of a key meet in one shard and Replacing/Aggregating merges stay exact. Pure string work, testable offline.
 """
 
 from __future__ import annotations
@@ -35,15 +43,19 @@ import re
 from functools import cache
 
 DISTRIBUTED_SUFFIX = "_distributed"
+ALL_SHARDS_SUFFIX = "_all_shards"
 ZK_TABLES = "/clickhouse/tables"
 
 _CREATE_DB = re.compile(r"^(\s*CREATE DATABASE IF NOT EXISTS \S+)", re.S)
 _CREATE_TABLE = re.compile(r"^(\s*CREATE TABLE IF NOT EXISTS )(\S+)\.(\w+)(\s*\()", re.S)
-_CREATE_VIEW = re.compile(r"^(\s*CREATE (?:MATERIALIZED )?VIEW IF NOT EXISTS \S+)", re.S)
+_CREATE_VIEW = re.compile(r"^(\s*CREATE (MATERIALIZED )?VIEW IF NOT EXISTS (\S+)\.(\w+))", re.S)
 _ENGINE = re.compile(
     r"ENGINE = (Replacing|Summing|Aggregating|Collapsing|VersionedCollapsing)?MergeTree(?:\(([^()]*)\))?"
 )
 _ORDER_BY = re.compile(r"\n\s*ORDER BY \(?\s*([^,()\s]+(?:\([^()]*\))?)")
+# The whole sorting key of a CREATE TABLE (one line), for finding its `school` column.
+_SORTING_KEY = re.compile(r"\n\s*ORDER BY \(([^\n]*)\)\s*(?:\n|$)")
+_SCHOOL = "school"
 _ALTER = re.compile(r"^(\s*ALTER TABLE )(\S+)\.(\w+)( .*)$", re.S)
 _COLUMN_CHANGE = re.compile(r"^\s*(ADD|DROP|MODIFY|RENAME) COLUMN\b")
 _DROP = re.compile(r"^(\s*DROP TABLE IF EXISTS )(\S+)\.(\w+)\s*$", re.S)
@@ -61,6 +73,16 @@ def distributed_name(table: str) -> str:
     return table + DISTRIBUTED_SUFFIX
 
 
+def all_shards_database(database: str) -> str:
+    """The database whose tables have ``database``'s names and read (and write) every shard."""
+    return database + ALL_SHARDS_SUFFIX
+
+
+def local_database(database: str) -> str:
+    """The database of the local tables behind ``database`` (itself unless it is an all-shards one)."""
+    return database.removesuffix(ALL_SHARDS_SUFFIX)
+
+
 def zookeeper_path(database: str, table: str) -> str:
     """Where the replicas of one shard of ``database.table`` meet in ZooKeeper/Keeper."""
     return f"{ZK_TABLES}/{{shard}}/{database}/{table}"
@@ -72,21 +94,34 @@ def clusterize(sql: str, cluster: str) -> list[str]:
     if m := _CREATE_TABLE.match(sql):
         return _create_table(sql, m, on, cluster)
     if m := _CREATE_DB.match(sql):
-        return [m.group(1) + on + sql[m.end():]]
+        database = m.group(1).split()[-1]
+        return [m.group(1) + on + sql[m.end():], f"CREATE DATABASE IF NOT EXISTS {all_shards_database(database)}{on}"]
     if m := _CREATE_VIEW.match(sql):
-        return [m.group(1) + on + sql[m.end():]]
+        out = [m.group(1) + on + sql[m.end():]]
+        if not m.group(2):
+            # A plain view reads its shard's tables (FINAL, keys and argMax stay within one
+            # shard); the all-shards view reads that view on every shard.
+            out.append(_all_shards(m.group(3), m.group(4), on, cluster, key=None))
+        return out
     if m := _ALTER.match(sql):
         head, database, table, rest = m.groups()
         if _SETS_NON_REPLICATED_WINDOW.match(rest):
             return []
         out = [f"{head}{database}.{table}{on}{rest}"]
         if _COLUMN_CHANGE.match(rest):
+            key = sharding_keys()[table]
             out.append(f"DROP TABLE IF EXISTS {database}.{distributed_name(table)}{on}")
-            out.append(_distributed(database, table, on, cluster, sharding_keys()[table]))
+            out.append(_distributed(database, table, on, cluster, key))
+            out.append(f"DROP TABLE IF EXISTS {all_shards_database(database)}.{table}{on}")
+            out.append(_all_shards(database, table, on, cluster, key))
         return out
     if m := _DROP.match(sql):
         head, database, table = m.groups()
-        return [f"{head}{database}.{distributed_name(table)}{on}", f"{head}{database}.{table}{on}"]
+        return [
+            f"{head}{all_shards_database(database)}.{table}{on}",
+            f"{head}{database}.{distributed_name(table)}{on}",
+            f"{head}{database}.{table}{on}",
+        ]
     # Data statements (the rollup backfill): run on one replica, replicated from there.
     return [sql]
 
@@ -107,7 +142,8 @@ def _create_table(sql: str, m: re.Match[str], on: str, cluster: str) -> list[str
         f"{head}{database}.{table}{on}{paren}{sql[m.end():engine.start()]}"
         f"ENGINE = Replicated{variant}MergeTree({replicated_args}){rest}"
     )
-    return [local, _distributed(database, table, on, cluster, _sharding_key(sql, table))]
+    key = _sharding_key(sql, table)
+    return [local, _distributed(database, table, on, cluster, key), _all_shards(database, table, on, cluster, key)]
 
 
 def _distributed(database: str, table: str, on: str, cluster: str, key: str) -> str:
@@ -117,11 +153,30 @@ def _distributed(database: str, table: str, on: str, cluster: str, key: str) -> 
     )
 
 
+def _all_shards(database: str, table: str, on: str, cluster: str, key: str | None) -> str:
+    """``<db>_all_shards.<table>``: Distributed over ``table`` of every shard (routing inserts by ``key``)."""
+    routing = f", cityHash64({key})" if key else ""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {all_shards_database(database)}.{table}{on} AS {database}.{table} "
+        f"ENGINE = Distributed({_identifier(cluster)}, {database}, {table}{routing})"
+    )
+
+
 def _sharding_key(create_table: str, table: str) -> str:
-    """The first column of the sorting key of a ``CREATE TABLE``."""
+    """``school`` when it is a column of the sorting key of a ``CREATE TABLE``, else the key's
+    first column.
+
+    A materialized view writes the local table of the shard its source row is on, so a
+    target must be routed like its sources (by ``school``) even when its key starts with
+    another column (``engagement_by_time``: ``grain`` first); inserts through the
+    Distributed table then land where the view's rows are.
+    """
     order = _ORDER_BY.search(create_table)
     if order is None:
         raise ValueError(f"{table}: no ORDER BY to shard by")
+    key = _SORTING_KEY.search(create_table)
+    if key and _SCHOOL in (column.strip() for column in key.group(1).split(",")):
+        return _SCHOOL
     return order.group(1)
 
 

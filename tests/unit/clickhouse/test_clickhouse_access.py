@@ -79,3 +79,16 @@ def test_clickhouse_deploy_files_are_the_rendered_definitions():
     assert statements == A.access_sql("learnpulse", tuple(LRS_COLUMNS))
     xml = (REPO / "deploy/clickhouse/users.d/learnpulse-18.16.xml").read_text()
     assert xml == A.users_xml_1816("learnpulse", "0" * 64, "0" * 64)
+
+
+def test_clickhouse_across_shards_every_role_reads_the_all_shards_tables_and_policies_stay_on_the_local_ones():
+    single, sharded = A.access_sql("lp", tuple(LRS_COLUMNS)), A.access_sql("lp", tuple(LRS_COLUMNS), across_shards=True)
+    assert not [s for s in single if "lp_all_shards" in s]
+    for statement in single:
+        if statement.startswith("GRANT") and " ON lp." in statement:
+            assert statement in sharded
+            assert statement.replace(" ON lp.", " ON lp_all_shards.") in sharded
+    # Row policies only on the local tables: every shard applies them to the initial user's roles.
+    policies = [s for s in sharded if s.startswith("CREATE ROW POLICY")]
+    assert policies == [s for s in single if s.startswith("CREATE ROW POLICY")]
+    assert not [s for s in policies if "lp_all_shards" in s]

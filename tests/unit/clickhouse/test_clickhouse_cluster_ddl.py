@@ -37,7 +37,7 @@ def test_every_table_of_the_migrations_gets_a_replicated_engine_of_the_same_vari
             continue
         table = m.group(1)
         variant, args = tables[table]
-        local, distributed = clusterize(sql, "lp")
+        local, distributed, all_shards = clusterize(sql, "lp")
         path = f"'/clickhouse/tables/{{shard}}/{{db}}/{table}', '{{replica}}'"
         expected = f"ENGINE = Replicated{variant}MergeTree({path}{', ' + args if args else ''})"
         assert expected in local, (table, local)
@@ -51,6 +51,11 @@ def test_every_table_of_the_migrations_gets_a_replicated_engine_of_the_same_vari
             f"CREATE TABLE IF NOT EXISTS {{db}}.{distributed_name(table)} ON CLUSTER lp AS {{db}}.{table} "
             f"ENGINE = Distributed(lp, {{db}}, {table}, cityHash64("
         )
+        # The all-shards database's table of the same name: the same Distributed table, so a
+        # process across shards reads and writes it with the local name.
+        assert all_shards == distributed.replace(
+            f"{{db}}.{distributed_name(table)} ON CLUSTER", f"{{db}}_all_shards.{table} ON CLUSTER"
+        )
 
 
 def test_pipeline_tables_are_sharded_by_school_so_copies_of_a_key_meet_in_one_shard():
@@ -61,6 +66,11 @@ def test_pipeline_tables_are_sharded_by_school_so_copies_of_a_key_meet_in_one_sh
             assert clusterize(sql, "lp")[1].endswith("cityHash64(school))"), m.group(1)
             by_school += 1
     assert by_school >= 15
+    # A materialized view's target whose key starts with another column is routed by school
+    # like its source (the view writes the shard its source row is on).
+    by_time = next(f for m in all_migrations() for f in m.forwards if ".engagement_by_time (" in f)
+    assert re.search(r"ORDER BY \(grain, school\b", _flat(by_time))
+    assert clusterize(by_time, "lp")[1].endswith("cityHash64(school))")
     ledger = clusterize(_LEDGER_DDL, "lp")[1]
     assert ledger.endswith("cityHash64(id))")
 
@@ -75,20 +85,29 @@ def test_views_materialized_views_database_and_data_statements_in_cluster_form()
     assert clusterize(backfill, "lp") == [backfill]
     views = next(m for m in all_migrations() if m.id == "0004_views")
     for sql in views.forwards:
-        (view,) = clusterize(sql, "lp")
-        assert re.match(r"\s*CREATE VIEW IF NOT EXISTS \{db\}\.\w+ ON CLUSTER lp AS", view), view
-    assert clusterize("CREATE DATABASE IF NOT EXISTS {db}", "lp") == ["CREATE DATABASE IF NOT EXISTS {db} ON CLUSTER lp"]
+        view, all_shards = clusterize(sql, "lp")
+        name = re.match(r"\s*CREATE VIEW IF NOT EXISTS \{db\}\.(\w+) ON CLUSTER lp AS", view).group(1)
+        # Each shard's view reads its shard (FINAL stays exact: a key's copies are on one shard);
+        # the all-shards view reads that view on every shard.
+        assert all_shards == (f"CREATE TABLE IF NOT EXISTS {{db}}_all_shards.{name} ON CLUSTER lp AS {{db}}.{name} "
+                              f"ENGINE = Distributed(lp, {{db}}, {name})")  # fmt: skip
+    assert clusterize("CREATE DATABASE IF NOT EXISTS {db}", "lp") == [
+        "CREATE DATABASE IF NOT EXISTS {db} ON CLUSTER lp", "CREATE DATABASE IF NOT EXISTS {db}_all_shards ON CLUSTER lp"
+    ]
 
 
 def test_alters_and_drops_reach_every_server_and_the_distributed_table():
     violations = next(m for m in all_migrations() if m.id == "0012_statement_violations").forwards[0]
-    local, drop, create = clusterize(violations, "lp")
+    local, drop, create, drop_all, create_all = clusterize(violations, "lp")
     assert local.startswith("ALTER TABLE {db}.statements ON CLUSTER lp ADD COLUMN IF NOT EXISTS violations")
     # The Distributed table (no data of its own) is made again with the new columns.
     assert drop == "DROP TABLE IF EXISTS {db}.statements_distributed ON CLUSTER lp"
     statements = next(m for m in all_migrations() if m.id == "0001_statements").forwards[0]
     assert create == clusterize(statements, "lp")[1]
+    assert drop_all == "DROP TABLE IF EXISTS {db}_all_shards.statements ON CLUSTER lp"
+    assert create_all == clusterize(statements, "lp")[2]
     assert clusterize("DROP TABLE IF EXISTS {db}.learner_activity_hourly", "lp") == [
+        "DROP TABLE IF EXISTS {db}_all_shards.learner_activity_hourly ON CLUSTER lp",
         "DROP TABLE IF EXISTS {db}.learner_activity_hourly_distributed ON CLUSTER lp",
         "DROP TABLE IF EXISTS {db}.learner_activity_hourly ON CLUSTER lp",
     ]
