@@ -33,7 +33,10 @@ def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
         raise UserError(f"metrics port {port} is taken ({err}); set LEARNPULSE_METRICS_PORT_BASE") from err
 
 
-def open_clickhouse(settings: Settings, migrate_schema: bool = True) -> ClickHouse:
+def open_clickhouse(settings: Settings, migrate_schema: bool = True, across_shards: bool = True) -> ClickHouse:
+    """The process's ClickHouse, migrated; on a cluster of several shards (and unless
+    ``across_shards`` is False: the schema commands work on the local database) the engine
+    that reads and writes every shard."""
     url = settings.clickhouse_url
     try:
         ch = engine_from_url(url)
@@ -55,7 +58,7 @@ def open_clickhouse(settings: Settings, migrate_schema: bool = True) -> ClickHou
         except (MigrationDrift, ReplicasUnreachable) as err:
             ch.close()
             raise UserError(str(err)) from err
-    if settings.clickhouse.sharded:
+    if across_shards and settings.clickhouse.sharded:
         ch = _across_shards(ch)
     return ch
 

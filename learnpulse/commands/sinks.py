@@ -35,7 +35,7 @@ def register(main: click.Group) -> None:
 
         from ..pipeline import open_clickhouse
 
-        ch = open_clickhouse(settings, migrate_schema=False)
+        ch = open_clickhouse(settings, migrate_schema=False, across_shards=False)
         try:
             applied = migrate(ch, click.echo, cluster=settings.clickhouse.cluster_name,
                               wait_for_replicas=wait_for_replicas)  # fmt: skip
@@ -53,7 +53,7 @@ def register(main: click.Group) -> None:
 
         from ..pipeline import open_clickhouse
 
-        ch = open_clickhouse(settings, migrate_schema=False)
+        ch = open_clickhouse(settings, migrate_schema=False, across_shards=False)
         try:
             try:
                 known = status(ch, settings.clickhouse.cluster_name)

@@ -83,8 +83,11 @@ def access_sql(database: str, lrs_tables: tuple[str, ...] = (), across_shards: b
         f"CREATE DATABASE, DROP TABLE, DROP VIEW, SHOW ON {d}.* TO {WRITER}"
         for d in databases
     )
-    # Erasures wait for their mutations; the writer reads their state.
+    # Erasures wait for their mutations; the writer reads their state (across shards through
+    # the table function cluster(), which needs REMOTE).
     out.append(f"GRANT SELECT ON system.mutations TO {WRITER}")
+    if across_shards:
+        out.append(f"GRANT REMOTE ON *.* TO {WRITER}")
     staff = ", ".join(STAFF)
     out.extend(
         f"CREATE ROW POLICY IF NOT EXISTS learnpulse_staff ON {db}.{t} FOR SELECT USING 1 TO {staff}"

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .cluster import clusterize
+from .cluster import clusterize, local_database
 from .ddl import render
 from .engine import ALREADY_EXISTS_CODES, ClickHouse, ClickHouseError
 from .migrations import Migration, all_migrations
@@ -147,8 +147,16 @@ def _ensure_ledger(ch: ClickHouse, cluster: str | None, before_ddl: Callable[[],
         execute_idempotent(ch, sql)
 
 
+def _refuse_all_shards(ch: ClickHouse) -> None:
+    # The all-shards database holds Distributed tables made by the migrations of the local
+    # one; migrating it would create a second, replicated schema under its name.
+    if local_database(ch.database) != ch.database:
+        raise ValueError(f"{ch.database} is an all-shards database: migrate {local_database(ch.database)}")
+
+
 def status(ch: ClickHouse, cluster: str | None = None) -> list[MigrationStatus]:
     """Every known migration with whether (and with which checksum) it was applied."""
+    _refuse_all_shards(ch)
     with _LOCK:
         _ensure_ledger(ch, cluster, _before_cluster_ddl(ch, cluster, 0.0, lambda _m: None))
         done = recorded(ch)
@@ -164,6 +172,7 @@ def migrate(ch: ClickHouse, log: Callable[[str], None] = lambda _m: None, cluste
     when something is to be applied, every replica must answer first, within
     ``wait_for_replicas`` seconds (0: at once), else :class:`ReplicasUnreachable`.
     """
+    _refuse_all_shards(ch)
     with _LOCK:
         version = ch.server_version()
         before_ddl = _before_cluster_ddl(ch, cluster, wait_for_replicas, log)

@@ -48,6 +48,7 @@ class Runs:
     shards: list[ServerEngine]  # each shard's local database, to look at what it holds
     single: ServerEngine  # the same input through a sink into one server
     ids: set[uuid.UUID]
+    process: Settings  # a process of the cluster: server 1's URL, the cluster name, 2 shards
 
 
 def _run_sink(kafka, engine, topic: str, expected: int) -> None:
@@ -113,7 +114,7 @@ def runs(clickhouse_shards: Settings, kafka_module, server_url_module) -> Iterat
     try:
         _run_sink(kafka, sharded, Topic.STATEMENTS.physical(kafka.topic_prefix), len(ids))
         _run_sink(kafka, single, Topic.STATEMENTS.physical(kafka.topic_prefix), len(ids))
-        yield Runs(sharded, shards, single, ids)
+        yield Runs(sharded, shards, single, ids, process)
     finally:
         for e in (sharded, single, *shards):
             e.close()
@@ -225,3 +226,26 @@ def test_forget_learner_leaves_nothing_of_the_learner_on_any_shard(runs):
             assert shard.query(f"SELECT count() FROM {{db}}.{table} WHERE {cond}", {"l": learner}) == [(0,)], column
     # Nothing else was erased.
     assert _distinct(runs.sharded) == others_before
+
+
+def test_the_schema_commands_of_a_sharded_process_work_on_the_local_database(runs, monkeypatch):
+    from click.testing import CliRunner
+
+    from learnpulse.cli import main
+
+    c = runs.process.clickhouse
+    for name, value in (("HOME", str(runs.process.home)), ("CLICKHOUSE__URL", c.url),
+                        ("CLICKHOUSE__CLUSTER__NAME", c.cluster.name), ("CLICKHOUSE__CLUSTER__SHARDS", "2")):  # fmt: skip
+        monkeypatch.setenv(f"LEARNPULSE_{name}", value)
+
+    # Every migration is applied (the local database), and a second `db migrate` applies nothing.
+    status = CliRunner().invoke(main, ["db", "status"], catch_exceptions=False)
+    assert status.exit_code == 0 and "pending" not in status.output and "0019_mastery_history" in status.output
+    again = CliRunner().invoke(main, ["db", "migrate"], catch_exceptions=False)
+    assert again.exit_code == 0 and "0 migrations applied" in again.output, again.output
+    # The all-shards database is never migrated itself (it would get a second, local schema).
+    with pytest.raises(ValueError, match="all-shards database"):
+        migrate(runs.sharded)
+    ((engines,),) = runs.shards[1].query(
+        "SELECT groupUniqArray(engine) FROM system.tables WHERE database = {d:String}", {"d": runs.sharded.database})
+    assert engines == ["Distributed"]

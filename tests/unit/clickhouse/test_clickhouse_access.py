@@ -84,6 +84,8 @@ def test_clickhouse_deploy_files_are_the_rendered_definitions():
 def test_clickhouse_across_shards_every_role_reads_the_all_shards_tables_and_policies_stay_on_the_local_ones():
     single, sharded = A.access_sql("lp", tuple(LRS_COLUMNS)), A.access_sql("lp", tuple(LRS_COLUMNS), across_shards=True)
     assert not [s for s in single if "lp_all_shards" in s]
+    # The erasure's wait for mutations on every shard uses cluster() (REMOTE).
+    assert "GRANT REMOTE ON *.* TO learnpulse_writer" in sharded and "GRANT REMOTE ON *.* TO learnpulse_writer" not in single
     for statement in single:
         if statement.startswith("GRANT") and " ON lp." in statement:
             assert statement in sharded
