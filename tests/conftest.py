@@ -16,6 +16,7 @@ import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -149,17 +150,16 @@ def clickhouse_server_settings(stack_home: Path) -> Iterator[ClickHouseSettings]
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def clickhouse_cluster(stack_home: Path) -> Iterator[Settings]:
-    """ZooKeeper and two clickhouse-server replicas of one shard (cluster ``lp_test``), loopback, private dirs."""
+def _local_cluster(home: Path, name: str, shards: int, replicas: int) -> Iterator[Settings]:
+    """ZooKeeper and ``shards`` x ``replicas`` clickhouse-server processes (cluster ``name``) on free loopback ports."""
     from learnpulse.stack_cluster import cluster_down, cluster_up
 
-    replicas = 2
+    servers = shards * replicas
     settings = Settings(
-        home=stack_home / "cluster",
+        home=home,
         clickhouse=ClickHouseSettings(
-            server_tcp_port=free_port_block(replicas), server_http_port=free_port_block(2 * replicas),
-            cluster=ClickHouseClusterSettings(name="lp_test", replicas=replicas, zookeeper_port=free_port()),
+            server_tcp_port=free_port_block(servers), server_http_port=free_port_block(2 * servers),
+            cluster=ClickHouseClusterSettings(name=name, shards=shards, replicas=replicas, zookeeper_port=free_port()),
         ),
     )
     try:
@@ -167,26 +167,34 @@ def clickhouse_cluster(stack_home: Path) -> Iterator[Settings]:
         yield settings
     finally:
         cluster_down(settings)
+
+
+@pytest.fixture(scope="session")
+def clickhouse_cluster(stack_home: Path) -> Iterator[Settings]:
+    """ZooKeeper and two clickhouse-server replicas of one shard (cluster ``lp_test``), loopback, private dirs."""
+    yield from _local_cluster(stack_home / "cluster", "lp_test", shards=1, replicas=2)
 
 
 @pytest.fixture(scope="session")
 def clickhouse_shards(stack_home: Path) -> Iterator[Settings]:
     """ZooKeeper and two clickhouse-server shards of one replica each (cluster ``lp_shards``), loopback."""
-    from learnpulse.stack_cluster import cluster_down, cluster_up
+    yield from _local_cluster(stack_home / "shards", "lp_shards", shards=2, replicas=1)
 
-    servers = 2
-    settings = Settings(
-        home=stack_home / "shards",
-        clickhouse=ClickHouseSettings(
-            server_tcp_port=free_port_block(servers), server_http_port=free_port_block(2 * servers),
-            cluster=ClickHouseClusterSettings(name="lp_shards", shards=servers, replicas=1, zookeeper_port=free_port()),
-        ),
-    )
-    try:
-        cluster_up(settings, timeout=120)
-        yield settings
-    finally:
-        cluster_down(settings)
+
+def start_sink(sink) -> tuple[threading.Event, list[BaseException], threading.Thread]:
+    """``sink.run`` in a daemon thread until the returned event is set; what it raised lands in the list."""
+    stop: threading.Event = threading.Event()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            sink.run(stop)
+        except BaseException as err:  # noqa: BLE001 - reported by the test
+            errors.append(err)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return stop, errors, thread
 
 
 def _database() -> str:

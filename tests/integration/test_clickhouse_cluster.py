@@ -23,7 +23,7 @@ from schemas.clickhouse.cluster import distributed_name
 from schemas.clickhouse.migrate import migrate, recorded
 from sinks.engines import ServerEngine, engine_from_url
 from sinks.rows import COLUMNS, OLD_SERVER_RANGE, Rows, statement_rows
-from tests.conftest import wait_for
+from tests.conftest import start_sink, wait_for
 
 pytestmark = pytest.mark.clickhouse_server
 
@@ -220,8 +220,6 @@ def test_the_cluster_listens_on_loopback_only_keeps_its_secrets_private_and_stop
 def test_a_sink_whose_replica_stops_goes_on_against_the_other_and_nothing_is_lost_or_doubled(
     clickhouse_cluster, cluster_db, replicas, kafka
 ):
-    import threading
-
     from benchmarks.bench_sinks import produce
     from schemas.topics import Topic
     from sinks.specs import SinkParameters, build_sinks
@@ -238,21 +236,12 @@ def test_a_sink_whose_replica_stops_goes_on_against_the_other_and_nothing_is_los
     topic = Topic.STATEMENTS.physical(kafka.topic_prefix)
     expected = {r[T.STATEMENT_ID_INDEX] for env in envelopes
                 for r in statement_rows(SECRET, OLD_SERVER_RANGE, env.encode())[T.STATEMENTS]}  # fmt: skip
-    stop, errors = threading.Event(), []
-
-    def run() -> None:
-        try:
-            sink.run(stop)
-        except BaseException as err:  # noqa: BLE001 - reported by the test
-            errors.append(err)
-
     def distinct(ch: ServerEngine) -> int:
         ((n,),) = ch.query(f"SELECT uniqExact(statement_id) FROM {ch.database}.statements")
         return n
 
     switches = metrics.CLICKHOUSE_REPLICA_SWITCHES._value.get()
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    stop, errors, thread = start_sink(sink)
     try:
         half = len(envelopes) // 2
         produce(kafka.bootstrap_servers, topic, envelopes[:half])

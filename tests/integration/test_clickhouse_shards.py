@@ -10,7 +10,6 @@ tables would miss some).
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from sinks.forget import forget_learners
 from sinks.lrs_rows import LRS_STATEMENTS
 from sinks.rows import COLUMNS, OLD_SERVER_RANGE, statement_rows
 from sinks.specs import SinkParameters, build_sinks
-from tests.conftest import wait_for
+from tests.conftest import start_sink, wait_for
 
 pytestmark = [pytest.mark.clickhouse_server, pytest.mark.kafka]
 
@@ -51,21 +50,12 @@ class Runs:
     process: Settings  # a process of the cluster: server 1's URL, the cluster name, 2 shards
 
 
-def _run_sink(kafka, engine, topic: str, expected: int) -> None:
+def _run_sink(kafka, engine, expected: int) -> None:
     """The statements sink over the whole topic until ``expected`` distinct statements are readable."""
     params = SinkParameters(bootstrap=kafka.bootstrap_servers, topic_prefix=kafka.topic_prefix, secret=SECRET,
                             max_rows=200, max_wait_s=0.5, group_id=f"shards-{uuid.uuid4().hex[:8]}")  # fmt: skip
     (sink,) = build_sinks(params, engine, ["statements"])
-    stop, errors = threading.Event(), []
-
-    def run() -> None:
-        try:
-            sink.run(stop)
-        except BaseException as err:  # noqa: BLE001 - reported by the test
-            errors.append(err)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    stop, errors, thread = start_sink(sink)
     try:
         wait_for(lambda: errors or _distinct(engine) == expected, 240, f"{expected} statements through the sink")
         assert not errors, errors
@@ -112,8 +102,8 @@ def runs(clickhouse_shards: Settings, kafka_module, server_url_module) -> Iterat
            for r in statement_rows(SECRET, OLD_SERVER_RANGE, env.encode())[T.STATEMENTS]}  # fmt: skip
     produce(kafka.bootstrap_servers, Topic.STATEMENTS.physical(kafka.topic_prefix), envelopes)
     try:
-        _run_sink(kafka, sharded, Topic.STATEMENTS.physical(kafka.topic_prefix), len(ids))
-        _run_sink(kafka, single, Topic.STATEMENTS.physical(kafka.topic_prefix), len(ids))
+        _run_sink(kafka, sharded, len(ids))
+        _run_sink(kafka, single, len(ids))
         yield Runs(sharded, shards, single, ids, process)
     finally:
         for e in (sharded, single, *shards):
