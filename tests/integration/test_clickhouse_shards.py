@@ -182,7 +182,7 @@ def test_lrs_reads_across_shards_equal_a_single_node_run(runs):
     assert alone and not more
     assert _lrs_page(runs.sharded, school) == (alone, more)
     assert _lrs_page(runs.shards[0], school) == ([], False)
-    _ms, sid, raw = alone[0]
+    _ms, sid, _raw = alone[0]
     assert LrsStore(runs.sharded).get(school, sid, voided=False) == LrsStore(runs.single).get(school, sid, voided=False)
 
 
@@ -204,7 +204,7 @@ def test_research_sql_with_a_subquery_reads_every_shard(runs):
 
 def test_forget_learner_leaves_nothing_of_the_learner_on_any_shard(runs):
     # A learner of a school on the second shard (the engine is connected to the first).
-    ((learner, school),) = runs.shards[1].query("SELECT learner, any(school) FROM {db}.statements GROUP BY learner LIMIT 1")
+    ((learner, _school),) = runs.shards[1].query("SELECT learner, any(school) FROM {db}.statements GROUP BY learner LIMIT 1")
     others_before = _distinct(runs.sharded) - len(
         runs.sharded.query("SELECT DISTINCT statement_id FROM {db}.statements WHERE learner = {l:String}", {"l": learner}))
     report = forget_learners(runs.sharded, [learner], settle_s=0)
