@@ -39,11 +39,12 @@ GROUP BY course, cohort
 
 # Per cohort on the page: mean P(mastery) over the (learner, skill) estimates of its learners
 # in its course (mastery has no cohort column: a cohort's learners come from daily engagement).
+# All time and per cohort: `engagement`'s own order (cohort first) fits, not the time-first copy.
 COHORT_MASTERY_SQL = f"""
 SELECT e.course, e.cohort, avg(m.p_mastery), count()
 FROM (
     SELECT DISTINCT course, cohort, learner
-    FROM {{db}}.engagement_by_time
+    FROM {{db}}.engagement
     WHERE school = {{school:String}} AND grain = 'day' AND {IN_SCOPE} AND {_ON_PAGE}
 ) AS e
 INNER JOIN (
