@@ -46,31 +46,34 @@ MASTERY_HISTORY_SQL = (
     "WHERE school = {school:String} AND course = {course:String} AND " + _LEARNERS + " AND " + LEARNER_IN_SCOPE
     + " GROUP BY learner, skill, event_time ORDER BY learner, skill, event_time"
 )
+# The given learners as a set (one hash lookup a row, where has() scans the array each row).
+_LEARNER_SET = "learner IN (SELECT arrayJoin(CAST({learners:Array(String)} AS Array(String))))"
 # The stalled rule in SQL (window-free: 18.16 has no window functions), one row per flagged
-# learner × skill: learner, skill, P now, P then, attempts since. Per pair, the history's points
-# (one per event time, newest version: a replayed row is no extra attempt) sorted by event time;
-# ``series`` drops the points an undo superseded, as current_series() does. When versions rise
-# with event time (no undo: nearly always) every point is kept; otherwise each point is checked
-# against the highest version before it, an O(n²) step run only on those few pairs' arrays
-# (``undone`` is empty for the others). The lambda reads ``points``: on 18.16 a lambda reading
-# an alias that nothing else reads got a wrong array (tests/integration/test_mastery_stalled_sql.py).
+# learner × skill: learner, skill, P now, P then, attempts since. Per pair, the history's rows
+# sorted by (event time, version); ``points`` keeps the last row of each event time (its newest
+# version: a replayed row is no extra attempt). ``series`` drops the points an undo superseded,
+# as current_series() does: when versions rise with event time (no undo: nearly always) every
+# point is kept; otherwise each point is checked against the highest version before it, an
+# O(n²) step run only on those few pairs' arrays (``undone`` is empty for the others). The
+# lambda reads ``points``: on 18.16 a lambda reading an alias that nothing else reads got a
+# wrong array (tests/integration/test_mastery_stalled_sql.py).
 STALLED_SQL = (
     "SELECT learner, skill, newest.2, back.2, toInt64(newest.3) - toInt64(back.3) FROM ("
     " SELECT learner, skill, series, series[length(series)] AS newest,"
     "  arrayFilter(x -> toInt64(x.3) <= toInt64(newest.3) - {attempts:Int64}, arrayPopBack(series)) AS earlier,"
     "  earlier[length(earlier)] AS back"
     " FROM ("
-    "  SELECT learner, skill, arraySort(x -> x.1, groupArray((ms, p, obs, v))) AS points,"
+    "  SELECT learner, skill, arraySort(x -> (x.1, x.4),"
+    "    groupArray((toInt64(toUnixTimestamp64Milli(event_time)), p_mastery, observations, version))) AS ordered,"
+    "   arrayFilter((x, next) -> x.1 != next, ordered, arrayPushBack(arrayPopFront(arrayMap(x -> x.1, ordered)),"
+    "    toInt64(-1))) AS points,"
     "   arrayAll((a, b) -> a.4 < b.4, arrayPopBack(points), arrayPopFront(points)) AS rising,"
     "   arrayFilter(x -> NOT rising, points) AS undone,"
     "   if(rising, points, arrayFilter((x, i) -> i = 1 OR x.4 > arrayReduce('max',"
     "    arraySlice(arrayMap(y -> y.4, points), 1, i - 1)), undone, arrayEnumerate(undone))) AS series"
-    "  FROM ("
-    "   SELECT learner, skill, toUnixTimestamp64Milli(event_time) AS ms, argMax(p_mastery, version) AS p,"
-    "    argMax(observations, version) AS obs, max(version) AS v FROM {db}.mastery_history"
-    "   WHERE school = {school:String} AND course = {course:String} AND " + _LEARNERS + " AND " + LEARNER_IN_SCOPE
-    + "   GROUP BY learner, skill, event_time)"
-    "  GROUP BY learner, skill))"
+    "  FROM {db}.mastery_history"
+    "  WHERE school = {school:String} AND course = {course:String} AND " + _LEARNER_SET + " AND " + LEARNER_IN_SCOPE
+    + "  GROUP BY learner, skill))"
     " WHERE newest.2 < {mastered:Float64} AND newest.1 >= {since_ms:Float64} AND notEmpty(earlier)"
     " AND newest.2 <= back.2"
     " ORDER BY learner, skill"
