@@ -157,7 +157,8 @@ def test_the_cluster_form_for_current_releases_is_valid_sql_there(chdb_url):
         for sql in statements:
             formatted = parsed(sql)
             assert "ON CLUSTER learnpulse" in formatted or formatted.startswith("INSERT"), formatted
+        first_table = next(s for s in statements if "ORDER BY" in s)
         with pytest.raises(Exception, match="(?i)syntax"):
-            parsed(statements[1].replace("ORDER BY", "ORDER"))
+            parsed(first_table.replace("ORDER BY", "ORDER"))
     finally:
         engine.close()
