@@ -112,6 +112,7 @@ def start_sinks(
         max_wait_s=settings.sink.max_wait_s,
         group_id=group_id,
         instance_id=instance_id,
+        replicated=settings.clickhouse.cluster_name is not None,
     )
     threads = []
     for sink in build_sinks(params, ch, names):

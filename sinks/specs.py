@@ -20,7 +20,7 @@ from .forget import ForgottenFilter
 from .lrs_rows import LRS_STATEMENT_IDS
 from .progress import ProgressPublisher
 from .rows import COLUMNS, LRS_COLUMNS, MODERN_RANGE, OLD_SERVER_RANGE, builders
-from .totals import recompute_touched
+from .totals import recompute_touched, recompute_touched_on_replica
 from .voids import mark_voided
 
 
@@ -73,6 +73,17 @@ class SinkParameters:
     group_id: str | None = None
     # Static group membership: "<instance_id>-<sink name>" per sink (see SinkConfig).
     instance_id: str | None = None
+    # The cluster form (clickhouse.cluster.name set): replicated tables (sinks/totals.py).
+    replicated: bool = False
+
+
+def after_insert_steps(name: str, replicated: bool) -> tuple[AfterInsert, ...]:
+    """The after-insert steps of sink ``name``; ``replicated``: in the cluster form (the
+    totals recompute waits for its replica first, sinks/totals.py)."""
+    steps = SPECS[name].after_insert
+    if not replicated:
+        return steps
+    return tuple(recompute_touched_on_replica if s is recompute_touched else s for s in steps)
 
 
 def build_sinks(
@@ -107,7 +118,7 @@ def build_sinks(
                 engine,
                 make_rows[name],
                 COLUMNS,
-                after_insert=spec.after_insert,
+                after_insert=after_insert_steps(name, params.replicated),
                 row_filter=_chain(forgotten, first_copy) if spec.first_copy_only else forgotten,
                 insert_filter=first_copy.unwritten if spec.first_copy_only else None,
                 retry_filter=first_copy.not_in_table if spec.first_copy_only else None,

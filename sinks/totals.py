@@ -21,10 +21,35 @@ sets, so :func:`recompute_rebuilt` first waits for the server's next second: eve
 recompute that could have seen the erased rows then has a smaller clock. Whole seconds
 because 18.16 has no sub-second clock; one formula on every server.
 
-Cluster form (replicas): a recompute on one replica may not yet see an insert made through
-another, and its clock is not the other replica's. The totals can then lag by the last
-batch of another replica until that group is touched again. The fix would be quorum inserts
-(``insert_quorum``) with ``select_sequential_consistency``; not done.
+Cluster form (replicas, ``clickhouse.cluster.name`` set; deploy/CLUSTER.md): each sink
+writes through its own replica, and replication is asynchronous, so a recompute on replica 2
+could miss the rows sink 1 had just inserted on replica 1 while sink 1's recompute missed
+sink 2's: both totals rows short, until the group is touched again. So in the cluster form
+the statements sink runs :func:`recompute_touched_on_replica`: after reading the clock, each
+recompute runs ``SYSTEM SYNC REPLICA <db>.activity_daily`` on its replica
+(:func:`wait_for_replica`; ``statements`` too before reading the voiding statements'
+targets). An acknowledged INSERT has already written its part's entry in the table's
+replication log in ZooKeeper (the materialized view's part of ``activity_daily`` is written
+by the same INSERT, with its own entry, before the acknowledgement); SYNC REPLICA first pulls
+that log into the replica's queue, then waits until the queue is empty, i.e. the parts are
+fetched (or a merge covering them). So the recompute again sees every insert acknowledged,
+on any replica, before its clock was read, and the argument above holds. Checked on 18.16
+(tests/integration/test_clickhouse_cluster.py): with fetches stopped on replica 2 the
+recompute there waits, and both replicas end exact.
+
+Why not quorum inserts: on 18.16 ``insert_quorum`` allows one unfinished quorum insert per
+table (a second sink's insert is refused until the first one's quorum is reached; parallel
+quorum inserts came later), a quorum of every replica makes every insert fail while one is
+down (the sink could no longer go on against the other replica), and
+``select_sequential_consistency`` makes a read on a lagging replica fail, not wait.
+
+The wait is bounded by the server's ``receive_timeout`` (and the driver's): a replica that
+cannot catch up (the only holder of a part is down) makes the batch fail as transient, and
+the sink retries it; exact totals come before progress. Limits: the version's clock is each
+replica's own (their clocks must agree, NTP); with several shards *and* replicas the
+recompute reads other shards through Distributed tables, whose replicas are not waited for;
+``forget-learner``'s :func:`recompute_rebuilt` does not wait either. The single-node form
+runs none of this.
 """
 
 from __future__ import annotations
@@ -35,7 +60,8 @@ from datetime import date, datetime
 from typing import Any
 
 from schemas.clickhouse import tables as T
-from schemas.clickhouse.engine import ClickHouse
+from schemas.clickhouse.cluster import local_database
+from schemas.clickhouse.engine import ClickHouse, ClickHouseError, ClickHouseUnavailable
 from schemas.clickhouse.rollups import totals_select
 
 Rows = dict[str, list[tuple[Any, ...]]]
@@ -64,6 +90,8 @@ FROM {{db}}.{T.STATEMENTS}
 WHERE school = {{school:String}} AND statement_id IN (SELECT toUUID(arrayJoin({{ids:Array(String)}})))
 """
 _IDX = {c: T.STATEMENT_COLUMNS.index(c) for c in ("school", "course", "cohort", "timestamp", "verb_id")}
+# The server's code for a SYNC REPLICA past its receive_timeout.
+TIMEOUT_EXCEEDED = 159
 # Groups per recompute: keeps the parameter text bounded.
 CHUNK = 2_000
 
@@ -80,13 +108,30 @@ def server_clock(ch: ClickHouse) -> int:
     return int(now)
 
 
-def recompute_groups(ch: ClickHouse, groups: Iterable[Group]) -> None:
-    """Write the current exact totals of ``groups`` (idempotent; see the module docstring)."""
+def wait_for_replica(ch: ClickHouse, table: str) -> None:
+    """Until this server's replica of ``table`` holds every part any replica had acknowledged
+    when the call started (``SYSTEM SYNC REPLICA``; module docstring). Bounded by the server's
+    ``receive_timeout`` (and the driver's); a timeout is a transient failure (the sink retries
+    the batch)."""
+    try:
+        ch.execute(f"SYSTEM SYNC REPLICA {local_database(ch.database)}.{table}")
+    except ClickHouseError as err:
+        if err.code != TIMEOUT_EXCEEDED:
+            raise
+        raise ClickHouseUnavailable(f"replica of {table} not in sync: {err}") from err
+
+
+def recompute_groups(ch: ClickHouse, groups: Iterable[Group], replicated: bool = False) -> None:
+    """Write the current exact totals of ``groups`` (idempotent; see the module docstring).
+    ``replicated``: the cluster form, each recompute first waits for its replica."""
     ordered = sorted(set(groups))
     for i in range(0, len(ordered), CHUNK):
         chunk = ordered[i : i + CHUNK]
+        clock = server_clock(ch)
+        if replicated:
+            wait_for_replica(ch, T.ACTIVITY_DAILY)
         params = {
-            "clock": server_clock(ch),
+            "clock": clock,
             "first_school": min(g[0] for g in chunk), "last_school": max(g[0] for g in chunk),
             "first_day": min(g[3] for g in chunk).isoformat(), "last_day": max(g[3] for g in chunk).isoformat(),
             "groups": [group_key(g) for g in chunk],
@@ -126,6 +171,16 @@ def recompute_touched(ch: ClickHouse, rows: Rows) -> None:
     groups = batch_groups(rows) | void_target_groups(ch, rows)
     if groups:
         recompute_groups(ch, groups)
+
+
+def recompute_touched_on_replica(ch: ClickHouse, rows: Rows) -> None:
+    """:func:`recompute_touched` in the cluster form: the voiding statements' targets and the
+    id sets are read once this replica holds every part acknowledged on any replica."""
+    if rows.get(T.STATEMENT_VOIDS):
+        wait_for_replica(ch, T.STATEMENTS)
+    groups = batch_groups(rows) | void_target_groups(ch, rows)
+    if groups:
+        recompute_groups(ch, groups, replicated=True)
 
 
 # -- forget-learner: groups rebuilt from `statements`, named by their rollup hash ----------

@@ -8,6 +8,7 @@ hash and the other replica drops it.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -339,3 +340,90 @@ def _migrate_or_error(ch: ServerEngine, cluster: str, wait_for_replicas: float) 
         return migrate(ch, cluster=cluster, wait_for_replicas=wait_for_replicas)
     except Exception as err:  # noqa: BLE001 - reported by the test
         return err
+
+
+# -- activity_totals on two replicas (sinks/totals.py, issue 18) -------------------------
+_TOTALS_SQL = (
+    "SELECT school, course, cohort, toString(day) AS d, verb_id, statements, voided, learners"
+    " FROM {db}.activity_totals FINAL ORDER BY school, course, cohort, d, verb_id"
+)
+_RECOUNT_SQL = (
+    "SELECT school, course, cohort, toString(day) AS d, verb_id, uniqExactMerge(statements),"
+    " uniqExactIfMerge(voided), uniqExactMerge(learners) FROM {db}.activity_daily"
+    " GROUP BY school, course, cohort, day, verb_id ORDER BY school, course, cohort, d, verb_id"
+)
+
+
+def _totals_exact(ch: ServerEngine, statements: int) -> bool:
+    """Every statement is in activity_daily and every group's totals equal its id sets."""
+    totals = ch.query(_TOTALS_SQL)
+    return sum(r[5] for r in ch.query(_RECOUNT_SQL)) == statements and totals == ch.query(_RECOUNT_SQL)
+
+
+def _merged(batches: list[Rows]) -> Rows:
+    """One batch of the rows of ``batches``."""
+    out: Rows = {}
+    for batch in batches:
+        for table, rows in batch.items():
+            out.setdefault(table, []).extend(rows)
+    return out
+
+
+def _write_as_the_sink(ch: ServerEngine, batch: Rows) -> None:
+    """A batch as the statements sink writes it in the cluster form: its blocks, then its after-insert steps."""
+    from sinks.specs import after_insert_steps
+
+    _insert(ch, batch)
+    for step in after_insert_steps("statements", replicated=True):
+        step(ch, batch)
+
+
+def test_totals_are_exact_on_both_replicas_when_each_sink_wrote_the_same_groups_through_its_own_replica(cluster_db):
+    """Replica 2 fetches nothing while sink A writes through replica 1: without waiting for
+    its replica, sink B's recompute on replica 2 would miss A's rows, A's missed B's, and
+    the totals of the shared groups would stay short of the id sets on both replicas."""
+    first, second = cluster_db
+    from sinks.totals import batch_groups
+
+    # Alternate envelopes to each sink: the same simulated schools, courses and days.
+    envelopes = _batches(envelopes=400, per_batch=1)
+    envelopes_a, envelopes_b = _merged(envelopes[0::2]), _merged(envelopes[1::2])
+    assert batch_groups(envelopes_a) & batch_groups(envelopes_b), "the two batches must share groups"
+    statements = len(_ids([envelopes_a, envelopes_b]))
+    db = second.database
+    second.execute(f"SYSTEM STOP FETCHES {db}.{T.STATEMENTS}")
+    second.execute(f"SYSTEM STOP FETCHES {db}.{T.ACTIVITY_DAILY}")
+    fetching = False
+    try:
+        _write_as_the_sink(first, envelopes_a)
+        sink_b_errors: list[BaseException] = []
+
+        def sink_b() -> None:
+            # A connection of its own, as a sink has (the test's one starts the fetches meanwhile).
+            ch = ServerEngine(**second.connection_args(), database=db)
+            try:
+                _write_as_the_sink(ch, envelopes_b)
+            except BaseException as err:  # noqa: BLE001 - reported below
+                sink_b_errors.append(err)
+            finally:
+                ch.close()
+
+        thread = threading.Thread(target=sink_b, daemon=True)
+        thread.start()
+        # B's blocks are on replica 2 (its recompute may be waiting for A's): fetches resume.
+        wait_for(lambda: second.query(f"SELECT count() FROM {db}.{T.STATEMENTS}")[0][0] >= len(envelopes_b[T.STATEMENTS]),
+                 120, "sink B's statements on replica 2")  # fmt: skip
+        time.sleep(1)  # B's recompute has started (and, without the fix, already written B's view)
+        second.execute(f"SYSTEM START FETCHES {db}.{T.STATEMENTS}")
+        second.execute(f"SYSTEM START FETCHES {db}.{T.ACTIVITY_DAILY}")
+        fetching = True
+        thread.join(300)
+        assert not thread.is_alive(), "sink B's after-insert steps did not finish"
+        assert not sink_b_errors, sink_b_errors
+    finally:
+        if not fetching:
+            second.execute(f"SYSTEM START FETCHES {db}.{T.STATEMENTS}")
+            second.execute(f"SYSTEM START FETCHES {db}.{T.ACTIVITY_DAILY}")
+    # Both sinks are done: the totals rows replicate, and FINAL keeps the exact one on each replica.
+    for n, ch in enumerate(cluster_db, 1):
+        wait_for(lambda ch=ch: _totals_exact(ch, statements), 120, f"exact activity_totals on replica {n}")
