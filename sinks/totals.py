@@ -37,11 +37,13 @@ on any replica, before its clock was read, and the argument above holds. Checked
 (tests/integration/test_clickhouse_cluster.py): with fetches stopped on replica 2 the
 recompute there waits, and both replicas end exact.
 
-Why not quorum inserts: on 18.16 ``insert_quorum`` allows one unfinished quorum insert per
-table (a second sink's insert is refused until the first one's quorum is reached; parallel
-quorum inserts came later), a quorum of every replica makes every insert fail while one is
-down (the sink could no longer go on against the other replica), and
-``select_sequential_consistency`` makes a read on a lagging replica fail, not wait.
+Why not quorum inserts (measured on 18.16.1, two replicas): with ``insert_quorum=2`` the
+materialized view's part is on the other replica too when the INSERT returns, but while one
+replica fetches nothing a quorum insert fails after ``insert_quorum_timeout`` (code 319,
+status unknown) and every later quorum insert into the table, through either replica, is
+refused at once (286: the previous write's quorum is not satisfied). One unfinished quorum
+insert per table: one lagging or stopped replica would stop every sink, where a sink now
+waits only for the parts its own replica lacks.
 
 The wait is bounded by the server's ``receive_timeout`` (and the driver's): a replica that
 cannot catch up (the only holder of a part is down) makes the batch fail as transient, and
