@@ -86,6 +86,10 @@ def access_sql(database: str, lrs_tables: tuple[str, ...] = (), across_shards: b
     # Erasures wait for their mutations; the writer reads their state (across shards through
     # the table function cluster(), which needs REMOTE).
     out.append(f"GRANT SELECT ON system.mutations TO {WRITER}")
+    # In the cluster form the totals recompute first waits for its replica of the local
+    # tables (SYSTEM SYNC REPLICA, sinks/totals.py).
+    # (The all-shards database too, like every grant: its tables are Distributed, no wait there.)
+    out.extend(f"GRANT SYSTEM SYNC REPLICA ON {d}.* TO {WRITER}" for d in databases)
     if across_shards:
         out.append(f"GRANT REMOTE ON *.* TO {WRITER}")
     staff = ", ".join(STAFF)
