@@ -32,6 +32,11 @@ ROWS_WRITTEN = Counter("learnpulse_rows_written_total", "Rows inserted into Clic
 CLICKHOUSE_REPLICA_SWITCHES = Counter(
     "learnpulse_clickhouse_replica_switches_total", "ClickHouse connections moved to another replica"
 )
+# activity_totals groups a sink recomputed without waiting for its replica (a replica of the
+# cluster was not active) and has not settled since (sinks/totals.py ReplicatedRecompute).
+TOTALS_UNSETTLED_GROUPS = Gauge(
+    "learnpulse_totals_unsettled_groups", "activity_totals groups recomputed while a replica was down, not yet settled"
+)
 # Failures, by stage and a short kind ("clickhouse_unavailable", "deadletter", "delivery").
 ERRORS = Counter("learnpulse_errors_total", "Errors by stage and kind", ["stage", "kind"])
 DEADLETTERS = Counter("learnpulse_deadletter_total", "Records sent to the dead-letter topic", ["stage", "rule"])

@@ -20,7 +20,7 @@ from .forget import ForgottenFilter
 from .lrs_rows import LRS_STATEMENT_IDS
 from .progress import ProgressPublisher
 from .rows import COLUMNS, LRS_COLUMNS, MODERN_RANGE, OLD_SERVER_RANGE, builders
-from .totals import recompute_touched, recompute_touched_on_replica
+from .totals import ReplicatedRecompute, recompute_touched
 from .voids import mark_voided
 
 
@@ -83,7 +83,7 @@ def after_insert_steps(name: str, replicated: bool) -> tuple[AfterInsert, ...]:
     steps = SPECS[name].after_insert
     if not replicated:
         return steps
-    return tuple(recompute_touched_on_replica if s is recompute_touched else s for s in steps)
+    return tuple(ReplicatedRecompute() if s is recompute_touched else s for s in steps)
 
 
 def build_sinks(

@@ -25,7 +25,7 @@ Cluster form (replicas, ``clickhouse.cluster.name`` set; deploy/CLUSTER.md): eac
 writes through its own replica, and replication is asynchronous, so a recompute on replica 2
 could miss the rows sink 1 had just inserted on replica 1 while sink 1's recompute missed
 sink 2's: both totals rows short, until the group is touched again. So in the cluster form
-the statements sink runs :func:`recompute_touched_on_replica`: after reading the clock, each
+the statements sink runs :class:`ReplicatedRecompute`: after reading the clock, each
 recompute runs ``SYSTEM SYNC REPLICA <db>.activity_daily`` on its replica
 (:func:`wait_for_replica`; ``statements`` too before reading the voiding statements'
 targets). An acknowledged INSERT has already written its part's entry in the table's
@@ -45,27 +45,32 @@ refused at once (286: the previous write's quorum is not satisfied). One unfinis
 insert per table: one lagging or stopped replica would stop every sink, where a sink now
 waits only for the parts its own replica lacks.
 
-The wait is bounded by the server's ``receive_timeout`` (and the driver's): a replica that
-cannot catch up (the only holder of a part is down) makes the batch fail as transient, and
-the sink retries it; exact totals come before progress. Limits: the version's clock is each
-replica's own (their clocks must agree, NTP); with several shards *and* replicas the
-recompute reads other shards through Distributed tables, whose replicas are not waited for;
-``forget-learner``'s :func:`recompute_rebuilt` does not wait either. The single-node form
-runs none of this.
+The wait happens only while every replica is active (``system.replicas``): a replica that
+is down may be the only holder of a part, and the wait would last until it is back, with
+the sink stopped. While one is down the groups are recomputed without waiting and settled
+(recomputed after a wait) at the first batch that finds every replica active
+(:class:`ReplicatedRecompute`): progress first, exact again once the replica is back.
+Limits: the version's clock is each replica's own (their clocks must agree, NTP); with
+several shards *and* replicas the recompute reads other shards through Distributed tables,
+whose replicas are not waited for; ``forget-learner``'s :func:`recompute_rebuilt` does not
+wait either. The single-node form runs none of this.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
 
+from schemas import metrics
 from schemas.clickhouse import tables as T
 from schemas.clickhouse.cluster import local_database
 from schemas.clickhouse.engine import ClickHouse, ClickHouseError, ClickHouseUnavailable
 from schemas.clickhouse.rollups import totals_select
 
+_log = logging.getLogger(__name__)
 Rows = dict[str, list[tuple[Any, ...]]]
 Group = tuple[str, str, str, date, str]  # school, course, cohort, day, verb_id
 
@@ -175,14 +180,55 @@ def recompute_touched(ch: ClickHouse, rows: Rows) -> None:
         recompute_groups(ch, groups)
 
 
-def recompute_touched_on_replica(ch: ClickHouse, rows: Rows) -> None:
-    """:func:`recompute_touched` in the cluster form: the voiding statements' targets and the
-    id sets are read once this replica holds every part acknowledged on any replica."""
-    if rows.get(T.STATEMENT_VOIDS):
-        wait_for_replica(ch, T.STATEMENTS)
-    groups = batch_groups(rows) | void_target_groups(ch, rows)
-    if groups:
-        recompute_groups(ch, groups, replicated=True)
+_REPLICAS_SQL = (
+    "SELECT table, total_replicas, active_replicas FROM system.replicas "
+    "WHERE database = {database:String} AND has({tables:Array(String)}, table)"
+)
+
+
+def inactive_replicas(ch: ClickHouse, tables: tuple[str, ...]) -> list[str]:
+    """Those of ``tables`` (local, replicated) of which some replica is not active now (its
+    ZooKeeper session is gone: stopped, killed, cut off): a SYNC REPLICA could wait for it."""
+    rows = ch.query(_REPLICAS_SQL, {"database": local_database(ch.database), "tables": list(tables)})
+    seen = {str(table): int(total) - int(active) for table, total, active in rows}
+    return [t for t in tables if seen.get(t, 1) > 0]
+
+
+class ReplicatedRecompute:
+    """:func:`recompute_touched` in the cluster form, one per sink (it keeps unsettled groups).
+
+    While every replica is active, the voiding statements' targets and the id sets are read
+    once this replica holds every part acknowledged on any replica (:func:`wait_for_replica`):
+    exact at once. While a replica is down, waiting could last until it is back (a part only it
+    holds cannot be fetched), and the sink would stop with it. So the groups are recomputed
+    without waiting (progress first: they may miss the last rows written through the other
+    replica), kept as unsettled, and recomputed again after a wait at the first batch that
+    finds every replica active. A replica that goes down during a wait costs that batch one
+    ``receive_timeout`` (then it is seen inactive). Unsettled groups live in this process: a
+    sink that stops before they settle leaves them until the group is touched again
+    (``learnpulse_totals_unsettled_groups`` shows how many there are).
+    """
+
+    def __init__(self) -> None:
+        self.unsettled: set[Group] = set()
+
+    def __call__(self, ch: ClickHouse, rows: Rows) -> None:
+        voids = bool(rows.get(T.STATEMENT_VOIDS))
+        needed = (T.STATEMENTS, T.ACTIVITY_DAILY) if voids else (T.ACTIVITY_DAILY,)
+        down = inactive_replicas(ch, needed)
+        if not down and voids:
+            wait_for_replica(ch, T.STATEMENTS)
+        groups = batch_groups(rows) | void_target_groups(ch, rows)
+        if down:
+            if groups:
+                _log.warning("a replica of %s is not active: totals of %d groups recomputed without waiting for it",
+                             ", ".join(down), len(groups))  # fmt: skip
+                recompute_groups(ch, groups)
+                self.unsettled |= groups
+        elif groups or self.unsettled:
+            recompute_groups(ch, groups | self.unsettled, replicated=True)
+            self.unsettled.clear()
+        metrics.TOTALS_UNSETTLED_GROUPS.set(len(self.unsettled))
 
 
 # -- forget-learner: groups rebuilt from `statements`, named by their rollup hash ----------

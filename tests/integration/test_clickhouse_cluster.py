@@ -427,3 +427,65 @@ def test_totals_are_exact_on_both_replicas_when_each_sink_wrote_the_same_groups_
     # Both sinks are done: the totals rows replicate, and FINAL keeps the exact one on each replica.
     for n, ch in enumerate(cluster_db, 1):
         wait_for(lambda ch=ch: _totals_exact(ch, statements), 120, f"exact activity_totals on replica {n}")
+
+
+def test_a_sink_goes_on_while_the_only_replica_holding_a_part_is_down_and_its_totals_settle_after(cluster_db, replicas):
+    """Replica 1 lacks a part only replica 2 holds, and replica 2 stops: waiting for replica 1
+    to catch up would last until replica 2 is back, with the sink stopped. The sink's step on
+    replica 1 returns (its groups unsettled), and once replica 2 is back the next batch settles
+    them: the totals end exact."""
+    from sinks.specs import after_insert_steps
+    from sinks.totals import ReplicatedRecompute, batch_groups
+
+    first, second = cluster_db
+    db = first.database
+    envelopes = _batches(envelopes=600, per_batch=1)
+    odd = envelopes[1::2]
+    half = len(odd) // 2
+    on_second, on_first, later = _merged(envelopes[0::2]), _merged(odd[:half]), _merged(odd[half:])
+    assert batch_groups(on_second) & batch_groups(on_first), "the batches must share groups"
+    statements = len(_ids([on_second, on_first, later]))
+    (step,) = [s for s in after_insert_steps("statements", replicated=True) if isinstance(s, ReplicatedRecompute)]
+    first.execute(f"SYSTEM STOP FETCHES {db}.{T.STATEMENTS}")
+    first.execute(f"SYSTEM STOP FETCHES {db}.{T.ACTIVITY_DAILY}")
+    try:
+        _insert(second, on_second)  # only replica 2 holds these parts (and its sink's totals)
+        ReplicatedRecompute()(second, on_second)
+        replicas[1].stop()
+    finally:
+        first.execute(f"SYSTEM START FETCHES {db}.{T.STATEMENTS}")
+        first.execute(f"SYSTEM START FETCHES {db}.{T.ACTIVITY_DAILY}")
+    try:
+        # Replica 1's queue now holds parts it cannot fetch; the sink writes through it.
+        wait_for(lambda: _a_replica_inactive(first), 60, "replica 2 seen inactive")
+        done = threading.Event()
+        errors: list[BaseException] = []
+
+        def sink_on_first() -> None:
+            try:
+                _insert(first, on_first)
+                step(first, on_first)
+            except BaseException as err:  # noqa: BLE001 - reported below
+                errors.append(err)
+            finally:
+                done.set()
+
+        threading.Thread(target=sink_on_first, daemon=True).start()
+        # Well below the server's receive_timeout (300 s), which a wait for replica 2 would reach.
+        assert done.wait(120), "the sink's step waited for the stopped replica"
+        assert not errors, errors
+        assert batch_groups(on_first) <= step.unsettled
+    finally:
+        replicas[1].up(timeout=120)
+    wait_for(lambda: not _a_replica_inactive(first), 120, "replica 2 active again")
+    _insert(first, later)
+    step(first, later)
+    assert step.unsettled == set()
+    for n, ch in enumerate(cluster_db, 1):
+        wait_for(lambda ch=ch: _totals_exact(ch, statements), 120, f"exact activity_totals on replica {n}")
+
+
+def _a_replica_inactive(ch: ServerEngine) -> bool:
+    from sinks.totals import inactive_replicas
+
+    return bool(inactive_replicas(ch, (T.ACTIVITY_DAILY,)))
