@@ -34,20 +34,25 @@ SELECT generateUUIDv4(), concat('school-', toString(number % 5)),
        'Activity', NULL, number % 2, NULL, (number % 100) / 100, NULL, 20000,
        toDateTime64('2026-03-01 00:00:00', 3, 'UTC') + toIntervalSecond(intDiv(number * 2592000, {n:UInt64})),
        now64(3), 0
-FROM numbers({n:UInt64})
+FROM numbers({first:UInt64}, {count:UInt64})
 """
+# Statements per INSERT of the fill: the rollup's materialized view holds one insert's id sets
+# in memory (100M in one insert needed more than this machine's 24 GiB).
+FILL_CHUNK = 5_000_000
+# GROUP BYs of the derived rows spill to disk past this (they hold every learner x hour at 100M).
+_SPILL = " SETTINGS max_bytes_before_external_group_by = 4000000000"
 _ENGAGEMENT = """
 INSERT INTO {db}.engagement
 SELECT school, course, cohort, learner, '{grain}', {period}(timestamp) AS p, count(), 1, count() * 60000,
        max(timestamp), 1
 FROM {db}.statements GROUP BY school, course, cohort, learner, p
-"""
+""" + _SPILL
 _MASTERY = """
 INSERT INTO {db}.mastery
 SELECT school, course, learner, concat('skill-', toString(cityHash64(learner) % 3)), avg(result_score_scaled), count(),
        sum(result_success), max(timestamp), 1
 FROM {db}.statements GROUP BY school, course, learner
-"""
+""" + _SPILL
 # Every estimate kept over time (mastery_history): one per attempt, as the stream worker writes
 # at most one per learner x skill and processing batch; attempts counted from the minutes
 # since the first day (growing with time, as the worker's count does).
@@ -115,7 +120,9 @@ def main(argv: list[str]) -> int:
         home = Path(tmp)
         ch = open_clickhouse(Settings(home=home, clickhouse=ClickHouseSettings(url=f"chdb://{home / 'chdb'}")))
         started = time.monotonic()
-        ch.execute(_FILL, {"n": args.statements})
+        for first in range(0, args.statements, FILL_CHUNK):
+            count = min(FILL_CHUNK, args.statements - first)
+            ch.execute(_FILL, {"n": args.statements, "first": first, "count": count})
         for grain, period in (("day", "toStartOfDay"), ("hour", "toStartOfHour")):
             ch.execute(_ENGAGEMENT.replace("{grain}", grain).replace("{period}", period))
         for sql in (_MASTERY, _MASTERY_HISTORY, _HEALTH, _ALERTS):
