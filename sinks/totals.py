@@ -68,7 +68,7 @@ from schemas import metrics
 from schemas.clickhouse import tables as T
 from schemas.clickhouse.cluster import local_database
 from schemas.clickhouse.engine import ClickHouse, ClickHouseError, ClickHouseUnavailable
-from schemas.clickhouse.rollups import totals_select
+from schemas.clickhouse.rollups import GROUP_OF_ROLLUP, totals_select
 
 _log = logging.getLogger(__name__)
 Rows = dict[str, list[tuple[Any, ...]]]
@@ -232,8 +232,7 @@ class ReplicatedRecompute:
 
 
 # -- forget-learner: groups rebuilt from `statements`, named by their rollup hash ----------
-_GROUP_HASH = "cityHash64(school, course, cohort, toString(day))"  # schemas.clickhouse.rollups
-_REBUILT = f"has({{h:Array(UInt64)}}, {_GROUP_HASH})"
+_REBUILT = f"has({{h:Array(UInt64)}}, {GROUP_OF_ROLLUP})"
 _DELETE_REBUILT_SQL = f"ALTER TABLE {{db}}.{T.ACTIVITY_TOTALS} DELETE WHERE {_REBUILT}"
 
 

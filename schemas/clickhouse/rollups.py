@@ -26,7 +26,7 @@ ROLLUP_SELECT = """
 
 # The rollup's grouping (school, course, cohort, day) as one hash, on both sides.
 GROUP_OF_STATEMENT = "cityHash64(school, course, cohort, toString(toDate(timestamp)))"
-_GROUP_OF_ROLLUP = "cityHash64(school, course, cohort, toString(day))"
+GROUP_OF_ROLLUP = "cityHash64(school, course, cohort, toString(day))"
 _SOURCE = "FROM {db}.statements\n"
 
 
@@ -35,7 +35,7 @@ def rebuild_sql() -> tuple[str, str]:
     insert = "INSERT INTO {db}.activity_daily " + ROLLUP_SELECT.replace(
         _SOURCE, f"FROM {{db}}.statements WHERE has({{h:Array(UInt64)}}, {GROUP_OF_STATEMENT})\n"
     )
-    delete = f"ALTER TABLE {{db}}.activity_daily DELETE WHERE has({{h:Array(UInt64)}}, {_GROUP_OF_ROLLUP})"
+    delete = f"ALTER TABLE {{db}}.activity_daily DELETE WHERE has({{h:Array(UInt64)}}, {GROUP_OF_ROLLUP})"
     return delete, insert
 
 
@@ -63,4 +63,4 @@ def totals_select(clock: str, where: str) -> str:
 """
 
 
-__all__ = ["GROUP_OF_STATEMENT", "ROLLUP_SELECT", "TOTAL_COUNTS", "rebuild_sql", "totals_select"]
+__all__ = ["GROUP_OF_ROLLUP", "GROUP_OF_STATEMENT", "ROLLUP_SELECT", "TOTAL_COUNTS", "rebuild_sql", "totals_select"]
