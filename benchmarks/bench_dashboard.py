@@ -1,7 +1,8 @@
 """How fast the dashboard's scoped API answers, next to the same figure from the raw statements.
 
 Run as ``python -m benchmarks.bench_dashboard`` (``--statements N``, default 1,000,000;
-``--repeat R``, default 15). Embedded ClickHouse (chDB) in a temporary directory gets the
+``--repeat R``, default 15; ``--data DIR``: fill DIR once and reuse it in later runs with the
+same N, with any newer migration applied on opening). Embedded ClickHouse (chDB) in a temporary directory gets the
 migrations and N synthetic statements (``INSERT … SELECT`` from ``numbers``: 5 schools, 40
 courses, 3 cohorts per course, 20,000 learners, 30 days), from which daily and hourly
 ``engagement``, ``mastery``, ``mastery_history`` (one estimate per statement), ``cohort_health``
@@ -17,6 +18,7 @@ The issue's aim: p95 ≤ 100 ms at 10M statements on this machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import time
@@ -88,6 +90,27 @@ RAW_LEARNER = ("SELECT toDate(timestamp) AS d, count() FROM {db}.statements FINA
                "GROUP BY d ORDER BY d")  # fmt: skip
 
 
+def fill(ch, statements: int) -> None:
+    """``statements`` synthetic statements and their derived rows (module docstring)."""
+    from sinks.totals import recompute_all
+
+    started = time.monotonic()
+    if ch.query("SELECT count() FROM {db}.statements")[0][0]:
+        raise SystemExit("the data directory holds statements of another, unfinished fill: give an empty one")
+    for first in range(0, statements, FILL_CHUNK):
+        count = min(FILL_CHUNK, statements - first)
+        ch.execute(_FILL, {"n": statements, "first": first, "count": count})
+    for grain, period in (("day", "toStartOfDay"), ("hour", "toStartOfHour")):
+        ch.execute(_ENGAGEMENT.replace("{grain}", grain).replace("{period}", period))
+    for sql in (_MASTERY, _MASTERY_HISTORY, _HEALTH, _ALERTS):
+        ch.execute(sql)
+    # The fill bypasses the statements sink: recompute the totals as its after-insert step
+    # would (activity_learners is fed by its materialized view, as from the sink).
+    recompute_all(ch)
+    print(f"filled {statements:,} statements and their derived rows in {time.monotonic() - started:.0f} s",
+          flush=True)  # fmt: skip
+
+
 def timed(fn, repeat: int) -> tuple[float, float]:
     fn()  # warm-up
     ms = []
@@ -103,6 +126,8 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_dashboard", description=__doc__)
     ap.add_argument("--statements", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--per-query", action="store_true", help="also time each query the answers run (p50/p95 ms)")
+    ap.add_argument("--data", type=Path, help="keep the filled chDB here and reuse it when it holds the same N")
     args = ap.parse_args(argv)
 
     from learnpulse.pipeline import open_clickhouse
@@ -114,24 +139,16 @@ def main(argv: list[str]) -> int:
     from reporting.scope import EVERY_SCHOOL, IN_SCOPE, Scope
     from reporting.summary import school_summaries
     from reporting.trends import TrendRange, school_trends
-    from sinks.totals import recompute_all
 
-    with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp:
-        home = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        home = args.data or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-dashboard-")))
+        filled = home / f"filled-{args.statements}"
         ch = open_clickhouse(Settings(home=home, clickhouse=ClickHouseSettings(url=f"chdb://{home / 'chdb'}")))
-        started = time.monotonic()
-        for first in range(0, args.statements, FILL_CHUNK):
-            count = min(FILL_CHUNK, args.statements - first)
-            ch.execute(_FILL, {"n": args.statements, "first": first, "count": count})
-        for grain, period in (("day", "toStartOfDay"), ("hour", "toStartOfHour")):
-            ch.execute(_ENGAGEMENT.replace("{grain}", grain).replace("{period}", period))
-        for sql in (_MASTERY, _MASTERY_HISTORY, _HEALTH, _ALERTS):
-            ch.execute(sql)
-        # The fill bypasses the statements sink: recompute the totals as its after-insert step
-        # would (activity_learners is fed by its materialized view, as from the sink).
-        recompute_all(ch)
-        print(f"filled {args.statements:,} statements and their derived rows in {time.monotonic() - started:.0f} s",
-              flush=True)  # fmt: skip
+        if filled.exists():
+            print(f"reusing {args.statements:,} statements in {home}", flush=True)
+        else:
+            fill(ch, args.statements)
+            filled.touch()
         school, course, cohort = "school-1", "course-1-0", "k0"
         ((learner,),) = ch.query("SELECT any(learner) FROM {db}.statements WHERE school = {s:String} AND "
                                  "course = {c:String} AND cohort = {k:String}", {"s": school, "c": course, "k": cohort})  # fmt: skip
@@ -143,7 +160,7 @@ def main(argv: list[str]) -> int:
             text = sql.replace("{in_scope}", IN_SCOPE)
             return lambda: ch.query(text, {**scope.params(), **where})
 
-        rows = []
+        rows, per_query = [], []
         for kind, scope in scopes.items():
             figures = [
                 ("/api/summary", lambda s=scope: school_summaries(ch, s), raw(RAW_SUMMARY, scope)),
@@ -157,6 +174,8 @@ def main(argv: list[str]) -> int:
                 ("/api/alerts", lambda s=scope: alert_history(ch, s), None),
             ]  # fmt: skip
             for name, fn, peer in figures:
+                if args.per_query:
+                    per_query.extend((name, kind, *q) for q in each_query(ch, fn, args.repeat))
                 p50, p95 = timed(fn, args.repeat)
                 r50, r95 = timed(peer, args.repeat) if peer else (None, None)
                 rows.append((name, kind, p50, p95, r50, r95))
@@ -167,7 +186,38 @@ def main(argv: list[str]) -> int:
     for name, kind, p50, p95, r50, r95 in rows:
         peer = f"{r50:9.1f} {r95:9.1f} {p95 / r95:6.2f}" if r95 else f"{'–':>9} {'–':>9} {'–':>6}"
         print(f"{name:<32} {kind:<8} {p50:8.1f} {p95:8.1f} {peer}")
+    if per_query:
+        print("\neach query of each answer (the first words of its SQL; ms)")
+        print(f"{'answer':<32} {'reader':<8} {'p50':>8} {'p95':>8}  query")
+        for name, kind, sql, p50, p95 in per_query:
+            print(f"{name:<32} {kind:<8} {p50:8.1f} {p95:8.1f}  {sql}")
     return 0
+
+
+def each_query(ch, fn, repeat: int) -> list[tuple[str, float, float]]:
+    """p50/p95 of each query ``fn`` runs, in the order it runs them (timed around ``ch.query``)."""
+    runs: list[list[tuple[str, float]]] = []
+    query = ch.query
+
+    def timed_query(sql, params=None):
+        t = time.perf_counter()
+        try:
+            return query(sql, params)
+        finally:
+            runs[-1].append((" ".join(sql.split())[:70], (time.perf_counter() - t) * 1000))
+
+    ch.query = timed_query
+    try:
+        for _ in range(repeat + 1):
+            runs.append([])
+            fn()
+    finally:
+        del ch.query
+    out = []
+    for i, (sql, _ms) in enumerate(runs[-1]):
+        ms = sorted(r[i][1] for r in runs[1:] if len(r) > i)
+        out.append((sql, ms[len(ms) // 2], ms[min(len(ms) - 1, int(round(0.95 * (len(ms) - 1))))]))
+    return out
 
 
 if __name__ == "__main__":
