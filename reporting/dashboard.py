@@ -151,14 +151,16 @@ setInterval(tick,2000); tick();
 # -- queries -----------------------------------------------------------------------------
 # Every count reads ReplacingMergeTree tables with FINAL (or argMax by version), so a
 # replayed record is never counted twice; see reporting/README.md. Each reads only the rows
-# in the reader's scope (reporting/scope.py), bound as query parameters.
+# in the reader's scope (reporting/scope.py), bound as query parameters. The newest day and
+# hour come from engagement_periods (migration 0022: the periods engagement has rows in, per
+# school), not from a scan of every engagement row.
 
 # Active time and sessions on each school's newest event-time day.
 ACTIVE_TODAY_SQL = """
 SELECT school, sum(active_ms), sum(sessions), uniqExact(learner)
 FROM {db}.engagement_by_time FINAL
 WHERE grain = 'day' AND {in_scope}
-  AND (school, period_start) IN (SELECT school, max(period_start) FROM {db}.engagement_by_time WHERE grain = 'day' GROUP BY school)
+  AND (school, period_start) IN (SELECT school, max(period_start) FROM {db}.engagement_periods WHERE grain = 'day' GROUP BY school)
 GROUP BY school
 """.replace("{in_scope}", IN_SCOPE)
 
@@ -168,7 +170,7 @@ ACTIVE_7D_SQL = """
 SELECT school, uniqExact(learner)
 FROM {db}.engagement_by_time
 WHERE grain = 'day' AND {in_scope}
-  AND period_start > (SELECT max(period_start) FROM {db}.engagement_by_time WHERE grain = 'day') - INTERVAL 7 DAY
+  AND period_start > (SELECT max(period_start) FROM {db}.engagement_periods WHERE grain = 'day') - INTERVAL 7 DAY
 GROUP BY school
 """.replace("{in_scope}", IN_SCOPE)
 
@@ -205,7 +207,7 @@ HOURLY_SQL = """
 SELECT school, toUnixTimestamp(period_start), sum(statements)
 FROM {db}.engagement_by_time FINAL
 WHERE grain = 'hour' AND {in_scope}
-  AND period_start > (SELECT max(period_start) FROM {db}.engagement_by_time WHERE grain = 'hour') - INTERVAL 24 HOUR
+  AND period_start > (SELECT max(period_start) FROM {db}.engagement_periods WHERE grain = 'hour') - INTERVAL 24 HOUR
 GROUP BY school, period_start
 ORDER BY school, period_start
 """.replace("{in_scope}", IN_SCOPE)

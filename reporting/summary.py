@@ -33,12 +33,13 @@ FROM (
     ) AS l ON l.school = t.school
 ) AS s
 LEFT JOIN (
-    -- learners active in the newest event-time hour of each school (hourly engagement)
+    -- learners active in the newest event-time hour of each school (hourly engagement; its
+    -- hours per school in engagement_periods; a distinct count needs no FINAL)
     SELECT school, uniqExact(learner) AS active
-    FROM {db}.engagement_by_time FINAL
+    FROM {db}.engagement_by_time
     WHERE grain = 'hour' AND {in_scope}
       AND (school, period_start) IN (
-          SELECT school, max(period_start) FROM {db}.engagement_by_time WHERE grain = 'hour' GROUP BY school
+          SELECT school, max(period_start) FROM {db}.engagement_periods WHERE grain = 'hour' GROUP BY school
       )
     GROUP BY school
 ) AS a ON a.school = s.school

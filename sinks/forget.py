@@ -19,7 +19,9 @@ Order of an erasure (:func:`forget_learners`):
    their ``activity_totals`` from the rebuilt sets (sinks/totals.py; a group left empty
    loses its totals row). ``activity_learners`` loses the erased learner's rows in step 3
    (``learner`` column); the rows of other learners whose statements named them are
-   rebuilt here (one left without statements in a cohort goes);
+   rebuilt here (one left without statements in a cohort goes); ``engagement_periods``
+   (no ``learner`` column) loses the periods of the erased learners' schools that have no
+   ``engagement`` row left;
 5. count what is left (must be 0) and report everything removed.
 
 On a cluster of several shards the engine's database is the all-shards one
@@ -274,6 +276,7 @@ def forget_learners(
         )
     attachments = _attachments_of(ch, ids)
     tables = _tables(ch)
+    period_schools = _engagement_schools(ch, ps) if T.ENGAGEMENT_PERIODS in tables else []
     for table, cols in tables.items():
         conditions: list[tuple[str, dict[str, Any]]] = []
         if "learner" in cols:
@@ -305,6 +308,9 @@ def forget_learners(
             report.removed[table] = removed
             log_line(f"{table}: {removed} rows deleted")
     wait_for_mutations(ch)
+    if period_schools:
+        _alter(ch, _STALE_PERIODS_SQL, {"schools": period_schools})
+        wait_for_mutations(ch)
     erased = _erase_unreferenced_attachments(ch, attachments)
     if erased:
         report.removed[LRS_ATTACHMENTS] = erased
@@ -329,6 +335,20 @@ def forget_learners(
         log_line(f"activity_daily, activity_totals: {len(groups)} school/course/cohort/day groups rebuilt")
     report.remaining = _remaining(ch, tables, learners, ids) + _attachments_left(ch, attachments)
     return report
+
+
+# -- engagement_periods: a period goes with the last engagement row in it ---------------
+_STALE_PERIODS_SQL = (
+    f"ALTER TABLE {{db}}.{T.ENGAGEMENT_PERIODS} DELETE WHERE has({{schools:Array(String)}}, school)"
+    " AND (grain, school, period_start) NOT IN (SELECT grain, school, period_start"
+    f" FROM {{db}}.{T.ENGAGEMENT} WHERE has({{schools:Array(String)}}, school))"
+)
+
+
+def _engagement_schools(ch: ClickHouse, ps: dict[str, Any]) -> list[str]:
+    """The schools where ``ps``'s learners have engagement rows (their periods may empty)."""
+    return sorted(str(r[0]) for r in ch.query(
+        f"SELECT DISTINCT school FROM {{db}}.{T.ENGAGEMENT} WHERE has({{ps:Array(String)}}, learner)", ps))  # fmt: skip
 
 
 # -- attachments: content by (school, sha2), shared by every statement that declares it ---

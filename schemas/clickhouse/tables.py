@@ -48,6 +48,10 @@ ENGAGEMENT_COLUMNS = (
 # (materialized view): the dashboard's newest-period and range reads.
 ENGAGEMENT_BY_TIME = "engagement_by_time"
 ENGAGEMENT_BY_TIME_MV = "engagement_by_time_mv"
+# Which days and hours each school has engagement in (migration 0022, materialized view on
+# `engagement`): the dashboard's newest day and hour per school without a scan of every row.
+ENGAGEMENT_PERIODS = "engagement_periods"
+ENGAGEMENT_PERIODS_MV = "engagement_periods_mv"
 
 MASTERY = "mastery"
 MASTERY_COLUMNS = (
@@ -102,11 +106,11 @@ FORGOTTEN_COLUMNS = ("learner", "forgotten_at", "reason")
 
 # Tables researchers may read (pseudonymous analytics only); see schemas/clickhouse/access.py.
 RESEARCH_TABLES = (
-    STATEMENTS, STATEMENT_VOIDS, ENGAGEMENT, ENGAGEMENT_BY_TIME, MASTERY, MASTERY_HISTORY, COHORT_HEALTH, ALERTS,
+    STATEMENTS, STATEMENT_VOIDS, ENGAGEMENT, ENGAGEMENT_BY_TIME, ENGAGEMENT_PERIODS, MASTERY, MASTERY_HISTORY, COHORT_HEALTH, ALERTS,
     ACTIVITY_DAILY, ACTIVITY_TOTALS, ACTIVITY_LEARNERS, STATEMENTS_CURRENT,
 )  # fmt: skip
 # Tables a school's own users may read, each filtered to their school by a row policy.
 SCHOOL_TABLES = (
-    STATEMENTS, STATEMENT_VOIDS, ENGAGEMENT, ENGAGEMENT_BY_TIME, MASTERY, MASTERY_HISTORY, COHORT_HEALTH, ALERTS,
+    STATEMENTS, STATEMENT_VOIDS, ENGAGEMENT, ENGAGEMENT_BY_TIME, ENGAGEMENT_PERIODS, MASTERY, MASTERY_HISTORY, COHORT_HEALTH, ALERTS,
     ACTIVITY_DAILY, ACTIVITY_TOTALS, ACTIVITY_LEARNERS,
 )  # fmt: skip
