@@ -24,7 +24,12 @@ from typing import Any
 COHORT_KEY = "concat(toString(length(school)), ':', school, toString(length(course)), ':', course, cohort)"
 _ANY_COHORT = f"has(CAST({{scope_cohorts:Array(String)}} AS Array(String)), {COHORT_KEY})"
 _ANY_SCHOOL = "has(CAST({scope_schools:Array(String)} AS Array(String)), school)"
-IN_SCOPE = f"({{scope_all:UInt8}} = 1 OR {_ANY_SCHOOL} OR {_ANY_COHORT})"
+# The schools the scope touches (whole or through a cohort), as a condition the primary key of
+# a table sorted by school (or by grain, school) can use: the OR above cannot skip any range,
+# this one reads only those schools' ranges. Implied by the rest (a cohort key holds its
+# school), so adding it changes no answer.
+_TOUCHED_SCHOOL = "({scope_all:UInt8} = 1 OR has(CAST({scope_touched:Array(String)} AS Array(String)), school))"
+IN_SCOPE = f"({_TOUCHED_SCHOOL} AND ({{scope_all:UInt8}} = 1 OR {_ANY_SCHOOL} OR {_ANY_COHORT}))"
 # A row of a table with school, course and learner (no cohort) is in scope: the learner was
 # seen in one of the scope's cohorts of that course (engagement rollup).
 LEARNER_IN_SCOPE = (
@@ -83,6 +88,7 @@ class Scope:
             "scope_all": 1 if self.every_school else 0,
             "scope_schools": sorted(self.schools),
             "scope_cohorts": sorted(cohort_key(*c) for c in self.cohorts),
+            "scope_touched": sorted(self.schools | {c[0] for c in self.cohorts}),
         }
 
 

@@ -16,7 +16,7 @@ def test_school_scope_sees_its_schools_whole_and_nothing_else():
     s = Scope.of_schools(["a", "b"])
     assert s.whole_school("a") and s.touches_school("b") and s.allows_cohort("a", "any", "any")
     assert not s.touches_school("c") and not s.allows_cohort("c", "x", "y")
-    assert s.params() == {"scope_all": 0, "scope_schools": ["a", "b"], "scope_cohorts": []}
+    assert s.params() == {"scope_all": 0, "scope_schools": ["a", "b"], "scope_cohorts": [], "scope_touched": ["a", "b"]}
 
 
 def test_teacher_scope_sees_its_cohorts_only_never_the_whole_school():
@@ -28,12 +28,13 @@ def test_teacher_scope_sees_its_cohorts_only_never_the_whole_school():
     assert not s.allows_cohort("b", "https://c/1", "k1")  # ... or in another school
     assert not s.touches_school("b")
     assert s.params()["scope_cohorts"] == [cohort_key("a", "https://c/1", "k1")] and s.params()["scope_schools"] == []
+    assert s.params()["scope_touched"] == ["a"]  # its schools, for the primary key
 
 
 def test_an_empty_scope_sees_nothing():
     s = Scope()
     assert not s.touches_school("a") and not s.allows_cohort("a", "b", "c")
-    assert s.params() == {"scope_all": 0, "scope_schools": [], "scope_cohorts": []}
+    assert s.params() == {"scope_all": 0, "scope_schools": [], "scope_cohorts": [], "scope_touched": []}
 
 
 @pytest.mark.parametrize(
