@@ -254,8 +254,9 @@ def dashboard_state(ch: ClickHouse, scope: Scope) -> dict:
         if school in schools:
             schools[school]["hourly"].append([int(hour), int(n)])
     # Statements refused at the edge and not (yet) accepted by a re-drive (the quarantine):
-    # a school-wide figure, for readers of whole schools only.
-    for school, (_records, refused) in refusals_per_school(ch, scope=scope).items():
+    # a school-wide figure, for readers of whole schools only (none: no query).
+    refusals = refusals_per_school(ch, scope=scope) if scope.every_school or scope.schools else {}
+    for school, (_records, refused) in refusals.items():
         if school in schools:
             schools[school]["refused"] = refused
     cohorts.sort(key=lambda c: -c["share"])
