@@ -156,6 +156,15 @@ class Outputs:
     own state (resolved by the agent). ``observed``: ``(statement key, learner, +1)`` for an
     observation entering a skill's undo history, ``(…, -1)`` for one leaving it (folded or
     undone), in order: the agent's index of observation owners follows them.
+
+    ``coalesce``: the engagement and cohort-feed records of a learner × course are made once,
+    by :meth:`LearnerLogic.flush` (the learner stage calls it once per batch), from the
+    state as it is then, instead of after every envelope (each making the records the next
+    envelope of that learner supersedes). ``pending`` holds what changed until then. The
+    records are those of the last envelope that changed each key: a record's figures change
+    only with its hour's (or day's) kept figures, which only an envelope that lists the hour
+    as changed can change; what the state is about to forget (days before the horizon's
+    day, cohort-feed buckets behind the watermark) is made before it goes.
     """
 
     engagement: dict[tuple, EngagementRecord] = field(default_factory=dict)
@@ -166,6 +175,18 @@ class Outputs:
     statements: int = 0
     late: int = 0
     duplicates: int = 0
+    coalesce: bool = False
+    pending: dict[tuple[str, str], Pending] = field(default_factory=dict)  # (learner, course) → records to make
+
+
+@dataclass(slots=True)
+class Pending:
+    """A learner × course's records not made yet: its course state, the engagement hours and
+    cohort-feed hours that changed."""
+
+    course_state: dict[str, Any]
+    hours: set[int] = field(default_factory=set)
+    feed_hours: set[int] = field(default_factory=set)
 
 
 def cohort_key(school: str, course: str, cohort: str) -> str:
@@ -286,7 +307,25 @@ class LearnerLogic:
         self.emit_engagement(run, out)
         self.forget_keys_behind_horizons(run)
         self.emit_feed_buckets(run, out)
+        if not out.coalesce:
+            self.flush(out)
         return True
+
+    def flush(self, out: Outputs) -> None:
+        """Make the records of every learner × course changed since the last flush (see ``Outputs.coalesce``)."""
+        for (learner, course), p in out.pending.items():
+            if p.hours:
+                self._engagement(out, learner, course, p.course_state, p.hours)
+            for hour in p.feed_hours:
+                self._cohort(out, learner, course, p.course_state, hour)
+        out.pending.clear()
+
+    @staticmethod
+    def _pending(out: Outputs, learner: str, course: str, cst: dict[str, Any]) -> Pending:
+        p = out.pending.get((learner, course))
+        if p is None:
+            p = out.pending[(learner, course)] = Pending(cst)
+        return p
 
     def redeliver(
         self, learner: LearnerState, partition: PartitionState, env: StatementEnvelope, timestamps: list[int],
@@ -383,9 +422,24 @@ class LearnerLogic:
         touched.add(eff)
 
     def emit_engagement(self, run: EnvelopeRun, out: Outputs) -> None:
+        """Note the changed hours; make now the records of those the prune is about to forget.
+
+        Only a horizon that moved prunes anything: no statement makes an hour before the
+        horizon (a late one changes nothing, an activity interval starts at the horizon).
+        """
         for course, hours in run.engagement_hours.items():
-            self._engagement(out, run.learner_id, course, run.courses[course], hours)
-            engagement.prune(run.courses[course])
+            cst = run.courses[course]
+            pending = self._pending(out, run.learner_id, course, cst).hours
+            pending.update(hours)
+            if course not in run.horizon_moved:
+                continue
+            hz = cst[COURSE_HORIZON]
+            keep_from = hz - hz % engagement.DAY_MS  # what engagement.prune keeps
+            gone = {hr for hr in pending if hr < keep_from}
+            if gone:
+                self._engagement(out, run.learner_id, course, cst, gone)
+                pending -= gone
+            engagement.prune(cst)
 
     def forget_keys_behind_horizons(self, run: EnvelopeRun) -> None:
         # Keys older than the horizon can go: a copy of theirs would be late anyway.
@@ -396,12 +450,17 @@ class LearnerLogic:
         if not run.feed_hours:
             return
         assert run.newest is not None  # buckets come from statements, which move it
+        cutoff = engagement.hour_of(run.newest - self.lag)
         for course, hours in run.feed_hours.items():
             cst = run.courses[course]
-            for hour in hours:
+            pending = self._pending(out, run.learner_id, course, cst).feed_hours
+            pending.update(hours)
+            gone = [hour for hour in pending if hour < cutoff]
+            for hour in gone:
                 self._cohort(out, run.learner_id, course, cst, hour)
+                pending.discard(hour)
             # Buckets behind the watermark were sent and can no longer change.
-            CourseState(cst).forget_feed_buckets_before(engagement.hour_of(run.newest - self.lag))
+            CourseState(cst).forget_feed_buckets_before(cutoff)
 
     def _void(self, run: EnvelopeRun, sid: str | None, target: str, out: Outputs) -> None:
         own = run.learner.own_voids()

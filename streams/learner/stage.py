@@ -117,7 +117,7 @@ class Held:
 class Batch:
     """What one batch of events gathers before anything is sent or saved."""
 
-    out: Outputs = field(default_factory=Outputs)
+    out: Outputs = field(default_factory=lambda: Outputs(coalesce=True))  # records made once per batch
     learners: dict[bytes, Held] = field(default_factory=dict)  # learner key → its state
     partitions: dict[int, Held] = field(default_factory=dict)  # source partition → its state
     dead: list[tuple[Any, InvalidStatement]] = field(default_factory=list)
@@ -250,6 +250,7 @@ class LearnerStage:
                 self.apply_envelope(event, batch)
         self.counters.consumed.inc(batch.envelopes)
         self.resolve_voids(batch)
+        self.logic.flush(batch.out)
         # Records first, state second (as in the cohort stage). The state forgets what it
         # sent and can no longer change — cohort buckets behind the partition's watermark,
         # engagement hours before the horizon's day — so a redelivered envelope cannot
