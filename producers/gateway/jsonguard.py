@@ -46,7 +46,14 @@ def structure(raw: bytes) -> bytes:
         # remaining quote opens or closes a string (read left to right, as JSON is).
         raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
     kept = raw.translate(None, _DELETE)
-    return _STRINGS.sub(b"", kept) if b'"' in kept else kept
+    if b'"' not in kept:
+        return kept
+    pieces = kept.split(b'"')
+    if len(pieces) % 2:
+        # An even number of quotes: each pair encloses a string, exactly what the regular
+        # expression removes left to right, for a tenth of its time on a batch.
+        return b"".join(pieces[::2])
+    return _STRINGS.sub(b"", kept)  # an unterminated string: as the expression reads it
 
 
 def depth_exceeds(skeleton: bytes, max_depth: int) -> bool:
