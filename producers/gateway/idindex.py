@@ -35,7 +35,9 @@ class _GroupCommit(Generic[I, R]):
         self._queued.append((item, done))
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._drain())
-        return await asyncio.shield(done)
+        # Not shielded: a waiter cancelled cancels only its own future, which the drain
+        # then skips (``done()``); the group's transaction is not affected either way.
+        return await done
 
     async def _drain(self) -> None:
         while self._queued:
