@@ -25,8 +25,9 @@ class StageCost:
         return self.per_statement + self.per_request / statements_per_request
 
 
-# bench_gateway --browser: 729 µs per single-statement POST, 142 µs per statement at 100 per POST.
-GATEWAY = StageCost(per_request=0.60, per_statement=0.13)
+# bench_gateway --browser (2026-12-04, loaded machine): 313-334 µs per single-statement POST,
+# 73-76 µs per statement at 100 per POST.
+GATEWAY = StageCost(per_request=0.26, per_statement=0.072)
 # bench_streams: 3,809 statements per CPU-second at 1 per message, 11,178 at 9 per message.
 WORKER = StageCost(per_request=0.19, per_statement=0.07)
 # bench_end_to_end --path server --batch 20 at 1,000/s: the sink process (every sink),
