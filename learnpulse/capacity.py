@@ -28,8 +28,9 @@ class StageCost:
 # bench_gateway --browser (2026-12-04, loaded machine): 313-334 µs per single-statement POST,
 # 73-76 µs per statement at 100 per POST.
 GATEWAY = StageCost(per_request=0.26, per_statement=0.072)
-# bench_streams: 3,809 statements per CPU-second at 1 per message, 11,178 at 9 per message.
-WORKER = StageCost(per_request=0.19, per_statement=0.07)
+# bench_streams (2026-12-04, load 6-10): 9,851-10,833 statements per CPU-second at 1 per
+# message, 28,300-30,415 at 9 per message (means 10,342 and 29,358 at 9.25).
+WORKER = StageCost(per_request=0.07, per_statement=0.027)
 # bench_end_to_end --path server --batch 20 at 1,000/s: the sink process (every sink),
 # clickhouse-server and the Kafka broker, per 1,000 statements.
 SINKS = 0.33
