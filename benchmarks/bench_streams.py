@@ -37,6 +37,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,12 +99,22 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _run_workers(settings, total: int, workers: int, timeout: float, hooks=None) -> tuple[float, float]:
-    """Start ``workers`` processes on a fresh app id.
+class WorkerRun(NamedTuple):
+    """Statements/s from the first batch to the last statement, by the wall clock and per
+    CPU-second the workers used in that span, and the longest time in that span in which
+    their statements counter did not move (a stalled commit shows here; resolution: one
+    poll of /metrics, about 0.1 s)."""
 
-    Returns statements/s from the first batch to the last statement, by the wall clock and
-    per CPU-second the workers used in that span. ``hooks``: told each process's pid once
-    ``started`` and before ``stopping`` it (bench_scaleout samples their memory).
+    per_wall: float
+    per_cpu: float
+    longest_stall_s: float
+
+
+def _run_workers(settings, total: int, workers: int, timeout: float, hooks=None) -> WorkerRun:
+    """Start ``workers`` processes on a fresh app id and measure them (see :class:`WorkerRun`).
+
+    ``hooks``: told each process's pid once ``started`` and before ``stopping`` it
+    (bench_scaleout samples their memory).
     """
     app_id = f"{settings.kafka.topic_prefix}bench-{uuid.uuid4().hex[:6]}"
     procs, ports = [], []
@@ -122,16 +133,21 @@ def _run_workers(settings, total: int, workers: int, timeout: float, hooks=None)
     try:
         first_t = first_n = first_cpu = None
         deadline = time.monotonic() + timeout
-        n = 0.0
+        n = last_n = 0.0
+        moved_at = longest_stall = 0.0
         while time.monotonic() < deadline:
             n = sum(_counter(p) for p in ports)
             now = time.monotonic()
             if n and first_t is None:
                 first_t, first_n = now, n
                 first_cpu = sum(_cpu_seconds(p.pid) for p, _log in procs)
+            if n != last_n:
+                if first_t is not None and moved_at:
+                    longest_stall = max(longest_stall, now - moved_at)
+                last_n, moved_at = n, now
             if n >= total:
                 cpu = sum(_cpu_seconds(p.pid) for p, _log in procs) - first_cpu
-                return (n - first_n) / (now - first_t), (n - first_n) / cpu
+                return WorkerRun((n - first_n) / (now - first_t), (n - first_n) / cpu, longest_stall)
             for p, _log in procs:
                 if p.poll() is not None:
                     raise RuntimeError(f"worker exited {p.returncode}; see {settings.home}")
@@ -193,20 +209,26 @@ def main() -> None:
             raise RuntimeError(f"topic holds {statements} statements, expected {args.count}")
 
         best: dict[str, tuple[float, float]] = {}
+        stalls: list[float] = []  # longest stall of each worker run
 
         def reader(decode: bool) -> tuple[float, float]:
             _m, _s, wall, cpu = asyncio.run(_read_all(kafka.bootstrap_servers, topic, decode))
             return statements / wall, statements / cpu
+
+        def workers(n: int) -> tuple[float, float]:
+            run = _run_workers(settings, statements, n, 900)
+            stalls.append(run.longest_stall_s)
+            return run.per_wall, run.per_cpu
 
         for round_no in range(args.rounds):
             print(f"round {round_no + 1}/{args.rounds} …", flush=True)
             rows = {
                 "ceiling": lambda: reader(False),
                 "decode": lambda: reader(True),
-                "worker": lambda: _run_workers(settings, statements, 1, 900),
+                "worker": lambda: workers(1),
             }
             if args.two_workers:
-                rows["two"] = lambda: _run_workers(settings, statements, 2, 900)
+                rows["two"] = lambda: workers(2)
             for name, run in rows.items():
                 wall, per_cpu = run()
                 old = best.get(name, (0.0, 0.0))
@@ -228,6 +250,8 @@ def main() -> None:
             table.append(("learnpulse worker, 2 processes (total)", best["two"]))
         for name, (wall, per_cpu) in table:
             print(f"{name:<46}{wall:>14,.0f}{wall / ceiling[0]:>11.2f}x{per_cpu:>16,.0f}{per_cpu / ceiling[1]:>11.2f}x")
+        print(f"\nlongest time without a processed batch in a worker run (every round): "
+              f"{', '.join(f'{s:.2f}s' for s in stalls)}")
         print("\nper CPU-second: statements per second of CPU the process used — the rate on a core of its own,"
               " which a shared machine's wall clock does not show.")
     finally:
