@@ -99,8 +99,11 @@ WHERE school = {{school:String}} AND statement_id IN (SELECT toUUID(arrayJoin({{
 _IDX = {c: T.STATEMENT_COLUMNS.index(c) for c in ("school", "course", "cohort", "timestamp", "verb_id")}
 # The server's code for a SYNC REPLICA past its receive_timeout.
 TIMEOUT_EXCEEDED = 159
-# Groups per recompute: keeps the parameter text bounded.
+# Groups per recompute, and bytes of their keys: keeps the parameter text bounded. Old
+# servers get the parameters inlined in the query, whose text is limited (max_query_size,
+# 256 KiB on 18.16): 2,000 keys of long course IRIs exceeded it (code 62, the sink stuck).
 CHUNK = 2_000
+CHUNK_KEY_BYTES = 64 * 1024
 
 
 def group_key(group: Group) -> str:
@@ -131,19 +134,32 @@ def wait_for_replica(ch: ClickHouse, table: str) -> None:
 def recompute_groups(ch: ClickHouse, groups: Iterable[Group], replicated: bool = False) -> None:
     """Write the current exact totals of ``groups`` (idempotent; see the module docstring).
     ``replicated``: the cluster form, each recompute first waits for its replica."""
-    ordered = sorted(set(groups))
-    for i in range(0, len(ordered), CHUNK):
-        chunk = ordered[i : i + CHUNK]
+    for chunk in _chunks(sorted(set(groups))):
         clock = server_clock(ch)
         if replicated:
             wait_for_replica(ch, T.ACTIVITY_DAILY)
         params = {
             "clock": clock,
-            "first_school": min(g[0] for g in chunk), "last_school": max(g[0] for g in chunk),
-            "first_day": min(g[3] for g in chunk).isoformat(), "last_day": max(g[3] for g in chunk).isoformat(),
-            "groups": [group_key(g) for g in chunk],
+            "first_school": min(g[0] for g, _key in chunk), "last_school": max(g[0] for g, _key in chunk),
+            "first_day": min(g[3] for g, _k in chunk).isoformat(), "last_day": max(g[3] for g, _k in chunk).isoformat(),
+            "groups": [key for _g, key in chunk],
         }  # fmt: skip
         ch.execute(_RECOMPUTE_SQL.replace("{where}", _TOUCHED), params)
+
+
+def _chunks(ordered: list[Group]) -> Iterable[list[tuple[Group, str]]]:
+    """``(group, its key)`` in runs of at most :data:`CHUNK` groups and about :data:`CHUNK_KEY_BYTES` of keys."""
+    chunk: list[tuple[Group, str]] = []
+    size = 0
+    for g in ordered:
+        key = group_key(g)
+        if chunk and (len(chunk) >= CHUNK or size + len(key.encode()) > CHUNK_KEY_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append((g, key))
+        size += len(key.encode())
+    if chunk:
+        yield chunk
 
 
 def _day(ts: datetime) -> date:

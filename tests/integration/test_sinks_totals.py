@@ -121,3 +121,35 @@ def test_sinks_totals_equal_the_recount_after_replays_and_voids(settings):
         assert int(voided[0][0]) == 2
         n = len({x[0]["id"] for x in sent}) + 3
         assert int(ch.query("SELECT sum(statements) FROM {db}.activity_totals FINAL")[0][0]) == n
+
+
+def test_sinks_totals_recompute_of_many_groups_with_long_names_fits_the_query_size(clickhouse_url):
+    """A batch touches thousands of groups; their keys must not exceed the server's query size
+    (256 KiB on 18.16, where parameters are inlined in the query text: code 62 otherwise)."""
+    import datetime as dt
+    import uuid as uuid_mod
+
+    from schemas.clickhouse import tables as T
+    from schemas.clickhouse.migrate import migrate
+    from sinks.engines import engine_from_url
+    from sinks.totals import recompute_groups
+
+    ch = engine_from_url(clickhouse_url)
+    try:
+        migrate(ch)
+        course = "https://courses.example.org/" + "long-course-name/" * 5
+        day = dt.date(2026, 1, 5)
+        groups = [("school-1", f"{course}{i:05d}", "cohort-1", day, "http://adlnet.gov/expapi/verbs/passed")
+                  for i in range(3_000)]  # fmt: skip
+        row = dict.fromkeys(T.STATEMENT_COLUMNS)
+        row.update(
+            statement_id=uuid_mod.UUID(int=7), school="school-1", course=groups[-1][1], cohort="cohort-1",
+            learner="l-1", verb_id=groups[-1][4], object_id="a", object_type="Activity",
+            timestamp=dt.datetime(2026, 1, 5, 10), stored=dt.datetime(2026, 1, 5, 10), voided=0, violations=[],
+        )  # fmt: skip
+        ch.insert(f"{ch.database}.{T.STATEMENTS}", T.STATEMENT_COLUMNS, [[row[c]] for c in T.STATEMENT_COLUMNS])
+        recompute_groups(ch, groups)
+        totals = ch.query("SELECT course, statements FROM {db}.activity_totals FINAL")
+        assert [(str(c), int(n)) for c, n in totals] == [(groups[-1][1], 1)]
+    finally:
+        ch.close()
