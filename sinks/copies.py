@@ -74,6 +74,8 @@ def keep_first_copies(rows: Rows, columns: dict[str, tuple[str, ...]], written: 
     ``written``: the ``stored`` (ms) of statements some earlier batch already wrote.
     """
     in_batch = batch_copies(rows)
+    if _only_first_copies(rows, in_batch, written):
+        return dict(rows)
     first = {key: min(ms, written.get(key, ms)) for key, ms in in_batch.items()}
     # Statements whose first copy is in this batch get their stored-less rows written here.
     written_here = {key for key, ms in first.items() if in_batch[key] == ms}
@@ -98,6 +100,22 @@ def keep_first_copies(rows: Rows, columns: dict[str, tuple[str, ...]], written: 
         else:
             out[table] = rs
     return out
+
+
+def _only_first_copies(rows: Rows, in_batch: dict[Copy, int], written: dict[Copy, int]) -> bool:
+    """Whether every copy in the batch is its statement's first: then every row is kept.
+
+    The usual batch (no statement accepted twice) needs no look at each row: each copy
+    has its one ``lrs_statement_ids`` row, and a statement's rows in every table carry
+    that copy's ``stored``.
+    """
+    if any(written.get(key, ms) < ms for key, ms in in_batch.items()):
+        return False
+    ids = rows.get(LRS_STATEMENT_IDS, ())
+    # More rows than statements: some statement came twice; each copy's stored is checked.
+    return len(ids) == len(in_batch) or all(
+        in_batch[(school, str(sid).lower())] == ms for school, sid, ms, _voiding in ids
+    )
 
 
 def drop_statements(rows: Rows, columns: dict[str, tuple[str, ...]], statements: set[Copy]) -> Rows:
@@ -125,6 +143,8 @@ class FirstCopyFilter:
     def __init__(self, engine: ClickHouse, columns: dict[str, tuple[str, ...]]) -> None:
         self.engine = engine
         self.columns = columns
+        # What the row filter just read, for the insert filter that follows it (one use).
+        self._just_read: tuple[set[Copy], dict[Copy, set[int]]] | None = None
 
     def stored_copies(self, copies: Iterable[Copy]) -> dict[Copy, set[int]]:
         """The ``stored`` (ms) of every copy of these statements ``lrs_statement_ids`` holds."""
@@ -151,10 +171,13 @@ class FirstCopyFilter:
         return {key: min(stored) for key, stored in self.stored_copies(copies).items()}
 
     def __call__(self, rows: Rows) -> Rows:
+        self._just_read = None
         copies = batch_copies(rows)
         if not copies:
             return rows
-        return keep_first_copies(rows, self.columns, self.written(copies))
+        stored = self.stored_copies(copies)
+        self._just_read = (set(copies), stored)
+        return keep_first_copies(rows, self.columns, {key: min(found) for key, found in stored.items()})
 
     def not_in_table(self, table: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """The sink's retry filter: ``rows`` of ``table`` whose statement has no row there yet.
@@ -195,9 +218,23 @@ class FirstCopyFilter:
         copies = batch_copies(rows)
         if not copies:
             return rows
-        stored = self.stored_copies(copies)
+        stored = self._reuse(copies)
+        if stored is None:
+            stored = self.stored_copies(copies)
         complete = {key for key, ms in copies.items() if ms in stored.get(key, ())}
         return drop_statements(rows, self.columns, complete) if complete else rows
+
+    def _reuse(self, copies: dict[Copy, int]) -> dict[Copy, set[int]] | None:
+        """What the row filter read just before, if it asked for every one of ``copies``.
+
+        The sink calls the insert filter on the row filter's output with no insert in
+        between (``KafkaClickHouseSink._write``/``_isolate``), so the table is as it was read:
+        one look-up per batch instead of two. Used once; anything else reads again.
+        """
+        just_read, self._just_read = self._just_read, None
+        if just_read is None or not copies.keys() <= just_read[0]:
+            return None
+        return just_read[1]
 
 
 __all__ = ["FirstCopyFilter", "batch_copies", "drop_statements", "keep_first_copies", "stored_ms"]

@@ -128,3 +128,32 @@ def test_a_copy_with_another_stored_is_not_taken_for_the_written_one():
     rows = rows_of((st, FIRST))
     index = _AllCopies([("s-1", st["id"].lower(), FIRST - 1)])  # some other copy was written
     assert FirstCopyFilter(index, COLUMNS).unwritten(rows) == rows
+
+
+def test_a_batch_of_first_copies_is_kept_whole_and_identical_copies_stay():
+    a, b = offered(), offered()
+    rows = rows_of((a, FIRST), (b, FIRST))
+    assert keep_first_copies(rows, COLUMNS, {}) == rows
+    twice = rows_of((a, FIRST), (a, FIRST))  # a replay of the same copy in one batch
+    assert keep_first_copies(twice, COLUMNS, {}) == twice
+    later = rows_of((a, RETRY), (b, FIRST), (a, FIRST))  # the retry came first in the batch
+    kept = keep_first_copies(later, COLUMNS, {})
+    assert stored_of(kept, T.STATEMENTS_RAW) == [FIRST, FIRST]
+    assert keep_first_copies(rows, COLUMNS, {("s-1", a["id"].lower()): FIRST - 1})[T.STATEMENTS_RAW] == [
+        r for r in rows[T.STATEMENTS_RAW] if str(r[COLUMNS[T.STATEMENTS_RAW].index("statement_id")]) == b["id"]
+    ]
+
+
+def test_the_insert_filter_reuses_the_row_filters_look_up_once_and_only_for_its_ids():
+    done, fresh = offered(), offered()
+    index = _Index([("s-1", done["id"].lower(), FIRST)])
+    f = FirstCopyFilter(index, COLUMNS)
+    rows = f(rows_of((done, FIRST), (fresh, FIRST)))
+    left = f.unwritten(rows)
+    assert len(index.asked) == 1  # one look-up for both filters
+    assert {str(r[1]) for r in left[LRS_STATEMENT_IDS]} == {fresh["id"]}
+    f.unwritten(rows)  # used once: read again
+    assert len(index.asked) == 2
+    f(rows_of((fresh, FIRST)))
+    f.unwritten(rows)  # asks for an id the row filter did not: read again
+    assert len(index.asked) == 4
