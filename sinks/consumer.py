@@ -64,6 +64,7 @@ from schemas.clickhouse.engine import ClickHouse, ClickHouseError, ClickHouseUna
 from schemas.errors import InvalidStatement
 
 from .errors import DeadLetterUndelivered, SinkMisconfigured
+from .gcpause import collector_paused
 from .kafkaloop import ConsumerFactory, KafkaLoop, LoopConfig, Pending, ProducerFactory
 
 log = logging.getLogger("learnpulse.sink")
@@ -411,6 +412,11 @@ class KafkaClickHouseSink:
         if part is None:
             part = b.parts[tp] = _Part(first_offset=msgs[0].offset)
         first_table = self.config.tables[0]
+        with collector_paused():  # the rows stay alive until written: nothing to find in them
+            self._take(b, part, tp, msgs, first_table)
+        b.changed()
+
+    def _take(self, b: _Batch, part: _Part, tp: TopicPartition, msgs: list, first_table: str) -> None:
         for m in msgs:
             try:
                 rows = self.to_rows(m.value)
@@ -424,7 +430,6 @@ class KafkaClickHouseSink:
             part.next_offset = m.offset + 1
             if m.timestamp and m.timestamp > part.newest_ms:
                 part.newest_ms = m.timestamp
-        b.changed()
 
     def _deadletter(self, b: _Batch, tp: TopicPartition, offset: int, key: bytes | None, value: bytes | None,
                     rule: str, reason: str) -> None:  # fmt: skip
