@@ -25,8 +25,8 @@ class StageCost:
         return self.per_statement + self.per_request / statements_per_request
 
 
-# bench_gateway --browser (2026-12-04, loaded machine): 313-334 µs per single-statement POST,
-# 73-76 µs per statement at 100 per POST.
+# bench_gateway --browser (2026-12-04, loaded machine, six runs): 310-387 µs per single-statement
+# POST (median 330), 62-82 µs per statement at 100 per POST.
 GATEWAY = StageCost(per_request=0.26, per_statement=0.072)
 # bench_streams (2026-12-04, load 6-10): 9,851-10,833 statements per CPU-second at 1 per
 # message, 28,300-30,415 at 9 per message (means 10,342 and 29,358 at 9.25).
