@@ -2,7 +2,8 @@
 
 Run as ``python -m benchmarks.bench_dashboard`` (``--statements N``, default 1,000,000;
 ``--repeat R``, default 15; ``--data DIR``: fill DIR once and reuse it in later runs with the
-same N, with any newer migration applied on opening). Embedded ClickHouse (chDB) in a temporary directory gets the
+same N, with any newer migration applied on opening; ``--per-query``: each query of each answer
+timed too; ``--raw-repeat R``: fewer runs of the raw peers, seconds each at 100M). Embedded ClickHouse (chDB) in a temporary directory gets the
 migrations and N synthetic statements (``INSERT … SELECT`` from ``numbers``: 5 schools, 40
 courses, 3 cohorts per course, 20,000 learners, 30 days), from which daily and hourly
 ``engagement``, ``mastery``, ``mastery_history`` (one estimate per statement), ``cohort_health``
@@ -126,6 +127,7 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_dashboard", description=__doc__)
     ap.add_argument("--statements", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--raw-repeat", type=int, help="timed runs of each raw peer (default: --repeat; at 100M one takes seconds)")
     ap.add_argument("--per-query", action="store_true", help="also time each query the answers run (p50/p95 ms)")
     ap.add_argument("--data", type=Path, help="keep the filled chDB here and reuse it when it holds the same N")
     args = ap.parse_args(argv)
@@ -177,11 +179,12 @@ def main(argv: list[str]) -> int:
                 if args.per_query:
                     per_query.extend((name, kind, *q) for q in each_query(ch, fn, args.repeat))
                 p50, p95 = timed(fn, args.repeat)
-                r50, r95 = timed(peer, args.repeat) if peer else (None, None)
+                r50, r95 = timed(peer, args.raw_repeat or args.repeat) if peer else (None, None)
                 rows.append((name, kind, p50, p95, r50, r95))
         ch.close()
 
-    print(f"\ndashboard API over {args.statements:,} statements (chDB, {args.repeat} runs each; ms)")
+    raw_runs = f", raw {args.raw_repeat}" if args.raw_repeat else ""
+    print(f"\ndashboard API over {args.statements:,} statements (chDB, {args.repeat} runs each{raw_runs}; ms)")
     print(f"{'answer':<32} {'reader':<8} {'p50':>8} {'p95':>8} {'raw p50':>9} {'raw p95':>9} {'ratio':>6}")
     for name, kind, p50, p95, r50, r95 in rows:
         peer = f"{r50:9.1f} {r95:9.1f} {p95 / r95:6.2f}" if r95 else f"{'–':>9} {'–':>9} {'–':>6}"
