@@ -527,7 +527,7 @@ def main(argv: list[str]) -> int:
                 hooks = _WorkerMemory(memory)
                 for n in (1, 2):
                     echo(f"workers: {n} process(es) on {total:,} statements")
-                    wall, per_cpu, _stall = _run_workers(stack.settings, total, n, args.timeout, hooks)
+                    wall, per_cpu, *_stalls = _run_workers(stack.settings, total, n, args.timeout, hooks)
                     rates.append(Rate(wall, per_cpu))
                     echo(f"  {wall:,.0f} statements/s")
                 rows.append(Row("stream workers", f"pre-filled, ≤{args.per_envelope}/message", *rates))

@@ -93,6 +93,21 @@ def _counter(port: int) -> float:
     return float(m.group(1)) if m else 0.0
 
 
+def _longest_pause_bound(port: int) -> float:
+    """The worker's longest pause between two learner batches, as its histogram knows it: the
+    smallest bucket bound (s) that holds every pause (``inf``: beyond the last bucket; 0: none yet)."""
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return 0.0
+    buckets = re.findall(
+        r'learnpulse_stream_batch_pause_seconds_bucket\{agent="learner",le="([^"]+)"\} ([0-9.e+]+)', body)
+    total = max((float(n) for _le, n in buckets), default=0.0)
+    if not total:
+        return 0.0
+    return min(float(le) for le, n in buckets if float(n) >= total)
+
+
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (all its threads), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -103,11 +118,13 @@ class WorkerRun(NamedTuple):
     """Statements/s from the first batch to the last statement, by the wall clock and per
     CPU-second the workers used in that span, and the longest time in that span in which
     their statements counter did not move (a stalled commit shows here; resolution: one
-    poll of /metrics, about 0.1 s)."""
+    poll of /metrics, about 0.1 s), and the longest pause between two batches of a worker's
+    learner agent as its own histogram bounds it (a bucket bound, s)."""
 
     per_wall: float
     per_cpu: float
     longest_stall_s: float
+    longest_pause_bound_s: float
 
 
 def _run_workers(settings, total: int, workers: int, timeout: float, hooks=None) -> WorkerRun:
@@ -147,7 +164,8 @@ def _run_workers(settings, total: int, workers: int, timeout: float, hooks=None)
                 last_n, moved_at = n, now
             if n >= total:
                 cpu = sum(_cpu_seconds(p.pid) for p, _log in procs) - first_cpu
-                return WorkerRun((n - first_n) / (now - first_t), (n - first_n) / cpu, longest_stall)
+                pause = max(_longest_pause_bound(p) for p in ports)
+                return WorkerRun((n - first_n) / (now - first_t), (n - first_n) / cpu, longest_stall, pause)
             for p, _log in procs:
                 if p.poll() is not None:
                     raise RuntimeError(f"worker exited {p.returncode}; see {settings.home}")
@@ -209,7 +227,7 @@ def main() -> None:
             raise RuntimeError(f"topic holds {statements} statements, expected {args.count}")
 
         best: dict[str, tuple[float, float]] = {}
-        stalls: list[float] = []  # longest stall of each worker run
+        stalls: list[tuple[float, float]] = []  # longest stall and pause bound of each worker run
 
         def reader(decode: bool) -> tuple[float, float]:
             _m, _s, wall, cpu = asyncio.run(_read_all(kafka.bootstrap_servers, topic, decode))
@@ -217,7 +235,7 @@ def main() -> None:
 
         def workers(n: int) -> tuple[float, float]:
             run = _run_workers(settings, statements, n, 900)
-            stalls.append(run.longest_stall_s)
+            stalls.append((run.longest_stall_s, run.longest_pause_bound_s))
             return run.per_wall, run.per_cpu
 
         for round_no in range(args.rounds):
@@ -250,8 +268,9 @@ def main() -> None:
             table.append(("learnpulse worker, 2 processes (total)", best["two"]))
         for name, (wall, per_cpu) in table:
             print(f"{name:<46}{wall:>14,.0f}{wall / ceiling[0]:>11.2f}x{per_cpu:>16,.0f}{per_cpu / ceiling[1]:>11.2f}x")
-        print(f"\nlongest time without a processed batch in a worker run (every round): "
-              f"{', '.join(f'{s:.2f}s' for s in stalls)}")
+        print(f"\nlongest time without a processed batch in a worker run (every round), seen from here: "
+              f"{', '.join(f'{s:.2f}s' for s, _p in stalls)}; by the worker's pause histogram: "
+              f"{', '.join(f'<= {p:g}s' for _s, p in stalls)}")
         print("\nper CPU-second: statements per second of CPU the process used — the rate on a core of its own,"
               " which a shared machine's wall clock does not show.")
     finally:

@@ -128,6 +128,18 @@ STREAM_DUPLICATES = Counter(
 STREAM_ASSIGNED_PARTITIONS = Gauge(
     "learnpulse_stream_assigned_partitions", "Partitions of xapi.statements assigned to this stream worker"
 )
+# Per agent batch (``take_events``): how long processing it took, and the pause since the
+# previous batch ended — Faust handing over the next records, an offset commit, or waiting
+# for input (a pause while the consumer lag is above zero is a stall; issue 16 part 3: a
+# commit must never stall the worker for seconds).
+STREAM_BATCH_SECONDS = Histogram(
+    "learnpulse_stream_batch_seconds", "Duration of processing one batch of a stream agent", ["agent"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+)
+STREAM_BATCH_PAUSE_SECONDS = Histogram(
+    "learnpulse_stream_batch_pause_seconds", "Time from the end of a stream agent's batch to the start of its next",
+    ["agent"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
 # Event-time watermark of each source partition of xapi.statements (epoch seconds).
 STREAM_WATERMARK = Gauge("learnpulse_stream_watermark_seconds", "Event-time watermark per partition", ["partition"])
 # Share of disengaged learners per cohort at the latest evaluated event time, and whether its alert is on.

@@ -7,6 +7,7 @@ changelog partition and the local RocksDB partition from the current event.
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import contextmanager
@@ -78,6 +79,28 @@ async def process_or_stop_commits(app: faust.App, process: Callable[[Any], Await
         if stop is not None:
             stop(err)
         raise
+
+
+class BatchClock:
+    """Times an agent's batches and the pauses between them (``learnpulse_stream_batch_seconds``,
+    ``learnpulse_stream_batch_pause_seconds``): a commit that held the agent up shows as a long pause."""
+
+    def __init__(self, agent: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.busy = metrics.STREAM_BATCH_SECONDS.labels(agent)
+        self.pause = metrics.STREAM_BATCH_PAUSE_SECONDS.labels(agent)
+        self.clock = clock
+        self.ended: float | None = None  # when the previous batch ended (None: no batch yet)
+
+    async def run(self, process: Callable[[Any], Awaitable[None]], events: Any) -> None:
+        """``await process(events)``, timed."""
+        started = self.clock()
+        if self.ended is not None:
+            self.pause.observe(started - self.ended)
+        try:
+            await process(events)
+        finally:
+            self.ended = self.clock()
+            self.busy.observe(self.ended - started)
 
 
 def load(table: StateTable, key: bytes) -> dict[str, Any] | None:

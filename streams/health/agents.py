@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import faust
 
 from ..config import StreamsConfig
-from ..faustutil import Sender, process_or_stop_commits
+from ..faustutil import BatchClock, Sender, process_or_stop_commits
 from .stage import CohortStage, CohortTopics
 
 
@@ -25,7 +26,8 @@ def register(app: faust.App, topics: Any, config: StreamsConfig) -> CohortStage:
 
     @app.agent(feed, concurrency=1)
     async def cohorts(stream: faust.StreamT) -> None:
+        timed = partial(BatchClock("cohort").run, stage.process_batch)
         async for events in stream.take_events(config.batch_max, within=config.batch_within_s):
-            await process_or_stop_commits(app, stage.process_batch, events)
+            await process_or_stop_commits(app, timed, events)
 
     return stage

@@ -6,6 +6,7 @@ resolution, per-partition watermarks — is the stage's (see ``streams.learner.s
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import faust
@@ -13,7 +14,7 @@ import faust
 from schemas import metrics
 
 from ..config import StreamsConfig
-from ..faustutil import Sender, committed_offset, process_or_stop_commits
+from ..faustutil import BatchClock, Sender, committed_offset, process_or_stop_commits
 from ..mastery.logic import MasteryModel
 from .probe import GapProbe
 from .stage import LearnerStage, LearnerTopics
@@ -40,8 +41,9 @@ def register(app: faust.App, topics: Any, config: StreamsConfig, model: MasteryM
 
     @app.agent(app.topic(names.statements, names.void_feed, key_type=bytes, value_type=bytes), concurrency=1)
     async def learners(stream: faust.StreamT) -> None:
+        timed = partial(BatchClock("learner").run, stage.process_batch)
         async for events in stream.take_events(config.batch_max, within=config.batch_within_s):
-            await process_or_stop_commits(app, stage.process_batch, events)
+            await process_or_stop_commits(app, timed, events)
 
     @app.on_partitions_revoked.connect
     async def _revoked(_app: Any, revoked: Any, **_kw: Any) -> None:
