@@ -486,3 +486,83 @@ def test_engagement_copies_and_older_versions_never_count_a_newer_version_wins(d
     trend, ms7, learners7, mastery = want[("cohort", *TEACHER[1:])]
     want[("cohort", *TEACHER[1:])] = (trend, ms7 + 1000, learners7, mastery)
     assert _engagement_figures(ch, scope) == want
+
+
+# The school page's trend and week figures as first defined (reporting/cohort_figures.py before
+# issue 17): the newest day as a max over every day row in scope, then one query per figure.
+_FIRST_DAYS_SQL = """
+SELECT course, cohort, toUnixTimestamp(period_start), uniqExact(learner), sum(active_ms)
+FROM {db}.engagement_by_time FINAL
+WHERE school = {school:String} AND grain = 'day' AND {in_scope} AND {on_page}
+  AND period_start >= toDateTime({since:UInt32})
+GROUP BY course, cohort, period_start
+"""
+_FIRST_WEEK_LEARNERS_SQL = """
+SELECT course, cohort, uniqExact(learner)
+FROM {db}.engagement_by_time
+WHERE school = {school:String} AND grain = 'day' AND {in_scope} AND {on_page}
+  AND period_start >= toDateTime({since:UInt32})
+GROUP BY course, cohort
+"""
+
+
+def _first_definition_figures(ch, scope, school: str, cohorts: list[tuple[str, str]]) -> tuple[str, dict]:
+    """(newest day, {(course, cohort): (trend, active_ms_7d, active_learners_7d)}) by the first definition."""
+    from reporting.cohort_figures import _ON_PAGE
+    from reporting.scope import IN_SCOPE, cohort_key
+    from reporting.trends import NEWEST_DAY_SQL
+
+    ((newest, rows),) = ch.query(NEWEST_DAY_SQL, {**scope.params(), "school": school})
+    assert int(rows)
+    week = int(newest) - 6 * 86_400
+    params = {**scope.params(), "school": school, "since": int(newest) - 13 * 86_400,
+              "page": sorted(cohort_key(school, *c) for c in cohorts)}  # fmt: skip
+
+    def first(sql: str, p: dict) -> list:
+        return ch.query(sql.replace("{in_scope}", IN_SCOPE).replace("{on_page}", _ON_PAGE), p)
+
+    figures = {c: ([], 0, 0) for c in cohorts}
+    for course, cohort, day, learners, active_ms in first(_FIRST_DAYS_SQL, params):
+        trend, ms, n = figures[(course, cohort)]
+        figures[(course, cohort)] = (sorted([*trend, [int(day), int(learners)]]),
+                                     ms + (int(active_ms) if int(day) >= week else 0), n)  # fmt: skip
+    for course, cohort, learners in first(_FIRST_WEEK_LEARNERS_SQL, {**params, "since": week}):
+        trend, ms, _n = figures[(course, cohort)]
+        figures[(course, cohort)] = (trend, ms, int(learners))
+    return datetime.fromtimestamp(int(newest), UTC).date().isoformat(), figures
+
+
+@pytest.mark.parametrize("kind", list(SCOPES))
+def test_school_page_figures_equal_their_first_definition_with_copies_replays_and_voids(data, kind):
+    """The school page's newest day, trend and week figures, however the queries read them, are
+    exactly the first definition's, on every kind of page, after replays, copies, older and newer
+    versions, voids, and a newer day outside a teacher's cohort."""
+    ch, stmts, eng, _mastery = data
+    scope, _inside = SCOPES[kind]
+    _write_engagement(ch, eng, 1)  # every row again, as a replay writes it
+    _write_engagement(ch, [(*e[:6], 100 * e[6], e[7] + 5, 100 * e[8], e[9]) for e in eng], 0)  # older versions
+    newer = [e for e in eng if e[0] == "s-b" and e[4] == "day"][::3]
+    _write_engagement(ch, [(*e[:6], e[6] + 2, e[7], e[8] + 777, e[9]) for e in newer], 2)
+    # The school's newest day lies in another cohort than the teacher's: a teacher's trend ends earlier.
+    late = DAY0 + timedelta(days=12)
+    _write_engagement(ch, [("s-b", COURSES[0], COHORTS[0], "late-learner", "day", late, 1, 1, 5_000, late)], 1)
+    voided = stmts[::5]  # voided statements, written again with voided = 1 as the sink does
+    ch.insert(f"{ch.database}.statements",
+              ["statement_id", "school", "course", "cohort", "learner", "timestamp", "stored", "voided", "verb_id"],
+              [*map(list, zip(*voided)), [s[5] for s in voided], [1] * len(voided),
+               ["http://adlnet.gov/expapi/verbs/experienced"] * len(voided)])  # fmt: skip
+    recompute_all(ch)
+    total = school_cohorts(ch, scope, "s-b")["total"]
+    for offset, limit in {(0, 500), (min(1, total - 1), 2), (total - 1, 1)}:  # every page kind the scope has
+        answer = school_cohorts(ch, scope, "s-b", offset=offset, limit=limit)
+        cohorts = [(c["course"], c["cohort"]) for c in answer["cohorts"]]
+        assert cohorts, "the page holds cohorts"
+        through, want = _first_definition_figures(ch, scope, "s-b", cohorts)
+        assert answer["through_day"] == through
+        got = {(c["course"], c["cohort"]): (c["trend"], c["active_ms_7d"], c["active_learners_7d"])
+               for c in answer["cohorts"]}  # fmt: skip
+        assert got == want
+    if kind == "teacher":
+        assert through < late.date().isoformat()
+    else:
+        assert through == late.date().isoformat()
