@@ -29,22 +29,21 @@ ORDER BY period_start DESC
 LIMIT 1
 """
 
-# Per cohort on the page and day: distinct active learners and active time (engagement FINAL).
+# Per cohort on the page, in one scan of its days since ``since`` (engagement FINAL): per day the
+# active learners and active time, and the distinct learners active since ``week`` (a distinct
+# count over the week is not a sum of daily ones: each day's set of them, merged per cohort).
+# FINAL leaves one row per (day, cohort, learner) (the sort key), so a day's count() is its
+# distinct learners; copies do not change a set either.
 COHORT_DAYS_SQL = f"""
-SELECT course, cohort, toUnixTimestamp(period_start), uniqExact(learner), sum(active_ms)
-FROM {{db}}.engagement_by_time FINAL
-WHERE school = {{school:String}} AND grain = 'day' AND {IN_SCOPE} AND {_ON_PAGE}
-  AND period_start >= toDateTime({{since:UInt32}})
-GROUP BY course, cohort, period_start
-"""
-
-# Distinct learners of each cohort on the page active since ``since`` (copies do not change a
-# distinct count: no FINAL).
-COHORT_WEEK_LEARNERS_SQL = f"""
-SELECT course, cohort, uniqExact(learner)
-FROM {{db}}.engagement_by_time
-WHERE school = {{school:String}} AND grain = 'day' AND {IN_SCOPE} AND {_ON_PAGE}
-  AND period_start >= toDateTime({{since:UInt32}})
+SELECT course, cohort, groupArray(day), groupArray(learners), groupArray(active_ms), uniqExactMerge(week_learners)
+FROM (
+    SELECT course, cohort, toUnixTimestamp(period_start) AS day, count() AS learners, sum(active_ms) AS active_ms,
+           uniqExactStateIf(learner, period_start >= toDateTime({{week:UInt32}})) AS week_learners
+    FROM {{db}}.engagement_by_time FINAL
+    WHERE school = {{school:String}} AND grain = 'day' AND {IN_SCOPE} AND {_ON_PAGE}
+      AND period_start >= toDateTime({{since:UInt32}})
+    GROUP BY course, cohort, period_start
+)
 GROUP BY course, cohort
 """
 
@@ -79,23 +78,18 @@ def add_cohort_figures(ch: ClickHouse, scope: Scope, school: str, cohorts: list[
     newest_day = datetime.fromtimestamp(int(newest[0][0]), UTC)
     since = newest_day - timedelta(days=TREND_DAYS - 1)
     week_from = int((newest_day - timedelta(days=WEEK_DAYS - 1)).timestamp())
-    params = {**scope.params(), "school": school, "since": int(since.timestamp()),
+    params = {**scope.params(), "school": school, "since": int(since.timestamp()), "week": week_from,
               "page": sorted(cohort_key(school, c["course"], c["cohort"]) for c in cohorts)}  # fmt: skip
     by_key = {(c["course"], c["cohort"]): c for c in cohorts}
-    week_learners: dict[tuple[str, str], int] = {}
-    for course, cohort, day, learners, active_ms in ch.query(COHORT_DAYS_SQL, params):
-        c = by_key.get((course, cohort))
-        if c is None:
+    for course, cohort, days, learners, active_ms, week_learners in ch.query(COHORT_DAYS_SQL, params):
+        if (c := by_key.get((course, cohort))) is None:
             continue
-        c["trend"].append([int(day), int(learners)])
-        if int(day) >= week_from:
-            c["active_ms_7d"] += int(active_ms)
-    # Distinct learners over the week are not a sum of daily distinct counts: one more query.
-    for course, cohort, learners in ch.query(COHORT_WEEK_LEARNERS_SQL, {**params, "since": week_from}):
-        week_learners[(course, cohort)] = int(learners)
-    for key, c in by_key.items():
+        for day, n, ms in zip(days, learners, active_ms, strict=True):
+            c["trend"].append([int(day), int(n)])
+            if int(day) >= week_from:
+                c["active_ms_7d"] += int(ms)
         c["trend"].sort()
-        c["active_learners_7d"] = week_learners.get(key, 0)
+        c["active_learners_7d"] = int(week_learners)
     for course, cohort, mean, pairs in ch.query(COHORT_MASTERY_SQL, params):
         if (c := by_key.get((course, cohort))) is not None and int(pairs):
             c["mastery_mean"] = float(mean)
