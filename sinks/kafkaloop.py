@@ -195,9 +195,7 @@ class KafkaLoop:
         if not self.step.ready():
             return
         self._apply_backpressure()  # before fetching: the step may have just become blocked
-        polled = self.consumer.poll(
-            timeout_ms=int(self.step.timeout_s() * 1000), max_records=self.config.max_poll_records
-        )
+        polled = self._fetch()
         for tp, records in polled.items():
             if records:
                 metrics.MESSAGES_IN.labels(self.config.component, tp.topic).inc(len(records))
@@ -206,6 +204,23 @@ class KafkaLoop:
         self.step.poll()
         self._apply_backpressure()
         self._report_lag()
+
+    def _fetch(self) -> dict[TopicPartition, list[Any]]:
+        """``consumer.poll`` for at most the step's timeout. kafka-python 3 raises from it when
+        the broker cannot be reached (the group coordinator's metadata refresh: connection
+        refused, bootstrap timeout); that is an outage, not the sink's end: the round is empty,
+        waits out its timeout and the next one polls again (the consumer reconnects). Errors
+        that are not retriable (authorization, configuration) still end the sink."""
+        timeout_s = self.step.timeout_s()
+        try:
+            return self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=self.config.max_poll_records)
+        except KafkaError as err:
+            if not getattr(err, "retriable", False):
+                raise
+            metrics.ERRORS.labels(self.config.component, "kafka_unreachable").inc()
+            log.info("%s: Kafka not reachable, polling again: %s", self.config.name, err)
+            self._stop.wait(min(max(timeout_s, 0.0), 1.0))
+            return {}
 
     # -- what steps call -------------------------------------------------------------
     def commit(self, offsets: dict[TopicPartition, int]) -> KafkaError | None:

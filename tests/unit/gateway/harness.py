@@ -208,7 +208,7 @@ class LiveGateway(ServedApp):
             self.sinks.join()
             self.ch.close()
         if self.sinks.errors:
-            raise AssertionError(f"sink failed: {self.sinks.errors[0]!r}")
+            raise AssertionError(f"sink failed: {self.sinks.errors[0]!r}") from self.sinks.errors[0]
 
     def wait_readable(self, school: str, sid: str, timeout: float = 60.0, voided: bool = False) -> requests.Response:
         """GET the statement once the sink has written it to ClickHouse (fails after ``timeout``).
@@ -234,7 +234,7 @@ class LiveGateway(ServedApp):
 
     def _raise_sink_errors(self) -> None:
         if self.sinks.errors:
-            raise AssertionError(f"sink failed: {self.sinks.errors[0]!r}")
+            raise AssertionError(f"sink failed: {self.sinks.errors[0]!r}") from self.sinks.errors[0]
 
 
 def new_id() -> str:

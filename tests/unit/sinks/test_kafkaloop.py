@@ -13,6 +13,7 @@ import threading
 
 import pytest
 from kafka import TopicPartition
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 
 from sinks.errors import DeadLetterStorm, DeadLetterUndelivered
 from sinks.kafkaloop import KafkaLoop, LoopConfig
@@ -251,3 +252,33 @@ def test_kafkaloop_run_joins_the_step_and_closes_on_stop():
     loop.run_once = lambda: rounds.append(1) or stop.set()
     loop.run(stop)
     assert rounds == [1] and step.joined and kafka.closed
+
+
+def test_kafkaloop_outlives_a_poll_that_fails_while_the_broker_is_unreachable():
+    """kafka-python 3 raises from ``poll`` when the group coordinator cannot be reached
+    (``KafkaConnectionError: 111 ECONNREFUSED`` while the broker is down): the sink thread died
+    with it in test_gateway_kafka_down. The round must count as empty, let the step do its due
+    work, and poll again; the records are there when the broker is back."""
+    step = HoldingStep()
+    loop, kafka, _ = make(step)
+    kafka.produce(0, b"r0")
+    real_poll, failures = kafka.poll, [KafkaConnectionError("111 ECONNREFUSED"), KafkaTimeoutError("Unable to bootstrap")]
+    step_polls = []
+    real_step_poll = step.poll
+
+    def unreachable_then_back(*args, **kwargs):
+        if failures:
+            raise failures.pop(0)
+        return real_poll(*args, **kwargs)
+
+    def counted_step_poll():
+        step_polls.append(1)
+        real_step_poll()
+
+    kafka.poll, step.poll = unreachable_then_back, counted_step_poll
+    loop.run_once()
+    loop.run_once()
+    assert len(step_polls) == 2, "the step's due work runs during an outage too"
+    assert TP0 not in step.held_records
+    loop.run_once()
+    assert [r.offset for r in step.held_records[TP0]] == [0]
