@@ -52,6 +52,8 @@ from .errors import DeadLetterUndelivered
 from .storm import StormGuard
 
 log = logging.getLogger("learnpulse.kafkaloop")
+# Least pause between polls while the broker cannot be reached (see KafkaLoop._fetch).
+OUTAGE_PAUSE_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -219,7 +221,9 @@ class KafkaLoop:
                 raise
             metrics.ERRORS.labels(self.config.component, "kafka_unreachable").inc()
             log.info("%s: Kafka not reachable, polling again: %s", self.config.name, err)
-            self._stop.wait(min(max(timeout_s, 0.0), 1.0))
+            # At least a moment: a step with work due asks for no wait, and an unreachable
+            # broker refuses at once, so the loop would spin on the CPU for the whole outage.
+            self._stop.wait(min(max(timeout_s, OUTAGE_PAUSE_S), 1.0))
             return {}
 
     # -- what steps call -------------------------------------------------------------

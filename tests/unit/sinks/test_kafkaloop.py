@@ -16,7 +16,7 @@ from kafka import TopicPartition
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 
 from sinks.errors import DeadLetterStorm, DeadLetterUndelivered
-from sinks.kafkaloop import KafkaLoop, LoopConfig
+from sinks.kafkaloop import OUTAGE_PAUSE_S, KafkaLoop, LoopConfig
 
 from .fakes import Clock, CommitFailedError, FakeConsumer, FakeProducer
 
@@ -282,3 +282,20 @@ def test_kafkaloop_outlives_a_poll_that_fails_while_the_broker_is_unreachable():
     assert TP0 not in step.held_records
     loop.run_once()
     assert [r.offset for r in step.held_records[TP0]] == [0]
+
+
+def test_kafkaloop_pauses_between_polls_while_the_broker_is_unreachable_even_with_work_due():
+    """A step with work due asks ``poll`` not to wait; an unreachable broker refuses at once:
+    without a least pause the loop would spin on the CPU for the whole outage."""
+    step = HoldingStep()
+    step.timeout_s = lambda: 0.0
+    loop, kafka, _ = make(step)
+    waits = []
+    loop._stop.wait = lambda seconds: waits.append(seconds)
+
+    def unreachable(*args, **kwargs):
+        raise KafkaConnectionError("111 ECONNREFUSED")
+
+    kafka.poll = unreachable
+    loop.run_once()
+    assert waits and waits[0] >= OUTAGE_PAUSE_S > 0
