@@ -316,9 +316,13 @@ class KafkaBroker(Service):
 
     def ready(self) -> bool:
         """This node answers and the cluster lists it among its brokers."""
+        return self.node in self.listed_brokers()
+
+    def listed_brokers(self) -> set[int]:
+        """The broker ids this node's metadata lists; empty while it does not answer."""
         port = self.settings.broker_port(self.node)
         if not port_open(self.settings.host, port):
-            return False
+            return set()
         from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
 
@@ -327,12 +331,12 @@ class KafkaBroker(Service):
                 bootstrap_servers=f"{self.settings.host}:{port}", request_timeout_ms=3000, bootstrap_timeout_ms=3000
             )
         except (KafkaError, OSError, ValueError):
-            return False
+            return set()
         try:
             brokers = admin.describe_cluster().get("brokers", [])
-            return any(b.get("broker_id", b.get("node_id")) == self.node for b in brokers)
+            return {b.get("broker_id", b.get("node_id")) for b in brokers}
         except (KafkaError, OSError):
-            return False
+            return set()
         finally:
             admin.close()
 
@@ -351,12 +355,25 @@ def local_kafka_brokers(settings: Settings) -> list[KafkaBroker]:
     return [KafkaBroker(settings, node) for node in sorted(nodes)]
 
 
+def _wait_every_broker_sees_all(brokers: list[KafkaBroker], timeout: float) -> None:
+    """Until each node's metadata lists every node: a client bootstrapped on a node that does
+    not know the others yet may be sent to a controller it cannot resolve."""
+    everyone = {b.node for b in brokers}
+    deadline = time.monotonic() + timeout
+    for b in brokers:
+        while not everyone <= b.listed_brokers():
+            if time.monotonic() >= deadline:
+                raise UserError(f"Kafka node {b.node} did not list every broker {sorted(everyone)} within {timeout:.0f}s")
+            time.sleep(0.5)
+
+
 def kafka_up(settings: Settings, timeout: float = 120) -> str:
     """Start every local broker, then wait until each is ready; what happened, in a few words."""
     brokers = kafka_brokers(settings)
     outcomes = [b.start() for b in brokers]
     for b in brokers:
         b.wait_ready(timeout)
+    _wait_every_broker_sees_all(brokers, timeout)
     if len(brokers) == 1:
         return outcomes[0]
     return f"{outcomes.count('started')} of {len(brokers)} brokers started, the others already running"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownBrokerIdError
 
 from schemas.topics import Topic
 
@@ -14,9 +15,37 @@ from .errors import UserError
 
 log = logging.getLogger("learnpulse.topics")
 
+# A cluster that has just started may name a controller its metadata does not list yet
+# (UnknownBrokerIdError) or move the controller while we ask; both pass within seconds.
+SETTLE_TIMEOUT_S = 60.0
+RETRY_PAUSE_S = 0.5
+
 
 def ensure_topics(bootstrap: str, prefix: str = "", replication: int = 1) -> list[str]:
-    """Create missing topics with their declared partitions and configs; returns those created."""
+    """Create missing topics with their declared partitions and configs; returns those created.
+
+    A transient refusal (a retriable Kafka error, or a controller the client does not know yet)
+    is retried with fresh metadata until ``SETTLE_TIMEOUT_S``; anything else is raised at once.
+    """
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    created: list[str] = []
+    while True:
+        try:
+            created += _create_missing(bootstrap, prefix, replication)
+            return created
+        except KafkaError as err:
+            if not _transient(err) or time.monotonic() >= deadline:
+                raise
+            log.warning("topics not created yet, retrying", extra={"error": repr(err)})
+            time.sleep(RETRY_PAUSE_S)
+
+
+def _transient(err: KafkaError) -> bool:
+    return err.retriable or isinstance(err, UnknownBrokerIdError)
+
+
+def _create_missing(bootstrap: str, prefix: str, replication: int) -> list[str]:
+    """One pass with a new admin client (so with fresh cluster metadata); the topics it created."""
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     except (KafkaError, OSError) as err:
@@ -32,7 +61,7 @@ def ensure_topics(bootstrap: str, prefix: str = "", replication: int = 1) -> lis
                 admin.create_topics([NewTopic(t.physical(prefix), t.spec.partitions, replication, topic_configs=configs)])
                 created.append(t.physical(prefix))
             except TopicAlreadyExistsError:
-                pass  # created concurrently by another process
+                pass  # created concurrently by another process, or by our own refused attempt
         return created
     finally:
         admin.close()
