@@ -32,8 +32,8 @@ def test_gateway_kafka_down_503_nothing_written_then_recovers_exactly(tmp_path, 
         metrics_port_base=free_port_block(16),
     )
     broker = KafkaBroker(Settings(home=tmp_path / "broker", kafka=private))
-    broker.up(timeout=120)
     try:
+        broker.up(timeout=120)  # inside the try: a start that times out still leaves a process to stop
         ensure_topics(private.bootstrap_servers, private.topic_prefix)
         with LiveGateway(settings, ["a"]) as gw:
             a = [statement(id=str(uuid.uuid4()), actor={"mbox": f"mailto:a{i}@example.com"}) for i in range(5)]
