@@ -250,6 +250,11 @@ class StatementIndex(Protocol):
         """Those of ``ids`` that an accepted voiding statement in the index voids."""
         ...
 
+    def read_one(self, school: str, statement_id: str) -> tuple[IndexEntry | None, bool]:
+        """What a read by id needs, in one read transaction: the entry of ``statement_id``
+        (lower-case) if the index holds it, and whether an accepted voiding statement voids it."""
+        ...
+
     def oldest_unsunk_ms(self, sunk_through_ms: int) -> int | None:
         """``stored`` of the oldest entry pending or acknowledged at or after ``sunk_through_ms``.
 
@@ -261,6 +266,15 @@ class StatementIndex(Protocol):
     def forget_learner(self, school: str | None, learner: str) -> int:
         """Erase every accepted entry of one learner pseudonym (its id and statement) in
         ``school`` (None: every school); the count erased."""
+        ...
+
+    def forget_statements(self, items: Sequence[tuple[str, str]]) -> int:
+        """Erase the accepted entries ``(school, statement id)``; the count erased.
+
+        ``forget-learner`` erases here every statement it erased from ClickHouse: those
+        naming the learner other than as actor (object, instructor, team …) too, which
+        :meth:`forget_learner` cannot find (an entry knows only its actor's pseudonym).
+        """
         ...
 
 

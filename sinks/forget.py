@@ -152,6 +152,9 @@ class ForgetReport:
     # Those of ``attachments`` no statement left declares: their contents are erased here
     # and, by the caller, wherever else they are kept (the LRS store's copy).
     unreferenced: list[tuple[str, str]] = field(default_factory=list)
+    # (school, statement id) of every statement erased: the caller erases them wherever
+    # else they are kept (the LRS store's accepted-id index answers reads by id).
+    statement_ids: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _cluster_of(ch: ClickHouse) -> str | None:
@@ -254,14 +257,17 @@ def forget_learners(
         time.sleep(settle_s)
     report = ForgetReport(list(learners))
     ps = {"ps": list(learners)}
-    ids = sorted(
-        {str(r[0]) for r in ch.query(
-            f"SELECT DISTINCT toString(statement_id) FROM {db}.{T.STATEMENTS_RAW} WHERE hasAny(learners, {{ps:Array(String)}})"
-            " OR has({ps:Array(String)}, learner)", ps)}
-        | {str(r[0]) for r in ch.query(
-            f"SELECT DISTINCT toString(statement_id) FROM {db}.{T.STATEMENTS} WHERE has({{ps:Array(String)}}, learner)", ps)}
+    erased = sorted(
+        {(str(s), str(i)) for s, i in ch.query(
+            f"SELECT DISTINCT school, toString(statement_id) FROM {db}.{T.STATEMENTS_RAW}"
+            " WHERE hasAny(learners, {ps:Array(String)}) OR has({ps:Array(String)}, learner)", ps)}
+        | {(str(s), str(i)) for s, i in ch.query(
+            f"SELECT DISTINCT school, toString(statement_id) FROM {db}.{T.STATEMENTS}"
+            " WHERE has({ps:Array(String)}, learner)", ps)}
     )  # fmt: skip
+    ids = sorted({i for _, i in erased})
     report.statements = len(ids)
+    report.statement_ids = erased
     groups: set[int] = set()
     learner_keys: set[str] = set()
     for chunk in _chunks(ids):

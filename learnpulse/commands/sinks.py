@@ -239,6 +239,7 @@ def register(main: click.Group) -> None:
         click.echo(f"learner pseudonyms: {', '.join(report.learners)}")
         click.echo(f"statements erased: {report.statements}")
         click.echo(f"LRS documents erased (State, Agent Profile): {documents}")
+        indexed += forget_index_statements(settings, report.statement_ids)
         click.echo(f"LRS statement index entries erased: {indexed}")
         click.echo(f"LRS store attachment contents erased: {forget_store_attachments(settings, report.unreferenced)}")
         for table, n in sorted(report.removed.items()):
@@ -331,6 +332,17 @@ def forget_statement_index(settings: Settings, learners: list[str]) -> int:
     index = SqlStatementIndex.open(settings.lrs_store_url)
     try:
         return sum(index.forget_learner(None, learner) for learner in learners)
+    finally:
+        index.close()
+
+
+def forget_index_statements(settings: Settings, statements: list[tuple[str, str]]) -> int:
+    """Erase from the accepted-id index the ``(school, id)`` statements erased from ClickHouse; how many."""
+    from producers.lrsstore.statement_index import SqlStatementIndex
+
+    index = SqlStatementIndex.open(settings.lrs_store_url)
+    try:
+        return index.forget_statements(statements)
     finally:
         index.close()
 

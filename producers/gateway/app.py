@@ -32,7 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from schemas import metrics
 from schemas.clickhouse.engine import ClickHouseUnavailable
 from schemas.errors import InvalidStatement
-from schemas.lrs_store import AttachmentStore, DocumentStore, StatementIndex
+from schemas.lrs_store import AttachmentStore, DocumentStore, IndexEntry, StatementIndex
 from schemas.profile import SchoolProfile
 from schemas.xapi.formats import is_uuid
 from schemas.xapi.timefmt import format_ms
@@ -588,11 +588,14 @@ class Gateway:
         return await self._respond(body, q.attachments, [orjson.loads(body)] if q.attachments else [], school, headers)
 
     async def _find_one(self, school: str, sid: str, voided: bool) -> tuple[bytes, int] | None:
-        """``(stored JSON, stored_ms)`` of one statement: from the index from the moment it was
-        acknowledged (read-your-writes, on every gateway), else from ClickHouse."""
-        entry = (await self.index.get(school, [sid])).get(sid)
-        in_index = entry is not None and entry.accepted and entry.body is not None
-        voided_here = bool(await self.index.voided(school, [sid]))
+        """``(stored JSON, stored_ms)`` of one statement: from the index's copy from the moment it
+        was acknowledged until the sinks have it (read-your-writes, on every gateway), then from
+        ClickHouse: what an erasure removed there, or a sink dropped as a forgotten learner's,
+        is not answered from the copy."""
+        # One trip to the index (a thread hop and a read transaction): under load each hop
+        # waits its turn on the event loop again.
+        entry, voided_here = await self.index.read_one(school, sid)
+        in_index = entry is not None and entry.accepted and entry.body is not None and not self._sunk(entry)
         if voided_here and not voided:
             return None  # voided: not returned by statementId (Communication §2.1.4), whatever ClickHouse has yet
         if in_index and (voided_here or not voided):
@@ -604,6 +607,14 @@ class Gateway:
             # Voided by a statement the sinks have not written yet.
             found = await asyncio.to_thread(self.store.get, school, sid, False)
         return found
+
+    def _sunk(self, entry: IndexEntry) -> bool:
+        """Whether the statements sink has certainly passed this entry (written it, or dropped it
+        as a forgotten learner's): acknowledged before the sink's caught-up time (less the
+        clock margin between hosts). Unknown progress, or no statement store: not sunk."""
+        if self.store is None or self._sink_through is None:
+            return False
+        return entry.acked_ms < self._sink_through - self.config.clock_margin_ms
 
     async def _attachment_contents(self, school: str, wanted: list[str]) -> dict[str, tuple[str, bytes]]:
         """From the transactional store; those missing there (stored before it held them) from ClickHouse."""

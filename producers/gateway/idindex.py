@@ -92,6 +92,9 @@ class IndexClient:
     async def get(self, school: str, ids: Sequence[str]) -> dict[str, IndexEntry]:
         return await asyncio.to_thread(self.reader.get, school, ids)
 
+    async def read_one(self, school: str, statement_id: str) -> tuple[IndexEntry | None, bool]:
+        return await asyncio.to_thread(self.reader.read_one, school, statement_id)
+
     async def voided(self, school: str, ids: Sequence[str]) -> set[str]:
         return await asyncio.to_thread(self.reader.voided, school, ids)
 

@@ -32,9 +32,11 @@ The write protocol (``producers.gateway.writes``) and what each crash leaves beh
    and are taken over as stale if it never is.
 
 The stored statement is kept with its id: reads by id are answered from here from the
-moment of the answer (read-your-writes, on every gateway) and a re-sent id is compared
+moment of the answer until the statements sink has passed it (read-your-writes, on every
+gateway; then ClickHouse answers, which knows erasures) and a re-sent id is compared
 without ClickHouse, so writes keep working while ClickHouse is down. ``forget_learner``
-erases a learner's rows.
+erases a learner's rows (those it is the actor of), ``forget_statements`` the statements
+``forget-learner`` erased from ClickHouse (those naming the learner anywhere).
 """
 
 from __future__ import annotations
@@ -246,6 +248,23 @@ class SqlStatementIndex:
 
         return self._transact(work)
 
+    def forget_statements(self, items: Sequence[tuple[str, str]]) -> int:
+        by_school: dict[str, list[str]] = {}
+        for school, sid in items:
+            by_school.setdefault(school, []).append(sid.lower())
+
+        def work(cur: Cursor) -> int:
+            erased = 0
+            for school, ids in sorted(by_school.items()):
+                for chunk in _chunks(sorted(set(ids))):
+                    marks = ",".join("?" * len(chunk))
+                    cur.execute(f"DELETE FROM {TABLE} WHERE school = ? AND statement_id IN ({marks}) AND state = 1",
+                                (school, *chunk))  # fmt: skip
+                    erased += max(cur.rowcount, 0)
+            return erased
+
+        return self._transact(work) if by_school else 0
+
     # -- reads -----------------------------------------------------------------------
     def _select(self, cur: Cursor, school: str, ids: Sequence[str]) -> dict[str, IndexEntry]:
         found: dict[str, IndexEntry] = {}
@@ -262,6 +281,14 @@ class SqlStatementIndex:
             return {}
         with self.db.transaction(read_only=True) as cur:
             return self._select(cur, school, list(ids))
+
+    def read_one(self, school: str, statement_id: str) -> tuple[IndexEntry | None, bool]:
+        # One snapshot for both answers: the entry and whether an accepted statement voids it.
+        with self.db.transaction(read_only=True) as cur:
+            entry = self._select(cur, school, [statement_id]).get(statement_id)
+            cur.execute(f"SELECT 1 FROM {TABLE} WHERE school = ? AND voids = ? AND state = 1 LIMIT 1",
+                        (school, statement_id))  # fmt: skip
+            return entry, cur.fetchone() is not None
 
     def voided(self, school: str, ids: Sequence[str]) -> set[str]:
         if not ids:

@@ -1,0 +1,140 @@
+"""Read-your-writes by id (issue 16 part 6): a statement is readable by id the moment its
+POST is answered, from every gateway, before any sink wrote it; voiding, school isolation
+and the formats hold on that path; forget-learner leaves nothing readable by id of what it
+erased (xAPI 1.0.3 Communication §2.1.3, §2.1.4).
+
+A real ``learnpulse gateway --no-sinks`` process with real Kafka, the accepted-id index on
+SQLite and on PostgreSQL, Debian's clickhouse-server; the statements sink runs only where
+the test says so.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from learnpulse.settings import LrsStoreSettings, Settings
+from tests.conftest import Proc, wait_for
+from tests.integration.test_gateway_exactly_once import (
+    Client, _cli, _counts, _credential, _start_gateway, _with_port, pipeline,  # noqa: F401 - fixture
+)  # fmt: skip
+from tests.unit.gateway.harness import statement
+
+VOIDED = {"id": "http://adlnet.gov/expapi/verbs/voided", "display": {"en-US": "voided"}}
+
+
+def _voiding(target: str) -> dict:
+    return statement(id=str(uuid.uuid4()), verb=VOIDED, object={"objectType": "StatementRef", "id": target})
+
+
+@pytest.mark.kafka
+@pytest.mark.clickhouse_server
+@pytest.mark.slow
+def test_statement_readable_by_id_at_once_before_any_sink_voiding_isolation_formats(
+    pipeline: Settings, lrs_store_url: str, tmp_path: Path
+):
+    shared = pipeline.model_copy(update={"lrs_store": LrsStoreSettings(url=lrs_store_url)})
+    _cli(shared, "db", "migrate")
+    key, secret = _credential(shared, "ryw-school")
+    other_key, other_secret = _credential(shared, "ryw-other")
+    one, two = _with_port(shared), _with_port(shared)
+    c1, c2 = Client(one, key, secret), Client(two, key, secret)
+    stranger = Client(one, other_key, other_secret)
+    gws = [_start_gateway(one, tmp_path / "gateway-1.log", c1), _start_gateway(two, tmp_path / "gateway-2.log", c2)]
+    try:
+        target = statement(id=str(uuid.uuid4()), actor={"mbox": "mailto:reader@example.com", "name": "Reader"})
+        r = c1.post(target)
+        assert r.status_code == 200, r.text
+        # The first read after the answer, on either gateway: no sink runs, ClickHouse has nothing.
+        for c in (c1, c2):
+            got = c.get(statementId=target["id"])
+            assert got.status_code == 200, got.text
+            assert got.json()["id"] == target["id"] and got.json()["verb"] == target["verb"]
+            assert "stored" in got.json() and got.headers["Last-Modified"]
+        ids = c2.get(statementId=target["id"], format="ids").json()
+        assert ids["actor"] == {"mbox": "mailto:reader@example.com"}  # no name
+        canonical = c2.get(statementId=target["id"], format="canonical").json()
+        assert canonical["verb"]["display"] == {"en-US": "completed"}  # one language
+        # Another school's credential never sees it, by either parameter.
+        assert stranger.get(statementId=target["id"]).status_code == 404
+        assert stranger.get(voidedStatementId=target["id"]).status_code == 404
+        assert c1.get(voidedStatementId=target["id"]).status_code == 404  # not voided
+
+        # Voided through the other gateway, still before any sink: hidden by statementId,
+        # found by voidedStatementId, on both gateways (Communication §2.1.4).
+        voiding = _voiding(target["id"])
+        assert c2.post(voiding).status_code == 200
+        for c in (c1, c2):
+            assert c.get(statementId=target["id"]).status_code == 404
+            got = c.get(voidedStatementId=target["id"])
+            assert got.status_code == 200 and got.json()["id"] == target["id"], got.text
+            assert c.get(statementId=voiding["id"]).status_code == 200
+            assert c.get(voidedStatementId=voiding["id"]).status_code == 404
+        assert stranger.get(voidedStatementId=target["id"]).status_code == 404
+        assert _counts(shared.clickhouse_url, [target["id"], voiding["id"]])["statements_raw"] == 0  # the sink is held back
+    finally:
+        for gw in gws:
+            gw.stop()
+
+
+@pytest.mark.kafka
+@pytest.mark.clickhouse_server
+@pytest.mark.slow
+def test_forget_learner_leaves_no_statement_naming_them_readable_by_id(pipeline: Settings, tmp_path: Path):
+    """ClickHouse erases every statement that names the learner anywhere (actor, object,
+    instructor …) and its sinks drop such statements from then on; reads by id must not
+    answer any of them from the index's copy: not those erased, not those not yet written
+    when the erasure ran, not those accepted after it."""
+    settings = _with_port(pipeline)
+    _cli(settings, "db", "migrate")
+    client = Client(settings, *_credential(settings, "erase-school"))
+    gw = _start_gateway(settings, tmp_path / "gateway.log", client)
+    forgotten = {"mbox": "mailto:forget.me@example.com"}
+    teacher = {"mbox": "mailto:teacher@example.com"}
+
+    def by_them() -> dict:
+        return statement(id=str(uuid.uuid4()), actor=forgotten)
+
+    def about_them() -> dict:
+        return statement(id=str(uuid.uuid4()), actor=teacher, object={"objectType": "Agent", **forgotten})
+
+    def unrelated() -> dict:
+        return statement(id=str(uuid.uuid4()), actor=teacher)
+
+    taught = statement(id=str(uuid.uuid4()), actor={"mbox": "mailto:peer@example.com"},
+                       context={"instructor": {"objectType": "Agent", **forgotten}})  # fmt: skip
+    sunk = [by_them(), about_them(), taught, unrelated()]
+    pending = [about_them(), unrelated()]  # accepted while the sink is stopped
+    later = [by_them(), about_them(), unrelated()]  # accepted after the erasure
+    sink = None
+    try:
+        assert client.post(sunk).status_code == 200
+        for st in sunk:
+            assert client.get(statementId=st["id"]).status_code == 200
+        sink = Proc(["sink", "--table", "statements"], settings, tmp_path / "sink-1.log")
+        ids = [s["id"] for s in sunk]
+        wait_for(lambda: _counts(settings.clickhouse_url, ids)["statements_raw FINAL"] == 4, 180, "4 rows sunk")
+        assert sink.stop() == 0, sink.tail()
+        sink = None
+        assert client.post(pending).status_code == 200
+        out = _cli(settings, "forget-learner", "mailto:forget.me@example.com", "--settle", "0")
+        assert "statements erased: 3" in out, out
+        # The gateway keeps running: nothing of it may still answer the erased statements.
+        assert [client.get(statementId=s["id"]).status_code for s in sunk] == [404, 404, 404, 200]
+        assert client.post(later).status_code == 200
+
+        sink = Proc(["sink", "--table", "statements"], settings, tmp_path / "sink-2.log")
+        kept = [pending[1]["id"], later[2]["id"]]
+        wait_for(lambda: _counts(settings.clickhouse_url, kept)["statements_raw FINAL"] == 2, 180, "the others sunk")
+        dropped = [pending[0]["id"], later[0]["id"], later[1]["id"]]
+        assert _counts(settings.clickhouse_url, dropped)["statements_raw"] == 0  # the sink dropped them
+        # Once the sink has passed them, reads by id answer what ClickHouse holds.
+        wait_for(lambda: [client.get(statementId=sid).status_code for sid in dropped] == [404, 404, 404], 120,
+                 "the statements the sink dropped to be 404 by id")  # fmt: skip
+        assert [client.get(statementId=sid).status_code for sid in kept] == [200, 200]
+    finally:
+        if sink is not None:
+            assert sink.stop() == 0, sink.tail()
+        gw.stop()
