@@ -1,5 +1,7 @@
 """Freshness probes: a few statements per second from probe learners of their own, each
-followed from its acknowledgement until it is (a) readable by id, (b) covered by the
+followed from its acknowledgement until it is (a) readable by id (a GET sent at once after
+the acknowledgement, as a client reading its own write does, then every 20 ms until it
+answers 200; whether that first GET found it is kept: read-your-writes), (b) covered by the
 gateway's ``X-Experience-API-Consistent-Through``, (c) counted in its learner's
 ``engagement FINAL`` day row, (d) in a ``cohort_health`` row of its course/cohort with
 ``at`` at or after the acknowledgement. (c) and (d) need ClickHouse readable while the
@@ -8,6 +10,7 @@ pipeline runs (the server path)."""
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -38,6 +41,7 @@ class Probe:
     acked_ms: int  # wall clock, epoch ms
     stored_ms: int | None = None
     at: dict | None = None  # measure -> monotonic time it was first seen
+    first_read_ok: bool | None = None  # the first GET by id after the acknowledgement answered 200
 
     def seconds(self, measure: str) -> float | None:
         t = (self.at or {}).get(measure)
@@ -54,6 +58,8 @@ class Probes:
         self.counts = [0] * learners
         self.poster = Client(gateway_url, credential)
         self.reader = Client(gateway_url, credential)
+        self.by_id_reader = Client(gateway_url, credential)
+        self._acked: queue.SimpleQueue[Probe | None] = queue.SimpleQueue()
         self.clickhouse = clickhouse  # an engine factory (server path) or None
         self.probes: list[Probe] = []
         self.refused = 0
@@ -63,7 +69,8 @@ class Probes:
         self._lock = threading.Lock()
         self._sending = threading.Event()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=f, daemon=True) for f in (self._post_loop, self._read_loop)]
+        self._threads = [threading.Thread(target=f, daemon=True)
+                         for f in (self._post_loop, self._by_id_loop, self._read_loop)]  # fmt: skip
         if clickhouse is not None:
             self._threads.append(threading.Thread(target=self._clickhouse_loop, daemon=True))
 
@@ -78,10 +85,12 @@ class Probes:
     def stop(self) -> None:
         self._stop.set()
         self._sending.set()
+        self._acked.put(None)
         for t in self._threads:
             t.join(10)
         self.poster.close()
         self.reader.close()
+        self.by_id_reader.close()
 
     def between(self, start: float, end: float) -> list[Probe]:
         with self._lock:
@@ -112,9 +121,11 @@ class Probes:
                 self.counts[k] += 1
                 course_id = f"{HOME}/{self.shape.school}/course/{course}"
                 learner = pseudonym(self.secret, s["actor"])
+                probe = Probe(s["id"], learner, self.counts[k], course_id, f"{course_id}/cohort/{cohort}", acked,
+                              acked_ms, at={})  # fmt: skip
                 with self._lock:
-                    self.probes.append(Probe(s["id"], learner, self.counts[k], course_id,
-                                             f"{course_id}/cohort/{cohort}", acked, acked_ms, at={}))  # fmt: skip
+                    self.probes.append(probe)
+                self._acked.put(probe)
             else:
                 self.refused += 1
             i += 1
@@ -122,37 +133,56 @@ class Probes:
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
     # -- (a) and (b): through the gateway -----------------------------------------------
-    def _read_loop(self) -> None:
-        # By id every 20 ms until read; Consistent-Through (on any answer) at least every 100 ms.
-        last_read = 0.0
-        while not self._stop.wait(0.02):
+    def _by_id_loop(self) -> None:
+        # Each probe read by id as soon as it is acknowledged (a connection of its own, so
+        # never queued behind the Consistent-Through reads), then every 20 ms until found.
+        while True:
+            p = self._acked.get()
+            if p is None or self._stop.is_set():
+                return
+            while not self._read_by_id(p) and not self._stop.wait(0.02):
+                pass
+
+    def _read_by_id(self, p: Probe) -> bool:
+        status, headers, body = self.by_id_reader.request("GET", f"/statements?statementId={quote(p.id)}")
+        seen = time.monotonic()
+        self._note_through(seen, headers)
+        found = status == 200
+        if p.first_read_ok is None:
+            p.first_read_ok = found
+        if found:
+            p.stored_ms = iso_ms(orjson.loads(body)["stored"])
+            p.at["by id"] = seen
+        return found
+
+    def _note_through(self, seen: float, headers: dict) -> None:
+        through = headers.get("x-experience-api-consistent-through")
+        if through:
             with self._lock:
-                unread = [p for p in self.probes if "by id" not in p.at]
+                self._through.append((seen, iso_ms(through)))
+
+    def _read_loop(self) -> None:
+        # Consistent-Through (on any answer) about every 100 ms, asked with the newest probe not yet covered.
+        while not self._stop.wait(0.1):
+            with self._lock:
                 unsure = [p for p in self.probes if "consistent" not in p.at]
-            ask = unread[:20] or (unsure[-1:] if time.monotonic() - last_read >= 0.1 else [])
-            if ask:
-                last_read = time.monotonic()
-            for p in ask:
-                status, headers, body = self.reader.request("GET", f"/statements?statementId={quote(p.id)}")
-                seen = time.monotonic()
-                through = headers.get("x-experience-api-consistent-through")
-                if through:
-                    self._through.append((seen, iso_ms(through)))
-                if status == 200 and "by id" not in p.at:
-                    p.stored_ms = iso_ms(orjson.loads(body)["stored"])
-                    p.at["by id"] = seen
+            if unsure:
+                status, headers, _body = self.reader.request("GET", f"/statements?statementId={quote(unsure[-1].id)}")
+                self._note_through(time.monotonic(), headers)
             self._resolve_consistent(unsure)
 
     def _resolve_consistent(self, unsure: list[Probe]) -> None:
+        with self._lock:
+            through = sorted(self._through)
         for p in unsure:
             if p.stored_ms is None:
                 continue
-            first = next((t for t, ms in self._through if t >= p.acked and ms >= p.stored_ms), None)
+            first = next((t for t, ms in through if t >= p.acked and ms >= p.stored_ms), None)
             if first is not None:
                 p.at["consistent"] = first
         with self._lock:
             oldest = min((p.acked for p in self.probes if "consistent" not in p.at), default=time.monotonic())
-        self._through = [x for x in self._through if x[0] >= oldest]
+            self._through = [x for x in self._through if x[0] >= oldest]
 
     # -- (c) and (d): in ClickHouse --------------------------------------------------------
     def _clickhouse_loop(self) -> None:

@@ -58,6 +58,8 @@ def render(path: str, fed_by: str, steps: list[StepResult], ceilings: list[Ceili
         out.append(f"{s.rate:>9,.0f}  " + " ".join(f"{c:>22}" for c in cells))
     if not clickhouse_live:
         out.append(f"(c), (d): {CHDB_NA}")
+    reads = ", ".join(f"{s.rate:,.0f}/s: {s.first_reads[0]} of {s.first_reads[1]}" for s in steps)
+    out.append(f"(a) read-your-writes, the first GET by id sent after the acknowledgement answered 200: {reads}")
     out += ["", "consumer lag in offsets (records + transaction markers; group ← topic): max / final per step, "
             "* = not bounded"]
     stages = sorted({k for s in steps for k in s.lags})

@@ -48,6 +48,8 @@ class StepResult:
     lags: dict[tuple[str, str], Lag] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds over the step, per process
     freshness: dict[str, tuple[float | None, float | None, int, int]] = field(default_factory=dict)
+    # Probes whose first GET by id after the acknowledgement answered 200, of those read.
+    first_reads: tuple[int, int] = (0, 0)
     floor: int = 0
     held: bool = False
 
@@ -96,6 +98,8 @@ def run_step(pipeline, load: Load, probes: Probes, sampler: LagSampler, rate: fl
     for measure in MEASURES:
         seen = [s for s in (p.seconds(measure) for p in mine) if s is not None]
         result.freshness[measure] = (percentile(seen, 50), percentile(seen, 99), len(seen), len(mine))
+    read = [p.first_read_ok for p in mine if p.first_read_ok is not None]
+    result.first_reads = (sum(read), len(read))
     return result
 
 
