@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from learnpulse.settings import LrsStoreSettings, Settings
+from producers.lrsstore.statement_index import SqlStatementIndex
 from tests.conftest import Proc, wait_for
 from tests.integration.test_gateway_exactly_once import (
     Client, _cli, _counts, _credential, _start_gateway, _with_port, pipeline,  # noqa: F401 - fixture
@@ -121,8 +122,14 @@ def test_forget_learner_leaves_no_statement_naming_them_readable_by_id(pipeline:
         assert client.post(pending).status_code == 200
         out = _cli(settings, "forget-learner", "mailto:forget.me@example.com", "--settle", "0")
         assert "statements erased: 3" in out, out
-        # The gateway keeps running: nothing of it may still answer the erased statements.
+        # The gateway keeps running: nothing of it may still answer the erased statements,
+        # and the index keeps no copy of them (its entries name only their actor).
         assert [client.get(statementId=s["id"]).status_code for s in sunk] == [404, 404, 404, 200]
+        index = SqlStatementIndex.open(settings.lrs_store_url)
+        try:
+            assert index.get("erase-school", ids).keys() == {sunk[3]["id"]}
+        finally:
+            index.close()
         assert client.post(later).status_code == 200
 
         sink = Proc(["sink", "--table", "statements"], settings, tmp_path / "sink-2.log")
