@@ -31,11 +31,19 @@ answers). Columns:
 - freshness, from a probe's acknowledgement (a few probe statements per second,
   ``--probes``) until (a) GET ?statementId= answers 200, (b) the gateway's
   X-Experience-API-Consistent-Through (seen on its GETs) reaches the statement's stored time,
-  (c) the probe learner's ``engagement FINAL`` day row counts it, (d) a ``cohort_health`` row of
-  its course/cohort has ``at`` ≥ the acknowledgement. ``at`` is an hourly event-time step
-  boundary, evaluated once the worker's watermark (newest statement time − 10 min) passes it,
-  so (d) is only seen when a run crosses an hour + 10 min; usually "none of N". (c) and (d)
-  read ClickHouse while the pipeline runs: the server path only;
+  (c) the probe learner's ``engagement FINAL`` day rows (summed over days) count it; and
+  (d) in cohort health, on the run's EVENT CLOCK (``benchmarks.end_to_end.clock``): statements
+  (load and probes) are stamped wall time + an offset chosen per step so that event time
+  crosses ``H`` + the worker's watermark lag (10 min) — ``H`` an hour boundary, one hour later
+  each step, the first some hours in the past — ``min(5 s, duration/4)`` after the step's load
+  starts (the cohort stage writes ``cohort_health`` rows at ``H`` once every busy source
+  partition's newest statement time − lag has passed ``H``). (d) is, per probe course/cohort,
+  from the first acknowledgement of a statement stamped at or after that crossing to the first
+  moment a ``cohort_health`` row with ``at = H`` is readable. The shift leaves (a)-(c) as they
+  were (the gateway keeps any timestamp; stored times are the gateway's; engagement is summed
+  over all days). (c) and (d) read ClickHouse while the pipeline runs: the server path only.
+  With ``--source simulator`` the simulator stamps its own simulated times (its clock cannot
+  be shifted per step): no event clock, (d) n/a;
 - CPU seconds per 1,000 accepted statements over each step, per process (``/proc`` utime +
   stime with descendants; kafka and clickhouse are the servers); ``load generator`` is this
   process (clients, probes, lag sampler);
@@ -54,6 +62,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from benchmarks.end_to_end.ceilings import envelopes, insert_ceiling, kafka_ceilings
+from benchmarks.end_to_end.clock import EventClock, crossing_lead_s
 from benchmarks.end_to_end.probes import Probes
 from benchmarks.end_to_end.report import render, render_comparison
 from benchmarks.end_to_end.run import run_step
@@ -171,17 +180,25 @@ def run_form(args: argparse.Namespace, rates: list[float], replicas: int, echo) 
         ch = _engine_factory(url) if live else None
         from learnpulse.local_secrets import pseudonym_key
 
+        clock = _event_clock(args, settings, len(rates))
         probes = Probes(pipeline.gateway_url, credential, shape, pseudonym_key(settings),
-                        per_second=args.probes, clickhouse=ch).start()  # fmt: skip
+                        per_second=args.probes, clickhouse=ch, clock=clock).start()  # fmt: skip
+        if clock is not None:
+            primed = probes.prime()
+            echo(f"event clock: first hour {_hour(clock.first)}, one hour per step; {primed} primer statements")
         sampler = LagSampler(pipeline.kafka_bootstrap).start()
         load = (SimulatorLoad(pipeline.env, per_envelope=args.batch) if args.source == "simulator"
-                else Load(pipeline.gateway_url, credential, shape, clients=args.clients, batch=args.batch))
+                else Load(pipeline.gateway_url, credential, shape, clients=args.clients, batch=args.batch,
+                          clock=clock))  # fmt: skip
         if args.warmup:
             echo(f"warming up: {args.warmup:.0f}s at {rates[0]:g}/s")
+            if clock is not None:
+                clock.next_step(crossing_lead_s(args.warmup))
             load.run(rates[0], args.warmup)
         for rate in rates:
             echo(f"step {rate:g}/s for {args.duration:.0f}s")
-            run.steps.append(run_step(pipeline, load, probes, sampler, rate, args.duration, args.settle, echo))
+            run.steps.append(run_step(pipeline, load, probes, sampler, rate, args.duration, args.settle, echo,
+                                      clock))  # fmt: skip
             s = run.steps[-1]
             p50 = s.freshness["by id"][0]
             echo(f"  {rate:g}/s: accepted {s.accepted_per_s():,.0f}/s, held {'yes' if s.held else 'no'}, "
@@ -222,6 +239,19 @@ def _notes(args, steps, probes, sampler) -> list[str]:
     if sampler is not None and sampler.errors:
         notes.append(f"lag sampler: {sampler.errors} samples failed (broker busy)")
     return notes
+
+
+def _event_clock(args, settings, steps: int) -> EventClock | None:
+    """The run's event clock (see the module docstring, (d)); None with the simulator as the
+    source, which stamps its own simulated times."""
+    if args.source == "simulator":
+        return None
+    lag_ms = int(settings.streams.watermark_lag_min * 60_000)
+    return EventClock(lag_ms, steps + (1 if args.warmup else 0))
+
+
+def _hour(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(ms / 1000))
 
 
 def _fed_by(args) -> str:

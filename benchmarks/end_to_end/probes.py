@@ -3,9 +3,12 @@ followed from its acknowledgement until it is (a) readable by id (a GET sent at 
 the acknowledgement, as a client reading its own write does, then every 20 ms until it
 answers 200; whether that first GET found it is kept: read-your-writes), (b) covered by the
 gateway's ``X-Experience-API-Consistent-Through``, (c) counted in its learner's
-``engagement FINAL`` day row, (d) in a ``cohort_health`` row of its course/cohort with
-``at`` at or after the acknowledgement. (c) and (d) need ClickHouse readable while the
-pipeline runs (the server path)."""
+``engagement FINAL`` day row; and per step (d): from the first acknowledgement of a statement
+stamped at or after the step's crossing (``.clock``: event time ``H`` + the watermark lag) to
+the first moment a ``cohort_health`` row with ``at = H`` is readable, per probe course/cohort.
+(c) and (d) need ClickHouse readable while the pipeline runs (the server path), (d) the
+run's event clock.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import orjson
 
 from schemas.identity import pseudonym
 
+from .clock import EventClock, iso
 from .traffic import HOME, Client, Shape, statement
 
 MEASURES = ("by id", "consistent", "engagement", "health")
@@ -48,10 +52,26 @@ class Probe:
         return None if t is None else t - self.acked
 
 
+@dataclass
+class HealthWait:
+    """A step's (d): when a ``cohort_health`` row at ``boundary_ms`` was first seen, per probe cohort."""
+
+    boundary_ms: int
+    seen: dict[tuple[str, str], float | None]  # (course id, cohort id) → monotonic, None: not yet
+
+    def seconds_after(self, crossed_at: float | None) -> list[float]:
+        if crossed_at is None:
+            return []
+        return [t - crossed_at for t in self.seen.values() if t is not None]
+
+
 class Probes:
     def __init__(self, gateway_url: str, credential: tuple[str, str], shape: Shape, secret: bytes, *,
-                 per_second: float, learners: int = 6, clickhouse=None) -> None:  # fmt: skip
+                 per_second: float, learners: int = 6, clickhouse=None,
+                 clock: EventClock | None = None) -> None:  # fmt: skip
         self.shape = shape
+        self.clock = clock
+        self.health: HealthWait | None = None  # the current step's (d)
         self.secret = secret
         self.interval = 1.0 / per_second
         self.names = [f"probe-{i}" for i in range(learners)]
@@ -97,10 +117,51 @@ class Probes:
             return [p for p in self.probes if start <= p.acked < end]
 
     def pending(self, probes: list[Probe]) -> int:
-        # (d) is left out: a cohort_health row comes only at an hourly event-time step (see report)
         wanted = MEASURES[:3] if self.clickhouse is not None else MEASURES[:2]
         with self._lock:
-            return sum(1 for p in probes for m in wanted if m not in (p.at or {}))
+            left = sum(1 for p in probes for m in wanted if m not in (p.at or {}))
+            if self.clickhouse is not None and self.health is not None:
+                left += sum(1 for t in self.health.seen.values() if t is None)
+            return left
+
+    def cohorts(self) -> list[tuple[str, str]]:
+        """The probe learners' (course id, cohort id), each once."""
+        out = []
+        for k in range(len(self.names)):
+            course_id, cohort_id = self._ids(k)
+            if (course_id, cohort_id) not in out:
+                out.append((course_id, cohort_id))
+        return out
+
+    def _ids(self, k: int) -> tuple[str, str]:
+        course, cohort = self.shape.course_cohort(k)
+        course_id = f"{HOME}/{self.shape.school}/course/{course}"
+        return course_id, f"{course_id}/cohort/{cohort}"
+
+    def expect_health(self, boundary_ms: int) -> HealthWait:
+        """From now on, look for the probe cohorts' ``cohort_health`` rows at ``boundary_ms`` (this step's (d))."""
+        wait = HealthWait(boundary_ms, dict.fromkeys(self.cohorts()))
+        with self._lock:
+            self.health = wait
+        return wait
+
+    def prime(self) -> int:
+        """One statement per probe learner stamped at the clock's primer time (the hour before
+        the first boundary): the probe cohorts' first hour, so the first boundary is evaluated.
+        Returns how many were acknowledged."""
+        assert self.clock is not None
+        timestamp = iso(self.clock.primer_ms())
+        done = 0
+        for k, name in enumerate(self.names):
+            course, cohort = self.shape.course_cohort(k)
+            s = statement(self.shape, name, course, cohort, -1 - k, timestamp)
+            status, _h, _b = self.poster.request("POST", "/statements", orjson.dumps(s))
+            if status in (200, 204):
+                self.counts[k] += 1  # (c) counts every statement of the learner
+                done += 1
+            else:
+                self.refused += 1
+        return done
 
     # -- posting -------------------------------------------------------------------
     def _post_loop(self) -> None:
@@ -114,9 +175,12 @@ class Probes:
                 return
             k = i % len(self.names)
             course, cohort = self.shape.course_cohort(k)
-            s = statement(self.shape, self.names[k], course, cohort, i)
+            timestamp, stamped_ms = self.clock.stamp() if self.clock is not None else (None, 0)
+            s = statement(self.shape, self.names[k], course, cohort, i, timestamp)
             status, _h, _b = self.poster.request("POST", "/statements", orjson.dumps(s))
             acked, acked_ms = time.monotonic(), int(time.time() * 1000)
+            if status in (200, 204) and self.clock is not None:
+                self.clock.acknowledged(stamped_ms, acked)
             if status in (200, 204):
                 self.counts[k] += 1
                 course_id = f"{HOME}/{self.shape.school}/course/{course}"
@@ -201,8 +265,9 @@ class Probes:
             ch.close()
 
     def _look_in_clickhouse(self, ch) -> None:
+        self._look_for_health(ch)
         with self._lock:
-            waiting = [p for p in self.probes if "engagement" not in p.at or "health" not in p.at]
+            waiting = [p for p in self.probes if "engagement" not in p.at]
         if not waiting:
             return
         school = {"school": self.shape.school}
@@ -212,13 +277,21 @@ class Probes:
             "AND grain = 'day' AND has({learners:Array(String)}, learner) "
             "GROUP BY learner", school | {"learners": sorted({p.learner for p in waiting})},
         ))  # fmt: skip
-        newest = {(c, h): int(ms) for c, h, ms in ch.query(
-            "SELECT course, cohort, toUnixTimestamp(max(at)) * 1000 FROM {db}.cohort_health "  # whole hours: s suffice
-            "WHERE school = {school:String} GROUP BY course, cohort", school,
-        )}  # fmt: skip
         seen = time.monotonic()
         for p in waiting:
-            if "engagement" not in p.at and counted.get(p.learner, 0) >= p.nth:
+            if counted.get(p.learner, 0) >= p.nth:
                 p.at["engagement"] = seen
-            if "health" not in p.at and newest.get((p.course, p.cohort), 0) >= p.acked_ms:
-                p.at["health"] = seen
+
+    def _look_for_health(self, ch) -> None:
+        wait = self.health
+        if wait is None or all(t is not None for t in wait.seen.values()):
+            return
+        rows = ch.query(
+            "SELECT DISTINCT course, cohort FROM {db}.cohort_health WHERE school = {school:String} "
+            "AND toUnixTimestamp(at) = {at:UInt32}", {"school": self.shape.school, "at": wait.boundary_ms // 1000},
+        )  # fmt: skip
+        seen = time.monotonic()
+        with self._lock:
+            for course, cohort in rows:
+                if wait.seen.get((course, cohort), 0) is None:
+                    wait.seen[(course, cohort)] = seen

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from .ceilings import Ceiling
 from .probes import MEASURES
 from .rules import highest_held
@@ -23,6 +25,32 @@ def _fresh(value: tuple[float | None, float | None, int, int], na: bool) -> str:
     if not seen:
         return f"none of {total}"
     return f"{_ms(p50)}/{_ms(p99)} ({seen}/{total})"
+
+
+def _not_measured(measure: str, step: StepResult, clickhouse_live: bool) -> bool:
+    if measure == "health" and step.clock is None:
+        return True  # no event clock (the simulator stamps its own times)
+    return not clickhouse_live and measure in ("engagement", "health")
+
+
+def _utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def health_notes(steps: list[StepResult]) -> list[str]:
+    """What (d) measures, and each step's event clock."""
+    clocked = [s for s in steps if s.clock is not None]
+    if not clocked:
+        return ["(d): n/a: no event clock (the simulator stamps its own simulated times; a cohort_health row "
+                "comes only when event time crosses an hour + the watermark lag)"]  # fmt: skip
+    out = ["(d): per probe course/cohort, from the first acknowledgement of a statement stamped at or after H + the "
+           "watermark lag (the crossing) to the first moment a cohort_health row with at = H is readable; event "
+           "clock: statements stamped wall time + offset, H one hour later each step, the crossing min(5 s, "
+           "duration/4) after the step's load starts"]  # fmt: skip
+    for s in clocked:
+        c = s.clock
+        out.append(f"  {s.rate:,.0f}/s: H = {_utc(c.boundary_ms)}, offset {c.offset_ms / 3_600_000:+.3f} h")
+    return out
 
 
 def _series(values: list[int], most: int = 20) -> str:
@@ -54,12 +82,13 @@ def render(path: str, fed_by: str, steps: list[StepResult], ceilings: list[Ceili
     out += ["", "freshness from acknowledgement, ms p50/p99 (probes seen/probes):"]
     out.append(f"{'offered/s':>9}  {'(a) by id':>22} {'(b) consistent':>22} {'(c) engagement':>22} {'(d) health':>22}")
     for s in steps:
-        cells = [_fresh(s.freshness[m], not clickhouse_live and m in ("engagement", "health")) for m in MEASURES]
+        cells = [_fresh(s.freshness[m], _not_measured(m, s, clickhouse_live)) for m in MEASURES]
         out.append(f"{s.rate:>9,.0f}  " + " ".join(f"{c:>22}" for c in cells))
     if not clickhouse_live:
         out.append(f"(c), (d): {CHDB_NA}")
     reads = ", ".join(f"{s.rate:,.0f}/s: {s.first_reads[0]} of {s.first_reads[1]}" for s in steps)
     out.append(f"(a) read-your-writes, the first GET by id sent after the acknowledgement answered 200: {reads}")
+    out += health_notes(steps)
     out += ["", "consumer lag in offsets (records + transaction markers; group ← topic): max / final per step, "
             "* = not bounded"]
     stages = sorted({k for s in steps for k in s.lags})

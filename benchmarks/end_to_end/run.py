@@ -6,6 +6,7 @@ import resource
 import time
 from dataclasses import dataclass, field
 
+from .clock import EventClock, StepClock, crossing_lead_s
 from .probes import MEASURES, Probes
 from .rules import held, lag_bounded, percentile
 from .sampler import LagSampler, cpu_seconds
@@ -52,6 +53,7 @@ class StepResult:
     first_reads: tuple[int, int] = (0, 0)
     floor: int = 0
     held: bool = False
+    clock: StepClock | None = None  # the step's event clock (None: wall-clock stamps, no (d))
 
     def accepted_per_s(self) -> float:
         return self.load.accepted / self.duration
@@ -68,17 +70,21 @@ def lag_floor(rate: float) -> int:
 
 
 def run_step(pipeline, load: Load, probes: Probes, sampler: LagSampler, rate: float, duration: float,
-             settle: float, echo) -> StepResult:  # fmt: skip
+             settle: float, echo, clock: EventClock | None = None) -> StepResult:  # fmt: skip
     # On the chDB path the sinks (and chDB) run inside the gateway process: say so in the column.
     label = {"gateway": "gateway+sinks"} if getattr(pipeline, "sinks_in", None) == "gateway" else {}
     procs = {label.get(n, n): pipeline.processes[n] for n in reported_processes(pipeline.processes)}
     cpu0 = {n: cpu_seconds(p.pid()) for n, p in procs.items()} | {"load generator": own_cpu()}
+    health = None
+    if clock is not None:
+        step_clock = clock.next_step(crossing_lead_s(duration))
+        health = probes.expect_health(step_clock.boundary_ms)
     probes.sending(True)
     step = load.run(rate, duration)
     end = time.monotonic()
     probes.sending(False)
     cpu1 = {n: cpu_seconds(p.pid()) for n, p in procs.items()} | {"load generator": own_cpu()}
-    result = StepResult(rate, duration, step, floor=lag_floor(rate))
+    result = StepResult(rate, duration, step, floor=lag_floor(rate), clock=clock.step if clock else None)
     result.cpu = {n: cpu1[n] - cpu0[n] for n in cpu0}
     echo(f"  {rate:g}/s: {step.sent} sent, {step.accepted} accepted of {step.offered} offered; "
          f"{dict(step.statuses)}; settling up to {settle:.0f}s")  # fmt: skip
@@ -95,11 +101,15 @@ def run_step(pipeline, load: Load, probes: Probes, sampler: LagSampler, rate: fl
     give_up = time.monotonic() + settle
     while time.monotonic() < give_up and (probes.pending(mine) or _behind(sampler, result.floor)):
         time.sleep(0.5)
-    for measure in MEASURES:
+    for measure in MEASURES[:3]:
         seen = [s for s in (p.seconds(measure) for p in mine) if s is not None]
         result.freshness[measure] = (percentile(seen, 50), percentile(seen, 99), len(seen), len(mine))
     read = [p.first_read_ok for p in mine if p.first_read_ok is not None]
     result.first_reads = (sum(read), len(read))
+    # (d) per probe cohort, from the first acknowledgement of a statement stamped past the crossing.
+    seen = health.seconds_after(clock.crossed_at) if health is not None else []
+    total = len(health.seen) if health is not None else 0
+    result.freshness["health"] = (percentile(seen, 50), percentile(seen, 99), len(seen), total)
     return result
 
 

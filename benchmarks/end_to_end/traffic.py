@@ -20,6 +20,8 @@ import orjson
 
 from schemas.profile import COURSE_ACTIVITY_TYPE, DEFAULT_COHORT_EXTENSION, SKILL_EXTENSION
 
+from .clock import EventClock
+
 HOME = "https://e2e.example"
 VERSION = "1.0.3"
 
@@ -39,10 +41,10 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def statement(shape: Shape, learner: str, course: int, cohort: int, seq: int) -> dict:
+def statement(shape: Shape, learner: str, course: int, cohort: int, seq: int, timestamp: str | None = None) -> dict:
     """answered (a scored interaction exercising a skill), experienced or completed, in a
     course (parent context) and cohort (context extension): work for engagement, mastery and
-    cohort health alike."""
+    cohort health alike. ``timestamp``: the run's event clock (``.clock``), else now."""
     course_id = f"{HOME}/{shape.school}/course/{course}"
     kind = seq % 3
     item = seq % 17
@@ -64,7 +66,7 @@ def statement(shape: Shape, learner: str, course: int, cohort: int, seq: int) ->
         }, {"completion": True, "success": seq % 5 != 0, "score": {"scaled": 0.8}, "duration": "PT4M"}
     return {
         "id": str(uuid.uuid4()),
-        "timestamp": now_iso(),
+        "timestamp": timestamp or now_iso(),
         "actor": {"objectType": "Agent", "account": {"homePage": HOME, "name": learner}},
         "verb": {"id": f"http://adlnet.gov/expapi/verbs/{verb}", "display": {"en-US": verb}},
         "object": {"objectType": "Activity", **obj},
@@ -76,10 +78,10 @@ def statement(shape: Shape, learner: str, course: int, cohort: int, seq: int) ->
     }  # fmt: skip
 
 
-def learner_statement(shape: Shape, seq: int) -> dict:
+def learner_statement(shape: Shape, seq: int, timestamp: str | None = None) -> dict:
     learner = seq % shape.learners  # round robin: every learner in turn, ~one statement per request
     course, cohort = shape.course_cohort(learner)
-    return statement(shape, f"learner-{learner}", course, cohort, seq)
+    return statement(shape, f"learner-{learner}", course, cohort, seq, timestamp)
 
 
 class Client:
@@ -132,12 +134,14 @@ class StepLoad:
 
 
 class Load:
-    """Posts ``rate`` statements/s for ``duration`` s in requests of ``batch``, from ``clients`` threads."""
+    """Posts ``rate`` statements/s for ``duration`` s in requests of ``batch``, from ``clients`` threads,
+    stamped by ``clock`` (an :class:`~.clock.EventClock`; None: the wall clock)."""
 
     def __init__(self, gateway_url: str, credential: tuple[str, str], shape: Shape, *, clients: int,
-                 batch: int) -> None:  # fmt: skip
+                 batch: int, clock: EventClock | None = None) -> None:  # fmt: skip
         self.shape = shape
         self.batch = batch
+        self.clock = clock
         self.clients = [Client(gateway_url, credential) for _ in range(clients)]
         self._seq = 0
         self._lock = threading.Lock()
@@ -162,7 +166,8 @@ class Load:
                 delay = start + k * interval - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-                body = [learner_statement(self.shape, seq + i) for i in range(self.batch)]
+                timestamp, stamped_ms = self.clock.stamp() if self.clock is not None else (None, 0)
+                body = [learner_statement(self.shape, seq + i, timestamp) for i in range(self.batch)]
                 payload = orjson.dumps(body[0] if self.batch == 1 else body)
                 t0 = time.monotonic()
                 status, _headers, _data = client.request("POST", "/statements", payload)
@@ -175,6 +180,8 @@ class Load:
                     if status in (200, 204):
                         out.accepted += self.batch
                     out.ended = max(out.ended, t1)
+                if status in (200, 204) and self.clock is not None:
+                    self.clock.acknowledged(stamped_ms, t1)
 
         threads = [threading.Thread(target=worker, args=(c,), daemon=True) for c in self.clients]
         for t in threads:
