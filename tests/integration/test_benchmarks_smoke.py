@@ -6,6 +6,7 @@ did not leave one broken (chdb_concurrency imported a function renamed months be
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -60,6 +61,7 @@ def test_end_to_end_benchmark_fed_by_the_simulator_prints_its_table():
     assert rows and rows[0][1:4] == ["40", "200", "200"], out[-3000:]
     for stage in ("learnpulse-streams ← ", "learnpulse-sink-statements ← "):
         assert stage in out, out[-3000:]
+    assert "(d): n/a: no event clock (the simulator stamps its own" in out, out[-3000:]
 
 
 @pytest.mark.slow
@@ -87,11 +89,19 @@ def test_scaleout_benchmark_prints_one_and_two_processes_of_every_stage_and_thei
         assert line is not None and float(line.split()[-1].replace(",", "")) > 0, memory
 
 
+def health_cells(table: str) -> list[str]:
+    """The (d) "in cohort health" cell of each step's freshness row of one printed table."""
+    rows = table.split("freshness from acknowledgement", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    return [row[-22:].strip() for row in rows if row.split() and row.split()[0].replace(",", "").isdigit()]
+
+
 def test_end_to_end_benchmark_on_the_clickhouse_cluster_form_next_to_one_server():
     """``--clickhouse-replicas 2 --compare-single``: one server, then ZooKeeper and two replicas
-    with a sink process each, in one run; both tables, every process's CPU, and the ratios."""
+    with a sink process each, in one run; both tables, every process's CPU, and the ratios; and
+    on the event clock, (d) "in cohort health" seen in at least one of the two steps (each
+    waits up to --settle 40 s for it)."""
     out = run_benchmark("bench_end_to_end", "--path", "server", "--clickhouse-replicas", "2", "--compare-single",
-                        "--rates", "40", "--duration", "5", "--warmup", "0", "--settle", "10", "--ceiling-statements",
+                        "--rates", "40", "--duration", "5", "--warmup", "0", "--settle", "40", "--ceiling-statements",
                         "0", "--probes", "1", "--learners", "200", "--clients", "8", timeout=900)  # fmt: skip
     tables = out.split("== end to end, path ")[1:]
     assert [t.split(",")[0:2] for t in tables] == [["server", " 1 statement(s) per POST"],
@@ -99,6 +109,10 @@ def test_end_to_end_benchmark_on_the_clickhouse_cluster_form_next_to_one_server(
     for table in tables:
         rows = [line.split() for line in table.splitlines() if line.strip().startswith("40 ")]
         assert rows and rows[0][2:4] == ["200", "200"], table[-3000:]
+    cells = [cell for table in tables for cell in health_cells(table)]
+    assert len(cells) == 2, out[-3000:]
+    seen = [re.fullmatch(r".* \((\d+)/(\d+)\)", cell) for cell in cells]
+    assert any(m and int(m.group(1)) > 0 for m in seen), cells
     cpu = tables[1].split("CPU seconds per 1,000")[1].splitlines()[1].split()
     for process in ("sink", "sink-2", "zookeeper", "clickhouse-r1", "clickhouse-r2"):
         assert process in cpu, cpu
