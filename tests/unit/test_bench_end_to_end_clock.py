@@ -98,3 +98,30 @@ def test_stamps_from_many_threads_never_go_back_across_steps():
     for t in threads:
         t.join()
     assert min(after) > max(before)
+
+
+def test_d_is_measured_from_the_crossing_ack_per_cohort_seen():
+    from benchmarks.end_to_end.probes import HealthWait
+
+    wait = HealthWait(0, {("c0", "c0/cohort/0"): 14.0, ("c1", "c1/cohort/0"): 12.5, ("c2", "c2/cohort/0"): None})
+    assert sorted(wait.seconds_after(10.0)) == [2.5, 4.0]  # the cohort not seen is no figure
+    assert wait.seconds_after(None) == []  # nothing acknowledged past the crossing: nothing measured
+
+
+def test_the_table_says_what_d_is_and_when_it_is_not_measured():
+    from benchmarks.end_to_end.report import render
+    from benchmarks.end_to_end.run import StepResult
+    from benchmarks.end_to_end.traffic import StepLoad
+
+    def step(clock):
+        s = StepResult(500, 20, StepLoad(offered=10, sent=10, accepted=10), clock=clock)
+        s.freshness = {"by id": (0.01, 0.02, 3, 3), "consistent": (1.0, 2.0, 3, 3), "engagement": (2.0, 3.0, 3, 3),
+                       "health": (4.0, 4.5, 5, 6)}  # fmt: skip
+        return s
+
+    first = first_boundary(WALL, steps=1)
+    clocked = render("server", "POSTs", [step(plan_step(WALL, LEAD, LAG, None, first))], [], True, 1.0)
+    assert "4,000/4,500 (5/6)" in clocked and "cohort_health row with at = H" in clocked
+    assert "H = " in clocked
+    unclocked = render("server", "simulator", [step(None)], [], True, 1.0)
+    assert "4,000/4,500" not in unclocked and "(d): n/a: no event clock" in unclocked
