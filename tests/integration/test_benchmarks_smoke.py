@@ -102,7 +102,7 @@ def test_end_to_end_benchmark_on_the_clickhouse_cluster_form_next_to_one_server(
     waits up to --settle 40 s for it)."""
     out = run_benchmark("bench_end_to_end", "--path", "server", "--clickhouse-replicas", "2", "--compare-single",
                         "--rates", "40", "--duration", "5", "--warmup", "0", "--settle", "40", "--ceiling-statements",
-                        "0", "--probes", "1", "--learners", "200", "--clients", "8", timeout=900)  # fmt: skip
+                        "0", "--probes", "1", "--learners", "200", "--clients", "32", timeout=900)  # fmt: skip
     tables = out.split("== end to end, path ")[1:]
     assert [t.split(",")[0:2] for t in tables] == [["server", " 1 statement(s) per POST"],
                                                    ["server", " cluster of 2 replicas"]], out[-3000:]  # fmt: skip
