@@ -14,7 +14,7 @@ from schemas.clickhouse.engine import ClickHouse
 
 from .mastery import current_series, history_rows
 from .names import names_of
-from .scope import IN_SCOPE, LEARNER_IN_SCOPE, Scope
+from .scope import IN_SCOPE, LEARNER_OF_COURSE_IN_SCOPE, Scope
 
 _COHORT = "school = {school:String} AND course = {course:String} AND cohort = {cohort:String} AND learner = {learner:String}"
 
@@ -33,7 +33,7 @@ LEARNER_STATEMENTS_SQL = (
 LEARNER_MASTERY_SQL = (
     "SELECT skill, p_mastery, observations, correct, toString(event_time) FROM {db}.mastery FINAL "
     "WHERE school = {school:String} AND course = {course:String} AND learner = {learner:String} AND "
-    + LEARNER_IN_SCOPE + " ORDER BY skill"
+    + LEARNER_OF_COURSE_IN_SCOPE + " ORDER BY skill"
 )
 MAX_STATEMENTS = 200
 

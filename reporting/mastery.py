@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from schemas.clickhouse.ddl import needs_mapping
 
-from .scope import LEARNER_IN_SCOPE
+from .scope import LEARNER_OF_COURSE_IN_SCOPE
 
 DAY_MS = 86_400_000
 # P(mastery) from which a skill counts as mastered (reporting/README.md, query 06).
@@ -44,14 +44,14 @@ _LEARNERS = "has(CAST({learners:Array(String)} AS Array(String)), learner)"
 # The current estimate of each skill of the course for the given learners (the heatmap).
 COHORT_MASTERY_SQL = (
     "SELECT learner, skill, p_mastery FROM {db}.mastery FINAL "
-    "WHERE school = {school:String} AND course = {course:String} AND " + _LEARNERS + " AND " + LEARNER_IN_SCOPE
+    "WHERE school = {school:String} AND course = {course:String} AND " + _LEARNERS + " AND " + LEARNER_OF_COURSE_IN_SCOPE
     + " ORDER BY learner, skill"
 )
 # Every estimate kept for the given learners in the course, per event time (newest version).
 MASTERY_HISTORY_SQL = (
     "SELECT learner, skill, toUnixTimestamp64Milli(event_time) AS ms, argMax(p_mastery, version), "
     "argMax(observations, version), max(version) FROM {db}.mastery_history "
-    "WHERE school = {school:String} AND course = {course:String} AND " + _LEARNERS + " AND " + LEARNER_IN_SCOPE
+    "WHERE school = {school:String} AND course = {course:String} AND " + _LEARNERS + " AND " + LEARNER_OF_COURSE_IN_SCOPE
     + " GROUP BY learner, skill, event_time ORDER BY learner, skill, event_time"
 )
 # The given learners as a set (one hash lookup a row, where has() scans the array each row).
@@ -80,7 +80,7 @@ STALLED_SQL = (
     "   if(rising, points, arrayFilter((x, i) -> i = 1 OR x.4 > arrayReduce('max',"
     "    arraySlice(arrayMap(y -> y.4, points), 1, i - 1)), undone, arrayEnumerate(undone))) AS series"
     "  FROM {db}.mastery_history"
-    "  WHERE school = {school:String} AND course = {course:String} AND " + _LEARNER_SET + " AND " + LEARNER_IN_SCOPE
+    "  WHERE school = {school:String} AND course = {course:String} AND " + _LEARNER_SET + " AND " + LEARNER_OF_COURSE_IN_SCOPE
     + "  GROUP BY learner, skill))"
     " WHERE newest.2 < {mastered:Float64} AND newest.1 >= {since_ms:Float64} AND notEmpty(earlier)"
     " AND newest.2 <= back.2"
@@ -115,7 +115,7 @@ STALLED_RECENT_SQL = (
     "   if(rising, points, arrayFilter((x, i) -> toInt64(x.4) > before AND (i = 1 OR x.4 > arrayReduce('max',"
     "    arraySlice(arrayMap(y -> y.4, points), 1, i - 1))), undone, arrayEnumerate(undone))) AS series"
     "  FROM {db}.mastery_history"
-    "  WHERE school = {school:String} AND course = {course:String} AND " + _LEARNER_SET + " AND " + LEARNER_IN_SCOPE
+    "  WHERE school = {school:String} AND course = {course:String} AND " + _LEARNER_SET + " AND " + LEARNER_OF_COURSE_IN_SCOPE
     + "  GROUP BY learner, skill))"
     " WHERE notEmpty(series) AND newest.2 < {mastered:Float64} AND (empty(earlier) OR newest.2 <= back.2)"
     " ORDER BY learner, skill"

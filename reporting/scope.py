@@ -36,6 +36,14 @@ LEARNER_IN_SCOPE = (
     f"({{scope_all:UInt8}} = 1 OR {_ANY_SCHOOL} OR (school, course, learner) IN "
     f"(SELECT school, course, learner FROM {{db}}.engagement WHERE grain = 'day' AND {_ANY_COHORT}))"
 )
+# LEARNER_IN_SCOPE for a query whose WHERE pins ``school = {school:String} AND course =
+# {course:String}``: then the row's school and course are those, and the learner alone is looked
+# up among that course's learners in the scope's cohorts. The same rows, a set of one String
+# where the tuple of three cost chDB about 25 of 30 ms on a course's 250,000 history rows at 10M.
+LEARNER_OF_COURSE_IN_SCOPE = (
+    f"({{scope_all:UInt8}} = 1 OR {_ANY_SCHOOL} OR learner IN (SELECT learner FROM {{db}}.engagement"
+    f" WHERE school = {{school:String}} AND course = {{course:String}} AND grain = 'day' AND {_ANY_COHORT}))"
+)
 # A row of the names directory (school, learner; no course or cohort) is in scope: the whole
 # school, or the learner was seen in one of the scope's cohorts (a teacher sees the names
 # of its cohorts' learners only).
