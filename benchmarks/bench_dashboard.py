@@ -8,7 +8,8 @@ migrations and N synthetic statements (``INSERT … SELECT`` from ``numbers``: 5
 courses, 3 cohorts per course, 20,000 learners, 30 days), from which daily and hourly
 ``engagement``, ``mastery``, ``mastery_history`` (one estimate per statement), ``cohort_health``
 and ``alerts`` rows are derived in SQL, and ``activity_totals`` is recomputed from
-``activity_daily`` as the statements sink would. Then,
+``activity_daily`` as the statements sink would (``engagement_hourly`` from ``engagement`` as the
+engagement sink would). Then,
 for each answer of the dashboard API (the functions its routes call, without HTTP) and each
 kind of reader (network, one school, a teacher's one cohort), R timed runs give p50 and p95;
 the "raw" columns time the same figure computed from ``statements FINAL`` with the same
@@ -93,6 +94,7 @@ RAW_LEARNER = ("SELECT toDate(timestamp) AS d, count() FROM {db}.statements FINA
 
 def fill(ch, statements: int) -> None:
     """``statements`` synthetic statements and their derived rows (module docstring)."""
+    from sinks.hourly import recompute_all_hours
     from sinks.totals import recompute_all
 
     started = time.monotonic()
@@ -105,9 +107,10 @@ def fill(ch, statements: int) -> None:
         ch.execute(_ENGAGEMENT.replace("{grain}", grain).replace("{period}", period))
     for sql in (_MASTERY, _MASTERY_HISTORY, _HEALTH, _ALERTS):
         ch.execute(sql)
-    # The fill bypasses the statements sink: recompute the totals as its after-insert step
-    # would (activity_learners is fed by its materialized view, as from the sink).
+    # The fill bypasses the sinks: recompute the totals as their after-insert steps would
+    # (activity_learners is fed by its materialized view, as from the sink).
     recompute_all(ch)
+    recompute_all_hours(ch)
     print(f"filled {statements:,} statements and their derived rows in {time.monotonic() - started:.0f} s",
           flush=True)  # fmt: skip
 

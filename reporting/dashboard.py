@@ -203,10 +203,12 @@ ORDER BY min(fired_at) DESC
 
 # Statements per event-time hour over the newest 24 hours (the sparkline), from hourly
 # engagement: learning statements (voiding statements are bookkeeping, not activity).
+# engagement_hourly (migration 0023) holds each cohort's hour of engagement FINAL, summed
+# (recomputed by the engagement sink): the same sums over one row per cohort and hour.
 HOURLY_SQL = """
 SELECT school, toUnixTimestamp(period_start), sum(statements)
-FROM {db}.engagement_by_time FINAL
-WHERE grain = 'hour' AND {in_scope}
+FROM {db}.engagement_hourly FINAL
+WHERE {in_scope}
   AND period_start > (SELECT max(period_start) FROM {db}.engagement_periods WHERE grain = 'hour') - INTERVAL 24 HOUR
 GROUP BY school, period_start
 ORDER BY school, period_start

@@ -37,6 +37,10 @@ CLICKHOUSE_REPLICA_SWITCHES = Counter(
 TOTALS_UNSETTLED_GROUPS = Gauge(
     "learnpulse_totals_unsettled_groups", "activity_totals groups recomputed while a replica was down, not yet settled"
 )
+# The same for engagement_hourly groups (sinks/hourly.py ReplicatedHourlyRecompute).
+HOURLY_UNSETTLED_GROUPS = Gauge(
+    "learnpulse_hourly_unsettled_groups", "engagement_hourly groups recomputed while a replica was down, not yet settled"
+)
 # Failures, by stage and a short kind ("clickhouse_unavailable", "deadletter", "delivery").
 ERRORS = Counter("learnpulse_errors_total", "Errors by stage and kind", ["stage", "kind"])
 DEADLETTERS = Counter("learnpulse_deadletter_total", "Records sent to the dead-letter topic", ["stage", "rule"])

@@ -21,7 +21,9 @@ Order of an erasure (:func:`forget_learners`):
    (``learner`` column); the rows of other learners whose statements named them are
    rebuilt here (one left without statements in a cohort goes); ``engagement_periods``
    (no ``learner`` column) loses the periods of the erased learners' schools that have no
-   ``engagement`` row left;
+   ``engagement`` row left; ``engagement_hourly`` (no ``learner`` column either) recomputes the
+   (school, course, cohort, hour) groups the erased learners had engagement in (sinks/hourly.py;
+   a group left empty loses its row);
 5. count what is left (must be 0) and report everything removed.
 
 On a cluster of several shards the engine's database is the all-shards one
@@ -46,6 +48,7 @@ from schemas.clickhouse.cluster import local_database
 from schemas.clickhouse.engine import ClickHouse
 from schemas.clickhouse.rollups import GROUP_OF_STATEMENT, rebuild_sql
 
+from .hourly import delete_hours_sql, hour_keys_of_learners, key_chunks, recompute_forgotten_hours
 from .totals import delete_rebuilt_sql, learner_keys_of, learners_rebuild_sql, recompute_rebuilt
 
 log = logging.getLogger("learnpulse.forget")
@@ -283,6 +286,7 @@ def forget_learners(
     attachments = _attachments_of(ch, ids)
     tables = _tables(ch)
     period_schools = _engagement_schools(ch, ps) if T.ENGAGEMENT_PERIODS in tables else []
+    hour_keys = hour_keys_of_learners(ch, learners) if T.ENGAGEMENT_HOURLY in tables else []
     for table, cols in tables.items():
         conditions: list[tuple[str, dict[str, Any]]] = []
         if "learner" in cols:
@@ -317,6 +321,9 @@ def forget_learners(
     if period_schools:
         _alter(ch, _STALE_PERIODS_SQL, {"schools": period_schools})
         wait_for_mutations(ch)
+    if hour_keys:
+        _recompute_hours(ch, hour_keys)
+        log_line(f"{T.ENGAGEMENT_HOURLY}: {len(hour_keys)} school/course/cohort/hour groups recomputed")
     erased = _erase_unreferenced_attachments(ch, attachments)
     if erased:
         report.removed[LRS_ATTACHMENTS] = erased
@@ -341,6 +348,15 @@ def forget_learners(
         log_line(f"activity_daily, activity_totals: {len(groups)} school/course/cohort/day groups rebuilt")
     report.remaining = _remaining(ch, tables, learners, ids) + _attachments_left(ch, attachments)
     return report
+
+
+# -- engagement_hourly: the hours the erased learners had engagement in -----------------
+def _recompute_hours(ch: ClickHouse, keys: list[str]) -> None:
+    """Delete the groups' rows (a group may be left without engagement), then recompute them."""
+    for chunk in key_chunks(keys):
+        _alter(ch, delete_hours_sql(), {"groups": chunk})
+    wait_for_mutations(ch)
+    recompute_forgotten_hours(ch, keys)
 
 
 # -- engagement_periods: a period goes with the last engagement row in it ---------------

@@ -17,6 +17,7 @@ from schemas.topics import Topic
 from .consumer import AfterInsert, KafkaClickHouseSink, RowFilter, Rows, SinkConfig
 from .copies import FirstCopyFilter
 from .forget import ForgottenFilter
+from .hourly import ReplicatedHourlyRecompute, recompute_touched_hours
 from .lrs_rows import LRS_STATEMENT_IDS
 from .progress import ProgressPublisher
 from .rows import COLUMNS, LRS_COLUMNS, MODERN_RANGE, OLD_SERVER_RANGE, builders
@@ -49,7 +50,8 @@ SPECS: dict[str, SinkSpec] = {
             (mark_voided, recompute_touched),
             first_copy_only=True,
         ),
-        SinkSpec("engagement", Topic.ENGAGEMENT, (T.ENGAGEMENT,)),
+        # engagement_hourly from the rows just written (sinks/hourly.py).
+        SinkSpec("engagement", Topic.ENGAGEMENT, (T.ENGAGEMENT,), (recompute_touched_hours,)),
         SinkSpec("mastery", Topic.MASTERY, (T.MASTERY, T.MASTERY_HISTORY)),
         SinkSpec("cohort_health", Topic.COHORT_HEALTH, (T.COHORT_HEALTH,)),
         SinkSpec("alerts", Topic.ALERTS, (T.ALERTS,)),
@@ -79,11 +81,12 @@ class SinkParameters:
 
 def after_insert_steps(name: str, replicated: bool) -> tuple[AfterInsert, ...]:
     """The after-insert steps of sink ``name``; ``replicated``: in the cluster form (the
-    totals recompute waits for its replica first, sinks/totals.py)."""
+    totals recomputes wait for their replica first, sinks/totals.py and sinks/hourly.py)."""
     steps = SPECS[name].after_insert
     if not replicated:
         return steps
-    return tuple(ReplicatedRecompute() if s is recompute_touched else s for s in steps)
+    cluster_form = {recompute_touched: ReplicatedRecompute, recompute_touched_hours: ReplicatedHourlyRecompute}
+    return tuple(cluster_form[s]() if s in cluster_form else s for s in steps)
 
 
 def build_sinks(

@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime
 from typing import Any
 
@@ -134,30 +134,44 @@ def wait_for_replica(ch: ClickHouse, table: str) -> None:
 def recompute_groups(ch: ClickHouse, groups: Iterable[Group], replicated: bool = False) -> None:
     """Write the current exact totals of ``groups`` (idempotent; see the module docstring).
     ``replicated``: the cluster form, each recompute first waits for its replica."""
-    for chunk in _chunks(sorted(set(groups))):
-        clock = server_clock(ch)
-        if replicated:
-            wait_for_replica(ch, T.ACTIVITY_DAILY)
-        params = {
-            "clock": clock,
-            "first_school": min(g[0] for g, _key in chunk), "last_school": max(g[0] for g, _key in chunk),
-            "first_day": min(g[3] for g, _k in chunk).isoformat(), "last_day": max(g[3] for g, _k in chunk).isoformat(),
-            "groups": [key for _g, key in chunk],
+
+    def key_ranges(chunk: list[Group]) -> dict[str, Any]:
+        return {
+            "first_school": min(g[0] for g in chunk), "last_school": max(g[0] for g in chunk),
+            "first_day": min(g[3] for g in chunk).isoformat(), "last_day": max(g[3] for g in chunk).isoformat(),
         }  # fmt: skip
-        ch.execute(_RECOMPUTE_SQL.replace("{where}", _TOUCHED), params)
+
+    ordered = sorted(set(groups))
+    recompute_in_chunks(ch, [(g, group_key(g)) for g in ordered], _RECOMPUTE_SQL.replace("{where}", _TOUCHED),
+                        key_ranges, T.ACTIVITY_DAILY if replicated else None)  # fmt: skip
 
 
-def _chunks(ordered: list[Group]) -> Iterable[list[tuple[Group, str]]]:
-    """``(group, its key)`` in runs of at most :data:`CHUNK` groups and about :data:`CHUNK_KEY_BYTES` of keys."""
-    chunk: list[tuple[Group, str]] = []
+def recompute_in_chunks(
+    ch: ClickHouse, keyed: list[tuple[Any, str]], sql: str, key_ranges: Callable[[list[Any]], dict[str, Any]],
+    wait_for: str | None,
+) -> None:  # fmt: skip
+    """Run a recompute ``sql`` per run of ``(group, key)`` pairs (:func:`keyed_chunks`), with
+    ``{clock:UInt64}`` read first, ``{groups:Array(String)}`` the run's keys and ``key_ranges``
+    of its groups; ``wait_for``: this replica of that table first (the cluster form)."""
+    for chunk in keyed_chunks(keyed):
+        clock = server_clock(ch)
+        if wait_for:
+            wait_for_replica(ch, wait_for)
+        params = {"clock": clock, **key_ranges([g for g, _k in chunk]), "groups": [key for _g, key in chunk]}
+        ch.execute(sql, params)
+
+
+def keyed_chunks(keyed: list[tuple[Any, str]]) -> Iterable[list[tuple[Any, str]]]:
+    """``(item, its key)`` pairs in runs of at most :data:`CHUNK` and about :data:`CHUNK_KEY_BYTES` of keys."""
+    chunk: list[tuple[Any, str]] = []
     size = 0
-    for g in ordered:
-        key = group_key(g)
-        if chunk and (len(chunk) >= CHUNK or size + len(key.encode()) > CHUNK_KEY_BYTES):
+    for item, key in keyed:
+        n = len(key.encode())
+        if chunk and (len(chunk) >= CHUNK or size + n > CHUNK_KEY_BYTES):
             yield chunk
             chunk, size = [], 0
-        chunk.append((g, key))
-        size += len(key.encode())
+        chunk.append((item, key))
+        size += n
     if chunk:
         yield chunk
 
@@ -225,26 +239,39 @@ class ReplicatedRecompute:
     (``learnpulse_totals_unsettled_groups`` shows how many there are).
     """
 
+    gauge = metrics.TOTALS_UNSETTLED_GROUPS
+
     def __init__(self) -> None:
-        self.unsettled: set[Group] = set()
+        self.unsettled: set[Any] = set()
+
+    def needed(self, rows: Rows) -> tuple[str, ...]:
+        """The replicated tables the recompute reads for ``rows``."""
+        voids = bool(rows.get(T.STATEMENT_VOIDS))
+        return (T.STATEMENTS, T.ACTIVITY_DAILY) if voids else (T.ACTIVITY_DAILY,)
+
+    def touched(self, ch: ClickHouse, rows: Rows, wait: bool) -> set[Any]:
+        """The groups ``rows`` touched (``wait``: every replica is active, read in sync)."""
+        if wait and rows.get(T.STATEMENT_VOIDS):
+            wait_for_replica(ch, T.STATEMENTS)
+        return batch_groups(rows) | void_target_groups(ch, rows)
+
+    def recompute(self, ch: ClickHouse, groups: set[Any], replicated: bool) -> None:
+        recompute_groups(ch, groups, replicated)
 
     def __call__(self, ch: ClickHouse, rows: Rows) -> None:
-        voids = bool(rows.get(T.STATEMENT_VOIDS))
-        needed = (T.STATEMENTS, T.ACTIVITY_DAILY) if voids else (T.ACTIVITY_DAILY,)
+        needed = self.needed(rows)
         down = inactive_replicas(ch, needed)
-        if not down and voids:
-            wait_for_replica(ch, T.STATEMENTS)
-        groups = batch_groups(rows) | void_target_groups(ch, rows)
+        groups = self.touched(ch, rows, wait=not down)
         if down:
             if groups:
-                _log.warning("a replica of %s is not active: totals of %d groups recomputed without waiting for it",
+                _log.warning("a replica of %s is not active: %d groups recomputed without waiting for it",
                              ", ".join(down), len(groups))  # fmt: skip
-                recompute_groups(ch, groups)
+                self.recompute(ch, groups, False)
                 self.unsettled |= groups
         elif groups or self.unsettled:
-            recompute_groups(ch, groups | self.unsettled, replicated=True)
+            self.recompute(ch, groups | self.unsettled, True)
             self.unsettled.clear()
-        metrics.TOTALS_UNSETTLED_GROUPS.set(len(self.unsettled))
+        self.gauge.set(len(self.unsettled))
 
 
 # -- forget-learner: groups rebuilt from `statements`, named by their rollup hash ----------

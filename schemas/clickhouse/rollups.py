@@ -4,7 +4,8 @@ Migration ``0003_rollups`` builds ``activity_daily`` (and its materialized view)
 :data:`ROLLUP_SELECT`; an erasure (``sinks/forget.py``) rebuilds the groups it touched
 with :func:`rebuild_sql`. Changing the SELECT changes 0003's checksum, so the migration
 runner stops on drift: a new rollup needs a new migration, not an edit here. The same holds
-for :func:`totals_select` (migration 0020's backfill, and the recomputes of sinks/totals.py).
+for :func:`totals_select` (migration 0020's backfill, and the recomputes of sinks/totals.py)
+and :func:`hourly_select` (migration 0023's backfill, and the recomputes of sinks/hourly.py).
 """
 
 from __future__ import annotations
@@ -63,4 +64,21 @@ def totals_select(clock: str, where: str) -> str:
 """
 
 
-__all__ = ["GROUP_OF_ROLLUP", "GROUP_OF_STATEMENT", "ROLLUP_SELECT", "TOTAL_COUNTS", "rebuild_sql", "totals_select"]
+def hourly_select(clock: str, where: str) -> str:
+    """SELECT of ``engagement_hourly`` rows (migration 0023): the exact hourly figures of the
+    (school, course, cohort, hour) groups of ``engagement_by_time`` matching ``where`` (each
+    learner's newest version: ``FINAL``), versioned by ``clock`` (seconds) and the sum of the
+    group's row versions plus its row count (sinks/hourly.py)."""
+    version = f"bitShiftLeft(toUInt64({clock}), 32) + least(sum(version) + count(), toUInt64(4294967295))"
+    return f"""
+    SELECT school, course, cohort, period_start, sum(statements) AS statements, sum(sessions) AS sessions,
+           sum(active_ms) AS active_ms, count() AS learners, {version} AS version
+    FROM {{db}}.engagement_by_time FINAL
+    WHERE grain = 'hour' AND {where}
+    GROUP BY school, course, cohort, period_start
+"""
+
+
+__all__ = [
+    "GROUP_OF_ROLLUP", "GROUP_OF_STATEMENT", "ROLLUP_SELECT", "TOTAL_COUNTS", "hourly_select", "rebuild_sql", "totals_select",
+]  # fmt: skip

@@ -52,6 +52,9 @@ ENGAGEMENT_BY_TIME_MV = "engagement_by_time_mv"
 # `engagement`): the dashboard's newest day and hour per school without a scan of every row.
 ENGAGEMENT_PERIODS = "engagement_periods"
 ENGAGEMENT_PERIODS_MV = "engagement_periods_mv"
+# Finalized engagement per (school, course, cohort, hour) (migration 0023): the dashboard's
+# sparkline; recomputed from engagement_by_time by the engagement sink (sinks/hourly.py).
+ENGAGEMENT_HOURLY = "engagement_hourly"
 
 MASTERY = "mastery"
 MASTERY_COLUMNS = (
@@ -106,11 +109,11 @@ FORGOTTEN_COLUMNS = ("learner", "forgotten_at", "reason")
 
 # Tables researchers may read (pseudonymous analytics only); see schemas/clickhouse/access.py.
 RESEARCH_TABLES = (
-    STATEMENTS, STATEMENT_VOIDS, ENGAGEMENT, ENGAGEMENT_BY_TIME, ENGAGEMENT_PERIODS, MASTERY, MASTERY_HISTORY, COHORT_HEALTH, ALERTS,
+    STATEMENTS, STATEMENT_VOIDS, ENGAGEMENT, ENGAGEMENT_BY_TIME, ENGAGEMENT_PERIODS, ENGAGEMENT_HOURLY, MASTERY, MASTERY_HISTORY, COHORT_HEALTH, ALERTS,
     ACTIVITY_DAILY, ACTIVITY_TOTALS, ACTIVITY_LEARNERS, STATEMENTS_CURRENT,
 )  # fmt: skip
 # Tables a school's own users may read, each filtered to their school by a row policy.
 SCHOOL_TABLES = (
-    STATEMENTS, STATEMENT_VOIDS, ENGAGEMENT, ENGAGEMENT_BY_TIME, ENGAGEMENT_PERIODS, MASTERY, MASTERY_HISTORY, COHORT_HEALTH, ALERTS,
+    STATEMENTS, STATEMENT_VOIDS, ENGAGEMENT, ENGAGEMENT_BY_TIME, ENGAGEMENT_PERIODS, ENGAGEMENT_HOURLY, MASTERY, MASTERY_HISTORY, COHORT_HEALTH, ALERTS,
     ACTIVITY_DAILY, ACTIVITY_TOTALS, ACTIVITY_LEARNERS,
 )  # fmt: skip

@@ -40,6 +40,13 @@ def test_dashboard_benchmark_prints_every_answer_for_every_reader():
     }  # fmt: skip
 
 
+def test_sparkline_benchmark_pairs_both_definitions_with_equal_answers(tmp_path):
+    run_benchmark("bench_dashboard", "--statements", "20000", "--repeat", "1", "--data", str(tmp_path))
+    out = run_benchmark("bench_sparkline", "--data", str(tmp_path), "--repeat", "2")
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["network"], ["school"], ["teacher"])]
+    assert [(r[0], r[-1]) for r in rows] == [("network", "True"), ("school", "True"), ("teacher", "True")], out
+
+
 def test_storage_benchmark_counts_every_table_the_statements_sink_writes():
     out = run_benchmark("bench_storage", "--statements", "2000", "--engines", "chdb")
     rows = {" ".join(line.split()[:2]): line.split() for line in out.splitlines() if line.startswith("chdb ")}

@@ -378,6 +378,44 @@ def _write_as_the_sink(ch: ServerEngine, batch: Rows) -> None:
         step(ch, batch)
 
 
+def _two_sinks_while_replica_2_fetches_nothing(first, second, tables, write_a, write_b, b_written) -> None:
+    """Sink A writes through replica 1 while replica 2 fetches none of ``tables``; sink B then
+    writes through replica 2 (its own connection, as a sink has) and, once its blocks are there
+    (``b_written``) and its recompute has started, fetches resume; B's steps must finish."""
+    db = second.database
+    for t in tables:
+        second.execute(f"SYSTEM STOP FETCHES {db}.{t}")
+    fetching = False
+    try:
+        write_a(first)
+        errors: list[BaseException] = []
+
+        def sink_b() -> None:
+            ch = ServerEngine(**second.connection_args(), database=db)
+            try:
+                write_b(ch)
+            except BaseException as err:  # noqa: BLE001 - reported below
+                errors.append(err)
+            finally:
+                ch.close()
+
+        thread = threading.Thread(target=sink_b, daemon=True)
+        thread.start()
+        # B's blocks are on replica 2 (its recompute may be waiting for A's): fetches resume.
+        wait_for(b_written, 120, "sink B's rows on replica 2")
+        time.sleep(1)  # B's recompute has started (and, without the wait, already written B's view)
+        for t in tables:
+            second.execute(f"SYSTEM START FETCHES {db}.{t}")
+        fetching = True
+        thread.join(300)
+        assert not thread.is_alive(), "sink B's after-insert steps did not finish"
+        assert not errors, errors
+    finally:
+        if not fetching:
+            for t in tables:
+                second.execute(f"SYSTEM START FETCHES {db}.{t}")
+
+
 def test_totals_are_exact_on_both_replicas_when_each_sink_wrote_the_same_groups_through_its_own_replica(cluster_db):
     """Replica 2 fetches nothing while sink A writes through replica 1: without waiting for
     its replica, sink B's recompute on replica 2 would miss A's rows, A's missed B's, and
@@ -390,40 +428,11 @@ def test_totals_are_exact_on_both_replicas_when_each_sink_wrote_the_same_groups_
     envelopes_a, envelopes_b = _merged(envelopes[0::2]), _merged(envelopes[1::2])
     assert batch_groups(envelopes_a) & batch_groups(envelopes_b), "the two batches must share groups"
     statements = len(_ids([envelopes_a, envelopes_b]))
-    db = second.database
-    second.execute(f"SYSTEM STOP FETCHES {db}.{T.STATEMENTS}")
-    second.execute(f"SYSTEM STOP FETCHES {db}.{T.ACTIVITY_DAILY}")
-    fetching = False
-    try:
-        _write_as_the_sink(first, envelopes_a)
-        sink_b_errors: list[BaseException] = []
-
-        def sink_b() -> None:
-            # A connection of its own, as a sink has (the test's one starts the fetches meanwhile).
-            ch = ServerEngine(**second.connection_args(), database=db)
-            try:
-                _write_as_the_sink(ch, envelopes_b)
-            except BaseException as err:  # noqa: BLE001 - reported below
-                sink_b_errors.append(err)
-            finally:
-                ch.close()
-
-        thread = threading.Thread(target=sink_b, daemon=True)
-        thread.start()
-        # B's blocks are on replica 2 (its recompute may be waiting for A's): fetches resume.
-        wait_for(lambda: second.query(f"SELECT count() FROM {db}.{T.STATEMENTS}")[0][0] >= len(envelopes_b[T.STATEMENTS]),
-                 120, "sink B's statements on replica 2")  # fmt: skip
-        time.sleep(1)  # B's recompute has started (and, without the fix, already written B's view)
-        second.execute(f"SYSTEM START FETCHES {db}.{T.STATEMENTS}")
-        second.execute(f"SYSTEM START FETCHES {db}.{T.ACTIVITY_DAILY}")
-        fetching = True
-        thread.join(300)
-        assert not thread.is_alive(), "sink B's after-insert steps did not finish"
-        assert not sink_b_errors, sink_b_errors
-    finally:
-        if not fetching:
-            second.execute(f"SYSTEM START FETCHES {db}.{T.STATEMENTS}")
-            second.execute(f"SYSTEM START FETCHES {db}.{T.ACTIVITY_DAILY}")
+    _two_sinks_while_replica_2_fetches_nothing(
+        first, second, (T.STATEMENTS, T.ACTIVITY_DAILY), lambda ch: _write_as_the_sink(ch, envelopes_a),
+        lambda ch: _write_as_the_sink(ch, envelopes_b),
+        lambda: second.query(f"SELECT count() FROM {second.database}.{T.STATEMENTS}")[0][0] >= len(envelopes_b[T.STATEMENTS]),
+    )  # fmt: skip
     # Both sinks are done: the totals rows replicate, and FINAL keeps the exact one on each replica.
     for n, ch in enumerate(cluster_db, 1):
         wait_for(lambda ch=ch: _totals_exact(ch, statements), 120, f"exact activity_totals on replica {n}")
@@ -489,3 +498,47 @@ def _a_replica_inactive(ch: ServerEngine) -> bool:
     from sinks.totals import inactive_replicas
 
     return bool(inactive_replicas(ch, (T.ACTIVITY_DAILY,)))
+
+
+def _engagement_batch(learners: range, version: int) -> Rows:
+    """Hourly engagement rows of ``learners`` in two shared cohort-hours, as the engagement sink writes them."""
+    from datetime import datetime
+
+    rows = [("s-1", "c-1", "k", f"{n:064x}", "hour", datetime(2026, 3, 2, 10 + n % 2), 3 * version + n, version,
+             1000 * version, datetime(2026, 3, 2, 10 + n % 2, 30), version) for n in learners]  # fmt: skip
+    return {T.ENGAGEMENT: rows}
+
+
+def _hourly_exact(ch: ServerEngine) -> bool:
+    hourly = ch.query("SELECT school, course, cohort, toString(period_start), statements, sessions, active_ms, learners"
+                      " FROM {db}.engagement_hourly FINAL ORDER BY period_start")  # fmt: skip
+    want = ch.query("SELECT school, course, cohort, toString(period_start), sum(statements), sum(sessions),"
+                    " sum(active_ms), count() FROM {db}.engagement FINAL WHERE grain = 'hour'"
+                    " GROUP BY school, course, cohort, period_start ORDER BY period_start")  # fmt: skip
+    return len(want) == 2 and hourly == want
+
+
+def test_hourly_engagement_is_exact_on_both_replicas_when_each_sink_wrote_the_same_hours_through_its_own_replica(
+    cluster_db,
+):  # fmt: skip
+    """As for activity_totals above, with engagement_hourly (sinks/hourly.py): replica 2 fetches
+    nothing while sink A writes the same cohort-hours through replica 1; without its wait, sink
+    B's recompute on replica 2 would miss A's rows and A's B's."""
+    from sinks.specs import after_insert_steps
+
+    first, second = cluster_db
+    db = second.database
+    batch_a, batch_b = _engagement_batch(range(0, 6), 1), _engagement_batch(range(6, 12), 2)
+
+    def write(ch: ServerEngine, batch: Rows) -> None:
+        rows = batch[T.ENGAGEMENT]
+        ch.insert(f"{ch.database}.{T.ENGAGEMENT}", COLUMNS[T.ENGAGEMENT], [list(c) for c in zip(*rows, strict=True)])
+        for step in after_insert_steps("engagement", replicated=True):
+            step(ch, batch)
+
+    _two_sinks_while_replica_2_fetches_nothing(
+        first, second, (T.ENGAGEMENT, T.ENGAGEMENT_BY_TIME), lambda ch: write(ch, batch_a), lambda ch: write(ch, batch_b),
+        lambda: second.query(f"SELECT count() FROM {db}.{T.ENGAGEMENT}")[0][0] >= 6,
+    )  # fmt: skip
+    for n, ch in enumerate(cluster_db, 1):
+        wait_for(lambda ch=ch: _hourly_exact(ch), 120, f"exact engagement_hourly on replica {n}")

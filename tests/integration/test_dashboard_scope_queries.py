@@ -2,7 +2,8 @@
 
 Rows are written straight into the base and rollup tables (statements → activity_daily
 and activity_learners through their materialized views, activity_totals recomputed as the
-statements sink does; engagement, mastery, cohort_health, alerts), and every
+statements sink does; engagement, with engagement_hourly recomputed as the engagement sink
+does; mastery, cohort_health, alerts), and every
 figure each kind of scope gets is compared with the same figure computed here in Python
 from the rows written. Names carry ':' '/' and non-ASCII letters, as course IRIs do.
 """
@@ -15,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+# The sparkline as first defined (before engagement_hourly): FINAL over every learner's hour rows.
+from benchmarks.bench_sparkline import FIRST_SQL as _FIRST_HOURLY_SQL
 from learnpulse.pipeline import open_clickhouse
 from learnpulse.settings import ClickHouseSettings, Settings
 from reporting.dashboard import dashboard_state
@@ -22,6 +25,7 @@ from reporting.drilldown import FlagRules, cohort_learners, school_cohorts
 from reporting.learner import learner_timeline
 from reporting.scope import EVERY_SCHOOL, Scope
 from reporting.summary import school_summaries
+from sinks.hourly import recompute_touched_hours
 from sinks.totals import recompute_all
 
 SCHOOLS = ("s-a", "s-b")
@@ -33,6 +37,16 @@ DAY0 = datetime(2026, 3, 1, tzinfo=UTC)
 def _learners(school, course, cohort):
     i = SCHOOLS.index(school) * 4 + COURSES.index(course) * 2 + COHORTS.index(cohort)
     return [f"{i}-learner-{n}" for n in range(2 + i % 3)]
+
+
+_ENGAGEMENT_COLUMNS = ["school", "course", "cohort", "learner", "grain", "period_start", "statements", "sessions",
+                       "active_ms", "last_event", "version"]  # fmt: skip
+
+
+def _write_engagement(ch, rows, version: int) -> None:
+    """One batch of engagement rows, as the engagement sink writes it (engagement_hourly recomputed after)."""
+    ch.insert(f"{ch.database}.engagement", _ENGAGEMENT_COLUMNS, [*map(list, zip(*rows)), [version] * len(rows)])
+    recompute_touched_hours(ch, {"engagement": [(*r, version) for r in rows]})
 
 
 @pytest.fixture
@@ -59,10 +73,7 @@ def data(tmp_path, clickhouse_url):
               ["statement_id", "school", "course", "cohort", "learner", "timestamp", "stored", "voided", "verb_id"],
               [*cols, list(cols[5]), [0] * n, ["http://adlnet.gov/expapi/verbs/experienced"] * n])  # fmt: skip
     recompute_all(ch)  # as the statements sink does after its inserts
-    cols = list(zip(*eng))
-    ch.insert(f"{ch.database}.engagement",
-              ["school", "course", "cohort", "learner", "grain", "period_start", "statements", "sessions", "active_ms",
-               "last_event", "version"], [*cols, [1] * len(eng)])  # fmt: skip
+    _write_engagement(ch, eng, 1)
     cols = list(zip(*mastery))
     ch.insert(f"{ch.database}.mastery", ["school", "course", "learner", "skill", "p_mastery", "event_time",
                                          "observations", "correct", "version"],
@@ -432,14 +443,6 @@ def test_cohort_mastery_heatmap_and_stalled_flags_in_scope(data, kind):
     assert learner_timeline(ch, scope, *TEACHER, other) is None
 
 
-_ENGAGEMENT_COLUMNS = ["school", "course", "cohort", "learner", "grain", "period_start", "statements", "sessions",
-                       "active_ms", "last_event", "version"]  # fmt: skip
-
-
-def _write_engagement(ch, rows, version: int) -> None:
-    ch.insert(f"{ch.database}.engagement", _ENGAGEMENT_COLUMNS, [*map(list, zip(*rows)), [version] * len(rows)])
-
-
 def _engagement_figures(ch, scope) -> dict:
     """Every figure the dashboard reads from engagement (newest day/hour, 7 days, 24 hours, trends, school page)."""
     from reporting.trends import TrendRange, school_trends
@@ -566,3 +569,81 @@ def test_school_page_figures_equal_their_first_definition_with_copies_replays_an
         assert through < late.date().isoformat()
     else:
         assert through == late.date().isoformat()
+
+
+# Every group of engagement_hourly as engagement FINAL holds it now.
+_HOURLY_OF_ENGAGEMENT_SQL = """
+SELECT school, course, cohort, toString(period_start), sum(statements), sum(sessions), sum(active_ms), count()
+FROM {db}.engagement FINAL WHERE grain = 'hour'
+GROUP BY school, course, cohort, period_start ORDER BY school, course, cohort, period_start
+"""
+_HOURLY_SQL = """
+SELECT school, course, cohort, toString(period_start), statements, sessions, active_ms, learners
+FROM {db}.engagement_hourly FINAL ORDER BY school, course, cohort, period_start
+"""
+
+
+def _sparklines(ch, scope) -> tuple[dict, dict]:
+    """(the page's sparklines, the first definition's) per school."""
+    from reporting.scope import IN_SCOPE
+
+    page = {s["school"]: [tuple(p) for p in s["hourly"]] for s in dashboard_state(ch, scope)["schools"]}
+    first: dict[str, list] = {s: [] for s in page}
+    for school, hour, n in ch.query(_FIRST_HOURLY_SQL.replace("{in_scope}", IN_SCOPE), scope.params()):
+        first.setdefault(school, []).append((int(hour), int(n)))
+    return page, first
+
+
+@pytest.mark.parametrize("kind", list(SCOPES))
+def test_sparkline_equals_its_first_definition_with_copies_replays_versions_and_voids(data, kind):
+    """The sparkline from engagement_hourly equals the FINAL over every learner's hour rows, and each
+    engagement_hourly group equals engagement FINAL, after replays, older and newer versions, voids
+    and a stale recompute of the same second (erasures: test_engagement_periods.py)."""
+    from schemas.clickhouse.rollups import hourly_select
+    from sinks.hourly import HOUR_KEY, hour_key
+
+    ch, stmts, eng, _mastery = data
+    scope, _inside = SCOPES[kind]
+
+    def check():
+        page, first = _sparklines(ch, scope)
+        assert page == first and any(page.values())
+        assert ch.query(_HOURLY_SQL) == ch.query(_HOURLY_OF_ENGAGEMENT_SQL)
+
+    check()
+    _write_engagement(ch, eng, 1)  # every row again, as a replay writes it
+    _write_engagement(ch, [(*e[:6], 100 * e[6], e[7] + 5, 100 * e[8], e[9]) for e in eng], 0)  # older versions
+    hours = [e for e in eng if e[4] == "hour"]
+    newest = max(e[5] for e in hours)
+    recent = [e for e in hours if e[5] > newest - timedelta(hours=24)]
+    assert recent, "rows on the sparkline"
+    # A stale view of the recent groups, taken before their newer versions arrive, written with the
+    # same clock as the recompute after them (one second): the view that saw more must win.
+    clock = int(ch.query("SELECT toUInt64(now())")[0][0])
+    keys = sorted({hour_key((*e[:3], e[5])) for e in recent})
+    where = f"has(CAST({{groups:Array(String)}} AS Array(String)), {HOUR_KEY})"
+    stale_sql = hourly_select("{clock:UInt64}", where)
+    stale = ch.query(stale_sql, {"clock": clock, "groups": keys})
+    assert stale
+    newer = recent[::2]
+    ch.insert(f"{ch.database}.engagement", _ENGAGEMENT_COLUMNS,
+              [*map(list, zip(*[(*e[:6], e[6] + 3, e[7] + 1, e[8] + 500, e[9]) for e in newer])), [2] * len(newer)])  # fmt: skip
+    ch.execute(f"INSERT INTO {{db}}.engagement_hourly {stale_sql}", {"clock": clock, "groups": keys})
+    ch.execute(f"INSERT INTO {{db}}.engagement_hourly {stale_sql}", {"clock": clock, "groups": keys})
+    # ... then the stale rows again, inserted last (a slower recompute of the same second).
+    ch.insert(f"{ch.database}.engagement_hourly",
+              ["school", "course", "cohort", "period_start", "statements", "sessions", "active_ms", "learners", "version"],
+              [list(c) for c in zip(*stale)])  # fmt: skip
+    page, _first = _sparklines(ch, EVERY_SCHOOL)
+    assert sum(n for points in page.values() for _h, n in points) == (
+        sum(e[6] for e in recent) + 3 * len(newer)
+    ), "the newer versions count on the sparkline"
+    check()
+    # Voids change statements, never engagement (the stream counts what was accepted).
+    voided = stmts[::5]
+    ch.insert(f"{ch.database}.statements",
+              ["statement_id", "school", "course", "cohort", "learner", "timestamp", "stored", "voided", "verb_id"],
+              [*map(list, zip(*voided)), [s[5] for s in voided], [1] * len(voided),
+               ["http://adlnet.gov/expapi/verbs/experienced"] * len(voided)])  # fmt: skip
+    recompute_all(ch)
+    check()

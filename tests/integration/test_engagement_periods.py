@@ -1,6 +1,7 @@
 """``engagement_periods`` (migration 0022) on both engines: the newest day and hour the
 dashboard shows stay those of ``engagement`` under copies, older and newer versions, and
-after ``forget-learner`` erases the only learner of the newest hour.
+after ``forget-learner`` erases the only learner of the newest hour; so do the sparkline and
+``engagement_hourly`` (migration 0023, recomputed here after each write as the engagement sink does).
 
 Rows are written straight into ``statements`` (the summary lists schools with statements)
 and ``engagement``; every figure is compared with the same figure computed here from the
@@ -19,6 +20,7 @@ from learnpulse.settings import ClickHouseSettings, Settings
 from reporting.dashboard import dashboard_state
 from reporting.scope import EVERY_SCHOOL, Scope
 from sinks.forget import forget_learners
+from sinks.hourly import recompute_touched_hours
 from sinks.totals import recompute_all
 
 ADA, BOB = "a" * 64, "b" * 64
@@ -42,6 +44,7 @@ ROWS = [*_activity(BOB, DAY - timedelta(hours=14), 3), *_activity(BOB, DAY + tim
 
 def _write(ch, rows, version: int) -> None:
     ch.insert(f"{ch.database}.engagement", _ENGAGEMENT_COLUMNS, [*map(list, zip(*rows)), [version] * len(rows)])
+    recompute_touched_hours(ch, {"engagement": [(*r, version) for r in rows]})  # as the engagement sink does
 
 
 def _expected(rows) -> dict:
@@ -69,6 +72,17 @@ def _card(ch, scope) -> dict:
 
 def _periods(ch) -> set[tuple]:
     return set(ch.query("SELECT grain, school, toString(period_start) FROM {db}.engagement_periods"))
+
+
+def _hourly(ch) -> list[tuple]:
+    return ch.query("SELECT school, course, cohort, toString(period_start), statements, sessions, active_ms, learners"
+                    " FROM {db}.engagement_hourly FINAL ORDER BY school, course, cohort, period_start")  # fmt: skip
+
+
+def _hourly_of_engagement(ch) -> list[tuple]:
+    return ch.query("SELECT school, course, cohort, toString(period_start), sum(statements), sum(sessions),"
+                    " sum(active_ms), count() FROM {db}.engagement FINAL WHERE grain = 'hour'"
+                    " GROUP BY school, course, cohort, period_start ORDER BY school, course, cohort, period_start")  # fmt: skip
 
 
 def _periods_of_engagement(ch) -> set[tuple]:
@@ -105,12 +119,15 @@ def test_newest_periods_hold_under_copies_and_versions_and_follow_an_erasure(ch)
     newer = [(*r[:6], r[6] + 1, r[7], r[8] + 1000, r[9]) for r in ROWS if r[3] == ADA]
     _write(ch, newer, 2)
     assert _periods(ch) == _periods_of_engagement(ch) and len(_periods(ch)) == 5
+    assert _hourly(ch) == _hourly_of_engagement(ch) and len(_hourly(ch)) == 3
     now = [r for r in ROWS if r[3] != ADA] + newer
     assert [_card(ch, s) for s in SCOPES] == [_expected(now)] * 3
 
     # Erasing ada takes her hour away: the newest hour is bob's 10:00 again, not an empty 12:00.
     forget_learners(ch, [ADA], settle_s=0)
     assert _periods(ch) == _periods_of_engagement(ch) and len(_periods(ch)) == 4
+    # engagement_hourly (migration 0023): ada's hour is gone from it too, bob's hours unchanged.
+    assert _hourly(ch) == _hourly_of_engagement(ch) and len(_hourly(ch)) == 2
     left = [r for r in ROWS if r[3] == BOB]
     assert _expected(left)["active_last_hour"] == 1
     assert [_card(ch, s) for s in SCOPES] == [_expected(left)] * 3

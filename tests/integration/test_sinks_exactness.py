@@ -7,7 +7,7 @@ at random points and restarts it, and on the server engine stops the server for 
 mid-stream and starts it again. Once the sink has committed everything, every figure in
 ClickHouse must equal what Kafka acknowledged: distinct statements, raw rows, the rollup
 per course and day (statements, learners, completions, passed, failed, voided), voided
-flags, engagement rows. Then a new consumer group replays both topics from offset 0 into
+flags, engagement rows, the finalized hourly engagement per cohort (``engagement_hourly``). Then a new consumer group replays both topics from offset 0 into
 the same tables, and every figure must be unchanged.
 """
 
@@ -121,6 +121,16 @@ class World:
             derived.send(learner.encode(), rec.encode())
             if prev is not None and rng.random() < 0.3:
                 derived.send(learner.encode(), prev.encode())  # late: an older version after a newer one
+            # And of this learner's hour (engagement_hourly sums them per cohort and hour).
+            hour = ts - ts % 3_600_000
+            hk = (course, learner, "hour", hour)
+            hprev = self.engagement.get(hk)
+            hv = (hprev.version if hprev else 0) + 1
+            hrec = EngagementRecord("s-1", course, "k", learner, "hour", hour, hv + n % 3, hv, hv * 700, ts, hv)
+            self.engagement[hk] = hrec
+            derived.send(learner.encode(), hrec.encode())
+            if hprev is not None and rng.random() < 0.3:
+                derived.send(learner.encode(), hprev.encode())
             self.sent += 1
             if n % 50 == 0:
                 stmts.flush()
@@ -181,6 +191,14 @@ def figures(ch) -> dict[str, object]:
         (str(r[0]), str(r[1])): (int(r[2]), int(r[3]), int(r[4]))
         for r in ch.query("SELECT course, learner, count(), sum(version), sum(active_ms) FROM {db}.engagement FINAL GROUP BY course, learner")
     }  # fmt: skip
+    # The finalized hourly engagement (migration 0023): sums per cohort and hour.
+    hourly = {
+        (str(r[0]), str(r[1])): tuple(int(x) for x in r[2:])
+        for r in ch.query(
+            "SELECT course, toString(period_start), statements, sessions, active_ms, learners"
+            " FROM {db}.engagement_hourly FINAL"
+        )
+    }
     return {
         "statements_final": one("SELECT count() FROM {db}.statements FINAL"),
         "distinct_ids": one("SELECT uniqExact(statement_id) FROM {db}.statements"),
@@ -191,16 +209,25 @@ def figures(ch) -> dict[str, object]:
         "rollup": rollup,
         "totals": totals,
         "engagement": engagement,
+        "hourly": hourly,
     }
 
 
 def expected_figures(world: World) -> dict[str, object]:
     eng: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
-    for (course, learner, _day), rec in world.engagement.items():
+    hourly: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for (course, learner, *_period), rec in world.engagement.items():
         e = eng[(course, learner)]
         e[0] += 1
         e[1] += rec.version
         e[2] += rec.active_ms
+        if rec.grain == "hour":
+            at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rec.period_start_ms // 1000))
+            h = hourly[(course, at)]
+            h[0] += rec.statements
+            h[1] += rec.sessions
+            h[2] += rec.active_ms
+            h[3] += 1
     n = len(world.statements)
     rollup = world.expected_rollup()
     return {
@@ -211,6 +238,7 @@ def expected_figures(world: World) -> dict[str, object]:
         "rollup": rollup,
         "totals": {k: (v[0], *v[2:]) for k, v in rollup.items()},
         "engagement": {k: tuple(v) for k, v in eng.items()},
+        "hourly": {k: tuple(v) for k, v in hourly.items()},
     }
 
 

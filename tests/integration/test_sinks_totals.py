@@ -153,3 +153,91 @@ def test_sinks_totals_recompute_of_many_groups_with_long_names_fits_the_query_si
         assert [(str(c), int(n)) for c, n in totals] == [(groups[-1][1], 1)]
     finally:
         ch.close()
+
+
+HOURLY_SQL = (
+    "SELECT school, course, cohort, toString(period_start), statements, sessions, active_ms, learners"
+    " FROM {db}.engagement_hourly FINAL ORDER BY school, course, cohort, period_start"
+)
+HOURLY_OF_ENGAGEMENT_SQL = (
+    "SELECT school, course, cohort, toString(period_start), sum(statements), sum(sessions), sum(active_ms), count()"
+    " FROM {db}.engagement FINAL WHERE grain = 'hour' GROUP BY school, course, cohort, period_start"
+    " ORDER BY school, course, cohort, period_start"
+)
+
+
+@pytest.mark.kafka
+def test_engagement_sink_keeps_engagement_hourly_equal_to_engagement_after_versions_copies_and_replays(settings):
+    """``engagement_hourly`` (migration 0023, sinks/hourly.py) through a real engagement sink: after
+    newer versions, copies, older versions arriving late and a replay of the topic by a new group,
+    every (school, course, cohort, hour) row equals the sums over ``engagement FINAL``, and the
+    sparkline equals its first definition (FINAL over every learner's hour rows). Without the
+    sink's recompute step the table would be empty; a recompute that added would exceed them."""
+    from reporting.dashboard import dashboard_state
+    from schemas.records import EngagementRecord
+    from schemas.topics import Topic
+    from benchmarks.bench_sparkline import FIRST_SQL as _FIRST_HOURLY_SQL
+    from tests.integration.test_sinks_statements import wait_committed_group
+
+    from reporting.scope import IN_SCOPE
+
+    rng = random.Random(23)
+    pub = Publisher(settings.kafka, Topic.ENGAGEMENT)
+    records: dict[tuple, EngagementRecord] = {}
+    sent: list[EngagementRecord] = []
+    hour_ms = 3_600_000
+
+    def publish(rec: EngagementRecord) -> None:
+        pub.send(rec.learner.encode(), rec.encode())
+        sent.append(rec)
+
+    for n in range(300):
+        school, course = rng.choice(("s-1", "s-2")), rng.choice(COURSES)
+        cohort, learner = rng.choice(("k1", "k2")), f"{rng.randrange(15):064x}"
+        hour = BASE_MS - BASE_MS % hour_ms + rng.randrange(30) * hour_ms
+        key = (school, course, cohort, learner, hour)
+        prev = records.get(key)
+        v = (prev.version if prev else 0) + 1
+        rec = EngagementRecord(school, course, cohort, learner, "hour", hour, 2 * v + n % 3, v, 1000 * v, hour + 5, v)
+        records[key] = rec
+        publish(rec)
+        if prev is not None and rng.random() < 0.3:
+            publish(prev)  # late: an older version after a newer one
+        if rng.random() < 0.1:
+            publish(rec)  # a copy
+    pub.flush()
+
+    def assert_exact(ch) -> None:
+        rows = ch.query(HOURLY_SQL)
+        assert rows == ch.query(HOURLY_OF_ENGAGEMENT_SQL)
+        assert sum(int(r[4]) for r in rows) == sum(r.statements for r in records.values())
+        assert sum(int(r[7]) for r in rows) == len(records)
+        page = {s["school"]: [tuple(p) for p in s["hourly"]] for s in dashboard_state(ch, EVERY_SCHOOL)["schools"]}
+        first: dict[str, list] = {}
+        for school, hour, n in ch.query(_FIRST_HOURLY_SQL.replace("{in_scope}", IN_SCOPE), EVERY_SCHOOL.params()):
+            first.setdefault(school, []).append((int(hour), int(n)))
+        assert {s: p for s, p in page.items() if p} == first
+
+    # The summary lists schools with statements: one statement each, through the statements sink.
+    with running_sinks(settings, ["engagement", "statements"]) as (ch, sinks):
+        for school in ("s-1", "s-2"):
+            who = agent(f"hourly-{school}")
+            stmts = Publisher(settings.kafka)
+            stmts.send(learner_of(settings, who).encode(),
+                       envelope(settings, school, who, [make_statement(school, who, BASE_MS, rng)]))  # fmt: skip
+            stmts.flush()
+            stmts.close()
+        wait_committed(settings, sinks, "statements")
+        wait_committed(settings, sinks, "engagement", topic=Topic.ENGAGEMENT)
+        assert_exact(ch)
+        # Replays in other batch boundaries after the first copies were committed.
+        for rec in rng.sample(sent, 80):
+            publish(rec)
+        pub.flush()
+        pub.close()
+        wait_committed(settings, sinks, "engagement", topic=Topic.ENGAGEMENT)
+        assert_exact(ch)
+    # A new consumer group replays the whole topic into the same tables: nothing changes.
+    with running_sinks(settings, ["engagement"], group_id="replay-hourly") as (ch, sinks):
+        wait_committed_group(settings, sinks, "replay-hourly-engagement", topic=Topic.ENGAGEMENT)
+        assert_exact(ch)
