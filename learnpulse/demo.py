@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -81,7 +82,22 @@ def first_operator(settings: Settings) -> str | None:
     return str(saved)
 
 
+def _stop_as_ctrl_c(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(settings: Settings, duration: float | None, rate: float, echo) -> int:
+    # SIGTERM (`kill`, a supervisor, a test) stops the demo as Ctrl-C does, brokers and
+    # processes with it. Ctrl-C alone is not enough: a shell starting the demo as a background
+    # job makes it ignore SIGINT, and SIGTERM's default would skip every `finally`.
+    previous = signal.signal(signal.SIGTERM, _stop_as_ctrl_c)
+    try:
+        return _run_with_brokers(settings, duration, rate, echo)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_with_brokers(settings: Settings, duration: float | None, rate: float, echo) -> int:
     brokers = kafka_brokers(settings)
     started = [b for b in brokers if b.start() == "started"]
     for b in brokers:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from learnpulse.settings import GatewaySettings, KafkaSettings, Settings
+from learnpulse.stack import kafka_brokers
 from tests.conftest import REPO, free_port, free_port_block, wait_for
 
 
@@ -74,9 +75,13 @@ def test_demo_restarts_a_sigkilled_worker_and_the_figures_go_on(tmp_path, kafka_
         wait_for(lambda: engagement_rows() > before, 240, "the restarted worker's new figures", interval=5)
         assert proc.poll() is None, log.read_text()[-3000:]
     finally:
-        proc.send_signal(signal.SIGINT)
+        # SIGTERM, not SIGINT: a test run started as a background job ignores SIGINT, and so
+        # did the demo then (it was killed after 120 s and its Kafka broker left running).
+        proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(120)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(30)
+    assert "kafka: stopped" in log.read_text(), log.read_text()[-3000:]
+    assert not any(b.pid() for b in kafka_brokers(settings)), "the demo left its Kafka broker running"
