@@ -28,10 +28,10 @@ def ensure_topics(bootstrap: str, prefix: str = "", replication: int = 1) -> lis
     is retried with fresh metadata until ``SETTLE_TIMEOUT_S``; anything else is raised at once.
     """
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
-    created: list[str] = []
+    created: list[str] = []  # across passes: a refused pass may have created some already
     while True:
         try:
-            created += _create_missing(bootstrap, prefix, replication)
+            _create_missing(bootstrap, prefix, replication, created)
             return created
         except KafkaError as err:
             if not _transient(err) or time.monotonic() >= deadline:
@@ -44,8 +44,8 @@ def _transient(err: KafkaError) -> bool:
     return err.retriable or isinstance(err, UnknownBrokerIdError)
 
 
-def _create_missing(bootstrap: str, prefix: str, replication: int) -> list[str]:
-    """One pass with a new admin client (so with fresh cluster metadata); the topics it created."""
+def _create_missing(bootstrap: str, prefix: str, replication: int, created: list[str]) -> None:
+    """One pass with a new admin client (so with fresh cluster metadata); appends each topic it creates."""
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     except (KafkaError, OSError) as err:
@@ -53,7 +53,6 @@ def _create_missing(bootstrap: str, prefix: str, replication: int) -> list[str]:
     try:
         existing = set(admin.list_topics())
         missing = [t for t in Topic if t.physical(prefix) not in existing]
-        created = []
         for t in missing:
             configs = dict(t.spec.configs)
             configs.setdefault("min.insync.replicas", str(min(2, replication)))
@@ -62,6 +61,5 @@ def _create_missing(bootstrap: str, prefix: str, replication: int) -> list[str]:
                 created.append(t.physical(prefix))
             except TopicAlreadyExistsError:
                 pass  # created concurrently by another process, or by our own refused attempt
-        return created
     finally:
         admin.close()

@@ -12,7 +12,7 @@ from schemas.topics import Topic
 class _Admin:
     """A KafkaAdminClient stand-in whose create_topics fails as ``failures`` says, in order."""
 
-    failures: list[Exception] = []
+    failures: list[Exception | None] = []
     made: list[str] = []
 
     def __init__(self, **_kw) -> None:
@@ -22,8 +22,9 @@ class _Admin:
         return list(_Admin.made)
 
     def create_topics(self, new_topics) -> None:
-        if _Admin.failures:
-            raise _Admin.failures.pop(0)
+        refusal = _Admin.failures.pop(0) if _Admin.failures else None
+        if refusal is not None:  # None: this call succeeds
+            raise refusal
         _Admin.made += [t.name for t in new_topics]
 
     def close(self) -> None:
@@ -58,3 +59,9 @@ def test_transient_refusals_stop_being_retried_at_the_deadline(admin, monkeypatc
     admin.failures = [UnknownBrokerIdError(3)] * 5
     with pytest.raises(UnknownBrokerIdError):
         topics.ensure_topics("127.0.0.1:1", "p.", 3)
+
+
+def test_topics_created_before_a_refused_call_are_still_reported_as_created(admin):
+    admin.failures = [None, None, UnknownBrokerIdError(3)]
+    created = topics.ensure_topics("127.0.0.1:1", "p.", 3)
+    assert sorted(created) == sorted(t.physical("p.") for t in Topic)
