@@ -260,7 +260,7 @@ def forget_learners(
         time.sleep(settle_s)
     report = ForgetReport(list(learners))
     ps = {"ps": list(learners)}
-    erased = sorted(
+    erased_statements = sorted(
         {(str(s), str(i)) for s, i in ch.query(
             f"SELECT DISTINCT school, toString(statement_id) FROM {db}.{T.STATEMENTS_RAW}"
             " WHERE hasAny(learners, {ps:Array(String)}) OR has({ps:Array(String)}, learner)", ps)}
@@ -268,9 +268,9 @@ def forget_learners(
             f"SELECT DISTINCT school, toString(statement_id) FROM {db}.{T.STATEMENTS}"
             " WHERE has({ps:Array(String)}, learner)", ps)}
     )  # fmt: skip
-    ids = sorted({i for _, i in erased})
+    ids = sorted({i for _, i in erased_statements})
     report.statements = len(ids)
-    report.statement_ids = erased
+    report.statement_ids = erased_statements
     groups: set[int] = set()
     learner_keys: set[str] = set()
     for chunk in _chunks(ids):

@@ -31,7 +31,6 @@ and for the limits), and settles groups recomputed while a replica was down.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -41,7 +40,9 @@ from schemas.clickhouse import tables as T
 from schemas.clickhouse.engine import ClickHouse
 from schemas.clickhouse.rollups import hourly_select
 
-from .totals import _COHORT_PART, ReplicatedRecompute, keyed_chunks, recompute_in_chunks, server_clock
+from .totals import (
+    _COHORT_PART, ReplicatedRecompute, keyed_chunks, recompute_in_chunks, server_clock, wait_for_next_second,
+)
 
 Rows = dict[str, list[tuple[Any, ...]]]
 Hour = tuple[str, str, str, datetime]  # school, course, cohort, hour (naive UTC)
@@ -149,8 +150,6 @@ def recompute_forgotten_hours(ch: ClickHouse, keys: list[str], poll_s: float = 0
     Waits for the server's next second first, so these versions are above every recompute
     that saw the rows before the erasure (module docstring).
     """
-    start = server_clock(ch)
-    while server_clock(ch) <= start:
-        time.sleep(poll_s)
+    wait_for_next_second(ch, poll_s)
     for chunk in key_chunks(keys):
         ch.execute(_RECOMPUTE_SQL.replace("{where}", _IN_KEYS), {"clock": server_clock(ch), "groups": chunk})

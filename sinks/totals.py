@@ -290,10 +290,16 @@ def recompute_rebuilt(ch: ClickHouse, hashes: list[int], poll_s: float = 0.1) ->
     Waits for the server's next second first, so this recompute's version is above every
     recompute that saw the rows before the erasure (module docstring).
     """
+    wait_for_next_second(ch, poll_s)
+    ch.execute(_RECOMPUTE_SQL.replace("{where}", _REBUILT), {"clock": server_clock(ch), "h": hashes})
+
+
+def wait_for_next_second(ch: ClickHouse, poll_s: float = 0.1) -> None:
+    """Until the server's clock passes the current whole second: a recompute after an erasure
+    then has a version above every recompute that could have seen the erased rows."""
     start = server_clock(ch)
     while server_clock(ch) <= start:
         time.sleep(poll_s)
-    ch.execute(_RECOMPUTE_SQL.replace("{where}", _REBUILT), {"clock": server_clock(ch), "h": hashes})
 
 
 def recompute_all(ch: ClickHouse) -> None:

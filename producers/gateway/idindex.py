@@ -95,9 +95,6 @@ class IndexClient:
     async def read_one(self, school: str, statement_id: str) -> tuple[IndexEntry | None, bool]:
         return await asyncio.to_thread(self.reader.read_one, school, statement_id)
 
-    async def voided(self, school: str, ids: Sequence[str]) -> set[str]:
-        return await asyncio.to_thread(self.reader.voided, school, ids)
-
     async def oldest_unsunk_ms(self, sunk_through_ms: int) -> int | None:
         return await asyncio.to_thread(self.reader.oldest_unsunk_ms, sunk_through_ms)
 

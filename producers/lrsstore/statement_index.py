@@ -286,20 +286,21 @@ class SqlStatementIndex:
         # One snapshot for both answers: the entry and whether an accepted statement voids it.
         with self.db.transaction(read_only=True) as cur:
             entry = self._select(cur, school, [statement_id]).get(statement_id)
-            cur.execute(f"SELECT 1 FROM {TABLE} WHERE school = ? AND voids = ? AND state = 1 LIMIT 1",
-                        (school, statement_id))  # fmt: skip
-            return entry, cur.fetchone() is not None
+            return entry, bool(self._voided(cur, school, [statement_id]))
 
     def voided(self, school: str, ids: Sequence[str]) -> set[str]:
         if not ids:
             return set()
-        out: set[str] = set()
         with self.db.transaction(read_only=True) as cur:
-            for chunk in _chunks(list(ids)):
-                marks = ",".join("?" * len(chunk))
-                cur.execute(f"SELECT voids FROM {TABLE} WHERE school = ? AND voids IN ({marks}) AND state = 1",
-                            (school, *chunk))  # fmt: skip
-                out.update(v for (v,) in cur.fetchall())
+            return self._voided(cur, school, list(ids))
+
+    def _voided(self, cur: Cursor, school: str, ids: list[str]) -> set[str]:
+        out: set[str] = set()
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            cur.execute(f"SELECT voids FROM {TABLE} WHERE school = ? AND voids IN ({marks}) AND state = 1",
+                        (school, *chunk))  # fmt: skip
+            out.update(v for (v,) in cur.fetchall())
         return out
 
     def oldest_unsunk_ms(self, sunk_through_ms: int) -> int | None:
