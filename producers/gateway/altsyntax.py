@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from .multipart import media_type
 from .protocol import V2, VERSION_HEADER, bad_request, negotiate
@@ -32,9 +32,12 @@ class XRequest:
 
     method: str
     query: dict[str, str]
-    headers: CIMultiDict
+    # The request's own (read-only) headers, or the alternate syntax's rebuilt ones.
+    headers: CIMultiDictProxy | CIMultiDict
     body: bytes
     alternate: bool = False
+    # The credential key, once the request is authenticated (its ingestion policy's key).
+    key: str | None = None
 
 
 def unwrap(req: XRequest, default_version: str) -> XRequest:

@@ -26,7 +26,6 @@ from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
-from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from schemas import metrics
@@ -328,7 +327,8 @@ class Gateway:
     async def _xrequest(self, request: web.Request) -> XRequest:
         c = self.config
         body = await read_body(request, c.max_body_bytes, c.body_grace_s, c.body_min_rate)
-        return XRequest(request.method, dict(request.query), CIMultiDict(request.headers), body)
+        # The headers as aiohttp parsed them (read-only; nothing here changes them): not copied.
+        return XRequest(request.method, dict(request.query), request.headers, body)
 
     async def _authenticate(self, req: XRequest, address: str) -> str:
         header = req.headers.get("Authorization", "")
@@ -353,6 +353,7 @@ class Gateway:
             self.guard.failed(address, key)
             raise self._unauthorized("unknown key or wrong secret")
         self.guard.authenticated(key)
+        req.key = key
         origin = req.headers.get("Origin")
         if origin is not None and self.origins is not None and not self.origins.origin_allowed(origin, school):
             # A browser page on an origin this school did not allow (see .cors): refused before acting.
@@ -454,7 +455,7 @@ class Gateway:
         doc = self._parse(raw)
         if not isinstance(doc, dict):
             raise bad_request("put.body", "PUT /statements takes exactly one statement object (§2.1.1)")
-        _key, policy = self.intake.policy(req.headers)
+        policy = self.intake.policy_of(req.key)
         violations = validate_statement_tolerant(doc, version=version, tolerate=policy.tolerated)
         if "id" in doc:
             if str(doc["id"]).lower() != sid.lower():
@@ -483,7 +484,7 @@ class Gateway:
                 f"the batch holds {len(payload)} statements; this LRS accepts at most {self.config.max_batch} "
                 "per request: split it",
             )  # fmt: skip
-        _key, policy = self.intake.policy(req.headers)
+        policy = self.intake.policy_of(req.key)
         statements, violations = validate_statements_tolerant(payload, version=version, tolerate=policy.tolerated)
         self._check_attachments(statements, parts)
         written = self._write(school, version, statements, parts, violations)

@@ -57,12 +57,11 @@ class Intake:
         if self.quarantine is not None:
             self.quarantine.close()
 
-    def policy(self, headers: Mapping[str, str]) -> tuple[str | None, IngestPolicy]:
-        """``(credential key, policy)`` of an authenticated request."""
-        pair = basic_pair(headers)
-        if pair is None:
-            return None, STRICT_POLICY
-        return pair[0], (self._policy(pair[0]) if self._policy is not None else STRICT_POLICY)
+    def policy_of(self, key: str | None) -> IngestPolicy:
+        """The policy of an authenticated request's credential ``key`` (None: strict)."""
+        if key is None or self._policy is None:
+            return STRICT_POLICY
+        return self._policy(key)
 
     def version_for(self, headers: Mapping[str, str], default: str) -> str:
         """The version to answer a request without a usable version header: its credential's
