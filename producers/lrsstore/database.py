@@ -102,4 +102,7 @@ class Database:
                 cur.execute(statement)
 
     def close(self) -> None:
-        self._conn.close()
+        # After any transaction in flight in another thread (a worker of the gateway's index
+        # at shutdown): closing under it crashed the process (SQLite freed its statements).
+        with self._lock:
+            self._conn.close()
