@@ -3,7 +3,8 @@
 Run as ``python -m benchmarks.bench_streams`` (``--count N``, ``--rounds R``,
 ``--per-envelope 1`` for the shape of browsers' traffic, one statement per message,
 ``--bootstrap HOST:PORT`` to use a running broker, ``--two-workers`` for a second row
-with two worker processes sharing the partitions).
+with two worker processes sharing the partitions, ``--rate N`` for a row fed live at N
+statements/s, see :class:`LiveFeed`).
 
 Set-up: a private Kafka broker (our launcher), the simulator (``--scale medium``: 20
 schools, 10,000 learners) writes ``--count`` statements to ``xapi.statements`` (each
@@ -33,6 +34,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -127,11 +129,22 @@ class WorkerRun(NamedTuple):
     longest_pause_bound_s: float
 
 
-def _run_workers(settings, total: int, workers: int, timeout: float, hooks=None) -> WorkerRun:
+def _assigned_partitions(port: int) -> float:
+    """The worker's ``learnpulse_stream_assigned_partitions`` gauge (0: none yet, or no answer)."""
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return 0.0
+    m = re.search(r"^learnpulse_stream_assigned_partitions ([0-9.e+]+)", body, re.MULTILINE)
+    return float(m.group(1)) if m else 0.0
+
+
+def _run_workers(settings, total: int, workers: int, timeout: float, hooks=None, ready=None) -> WorkerRun:
     """Start ``workers`` processes on a fresh app id and measure them (see :class:`WorkerRun`).
 
     ``hooks``: told each process's pid once ``started`` and before ``stopping`` it
-    (bench_scaleout samples their memory).
+    (bench_scaleout samples their memory). ``ready``: called with the workers' metrics ports
+    once they run, before the measurement starts (the live row starts its feed there).
     """
     app_id = f"{settings.kafka.topic_prefix}bench-{uuid.uuid4().hex[:6]}"
     procs, ports = [], []
@@ -148,6 +161,8 @@ def _run_workers(settings, total: int, workers: int, timeout: float, hooks=None)
         if hooks is not None:
             hooks.started(procs[-1][0].pid)
     try:
+        if ready is not None:
+            ready(ports, procs)
         first_t = first_n = first_cpu = None
         deadline = time.monotonic() + timeout
         n = last_n = 0.0
@@ -184,6 +199,59 @@ def _run_workers(settings, total: int, workers: int, timeout: float, hooks=None)
             log.close()
 
 
+class LiveFeed:
+    """The live row: the simulator writes to an empty topic at ``rate`` statements/s while
+    one worker reads it, as the gateway's traffic reaches it (a trickle, not a backlog).
+
+    The feed starts once the worker holds its partitions, so the worker never sees a backlog
+    of its start-up; its cost is then the one of small batches at that rate.
+    """
+
+    def __init__(self, settings, scale: str, rate: float, seconds: float, per_envelope: int) -> None:
+        self.settings, self.scale, self.rate, self.per_envelope = settings, scale, rate, per_envelope
+        self.count = int(rate * seconds)
+        self.thread = None
+        self.error: BaseException | None = None
+
+    def start(self, ports: list[int], procs) -> None:
+        deadline = time.monotonic() + 120
+        while not all(_assigned_partitions(p) for p in ports):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the worker holds no partition after 120 s")
+            for proc, _log in procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"worker exited {proc.returncode}")
+            time.sleep(0.2)
+        self.thread = threading.Thread(target=self.feed, daemon=True)
+        self.thread.start()
+
+    def feed(self) -> None:
+        from learnpulse.pipeline import run_simulator
+        from producers.simulator import SCALES, SimulationConfig
+
+        try:
+            run_simulator(self.settings, SimulationConfig(seed=7, **SCALES[self.scale]), count=self.count,
+                          rate=self.rate, per_envelope=self.per_envelope)
+        except BaseException as err:  # noqa: BLE001 (reported by run())
+            self.error = err
+
+    def run(self, timeout: float) -> WorkerRun:
+        from learnpulse.topics import ensure_topics
+
+        prefix = f"bl{uuid.uuid4().hex[:6]}."
+        kafka = self.settings.kafka.model_copy(update={"topic_prefix": prefix})
+        settings = self.settings.model_copy(update={"kafka": kafka})
+        ensure_topics(kafka.bootstrap_servers, prefix)
+        self.settings = settings
+        try:
+            return _run_workers(settings, self.count, 1, timeout, ready=self.start)
+        finally:
+            if self.thread is not None:
+                self.thread.join()
+            if self.error is not None:
+                raise RuntimeError(f"the live feed failed: {self.error!r}")
+
+
 def main() -> None:
     from learnpulse.pipeline import run_simulator
     from learnpulse.settings import KafkaSettings, Settings
@@ -200,6 +268,10 @@ def main() -> None:
     parser.add_argument("--two-workers", action="store_true", help="also run two workers sharing the partitions")
     parser.add_argument("--per-envelope", type=int, default=20,
                         help="most statements of a learner per message; 1 is the shape of browsers' traffic")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="also run one worker fed live at this many statements/s (an empty topic, "
+                             "the simulator writing while the worker reads), e.g. 1000")
+    parser.add_argument("--live-seconds", type=float, default=30.0, help="how long the live feed runs")
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="lp-bench-streams-"))
@@ -238,6 +310,12 @@ def main() -> None:
             stalls.append((run.longest_stall_s, run.longest_pause_bound_s))
             return run.per_wall, run.per_cpu
 
+        def live() -> tuple[float, float]:
+            feed = LiveFeed(settings, args.scale, args.rate, args.live_seconds, args.per_envelope)
+            run = feed.run(args.live_seconds + 900)
+            stalls.append((run.longest_stall_s, run.longest_pause_bound_s))
+            return run.per_wall, run.per_cpu
+
         for round_no in range(args.rounds):
             print(f"round {round_no + 1}/{args.rounds} …", flush=True)
             rows = {
@@ -247,6 +325,8 @@ def main() -> None:
             }
             if args.two_workers:
                 rows["two"] = lambda: workers(2)
+            if args.rate:
+                rows["live"] = lambda: live()
             for name, run in rows.items():
                 wall, per_cpu = run()
                 old = best.get(name, (0.0, 0.0))
@@ -266,11 +346,15 @@ def main() -> None:
         ]
         if args.two_workers:
             table.append(("learnpulse worker, 2 processes (total)", best["two"]))
+        if args.rate:
+            table.append((f"learnpulse worker, fed live at {args.rate:,.0f}/s", best["live"]))
         for name, (wall, per_cpu) in table:
             print(f"{name:<46}{wall:>14,.0f}{wall / ceiling[0]:>11.2f}x{per_cpu:>16,.0f}{per_cpu / ceiling[1]:>11.2f}x")
         print(f"\nlongest time without a processed batch in a worker run (every round), seen from here: "
               f"{', '.join(f'{s:.2f}s' for s, _p in stalls)}; by the worker's pause histogram: "
               f"{', '.join(f'<= {p:g}s' for _s, p in stalls)}")
+        for name, (_wall, per_cpu) in table[2:]:
+            print(f"{name}: {1000 / per_cpu:.3f} CPU-s per 1,000 statements")
         print("\nper CPU-second: statements per second of CPU the process used — the rate on a core of its own,"
               " which a shared machine's wall clock does not show.")
     finally:
