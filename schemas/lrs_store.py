@@ -229,6 +229,17 @@ class StatementIndex(Protocol):
         """
         ...
 
+    def confirm_and_reserve(
+        self,
+        confirms: Sequence[tuple[str, Holder, Sequence[AcceptedStatement]]],
+        acked_ms: int,
+        claims: Sequence[Claim],
+        now_ms: int,
+        stale_before_ms: int,
+    ) -> list[dict[str, IndexEntry]]:
+        """:meth:`confirm` then :meth:`reserve` in one transaction (one commit for both)."""
+        ...
+
     def release(self, items: Sequence[tuple[str, Holder, Sequence[str]]]) -> None:
         """``(school, holder, ids)``: free reservations still held by ``holder`` (not written)."""
         ...

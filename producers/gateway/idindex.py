@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from schemas.lrs_store import AcceptedStatement, Claim, Holder, IndexEntry, StatementIndex
 
@@ -54,25 +54,45 @@ class _GroupCommit(Generic[I, R]):
                         done.set_result(result)
 
 
+# A group's write items: ("reserve", (claim, now_ms, stale_before_ms)) or
+# ("confirm", (school, holder, statements, acked_ms)).
+_Write = tuple[str, tuple]
+
+
 class IndexClient:
-    """Async, grouped access to a :class:`StatementIndex` (``reader`` for reads: may be the same)."""
+    """Async, grouped access to a :class:`StatementIndex` (``reader`` for reads: may be the same).
+
+    Reservations and confirmations queue together: the requests' confirms and the next
+    requests' reserves that arrive while a transaction runs share the next one. Two
+    queues each with its own transaction took turns on the store's single writer, a
+    commit each, and every request waited for both turns twice (reserving, confirming).
+    """
 
     def __init__(self, index: StatementIndex, reader: StatementIndex | None = None) -> None:
         self.index = index
         self.reader = reader or index
-        self._reserve = _GroupCommit[tuple[Claim, int, int], dict[str, IndexEntry]](self._run_reserve)
-        self._confirm = _GroupCommit[tuple[str, Holder, Sequence[AcceptedStatement], int], None](self._run_confirm)
+        self._writes = _GroupCommit[_Write, dict[str, IndexEntry] | None](self._run_writes)
         self._release = _GroupCommit[tuple[str, Holder, Sequence[str]], None](self._run_release)
 
-    def _run_reserve(self, items: list[tuple[Claim, int, int]]) -> list[dict[str, IndexEntry]]:
-        # One clock for the group: the latest "now" and the earliest stale limit asked.
-        now = max(n for _, n, _ in items)
-        stale_before = min(s for _, _, s in items)
-        return self.index.reserve([c for c, _, _ in items], now, stale_before)
-
-    def _run_confirm(self, items: list[tuple[str, Holder, Sequence[AcceptedStatement], int]]) -> list[None]:
-        self.index.confirm([(school, h, sts) for school, h, sts, _ in items], max(a for *_, a in items))
-        return [None] * len(items)
+    def _run_writes(self, items: list[_Write]) -> list[dict[str, IndexEntry] | None]:
+        reserves = [args for kind, args in items if kind == "reserve"]
+        confirms = [args for kind, args in items if kind == "confirm"]
+        confirmed = [(school, h, sts) for school, h, sts, _ in confirms]
+        acked_ms = max((a for *_, a in confirms), default=0)
+        if reserves:
+            # One clock for the group: the latest "now" and the earliest stale limit asked.
+            claims = [c for c, _, _ in reserves]
+            now = max(n for _, n, _ in reserves)
+            stale_before = min(s for _, _, s in reserves)
+            if confirms:
+                reserved = self.index.confirm_and_reserve(confirmed, acked_ms, claims, now, stale_before)
+            else:
+                reserved = self.index.reserve(claims, now, stale_before)
+        else:
+            self.index.confirm(confirmed, acked_ms)
+            reserved = []
+        answers = iter(reserved)
+        return [next(answers) if kind == "reserve" else None for kind, _ in items]
 
     def _run_release(self, items: list[tuple[str, Holder, Sequence[str]]]) -> list[None]:
         self.index.release(items)
@@ -80,10 +100,10 @@ class IndexClient:
 
     async def reserve(self, claim: Claim, now_ms: int, stale_before_ms: int) -> dict[str, IndexEntry]:
         """The entries of the claim's ids not reserved for it (empty: every id is NEW)."""
-        return await self._reserve.submit((claim, now_ms, stale_before_ms))
+        return cast(dict[str, IndexEntry], await self._writes.submit(("reserve", (claim, now_ms, stale_before_ms))))
 
     async def confirm(self, school: str, holder: Holder, statements: Sequence[AcceptedStatement], acked_ms: int) -> None:
-        await self._confirm.submit((school, holder, statements, acked_ms))
+        await self._writes.submit(("confirm", (school, holder, statements, acked_ms)))
 
     async def release(self, school: str, holder: Holder, ids: Sequence[str]) -> None:
         if ids:

@@ -139,6 +139,30 @@ class SqlStatementIndex:
 
     # -- writes ----------------------------------------------------------------------
     def reserve(self, claims: Sequence[Claim], now_ms: int, stale_before_ms: int) -> list[dict[str, IndexEntry]]:
+        return self._transact(lambda cur: self._reserve_in(cur, claims, now_ms, stale_before_ms))
+
+    def confirm(self, items: Sequence[tuple[str, Holder, Sequence[AcceptedStatement]]], acked_ms: int) -> None:
+        self._transact(lambda cur: self._confirm_in(cur, items, acked_ms))
+
+    def confirm_and_reserve(
+        self,
+        confirms: Sequence[tuple[str, Holder, Sequence[AcceptedStatement]]],
+        acked_ms: int,
+        claims: Sequence[Claim],
+        now_ms: int,
+        stale_before_ms: int,
+    ) -> list[dict[str, IndexEntry]]:
+        """:meth:`confirm` then :meth:`reserve`, in one transaction (one commit instead of two)."""
+
+        def work(cur: Cursor) -> list[dict[str, IndexEntry]]:
+            self._confirm_in(cur, confirms, acked_ms)
+            return self._reserve_in(cur, claims, now_ms, stale_before_ms)
+
+        return self._transact(work)
+
+    def _reserve_in(
+        self, cur: Cursor, claims: Sequence[Claim], now_ms: int, stale_before_ms: int
+    ) -> list[dict[str, IndexEntry]]:
         # The first claim naming an id competes for it; a later claim of the same batch
         # finds it held. Rows go in (school, id) order in every transaction, so two
         # batches competing for the same ids wait for each other without a deadlock.
@@ -147,57 +171,56 @@ class SqlStatementIndex:
             for sid in claim.ids:
                 wanted.setdefault((claim.school, sid), n)
         order = sorted(wanted)
-
-        def work(cur: Cursor) -> list[dict[str, IndexEntry]]:
-            got: set[tuple[str, str]] = set()
-            for chunk in _chunks(order):
-                rows: list[Any] = []
-                for school, sid in chunk:
-                    h = claims[wanted[(school, sid)]].holder
-                    rows.extend((school, sid, PENDING, h.gateway, h.incarnation, h.request, now_ms))
-                values = ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-                cur.execute(
-                    f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES {values} "
-                    "ON CONFLICT (school, statement_id) DO NOTHING RETURNING school, statement_id",
-                    rows,
-                )
-                got.update((school, sid) for school, sid in cur.fetchall())
-            for school, sid in order:
-                if (school, sid) in got:
-                    continue
-                # Held by a holder gone for longer than any Kafka transaction can stay open.
+        got: set[tuple[str, str]] = set()
+        for chunk in _chunks(order):
+            rows: list[Any] = []
+            for school, sid in chunk:
                 h = claims[wanted[(school, sid)]].holder
-                cur.execute(
-                    f"UPDATE {TABLE} SET gateway = ?, incarnation = ?, request = ?, reserved_ms = ? "
-                    "WHERE school = ? AND statement_id = ? AND state = 0 AND reserved_ms < ? RETURNING statement_id",
-                    (h.gateway, h.incarnation, h.request, now_ms, school, sid, stale_before_ms),
-                )
-                if cur.fetchone() is not None:
-                    log.warning("statement %s of %s: a stale reservation was taken over", sid, school)
-                    got.add((school, sid))
-            out: list[dict[str, IndexEntry]] = [{} for _ in claims]
-            others: dict[str, list[str]] = {}
-            for claim in claims:
-                for sid in claim.ids:
-                    if (claim.school, sid) not in got:
-                        others.setdefault(claim.school, []).append(sid)
-            held = {school: self._select(cur, school, sorted(set(ids))) for school, ids in others.items()}
-            for n, claim in enumerate(claims):
-                mine = wanted
-                for sid in claim.ids:
-                    key = (claim.school, sid)
-                    if key in got and mine[key] == n:
-                        continue
-                    entry = held.get(claim.school, {}).get(sid)
-                    if entry is None:
-                        # Reserved for an earlier claim of this very batch.
-                        entry = IndexEntry(sid, False, claims[mine[key]].holder, now_ms)
-                    out[n][sid] = entry
-            return out
+                rows.extend((school, sid, PENDING, h.gateway, h.incarnation, h.request, now_ms))
+            values = ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+            cur.execute(
+                f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES {values} "
+                "ON CONFLICT (school, statement_id) DO NOTHING RETURNING school, statement_id",
+                rows,
+            )
+            got.update((school, sid) for school, sid in cur.fetchall())
+        for school, sid in order:
+            if (school, sid) in got:
+                continue
+            # Held by a holder gone for longer than any Kafka transaction can stay open.
+            h = claims[wanted[(school, sid)]].holder
+            cur.execute(
+                f"UPDATE {TABLE} SET gateway = ?, incarnation = ?, request = ?, reserved_ms = ? "
+                "WHERE school = ? AND statement_id = ? AND state = 0 AND reserved_ms < ? RETURNING statement_id",
+                (h.gateway, h.incarnation, h.request, now_ms, school, sid, stale_before_ms),
+            )
+            if cur.fetchone() is not None:
+                log.warning("statement %s of %s: a stale reservation was taken over", sid, school)
+                got.add((school, sid))
+        out: list[dict[str, IndexEntry]] = [{} for _ in claims]
+        others: dict[str, list[str]] = {}
+        for claim in claims:
+            for sid in claim.ids:
+                if (claim.school, sid) not in got:
+                    others.setdefault(claim.school, []).append(sid)
+        held = {school: self._select(cur, school, sorted(set(ids))) for school, ids in others.items()}
+        for n, claim in enumerate(claims):
+            mine = wanted
+            for sid in claim.ids:
+                key = (claim.school, sid)
+                if key in got and mine[key] == n:
+                    continue
+                entry = held.get(claim.school, {}).get(sid)
+                if entry is None:
+                    # Reserved for an earlier claim of this very batch.
+                    entry = IndexEntry(sid, False, claims[mine[key]].holder, now_ms)
+                out[n][sid] = entry
+        return out
 
-        return self._transact(work)
-
-    def confirm(self, items: Sequence[tuple[str, Holder, Sequence[AcceptedStatement]]], acked_ms: int) -> None:
+    @staticmethod
+    def _confirm_in(
+        cur: Cursor, items: Sequence[tuple[str, Holder, Sequence[AcceptedStatement]]], acked_ms: int
+    ) -> None:
         # Every row of the group in one executemany (the driver loops, not Python), in the
         # order the per-row statements went before: per request, by id.
         rows = [
@@ -206,16 +229,12 @@ class SqlStatementIndex:
             for school, h, statements in items
             for st in sorted(statements, key=lambda s: s.statement_id)
         ]  # fmt: skip
-
-        def work(cur: Cursor) -> None:
-            cur.executemany(
-                f"UPDATE {TABLE} SET state = 1, body = ?, stored_ms = ?, learner = ?, voids = ?, acked_ms = ? "
-                "WHERE school = ? AND statement_id = ? AND state = 0 "
-                "AND gateway = ? AND incarnation = ? AND request = ?",
-                rows,
-            )
-
-        self._transact(work)
+        cur.executemany(
+            f"UPDATE {TABLE} SET state = 1, body = ?, stored_ms = ?, learner = ?, voids = ?, acked_ms = ? "
+            "WHERE school = ? AND statement_id = ? AND state = 0 "
+            "AND gateway = ? AND incarnation = ? AND request = ?",
+            rows,
+        )
 
     def release(self, items: Sequence[tuple[str, Holder, Sequence[str]]]) -> None:
         def work(cur: Cursor) -> None:

@@ -129,3 +129,14 @@ def test_lrsstore_index_processes_racing_on_the_same_ids_exactly_one_wins_each(l
         p.join(30)
     flat = [sid for w in won for sid in w]
     assert sorted(flat) == ids  # every id reserved exactly once, by one process
+
+
+def test_lrsstore_index_confirm_and_reserve_confirms_first_in_one_transaction(index):
+    index.reserve([Claim("s", A, ["k1"])], 1_000, 0)
+    # B offers the id A is confirming in the same transaction: it finds it accepted, not held.
+    [out] = index.confirm_and_reserve([("s", A, [_accepted("k1")])], 1_005, [Claim("s", B, ["k1", "k2"])], 1_006, 0)
+    assert set(out) == {"k1"} and out["k1"].accepted and out["k1"].body == b'{"id":"k1"}'
+    assert out["k1"].acked_ms == 1_005
+    # k2 is B's reservation now: A finds it held by B.
+    [held] = index.reserve([Claim("s", A, ["k2"])], 1_010, 0)
+    assert not held["k2"].accepted and held["k2"].holder == B
