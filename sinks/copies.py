@@ -27,6 +27,7 @@ The stream stages count each statement id once on their own (``streams/learner/l
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -68,12 +69,16 @@ def batch_copies(rows: Rows) -> dict[Copy, int]:
     return first
 
 
-def keep_first_copies(rows: Rows, columns: dict[str, tuple[str, ...]], written: dict[Copy, int]) -> Rows:
+def keep_first_copies(
+    rows: Rows, columns: dict[str, tuple[str, ...]], written: dict[Copy, int], in_batch: dict[Copy, int] | None = None
+) -> Rows:
     """``rows`` with only the first stored copy of each statement (pure).
 
-    ``written``: the ``stored`` (ms) of statements some earlier batch already wrote.
+    ``written``: the ``stored`` (ms) of statements some earlier batch already wrote;
+    ``in_batch``: :func:`batch_copies` of ``rows`` if the caller has it already.
     """
-    in_batch = batch_copies(rows)
+    if in_batch is None:
+        in_batch = batch_copies(rows)
     if _only_first_copies(rows, in_batch, written):
         return dict(rows)
     first = {key: min(ms, written.get(key, ms)) for key, ms in in_batch.items()}
@@ -144,7 +149,7 @@ class FirstCopyFilter:
         self.engine = engine
         self.columns = columns
         # What the row filter just read, for the insert filter that follows it (one use).
-        self._just_read: tuple[set[Copy], dict[Copy, set[int]]] | None = None
+        self._just_read: _JustRead | None = None
 
     def stored_copies(self, copies: Iterable[Copy]) -> dict[Copy, set[int]]:
         """The ``stored`` (ms) of every copy of these statements ``lrs_statement_ids`` holds."""
@@ -176,8 +181,10 @@ class FirstCopyFilter:
         if not copies:
             return rows
         stored = self.stored_copies(copies)
-        self._just_read = (set(copies), stored)
-        return keep_first_copies(rows, self.columns, {key: min(found) for key, found in stored.items()})
+        kept = keep_first_copies(rows, self.columns, {key: min(found) for key, found in stored.items()}, copies)
+        ids = kept.get(LRS_STATEMENT_IDS)
+        self._just_read = _JustRead(copies, stored, ids if ids is rows.get(LRS_STATEMENT_IDS) else None)
+        return kept
 
     def not_in_table(self, table: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """The sink's retry filter: ``rows`` of ``table`` whose statement has no row there yet.
@@ -215,26 +222,48 @@ class FirstCopyFilter:
         sink re-reading its last batch) inserts nothing for it. The after-insert steps
         (voids) still see it: they run on the rows before this filter.
         """
-        copies = batch_copies(rows)
-        if not copies:
-            return rows
-        stored = self._reuse(copies)
-        if stored is None:
-            stored = self.stored_copies(copies)
+        just_read, self._just_read = self._just_read, None
+        if just_read is not None and just_read.unchanged(rows):
+            copies, stored = just_read.copies, just_read.stored
+        else:
+            copies = batch_copies(rows)
+            if not copies:
+                return rows
+            stored = _reuse(just_read, copies)
+            if stored is None:
+                stored = self.stored_copies(copies)
         complete = {key for key, ms in copies.items() if ms in stored.get(key, ())}
         return drop_statements(rows, self.columns, complete) if complete else rows
 
-    def _reuse(self, copies: dict[Copy, int]) -> dict[Copy, set[int]] | None:
-        """What the row filter read just before, if it asked for every one of ``copies``.
 
-        The sink calls the insert filter on the row filter's output with no insert in
-        between (``KafkaClickHouseSink._write``/``_isolate``), so the table is as it was read:
-        one look-up per batch instead of two. Used once; anything else reads again.
-        """
-        just_read, self._just_read = self._just_read, None
-        if just_read is None or not copies.keys() <= just_read[0]:
-            return None
-        return just_read[1]
+@dataclass(frozen=True)
+class _JustRead:
+    """What the row filter read and kept, for the insert filter that follows it.
+
+    The sink calls the insert filter on the row filter's output with no insert in between
+    (``KafkaClickHouseSink._write``/``_isolate``), so the table is as it was read: one
+    look-up per batch instead of two. Used once; anything else reads again.
+    """
+
+    copies: dict[Copy, int]  # batch_copies of the rows the row filter was given
+    stored: dict[Copy, set[int]]  # what it read for them
+    # The lrs_statement_ids rows it returned if they are the very list it was given (it
+    # dropped no copy), else None; held here, so no other list can take its identity.
+    kept_ids: list[tuple[Any, ...]] | None
+
+    def unchanged(self, rows: Rows) -> bool:
+        """Whether ``rows`` are the row filter's output with every copy kept: then their
+        :func:`batch_copies` are ``copies`` (a statement's copies are its ``lrs_statement_ids``
+        rows), without walking them again."""
+        ids = rows.get(LRS_STATEMENT_IDS)
+        return ids is not None and ids is self.kept_ids
+
+
+def _reuse(just_read: _JustRead | None, copies: dict[Copy, int]) -> dict[Copy, set[int]] | None:
+    """What the row filter read just before, if it asked for every one of ``copies``."""
+    if just_read is None or not copies.keys() <= just_read.copies.keys():
+        return None
+    return just_read.stored
 
 
 __all__ = ["FirstCopyFilter", "batch_copies", "drop_statements", "keep_first_copies", "stored_ms"]

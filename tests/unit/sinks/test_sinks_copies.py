@@ -157,3 +157,23 @@ def test_the_insert_filter_reuses_the_row_filters_look_up_once_and_only_for_its_
     f(rows_of((fresh, FIRST)))
     f.unwritten(rows)  # asks for an id the row filter did not: read again
     assert len(index.asked) == 4
+
+
+def test_the_insert_filter_takes_the_row_filters_copies_only_when_it_kept_every_copy(monkeypatch):
+    import sinks.copies as copies
+
+    walked = []
+    real = copies.batch_copies
+    monkeypatch.setattr(copies, "batch_copies", lambda rows: walked.append(1) or real(rows))
+    done, fresh = offered(), offered()
+    f = FirstCopyFilter(_Index([("s-1", done["id"].lower(), FIRST)]), COLUMNS)
+    left = f.unwritten(f(rows_of((done, FIRST), (fresh, FIRST))))
+    assert len(walked) == 1  # the batch's copies are found once for both filters
+    assert {str(r[1]) for r in left[LRS_STATEMENT_IDS]} == {fresh["id"]}
+    # A copy dropped by the row filter: the insert filter finds the copies of what is left.
+    walked.clear()
+    f = FirstCopyFilter(_Index([("s-1", done["id"].lower(), FIRST)]), COLUMNS)
+    kept = f(rows_of((done, RETRY), (fresh, FIRST)))
+    left = f.unwritten(kept)
+    assert len(walked) == 2
+    assert {str(r[1]) for r in left[LRS_STATEMENT_IDS]} == {fresh["id"]}
