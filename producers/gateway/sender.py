@@ -249,8 +249,9 @@ class TransactionalSender:
         loop = asyncio.get_running_loop()
         records = [Outgoing(env.key, value, len(env.entries)) for env, value in envelopes]
         job = Job(records, time.monotonic() + self.params.timeout_s, loop, loop.create_future(), loop.create_future())
-        largest = max((len(r.key) + len(r.value) for r in records), default=0)
-        job.size = sum(len(r.key) + len(r.value) for r in records)
+        sizes = [len(r.key) + len(r.value) for r in records]
+        largest = max(sizes, default=0)
+        job.size = sum(sizes)
         limit = self.params.max_request_bytes - _RECORD_OVERHEAD
         if largest > limit:
             # Kafka would refuse it (and with it the whole transaction): refused alone, now.
