@@ -149,6 +149,7 @@ class LearnerStage:
         self.topics = topics
         self.logic = LearnerLogic(config, model)
         self.lag = config.health.watermark_lag_ms
+        self.step = config.health.step_ms
         self.committed_offset = committed_offset
         self.cohort_partition_of = cohort_partition_of
         self.probe = probe
@@ -165,8 +166,9 @@ class LearnerStage:
         # (``replay_to``), or the group's committed offset is past that.
         self.replay_to: dict[int, int] = {}
         self.seen: set[int] = set()  # partitions whose state this process has looked at since it took them
-        # Watermark last reported per source partition, and whether it was reported idle
-        # (processing bookkeeping of this process only; a restart simply reports again).
+        # Per source partition, the step of the watermark last reported (None: no watermark)
+        # and whether it was reported idle (processing bookkeeping of this process only; a
+        # restart simply reports again).
         self.reported: dict[int, tuple[int | None, bool]] = {}
         # The producer's own partitioner (murmur2, pure Python in aiokafka) costs ~40 µs a
         # call; a cohort's partition never changes, so compute it once per cohort.
@@ -204,15 +206,24 @@ class LearnerStage:
         return True
 
     async def tick(self, partition: int, wm: int | None, idle: bool) -> None:
-        """Report a source partition's watermark to every cohort feed partition (once per change)."""
-        if self.reported.get(partition) == (wm, idle):
+        """Report a source partition's watermark to every cohort feed partition, once per step it enters.
+
+        The cohort stage uses the watermarks only for the step their global watermark passed
+        (``streams.health.logic.global_watermark``: the lowest or the highest of them, chosen by
+        their idle flags), and rounding down to a step commutes with both. So a watermark that
+        moved within its step changes nothing there: it is not sent (fed live, every batch
+        moves it, and each tick is a message to every feed partition). A change of step or
+        of the idle flag is sent at once, after the buckets of the batch that made it.
+        """
+        if wm is not None:
+            metrics.STREAM_WATERMARK.labels(str(partition)).set(wm / 1000)
+        reported = (None if wm is None else wm // self.step, idle)
+        if self.reported.get(partition) == reported:
             return
-        self.reported[partition] = (wm, idle)
+        self.reported[partition] = reported
         value = orjson.dumps({"k": "wm", "src": partition, "wm": wm, "idle": idle})
         for q in range(self.topics.feed_partitions):
             await self.sender.send(self.topics.cohort_feed, b"\x00wm", value, partition=q)
-        if wm is not None:
-            metrics.STREAM_WATERMARK.labels(str(partition)).set(wm / 1000)
 
     async def report_idle_partitions(self, ends: dict[int, int]) -> None:
         """A partition read to its end (``ends``: end offset per assigned source partition) no

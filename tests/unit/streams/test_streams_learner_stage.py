@@ -98,6 +98,26 @@ def test_learner_stage_saves_state_only_after_kafka_acknowledged_the_records():
     assert sender.to(TOPICS.cohort_feed).index(next(s for s in sender.sent if s[1] == b"\x00wm")) > 0
 
 
+def test_learner_stage_reports_a_watermark_once_per_step_it_enters():
+    """Fed live, every batch moves the partition's watermark; the cohort stage only uses the
+    step it passed (an hour), so a move within the step sends nothing and a new step is sent
+    at once, to every feed partition."""
+    sender = FakeSender()
+    stage = stage_with(FakeTable(), sender)
+    hour = StreamsConfig().health.step_ms
+    lag = StreamsConfig().health.watermark_lag_ms
+    assert T0 % hour == 0
+    run(stage.process_batch([envelope(0, 0, "aa01", statement(T0))]))  # watermark T0 - lag: the hour before T0
+    first = len(watermarks(sender))
+    run(stage.process_batch([envelope(0, 1, "aa02", statement(T0 + lag // 2))]))  # still the hour before T0
+    within = len(watermarks(sender)) - first
+    run(stage.process_batch([envelope(0, 2, "aa03", statement(T0 + 2 * lag))]))  # watermark T0 + lag: T0's hour
+    sent = watermarks(sender)
+    assert first == TOPICS.feed_partitions and within == 0
+    assert [w["wm"] for w in sent[first:]] == [T0 + lag] * TOPICS.feed_partitions
+    assert not any(w["idle"] for w in sent)
+
+
 def test_learner_stage_redelivered_batch_re_emits_the_same_records_and_changes_no_state():
     table, first = FakeTable(), FakeSender()
     events = [envelope(1, 5, "aa01", statement(T0, success=True), statement(T0 + 2 * M, success=False))]
