@@ -9,9 +9,11 @@ passes over the bytes (``count``, ``find``) plus one ``orjson.dumps``; nothing r
 Python loop per byte:
 
 - depth (before parsing): a text with at most ``max_depth`` ``[``/``{`` in all cannot
-  nest deeper, which settles every ordinary statement. Otherwise the *structure* is
-  taken (every string removed, leaving ``[ ] { } :``; ``structure``) and innermost
-  pairs are removed pass after pass: what is left after ``max_depth`` passes is deeper.
+  nest deeper, which settles every ordinary statement. Otherwise the brackets outside
+  strings are taken (``brackets``: when no string holds a bracket, every string is ``""``
+  once the rest is deleted, else the *structure*, every string removed, ``structure``)
+  and innermost pairs are removed pass after pass: what is left after ``max_depth``
+  passes is deeper.
 - duplicates (after parsing): every object member has exactly one ``:`` outside strings
   and orjson writes the colons inside strings back as they came, so the parsed value,
   serialized again, has fewer colons than the text exactly when a duplicate name was
@@ -35,16 +37,34 @@ MAX_DEPTH = 64
 
 _KEEP = b'"[]{}:'
 _DELETE = bytes(b for b in range(256) if b not in _KEEP)
+_NOT_BRACKET_OR_QUOTE = bytes(b for b in range(256) if b not in b'"[]{}')
 _BRACKETS = bytes.maketrans(b"{}", b"[]")
 _STRINGS = re.compile(rb'"[^"]*"')
 
 
+def _without_escapes(raw: bytes) -> bytes:
+    # An escaped backslash then an escaped quote, so that each remaining quote opens or
+    # closes a string (read left to right, as JSON is).
+    return raw.replace(b"\\\\", b"").replace(b'\\"', b"") if b"\\" in raw else raw
+
+
+def brackets(raw: bytes) -> bytes:
+    """The brackets of ``raw`` outside strings: what :func:`structure` keeps, without ``:``."""
+    kept = _without_escapes(raw).translate(None, _NOT_BRACKET_OR_QUOTE)
+    if b'"' not in kept:
+        return kept
+    # A string without brackets is now "" and, left to right from the first (opening)
+    # quote, every such pair is one string. A string with a bracket keeps its opening
+    # quote (never followed by a quote), so no quote left means no bracket was in a string.
+    outside = kept.replace(b'""', b"")
+    if b'"' not in outside:
+        return outside
+    return structure(raw).replace(b":", b"")  # brackets inside strings: remove the strings
+
+
 def structure(raw: bytes) -> bytes:
     """``raw`` with every JSON string and every non-structural byte removed."""
-    if b"\\" in raw:
-        # Escapes first: an escaped backslash then an escaped quote, so that each
-        # remaining quote opens or closes a string (read left to right, as JSON is).
-        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    raw = _without_escapes(raw)
     kept = raw.translate(None, _DELETE)
     if b'"' not in kept:
         return kept
@@ -75,7 +95,7 @@ def check_depth(raw: bytes, max_depth: int = MAX_DEPTH) -> None:
     """Refuse JSON nested deeper than ``max_depth`` (400 ``json.depth``)."""
     if raw.count(b"[") + raw.count(b"{") <= max_depth:
         return  # not even that many openers in all
-    if depth_exceeds(structure(raw), max_depth):
+    if depth_exceeds(brackets(raw), max_depth):
         raise bad_request(
             "json.depth",
             f"the JSON nests arrays/objects more than {max_depth} levels deep; this LRS accepts at most {max_depth}",

@@ -8,6 +8,7 @@ header bytes outside ASCII/Latin-1 raised inside the handler.
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import orjson
 import pytest
@@ -173,3 +174,30 @@ def test_structure_removes_strings_as_the_expression_did_terminated_or_not():
         assert jsonguard.structure(raw) == _structure_by_expression(raw), raw
     assert jsonguard.structure(b'["a]" , "[b') == b'["['  # odd quotes: the tail stays
     assert jsonguard.structure(b'{"k":["]]"]}') == b"{:[]}"
+
+
+def _corpus_texts() -> list[bytes]:
+    corpus = Path("/work/shared/xapi-corpus")
+    texts = [orjson.dumps(orjson.loads(line)["statement"]) for name in ("valid.jsonl", "invalid.jsonl")
+             for line in (corpus / name).read_bytes().splitlines() if line.strip()]  # fmt: skip
+    batch = orjson.dumps([orjson.loads(t) for t in texts])
+    return [*texts, batch, (corpus / "malformed-cmi5-initialized.json").read_bytes()]
+
+
+def test_depth_brackets_are_the_structure_without_colons_on_random_text_and_the_corpus():
+    # The depth check takes the brackets outside strings without splitting on every quote
+    # when no string holds a bracket; whatever the text, it must see what the structure sees.
+    import random
+
+    rnd = random.Random(28)
+    alphabet = b'"[]{}:a\\,'
+    texts = [bytes(rnd.choice(alphabet) for _ in range(rnd.randint(0, 40))) for _ in range(20_000)]
+    texts += [b'"a" "b"', b'"" ""', b'"[" "["', b'["]"', b'"a":"]"', b'{"a":"b\\"]"}', b'"', b'""""', b'"""']
+    texts += _corpus_texts()
+    assert len(texts) > 20_100
+    for raw in texts:
+        assert jsonguard.brackets(raw) == jsonguard.structure(raw).replace(b":", b""), raw
+        for depth in (1, 2, 3, 64):
+            assert jsonguard.depth_exceeds(jsonguard.brackets(raw), depth) == jsonguard.depth_exceeds(
+                jsonguard.structure(raw), depth
+            ), raw
