@@ -37,6 +37,10 @@ connections, open loop (latency counted from when each request was due): the lat
 fixed load gets, where the closed-loop row shows only the saturated server's queue.
 ``--profile``: also record the gateway process with py-spy during its single-statement row
 (``pip install py-spy``; a flame graph SVG, path printed).
+
+``--batches``: only the per-statement costs: batches of 100 (ten learners each) at
+``--concurrency`` against the gateway alone, with where a POST waits (the accepted-id
+index, Kafka) and the CPU per statement; ``--profile`` records that row.
 """
 
 from __future__ import annotations
@@ -438,6 +442,15 @@ def where_time_goes(before: dict[str, float], after: dict[str, float]) -> str:
             "requests each")  # fmt: skip
 
 
+def measure_with_waits(proc: subprocess.Popen, url: str, headers: dict[str, str], size: int, learners: int, args,
+                       system: str, **kw) -> Result:  # fmt: skip
+    """:func:`measure` one row of the gateway, then print where its POSTs waited (:func:`where_time_goes`)."""
+    before = commit_figures(url)
+    row = measure(proc, url, headers, size, learners, args, system, **kw)
+    print(where_time_goes(before, commit_figures(url)), file=sys.stderr)
+    return row
+
+
 def browser_rows(settings, tmp: Path, common: dict[str, str], args) -> list[tuple[Result, Result | None]]:
     """``--browser``: single-statement POSTs at ``--clients``, beside the bare-HTTP ceiling."""
     proc, url, auth = start_ours(settings, tmp / "browser", False)
@@ -445,16 +458,13 @@ def browser_rows(settings, tmp: Path, common: dict[str, str], args) -> list[tupl
         # Unmeasured warm-up (JIT-free Python still warms caches, the index, Kafka's producers).
         asyncio.run(load(url, {**common, **auth}, 1, 1, args.clients, 3.0, 0.0, "warm-up"))
         profile = tmp.parent / f"gateway-profile-{os.getpid()}.txt" if args.profile else None
-        before = commit_figures(url)
-        ours = measure(proc, url, {**common, **auth}, 1, 1, args, "learnpulse gateway", concurrency=args.clients,
-                       profile=profile)  # fmt: skip
-        print(where_time_goes(before, commit_figures(url)), file=sys.stderr)
-        paced = []
-        for rate in args.rates:
-            before = commit_figures(url)
-            paced.append(measure(proc, url, {**common, **auth}, 1, 1, args, f"gateway paced {rate:g}/s",
-                                 concurrency=args.clients, rate=rate))  # fmt: skip
-            print(where_time_goes(before, commit_figures(url)), file=sys.stderr)
+        ours = measure_with_waits(proc, url, {**common, **auth}, 1, 1, args, "learnpulse gateway",
+                                  concurrency=args.clients, profile=profile)  # fmt: skip
+        paced = [
+            measure_with_waits(proc, url, {**common, **auth}, 1, 1, args, f"gateway paced {rate:g}/s",
+                               concurrency=args.clients, rate=rate)  # fmt: skip
+            for rate in args.rates
+        ]
         batch = measure(proc, url, {**common, **auth}, 100, 10, args, "learnpulse gateway")
     finally:
         stop(proc)
@@ -464,6 +474,18 @@ def browser_rows(settings, tmp: Path, common: dict[str, str], args) -> list[tupl
     finally:
         stop(proc)
     return [(ours, None), (hello, ours), *((p, None) for p in paced), (batch, None)]
+
+
+def batch_rows(settings, tmp: Path, common: dict[str, str], args) -> list[tuple[Result, Result | None]]:
+    """``--batches``: batches of 100 (ten learners each) against the gateway alone, nothing else."""
+    proc, url, auth = start_ours(settings, tmp / "batches", False)
+    try:
+        asyncio.run(load(url, {**common, **auth}, 100, 10, args.concurrency, 3.0, 0.0, "warm-up"))
+        profile = tmp.parent / f"gateway-batch-profile-{os.getpid()}.txt" if args.profile else None
+        batch = measure_with_waits(proc, url, {**common, **auth}, 100, 10, args, "learnpulse gateway", profile=profile)
+    finally:
+        stop(proc)
+    return [(batch, None)]
 
 
 # -- Ralph ---------------------------------------------------------------------------------
@@ -519,7 +541,10 @@ def main() -> None:
     ap.add_argument("--rates", type=lambda v: [float(x) for x in v.split(",") if x], default=[250.0, 500.0],
                     help="--browser: also these offered rates (requests/s, comma-separated) over --clients "
                          "connections, open loop: latency from when each request was due")  # fmt: skip
-    ap.add_argument("--profile", action="store_true", help="--browser: py-spy stacks of the single-statement row")
+    ap.add_argument("--batches", action="store_true",
+                    help="only batches of 100 against the gateway alone (the per-statement costs)")
+    ap.add_argument("--profile", action="store_true",
+                    help="--browser: py-spy stacks of the single-statement row; --batches: of the batch row")
     args = ap.parse_args()
     common = {"Content-Type": "application/json", "X-Experience-API-Version": "1.0.3"}
     rows: list[tuple[Result, Result | None]] = []
@@ -530,6 +555,8 @@ def main() -> None:
         ours: dict[int, Result] = {}
         if args.browser:
             rows.extend(browser_rows(settings, tmp, common, args))
+        elif args.batches:
+            rows.extend(batch_rows(settings, tmp, common, args))
         elif args.quarantine:
             proc, url, auth = start_ours(settings, tmp / "quarantine", True)
             try:
@@ -543,7 +570,7 @@ def main() -> None:
             finally:
                 stop(proc)
         both = ((True, "learnpulse +sinks"), (False, "learnpulse gateway"))
-        for sinks, name in both if not (args.quarantine or args.browser) else ():
+        for sinks, name in both if not (args.quarantine or args.browser or args.batches) else ():
             proc, url, auth = start_ours(settings, tmp / name.replace(" ", "-").replace("+", ""), sinks)
             try:
                 for size, learners in ((100, 10), (1, 1)):
@@ -552,7 +579,7 @@ def main() -> None:
                     ours.setdefault(size, r)  # the peer ratio is against the full process (+sinks)
             finally:
                 stop(proc)
-        if not (args.no_ralph or args.quarantine or args.browser):
+        if not (args.no_ralph or args.quarantine or args.browser or args.batches):
             proc, url, auth = start_ralph(tmp / "ralph")
             try:
                 for size, learners in ((100, 10), (1, 1)):
