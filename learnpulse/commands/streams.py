@@ -67,9 +67,8 @@ def register(main: click.Group) -> None:
         The name is also the worker's static group membership: restarted under the same
         name and web port, a worker is back on its partitions in seconds.
         """
-        import faust
 
-        from streams.app import StreamsParameters, create_app, ensure_internal_topics
+        from streams.app import StreamsParameters, create_app, ensure_internal_topics, new_worker
 
         from ..pipeline import serve_metrics
 
@@ -95,4 +94,4 @@ def register(main: click.Group) -> None:
         app = create_app(params)
         collect_young_objects_rarely()
         sys.argv = [sys.argv[0], "worker"]
-        faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+        new_worker(app, settings.log_level).execute_from_commandline()
