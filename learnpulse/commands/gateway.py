@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from ..collector import collect_young_objects_rarely
+from ..collector import GATEWAY_YOUNG_OBJECTS, collect_young_objects_rarely
 from ..errors import UserError
 from ..settings import Settings
 
@@ -232,7 +232,7 @@ async def _serve(app, host: str, port: int, stop: asyncio.Event) -> None:
     except OSError as err:
         await runner.cleanup()
         raise UserError(f"gateway port {port} on {host} is taken ({err}); set LEARNPULSE_GATEWAY__PORT") from err
-    collect_young_objects_rarely()
+    collect_young_objects_rarely(GATEWAY_YOUNG_OBJECTS)
     click.echo(f"LRS gateway on http://{host}:{port}{app[GATEWAY_KEY].config.prefix}/statements ; Ctrl-C stops")
     try:
         await stop.wait()
