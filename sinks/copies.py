@@ -34,6 +34,7 @@ from typing import Any
 from schemas.clickhouse import tables as T
 from schemas.clickhouse.engine import ClickHouse
 
+from .idsets import IDS_IN, ids_text
 from .lrs_rows import LRS_STATEMENT_IDS, LRS_STATEMENTS, LRS_VOIDS
 
 Rows = dict[str, list[tuple[Any, ...]]]
@@ -162,8 +163,8 @@ class FirstCopyFilter:
             rows = self.engine.query(
                 f"SELECT DISTINCT school, toString(statement_id), stored_ms FROM {{db}}.{LRS_STATEMENT_IDS} "
                 "WHERE school IN (SELECT arrayJoin({schools:Array(String)})) "
-                "AND statement_id IN (SELECT toUUID(arrayJoin({ids:Array(String)})))",
-                {"schools": schools, "ids": ids[start : start + _LOOKUP_CHUNK]},
+                f"AND statement_id IN {IDS_IN}",
+                {"schools": schools, "ids": ids_text(ids[start : start + _LOOKUP_CHUNK])},
             )
             for school, sid, ms in rows:
                 key = (str(school), str(sid).lower())

@@ -24,6 +24,8 @@ from typing import Any
 from schemas.clickhouse import tables as T
 from schemas.clickhouse.engine import ClickHouse
 
+from .idsets import IDS_IN, ids_text
+
 Rows = dict[str, list[tuple[Any, ...]]]
 
 _ID = T.STATEMENT_ID_INDEX
@@ -31,9 +33,10 @@ _SCHOOL = T.STATEMENT_COLUMNS.index("school")
 _VOIDED = T.STATEMENT_VOIDED_INDEX
 _IDS = "(SELECT toUUID(arrayJoin({ids:Array(String)})))"
 
+# Asked with every statement of every batch: the ids as one text (sinks/idsets.py).
 _VOIDED_AMONG_SQL = (
     "SELECT DISTINCT school, toString(voided_statement_id) FROM {db}.statement_voids"
-    " WHERE voided_statement_id IN " + _IDS
+    " WHERE voided_statement_id IN " + IDS_IN
 )
 _COLUMNS_BUT_VOIDED = ", ".join(c for c in T.STATEMENT_COLUMNS if c != "voided")
 _MARK_STORED_SQL = (
@@ -57,7 +60,7 @@ def mark_voided(ch: ClickHouse, rows: Rows) -> None:
         ids = sorted({key[1] for key in by_key})
         marked = []
         for i in range(0, len(ids), CHUNK):
-            for school, sid in ch.query(_VOIDED_AMONG_SQL, {"ids": ids[i : i + CHUNK]}):
+            for school, sid in ch.query(_VOIDED_AMONG_SQL, {"ids": ids_text(ids[i : i + CHUNK])}):
                 row = by_key.get((str(school), str(sid)))
                 if row is not None and not row[_VOIDED]:
                     marked.append(row[:_VOIDED] + (1,) + row[_VOIDED + 1 :])
