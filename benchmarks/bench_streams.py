@@ -117,8 +117,8 @@ def _cpu_seconds(pid: int) -> float:
 
 
 class WorkerRun(NamedTuple):
-    """Statements/s from the first batch to the last statement, by the wall clock and per
-    CPU-second the workers used in that span, and the longest time in that span in which
+    """Statements/s from the last poll that saw none counted to the one that saw the last, by
+    the wall clock and per CPU-second the workers used in that span, and the longest time in that span in which
     their statements counter did not move (a stalled commit shows here; resolution: one
     poll of /metrics, about 0.1 s), and the longest pause between two batches of a worker's
     learner agent as its own histogram bounds it (a bucket bound, s)."""
@@ -167,16 +167,21 @@ def _run_workers(
     try:
         if ready is not None:
             ready(ports, procs)
-        first_t = first_n = first_cpu = None
+        # The span starts at the last poll that saw nothing counted yet (its time and the
+        # workers' CPU then): a small run can be counted whole between two polls, and a
+        # span from the first poll that saw statements would then be empty.
+        before_t, before_cpu = time.monotonic(), sum(_cpu_seconds(p.pid) for p, _log in procs)
+        first_t = first_cpu = None
         deadline = time.monotonic() + timeout
         n = last_n = 0.0
         moved_at = longest_stall = 0.0
         while time.monotonic() < deadline:
             n = sum(_counter(p) for p in ports)
             now = time.monotonic()
-            if n and first_t is None:
-                first_t, first_n = now, n
-                first_cpu = sum(_cpu_seconds(p.pid) for p, _log in procs)
+            if not n:
+                before_t, before_cpu = now, sum(_cpu_seconds(p.pid) for p, _log in procs)
+            elif first_t is None:
+                first_t, first_cpu = before_t, before_cpu
             if n != last_n:
                 if first_t is not None and moved_at:
                     longest_stall = max(longest_stall, now - moved_at)
@@ -184,7 +189,7 @@ def _run_workers(
             if n >= total:
                 cpu = sum(_cpu_seconds(p.pid) for p, _log in procs) - first_cpu
                 pause = max(_longest_pause_bound(p) for p in ports)
-                return WorkerRun((n - first_n) / (now - first_t), (n - first_n) / cpu, longest_stall, pause)
+                return WorkerRun(n / (now - first_t), n / cpu, longest_stall, pause)
             for p, _log in procs:
                 if p.poll() is not None:
                     raise RuntimeError(f"worker exited {p.returncode}; see {settings.home}")
