@@ -20,9 +20,6 @@ committed (see ``seek_to_committed_or_reset``): without it a worker could skip t
 The consumer also decides which offsets to commit by its own rule (see
 ``ReadCommittedConsumer._filter_committable_offsets``): Faust's stalls on transaction markers.
 
-Its fetches wait for a few tens of records (``FETCH_MIN_BYTES``, at most ``FETCH_MAX_WAIT_MS``)
-instead of returning each trickle of a live feed at once.
-
 And it hands each fetched record to the streams without four asyncio tasks per record
 (see ``ReadCommittedConsumer.wait_first``): on one-statement messages that was the largest
 single cost of the worker.
@@ -42,17 +39,6 @@ from mode.services import WaitResults
 
 READ_COMMITTED = "read_committed"
 
-# A fetch is answered once it holds this many bytes, or after FETCH_MAX_WAIT_MS. Faust asks
-# for 1 byte (answered as soon as anything arrived): fed live, a trickle of a few records
-# per fetch, each fetch a wake-up of the consumer thread, a hand-over to the event loop and
-# a round of Faust's per-fetch bookkeeping. Measured (bench_streams --per-envelope 1
-# --rate 1000): ~0.2 CPU-s per 1,000 statements instead of ~0.08 on a pre-filled topic.
-# 32 KB is a few tens of one-statement envelopes; at high rates it fills at once (no wait),
-# at a trickle a fetch waits at most 50 ms — a quarter of the learner batch window
-# (StreamsConfig.batch_within_s), far below the 2 s freshness aim of the rollups.
-FETCH_MIN_BYTES = 32 * 1024
-FETCH_MAX_WAIT_MS = 50
-
 log = logging.getLogger("learnpulse.streams.transport")
 
 
@@ -63,11 +49,6 @@ class ReadCommittedConsumerThread(driver.AIOKafkaConsumerThread):
         if getattr(consumer, "_isolation_level", None) not in ("read_uncommitted", READ_COMMITTED):
             raise RuntimeError(f"aiokafka {aiokafka.__version__}: cannot set the consumer's isolation level")
         consumer._isolation_level = READ_COMMITTED
-        # Same private attributes, read in start() too (see FETCH_MIN_BYTES).
-        if not all(hasattr(consumer, name) for name in ("_fetch_min_bytes", "_fetch_max_wait_ms")):
-            raise RuntimeError(f"aiokafka {aiokafka.__version__}: cannot set the consumer's fetch size")
-        consumer._fetch_min_bytes = FETCH_MIN_BYTES
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
 
     async def seek_to_committed(self) -> Mapping[Any, int]:
@@ -197,14 +178,6 @@ class ReadCommittedConsumer(driver.Consumer):
                 return WaitResults([delivery], [done.value], False)
             coros = (resume(delivery.coro, waiting), *rest)
         return await super().wait_first(*coros, timeout=timeout)
-
-    async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
-        """Faust's fetch loop records every hole between two records' offsets (for the gateway's
-        single-statement transactions: a marker after every record) in an interval tree, and
-        yields to the event loop once per hole. Only Faust's own commit rule reads that tree
-        (``_new_offset``), and ``_filter_committable_offsets`` below replaces it: nothing is
-        kept, and a record behind a marker costs no extra event-loop round."""
-        return None
 
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
