@@ -43,6 +43,15 @@ class Topic(enum.Enum):
         return TOPIC_SPECS[self]
 
 
+# The largest record the stream worker writes: a cohort's state (every learner's hour
+# buckets, ~165 bytes a learner) and an alert naming every disengaged learner (~67 bytes a
+# learner). Kafka's default limit (1 MB) is ~6,000 learners in one cohort: past it the
+# producer refused the record and the worker crashed on it at every restart. 16 MiB is
+# ~100,000 learners in one cohort.
+WORKER_RECORD_MAX_BYTES = 16 * 1024 * 1024
+# A topic's max.message.bytes bounds a whole record batch: room for its framing.
+WORKER_TOPIC_MAX_MESSAGE_BYTES = str(WORKER_RECORD_MAX_BYTES + 64 * 1024)
+
 # Keying: everything about one learner stays in one partition, in order, so the stream
 # processor can keep per-learner state locally (co-partitioned changelogs) and a sink
 # sees a learner's records in production order. 12 partitions = 2 cores today, room for
@@ -64,5 +73,9 @@ TOPIC_SPECS: dict[Topic, TopicSpec] = {
     Topic.ENGAGEMENT: TopicSpec(12, "learner pseudonym", {"retention.ms": _WEEK_MS}),
     Topic.MASTERY: TopicSpec(12, "learner pseudonym", {"retention.ms": _WEEK_MS}),
     Topic.COHORT_HEALTH: TopicSpec(4, "school|course|cohort", {"retention.ms": _WEEK_MS}),
-    Topic.ALERTS: TopicSpec(1, "school|course|cohort", {"retention.ms": str(90 * 24 * 3600 * 1000)}),
+    Topic.ALERTS: TopicSpec(
+        1,
+        "school|course|cohort",
+        {"retention.ms": str(90 * 24 * 3600 * 1000), "max.message.bytes": WORKER_TOPIC_MAX_MESSAGE_BYTES},
+    ),
 }

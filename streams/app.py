@@ -19,7 +19,7 @@ from pathlib import Path
 
 import faust
 
-from schemas.topics import Topic
+from schemas.topics import WORKER_TOPIC_MAX_MESSAGE_BYTES, Topic
 
 from .config import StreamsConfig
 from .transport import ReadCommittedApp
@@ -84,12 +84,15 @@ def ensure_internal_topics(p: StreamsParameters) -> None:
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
+    large = {"max.message.bytes": WORKER_TOPIC_MAX_MESSAGE_BYTES}  # a cohort's state, a feed batch
     wanted = {
-        cohort_feed_name(p.app_id): (Topic.COHORT_HEALTH.spec.partitions, {}),
-        void_feed_name(p.app_id): (Topic.STATEMENTS.spec.partitions, {"retention.ms": str(7 * 24 * 3600 * 1000)}),
+        cohort_feed_name(p.app_id): (Topic.COHORT_HEALTH.spec.partitions, {**large}),
+        void_feed_name(p.app_id): (
+            Topic.STATEMENTS.spec.partitions, {"retention.ms": str(7 * 24 * 3600 * 1000), **large}
+        ),
     }
     for table, partitions in TABLES.items():
-        wanted[f"{p.app_id}-{table}-changelog"] = (partitions, {"cleanup.policy": "compact"})
+        wanted[f"{p.app_id}-{table}-changelog"] = (partitions, {"cleanup.policy": "compact", **large})
     # Faust's leader-election topic too: every worker subscribes to it.
     wanted[f"{p.app_id}-__assignor-__leader"] = (1, {})
     admin = KafkaAdminClient(bootstrap_servers=p.bootstrap, request_timeout_ms=15_000)
@@ -102,9 +105,24 @@ def ensure_internal_topics(p: StreamsParameters) -> None:
                 admin.create_topics([NewTopic(name, partitions, p.replication, topic_configs=configs)])
             except TopicAlreadyExistsError:
                 pass  # another worker was quicker
+        _raise_record_limit(admin, [name for name, (_, configs) in wanted.items() if name in existing and configs])
         _wait_for_leaders(admin, {name: partitions for name, (partitions, _) in wanted.items()})
     finally:
         admin.close()
+
+
+def _raise_record_limit(admin, names: list[str]) -> None:
+    """Topics an earlier worker created with Kafka's default record limit get the worker's
+    (``WORKER_TOPIC_MAX_MESSAGE_BYTES``). Only that key is set (IncrementalAlterConfigs):
+    their other settings stay as they are."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    if names:
+        admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name, configs={"max.message.bytes": WORKER_TOPIC_MAX_MESSAGE_BYTES})
+             for name in names],
+            incremental=True,
+        )  # fmt: skip
 
 
 def _wait_for_leaders(admin, wanted: dict[str, int], timeout_s: float = 60.0) -> None:
@@ -161,6 +179,10 @@ def create_app(p: StreamsParameters) -> faust.App:
         producer_compression_type="lz4",
         producer_linger_ms=5,
         producer_max_batch_size=256 * 1024,
+        # A cohort's state and an alert grow with its learners (schemas.topics); a fetch must
+        # hold the largest record whole, or aiokafka skips it past its offset.
+        producer_max_request_size=int(WORKER_TOPIC_MAX_MESSAGE_BYTES),
+        consumer_max_fetch_size=int(WORKER_TOPIC_MAX_MESSAGE_BYTES),
         key_serializer="raw",
         value_serializer="raw",
         stream_wait_empty=False,
