@@ -12,6 +12,7 @@ import pytest
 
 from learnpulse.topics import ensure_topics
 from schemas.topics import WORKER_TOPIC_MAX_MESSAGE_BYTES, Topic
+from tests.conftest import wait_for
 
 
 def _config(admin, name: str, key: str) -> str:
@@ -54,15 +55,18 @@ def test_topics_an_older_version_created_get_the_declared_record_limit(kafka):
         # As an older version left them: the alerts topic at Kafka's default, and a limit an
         # operator raised above the declared one.
         _set_limit(admin, alerts, "1048588")
-        _set_limit(admin, statements, str(32 * 1024 * 1024))
-        assert _limits(admin, [alerts])[alerts] == "1048588"
+        _set_limit(admin, statements, str(32 << 20))
+        # The broker shows an altered config once the controller's metadata reaches it.
+        wait_for(lambda: _limits(admin, [alerts, statements]) == {alerts: "1048588", statements: str(32 << 20)},
+                 60, "the older limits")  # fmt: skip
 
         assert ensure_topics(kafka.bootstrap_servers, prefix, kafka.topic_replication) == []
 
+        wait_for(lambda: _limits(admin, [alerts])[alerts] != "1048588", 60, "the alerts topic's limit to change")
         limits = _limits(admin, [alerts, statements])
         retention = _config(admin, alerts, "retention.ms")
     finally:
         admin.close()
     assert limits[alerts] == WORKER_TOPIC_MAX_MESSAGE_BYTES
-    assert limits[statements] == str(32 * 1024 * 1024)  # never lowered
+    assert limits[statements] == str(32 << 20)  # never lowered
     assert retention == Topic.ALERTS.spec.configs["retention.ms"]  # other settings kept
