@@ -17,7 +17,7 @@ import hmac
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache, partial
 from typing import Any
 
@@ -71,15 +71,16 @@ OLD_SERVER_RANGE = TimeRange(0, 4_294_967_295_000)
 _DATETIME = OLD_SERVER_RANGE
 
 
-_UTC_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
 
-def _time_ms(value: Any, path: str) -> int:
-    """``parse_ms``, with a fast path for the form LRSs store (``2026-01-05T10:00:00.123Z``).
+def _lrs_form(value: Any) -> datetime | None:
+    """The naive UTC datetime of a time in the form LRSs store (``2026-01-05T10:00:00.123Z``), else None.
 
-    Only a string of exactly that shape takes the fast path (and only if Python's ISO
-    parser accepts it: a leap second goes the full way); the result is the same.
+    Only a string of exactly that shape is read here (and only if Python's ISO parser
+    accepts it: a leap second goes :func:`parse_ms`'s way; the separators are checked, or an
+    ISO week date ``2026-W02-1T…``, which parse_ms refuses, would pass). Its milliseconds are whole, so
+    this is the very datetime :func:`ms_to_datetime` makes of its epoch milliseconds.
     """
     if (
         type(value) is str
@@ -87,14 +88,18 @@ def _time_ms(value: Any, path: str) -> int:
         and value[23] == "Z"
         and value[19] == "."
         and value[10] == "T"
+        and value[4] == value[7] == "-"
+        and value[13] == value[16] == ":"
         and value.isascii()
         and value[20:23].isdigit()
     ):
         try:
-            return (datetime.fromisoformat(value) - _UTC_EPOCH) // _MS
+            naive = datetime.fromisoformat(value[:23])
         except ValueError:
-            pass
-    return parse_ms(value, path)
+            return None
+        if naive.tzinfo is None:  # an offset inside the first 23 characters: the full way
+            return naive
+    return None
 
 
 @lru_cache(maxsize=65_536)
@@ -125,7 +130,28 @@ def _number(value: Any, path: str) -> float | None:
     return float(value)
 
 
+_UUID = uuid.UUID
+_new_object = object.__new__
+_set_slot = object.__setattr__
+_UNKNOWN_SAFETY = uuid.SafeUUID.unknown
+
+
 def _uuid(value: Any, path: str) -> uuid.UUID:
+    # The usual form (36 characters, four hyphens): what uuid.UUID(value) does for it, without
+    # its other forms' checks. ``int`` refuses what the full way would strip ("urn:uuid:",
+    # braces), so those, and every error, go the full way.
+    if type(value) is str and len(value) == 36:
+        digits = value.replace("-", "")
+        if len(digits) == 32:
+            try:
+                number = int(digits, 16)
+            except ValueError:
+                pass
+            else:
+                made = _new_object(_UUID)
+                _set_slot(made, "int", number)
+                _set_slot(made, "is_safe", _UNKNOWN_SAFETY)
+                return made
     try:
         return uuid.UUID(value)
     except (TypeError, ValueError, AttributeError) as err:
@@ -301,8 +327,12 @@ def _checked_time(
         found = memo.get(value)
         if found is not None:
             return found
-    ms = limits.check(_time_ms(value, path + key), "statement.time_range", path)
-    out = (ms, ms_to_datetime(ms))
+    naive = _lrs_form(value)
+    if naive is not None:
+        out = (limits.check((naive - _EPOCH) // _MS, "statement.time_range", path), naive)
+    else:
+        ms = limits.check(parse_ms(value, path + key), "statement.time_range", path)
+        out = (ms, ms_to_datetime(ms))
     if type(value) is str:
         memo[value] = out
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import pickle
 import uuid
 from datetime import datetime
 
@@ -310,3 +311,54 @@ def test_sinks_no_name_row_when_the_actor_has_nothing_readable():
     hashed = {"objectType": "Agent", "mbox_sha1sum": "ebd31e95054c018b10727ccffd2ef2ec3a016ee9"}
     rows = build(envelope(stmt(actor=hashed), learner_agent=hashed))
     assert rows[T.LEARNER_NAMES] == []
+
+
+_UUID_FORMS = [
+    "50c20a1c-2b52-48ce-bfa8-3afc5d7e227c", "50C20A1C-2B52-48CE-BFA8-3AFC5D7E227C",
+    "{50c20a1c-2b52-48ce-bfa8-3afc5d7e227c}", "urn:uuid:50c20a1c-2b52-48ce-bfa8-3afc5d7e227c",
+    "50c20a1c2b5248cebfa83afc5d7e227c", "50c20a1c-2b52-48ce-bfa8-3afc5d7e2-7c",  # hyphen moved: 36 chars
+    "50c20a1c-2b52-48ce-bfa8-3afc5d7e227g", "50c20a1c-2b52-48ce-bfa8-3afc5d7e227",
+    "+0c20a1c-2b52-48ce-bfa8-3afc5d7e227c", "50c2_a1c-2b52-48ce-bfa8-3afc5d7e227c",
+    " 0c20a1c-2b52-48ce-bfa8-3afc5d7e227c", "----------------------------------44",
+    "５0c20a1c-2b52-48ce-bfa8-3afc5d7e227c",  # a full-width digit
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", _UUID_FORMS)
+def test_sinks_statement_ids_read_as_uuid_reads_them(value):
+    # sinks.rows reads the usual form its own way: the same UUID (and pickle) or the same refusal.
+    from sinks.rows import _uuid
+
+    try:
+        expected = uuid.UUID(value)
+    except ValueError:
+        with pytest.raises(InvalidStatement):
+            _uuid(value, "$.id")
+        return
+    got = _uuid(value, "$.id")
+    assert (got, got.is_safe, type(got)) == (expected, expected.is_safe, uuid.UUID)
+    assert pickle.dumps(got) == pickle.dumps(expected) and str(got) == str(expected)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2026-01-05T10:00:00.123Z", "1900-01-01T00:00:00.000Z", "1899-12-31T23:59:59.999Z",
+     "2299-12-31T23:59:59.999Z", "1969-12-31T23:59:59.999Z", "2016-12-31T23:59:60.000Z",
+     "2026-02-30T10:00:00.123Z", "2026-01-05T10+01:00.123Z", "2026-W02-1T10:00:00.123Z",
+     "2026-01-05T10:00:00.12Z", "2026-01-05T10:00:00.123+01:00", "2026-01-05 10:00:00.123Z"],
+)  # fmt: skip
+def test_sinks_statement_times_read_as_the_full_parser_reads_them(value):
+    # The fast path for the usual form gives parse_ms's milliseconds and ms_to_datetime's datetime, or its refusal.
+    from schemas.xapi.timefmt import parse_ms
+    from sinks.rows import _checked_time, ms_to_datetime
+
+    try:
+        ms = MODERN_RANGE.check(parse_ms(value, "$.timestamp"), "statement.time_range", "$")
+    except InvalidStatement as err:
+        with pytest.raises(InvalidStatement) as got_err:
+            _checked_time(MODERN_RANGE, value, "$", ".timestamp", {})
+        assert got_err.value.rule == err.rule
+        return
+    got = _checked_time(MODERN_RANGE, value, "$", ".timestamp", {})
+    assert got == (ms, ms_to_datetime(ms)) and got[1].tzinfo is None
+    assert pickle.dumps(got[1]) == pickle.dumps(ms_to_datetime(ms))
