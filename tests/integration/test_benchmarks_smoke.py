@@ -134,3 +134,10 @@ def test_end_to_end_benchmark_on_the_clickhouse_cluster_form_next_to_one_server(
     comparison = out.split("== server, cluster of 2 replicas / server, same run")[1]
     accepted = next(line for line in comparison.splitlines() if "accepted/s" in line).split()
     assert accepted[0] == "40" and accepted[-1].endswith("x"), comparison
+
+
+def test_sql_shape_probe_writes_the_rows_the_sink_writes():
+    # The probe's views must shape the very rows sinks.rows builds, or its figures compare
+    # two different jobs (an ISO duration summed in another order is a differing column).
+    out = run_benchmark("bench_sink_sql_shape", "--statements", "2000", "--batch", "1000", "--rounds", "1")
+    assert "statements_raw: identical True" in out and "statements: identical True" in out, out[-2000:]
