@@ -152,6 +152,10 @@ class GatewaySettings(BaseModel):
     # Transactional producers committing in parallel (more: lower latency for small requests,
     # fewer: less CPU per statement for large ones).
     kafka_lanes: int = 2
+    # The lanes' Kafka client: "librdkafka" (confluent-kafka: record batches, protocol and I/O in
+    # C threads that do not hold the GIL; about a fifth less CPU per single-statement POST,
+    # measured with benchmarks.bench_gateway --browser) or "kafka-python" (pure Python).
+    kafka_client: Literal["kafka-python", "librdkafka"] = "librdkafka"
     # The event loop serving requests: "uvloop" (libuv; about a fifth less CPU per request than
     # the standard loop, measured with benchmarks.bench_gateway --browser) or "asyncio".
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"

@@ -119,6 +119,7 @@ def build_gateway_app(settings: Settings, ch=None, consistent_through=None, docu
             timeout_s=g.kafka_timeout_s,
             # The producer's record limit is the topic's: one limit from HTTP to the broker.
             max_request_bytes=int(Topic.STATEMENTS.spec.configs["max.message.bytes"]),
+            client=g.kafka_client,
         ),
         lanes=g.kafka_lanes,
     )

@@ -26,6 +26,10 @@ they run on dedicated threads; the event loop only awaits asyncio futures. Timeo
   after that its outcome is *unknown* (:class:`OutcomeUnknown`): Kafka may still commit
   it. The caller keeps its ids reserved until :attr:`Job.settled` resolves.
 
+The lanes' producer is kafka-python's ``KafkaProducer`` or, with ``client="librdkafka"``
+(the gateway's default), :class:`producers.gateway.rdkafka.RdKafkaTransactionalProducer`,
+which offers the same calls on confluent-kafka: the lanes below are one code for both.
+
 After any failure the producer is discarded and a new one is created with the same
 ``transactional_id``: ``init_transactions`` fences the old one and aborts its open
 transaction (the broker also aborts it after ``transaction_timeout_ms``).
@@ -105,6 +109,9 @@ class TransactionalParameters:
     # Cap on envelopes per transaction (bounds the work a failure throws away).
     max_envelopes: int = 5_000
     transaction_timeout_ms: int = 60_000
+    # The Kafka client of the lanes: "kafka-python" (pure Python) or "librdkafka"
+    # (confluent-kafka: batches, protocol and I/O in C threads, see ``rdkafka``).
+    client: str = "kafka-python"
 
 
 class Outgoing(NamedTuple):
@@ -205,6 +212,15 @@ class TransactionalSender:
 
     def _make_producer(self, transactional_id: str) -> KafkaProducer:
         p = self.params
+        if p.client == "librdkafka":
+            from .rdkafka import RdKafkaTransactionalProducer, rdkafka_config
+
+            conf = rdkafka_config(p.bootstrap, transactional_id, p.transaction_timeout_ms, p.max_request_bytes,
+                                  p.timeout_s)  # fmt: skip
+            return RdKafkaTransactionalProducer(conf, p.topic, init_timeout_s=p.timeout_s,
+                                                commit_timeout_s=p.transaction_timeout_ms / 1000)  # fmt: skip
+        if p.client != "kafka-python":
+            raise ValueError(f"unknown Kafka client {p.client!r} (kafka-python or librdkafka)")
         return KafkaProducer(
             bootstrap_servers=p.bootstrap,
             client_id=f"learnpulse-gateway-{transactional_id}",

@@ -18,7 +18,7 @@ import requests
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from learnpulse.settings import ClickHouseSettings, Settings
+from learnpulse.settings import ClickHouseSettings, GatewaySettings, Settings
 from schemas.topics import Topic
 from tests.conftest import free_port, free_port_block
 from tests.unit.gateway.harness import LiveGateway, new_id, statement
@@ -27,10 +27,12 @@ B_THREADS, B_REQUESTS = 4, 25
 A_THREADS, A_REQUESTS = 3, 4
 
 
-@pytest.fixture
-def chdb_settings(tmp_path, kafka, chdb_url) -> Settings:
+@pytest.fixture(params=["kafka-python", "librdkafka"])
+def chdb_settings(request, tmp_path, kafka, chdb_url) -> Settings:
+    """Each test on both Kafka clients of the gateway's lanes."""
     return Settings(
         home=tmp_path / "home", kafka=kafka, clickhouse=ClickHouseSettings(url=chdb_url),
+        gateway=GatewaySettings(kafka_client=request.param),
         metrics_port_base=free_port_block(16), web_port=free_port(), streams_web_port=free_port(), log_level="WARNING",
     )  # fmt: skip
 

@@ -22,13 +22,14 @@ from tests.unit.gateway.harness import LiveGateway, statement
 
 @pytest.mark.kafka
 @pytest.mark.slow
-def test_gateway_kafka_down_503_nothing_written_then_recovers_exactly(tmp_path, chdb_url):
+@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
+def test_gateway_kafka_down_503_nothing_written_then_recovers_exactly(tmp_path, chdb_url, client):
     private = KafkaSettings(port=free_port(), controller_port=free_port(), topic_prefix="down.")
     settings = Settings(
         home=tmp_path / "home",
         kafka=private,
         clickhouse={"url": chdb_url},
-        gateway=GatewaySettings(kafka_timeout_s=5),
+        gateway=GatewaySettings(kafka_timeout_s=5, kafka_client=client),
         metrics_port_base=free_port_block(16),
     )
     broker = KafkaBroker(Settings(home=tmp_path / "broker", kafka=private))

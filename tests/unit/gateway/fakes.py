@@ -8,6 +8,7 @@ real ClickHouse store (tests/integration/test_gateway_store.py).
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 from collections.abc import Sequence
 
 import orjson
@@ -68,6 +69,108 @@ class FakeProducer:
 
     def close(self, timeout=None) -> None:
         self.closed = True
+
+
+class FakeRdProducer:
+    """Enough of confluent-kafka's transactional Producer, with FakeProducer's parameters.
+
+    ``refuse(value)``/``fail_send`` give kafka-python errors (the tests are shared): a
+    MessageSizeTooLargeError becomes librdkafka's MSG_SIZE_TOO_LARGE delivery error, any
+    other a transport error. As in librdkafka, a failed delivery makes the commit abortable.
+    """
+
+    def __init__(self, conf: dict, on_commit, fail_send=None, block: threading.Event | None = None, refuse=None):
+        self.delivered = conf["on_delivery"]
+        self.on_commit = on_commit
+        self.fail_send = fail_send
+        self.refuse = refuse
+        self.block = block
+        self.open: list[tuple[str, bytes, bytes]] | None = None
+        self.failures: list = []
+        self.failed = False
+        self.transactions = 0
+        self.closed = False
+
+    @staticmethod
+    def _rd_error(err: BaseException):
+        from confluent_kafka import KafkaError as RdError
+        from kafka.errors import MessageSizeTooLargeError
+
+        code = RdError.MSG_SIZE_TOO_LARGE if isinstance(err, MessageSizeTooLargeError) else RdError._TRANSPORT
+        return RdError(code, str(err))
+
+    def init_transactions(self, timeout=None) -> None:
+        pass
+
+    def list_topics(self, topic=None, timeout=None):
+        return SimpleNamespace(topics={})  # partitions unknown: the client's own partitioner
+
+    def begin_transaction(self) -> None:
+        self.open, self.failures, self.failed = [], [], False
+
+    def produce(self, topic, value=None, key=None, partition=None) -> None:
+        self.open.append((topic, key, value))
+        error = self.refuse(value) if self.refuse is not None else None
+        if error is None:
+            error = self.fail_send() if callable(self.fail_send) else self.fail_send
+        if error is not None:
+            self.failures.append(self._rd_error(error))
+
+    def flush(self, timeout=None) -> int:
+        if self.block is not None:
+            self.block.wait()
+        failures, self.failures = self.failures, []
+        for err in failures:
+            self.failed = True
+            self.delivered(err, None)
+        return 0
+
+    def commit_transaction(self, timeout=None) -> None:
+        from confluent_kafka import KafkaError as RdError
+        from confluent_kafka import KafkaException
+
+        self.flush(timeout)
+        if self.failed:
+            raise KafkaException(RdError(RdError._STATE, "a record failed", txn_requires_abort=True))
+        records, self.open = self.open, None
+        self.transactions += 1
+        self.on_commit(records)
+
+    def abort_transaction(self, timeout=None) -> None:
+        self.open = None
+
+    def purge(self, *a, **kw) -> None:
+        self.failures = []
+
+    def close(self) -> bool:
+        self.closed = True
+        return True
+
+
+def fake_factory(client: str, producers: list, on_commit, make=None, **kw):
+    """A sender's producer factory on a stand-in of ``client``'s producer ("kafka-python" or
+    "librdkafka": the real adapter over a stand-in librdkafka); the stand-ins go to ``producers``.
+
+    ``make(client_class)``: the stand-in's class (a subclass of FakeProducer/FakeRdProducer).
+    """
+
+    def factory(_transactional_id):
+        if client == "kafka-python":
+            p = (make(FakeProducer) if make else FakeProducer)(on_commit, **kw)
+            producers.append(p)
+            return p
+        from producers.gateway.rdkafka import RdKafkaTransactionalProducer
+
+        def inner(conf):
+            producers.append((make(FakeRdProducer) if make else FakeRdProducer)(conf, on_commit, **kw))
+            return producers[-1]
+
+        return RdKafkaTransactionalProducer({}, "t", init_timeout_s=1, commit_timeout_s=1, producer_class=inner)
+
+    return factory
+
+
+CLIENTS = ("kafka-python", "librdkafka")
 
 
 class FakeStore:

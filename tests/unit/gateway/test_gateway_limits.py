@@ -26,7 +26,7 @@ from schemas.envelope import StatementEntry, StatementEnvelope
 from schemas.topics import Topic
 from tests.conftest import wait_for
 
-from .fakes import FakeProducer
+from .fakes import CLIENTS, FakeProducer, fake_factory
 from .harness import Harness, new_id, statement
 
 
@@ -84,20 +84,17 @@ def _env(learner: str, size: int = 10) -> tuple[StatementEnvelope, bytes]:
     return env, env.encode()
 
 
-def _sender(producers, max_request_bytes=4 * 1024 * 1024, **kw):
+def _sender(producers, max_request_bytes=4 * 1024 * 1024, client="kafka-python", **kw):
     committed: list = []
-
-    def factory(_transactional_id):
-        p = FakeProducer(committed.append, **kw)
-        producers.append(p)
-        return p
+    factory = fake_factory(client, producers, committed.append, **kw)
 
     params = TransactionalParameters("x:1", "t", "txn", timeout_s=2, outcome_timeout_s=5,
                                      max_request_bytes=max_request_bytes)  # fmt: skip
     return TransactionalSender(params, factory, lanes=1), committed
 
 
-def test_a_record_kafka_refuses_fails_only_its_own_request_in_a_group():
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_record_kafka_refuses_fails_only_its_own_request_in_a_group(client):
     producers: list[FakeProducer] = []
     gate = threading.Event()
     poison = b"poison-learner"
@@ -105,7 +102,7 @@ def test_a_record_kafka_refuses_fails_only_its_own_request_in_a_group():
     def refuse(value: bytes):
         return MessageSizeTooLargeError("The request included a message larger than the max") if poison in value else None
 
-    sender, committed = _sender(producers, block=gate, refuse=refuse)
+    sender, committed = _sender(producers, block=gate, refuse=refuse, client=client)
 
     async def main():
         sender.start()
@@ -147,9 +144,11 @@ def test_a_record_over_the_producer_limit_is_refused_before_any_transaction():
     assert [[orjson.loads(v)["learner"] for _, _, v in t] for t in committed] == [["small"]]
 
 
-def test_a_failed_group_tells_each_request_only_the_kind_of_error():
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_failed_group_tells_each_request_only_the_kind_of_error(client):
     producers: list[FakeProducer] = []
-    sender, _ = _sender(producers, fail_send=RuntimeError("record of learner poison-learner, 5242970 bytes"))
+    sender, _ = _sender(producers, fail_send=RuntimeError("record of learner poison-learner, 5242970 bytes"),
+                        client=client)  # fmt: skip
 
     async def main():
         sender.start()
@@ -159,7 +158,7 @@ def test_a_failed_group_tells_each_request_only_the_kind_of_error():
 
     message = asyncio.run(main())
     sender.close()
-    assert "RuntimeError" in message
+    assert ("RuntimeError" if client == "kafka-python" else "KafkaError") in message
     assert "poison" not in message and "5242970" not in message
 
 

@@ -1,4 +1,8 @@
-"""Transactional group commit (producers.gateway.sender) with a stand-in producer."""
+"""Transactional group commit (producers.gateway.sender) with a stand-in producer.
+
+Every test runs on both clients of the lanes: kafka-python's producer (a stand-in), and the
+librdkafka adapter (``producers.gateway.rdkafka``, real) over a stand-in confluent-kafka Producer.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ import pytest
 from producers.gateway.sender import KafkaUnavailable, TransactionalParameters, TransactionalSender
 from schemas.envelope import StatementEntry, StatementEnvelope
 
-from .fakes import FakeProducer
+from .fakes import CLIENTS, FakeProducer, fake_factory
+
+pytestmark = pytest.mark.parametrize("client", CLIENTS)
 
 
 def _env(learner: str, n: int = 1) -> tuple[StatementEnvelope, bytes]:
@@ -18,24 +24,19 @@ def _env(learner: str, n: int = 1) -> tuple[StatementEnvelope, bytes]:
     return env, env.encode()
 
 
-def _sender(producers, lanes=1, **kw):
+def _sender(producers, client, lanes=1, **kw):
     committed = []
-
-    def factory(_transactional_id):
-        p = FakeProducer(committed.append, **kw)
-        producers.append(p)
-        return p
-
+    factory = fake_factory(client, producers, committed.append, **kw)
     s = TransactionalSender(
         TransactionalParameters("x:1", "t", "txn", timeout_s=1, outcome_timeout_s=1), factory, lanes
     )
     return s, committed
 
 
-def test_sender_group_commit_many_requests_one_transaction():
+def test_sender_group_commit_many_requests_one_transaction(client):
     producers: list[FakeProducer] = []
     gate = threading.Event()
-    sender, committed = _sender(producers, block=gate)
+    sender, committed = _sender(producers, client, block=gate)
 
     async def main():
         sender.start()
@@ -53,9 +54,9 @@ def test_sender_group_commit_many_requests_one_transaction():
     assert producers[0].transactions == 2
 
 
-def test_sender_failed_transaction_fails_all_its_requests_and_replaces_producer():
+def test_sender_failed_transaction_fails_all_its_requests_and_replaces_producer(client):
     producers: list[FakeProducer] = []
-    sender, committed = _sender(producers, fail_send=RuntimeError("not leader"))
+    sender, committed = _sender(producers, client, fail_send=RuntimeError("not leader"))
 
     async def main():
         sender.start()
@@ -71,15 +72,15 @@ def test_sender_failed_transaction_fails_all_its_requests_and_replaces_producer(
     assert producers and all(p.closed for p in producers)
 
 
-def test_sender_lanes_commit_in_parallel_while_one_is_slow():
+def test_sender_lanes_commit_in_parallel_while_one_is_slow(client):
     gate = threading.Event()
     committed = []
     made: list[FakeProducer] = []
+    factories = [fake_factory(client, made, committed.append, block=gate), fake_factory(client, made, committed.append)]
 
-    def factory(_transactional_id):
+    def factory(transactional_id):
         # The first producer hangs in flush until the gate opens; later ones are fast.
-        made.append(FakeProducer(committed.append, block=gate if not made else None))
-        return made[-1]
+        return factories[min(len(made), 1)](transactional_id)
 
     params = TransactionalParameters("x:1", "t", "txn", timeout_s=2, outcome_timeout_s=2)
     sender = TransactionalSender(params, factory, lanes=2)
@@ -99,7 +100,7 @@ def test_sender_lanes_commit_in_parallel_while_one_is_slow():
     assert [[r[1] for r in t] for t in committed] == [[b"b"], [b"a"]]
 
 
-def test_sender_keeps_waiting_for_a_slow_producer_initialization_across_requests():
+def test_sender_keeps_waiting_for_a_slow_producer_initialization_across_requests(client):
     """An InitProducerId slower than a request's budget is waited for again, not restarted.
 
     Models kafka-python 3.0: ``init_transactions`` raises KafkaTimeoutError after
@@ -107,20 +108,25 @@ def test_sender_keeps_waiting_for_a_slow_producer_initialization_across_requests
     the handshake needs three calls' worth of waiting; a sender that discarded the producer
     at each timeout would start it over every time and never get a request through.
     """
+    from confluent_kafka import KafkaError as RdError
+    from confluent_kafka import KafkaException
     from kafka.errors import KafkaTimeoutError
 
-    class SlowInit(FakeProducer):
-        def init_transactions(self) -> None:
-            self.calls = getattr(self, "calls", 0) + 1
-            if self.calls < 3:
-                raise KafkaTimeoutError("Timeout expired while initializing transactional state")
+    def slow(base):
+        class SlowInit(base):
+            def init_transactions(self, timeout=None) -> None:
+                self.calls = getattr(self, "calls", 0) + 1
+                if self.calls < 3:
+                    if base is FakeProducer:
+                        raise KafkaTimeoutError("Timeout expired while initializing transactional state")
+                    raise KafkaException(RdError(RdError._TIMED_OUT, "Transactional API operation timed out",
+                                                 retriable=True))  # fmt: skip
+
+        return SlowInit
 
     producers: list[FakeProducer] = []
     committed: list = []
-
-    def factory(_transactional_id):
-        producers.append(SlowInit(committed.append))
-        return producers[-1]
+    factory = fake_factory(client, producers, committed.append, make=slow)
 
     # Budgets far above what the stand-in takes: each answer comes from the lane, not a timer.
     sender = TransactionalSender(TransactionalParameters("x:1", "t", "txn", timeout_s=60, outcome_timeout_s=60),
