@@ -104,7 +104,7 @@ def ensure_internal_topics(p: StreamsParameters) -> None:
             try:
                 admin.create_topics([NewTopic(name, partitions, p.replication, topic_configs=configs)])
             except TopicAlreadyExistsError:
-                pass  # another worker was quicker
+                existing.add(name)  # another worker was quicker, or our metadata was older than the topic
         _raise_record_limit(admin, [name for name, (_, configs) in wanted.items() if name in existing and configs])
         _wait_for_leaders(admin, {name: partitions for name, (partitions, _) in wanted.items()})
     finally:
@@ -122,6 +122,9 @@ def _raise_record_limit(admin, names: list[str]) -> None:
             [ConfigResource(ConfigResourceType.TOPIC, name, configs={"max.message.bytes": WORKER_TOPIC_MAX_MESSAGE_BYTES})
              for name in names],
             incremental=True,
+            # kafka-python 3 otherwise refuses (ValueError) a key the topic does not override
+            # yet: every topic created before the limit.
+            raise_on_unknown=False,
         )  # fmt: skip
 
 

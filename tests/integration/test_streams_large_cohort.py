@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from schemas.topics import Topic
+from tests.conftest import wait_for
 from tests.integration.streams_support import (
     DAY,
     HOUR,
@@ -79,9 +80,14 @@ def test_streams_topics_an_older_worker_created_get_the_record_limit_and_keep_th
         # As a worker before the limit created it.
         admin.create_topics([NewTopic(changelog, 4, 1, topic_configs={"cleanup.policy": "compact"})])
         ensure_internal_topics(params)
-        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, changelog)])
+
+        def limited() -> dict[str, str] | None:
+            described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, changelog)])
+            configs = {key: entry["value"] for key, entry in described["topic"][changelog].items()}
+            return configs if configs.get("max.message.bytes") == WORKER_TOPIC_MAX_MESSAGE_BYTES else None
+
+        # The broker applies an altered config once the controller's metadata reaches it.
+        configs = wait_for(limited, 30, "the record limit on the older changelog")
     finally:
         admin.close()
-    configs = {key: entry["value"] for key, entry in described["topic"][changelog].items()}
-    assert configs["max.message.bytes"] == WORKER_TOPIC_MAX_MESSAGE_BYTES
     assert configs["cleanup.policy"] == "compact"
