@@ -50,7 +50,12 @@ class Topic(enum.Enum):
 # ~100,000 learners in one cohort.
 WORKER_RECORD_MAX_BYTES = 16 * 1024 * 1024
 # A topic's max.message.bytes bounds a whole record batch: room for its framing.
-WORKER_TOPIC_MAX_MESSAGE_BYTES = str(WORKER_RECORD_MAX_BYTES + 64 * 1024)
+_FRAMING_BYTES = 64 * 1024
+WORKER_TOPIC_MAX_MESSAGE_BYTES = str(WORKER_RECORD_MAX_BYTES + _FRAMING_BYTES)
+# A dead letter is any topic's record (the largest: a worker topic's) with its key and
+# headers (rule, reason, source): a sink or the notifier that cannot dead-letter a record
+# stops on it, at every restart.
+DEADLETTER_MAX_MESSAGE_BYTES = str(int(WORKER_TOPIC_MAX_MESSAGE_BYTES) + _FRAMING_BYTES)
 
 # Keying: everything about one learner stays in one partition, in order, so the stream
 # processor can keep per-learner state locally (co-partitioned changelogs) and a sink
@@ -63,7 +68,7 @@ TOPIC_SPECS: dict[Topic, TopicSpec] = {
         {"retention.ms": _WEEK_MS, "compression.type": "producer", "max.message.bytes": "4194304"},
     ),
     Topic.DEADLETTER: TopicSpec(
-        1, "original key", {"retention.ms": str(30 * 24 * 3600 * 1000), "max.message.bytes": "8388608"}
+        1, "original key", {"retention.ms": str(30 * 24 * 3600 * 1000), "max.message.bytes": DEADLETTER_MAX_MESSAGE_BYTES}
     ),
     # Statements refused at the edge, with their reasons (schemas/quarantine.py): kept as
     # long as the dead letters; the ClickHouse table holds them for re-drive after that.

@@ -47,6 +47,7 @@ from kafka.structs import MemberState, OffsetAndMetadata
 
 from schemas import metrics
 from schemas.deadletter import DeadLetter, source_of
+from schemas.topics import DEADLETTER_MAX_MESSAGE_BYTES
 
 from .errors import DeadLetterUndelivered
 from .storm import StormGuard
@@ -490,7 +491,8 @@ def kafka_producer(c: LoopConfig) -> KafkaProducer:
         acks="all",
         enable_idempotence=True,
         linger_ms=20,
-        max_request_size=8 * 1024 * 1024,
+        # A dead letter holds the largest record any consumed topic allows (schemas.topics).
+        max_request_size=int(DEADLETTER_MAX_MESSAGE_BYTES),
     )
 
 

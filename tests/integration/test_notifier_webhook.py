@@ -44,11 +44,13 @@ class Received:
 class Receiver:
     """An aiohttp server on a free loopback port, in its own thread, recording every request.
 
-    ``status`` decides the answer (settable while running); ``delay_s`` slows each answer.
+    ``status`` decides the answer (settable while running); ``delay_s`` slows each answer;
+    a body larger than ``max_body`` is refused with 413 (aiohttp's own limit, 1 MiB by default).
     """
 
     status: int = 200
     delay_s: float = 0.0
+    max_body: int = 1024**2
     requests: list[Received] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -72,7 +74,7 @@ class Receiver:
                 self.requests.append(Received(time.monotonic(), dict(request.headers), body, status))
             return web.Response(status=status, text="ok" if status < 300 else "unavailable")
 
-        app = web.Application()
+        app = web.Application(client_max_size=self.max_body)
         app.router.add_post("/{tail:.*}", handle)
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
