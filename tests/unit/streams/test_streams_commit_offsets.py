@@ -47,12 +47,13 @@ class Bookkeeping:
         self._unacked_messages: set[Msg] = set()
         self._read_offset: dict[TP, int | None] = defaultdict(lambda: committed)
 
-    def deliver(self, offset: int) -> Msg:
-        """Faust's fetch loop (gap between read offsets) and the stream's tracking of the message."""
+    def deliver(self, offset: int, add_gap=FaustConsumer._add_gap) -> Msg:
+        """Faust's fetch loop (gap between read offsets, recorded by ``add_gap``: Faust's, or the
+        worker consumer's) and the stream's tracking of the message."""
         r_offset = self._read_offset[TP0]
         if r_offset is None or offset >= r_offset:
             if offset - (r_offset or 0) > 1 and r_offset:
-                asyncio.run(FaustConsumer._add_gap(self, TP0, r_offset + 1, offset))
+                asyncio.run(add_gap(self, TP0, r_offset + 1, offset))
             self._read_offset[TP0] = offset
         msg = Msg(TP0, offset)
         self._unacked_messages.add(msg)
@@ -168,3 +169,16 @@ def test_a_batch_that_raises_stops_commits_and_a_cancelled_one_does_not():
     with pytest.raises(RuntimeError):
         asyncio.run(process_or_stop_commits(app, fails, []))
     assert [str(e) for e in app.stopped] == ["Kafka did not acknowledge"]
+
+
+def test_the_worker_keeps_no_gap_list_behind_markers():
+    """Faust's gap list serves only its own commit rule, which the worker replaces: its fetch
+    loop's ``_add_gap`` (a tree insert and an event-loop round per record behind a marker) keeps nothing."""
+    book = Bookkeeping()
+    asyncio.run(ReadCommittedConsumer._add_gap(book, TP0, 1, 1))
+    asyncio.run(ReadCommittedConsumer._add_gap(book, TP0, 3, 3))
+    assert not book._gap[TP0]
+    # The commit rule never needed it: records at even offsets, markers at odd, as Faust's loop delivers them.
+    for offset in range(0, 20, 2):
+        book.ack(book.deliver(offset, ReadCommittedConsumer._add_gap))
+    assert book.commit() == 19
