@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -237,6 +237,10 @@ class WebhookSettings(BaseModel):
     schools: list[str] = []
     # Name in metrics and logs; default webhook-<n>.
     name: str | None = None
+    # Learners named in a body at most (the rest are counted in disengaged_learners_omitted):
+    # a large cohort's alert would otherwise be megabytes, which common receivers refuse.
+    # None: every name.
+    max_learners: int | None = Field(default=1000, ge=0)
 
 
 class NotifierSettings(BaseModel):
@@ -302,7 +306,10 @@ class Settings(BaseSettings):
 
         def plain(value: object) -> object:
             if isinstance(value, BaseModel):
-                return {k: plain(getattr(value, k)) for k in type(value).model_fields if getattr(value, k) is not None}
+                # None is left out where it is the default, kept (JSON null) where it overrides one.
+                fields = type(value).model_fields
+                return {k: plain(getattr(value, k)) for k in fields
+                        if getattr(value, k) is not None or fields[k].default is not None}  # fmt: skip
             if isinstance(value, (list, tuple)):
                 return [plain(v) for v in value]
             if isinstance(value, dict):

@@ -83,6 +83,8 @@ class Target:
     secret: bytes | None = None
     schools: frozenset[str] = frozenset()
     timeout_s: float = 10.0
+    # Webhooks: learners named in a body at most (None: all). See :func:`webhook_body`.
+    max_learners: int | None = None
 
     def accepts(self, school: str) -> bool:
         return not self.schools or school in self.schools
@@ -175,8 +177,15 @@ def summary_line(rec: AlertRecord) -> str:
     return f"{where}: resolved, {figures} (resolves at or below {_pct(rec.threshold)})"
 
 
-def webhook_body(rec: AlertRecord) -> bytes:
-    """The JSON body POSTed to webhooks. A function of the record only (same record, same bytes).
+def webhook_body(rec: AlertRecord, max_learners: int | None = None) -> bytes:
+    """The JSON body POSTed to webhooks. A function of the record and the target's cap only
+    (same record, same bytes).
+
+    A large cohort's alert names thousands of learners (67 bytes each): megabytes, which
+    common receivers refuse (413) and no person reads, so staff would get nothing. The body
+    names the first ``max_learners`` (the record's order) and counts the rest in
+    ``disengaged_learners_omitted``; the figures stay whole and the ``alerts`` table keeps
+    every name.
 
     ::
 
@@ -191,17 +200,25 @@ def webhook_body(rec: AlertRecord) -> bytes:
             "fired_at_ms": …,      # event time the episode fired
             "learners": …, "disengaged": …, "share": 0.42,
             "threshold": 0.3,      # fire threshold (fired) or resolve level (resolved)
-            "disengaged_learners": ["<pseudonym>", …],
+            "disengaged_learners": ["<pseudonym>", …],   # at most max_learners of them
             "version": …
-          }
+          },
+          "disengaged_learners_omitted": 0                 # names left out of the list above
         }
     """
+    alert = dataclasses.asdict(rec)
+    names = alert["disengaged_learners"]
+    omitted = 0
+    if max_learners is not None and len(names) > max_learners:
+        omitted = len(names) - max_learners
+        alert["disengaged_learners"] = names[:max_learners]
     return orjson.dumps(
         {
             "schema": WEBHOOK_SCHEMA,
             "idempotency_key": idempotency_key(rec),
             "summary": summary_line(rec),
-            "alert": dataclasses.asdict(rec),
+            "alert": alert,
+            "disengaged_learners_omitted": omitted,
         }
     )
 
@@ -281,7 +298,7 @@ def build_request(target: Target, rec: AlertRecord, *, severity: str, now_ms: in
     if target.kind == "alertmanager":
         body = orjson.dumps([alertmanager_alert(rec, severity, now_ms, ttl_ms)])
         return HttpRequest(target.endpoint, body, headers)
-    body = webhook_body(rec)
+    body = webhook_body(rec, target.max_learners)
     headers["Idempotency-Key"] = idempotency_key(rec)
     if target.secret:
         headers[SIGNATURE_HEADER] = sign(target.secret, body)

@@ -77,6 +77,7 @@ def notifier_config(settings: Settings):
                 secret=secret or None,
                 schools=frozenset(w.schools),
                 timeout_s=n.timeout_s,
+                max_learners=w.max_learners,
             )
         )
     if n.alertmanager_url:

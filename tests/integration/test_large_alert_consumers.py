@@ -80,9 +80,8 @@ def test_alerts_sink_writes_an_alert_larger_than_its_partition_fetch(settings):
 @pytest.mark.kafka
 def test_notifier_delivers_an_alert_larger_than_a_fetch(kafka, spawn, receiver, tmp_path):  # noqa: F811
     hook = receiver(max_body=2 * WORKER_RECORD_MAX_BYTES)
-    settings = notifier_settings(
-        tmp_path, kafka, NotifierSettings(webhooks=[WebhookSettings(url=hook.url, secret=SECRET, name="staff")])
-    )
+    whole = WebhookSettings(url=hook.url, secret=SECRET, name="staff", max_learners=None)
+    settings = notifier_settings(tmp_path, kafka, NotifierSettings(webhooks=[whole]))
     big = large_alert(5 * 1024 * 1024)
     assert publish(kafka, [big, small_alert()])[0] > SINK_PARTITION_FETCH
     proc = spawn(["notify"], settings, "notify")
@@ -96,15 +95,38 @@ def test_notifier_delivers_an_alert_larger_than_a_fetch(kafka, spawn, receiver, 
 
 
 @pytest.mark.kafka
+def test_notifier_names_a_thousand_learners_so_a_common_receiver_takes_a_large_alert(kafka, spawn, receiver, tmp_path):  # noqa: F811
+    """A receiver with aiohttp's 1 MiB body limit and a 5 MiB alert: with the whole list the
+    body is refused (413) and the alert dead-lettered, so staff hear nothing; by default a
+    webhook body names the first 1,000 learners and counts the rest."""
+    hook = receiver()
+    settings = notifier_settings(
+        tmp_path, kafka, NotifierSettings(webhooks=[WebhookSettings(url=hook.url, secret=SECRET, name="staff")])
+    )
+    big = large_alert(5 * 1024 * 1024)
+    publish(kafka, [big, small_alert()])
+    proc = spawn(["notify"], settings, "notify")
+    try:
+        wait_for(lambda: alive(proc) and len(hook.accepted()) >= 2, 120, "both alerts delivered")
+        first = orjson.loads(hook.accepted()[0].body)
+        assert first["alert"]["alert_id"] == big.alert_id
+        assert first["alert"]["disengaged_learners"] == list(big.disengaged_learners[:1000])
+        assert first["disengaged_learners_omitted"] == big.learners - 1000
+        assert first["alert"]["disengaged"] == big.disengaged  # the figures stay whole
+        assert deadletters(kafka) == []
+    finally:
+        assert proc.stop() == 0, proc.tail()
+
+
+@pytest.mark.kafka
 def test_notifier_dead_letters_a_refused_alert_of_the_largest_size_and_goes_on(kafka, spawn, receiver, tmp_path):  # noqa: F811
     """A webhook refuses a 15 MiB alert (413: its body limit is aiohttp's 1 MiB): the dead
     letter holds it whole and the next alert is delivered. Without room for it in the
     dead-letter topic and producer (8 MiB before), the notifier retried the dead letter for
     ever and delivered nothing after it."""
     hook = receiver()
-    settings = notifier_settings(
-        tmp_path, kafka, NotifierSettings(webhooks=[WebhookSettings(url=hook.url, secret=SECRET, name="staff")])
-    )
+    whole = WebhookSettings(url=hook.url, secret=SECRET, name="staff", max_learners=None)  # every name: 15 MiB
+    settings = notifier_settings(tmp_path, kafka, NotifierSettings(webhooks=[whole]))
     big = large_alert(15 * 1024 * 1024)
     assert 8 * 1024 * 1024 < publish(kafka, [big, small_alert()])[0] < WORKER_RECORD_MAX_BYTES
     proc = spawn(["notify"], settings, "notify")

@@ -123,6 +123,34 @@ def test_notifier_webhook_body_is_the_same_bytes_for_the_same_record():
     assert webhook_body(alert()) != webhook_body(alert("resolved"))
 
 
+def test_notifier_webhook_body_names_at_most_the_targets_learners_and_counts_the_rest():
+    # An alert of a large cohort names thousands of learners: a body of megabytes that common
+    # receivers refuse (413), so staff would get nothing. The body names the first ones and
+    # says how many it leaves out; the alerts table keeps every name.
+    names = [f"{i:064x}" for i in range(2_500)]
+    rec = alert(learners=5_000, disengaged=2_500, disengaged_learners=names)
+    doc = orjson.loads(webhook_body(rec, max_learners=1_000))
+    assert doc["alert"]["disengaged_learners"] == names[:1_000]
+    assert doc["alert"]["disengaged"] == 2_500  # the figures stay whole
+    assert doc["disengaged_learners_omitted"] == 1_500
+    assert len(webhook_body(rec, max_learners=1_000)) < 100_000
+    whole = orjson.loads(webhook_body(rec, max_learners=None))
+    assert whole["alert"]["disengaged_learners"] == names and whole["disengaged_learners_omitted"] == 0
+    # Within the cap nothing changes but the count, and the same record gives the same bytes.
+    small = orjson.loads(webhook_body(alert(), max_learners=1_000))
+    assert small["alert"]["disengaged_learners"] == list(alert().disengaged_learners)
+    assert small["disengaged_learners_omitted"] == 0
+    assert webhook_body(rec, max_learners=1_000) == webhook_body(decode_alert(rec.encode()), max_learners=1_000)
+
+
+def test_notifier_webhook_request_uses_the_targets_cap():
+    names = [f"{i:064x}" for i in range(50)]
+    rec = alert(learners=100, disengaged=50, disengaged_learners=names)
+    target = Target("staff", "webhook", "http://127.0.0.1:9/hook", max_learners=10)
+    req = build_request(target, rec, severity="warn", now_ms=T0, ttl_ms=1)
+    assert orjson.loads(req.body)["alert"]["disengaged_learners"] == names[:10]
+
+
 def test_notifier_idempotency_key_is_shared_by_redeliveries_not_by_states():
     assert idempotency_key(alert()) == idempotency_key(alert(learners=99))  # same episode, same change
     assert idempotency_key(alert()) != idempotency_key(alert("resolved"))

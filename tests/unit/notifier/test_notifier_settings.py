@@ -116,3 +116,22 @@ def test_notifier_settings_reject_non_http_urls_and_duplicate_names():
     twice = [WebhookSettings(url="http://a", name="n"), WebhookSettings(url="http://b", name="n")]
     with pytest.raises(UserError, match="unique"):
         notifier_config(Settings(notifier=NotifierSettings(webhooks=twice)))
+
+
+def test_notifier_webhooks_name_at_most_a_thousand_learners_unless_told(monkeypatch):
+    monkeypatch.setenv(
+        "LEARNPULSE_NOTIFIER__WEBHOOKS",
+        json.dumps([{"url": "http://a/hook"}, {"url": "http://b/hook", "max_learners": 20},
+                    {"url": "http://c/hook", "max_learners": None}]),
+    )  # fmt: skip
+    assert [t.max_learners for t in notifier_config(Settings()).targets] == [1000, 20, None]
+    monkeypatch.setenv("LEARNPULSE_NOTIFIER__WEBHOOKS", json.dumps([{"url": "http://a/hook", "max_learners": -1}]))
+    with pytest.raises(Exception, match="max_learners"):
+        notifier_config(Settings())
+
+
+def test_notifier_webhook_without_a_cap_stays_without_one_in_child_processes(monkeypatch):
+    settings = Settings(notifier=NotifierSettings(webhooks=[WebhookSettings(url="http://a/hook", max_learners=None)]))
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    assert [t.max_learners for t in notifier_config(Settings()).targets] == [None]
