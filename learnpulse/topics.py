@@ -6,9 +6,10 @@ import logging
 import time
 
 from kafka import KafkaAdminClient
-from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownBrokerIdError
 
+from schemas.topic_limits import RECORD_LIMIT, raise_record_limits
 from schemas.topics import Topic
 
 from .errors import UserError
@@ -19,7 +20,6 @@ log = logging.getLogger("learnpulse.topics")
 # (UnknownBrokerIdError) or move the controller while we ask; both pass within seconds.
 SETTLE_TIMEOUT_S = 60.0
 RETRY_PAUSE_S = 0.5
-RECORD_LIMIT = "max.message.bytes"
 
 
 def ensure_topics(bootstrap: str, prefix: str = "", replication: int = 1) -> list[str]:
@@ -53,7 +53,9 @@ def _create_missing(bootstrap: str, prefix: str, replication: int, created: list
         raise UserError(f"Kafka not reachable at {bootstrap} ({err}); start it with `learnpulse stack up`") from err
     try:
         existing = set(admin.list_topics())
-        _raise_record_limits(admin, [t.physical(prefix) for t in Topic if t.physical(prefix) in existing], prefix)
+        # Limits declared after an older version created the topics (the alerts topic's).
+        raise_record_limits(admin, {t.physical(prefix): int(t.spec.configs[RECORD_LIMIT]) for t in Topic
+                                    if t.physical(prefix) in existing and RECORD_LIMIT in t.spec.configs})  # fmt: skip
         missing = [t for t in Topic if t.physical(prefix) not in existing]
         for t in missing:
             configs = dict(t.spec.configs)
@@ -66,32 +68,3 @@ def _create_missing(bootstrap: str, prefix: str, replication: int, created: list
     finally:
         admin.close()
 
-
-def _raise_record_limits(admin: KafkaAdminClient, names: list[str], prefix: str) -> None:
-    """Existing topics whose record limit is below the declared one get the declared one.
-
-    A limit raised in ``schemas.topics`` after a deployment created its topics (the alerts
-    topic: an alert names every disengaged learner of a cohort) would otherwise never reach
-    it, and the worker would stop on the first record above the old limit. Only that key is
-    set (IncrementalAlterConfigs), and a limit above the declared one (an operator's) stays.
-    """
-    declared = {t.physical(prefix): int(t.spec.configs[RECORD_LIMIT]) for t in Topic if RECORD_LIMIT in t.spec.configs}
-    names = [n for n in names if n in declared]
-    if not names:
-        return
-    described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names], config_filter="all")
-    raise_to: dict[str, int] = {}
-    for name in names:
-        entry = described.get("topic", {}).get(name, {}).get(RECORD_LIMIT)
-        # No entry: a topic another process created a moment ago, with the declared configs.
-        if entry is not None and entry.get("value") is not None and int(entry["value"]) < declared[name]:
-            raise_to[name] = declared[name]
-    if raise_to:
-        # raise_on_unknown=False: kafka-python's own check describes the topic again and
-        # can miss the key on a broker that has not loaded a new topic's configs yet.
-        admin.alter_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, n, configs={RECORD_LIMIT: str(v)}) for n, v in raise_to.items()],
-            raise_on_unknown=False,
-            incremental=True,
-        )
-        log.info("record limits raised", extra={"topics": raise_to})

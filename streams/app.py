@@ -19,6 +19,7 @@ from pathlib import Path
 
 import faust
 
+from schemas.topic_limits import RECORD_LIMIT, raise_record_limits
 from schemas.topics import WORKER_TOPIC_MAX_MESSAGE_BYTES, Topic
 
 from .config import StreamsConfig
@@ -84,7 +85,7 @@ def ensure_internal_topics(p: StreamsParameters) -> None:
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    large = {"max.message.bytes": WORKER_TOPIC_MAX_MESSAGE_BYTES}  # a cohort's state, a feed batch
+    large = {RECORD_LIMIT: WORKER_TOPIC_MAX_MESSAGE_BYTES}  # a cohort's state, a feed batch
     wanted = {
         cohort_feed_name(p.app_id): (Topic.COHORT_HEALTH.spec.partitions, {**large}),
         void_feed_name(p.app_id): (
@@ -105,27 +106,12 @@ def ensure_internal_topics(p: StreamsParameters) -> None:
                 admin.create_topics([NewTopic(name, partitions, p.replication, topic_configs=configs)])
             except TopicAlreadyExistsError:
                 existing.add(name)  # another worker was quicker, or our metadata was older than the topic
-        _raise_record_limit(admin, [name for name, (_, configs) in wanted.items() if name in existing and configs])
+        # Topics an earlier worker created with Kafka's default record limit.
+        raise_record_limits(admin, {name: int(WORKER_TOPIC_MAX_MESSAGE_BYTES) for name, (_, configs) in wanted.items()
+                                    if name in existing and RECORD_LIMIT in configs})  # fmt: skip
         _wait_for_leaders(admin, {name: partitions for name, (partitions, _) in wanted.items()})
     finally:
         admin.close()
-
-
-def _raise_record_limit(admin, names: list[str]) -> None:
-    """Topics an earlier worker created with Kafka's default record limit get the worker's
-    (``WORKER_TOPIC_MAX_MESSAGE_BYTES``). Only that key is set (IncrementalAlterConfigs):
-    their other settings stay as they are."""
-    from kafka.admin import ConfigResource, ConfigResourceType
-
-    if names:
-        admin.alter_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, name, configs={"max.message.bytes": WORKER_TOPIC_MAX_MESSAGE_BYTES})
-             for name in names],
-            incremental=True,
-            # kafka-python 3 otherwise refuses (ValueError) a key the topic does not override
-            # yet: every topic created before the limit.
-            raise_on_unknown=False,
-        )  # fmt: skip
 
 
 def _wait_for_leaders(admin, wanted: dict[str, int], timeout_s: float = 60.0) -> None:
