@@ -31,6 +31,8 @@ answers). Columns:
 - freshness, from a probe's acknowledgement (a few probe statements per second,
   ``--probes``) until (a) GET ?statementId= answers 200, (b) the gateway's
   X-Experience-API-Consistent-Through (seen on its GETs) reaches the statement's stored time,
+  (worker) an engagement record of the stream worker on Kafka counts it (day records summed, as
+  (c): so (c) minus (worker) is the engagement sink's and ClickHouse's share),
   (c) the probe learner's ``engagement FINAL`` day rows (summed over days) count it; and
   (d) in cohort health, on the run's EVENT CLOCK (``benchmarks.end_to_end.clock``): statements
   (load and probes) are stamped wall time + an offset chosen per step so that event time
@@ -181,8 +183,12 @@ def run_form(args: argparse.Namespace, rates: list[float], replicas: int, echo) 
         from learnpulse.local_secrets import pseudonym_key
 
         clock = _event_clock(args, settings, len(rates))
+        from schemas.topics import Topic
+
+        engagement_topic = Topic.ENGAGEMENT.physical(settings.kafka.topic_prefix)
         probes = Probes(pipeline.gateway_url, credential, shape, pseudonym_key(settings),
-                        per_second=args.probes, clickhouse=ch, clock=clock).start()  # fmt: skip
+                        per_second=args.probes, clickhouse=ch, clock=clock,
+                        kafka=(pipeline.kafka_bootstrap, engagement_topic)).start()  # fmt: skip
         if clock is not None:
             primed = probes.prime()
             echo(f"event clock: first hour {_hour(clock.first)}, one hour per step; {primed} primer statements")

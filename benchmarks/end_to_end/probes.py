@@ -3,7 +3,9 @@ followed from its acknowledgement until it is (a) readable by id (a GET sent at 
 the acknowledgement, as a client reading its own write does, then every 20 ms until it
 answers 200; whether that first GET found it is kept: read-your-writes), (b) covered by the
 gateway's ``X-Experience-API-Consistent-Through``, (c) counted in its learner's
-``engagement FINAL`` day row; and per step (d): from the first acknowledgement of a statement
+``engagement FINAL`` day row, and before that (worker) counted in an engagement record the
+stream worker produced (read from the engagement topic: (c) minus (worker) is the engagement
+sink's and ClickHouse's share); and per step (d): from the first acknowledgement of a statement
 stamped at or after the step's crossing (``.clock``: event time ``H`` + the watermark lag) to
 the first moment a ``cohort_health`` row with ``at = H`` is readable, per probe course/cohort.
 (c) and (d) need ClickHouse readable while the pipeline runs (the server path), (d) the
@@ -27,7 +29,9 @@ from schemas.identity import pseudonym
 from .clock import EventClock, iso
 from .traffic import HOME, Client, Shape, statement
 
-MEASURES = ("by id", "consistent", "engagement", "health")
+MEASURES = ("by id", "consistent", "worker", "engagement", "health")
+# Followed per probe statement; "health" is per step and cohort.
+PER_PROBE = MEASURES[:-1]
 
 
 def iso_ms(text: str) -> int:
@@ -68,8 +72,9 @@ class HealthWait:
 class Probes:
     def __init__(self, gateway_url: str, credential: tuple[str, str], shape: Shape, secret: bytes, *,
                  per_second: float, learners: int = 6, clickhouse=None,
-                 clock: EventClock | None = None) -> None:  # fmt: skip
+                 clock: EventClock | None = None, kafka: tuple[str, str] | None = None) -> None:  # fmt: skip
         self.shape = shape
+        self.kafka = kafka  # (bootstrap, engagement topic) for (worker), or None
         self.clock = clock
         self.health: HealthWait | None = None  # the current step's (d)
         self.secret = secret
@@ -93,6 +98,10 @@ class Probes:
                          for f in (self._post_loop, self._by_id_loop, self._read_loop)]  # fmt: skip
         if clickhouse is not None:
             self._threads.append(threading.Thread(target=self._clickhouse_loop, daemon=True))
+        self._engagement_consumer = None
+        if kafka is not None:
+            self._engagement_consumer = _latest_consumer(*kafka)  # before any probe: none of its records is missed
+            self._threads.append(threading.Thread(target=self._worker_loop, daemon=True))
 
     def start(self) -> Probes:
         for t in self._threads:
@@ -117,12 +126,19 @@ class Probes:
             return [p for p in self.probes if start <= p.acked < end]
 
     def pending(self, probes: list[Probe]) -> int:
-        wanted = MEASURES[:3] if self.clickhouse is not None else MEASURES[:2]
+        wanted = [m for m in PER_PROBE if self.measured(m)]
         with self._lock:
             left = sum(1 for p in probes for m in wanted if m not in (p.at or {}))
             if self.clickhouse is not None and self.health is not None:
                 left += sum(1 for t in self.health.seen.values() if t is None)
             return left
+
+    def measured(self, measure: str) -> bool:
+        if measure in ("engagement", "health"):
+            return self.clickhouse is not None
+        if measure == "worker":
+            return self.kafka is not None
+        return True
 
     def cohorts(self) -> list[tuple[str, str]]:
         """The probe learners' (course id, cohort id), each once."""
@@ -248,6 +264,33 @@ class Probes:
             oldest = min((p.acked for p in self.probes if "consistent" not in p.at), default=time.monotonic())
             self._through = [x for x in self._through if x[0] >= oldest]
 
+    # -- (worker): the stream worker's engagement records, on Kafka ------------------------
+    def _worker_loop(self) -> None:
+        consumer = self._engagement_consumer
+        day_counts: dict[tuple[str, str, int], int] = {}  # (learner, course, day) → statements so far
+        try:
+            while not self._stop.is_set():
+                batches = consumer.poll(timeout_ms=100)
+                seen = time.monotonic()
+                with self._lock:
+                    learners = {p.learner for p in self.probes if "worker" not in p.at}
+                for records in batches.values():
+                    for r in records:
+                        doc = orjson.loads(r.value)
+                        if doc.get("grain") == "day" and doc.get("learner") in learners:
+                            day_counts[(doc["learner"], doc["course"], doc["period_start_ms"])] = doc["statements"]
+                if not learners:
+                    continue
+                counted: dict[str, int] = {}
+                for (learner, _course, _day), n in day_counts.items():
+                    counted[learner] = counted.get(learner, 0) + n
+                with self._lock:
+                    for p in self.probes:
+                        if "worker" not in p.at and counted.get(p.learner, 0) >= p.nth:
+                            p.at["worker"] = seen
+        finally:
+            consumer.close()
+
     # -- (c) and (d): in ClickHouse --------------------------------------------------------
     def _clickhouse_loop(self) -> None:
         ch = None
@@ -295,3 +338,17 @@ class Probes:
             for course, cohort in rows:
                 if wait.seen.get((course, cohort), 0) is None:
                     wait.seen[(course, cohort)] = seen
+
+
+def _latest_consumer(bootstrap: str, topic: str):
+    """A consumer of every partition of ``topic`` from its end (no group, nothing committed)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    partitions = consumer.partitions_for_topic(topic) or set()
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_end(*tps)
+    for tp in tps:
+        consumer.position(tp)  # resolve the end now, before any probe is sent
+    return consumer

@@ -30,6 +30,8 @@ def _fresh(value: tuple[float | None, float | None, int, int], na: bool) -> str:
 def _not_measured(measure: str, step: StepResult, clickhouse_live: bool) -> bool:
     if measure == "health" and step.clock is None:
         return True  # no event clock (the simulator stamps its own times)
+    if measure == "worker":
+        return "worker" not in step.freshness  # followed only with a Kafka consumer
     return not clickhouse_live and measure in ("engagement", "health")
 
 
@@ -80,9 +82,10 @@ def render(path: str, fed_by: str, steps: list[StepResult], ceilings: list[Ceili
     out.append(f"highest offered rate that held: {'none' if best is None else f'{best:,.0f}/s'} "
                f"(accepted ≥ 0.98 × offered and every stage's lag bounded)")  # fmt: skip
     out += ["", "freshness from acknowledgement, ms p50/p99 (probes seen/probes):"]
-    out.append(f"{'offered/s':>9}  {'(a) by id':>22} {'(b) consistent':>22} {'(c) engagement':>22} {'(d) health':>22}")
+    out.append(f"{'offered/s':>9}  {'(a) by id':>22} {'(b) consistent':>22} {'(worker) record':>22} "
+               f"{'(c) engagement':>22} {'(d) health':>22}")
     for s in steps:
-        cells = [_fresh(s.freshness[m], _not_measured(m, s, clickhouse_live)) for m in MEASURES]
+        cells = [_fresh(s.freshness.get(m), _not_measured(m, s, clickhouse_live)) for m in MEASURES]
         out.append(f"{s.rate:>9,.0f}  " + " ".join(f"{c:>22}" for c in cells))
     if not clickhouse_live:
         out.append(f"(c), (d): {CHDB_NA}")

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from .clock import EventClock, StepClock, crossing_lead_s
-from .probes import MEASURES, Probes
+from .probes import PER_PROBE, Probes
 from .rules import held, lag_bounded, percentile
 from .sampler import LagSampler, cpu_seconds
 from .traffic import Load, StepLoad
@@ -101,7 +101,7 @@ def run_step(pipeline, load: Load, probes: Probes, sampler: LagSampler, rate: fl
     give_up = time.monotonic() + settle
     while time.monotonic() < give_up and (probes.pending(mine) or _behind(sampler, result.floor)):
         time.sleep(0.5)
-    for measure in MEASURES[:3]:
+    for measure in (m for m in PER_PROBE if m != "worker" or probes.measured(m)):
         seen = [s for s in (p.seconds(measure) for p in mine) if s is not None]
         result.freshness[measure] = (percentile(seen, 50), percentile(seen, 99), len(seen), len(mine))
     read = [p.first_read_ok for p in mine if p.first_read_ok is not None]

@@ -77,6 +77,9 @@ def test_end_to_end_benchmark_fed_by_the_simulator_prints_its_table():
     for stage in ("learnpulse-streams ← ", "learnpulse-sink-statements ← "):
         assert stage in out, out[-3000:]
     assert "(d): n/a: no event clock (the simulator stamps its own" in out, out[-3000:]
+    # (worker): the probes' statements counted in the worker's engagement records on Kafka.
+    worker = freshness_cells(out)[0][2]
+    assert re.fullmatch(r".* \(([1-9]\d*)/\d+\)", worker), worker
 
 
 @pytest.mark.slow
@@ -102,6 +105,13 @@ def test_scaleout_benchmark_prints_one_and_two_processes_of_every_stage_and_thei
                     "kafka broker", "clickhouse-server", "haproxy"):  # fmt: skip
         line = next((row for row in memory.splitlines() if row.startswith(process)), None)
         assert line is not None and float(line.split()[-1].replace(",", "")) > 0, memory
+
+
+def freshness_cells(table: str) -> list[list[str]]:
+    """Each step's freshness cells, (a) by id … (d) health, of one printed table."""
+    rows = table.split("freshness from acknowledgement", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    steps = [row for row in rows if row.split() and row.split()[0].replace(",", "").isdigit()]
+    return [[row[11 + 23 * i : 11 + 23 * (i + 1)].strip() for i in range(5)] for row in steps]
 
 
 def health_cells(table: str) -> list[str]:
