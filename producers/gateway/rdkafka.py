@@ -16,7 +16,9 @@ meaning, so the lanes' group commit, deadlines, refusals and fencing stay one co
 - ``init_transactions`` after a timeout is resumed by the next call on the same producer
   (as in kafka-python 3.0): :class:`KafkaTimeoutError`;
 - ``commit_transaction`` retries a retriable error up to ``commit_timeout_s``; an abortable
-  one is aborted before it is raised (nothing of it is committed);
+  one is aborted before it is raised: :class:`~producers.gateway.sender.TransactionAborted`
+  if the abort succeeded (nothing of it is committed), else the error itself, like any other
+  (the commit may have landed: the lane answers "outcome unknown");
 - ``_metadata.partitions_for_topic`` gives the topic's partitions for
   :class:`producers.kafka.KeyPartitioner`, so each envelope is produced to the same explicit
   partition kafka-python chose (``murmur2_random`` is the same hash for the fallback);
@@ -42,6 +44,8 @@ from kafka.errors import (
     MessageSizeTooLargeError,
     RecordListTooLargeError,
 )
+
+from .sender import TransactionAborted
 
 log = logging.getLogger("learnpulse.gateway.librdkafka")
 
@@ -163,8 +167,10 @@ class RdKafkaTransactionalProducer:
             except KafkaException as e:
                 err = e.args[0]
                 if err.txn_requires_abort():
-                    self._abort()
-                    raise self._outcome.exception or kafka_python_error(err) from None
+                    cause = self._outcome.exception or kafka_python_error(err)
+                    if self._abort():
+                        raise TransactionAborted(cause) from None
+                    raise cause from None  # not aborted: the commit may have landed
                 if err.retriable() and time.monotonic() < deadline:
                     continue  # librdkafka resumes the commit where it was
                 raise kafka_python_error(err) from None
@@ -191,11 +197,14 @@ class RdKafkaTransactionalProducer:
         t.join(timeout if timeout else 0.0)
 
     # -- helpers ----------------------------------------------------------------------------
-    def _abort(self) -> None:
+    def _abort(self) -> bool:
+        """True if the transaction was aborted (certain: nothing of it is committed)."""
         try:
             self._p.abort_transaction(self.init_timeout_s)
         except KafkaException as e:  # the lane discards this producer; a new one fences it
             log.debug("abort_transaction raised %r", e)
+            return False
+        return True
 
     def _refresh_partitions(self) -> None:
         self._metadata_at = time.monotonic()

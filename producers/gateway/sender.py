@@ -26,6 +26,20 @@ they run on dedicated threads; the event loop only awaits asyncio futures. Timeo
   after that its outcome is *unknown* (:class:`OutcomeUnknown`): Kafka may still commit
   it. The caller keeps its ids reserved until :attr:`Job.settled` resolves.
 
+Which failures are certain "nothing written" (:class:`KafkaUnavailable`): any before
+``commit_transaction`` was called (producer not ready, a send or flush error, the
+transaction's deadline), and a commit error after which the producer itself aborted the
+transaction successfully (:class:`TransactionAborted`: the librdkafka adapter does so for
+an abortable error; an abort refused means the commit may have landed). Any other error
+*raised by* ``commit_transaction`` (a timeout after its retries, fenced, the coordinator
+lost mid-EndTxn, a fatal error; kafka-python's never aborts) may come after the
+coordinator took EndTxn(COMMIT): Kafka then completes that commit, at the latest when the
+lane's next producer re-initializes the same transactional id. Such a job is answered
+:class:`OutcomeUnknown` at once and never settled: its ids stay reserved until the
+reservation is taken over as stale, the documented crash-after-commit window of
+:mod:`producers.lrsstore.statement_index` (a retry is held meanwhile, then stored again if
+the first copy did land, and the sinks collapse that copy).
+
 The lanes' producer is kafka-python's ``KafkaProducer`` or, with ``client="librdkafka"``
 (the gateway's default), :class:`producers.gateway.rdkafka.RdKafkaTransactionalProducer`,
 which offers the same calls on confluent-kafka: the lanes below are one code for both.
@@ -72,7 +86,18 @@ class KafkaUnavailable(Exception):
 
 
 class OutcomeUnknown(Exception):
-    """The commit was sent but not confirmed in time: Kafka may or may not have it."""
+    """The commit was sent but not confirmed (in time, or it failed): Kafka may or may not have it."""
+
+
+class TransactionAborted(Exception):
+    """Raised by a lane producer's ``commit_transaction`` that aborted the transaction itself
+    after an abortable error (``abort_transaction`` succeeded): nothing of it was committed
+    (certain). ``error`` is what made the commit fail (classified as a send error would be).
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class RecordRefused(Exception):
@@ -159,13 +184,17 @@ class Job:
         finish_jobs([self], error)
 
     def resolve(self, error: BaseException | None) -> None:
-        """On the job's event loop: answer the waiter (unless it gave up) and settle."""
+        """On the job's event loop: answer the waiter (unless it gave up) and settle.
+
+        An :class:`OutcomeUnknown` settles nothing: the commit may have landed, so the
+        caller's reservations are left to be taken over as stale.
+        """
         if not self.result.done():
             if error is None:
                 self.result.set_result(None)
             else:
                 self.result.set_exception(error)
-        if not self.settled.done():
+        if not self.settled.done() and not isinstance(error, OutcomeUnknown):
             self.settled.set_result(error is None)
 
 
@@ -416,6 +445,14 @@ class _Lane:
         failure = KafkaUnavailable(f"Kafka refused the transaction ({type(err).__name__})")
         finish_jobs(group, failure)  # never committed: no producer of this epoch will commit it
 
+    def _unknown(self, group: list[Job], err: Exception) -> None:
+        """``commit_transaction`` failed: the coordinator may have the commit (see the module doc)."""
+        self.sender.healthy.clear()
+        log.warning("Kafka commit failed for %d requests, its outcome is unknown: %r", len(group), err)
+        metrics.GATEWAY_KAFKA_FAILURES.labels("outcome_unknown").inc(len(group))
+        finish_jobs(group, OutcomeUnknown(f"Kafka's commit failed ({type(err).__name__}); it may have been "
+                                          "committed all the same"))  # fmt: skip
+
     def _commit(self, group: list[Job]) -> None:
         started = time.perf_counter()
         params = self.sender.params
@@ -423,6 +460,7 @@ class _Lane:
         # max_block_ms), so without it a dead broker cost that wait once per envelope.
         deadline = time.monotonic() + params.timeout_s
         futures = []
+        committing = False  # commit_transaction called: the coordinator may have EndTxn(COMMIT)
         try:
             producer = self._ensure_producer()
         except Exception as err:  # noqa: BLE001 - no transaction began: nothing to fence or abort
@@ -443,8 +481,15 @@ class _Lane:
             for f in futures:
                 if not f.succeeded():
                     raise f.exception or KafkaError("send not acknowledged")
+            committing = True
             producer.commit_transaction()
-        except Exception as err:  # noqa: BLE001 - any failure: nothing of this group is committed
+        except Exception as err:  # noqa: BLE001 - before the commit (or aborted by it): nothing committed
+            if isinstance(err, TransactionAborted):
+                err = err.error
+            elif committing:
+                self._unknown(group, err)
+                self._recover()  # completes (or aborts) the transaction: either way settled in Kafka
+                return
             if isinstance(err, _RECORD_ERRORS):
                 self._recover()  # aborts the open transaction before anything is retried
                 self._refused(group, err)

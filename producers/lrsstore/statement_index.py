@@ -27,9 +27,17 @@ The write protocol (``producers.gateway.writes``) and what each crash leaves beh
    collapse that copy** (tables keyed by ``(school, statement_id)``, first stored wins).
 3. **confirm** (state 1, the stored statement, acked time), then answer 200/204.
    *Crash after confirm, before the answer*: the retry is a SAME: 204, nothing stored.
-4. Kafka refused (certain): **release** the reservations; the client is answered 503.
-   Kafka's outcome unknown: the reservations stay until it is known (confirm or release)
-   and are taken over as stale if it never is.
+4. Kafka refused (certain: the failure came before ``commit_transaction``, or the
+   producer aborted the transaction itself): **release** the reservations; the client is
+   answered 503 ``kafka.unavailable``. Kafka's outcome unknown (503
+   ``kafka.outcome-unknown``): the commit was not confirmed within the gateway's outcome
+   wait, or ``commit_transaction`` itself failed (timeout, fenced, coordinator lost
+   mid-EndTxn, fatal error), when the coordinator may already have the commit and complete
+   it (at the latest when the gateway re-initializes the same transactional id). The
+   reservations stay until the outcome is known (a late confirmation: confirm or release)
+   and are taken over as stale if it never is, which is always the case after a failed
+   ``commit_transaction``: this is then the *crash after the commit* window of step 2
+   (retries held, then stored again if the first copy landed, collapsed by the sinks).
 
 The stored statement is kept with its id: reads by id are answered from here from the
 moment of the answer until the statements sink has passed it (read-your-writes, on every

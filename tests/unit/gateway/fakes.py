@@ -35,9 +35,15 @@ class FakeProducer:
         fail_send: BaseException | None = None,
         block: threading.Event | None = None,
         refuse=None,
+        fail_commit: BaseException | None = None,
+        commit_lands: bool = False,
     ):
         self.on_commit = on_commit
         self.fail_send = fail_send
+        # ``fail_commit``: raised by commit_transaction (EndTxn sent, its answer lost or an
+        # error); ``commit_lands``: the coordinator had the commit anyway (records delivered).
+        self.fail_commit = fail_commit
+        self.commit_lands = commit_lands
         # ``refuse(value)``: the error the broker answers for this record, or None.
         self.refuse = refuse
         self.block = block
@@ -64,6 +70,10 @@ class FakeProducer:
 
     def commit_transaction(self) -> None:
         records, self.open = self.open, None
+        if self.fail_commit is not None:
+            if self.commit_lands:
+                self.on_commit(records)
+            raise self.fail_commit
         self.transactions += 1
         self.on_commit(records)
 
@@ -77,12 +87,20 @@ class FakeRdProducer:
     ``refuse(value)``/``fail_send`` give kafka-python errors (the tests are shared): a
     MessageSizeTooLargeError becomes librdkafka's MSG_SIZE_TOO_LARGE delivery error, any
     other a transport error. As in librdkafka, a failed delivery makes the commit abortable.
+    ``fail_commit``: a confluent-kafka KafkaError raised by commit_transaction as is, or a
+    kafka-python error raised as a fatal one (EndTxn sent, then the producer failed);
+    ``commit_lands``: the coordinator had the commit anyway; ``fail_abort``: abort_transaction
+    raises it (a confluent-kafka KafkaError).
     """
 
-    def __init__(self, conf: dict, on_commit, fail_send=None, block: threading.Event | None = None, refuse=None):
+    def __init__(self, conf: dict, on_commit, fail_send=None, block: threading.Event | None = None, refuse=None,
+                 fail_commit=None, commit_lands: bool = False, fail_abort=None):  # fmt: skip
         self.delivered = conf["on_delivery"]
         self.on_commit = on_commit
         self.fail_send = fail_send
+        self.fail_commit = fail_commit
+        self.commit_lands = commit_lands
+        self.fail_abort = fail_abort
         self.refuse = refuse
         self.block = block
         self.open: list[tuple[str, bytes, bytes]] | None = None
@@ -133,10 +151,21 @@ class FakeRdProducer:
         if self.failed:
             raise KafkaException(RdError(RdError._STATE, "a record failed", txn_requires_abort=True))
         records, self.open = self.open, None
+        if self.fail_commit is not None:
+            if self.commit_lands:
+                self.on_commit(records)
+            err = self.fail_commit
+            if not isinstance(err, RdError):
+                err = RdError(RdError._FENCED, str(err), fatal=True)
+            raise KafkaException(err)
         self.transactions += 1
         self.on_commit(records)
 
     def abort_transaction(self, timeout=None) -> None:
+        from confluent_kafka import KafkaException
+
+        if self.fail_abort is not None:
+            raise KafkaException(self.fail_abort)
         self.open = None
 
     def purge(self, *a, **kw) -> None:

@@ -615,6 +615,25 @@ def test_kafka_hang_503_outcome_unknown_then_retry_with_same_id_is_safe():
         assert len(h.statements_in_kafka()) == 1
 
 
+@pytest.mark.parametrize("lands", [False, True], ids=["lost", "landed"])
+def test_kafka_commit_failure_503_outcome_unknown_ids_stay_held(lands):
+    """A commit_transaction that fails after EndTxn(COMMIT) was sent is not "nothing written":
+    Kafka may complete that commit. The ids stay reserved, so a retry is held (never a second
+    copy, never a false "nothing written") until the reservation is taken over as stale."""
+    from kafka.errors import KafkaTimeoutError
+
+    with Harness(fail_commit=KafkaTimeoutError("EndTxn not answered"), commit_lands=lands) as h:
+        sid = new_id()
+        r = h.put(statement(), sid)
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["rule"] == "kafka.outcome-unknown" and r.headers["Retry-After"]
+        for p in h.producers:
+            p.fail_commit = None  # Kafka works again
+        r = h.put(statement(), sid)
+        assert r.status_code == 503 and r.json()["error"]["rule"] == "statement.held", r.text
+        assert len(h.statements_in_kafka()) == (1 if lands else 0)
+
+
 def test_every_answer_is_counted_by_method_and_status(h):
     """The per-request metrics' children are looked up once and reused: each answer still counts."""
     from prometheus_client import REGISTRY

@@ -12,6 +12,7 @@ from confluent_kafka import KafkaException
 from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 
 from producers.gateway.rdkafka import RdKafkaTransactionalProducer, rdkafka_config
+from producers.gateway.sender import TransactionAborted
 
 from .fakes import FakeRdProducer
 
@@ -59,10 +60,26 @@ def test_a_record_the_broker_refuses_aborts_the_transaction_and_names_the_record
     p.init_transactions()
     p.begin_transaction()
     outcomes = [p.send("t", b"a", b"small"), p.send("t", b"b", b"big")]
-    with pytest.raises(MessageSizeTooLargeError):
-        p.commit_transaction()  # the delivery error, not only "the transaction must be aborted"
+    with pytest.raises(TransactionAborted) as raised:  # aborted: nothing committed, certain
+        p.commit_transaction()
+    assert isinstance(raised.value.error, MessageSizeTooLargeError)  # the delivery error, not only "abort"
     assert aborted and committed == []
     assert not outcomes[1].succeeded()
+
+
+def test_an_abortable_commit_error_whose_abort_fails_is_not_said_aborted():
+    """The abort refused (e.g. INVALID_TXN_STATE: the coordinator has the commit): the error
+    is raised as is, which the lanes answer as "outcome unknown"."""
+    committed: list = []
+    p, _ = _adapter(committed, fail_commit=RdError(RdError.UNKNOWN_PRODUCER_ID, "EndTxn", txn_requires_abort=True),
+                    fail_abort=RdError(RdError.INVALID_TXN_STATE, "already committed", fatal=True))  # fmt: skip
+    p.init_transactions()
+    p.begin_transaction()
+    p.send("t", b"k", b"v")
+    p.flush(1)
+    with pytest.raises(KafkaError) as raised:
+        p.commit_transaction()
+    assert not isinstance(raised.value, TransactionAborted)
 
 
 def test_init_timeout_is_resumable_and_a_fatal_error_is_not():

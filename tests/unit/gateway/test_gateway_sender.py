@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
-from producers.gateway.sender import KafkaUnavailable, TransactionalParameters, TransactionalSender
+from producers.gateway.sender import KafkaUnavailable, OutcomeUnknown, TransactionalParameters, TransactionalSender
 from schemas.envelope import StatementEntry, StatementEnvelope
 
 from .fakes import CLIENTS, FakeProducer, fake_factory
@@ -70,6 +71,71 @@ def test_sender_failed_transaction_fails_all_its_requests_and_replaces_producer(
     sender.close()
     assert committed == []
     assert producers and all(p.closed for p in producers)
+
+
+def _replaced(producers: list, n: int = 2) -> None:
+    """Wait until the lane made its ``n``-th producer (recovered from a failure)."""
+    deadline = time.monotonic() + 30
+    while len(producers) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(producers) >= n
+
+
+@pytest.mark.parametrize("lands", [False, True], ids=["lost", "landed"])
+def test_sender_failed_commit_is_outcome_unknown_never_nothing_written(client, lands):
+    """commit_transaction raised after EndTxn(COMMIT) may have reached the coordinator: Kafka
+    then completes the commit (at the latest when the lane's next producer re-initializes the
+    same transactional id). The answer is "outcome unknown" and the job is never settled as
+    "nothing written", whether the commit landed or not (the sender cannot tell)."""
+    from kafka.errors import KafkaTimeoutError
+
+    producers: list = []
+    sender, committed = _sender(producers, client, fail_commit=KafkaTimeoutError("EndTxn not answered"),
+                                commit_lands=lands)  # fmt: skip
+
+    async def main():
+        sender.start()
+        job = sender.submit([_env("a")])
+        with pytest.raises(OutcomeUnknown):
+            await sender.wait(job)
+        await asyncio.get_running_loop().run_in_executor(None, _replaced, producers)
+        await asyncio.sleep(0.05)
+        assert not job.settled.done()  # the ids stay reserved (taken over as stale)
+
+    asyncio.run(main())
+    sender.close()
+    assert len(committed) == (1 if lands else 0)
+    assert producers[0].closed
+
+
+def test_sender_abortable_commit_error_is_nothing_written_only_if_the_abort_succeeded(client):
+    """librdkafka: a commit error that requires an abort is certain "nothing written" once
+    abort_transaction succeeded; if the abort fails too, the outcome is unknown."""
+    if client != "librdkafka":
+        pytest.skip("kafka-python's commit_transaction does not abort")
+    from confluent_kafka import KafkaError as RdError
+
+    abortable = RdError(RdError._STATE, "EndTxn refused", txn_requires_abort=True)
+    for fail_abort, expected in ((None, KafkaUnavailable), (RdError(RdError._TIMED_OUT, "abort timed out"),
+                                                           OutcomeUnknown)):  # fmt: skip
+        producers: list = []
+        sender, committed = _sender(producers, client, fail_commit=abortable, fail_abort=fail_abort)
+
+        async def main():
+            sender.start()
+            job = sender.submit([_env("a")])
+            with pytest.raises(expected):
+                await sender.wait(job)
+            await asyncio.get_running_loop().run_in_executor(None, _replaced, producers)
+            await asyncio.sleep(0.05)
+            if expected is KafkaUnavailable:
+                assert job.settled.result() is False
+            else:
+                assert not job.settled.done()
+
+        asyncio.run(main())
+        sender.close()
+        assert committed == []
 
 
 def test_sender_lanes_commit_in_parallel_while_one_is_slow(client):
