@@ -8,9 +8,12 @@ in its blocking calls (flush, commit, init). :class:`RdKafkaTransactionalProduce
 the few calls of kafka-python's ``KafkaProducer`` that a lane makes, with the same
 meaning, so the lanes' group commit, deadlines, refusals and fencing stay one code:
 
-- ``send`` returns an outcome with ``succeeded()``/``exception``; successful deliveries
-  cost no Python call (``delivery.report.only.error``): a failed one is recorded by the
-  producer-wide delivery callback and fails the transaction's outcome;
+- ``send`` returns an outcome with ``succeeded()``/``exception``; every delivery report
+  comes to the producer-wide delivery callback: a failed one fails the transaction's
+  outcome, and the first successful one of a transaction gives ``first_written`` (partition,
+  offset), which the lanes read back when ``commit_transaction`` fails (whether Kafka
+  committed it after all). That is one Python call per record on the lane thread, during
+  flush (``delivery.report.only.error`` spared it, but gives no offset);
 - librdkafka errors become kafka-python's exception classes, so a record Kafka refuses
   (``MSG_SIZE_TOO_LARGE``, ``INVALID_RECORD``...) is still told from a broken Kafka;
 - ``init_transactions`` after a timeout is resumed by the next call on the same producer
@@ -101,16 +104,21 @@ class RdKafkaTransactionalProducer:
         self.init_timeout_s = init_timeout_s
         self.commit_timeout_s = commit_timeout_s
         self._outcome = _Outcome()
+        # (partition, offset) of the current transaction's first delivered record.
+        self.first_written: tuple[int, int] | None = None
         self._metadata = _Partitions()
         self._metadata_at = -_METADATA_MAX_AGE_S
-        conf = {**conf, "delivery.report.only.error": True, "on_delivery": self._failed,
+        conf = {**conf, "delivery.report.only.error": False, "on_delivery": self._delivered,
                 "error_cb": self._error, "logger": log}  # fmt: skip
         self._p = producer_class(conf)
 
     # -- callbacks (on the lane thread, from flush/commit) ----------------------------------
-    def _failed(self, err, _msg) -> None:
-        if err is not None and self._outcome.exception is None:
-            self._outcome.exception = kafka_python_error(err)
+    def _delivered(self, err, msg) -> None:
+        if err is not None:
+            if self._outcome.exception is None:
+                self._outcome.exception = kafka_python_error(err)
+        elif self.first_written is None:
+            self.first_written = (msg.partition(), msg.offset())
 
     @staticmethod
     def _error(err) -> None:
@@ -132,6 +140,7 @@ class RdKafkaTransactionalProducer:
         if time.monotonic() - self._metadata_at > _METADATA_MAX_AGE_S:
             self._refresh_partitions()
         self._outcome = _Outcome()
+        self.first_written = None
         try:
             self._p.begin_transaction()
         except KafkaException as e:

@@ -34,8 +34,15 @@ an abortable error; an abort refused means the commit may have landed). Any othe
 *raised by* ``commit_transaction`` (a timeout after its retries, fenced, the coordinator
 lost mid-EndTxn, a fatal error; kafka-python's never aborts) may come after the
 coordinator took EndTxn(COMMIT): Kafka then completes that commit, at the latest when the
-lane's next producer re-initializes the same transactional id. Such a job is answered
-:class:`OutcomeUnknown` at once and never settled: its ids stay reserved until the
+lane's next producer re-initializes the same transactional id. So the lane re-initializes
+it (:meth:`_Lane._recover`: once ``init_transactions`` returned, the transaction is
+settled in Kafka, its markers written) and then *reads* the outcome
+(:func:`was_committed`): the first record of the transaction, at the offset its send
+acknowledged, looked up with a ``read_committed`` consumer. Returned: committed, and the
+job is answered as any committed one. Skipped: aborted, nothing written (certain). Not
+known within ``timeout_s`` (Kafka unreachable, the last stable offset held below it by
+another producer's open transaction, or no offset: the producer gave none): the job is
+answered :class:`OutcomeUnknown` and never settled, so its ids stay reserved until the
 reservation is taken over as stale, the documented crash-after-commit window of
 :mod:`producers.lrsstore.statement_index` (a retry is held meanwhile, then stored again if
 the first copy did land, and the sinks collapse that copy).
@@ -231,9 +238,15 @@ class TransactionalSender:
     travel together in one transaction.
     """
 
-    def __init__(self, params: TransactionalParameters, producer_factory=None, lanes: int = 2) -> None:
+    def __init__(self, params: TransactionalParameters, producer_factory=None, lanes: int = 2,
+                 read_committed=None) -> None:  # fmt: skip
         self.params = params
         self._factory = producer_factory or self._make_producer
+        # ``(topic, partition, offset, timeout_s) -> bool | None``: see :func:`was_committed`.
+        self._read_committed = read_committed or (
+            lambda topic, partition, offset, timeout_s: was_committed(params.bootstrap, topic, partition, offset,
+                                                                       timeout_s)  # fmt: skip
+        )
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._lanes = [_Lane(self, f"{params.transactional_id}-{n}") for n in range(lanes)]
         self._stopped = threading.Event()
@@ -445,13 +458,46 @@ class _Lane:
         failure = KafkaUnavailable(f"Kafka refused the transaction ({type(err).__name__})")
         finish_jobs(group, failure)  # never committed: no producer of this epoch will commit it
 
-    def _unknown(self, group: list[Job], err: Exception) -> None:
-        """``commit_transaction`` failed: the coordinator may have the commit (see the module doc)."""
+    def _failed_commit(self, group: list[Job], err: Exception, at: tuple[int, int] | None, started: float,
+                       records: int) -> None:  # fmt: skip
+        """``commit_transaction`` raised: the coordinator may have the commit (see the module doc).
+
+        Re-initializes the transactional id (which settles the transaction in Kafka), then
+        reads whether the record at ``at`` (partition, offset) was committed.
+        """
         self.sender.healthy.clear()
-        log.warning("Kafka commit failed for %d requests, its outcome is unknown: %r", len(group), err)
-        metrics.GATEWAY_KAFKA_FAILURES.labels("outcome_unknown").inc(len(group))
-        finish_jobs(group, OutcomeUnknown(f"Kafka's commit failed ({type(err).__name__}); it may have been "
-                                          "committed all the same"))  # fmt: skip
+        params = self.sender.params
+        self._recover()
+        committed = None
+        if at is not None and self.initialized:
+            try:
+                committed = self.sender._read_committed(params.topic, at[0], at[1], params.timeout_s)
+            except Exception as e:  # noqa: BLE001 - Kafka unreachable: the outcome stays unknown
+                log.warning("could not read the outcome of a failed Kafka commit: %r", e)
+        if committed:
+            log.warning("Kafka commit raised %r for %d requests, but the transaction was committed", err, len(group))
+            metrics.GATEWAY_KAFKA_FAILURES.labels("commit_raised_committed").inc()
+            self._committed(group, started, records)
+        elif committed is False:
+            log.warning("Kafka commit failed for %d requests, the transaction was aborted: %r", len(group), err)
+            metrics.GATEWAY_KAFKA_FAILURES.labels("transaction").inc()
+            finish_jobs(group, KafkaUnavailable(f"Kafka's commit failed ({type(err).__name__}) and the "
+                                                "transaction was aborted"))  # fmt: skip
+        else:
+            log.warning("Kafka commit failed for %d requests, its outcome is unknown: %r", len(group), err)
+            metrics.GATEWAY_KAFKA_FAILURES.labels("outcome_unknown").inc(len(group))
+            finish_jobs(group, OutcomeUnknown(f"Kafka's commit failed ({type(err).__name__}); it may have been "
+                                              "committed all the same"))  # fmt: skip
+
+    def _committed(self, group: list[Job], started: float, records: int) -> None:
+        params = self.sender.params
+        self.sender.healthy.set()
+        metrics.GATEWAY_COMMIT_SECONDS.observe(time.perf_counter() - started)
+        metrics.GATEWAY_COMMIT_REQUESTS.observe(len(group))
+        statements = sum(r.statements for job in group for r in job.envelopes)
+        finish_jobs(group, None)
+        metrics.STATEMENTS_OUT.labels("gateway").inc(statements)
+        metrics.MESSAGES_OUT.labels("gateway", params.topic).inc(records)
 
     def _commit(self, group: list[Job]) -> None:
         started = time.perf_counter()
@@ -487,8 +533,7 @@ class _Lane:
             if isinstance(err, TransactionAborted):
                 err = err.error
             elif committing:
-                self._unknown(group, err)
-                self._recover()  # completes (or aborts) the transaction: either way settled in Kafka
+                self._failed_commit(group, err, _written_at(producer, futures), started, len(futures))
                 return
             if isinstance(err, _RECORD_ERRORS):
                 self._recover()  # aborts the open transaction before anything is retried
@@ -497,14 +542,7 @@ class _Lane:
             self._fail(group, "transaction failed", err)
             self._recover()
             return
-        self.sender.healthy.set()
-        metrics.GATEWAY_COMMIT_SECONDS.observe(time.perf_counter() - started)
-        metrics.GATEWAY_COMMIT_REQUESTS.observe(len(group))
-        statements = sum(r.statements for job in group for r in job.envelopes)
-        finish_jobs(group, None)
-        metrics.STATEMENTS_OUT.labels("gateway").inc(statements)
-        metrics.MESSAGES_OUT.labels("gateway", params.topic).inc(len(futures))
-
+        self._committed(group, started, len(futures))
 
     def _refused(self, group: list[Job], err: Exception) -> None:
         """Kafka refused a record: one request's content, so it must fail alone."""
@@ -520,6 +558,49 @@ class _Lane:
         log.info("Kafka refused a request's record: %r", err)
         group[0].finish(RecordRefused(f"Kafka refused a record of this request ({type(err).__name__})",
                                       too_large=too_large, limit=limit))  # fmt: skip
+
+
+def _written_at(producer, futures: list) -> tuple[int, int] | None:
+    """(partition, offset) of the transaction's first record, if its producer told it."""
+    first = getattr(producer, "first_written", None)  # the librdkafka adapter
+    if first is not None:
+        return first
+    meta = getattr(futures[0], "value", None) if futures else None  # kafka-python: RecordMetadata
+    offset = getattr(meta, "offset", None)
+    return (meta.partition, offset) if isinstance(offset, int) and offset >= 0 else None
+
+
+def was_committed(bootstrap: str, topic: str, partition: int, offset: int, timeout_s: float) -> bool | None:
+    """Was the record at ``offset`` committed? Read as a ``read_committed`` consumer reads.
+
+    Call it once the transaction is settled (its producer's transactional id re-initialized):
+    True if the record is returned, False if the consumer passes its offset without it
+    (aborted records are skipped), None if neither happens within ``timeout_s`` (an older
+    open transaction holds the last stable offset below it, or Kafka is unreachable).
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    tp = TopicPartition(topic, partition)
+    timeout_ms = int(timeout_s * 1000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, client_id="learnpulse-gateway-outcome", group_id=None,
+        enable_auto_commit=False, isolation_level="read_committed", fetch_max_wait_ms=100,
+        auto_offset_reset="none",  # the record gone (retention): an error, the outcome unknown, never "aborted"
+        request_timeout_ms=max(timeout_ms, 1000), bootstrap_timeout_ms=timeout_ms,
+    )  # fmt: skip
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            records = consumer.poll(timeout_ms=200, max_records=1).get(tp)
+            if records:
+                return records[0].offset == offset  # the first record at or after it: ours if committed
+            if consumer.position(tp, timeout_ms=timeout_ms) > offset:
+                return False
+        return None
+    finally:
+        consumer.close()
 
 
 def _discard(producer: KafkaProducer, timeout: float = 0) -> None:

@@ -29,15 +29,20 @@ The write protocol (``producers.gateway.writes``) and what each crash leaves beh
    *Crash after confirm, before the answer*: the retry is a SAME: 204, nothing stored.
 4. Kafka refused (certain: the failure came before ``commit_transaction``, or the
    producer aborted the transaction itself): **release** the reservations; the client is
-   answered 503 ``kafka.unavailable``. Kafka's outcome unknown (503
-   ``kafka.outcome-unknown``): the commit was not confirmed within the gateway's outcome
-   wait, or ``commit_transaction`` itself failed (timeout, fenced, coordinator lost
-   mid-EndTxn, fatal error), when the coordinator may already have the commit and complete
-   it (at the latest when the gateway re-initializes the same transactional id). The
-   reservations stay until the outcome is known (a late confirmation: confirm or release)
-   and are taken over as stale if it never is, which is always the case after a failed
-   ``commit_transaction``: this is then the *crash after the commit* window of step 2
-   (retries held, then stored again if the first copy landed, collapsed by the sinks).
+   answered 503 ``kafka.unavailable``. ``commit_transaction`` itself failed (timeout,
+   fenced, coordinator lost mid-EndTxn, fatal error): the coordinator may already have the
+   commit, so the gateway re-initializes the transactional id (which settles the
+   transaction in Kafka) and reads the transaction's first record back with a
+   ``read_committed`` consumer: there → step 3 (confirm, 200/204); skipped (aborted) →
+   release, 503 ``kafka.unavailable``; not known (Kafka unreachable, the read found
+   neither in time) → outcome unknown. Kafka's outcome unknown (503
+   ``kafka.outcome-unknown``, also when the commit is not confirmed within the gateway's
+   outcome wait): the reservations stay until it is known (a late answer: confirm or
+   release) and are taken over as stale if it never is, the *crash after the commit*
+   window of step 2 (retries held, then stored again if the first copy landed: collapsed
+   by the sinks; the stream worker applies a statement id once, and a copy whose
+   ``timestamp`` the gateway set anew, the client having sent none, once while the first
+   copy is within its horizon, see ``streams.learner.logic``).
 
 The stored statement is kept with its id: reads by id are answered from here from the
 moment of the answer until the statements sink has passed it (read-your-writes, on every

@@ -19,8 +19,10 @@ from sinks.lrs_rows import LRS_ACTIVITIES, LRS_AGENTS, LRS_STATEMENTS, agent_key
 
 
 class _Future:
-    def __init__(self, error: BaseException | None) -> None:
+    def __init__(self, error: BaseException | None, offset: int | None = None) -> None:
         self.exception = error
+        # kafka-python's RecordMetadata once acknowledged (partition 0 here).
+        self.value = SimpleNamespace(partition=0, offset=offset) if error is None and offset is not None else None
 
     def succeeded(self) -> bool:
         return self.exception is None
@@ -50,6 +52,7 @@ class FakeProducer:
         self.open: list[tuple[str, bytes, bytes]] | None = None
         self.transactions = 0
         self.closed = False
+        self.offset = 0  # of the next record (one partition)
 
     def init_transactions(self) -> None:
         pass
@@ -62,7 +65,8 @@ class FakeProducer:
         # ``fail_send``: an exception, or a callable giving one (or None) at send time.
         if self.refuse is not None and (refused := self.refuse(value)) is not None:
             return _Future(refused)
-        return _Future(self.fail_send() if callable(self.fail_send) else self.fail_send)
+        self.offset += 1
+        return _Future(self.fail_send() if callable(self.fail_send) else self.fail_send, self.offset - 1)
 
     def flush(self, timeout=None) -> None:
         if self.block is not None:
@@ -96,6 +100,8 @@ class FakeRdProducer:
     def __init__(self, conf: dict, on_commit, fail_send=None, block: threading.Event | None = None, refuse=None,
                  fail_commit=None, commit_lands: bool = False, fail_abort=None):  # fmt: skip
         self.delivered = conf["on_delivery"]
+        self.only_errors = conf.get("delivery.report.only.error", False)
+        self.offset = 0  # of the next record (one partition)
         self.on_commit = on_commit
         self.fail_send = fail_send
         self.fail_commit = fail_commit
@@ -124,7 +130,7 @@ class FakeRdProducer:
         return SimpleNamespace(topics={})  # partitions unknown: the client's own partitioner
 
     def begin_transaction(self) -> None:
-        self.open, self.failures, self.failed = [], [], False
+        self.open, self.failures, self.failed, self.sent = [], [], False, []
 
     def produce(self, topic, value=None, key=None, partition=None) -> None:
         self.open.append((topic, key, value))
@@ -133,6 +139,9 @@ class FakeRdProducer:
             error = self.fail_send() if callable(self.fail_send) else self.fail_send
         if error is not None:
             self.failures.append(self._rd_error(error))
+        else:
+            self.sent.append(self.offset)
+            self.offset += 1
 
     def flush(self, timeout=None) -> int:
         if self.block is not None:
@@ -141,6 +150,10 @@ class FakeRdProducer:
         for err in failures:
             self.failed = True
             self.delivered(err, None)
+        sent, self.sent = getattr(self, "sent", []), []
+        if not self.only_errors:
+            for offset in sent:
+                self.delivered(None, SimpleNamespace(partition=lambda: 0, offset=lambda o=offset: o))
         return 0
 
     def commit_transaction(self, timeout=None) -> None:

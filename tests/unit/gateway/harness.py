@@ -126,7 +126,7 @@ class Harness(ServedApp):
 
     def __init__(
         self, config: GatewayConfig | None = None, documents=None, origins=None, policies=None, versions=None,
-        index_url: str | None = None, authenticator=None, **producer_kw: Any,
+        index_url: str | None = None, authenticator=None, read_committed=None, **producer_kw: Any,
     ) -> None:  # fmt: skip
         self.config = config or GatewayConfig()
         self.store = FakeStore()
@@ -152,6 +152,8 @@ class Harness(ServedApp):
         self.sender = TransactionalSender(
             TransactionalParameters("unused:9092", "xapi.statements", "txn-test", timeout_s=1.0, outcome_timeout_s=1.0),
             producer_factory=factory,
+            # What reading a failed commit's record back finds (see sender.was_committed).
+            read_committed=read_committed or (lambda *a: None),
         )
         self.app = make_gateway_app(
             self.config,

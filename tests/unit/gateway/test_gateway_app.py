@@ -615,14 +615,14 @@ def test_kafka_hang_503_outcome_unknown_then_retry_with_same_id_is_safe():
         assert len(h.statements_in_kafka()) == 1
 
 
-@pytest.mark.parametrize("lands", [False, True], ids=["lost", "landed"])
-def test_kafka_commit_failure_503_outcome_unknown_ids_stay_held(lands):
+def test_kafka_commit_failure_outcome_unknown_503_ids_stay_held():
     """A commit_transaction that fails after EndTxn(COMMIT) was sent is not "nothing written":
-    Kafka may complete that commit. The ids stay reserved, so a retry is held (never a second
-    copy, never a false "nothing written") until the reservation is taken over as stale."""
+    Kafka may complete that commit. Not known after reading it back: the ids stay reserved,
+    so a retry is held (never a second copy, never a false "nothing written") until the
+    reservation is taken over as stale."""
     from kafka.errors import KafkaTimeoutError
 
-    with Harness(fail_commit=KafkaTimeoutError("EndTxn not answered"), commit_lands=lands) as h:
+    with Harness(fail_commit=KafkaTimeoutError("EndTxn not answered"), commit_lands=True) as h:
         sid = new_id()
         r = h.put(statement(), sid)
         assert r.status_code == 503, r.text
@@ -631,7 +631,28 @@ def test_kafka_commit_failure_503_outcome_unknown_ids_stay_held(lands):
             p.fail_commit = None  # Kafka works again
         r = h.put(statement(), sid)
         assert r.status_code == 503 and r.json()["error"]["rule"] == "statement.held", r.text
-        assert len(h.statements_in_kafka()) == (1 if lands else 0)
+        assert len(h.statements_in_kafka()) == 1
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["committed", "aborted"])
+def test_kafka_commit_failure_read_back_answers_what_kafka_did(landed):
+    """The failed commit's record read back once the transactional id is re-initialized:
+    committed -> 204 and the id accepted (a retry is a SAME, one copy); aborted -> 503
+    "nothing written" and the id free (a retry stores it, one copy)."""
+    from kafka.errors import KafkaTimeoutError
+
+    with Harness(fail_commit=KafkaTimeoutError("EndTxn not answered"), commit_lands=landed,
+                 read_committed=lambda *a: landed) as h:  # fmt: skip
+        sid = new_id()
+        r = h.put(statement(), sid)
+        if landed:
+            assert r.status_code == 204, r.text
+        else:
+            assert r.status_code == 503 and r.json()["error"]["rule"] == "kafka.unavailable", r.text
+        for p in h.producers:
+            p.fail_commit = None
+        assert h.put(statement(), sid).status_code == 204
+        assert len(h.statements_in_kafka()) == 1
 
 
 def test_every_answer_is_counted_by_method_and_status(h):

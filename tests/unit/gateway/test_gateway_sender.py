@@ -25,11 +25,12 @@ def _env(learner: str, n: int = 1) -> tuple[StatementEnvelope, bytes]:
     return env, env.encode()
 
 
-def _sender(producers, client, lanes=1, **kw):
+def _sender(producers, client, lanes=1, read_committed=None, **kw):
     committed = []
     factory = fake_factory(client, producers, committed.append, **kw)
     s = TransactionalSender(
-        TransactionalParameters("x:1", "t", "txn", timeout_s=1, outcome_timeout_s=1), factory, lanes
+        TransactionalParameters("x:1", "t", "txn", timeout_s=1, outcome_timeout_s=1), factory, lanes,
+        read_committed=read_committed or (lambda *a: None),
     )
     return s, committed
 
@@ -81,31 +82,81 @@ def _replaced(producers: list, n: int = 2) -> None:
     assert len(producers) >= n
 
 
-@pytest.mark.parametrize("lands", [False, True], ids=["lost", "landed"])
-def test_sender_failed_commit_is_outcome_unknown_never_nothing_written(client, lands):
+@pytest.mark.parametrize("read", [True, False, None], ids=["committed", "aborted", "unknown"])
+def test_sender_failed_commit_is_read_back_after_the_transactional_id_is_reinitialized(client, read):
     """commit_transaction raised after EndTxn(COMMIT) may have reached the coordinator: Kafka
-    then completes the commit (at the latest when the lane's next producer re-initializes the
-    same transactional id). The answer is "outcome unknown" and the job is never settled as
-    "nothing written", whether the commit landed or not (the sender cannot tell)."""
+    then completes the commit when the lane's next producer re-initializes the same
+    transactional id. Only then the lane reads the transaction's first record back (at the
+    offset its send acknowledged): committed -> answered as committed; skipped -> nothing
+    written (certain); not known -> "outcome unknown", never settled (the ids stay reserved)."""
     from kafka.errors import KafkaTimeoutError
 
     producers: list = []
-    sender, committed = _sender(producers, client, fail_commit=KafkaTimeoutError("EndTxn not answered"),
-                                commit_lands=lands)  # fmt: skip
+    asked = []
+
+    def read_committed(topic, partition, offset, timeout_s):
+        asked.append((topic, partition, offset, len(producers)))
+        return read
+
+    sender, committed = _sender(producers, client, read_committed=read_committed,
+                                fail_commit=KafkaTimeoutError("EndTxn not answered"), commit_lands=bool(read))  # fmt: skip
 
     async def main():
         sender.start()
-        job = sender.submit([_env("a")])
-        with pytest.raises(OutcomeUnknown):
+        job = sender.submit([_env("a"), _env("b")])
+        if read is None:
+            with pytest.raises(OutcomeUnknown):
+                await sender.wait(job)
+            await asyncio.sleep(0.05)
+            assert not job.settled.done()  # the ids stay reserved (taken over as stale)
+        elif read:
             await sender.wait(job)
-        await asyncio.get_running_loop().run_in_executor(None, _replaced, producers)
-        await asyncio.sleep(0.05)
-        assert not job.settled.done()  # the ids stay reserved (taken over as stale)
+            assert job.settled.result() is True
+        else:
+            with pytest.raises(KafkaUnavailable):
+                await sender.wait(job)
+            assert job.settled.result() is False
 
     asyncio.run(main())
     sender.close()
-    assert len(committed) == (1 if lands else 0)
+    # Asked once, for the first record, after the second producer was made (re-initialized).
+    assert asked == [("t", 0, 0, 2)]
+    assert len(committed) == (1 if read else 0)
     assert producers[0].closed
+
+
+def test_sender_failed_commit_without_an_offset_is_outcome_unknown(client):
+    """No offset to read back (the producer gave none): the outcome stays unknown."""
+    from kafka.errors import KafkaTimeoutError
+
+    producers: list = []
+    asked = []
+    sender, committed = _sender(producers, client, read_committed=lambda *a: asked.append(a) or True,
+                                fail_commit=KafkaTimeoutError("EndTxn not answered"), commit_lands=True)  # fmt: skip
+
+    async def main():
+        sender.start()
+        await asyncio.sleep(0.05)
+        p = producers[0]
+        if client == "kafka-python":
+            real_send = p.send
+
+            def send(*a, **kw):
+                f = real_send(*a, **kw)
+                f.value = None
+                return f
+
+            p.send = send
+        else:
+            p.only_errors = True  # librdkafka with delivery.report.only.error: no offsets
+        job = sender.submit([_env("a")])
+        with pytest.raises(OutcomeUnknown):
+            await sender.wait(job)
+        assert not job.settled.done()
+
+    asyncio.run(main())
+    sender.close()
+    assert asked == [] and len(committed) == 1
 
 
 def test_sender_abortable_commit_error_is_nothing_written_only_if_the_abort_succeeded(client):
