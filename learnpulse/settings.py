@@ -156,6 +156,9 @@ class GatewaySettings(BaseModel):
     # C threads that do not hold the GIL; about a fifth less CPU per single-statement POST,
     # measured with benchmarks.bench_gateway --browser) or "kafka-python" (pure Python).
     kafka_client: Literal["kafka-python", "librdkafka"] = "librdkafka"
+    # librdkafka: its statistics (records queued, requests, retries, round trips, broker and
+    # transaction state) are exported as the lanes' metrics every this many ms (0: not at all).
+    kafka_statistics_interval_ms: int = Field(default=15_000, ge=0)
     # The event loop serving requests: "uvloop" (libuv; about a fifth less CPU per request than
     # the standard loop, measured with benchmarks.bench_gateway --browser) or "asyncio".
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"

@@ -82,6 +82,18 @@ GATEWAY_COMMIT_REQUESTS = Histogram(
 )  # fmt: skip
 # Kafka failures seen by the gateway: "transaction" (aborted), "timeout" (never started), "outcome_unknown".
 GATEWAY_KAFKA_FAILURES = Counter("learnpulse_gateway_kafka_failures_total", "Gateway Kafka failures", ["kind"])
+# Errors librdkafka reported to the lanes' producers (error_cb), by librdkafka's error name
+# (_TRANSPORT, _ALL_BROKERS_DOWN, ...): most are retried by librdkafka and cost no request.
+GATEWAY_KAFKA_CLIENT_ERRORS = Counter(
+    "learnpulse_gateway_kafka_client_errors_total", "Errors librdkafka reported to the gateway's producers", ["error"]
+)
+# librdkafka's statistics of each lane (gateway.kafka_statistics_interval_ms), built at scrape
+# time from its cumulative figures by producers/gateway/rdkafka_stats.py (a collector, so its
+# totals are typed counters), all learnpulse_gateway_kafka_ with labels lane (transactional
+# id) and broker: queued_messages, queued_bytes, messages_sent_total, sent_bytes_total,
+# requests_total, request_retries_total, broker_errors_total{kind}, broker_disconnects_total,
+# broker_up, broker_rtt_avg_seconds, broker_rtt_p99_seconds, transaction_state{state},
+# idempotence_state{state}, producer_epochs_total.
 # The accepted-id index (producers.lrsstore.statement_index): verdicts on offered ids
 # (new / same / conflict / held: reserved by a write still waiting for Kafka), seconds per
 # index transaction by operation (reserve / confirm / release), reservations taken over

@@ -120,6 +120,7 @@ def build_gateway_app(settings: Settings, ch=None, consistent_through=None, docu
             # The producer's record limit is the topic's: one limit from HTTP to the broker.
             max_request_bytes=int(Topic.STATEMENTS.spec.configs["max.message.bytes"]),
             client=g.kafka_client,
+            statistics_interval_ms=g.kafka_statistics_interval_ms,
         ),
         lanes=g.kafka_lanes,
     )

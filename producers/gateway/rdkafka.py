@@ -25,7 +25,10 @@ meaning, so the lanes' group commit, deadlines, refusals and fencing stay one co
 - ``_metadata.partitions_for_topic`` gives the topic's partitions for
   :class:`producers.kafka.KeyPartitioner`, so each envelope is produced to the same explicit
   partition kafka-python chose (``murmur2_random`` is the same hash for the fallback);
-- ``close`` never blocks longer than its timeout (librdkafka's close has none).
+- ``close`` never blocks longer than its timeout (librdkafka's close has none);
+- ``poll`` serves librdkafka's callbacks while the lane is idle;
+- with ``statistics.interval.ms`` set, librdkafka's statistics become Prometheus metrics
+  of the lane (:mod:`producers.gateway.rdkafka_stats`).
 
 librdkafka's own log lines go to the ``learnpulse.gateway.librdkafka`` logger (warnings
 and above), served from the lane thread's calls.
@@ -48,6 +51,9 @@ from kafka.errors import (
     RecordListTooLargeError,
 )
 
+from schemas import metrics
+
+from .rdkafka_stats import LaneStats
 from .sender import TransactionAborted
 
 log = logging.getLogger("learnpulse.gateway.librdkafka")
@@ -110,6 +116,10 @@ class RdKafkaTransactionalProducer:
         self._metadata_at = -_METADATA_MAX_AGE_S
         conf = {**conf, "delivery.report.only.error": False, "on_delivery": self._delivered,
                 "error_cb": self._error, "logger": log}  # fmt: skip
+        self._stats: LaneStats | None = None
+        if conf.get("statistics.interval.ms"):
+            self._stats = LaneStats(conf["transactional.id"])
+            conf["stats_cb"] = self._stats.receive
         self._p = producer_class(conf)
 
     # -- callbacks (on the lane thread, from flush/commit) ----------------------------------
@@ -124,6 +134,10 @@ class RdKafkaTransactionalProducer:
     def _error(err) -> None:
         # Broker connections down etc.: the lanes log the failures that cost a request.
         log.debug("librdkafka: %s", err)
+        try:
+            metrics.GATEWAY_KAFKA_CLIENT_ERRORS.labels(err.name()).inc()
+        except Exception:  # noqa: BLE001 - never raise into librdkafka
+            metrics.GATEWAY_KAFKA_CLIENT_ERRORS.labels("unknown").inc()
 
     # -- kafka-python's calls ---------------------------------------------------------------
     def init_transactions(self) -> None:
@@ -184,8 +198,15 @@ class RdKafkaTransactionalProducer:
                     continue  # librdkafka resumes the commit where it was
                 raise kafka_python_error(err) from None
 
+    def poll(self, timeout: float = 0.0) -> None:
+        """Serve librdkafka's callbacks (statistics, errors, logs) while the lane has no work."""
+        if self._p is not None:
+            self._p.poll(timeout)
+
     def close(self, timeout: float | None = None) -> None:
         """Drop what is queued, then close on a helper thread waited for ``timeout`` at most."""
+        if self._stats is not None:
+            self._stats.close()  # its series go, unless a newer producer of the lane replaced them
         p, self._p = self._p, None
         if p is None:
             return
@@ -228,8 +249,12 @@ class RdKafkaTransactionalProducer:
 
 
 def rdkafka_config(bootstrap: str, transactional_id: str, transaction_timeout_ms: int, max_request_bytes: int,
-                   timeout_s: float) -> dict:  # fmt: skip
-    """librdkafka's settings equal to the kafka-python producer's of the sender."""
+                   timeout_s: float, statistics_interval_ms: int = 0) -> dict:  # fmt: skip
+    """librdkafka's settings equal to the kafka-python producer's of the sender.
+
+    ``statistics_interval_ms``: how often librdkafka's statistics are exported as the lane's
+    Prometheus metrics (0: never).
+    """
     timeout_ms = int(timeout_s * 1000)
     return {
         "bootstrap.servers": bootstrap,
@@ -251,4 +276,5 @@ def rdkafka_config(bootstrap: str, transactional_id: str, transaction_timeout_ms
         # Java's (and kafka-python's) key hash: the fallback when the partitions are not known.
         "partitioner": "murmur2_random",
         "log_level": 4,
+        "statistics.interval.ms": statistics_interval_ms,
     }

@@ -84,6 +84,9 @@ from ..kafka import KeyPartitioner
 log = logging.getLogger("learnpulse.gateway.kafka")
 
 _PENDING, _RUNNING, _WITHDRAWN, _DONE = range(4)
+# An idle lane serves its producer's callbacks this often (librdkafka's statistics and error
+# reports wait in its queue for a call of the lane's thread; unserved, they pile up).
+_IDLE_POLL_S = 1.0
 # Room left in a Kafka record for its batch framing, headers and timestamp.
 _RECORD_OVERHEAD = 1024
 
@@ -144,6 +147,9 @@ class TransactionalParameters:
     # The Kafka client of the lanes: "kafka-python" (pure Python) or "librdkafka"
     # (confluent-kafka: batches, protocol and I/O in C threads, see ``rdkafka``).
     client: str = "kafka-python"
+    # librdkafka only: its statistics become the lanes' Prometheus metrics every this many
+    # milliseconds (``rdkafka_stats``; 0: none).
+    statistics_interval_ms: int = 0
 
 
 class Outgoing(NamedTuple):
@@ -258,7 +264,7 @@ class TransactionalSender:
             from .rdkafka import RdKafkaTransactionalProducer, rdkafka_config
 
             conf = rdkafka_config(p.bootstrap, transactional_id, p.transaction_timeout_ms, p.max_request_bytes,
-                                  p.timeout_s)  # fmt: skip
+                                  p.timeout_s, p.statistics_interval_ms)  # fmt: skip
             return RdKafkaTransactionalProducer(conf, p.topic, init_timeout_s=p.timeout_s,
                                                 commit_timeout_s=p.transaction_timeout_ms / 1000)  # fmt: skip
         if p.client != "kafka-python":
@@ -402,13 +408,25 @@ class _Lane:
         except Exception as err:  # noqa: BLE001 - Kafka down at start: retried on the first request
             log.warning("Kafka producer %s not ready yet: %r", self.transactional_id, err)
         while not sender._stopped.is_set():
-            first = sender._queue.get()
+            try:
+                first = sender._queue.get(timeout=_IDLE_POLL_S)
+            except queue.Empty:
+                self._idle()
+                continue
             if first is None:
                 break
             now = time.monotonic()
             group = [j for j in sender._take_group(first) if j.deadline > now and j.claim()]
             if group:
                 self._commit(group)
+
+    def _idle(self) -> None:
+        poll = getattr(self.producer, "poll", None)  # librdkafka's; kafka-python has its own thread
+        if poll is not None:
+            try:
+                poll(0)
+            except Exception as err:  # noqa: BLE001 - a failed producer is dealt with by the next request
+                log.debug("polling producer %s raised %r", self.transactional_id, err)
 
     def _ensure_producer(self) -> KafkaProducer:
         if self.producer is None:
