@@ -270,15 +270,17 @@ class Probes:
         day_counts: dict[tuple[str, str, int], int] = {}  # (learner, course, day) → statements so far
         try:
             while not self._stop.is_set():
-                batches = consumer.poll(timeout_ms=100)
+                messages = consumer.consume(num_messages=1000, timeout=0.1)
                 seen = time.monotonic()
                 with self._lock:
                     learners = {p.learner for p in self.probes if "worker" not in p.at}
-                for records in batches.values():
-                    for r in records:
-                        doc = orjson.loads(r.value)
-                        if doc.get("grain") == "day" and doc.get("learner") in learners:
-                            day_counts[(doc["learner"], doc["course"], doc["period_start_ms"])] = doc["statements"]
+                keys = {learner.encode() for learner in learners}
+                for m in messages:
+                    if m.error() is not None or m.key() not in keys:
+                        continue  # the load's learners: skipped without decoding
+                    doc = orjson.loads(m.value())
+                    if doc.get("grain") == "day":
+                        day_counts[(doc["learner"], doc["course"], doc["period_start_ms"])] = doc["statements"]
                 if not learners:
                     continue
                 counted: dict[str, int] = {}
@@ -341,14 +343,15 @@ class Probes:
 
 
 def _latest_consumer(bootstrap: str, topic: str):
-    """A consumer of every partition of ``topic`` from its end (no group, nothing committed)."""
-    from kafka import KafkaConsumer, TopicPartition
+    """A consumer of every partition of ``topic`` from its current end (no group offsets
+    committed). librdkafka, so that fetching and decompressing the load's records, which the
+    loop skips by key, costs the load generator's process next to nothing."""
+    from confluent_kafka import Consumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    partitions = consumer.partitions_for_topic(topic) or set()
-    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-    consumer.assign(tps)
-    consumer.seek_to_end(*tps)
-    for tp in tps:
-        consumer.position(tp)  # resolve the end now, before any probe is sent
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "learnpulse-bench-probes",
+                         "enable.auto.commit": False, "enable.partition.eof": False})  # fmt: skip
+    partitions = sorted(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
+    # The ends looked up now, before any probe is sent (OFFSET_END would be resolved later).
+    ends = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in partitions]
+    consumer.assign([TopicPartition(topic, p, end) for p, end in zip(partitions, ends, strict=True)])
     return consumer
