@@ -152,10 +152,6 @@ class GatewaySettings(BaseModel):
     # Transactional producers committing in parallel (more: lower latency for small requests,
     # fewer: less CPU per statement for large ones).
     kafka_lanes: int = 2
-    # Milliseconds a lane holds a Kafka transaction open for more requests after its first
-    # (0: commits at once). Fewer, larger transactions cost Kafka and the lanes less per
-    # statement; each request waits up to this long more.
-    kafka_linger_ms: float = Field(default=0.0, ge=0)
     # The lanes' Kafka client: "librdkafka" (confluent-kafka: record batches, protocol and I/O in
     # C threads that do not hold the GIL; about a fifth less CPU per single-statement POST,
     # measured with benchmarks.bench_gateway --browser) or "kafka-python" (pure Python).
