@@ -10,6 +10,7 @@ commit_transaction after committing for real ("landed") or without sending EndTx
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -26,11 +27,20 @@ def _env(learner: str) -> tuple[StatementEnvelope, bytes]:
     return env, env.encode()
 
 
-def _values(bootstrap: str, topic: str) -> list[bytes]:
+def _values(bootstrap: str, topic: str, expected: int) -> list[bytes]:
+    """Every committed value of ``topic``: read until ``expected`` came (up to 120 s on a busy
+    machine), then 3 s more, so that a copy too many is seen too."""
     c = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-                      enable_auto_commit=False, isolation_level="read_committed", consumer_timeout_ms=3000)  # fmt: skip
+                      enable_auto_commit=False, isolation_level="read_committed")  # fmt: skip
+    values: list[bytes] = []
     try:
-        return [m.value for m in c]
+        deadline = time.monotonic() + 120
+        while len(values) < expected and time.monotonic() < deadline:
+            values += [m.value for batch in c.poll(timeout_ms=500).values() for m in batch]
+        quiet_until = time.monotonic() + 3
+        while time.monotonic() < quiet_until:
+            values += [m.value for batch in c.poll(timeout_ms=500).values() for m in batch]
+        return values
     finally:
         c.close()
 
@@ -79,7 +89,7 @@ def test_failed_commit_answers_what_kafka_did(kafka, client, landed):
         sender.close()
     assert len(made) == 2
     expected = [v for _, v in (first if landed else [])] + [v for _, v in second]
-    assert sorted(_values(kafka.bootstrap_servers, topic)) == sorted(expected)
+    assert sorted(_values(kafka.bootstrap_servers, topic, len(expected))) == sorted(expected)
 
 
 @pytest.mark.kafka
