@@ -43,11 +43,11 @@ class Topic(enum.Enum):
         return TOPIC_SPECS[self]
 
 
-# The largest record the stream worker writes: a cohort's state (every learner's hour
-# buckets, ~165 bytes a learner) and an alert naming every disengaged learner (~67 bytes a
-# learner). Kafka's default limit (1 MB) is ~6,000 learners in one cohort: past it the
-# producer refused the record and the worker crashed on it at every restart. 16 MiB is
-# ~100,000 learners in one cohort.
+# The largest records the stream worker writes: an alert naming every disengaged learner
+# and a cohort's member list (~67 bytes a learner each; before 2026-12-06 a cohort's whole
+# state, ~165 bytes a learner). Kafka's default limit (1 MB) is ~15,000 learners in one
+# cohort: past it the producer refused the record and the worker crashed on it at every
+# restart. 16 MiB is ~250,000 learners in one cohort.
 WORKER_RECORD_MAX_BYTES = 16 * 1024 * 1024
 # A topic's max.message.bytes bounds a whole record batch: room for its framing.
 _FRAMING_BYTES = 64 * 1024

@@ -22,8 +22,8 @@ from typing import Any
 
 from ..config import DAY_MS, HOUR_MS, HealthParams, HealthThresholds
 from .state import (
-    ACTIVE, ACTIVE_7D, BUCKETS, EVALUATED_STEP, FIRST_HOUR, LAST, LAST_EVENT, LAST_RECORDED, LEARNERS, OPEN_ALERT,
-    VERSION, CohortDoc, new_cohort, new_learner,
+    ACTIVE, ACTIVE_7D, ADVANCED, BUCKETS, EVALUATED_STEP, FIRST_HOUR, LAST, LAST_EVENT, LAST_RECORDED, LEARNERS,
+    OPEN_ALERT, VERSION, CohortDoc, LearnerFigures, new_cohort, new_learner,
 )
 
 __all__ = ["AlertChange", "Health", "advance", "evaluate", "global_watermark", "merge_bucket", "new_cohort"]
@@ -55,21 +55,44 @@ def merge_bucket(cs: CohortDoc, learner: str, hour: int, active: int, last: int,
     """
     lr = cs[LEARNERS].get(learner)
     if lr is None:
-        lr = cs[LEARNERS][learner] = new_learner(hour)
+        lr = cs[LEARNERS][learner] = new_learner(hour, cs[EVALUATED_STEP])
     key = str(hour)
     old = lr[BUCKETS].get(key)
     if old is not None and old[VERSION] >= version:
         return False
     lr[BUCKETS][key] = [active, last, version]
     lr[FIRST_HOUR] = min(lr[FIRST_HOUR], hour)
-    eh = cs[EVALUATED_STEP]
-    # A bucket behind the evaluated hour (only in live traffic after an idle partition
-    # woke up): fold it into the running figures so nothing is lost.
-    if eh is not None and hour < eh:
-        if hour >= eh - p.window_ms:
+    advanced = advanced_to(lr, cs[EVALUATED_STEP])
+    # A bucket behind the learner's advanced step (only in live traffic after an idle
+    # partition woke up): fold it into the running figures so nothing is lost.
+    if advanced is not None and hour < advanced:
+        if hour >= advanced - p.window_ms:
             lr[ACTIVE_7D] += active - (old[ACTIVE] if old else 0)
         lr[LAST_EVENT] = max(lr[LAST_EVENT], last)
     return True
+
+
+def advanced_to(lr: LearnerFigures, cohort_step: int | None) -> int | None:
+    """The step a learner's running figures are advanced to. A learner of a document stored
+    before 2026-12-06 has no step of its own: it was advanced with its cohort."""
+    return lr[ADVANCED] if ADVANCED in lr else cohort_step
+
+
+def _step_keys(start: int, end: int, p: HealthParams) -> list[tuple[str, str]]:
+    """Bucket keys of the hours entering and leaving the window from ``start`` to ``end``."""
+    return [(str(hour), str(hour - p.window_ms)) for hour in range(start, end, HOUR_MS)]
+
+
+def _fold(lr: LearnerFigures, keys: list[tuple[str, str]]) -> None:
+    b = lr[BUCKETS]
+    for entering, leaving in keys:
+        add = b.get(entering)
+        if add is not None:
+            lr[ACTIVE_7D] += add[ACTIVE]
+            lr[LAST_EVENT] = max(lr[LAST_EVENT], add[LAST])
+        gone = b.pop(leaving, None)
+        if gone is not None:
+            lr[ACTIVE_7D] -= gone[ACTIVE]
 
 
 def _median(values: list[int]) -> int:
@@ -118,29 +141,34 @@ def advance(cs: CohortDoc, to_ms: int, p: HealthParams) -> tuple[list[Health], l
     if eh is None:
         # Evaluation starts at the cohort's first hour. Decided only once the watermark is
         # past it: then every learner who was active before has arrived, whatever the order.
-        if not cs[LEARNERS]:
+        firsts = [lr[FIRST_HOUR] for lr in cs[LEARNERS].values()]
+        if not firsts:
             return healths, alerts
-        first = min(lr[FIRST_HOUR] for lr in cs[LEARNERS].values())
+        first = min(firsts)
         first -= first % p.step_ms
         if first + p.step_ms > to_ms:
             return healths, alerts
         eh = cs[EVALUATED_STEP] = first
+    # Learners stored without a step of their own were advanced with the cohort.
+    cohort_step = eh
     t = p.for_school(cs["school"])
     while eh + p.step_ms <= to_ms:
         nxt = eh + p.step_ms
         # Bucket keys of the hours entering and leaving the window, made once per step (not
         # per learner: a fast replay steps every cohort through many hours per second).
-        keys = [(str(hour), str(hour - p.window_ms)) for hour in range(eh, nxt, HOUR_MS)]
+        keys = _step_keys(eh, nxt, p)
         for lr in cs[LEARNERS].values():
-            b = lr[BUCKETS]
-            for entering, leaving in keys:
-                add = b.get(entering)
-                if add is not None:
-                    lr[ACTIVE_7D] += add[ACTIVE]
-                    lr[LAST_EVENT] = max(lr[LAST_EVENT], add[LAST])
-                gone = b.pop(leaving, None)
-                if gone is not None:
-                    lr[ACTIVE_7D] -= gone[ACTIVE]
+            start = advanced_to(lr, cohort_step)
+            if start is None:  # joined before the cohort started: nothing folded yet
+                start = lr[FIRST_HOUR] - lr[FIRST_HOUR] % p.step_ms
+            if start >= nxt:
+                # Already there (a save cut short by a kill stored this learner, not its
+                # cohort), or its first hour is still ahead.
+                continue
+            # Behind the cohort (the kill stored the cohort, not this learner) or joined
+            # later than ``eh`` (started at its first hour): its own hours.
+            _fold(lr, keys if start == eh else _step_keys(start, nxt, p))
+            lr[ADVANCED] = nxt
         eh = cs[EVALUATED_STEP] = nxt
         h = _evaluate(cs, nxt, t)
         ordered: Health | None = None

@@ -29,6 +29,7 @@ from ..config import StreamsConfig
 from ..faustutil import Sends, StateTable, event_context, load
 from . import logic
 from .state import CohortDoc, cohort_key
+from .stored import StoredCohort
 
 log = logging.getLogger("learnpulse.streams.health")
 
@@ -57,10 +58,11 @@ class FeedSources:
     """A feed partition's own document, stored as ``{"src": {source partition: [watermark ms,
     idle]}, "ck": [its cohort keys, first seen first], "ge": last step evaluated (None: none)}``."""
 
-    __slots__ = ("doc",)
+    __slots__ = ("doc", "_known")
 
     def __init__(self, doc: dict[str, Any]) -> None:
         self.doc = doc
+        self._known: set[str] | None = None
 
     @classmethod
     def new(cls) -> FeedSources:
@@ -77,6 +79,16 @@ class FeedSources:
     @property
     def cohort_keys(self) -> list[str]:
         return self.doc["ck"]
+
+    def include(self, ck: str) -> None:
+        """List a cohort of the partition (once). Also for a cohort already stored: a kill
+        between the cohort's save and this document's left it out, and a cohort left out
+        was never evaluated again."""
+        if self._known is None:
+            self._known = set(self.doc["ck"])
+        if ck not in self._known:
+            self._known.add(ck)
+            self.doc["ck"].append(ck)
 
     @property
     def evaluated_step(self) -> int | None:
@@ -103,8 +115,7 @@ class FeedPartition:
     partition: int
     events: list[Any]
     sources: FeedSources = field(default_factory=FeedSources.new)  # the partition's own state (see sources_key)
-    cohorts: dict[str, CohortDoc] = field(default_factory=dict)  # cohort key → state, read in this batch
-    dirty: set[str] = field(default_factory=set)
+    cohorts: dict[str, StoredCohort] = field(default_factory=dict)  # cohort key → state, read in this batch
     pending: list[tuple[str, bytes, bytes]] = field(default_factory=list)  # (topic, key, value) to send
     dead: list[tuple[Any, InvalidStatement]] = field(default_factory=list)
     writes: dict[bytes, bytes] = field(default_factory=dict)
@@ -154,8 +165,9 @@ class CohortStage:
         for event in work.events:
             self.read(work, event)
         self.evaluate(work)
-        for ck in work.dirty:
-            work.writes[ck.encode()] = orjson.dumps(work.cohorts[ck])
+        # The partition's own document last: its evaluated step is then never ahead of its cohorts'.
+        for stored in work.cohorts.values():
+            work.writes.update(stored.writes())
         work.writes[sources_key(work.partition)] = orjson.dumps(work.sources.doc)
 
     def read(self, work: FeedPartition, event: Any) -> None:
@@ -178,18 +190,16 @@ class CohortStage:
 
     def merge_buckets(self, work: FeedPartition, event: Any, doc: dict[str, Any]) -> None:
         ck = f"{doc['school']}|{doc['course']}|{doc['cohort']}"
-        cs = work.cohorts.get(ck)
-        if cs is None:
-            with event_context(event):
-                cs = load(self.table, ck.encode())
-            if cs is None:
-                cs = logic.new_cohort(doc["school"], doc["course"], doc["cohort"])
-                work.sources.cohort_keys.append(ck)
-            work.cohorts[ck] = cs
+        stored = work.cohorts.get(ck)
+        if stored is None:
+            stored = StoredCohort.load(self.table, ck, event) or StoredCohort.new(
+                self.table, doc["school"], doc["course"], doc["cohort"], event)
+            work.sources.include(ck)
+            work.cohorts[ck] = stored
+        cs = stored.doc
         # One message per cohort and learner-stage batch: [learner, hour, active, last, version]
         for learner, hour, active, last, version in doc["b"]:
-            if logic.merge_bucket(cs, learner, hour, active, last, version, self.params):
-                work.dirty.add(ck)
+            logic.merge_bucket(cs, learner, hour, active, last, version, self.params)
 
     def evaluate(self, work: FeedPartition) -> None:
         """Advance the partition's cohorts to the step the global watermark passed."""
@@ -207,19 +217,18 @@ class CohortStage:
             # created or fed in this batch still catch up with the others.
             todo = list(work.cohorts)
         for ck in todo:
-            cs = work.cohorts.get(ck)
-            if cs is None:
-                with event_context(work.events[-1]):
-                    cs = load(self.table, ck.encode())
-                if cs is None:
+            stored = work.cohorts.get(ck)
+            if stored is None:
+                stored = StoredCohort.load(self.table, ck, work.events[-1])
+                if stored is None:
                     continue
-                work.cohorts[ck] = cs
+                work.cohorts[ck] = stored
+            cs = stored.doc
             healths, alerts = logic.advance(cs, evaluated, self.params)
             for h in healths:
                 self.emit_health(work, cs, health_record(cs, h))
             for a in alerts:
                 self.emit_alert(work, cs, alert_record(cs, a))
-            work.dirty.add(ck)
 
     def emit_health(self, work: FeedPartition, cs: CohortDoc, rec: CohortHealthRecord) -> None:
         work.pending.append((self.topics.cohort_health, cohort_key(cs).encode(), rec.encode()))

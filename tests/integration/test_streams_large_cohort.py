@@ -1,10 +1,10 @@
 """A cohort of many learners through the real worker: its state and its alert are records of
 several megabytes, above Kafka's default 1 MB limit, and the worker must keep going.
 
-The cohort stage keeps one document per cohort (every learner's hour buckets) and an alert
-names every disengaged learner. Seen in the scale-out benchmark: one cohort of ~20k learners
-made a 2.36 MB changelog record, the producer refused it (MessageSizeTooLargeError) and the
-worker crashed, and crashed again on restart at the same record.
+An alert names every disengaged learner, and the cohort stage keeps a member list per cohort
+(before 2026-12-06: one document with every learner's hour buckets). Seen in the scale-out
+benchmark: one cohort of ~20k learners made a 2.36 MB changelog record, the producer refused it
+(MessageSizeTooLargeError) and the worker crashed, and crashed again on restart at the same record.
 """
 
 from __future__ import annotations

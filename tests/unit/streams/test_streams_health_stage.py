@@ -81,3 +81,157 @@ def test_cohort_stage_bad_feed_records_go_to_the_dead_letters_and_the_rest_is_ap
     asyncio.run(CohortStage(table, sender, TOPICS, CONFIG).process_batch(events))
     assert [(d[2].rule, d[3]) for d in sender.dead] == [("feed.shape", "streams:cohort"), ("feed.kind", "streams:cohort")]
     assert orjson.loads(table.data[sources_key(1)])["src"] == {"0": [T0, False]}
+
+
+class RecordingTable(FakeTable):
+    """Keeps every write in order; ``crash_after`` stops the save there, as a SIGKILL would."""
+
+    def __init__(self, data: dict[bytes, bytes] | None = None, crash_after: int | None = None) -> None:
+        super().__init__()
+        self.data = dict(data or {})
+        self.writes: list[tuple[bytes, bytes]] = []
+        self.crash_after = crash_after
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        if self.crash_after is not None and len(self.writes) >= self.crash_after:
+            raise Killed
+        self.writes.append((key, value))
+        super().__setitem__(key, value)
+
+
+class Killed(Exception):
+    pass
+
+
+NAMES = [f"{i:064x}" for i in range(1, 201)]
+
+
+def learner_bucket(name: str, hour: int, active: int, version: int) -> list:
+    return [name, hour, active, hour + 60_000, version]
+
+
+def cohort_feed(partition: int, rows: list[list]) -> Event:
+    return feed(partition, {"k": "bs", "school": "s", "course": "c", "cohort": "k", "b": rows})
+
+
+def test_cohort_stage_a_batch_rewrites_only_the_learners_it_touched():
+    # One document per cohort was rewritten whole at every batch that touched it: ~165 bytes
+    # per learner, so a cohort of 10,000 learners wrote 1.6 MB of state (and changelog) for
+    # a single statement.
+    table = RecordingTable()
+    stage = CohortStage(table, FakeSender(), TOPICS, CONFIG)
+    asyncio.run(stage.process_batch([cohort_feed(2, [learner_bucket(n, T0, 600_000, 1) for n in NAMES])]))
+    table.writes.clear()
+    asyncio.run(stage.process_batch([cohort_feed(2, [learner_bucket(NAMES[7], T0, 700_000, 2)])]))
+    written = sum(len(k) + len(v) for k, v in table.writes)
+    assert written < 2_000, [k for k, _ in table.writes]
+    assert any(NAMES[7].encode() in k and b"700000" in v for k, v in table.writes)
+
+
+def _hours(n: int) -> int:
+    return T0 + n * HOUR_MS
+
+
+def crash_scenario() -> list[list[Event]]:
+    """Learners join, steps pass, some stop: every batch after the first advances steps."""
+    batches = [[cohort_feed(2, [learner_bucket(n, T0, 600_000, 1) for n in NAMES[:40]])]]
+    batches.append([cohort_feed(2, [learner_bucket(n, _hours(1), 300_000, 2) for n in NAMES[:20]]),
+                    watermark(2, 0, _hours(3)), watermark(2, 1, _hours(3) + 5)])
+    batches.append([cohort_feed(2, [learner_bucket(n, _hours(2), 200_000, 3) for n in NAMES[10:50]]),
+                    watermark(2, 0, _hours(4)), watermark(2, 1, _hours(4))])
+    batches.append([cohort_feed(2, [learner_bucket(n, _hours(4), 100_000, 4) for n in NAMES[:5]]),
+                    watermark(2, 0, _hours(30)), watermark(2, 1, _hours(30))])
+    return batches
+
+
+def kept(sender: FakeSender) -> dict[tuple, object]:
+    """What the sinks keep: the record per key; two different records under one key fail."""
+    out: dict[tuple, object] = {}
+    for topic, _partition, rec in records(sender):
+        key = (topic, rec.at_ms, getattr(rec, "state", None))
+        assert out.get(key, rec) == rec, f"two different records for {key}"
+        out[key] = rec
+    return out
+
+
+def test_cohort_stage_killed_at_any_write_of_a_save_gives_the_same_figures_after_replay():
+    # A save writes several keys (the cohort, its learners, the partition's own document);
+    # a kill can land between any two. The batch is then delivered again (its offsets were
+    # not committed) and every figure must come out as without the kill.
+    def run(crash_batch: int | None, crash_after: int | None) -> tuple[dict, dict]:
+        table, sender = RecordingTable(), FakeSender()
+        for i, events in enumerate(crash_scenario()):
+            if i == crash_batch:
+                dying = RecordingTable(table.data, crash_after=crash_after)
+                try:
+                    asyncio.run(CohortStage(dying, sender, TOPICS, CONFIG).process_batch(events))
+                except Killed:
+                    pass
+                table = RecordingTable(dying.data)
+            asyncio.run(CohortStage(table, sender, TOPICS, CONFIG).process_batch(events))
+        return kept(sender), table.data
+
+    whole, _ = run(None, None)
+    assert len(whole) > 5
+    for batch_no in range(4):
+        table, sender = RecordingTable(), FakeSender()
+        for events in crash_scenario()[:batch_no]:
+            asyncio.run(CohortStage(table, sender, TOPICS, CONFIG).process_batch(events))
+        probe = RecordingTable(table.data)
+        asyncio.run(CohortStage(probe, FakeSender(), TOPICS, CONFIG).process_batch(crash_scenario()[batch_no]))
+        for crash_after in range(len(probe.writes)):
+            figures, _ = run(batch_no, crash_after)
+            assert figures == whole, (batch_no, crash_after)
+
+
+def as_stored_by_an_older_worker(data: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """The same state as workers before 2026-12-06 stored it: one document per cohort, every
+    learner inside it without a step of its own (they were advanced with the cohort)."""
+    from streams.health.stored import LEARNER_INFIX, MEMBERS_SUFFIX
+
+    old = {k: v for k, v in data.items() if k.startswith(b"\x00")}
+    for key, value in data.items():
+        if key.startswith(b"\x00") or LEARNER_INFIX in key or key.endswith(MEMBERS_SUFFIX):
+            continue
+        doc = orjson.loads(value)
+        learners = {}
+        for name in orjson.loads(data.get(key + MEMBERS_SUFFIX, b"[]")):
+            lr = orjson.loads(data[key + LEARNER_INFIX + name.encode()])
+            assert lr.pop("e") == doc["eh"], "a whole save leaves every learner at its cohort's step"
+            learners[name] = lr
+        old[key] = orjson.dumps({"school": doc["school"], "course": doc["course"], "cohort": doc["cohort"],
+                                 "L": learners, "eh": doc["eh"], "rec": doc["rec"], "al": doc["al"]})
+    return old
+
+
+def test_cohort_stage_goes_on_from_an_older_workers_documents_even_when_killed_mid_save():
+    scenario = crash_scenario()
+
+    def run_from_batch_2(table_data: dict[bytes, bytes], crash_after: int | None) -> tuple[dict, RecordingTable]:
+        table, sender = RecordingTable(table_data), FakeSender()
+        if crash_after is not None:
+            dying = RecordingTable(table.data, crash_after=crash_after)
+            try:
+                asyncio.run(CohortStage(dying, sender, TOPICS, CONFIG).process_batch(scenario[2]))
+            except Killed:
+                pass
+            table = RecordingTable(dying.data)
+        for events in scenario[2:]:
+            asyncio.run(CohortStage(table, sender, TOPICS, CONFIG).process_batch(events))
+        return kept(sender), table
+
+    table = RecordingTable()
+    for events in scenario[:2]:
+        asyncio.run(CohortStage(table, FakeSender(), TOPICS, CONFIG).process_batch(events))
+    whole, new_form = run_from_batch_2(table.data, None)
+    old = as_stored_by_an_older_worker(table.data)
+    assert b"s|c|k" in old and len(old) == 2
+    from_old, migrated = run_from_batch_2(old, None)
+    assert from_old == whole
+    assert migrated.data == new_form.data, "the older document is stored in the new form"
+    probe = RecordingTable(old)
+    asyncio.run(CohortStage(probe, FakeSender(), TOPICS, CONFIG).process_batch(scenario[2]))
+    assert len(probe.writes) > 40  # members, 50 learners, the cohort, the partition
+    for crash_after in range(len(probe.writes)):
+        figures, _ = run_from_batch_2(old, crash_after)
+        assert figures == whole, crash_after
