@@ -23,6 +23,7 @@ from schemas.topic_limits import RECORD_LIMIT, raise_record_limits
 from schemas.topics import WORKER_TOPIC_MAX_MESSAGE_BYTES, Topic
 
 from .config import StreamsConfig
+from .faustutil import OffsetCoalescingTable
 from .transport import ReadCommittedApp
 
 
@@ -145,6 +146,8 @@ def create_app(p: StreamsParameters) -> faust.App:
         p.app_id,
         broker=f"kafka://{p.bootstrap}",
         store="rocksdb://",
+        # Persisted changelog offsets saved once per group of acknowledgements, not per record.
+        Table=OffsetCoalescingTable,
         datadir=str(p.datadir),
         autodiscover=False,
         broker_client_id=p.client_id,

@@ -7,6 +7,7 @@ changelog partition and the local RocksDB partition from the current event.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
@@ -101,6 +102,69 @@ class BatchClock:
         finally:
             self.ended = self.clock()
             self.busy.observe(self.ended - started)
+
+
+class OffsetCoalescingTable(faust.Table):
+    """A Faust table that writes its persisted changelog offsets to RocksDB once per group of
+    acknowledgements, not once per changelog record (the worker's tables: ``create_app`` makes
+    it the app's ``Table``).
+
+    Faust 0.15 (at-least-once, as here: ``app.in_transaction`` is False) writes a partition's
+    persisted offset with a RocksDB put in ``Collection._on_changelog_sent``, for every
+    acknowledged changelog record: one put per table write (py-spy: ~3.7 % of the worker's
+    samples at 1,000 single-statement POSTs/s). Recovery (``faust.tables.recovery``, ``_add``)
+    reads a partition's changelog from that offset on: only the highest acknowledged offset
+    per partition matters. The first acknowledgement of a group schedules a save
+    (``loop.call_soon``) that runs after the acknowledgements already queued with it: those
+    of one produce response (a batch per partition) make one put per partition. Saved too at
+    a rebalance (before the store closes revoked partitions and recovery reads the offsets)
+    and when the table stops.
+
+    Safe: a table write puts the value in RocksDB in the same call that queues its changelog
+    record (``ManagedUserDict.__setitem__``), so an acknowledged record's value is in the
+    store, and the saved offset is never above an acknowledged one. It lags Faust's by at
+    most one event-loop step, not by a time interval: after a SIGKILL, recovery re-applies
+    about as much changelog as before. A longer lag would re-apply older changelog records
+    over newer values in RocksDB whose own records the kill lost, key by key — a store state
+    that is no longer a prefix of the writes, which the cohort stage's write order assumes
+    (``streams.health.stored``).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._unsaved_offsets: dict[TP, int] = {}
+        self._offsets_closed = False
+
+    def _on_changelog_sent(self, fut: Any) -> None:
+        if self.app.in_transaction:  # Faust's own path: saved at each commit
+            super()._on_changelog_sent(fut)
+            return
+        res = fut.result()
+        tp, offset = res.topic_partition, res.offset
+        unsaved = self._unsaved_offsets
+        if not unsaved:
+            asyncio.get_running_loop().call_soon(self.save_changelog_offsets)
+        if offset > unsaved.get(tp, -1):
+            unsaved[tp] = offset
+
+    def save_changelog_offsets(self) -> None:
+        """Write the highest acknowledged changelog offset of each partition since the last save."""
+        if self._offsets_closed or not self._unsaved_offsets:
+            return
+        unsaved, self._unsaved_offsets = self._unsaved_offsets, {}
+        for tp, offset in unsaved.items():
+            self.data.set_persisted_offset(tp, offset)
+
+    async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
+        self.save_changelog_offsets()
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+
+    async def on_stop(self) -> None:
+        # Before the store stops (mode stops a service, then its children): a put after it
+        # would reopen the partition's RocksDB.
+        self.save_changelog_offsets()
+        self._offsets_closed = True
+        await super().on_stop()
 
 
 def load(table: StateTable, key: bytes) -> dict[str, Any] | None:
