@@ -8,7 +8,7 @@ from typing import Any
 import faust
 
 from ..config import StreamsConfig
-from ..faustutil import BatchClock, Sender, process_or_stop_commits
+from ..faustutil import BatchClock, ChangelogWrites, Sender, process_or_stop_commits
 from .stage import CohortStage, CohortTopics
 
 
@@ -22,7 +22,7 @@ def register(app: faust.App, topics: Any, config: StreamsConfig) -> CohortStage:
         source_partitions=topics.statements.partitions,
     )
     table = app.Table("cohort-state", default=None, partitions=feed.partitions, key_type=bytes, value_type=bytes)
-    stage = CohortStage(table, Sender(app), names, config)
+    stage = CohortStage(table, Sender(app), names, config, ChangelogWrites(app, table))
 
     @app.agent(feed, concurrency=1)
     async def cohorts(stream: faust.StreamT) -> None:

@@ -26,7 +26,7 @@ from schemas.errors import InvalidStatement
 from schemas.records import AlertRecord, CohortHealthRecord
 
 from ..config import StreamsConfig
-from ..faustutil import Sends, StateTable, event_context, load
+from ..faustutil import PerKeyWrites, Sends, StateTable, StateWrites, event_context, load
 from . import logic
 from .state import CohortDoc, cohort_key
 from .stored import StoredCohort
@@ -124,8 +124,10 @@ class FeedPartition:
 class CohortStage:
     """Cohort feed batches in; health and alert records out; state saved after Kafka acknowledged them."""
 
-    def __init__(self, table: StateTable, sender: Sends, topics: CohortTopics, config: StreamsConfig) -> None:
+    def __init__(self, table: StateTable, sender: Sends, topics: CohortTopics, config: StreamsConfig,
+                 state: StateWrites | None = None) -> None:  # fmt: skip
         self.table = table
+        self.state = state or PerKeyWrites(table)
         self.sender = sender
         self.topics = topics
         self.params = config.health
@@ -156,7 +158,7 @@ class CohortStage:
         # records in Kafka. One round trip per batch.
         if deliveries:
             await asyncio.gather(*deliveries)
-        self.save(saves)
+        await self.save(saves)
 
     def process_partition(self, work: FeedPartition) -> None:
         with event_context(work.events[-1]):
@@ -251,11 +253,8 @@ class CohortStage:
             # partition its key hashes to, like the feed's; alerts has one.
             deliveries.append(await self.sender.send(topic, key, value, work.partition if topic == health_topic else 0))
 
-    def save(self, saves: list[tuple[Any, dict[bytes, bytes]]]) -> None:
-        for event, writes in saves:
-            with event_context(event):
-                for key, value in writes.items():
-                    self.table[key] = value
+    async def save(self, saves: list[tuple[Any, dict[bytes, bytes]]]) -> None:
+        await self.state.write([(event, key, value) for event, writes in saves for key, value in writes.items()])
 
 
 def by_partition(events: Iterable[Any]) -> dict[int, list[Any]]:

@@ -14,7 +14,7 @@ import faust
 from schemas import metrics
 
 from ..config import StreamsConfig
-from ..faustutil import BatchClock, Sender, committed_offset, process_or_stop_commits
+from ..faustutil import BatchClock, ChangelogWrites, Sender, committed_offset, process_or_stop_commits
 from ..mastery.logic import MasteryModel
 from .probe import GapProbe
 from .stage import LearnerStage, LearnerTopics
@@ -37,6 +37,7 @@ def register(app: faust.App, topics: Any, config: StreamsConfig, model: MasteryM
         table, Sender(app), names, config, model, probe=probe,
         committed_offset=lambda partition: committed_offset(app, names.statements, partition),
         cohort_partition_of=lambda key: app.producer.key_partition(names.cohort_feed, key).partition,
+        state=ChangelogWrites(app, table),
     )
 
     @app.agent(app.topic(names.statements, names.void_feed, key_type=bytes, value_type=bytes), concurrency=1)

@@ -55,7 +55,7 @@ from schemas.envelope import StatementEnvelope
 from schemas.errors import InvalidStatement
 
 from ..config import StreamsConfig
-from ..faustutil import Sends, StateTable, event_context, load
+from ..faustutil import PerKeyWrites, Sends, StateTable, StateWrites, event_context, load
 from ..mastery.logic import MasteryModel
 from .logic import LearnerLogic, Outputs, OwnerIndex, add_pending_void, partition_watermark
 from .state import LearnerState, PartitionState
@@ -142,9 +142,10 @@ class LearnerStage:
     def __init__(
         self, table: StateTable, sender: Sends, topics: LearnerTopics, config: StreamsConfig, model: MasteryModel,
         *, committed_offset: Callable[[int], int | None], cohort_partition_of: Callable[[bytes], int],
-        probe: Probe | None = None,
+        probe: Probe | None = None, state: StateWrites | None = None,
     ) -> None:
         self.table = table
+        self.state = state or PerKeyWrites(table)
         self.sender = sender
         self.topics = topics
         self.logic = LearnerLogic(config, model)
@@ -272,7 +273,7 @@ class LearnerStage:
         # envelopes are applied again: same records, same versions) or the new one with its
         # records in Kafka. One round trip a batch.
         await self.deliver(batch)
-        self.save(batch)
+        await self.save(batch)
         await self.report_watermarks(batch)
         self.count(batch.out)
 
@@ -421,16 +422,12 @@ class LearnerStage:
                     await self.sender.send(self.topics.void_feed, b"\x00void", orjson.dumps({"t": targets}), partition=q))
                 self.counters.void_feed.inc()
 
-    def save(self, batch: Batch) -> None:
+    async def save(self, batch: Batch) -> None:
         # Learners before their partitions: a crash between the two leaves partition state
         # behind, never ahead (a redelivered envelope brings its ``mx`` up again).
-        table = self.table
-        for key, held in batch.learners.items():
-            with event_context(held.event):
-                table[key] = orjson.dumps(held.state)
-        for partition, held in batch.partitions.items():
-            with event_context(held.event):
-                table[part_key(partition)] = orjson.dumps(held.state)
+        writes = [(held.event, key, orjson.dumps(held.state)) for key, held in batch.learners.items()]
+        writes += [(held.event, part_key(p), orjson.dumps(held.state)) for p, held in batch.partitions.items()]
+        await self.state.write(writes)
 
     async def report_watermarks(self, batch: Batch) -> None:
         for partition in batch.touched:

@@ -132,6 +132,59 @@ def test_streams_sigkill_and_restart_gives_the_same_records(tmp_path, kafka, spa
 
 @pytest.mark.kafka
 @pytest.mark.slow
+def test_streams_state_rebuilt_from_the_changelogs_alone_goes_on_with_the_same_figures(tmp_path, kafka, spawn):
+    # The stages write their tables' changelog records themselves (streams.faustutil
+    # .ChangelogWrites). A worker whose local state is lost (a new machine, a wiped disk)
+    # rebuilds it from the changelogs only: the figures of what comes next must be those of
+    # a worker that never stopped.
+    import shutil
+
+    from tests.integration.streams_support import DAY, MIN
+
+    settings = stream_settings(tmp_path, kafka)
+    learners = [f"{i:064x}" for i in range(1, 41)]
+    course = "https://c.example/course-1"
+
+    def produce(first_minute: int, day: int) -> None:
+        prod = EnvelopeProducer(kafka)
+        for i, learner in enumerate(learners):
+            cohort = "a" if i % 2 else "b"
+            ts = T0 + day * DAY + (first_minute + i % 7) * MIN
+            prod.send("school-a", learner, cohort, course, [statement(learner, ts, course, duration="PT4M"),
+                                                             statement(learner, ts + 2 * MIN, course, duration="PT3M")])
+        prod.close()
+
+    from learnpulse.topics import ensure_topics
+
+    ensure_topics(kafka.bootstrap_servers, kafka.topic_prefix)  # the derived topics, to read from their ends
+    start = end_offsets(kafka, TOPICS)
+    produce(0, 0)
+    produce(5, 1)
+    app_id = f"wiped-{uuid.uuid4().hex[:6]}"
+    first = worker(spawn, settings, app_id, "wiped")
+    _collect(kafka, start, lambda: [first], app_id).close()
+    first.stop()
+    state = settings.home.resolve() / "streams" / "wiped"
+    assert any(p.is_file() for p in state.rglob("*")), "the worker kept local state"
+    shutil.rmtree(state)
+
+    # The same hours again (engagement totals grow from the stored ones) and a week later
+    # (the cohorts' steps: who went quiet, from the stored hour buckets).
+    produce(30, 1)
+    produce(0, 9)
+    again = worker(spawn, settings, app_id, "wiped", web_port=first.web_port)
+    rebuilt = _collect(kafka, start, lambda: [again], app_id)
+    again.stop()
+
+    ref_id = f"ref-{uuid.uuid4().hex[:6]}"
+    ref_worker = worker(spawn, settings, ref_id, "ref")
+    ref = _collect(kafka, end_offsets(kafka, TOPICS), lambda: [ref_worker], ref_id)
+    same_records(ref, rebuilt, "state rebuilt from the changelogs", TOPICS)
+    assert len(ref.latest[Topic.COHORT_HEALTH]) >= 2 and ref.latest[Topic.ENGAGEMENT]
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
 def test_streams_two_workers_give_the_same_records_as_one(tmp_path, kafka, spawn):
     settings = _settings(tmp_path, kafka)
     assert run_simulator(settings, SIM, count=COUNT, rate=None) == COUNT
