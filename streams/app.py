@@ -183,8 +183,8 @@ def create_app(p: StreamsParameters) -> faust.App:
         # A partition count change or a topic the group leader did not yet see heals at
         # the next metadata refresh: every 30 s rather than aiokafka's 5 minutes.
         consumer_metadata_max_age_ms=30_000,
-        # Tables are written once per batch, so a larger buffer than the default only
-        # costs memory; keep the default flush cadence.
+        # The stages' table writes bypass Faust's producer buffer (faustutil.ChangelogWrites);
+        # its default size is for what Faust itself still sends there.
     )
 
     def topic(t: Topic) -> faust.TopicT:
