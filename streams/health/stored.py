@@ -54,21 +54,24 @@ class StoredLearners:
     """A cohort's learners as the logic sees them (``get``, item assignment, ``values``,
     ``items``), read from the table when first asked for; remembers what was stored."""
 
-    __slots__ = ("_table", "_ck", "_event", "_loaded", "_stored", "_members", "_member_set", "_whole",
+    __slots__ = ("_table", "_ck", "_event", "_loaded", "_stored", "_members", "_member_set", "whole",
                  "members_changed")
 
-    def __init__(self, table: StateTable, ck: bytes, event: Any,
-                 preloaded: dict[str, LearnerFigures] | None = None) -> None:  # fmt: skip
+    def __init__(self, table: StateTable, ck: bytes, event: Any, preloaded: dict[str, LearnerFigures] | None = None,
+                 *, new: bool = False) -> None:  # fmt: skip
+        """``preloaded``: every learner, from an older worker's document; ``new``: a cohort not
+        stored yet (no member list to look up)."""
         self._table = table
         self._ck = ck
         self._event = event
         self._loaded: dict[str, LearnerFigures] = dict(preloaded or {})
         self._stored: dict[str, bytes] = {}  # learner → its record as read (absent: not stored apart)
-        self._members: list[str] | None = list(self._loaded) if preloaded is not None else None
-        self._member_set: set[str] | None = set(self._loaded) if preloaded is not None else None
+        known = preloaded is not None or new
+        self._members: list[str] | None = list(self._loaded) if known else None
+        self._member_set: set[str] | None = set(self._loaded) if known else None
         # Every learner came with an older worker's document: records in the table are
         # those of a save a kill cut short, older than the document's own state.
-        self._whole = preloaded is not None
+        self.whole = preloaded is not None
         self.members_changed = preloaded is not None
 
     def members(self) -> list[str]:
@@ -80,7 +83,7 @@ class StoredLearners:
 
     def get(self, learner: str, default: LearnerFigures | None = None) -> LearnerFigures | None:
         lr = self._loaded.get(learner)
-        if lr is not None or self._whole:
+        if lr is not None or self.whole:
             return lr if lr is not None else default
         raw = _read(self._table, learner_key(self._ck, learner), self._event)
         if raw is None:
@@ -110,9 +113,6 @@ class StoredLearners:
     def values(self) -> list[LearnerFigures]:
         return [lr for _name, lr in self.items()]
 
-    def __len__(self) -> int:
-        return len(self.items())
-
     def writes(self) -> Iterator[tuple[bytes, bytes]]:
         """The member list if someone joined, then every learner whose record changed."""
         if self.members_changed:
@@ -126,15 +126,13 @@ class StoredLearners:
 class StoredCohort:
     """A cohort read from the table (or new): ``doc`` is what the logic works on."""
 
-    __slots__ = ("ck", "doc", "learners", "_stored", "_whole")
+    __slots__ = ("ck", "doc", "learners", "_stored")
 
-    def __init__(self, ck: bytes, doc: CohortDoc, learners: StoredLearners, stored: bytes | None,
-                 whole: bool) -> None:  # fmt: skip
+    def __init__(self, ck: bytes, doc: CohortDoc, learners: StoredLearners, stored: bytes | None) -> None:
         self.ck = ck
         self.doc = doc
         self.learners = learners
         self._stored = stored
-        self._whole = whole  # stored by a worker before 2026-12-06, learners inside
 
     @classmethod
     def load(cls, table: StateTable, ck: str, event: Any) -> StoredCohort | None:
@@ -146,20 +144,20 @@ class StoredCohort:
         inside = doc.pop(LEARNERS, None)
         learners = StoredLearners(table, key, event, preloaded=inside)
         doc[LEARNERS] = learners
-        return cls(key, cast(CohortDoc, doc), learners, raw, inside is not None)
+        return cls(key, cast(CohortDoc, doc), learners, raw)
 
     @classmethod
     def new(cls, table: StateTable, school: str, course: str, cohort: str, event: Any) -> StoredCohort:
         doc = new_cohort(school, course, cohort)
         key = f"{school}|{course}|{cohort}".encode()
-        learners = StoredLearners(table, key, event)
-        learners._members, learners._member_set = [], set()  # nothing stored: no need to look
+        learners = StoredLearners(table, key, event, new=True)
         doc[LEARNERS] = cast(Any, learners)
-        return cls(key, doc, learners, None, False)
+        return cls(key, doc, learners, None)
 
     def writes(self) -> list[tuple[bytes, bytes]]:
         """What changed since it was read, in the order a kill between two writes is safe in."""
         header = orjson.dumps({k: v for k, v in self.doc.items() if k != LEARNERS})
         own = [(self.ck, header)] if header != self._stored else []
         rest = list(self.learners.writes())
-        return rest + own if self._whole else own + rest
+        # An older worker's document (learners inside) last: until then it still holds them.
+        return rest + own if self.learners.whole else own + rest
