@@ -166,6 +166,10 @@ class GatewaySettings(BaseModel):
     transactional_id: str | None = None
     # Clock skew allowed between gateway hosts and the sinks' for Consistent-Through (0: one host).
     clock_margin_ms: int = 0
+    # The accepted-id index keeps each statement's JSON until the statements sink has it (reads
+    # by id before that); then every this many seconds it is dropped and only a comparison key
+    # stays (0: never, the index then grows by every statement's JSON).
+    index_prune_interval_s: float = Field(default=10.0, ge=0)
     # Slow clients: headers must be complete this long after connecting (or after the previous
     # answer); a body must arrive at body_min_rate bytes/s on average after body_grace_s. 408 else.
     header_timeout_s: float = 15.0

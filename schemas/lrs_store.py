@@ -181,6 +181,15 @@ class IndexEntry:
     stored_ms: int = 0
     voids: str = ""
     acked_ms: int = 0
+    # Once the sinks have the statement its body is pruned (:meth:`StatementIndex.prune`);
+    # what comparisons need stays: ``schemas.xapi.compare.comparison_key`` of the body and
+    # its ``timestamp`` (epoch ms).
+    compare_key: bytes | None = None
+    timestamp_ms: int | None = None
+
+    @property
+    def pruned(self) -> bool:
+        return self.body is None and bool(self.compare_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +281,13 @@ class StatementIndex(Protocol):
         Bounds ``X-Experience-API-Consistent-Through`` across every gateway: such a
         statement may not be in ClickHouse yet.
         """
+        ...
+
+    def prune(self, acked_before_ms: int, limit: int) -> int:
+        """Drop the stored statements of up to ``limit`` accepted entries acknowledged before
+        ``acked_before_ms`` (the oldest first), keeping what comparing a re-sent id needs;
+        the count pruned. Call only with a time the statements sink has passed: reads by
+        id of those statements are then answered by ClickHouse."""
         ...
 
     def forget_learner(self, school: str | None, learner: str) -> int:

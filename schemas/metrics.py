@@ -99,6 +99,10 @@ GATEWAY_KAFKA_CLIENT_ERRORS = Counter(
 # index transaction by operation (reserve / confirm / release), reservations taken over
 # or freed after a gateway crash, and confirmations that failed after Kafka acknowledged.
 GATEWAY_INDEX_VERDICTS = Counter("learnpulse_gateway_index_verdicts_total", "Offered statement ids by verdict", ["verdict"])
+GATEWAY_INDEX_PRUNED = Counter(
+    "learnpulse_gateway_index_pruned_total",
+    "Accepted-id index entries whose stored statement was dropped once the statements sink had it",
+)
 GATEWAY_INDEX_SECONDS = Histogram(
     "learnpulse_gateway_index_seconds", "Accepted-id index transaction time", ["operation"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),

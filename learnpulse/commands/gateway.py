@@ -132,6 +132,7 @@ def build_gateway_app(settings: Settings, ch=None, consistent_through=None, docu
         max_limit=g.max_limit,
         default_version=g.default_version,
         clock_margin_ms=g.clock_margin_ms,
+        prune_interval_s=g.index_prune_interval_s,
         cursor_key=cursor_key(settings),
         header_timeout_s=g.header_timeout_s,
         body_grace_s=g.body_grace_s,

@@ -102,6 +102,11 @@ class GatewayConfig:
     # Allowance for clock skew between the gateways' hosts and the sink's (Consistent-Through
     # holds back statements acknowledged this long before the sink's progress): 0 on one host.
     clock_margin_ms: int = 0
+    # Every this many seconds the index's copies of statements the statements sink has
+    # passed are dropped, ``prune_batch`` per store transaction (0: never; the index then
+    # grows by every statement's JSON).
+    prune_interval_s: float = 10.0
+    prune_batch: int = 2_000
     # Slow clients (:mod:`.bodyread`): a request must complete its headers within
     # ``header_timeout_s`` of the connection (or of the previous answer), and its body
     # must arrive at ``body_min_rate`` bytes/s on average after a ``body_grace_s`` head start.
@@ -182,6 +187,7 @@ class Gateway:
         self._oldest_unsunk: int | None = None
         self._refresher: asyncio.Task | None = None
         self._orphans: asyncio.Task | None = None
+        self._pruner: asyncio.Task | None = None
         # On-demand re-reads of the sink's progress (reads whose page passes the header):
         # shared by concurrent requests, at most one per ``_ON_DEMAND_MIN_S``.
         self._on_demand: asyncio.Future | None = None
@@ -196,6 +202,8 @@ class Gateway:
             log.warning("consistent-through not available yet: %r", err)
         self._refresher = asyncio.create_task(self._refresh_loop())
         self._orphans = asyncio.create_task(self._release_orphans())
+        if self.config.prune_interval_s > 0:
+            self._pruner = asyncio.create_task(self._prune_loop())
 
     async def _release_orphans(self) -> None:
         """Once this gateway's Kafka producers fenced the previous run's, free its reservations."""
@@ -210,7 +218,7 @@ class Gateway:
                 await asyncio.sleep(5)
 
     async def on_cleanup(self, _app: web.Application) -> None:
-        for task in (self._refresher, self._orphans):
+        for task in (self._refresher, self._orphans, self._pruner):
             if task is not None:
                 task.cancel()
         await asyncio.to_thread(self.sender.close)
@@ -223,6 +231,28 @@ class Gateway:
                 await self._refresh_consistency()
             except Exception as err:  # noqa: BLE001 - a reader hiccup must not stop the loop
                 log.warning("consistent-through refresh failed: %r", err)
+
+    async def _prune_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.prune_interval_s)
+            try:
+                await self.prune_sunk()
+            except Exception as err:  # noqa: BLE001 - the index is busy or down: next time
+                log.warning("pruning the accepted-id index failed: %r", err)
+
+    async def prune_sunk(self) -> int:
+        """Drop the index's copies of the statements the statements sink has passed: reads by id
+        of those are answered by ClickHouse already (:meth:`_sunk`, the same bound), and a
+        re-sent id is compared with the key kept in their place. The count dropped."""
+        if self.store is None or self._sink_through is None:
+            return 0
+        before, batch, total = self._sink_through - self.config.clock_margin_ms, self.config.prune_batch, 0
+        while True:
+            pruned = await self.index.prune(before, batch)
+            metrics.GATEWAY_INDEX_PRUNED.inc(pruned)
+            total += pruned
+            if pruned < batch:
+                return total
 
     async def _refresh_consistency(self) -> None:
         if self._consistent_through is None:

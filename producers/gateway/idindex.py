@@ -118,5 +118,8 @@ class IndexClient:
     async def oldest_unsunk_ms(self, sunk_through_ms: int) -> int | None:
         return await asyncio.to_thread(self.reader.oldest_unsunk_ms, sunk_through_ms)
 
+    async def prune(self, acked_before_ms: int, limit: int) -> int:
+        return await asyncio.to_thread(self.index.prune, acked_before_ms, limit)
+
     async def release_orphans(self, gateway: str, incarnation: str) -> int:
         return await asyncio.to_thread(self.index.release_orphans, gateway, incarnation)

@@ -23,7 +23,7 @@ import orjson
 
 from schemas import metrics
 from schemas.lrs_store import AcceptedStatement, Claim, Holder, IndexEntry
-from schemas.xapi.compare import same_statement
+from schemas.xapi.compare import same_as_compared, same_statement
 from schemas.xapi.validate import VOIDED
 
 from ..publisher import RequestEncoder, StatementTooLarge
@@ -239,9 +239,15 @@ class StatementWriter:
         """409 if an accepted id comes with other content (statements are immutable)."""
         for i, sid in enumerate(sids):
             e = others.get(sid)
-            if e is None or not e.accepted or e.body is None:
+            if e is None or not e.accepted:
                 continue
-            if not same_statement(orjson.loads(e.body), statements[i]):
+            if e.body is not None:
+                same = same_statement(orjson.loads(e.body), statements[i])
+            elif e.compare_key and e.timestamp_ms is not None:  # pruned
+                same = same_as_compared(statements[i], e.statement_id, e.compare_key, e.timestamp_ms)
+            else:
+                continue
+            if not same:
                 metrics.GATEWAY_INDEX_VERDICTS.labels("conflict").inc()
                 raise XapiError(
                     409, "statement.conflict",

@@ -101,6 +101,19 @@ class Database:
             for statement in ddl:
                 cur.execute(statement)
 
+    def ensure_columns(self, table: str, columns: Sequence[tuple[str, str]]) -> None:
+        """Add ``(name, type)`` columns a table made by an older version lacks."""
+        with self.transaction() as cur:
+            if self.dialect == "sqlite":
+                have = {row[1] for row in cur.execute(f"PRAGMA table_info({table})").fetchall()}
+                for name, sql_type in columns:
+                    if name not in have:
+                        cur.execute(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}")
+            else:
+                # Gateways may start together: IF NOT EXISTS, not a look then an ALTER.
+                for name, sql_type in columns:
+                    cur.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {sql_type}")
+
     def close(self) -> None:
         # After any transaction in flight in another thread (a worker of the gateway's index
         # at shutdown): closing under it crashed the process (SQLite freed its statements).

@@ -47,7 +47,10 @@ The write protocol (``producers.gateway.writes``) and what each crash leaves beh
 The stored statement is kept with its id: reads by id are answered from here from the
 moment of the answer until the statements sink has passed it (read-your-writes, on every
 gateway; then ClickHouse answers, which knows erasures) and a re-sent id is compared
-without ClickHouse, so writes keep working while ClickHouse is down. ``forget_learner``
+without ClickHouse, so writes keep working while ClickHouse is down. Once the sink has
+passed it the gateways :meth:`prune` the body: only its comparison key (a SHA-256 of what
+xAPI statement comparison looks at) and its timestamp stay, so the index grows by ids,
+not by statements. ``forget_learner``
 erases a learner's rows (those it is the actor of), ``forget_statements`` the statements
 ``forget-learner`` erased from ClickHouse (those naming the learner anywhere).
 """
@@ -58,7 +61,11 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+import orjson
+
 from schemas.lrs_store import AcceptedStatement, Claim, Holder, IndexEntry
+from schemas.xapi.compare import comparison_key
+from schemas.xapi.timefmt import parse_ms
 
 from .database import Cursor, Database
 
@@ -66,19 +73,35 @@ log = logging.getLogger("learnpulse.lrsstore.index")
 
 TABLE = "lrs_statement_index"
 PENDING, ACCEPTED = 0, 1
+# ``compare_key`` of an entry whose stored statement could not be reduced to a key: kept whole.
+UNCOMPARABLE = b""
 # Rows per multi-row statement (SQLite's default cap is 32,766 parameters).
 CHUNK = 400
 # Attempts of a transaction PostgreSQL aborted as a deadlock victim.
 DEADLOCK_ATTEMPTS = 5
 
 _COLUMNS = "school, statement_id, state, gateway, incarnation, request, reserved_ms"
-_ENTRY_COLUMNS = "statement_id, state, gateway, incarnation, request, reserved_ms, body, stored_ms, voids, acked_ms"
+_ENTRY_COLUMNS = (
+    "statement_id, state, gateway, incarnation, request, reserved_ms, body, stored_ms, voids, acked_ms, "
+    "compare_key, timestamp_ms"
+)
 
 T = TypeVar("T")
 
 
-def _ddl(dialect: str) -> list[str]:
-    blob = "BLOB" if dialect == "sqlite" else "BYTEA"
+def _blob(dialect: str) -> str:
+    return "BLOB" if dialect == "sqlite" else "BYTEA"
+
+
+def _added_columns(dialect: str) -> list[tuple[str, str]]:
+    """Columns added after the table's first form (stores made before get them at start)."""
+    # What a pruned entry keeps of its statement for comparisons (``schemas.xapi.compare``).
+    return [("compare_key", _blob(dialect)), ("timestamp_ms", "BIGINT")]
+
+
+def _table(dialect: str) -> list[str]:
+    blob = _blob(dialect)
+    added = "".join(f"\n            {name} {sql_type}," for name, sql_type in _added_columns(dialect))
     return [
         f"""CREATE TABLE IF NOT EXISTS {TABLE} (
             school TEXT NOT NULL,
@@ -92,9 +115,14 @@ def _ddl(dialect: str) -> list[str]:
             stored_ms BIGINT NOT NULL DEFAULT 0,
             learner TEXT NOT NULL DEFAULT '',
             voids TEXT NOT NULL DEFAULT '',
-            acked_ms BIGINT NOT NULL DEFAULT 0,
+            acked_ms BIGINT NOT NULL DEFAULT 0,{added}
             PRIMARY KEY (school, statement_id)
-        )""",
+        )"""
+    ]
+
+
+def _indexes() -> list[str]:
+    return [
         # "Is this id voided?" (reads by id; a voiding statement may arrive before its target).
         f"CREATE INDEX IF NOT EXISTS {TABLE}_voids ON {TABLE} (school, voids) WHERE voids <> ''",
         # forget-learner.
@@ -102,6 +130,8 @@ def _ddl(dialect: str) -> list[str]:
         # Consistent-Through: pending rows and the most recently acknowledged ones.
         f"CREATE INDEX IF NOT EXISTS {TABLE}_pending ON {TABLE} (gateway, reserved_ms) WHERE state = 0",
         f"CREATE INDEX IF NOT EXISTS {TABLE}_acked ON {TABLE} (acked_ms)",
+        # Bodies not pruned yet, oldest first: a pruning pass never walks the pruned ones.
+        f"CREATE INDEX IF NOT EXISTS {TABLE}_bodies ON {TABLE} (acked_ms) WHERE body IS NOT NULL AND compare_key IS NULL",
     ]
 
 
@@ -110,8 +140,18 @@ def _chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
         yield items[i : i + size]
 
 
+def _compared(body: bytes) -> tuple[bytes, int] | None:
+    """What a pruned entry keeps of its stored statement: its comparison key and timestamp
+    (None if the statement has no form to compare by: it stays whole)."""
+    try:
+        stored = orjson.loads(body)
+        return comparison_key(stored), parse_ms(stored["timestamp"])
+    except Exception:  # noqa: BLE001 - any statement the gateway once accepted must not stop pruning
+        return None
+
+
 def _entry(row: tuple[Any, ...]) -> IndexEntry:
-    sid, state, gateway, incarnation, request, reserved_ms, body, stored_ms, voids, acked_ms = row
+    sid, state, gateway, incarnation, request, reserved_ms, body, stored_ms, voids, acked_ms, key, ts_ms = row
     return IndexEntry(
         statement_id=sid,
         accepted=state == ACCEPTED,
@@ -121,6 +161,8 @@ def _entry(row: tuple[Any, ...]) -> IndexEntry:
         stored_ms=int(stored_ms),
         voids=voids,
         acked_ms=int(acked_ms),
+        compare_key=bytes(key) if key is not None else None,
+        timestamp_ms=int(ts_ms) if ts_ms is not None else None,
     )
 
 
@@ -129,7 +171,9 @@ class SqlStatementIndex:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        db.ensure(_ddl(db.dialect))
+        db.ensure(_table(db.dialect))
+        db.ensure_columns(TABLE, _added_columns(db.dialect))
+        db.ensure(_indexes())
 
     @classmethod
     def open(cls, url: str) -> SqlStatementIndex:
@@ -268,6 +312,40 @@ class SqlStatementIndex:
                         (gateway, incarnation))  # fmt: skip
             return max(cur.rowcount, 0)
 
+        return self._transact(work)
+
+    def prune(self, acked_before_ms: int, limit: int) -> int:
+        # The keys are made outside the write transaction (JSON parsing, hashing): the
+        # store's single writer is held only for the updates. An entry erased meanwhile
+        # matches no row; one pruned meanwhile by another gateway is skipped.
+        with self.db.transaction(read_only=True) as cur:
+            rows = cur.execute(
+                f"SELECT school, statement_id, body FROM {TABLE} "
+                "WHERE body IS NOT NULL AND compare_key IS NULL AND acked_ms < ? ORDER BY acked_ms LIMIT ?",
+                (acked_before_ms, limit),
+            ).fetchall()
+        if not rows:
+            return 0
+        pruned, kept = [], []
+        for school, sid, body in rows:
+            compared = _compared(bytes(body))
+            if compared is None:
+                kept.append((UNCOMPARABLE, school, sid))
+            else:
+                pruned.append((*compared, school, sid))
+
+        def work(cur: Cursor) -> int:
+            cur.executemany(
+                f"UPDATE {TABLE} SET body = NULL, compare_key = ?, timestamp_ms = ? "
+                "WHERE school = ? AND statement_id = ? AND body IS NOT NULL",
+                pruned,
+            )
+            # Kept whole, and marked so that later passes do not pick them again.
+            cur.executemany(f"UPDATE {TABLE} SET compare_key = ? WHERE school = ? AND statement_id = ?", kept)
+            return len(pruned)
+
+        if kept:
+            log.warning("%d stored statements kept whole in the accepted-id index: no comparison key", len(kept))
         return self._transact(work)
 
     def forget_learner(self, school: str | None, learner: str) -> int:

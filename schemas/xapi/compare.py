@@ -28,14 +28,17 @@ Numbers compare by value (``1`` equals ``1.0``) but never equal booleans.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import Counter
 from typing import Any
 
+import orjson
+
 from .timefmt import parse_ms
 
-__all__ = ["same_statement"]
+__all__ = ["comparison_key", "same_as_compared", "same_statement"]
 
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -54,6 +57,56 @@ def same_statement(a: dict[str, Any], b: dict[str, Any]) -> bool:
     if "timestamp" in a and "timestamp" in b and parse_ms(a["timestamp"]) != parse_ms(b["timestamp"]):
         return False
     return _statement(a, top=True) == _statement(b, top=True)
+
+
+def comparison_key(stored: dict[str, Any]) -> bytes:
+    """SHA-256 of what :func:`same_statement` compares besides ``id`` and ``timestamp``.
+
+    Lets a stored statement be compared without keeping it (the accepted-id index drops
+    the bodies the sinks have written): ``same_statement(stored, new)`` equals
+    ``same_as_compared(new, stored["id"], comparison_key(stored), parse_ms(stored["timestamp"]))``
+    for a stored statement (one that has both).
+    """
+    return hashlib.sha256(_encode(_statement(stored, top=True)).encode()).digest()
+
+
+def same_as_compared(new: dict[str, Any], statement_id: str, key: bytes, timestamp_ms: int) -> bool:
+    """:func:`same_statement` of ``new`` and a stored statement known by its id, its
+    :func:`comparison_key` and its timestamp (epoch ms)."""
+    if "id" in new and str(new["id"]).lower() != statement_id.lower():
+        return False
+    if "timestamp" in new and parse_ms(new["timestamp"]) != timestamp_ms:
+        return False
+    return comparison_key(new) == key
+
+
+def _encode(form: Any) -> str:
+    """Text of a normal form, equal for equal forms: sets and dicts in sorted order, every
+    item self-delimiting (strings quoted, numbers terminated, containers bracketed). The
+    forms nest only as deep as a statement's structure (JSON values are text already)."""
+    kind = type(form)
+    if kind is str:
+        return _quoted(form)
+    if kind is tuple:
+        return "(" + "".join(map(_encode, form)) + ")"
+    if kind is frozenset:
+        return "{" + "".join(sorted(map(_encode, form))) + "}"
+    if kind is dict:
+        return "<" + "".join(sorted("(" + _quoted(k) + _encode(v) + ")" for k, v in form.items())) + ">"
+    if form is None:
+        return "n"
+    if kind is bool:
+        return "t" if form else "f"
+    if kind is int:
+        return f"i{form};"
+    return "j" + _frozen(form)  # an activity id a tolerated statement sent as another JSON value
+
+
+def _quoted(text: str) -> str:
+    try:
+        return orjson.dumps(text).decode()
+    except orjson.JSONEncodeError:  # a lone surrogate (a statement not parsed by orjson)
+        return json.dumps(text)
 
 
 # ---------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from learnpulse.settings import LrsStoreSettings, Settings
 from producers.lrsstore.statement_index import SqlStatementIndex
 from tests.conftest import Proc, wait_for
 from tests.integration.test_gateway_exactly_once import (
-    Client, _cli, _counts, _credential, _start_gateway, _with_port, pipeline,  # noqa: F401 - fixture
+    Client, _cli, _counts, _credential, _start_gateway, _statements_in_kafka, _with_port, pipeline,  # noqa: F401 - fixture
 )  # fmt: skip
 from tests.unit.gateway.harness import statement
 
@@ -142,6 +142,59 @@ def test_forget_learner_leaves_no_statement_naming_them_readable_by_id(pipeline:
                  "the statements the sink dropped to be 404 by id")  # fmt: skip
         assert [client.get(statementId=sid).status_code for sid in kept] == [200, 200]
     finally:
+        if sink is not None:
+            assert sink.stop() == 0, sink.tail()
+        gw.stop()
+
+
+@pytest.mark.kafka
+@pytest.mark.clickhouse_server
+@pytest.mark.slow
+def test_index_drops_the_sunk_statements_and_still_reads_and_compares_them(pipeline: Settings, tmp_path: Path):
+    """The accepted-id index must not grow by every statement's JSON: once the statements sink
+    has a statement, the gateway drops the index's copy and keeps a comparison key. Reads by
+    id then come from ClickHouse, and a re-sent id is still told same (204, nothing stored)
+    from different (409), as xAPI Data §2.3.1 compares them."""
+    settings = _with_port(pipeline)
+    settings = settings.model_copy(update={"gateway": settings.gateway.model_copy(update={"index_prune_interval_s": 0.5})})
+    _cli(settings, "db", "migrate")
+    school = "prune-school"
+    client = Client(settings, *_credential(settings, school))
+    gw = _start_gateway(settings, tmp_path / "gateway.log", client)
+    group = {"objectType": "Group", "name": "T", "member": [{"mbox": "mailto:a@example.com"}, {"mbox": "mailto:b@example.com"}]}
+    batch = [
+        statement(id=str(uuid.uuid4()), timestamp="2026-12-06T09:00:00.250+01:00", result={"score": {"raw": 3}}),
+        statement(id=str(uuid.uuid4())),  # the gateway sets its timestamp
+        statement(id=str(uuid.uuid4()), actor=group, context={"extensions": {"https://example.org/x": {"a": [1, 2]}}}),
+    ]
+    ids = [s["id"] for s in batch]
+    index = SqlStatementIndex.open(settings.lrs_store_url)
+    sink = None
+    try:
+        assert client.post(batch).status_code == 200
+        assert all(e.body is not None for e in index.get(school, ids).values())  # no sink yet: kept
+        sink = Proc(["sink", "--table", "statements"], settings, tmp_path / "sink.log")
+        wait_for(lambda: _counts(settings.clickhouse_url, ids)["statements_raw FINAL"] == 3, 180, "3 rows sunk")
+        wait_for(lambda: all(e.pruned for e in index.get(school, ids).values()) and len(index.get(school, ids)) == 3,
+                 120, "the index to drop the sunk statements' copies")  # fmt: skip
+        for st in batch:
+            got = client.get(statementId=st["id"])
+            assert got.status_code == 200 and got.json()["id"] == st["id"] and got.json()["verb"] == st["verb"], got.text
+
+        # The same statements again: as sent, with the timestamp in another zone, the group's members reordered.
+        assert client.post(batch).status_code == 204
+        same_instant = dict(batch[0], timestamp="2026-12-06T08:00:00.250Z")
+        reordered = dict(batch[2], actor=dict(group, member=group["member"][::-1]))
+        assert client.put(same_instant, batch[0]["id"]).status_code == 204
+        assert client.put(reordered, batch[2]["id"]).status_code == 204
+        # Different content under the same ids.
+        for changed in (dict(batch[0], result={"score": {"raw": 4}}), dict(batch[0], timestamp="2026-12-06T08:00:00.251Z"),
+                        dict(batch[1], verb={"id": "http://adlnet.gov/expapi/verbs/failed"})):  # fmt: skip
+            r = client.post([changed])
+            assert r.status_code == 409 and "statement.conflict" in r.text, r.text
+        assert sorted(_statements_in_kafka(settings).items()) == sorted((i, 1) for i in ids)  # nothing stored twice
+    finally:
+        index.close()
         if sink is not None:
             assert sink.stop() == 0, sink.tail()
         gw.stop()

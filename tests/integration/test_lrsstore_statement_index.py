@@ -3,7 +3,7 @@
 One contract, run against both engines: exactly one reservation wins, whoever asks and
 from which process; reservations become accepted or are freed; a crashed holder's
 reservation is freed on its restart or taken over once stale; reads by id; voids;
-forget-learner; the bound Consistent-Through takes from it.
+forget-learner; the bound Consistent-Through takes from it; pruning the bodies the sinks have.
 """
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Iterator
 
+import orjson
 import pytest
 
 from producers.lrsstore.statement_index import SqlStatementIndex
 from schemas.lrs_store import AcceptedStatement, Claim, Holder
+from schemas.xapi.compare import comparison_key
+from schemas.xapi.timefmt import parse_ms
 
 A = Holder("gw-a", "run-1", 1)
 B = Holder("gw-b", "run-1", 1)
@@ -140,3 +143,76 @@ def test_lrsstore_index_confirm_and_reserve_confirms_first_in_one_transaction(in
     # k2 is B's reservation now: A finds it held by B.
     [held] = index.reserve([Claim("s", A, ["k2"])], 1_010, 0)
     assert not held["k2"].accepted and held["k2"].holder == B
+
+
+def _stored(sid: str, timestamp: str) -> AcceptedStatement:
+    body = {
+        "id": sid, "timestamp": timestamp, "stored": "2026-12-06T08:00:00.000Z",
+        "actor": {"mbox": "mailto:a@example.com"}, "verb": {"id": "http://adlnet.gov/expapi/verbs/answered"},
+        "object": {"id": f"https://example.org/q/{sid}"}, "result": {"score": {"raw": 3}},
+    }  # fmt: skip
+    return AcceptedStatement(sid, orjson.dumps(body), 1_000, "l1")
+
+
+def test_lrsstore_index_prune_keeps_only_the_comparison_key_of_the_oldest_acknowledged(index):
+    stored = {f"p{i}": _stored(f"p{i}", f"2026-12-06T07:0{i}:00.250+01:00") for i in range(4)}
+    for i, sid in enumerate(stored):
+        index.reserve([Claim("s", A, [sid])], 1_000, 0)
+        index.confirm([("s", A, [stored[sid]])], 1_000 + 1_000 * i)  # acked at 1000, 2000, 3000, 4000
+    index.reserve([Claim("s", A, ["held"])], 1_000, 0)
+    # A body with no form to compare by (no timestamp) stays whole and does not stop pruning.
+    index.reserve([Claim("s", A, ["odd"])], 1_000, 0)
+    index.confirm([("s", A, [_accepted("odd")])], 500)
+
+    assert index.prune(3_500, 2) == 1  # the odd one (kept) and the oldest
+    assert index.prune(3_500, 2) == 2
+    assert index.prune(3_500, 2) == 0
+    odd = index.get("s", ["odd"])["odd"]
+    assert odd.body == b'{"id":"odd"}' and not odd.pruned
+    entries = index.get("s", [*stored, "held"])
+    for sid in ("p0", "p1", "p2"):
+        e = entries[sid]
+        doc = orjson.loads(stored[sid].body)
+        assert e.pruned and e.body is None and e.accepted
+        assert e.compare_key == comparison_key(doc) and e.timestamp_ms == parse_ms(doc["timestamp"])
+        assert e.stored_ms == 1_000 and e.acked_ms > 0
+    assert entries["p3"].body == stored["p3"].body and not entries["p3"].pruned
+    assert not entries["held"].accepted and entries["held"].body is None and not entries["held"].pruned
+    # A re-sent id still finds its entry; erasure still finds pruned entries.
+    [again] = index.reserve([Claim("s", B, ["p0"])], 9_000, 0)
+    assert again["p0"].pruned
+    assert index.forget_learner("s", "l1") == 5
+
+
+def test_lrsstore_index_made_by_an_older_version_gets_the_new_columns(lrs_store_url: str):
+    from producers.lrsstore.database import Database
+
+    db = Database(lrs_store_url)
+    blob = "BLOB" if db.dialect == "sqlite" else "BYTEA"
+    # The table's first form, with one accepted statement in it.
+    db.ensure([
+        f"""CREATE TABLE lrs_statement_index (
+            school TEXT NOT NULL, statement_id TEXT NOT NULL, state SMALLINT NOT NULL, gateway TEXT NOT NULL,
+            incarnation TEXT NOT NULL, request BIGINT NOT NULL, reserved_ms BIGINT NOT NULL, body {blob},
+            stored_ms BIGINT NOT NULL DEFAULT 0, learner TEXT NOT NULL DEFAULT '', voids TEXT NOT NULL DEFAULT '',
+            acked_ms BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (school, statement_id))"""
+    ])  # fmt: skip
+    old = _stored("o1", "2026-12-06T07:00:00Z")
+    with db.transaction() as cur:
+        cur.execute(
+            "INSERT INTO lrs_statement_index (school, statement_id, state, gateway, incarnation, request, "
+            "reserved_ms, body, stored_ms, learner, acked_ms) VALUES (?, ?, 1, 'g', 'r', 1, 1, ?, 1000, 'l1', 1000)",
+            ("s", "o1", old.body),
+        )
+    db.close()
+
+    idx = SqlStatementIndex.open(lrs_store_url)
+    again = SqlStatementIndex.open(lrs_store_url)  # a second gateway starting on the same store
+    try:
+        assert idx.get("s", ["o1"])["o1"].body == old.body
+        assert idx.prune(2_000, 10) == 1
+        e = again.get("s", ["o1"])["o1"]
+        assert e.pruned and e.compare_key == comparison_key(orjson.loads(old.body))
+    finally:
+        idx.close()
+        again.close()

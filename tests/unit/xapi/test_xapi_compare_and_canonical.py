@@ -11,8 +11,8 @@ import pytest
 from xapi_helpers import SHA256, cmi5_statement, statement
 
 from schemas.xapi.canonical import canonicalize
-from schemas.xapi.compare import same_statement
-from schemas.xapi.timefmt import format_ms
+from schemas.xapi.compare import comparison_key, same_as_compared, same_statement
+from schemas.xapi.timefmt import format_ms, parse_ms
 from schemas.xapi.validate import validate_statement
 
 AUTHORITY = {"objectType": "Agent", "account": {"homePage": "https://learnpulse.dev/schools", "name": "school-1"}}
@@ -31,95 +31,132 @@ def test_xapi_1_0_3_data_2_3_1_identical_statements_are_the_same() -> None:
     assert same_statement(cmi5_statement(), cmi5_statement())
 
 
-@pytest.mark.parametrize(
-    "change",
-    [
-        pytest.param(lambda s: s.update(stored="2024-03-06T00:00:00Z"), id="stored-assigned"),
-        pytest.param(lambda s: s.update(authority=AUTHORITY), id="authority-assigned"),
-        pytest.param(lambda s: s.update(version="1.0.0"), id="version-assigned"),
-        pytest.param(lambda s: s.update(timestamp="2024-03-05T16:09:47.253+01:00"), id="timestamp-other-zone"),
-        pytest.param(lambda s: s.update(timestamp="2024-03-05T15:09:47.2539Z"), id="timestamp-beyond-ms"),
-        pytest.param(lambda s: s.update(id=s["id"].upper()), id="id-case"),
-        pytest.param(lambda s: s["verb"].update(display={"fr": "réussi"}), id="verb-display"),
-        pytest.param(lambda s: s["verb"].pop("display"), id="verb-display-absent"),
-        pytest.param(lambda s: s["object"].pop("definition"), id="activity-definition"),
-        pytest.param(
-            lambda s: s["context"]["contextActivities"]["parent"][0].pop("definition"), id="context-activity-definition"
+# Changes from the exceptions to immutability (xAPI Data §2.3.1.b1-b7): ignored.
+IGNORED = [
+    pytest.param(lambda s: s.update(stored="2024-03-06T00:00:00Z"), id="stored-assigned"),
+    pytest.param(lambda s: s.update(authority=AUTHORITY), id="authority-assigned"),
+    pytest.param(lambda s: s.update(version="1.0.0"), id="version-assigned"),
+    pytest.param(lambda s: s.update(timestamp="2024-03-05T16:09:47.253+01:00"), id="timestamp-other-zone"),
+    pytest.param(lambda s: s.update(timestamp="2024-03-05T15:09:47.2539Z"), id="timestamp-beyond-ms"),
+    pytest.param(lambda s: s.update(id=s["id"].upper()), id="id-case"),
+    pytest.param(lambda s: s["verb"].update(display={"fr": "réussi"}), id="verb-display"),
+    pytest.param(lambda s: s["verb"].pop("display"), id="verb-display-absent"),
+    pytest.param(lambda s: s["object"].pop("definition"), id="activity-definition"),
+    pytest.param(
+        lambda s: s["context"]["contextActivities"]["parent"][0].pop("definition"), id="context-activity-definition"
+    ),
+    pytest.param(lambda s: s["actor"].pop("objectType"), id="agent-object-type-default"),
+    pytest.param(lambda s: s["object"].pop("objectType"), id="activity-object-type-default"),
+    pytest.param(
+        lambda s: s["context"]["contextActivities"].update(
+            category=s["context"]["contextActivities"]["category"][0]
         ),
-        pytest.param(lambda s: s["actor"].pop("objectType"), id="agent-object-type-default"),
-        pytest.param(lambda s: s["object"].pop("objectType"), id="activity-object-type-default"),
-        pytest.param(
-            lambda s: s["context"]["contextActivities"].update(
-                category=s["context"]["contextActivities"]["category"][0]
-            ),
-            id="context-activity-single-vs-array",
+        id="context-activity-single-vs-array",
+    ),
+    pytest.param(
+        lambda s: s["context"].update(registration=s["context"]["registration"].upper()), id="registration-case"
+    ),
+    pytest.param(lambda s: s["result"].update(duration="PT12M31.500S"), id="duration-trailing-zeros"),
+    pytest.param(lambda s: s["result"].update(duration="PT12M31.509S"), id="duration-beyond-centiseconds"),
+    pytest.param(lambda s: s["result"]["score"].update(raw=82.0), id="number-1-vs-1.0"),
+    pytest.param(
+        lambda s: s["actor"]["account"].update(homePage="HTTPS://LMS.Example.ORG"), id="iri-scheme-host-case"
+    ),
+    pytest.param(
+        lambda s: s["object"].update(id="https://example.org/course/geo/au/%34c07"), id="iri-percent-unreserved"
+    ),
+    pytest.param(
+        lambda s: s.update(
+            attachments=[
+                {
+                    "usageType": "http://adlnet.gov/expapi/attachments/signature",
+                    "display": {"en": "sig"},
+                    "contentType": "application/octet-stream",
+                    "length": 10,
+                    "sha2": SHA256,
+                }
+            ]
         ),
-        pytest.param(
-            lambda s: s["context"].update(registration=s["context"]["registration"].upper()), id="registration-case"
+        id="attachments",
+    ),
+    pytest.param(lambda s: s.pop("id"), id="id-absent-one-side"),
+    pytest.param(lambda s: s.pop("timestamp"), id="timestamp-absent-one-side"),
+]
+# Any other difference: not ignored.
+NOT_IGNORED = [
+    pytest.param(lambda s: s.update(id=str(uuid.UUID(int=1))), id="id"),
+    pytest.param(lambda s: s.update(timestamp="2024-03-05T15:09:47.254Z"), id="timestamp-instant"),
+    pytest.param(lambda s: s["actor"]["account"].update(name="4712"), id="actor"),
+    pytest.param(lambda s: s["actor"].update(name="Other"), id="actor-name"),
+    pytest.param(lambda s: s["verb"].update(id="http://adlnet.gov/expapi/verbs/failed"), id="verb-id"),
+    pytest.param(lambda s: s["object"].update(id="https://example.org/course/geo/AU/4c07"), id="iri-path-case"),
+    pytest.param(lambda s: s["result"]["score"].update(raw=83), id="score"),
+    pytest.param(lambda s: s["result"].update(success=False), id="success"),
+    pytest.param(lambda s: s["result"].update(duration="PT751.5S"), id="duration-other-units"),
+    pytest.param(lambda s: s["result"].update(response="b"), id="response-added"),
+    pytest.param(lambda s: s["context"].update(registration=str(uuid.UUID(int=2))), id="registration"),
+    pytest.param(
+        lambda s: s["context"]["contextActivities"]["parent"].append({"id": "http://example.com/p2"}),
+        id="context-activity-added",
+    ),
+    pytest.param(
+        lambda s: s["context"]["extensions"].update(
+            {"https://w3id.org/xapi/cmi5/context/extensions/sessionid": "other"}
         ),
-        pytest.param(lambda s: s["result"].update(duration="PT12M31.500S"), id="duration-trailing-zeros"),
-        pytest.param(lambda s: s["result"].update(duration="PT12M31.509S"), id="duration-beyond-centiseconds"),
-        pytest.param(lambda s: s["result"]["score"].update(raw=82.0), id="number-1-vs-1.0"),
-        pytest.param(
-            lambda s: s["actor"]["account"].update(homePage="HTTPS://LMS.Example.ORG"), id="iri-scheme-host-case"
-        ),
-        pytest.param(
-            lambda s: s["object"].update(id="https://example.org/course/geo/au/%34c07"), id="iri-percent-unreserved"
-        ),
-        pytest.param(
-            lambda s: s.update(
-                attachments=[
-                    {
-                        "usageType": "http://adlnet.gov/expapi/attachments/signature",
-                        "display": {"en": "sig"},
-                        "contentType": "application/octet-stream",
-                        "length": 10,
-                        "sha2": SHA256,
-                    }
-                ]
-            ),
-            id="attachments",
-        ),
-        pytest.param(lambda s: s.pop("id"), id="id-absent-one-side"),
-        pytest.param(lambda s: s.pop("timestamp"), id="timestamp-absent-one-side"),
-    ],
-)
+        id="extension-value",
+    ),
+    pytest.param(lambda s: s["context"].update(language="en"), id="language-added"),
+    pytest.param(lambda s: s.pop("result"), id="result-removed"),
+]
+
+
+@pytest.mark.parametrize("change", IGNORED)
 def test_xapi_1_0_3_data_2_3_1_differences_from_immutability_exceptions_are_ignored(change) -> None:
     a, b = _changed(change)
     assert same_statement(a, b) and same_statement(b, a)
 
 
-@pytest.mark.parametrize(
-    "change",
-    [
-        pytest.param(lambda s: s.update(id=str(uuid.UUID(int=1))), id="id"),
-        pytest.param(lambda s: s.update(timestamp="2024-03-05T15:09:47.254Z"), id="timestamp-instant"),
-        pytest.param(lambda s: s["actor"]["account"].update(name="4712"), id="actor"),
-        pytest.param(lambda s: s["actor"].update(name="Other"), id="actor-name"),
-        pytest.param(lambda s: s["verb"].update(id="http://adlnet.gov/expapi/verbs/failed"), id="verb-id"),
-        pytest.param(lambda s: s["object"].update(id="https://example.org/course/geo/AU/4c07"), id="iri-path-case"),
-        pytest.param(lambda s: s["result"]["score"].update(raw=83), id="score"),
-        pytest.param(lambda s: s["result"].update(success=False), id="success"),
-        pytest.param(lambda s: s["result"].update(duration="PT751.5S"), id="duration-other-units"),
-        pytest.param(lambda s: s["result"].update(response="b"), id="response-added"),
-        pytest.param(lambda s: s["context"].update(registration=str(uuid.UUID(int=2))), id="registration"),
-        pytest.param(
-            lambda s: s["context"]["contextActivities"]["parent"].append({"id": "http://example.com/p2"}),
-            id="context-activity-added",
-        ),
-        pytest.param(
-            lambda s: s["context"]["extensions"].update(
-                {"https://w3id.org/xapi/cmi5/context/extensions/sessionid": "other"}
-            ),
-            id="extension-value",
-        ),
-        pytest.param(lambda s: s["context"].update(language="en"), id="language-added"),
-        pytest.param(lambda s: s.pop("result"), id="result-removed"),
-    ],
-)
+@pytest.mark.parametrize("change", NOT_IGNORED)
 def test_xapi_1_0_3_data_2_3_1_other_differences_are_not_ignored(change) -> None:
     a, b = _changed(change)
     assert not same_statement(a, b) and not same_statement(b, a)
+
+
+def _same_as_pruned(stored: dict[str, Any], new: dict[str, Any]) -> bool:
+    """What the accepted-id index decides once it kept only the stored statement's key."""
+    return same_as_compared(new, stored["id"], comparison_key(stored), parse_ms(stored["timestamp"]))
+
+
+@pytest.mark.parametrize("change", IGNORED + NOT_IGNORED)
+def test_comparison_key_decides_as_the_whole_stored_statement_does(change) -> None:
+    # The stored side always has an id and a timestamp (the LRS sets them).
+    for stored, new in (_changed(change), _changed(change)[::-1]):
+        if "id" in stored and "timestamp" in stored:
+            assert _same_as_pruned(stored, new) == same_statement(stored, new)
+
+
+def test_comparison_key_of_unordered_parts_does_not_depend_on_their_order() -> None:
+    members = [{"mbox": "mailto:a@example.com"}, {"mbox": "mailto:b@example.com"}, {"mbox": "mailto:a@example.com"}]
+    a = statement(actor={"objectType": "Group", "name": "T", "member": members})
+    a["context"] = {"extensions": {f"https://example.org/ext/{i}": {"v": i, "w": [i, str(i)]} for i in range(20)}}
+    b = copy.deepcopy(a)
+    b["actor"]["member"].reverse()
+    b["context"]["extensions"] = dict(reversed(list(b["context"]["extensions"].items())))
+    assert comparison_key(a) == comparison_key(b)
+    b["actor"]["member"][0] = {"mbox": "mailto:b@example.com"}
+    assert comparison_key(a) != comparison_key(b)
+
+
+def test_comparison_key_tells_a_string_from_a_number_and_nesting_apart() -> None:
+    a = statement()
+    a["result"] = {"response": "1"}
+    b = copy.deepcopy(a)
+    b["result"] = {"response": 1}
+    assert same_statement(a, b) is False and comparison_key(a) != comparison_key(b)
+    c, d = copy.deepcopy(a), copy.deepcopy(a)
+    c["context"] = {"extensions": {"https://example.org/x": ["a", ["b"]]}}
+    d["context"] = {"extensions": {"https://example.org/x": [["a"], "b"]}}
+    assert comparison_key(c) != comparison_key(d)
 
 
 def test_xapi_1_0_3_data_2_3_1_group_members_are_unordered() -> None:
