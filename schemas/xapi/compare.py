@@ -34,8 +34,6 @@ import re
 from collections import Counter
 from typing import Any
 
-import orjson
-
 from .timefmt import parse_ms
 
 __all__ = ["comparison_key", "same_as_compared", "same_statement"]
@@ -82,17 +80,18 @@ def same_as_compared(new: dict[str, Any], statement_id: str, key: bytes, timesta
 
 def _encode(form: Any) -> str:
     """Text of a normal form, equal for equal forms: sets and dicts in sorted order, every
-    item self-delimiting (strings quoted, numbers terminated, containers bracketed). The
-    forms nest only as deep as a statement's structure (JSON values are text already)."""
+    item self-delimiting (strings as Python literals, numbers terminated, containers
+    bracketed). The forms nest only as deep as a statement's structure (JSON values are
+    text already)."""
     kind = type(form)
     if kind is str:
-        return _quoted(form)
+        return repr(form)
     if kind is tuple:
         return "(" + "".join(map(_encode, form)) + ")"
     if kind is frozenset:
         return "{" + "".join(sorted(map(_encode, form))) + "}"
     if kind is dict:
-        return "<" + "".join(sorted("(" + _quoted(k) + _encode(v) + ")" for k, v in form.items())) + ">"
+        return "<" + "".join(sorted("(" + repr(k) + _encode(v) + ")" for k, v in form.items())) + ">"
     if form is None:
         return "n"
     if kind is bool:
@@ -101,12 +100,6 @@ def _encode(form: Any) -> str:
         return f"i{form};"
     return "j" + _frozen(form)  # an activity id a tolerated statement sent as another JSON value
 
-
-def _quoted(text: str) -> str:
-    try:
-        return orjson.dumps(text).decode()
-    except orjson.JSONEncodeError:  # a lone surrogate (a statement not parsed by orjson)
-        return json.dumps(text)
 
 
 # ---------------------------------------------------------------------------------------
