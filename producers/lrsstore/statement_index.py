@@ -50,9 +50,9 @@ gateway; then ClickHouse answers, which knows erasures) and a re-sent id is comp
 without ClickHouse, so writes keep working while ClickHouse is down. Once the sink has
 passed it the gateways :meth:`prune` the body: only its comparison key (a SHA-256 of what
 xAPI statement comparison looks at) and its timestamp stay, so the index grows by ids,
-not by statements. ``forget_learner``
-erases a learner's rows (those it is the actor of), ``forget_statements`` the statements
-``forget-learner`` erased from ClickHouse (those naming the learner anywhere).
+not by statements. ``forget_learner`` erases a learner's rows (those it is the actor of),
+``forget_statements`` the statements ``forget-learner`` erased from ClickHouse (those
+naming the learner anywhere).
 """
 
 from __future__ import annotations
