@@ -14,7 +14,7 @@ import faust
 from schemas import metrics
 
 from ..config import StreamsConfig
-from ..faustutil import BatchClock, ChangelogWrites, Sender, committed_offset, process_or_stop_commits
+from ..faustutil import BatchClock, ChangelogWrites, RawSchema, Sender, committed_offset, process_or_stop_commits
 from ..mastery.logic import MasteryModel
 from .probe import GapProbe
 from .stage import LearnerStage, LearnerTopics
@@ -40,7 +40,7 @@ def register(app: faust.App, topics: Any, config: StreamsConfig, model: MasteryM
         state=ChangelogWrites(app, table),
     )
 
-    @app.agent(app.topic(names.statements, names.void_feed, key_type=bytes, value_type=bytes), concurrency=1)
+    @app.agent(app.topic(names.statements, names.void_feed, schema=RawSchema()), concurrency=1)
     async def learners(stream: faust.StreamT) -> None:
         timed = partial(BatchClock("learner").run, stage.process_batch)
         async for events in stream.take_events(config.batch_max, within=config.batch_within_s):
