@@ -108,10 +108,13 @@ def evaluate(cs: CohortDoc, at: int, t: HealthThresholds) -> Health:
     return _ordered(_evaluate(cs, at, t))
 
 
-def _evaluate(cs: CohortDoc, at: int, t: HealthThresholds) -> Health:
+def _evaluate(cs: CohortDoc, at: int, t: HealthThresholds,
+              learners: list[tuple[str, LearnerFigures]] | None = None) -> Health:  # fmt: skip
     """:func:`evaluate` with the disengaged learners in no particular order: most steps emit
-    nothing (the figures did not change), so only an emitted one pays for sorting the names."""
-    members = [(name, lr) for name, lr in cs[LEARNERS].items() if lr[FIRST_HOUR] < at]
+    nothing (the figures did not change), so only an emitted one pays for sorting the names.
+    ``learners``: the cohort's ``(name, figures)``, when the caller listed them already."""
+    members = [(name, lr) for name, lr in (cs[LEARNERS].items() if learners is None else learners)
+               if lr[FIRST_HOUR] < at]  # fmt: skip
     med = _median([lr[ACTIVE_7D] for _n, lr in members])
     inactive_ms = t.inactive_days * DAY_MS
     low = t.low_active_fraction * med
@@ -152,12 +155,15 @@ def advance(cs: CohortDoc, to_ms: int, p: HealthParams) -> tuple[list[Health], l
     # Learners stored without a step of their own were advanced with the cohort.
     cohort_step = eh
     t = p.for_school(cs["school"])
+    # Every member with a record, listed (and read from the table) once: nobody joins while
+    # the cohort advances, and each step folds and evaluates them all.
+    learners = list(cs[LEARNERS].items())
     while eh + p.step_ms <= to_ms:
         nxt = eh + p.step_ms
         # Bucket keys of the hours entering and leaving the window, made once per step (not
         # per learner: a fast replay steps every cohort through many hours per second).
         keys = _step_keys(eh, nxt, p)
-        for lr in cs[LEARNERS].values():
+        for _name, lr in learners:
             start = advanced_to(lr, cohort_step)
             if start is None:  # joined before the cohort started: nothing folded yet
                 start = lr[FIRST_HOUR] - lr[FIRST_HOUR] % p.step_ms
@@ -170,7 +176,7 @@ def advance(cs: CohortDoc, to_ms: int, p: HealthParams) -> tuple[list[Health], l
             _fold(lr, keys if start == eh else _step_keys(start, nxt, p))
             lr[ADVANCED] = nxt
         eh = cs[EVALUATED_STEP] = nxt
-        h = _evaluate(cs, nxt, t)
+        h = _evaluate(cs, nxt, t, learners)
         ordered: Health | None = None
         figures = [h.learners, h.disengaged, h.share, h.median_active_ms_7d]
         if figures != cs[LAST_RECORDED]:
