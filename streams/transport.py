@@ -23,6 +23,10 @@ The consumer also decides which offsets to commit by its own rule (see
 And it hands each fetched record to the streams without four asyncio tasks per record
 (see ``ReadCommittedConsumer.wait_first``): on one-statement messages that was the largest
 single cost of the worker.
+
+And the app's flow control clears the streams' queues only when the flow was suspended (see
+:class:`ResumingFlowControl`): mode's cleared them at every resume, dropping the records
+fetched at the end of a table recovery.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as driver
 from mode.services import WaitResults
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 
 READ_COMMITTED = "read_committed"
 
@@ -236,8 +242,45 @@ class ReadCommittedTransport(driver.Transport):
     Consumer = ReadCommittedConsumer
 
 
+class ResumingFlowControl(FlowControlEvent):
+    """Faust's flow control into the streams' queues, whose ``resume`` clears those queues only
+    when the flow was suspended.
+
+    mode's ``FlowControlEvent.resume`` clears every queue made with ``clear_on_resume`` (each
+    stream's channel queue, the changelog queue) on every call: meant to drop what was queued
+    for the assignment a rebalance revoked. faust-streaming 0.15 calls it again while the flow
+    is already running: a table recovery that had changelog records to read resumed the flow
+    and started the fetcher (``Recovery._restart_recovery``), and ``on_recovery_completed``
+    resumes the stream partitions, awaits the seek to the committed offsets — during which
+    the fetcher reads those partitions and the conductor queues their records — and only then
+    calls ``flow_control.resume()``, which threw them away. Nothing acknowledged them and the
+    consumer's position was past them, so they were never read again. Seen on a worker
+    restarted after a SIGKILL with its state directory deleted, under load: consumer group
+    Stable, every partition held, recovery completed, the input's lag unchanged for 300 s
+    (``kill -USR1`` state dump: Faust's read offsets and aiokafka's positions at the end,
+    nothing acknowledged or pending, the agent's queue empty; a log of each delivery showed
+    the records queued during "Seek stream partitions to committed offsets"). With records
+    arriving after them, our commit rule (``_filter_committable_offsets``) would commit past
+    them instead: envelopes lost. Upstream: faust-streaming/faust#596 (open), the same race.
+
+    A rebalance still suspends the flow first (``_on_partitions_revoked``), so the resume
+    that ends it still clears what the revoked assignment left queued; and a stream skips an
+    event of another generation anyway.
+    """
+
+    def resume(self) -> None:
+        if self.is_active():
+            return  # running already: what the queues hold was fetched for this assignment
+        super().resume()
+
+
 class ReadCommittedApp(faust.App):
-    """A Faust app whose worker consumer reads committed records only (producers unchanged)."""
+    """A Faust app whose worker consumer reads committed records only (producers unchanged),
+    with :class:`ResumingFlowControl` as its flow control."""
 
     def _new_transport(self) -> Any:
         return ReadCommittedTransport(self.conf.broker_consumer, self)
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        return ResumingFlowControl(loop=self.loop)
