@@ -211,13 +211,24 @@ def group_lag(kafka: KafkaSettings, app_id: str) -> dict[TopicPartition, int] | 
         admin.close()
 
 
-def end_offsets(kafka: KafkaSettings, topics: list[Topic]) -> dict[TopicPartition, int]:
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=None)
-    try:
-        tps = [TopicPartition(t.physical(kafka.topic_prefix), p) for t in topics for p in range(t.spec.partitions)]
-        return dict(consumer.end_offsets(tps))
-    finally:
-        consumer.close()
+def end_offsets(kafka: KafkaSettings, topics: list[Topic], timeout_s: float = 30.0) -> dict[TopicPartition, int]:
+    """The end offset of every partition of ``topics``.
+
+    Asked again while the broker's metadata lacks one of them: kafka-python raises KeyError
+    for a topic created a moment ago (``ensure_topics`` just before), seen under load.
+    """
+    tps = [TopicPartition(t.physical(kafka.topic_prefix), p) for t in topics for p in range(t.spec.partitions)]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=None)
+        try:
+            return dict(consumer.end_offsets(tps))
+        except KeyError:
+            if time.monotonic() > deadline:
+                raise
+        finally:
+            consumer.close()
+        time.sleep(0.5)
 
 
 class DerivedReader:
