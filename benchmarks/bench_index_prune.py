@@ -6,7 +6,8 @@ gateway stores them (canonical form: id, timestamp, stored, authority, version),
 and confirmed 100 per transaction as the gateway's group commit does, then prunes them all
 as the gateway does once the statements sink has them (``SqlStatementIndex.prune``,
 ``--batch`` entries per transaction) and prints, per state: the file's bytes per statement
-(after ``VACUUM``, so free pages do not count) and the CPU µs per statement of pruning.
+(after ``VACUUM``, so free pages do not count), the mean time of a read by id's index trip
+(``read_one``: the entry and whether it is voided), and the CPU µs per statement of pruning.
 The stored JSON's own size is printed beside it as the reference.
 """
 
@@ -57,6 +58,14 @@ def file_bytes(path: Path) -> int:
     return path.stat().st_size
 
 
+def read_ms(index: SqlStatementIndex, ids: list[str], n: int = 200) -> float:
+    """Mean ms of a read by id's index trip (the entry and whether it is voided)."""
+    started = time.perf_counter()
+    for sid in ids[:: max(len(ids) // n, 1)][:n]:
+        index.read_one("school-000", sid)
+    return (time.perf_counter() - started) / min(n, len(ids)) * 1000
+
+
 def cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -76,6 +85,8 @@ def main() -> None:
         index = SqlStatementIndex.open(f"sqlite:///{path}")
         print("filling the index …", flush=True)
         fill(index, statements)
+        ids = [s.statement_id for s in statements]
+        read_full = read_ms(index, ids)
         index.close()
         full = file_bytes(path)
 
@@ -85,14 +96,15 @@ def main() -> None:
         while (done := index.prune(10**15, args.batch)) > 0:
             pruned += done
         cpu, wall = cpu_s() - cpu, time.perf_counter() - wall
+        read_pruned = read_ms(index, ids)
         index.close()
         after = file_bytes(path)
 
     n = len(statements)
     print(f"\n{n} statements, stored JSON {json_bytes:,.0f} bytes each on average")
-    print(f"{'index':<28}{'bytes/statement':>16}{'ratio to JSON':>15}")
-    print(f"{'with the stored statements':<28}{full / n:>16,.0f}{full / n / json_bytes:>15.2f}")
-    print(f"{'pruned (key + timestamp)':<28}{after / n:>16,.0f}{after / n / json_bytes:>15.2f}")
+    print(f"{'index':<28}{'bytes/statement':>16}{'ratio to JSON':>15}{'read by id ms':>15}")
+    print(f"{'with the stored statements':<28}{full / n:>16,.0f}{full / n / json_bytes:>15.2f}{read_full:>15.3f}")
+    print(f"{'pruned (key + timestamp)':<28}{after / n:>16,.0f}{after / n / json_bytes:>15.2f}{read_pruned:>15.3f}")
     print(f"pruning: {pruned} entries, {cpu / pruned * 1e6:,.1f} µs CPU and {wall / pruned * 1e6:,.1f} µs wall per statement")
 
 

@@ -216,3 +216,21 @@ def test_lrsstore_index_made_by_an_older_version_gets_the_new_columns(lrs_store_
     finally:
         idx.close()
         again.close()
+
+
+def test_lrsstore_index_voided_lookup_uses_the_voids_index_not_a_scan_of_the_school(index):
+    # Every read by id asks whether the statement is voided. Without the index that is a scan
+    # of every entry of the school (bodies included): reads by id grew slower with every
+    # statement accepted (0.1 -> 0.35 s p50 over 65,000 statements in bench_end_to_end).
+    plans: list[str] = []
+    raw = index.db._conn  # noqa: SLF001 - the plan of the statement the index runs
+    if index.db.dialect == "sqlite":
+        sql = index.voided_sql(1)
+        plans = [str(row) for row in raw.execute("EXPLAIN QUERY PLAN " + sql, ("s", "x")).fetchall()]
+    else:
+        with raw.cursor() as cur:
+            cur.execute("SET enable_seqscan = off")  # a tiny table: ask what the plan can use
+            cur.execute("EXPLAIN " + index.voided_sql(1).replace("?", "%s"), ("s", "x"))
+            plans = [row[0] for row in cur.fetchall()]
+        raw.rollback()
+    assert any("lrs_statement_index_voids" in p for p in plans), plans
