@@ -94,14 +94,15 @@ def _blob(dialect: str) -> str:
 
 
 def _added_columns(dialect: str) -> list[tuple[str, str]]:
-    """Columns added after the table's first form (stores made before get them at start)."""
+    """Columns added after the table's first form: every store gets them at start, one made by
+    an older version too."""
     # What a pruned entry keeps of its statement for comparisons (``schemas.xapi.compare``).
     return [("compare_key", _blob(dialect)), ("timestamp_ms", "BIGINT")]
 
 
 def _table(dialect: str) -> list[str]:
+    """The table's first form (:func:`_added_columns` come after it)."""
     blob = _blob(dialect)
-    added = "".join(f"\n            {name} {sql_type}," for name, sql_type in _added_columns(dialect))
     return [
         f"""CREATE TABLE IF NOT EXISTS {TABLE} (
             school TEXT NOT NULL,
@@ -115,7 +116,7 @@ def _table(dialect: str) -> list[str]:
             stored_ms BIGINT NOT NULL DEFAULT 0,
             learner TEXT NOT NULL DEFAULT '',
             voids TEXT NOT NULL DEFAULT '',
-            acked_ms BIGINT NOT NULL DEFAULT 0,{added}
+            acked_ms BIGINT NOT NULL DEFAULT 0,
             PRIMARY KEY (school, statement_id)
         )"""
     ]

@@ -101,7 +101,6 @@ def _encode(form: Any) -> str:
     return "j" + _frozen(form)  # an activity id a tolerated statement sent as another JSON value
 
 
-
 # ---------------------------------------------------------------------------------------
 # Normal forms: hashable, order-insensitive where the spec says so, type-aware.
 
