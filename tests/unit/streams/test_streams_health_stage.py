@@ -128,6 +128,41 @@ def test_cohort_stage_a_batch_rewrites_only_the_learners_it_touched():
     assert any(NAMES[7].encode() in k and b"700000" in v for k, v in table.writes)
 
 
+class CountingReads(dict):
+    """A table's local store that counts the learner records read from it."""
+
+    learner_reads = 0
+
+    def __getitem__(self, key: bytes) -> bytes:
+        if b"\x00l" in key:
+            self.learner_reads += 1
+        return super().__getitem__(key)
+
+
+def test_cohort_stage_a_batch_with_no_step_due_reads_only_the_learners_it_touched():
+    # Live traffic feeds every cohort in nearly every batch while the watermark stays within
+    # its step: a batch that evaluates no step must not read every member's record (a cohort
+    # of 400 learners cost the worker 400 RocksDB reads and decodes per batch).
+    table = FakeTable()
+    stage = CohortStage(table, FakeSender(), TOPICS, CONFIG)
+    first = [cohort_feed(2, [learner_bucket(n, T0, 600_000, 1) for n in NAMES]),
+             watermark(2, 0, _hours(2)), watermark(2, 1, _hours(2))]
+    asyncio.run(stage.process_batch(first))
+    assert orjson.loads(table.data[sources_key(2)])["ge"] == _hours(2)
+    table.data = CountingReads(table.data)
+    sender = FakeSender()
+    stage = CohortStage(table, sender, TOPICS, CONFIG)
+    asyncio.run(stage.process_batch([cohort_feed(2, [learner_bucket(NAMES[7], _hours(2), 700_000, 2)]),
+                                     watermark(2, 0, _hours(2) + 60_000)]))
+    assert table.data.learner_reads <= 1
+    assert [t for t, *_ in sender.sent] == []
+    # The next step still evaluates every member.
+    asyncio.run(stage.process_batch([watermark(2, 0, _hours(3)), watermark(2, 1, _hours(3))]))
+    assert table.data.learner_reads > len(NAMES)
+    health = [r for t, _p, r in records(sender) if t == TOPICS.cohort_health]
+    assert [(h.at_ms, h.learners) for h in health] == [(_hours(3), len(NAMES))]
+
+
 def _hours(n: int) -> int:
     return T0 + n * HOUR_MS
 
