@@ -147,6 +147,9 @@ class SinkConfig:
             session_timeout_ms=self.session_timeout_ms, cooperative=self.cooperative,
             group_instance_id=self.group_instance_id, rebalance_stall_s=self.rebalance_stall_s,
             storm_share=self.storm_share, storm_min=self.storm_min, storm_window=self.storm_window,
+            # A fifth of the batch window at most: the wait for a fuller fetch stays small
+            # beside the wait for a fuller batch.
+            fetch_max_wait_ms=max(1, min(LoopConfig.fetch_max_wait_ms, int(self.max_wait_s * 200))),
         )  # fmt: skip
 
 
