@@ -121,6 +121,7 @@ def build_gateway_app(settings: Settings, ch=None, consistent_through=None, docu
             max_request_bytes=int(Topic.STATEMENTS.spec.configs["max.message.bytes"]),
             client=g.kafka_client,
             statistics_interval_ms=g.kafka_statistics_interval_ms,
+            linger_s=g.kafka_linger_ms / 1000,
         ),
         lanes=g.kafka_lanes,
     )

@@ -260,3 +260,27 @@ def test_sender_keeps_waiting_for_a_slow_producer_initialization_across_requests
     sender.close()
     assert len(producers) == 1 and producers[0].calls == 3
     assert [[r[1] for r in t] for t in committed] == [[b"b"]]
+
+
+def test_sender_linger_holds_the_transaction_open_for_requests_queued_meanwhile(client):
+    """With ``linger_s`` a lane waits, after the first request was queued, for more to join
+    its transaction; without it the first request is committed alone as soon as it is taken
+    (test_sender_group_commit_many_requests_one_transaction shows that order)."""
+    producers: list[FakeProducer] = []
+    committed: list = []
+    factory = fake_factory(client, producers, committed.append)
+    sender = TransactionalSender(
+        TransactionalParameters("x:1", "t", "txn", timeout_s=30, outcome_timeout_s=30, linger_s=3.0), factory, 1,
+        read_committed=lambda *a: None,
+    )
+
+    async def main():
+        sender.start()
+        first = sender.submit([_env("a")])
+        await asyncio.sleep(0.2)  # well inside the linger: the lane holds the transaction open
+        second = sender.submit([_env("b"), _env("c")])
+        await asyncio.gather(sender.wait(first), sender.wait(second))
+
+    asyncio.run(main())
+    sender.close()
+    assert [len(t) for t in committed] == [3]  # one transaction: the request queued 0.2 s later joined it
