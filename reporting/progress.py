@@ -12,17 +12,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from schemas.clickhouse import tables as T
 from schemas.clickhouse.engine import ClickHouse
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+LATEST = T.PROGRESS_LATEST  # see there: ties of `updated` go to the furthest row
+
 # Latest row per partition of the sink's newest topic (a renamed topic leaves old rows).
-_PROGRESS_SQL = """
-SELECT partition, argMax(partitions, updated), argMax(caught_up_at, updated), argMax(newest_received, updated),
-       argMax(committed_offset, updated), argMax(end_offset, updated), max(updated)
-FROM {db}.sink_progress
-WHERE sink = {sink:String}
-  AND topic = (SELECT argMax(topic, updated) FROM {db}.sink_progress WHERE sink = {sink:String})
+_PROGRESS_SQL = f"""
+SELECT partition, argMax(partitions, {LATEST}), argMax(caught_up_at, {LATEST}), argMax(newest_received, {LATEST}),
+       argMax(committed_offset, {LATEST}), argMax(end_offset, {LATEST}), max(updated)
+FROM {{db}}.sink_progress
+WHERE sink = {{sink:String}}
+  AND topic = (SELECT argMax(topic, {LATEST}) FROM {{db}}.sink_progress WHERE sink = {{sink:String}})
 GROUP BY partition
 ORDER BY partition
 """

@@ -21,7 +21,8 @@ from .consumer import KafkaClickHouseSink, PartitionProgress
 from .rows import ms_to_datetime
 
 _PREVIOUS_SQL = (
-    "SELECT partition, argMax(caught_up_at, updated), argMax(newest_received, updated) FROM {db}.sink_progress"
+    f"SELECT partition, argMax(caught_up_at, {T.PROGRESS_LATEST}), argMax(newest_received, {T.PROGRESS_LATEST})"
+    " FROM {db}.sink_progress"
     " WHERE sink = {sink:String} AND topic = {topic:String} GROUP BY partition"
 )
 

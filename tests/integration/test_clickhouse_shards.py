@@ -22,6 +22,7 @@ from learnpulse.settings import Settings
 from learnpulse.stack_cluster import ClickHouseReplica, cluster_services
 from reporting.dashboard import dashboard_state
 from reporting.lrs import LrsStore
+from reporting.progress import consistent_through
 from reporting.scope import EVERY_SCHOOL
 from reporting.summary import school_summaries
 from schemas.clickhouse import tables as T
@@ -58,6 +59,10 @@ def _run_sink(kafka, engine, expected: int) -> None:
     stop, errors, thread = start_sink(sink)
     try:
         wait_for(lambda: errors or _distinct(engine) == expected, 240, f"{expected} statements through the sink")
+        # The sink records its progress after it commits, up to a progress interval after the
+        # rows are readable (its fetches wait on the broker meanwhile): the dashboard's
+        # Consistent-Through compared below needs it on every partition.
+        wait_for(lambda: errors or consistent_through(engine) is not None, 240, "the sink's progress on every partition")
         assert not errors, errors
     finally:
         stop.set()
