@@ -62,7 +62,8 @@ def _run_sink(kafka, engine, expected: int) -> None:
         # The sink records its progress after it commits, up to a progress interval after the
         # rows are readable (its fetches wait on the broker meanwhile): the dashboard's
         # Consistent-Through compared below needs it on every partition.
-        wait_for(lambda: errors or consistent_through(engine) is not None, 240, "the sink's progress on every partition")
+        wait_for(lambda: errors or consistent_through(engine) is not None, 240,
+                 "the sink's progress on every partition")
         assert not errors, errors
     finally:
         stop.set()

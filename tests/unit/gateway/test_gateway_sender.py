@@ -270,7 +270,9 @@ def test_sender_linger_holds_the_transaction_open_for_requests_queued_meanwhile(
     committed: list = []
     factory = fake_factory(client, producers, committed.append)
     sender = TransactionalSender(
-        TransactionalParameters("x:1", "t", "txn", timeout_s=30, outcome_timeout_s=30, linger_s=3.0), factory, 1,
+        # A linger far beyond the 0.2 s between the two requests: a busy machine that delays the
+        # second submit by seconds still queues it inside the first one's transaction.
+        TransactionalParameters("x:1", "t", "txn", timeout_s=30, outcome_timeout_s=30, linger_s=6.0), factory, 1,
         read_committed=lambda *a: None,
     )
 
