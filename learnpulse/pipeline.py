@@ -25,8 +25,8 @@ from .settings import Settings
 log = logging.getLogger("learnpulse")
 
 
-def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
-    """Expose this process's Prometheus metrics on ``host``:``port``/metrics."""
+def serve_metrics(port: int, host: str) -> None:
+    """Expose this process's Prometheus metrics on ``host``:``port``/metrics (``settings.bind_host``)."""
     try:
         start_http_server(port, addr=host)
     except OSError as err:

@@ -35,6 +35,9 @@ class StreamsParameters:
     app_id: str
     datadir: Path
     web_port: int
+    # Address Faust's web server listens on (settings.bind_host); Faust's own default binds
+    # every interface whatever web_host says.
+    bind_host: str = "127.0.0.1"
     replication: int = 1
     config: StreamsConfig = field(default_factory=StreamsConfig)
     # Kafka client id of this worker process: tells group members apart on the broker
@@ -183,7 +186,8 @@ def create_app(p: StreamsParameters) -> faust.App:
         # Faust refuses a session timeout above the request timeout (default 90 s).
         broker_request_timeout=max(90.0, p.session_timeout_s + 30.0),
         web_enabled=True,
-        web_host="127.0.0.1",
+        web_host=p.bind_host,
+        web_bind=p.bind_host,
         web_port=p.web_port,
         topic_partitions=Topic.STATEMENTS.spec.partitions,
         topic_replication_factor=p.replication,

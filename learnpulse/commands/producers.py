@@ -173,7 +173,7 @@ def register(main: click.Group) -> None:
                     truth.close()
             click.echo(f"{n} statements written to {out}")
             return
-        serve_metrics(_metrics_port(settings, SIMULATOR_METRICS))
+        serve_metrics(_metrics_port(settings, SIMULATOR_METRICS), settings.bind_host)
         sent = run_simulator(
             settings, config, count, rate, stop, _progress_printer(sys.stderr.isatty()),
             speed=speed, until_ms=until, truth=truth, per_envelope=per_envelope,
@@ -251,7 +251,7 @@ def _register_replay(main: click.Group) -> None:
             unwrap=unwrap,
             restart=restart,
         )
-        serve_metrics(_metrics_port(settings, REPLAY_METRICS))
+        serve_metrics(_metrics_port(settings, REPLAY_METRICS), settings.bind_host)
         tty = sys.stderr.isatty()
 
         def progress(path: str, c: ReplayCounts) -> None:
@@ -371,7 +371,7 @@ def _register_bridge(main: click.Group) -> None:
             )
         except Exception as err:  # tincan raises plain Exception/ValueError for a bad endpoint or version
             raise UserError(f"--lrs {lrs_url}: {err}") from err
-        serve_metrics(_metrics_port(settings, BRIDGE_METRICS))
+        serve_metrics(_metrics_port(settings, BRIDGE_METRICS), settings.bind_host)
         tty = sys.stderr.isatty()
 
         def progress(c: BridgeCounts) -> None:

@@ -72,7 +72,7 @@ def register(main: click.Group) -> None:
 
         from ..pipeline import serve_metrics
 
-        serve_metrics(settings.metrics_port_for(1))
+        serve_metrics(settings.metrics_port_for(1), settings.bind_host)
         k = settings.kafka
         datadir = settings.home.resolve() / "streams" / name
         datadir.mkdir(parents=True, exist_ok=True)
@@ -83,6 +83,7 @@ def register(main: click.Group) -> None:
                 app_id=app_id or f"{k.topic_prefix}learnpulse-streams",
                 datadir=datadir,
                 web_port=web_port or settings.streams_web_port,
+                bind_host=settings.bind_host,
                 replication=k.topic_replication,
                 config=streams_config(settings),
                 client_id=worker_client_id(name),

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import time
+from pathlib import Path
+
 import pytest
 
 from learnpulse.settings import ClickHouseSettings, Settings
 from learnpulse.stack import port_open
-from tests.conftest import free_port, wait_for, free_port_block
+from tests.conftest import free_port, free_port_block, wait_for
+from tests.integration.streams_support import stream_settings
 
 
 @pytest.mark.kafka
@@ -21,6 +28,8 @@ def test_serve_listens_on_the_configured_bind_host_only(tmp_path, kafka, chdb_ur
     assert proc.popen.poll() is None, proc.tail()
     assert port_open("127.0.0.2", settings.web_port)
     assert not port_open("127.0.0.1", settings.web_port)
+    # Its /metrics too: nothing of the process listens elsewhere.
+    assert {address for address, _port in _listening_sockets_of(proc.popen.pid)} == {"127.0.0.2"}
 
 
 @pytest.mark.kafka
@@ -46,3 +55,49 @@ def test_serve_without_sinks_answers_the_dashboard_and_needs_a_server(tmp_path, 
         url=f"chdb://{tmp_path / 'chdb'}")}), "serve-chdb")  # fmt: skip
     wait_for(lambda: refused.popen.poll() is not None, 120, "serve --no-sinks on chDB to exit")
     assert refused.popen.returncode == 2 and "needs a ClickHouse server" in refused.tail()
+
+
+def _listening_sockets_of(pid: int) -> set[tuple[str, int]]:
+    """(address, port) of every listening TCP socket process ``pid`` holds (/proc, IPv4 and IPv6)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # LISTEN, held by pid
+                    address, port_hex = fields[1].rsplit(":", 1)
+                    found.add((_ip_of(address), int(port_hex, 16)))
+    return found
+
+
+def _ip_of(hex_address: str) -> str:
+    raw = bytes.fromhex(hex_address)
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[::-1])
+    # /proc/net/tcp6: four 32-bit words, each in host (little-endian) order.
+    return socket.inet_ntop(socket.AF_INET6, b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
+
+
+@pytest.mark.kafka
+def test_the_worker_listens_on_the_bind_host_only(tmp_path, kafka, spawn):
+    """Every port the stream worker opens (Faust's web server, /metrics) is on ``bind_host``.
+
+    Faust binds its web server to every address (``web_bind`` 0.0.0.0) whatever ``web_host`` says.
+    """
+    settings = stream_settings(tmp_path, kafka).model_copy(update={"bind_host": "127.0.0.2"})
+    worker = spawn(["worker", "--web-port", str(settings.streams_web_port)], settings, "worker",
+                   extra_env={"LEARNPULSE_METRICS_PORT": str(free_port())})  # fmt: skip
+    pid = worker.popen.pid
+    wait_for(lambda: len(_listening_sockets_of(pid)) >= 2 or worker.popen.poll() is not None, 120,
+             "the worker's web server and /metrics listening")  # fmt: skip
+    assert worker.popen.poll() is None, worker.tail()
+    time.sleep(2)  # anything else it opens at start
+    sockets = _listening_sockets_of(pid)
+    assert (("127.0.0.2", settings.streams_web_port)) in sockets, sockets
+    assert {address for address, _port in sockets} == {"127.0.0.2"}, sockets
