@@ -186,6 +186,12 @@ def create_app(p: StreamsParameters) -> faust.App:
         # Faust refuses a session timeout above the request timeout (default 90 s).
         broker_request_timeout=max(90.0, p.session_timeout_s + 30.0),
         web_enabled=True,
+        # Only Faust's liveness page: its other views show the tables (learners' state), the
+        # partitions and statistics to anyone who asks, and nothing here reads them.
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
         web_host=p.bind_host,
         web_bind=p.bind_host,
         web_port=p.web_port,

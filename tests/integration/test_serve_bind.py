@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from learnpulse.settings import ClickHouseSettings, Settings
 from learnpulse.stack import port_open
@@ -85,7 +86,7 @@ def _ip_of(hex_address: str) -> str:
 
 
 @pytest.mark.kafka
-def test_the_worker_listens_on_the_bind_host_only(tmp_path, kafka, spawn):
+def test_the_worker_listens_on_the_bind_host_only_and_shows_no_data(tmp_path, kafka, spawn):
     """Every port the stream worker opens (Faust's web server, /metrics) is on ``bind_host``.
 
     Faust binds its web server to every address (``web_bind`` 0.0.0.0) whatever ``web_host`` says.
@@ -101,3 +102,9 @@ def test_the_worker_listens_on_the_bind_host_only(tmp_path, kafka, spawn):
     sockets = _listening_sockets_of(pid)
     assert (("127.0.0.2", settings.streams_web_port)) in sockets, sockets
     assert {address for address, _port in sockets} == {"127.0.0.2"}, sockets
+    # Faust's web server answers its liveness page, and none of the views that show the
+    # worker's tables (learners' state), its partitions or its statistics: they ask nobody.
+    base = f"http://127.0.0.2:{settings.streams_web_port}"
+    assert requests.get(f"{base}/", timeout=30).status_code == 200
+    for view in ("/table/", "/table/learner-state/", "/router/", "/stats/", "/graph/"):
+        assert requests.get(f"{base}{view}", timeout=30).status_code == 404, view
