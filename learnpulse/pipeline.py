@@ -87,6 +87,22 @@ class SinkThreads:
             t.join(timeout)
 
 
+def sink_parameters(settings: Settings, group_id: str | None = None, instance_id: str | None = None) -> SinkParameters:
+    """What the sinks take from ``settings`` (see :func:`start_sinks` for the two ids)."""
+    k = settings.kafka
+    return SinkParameters(
+        bootstrap=k.bootstrap_servers,
+        topic_prefix=k.topic_prefix,
+        secret=pseudonym_key(settings),
+        max_rows=settings.sink.max_rows,
+        max_wait_s=settings.sink.max_wait_s,
+        rollup_max_wait_s=settings.sink.rollup_max_wait_s,
+        group_id=group_id,
+        instance_id=instance_id,
+        replicated=settings.clickhouse.cluster_name is not None,
+    )
+
+
 def start_sinks(
     settings: Settings,
     ch: ClickHouse,
@@ -101,21 +117,10 @@ def start_sinks(
     which collapse the copies. ``instance_id``: static group membership, so that this
     process restarted (even after SIGKILL) gets its partitions back at once.
     """
-    k = settings.kafka
     stop = threading.Event()
     errors: list[BaseException] = []
-    params = SinkParameters(
-        bootstrap=k.bootstrap_servers,
-        topic_prefix=k.topic_prefix,
-        secret=pseudonym_key(settings),
-        max_rows=settings.sink.max_rows,
-        max_wait_s=settings.sink.max_wait_s,
-        group_id=group_id,
-        instance_id=instance_id,
-        replicated=settings.clickhouse.cluster_name is not None,
-    )
     threads = []
-    for sink in build_sinks(params, ch, names):
+    for sink in build_sinks(sink_parameters(settings, group_id, instance_id), ch, names):
         name = sink.config.name
 
         def run(sink=sink):

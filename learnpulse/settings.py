@@ -127,6 +127,8 @@ class OperatorSettings(BaseModel):
 class SinkSettings(BaseModel):
     max_rows: int = 20_000
     max_wait_s: float = 1.0
+    # The engagement sink's (the dashboard's live rollups); see sinks.specs.SinkParameters.
+    rollup_max_wait_s: float = 0.5
 
 
 class GatewaySettings(BaseModel):
