@@ -19,11 +19,12 @@ from .stack import Service, port_open
 TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "haproxy" / "haproxy.cfg"
 
 
-def render_config(template: str, bind: str, backends: list[str]) -> str:
+def render_config(template: str, bind: str, backends: list[str], prefix: str = "/xapi") -> str:
+    """``template`` listening on ``bind``, balancing ``backends``, passing only paths under ``prefix``/."""
     if not backends:
         raise UserError("the balancer needs at least one gateway: set LEARNPULSE_BALANCER__BACKENDS or --backend")
     servers = "\n".join(f"    server gateway-{n} {address}" for n, address in enumerate(backends, start=1))
-    return template.replace("@BIND@", bind).replace("@SERVERS@", servers)
+    return template.replace("@BIND@", bind).replace("@SERVERS@", servers).replace("@PREFIX@", prefix.rstrip("/"))
 
 
 class Balancer(Service):
@@ -31,6 +32,7 @@ class Balancer(Service):
         b = settings.balancer
         super().__init__("haproxy", settings.home.resolve() / "haproxy", b.host, (b.port,))
         self.backends = list(backends if backends is not None else b.backends)
+        self.prefix = settings.gateway.prefix
 
     @property
     def config(self) -> Path:
@@ -39,7 +41,7 @@ class Balancer(Service):
     def up(self, timeout: float = 30) -> str:
         if not self._prepare_start("haproxy", "haproxy"):
             return "already running"
-        self.config.write_text(render_config(TEMPLATE.read_text(), f"{self.host}:{self.ports[0]}", self.backends))
+        self.config.write_text(render_config(TEMPLATE.read_text(), f"{self.host}:{self.ports[0]}", self.backends, self.prefix))
         check = subprocess.run(["haproxy", "-c", "-q", "-f", str(self.config)], capture_output=True, text=True)
         if check.returncode != 0:
             raise UserError(f"haproxy refused {self.config}: {(check.stdout + check.stderr).strip()[-400:]}")

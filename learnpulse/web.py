@@ -9,6 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from producers.gateway.app import make_runner
+from producers.gateway.forwarded import relayed
 from reporting.dashboard import add_dashboard_routes
 from reporting.sql import add_sql_routes, allowed_hosts
 from schemas.clickhouse.engine import ClickHouse, QueryLimits, ReadonlyRunner
@@ -57,7 +58,10 @@ def make_app(ch: ClickHouse, settings: Settings | None = None, port: int | None 
     explicit = settings is not None
     settings = settings or Settings()
 
-    async def metrics(_request: web.Request) -> web.Response:
+    async def metrics(request: web.Request) -> web.Response:
+        # For Prometheus, which asks this process directly; not for what a proxy relays.
+        if relayed(request, settings.operators.trusted_proxies):
+            raise web.HTTPNotFound()
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()

@@ -49,7 +49,7 @@ from .authguard import AuthGuard, AuthLimits
 from .bodyread import read_body
 from .cors import OriginPolicy, cors_middleware
 from .cursors import CursorSigner
-from .forwarded import client_address
+from .forwarded import client_address, relayed
 from .documents import ActivityLookup, DocumentResources, DocumentsConfig
 from .formats import canonical_format, ids_format
 from .intake import Intake
@@ -296,7 +296,11 @@ class Gateway:
         body = orjson.dumps({"version": versions, "extensions": {}})
         return web.Response(body=body, content_type="application/json", headers={VERSION_HEADER: version})
 
-    async def metrics_endpoint(self, _request: web.Request) -> web.Response:
+    async def metrics_endpoint(self, request: web.Request) -> web.Response:
+        # For Prometheus, which asks the gateway directly: a request a trusted proxy relayed
+        # (the public entry, e.g. deploy/haproxy) gets 404, however its path was spelled.
+        if relayed(request, self.config.trusted_proxies):
+            raise web.HTTPNotFound()
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def statements(self, request: web.Request) -> web.StreamResponse:

@@ -16,6 +16,11 @@ from aiohttp import web
 MAX_ADDRESS = 64  # characters kept of a forwarded address (it is a key of in-memory tables)
 
 
+def relayed(request: web.Request, trusted_proxies: Collection[str]) -> bool:
+    """Whether a trusted proxy relayed ``request`` for someone else (it named them in ``X-Forwarded-For``)."""
+    return (request.remote or "?") in trusted_proxies and bool(request.headers.getall("X-Forwarded-For", []))
+
+
 def client_address(request: web.Request, trusted_proxies: Collection[str]) -> str:
     """The peer, or behind trusted proxies the nearest ``X-Forwarded-For`` hop that is not one of them."""
     peer = request.remote or "?"

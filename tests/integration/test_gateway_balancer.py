@@ -10,12 +10,14 @@ keep one copy per id). No other statement may be there twice.
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import requests
 
 from learnpulse.balancer import Balancer
 from learnpulse.settings import BalancerSettings, ClickHouseSettings, GatewaySettings, LrsStoreSettings, Settings
@@ -36,6 +38,13 @@ def _gateway(shared: Settings) -> Settings:
     # The balancer connects from 127.0.0.1: the gateways believe its X-Forwarded-For.
     return shared.model_copy(update={"gateway": GatewaySettings(port=free_port(), kafka_timeout_s=30,
                                                                  trusted_proxies=["127.0.0.1"])})  # fmt: skip
+
+
+def _raw_get(port: int, path: str) -> bytes:
+    """The answer's first bytes to GET ``path`` sent as written (HTTP clients remove dot segments)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        return s.recv(64)
 
 
 def _send(client: Client, st: dict, answers: Counter, deadline: float) -> bool:
@@ -80,6 +89,16 @@ def test_two_gateways_behind_haproxy_one_killed_the_other_acknowledges_the_rest(
             assert _send(client, st, answers, deadline), f"not stored through the balancer: {dict(answers)}"
             sent.append(st)
         assert answers == Counter({204: BEFORE}), answers
+        # Only the LRS is served outside: the gateways' /metrics (and any other path) stay
+        # for the inside, on each gateway's own address.
+        outside = f"http://127.0.0.1:{shared.balancer.port}"
+        assert requests.get(f"{outside}/xapi/about", timeout=30).status_code == 200
+        for path in ("/metrics", "/xapi", "/", "/metrics?x=/xapi/"):
+            answer = requests.get(f"{outside}{path}", timeout=30)
+            # HAProxy's own page: the request never reached a gateway (aiohttp says "404: Not Found").
+            assert answer.status_code == 404 and "404: Not Found" not in answer.text, (path, answer.text)
+        assert _raw_get(shared.balancer.port, "/xapi/../metrics").startswith(b"HTTP/1.1 404"), "dot segments"
+        assert requests.get(f"http://127.0.0.1:{one.gateway.port}/metrics", timeout=30).status_code == 200
 
         gws[0].kill()
         deadline = time.monotonic() + 300

@@ -711,3 +711,18 @@ def test_cohort_mastery_heatmap_stalled_reason_and_learner_mastery_over_time_equ
     assert [(x[2], int(x[3])) for x in points] == [(f"{v:.2f}", i + 1) for i, v in enumerate(flat)]
     page.wait_for_selector("#mastery-chart svg", timeout=30_000)
     page.screenshot(path=str(shots / "teacher-learner-mastery.png"), full_page=True)
+
+
+def test_metrics_are_refused_to_a_request_a_trusted_proxy_relayed(served):
+    """/metrics is for Prometheus asking the process directly, not for the operators' proxy's visitors."""
+    s = served.settings
+    behind = s.model_copy(update={"web_port": free_port(),
+                                  "operators": s.operators.model_copy(update={"trusted_proxies": ["127.0.0.1"]})})
+    web = start_web_thread(make_app(served.ch, behind), behind.web_port)
+    try:
+        base = f"http://127.0.0.1:{behind.web_port}"
+        assert requests.get(f"{base}/metrics", timeout=60).status_code == 200
+        relayed = requests.get(f"{base}/metrics", headers={"X-Forwarded-For": "203.0.113.9"}, timeout=60)
+        assert relayed.status_code == 404 and "learnpulse_" not in relayed.text
+    finally:
+        web.stop()

@@ -167,3 +167,18 @@ def test_without_trusted_proxies_x_forwarded_for_is_ignored(tmp_path):
         for n in range(3):
             assert _guess_from(h, f"203.0.113.{n}", f"guess-{n}").status_code == 401
         _assert_429(_guess_from(h, "203.0.113.99", "guess-3"), "auth.locked-out")
+
+
+def test_metrics_are_refused_to_a_request_a_trusted_balancer_relayed(tmp_path):
+    # The test client connects from 127.0.0.1: here that is the balancer, and Prometheus.
+    with _limited_behind(tmp_path, frozenset({"127.0.0.1"})) as h:
+        metrics = h.url.rsplit("/xapi/", 1)[0] + "/metrics"
+        assert h.http.get(metrics).status_code == 200  # Prometheus asks the gateway directly
+        relayed = h.http.get(metrics, headers={"X-Forwarded-For": "203.0.113.9"})
+        assert relayed.status_code == 404 and "learnpulse_" not in relayed.text
+
+
+def test_metrics_without_a_trusted_balancer_are_served_whatever_the_headers(tmp_path):
+    with _limited_behind(tmp_path, frozenset()) as h:
+        metrics = h.url.rsplit("/xapi/", 1)[0] + "/metrics"
+        assert h.http.get(metrics, headers={"X-Forwarded-For": "203.0.113.9"}).status_code == 200
