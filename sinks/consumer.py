@@ -65,7 +65,7 @@ from schemas.errors import InvalidStatement
 
 from .errors import DeadLetterUndelivered, SinkMisconfigured
 from .gcpause import collector_paused
-from .kafkaloop import ConsumerFactory, KafkaLoop, LoopConfig, Pending, ProducerFactory
+from .kafkaloop import ConsumerFactory, EndsFactory, KafkaLoop, LoopConfig, Pending, ProducerFactory
 
 log = logging.getLogger("learnpulse.sink")
 
@@ -265,7 +265,7 @@ class KafkaClickHouseSink:
     ``to_rows`` is pure (see :mod:`sinks.rows`). ``on_progress(sink, progress, partitions)``
     is called after every commit and every ``progress_interval_s``, with the progress of
     every assigned partition (used to publish ``sink_progress``).
-    ``consumer_factory``/``producer_factory`` (of :class:`~sinks.kafkaloop.KafkaLoop`)
+    ``consumer_factory``/``producer_factory``/``ends_factory`` (of :class:`~sinks.kafkaloop.KafkaLoop`)
     exist for tests; by default they build kafka-python clients from the config.
     """
 
@@ -283,6 +283,7 @@ class KafkaClickHouseSink:
         on_progress: ProgressHook | None = None,
         clock: Callable[[], float] = time.monotonic,
         consumer_factory: ConsumerFactory | None = None,
+        ends_factory: EndsFactory | None = None,
         producer_factory: ProducerFactory | None = None,
         runner: Runner | None = None,
     ) -> None:
@@ -306,7 +307,7 @@ class KafkaClickHouseSink:
         self.clock = clock
         self.loop = KafkaLoop(
             config.loop_config(), self, clock=clock,
-            consumer_factory=consumer_factory, producer_factory=producer_factory,
+            consumer_factory=consumer_factory, producer_factory=producer_factory, ends_factory=ends_factory,
         )  # fmt: skip
         self._batch = _Batch()
         # The batch being written (or written, its commit pending); at most one, so
@@ -634,9 +635,10 @@ class KafkaClickHouseSink:
     def _publish_progress(self) -> None:
         """Measure how far each assigned partition is caught up; hand progress to the hook.
 
-        A partition is caught up to wall time W once its committed offset reaches the end
-        offset Kafka reported when asked at W (W taken *before* asking): every record Kafka
-        acknowledged before W is then in ClickHouse. Ends are measured every
+        A partition is caught up to wall time W once its committed offset reaches the high
+        watermark Kafka reported when asked at W (W taken *before* asking; not the last stable
+        offset, see ``KafkaLoop.log_ends``): every record Kafka acknowledged before W is then
+        in ClickHouse. Ends are measured every
         ``progress_interval_s`` whatever the batch holds, and kept until a commit reaches
         them, so a partition under continuous traffic (never empty between batches)
         advances by about a batch interval, not only when traffic pauses. Partitions not in
@@ -649,7 +651,7 @@ class KafkaClickHouseSink:
             return
         measured_ms = int(time.time() * 1000)
         try:
-            ends = self.consumer.end_offsets(assigned, timeout_ms=5_000)
+            ends = self.loop.log_ends(assigned, timeout_ms=5_000)
             if not self.partitions:
                 self.partitions = len(self.consumer.partitions_for_topic(self.config.topic) or ())
             for tp in assigned:

@@ -143,13 +143,15 @@ class Step(Protocol):
 
 ConsumerFactory = Callable[[LoopConfig, ConsumerRebalanceListener], Any]
 ProducerFactory = Callable[[LoopConfig], Any]
+EndsFactory = Callable[[LoopConfig], Any]
 
 
 class KafkaLoop:
     """Drives one :class:`Step` from one topic (see the module docstring).
 
-    ``consumer_factory``/``producer_factory`` exist for tests; by default they build
-    kafka-python clients from the config.
+    ``consumer_factory``/``producer_factory``/``ends_factory`` exist for tests; by default
+    they build kafka-python clients from the config (with a fake consumer and no
+    ``ends_factory``, :meth:`log_ends` asks the fake consumer).
     """
 
     def __init__(
@@ -160,12 +162,15 @@ class KafkaLoop:
         clock: Callable[[], float] = time.monotonic,
         consumer_factory: ConsumerFactory | None = None,
         producer_factory: ProducerFactory | None = None,
+        ends_factory: EndsFactory | None = None,
     ) -> None:
         self.config = config
         self.step = step
         self.clock = clock
         self._consumer_factory = consumer_factory or kafka_consumer
         self._producer_factory = producer_factory or kafka_producer
+        self._ends_factory = ends_factory or (kafka_end_reader if consumer_factory is None else None)
+        self._ends_reader: Any = None
         self.consumer: Any = None
         self.deadletters: DeadLetters = None  # type: ignore[assignment]  # made in start()
         self.consumer_restarts = 0
@@ -195,6 +200,8 @@ class KafkaLoop:
         finally:
             self.consumer.close(autocommit=False)
             self.deadletters.close()
+            if self._ends_reader is not None:
+                self._ends_reader.close()
 
     def stopping(self) -> bool:
         """Whether the loop was asked to stop (a step ends long work early)."""
@@ -235,6 +242,23 @@ class KafkaLoop:
             return {}
 
     # -- what steps call -------------------------------------------------------------
+    def log_ends(self, tps: list[TopicPartition], timeout_ms: int) -> dict[TopicPartition, int]:
+        """Each partition's high watermark: every record Kafka acknowledged is below it, those
+        of transactions still open or whose markers are not yet written included.
+
+        Not the consumer's ``end_offsets``: as a ``read_committed`` reader it gets the last
+        stable offset, which stops at the first open transaction. A reader that reaches the
+        stable offset has not read a transaction Kafka acknowledged before writing its markers
+        (it does so for every commit), nor anything after a transaction left open (a producer
+        killed mid-transaction, until its timeout). Having read up to the high watermark
+        measured at a time, it has read everything acknowledged before that time.
+        """
+        if self._ends_factory is None:
+            return self.consumer.end_offsets(tps, timeout_ms=timeout_ms)
+        if self._ends_reader is None:
+            self._ends_reader = self._ends_factory(self.config)
+        return self._ends_reader.end_offsets(tps, timeout_ms=timeout_ms)
+
     def commit(self, offsets: dict[TopicPartition, int]) -> KafkaError | None:
         """Commit ``offsets`` (next offset to read, per partition); the error if Kafka refused.
 
@@ -491,6 +515,14 @@ def subscribe_with_metadata(consumer: KafkaConsumer, topic: str, listener: Consu
     """
     consumer.subscribe([topic], listener=listener)
     consumer.topics()
+
+
+def kafka_end_reader(c: LoopConfig) -> KafkaConsumer:
+    """A group-less ``read_uncommitted`` client that only asks for end offsets (:meth:`KafkaLoop.log_ends`)."""
+    return KafkaConsumer(
+        bootstrap_servers=c.bootstrap, client_id=f"{c.client_id}-ends", group_id=None, enable_auto_commit=False,
+        isolation_level="read_uncommitted", metadata_max_age_ms=15_000,
+    )  # fmt: skip
 
 
 def kafka_producer(c: LoopConfig) -> KafkaProducer:

@@ -503,3 +503,56 @@ def test_sinks_consumer_joins_a_fresh_group_with_the_topic_in_its_metadata(kafka
             assert {tp.partition for tp in consumer.assignment()} == everything
         finally:
             consumer.close(autocommit=False)
+
+
+@pytest.mark.kafka
+def test_sinks_consistent_through_never_passes_an_acknowledged_statement_held_by_an_open_transaction(settings):
+    """A transaction left open (a gateway killed mid-transaction, open until Kafka aborts it)
+    holds every later record of its partition from ``read_committed`` readers, acknowledged
+    ones included. Consistent-Through must not pass those acknowledgements meanwhile.
+
+    (Before: a partition's end was measured as a ``read_committed`` reader sees it, the last
+    stable offset, which stops at the open transaction: the sink counted itself caught up and
+    Consistent-Through moved on past statements nobody could read. The same happened, for a
+    few milliseconds, after every commit: Kafka acknowledges a commit before it writes the
+    transaction's markers.)
+    """
+    rng = random.Random(8)
+    topic = Topic.STATEMENTS.physical(settings.kafka.topic_prefix)
+    hung_who, acked_who = agent("hung"), agent("after-hung")
+    hung = make_statement("s-1", hung_who, BASE_MS, rng)
+    after = make_statement("s-1", acked_who, BASE_MS + 1000, rng)
+    prefix = f"{settings.kafka.topic_prefix}test-open-txn-{uuid.uuid4().hex[:6]}"
+    left_open = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, transactional_id=f"{prefix}-a",
+                              transaction_timeout_ms=120_000)  # fmt: skip
+    committed = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, transactional_id=f"{prefix}-b")
+    count = "SELECT count() FROM {db}.statements FINAL WHERE statement_id = {id:UUID}"
+    with running_sinks(settings, ["statements"]) as (ch, _sinks):
+        try:
+            wait_for(lambda: consistent_through(ch) is not None, 60, "first progress of every partition")
+            left_open.init_transactions()
+            left_open.begin_transaction()
+            left_open.send(topic, partition=0, key=learner_of(settings, hung_who).encode(),
+                           value=envelope(settings, "s-1", hung_who, [hung]))  # fmt: skip
+            left_open.flush(30)
+            committed.init_transactions()
+            committed.begin_transaction()
+            committed.send(topic, partition=0, key=learner_of(settings, acked_who).encode(),
+                           value=envelope(settings, "s-1", acked_who, [after]))  # fmt: skip
+            committed.commit_transaction()
+            acked = datetime.now(UTC)
+            # Several progress intervals and batch windows of the sink.
+            deadline = time.monotonic() + 8
+            while time.monotonic() < deadline:
+                through = consistent_through(ch)
+                assert through is None or through < acked, (through, acked)
+                time.sleep(0.25)
+            assert scalar(ch, count, {"id": after["id"]}) == 0  # still held by the open transaction
+            left_open.abort_transaction()
+            wait_for(lambda: (t := consistent_through(ch)) is not None and t >= acked, 90,
+                     "consistent-through past the acknowledged statement once the open transaction ended")
+            assert scalar(ch, count, {"id": after["id"]}) == 1
+            assert scalar(ch, count, {"id": hung["id"]}) == 0
+        finally:
+            left_open.close(10)
+            committed.close(10)

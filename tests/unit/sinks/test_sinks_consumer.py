@@ -33,7 +33,7 @@ def to_rows(raw: bytes | None):
 
 
 class Harness:
-    def __init__(self, partitions: int = 2, cooperative: bool = True, runner=None, **config):
+    def __init__(self, partitions: int = 2, cooperative: bool = True, runner=None, ends_factory=None, **config):
         self.clock = Clock()
         self.engine = FakeEngine()
         self.producer = FakeProducer()
@@ -60,7 +60,7 @@ class Harness:
             self.config, self.engine, to_rows, {"t": ("k", "v")},
             on_progress=lambda _s, prog, n: self.progress.append({tp.partition: (p.committed, p.caught_up_ms) for tp, p in prog.items()}),
             clock=self.clock, consumer_factory=consumer_factory, producer_factory=lambda _c: self.producer,
-            runner=runner or (lambda fn: fn()),  # inline writer: each step is deterministic
+            ends_factory=ends_factory, runner=runner or (lambda fn: fn()),  # inline writer: each step is deterministic
         )  # fmt: skip
         self.loop = self.sink.loop
         self.loop.start()
@@ -369,6 +369,39 @@ def test_sinks_progress_caught_up_time_advances_only_while_caught_up():
     last = h.progress[-1]
     assert last[0][1] > first[0][1], "a caught-up partition's time advances"
     assert last[1] == first[1], "a lagging partition keeps the last time it was caught up"
+
+
+class _HighWatermarks:
+    """What a ``read_uncommitted`` client reports: the log's end plus records ``held`` back from
+    ``read_committed`` readers (an open transaction, or one acknowledged before its markers)."""
+
+    def __init__(self, h: Harness) -> None:
+        self.h = h
+        self.held: dict[TopicPartition, int] = {}
+
+    def end_offsets(self, tps, timeout_ms=None) -> dict[TopicPartition, int]:
+        return {tp: len(self.h.kafka.logs[tp]) + self.held.get(tp, 0) for tp in tps}
+
+
+def test_sinks_progress_is_not_caught_up_below_the_high_watermark():
+    ends: list[_HighWatermarks] = []
+    h = Harness(max_rows=2, ends_factory=lambda _c: ends[0])
+    ends.append(_HighWatermarks(h))
+    ends[0].held[TP0] = 2  # two records of a transaction the readers cannot see yet
+    h.kafka.produce(0, b"a:1")
+    h.kafka.produce(0, b"a:2")
+    h.step()  # writes and commits the two readable records, publishes progress
+    assert h.kafka.committed == {TP0: 2}
+    assert h.progress[-1][0] == (2, None), "caught up to the readable end only: not caught up"
+    assert h.progress[-1][1][1] is not None  # TP1: nothing held, caught up
+    # The transaction is committed: its records become readable, and once they are written
+    # the partition is caught up to the time the held records were measured.
+    ends[0].held.clear()
+    h.kafka.produce(0, b"t:1")
+    h.kafka.produce(0, b"t:2")
+    h.step(advance=1.5)
+    assert h.kafka.committed == {TP0: 4}
+    assert h.progress[-1][0][1] is not None
 
 
 def test_sinks_run_stops_flushes_and_closes_on_stop_event():
