@@ -10,6 +10,7 @@ the test says so.
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -197,4 +198,58 @@ def test_index_drops_the_sunk_statements_and_still_reads_and_compares_them(pipel
         index.close()
         if sink is not None:
             assert sink.stop() == 0, sink.tail()
+        gw.stop()
+
+
+@pytest.mark.kafka
+@pytest.mark.clickhouse_server
+def test_statements_acknowledged_behind_a_transaction_left_open_stay_readable_by_id(pipeline: Settings, tmp_path: Path):
+    """A gateway killed mid-transaction leaves it open until Kafka aborts it (its transaction
+    timeout). Meanwhile the sinks cannot read anything after it on its partitions, and the
+    other gateways' acknowledged statements there must still be read by id from the index,
+    not taken for written by the sink and looked for in ClickHouse.
+
+    (Before: the sink measured its partitions' ends as the last stable offset, which stops at
+    the open transaction, counted itself caught up past those acknowledgements, and reads by
+    id of them answered 404 within two seconds.)
+    """
+    from kafka import KafkaProducer
+
+    from schemas.topics import Topic
+
+    settings = _with_port(pipeline)
+    _cli(settings, "db", "migrate")
+    key, secret = _credential(settings, "open-txn-school")
+    client = Client(settings, key, secret)
+    gw = _start_gateway(settings, tmp_path / "gateway.log", client)
+    sink = Proc(["sink", "--table", "statements"], settings, tmp_path / "sink.log")
+    topic = Topic.STATEMENTS.physical(settings.kafka.topic_prefix)
+    left_open = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, transaction_timeout_ms=120_000,
+                              transactional_id=f"{settings.kafka.topic_prefix}killed-gateway-{uuid.uuid4().hex[:6]}")  # fmt: skip
+    try:
+        warm = statement(id=str(uuid.uuid4()))
+        assert client.post(warm).status_code == 200
+        wait_for(lambda: _counts(settings.clickhouse_url, [warm["id"]])["statements_raw"] == 1, 120,
+                 "the sink writing a first statement")  # fmt: skip
+        left_open.init_transactions()
+        left_open.begin_transaction()
+        for partition in sorted(left_open.partitions_for(topic)):
+            left_open.send(topic, partition=partition, value=b"never committed")
+        left_open.flush(30)
+        held = statement(id=str(uuid.uuid4()), actor={"mbox": "mailto:held@example.com"})
+        assert client.post(held).status_code == 200
+        # Several of the sink's batches and progress rounds, and the gateway's refreshes.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            got = client.get(statementId=held["id"])
+            assert got.status_code == 200, (got.status_code, got.text)
+            time.sleep(0.5)
+        assert _counts(settings.clickhouse_url, [held["id"]])["statements_raw"] == 0  # the sink cannot read it yet
+        left_open.abort_transaction()
+        wait_for(lambda: _counts(settings.clickhouse_url, [held["id"]])["statements_raw"] == 1, 120,
+                 "the sink writing the held statement once the open transaction ended")  # fmt: skip
+        assert client.get(statementId=held["id"]).status_code == 200
+    finally:
+        left_open.close(10)
+        assert sink.stop() == 0, sink.tail()
         gw.stop()
