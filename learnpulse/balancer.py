@@ -41,7 +41,8 @@ class Balancer(Service):
     def up(self, timeout: float = 30) -> str:
         if not self._prepare_start("haproxy", "haproxy"):
             return "already running"
-        self.config.write_text(render_config(TEMPLATE.read_text(), f"{self.host}:{self.ports[0]}", self.backends, self.prefix))
+        bind = f"{self.host}:{self.ports[0]}"
+        self.config.write_text(render_config(TEMPLATE.read_text(), bind, self.backends, self.prefix))
         check = subprocess.run(["haproxy", "-c", "-q", "-f", str(self.config)], capture_output=True, text=True)
         if check.returncode != 0:
             raise UserError(f"haproxy refused {self.config}: {(check.stdout + check.stderr).strip()[-400:]}")

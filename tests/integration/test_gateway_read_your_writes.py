@@ -224,8 +224,9 @@ def test_statements_acknowledged_behind_a_transaction_left_open_stay_readable_by
     gw = _start_gateway(settings, tmp_path / "gateway.log", client)
     sink = Proc(["sink", "--table", "statements"], settings, tmp_path / "sink.log")
     topic = Topic.STATEMENTS.physical(settings.kafka.topic_prefix)
+    killed = f"{settings.kafka.topic_prefix}killed-gateway-{uuid.uuid4().hex[:6]}"
     left_open = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, transaction_timeout_ms=120_000,
-                              transactional_id=f"{settings.kafka.topic_prefix}killed-gateway-{uuid.uuid4().hex[:6]}")  # fmt: skip
+                              transactional_id=killed)  # fmt: skip
     try:
         warm = statement(id=str(uuid.uuid4()))
         assert client.post(warm).status_code == 200
