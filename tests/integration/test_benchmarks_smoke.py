@@ -151,3 +151,9 @@ def test_sql_shape_probe_writes_the_rows_the_sink_writes():
     # two different jobs (an ISO duration summed in another order is a differing column).
     out = run_benchmark("bench_sink_sql_shape", "--statements", "2000", "--batch", "1000", "--rounds", "1")
     assert "statements_raw: identical True" in out and "statements: identical True" in out, out[-2000:]
+
+
+def test_commit_visibility_counts_every_transaction():
+    out = run_benchmark("commit_visibility", "--transactions", "20")
+    row = out.strip().splitlines()[-1].split()
+    assert row[0] == "20" and 0 <= int(row[1]) <= 20, out[-2000:]
