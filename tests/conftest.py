@@ -77,6 +77,30 @@ def _require_marker(request: pytest.FixtureRequest, marker: str) -> None:
         pytest.fail(f"{request.node.nodeid} uses a real service but is not marked @pytest.mark.{marker}")
 
 
+def listening_tcp() -> list[tuple[str, int, str]]:
+    """Every listening TCP socket of this machine: (address, port, socket inode), from /proc/net/tcp and tcp6."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                address, port_hex = fields[1].rsplit(":", 1)
+                found.append((_ip_of(address), int(port_hex, 16), fields[9]))
+    return found
+
+
+def _ip_of(hex_address: str) -> str:
+    raw = bytes.fromhex(hex_address)
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[::-1])
+    # /proc/net/tcp6: four 32-bit words, each in host (little-endian) order.
+    return socket.inet_ntop(socket.AF_INET6, b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
+
+
 def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.25):
     """Poll ``predicate`` until it returns a truthy value; fail with ``what`` on timeout."""
     deadline = time.monotonic() + timeout

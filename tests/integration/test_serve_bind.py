@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import requests
 
 from learnpulse.settings import ClickHouseSettings, Settings
 from learnpulse.stack import port_open
-from tests.conftest import free_port, free_port_block, wait_for
+from tests.conftest import free_port, free_port_block, listening_tcp, wait_for
 from tests.integration.streams_support import stream_settings
 
 
@@ -59,30 +58,14 @@ def test_serve_without_sinks_answers_the_dashboard_and_needs_a_server(tmp_path, 
 
 
 def _listening_sockets_of(pid: int) -> set[tuple[str, int]]:
-    """(address, port) of every listening TCP socket process ``pid`` holds (/proc, IPv4 and IPv6)."""
+    """(address, port) of every listening TCP socket process ``pid`` holds."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         with contextlib.suppress(OSError):
             target = os.readlink(fd)
             if target.startswith("socket:["):
                 inodes.add(target[8:-1])
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                fields = line.split()
-                if fields[3] == "0A" and fields[9] in inodes:  # LISTEN, held by pid
-                    address, port_hex = fields[1].rsplit(":", 1)
-                    found.add((_ip_of(address), int(port_hex, 16)))
-    return found
-
-
-def _ip_of(hex_address: str) -> str:
-    raw = bytes.fromhex(hex_address)
-    if len(raw) == 4:
-        return socket.inet_ntop(socket.AF_INET, raw[::-1])
-    # /proc/net/tcp6: four 32-bit words, each in host (little-endian) order.
-    return socket.inet_ntop(socket.AF_INET6, b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
+    return {(address, port) for address, port, inode in listening_tcp() if inode in inodes}
 
 
 @pytest.mark.kafka

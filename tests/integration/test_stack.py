@@ -18,7 +18,7 @@ import pytest
 
 from learnpulse.settings import ClickHouseSettings, KafkaSettings, Settings
 from schemas.topics import Topic
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, listening_tcp
 
 
 def run_cli(args: list[str], settings: Settings, env: dict[str, str] | None = None, timeout: float = 180):
@@ -130,19 +130,8 @@ def test_cli_help_lists_every_area():
 
 
 def _listening_addresses(port: int) -> set[str]:
-    """Local addresses with a listening TCP socket on ``port`` (from /proc/net/tcp and tcp6)."""
-    found = set()
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(name).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            address, port_hex = fields[1].rsplit(":", 1)
-            if int(port_hex, 16) == port and fields[3] == "0A":  # LISTEN
-                found.add(address)
-    return found
+    """Local addresses with a listening TCP socket on ``port``."""
+    return {address for address, p, _inode in listening_tcp() if p == port}
 
 
 @pytest.mark.clickhouse_server
@@ -172,6 +161,6 @@ def test_stack_clickhouse_server_has_a_generated_password_and_listens_on_loopbac
     exists = Client("127.0.0.1", port=tcp, password=server.password).execute(
         "SELECT count() FROM system.tables WHERE database = 'default' AND name = %(n)s", {"n": name})
     assert exists == [(0,)]
-    # Both ports are bound to 127.0.0.1 (0100007F), never to every address.
+    # Both ports are bound to 127.0.0.1, never to every address.
     for port in (tcp, http):
-        assert _listening_addresses(port) == {"0100007F"}, port
+        assert _listening_addresses(port) == {"127.0.0.1"}, port
