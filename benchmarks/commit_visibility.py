@@ -16,7 +16,6 @@ Prints how many commits returned before their record was readable, and how long 
 from __future__ import annotations
 
 import argparse
-import socket
 import tempfile
 import time
 import uuid
@@ -26,14 +25,9 @@ from confluent_kafka import Producer
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 
+from benchmarks.faults.procs import free_port
 from learnpulse.settings import KafkaSettings, Settings
 from learnpulse.stack import KafkaBroker
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def measure(bootstrap: str, transactions: int) -> list[float | None]:
@@ -75,7 +69,7 @@ def main() -> int:
     ap.add_argument("--transactions", type=int, default=300)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-visibility-") as tmp:
-        settings = Settings(home=Path(tmp), kafka=KafkaSettings(port=_free_port(), controller_port=_free_port()))
+        settings = Settings(home=Path(tmp), kafka=KafkaSettings(port=free_port(), controller_port=free_port()))
         broker = KafkaBroker(settings)
         try:
             print("starting Kafka …", flush=True)
