@@ -150,8 +150,7 @@ class KafkaLoop:
     """Drives one :class:`Step` from one topic (see the module docstring).
 
     ``consumer_factory``/``producer_factory``/``ends_factory`` exist for tests; by default
-    they build kafka-python clients from the config (with a fake consumer and no
-    ``ends_factory``, :meth:`log_ends` asks the fake consumer).
+    they build kafka-python clients from the config.
     """
 
     def __init__(
@@ -169,7 +168,7 @@ class KafkaLoop:
         self.clock = clock
         self._consumer_factory = consumer_factory or kafka_consumer
         self._producer_factory = producer_factory or kafka_producer
-        self._ends_factory = ends_factory or (kafka_end_reader if consumer_factory is None else None)
+        self._ends_factory = ends_factory or kafka_end_reader
         self._ends_reader: Any = None
         self.consumer: Any = None
         self.deadletters: DeadLetters = None  # type: ignore[assignment]  # made in start()
@@ -253,8 +252,6 @@ class KafkaLoop:
         killed mid-transaction, until its timeout). Having read up to the high watermark
         measured at a time, it has read everything acknowledged before that time.
         """
-        if self._ends_factory is None:
-            return self.consumer.end_offsets(tps, timeout_ms=timeout_ms)
         if self._ends_reader is None:
             self._ends_reader = self._ends_factory(self.config)
         return self._ends_reader.end_offsets(tps, timeout_ms=timeout_ms)

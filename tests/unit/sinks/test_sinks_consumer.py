@@ -60,7 +60,9 @@ class Harness:
             self.config, self.engine, to_rows, {"t": ("k", "v")},
             on_progress=lambda _s, prog, n: self.progress.append({tp.partition: (p.committed, p.caught_up_ms) for tp, p in prog.items()}),
             clock=self.clock, consumer_factory=consumer_factory, producer_factory=lambda _c: self.producer,
-            ends_factory=ends_factory, runner=runner or (lambda fn: fn()),  # inline writer: each step is deterministic
+            # The fake log has no open transactions: its end is its high watermark.
+            ends_factory=ends_factory or (lambda _c: self.kafka),
+            runner=runner or (lambda fn: fn()),  # inline writer: each step is deterministic
         )  # fmt: skip
         self.loop = self.sink.loop
         self.loop.start()
