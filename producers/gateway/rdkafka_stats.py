@@ -4,8 +4,9 @@ Each lane's producer emits librdkafka's statistics JSON every ``statistics.inter
 (setting ``gateway.kafka_statistics_interval_ms``, 0: none) to :meth:`LaneStats.receive`,
 on the lane's thread inside a librdkafka call (flush, commit, or the idle poll of the
 lane): it parses the few figures below into a :class:`Snapshot` and replaces the lane's
-previous one, nothing more. :class:`RdKafkaCollector` builds the metric families from the
-latest snapshot of each lane when ``/metrics`` is scraped.
+previous one (keeping the last round trip measured where the new interval had no request).
+:class:`RdKafkaCollector` builds the metric families from the latest snapshot of each lane
+when ``/metrics`` is scraped.
 
 Why a collector and not ``Counter``/``Gauge`` objects: librdkafka reports cumulative
 totals (requests, retries, errors since the producer was created). A ``Counter`` can only
@@ -42,7 +43,8 @@ class BrokerFigures(NamedTuple):
     rx_errors: int  # rxerrs
     timeouts: int  # req_timeouts
     disconnects: int
-    # Round trip of the requests of the last interval (seconds); None: no request in it.
+    # Round trip of the requests of the interval (seconds); None: no request in it (the
+    # collector then keeps the lane's last measured one).
     rtt_avg_s: float | None
     rtt_p99_s: float | None
 
@@ -93,6 +95,21 @@ def parse(stats: str | bytes) -> Snapshot:
     )
 
 
+def _keep_measured_round_trips(snapshot: Snapshot, previous: Snapshot) -> Snapshot:
+    """``snapshot`` with each broker's round trip of ``previous`` where its own interval had
+    no request: the gauge is the last round trip measured, not absent whenever the lane
+    was idle through the last statistics interval."""
+    measured = {b.name: b for b in previous.brokers if b.rtt_avg_s is not None}
+    if not measured:
+        return snapshot
+    brokers = tuple(
+        b._replace(rtt_avg_s=measured[b.name].rtt_avg_s, rtt_p99_s=measured[b.name].rtt_p99_s)
+        if b.rtt_avg_s is None and b.name in measured else b
+        for b in snapshot.brokers
+    )  # fmt: skip
+    return snapshot._replace(brokers=brokers)
+
+
 class RdKafkaCollector:
     """The latest snapshot of each lane, exposed as metric families at scrape time."""
 
@@ -103,6 +120,9 @@ class RdKafkaCollector:
 
     def put(self, lane: str, owner: object, snapshot: Snapshot) -> None:
         with self._lock:
+            previous = self._lanes.get(lane)
+            if previous is not None and previous[0] is owner:
+                snapshot = _keep_measured_round_trips(snapshot, previous[1])
             self._lanes[lane] = (owner, snapshot)
 
     def forget(self, lane: str, owner: object) -> None:
@@ -142,9 +162,10 @@ class RdKafkaCollector:
         up = GaugeMetricFamily(p + "broker_up", "1 while a lane's connection to a broker is up",
                                labels=["lane", "broker"])  # fmt: skip
         rtt_avg = GaugeMetricFamily(p + "broker_rtt_avg_seconds", "Mean round trip of a lane's requests to a broker "
-                                    "over the last statistics interval", labels=["lane", "broker"])  # fmt: skip
+                                    "over the last statistics interval that had any",
+                                    labels=["lane", "broker"])  # fmt: skip
         rtt_p99 = GaugeMetricFamily(p + "broker_rtt_p99_seconds", "99th percentile round trip of a lane's "
-                                    "requests to a broker over the last statistics interval",
+                                    "requests to a broker over the last statistics interval that had any",
                                     labels=["lane", "broker"])  # fmt: skip
         txn = GaugeMetricFamily(p + "transaction_state", "1 for a lane's current transaction state (librdkafka's)",
                                 labels=["lane", "state"])  # fmt: skip

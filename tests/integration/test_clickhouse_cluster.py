@@ -201,7 +201,7 @@ def test_the_cluster_listens_on_loopback_only_keeps_its_secrets_private_and_stop
     zookeeper, _ = cluster_services(clickhouse_cluster)
     ports = [zookeeper.port] + [p for r in replicas for p in (r.tcp_port, r.http_port, r.interserver_port)]
     for port in ports:
-        assert _listening_addresses(port) == {"0100007F"}, port
+        assert _listening_addresses(port) == {"127.0.0.1"}, port
     for r in replicas:
         # The generated config names the replicas' password (remote_servers).
         config = r.dir / "config.xml"

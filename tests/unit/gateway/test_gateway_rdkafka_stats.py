@@ -55,6 +55,25 @@ def test_an_interval_without_requests_has_no_round_trip_and_a_down_broker_is_0()
     assert samples[("learnpulse_gateway_kafka_broker_up", (("broker", BROKER), ("lane", "gw-0")))] == 0
 
 
+def test_a_quiet_interval_keeps_the_last_round_trip_measured_by_the_same_producer():
+    # librdkafka measures round trips per statistics interval: a lane idle through the
+    # last one would lose its series until its next request (a gauge that flickers, and
+    # that a scrape after a quiet moment never sees). The last measured one stays.
+    quiet = STATS.replace('"cnt": 30', '"cnt": 0')
+    c = RdKafkaCollector()
+    lane = LaneStats("gw-0", c)
+    lane.receive(STATS)
+    lane.receive(quiet)
+    samples, _ = _scrape(c)
+    on_broker = (("broker", BROKER), ("lane", "gw-0"))
+    assert samples[("learnpulse_gateway_kafka_broker_rtt_avg_seconds", on_broker)] == 0.002427
+    assert samples[("learnpulse_gateway_kafka_broker_rtt_p99_seconds", on_broker)] == 0.008703
+    # A re-created producer of the lane has measured nothing yet: no round trip.
+    LaneStats("gw-0", c).receive(quiet)
+    samples, _ = _scrape(c)
+    assert ("learnpulse_gateway_kafka_broker_rtt_avg_seconds", on_broker) not in samples
+
+
 def test_the_exposition_types_totals_as_counters_labelled_by_lane_and_broker():
     c = RdKafkaCollector()
     LaneStats("gw-0", c).receive(STATS)
