@@ -90,3 +90,61 @@ def test_changelog_writes_note_no_offset_for_a_failed_delivery():
 
     asyncio.run(scenario())
     assert table.noted == []
+
+
+class RocksStore:
+    """The parts of Faust's RocksDB store (faust.stores.rocksdb.Store, rocksdict) the batched
+    path uses: a real rocksdict database per partition and the key index."""
+
+    use_rocksdict = True
+
+    def __init__(self, root) -> None:
+        self.root = root
+        self._dbs: dict[int, Any] = {}
+        self._key_index: dict[bytes, int] = {}
+        self.writes_per_partition: dict[int, int] = {}
+
+    def _db_for_partition(self, partition: int):
+        import rocksdict
+
+        if partition not in self._dbs:
+            opts = rocksdict.Options(raw_mode=True)
+            opts.create_if_missing(True)
+            db = rocksdict.Rdict(str(self.root / str(partition)), options=opts)
+            self._dbs[partition] = _CountingDb(db, partition, self.writes_per_partition)
+        return self._dbs[partition]
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        raise AssertionError("a RocksDB store is written in batches, not key by key")
+
+
+class _CountingDb:
+    def __init__(self, db, partition: int, counts: dict[int, int]) -> None:
+        self.db, self.partition, self.counts = db, partition, counts
+
+    def write(self, batch) -> None:
+        self.counts[self.partition] = self.counts.get(self.partition, 0) + 1
+        self.db.write(batch)
+
+    def get(self, key: bytes):
+        return self.db.get(key)
+
+
+def test_a_rocksdb_store_gets_each_partitions_values_in_one_write_batch(tmp_path):
+    # One put per key made RocksDB write its log once per key (~11 µs for a 2 KB value against
+    # ~4 µs a key in a batch); a partition's batch is also atomic, so a kill keeps the order
+    # the stages' saves rely on (streams.health.stored) within each partition.
+    table, producer = Table(), Producer()
+    table.data = RocksStore(tmp_path)
+    app = type("App", (), {"producer": producer})()
+    writes = [(event(3), b"a", b"1"), (event(5), b"b", b"2"), (event(3), b"c", b"3"), (event(3), b"a", b"4")]
+
+    asyncio.run(ChangelogWrites(app, table).write(writes))
+    store = table.data
+    assert store.writes_per_partition == {3: 1, 5: 1}
+    assert (store._dbs[3].get(b"a"), store._dbs[3].get(b"c"), store._dbs[5].get(b"b")) == (b"4", b"3", b"2")
+    assert store._dbs[5].get(b"a") is None and store._dbs[3].get(b"b") is None
+    assert store._key_index == {b"a": 3, b"b": 5, b"c": 3}
+    # Every write still goes to its changelog partition, in order.
+    assert [(k, v, p) for _t, k, v, p in producer.sent] == [(b"a", b"1", 3), (b"b", b"2", 5), (b"c", b"3", 3),
+                                                           (b"a", b"4", 3)]  # fmt: skip
