@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import faust
 import orjson
+import rocksdict
 
 # Faust keeps the event being processed in this context variable (faust-streaming 0.15,
 # ``faust.streams``); tables read it to choose the partition.
@@ -282,8 +283,6 @@ def store_values(store: Any, writes: list[tuple[Any, bytes, bytes]]) -> None:
             with event_context(event):
                 store[key] = value
         return
-    import rocksdict
-
     batches: dict[int, Any] = {}
     key_index = store._key_index  # Faust's key → partition cache, as ``_set`` keeps it
     for event, key, value in writes:
