@@ -24,7 +24,15 @@ Order of an erasure (:func:`forget_learners`):
    ``engagement`` row left; ``engagement_hourly`` (no ``learner`` column either) recomputes the
    (school, course, cohort, hour) groups the erased learners had engagement in (sinks/hourly.py;
    a group left empty loses its row);
-5. count what is left (must be 0) and report everything removed.
+5. sweep what a sink's recompute of ``activity_totals`` or ``engagement_hourly`` wrote late:
+   one that read its sets before the erasure (while the step-4 mutations were still running,
+   or a query that was already running) and inserted after the groups' rows were deleted
+   would bring the erased figures back, and in a group the erasure left empty no later
+   recompute outranks it. So: wait until every INSERT into the table that is running now has
+   ended (``system.processes``; one that starts later reads the erased sets), delete the
+   groups' rows versioned before step 4's recompute, and recompute the groups again (a row
+   deleted there may have counted statements that arrived after the erasure);
+6. count what is left (must be 0) and report everything removed.
 
 On a cluster of several shards the engine's database is the all-shards one
 (``schemas/clickhouse/cluster.py``): every read and count above goes across shards, the
@@ -48,8 +56,12 @@ from schemas.clickhouse.cluster import local_database
 from schemas.clickhouse.engine import ClickHouse
 from schemas.clickhouse.rollups import GROUP_OF_STATEMENT, rebuild_sql
 
-from .hourly import delete_hours_sql, hour_keys_of_learners, key_chunks, recompute_forgotten_hours
-from .totals import delete_rebuilt_sql, learner_keys_of, learners_rebuild_sql, recompute_rebuilt
+from .hourly import (
+    delete_hours_sql, delete_stale_hours_sql, hour_keys_of_learners, key_chunks, recompute_forgotten_hours,
+)
+from .totals import (
+    delete_rebuilt_sql, delete_stale_rebuilt_sql, learner_keys_of, learners_rebuild_sql, recompute_rebuilt,
+)
 
 log = logging.getLogger("learnpulse.forget")
 
@@ -237,6 +249,42 @@ def wait_for_mutations(ch: ClickHouse, timeout_s: float = 600) -> None:
         time.sleep(0.2)
 
 
+def wait_for_running_writes(ch: ClickHouse, table: str, timeout_s: float = 600, poll_s: float = 0.2) -> None:
+    """Block until every ``INSERT INTO <db>.<table>`` running now has ended (a query that
+    starts later is not waited for); across shards, those ``cluster()`` sees (one replica of
+    each shard, as :func:`wait_for_mutations`)."""
+    cluster = _cluster_of(ch)
+    processes = "system.processes" if cluster is None else f"cluster('{cluster}', system, processes)"
+    sql = f"SELECT query_id FROM {processes} WHERE startsWith(query, {{prefix:String}})"
+    params = {"prefix": f"INSERT INTO {ch.database}.{table} "}
+    running = {str(r[0]) for r in ch.query(sql, params)}
+    deadline = time.monotonic() + timeout_s
+    while running:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(running)} writes into {ch.database}.{table} still running after {timeout_s:.0f}s")
+        time.sleep(poll_s)
+        running &= {str(r[0]) for r in ch.query(sql, params)}
+
+
+def sweep_late_recomputes(ch: ClickHouse, table: str, groups: list[Any], clock: int) -> None:
+    """Step 5 of the module docstring: ``table`` is ``activity_totals`` (``groups``: rollup
+    hashes) or ``engagement_hourly`` (``groups``: hour keys); ``clock``: the erasure's recompute's."""
+    if table == T.ACTIVITY_TOTALS:
+        delete, chunks = delete_stale_rebuilt_sql(), [{"h": groups}]
+    elif table == T.ENGAGEMENT_HOURLY:
+        delete, chunks = delete_stale_hours_sql(), [{"groups": chunk} for chunk in key_chunks(groups)]
+    else:
+        raise ValueError(f"{table} is not recomputed")
+    wait_for_running_writes(ch, table)
+    for params in chunks:
+        _alter(ch, delete, {**params, "clock": clock})
+    wait_for_mutations(ch)
+    if table == T.ACTIVITY_TOTALS:
+        recompute_rebuilt(ch, groups)
+    else:
+        recompute_forgotten_hours(ch, groups)
+
+
 def forget_learners(
     ch: ClickHouse,
     learners: list[str],
@@ -343,7 +391,7 @@ def forget_learners(
         wait_for_mutations(ch)
         ch.execute(insert, h)
         ch.execute(insert_learners, k)
-        recompute_rebuilt(ch, h["h"])
+        sweep_late_recomputes(ch, T.ACTIVITY_TOTALS, h["h"], recompute_rebuilt(ch, h["h"]))
         report.rollup_groups = len(groups)
         log_line(f"activity_daily, activity_totals: {len(groups)} school/course/cohort/day groups rebuilt")
     report.remaining = _remaining(ch, tables, learners, ids) + _attachments_left(ch, attachments)
@@ -356,7 +404,7 @@ def _recompute_hours(ch: ClickHouse, keys: list[str]) -> None:
     for chunk in key_chunks(keys):
         _alter(ch, delete_hours_sql(), {"groups": chunk})
     wait_for_mutations(ch)
-    recompute_forgotten_hours(ch, keys)
+    sweep_late_recomputes(ch, T.ENGAGEMENT_HOURLY, keys, recompute_forgotten_hours(ch, keys))
 
 
 # -- engagement_periods: a period goes with the last engagement row in it ---------------

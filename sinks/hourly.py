@@ -21,7 +21,8 @@ Under inserts a key's newest version never falls (the stream's versions are the 
 course sequence, a record ``(key, version)`` always carries the same figures) and keys only
 appear, so a later view of a group has a larger sum unless it is the same view: two
 recomputes of one second are ordered by what they saw. An erasure removes rows, so
-:func:`recompute_forgotten_hours` first waits for the server's next second.
+:func:`recompute_forgotten_hours` first waits for the server's next second, and
+``forget-learner`` then sweeps the rows written late (sinks/forget.py, step 5).
 
 Cluster form: :class:`ReplicatedHourlyRecompute` waits for this replica of
 ``engagement_by_time`` first (``SYSTEM SYNC REPLICA``), as ``activity_totals``'
@@ -62,6 +63,7 @@ _HOURS_OF_LEARNERS_SQL = (
     f"SELECT DISTINCT {HOUR_KEY} FROM {{db}}.{T.ENGAGEMENT} WHERE grain = 'hour' AND has({{ps:Array(String)}}, learner)"
 )
 _DELETE_SQL = f"ALTER TABLE {{db}}.{T.ENGAGEMENT_HOURLY} DELETE WHERE {_IN_KEYS}"
+_DELETE_STALE_SQL = f"{_DELETE_SQL} AND bitShiftRight(version, 32) < {{clock:UInt64}}"
 _IDX = {c: T.ENGAGEMENT_COLUMNS.index(c) for c in ("school", "course", "cohort", "grain", "period_start")}
 
 
@@ -139,17 +141,28 @@ def delete_hours_sql() -> str:
     return _DELETE_SQL
 
 
+def delete_stale_hours_sql() -> str:
+    """ALTER deleting the ``engagement_hourly`` rows of the groups ``{groups:Array(String)}``
+    recomputed before ``{clock:UInt64}`` (seconds): what a sink's recompute that read before an
+    erasure wrote after it (sinks/forget.py). A group with a row of that clock or later keeps it."""
+    return _DELETE_STALE_SQL
+
+
 def key_chunks(keys: list[str]) -> list[list[str]]:
     """``keys`` in runs a query's text can hold (old servers inline parameters)."""
     return [[k for k, _ in c] for c in keyed_chunks([(k, k) for k in keys])]
 
 
-def recompute_forgotten_hours(ch: ClickHouse, keys: list[str], poll_s: float = 0.1) -> None:
-    """Recompute the groups ``keys`` after their engagement rows were erased.
+def recompute_forgotten_hours(ch: ClickHouse, keys: list[str], poll_s: float = 0.1) -> int:
+    """Recompute the groups ``keys`` after their engagement rows were erased; returns the
+    first chunk's clock (no later chunk's is smaller).
 
     Waits for the server's next second first, so these versions are above every recompute
     that saw the rows before the erasure (module docstring).
     """
     wait_for_next_second(ch, poll_s)
-    for chunk in key_chunks(keys):
-        ch.execute(_RECOMPUTE_SQL.replace("{where}", _IN_KEYS), {"clock": server_clock(ch), "groups": chunk})
+    first = server_clock(ch)
+    for i, chunk in enumerate(key_chunks(keys)):
+        clock = first if i == 0 else server_clock(ch)
+        ch.execute(_RECOMPUTE_SQL.replace("{where}", _IN_KEYS), {"clock": clock, "groups": chunk})
+    return first

@@ -18,7 +18,10 @@ own sink's recompute, whose clock is not smaller. Two recomputes of one second a
 by content: on one server, under inserts only, later snapshots hold supersets of the sets,
 so the larger content is the later view (equal content: equal rows). An erasure shrinks the
 sets, so :func:`recompute_rebuilt` first waits for the server's next second: every
-recompute that could have seen the erased rows then has a smaller clock. Whole seconds
+recompute that could have seen the erased rows then has a smaller clock; in a group the
+erasure left empty nothing outranks such a row, so ``forget-learner`` then deletes the rows
+versioned before its recompute, once every write that was running has ended
+(sinks/forget.py, step 5). Whole seconds
 because 18.16 has no sub-second clock; one formula on every server.
 
 Cluster form (replicas, ``clickhouse.cluster.name`` set; deploy/CLUSTER.md): each sink
@@ -279,19 +282,33 @@ _REBUILT = f"has({{h:Array(UInt64)}}, {GROUP_OF_ROLLUP})"
 _DELETE_REBUILT_SQL = f"ALTER TABLE {{db}}.{T.ACTIVITY_TOTALS} DELETE WHERE {_REBUILT}"
 
 
+# Rows of those groups versioned before ``{clock:UInt64}`` (seconds, the high 32 bits).
+_DELETE_STALE_REBUILT_SQL = f"{_DELETE_REBUILT_SQL} AND bitShiftRight(version, 32) < {{clock:UInt64}}"
+
+
 def delete_rebuilt_sql() -> str:
     """ALTER deleting the totals of the groups ``{h:Array(UInt64)}`` (a group may be empty after an erasure)."""
     return _DELETE_REBUILT_SQL
 
 
-def recompute_rebuilt(ch: ClickHouse, hashes: list[int], poll_s: float = 0.1) -> None:
-    """Recompute the groups whose rollup hashes are ``hashes`` after ``activity_daily`` was rebuilt.
+def delete_stale_rebuilt_sql() -> str:
+    """ALTER deleting the totals rows of the groups ``{h:Array(UInt64)}`` recomputed before
+    ``{clock:UInt64}``: what a sink's recompute that read the sets before an erasure wrote
+    after it (sinks/forget.py). A group with a row of that clock or later keeps it."""
+    return _DELETE_STALE_REBUILT_SQL
+
+
+def recompute_rebuilt(ch: ClickHouse, hashes: list[int], poll_s: float = 0.1) -> int:
+    """Recompute the groups whose rollup hashes are ``hashes`` after ``activity_daily`` was
+    rebuilt; returns the recompute's clock.
 
     Waits for the server's next second first, so this recompute's version is above every
     recompute that saw the rows before the erasure (module docstring).
     """
     wait_for_next_second(ch, poll_s)
-    ch.execute(_RECOMPUTE_SQL.replace("{where}", _REBUILT), {"clock": server_clock(ch), "h": hashes})
+    clock = server_clock(ch)
+    ch.execute(_RECOMPUTE_SQL.replace("{where}", _REBUILT), {"clock": clock, "h": hashes})
+    return clock
 
 
 def wait_for_next_second(ch: ClickHouse, poll_s: float = 0.1) -> None:
