@@ -23,6 +23,7 @@ import faust
 from schemas.topic_limits import RECORD_LIMIT, raise_record_limits
 from schemas.topics import WORKER_TOPIC_MAX_MESSAGE_BYTES, Topic
 
+from .compression import use_fast_lz4
 from .config import StreamsConfig
 from .faustutil import OffsetCoalescingTable, RawSchema
 from .transport import ReadCommittedApp
@@ -165,6 +166,7 @@ class WorkerApp(ReadCommittedApp):
 
 
 def create_app(p: StreamsParameters) -> faust.App:
+    use_fast_lz4()  # aiokafka's lz4 is LZ4 HC, a large share of the worker's CPU (see .compression)
     # Reads only committed records: the gateway's aborted transactions never count (see .transport).
     app = WorkerApp(
         p.app_id,
