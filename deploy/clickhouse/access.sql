@@ -61,6 +61,7 @@ GRANT SELECT ON learnpulse.activity_totals TO learnpulse_school;
 GRANT SELECT ON learnpulse.activity_learners TO learnpulse_school;
 GRANT SELECT, INSERT, ALTER UPDATE, ALTER DELETE, CREATE TABLE, CREATE VIEW, CREATE DICTIONARY, CREATE DATABASE, DROP TABLE, DROP VIEW, SHOW ON learnpulse.* TO learnpulse_writer;
 GRANT SELECT ON system.mutations TO learnpulse_writer;
+GRANT SELECT ON system.processes TO learnpulse_writer;
 GRANT SYSTEM SYNC REPLICA ON learnpulse.* TO learnpulse_writer;
 CREATE ROW POLICY IF NOT EXISTS learnpulse_staff ON learnpulse.statements FOR SELECT USING 1 TO learnpulse_researcher, learnpulse_operator, learnpulse_writer, learnpulse_lrs;
 CREATE ROW POLICY IF NOT EXISTS learnpulse_staff ON learnpulse.statement_voids FOR SELECT USING 1 TO learnpulse_researcher, learnpulse_operator, learnpulse_writer, learnpulse_lrs;

@@ -83,9 +83,11 @@ def access_sql(database: str, lrs_tables: tuple[str, ...] = (), across_shards: b
         f"CREATE DATABASE, DROP TABLE, DROP VIEW, SHOW ON {d}.* TO {WRITER}"
         for d in databases
     )
-    # Erasures wait for their mutations; the writer reads their state (across shards through
-    # the table function cluster(), which needs REMOTE).
+    # Erasures wait for their mutations, and for the recomputes running when they sweep
+    # (sinks/forget.py); the writer reads both (across shards through the table function
+    # cluster(), which needs REMOTE).
     out.append(f"GRANT SELECT ON system.mutations TO {WRITER}")
+    out.append(f"GRANT SELECT ON system.processes TO {WRITER}")
     # In the cluster form the totals recompute first waits for its replica of the local
     # tables (SYSTEM SYNC REPLICA, sinks/totals.py).
     # (The all-shards database too, like every grant: its tables are Distributed, no wait there.)
