@@ -249,40 +249,44 @@ def wait_for_mutations(ch: ClickHouse, timeout_s: float = 600) -> None:
         time.sleep(0.2)
 
 
-def wait_for_running_writes(ch: ClickHouse, table: str, timeout_s: float = 600, poll_s: float = 0.2) -> None:
-    """Block until every ``INSERT INTO <db>.<table>`` running now has ended (a query that
-    starts later is not waited for); across shards, those ``cluster()`` sees (one replica of
-    each shard, as :func:`wait_for_mutations`)."""
+def running_writes(ch: ClickHouse, table: str) -> set[str]:
+    """Query ids of the ``INSERT INTO <db>.<table>`` running now; across shards, those
+    ``cluster()`` sees (one replica of each shard, as :func:`wait_for_mutations`)."""
     cluster = _cluster_of(ch)
     processes = "system.processes" if cluster is None else f"cluster('{cluster}', system, processes)"
-    sql = f"SELECT query_id FROM {processes} WHERE startsWith(query, {{prefix:String}})"
-    params = {"prefix": f"INSERT INTO {ch.database}.{table} "}
-    running = {str(r[0]) for r in ch.query(sql, params)}
+    rows = ch.query(f"SELECT query_id FROM {processes} WHERE startsWith(query, {{prefix:String}})",
+                    {"prefix": f"INSERT INTO {ch.database}.{table} "})  # fmt: skip
+    return {str(r[0]) for r in rows}
+
+
+def wait_for_running_writes(ch: ClickHouse, table: str, timeout_s: float = 600, poll_s: float = 0.2) -> None:
+    """Block until every write :func:`running_writes` finds now has ended (a query that
+    starts later is not waited for)."""
+    running = running_writes(ch, table)
     deadline = time.monotonic() + timeout_s
     while running:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{len(running)} writes into {ch.database}.{table} still running after {timeout_s:.0f}s")
         time.sleep(poll_s)
-        running &= {str(r[0]) for r in ch.query(sql, params)}
+        running &= running_writes(ch, table)
 
 
 def sweep_late_recomputes(ch: ClickHouse, table: str, groups: list[Any], clock: int) -> None:
     """Step 5 of the module docstring: ``table`` is ``activity_totals`` (``groups``: rollup
     hashes) or ``engagement_hourly`` (``groups``: hour keys); ``clock``: the erasure's recompute's."""
+    recompute: Callable[[ClickHouse, list[Any]], int]
     if table == T.ACTIVITY_TOTALS:
-        delete, chunks = delete_stale_rebuilt_sql(), [{"h": groups}]
+        delete, chunks, recompute = delete_stale_rebuilt_sql(), [{"h": groups}], recompute_rebuilt
     elif table == T.ENGAGEMENT_HOURLY:
-        delete, chunks = delete_stale_hours_sql(), [{"groups": chunk} for chunk in key_chunks(groups)]
+        delete, recompute = delete_stale_hours_sql(), recompute_forgotten_hours
+        chunks = [{"groups": chunk} for chunk in key_chunks(groups)]
     else:
         raise ValueError(f"{table} is not recomputed")
     wait_for_running_writes(ch, table)
     for params in chunks:
         _alter(ch, delete, {**params, "clock": clock})
     wait_for_mutations(ch)
-    if table == T.ACTIVITY_TOTALS:
-        recompute_rebuilt(ch, groups)
-    else:
-        recompute_forgotten_hours(ch, groups)
+    recompute(ch, groups)
 
 
 def forget_learners(
