@@ -16,8 +16,12 @@ DEBIAN_PACKAGES := openjdk-17-jre-headless maven clickhouse-server prometheus pr
 demo: setup
 	$(PY) -m learnpulse demo $(DEMO_ARGS)
 
+# Test processes (pytest-xdist): each starts the services its tests need (Kafka, ClickHouse…)
+# on ports of its own; TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+
 test: setup $(PYBKT_STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -54,18 +54,32 @@ def _bindable(port: int) -> bool:
     return True
 
 
+def _port_range() -> tuple[int, int]:
+    """This process's share of the ports we hand out: under pytest-xdist each worker has a
+    slice of its own, so two workers never hand out the same port before either binds it."""
+    low, top = _PORTS_FROM, max(_ephemeral_low(), _PORTS_FROM + 1000)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", … under xdist
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not worker.startswith("gw") or count <= 1:
+        return low, top
+    width = (top - low) // count
+    start = low + int(worker[2:]) % count * width
+    return start, start + width
+
+
 def free_port_block(n: int) -> int:
     """The first of ``n`` consecutive loopback ports that are free now and not handed out before."""
-    top = max(_ephemeral_low(), _PORTS_FROM + 1000) - n
+    low, top = _port_range()
+    top -= n
     for _ in range(2000):
-        base = random.randrange(_PORTS_FROM, top)
+        base = random.randrange(low, top)
         block = range(base, base + n)
         if not any(p in _GIVEN_PORTS for p in block) and all(_bindable(p) for p in block):
             _GIVEN_PORTS.update(dict.fromkeys(block))
             while len(_GIVEN_PORTS) > _GIVEN_PORTS_KEPT:
                 del _GIVEN_PORTS[next(iter(_GIVEN_PORTS))]
             return base
-    raise RuntimeError(f"no {n} free consecutive ports between {_PORTS_FROM} and {top}")
+    raise RuntimeError(f"no {n} free consecutive ports between {low} and {top}")
 
 
 def free_port() -> int:
