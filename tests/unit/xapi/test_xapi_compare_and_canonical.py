@@ -308,3 +308,16 @@ def test_canonical_is_deterministic_apart_from_the_assigned_id() -> None:
     second = canonicalize(statement(id=None), authority=AUTHORITY, stored_ms=STORED_MS)
     assert first.pop("id") != second.pop("id")
     assert first == second
+
+
+def test_iri_normalization_keeps_only_short_iris_in_its_cache():
+    """Long made-up IRIs (a client's attack on memory) are normalized every time, never kept."""
+    from schemas.xapi import compare
+
+    long_iri = "HTTP://Example.COM/" + "a%7e" * 2_000
+    before = compare._iri_cached.cache_info().currsize
+    assert compare._iri(long_iri) == "http://example.com/" + "a~" * 2_000
+    assert compare._iri_cached.cache_info().currsize == before
+    short = f"HTTP://Example.COM/short-{before}"
+    assert compare._iri(short) == f"http://example.com/short-{before}"
+    assert compare._iri_cached.cache_info().currsize == before + 1
