@@ -215,7 +215,6 @@ def run_form(args: argparse.Namespace, rates: list[float], replicas: int, echo) 
                  f"readable by id p50 {'-' if p50 is None else f'{p50 * 1000:.0f} ms'}")  # fmt: skip
         probes.stop()
         sampler.stop()
-        load.close()
         if args.ceiling_statements:
             echo(f"ceilings: {args.ceiling_statements} statements, bare Kafka and ClickHouse")
             run.ceilings = _ceilings(pipeline, settings, shape, args)

@@ -54,6 +54,3 @@ class SimulatorLoad:
         out.sent = out.accepted = int(sent.group(1))
         out.statuses[ACKNOWLEDGED] = out.accepted
         return out
-
-    def close(self) -> None:
-        pass

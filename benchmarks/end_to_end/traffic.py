@@ -230,6 +230,3 @@ class Load:
                 return resp.status
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as err:
             return type(err).__name__
-
-    def close(self) -> None:
-        """Nothing stays open between steps: each step's connections close with its loop."""

@@ -42,7 +42,7 @@ class _Server:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        self.port = runner.addresses[0][1]
         self._stop = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._ready.set()
@@ -63,7 +63,7 @@ class _Server:
 def test_the_load_paces_single_statement_posts_and_counts_answers_by_status():
     with _Server() as server:
         load = Load(f"http://127.0.0.1:{server.port}/xapi", ("key", "secret"), Shape("s1", learners=50),
-                    clients=8, batch=1)  # fmt: skip
+                    clients=32, batch=1)  # fmt: skip
         started = time.monotonic()
         step = load.run(rate=100, duration=2)
         took = time.monotonic() - started
