@@ -544,3 +544,29 @@ def test_sinks_stalled_rebalance_replaces_the_consumer_and_rereads_uncommitted_r
     h.step()
     h.step(advance=61)
     assert h.written() == [("a", "1")] and h.consumer.committed == {TP0: 1}
+
+
+def test_sinks_idle_poll_blocks_until_the_next_progress_measurement_not_a_tenth_of_a_second():
+    # kafka-python wakes its network thread at every poll: ten empty rounds a second cost an
+    # idle sink more CPU than its fetches. Records end a poll as soon as they arrive, so an
+    # idle sink blocks until its next due work, the progress measurement.
+    h = Harness(progress_interval_s=1.0)
+    h.step()  # measures progress (due at once), so the next is due 1 s from now
+    assert h.progress, "progress is published on the first round"
+    h.clock.advance(0.25)
+    h.step()
+    assert h.kafka.polls[-1] == 750, h.kafka.polls
+    h.kafka.produce(0, b"a:1")
+    h.step()
+    h.step()  # a batch is open: polls stay short so that it closes on time
+    assert h.kafka.polls[-1] <= 100, h.kafka.polls
+
+
+def test_sinks_idle_poll_is_never_longer_than_a_second_nor_zero():
+    h = Harness(progress_interval_s=30.0)
+    h.step()
+    h.step()
+    assert h.kafka.polls[-1] == 1000, "at most a second: the loop also watches its group membership"
+    h.clock.advance(30.0)
+    h.step()  # progress was due: measured now, the poll before it still given time
+    assert min(h.kafka.polls) > 0, h.kafka.polls
