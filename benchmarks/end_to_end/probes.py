@@ -315,12 +315,17 @@ class Probes:
             waiting = [p for p in self.probes if "engagement" not in p.at]
         if not waiting:
             return
-        school = {"school": self.shape.school}
         # Day rows summed over days: every statement of a probe learner is in one of them.
+        # The probes' courses and cohorts narrow the read to their key ranges (the table is
+        # sorted school, course, cohort, grain, …). This look is the benchmark's own load on
+        # ClickHouse, in its CPU column: 16 → 12 ms a look at 1,000/s (system.query_log).
         counted = dict(ch.query(
             "SELECT learner, sum(statements) FROM {db}.engagement FINAL WHERE school = {school:String} "
-            "AND grain = 'day' AND has({learners:Array(String)}, learner) "
-            "GROUP BY learner", school | {"learners": sorted({p.learner for p in waiting})},
+            "AND course IN (SELECT arrayJoin({courses:Array(String)})) "
+            "AND cohort IN (SELECT arrayJoin({cohorts:Array(String)})) "
+            "AND grain = 'day' AND has({learners:Array(String)}, learner) GROUP BY learner",
+            {"school": self.shape.school, "courses": sorted({p.course for p in waiting}),
+             "cohorts": sorted({p.cohort for p in waiting}), "learners": sorted({p.learner for p in waiting})},
         ))  # fmt: skip
         seen = time.monotonic()
         for p in waiting:

@@ -124,7 +124,7 @@ def test_end_to_end_benchmark_on_the_clickhouse_cluster_form_next_to_one_server(
     """``--clickhouse-replicas 2 --compare-single``: one server, then ZooKeeper and two replicas
     with a sink process each, in one run; both tables, every process's CPU, and the ratios; and
     on the event clock, (d) "in cohort health" seen in at least one of the two steps (each
-    waits up to --settle 40 s for it)."""
+    waits up to --settle 40 s for it), and (c) in the engagement rollups."""
     out = run_benchmark("bench_end_to_end", "--path", "server", "--clickhouse-replicas", "2", "--compare-single",
                         "--rates", "40", "--duration", "5", "--warmup", "0", "--settle", "40", "--ceiling-statements",
                         "0", "--probes", "1", "--learners", "200", "--clients", "32", timeout=900)  # fmt: skip
@@ -138,6 +138,9 @@ def test_end_to_end_benchmark_on_the_clickhouse_cluster_form_next_to_one_server(
     assert len(cells) == 2, out[-3000:]
     seen = [re.fullmatch(r".* \((\d+)/(\d+)\)", cell) for cell in cells]
     assert any(m and int(m.group(1)) > 0 for m in seen), cells
+    # (c): the probes' statements counted in the engagement rollups read back from ClickHouse.
+    rollups = [cells[3] for table in tables for cells in freshness_cells(table)]
+    assert any((m := re.fullmatch(r".* \((\d+)/\d+\)", cell)) and int(m.group(1)) > 0 for cell in rollups), rollups
     cpu = tables[1].split("CPU seconds per 1,000")[1].splitlines()[1].split()
     for process in ("sink", "sink-2", "zookeeper", "clickhouse-r1", "clickhouse-r2"):
         assert process in cpu, cpu
