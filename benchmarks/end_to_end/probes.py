@@ -27,7 +27,7 @@ import orjson
 from schemas.identity import pseudonym
 
 from .clock import EventClock, iso
-from .traffic import HOME, Client, Shape, statement
+from .traffic import HOME, Client, Shape, actor, statement
 
 MEASURES = ("by id", "consistent", "worker", "engagement", "health")
 # Followed per probe statement; "health" is per step and cohort.
@@ -67,6 +67,41 @@ class HealthWait:
         if crossed_at is None:
             return []
         return [t - crossed_at for t in self.seen.values() if t is not None]
+
+
+class WorkerRecords:
+    """The probe learners' engagement day records as the worker produced them, and which
+    probes they count.
+
+    Every probe learner's records are kept from the start, not only those of learners with a
+    probe waiting: a record can be on Kafka before the gateway's answer reaches the probe
+    (the worker reads the committed transaction while the gateway confirms it in its index
+    and answers), and skipping it would leave the probe to its learner's next statement.
+    """
+
+    def __init__(self, learners: set[str]) -> None:
+        self._keys = {learner.encode() for learner in learners}
+        self._days: dict[tuple[str, str, int], int] = {}  # (learner, course, day) → statements so far
+
+    def take(self, key: bytes | None, value: bytes) -> None:
+        if key not in self._keys:
+            return  # the load's learners: skipped without decoding
+        doc = orjson.loads(value)
+        if doc.get("grain") == "day":
+            self._days[(doc["learner"], doc["course"], doc["period_start_ms"])] = doc["statements"]
+
+    def mark(self, waiting: list[Probe], seen: float) -> int:
+        """Note ``seen`` on each waiting probe its learner's days now count (a record read before
+        the acknowledgement: the acknowledgement's time); how many were noted."""
+        counted: dict[str, int] = {}
+        for (learner, _course, _day), n in self._days.items():
+            counted[learner] = counted.get(learner, 0) + n
+        noted = 0
+        for p in waiting:
+            if counted.get(p.learner, 0) >= p.nth:
+                p.at["worker"] = max(seen, p.acked)
+                noted += 1
+        return noted
 
 
 class Probes:
@@ -267,29 +302,16 @@ class Probes:
     # -- (worker): the stream worker's engagement records, on Kafka ------------------------
     def _worker_loop(self) -> None:
         consumer = self._engagement_consumer
-        day_counts: dict[tuple[str, str, int], int] = {}  # (learner, course, day) → statements so far
+        records = WorkerRecords({pseudonym(self.secret, actor(name)) for name in self.names})
         try:
             while not self._stop.is_set():
                 messages = consumer.consume(num_messages=1000, timeout=0.1)
                 seen = time.monotonic()
-                with self._lock:
-                    learners = {p.learner for p in self.probes if "worker" not in p.at}
-                keys = {learner.encode() for learner in learners}
                 for m in messages:
-                    if m.error() is not None or m.key() not in keys:
-                        continue  # the load's learners: skipped without decoding
-                    doc = orjson.loads(m.value())
-                    if doc.get("grain") == "day":
-                        day_counts[(doc["learner"], doc["course"], doc["period_start_ms"])] = doc["statements"]
-                if not learners:
-                    continue
-                counted: dict[str, int] = {}
-                for (learner, _course, _day), n in day_counts.items():
-                    counted[learner] = counted.get(learner, 0) + n
+                    if m.error() is None:
+                        records.take(m.key(), m.value())
                 with self._lock:
-                    for p in self.probes:
-                        if "worker" not in p.at and counted.get(p.learner, 0) >= p.nth:
-                            p.at["worker"] = seen
+                    records.mark([p for p in self.probes if "worker" not in p.at], seen)
         finally:
             consumer.close()
 

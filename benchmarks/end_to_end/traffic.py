@@ -48,6 +48,10 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def actor(learner: str) -> dict:
+    return {"objectType": "Agent", "account": {"homePage": HOME, "name": learner}}
+
+
 def statement(shape: Shape, learner: str, course: int, cohort: int, seq: int, timestamp: str | None = None) -> dict:
     """answered (a scored interaction exercising a skill), experienced or completed, in a
     course (parent context) and cohort (context extension): work for engagement, mastery and
@@ -74,7 +78,7 @@ def statement(shape: Shape, learner: str, course: int, cohort: int, seq: int, ti
     return {
         "id": str(uuid.uuid4()),
         "timestamp": timestamp or now_iso(),
-        "actor": {"objectType": "Agent", "account": {"homePage": HOME, "name": learner}},
+        "actor": actor(learner),
         "verb": {"id": f"http://adlnet.gov/expapi/verbs/{verb}", "display": {"en-US": verb}},
         "object": {"objectType": "Activity", **obj},
         "result": result,
