@@ -93,3 +93,32 @@ def test_a_server_that_is_not_there_is_counted_as_errors_not_raised():
     step = load.run(rate=20, duration=0.5)
     assert step.offered == 10 and step.sent == 10 and step.accepted == 0
     assert all(isinstance(status, str) for status in step.statuses)
+
+
+class _ChunkingServer(_Server):
+    """Answers in chunks, or with a closing connection every third request."""
+
+    async def _statements(self, request: web.Request) -> web.StreamResponse:
+        self.arrivals.append(time.monotonic())
+        self.bodies.append(orjson.loads(await request.read()))
+        if len(self.bodies) % 3 == 0:
+            closing = web.Response(status=204)
+            closing.force_close()
+            return closing
+        resp = web.StreamResponse(status=200)
+        resp.enable_chunked_encoding()
+        resp.content_type = "application/json"
+        await resp.prepare(request)
+        await resp.write(b'["i')
+        await resp.write(b'd"]')
+        await resp.write_eof()
+        return resp
+
+
+def test_chunked_answers_and_closed_connections_are_read_to_their_end():
+    with _ChunkingServer() as server:
+        load = Load(f"http://127.0.0.1:{server.port}/xapi", ("key", "secret"), Shape("s1", learners=50),
+                    clients=4, batch=1)  # fmt: skip
+        step = load.run(rate=60, duration=1)
+    assert step.sent == 60 and len(server.bodies) == 60
+    assert step.statuses == {200: 40, 204: 20}, step.statuses
