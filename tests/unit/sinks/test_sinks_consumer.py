@@ -548,7 +548,7 @@ def test_sinks_stalled_rebalance_replaces_the_consumer_and_rereads_uncommitted_r
 
 def test_sinks_idle_poll_blocks_until_the_next_progress_measurement_not_a_tenth_of_a_second():
     # kafka-python wakes its network thread at every poll: ten empty rounds a second cost an
-    # idle sink more CPU than its fetches. Records end a poll as soon as they arrive, so an
+    # idle sink as much CPU as its fetches. Records end a poll as soon as they arrive, so an
     # idle sink blocks until its next due work, the progress measurement.
     h = Harness(progress_interval_s=1.0)
     h.step()  # measures progress (due at once), so the next is due 1 s from now
