@@ -112,9 +112,10 @@ class Probes:
         self.kafka = kafka  # (bootstrap, engagement topic) for (worker), or None
         self.clock = clock
         self.health: HealthWait | None = None  # the current step's (d)
-        self.secret = secret
         self.interval = 1.0 / per_second
         self.names = [f"probe-{i}" for i in range(learners)]
+        # Each probe learner's pseudonym, as the pipeline's records name it.
+        self.pseudonyms = [pseudonym(secret, actor(name)) for name in self.names]
         self.counts = [0] * learners
         self.poster = Client(gateway_url, credential)
         self.reader = Client(gateway_url, credential)
@@ -235,9 +236,8 @@ class Probes:
             if status in (200, 204):
                 self.counts[k] += 1
                 course_id = f"{HOME}/{self.shape.school}/course/{course}"
-                learner = pseudonym(self.secret, s["actor"])
-                probe = Probe(s["id"], learner, self.counts[k], course_id, f"{course_id}/cohort/{cohort}", acked,
-                              acked_ms, at={})  # fmt: skip
+                probe = Probe(s["id"], self.pseudonyms[k], self.counts[k], course_id, f"{course_id}/cohort/{cohort}",
+                              acked, acked_ms, at={})  # fmt: skip
                 with self._lock:
                     self.probes.append(probe)
                 self._acked.put(probe)
@@ -302,7 +302,7 @@ class Probes:
     # -- (worker): the stream worker's engagement records, on Kafka ------------------------
     def _worker_loop(self) -> None:
         consumer = self._engagement_consumer
-        records = WorkerRecords({pseudonym(self.secret, actor(name)) for name in self.names})
+        records = WorkerRecords(set(self.pseudonyms))
         try:
             while not self._stop.is_set():
                 messages = consumer.consume(num_messages=1000, timeout=0.1)

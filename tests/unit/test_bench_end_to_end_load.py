@@ -118,7 +118,7 @@ class _ChunkingServer(_Server):
 def test_chunked_answers_and_closed_connections_are_read_to_their_end():
     with _ChunkingServer() as server:
         load = Load(f"http://127.0.0.1:{server.port}/xapi", ("key", "secret"), Shape("s1", learners=50),
-                    clients=4, batch=1)  # fmt: skip
+                    clients=16, batch=1)  # fmt: skip
         step = load.run(rate=60, duration=1)
     assert step.sent == 60 and len(server.bodies) == 60
     assert step.statuses == {200: 40, 204: 20}, step.statuses
