@@ -18,6 +18,8 @@ meaning, so the lanes' group commit, deadlines, refusals and fencing stay one co
   (``MSG_SIZE_TOO_LARGE``, ``INVALID_RECORD``...) is still told from a broken Kafka;
 - ``init_transactions`` after a timeout is resumed by the next call on the same producer
   (as in kafka-python 3.0): :class:`KafkaTimeoutError`;
+- ``flush`` ends at the first failed delivery (librdkafka then holds the transaction's other
+  records back; waiting for them cost the whole timeout);
 - ``commit_transaction`` retries a retriable error up to ``commit_timeout_s``; an abortable
   one is aborted before it is raised: :class:`~producers.gateway.sender.TransactionAborted`
   if the abort succeeded (nothing of it is committed), else the error itself, like any other
@@ -60,6 +62,11 @@ log = logging.getLogger("learnpulse.gateway.librdkafka")
 
 # How often the topic's partitions are looked up again (kafka-python: metadata.max.age 5 min).
 _METADATA_MAX_AGE_S = 60.0
+# How long a flush waits before it looks whether a delivery failed (see ``flush``).
+_FLUSH_SLICE_S = 0.1
+
+# Reports of records librdkafka dropped from its queues (after a failure, or on abort).
+_PURGED = frozenset({RdError._PURGE_QUEUE, RdError._PURGE_INFLIGHT})
 
 _BY_CODE: dict[int, type[KafkaError]] = {
     RdError.MSG_SIZE_TOO_LARGE: MessageSizeTooLargeError,
@@ -82,12 +89,33 @@ def kafka_python_error(err: RdError | BaseException) -> BaseException:
 
 
 class _Outcome:
-    """The delivery outcome of one transaction's records (kafka-python's future, shared)."""
+    """The delivery outcome of one transaction's records (kafka-python's future, shared).
 
-    __slots__ = ("exception",)
+    ``cause`` is the first failure of a record itself; ``purged`` the first record librdkafka
+    purged from its queue. Once a record failed, librdkafka may purge the transaction's other
+    queued records, and their reports can arrive before the failed record's own: a purge is
+    then a consequence, not the reason, and must not hide a refused record behind it.
+    """
+
+    __slots__ = ("cause", "purged")
 
     def __init__(self) -> None:
-        self.exception: BaseException | None = None
+        self.cause: BaseException | None = None
+        self.purged: BaseException | None = None
+
+    @property
+    def exception(self) -> BaseException | None:
+        return self.cause or self.purged
+
+    @exception.setter
+    def exception(self, error: BaseException | None) -> None:
+        self.cause = error
+
+    def failed(self, err: RdError) -> None:
+        if err.code() in _PURGED:
+            self.purged = self.purged or kafka_python_error(err)
+        elif self.cause is None:
+            self.cause = kafka_python_error(err)
 
     def succeeded(self) -> bool:
         return self.exception is None
@@ -125,8 +153,7 @@ class RdKafkaTransactionalProducer:
     # -- callbacks (on the lane thread, from flush/commit) ----------------------------------
     def _delivered(self, err, msg) -> None:
         if err is not None:
-            if self._outcome.exception is None:
-                self._outcome.exception = kafka_python_error(err)
+            self._outcome.failed(err)
         elif self.first_written is None:
             self.first_written = (msg.partition(), msg.offset())
 
@@ -177,9 +204,21 @@ class RdKafkaTransactionalProducer:
         return outcome
 
     def flush(self, timeout: float | None = None) -> None:
-        left = self._p.flush(-1 if timeout is None else timeout)
-        if left and self._outcome.exception is None:
-            self._outcome.exception = KafkaTimeoutError(f"{left} records not delivered in time")
+        """Wait for the transaction's delivery reports, until ``timeout`` or the first failure.
+
+        Once a delivery failed the transaction must be aborted, and librdkafka sends none of its
+        other records: waiting for them cost the whole timeout, while requests queued behind
+        this transaction ran out of theirs. Waited in slices so that a failure ends the wait.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = _FLUSH_SLICE_S if deadline is None else min(_FLUSH_SLICE_S, max(0.0, deadline - time.monotonic()))
+            left = self._p.flush(wait)
+            if not left or self._outcome.cause is not None:
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                self._outcome.exception = KafkaTimeoutError(f"{left} records not delivered in time")
+                return
 
     def commit_transaction(self) -> None:
         deadline = time.monotonic() + self.commit_timeout_s

@@ -8,6 +8,7 @@ real ClickHouse store (tests/integration/test_gateway_store.py).
 from __future__ import annotations
 
 import threading
+import time
 from types import SimpleNamespace
 from collections.abc import Sequence
 
@@ -53,12 +54,14 @@ class FakeProducer:
         self.transactions = 0
         self.closed = False
         self.offset = 0  # of the next record (one partition)
+        self.begun = 0  # transactions begun
 
     def init_transactions(self) -> None:
         pass
 
     def begin_transaction(self) -> None:
         self.open = []
+        self.begun += 1
 
     def send(self, topic, key=None, value=None):
         self.open.append((topic, key, value))
@@ -95,10 +98,15 @@ class FakeRdProducer:
     kafka-python error raised as a fatal one (EndTxn sent, then the producer failed);
     ``commit_lands``: the coordinator had the commit anyway; ``fail_abort``: abort_transaction
     raises it (a confluent-kafka KafkaError).
+    ``hold_after_failure``: as librdkafka once a delivery failed (the transaction must be aborted),
+    the transaction's other records are not sent: flush waits its whole timeout for them.
+    ``purge_first``: as librdkafka may, the transaction's other records are purged as soon as one
+    failed, and their ``_PURGE_QUEUE`` reports come before the failed record's own.
     """
 
     def __init__(self, conf: dict, on_commit, fail_send=None, block: threading.Event | None = None, refuse=None,
-                 fail_commit=None, commit_lands: bool = False, fail_abort=None):  # fmt: skip
+                 fail_commit=None, commit_lands: bool = False, fail_abort=None,
+                 hold_after_failure: bool = False, purge_first: bool = False):  # fmt: skip
         self.delivered = conf["on_delivery"]
         self.only_errors = conf.get("delivery.report.only.error", False)
         self.offset = 0  # of the next record (one partition)
@@ -112,7 +120,10 @@ class FakeRdProducer:
         self.open: list[tuple[str, bytes, bytes]] | None = None
         self.failures: list = []
         self.failed = False
+        self.hold_after_failure = hold_after_failure
+        self.purge_first = purge_first
         self.transactions = 0
+        self.begun = 0  # transactions begun
         self.closed = False
 
     @staticmethod
@@ -131,6 +142,7 @@ class FakeRdProducer:
 
     def begin_transaction(self) -> None:
         self.open, self.failures, self.failed, self.sent = [], [], False, []
+        self.begun += 1
 
     def produce(self, topic, value=None, key=None, partition=None) -> None:
         self.open.append((topic, key, value))
@@ -147,9 +159,18 @@ class FakeRdProducer:
         if self.block is not None:
             self.block.wait()
         failures, self.failures = self.failures, []
+        if failures and self.purge_first:
+            from confluent_kafka import KafkaError as RdError
+
+            purged, self.sent = getattr(self, "sent", []), []
+            for _ in purged:
+                self.delivered(RdError(RdError._PURGE_QUEUE, "purged"), None)
         for err in failures:
             self.failed = True
             self.delivered(err, None)
+        if self.failed and self.hold_after_failure and getattr(self, "sent", []):
+            time.sleep(timeout if timeout is not None and timeout >= 0 else 3600)
+            return len(self.sent)
         sent, self.sent = getattr(self, "sent", []), []
         if not self.only_errors:
             for offset in sent:
@@ -179,7 +200,7 @@ class FakeRdProducer:
 
         if self.fail_abort is not None:
             raise KafkaException(self.fail_abort)
-        self.open = None
+        self.open, self.sent, self.failures, self.failed = None, [], [], False
 
     def purge(self, *a, **kw) -> None:
         self.failures = []

@@ -84,11 +84,11 @@ def _env(learner: str, size: int = 10) -> tuple[StatementEnvelope, bytes]:
     return env, env.encode()
 
 
-def _sender(producers, max_request_bytes=4 * 1024 * 1024, client="kafka-python", **kw):
+def _sender(producers, max_request_bytes=4 * 1024 * 1024, client="kafka-python", timeout_s=2, **kw):
     committed: list = []
     factory = fake_factory(client, producers, committed.append, **kw)
 
-    params = TransactionalParameters("x:1", "t", "txn", timeout_s=2, outcome_timeout_s=5,
+    params = TransactionalParameters("x:1", "t", "txn", timeout_s=timeout_s, outcome_timeout_s=timeout_s + 3,
                                      max_request_bytes=max_request_bytes)  # fmt: skip
     return TransactionalSender(params, factory, lanes=1), committed
 
@@ -123,6 +123,94 @@ def test_a_record_kafka_refuses_fails_only_its_own_request_in_a_group(client):
     assert isinstance(refused, RecordRefused) and refused.too_large
     learners = {orjson.loads(v)["learner"] for t in committed for _, _, v in t}
     assert learners == {"warm-up", *(f"school-b-{i}" for i in range(5)), *(f"school-b-late-{i}" for i in range(5))}
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_refused_record_in_a_large_group_costs_a_few_transactions_not_one_per_request(client):
+    """The group is halved until the refused request is alone: the others commit in a few
+    transactions (each refusal also costs a new producer: an InitProducerId round trip)."""
+    producers: list = []
+    gate = threading.Event()
+
+    def refuse(value: bytes):
+        return MessageSizeTooLargeError("The request included a message larger than the max") if b"poison" in value else None
+
+    sender, committed = _sender(producers, block=gate, refuse=refuse, client=client)
+
+    async def main():
+        sender.start()
+        first = sender.submit([_env("warm-up")])
+        await asyncio.sleep(0.05)  # the first transaction now waits in flush: the rest queue up together
+        jobs = [sender.submit([_env("poison" if i == 11 else f"school-b-{i}")]) for i in range(16)]
+        gate.set()
+        await sender.wait(first)
+        return await asyncio.gather(*(sender.wait(j) for j in jobs), return_exceptions=True)
+
+    results = asyncio.run(main())
+    sender.close()
+    assert isinstance(results[11], RecordRefused) and results[11].too_large
+    assert [r for i, r in enumerate(results) if i != 11] == [None] * 15
+    learners = sorted(orjson.loads(v)["learner"] for t in committed for _, _, v in t)
+    assert learners == sorted(["warm-up", *(f"school-b-{i}" for i in range(16) if i != 11)])
+    begun = sum(p.begun for p in producers)
+    # The warm-up, the group, then two halves at each of log2(16) = 4 levels: 10 (one each: 18).
+    assert begun <= 10, begun
+
+
+def test_a_refused_record_is_answered_without_waiting_for_the_records_librdkafka_holds_back():
+    """Once a delivery failed, librdkafka sends none of the transaction's other records: a flush
+    waiting for them waited the whole request timeout (10 s), longer than the requests queued
+    behind it may wait."""
+    producers: list = []
+
+    def refuse(value: bytes):
+        return MessageSizeTooLargeError("too large") if b"poison" in value else None
+
+    sender, committed = _sender(producers, client="librdkafka", refuse=refuse, hold_after_failure=True,
+                                timeout_s=30)  # fmt: skip
+
+    async def main():
+        sender.start()
+        started = time.monotonic()
+        with pytest.raises(RecordRefused):
+            await sender.wait(sender.submit([_env("poison"), _env("school-a-other")]))
+        refused_after = time.monotonic() - started
+        await sender.wait(sender.submit([_env("school-b")]))
+        return refused_after
+
+    refused_after = asyncio.run(main())
+    sender.close()
+    assert refused_after < 10, f"the refusal took {refused_after:.1f} s (request timeout 30 s)"
+    assert [orjson.loads(v)["learner"] for t in committed for _, _, v in t] == ["school-b"]
+
+
+def test_a_refused_record_is_told_from_the_records_librdkafka_purged_because_of_it():
+    """librdkafka may purge the transaction's other records as soon as one failed, and report them
+    (``_PURGE_QUEUE``) before the failed record. The purge is the consequence: the request with the
+    refused record is refused, the others commit, and none is answered as if Kafka were down."""
+    producers: list = []
+    gate = threading.Event()
+
+    def refuse(value: bytes):
+        return MessageSizeTooLargeError("too large") if b"poison" in value else None
+
+    sender, committed = _sender(producers, client="librdkafka", refuse=refuse, purge_first=True, block=gate)
+
+    async def main():
+        sender.start()
+        first = sender.submit([_env("warm-up")])
+        await asyncio.sleep(0.05)  # the first transaction now waits in flush: the rest queue up together
+        jobs = [sender.submit([_env("poison" if i == 2 else f"school-b-{i}")]) for i in range(4)]
+        gate.set()
+        await sender.wait(first)
+        return await asyncio.gather(*(sender.wait(j) for j in jobs), return_exceptions=True)
+
+    results = asyncio.run(main())
+    sender.close()
+    assert isinstance(results[2], RecordRefused) and results[2].too_large, results[2]
+    assert [r for i, r in enumerate(results) if i != 2] == [None] * 3
+    learners = sorted(orjson.loads(v)["learner"] for t in committed for _, _, v in t)
+    assert learners == ["school-b-0", "school-b-1", "school-b-3", "warm-up"]
 
 
 def test_a_record_over_the_producer_limit_is_refused_before_any_transaction():
