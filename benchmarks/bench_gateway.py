@@ -35,8 +35,9 @@ its row's ours/peer is the gateway's share of it). Then batches of 100 at ``--co
 ``--rates``: beside them, single-statement rows at these offered rates over the same
 connections, open loop (latency counted from when each request was due): the latency a
 fixed load gets, where the closed-loop row shows only the saturated server's queue.
-``--profile``: also record the gateway process with py-spy during its single-statement row
-(``pip install py-spy``; a flame graph SVG, path printed).
+``--profile``: also record the gateway process with py-spy during its single-statement rows,
+closed-loop and paced (``pip install py-spy``; collapsed stacks, paths printed, with the CPU per
+request of each thread).
 
 ``--batches``: only the per-statement costs: batches of 100 (ten learners each) at
 ``--concurrency`` against the gateway alone, with where a POST waits (the accepted-id
@@ -462,7 +463,8 @@ def browser_rows(settings, tmp: Path, common: dict[str, str], args) -> list[tupl
                                   concurrency=args.clients, profile=profile)  # fmt: skip
         paced = [
             measure_with_waits(proc, url, {**common, **auth}, 1, 1, args, f"gateway paced {rate:g}/s",
-                               concurrency=args.clients, rate=rate)  # fmt: skip
+                               concurrency=args.clients, rate=rate,
+                               profile=tmp.parent / f"gateway-profile-{os.getpid()}-{rate:g}.txt" if args.profile else None)
             for rate in args.rates
         ]
         batch = measure(proc, url, {**common, **auth}, 100, 10, args, "learnpulse gateway")
