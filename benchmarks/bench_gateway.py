@@ -464,7 +464,7 @@ def browser_rows(settings, tmp: Path, common: dict[str, str], args) -> list[tupl
         paced = [
             measure_with_waits(proc, url, {**common, **auth}, 1, 1, args, f"gateway paced {rate:g}/s",
                                concurrency=args.clients, rate=rate,
-                               profile=tmp.parent / f"gateway-profile-{os.getpid()}-{rate:g}.txt" if args.profile else None)
+                               profile=profile.with_name(f"{profile.stem}-{rate:g}.txt") if profile else None)
             for rate in args.rates
         ]
         batch = measure(proc, url, {**common, **auth}, 100, 10, args, "learnpulse gateway")
@@ -546,7 +546,7 @@ def main() -> None:
     ap.add_argument("--batches", action="store_true",
                     help="only batches of 100 against the gateway alone (the per-statement costs)")
     ap.add_argument("--profile", action="store_true",
-                    help="--browser: py-spy stacks of the single-statement row; --batches: of the batch row")
+                    help="--browser: py-spy stacks of the single-statement rows; --batches: of the batch row")
     args = ap.parse_args()
     common = {"Content-Type": "application/json", "X-Experience-API-Version": "1.0.3"}
     rows: list[tuple[Result, Result | None]] = []
