@@ -125,29 +125,37 @@ def test_a_record_kafka_refuses_fails_only_its_own_request_in_a_group(client):
     assert learners == {"warm-up", *(f"school-b-{i}" for i in range(5)), *(f"school-b-late-{i}" for i in range(5))}
 
 
+def _refuse_poison(value: bytes):
+    return MessageSizeTooLargeError("larger than the max") if b"poison" in value else None
+
+
+def _group_with_a_poison(sender, gate: threading.Event, count: int, poison: int) -> list:
+    """A warm-up transaction held in flush by ``gate`` while ``count`` requests queue behind it (one
+    group), the one at ``poison`` with a record Kafka refuses; each request's outcome."""
+
+    async def main():
+        sender.start()
+        first = sender.submit([_env("warm-up")])
+        await asyncio.sleep(0.05)  # the first transaction now waits in flush: the rest queue up together
+        jobs = [sender.submit([_env("poison" if i == poison else f"school-b-{i}")]) for i in range(count)]
+        gate.set()
+        await sender.wait(first)
+        return await asyncio.gather(*(sender.wait(j) for j in jobs), return_exceptions=True)
+
+    try:
+        return asyncio.run(main())
+    finally:
+        sender.close()
+
+
 @pytest.mark.parametrize("client", CLIENTS)
 def test_a_refused_record_in_a_large_group_costs_a_few_transactions_not_one_per_request(client):
     """The group is halved until the refused request is alone: the others commit in a few
     transactions (each refusal also costs a new producer: an InitProducerId round trip)."""
     producers: list = []
     gate = threading.Event()
-
-    def refuse(value: bytes):
-        return MessageSizeTooLargeError("larger than the max") if b"poison" in value else None
-
-    sender, committed = _sender(producers, block=gate, refuse=refuse, client=client)
-
-    async def main():
-        sender.start()
-        first = sender.submit([_env("warm-up")])
-        await asyncio.sleep(0.05)  # the first transaction now waits in flush: the rest queue up together
-        jobs = [sender.submit([_env("poison" if i == 11 else f"school-b-{i}")]) for i in range(16)]
-        gate.set()
-        await sender.wait(first)
-        return await asyncio.gather(*(sender.wait(j) for j in jobs), return_exceptions=True)
-
-    results = asyncio.run(main())
-    sender.close()
+    sender, committed = _sender(producers, block=gate, refuse=_refuse_poison, client=client)
+    results = _group_with_a_poison(sender, gate, 16, poison=11)
     assert isinstance(results[11], RecordRefused) and results[11].too_large
     assert [r for i, r in enumerate(results) if i != 11] == [None] * 15
     learners = sorted(orjson.loads(v)["learner"] for t in committed for _, _, v in t)
@@ -162,11 +170,7 @@ def test_a_refused_record_is_answered_without_waiting_for_the_records_librdkafka
     waiting for them waited the whole request timeout (10 s), longer than the requests queued
     behind it may wait."""
     producers: list = []
-
-    def refuse(value: bytes):
-        return MessageSizeTooLargeError("too large") if b"poison" in value else None
-
-    sender, committed = _sender(producers, client="librdkafka", refuse=refuse, hold_after_failure=True,
+    sender, committed = _sender(producers, client="librdkafka", refuse=_refuse_poison, hold_after_failure=True,
                                 timeout_s=30)  # fmt: skip
 
     async def main():
@@ -190,23 +194,8 @@ def test_a_refused_record_is_told_from_the_records_librdkafka_purged_because_of_
     refused record is refused, the others commit, and none is answered as if Kafka were down."""
     producers: list = []
     gate = threading.Event()
-
-    def refuse(value: bytes):
-        return MessageSizeTooLargeError("too large") if b"poison" in value else None
-
-    sender, committed = _sender(producers, client="librdkafka", refuse=refuse, purge_first=True, block=gate)
-
-    async def main():
-        sender.start()
-        first = sender.submit([_env("warm-up")])
-        await asyncio.sleep(0.05)  # the first transaction now waits in flush: the rest queue up together
-        jobs = [sender.submit([_env("poison" if i == 2 else f"school-b-{i}")]) for i in range(4)]
-        gate.set()
-        await sender.wait(first)
-        return await asyncio.gather(*(sender.wait(j) for j in jobs), return_exceptions=True)
-
-    results = asyncio.run(main())
-    sender.close()
+    sender, committed = _sender(producers, client="librdkafka", refuse=_refuse_poison, purge_first=True, block=gate)
+    results = _group_with_a_poison(sender, gate, 4, poison=2)
     assert isinstance(results[2], RecordRefused) and results[2].too_large, results[2]
     assert [r for i, r in enumerate(results) if i != 2] == [None] * 3
     learners = sorted(orjson.loads(v)["learner"] for t in committed for _, _, v in t)
