@@ -39,6 +39,10 @@ fixed load gets, where the closed-loop row shows only the saturated server's que
 closed-loop and paced (``pip install py-spy``; collapsed stacks, paths printed, with the CPU per
 request of each thread).
 
+``--idle S``: only what a gateway (``--no-sinks``, chDB) and the bare aiohttp server cost
+with no request at all: CPU ms a second over ``S`` seconds, from 15 s after start, the
+gateway's by thread (its background loops: Consistent-Through reads, the Kafka lanes' polls).
+
 ``--batches``: only the per-statement costs: batches of 100 (ten learners each) at
 ``--concurrency`` against the gateway alone, with where a POST waits (the accepted-id
 index, Kafka) and the CPU per statement; ``--profile`` records that row.
@@ -490,6 +494,24 @@ def batch_rows(settings, tmp: Path, common: dict[str, str], args) -> list[tuple[
     return [(batch, None)]
 
 
+def idle_rows(settings, tmp: Path, seconds: float) -> None:
+    """``--idle``: CPU a second of the gateway and of the bare aiohttp server, answering nothing."""
+    print(f"{'server (idle)':<22}{'CPU ms/s':>10}  busiest threads (ms/s)")
+    for name, start in (("learnpulse gateway", lambda: start_ours(settings, tmp / "idle", False)),
+                        ("bare aiohttp", lambda: start_hello(tmp / "idle-hello"))):  # fmt: skip
+        proc, _url, _auth = start()
+        try:
+            time.sleep(15)  # past start-up work (topic metadata, producers' InitProducerId, first refreshes)
+            before, threads_before = cpu_seconds(proc.pid), thread_cpu(proc.pid)
+            time.sleep(seconds)
+            used, threads_after = cpu_seconds(proc.pid) - before, thread_cpu(proc.pid)
+        finally:
+            stop(proc)
+        busy = sorted(((threads_after[t] - threads_before.get(t, 0.0), t) for t in threads_after), reverse=True)
+        threads = "  ".join(f"tid {t}: {u / seconds * 1000:.1f}" for u, t in busy[:4] if u > 0)
+        print(f"{name:<22}{used / seconds * 1000:>10.1f}  {threads}")
+
+
 # -- Ralph ---------------------------------------------------------------------------------
 def ralph_python() -> Path:
     """Python of the Ralph virtualenv, created on first use (shared, under a lock)."""
@@ -547,6 +569,8 @@ def main() -> None:
                     help="only batches of 100 against the gateway alone (the per-statement costs)")
     ap.add_argument("--profile", action="store_true",
                     help="--browser: py-spy stacks of the single-statement rows; --batches: of the batch row")
+    ap.add_argument("--idle", type=float, default=0.0, metavar="S",
+                    help="only the CPU a second of an idle gateway and bare aiohttp server, over S seconds")
     args = ap.parse_args()
     common = {"Content-Type": "application/json", "X-Experience-API-Version": "1.0.3"}
     rows: list[tuple[Result, Result | None]] = []
@@ -555,6 +579,9 @@ def main() -> None:
     try:
         broker, settings = start_kafka(tmp / "kafka-home")
         ours: dict[int, Result] = {}
+        if args.idle:
+            idle_rows(settings, tmp, args.idle)
+            return
         if args.browser:
             rows.extend(browser_rows(settings, tmp, common, args))
         elif args.batches:
