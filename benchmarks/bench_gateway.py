@@ -58,7 +58,6 @@ import itertools
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -70,6 +69,8 @@ from pathlib import Path
 
 import aiohttp
 import orjson
+
+from benchmarks.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 RALPH_SPEC = ("ralph-malph[lrs,cli]>=5.1,<6", "requests>=2.31,<3")  # ralph.api imports requests
@@ -107,6 +108,7 @@ from ralph.backends.data.base import BaseOperationType
 from ralph.backends.lrs.fs import FSLRSBackend
 FSLRSBackend.default_operation_type = BaseOperationType.APPEND  # the default (create) answers one POST only
 import uvicorn
+
 uvicorn.run("ralph.api:app", host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
 # A cmi5-like statement; MARK is replaced per request so every id is new.
@@ -114,10 +116,6 @@ MARK = "MARKMARK"
 _REQUESTS = itertools.count(1)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def invalid_template(size: int, learners: int) -> bytes:

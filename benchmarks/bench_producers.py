@@ -36,6 +36,7 @@ from typing import Self
 
 from kafka import KafkaProducer
 
+from benchmarks.ports import free_port
 from learnpulse.settings import KafkaSettings, Settings
 from learnpulse.stack import KafkaBroker
 from learnpulse.topics import ensure_topics
@@ -49,12 +50,6 @@ from schemas.topics import Topic
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _Capture:
@@ -185,7 +180,7 @@ def main() -> None:
     bootstrap = args.bootstrap
     if bootstrap is None:
         home = Path(tempfile.mkdtemp(prefix="lp-bench-"))
-        settings = Settings(home=home, kafka=KafkaSettings(port=_free_port(), controller_port=_free_port()))
+        settings = Settings(home=home, kafka=KafkaSettings(port=free_port(), controller_port=free_port()))
         broker = KafkaBroker(settings)
         print(f"starting a private Kafka broker in {home} …", flush=True)
         broker.up(timeout=120)

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
+from benchmarks.ports import free_port
 from learnpulse.collector import collect_young_objects_rarely
 from learnpulse.settings import ClickHouseSettings, KafkaSettings, Settings
 from learnpulse.stack import ClickHouseServer, KafkaBroker
@@ -58,12 +59,6 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _Capture:
@@ -194,8 +189,8 @@ def main() -> None:
         home = Path(tmp)
         settings = Settings(
             home=home,
-            kafka=KafkaSettings(port=_free_port(), controller_port=_free_port(), topic_prefix="bench."),
-            clickhouse=ClickHouseSettings(server_tcp_port=_free_port(), server_http_port=_free_port()),
+            kafka=KafkaSettings(port=free_port(), controller_port=free_port(), topic_prefix="bench."),
+            clickhouse=ClickHouseSettings(server_tcp_port=free_port(), server_http_port=free_port()),
         )
         broker = KafkaBroker(settings)
         server = ClickHouseServer(settings) if "server" in engines else None

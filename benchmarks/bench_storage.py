@@ -31,7 +31,8 @@ from pathlib import Path
 import lz4.frame
 import orjson
 
-from benchmarks.bench_sinks import SECRET, _free_port, make_envelopes
+from benchmarks.bench_sinks import SECRET, make_envelopes
+from benchmarks.ports import free_port
 from learnpulse.settings import ClickHouseSettings, Settings
 from learnpulse.stack import ClickHouseServer
 from schemas.clickhouse.ddl import needs_mapping
@@ -112,8 +113,8 @@ def main() -> None:
     results: dict[str, list[tuple[str, int, int, int, int]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp:
         home = Path(tmp)
-        settings = Settings(home=home, clickhouse=ClickHouseSettings(server_tcp_port=_free_port(),
-                                                                     server_http_port=_free_port()))  # fmt: skip
+        settings = Settings(home=home, clickhouse=ClickHouseSettings(server_tcp_port=free_port(),
+                                                                     server_http_port=free_port()))  # fmt: skip
         server = ClickHouseServer(settings) if "server" in engines else None
         try:
             if server:

@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,13 +40,11 @@ import uuid
 from pathlib import Path
 from typing import NamedTuple
 
+from benchmarks.ports import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def _read_all(
@@ -153,12 +150,12 @@ def _run_workers(
     app_id = f"{settings.kafka.topic_prefix}bench-{uuid.uuid4().hex[:6]}"
     procs, ports = [], []
     for i in range(workers):
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, **settings.to_env(), "LEARNPULSE_METRICS_PORT": str(port)}
         log = open(settings.home / f"worker-{app_id}-{i}.log", "wb")  # noqa: SIM115 (closed with the process)
         procs.append((subprocess.Popen(
             [sys.executable, "-m", "learnpulse", "worker", "--name", f"{app_id}-{i}", "--app-id", app_id,
-             "--web-port", str(_free_port())],
+             "--web-port", str(free_port())],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
         ), log))
         ports.append(port)
@@ -289,8 +286,8 @@ def main() -> None:
         host, port = args.bootstrap.rsplit(":", 1)
         kafka = KafkaSettings(host=host, port=int(port))
     else:
-        kafka = KafkaSettings(port=_free_port(), controller_port=_free_port())
-    settings = Settings(home=home, kafka=kafka, metrics_port_base=_free_port(), log_level="WARNING")
+        kafka = KafkaSettings(port=free_port(), controller_port=free_port())
+    settings = Settings(home=home, kafka=kafka, metrics_port_base=free_port(), log_level="WARNING")
     if not args.bootstrap:
         broker = KafkaBroker(settings)
         print(f"starting a private Kafka broker in {home} …", flush=True)

@@ -12,7 +12,6 @@ so a test run never collides with a running demo.
 from __future__ import annotations
 
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -24,66 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.ports import free_port, free_port_block
 from learnpulse.settings import ClickHouseClusterSettings, ClickHouseSettings, KafkaSettings, Settings
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-# Ports handed out lately (never twice: a port given to a process not started yet looks
-# free), drawn below the kernel's ephemeral range: outgoing connections take their
-# local ports from that range, so a server port chosen there (as binding port 0 does) can be
-# taken by some client before the server binds it (seen in CI: "metrics port … is taken").
-_GIVEN_PORTS: dict[int, None] = {}  # insertion-ordered: the oldest are forgotten first
-_GIVEN_PORTS_KEPT = 3_000  # a port handed out that long ago is bound by now, or was let go
-_PORTS_FROM = 20_000  # above our own defaults (15432, 19100…)
-
-
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _port_range() -> tuple[int, int]:
-    """This process's share of the ports we hand out: under pytest-xdist each worker has a
-    slice of its own, so two workers never hand out the same port before either binds it."""
-    low, top = _PORTS_FROM, max(_ephemeral_low(), _PORTS_FROM + 1000)
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", … under xdist
-    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
-    if not worker.startswith("gw") or count <= 1:
-        return low, top
-    width = (top - low) // count
-    start = low + int(worker[2:]) % count * width
-    return start, start + width
-
-
-def free_port_block(n: int) -> int:
-    """The first of ``n`` consecutive loopback ports that are free now and not handed out before."""
-    low, top = _port_range()
-    top -= n
-    for _ in range(2000):
-        base = random.randrange(low, top)
-        block = range(base, base + n)
-        if not any(p in _GIVEN_PORTS for p in block) and all(_bindable(p) for p in block):
-            _GIVEN_PORTS.update(dict.fromkeys(block))
-            while len(_GIVEN_PORTS) > _GIVEN_PORTS_KEPT:
-                del _GIVEN_PORTS[next(iter(_GIVEN_PORTS))]
-            return base
-    raise RuntimeError(f"no {n} free consecutive ports between {low} and {top}")
-
-
-def free_port() -> int:
-    return free_port_block(1)
 
 
 def _require_marker(request: pytest.FixtureRequest, marker: str) -> None:

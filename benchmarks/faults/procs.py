@@ -18,37 +18,10 @@ import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from benchmarks.ports import free_port, free_port_block  # noqa: F401 - the benchmarks take them from here
 from learnpulse.stack import pid_alive
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_port_block(n: int) -> int:
-    """The first of ``n`` consecutive free loopback ports (a 3-broker cluster takes 6; the
-    replicas of a local ClickHouse cluster take ports from one base)."""
-    for _ in range(200):
-        base = free_port()
-        if base + n >= 65535:
-            continue
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no {n} consecutive free ports")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

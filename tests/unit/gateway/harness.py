@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 import tempfile
 import threading
 import time
@@ -14,6 +13,7 @@ from typing import Any
 import requests
 from aiohttp import web
 
+from benchmarks.ports import free_port
 from producers.gateway.app import GATEWAY_KEY, GatewayConfig, make_gateway_app, make_runner
 from producers.gateway.sender import TransactionalParameters, TransactionalSender
 from producers.lrsstore.attachments import SqlAttachmentStore
@@ -52,9 +52,7 @@ class ServedApp:
     config: GatewayConfig
 
     def start(self) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.loop = asyncio.new_event_loop()
         self.runner = make_runner(self.app)
         ready = threading.Event()
