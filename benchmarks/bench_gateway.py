@@ -108,14 +108,11 @@ from ralph.backends.data.base import BaseOperationType
 from ralph.backends.lrs.fs import FSLRSBackend
 FSLRSBackend.default_operation_type = BaseOperationType.APPEND  # the default (create) answers one POST only
 import uvicorn
-
 uvicorn.run("ralph.api:app", host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
 # A cmi5-like statement; MARK is replaced per request so every id is new.
 MARK = "MARKMARK"
 _REQUESTS = itertools.count(1)
-
-
 
 
 def invalid_template(size: int, learners: int) -> bytes:

@@ -50,8 +50,6 @@ from schemas.topics import Topic
 REPO = Path(__file__).resolve().parents[1]
 
 
-
-
 class _Capture:
     """Stands in for StatementProducer: keeps the encoded envelopes instead of sending them."""
 

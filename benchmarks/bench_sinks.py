@@ -59,8 +59,6 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-
-
 class _Capture:
     """Stands in for the Kafka producer: keeps the encoded envelopes."""
 

@@ -45,8 +45,6 @@ from benchmarks.ports import free_port
 REPO = Path(__file__).resolve().parents[1]
 
 
-
-
 async def _read_all(
     bootstrap: str, topic: str, decode: bool, partitions: int = 12
 ) -> tuple[int, int, float, float]:
