@@ -129,14 +129,17 @@ def _refuse_poison(value: bytes):
     return MessageSizeTooLargeError("larger than the max") if b"poison" in value else None
 
 
-def _group_with_a_poison(sender, gate: threading.Event, count: int, poison: int) -> list:
+def _group_with_a_poison(sender, producers: list, gate: threading.Event, count: int, poison: int) -> list:
     """A warm-up transaction held in flush by ``gate`` while ``count`` requests queue behind it (one
     group), the one at ``poison`` with a record Kafka refuses; each request's outcome."""
 
     async def main():
         sender.start()
         first = sender.submit([_env("warm-up")])
-        await asyncio.sleep(0.05)  # the first transaction now waits in flush: the rest queue up together
+        deadline = time.monotonic() + 30
+        while not any(p.begun for p in producers):  # the lane took the warm-up alone: the rest queue up together
+            assert time.monotonic() < deadline, "the lane never began the warm-up's transaction"
+            await asyncio.sleep(0.01)
         jobs = [sender.submit([_env("poison" if i == poison else f"school-b-{i}")]) for i in range(count)]
         gate.set()
         await sender.wait(first)
@@ -155,7 +158,7 @@ def test_a_refused_record_in_a_large_group_costs_a_few_transactions_not_one_per_
     producers: list = []
     gate = threading.Event()
     sender, committed = _sender(producers, block=gate, refuse=_refuse_poison, client=client)
-    results = _group_with_a_poison(sender, gate, 16, poison=11)
+    results = _group_with_a_poison(sender, producers, gate, 16, poison=11)
     assert isinstance(results[11], RecordRefused) and results[11].too_large
     assert [r for i, r in enumerate(results) if i != 11] == [None] * 15
     learners = sorted(orjson.loads(v)["learner"] for t in committed for _, _, v in t)
@@ -195,7 +198,7 @@ def test_a_refused_record_is_told_from_the_records_librdkafka_purged_because_of_
     producers: list = []
     gate = threading.Event()
     sender, committed = _sender(producers, client="librdkafka", refuse=_refuse_poison, purge_first=True, block=gate)
-    results = _group_with_a_poison(sender, gate, 4, poison=2)
+    results = _group_with_a_poison(sender, producers, gate, 4, poison=2)
     assert isinstance(results[2], RecordRefused) and results[2].too_large, results[2]
     assert [r for i, r in enumerate(results) if i != 2] == [None] * 3
     learners = sorted(orjson.loads(v)["learner"] for t in committed for _, _, v in t)
