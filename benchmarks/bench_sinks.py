@@ -1,7 +1,8 @@
 """How fast does the statements sink write Kafka → ClickHouse? Next to a bare insert (the ceiling).
 
 Run as ``python -m benchmarks.bench_sinks`` (``--statements N``, ``--batches 2000,10000,50000``,
-``--engines chdb,server``). It starts a private Kafka broker and a private Debian
+``--engines chdb,server``, ``--per-envelope 1`` for browsers' traffic: one statement per
+message). It starts a private Kafka broker and a private Debian
 clickhouse-server (free loopback ports, temporary directories) and produces the
 statements once, as the pipeline does: simulator statements, canonical, grouped up to 20
 per learner envelope. Then, per engine and batch size, in the same run:
@@ -72,10 +73,10 @@ class _Capture:
         pass
 
 
-def make_envelopes(count: int) -> list[StatementEnvelope]:
-    """``count`` simulator statements as the publisher groups them (≤ 20 per learner envelope)."""
+def make_envelopes(count: int, per_envelope: int = 20) -> list[StatementEnvelope]:
+    """``count`` simulator statements as the publisher groups them (≤ ``per_envelope`` per learner envelope)."""
     capture = _Capture()
-    publisher = StatementPublisher(capture, SECRET, linger_s=3600)  # type: ignore[arg-type]
+    publisher = StatementPublisher(capture, SECRET, max_per_envelope=per_envelope, linger_s=3600)  # type: ignore[arg-type]
     sim = Simulation(SimulationConfig(seed=5, schools=10))
     for _n, item in zip(range(count), sim, strict=False):
         publisher.publish(item.school, item.statement)
@@ -179,6 +180,9 @@ def main() -> None:
     ap.add_argument("--statements", type=int, default=60_000)
     ap.add_argument("--batches", default="2000,10000,50000")
     ap.add_argument("--engines", default="chdb,server")
+    ap.add_argument("--per-envelope", type=int, default=20,
+                    help="at most this many statements of a learner per Kafka message (1: browsers' traffic, "
+                         "one statement per request; 20: an LMS's or the simulator's batches)")
     args = ap.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     engines = args.engines.split(",")
@@ -198,7 +202,7 @@ def main() -> None:
             if server:
                 server.up(timeout=90)
             ensure_topics(settings.kafka.bootstrap_servers, settings.kafka.topic_prefix)
-            envelopes = make_envelopes(args.statements)
+            envelopes = make_envelopes(args.statements, args.per_envelope)
             statements = sum(len(e.entries) for e in envelopes)
             produce(settings.kafka.bootstrap_servers, Topic.STATEMENTS.physical("bench."), envelopes)
             print(f"{statements} statements in {len(envelopes)} envelopes on Kafka", flush=True)
@@ -243,7 +247,8 @@ def main() -> None:
 
     print()
     print(
-        f"statements sink, {statements} statements (rows/s = statements/s into statements + statements_raw + LRS index)"
+        f"statements sink, {statements} statements in {len(envelopes)} messages ({statements / len(envelopes):.1f} per"
+        " message; rows/s = statements/s into statements + statements_raw + LRS index)"
     )
     print(
         f"{'engine':<8} {'batch':>7} {'Kafka → sink /s':>16} {'bare insert /s':>15} {'ratio':>6} {'rows only /s':>13}"
