@@ -49,6 +49,7 @@ from schemas.clickhouse.migrate import migrate
 from schemas.envelope import StatementEnvelope
 from schemas.topics import Topic
 from sinks.engines import engine_from_url
+from sinks.gcpause import set_aside_after_pauses
 from sinks.rows import COLUMNS, MODERN_RANGE, OLD_SERVER_RANGE, statement_rows
 from sinks.specs import SPECS, SinkParameters, build_sinks
 
@@ -206,8 +207,10 @@ def main() -> None:
             statements = sum(len(e.entries) for e in envelopes)
             produce(settings.kafka.bootstrap_servers, Topic.STATEMENTS.physical("bench."), envelopes)
             print(f"{statements} statements in {len(envelopes)} envelopes on Kafka", flush=True)
-            # As the sink process does once started (learnpulse sink / serve / gateway).
+            # As the sink process does once started (learnpulse sink, serve; the gateway's
+            # process, which runs the sinks with chDB, does not set batches aside).
             collect_young_objects_rarely()
+            set_aside_after_pauses()
             results = []
             for engine in engines:
                 base = (

@@ -158,6 +158,7 @@ def register(main: click.Group) -> None:
     @click.pass_obj
     def sink(settings: Settings, tables: tuple[str, ...], group: str | None, instance_id: str | None) -> None:
         """Run only the Kafka -> ClickHouse sinks, until SIGTERM/SIGINT (which flush and commit)."""
+        from sinks.gcpause import set_aside_after_pauses
         from sinks.specs import SPECS
 
         from ..pipeline import open_clickhouse, serve_metrics, start_sinks
@@ -179,6 +180,7 @@ def register(main: click.Group) -> None:
         signal.signal(signal.SIGINT, on_signal)
         threads = start_sinks(settings, ch, list(tables) or None, group, instance_id)
         collect_young_objects_rarely()
+        set_aside_after_pauses()  # a batch's rows are not walked by collections until written
         click.echo(f"sinks running: {', '.join(tables) or 'all'}", err=True)
         try:
             while not stopping.wait(0.5) and not threads.stop.is_set():
@@ -257,6 +259,8 @@ def register(main: click.Group) -> None:
     @click.pass_obj
     def serve(settings: Settings, no_sinks: bool) -> None:
         """Run the sinks and the web surface (live view, /metrics) against ClickHouse."""
+        from sinks.gcpause import set_aside_after_pauses
+
         from ..pipeline import open_clickhouse, start_sinks
         from ..web import make_app, start_web_thread
 
@@ -267,6 +271,9 @@ def register(main: click.Group) -> None:
         sinks = None if no_sinks else start_sinks(settings, ch)
         start_web_thread(make_app(ch, settings), settings.web_port, settings.bind_host)
         collect_young_objects_rarely()
+        if sinks is not None:
+            # Few cycles: the web surface's requests are operators' and researchers', not browsers'.
+            set_aside_after_pauses()
         click.echo(f"serving on http://{settings.bind_host}:{settings.web_port}/ ; Ctrl-C stops")
         stop = threading.Event() if sinks is None else sinks.stop
         try:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gc
 
-from sinks.gcpause import collector_paused
+import pytest
+
+from sinks.gcpause import collector_paused, set_aside_after_pauses
 
 
 def test_the_collector_is_paused_while_any_pause_runs_and_restored_after_the_last():
@@ -31,7 +33,22 @@ class _Row:
     """A tracked object whose collection can be observed (a weak reference to it dies)."""
 
 
-def test_what_a_pause_built_is_set_aside_from_the_collections_that_follow():
+@pytest.fixture
+def setting_aside():
+    set_aside_after_pauses(True)
+    yield
+    set_aside_after_pauses(False)
+
+
+def test_a_pause_sets_nothing_aside_unless_the_process_asked():
+    # The gateway's process runs sinks too (chDB): its requests' cycles must stay collectable.
+    with collector_paused():
+        rows = [(_Row(), [i]) for i in range(1_000)]
+    tracked = {id(o) for generation in range(3) for o in gc.get_objects(generation=generation)}
+    assert all(id(row) in tracked for row in rows)
+
+
+def test_what_a_pause_built_is_set_aside_from_the_collections_that_follow(setting_aside):
     # A batch's rows live until written; every young collection walked all of them
     # (6–11 µs a statement in benchmarks/bench_sinks --per-envelope 1).
     with collector_paused():
@@ -42,7 +59,7 @@ def test_what_a_pause_built_is_set_aside_from_the_collections_that_follow():
     assert all(isinstance(row[0], _Row) for row in rows)
 
 
-def test_cycles_set_aside_by_a_pause_are_collected_at_a_sweep(monkeypatch):
+def test_cycles_set_aside_by_a_pause_are_collected_at_a_sweep(setting_aside, monkeypatch):
     import weakref
 
     from sinks import gcpause
