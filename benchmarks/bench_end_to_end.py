@@ -49,6 +49,9 @@ answers). Columns:
 - CPU seconds per 1,000 accepted statements over each step, per process (``/proc`` utime +
   stime with descendants; kafka and clickhouse are the servers); ``load generator`` is this
   process (clients, probes, lag sampler);
+- the sinks' ClickHouse inserts over each step, per process that runs sinks (its ``/metrics``,
+  ``learnpulse_sink_insert_seconds``): inserts per second, seconds inserting per second, the
+  mean insert (``benchmarks/end_to_end/inserts.py``);
 - ceilings: bare Kafka produce and consume of envelopes of the same statements, and a bare
   insert of the rows the statements sink writes for them (``bench_sinks.run_ceiling``), on the
   same broker and ClickHouse; ratio = highest held rate / ceiling.

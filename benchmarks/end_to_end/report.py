@@ -114,6 +114,7 @@ def render(path: str, fed_by: str, steps: list[StepResult], ceilings: list[Ceili
     for s in steps:
         per = [s.cpu[n] / s.load.accepted * 1000 if s.load.accepted else float("nan") for n in names]
         out.append(f"{s.rate:>9,.0f} " + " ".join(f"{v:>14.3f}" for v in per))
+    out += insert_lines(steps)
     if ceilings:
         base, named = best, "highest held rate"
         if base is None:
@@ -126,6 +127,23 @@ def render(path: str, fed_by: str, steps: list[StepResult], ceilings: list[Ceili
     if notes:
         out += ["", *notes]
     return "\n".join(out)
+
+
+def insert_lines(steps: list[StepResult]) -> list[str]:
+    """Each step's ClickHouse inserts per process that runs sinks: whether a lagging sink waited on them."""
+    rows = [(s, name, ins) for s in steps for name, ins in sorted(s.inserts.items())]
+    if not rows:
+        return []
+    out = ["", "the sinks' ClickHouse inserts over each step's load, per process (every table; the sinks of a "
+           "process insert in parallel, so seconds per second may pass 1):"]
+    for s, name, ins in rows:
+        mean = f"{ins.seconds / ins.count * 1000:,.1f} ms each" if ins.count else "none"
+        slowest = ", ".join(f"{t} {sec / count * 1000:,.0f} ms × {count / s.duration:.1f}/s"
+                            for t, count, sec in ins.slowest(3))  # fmt: skip
+        out.append(f"{s.rate:>9,.0f}  {name:<14} {ins.count / s.duration:>7.1f} inserts/s, "
+                   f"{ins.seconds / s.duration:.2f} s inserting per s, {mean}"
+                   + (f"; slowest: {slowest}" if slowest else ""))  # fmt: skip
+    return out
 
 
 def cpu_per_1k(step: StepResult, which=lambda _name: True) -> float:

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from .clock import EventClock, StepClock, crossing_lead_s
+from .inserts import Inserts, read_inserts, sink_metrics_urls
 from .probes import PER_PROBE, Probes
 from .rules import held, lag_bounded, percentile
 from .sampler import LagSampler, cpu_seconds
@@ -48,6 +49,8 @@ class StepResult:
     load: StepLoad
     lags: dict[tuple[str, str], Lag] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds over the step, per process
+    # The sinks' ClickHouse inserts over the step, per process that runs sinks.
+    inserts: dict[str, Inserts] = field(default_factory=dict)
     freshness: dict[str, tuple[float | None, float | None, int, int]] = field(default_factory=dict)
     # Probes whose first GET by id after the acknowledgement answered 200, of those read.
     first_reads: tuple[int, int] = (0, 0)
@@ -75,6 +78,8 @@ def run_step(pipeline, load: Load, probes: Probes, sampler: LagSampler, rate: fl
     label = {"gateway": "gateway+sinks"} if getattr(pipeline, "sinks_in", None) == "gateway" else {}
     procs = {label.get(n, n): pipeline.processes[n] for n in reported_processes(pipeline.processes)}
     cpu0 = {n: cpu_seconds(p.pid()) for n, p in procs.items()} | {"load generator": own_cpu()}
+    insert_urls = sink_metrics_urls(pipeline)
+    inserts0 = {n: read_inserts(url) for n, url in insert_urls.items()}
     health = None
     if clock is not None:
         step_clock = clock.next_step(crossing_lead_s(duration))
@@ -84,8 +89,11 @@ def run_step(pipeline, load: Load, probes: Probes, sampler: LagSampler, rate: fl
     end = time.monotonic()
     probes.sending(False)
     cpu1 = {n: cpu_seconds(p.pid()) for n, p in procs.items()} | {"load generator": own_cpu()}
+    inserts1 = {n: read_inserts(url) for n, url in insert_urls.items()}
     result = StepResult(rate, duration, step, floor=lag_floor(rate), clock=clock.step if clock else None)
     result.cpu = {n: cpu1[n] - cpu0[n] for n in cpu0}
+    result.inserts = {n: after - before for n, before in inserts0.items()
+                      if before is not None and (after := inserts1.get(n)) is not None}  # fmt: skip
     echo(f"  {rate:g}/s: {step.sent} sent, {step.accepted} accepted of {step.offered} offered; "
          f"{dict(step.statuses)}; settling up to {settle:.0f}s")  # fmt: skip
     time.sleep(min(sampler.every + 0.5, settle))  # one lag sample after the load
