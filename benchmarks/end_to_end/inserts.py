@@ -56,11 +56,11 @@ def inserts_in(page: str) -> Inserts:
 
 
 def read_inserts(url: str, timeout_s: float = 5.0) -> Inserts | None:
-    """The totals a process reports now; None if its /metrics did not answer."""
+    """The totals a process reports now; None if its /metrics did not answer (or not in Prometheus' format)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as answer:  # noqa: S310 - our own loopback URL
             return inserts_in(answer.read().decode())
-    except OSError:
+    except (OSError, ValueError):
         return None
 
 
