@@ -4,7 +4,6 @@ one statement per POST with the credential and version headers, answers counted 
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 
@@ -12,6 +11,7 @@ import orjson
 from aiohttp import web
 
 from benchmarks.end_to_end.traffic import Load, Shape
+from benchmarks.ports import free_port
 
 
 class _Server:
@@ -82,14 +82,8 @@ def test_the_load_paces_single_statement_posts_and_counts_answers_by_status():
     assert h["Content-Type"] == "application/json"
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_server_that_is_not_there_is_counted_as_errors_not_raised():
-    load = Load(f"http://127.0.0.1:{_closed_port()}/xapi", ("key", "secret"), Shape("s1"), clients=2, batch=1, timeout=5)
+    load = Load(f"http://127.0.0.1:{free_port()}/xapi", ("key", "secret"), Shape("s1"), clients=2, batch=1, timeout=5)
     step = load.run(rate=20, duration=0.5)
     assert step.offered == 10 and step.sent == 10 and step.accepted == 0
     assert all(isinstance(status, str) for status in step.statuses)
