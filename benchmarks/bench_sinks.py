@@ -77,7 +77,9 @@ class _Capture:
 def make_envelopes(count: int, per_envelope: int = 20) -> list[StatementEnvelope]:
     """``count`` simulator statements as the publisher groups them (≤ ``per_envelope`` per learner envelope)."""
     capture = _Capture()
-    publisher = StatementPublisher(capture, SECRET, max_per_envelope=per_envelope, linger_s=3600)  # type: ignore[arg-type]
+    publisher = StatementPublisher(
+        capture, SECRET, max_per_envelope=per_envelope, linger_s=3600  # type: ignore[arg-type]
+    )
     sim = Simulation(SimulationConfig(seed=5, schools=10))
     for _n, item in zip(range(count), sim, strict=False):
         publisher.publish(item.school, item.statement)

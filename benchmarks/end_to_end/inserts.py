@@ -35,8 +35,11 @@ class Inserts:
         return [(t, c, s) for t, (c, s) in ranked[:n] if c]
 
     def __sub__(self, earlier: Inserts) -> Inserts:
-        return Inserts({t: (c - earlier.tables.get(t, (0.0, 0.0))[0], s - earlier.tables.get(t, (0.0, 0.0))[1])
-                        for t, (c, s) in self.tables.items()})  # fmt: skip
+        since: dict[str, tuple[float, float]] = {}
+        for table, (count, seconds) in self.tables.items():
+            count_before, seconds_before = earlier.tables.get(table, (0.0, 0.0))
+            since[table] = (count - count_before, seconds - seconds_before)
+        return Inserts(since)
 
 
 def inserts_in(page: str) -> Inserts:
