@@ -114,6 +114,7 @@ def render(path: str, fed_by: str, steps: list[StepResult], ceilings: list[Ceili
     for s in steps:
         per = [s.cpu[n] / s.load.accepted * 1000 if s.load.accepted else float("nan") for n in names]
         out.append(f"{s.rate:>9,.0f} " + " ".join(f"{v:>14.3f}" for v in per))
+    out += cores_lines(steps)
     out += insert_lines(steps)
     if ceilings:
         base, named = best, "highest held rate"
@@ -127,6 +128,30 @@ def render(path: str, fed_by: str, steps: list[StepResult], ceilings: list[Ceili
     if notes:
         out += ["", *notes]
     return "\n".join(out)
+
+
+def cores_lines(steps: list[StepResult]) -> list[str]:
+    """Cores each process kept busy over each step's load, beside the whole machine's.
+
+    Per 1,000 statements a process costs more at low rates than at high ones (its batches,
+    transactions and fetches carry fewer statements), so those figures alone do not say how
+    close a step came to the machine's limit; this does, and "others" is what ran beside the
+    pipeline (busy CPU not in the processes listed: other work, the kernel's own).
+    """
+    measured = [s for s in steps if s.measured_s > 0 and s.machine[1] > 0]
+    if not measured:
+        return []
+    names = list(measured[0].cpu)
+    cores = measured[0].machine[1] / measured[0].measured_s
+    out = ["", f"cores busy over each step's load (CPU seconds per second), per process and on the whole machine "
+           f"({cores:.0f} cores):"]  # fmt: skip
+    out.append(f"{'offered/s':>9} " + " ".join(f"{n:>14}" for n in [*names, "all above", "machine", "others"]))
+    for s in measured:
+        per = [s.cpu[n] / s.measured_s for n in names]
+        machine = s.machine[0] / s.measured_s
+        out.append(f"{s.rate:>9,.0f} " + " ".join(f"{v:>14.2f}" for v in [*per, sum(per), machine])
+                   + f"{max(0.0, machine - sum(per)):>15.2f}")  # fmt: skip
+    return out
 
 
 def insert_lines(steps: list[StepResult]) -> list[str]:

@@ -31,6 +31,22 @@ def _stat(pid: int) -> tuple[int, float] | None:
     return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def machine_cpu_seconds(stat_text: str | None = None) -> tuple[float, float]:
+    """(busy, all) CPU seconds of every core since boot, from ``/proc/stat``'s ``cpu`` line.
+
+    Busy is everything but idle and iowait: every process on the machine, the kernel's
+    interrupts and a hypervisor's steal, so the pipeline's share of it says whether the
+    machine was full or something else ran beside it.
+    """
+    text = stat_text if stat_text is not None else Path("/proc/stat").read_text()
+    line = next(row for row in text.splitlines() if row.startswith("cpu "))
+    ticks = [int(v) for v in line.split()[1:]]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    # guest and guest_nice (fields 9, 10) are already counted in user and nice.
+    total = sum(ticks[:8])
+    return (total - idle) / _TICK, total / _TICK
+
+
 def cpu_seconds(pid: int | None) -> float:
     """CPU seconds of ``pid`` and its living descendants (0 if it is gone)."""
     if pid is None:
