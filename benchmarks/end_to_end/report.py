@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from .ceilings import Ceiling
+from .disk import disk_summary
 from .probes import MEASURES
 from .rules import highest_held
 from .run import StepResult
@@ -151,6 +152,11 @@ def cores_lines(steps: list[StepResult]) -> list[str]:
         machine = s.machine[0] / s.measured_s
         out.append(f"{s.rate:>9,.0f} " + " ".join(f"{v:>14.2f}" for v in [*per, sum(per), machine])
                    + f"{max(0.0, machine - sum(per)):>15.2f}")  # fmt: skip
+    disks = [s for s in measured if s.disks is not None]
+    if disks:
+        out += ["", "the machine's disks over each step's load (every process's writes; syncs: the index's, Kafka's, "
+                "ClickHouse's):"]  # fmt: skip
+        out += [f"{s.rate:>9,.0f}  {disk_summary(s.disks, s.measured_s)}" for s in disks]
     return out
 
 

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from .clock import EventClock, StepClock, crossing_lead_s
+from .disk import DiskReading, read_disks
 from .inserts import Inserts, read_inserts, sink_metrics_urls
 from .probes import PER_PROBE, Probes
 from .rules import held, lag_bounded, percentile
@@ -53,6 +54,7 @@ class StepResult:
     # seconds over them (every core; see sampler.machine_cpu_seconds).
     measured_s: float = 0.0
     machine: tuple[float, float] = (0.0, 0.0)
+    disks: DiskReading | None = None  # the machine's disks over the same seconds
     # The sinks' ClickHouse inserts over the step, per process that runs sinks.
     inserts: dict[str, Inserts] = field(default_factory=dict)
     freshness: dict[str, tuple[float | None, float | None, int, int]] = field(default_factory=dict)
@@ -82,7 +84,7 @@ def run_step(pipeline, load: Load, probes: Probes, sampler: LagSampler, rate: fl
     label = {"gateway": "gateway+sinks"} if getattr(pipeline, "sinks_in", None) == "gateway" else {}
     procs = {label.get(n, n): pipeline.processes[n] for n in reported_processes(pipeline.processes)}
     cpu0 = {n: cpu_seconds(p.pid()) for n, p in procs.items()} | {"load generator": own_cpu()}
-    wall0, machine0 = time.monotonic(), machine_cpu_seconds()
+    wall0, machine0, disks0 = time.monotonic(), machine_cpu_seconds(), read_disks()
     insert_urls = sink_metrics_urls(pipeline)
     inserts0 = {n: read_inserts(url) for n, url in insert_urls.items()}
     health = None
@@ -94,12 +96,13 @@ def run_step(pipeline, load: Load, probes: Probes, sampler: LagSampler, rate: fl
     end = time.monotonic()
     probes.sending(False)
     cpu1 = {n: cpu_seconds(p.pid()) for n, p in procs.items()} | {"load generator": own_cpu()}
-    wall1, machine1 = time.monotonic(), machine_cpu_seconds()
+    wall1, machine1, disks1 = time.monotonic(), machine_cpu_seconds(), read_disks()
     inserts1 = {n: read_inserts(url) for n, url in insert_urls.items()}
     result = StepResult(rate, duration, step, floor=lag_floor(rate), clock=clock.step if clock else None)
     result.cpu = {n: cpu1[n] - cpu0[n] for n in cpu0}
     result.measured_s = wall1 - wall0
     result.machine = (machine1[0] - machine0[0], machine1[1] - machine0[1])
+    result.disks = disks1 - disks0 if disks0 is not None and disks1 is not None else None
     result.inserts = {n: after - before for n, before in inserts0.items()
                       if before is not None and (after := inserts1.get(n)) is not None}  # fmt: skip
     echo(f"  {rate:g}/s: {step.sent} sent, {step.accepted} accepted of {step.offered} offered; "
