@@ -97,6 +97,7 @@ def sink_parameters(settings: Settings, group_id: str | None = None, instance_id
         max_rows=settings.sink.max_rows,
         max_wait_s=settings.sink.max_wait_s,
         rollup_max_wait_s=settings.sink.rollup_max_wait_s,
+        consistent_progress_s=settings.sink.consistent_progress_s,
         group_id=group_id,
         instance_id=instance_id,
         replicated=settings.clickhouse.cluster_name is not None,

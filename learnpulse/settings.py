@@ -129,6 +129,9 @@ class SinkSettings(BaseModel):
     max_wait_s: float = 1.0
     # The engagement sink's (the dashboard's live rollups); see sinks.specs.SinkParameters.
     rollup_max_wait_s: float = 0.5
+    # The statements sink's ends measured this often while it holds records (Consistent-Through
+    # follows its own batches, not the next ones; see sinks.specs.SinkParameters). None: 1 s.
+    consistent_progress_s: float | None = Field(default=0.25, gt=0)
 
 
 class GatewaySettings(BaseModel):

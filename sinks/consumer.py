@@ -129,6 +129,11 @@ class SinkConfig:
     storm_window: int = 1_000
     # How often progress (sink_progress) is published when nothing is committed.
     progress_interval_s: float = 1.0
+    # How often the partitions' ends are measured while records are held (None: as above).
+    # Under continuous traffic the end measured at a commit is already past it, so only a
+    # measurement taken while a batch is open can find that batch's records covered by its
+    # own commit; measured once a second, most records wait for the next batch's commit.
+    busy_progress_interval_s: float | None = None
     # On shutdown, how long to keep retrying the last batch before leaving it to replay.
     shutdown_flush_s: float = 20.0
     # Cooperative rebalancing (see module docstring); eager only for compatibility tests.
@@ -421,6 +426,7 @@ class KafkaClickHouseSink:
         b = self._batch
         if not b:
             b.opened_at = self.clock()
+            self._measure_while_held(b.opened_at)
         part = b.parts.get(tp)
         if part is None:
             part = b.parts[tp] = _Part(first_offset=msgs[0].offset)
@@ -641,6 +647,18 @@ class KafkaClickHouseSink:
         self._paused = False
 
     # -- progress --------------------------------------------------------------------
+    def _progress_interval(self) -> float:
+        busy = self.config.busy_progress_interval_s
+        if busy is not None and (self._batch or self._job is not None):
+            return busy
+        return self.config.progress_interval_s
+
+    def _measure_while_held(self, now: float) -> None:
+        """A batch opens: its records are measured within the busy interval, not the idle one."""
+        busy = self.config.busy_progress_interval_s
+        if busy is not None:
+            self._next_progress_at = min(self._next_progress_at, now + busy)
+
     def _publish_progress(self) -> None:
         """Measure how far each assigned partition is caught up; hand progress to the hook.
 
@@ -648,12 +666,13 @@ class KafkaClickHouseSink:
         watermark Kafka reported when asked at W (W taken *before* asking; not the last stable
         offset, see ``KafkaLoop.log_ends``): every record Kafka acknowledged before W is then
         in ClickHouse. Ends are measured every
-        ``progress_interval_s`` whatever the batch holds, and kept until a commit reaches
+        ``progress_interval_s`` whatever the batch holds (``busy_progress_interval_s`` while
+        records are held), and kept until a commit reaches
         them, so a partition under continuous traffic (never empty between batches)
         advances by about a batch interval, not only when traffic pauses. Partitions not in
         any batch are committed up to their position.
         """
-        self._next_progress_at = self.clock() + self.config.progress_interval_s
+        self._next_progress_at = self.clock() + self._progress_interval()
         busy = set(self._batch.parts) | (set(self._job.batch.parts) if self._job is not None else set())
         assigned = list(self.consumer.assignment())
         if not assigned:

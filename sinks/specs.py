@@ -35,6 +35,9 @@ class SinkSpec:
     first_copy_only: bool = False
     # The dashboard's live rollups: batches close after SinkParameters.rollup_max_wait_s.
     dashboard_rollup: bool = False
+    # Its progress is the LRS's X-Experience-API-Consistent-Through (reporting/progress.py):
+    # ends measured every SinkParameters.consistent_progress_s while it holds records.
+    consistent_through: bool = False
 
 
 # statements_raw first: the first table's rows count towards the batch size, and the LRS
@@ -51,6 +54,7 @@ SPECS: dict[str, SinkSpec] = {
             # Totals after voids: the recompute must see the rows mark_voided rewrote.
             (mark_voided, recompute_touched),
             first_copy_only=True,
+            consistent_through=True,
         ),
         # engagement_hourly from the rows just written (sinks/hourly.py).
         SinkSpec("engagement", Topic.ENGAGEMENT, (T.ENGAGEMENT,), (recompute_touched_hours,), dashboard_rollup=True),
@@ -75,6 +79,10 @@ class SinkParameters:
     # engagement_hourly): shorter, so their figures follow the worker within ~2 s; it costs
     # ClickHouse one more small insert and recompute a second. None: max_wait_s.
     rollup_max_wait_s: float | None = 0.5
+    # How often the statements sink measures Kafka's ends while it holds records (a
+    # ListOffsets request each): a statement is then covered by its own batch's commit,
+    # not the next one's, in Consistent-Through. None: once a second, as every other sink.
+    consistent_progress_s: float | None = 0.25
     # Consumer groups are "<group_prefix>-<sink name>"; default prefix
     # "<topic prefix>learnpulse-sink". A new prefix replays the topics from their start
     # (auto_offset_reset=earliest) into the same tables, which collapse the copies.
@@ -90,6 +98,11 @@ def batch_window_s(spec: SinkSpec, params: SinkParameters) -> float:
     if spec.dashboard_rollup and params.rollup_max_wait_s is not None:
         return min(params.max_wait_s, params.rollup_max_wait_s)
     return params.max_wait_s
+
+
+def busy_progress_s(spec: SinkSpec, params: SinkParameters) -> float | None:
+    """How often sink ``spec`` measures Kafka's ends while it holds records (None: its idle pace)."""
+    return params.consistent_progress_s if spec.consistent_through else None
 
 
 def after_insert_steps(name: str, replicated: bool) -> tuple[AfterInsert, ...]:
@@ -126,6 +139,7 @@ def build_sinks(
             tables=spec.tables,
             max_rows=params.max_rows,
             max_wait_s=batch_window_s(spec, params),
+            busy_progress_interval_s=busy_progress_s(spec, params),
             group_instance_id=f"{params.instance_id}-{name}" if params.instance_id else None,
         )
         sinks.append(

@@ -570,3 +570,43 @@ def test_sinks_idle_poll_is_never_longer_than_a_second_nor_zero():
     h.clock.advance(30.0)
     h.step()  # progress was due: measured now, the poll before it still given time
     assert min(h.kafka.polls) > 0, h.kafka.polls
+
+
+def test_sinks_a_record_is_covered_by_the_commit_of_the_batch_it_is_in_under_continuous_traffic():
+    # Consistent-Through: a partition is caught up to a time once a commit reaches the end
+    # measured then. Under continuous traffic the end measured at a commit is already past it,
+    # so only a measurement taken while the batch was open can cover that batch's records.
+    ends: list[_HighWatermarks] = []
+    h = Harness(max_rows=100, max_wait_s=1.0, progress_interval_s=1.0, busy_progress_interval_s=0.25,
+                ends_factory=lambda _c: ends[0])  # fmt: skip
+    ends.append(_HighWatermarks(h))
+    h.step()  # idle: measured once, the next measurement a second away
+    time.sleep(0.01)
+    h.kafka.produce(0, b"a:1")
+    acked_ms = int(time.time() * 1000)
+    time.sleep(0.01)
+    h.step(advance=0.3)  # the record opens a batch
+    h.step(advance=0.3)  # a quarter of a second later: measured while the batch is open
+    ends[0].held[TP0] = 5  # more records acknowledged, not fetched yet when the batch is written
+    h.step(advance=0.8)  # the batch's window has passed: written and committed
+    assert h.kafka.committed == {TP0: 1}
+    assert h.progress[-1][0][1] >= acked_ms, "the record's own batch made the partition caught up past it"
+    h.step(advance=0.1)
+    assert h.kafka.polls[-1] >= 500, "nothing held: the idle pace again"
+
+
+def test_sinks_without_a_busy_interval_the_batch_after_the_records_covers_them():
+    ends: list[_HighWatermarks] = []
+    h = Harness(max_rows=100, max_wait_s=1.0, progress_interval_s=1.0, ends_factory=lambda _c: ends[0])
+    ends.append(_HighWatermarks(h))
+    h.step()
+    time.sleep(0.01)
+    h.kafka.produce(0, b"a:1")
+    acked_ms = int(time.time() * 1000)
+    time.sleep(0.01)
+    h.step(advance=0.3)
+    h.step(advance=0.3)
+    ends[0].held[TP0] = 5
+    h.step(advance=0.8)
+    assert h.kafka.committed == {TP0: 1}
+    assert h.progress[-1][0][1] < acked_ms
