@@ -63,3 +63,30 @@ def test_caught_up_advances_to_the_newest_end_the_commit_reached():
     p.committed = 30
     p.caught_up_by_ends()
     assert p.caught_up_ms == 3_000 and not p.ends
+
+
+def test_a_caught_up_time_that_now_covers_written_records_is_published_at_once():
+    # The end of a burst: the last commit's measurement found more records coming, so its row
+    # stopped short of the newest record it wrote. No commit follows; the next measurement finds
+    # the partition caught up. That advance is what readers wait for (Consistent-Through): it
+    # must not wait for the idle refresh.
+    engine = FakeEngine()
+    publish = ProgressPublisher(engine, refresh_s=3600)
+    sink = SimpleNamespace(config=SimpleNamespace(name="statements"))
+    tp = TopicPartition("xapi.statements", 0)
+    progress = {tp: PartitionProgress(committed=5, end=9, caught_up_ms=1_000, newest_ms=1_500)}
+    publish(sink, progress, 1)
+    assert len(engine.inserts) == 1
+
+    progress[tp].caught_up_ms = 1_200  # still short of the newest record written: written too
+    publish(sink, progress, 1)
+    assert len(engine.inserts) == 2
+    progress[tp].end, progress[tp].caught_up_ms = 5, 2_000  # past it: every written record is covered
+    publish(sink, progress, 1)
+    assert len(engine.inserts) == 3
+    assert [int(t.timestamp() * 1000) for t in engine.inserts[2]["caught_up_at"]] == [2_000]
+
+    # Caught up past everything it wrote: later advances are idle time, left to the refresh.
+    progress[tp].caught_up_ms = 3_000
+    publish(sink, progress, 1)
+    assert len(engine.inserts) == 3
