@@ -297,7 +297,9 @@ class KafkaClickHouseSink:
         ends_factory: EndsFactory | None = None,
         producer_factory: ProducerFactory | None = None,
         runner: Runner | None = None,
+        owns_engine: bool = False,
     ) -> None:
+        """``owns_engine``: ``engine`` is this sink's own connection, closed when it stops."""
         missing = [t for t in config.tables if t not in columns]
         if missing:
             raise ValueError(f"no column list for tables {missing}")
@@ -305,6 +307,7 @@ class KafkaClickHouseSink:
             raise ValueError("a sink writes at least one table")
         self.config = config
         self.engine = engine
+        self._owns_engine = owns_engine
         self.to_rows = to_rows
         self.columns = columns
         self.after_insert = tuple(after_insert)
@@ -336,7 +339,11 @@ class KafkaClickHouseSink:
     # -- lifecycle -------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; flush and commit what it holds on the way out."""
-        self.loop.run(stop)
+        try:
+            self.loop.run(stop)
+        finally:
+            if self._owns_engine:
+                self.engine.close()
 
     @property
     def consumer(self) -> Any:

@@ -451,6 +451,7 @@ class ServerEngine:
         self.database = database
         self.session_settings = dict(session_settings or {})
         self._alt_hosts = alt_hosts
+        self._connect_timeout = connect_timeout
         self._connection_args = {"host": host, "port": port, "user": user, "password": password}
         self._client = Client(
             host=host,
@@ -474,6 +475,14 @@ class ServerEngine:
     def connection_args(self) -> dict[str, Any]:
         """Host, port, user and password of this connection (for a second one)."""
         return dict(self._connection_args)
+
+    def sibling(self) -> ServerEngine:
+        """Another connection to the same server(s), database and settings, for a thread that
+        must not wait for this one's queries (one connection runs one query at a time)."""
+        other = ServerEngine(**self._connection_args, database=self.database, connect_timeout=self._connect_timeout,
+                             alt_hosts=self._alt_hosts, session_settings=self.session_settings)  # fmt: skip
+        other._version = self._version
+        return other
 
     def answers_at(self, host: str, port: int, timeout: float = 3) -> bool:
         """Whether the server at ``host``:``port`` (another replica of our cluster) takes this
@@ -604,6 +613,17 @@ class ServerEngine:
 
     def close(self) -> None:
         self._client.disconnect()
+
+
+def connection_of_its_own(engine: ClickHouse) -> tuple[ClickHouse, bool]:
+    """``engine`` for a thread of its own: (the engine, whether the caller owns it and closes it).
+
+    A server: a new connection, so that this thread's queries run beside other threads'
+    instead of after them. chDB: the same engine (one session per process, serialized anyway).
+    """
+    if isinstance(engine, ServerEngine):
+        return engine.sibling(), True
+    return engine, False
 
 
 def _first_line(err: Exception) -> str:

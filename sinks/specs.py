@@ -16,6 +16,7 @@ from schemas.topics import Topic
 
 from .consumer import AfterInsert, KafkaClickHouseSink, RowFilter, Rows, SinkConfig
 from .copies import FirstCopyFilter
+from .engines import connection_of_its_own
 from .forget import ForgottenFilter
 from .hourly import ReplicatedHourlyRecompute, recompute_touched_hours
 from .lrs_rows import LRS_STATEMENT_IDS
@@ -126,10 +127,14 @@ def build_sinks(
     make_rows = builders(params.secret, limits)
     progress = ProgressPublisher(engine)
     forgotten = ForgottenFilter(engine, COLUMNS)
-    first_copy = FirstCopyFilter(engine, COLUMNS)
     sinks = []
     for name in names or list(SPECS):
         spec = SPECS[name]
+        # Each sink's writer on a connection of its own: on one shared connection the sinks'
+        # inserts and recomputes ran one at a time, and the statements sink's batch waited for them.
+        own, owned = connection_of_its_own(engine)
+        # Its look-ups of stored copies on the connection its inserts go through.
+        first_copy = FirstCopyFilter(own, COLUMNS) if spec.first_copy_only else None
         config = SinkConfig(
             name=name,
             bootstrap=params.bootstrap,
@@ -145,14 +150,15 @@ def build_sinks(
         sinks.append(
             KafkaClickHouseSink(
                 config,
-                engine,
+                own,
                 make_rows[name],
                 COLUMNS,
                 after_insert=after_insert_steps(name, params.replicated),
-                row_filter=_chain(forgotten, first_copy) if spec.first_copy_only else forgotten,
-                insert_filter=first_copy.unwritten if spec.first_copy_only else None,
-                retry_filter=first_copy.not_in_table if spec.first_copy_only else None,
+                row_filter=_chain(forgotten, first_copy) if first_copy else forgotten,
+                insert_filter=first_copy.unwritten if first_copy else None,
+                retry_filter=first_copy.not_in_table if first_copy else None,
                 on_progress=progress,
+                owns_engine=owned,
             )
         )
     return sinks

@@ -174,6 +174,8 @@ class FakeEngine:
     # A server without insert deduplication tokens (18.16): every insert is written.
     ignores_tokens: bool = False
 
+    closed: bool = False
+
     def server_version(self) -> tuple[int, ...]:
         return (26, 9, 2)
 
@@ -202,7 +204,7 @@ class FakeEngine:
         return []
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
     def rows(self, table: str) -> list[tuple[Any, ...]]:
         out = []

@@ -33,7 +33,8 @@ def to_rows(raw: bytes | None):
 
 
 class Harness:
-    def __init__(self, partitions: int = 2, cooperative: bool = True, runner=None, ends_factory=None, **config):
+    def __init__(self, partitions: int = 2, cooperative: bool = True, runner=None, ends_factory=None,
+                 owns_engine: bool = False, **config):  # fmt: skip
         self.clock = Clock()
         self.engine = FakeEngine()
         self.producer = FakeProducer()
@@ -63,6 +64,7 @@ class Harness:
             # The fake log has no open transactions: its end is its high watermark.
             ends_factory=ends_factory or (lambda _c: self.kafka),
             runner=runner or (lambda fn: fn()),  # inline writer: each step is deterministic
+            owns_engine=owns_engine,
         )  # fmt: skip
         self.loop = self.sink.loop
         self.loop.start()
@@ -422,6 +424,16 @@ def test_sinks_run_stops_flushes_and_closes_on_stop_event():
     assert h.written() == [("a", "1")]
     assert h.kafka.committed == {TP0: 1}
     assert h.kafka.closed
+    assert not h.engine.closed, "a shared engine stays open for the process's other users"
+
+
+def test_sinks_run_closes_a_connection_of_its_own_when_it_stops():
+    h = Harness(max_rows=100, owns_engine=True)
+    stop = threading.Event()
+    stop.set()
+    h.loop._consumer_factory = lambda _c, _l: h.kafka
+    h.sink.run(stop)
+    assert h.engine.closed
 
 
 class GatedEngine(FakeEngine):
