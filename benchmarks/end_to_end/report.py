@@ -115,7 +115,7 @@ def render(path: str, fed_by: str, steps: list[StepResult], ceilings: list[Ceili
     for s in steps:
         per = [s.cpu[n] / s.load.accepted * 1000 if s.load.accepted else float("nan") for n in names]
         out.append(f"{s.rate:>9,.0f} " + " ".join(f"{v:>14.3f}" for v in per))
-    out += cores_lines(steps)
+    out += machine_lines(steps)
     out += insert_lines(steps)
     if ceilings:
         base, named = best, "highest held rate"
@@ -131,8 +131,9 @@ def render(path: str, fed_by: str, steps: list[StepResult], ceilings: list[Ceili
     return "\n".join(out)
 
 
-def cores_lines(steps: list[StepResult]) -> list[str]:
-    """Cores each process kept busy over each step's load, beside the whole machine's.
+def machine_lines(steps: list[StepResult]) -> list[str]:
+    """Cores each process kept busy over each step's load, beside the whole machine's; then
+    what the machine's disks did in the same seconds.
 
     Per 1,000 statements a process costs more at low rates than at high ones (its batches,
     transactions and fetches carry fewer statements), so those figures alone do not say how

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from benchmarks.end_to_end.report import cores_lines
+from benchmarks.end_to_end.report import machine_lines
 from benchmarks.end_to_end.run import StepResult
 from benchmarks.end_to_end.sampler import machine_cpu_seconds
 from benchmarks.end_to_end.traffic import StepLoad
@@ -39,11 +39,11 @@ def _step(rate: float, cpu: dict[str, float], measured_s: float, machine: tuple[
 
 def test_each_process_the_pipeline_and_the_machine_in_cores_with_what_ran_beside_it():
     step = _step(1500, {"gateway": 20.0, "kafka": 6.0, "load generator": 4.0}, 40.0, (72.0, 80.0))
-    (_blank, title, header, row) = cores_lines([step])
+    (_blank, title, header, row) = machine_lines([step])
     assert "(2 cores)" in title
     assert header.split() == ["offered/s", "gateway", "kafka", "load", "generator", "all", "above", "machine", "others"]
     assert row.split() == ["1,500", "0.50", "0.15", "0.10", "0.75", "1.80", "1.05"]
 
 
 def test_steps_without_a_reading_print_nothing():
-    assert cores_lines([_step(1500, {"gateway": 1.0}, 0.0, (0.0, 0.0))]) == []
+    assert machine_lines([_step(1500, {"gateway": 1.0}, 0.0, (0.0, 0.0))]) == []

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from benchmarks.end_to_end.disk import DiskReading, disk_summary, parse_block_stat, parse_pressure, read_disks
-from benchmarks.end_to_end.report import cores_lines
+from benchmarks.end_to_end.report import machine_lines
 
 #        reads merged sectors ms | writes merged sectors ms | inflight busy queue | discards ... | flushes ms
 STAT = "100 5 800 40 2000 10 64000 3000 0 900 5000 0 0 0 0 400 80\n"
@@ -63,5 +63,5 @@ def test_a_step_is_summarized_per_second():
 def test_the_cores_table_is_followed_by_the_disks_line():
     step = SimpleNamespace(rate=750, measured_s=20.0, machine=(30.0, 40.0), cpu={"gateway": 10.0},
                            disks=DiskReading(writes=2000))  # fmt: skip
-    lines = cores_lines([step])
+    lines = machine_lines([step])
     assert lines[-1].split()[:3] == ["750", "100", "writes/s"], lines
