@@ -63,5 +63,10 @@ def test_on_a_server_each_sink_queries_beside_the_others_not_after_them(server_u
 
 def test_on_chdb_the_sinks_share_the_processs_engine(chdb_url):
     ch = engine_from_url(chdb_url)
-    sinks = build_sinks(PARAMS, ch)
-    assert sinks and all(s.engine is ch for s in sinks)
+    try:
+        sinks = build_sinks(PARAMS, ch)
+        assert sinks and all(s.engine is ch for s in sinks)
+    finally:
+        # chDB locks its path per process: left open, it keeps the sink processes that later
+        # tests of this worker spawn on the same path from starting.
+        ch.close()
