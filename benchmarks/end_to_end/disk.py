@@ -8,7 +8,7 @@ how long each took, and the share of the step during which some (or every) task 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 _SECTOR = 512
@@ -31,11 +31,7 @@ class DiskReading:
     full_us: int = 0
 
     def __sub__(self, earlier: DiskReading) -> DiskReading:
-        return DiskReading(*(a - b for a, b in zip(self._values(), earlier._values(), strict=True)))
-
-    def _values(self) -> tuple[int, ...]:
-        return (self.writes, self.sectors_written, self.write_ms, self.flushes, self.flush_ms, self.busy_ms,
-                self.some_us, self.full_us)  # fmt: skip
+        return DiskReading(*(a - b for a, b in zip(astuple(self), astuple(earlier), strict=True)))
 
 
 def parse_block_stat(text: str) -> tuple[int, int, int, int, int, int]:

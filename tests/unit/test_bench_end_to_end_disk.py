@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import astuple
 from types import SimpleNamespace
 
 import pytest
@@ -49,7 +50,7 @@ def test_this_machines_counters_only_grow(tmp_path):
         os.fsync(f.fileno())
     second = read_disks()
     assert first is not None and second is not None
-    assert all(v >= 0 for v in (second - first)._values())
+    assert all(v >= 0 for v in astuple(second - first))
 
 
 def test_a_step_is_summarized_per_second():
