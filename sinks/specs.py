@@ -154,9 +154,9 @@ def build_sinks(
                 make_rows[name],
                 COLUMNS,
                 after_insert=after_insert_steps(name, params.replicated),
-                row_filter=_chain(forgotten, first_copy) if first_copy else forgotten,
-                insert_filter=first_copy.unwritten if first_copy else None,
-                retry_filter=first_copy.not_in_table if first_copy else None,
+                row_filter=_chain(forgotten, first_copy) if first_copy is not None else forgotten,
+                insert_filter=first_copy.unwritten if first_copy is not None else None,
+                retry_filter=first_copy.not_in_table if first_copy is not None else None,
                 on_progress=progress,
                 owns_engine=owned,
             )
