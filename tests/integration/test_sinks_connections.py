@@ -45,7 +45,7 @@ def test_on_a_server_each_sink_queries_beside_the_others_not_after_them(server_u
         finished = threading.Event()
 
         def sleep() -> None:
-            slow.query("SELECT sleep(3) AS one_sink_busy, sleep(3)")
+            slow.query("SELECT sleep(3) AS one_sink_busy, sleep(3), sleep(3), sleep(3)")  # 12 s: room on a busy machine
             finished.set()
 
         thread = threading.Thread(target=sleep, daemon=True)
