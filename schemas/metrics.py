@@ -51,6 +51,14 @@ BATCH_ROWS = Histogram(
     buckets=(1, 10, 100, 1_000, 5_000, 10_000, 50_000, 100_000),
 )
 INSERT_SECONDS = Histogram("learnpulse_sink_insert_seconds", "Duration of one ClickHouse insert", ["table"])
+# Where a sink's batch spends its time (sinks/consumer.py): filling, rows, insert, each
+# after-insert step by name, commit, progress. What bounds Consistent-Through and the rollups' freshness.
+BATCH_PHASE_SECONDS = Histogram(
+    "learnpulse_sink_batch_phase_seconds",
+    "Duration of one phase of a sink's batch",
+    ["sink", "phase"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
 # Messages between a consumer's committed offset and the partition end.
 CONSUMER_LAG = Gauge("learnpulse_consumer_lag", "Consumer lag in messages", ["group", "topic", "partition"])
 # Seconds between the LRS receiving a statement and the sink committing it.

@@ -225,6 +225,11 @@ def _feed_record(h: Any, tp: TopicPartition, e: _Entry) -> None:
     h.update(value)
 
 
+def _step_name(step: AfterInsert) -> str:
+    """An after-insert step's phase name: a function's own name, a callable object's class."""
+    return getattr(step, "__name__", None) or type(step).__name__
+
+
 def _record_digest(tp: TopicPartition, e: _Entry) -> str:
     h = hashlib.blake2b(digest_size=16)
     _feed_record(h, tp, e)
@@ -468,6 +473,7 @@ class KafkaClickHouseSink:
     # -- writing (on the writer thread, except where noted) --------------------------
     def _start(self) -> _Job:
         """Hand the current batch to the writer (main thread)."""
+        self._phase_took("filling", max(0.0, self.clock() - self._batch.opened_at))
         job = _Job(self._batch)
         self._batch = _Batch()
         self._job = job
@@ -479,24 +485,38 @@ class KafkaClickHouseSink:
         try:
             # Outside the next try: a failure to gather (e.g. reading the erasure ledger)
             # is never blamed on the records.
+            started = time.perf_counter()
             rows = self._gather(b)
+            to_insert = self._to_insert(rows)
+            started = self._phase_since("rows", started)
             try:
-                self._insert_all(b, self._to_insert(rows))
+                self._insert_all(b, to_insert)
             except ClickHouseError as err:
                 if err.code in MISCONFIGURED_CODES:
                     raise SinkMisconfigured(f"sink {self.config.name}: {err}") from err
                 log.warning("ClickHouse rejected a batch (%s); writing it record by record", err)
                 self._isolate(b)
                 rows = self._gather(b)
+            started = self._phase_since("insert", started)
             if not b.steps_done:
                 for step in self.after_insert:
                     step(self.engine, rows)
+                    started = self._phase_since(_step_name(step), started)
                 b.steps_done = True
             self.loop.deadletters.settle(b.deadletters)
         except BaseException as err:  # noqa: BLE001 - handed to the main thread (_complete)
             job.error = err
         finally:
             job.done.set()
+
+    def _phase_took(self, phase: str, seconds: float) -> None:
+        metrics.BATCH_PHASE_SECONDS.labels(self.config.name, phase).observe(seconds)
+
+    def _phase_since(self, phase: str, started: float) -> float:
+        """Record ``phase`` as having run since ``started`` (perf_counter); the time it ended."""
+        now = time.perf_counter()
+        self._phase_took(phase, now - started)
+        return now
 
     def _gather(self, b: _Batch) -> Rows:
         """The batch's rows per table, in partition then offset order."""
@@ -620,7 +640,9 @@ class KafkaClickHouseSink:
 
     def _commit(self, job: _Job) -> None:
         parts = {tp: p for tp, p in job.batch.parts.items() if tp not in job.revoked}
+        started = time.perf_counter()
         err = self.loop.commit({tp: p.next_offset for tp, p in parts.items()})
+        started = self._phase_since("commit", started)
         if isinstance(err, CommitFailedError):
             # The group moved on: the partitions belong to someone else now (or again to
             # us, from the committed offset). Rows are written; the replay rewrites them.
@@ -646,6 +668,7 @@ class KafkaClickHouseSink:
             metrics.FRESHNESS.labels(self.config.name).set(max(0.0, time.time() - newest / 1000))
         self._recovered()
         self._publish_progress()
+        self._phase_since("progress", started)
 
     def _recovered(self) -> None:
         self._failures = 0

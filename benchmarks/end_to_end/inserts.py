@@ -2,7 +2,8 @@
 
 A sink that falls behind either works too slowly itself (its CPU per 1,000 statements says so)
 or waits on ClickHouse: this is the second half, the ``learnpulse_sink_insert_seconds``
-histogram (every table's inserts) of each process that runs sinks, before and after a step.
+histogram (every table's inserts) of each process that runs sinks, before and after a step;
+and ``learnpulse_sink_batch_phase_seconds``, where each sink's batches spent their time.
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ from dataclasses import dataclass, field
 from prometheus_client.parser import text_string_to_metric_families
 
 INSERT_METRIC = "learnpulse_sink_insert_seconds"
+PHASE_METRIC = "learnpulse_sink_batch_phase_seconds"
+
+Totals = dict[str, tuple[float, float]]  # key: (count, seconds)
 
 
 @dataclass(frozen=True)
 class Inserts:
-    """Inserts counted and seconds spent in them, per table."""
+    """Inserts counted and seconds spent in them, per table; and each sink's batch phases
+    (``PHASE_METRIC``), keyed ``(sink, phase)``."""
 
-    tables: dict[str, tuple[float, float]] = field(default_factory=dict)  # table: (count, seconds)
+    tables: Totals = field(default_factory=dict)
+    phases: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
 
     @property
     def count(self) -> float:
@@ -34,28 +40,43 @@ class Inserts:
         ranked = sorted(self.tables.items(), key=lambda item: item[1][1], reverse=True)
         return [(t, c, s) for t, (c, s) in ranked[:n] if c]
 
+    def sink_phases(self) -> dict[str, list[tuple[str, float, float]]]:
+        """Per sink, its phases in the order first seen: (phase, count, seconds)."""
+        out: dict[str, list[tuple[str, float, float]]] = {}
+        for (sink, phase), (count, seconds) in self.phases.items():
+            out.setdefault(sink, []).append((phase, count, seconds))
+        return out
+
     def __sub__(self, earlier: Inserts) -> Inserts:
-        since: dict[str, tuple[float, float]] = {}
-        for table, (count, seconds) in self.tables.items():
-            count_before, seconds_before = earlier.tables.get(table, (0.0, 0.0))
-            since[table] = (count - count_before, seconds - seconds_before)
-        return Inserts(since)
+        return Inserts(_since(self.tables, earlier.tables), _since(self.phases, earlier.phases))
+
+
+def _since(now: dict, earlier: dict) -> dict:
+    return {k: (c - earlier.get(k, (0.0, 0.0))[0], s - earlier.get(k, (0.0, 0.0))[1]) for k, (c, s) in now.items()}
+
+
+def _histogram_totals(page: str, metric: str, key) -> dict:
+    """Count and sum of the histogram ``metric`` in a Prometheus text page, per ``key(labels)``."""
+    totals: dict = {}
+    for family in text_string_to_metric_families(page):
+        if family.name != metric:
+            continue
+        for sample in family.samples:
+            k = key(sample.labels)
+            count, seconds = totals.get(k, (0.0, 0.0))
+            if sample.name == metric + "_count":
+                totals[k] = (count + sample.value, seconds)
+            elif sample.name == metric + "_sum":
+                totals[k] = (count, seconds + sample.value)
+    return totals
 
 
 def inserts_in(page: str) -> Inserts:
-    """The insert histogram's totals per table in a Prometheus text page (none if the page has none)."""
-    tables: dict[str, tuple[float, float]] = {}
-    for family in text_string_to_metric_families(page):
-        if family.name != INSERT_METRIC:
-            continue
-        for sample in family.samples:
-            table = sample.labels.get("table", "")
-            count, seconds = tables.get(table, (0.0, 0.0))
-            if sample.name == INSERT_METRIC + "_count":
-                tables[table] = (count + sample.value, seconds)
-            elif sample.name == INSERT_METRIC + "_sum":
-                tables[table] = (count, seconds + sample.value)
-    return Inserts(tables)
+    """The insert and batch-phase histograms' totals in a Prometheus text page (none if the page has none)."""
+    return Inserts(
+        _histogram_totals(page, INSERT_METRIC, lambda labels: labels.get("table", "")),
+        _histogram_totals(page, PHASE_METRIC, lambda labels: (labels.get("sink", ""), labels.get("phase", ""))),
+    )
 
 
 def read_inserts(url: str, timeout_s: float = 5.0) -> Inserts | None:

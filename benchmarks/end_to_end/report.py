@@ -117,6 +117,7 @@ def render(path: str, fed_by: str, steps: list[StepResult], ceilings: list[Ceili
         out.append(f"{s.rate:>9,.0f} " + " ".join(f"{v:>14.3f}" for v in per))
     out += machine_lines(steps)
     out += insert_lines(steps)
+    out += phase_lines(steps)
     if ceilings:
         base, named = best, "highest held rate"
         if base is None:
@@ -175,6 +176,25 @@ def insert_lines(steps: list[StepResult]) -> list[str]:
         out.append(f"{s.rate:>9,.0f}  {name:<14} {ins.count / s.duration:>7.1f} inserts/s, "
                    f"{ins.seconds / s.duration:.2f} s inserting per s, {mean}"
                    + (f"; slowest: {slowest}" if slowest else ""))  # fmt: skip
+    return out
+
+
+def phase_lines(steps: list[StepResult]) -> list[str]:
+    """Each step's batches per sink and the mean time of each phase: what a lagging
+    Consistent-Through or rollup waited on (a batch fills while the one before is written)."""
+    rows = [(s, sink, phases) for s in steps for _name, ins in sorted(s.inserts.items())
+            for sink, phases in sorted(ins.sink_phases().items())]  # fmt: skip
+    if not rows:
+        return []
+    out = ["", "the sinks' batches over each step's load: batches/s, then mean ms per batch of each phase "
+           "(filling: opened to handed to the writer; rows: gathered and filtered; insert: every table; "
+           "after-insert steps by name; commit; progress: ends measured and published):"]  # fmt: skip
+    for s, sink, phases in rows:
+        batches = next((count for phase, count, _sec in phases if phase == "filling"), 0.0)
+        if not batches:
+            continue
+        means = ", ".join(f"{phase} {sec / count * 1000:,.0f}" for phase, count, sec in phases if count)
+        out.append(f"{s.rate:>9,.0f}  {sink:<14} {batches / s.duration:>5.1f}/s  {means}")
     return out
 
 

@@ -10,8 +10,15 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import MetricsHandler
 
-from benchmarks.end_to_end.inserts import INSERT_METRIC, Inserts, inserts_in, read_inserts, sink_metrics_urls
-from benchmarks.end_to_end.report import insert_lines
+from benchmarks.end_to_end.inserts import (
+    INSERT_METRIC,
+    PHASE_METRIC,
+    Inserts,
+    inserts_in,
+    read_inserts,
+    sink_metrics_urls,
+)
+from benchmarks.end_to_end.report import insert_lines, phase_lines
 
 
 def _page(observations: dict[str, list[float]]) -> str:
@@ -81,3 +88,36 @@ def test_the_report_gives_rate_share_and_mean_per_step():
     assert "sink" in line and "12.0 inserts/s" in line and "0.30 s inserting per s" in line and "25.0 ms each" in line
     assert line.endswith("slowest: statements 28 ms × 10.0/s, mastery 12 ms × 2.0/s")
     assert insert_lines([SimpleNamespace(rate=1500, duration=40.0, inserts={})]) == []
+
+
+def _phase_page(observations: dict[tuple[str, str], list[float]]) -> str:
+    registry = CollectorRegistry()
+    phases = Histogram(PHASE_METRIC, "Duration of one phase of a sink's batch", ["sink", "phase"], registry=registry)
+    for (sink, phase), seconds in observations.items():
+        for s in seconds:
+            phases.labels(sink, phase).observe(s)
+    return generate_latest(registry).decode()
+
+
+def test_batch_phases_are_read_per_sink_and_subtracted_per_step():
+    before = inserts_in(_phase_page({("statements", "filling"): [1.0], ("statements", "insert"): [0.25]}))
+    after = inserts_in(_phase_page({
+        ("statements", "filling"): [1.0, 0.5, 0.5], ("statements", "insert"): [0.25, 0.125, 0.375],
+        ("engagement", "filling"): [0.5],
+    }))  # fmt: skip
+    step = after - before
+    assert step.tables == {}
+    assert step.sink_phases() == {
+        "statements": [("filling", 2, 1.0), ("insert", 2, 0.5)],
+        "engagement": [("filling", 1, 0.5)],
+    }
+
+
+def test_the_phase_report_gives_batches_per_second_and_mean_ms_per_phase():
+    ins = Inserts(phases={("statements", "filling"): (20, 10.0), ("statements", "insert"): (20, 3.0),
+                          ("statements", "recompute_touched"): (20, 1.0), ("alerts", "filling"): (0, 0.0)})  # fmt: skip
+    step = SimpleNamespace(rate=750, duration=10.0, inserts={"sink": ins})
+    (_blank, _title, line) = phase_lines([step])
+    assert "statements" in line and "2.0/s" in line
+    assert line.endswith("filling 500, insert 150, recompute_touched 50")
+    assert phase_lines([SimpleNamespace(rate=750, duration=10.0, inserts={"sink": Inserts()})]) == []

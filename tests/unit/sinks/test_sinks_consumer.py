@@ -34,7 +34,7 @@ def to_rows(raw: bytes | None):
 
 class Harness:
     def __init__(self, partitions: int = 2, cooperative: bool = True, runner=None, ends_factory=None,
-                 owns_engine: bool = False, **config):  # fmt: skip
+                 owns_engine: bool = False, name: str = "test", after_insert=(), **config):  # fmt: skip
         self.clock = Clock()
         self.engine = FakeEngine()
         self.producer = FakeProducer()
@@ -48,7 +48,7 @@ class Harness:
         }
         defaults.update(config)
         self.config = SinkConfig(
-            name="test", bootstrap="unused", topic=TOPIC, group_id="g", deadletter_topic="t.xapi.deadletter",
+            name=name, bootstrap="unused", topic=TOPIC, group_id="g", deadletter_topic="t.xapi.deadletter",
             tables=("t",), cooperative=cooperative, **defaults,
         )  # fmt: skip
         self.consumer: FakeConsumer | None = None
@@ -64,7 +64,7 @@ class Harness:
             # The fake log has no open transactions: its end is its high watermark.
             ends_factory=ends_factory or (lambda _c: self.kafka),
             runner=runner or (lambda fn: fn()),  # inline writer: each step is deterministic
-            owns_engine=owns_engine,
+            owns_engine=owns_engine, after_insert=after_insert,
         )  # fmt: skip
         self.loop = self.sink.loop
         self.loop.start()
@@ -622,3 +622,23 @@ def test_sinks_without_a_busy_interval_the_batch_after_the_records_covers_them()
     h.step(advance=0.8)
     assert h.kafka.committed == {TP0: 1}
     assert h.progress[-1][0][1] < acked_ms
+
+
+def _phase_count(sink: str, phase: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("learnpulse_sink_batch_phase_seconds_count", {"sink": sink, "phase": phase}) or 0.0
+
+
+def test_sinks_batch_phases_are_timed_one_observation_per_written_batch():
+    def totals_step(_engine, _rows):
+        pass
+
+    phases = ("filling", "rows", "insert", "totals_step", "commit", "progress")
+    before = {p: _phase_count("phased", p) for p in phases}
+    h = Harness(name="phased", after_insert=(totals_step,))
+    for i in range(3):
+        h.kafka.produce(0, f"a{i}:x".encode())
+    h.step()
+    assert h.written() == [("a0", "x"), ("a1", "x"), ("a2", "x")]
+    assert {p: _phase_count("phased", p) - before[p] for p in phases} == dict.fromkeys(phases, 1.0)
