@@ -479,10 +479,14 @@ class ServerEngine:
     def sibling(self) -> ServerEngine:
         """Another connection to the same server(s), database and settings, for a thread that
         must not wait for this one's queries (one connection runs one query at a time)."""
-        other = ServerEngine(**self._connection_args, database=self.database, connect_timeout=self._connect_timeout,
-                             alt_hosts=self._alt_hosts, session_settings=self.session_settings)  # fmt: skip
+        other = self._like(self.database, self.session_settings)
         other._version = self._version
         return other
+
+    def _like(self, database: str, session_settings: Mapping[str, Any] | None) -> ServerEngine:
+        """A new connection with this one's servers, credentials and timeouts."""
+        return ServerEngine(**self._connection_args, database=database, connect_timeout=self._connect_timeout,
+                            alt_hosts=self._alt_hosts, session_settings=session_settings)  # fmt: skip
 
     def answers_at(self, host: str, port: int, timeout: float = 3) -> bool:
         """Whether the server at ``host``:``port`` (another replica of our cluster) takes this
@@ -511,10 +515,7 @@ class ServerEngine:
         every shard and sent to each (``distributed_product_mode = 'global'``), so a global max
         or id set is not a per-shard one.
         """
-        return ServerEngine(
-            **self._connection_args, database=all_shards_database(local_database(self.database)),
-            alt_hosts=self._alt_hosts, session_settings=ACROSS_SHARDS_SETTINGS,
-        )  # fmt: skip
+        return self._like(all_shards_database(local_database(self.database)), ACROSS_SHARDS_SETTINGS)
 
     def server_version(self) -> tuple[int, ...]:
         if self._version is None:
