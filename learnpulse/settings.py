@@ -129,8 +129,9 @@ class SinkSettings(BaseModel):
     max_wait_s: float = 1.0
     # The engagement sink's (the dashboard's live rollups); see sinks.specs.SinkParameters.
     rollup_max_wait_s: float = 0.5
-    # The statements sink's ends measured this often while it holds records (Consistent-Through
-    # follows its own batches, not the next ones; see sinks.specs.SinkParameters). None: 1 s.
+    # The statements sink's ends measured this often while it holds records, and a due batch
+    # reads up to the ends measured then for at most this long (Consistent-Through follows its
+    # own batches, not the next ones; see sinks.specs.SinkParameters). None: 1 s, no wait.
     consistent_progress_s: float | None = Field(default=0.25, gt=0)
 
 

@@ -134,6 +134,12 @@ class SinkConfig:
     # measurement taken while a batch is open can find that batch's records covered by its
     # own commit; measured once a second, most records wait for the next batch's commit.
     busy_progress_interval_s: float | None = None
+    # When a batch falls due by time: measure the partitions' ends then, and keep reading for
+    # up to this long until every assigned partition's position reaches them before closing it
+    # (None: close at once). Its commit then covers every record Kafka acknowledged before it
+    # fell due; closed at once, the records of a transaction still open at that instant (or
+    # not fetched yet) would wait for the next batch's commit to count as written.
+    closing_wait_s: float | None = None
     # On shutdown, how long to keep retrying the last batch before leaving it to replay.
     shutdown_flush_s: float = 20.0
     # Cooperative rebalancing (see module docstring); eager only for compatibility tests.
@@ -234,6 +240,14 @@ def _record_digest(tp: TopicPartition, e: _Entry) -> str:
     h = hashlib.blake2b(digest_size=16)
     _feed_record(h, tp, e)
     return h.hexdigest()
+
+
+@dataclass
+class _Closing:
+    """A due batch reading up to the ends measured when it fell due (SinkConfig.closing_wait_s)."""
+
+    deadline: float
+    ends: dict[TopicPartition, int]
 
 
 @dataclass
@@ -339,6 +353,7 @@ class KafkaClickHouseSink:
         self._failures = 0
         self.progress: dict[TopicPartition, PartitionProgress] = {}
         self._next_progress_at = 0.0
+        self._closing: _Closing | None = None
         self.partitions = 0  # partitions of the topic, from metadata
 
     # -- lifecycle -------------------------------------------------------------------
@@ -386,6 +401,8 @@ class KafkaClickHouseSink:
             return min(0.1, self._retry_at - now)
         if self._job is not None:
             return 0.02
+        if self._closing is not None:
+            return 0.01  # a transaction's commit marker ends no poll: look again soon
         if self._batch:
             return min(0.1, max(0.0, self._batch.opened_at + self.config.max_wait_s - now))
         # Nothing held: records end a poll as soon as they arrive, so block until the
@@ -397,11 +414,40 @@ class KafkaClickHouseSink:
         """Hand a due batch to the writer (committing it at once if written inline), or publish progress."""
         now = self.clock()
         if self._job is None and self._batch and now >= self._retry_at and self._due(now):
-            job = self._start()
-            if job.done.is_set():  # written inline (or very fast): commit now
-                self._complete(job)
+            if self._may_close(now):
+                job = self._start()
+                if job.done.is_set():  # written inline (or very fast): commit now
+                    self._complete(job)
         elif now >= self._next_progress_at:
             self._publish_progress()
+
+    def _may_close(self, now: float) -> bool:
+        """Whether the due batch closes now: at once, or (``closing_wait_s``, due by time, and
+        what is left to read fits in it) once it has read up to the ends measured when it fell
+        due, or when the wait is over (a transaction left open stays below its end)."""
+        wait = self.config.closing_wait_s
+        if wait is None or self._batch.units >= self.config.max_rows:
+            return True
+        if self._closing is None:
+            ends = self._publish_progress()
+            if not ends or self._to_read(ends) > self.config.max_rows - self._batch.units:
+                return True
+            self._closing = _Closing(now + wait, ends)
+        if now < self._closing.deadline and self._to_read(self._closing.ends) > 0:
+            return False
+        self._closing = None
+        return True
+
+    def _to_read(self, ends: dict[TopicPartition, int]) -> int:
+        """Offsets between the assigned partitions' positions and ``ends`` (markers included)."""
+        assigned = self.consumer.assignment()
+        return sum(max(0, end - self._position(tp, end)) for tp, end in ends.items() if tp in assigned)
+
+    def _position(self, tp: TopicPartition, otherwise: int) -> int:
+        try:
+            return self.consumer.position(tp, timeout_ms=1_000)
+        except KafkaError:
+            return otherwise
 
     def blocked(self, assigned: set[TopicPartition]) -> set[TopicPartition]:
         """While ClickHouse (or Kafka) fails: every partition, so lag grows in Kafka, not in memory."""
@@ -474,11 +520,22 @@ class KafkaClickHouseSink:
     def _start(self) -> _Job:
         """Hand the current batch to the writer (main thread)."""
         self._phase_took("filling", max(0.0, self.clock() - self._batch.opened_at))
+        self._closing = None
+        self._commit_past_markers(self._batch)
         job = _Job(self._batch)
         self._batch = _Batch()
         self._job = job
         self._runner(lambda: self._write(job))
         return job
+
+    def _commit_past_markers(self, b: _Batch) -> None:
+        """Commit up to the consumer's position, as Kafka's own clients do: every record it
+        returned is in this batch, and a read_committed position also passes the transaction
+        markers (and aborted records) after them, which the last record + 1 would leave behind."""
+        assigned = self.consumer.assignment()
+        for tp, part in b.parts.items():
+            if tp in assigned:
+                part.next_offset = max(part.next_offset, self._position(tp, part.next_offset))
 
     def _write(self, job: _Job) -> None:
         b = job.batch
@@ -689,8 +746,9 @@ class KafkaClickHouseSink:
         if busy is not None:
             self._next_progress_at = min(self._next_progress_at, now + busy)
 
-    def _publish_progress(self) -> None:
+    def _publish_progress(self) -> dict[TopicPartition, int] | None:
         """Measure how far each assigned partition is caught up; hand progress to the hook.
+        The ends measured (None: not measured).
 
         A partition is caught up to wall time W once its committed offset reaches the high
         watermark Kafka reported when asked at W (W taken *before* asking; not the last stable
@@ -706,7 +764,7 @@ class KafkaClickHouseSink:
         busy = set(self._batch.parts) | (set(self._job.batch.parts) if self._job is not None else set())
         assigned = list(self.consumer.assignment())
         if not assigned:
-            return
+            return None
         measured_ms = int(time.time() * 1000)
         try:
             ends = self.loop.log_ends(assigned, timeout_ms=5_000)
@@ -730,12 +788,13 @@ class KafkaClickHouseSink:
                     )
         except KafkaError as err:
             log.info("sink %s: progress not measured: %s", self.config.name, err)
-            return
+            return None
         if self.on_progress:
             try:
                 self.on_progress(self, {tp: self.progress[tp] for tp in assigned}, self.partitions)
             except (ClickHouseUnavailable, ClickHouseError) as err:
                 log.info("sink %s: progress not published: %s", self.config.name, err)
+        return {tp: end for tp in assigned if (end := ends.get(tp)) is not None}
 
     # -- rebalances (called on kafka-python's network thread, during poll) -------------
     def revoked(self, partitions: set[TopicPartition]) -> None:
@@ -754,6 +813,7 @@ class KafkaClickHouseSink:
             self.progress.pop(tp, None)
         if partitions:
             b.changed()
+            self._closing = None
 
     def assigned(self, partitions: set[TopicPartition]) -> None:
         """Nothing to prepare: the loop pauses new partitions while the sink is blocked."""

@@ -81,8 +81,9 @@ class SinkParameters:
     # ClickHouse one more small insert and recompute a second. None: max_wait_s.
     rollup_max_wait_s: float | None = 0.5
     # How often the statements sink measures Kafka's ends while it holds records (a
-    # ListOffsets request each): a statement is then covered by its own batch's commit,
-    # not the next one's, in Consistent-Through. None: once a second, as every other sink.
+    # ListOffsets request each), and how long a due batch reads up to the ends measured as it
+    # fell due before it closes: a statement is then covered by its own batch's commit, not
+    # the next one's, in Consistent-Through. None: once a second and no wait, as every other sink.
     consistent_progress_s: float | None = 0.25
     # Consumer groups are "<group_prefix>-<sink name>"; default prefix
     # "<topic prefix>learnpulse-sink". A new prefix replays the topics from their start
@@ -145,6 +146,8 @@ def build_sinks(
             max_rows=params.max_rows,
             max_wait_s=batch_window_s(spec, params),
             busy_progress_interval_s=busy_progress_s(spec, params),
+            # The same bound: how long a due batch reads up to the ends measured as it fell due.
+            closing_wait_s=busy_progress_s(spec, params),
             group_instance_id=f"{params.instance_id}-{name}" if params.instance_id else None,
         )
         sinks.append(

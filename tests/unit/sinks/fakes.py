@@ -54,11 +54,31 @@ class FakeConsumer:
         self.commit_error: Exception | None = None
         self.seeks: list[tuple[TopicPartition, int]] = []
         self.closed = False
+        # Offsets of transaction markers (never returned; a read_committed consumer's
+        # position passes them) and, per partition, where its open transaction starts
+        # (nothing from there on is returned until commit_open()).
+        self.markers: dict[TopicPartition, set[int]] = {tp: set() for tp in self.logs}
+        self.open_from: dict[TopicPartition, int] = {}
 
     def produce(self, partition: int, value: bytes | None, key: bytes | None = None, timestamp: int = 1) -> None:
         tp = TopicPartition(self.topic, partition)
         log = self.logs[tp]
         log.append(Record(self.topic, partition, len(log), timestamp, key, value))
+
+    def marker(self, partition: int) -> None:
+        """A transaction's commit marker: takes an offset, is never returned."""
+        tp = TopicPartition(self.topic, partition)
+        self.markers[tp].add(len(self.logs[tp]))
+        self.produce(partition, None)
+
+    def open_transaction(self, partition: int) -> None:
+        """Records produced from now on stay unreadable until commit_open()."""
+        tp = TopicPartition(self.topic, partition)
+        self.open_from.setdefault(tp, len(self.logs[tp]))
+
+    def commit_open(self, partition: int) -> None:
+        self.open_from.pop(TopicPartition(self.topic, partition), None)
+        self.marker(partition)
 
     # -- the KafkaConsumer surface the sink uses --
     def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Record]]:
@@ -79,10 +99,15 @@ class FakeConsumer:
             if tp in self.paused_set or budget <= 0:
                 continue
             pos = self.positions[tp]
-            msgs = self.logs[tp][pos : pos + budget]
+            stable = self.open_from.get(tp, len(self.logs[tp]))
+            msgs = []
+            while pos < stable and len(msgs) < budget:
+                if pos not in self.markers[tp]:
+                    msgs.append(self.logs[tp][pos])
+                pos += 1
+            self.positions[tp] = pos
             if msgs:
                 out[tp] = msgs
-                self.positions[tp] = pos + len(msgs)
                 budget -= len(msgs)
         return out
 

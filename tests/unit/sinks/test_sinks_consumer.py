@@ -642,3 +642,70 @@ def test_sinks_batch_phases_are_timed_one_observation_per_written_batch():
     h.step()
     assert h.written() == [("a0", "x"), ("a1", "x"), ("a2", "x")]
     assert {p: _phase_count("phased", p) - before[p] for p in phases} == dict.fromkeys(phases, 1.0)
+
+
+def test_sinks_commit_passes_the_transaction_marker_after_the_batchs_records():
+    # A read_committed consumer's position passes the commit marker that follows a
+    # transaction's records (kafka-python skips it); the commit takes the position, as Kafka's
+    # own clients do, not the last record + 1, which leaves the group one offset behind.
+    h = Harness(max_rows=100, max_wait_s=1.0)
+    h.kafka.produce(0, b"a:1")
+    h.kafka.produce(0, b"b:2")
+    h.kafka.marker(0)
+    h.step()
+    h.step(advance=1.1)
+    assert h.written() == [("a", "1"), ("b", "2")]
+    assert h.kafka.committed == {TP0: 3}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def test_sinks_a_due_batch_reads_up_to_the_ends_measured_when_it_fell_due_before_it_closes():
+    # Consistent-Through: the ends measured when the batch falls due are read before it
+    # closes, so its own commit covers every record Kafka acknowledged before that instant;
+    # closed at once, a transaction still open then would wait for the next batch's commit.
+    h = Harness(max_rows=100, max_wait_s=1.0, progress_interval_s=30.0, closing_wait_s=0.25)
+    h.step()
+    h.kafka.produce(0, b"a:1")
+    h.kafka.marker(0)
+    h.kafka.open_transaction(0)
+    h.kafka.produce(0, b"b:2")  # acknowledged by the broker, its transaction not committed yet
+    time.sleep(0.01)
+    acked_ms = _now_ms()
+    time.sleep(0.01)
+    h.step()  # a:1 opens the batch
+    h.step(advance=1.1)  # due: the ends measured (3), only 2 read: the batch stays open
+    assert h.kafka.committed == {} and h.written() == []
+    h.kafka.commit_open(0)
+    h.step()  # b:2 and the marker read: up to the measured end, so the batch closes
+    assert h.written() == [("a", "1"), ("b", "2")]
+    assert h.kafka.committed == {TP0: 4}
+    assert h.progress[-1][0][1] >= acked_ms, "the batch's own commit made the partition caught up past b:2"
+
+
+def test_sinks_the_closing_wait_is_bounded_by_a_transaction_left_open():
+    h = Harness(max_rows=100, max_wait_s=1.0, progress_interval_s=30.0, closing_wait_s=0.25)
+    h.step()
+    h.kafka.produce(0, b"a:1")
+    h.kafka.marker(0)
+    h.kafka.open_transaction(0)  # a producer killed mid-transaction: open until the broker aborts it
+    h.kafka.produce(0, b"b:2")
+    h.step()
+    h.step(advance=1.1)
+    assert h.kafka.committed == {}
+    h.step(advance=0.3)
+    assert h.written() == [("a", "1")] and h.kafka.committed == {TP0: 2}
+
+
+def test_sinks_a_batch_behind_by_more_than_it_can_hold_closes_without_the_wait():
+    h = Harness(max_rows=5, max_wait_s=1.0, progress_interval_s=30.0, closing_wait_s=0.25)
+    h.step()
+    h.kafka.produce(0, b"a:1")
+    h.kafka.open_transaction(0)
+    for i in range(10):
+        h.kafka.produce(0, f"b{i}:x".encode())
+    h.step()
+    h.step(advance=1.1)  # ten records to read before the measured end, room for four: no wait
+    assert h.written() == [("a", "1")] and h.kafka.committed == {TP0: 1}
