@@ -22,7 +22,7 @@ LATEST = T.PROGRESS_LATEST  # see there: ties of `updated` go to the furthest ro
 # Latest row per partition of the sink's newest topic (a renamed topic leaves old rows).
 _PROGRESS_SQL = f"""
 SELECT partition, argMax(partitions, {LATEST}), argMax(caught_up_at, {LATEST}), argMax(newest_received, {LATEST}),
-       argMax(committed_offset, {LATEST}), argMax(end_offset, {LATEST}), max(updated)
+       argMax(committed_offset, {LATEST}), argMax(end_offset, {LATEST}), max(updated), argMax(caught_up_ms, {LATEST})
 FROM {{db}}.sink_progress
 WHERE sink = {{sink:String}}
   AND topic = (SELECT argMax(topic, {LATEST}) FROM {{db}}.sink_progress WHERE sink = {{sink:String}})
@@ -45,8 +45,10 @@ class PartitionProgress:
 def sink_progress(ch: ClickHouse, sink: str = "statements") -> list[PartitionProgress]:
     """The latest published progress of every partition ``sink`` has written."""
     out = []
-    for p, parts, caught, newest, committed, end, updated in ch.query(_PROGRESS_SQL, {"sink": sink}):
-        caught_at, newest_at = _utc(caught), _utc(newest)
+    for p, parts, caught, newest, committed, end, updated, caught_ms in ch.query(_PROGRESS_SQL, {"sink": sink}):
+        # caught_up_ms (migration 0024) where set: caught_up_at keeps whole seconds on 18.16.
+        caught_at = _EPOCH + timedelta(milliseconds=int(caught_ms)) if int(caught_ms) > 0 else _utc(caught)
+        newest_at = _utc(newest)
         out.append(
             PartitionProgress(
                 int(p), int(parts), caught_at if caught_at > _EPOCH else None,

@@ -22,7 +22,8 @@ from .consumer import KafkaClickHouseSink, PartitionProgress
 from .rows import ms_to_datetime
 
 _PREVIOUS_SQL = (
-    f"SELECT partition, argMax(caught_up_at, {T.PROGRESS_LATEST}), argMax(newest_received, {T.PROGRESS_LATEST})"
+    f"SELECT partition, argMax(caught_up_at, {T.PROGRESS_LATEST}), argMax(newest_received, {T.PROGRESS_LATEST}),"
+    f" argMax(caught_up_ms, {T.PROGRESS_LATEST})"
     " FROM {db}.sink_progress"
     " WHERE sink = {sink:String} AND topic = {topic:String} GROUP BY partition"
 )
@@ -44,7 +45,8 @@ class ProgressPublisher:
         key = (sink, topic)
         if key not in self._previous:
             rows = self.engine.query(_PREVIOUS_SQL, {"sink": sink, "topic": topic})
-            self._previous[key] = {int(r[0]): (r[1], r[2]) for r in rows}
+            # caught_up_ms where set (migration 0024; caught_up_at keeps whole seconds on 18.16).
+            self._previous[key] = {int(r[0]): (int(r[3]) if int(r[3]) > 0 else r[1], r[2]) for r in rows}
         return self._previous[key]
 
     def __call__(self, sink: KafkaClickHouseSink, progress: dict[TopicPartition, PartitionProgress], partitions: int):
@@ -76,6 +78,7 @@ class ProgressPublisher:
             row = (
                 name, tp.topic, tp.partition, partitions, p.committed, p.end if p.end is not None else -1,
                 ms_to_datetime(p.caught_up_ms or 0), ms_to_datetime(p.newest_ms), ms_to_datetime(_wall_ms()),
+                p.caught_up_ms or 0,
             )  # fmt: skip
             candidates.append((due, (name, tp), (state, p.caught_up_ms or 0), row))
         # Consistent-Through is the oldest caught_up_at of the topic's partitions, so an
@@ -100,7 +103,9 @@ def _wall_ms() -> int:
 
 
 def _ms(value: Any) -> int:
-    """Epoch ms of a DateTime64 read back (a datetime from the driver, a string from chDB)."""
+    """Epoch ms of a DateTime64 read back (a datetime from the driver, a string from chDB), or ms already."""
+    if isinstance(value, int):
+        return value
     if isinstance(value, datetime):
         if value.tzinfo is not None:
             return int(value.timestamp() * 1000)

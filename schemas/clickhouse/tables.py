@@ -102,13 +102,13 @@ STATEMENTS_CURRENT = "statements_current"
 SINK_PROGRESS = "sink_progress"
 PROGRESS_COLUMNS = (
     "sink", "topic", "partition", "partitions", "committed_offset", "end_offset", "caught_up_at",
-    "newest_received", "updated",
+    "newest_received", "updated", "caught_up_ms",  # migration 0024: caught_up_at in ms on every server
 )  # fmt: skip
 # The version that picks a partition's latest progress row (``argMax(column, PROGRESS_LATEST)``):
 # the newest ``updated``, and of rows written in the same instant (whole seconds on
 # clickhouse-server 18.16; a sink publishes after a commit and again on its interval) the
 # furthest one, not whichever row argMax met first.
-PROGRESS_LATEST = "(updated, committed_offset, caught_up_at)"
+PROGRESS_LATEST = "(updated, committed_offset, caught_up_ms, caught_up_at)"
 FORGOTTEN_LEARNERS = "forgotten_learners"
 FORGOTTEN_COLUMNS = ("learner", "forgotten_at", "reason")
 

@@ -90,3 +90,28 @@ def test_a_caught_up_time_that_now_covers_written_records_is_published_at_once()
     progress[tp].caught_up_ms = 3_000
     publish(sink, progress, 1)
     assert len(engine.inserts) == 3
+
+
+def test_progress_rows_carry_the_caught_up_instant_in_milliseconds():
+    # caught_up_at keeps whole seconds on clickhouse-server 18.16; caught_up_ms (migration 0024) does not.
+    engine = FakeEngine()
+    publish = ProgressPublisher(engine, refresh_s=3600)
+    sink = SimpleNamespace(config=SimpleNamespace(name="statements"))
+    tp = TopicPartition("xapi.statements", 0)
+    publish(sink, {tp: PartitionProgress(committed=5, end=5, caught_up_ms=1_780_000_000_250, newest_ms=900)}, 1)
+    assert engine.inserts[0]["caught_up_ms"] == [1_780_000_000_250]
+
+
+def test_a_restarted_sink_takes_the_previous_runs_caught_up_milliseconds():
+    class Previous(FakeEngine):
+        def query(self, sql, params=None):
+            assert "caught_up_ms" in sql
+            return [(0, "2026-06-01 00:00:00", "2026-06-01 00:00:00", 1_780_000_000_250)]
+
+    engine = Previous()
+    publish = ProgressPublisher(engine, refresh_s=3600)
+    sink = SimpleNamespace(config=SimpleNamespace(name="statements"))
+    tp = TopicPartition("xapi.statements", 0)
+    progress = {tp: PartitionProgress(committed=5, end=9)}  # lagging now: the earlier run's instant stands
+    publish(sink, progress, 1)
+    assert progress[tp].caught_up_ms == 1_780_000_000_250
