@@ -433,8 +433,11 @@ class KafkaClickHouseSink:
             if not ends or self._to_read(ends) > self.config.max_rows - self._batch.units:
                 return True
             self._closing = _Closing(now + wait, ends)
-        if now < self._closing.deadline and self._to_read(self._closing.ends) > 0:
+        behind = self._to_read(self._closing.ends)
+        if now < self._closing.deadline and behind > 0:
             return False
+        # Timed per outcome: a wait cut short leaves that instant to the next batch's commit.
+        self._phase_took("closing" if behind == 0 else "closing_cut", max(0.0, now - self._closing.deadline + wait))
         self._closing = None
         return True
 

@@ -679,7 +679,9 @@ def test_sinks_a_due_batch_reads_up_to_the_ends_measured_when_it_fell_due_before
     h.step(advance=1.1)  # due: the ends measured (3), only 2 read: the batch stays open
     assert h.kafka.committed == {} and h.written() == []
     h.kafka.commit_open(0)
+    reached, cut = _phase_count("test", "closing"), _phase_count("test", "closing_cut")
     h.step()  # b:2 and the marker read: up to the measured end, so the batch closes
+    assert (_phase_count("test", "closing") - reached, _phase_count("test", "closing_cut") - cut) == (1, 0)
     assert h.written() == [("a", "1"), ("b", "2")]
     assert h.kafka.committed == {TP0: 4}
     assert h.progress[-1][0][1] >= acked_ms, "the batch's own commit made the partition caught up past b:2"
@@ -695,8 +697,10 @@ def test_sinks_the_closing_wait_is_bounded_by_a_transaction_left_open():
     h.step()
     h.step(advance=1.1)
     assert h.kafka.committed == {}
+    cut = _phase_count("test", "closing_cut")
     h.step(advance=0.3)
     assert h.written() == [("a", "1")] and h.kafka.committed == {TP0: 2}
+    assert _phase_count("test", "closing_cut") - cut == 1
 
 
 def test_sinks_a_batch_behind_by_more_than_it_can_hold_closes_without_the_wait():
