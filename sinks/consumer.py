@@ -65,6 +65,7 @@ from schemas.errors import InvalidStatement
 
 from .errors import DeadLetterUndelivered, SinkMisconfigured
 from .gcpause import collector_paused
+from .inserts import TableInserts
 from .kafkaloop import ConsumerFactory, EndsFactory, KafkaLoop, LoopConfig, Pending, ProducerFactory
 
 log = logging.getLogger("learnpulse.sink")
@@ -117,6 +118,9 @@ class SinkConfig:
     deadletter_topic: str
     # Insert order; the first table's rows count towards max_rows.
     tables: tuple[str, ...]
+    # Tables whose inserts may run at the same time as their neighbours in this set (over the
+    # sink's extra connections, sinks/inserts.py); the others keep their place in the order.
+    side_by_side: tuple[str, ...] = ()
     max_rows: int = 20_000
     max_wait_s: float = 1.0
     max_poll_records: int = 2_000
@@ -317,8 +321,10 @@ class KafkaClickHouseSink:
         producer_factory: ProducerFactory | None = None,
         runner: Runner | None = None,
         owns_engine: bool = False,
+        extra_engines: Sequence[ClickHouse] = (),
     ) -> None:
-        """``owns_engine``: ``engine`` is this sink's own connection, closed when it stops."""
+        """``owns_engine``: ``engine`` is this sink's own connection, closed when it stops.
+        ``extra_engines``: more connections of its own, for the side-by-side tables (closed too)."""
         missing = [t for t in config.tables if t not in columns]
         if missing:
             raise ValueError(f"no column list for tables {missing}")
@@ -329,6 +335,7 @@ class KafkaClickHouseSink:
         self._owns_engine = owns_engine
         self.to_rows = to_rows
         self.columns = columns
+        self.inserts = TableInserts(config.name, engine, columns, config.tables, config.side_by_side, extra_engines)
         self.after_insert = tuple(after_insert)
         self.row_filter = row_filter
         # Rows not to insert (already in ClickHouse) that the after-insert steps still see.
@@ -362,6 +369,7 @@ class KafkaClickHouseSink:
         try:
             self.loop.run(stop)
         finally:
+            self.inserts.close()
             if self._owns_engine:
                 self.engine.close()
 
@@ -592,36 +600,13 @@ class KafkaClickHouseSink:
         return self.insert_filter(rows) if self.insert_filter else rows
 
     def _order(self, rows: Rows) -> list[str]:
-        """Insert order: the configured tables, then any other table the builder filled."""
-        return list(self.config.tables) + sorted(t for t in rows if t not in self.config.tables)
+        return self.inserts.order(rows)
 
     def _insert_all(self, b: _Batch, rows: Rows) -> None:
-        for table in self._order(rows):
-            if table in b.inserted:
-                continue
-            data = rows.get(table) or []
-            if data and table in b.uncertain and self.retry_filter is not None:
-                data = self.retry_filter(table, data)
-            if data:
-                try:
-                    self._insert(table, data, b.digest())
-                except ClickHouseUnavailable:
-                    b.uncertain.add(table)  # it may have been written all the same
-                    raise
-            b.inserted.add(table)
-            b.uncertain.discard(table)
+        self.inserts.insert_all(rows, b.digest(), b.inserted, b.uncertain, self.retry_filter)
 
     def _insert(self, table: str, rows: list[tuple[Any, ...]], content: str) -> None:
-        """Insert ``rows``; ``content`` (the digest of the records they came from) makes the
-        deduplication token, so a retry of an insert whose outcome was unknown adds nothing
-        (a replay in other batch boundaries gets other tokens: the table keys collapse it)."""
-        columns = self.columns[table]
-        token = f"{self.config.name}:{table}:{len(rows)}:{content}"
-        started = time.perf_counter()
-        self.engine.insert(f"{self.engine.database}.{table}", columns, [list(c) for c in zip(*rows)], token)
-        metrics.INSERT_SECONDS.labels(table).observe(time.perf_counter() - started)
-        metrics.BATCH_ROWS.labels(table).observe(len(rows))
-        metrics.ROWS_WRITTEN.labels(table).inc(len(rows))
+        self.inserts.insert(table, rows, content)
 
     def _isolate(self, b: _Batch) -> None:
         """Insert record by record; dead-letter the records ClickHouse rejects."""

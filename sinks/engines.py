@@ -627,6 +627,12 @@ def connection_of_its_own(engine: ClickHouse) -> tuple[ClickHouse, bool]:
     return engine, False
 
 
+def more_connections(engine: ClickHouse, n: int) -> tuple[ClickHouse, ...]:
+    """``n`` more connections to ``engine``'s server, for work side by side (the caller closes
+    them). chDB: none (one session per process, serialized anyway)."""
+    return tuple(engine.sibling() for _ in range(n)) if isinstance(engine, ServerEngine) else ()
+
+
 def _first_line(err: Exception) -> str:
     # Old servers append a long stack trace to the message.
     return str(err).split("Stack trace", 1)[0].strip()

@@ -16,7 +16,7 @@ from schemas.topics import Topic
 
 from .consumer import AfterInsert, KafkaClickHouseSink, RowFilter, Rows, SinkConfig
 from .copies import FirstCopyFilter
-from .engines import connection_of_its_own
+from .engines import connection_of_its_own, more_connections
 from .forget import ForgottenFilter
 from .hourly import ReplicatedHourlyRecompute, recompute_touched_hours
 from .lrs_rows import LRS_STATEMENT_IDS
@@ -39,11 +39,15 @@ class SinkSpec:
     # Its progress is the LRS's X-Experience-API-Consistent-Through (reporting/progress.py):
     # ends measured every SinkParameters.consistent_progress_s while it holds records.
     consistent_through: bool = False
+    # Tables inserted side by side over this many more connections on a server (sinks/inserts.py).
+    side_by_side: tuple[str, ...] = ()
+    more_connections: int = 0
 
 
 # statements_raw first: the first table's rows count towards the batch size, and the LRS
 # read index (reporting/lrs.py) expects the JSON to be there when an id is indexed.
 # lrs_statement_ids last: a statement found there is written whole (sinks/copies.py).
+# The tables between them promise nothing to each other: side by side on a server.
 _LRS_BUT_IDS = tuple(t for t in LRS_COLUMNS if t != LRS_STATEMENT_IDS)
 SPECS: dict[str, SinkSpec] = {
     s.name: s
@@ -56,6 +60,9 @@ SPECS: dict[str, SinkSpec] = {
             (mark_voided, recompute_touched),
             first_copy_only=True,
             consistent_through=True,
+            # Between the fixed ends, no table's rows promise anything about another's.
+            side_by_side=(*_LRS_BUT_IDS, T.STATEMENTS, T.STATEMENT_VOIDS, T.LEARNER_NAMES),
+            more_connections=2,
         ),
         # engagement_hourly from the rows just written (sinks/hourly.py).
         SinkSpec("engagement", Topic.ENGAGEMENT, (T.ENGAGEMENT,), (recompute_touched_hours,), dashboard_rollup=True),
@@ -143,6 +150,7 @@ def build_sinks(
             group_id=f"{params.group_id or params.topic_prefix + 'learnpulse-sink'}-{name}",
             deadletter_topic=Topic.DEADLETTER.physical(params.topic_prefix),
             tables=spec.tables,
+            side_by_side=spec.side_by_side,
             max_rows=params.max_rows,
             max_wait_s=batch_window_s(spec, params),
             busy_progress_interval_s=busy_progress_s(spec, params),
@@ -162,6 +170,7 @@ def build_sinks(
                 retry_filter=first_copy.not_in_table if first_copy is not None else None,
                 on_progress=progress,
                 owns_engine=owned,
+                extra_engines=more_connections(own, spec.more_connections) if spec.side_by_side else (),
             )
         )
     return sinks

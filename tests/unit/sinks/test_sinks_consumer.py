@@ -34,9 +34,10 @@ def to_rows(raw: bytes | None):
 
 class Harness:
     def __init__(self, partitions: int = 2, cooperative: bool = True, runner=None, ends_factory=None,
-                 owns_engine: bool = False, name: str = "test", after_insert=(), **config):  # fmt: skip
+                 owns_engine: bool = False, name: str = "test", after_insert=(), engine=None, tables=("t",),
+                 columns=None, rows=to_rows, extra_engines=(), **config):  # fmt: skip
         self.clock = Clock()
-        self.engine = FakeEngine()
+        self.engine = engine or FakeEngine()
         self.producer = FakeProducer()
         self.progress: list[dict] = []
         defaults = {
@@ -49,7 +50,7 @@ class Harness:
         defaults.update(config)
         self.config = SinkConfig(
             name=name, bootstrap="unused", topic=TOPIC, group_id="g", deadletter_topic="t.xapi.deadletter",
-            tables=("t",), cooperative=cooperative, **defaults,
+            tables=tables, cooperative=cooperative, **defaults,
         )  # fmt: skip
         self.consumer: FakeConsumer | None = None
 
@@ -58,13 +59,13 @@ class Harness:
             return self.consumer
 
         self.sink = KafkaClickHouseSink(
-            self.config, self.engine, to_rows, {"t": ("k", "v")},
+            self.config, self.engine, rows, columns or {"t": ("k", "v")},
             on_progress=lambda _s, prog, n: self.progress.append({tp.partition: (p.committed, p.caught_up_ms) for tp, p in prog.items()}),
             clock=self.clock, consumer_factory=consumer_factory, producer_factory=lambda _c: self.producer,
             # The fake log has no open transactions: its end is its high watermark.
             ends_factory=ends_factory or (lambda _c: self.kafka),
             runner=runner or (lambda fn: fn()),  # inline writer: each step is deterministic
-            owns_engine=owns_engine, after_insert=after_insert,
+            owns_engine=owns_engine, after_insert=after_insert, extra_engines=extra_engines,
         )  # fmt: skip
         self.loop = self.sink.loop
         self.loop.start()
@@ -169,9 +170,7 @@ def test_sinks_tokens_follow_content_not_offsets_alone():
     for i in range(3):
         h.kafka.produce(0, f"old{i}:v".encode())
     h.step()
-    again = Harness()
-    again.engine = h.engine
-    again.sink.engine = h.engine
+    again = Harness(engine=h.engine)
     for i in range(3):
         again.kafka.produce(0, f"new{i}:v".encode())
     again.step()
@@ -194,15 +193,11 @@ def test_sinks_backoff_grows_and_is_capped():
 
 
 def test_sinks_failed_second_table_retries_only_that_table():
-    h = Harness()
-
     def two_tables(raw):
         k, v = raw.decode().split(":")
         return {"t": [(k, v)], "u": [(k,)]}
 
-    h.sink.to_rows = two_tables
-    h.sink.columns = {"t": ("k", "v"), "u": ("k",)}
-    h.sink.config = SinkConfig(**{**h.config.__dict__, "tables": ("t", "u")})
+    h = Harness(tables=("t", "u"), columns={"t": ("k", "v"), "u": ("k",)}, rows=two_tables)
     original = h.engine.insert
     calls = {"u": 0}
 
@@ -456,10 +451,7 @@ class GatedEngine(FakeEngine):
 
 
 def _threaded(engine: FakeEngine, **config) -> Harness:
-    h = Harness(runner=lambda fn: threading.Thread(target=fn, daemon=True).start(), **config)
-    h.engine = engine
-    h.sink.engine = engine
-    return h
+    return Harness(runner=lambda fn: threading.Thread(target=fn, daemon=True).start(), engine=engine, **config)
 
 
 def _until(h: Harness, predicate, steps: int = 400, advance: float = 0.05) -> None:
