@@ -17,9 +17,9 @@ written again, and the batch's error is raised once the whole wave has ended.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from schemas import metrics
@@ -40,7 +40,6 @@ class TableInserts:
         self.tables = tuple(tables)
         self.side_by_side = frozenset(side_by_side)
         self.extra = tuple(extra)
-        self._pool = ThreadPoolExecutor(len(self.extra), f"sink-{sink}-inserts") if self.extra else None
 
     def order(self, rows: Rows) -> list[str]:
         """Insert order: the configured tables, then any other table the builder filled."""
@@ -104,32 +103,38 @@ class TableInserts:
         connection takes its share in order and stops at its first failure (the tables after
         it are not tried). The tables written, and the failures per table."""
         tables = list(todo)
-        engines = [self.engine, *self.extra][: max(1, len(tables))] if self._pool else [self.engine]
+        engines = [self.engine, *self.extra][: max(1, len(tables))]
         shares = [tables[i :: len(engines)] for i in range(len(engines))]
         written: list[list[str]] = [[] for _ in engines]
         failed: dict[str, ClickHouseUnavailable | ClickHouseError] = {}
+        crashed: list[BaseException] = []
 
         def run(i: int) -> None:
-            for table in shares[i]:
-                try:
-                    self.insert(table, todo[table], content, engines[i])
-                except (ClickHouseUnavailable, ClickHouseError) as err:
-                    failed[table] = err
-                    return
-                written[i].append(table)
+            try:
+                for table in shares[i]:
+                    try:
+                        self.insert(table, todo[table], content, engines[i])
+                    except (ClickHouseUnavailable, ClickHouseError) as err:
+                        failed[table] = err
+                        return
+                    written[i].append(table)
+            except BaseException as err:  # noqa: BLE001 - raised on the caller's thread below
+                crashed.append(err)
 
-        others = [self._pool.submit(run, i) for i in range(1, len(engines))] if self._pool else []
-        try:
-            run(0)
-        finally:
-            for future in others:
-                future.result()  # the whole wave ends first; re-raises anything else it met
+        # Daemon threads, as the sink's writer: an insert hung at shutdown never holds the process.
+        others = [threading.Thread(target=run, args=(i,), name=f"sink-{self.sink}-insert-{i}", daemon=True)
+                  for i in range(1, len(engines))]  # fmt: skip
+        for thread in others:
+            thread.start()
+        run(0)
+        for thread in others:
+            thread.join()  # the whole wave ends before anything after it
+        if crashed:
+            raise crashed[0]
         return [t for share in written for t in share], failed
 
     def close(self) -> None:
-        """Stop the wave threads and close the extra connections (this object's own)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        """Close the extra connections (this object's own)."""
         for engine in self.extra:
             engine.close()
 

@@ -97,3 +97,16 @@ def test_a_failed_table_of_a_wave_is_uncertain_the_others_written_and_the_retry_
     ins.close()
     assert [t for kind, t in log if kind == "start"] == ["b", "ids"]
     assert retried == ["b"] and inserted == set(TABLES) and uncertain == set()
+
+
+def test_a_connection_failing_otherwise_ends_the_wave_with_its_error_and_nothing_after_it():
+    class Broken(Recorded):
+        def insert(self, table, columns, data, dedup_token=None) -> int:
+            raise TypeError("a driver fault")
+
+    log: list = []
+    ins = _inserts(Recorded(log), extra=(Broken(log),))
+    inserted: set[str] = set()
+    with pytest.raises(TypeError):
+        ins.insert_all(ROWS, "digest", inserted, set(), None)
+    assert "b" not in inserted and ("start", "ids") not in log
