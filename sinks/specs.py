@@ -60,7 +60,6 @@ SPECS: dict[str, SinkSpec] = {
             (mark_voided, recompute_touched),
             first_copy_only=True,
             consistent_through=True,
-            # Between the fixed ends, no table's rows promise anything about another's.
             side_by_side=(*_LRS_BUT_IDS, T.STATEMENTS, T.STATEMENT_VOIDS, T.LEARNER_NAMES),
             more_connections=2,
         ),
