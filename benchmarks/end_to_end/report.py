@@ -156,8 +156,8 @@ def machine_lines(steps: list[StepResult]) -> list[str]:
                    + f"{max(0.0, machine - sum(per)):>15.2f}")  # fmt: skip
     disks = [s for s in measured if s.disks is not None]
     if disks:
-        out += ["", "the machine's disks over each step's load (every process's writes; syncs: the index's, Kafka's, "
-                "ClickHouse's):"]  # fmt: skip
+        # Whole-machine counters: they cannot say which process wrote or synced.
+        out += ["", "the machine's disks over each step's load (every process's writes and syncs together):"]
         out += [f"{s.rate:>9,.0f}  {disk_summary(s.disks, s.measured_s)}" for s in disks]
     return out
 
