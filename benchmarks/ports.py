@@ -53,8 +53,12 @@ def free_port_block(n: int) -> int:
     """The first of ``n`` consecutive loopback ports that are free now and not handed out before."""
     low, top = _port_range()
     top -= n
-    for _ in range(2000):
-        base = random.randrange(low, top)
+    # Every start tried once, in random order: a long run leaves the ports it handed out
+    # (single ones among the blocks) scattered over the slice, and a bounded number of random
+    # draws then missed the free blocks that were left.
+    starts = list(range(low, top))
+    random.shuffle(starts)
+    for base in starts:
         block = range(base, base + n)
         if not any(p in _GIVEN_PORTS for p in block) and all(_bindable(p) for p in block):
             _GIVEN_PORTS.update(dict.fromkeys(block))
