@@ -334,7 +334,6 @@ class KafkaClickHouseSink:
         self.engine = engine
         self._owns_engine = owns_engine
         self.to_rows = to_rows
-        self.columns = columns
         self.inserts = TableInserts(config.name, engine, columns, config.tables, config.side_by_side, extra_engines)
         self.after_insert = tuple(after_insert)
         self.row_filter = row_filter
@@ -555,10 +554,11 @@ class KafkaClickHouseSink:
             # is never blamed on the records.
             started = time.perf_counter()
             rows = self._gather(b)
-            to_insert = self._to_insert(rows)
-            started = self._phase_since("rows", started)
             try:
-                self._insert_all(b, to_insert)
+                # Inside: the first-copy look-up queries ClickHouse; its errors are handled as the inserts'.
+                to_insert = self._to_insert(rows)
+                started = self._phase_since("rows", started)
+                self.inserts.insert_all(to_insert, b.digest(), b.inserted, b.uncertain, self.retry_filter)
             except ClickHouseError as err:
                 if err.code in MISCONFIGURED_CODES:
                     raise SinkMisconfigured(f"sink {self.config.name}: {err}") from err
@@ -599,15 +599,6 @@ class KafkaClickHouseSink:
     def _to_insert(self, rows: Rows) -> Rows:
         return self.insert_filter(rows) if self.insert_filter else rows
 
-    def _order(self, rows: Rows) -> list[str]:
-        return self.inserts.order(rows)
-
-    def _insert_all(self, b: _Batch, rows: Rows) -> None:
-        self.inserts.insert_all(rows, b.digest(), b.inserted, b.uncertain, self.retry_filter)
-
-    def _insert(self, table: str, rows: list[tuple[Any, ...]], content: str) -> None:
-        self.inserts.insert(table, rows, content)
-
     def _isolate(self, b: _Batch) -> None:
         """Insert record by record; dead-letter the records ClickHouse rejects."""
         for tp in sorted(b.parts):
@@ -616,15 +607,15 @@ class KafkaClickHouseSink:
                     continue
                 rows = self._to_insert(self.row_filter(e.rows) if self.row_filter else e.rows)
                 try:
-                    for table in self._order(rows):
+                    for table in self.inserts.order(rows):
                         if rows.get(table):
-                            self._insert(table, rows[table], _record_digest(tp, e))
+                            self.inserts.insert(table, rows[table], _record_digest(tp, e))
                 except ClickHouseError as err:
                     if err.code in MISCONFIGURED_CODES:
                         raise SinkMisconfigured(f"sink {self.config.name}: {err}") from err
                     self._deadletter(b, tp, e.offset, e.key, e.value, "clickhouse.rejected", str(err))
                     e.rows = None
-        b.inserted.update(self._order(self._gather(b)))
+        b.inserted.update(self.inserts.order(self._gather(b)))
 
     # -- after the writer (main thread) ------------------------------------------------
     def _complete(self, job: _Job) -> None:
