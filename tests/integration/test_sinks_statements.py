@@ -578,7 +578,7 @@ def test_sinks_commit_reaches_the_partition_end_past_a_transactions_marker(setti
                 producer.send(topic, partition=1, key=learner_of(settings, who).encode(),
                               value=envelope(settings, "s-1", who, [s]))  # fmt: skip
             producer.commit_transaction()
-            wait_committed(settings, sinks, "statements", timeout=60)
+            wait_committed(settings, sinks, "statements")
             count = "SELECT count() FROM {db}.statements FINAL WHERE statement_id = {id:UUID}"
             assert [scalar(ch, count, {"id": s["id"]}) for s in statements] == [1, 1, 1]
         finally:
