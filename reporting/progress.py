@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from schemas.clickhouse import tables as T
 from schemas.clickhouse.engine import ClickHouse
+from schemas.clickhouse.progress import caught_up_ms, read_ms
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -46,8 +47,7 @@ def sink_progress(ch: ClickHouse, sink: str = "statements") -> list[PartitionPro
     """The latest published progress of every partition ``sink`` has written."""
     out = []
     for p, parts, caught, newest, committed, end, updated, caught_ms in ch.query(_PROGRESS_SQL, {"sink": sink}):
-        # caught_up_ms (migration 0024) where set: caught_up_at keeps whole seconds on 18.16.
-        caught_at = _EPOCH + timedelta(milliseconds=int(caught_ms)) if int(caught_ms) > 0 else _utc(caught)
+        caught_at = _utc(caught_up_ms(caught_ms, caught))
         newest_at = _utc(newest)
         out.append(
             PartitionProgress(
@@ -89,10 +89,5 @@ def freshness_seconds(ch: ClickHouse, sink: str = "statements", now: datetime | 
 
 
 def _utc(value: object) -> datetime:
-    """A DateTime64 as read back (datetime from the driver, text from chDB) → aware UTC."""
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    text = str(value).replace("T", " ")
-    base, _, frac = text.partition(".")
-    dt = datetime.strptime(base[:19], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
-    return dt + timedelta(milliseconds=int((frac + "000")[:3])) if frac else dt
+    """A DateTime64 as read back (see ``read_ms``), or epoch ms, → aware UTC."""
+    return _EPOCH + timedelta(milliseconds=read_ms(value))

@@ -10,13 +10,13 @@ partition's row is written, the sink's other partitions' rows go with it.
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Any
 
 from kafka import TopicPartition
 
 from schemas.clickhouse import tables as T
 from schemas.clickhouse.engine import ClickHouse
+from schemas.clickhouse.progress import caught_up_ms, read_ms
 
 from .consumer import KafkaClickHouseSink, PartitionProgress
 from .rows import ms_to_datetime
@@ -38,15 +38,14 @@ class ProgressPublisher:
         # Shared by the sinks of one process (each its own topic): keyed by sink and topic.
         # (committed, newest) of the last row written, when, and its caught_up_at (ms).
         self._written: dict[tuple[str, TopicPartition], tuple[tuple[Any, ...], float, int]] = {}
-        self._previous: dict[tuple[str, str], dict[int, tuple[Any, Any]]] = {}
+        self._previous: dict[tuple[str, str], dict[int, tuple[int, int]]] = {}
 
-    def _load_previous(self, sink: str, topic: str) -> dict[int, tuple[Any, Any]]:
-        # What an earlier run published: a partition lagging now was still caught up then.
+    def _load_previous(self, sink: str, topic: str) -> dict[int, tuple[int, int]]:
+        # What an earlier run published (epoch ms): a partition lagging now was still caught up then.
         key = (sink, topic)
         if key not in self._previous:
             rows = self.engine.query(_PREVIOUS_SQL, {"sink": sink, "topic": topic})
-            # caught_up_ms where set (migration 0024; caught_up_at keeps whole seconds on 18.16).
-            self._previous[key] = {int(r[0]): (int(r[3]) if int(r[3]) > 0 else r[1], r[2]) for r in rows}
+            self._previous[key] = {int(r[0]): (caught_up_ms(r[3], r[1]), read_ms(r[2])) for r in rows}
         return self._previous[key]
 
     def __call__(self, sink: KafkaClickHouseSink, progress: dict[TopicPartition, PartitionProgress], partitions: int):
@@ -59,8 +58,7 @@ class ProgressPublisher:
             if p.caught_up_ms is None or not p.newest_ms:
                 previous = self._load_previous(name, tp.topic).get(tp.partition)
                 if previous is not None:
-                    caught, newest = previous
-                    caught_ms, newest_ms = _ms(caught), _ms(newest)
+                    caught_ms, newest_ms = previous
                     if p.caught_up_ms is None and caught_ms > 0:
                         p.caught_up_ms = caught_ms
                     if not p.newest_ms and newest_ms > 0:
@@ -100,18 +98,3 @@ def _covers_more(published_ms: int, caught_up_ms: int | None, newest_ms: int) ->
 
 def _wall_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _ms(value: Any) -> int:
-    """Epoch ms of a DateTime64 read back (a datetime from the driver, a string from chDB), or ms already."""
-    if isinstance(value, int):
-        return value
-    if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            return int(value.timestamp() * 1000)
-        return int((value - datetime(1970, 1, 1)).total_seconds() * 1000)
-    text = str(value).replace("T", " ")
-    base, _, frac = text.partition(".")
-    dt = datetime.strptime(base[:19], "%Y-%m-%d %H:%M:%S")
-    ms = int((dt - datetime(1970, 1, 1)).total_seconds() * 1000)
-    return ms + (int((frac + "000")[:3]) if frac else 0)
