@@ -488,6 +488,14 @@ class ServerEngine:
         return ServerEngine(**self._connection_args, database=database, connect_timeout=self._connect_timeout,
                             alt_hosts=self._alt_hosts, session_settings=session_settings)  # fmt: skip
 
+    def at(self, host: str, port: int) -> ServerEngine:
+        """A connection to another server of our cluster (``host``:``port``, native protocol) with
+        this one's credentials, timeouts and database (the local one: an all-shards database's
+        tables are Distributed, and DDL run once per shard is for the tables behind them)."""
+        a = self._connection_args
+        return ServerEngine(host, port, a["user"], a["password"], local_database(self.database),
+                            connect_timeout=self._connect_timeout)  # fmt: skip
+
     def answers_at(self, host: str, port: int, timeout: float = 3) -> bool:
         """Whether the server at ``host``:``port`` (another replica of our cluster) takes this
         connection's credentials and answers ``SELECT 1`` within ``timeout`` seconds."""

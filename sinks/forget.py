@@ -37,8 +37,9 @@ Order of an erasure (:func:`forget_learners`):
 On a cluster of several shards the engine's database is the all-shards one
 (``schemas/clickhouse/cluster.py``): every read and count above goes across shards, the
 ledger insert and the rollup rebuild are routed to the shard of their school, and every
-``ALTER`` runs on the local tables ``ON CLUSTER`` (each shard erases its rows); the wait
-for mutations looks at every shard.
+``ALTER`` runs on the local tables of one replica of every shard (each shard erases its
+rows; its other replicas follow through replication); the wait for mutations looks at every
+shard.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from typing import Any
 from schemas.clickhouse import tables as T
 from schemas.clickhouse.cluster import local_database
 from schemas.clickhouse.engine import ClickHouse
+from schemas.clickhouse.replicas import once_per_shard
 from schemas.clickhouse.rollups import GROUP_OF_STATEMENT, rebuild_sql
 
 from .hourly import (
@@ -192,14 +194,18 @@ _ALTER_TABLE = re.compile(r"^ALTER TABLE (?:\{db\}|\w+)\.(\w+) ")
 
 def _alter(ch: ClickHouse, sql: str, params: dict[str, Any]) -> None:
     """Run ``ALTER TABLE {db}.<table> …``: on the tables themselves, or, across shards, on
-    the local tables of every shard (``ON CLUSTER``; a Distributed table takes no mutation)."""
+    the local tables of one replica of every shard (a Distributed table takes no mutation;
+    the shard's other replicas apply it through replication, as for the migrations' ALTERs:
+    ``ON CLUSTER`` would take 18.16's racy lock, schemas/clickhouse/cluster.py)."""
     cluster = _cluster_of(ch)
-    if cluster is not None:
-        m = _ALTER_TABLE.match(sql)
-        if m is None:
-            raise ValueError(f"not an ALTER TABLE of one table: {sql[:60]!r}")
-        sql = f"ALTER TABLE {local_database(ch.database)}.{m.group(1)} ON CLUSTER {cluster} " + sql[m.end():]
-    ch.execute(sql, params)
+    if cluster is None:
+        ch.execute(sql, params)
+        return
+    m = _ALTER_TABLE.match(sql)
+    if m is None:
+        raise ValueError(f"not an ALTER TABLE of one table: {sql[:60]!r}")
+    local = f"ALTER TABLE {local_database(ch.database)}.{m.group(1)} " + sql[m.end():]
+    once_per_shard(ch, cluster, lambda engine: engine.execute(local, params), ch.at)  # type: ignore[attr-defined]
 
 
 def _tables(ch: ClickHouse) -> dict[str, tuple[str, ...]]:

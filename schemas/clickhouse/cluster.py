@@ -15,10 +15,14 @@ servers:
 - ``{shard}`` and ``{replica}`` are each server's ``<macros>``; ZooKeeper (or Keeper)
   keeps the replication log and the hashes of the last inserted blocks, so a block a
   sink retries against another replica is dropped there (block deduplication);
-- views, materialized views (on the local tables), ``ALTER`` and ``DROP`` run
-  ``ON CLUSTER``; after a column change the Distributed table is created again from the
-  local one (it holds no data: sinks write the local tables; and 18.16 refuses an
-  ``ALTER … ON CLUSTER`` of a table that is not replicated on a replicated shard);
+- views, materialized views (on the local tables) and ``DROP`` run ``ON CLUSTER``;
+  ``ALTER`` of a (replicated) local table runs without it, once in every shard
+  (:class:`OncePerShard`): replication carries it to the shard's other replicas, which is
+  also all ``ON CLUSTER`` does for a replicated table, through a lock in ZooKeeper whose
+  race in 18.16 (fixed in 19.1.6) stops the distributed-DDL worker of the replica that
+  loses it for good, so every later ``ON CLUSTER`` statement waits for it, then fails.
+  After a column change the Distributed table is created again from the local one (it
+  holds no data: sinks write the local tables);
 - ``non_replicated_deduplication_window`` (0001, 0016) is left out: a replicated table
   keeps the hashes of its last blocks in ZooKeeper/Keeper by default
   (``replicated_deduplication_window``), which is what makes a retry on another replica
@@ -68,6 +72,11 @@ _WINDOW_IN_SETTINGS = (
 )
 
 
+class OncePerShard(str):
+    """A statement to run on one replica of every shard, without ``ON CLUSTER``: an ``ALTER``
+    of a replicated table, which the shard's replicas then apply from ZooKeeper/Keeper."""
+
+
 def distributed_name(table: str) -> str:
     """The Distributed table that reads ``table`` on every shard."""
     return table + DISTRIBUTED_SUFFIX
@@ -107,7 +116,7 @@ def clusterize(sql: str, cluster: str) -> list[str]:
         head, database, table, rest = m.groups()
         if _SETS_NON_REPLICATED_WINDOW.match(rest):
             return []
-        out = [f"{head}{database}.{table}{on}{rest}"]
+        out: list[str] = [OncePerShard(f"{head}{database}.{table}{rest}")]
         if _COLUMN_CHANGE.match(rest):
             key = sharding_keys()[table]
             out.append(f"DROP TABLE IF EXISTS {database}.{distributed_name(table)}{on}")

@@ -30,11 +30,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .cluster import clusterize, local_database
+from .cluster import OncePerShard, clusterize, local_database
 from .ddl import render
 from .engine import ALREADY_EXISTS_CODES, ClickHouse, ClickHouseError
 from .migrations import Migration, all_migrations
-from .replicas import ReplicasUnreachable, require_replicas  # noqa: F401 - ReplicasUnreachable: raised by migrate
+# ReplicasUnreachable: raised by migrate (callers import it from here).
+from .replicas import ReplicasUnreachable, once_per_shard, require_replicas  # noqa: F401
 
 LEDGER = "schema_migrations"
 _LEDGER_DDL = """
@@ -98,7 +99,8 @@ def recorded(ch: ClickHouse) -> dict[str, str]:
 def forward_statements(sql: str, version: tuple[int, ...], database: str, cluster: str | None) -> list[str]:
     """One forward statement as run on this server: in its cluster form when ``cluster`` is set."""
     single = [sql] if not cluster else clusterize(sql, cluster)
-    return [render(s, version, database) for s in single]
+    return [OncePerShard(render(s, version, database)) if isinstance(s, OncePerShard) else render(s, version, database)
+            for s in single]  # fmt: skip
 
 
 def schema_sql(version: tuple[int, ...], database: str, cluster: str | None) -> list[str]:
@@ -114,8 +116,23 @@ def schema_sql(version: tuple[int, ...], database: str, cluster: str | None) -> 
 
 
 def sql_script(statements: list[str]) -> str:
-    """Statements as one script for ``clickhouse-client --multiquery``: each dedented, ended by ``;``."""
-    return "".join(textwrap.dedent(s.strip("\n")).strip() + ";\n\n" for s in statements)
+    """Statements as one script for ``clickhouse-client --multiquery``: each dedented, ended by ``;``
+    (a statement to run in every shard says so above it)."""
+    return "".join(
+        ("-- on one replica of every shard (its other replicas follow through replication)\n"
+         if isinstance(s, OncePerShard) else "") + textwrap.dedent(s.strip("\n")).strip() + ";\n\n"
+        for s in statements
+    )  # fmt: skip
+
+
+def execute_forward(ch: ClickHouse, sql: str, cluster: str | None) -> None:
+    """Run one statement of :func:`forward_statements`: an :class:`OncePerShard` one on one
+    replica of every shard of ``cluster`` (with ``ch``'s credentials), any other on ``ch``."""
+    connect = getattr(ch, "at", None)  # only a server engine reaches other servers (chDB has no cluster)
+    if isinstance(sql, OncePerShard) and cluster and connect is not None:
+        once_per_shard(ch, cluster, lambda engine: execute_idempotent(engine, sql), connect)
+    else:
+        execute_idempotent(ch, sql)
 
 
 def _before_cluster_ddl(ch: ClickHouse, cluster: str | None, wait_s: float,
@@ -194,7 +211,7 @@ def migrate(ch: ClickHouse, log: Callable[[str], None] = lambda _m: None, cluste
             log(f"applying {m.id}")
             for forward in m.forwards:
                 for sql in forward_statements(forward, version, ch.database, cluster):
-                    execute_idempotent(ch, sql)
+                    execute_forward(ch, sql, cluster)
             ch.insert(f"{ch.database}.{LEDGER}", ["id", "checksum", "applied_at"], [[m.id], [checksum(m)], [_now()]])
             now_applied.append(m.id)
         return now_applied

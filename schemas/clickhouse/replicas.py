@@ -13,10 +13,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .engine import ClickHouse
+from .engine import ClickHouse, ClickHouseUnavailable
 
 #: asks ``host``:``port`` for ``SELECT 1``; True if it answered
 Answers = Callable[[str, int], bool]
+#: a connection to ``host``:``port`` with the caller's credentials and database
+Connect = Callable[[str, int], ClickHouse]
 
 
 class ReplicasUnreachable(Exception):
@@ -68,6 +70,30 @@ def require_replicas(ch: ClickHouse, cluster: str, answers: Answers, wait_s: flo
             log(f"waiting up to {wait_s:.0f}s for {_names(silent)} of cluster {cluster} to answer")
             said = True
         time.sleep(poll_s)
+
+
+def once_per_shard(ch: ClickHouse, cluster: str, run: Callable[[ClickHouse], None], connect: Connect) -> None:
+    """``run`` on one replica of every shard of ``cluster``: on ``ch`` itself when the cluster
+    has one shard, else on the first replica of each shard that answers (a replica that stops
+    answering mid-way is followed by the next: ``run`` must be safe to repeat)."""
+    shards: dict[int, list[Replica]] = {}
+    for r in cluster_replicas(ch, cluster):
+        shards.setdefault(r.shard, []).append(r)
+    if len(shards) <= 1:
+        run(ch)
+        return
+    for shard, replicas in sorted(shards.items()):
+        for replica in replicas:
+            engine = connect(replica.host, replica.port)
+            try:
+                run(engine)
+                break
+            except ClickHouseUnavailable:
+                continue
+            finally:
+                engine.close()
+        else:
+            raise ReplicasUnreachable(f"no replica of shard {shard} of cluster {cluster} answers: {_names(replicas)}")
 
 
 def _names(replicas: list[Replica]) -> str:

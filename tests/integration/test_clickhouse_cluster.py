@@ -98,6 +98,14 @@ def test_every_table_is_replicated_on_both_replicas_and_migrating_again_applies_
         assert tables[distributed_name(table)] == "Distributed", table
     assert tables[T.ACTIVITY_DAILY] == "ReplicatedAggregatingMergeTree"
     assert tables[T.ACTIVITY_DAILY_MV] == "MaterializedView"
+    # The ALTERs ran on replica 1 alone (once per shard, not ON CLUSTER): replication gave replica 2
+    # their columns before its Distributed tables were made again from its local ones.
+    columns = "SELECT table, name, type FROM system.columns WHERE database = {db:String} ORDER BY table, name"
+    on_first, on_second = (e.query(columns, {"db": e.database}) for e in (first, second))
+    assert on_first == on_second
+    for table, column in ((T.STATEMENTS, "violations"), (T.QUARANTINE, "learners"), (T.SINK_PROGRESS, "caught_up_ms")):
+        for name in (table, distributed_name(table)):
+            assert (name, column) in {(t, c) for t, c, _type in on_second}, (name, column)
     # The ledger is replicated too (asynchronously, like every table): once the second replica
     # has it, a migrator there knows every migration is applied.
     wait_for(lambda: recorded(second) == recorded(first), 120, "the ledger on replica 2")

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from schemas.clickhouse.cluster import clusterize, distributed_name
-from schemas.clickhouse.migrate import _LEDGER_DDL, forward_statements
+from schemas.clickhouse.cluster import OncePerShard, clusterize, distributed_name
+from schemas.clickhouse.migrate import _LEDGER_DDL, forward_statements, sql_script
 from schemas.clickhouse.migrations import all_migrations
 
 OLD, MODERN = (18, 16, 1), (26, 9, 2)
@@ -99,7 +99,11 @@ def test_views_materialized_views_database_and_data_statements_in_cluster_form()
 def test_alters_and_drops_reach_every_server_and_the_distributed_table():
     violations = next(m for m in all_migrations() if m.id == "0012_statement_violations").forwards[0]
     local, drop, create, drop_all, create_all = clusterize(violations, "lp")
-    assert local.startswith("ALTER TABLE {db}.statements ON CLUSTER lp ADD COLUMN IF NOT EXISTS violations")
+    # Once per shard, not ON CLUSTER: 18.16's lock for a replicated table's ALTER can stop a
+    # replica's DDL worker for good; replication applies it on the shard's other replicas.
+    assert isinstance(local, OncePerShard)
+    assert local.startswith("ALTER TABLE {db}.statements ADD COLUMN IF NOT EXISTS violations")
+    assert "ON CLUSTER" not in local
     # The Distributed table (no data of its own) is made again with the new columns.
     assert drop == "DROP TABLE IF EXISTS {db}.statements_distributed ON CLUSTER lp"
     statements = next(m for m in all_migrations() if m.id == "0001_statements").forwards[0]
@@ -114,9 +118,10 @@ def test_alters_and_drops_reach_every_server_and_the_distributed_table():
     # Replicated tables deduplicate through ZooKeeper/Keeper by default: 0016 has no cluster form.
     for window in next(m for m in all_migrations() if m.id == "0016_dedup_window").forwards:
         assert clusterize(window, "lp") == []
-    assert clusterize("ALTER TABLE {db}.quarantine MODIFY SETTING index_granularity = 8192", "lp") == [
-        "ALTER TABLE {db}.quarantine ON CLUSTER lp MODIFY SETTING index_granularity = 8192"
-    ]
+    (setting,) = clusterize("ALTER TABLE {db}.quarantine MODIFY SETTING index_granularity = 8192", "lp")
+    assert setting == "ALTER TABLE {db}.quarantine MODIFY SETTING index_granularity = 8192"
+    assert isinstance(setting, OncePerShard)
+    assert not any(isinstance(s, OncePerShard) for s in clusterize("DROP TABLE IF EXISTS {db}.quarantine", "lp"))
 
 
 def test_the_non_replicated_window_is_left_out_of_every_settings_list_and_the_others_kept():
@@ -155,3 +160,13 @@ def test_single_node_form_is_unchanged_without_a_cluster():
 def test_cluster_names_are_plain_identifiers():
     with pytest.raises(ValueError, match="cluster name"):
         clusterize("CREATE DATABASE IF NOT EXISTS {db}", "lp; DROP TABLE x")
+
+
+@pytest.mark.parametrize("version", [OLD, MODERN], ids=["18.16", "26.9"])
+def test_the_alters_stay_once_per_shard_when_rendered_and_the_script_says_so(version):
+    forward = next(m for m in all_migrations() if m.id == "0024_progress_ms").forwards[0]
+    alter, *distributed = forward_statements(forward, version, "lpdb", "lp")
+    assert isinstance(alter, OncePerShard) and alter.startswith("ALTER TABLE lpdb.sink_progress ADD COLUMN")
+    assert distributed and all("ON CLUSTER lp" in d and not isinstance(d, OncePerShard) for d in distributed)
+    script = sql_script([alter, *distributed])
+    assert script.startswith("-- on one replica of every shard") and script.count("-- on one replica") == 1
