@@ -9,6 +9,7 @@ from .disk import disk_summary
 from .probes import MEASURES
 from .rules import highest_held
 from .run import StepResult
+from .server_work import server_work_summary
 
 CHDB_NA = "n/a (chDB: only its owner reads it; use --path server)"
 
@@ -118,6 +119,7 @@ def render(path: str, fed_by: str, steps: list[StepResult], ceilings: list[Ceili
     out += machine_lines(steps)
     out += insert_lines(steps)
     out += phase_lines(steps)
+    out += server_work_lines(steps)
     if ceilings:
         base, named = best, "highest held rate"
         if base is None:
@@ -176,6 +178,17 @@ def insert_lines(steps: list[StepResult]) -> list[str]:
         out.append(f"{s.rate:>9,.0f}  {name:<14} {ins.count / s.duration:>7.1f} inserts/s, "
                    f"{ins.seconds / s.duration:.2f} s inserting per s, {mean}"
                    + (f"; slowest: {slowest}" if slowest else ""))  # fmt: skip
+    return out
+
+
+def server_work_lines(steps: list[StepResult]) -> list[str]:
+    """What the ClickHouse server counted over each step's load (server path only)."""
+    measured = [s for s in steps if s.server_work is not None]
+    if not measured:
+        return []
+    out = ["", "the ClickHouse server the pipeline's URL names, over each step's load (its system.events; parts "
+           "written: by every insert into a table or materialized view, each merged again later):"]  # fmt: skip
+    out += [f"{s.rate:>9,.0f}  {server_work_summary(s.server_work, s.measured_s or s.duration)}" for s in measured]
     return out
 
 

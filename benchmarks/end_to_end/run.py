@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from .clock import EventClock, StepClock, crossing_lead_s
 from .disk import DiskReading, read_disks
 from .inserts import Inserts, read_inserts, sink_metrics_urls
+from .server_work import ServerWork, read_server_work
 from .probes import PER_PROBE, Probes
 from .rules import held, lag_bounded, percentile
 from .sampler import LagSampler, cpu_seconds, machine_cpu_seconds
@@ -57,6 +58,8 @@ class StepResult:
     disks: DiskReading | None = None  # the machine's disks over the same seconds
     # The sinks' ClickHouse inserts over the step, per process that runs sinks.
     inserts: dict[str, Inserts] = field(default_factory=dict)
+    # What the ClickHouse server counted over the step (server path; None: not read).
+    server_work: ServerWork | None = None
     freshness: dict[str, tuple[float | None, float | None, int, int]] = field(default_factory=dict)
     # Probes whose first GET by id after the acknowledgement answered 200, of those read.
     first_reads: tuple[int, int] = (0, 0)
@@ -87,6 +90,7 @@ def run_step(pipeline, load: Load, probes: Probes, sampler: LagSampler, rate: fl
     wall0, machine0, disks0 = time.monotonic(), machine_cpu_seconds(), read_disks()
     insert_urls = sink_metrics_urls(pipeline)
     inserts0 = {n: read_inserts(url) for n, url in insert_urls.items()}
+    work0 = _server_work(pipeline)
     health = None
     if clock is not None:
         step_clock = clock.next_step(crossing_lead_s(duration))
@@ -98,6 +102,7 @@ def run_step(pipeline, load: Load, probes: Probes, sampler: LagSampler, rate: fl
     cpu1 = {n: cpu_seconds(p.pid()) for n, p in procs.items()} | {"load generator": own_cpu()}
     wall1, machine1, disks1 = time.monotonic(), machine_cpu_seconds(), read_disks()
     inserts1 = {n: read_inserts(url) for n, url in insert_urls.items()}
+    work1 = _server_work(pipeline)
     result = StepResult(rate, duration, step, floor=lag_floor(rate), clock=clock.step if clock else None)
     result.cpu = {n: cpu1[n] - cpu0[n] for n in cpu0}
     result.measured_s = wall1 - wall0
@@ -105,6 +110,7 @@ def run_step(pipeline, load: Load, probes: Probes, sampler: LagSampler, rate: fl
     result.disks = disks1 - disks0 if disks0 is not None and disks1 is not None else None
     result.inserts = {n: after - before for n, before in inserts0.items()
                       if before is not None and (after := inserts1.get(n)) is not None}  # fmt: skip
+    result.server_work = work1 - work0 if work0 is not None and work1 is not None else None
     echo(f"  {rate:g}/s: {step.sent} sent, {step.accepted} accepted of {step.offered} offered; "
          f"{dict(step.statuses)}; settling up to {settle:.0f}s")  # fmt: skip
     time.sleep(min(sampler.every + 0.5, settle))  # one lag sample after the load
@@ -130,6 +136,14 @@ def run_step(pipeline, load: Load, probes: Probes, sampler: LagSampler, rate: fl
     total = len(health.seen) if health is not None else 0
     result.freshness["health"] = (percentile(seen, 50), percentile(seen, 99), len(seen), total)
     return result
+
+
+def _server_work(pipeline) -> ServerWork | None:
+    """The ClickHouse server's counters now (None on the chDB path, or if it did not answer)."""
+    if not pipeline.clickhouse_live():
+        return None
+    with pipeline.clickhouse() as ch:
+        return read_server_work(ch)
 
 
 def _behind(sampler: LagSampler, floor: int) -> bool:

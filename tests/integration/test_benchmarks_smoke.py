@@ -144,6 +144,11 @@ def test_end_to_end_benchmark_on_the_clickhouse_cluster_form_next_to_one_server(
     cpu = tables[1].split("CPU seconds per 1,000")[1].splitlines()[1].split()
     for process in ("sink", "sink-2", "zookeeper", "clickhouse-r1", "clickhouse-r2"):
         assert process in cpu, cpu
+    # What the server counted over the step, read through the pipeline's own engine: it inserted.
+    for table in tables:
+        work = table.split("the ClickHouse server the pipeline's URL names")[1].splitlines()[1]
+        inserted = re.search(r" ([\d,.]+) rows inserted/s", work)
+        assert work.split()[0] == "40" and inserted and float(inserted.group(1).replace(",", "")) > 0, work
     comparison = out.split("== server, cluster of 2 replicas / server, same run")[1]
     accepted = next(line for line in comparison.splitlines() if "accepted/s" in line).split()
     assert accepted[0] == "40" and accepted[-1].endswith("x"), comparison
