@@ -100,8 +100,15 @@ def test_every_table_is_replicated_on_both_replicas_and_migrating_again_applies_
     assert tables[T.ACTIVITY_DAILY_MV] == "MaterializedView"
     # The ALTERs ran on replica 1 alone (once per shard, not ON CLUSTER): replication gave replica 2
     # their columns before its Distributed tables were made again from its local ones.
+    # (A replicated ALTER that outwaits replication_alter_columns_timeout goes on in the background:
+    # waited for here, on a busy machine; a Distributed table made from stale columns stays stale.)
     columns = "SELECT table, name, type FROM system.columns WHERE database = {db:String} ORDER BY table, name"
-    on_first, on_second = (e.query(columns, {"db": e.database}) for e in (first, second))
+
+    def read_columns(engine: ServerEngine) -> list[tuple[str, str, str]]:
+        return engine.query(columns, {"db": engine.database})
+
+    wait_for(lambda: read_columns(first) == read_columns(second), 120, "the same columns on both replicas")
+    on_first, on_second = read_columns(first), read_columns(second)
     assert on_first == on_second
     for table, column in ((T.STATEMENTS, "violations"), (T.QUARANTINE, "learners"), (T.SINK_PROGRESS, "caught_up_ms")):
         for name in (table, distributed_name(table)):
